@@ -1,0 +1,327 @@
+//! The boot contract between `kiln-vmm` and the kiln guest kernel.
+//!
+//! Both sides compile this crate, so the layout of [`BootInfo`], the I/O
+//! port numbers and the exit-status encoding cannot drift apart. It owns
+//! only data definitions and their encoding; how the VMM fills them in and
+//! how the kernel consumes them live in the respective crates. The prose
+//! version of this contract is `docs/boot-contract.md`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// Magic at the start of [`BootInfo`]: the bytes `KILNBOOT` read as a
+/// little-endian `u64`.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"KILNBOOT");
+
+/// Version of the [`BootInfo`] layout. Bump it on any incompatible change;
+/// the kernel refuses (panics with a message) any version it does not know.
+pub const BOOT_INFO_VERSION: u32 = 1;
+
+/// Guest-physical layout fixed by the contract (everything below 1 MiB
+/// belongs to the VMM's boot data; the kernel image is loaded at 1 MiB).
+pub mod layout {
+    /// The VMM's boot PML4 (the kernel may replace the tables later).
+    pub const BOOT_PML4: u64 = 0x1000;
+    /// PDPT for the physical direct map (PML4 slot [`super::vm::PHYS_MAP_SLOT`]).
+    pub const BOOT_PDPT_PHYS_MAP: u64 = 0x2000;
+    /// PDPT for the kernel image mapping (PML4 slot 511).
+    pub const BOOT_PDPT_KERNEL: u64 = 0x3000;
+    /// First PVM registration page; vCPU `n` uses `PV_PAGES + n * 0x1000`.
+    pub const PV_PAGES: u64 = 0x4000;
+    /// How many vCPUs the PV page area holds.
+    pub const MAX_VCPUS: u64 = 4;
+    /// The [`super::BootInfo`] structure.
+    pub const BOOT_INFO: u64 = 0x8000;
+    /// Memory map entries ([`super::MemoryRegion`]), right after boot info.
+    pub const MEMORY_MAP: u64 = 0x9000;
+    /// Largest number of memory map entries.
+    pub const MEMORY_MAP_MAX: u64 = 0x1000 / 24;
+    /// Strings: command line, argv and envp blocks, program path.
+    pub const STRINGS: u64 = 0x10000;
+    /// Size of the string area.
+    pub const STRINGS_SIZE: u64 = 0x10000;
+    /// Page directories of the boot page tables (one per GiB of RAM).
+    pub const BOOT_PDS: u64 = 0x20000;
+    /// At most this many page directories (so at most this many GiB of RAM).
+    pub const BOOT_PDS_MAX: u64 = 64;
+    /// The console buffer: the guest copies output here, then writes its
+    /// length to a console port.
+    pub const CONSOLE_BUFFER: u64 = 0x70000;
+    /// Size of the console buffer.
+    pub const CONSOLE_BUFFER_SIZE: u64 = 0x10000;
+    /// Where the kernel image is loaded (its PT_LOAD physical addresses
+    /// must lie at or above this).
+    pub const KERNEL_LOAD: u64 = 0x10_0000;
+}
+
+/// Virtual-memory layout shared by the VMM's boot page tables and the kernel.
+pub mod vm {
+    /// Virtual base of the kernel image mapping: physical `p` is mapped at
+    /// `KERNEL_BASE + p` (the top 2 GiB, PML4 slot 511).
+    pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+    /// Virtual base of the direct map of all guest RAM (PML4 slot 273).
+    /// Slot 256 is avoided: on the PVM host an instruction fetch there
+    /// faults (see PVM.md, "Address-range rules").
+    pub const PHYS_MAP: u64 = 0xffff_8880_0000_0000;
+    /// PML4 slot of [`PHYS_MAP`].
+    pub const PHYS_MAP_SLOT: usize = 273;
+    /// PML4 slot of [`KERNEL_BASE`].
+    pub const KERNEL_SLOT: usize = 511;
+}
+
+/// I/O ports of the kiln platform (`OUT` from the guest kernel).
+pub mod port {
+    /// 32-bit write: the first `value` bytes of the console buffer go to the
+    /// VMM's standard output.
+    pub const CONSOLE_STDOUT: u16 = 0x510;
+    /// 32-bit write: the first `value` bytes of the console buffer go to the
+    /// VMM's standard error.
+    pub const CONSOLE_STDERR: u16 = 0x511;
+    /// 32-bit write: a boot milestone ([`super::Milestone`]) was reached.
+    pub const BOOT_TIMER: u16 = 0x520;
+    /// 32-bit write: the program ended; the value is an [`super::ExitReport`]
+    /// encoding. The VMM stops the VM.
+    pub const EXIT: u16 = 0x530;
+    /// QEMU `isa-debug-exit` device (`-device isa-debug-exit`): QEMU exits
+    /// with status `value * 2 + 1`.
+    pub const QEMU_DEBUG_EXIT: u16 = 0xf4;
+    /// The first serial port (16550 UART), the console under QEMU.
+    pub const COM1: u16 = 0x3f8;
+}
+
+/// Milestones reported through [`port::BOOT_TIMER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Milestone {
+    /// The kernel's first Rust code runs (after the PVM registration).
+    KernelEntry = 1,
+    /// The kernel is about to jump to the program's first instruction.
+    ProgramEntry = 2,
+}
+
+impl Milestone {
+    /// Decodes a value written to [`port::BOOT_TIMER`].
+    pub fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::KernelEntry),
+            2 => Some(Self::ProgramEntry),
+            _ => None,
+        }
+    }
+}
+
+/// How the guest's program (or the guest kernel) ended, as written to
+/// [`port::EXIT`]: `kind << 8 | code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReport {
+    /// The program called `exit`/`exit_group` with this status (low 8 bits).
+    Exited(u8),
+    /// The program was killed by this signal number.
+    Signaled(u8),
+    /// The guest kernel panicked (its message went to the console first).
+    KernelPanic,
+    /// The program exists but cannot be started (not an x86-64 ELF, …).
+    CannotExecute,
+    /// The program does not exist.
+    NotFound,
+}
+
+impl ExitReport {
+    /// Encodes the report as the 32-bit port value.
+    pub fn encode(self) -> u32 {
+        match self {
+            Self::Exited(code) => u32::from(code),
+            Self::Signaled(signal) => 1 << 8 | u32::from(signal),
+            Self::KernelPanic => 2 << 8,
+            Self::CannotExecute => 3 << 8,
+            Self::NotFound => 4 << 8,
+        }
+    }
+
+    /// Decodes a 32-bit port value; `None` for values no kernel writes.
+    pub fn decode(value: u32) -> Option<Self> {
+        let code = (value & 0xff) as u8;
+        match value >> 8 {
+            0 => Some(Self::Exited(code)),
+            1 if code != 0 && code < 128 => Some(Self::Signaled(code)),
+            2 if code == 0 => Some(Self::KernelPanic),
+            3 if code == 0 => Some(Self::CannotExecute),
+            4 if code == 0 => Some(Self::NotFound),
+            _ => None,
+        }
+    }
+
+    /// The process exit status a container runtime would give
+    /// (`docker run` conventions): the program's own status, 128+N for
+    /// signal N, 125 for a kernel failure, 126 when the program cannot be
+    /// executed, 127 when it does not exist.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Self::Exited(code) => code,
+            Self::Signaled(signal) => 128u8.saturating_add(signal),
+            Self::KernelPanic => 125,
+            Self::CannotExecute => 126,
+            Self::NotFound => 127,
+        }
+    }
+}
+
+/// Bits of [`BootInfo::flags`].
+pub mod flags {
+    /// The host KVM is the PVM flavour: each vCPU must register its PV page
+    /// (MSR [`super::msr::PVM_REGISTER`]) before anything else, and the
+    /// interrupt flag is byte 0 of that page.
+    pub const PVM: u64 = 1 << 0;
+    /// Print every system call on the console's stderr (`--trace-syscalls`).
+    pub const TRACE_SYSCALLS: u64 = 1 << 1;
+}
+
+/// Model-specific registers of the PVM host flavour (PVM.md).
+pub mod msr {
+    /// PV registration: the guest writes `page_gpa | flags` from CPL0; after
+    /// that its CPL0 code runs natively.
+    pub const PVM_REGISTER: u32 = 0x4b56_4d10;
+    /// Read-only signature: reads [`PVM_SIGNATURE_VALUE`] on a PVM host.
+    pub const PVM_SIGNATURE: u32 = 0x4b56_4d11;
+    /// The value of [`PVM_SIGNATURE`]: "PVM" in ASCII.
+    pub const PVM_SIGNATURE_VALUE: u64 = 0x4d_5650;
+}
+
+/// Kinds of [`MemoryRegion`].
+pub mod region {
+    /// RAM the kernel may allocate from.
+    pub const USABLE: u32 = 1;
+    /// RAM holding boot data, the kernel image or a module: not allocatable.
+    pub const RESERVED: u32 = 2;
+}
+
+/// One entry of the memory map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MemoryRegion {
+    /// Guest-physical start.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// One of the [`region`] kinds.
+    pub kind: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// The versioned boot-info structure at [`layout::BOOT_INFO`]; `rsi` holds
+/// its guest-physical address at kernel entry. All addresses are
+/// guest-physical. String blocks are sequences of NUL-terminated strings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct BootInfo {
+    /// [`BOOT_INFO_MAGIC`].
+    pub magic: u64,
+    /// [`BOOT_INFO_VERSION`].
+    pub version: u32,
+    /// `size_of::<BootInfo>()` as the VMM saw it.
+    pub size: u32,
+    /// [`flags`] bits.
+    pub flags: u64,
+    /// Memory map: address of the first [`MemoryRegion`].
+    pub memory_map_addr: u64,
+    /// Number of memory map entries.
+    pub memory_map_count: u64,
+    /// Kernel command line (not NUL-terminated), kernel options only.
+    pub cmdline_addr: u64,
+    /// Length of the command line.
+    pub cmdline_len: u64,
+    /// The program's bytes (the boot module), physically contiguous.
+    pub module_addr: u64,
+    /// Length of the program's bytes; 0 when there is none.
+    pub module_len: u64,
+    /// The program's path inside the guest (not NUL-terminated).
+    pub module_path_addr: u64,
+    /// Length of the path.
+    pub module_path_len: u64,
+    /// argv block (argv[0] first).
+    pub argv_addr: u64,
+    /// Length of the argv block in bytes.
+    pub argv_len: u64,
+    /// Number of strings in the argv block.
+    pub argc: u64,
+    /// envp block.
+    pub envp_addr: u64,
+    /// Length of the envp block in bytes.
+    pub envp_len: u64,
+    /// Number of strings in the envp block.
+    pub envc: u64,
+    /// Host wall-clock time (ns since the Unix epoch) at [`BootInfo::boot_tsc`].
+    pub boot_realtime_ns: u64,
+    /// Guest TSC value at which [`BootInfo::boot_realtime_ns`] was taken.
+    pub boot_tsc: u64,
+    /// TSC frequency in kHz (0 when unknown).
+    pub tsc_khz: u64,
+    /// Entropy from the host, for getrandom when RDRAND is missing.
+    pub random_seed: [u8; 32],
+    /// Console buffer address (see [`port::CONSOLE_STDOUT`]).
+    pub console_addr: u64,
+    /// Console buffer size.
+    pub console_len: u64,
+    /// Number of vCPUs.
+    pub vcpus: u64,
+    /// Total guest RAM in bytes.
+    pub memory_size: u64,
+}
+
+impl BootInfo {
+    /// Size of the structure in bytes.
+    pub const SIZE: usize = core::mem::size_of::<BootInfo>();
+}
+
+/// Iterates over the NUL-terminated strings of a string block.
+pub fn split_block(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let trimmed = block.strip_suffix(&[0]).unwrap_or(block);
+    trimmed
+        .split(|&b| b == 0)
+        .filter(move |_| !block.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn exit_report_round_trips() {
+        for report in [
+            ExitReport::Exited(0),
+            ExitReport::Exited(255),
+            ExitReport::Signaled(11),
+            ExitReport::KernelPanic,
+            ExitReport::CannotExecute,
+            ExitReport::NotFound,
+        ] {
+            assert_eq!(ExitReport::decode(report.encode()), Some(report));
+        }
+        assert_eq!(ExitReport::decode(5 << 8), None);
+        assert_eq!(ExitReport::decode(1 << 8), None);
+    }
+
+    #[test]
+    fn exit_status_follows_docker() {
+        assert_eq!(ExitReport::Exited(42).exit_status(), 42);
+        assert_eq!(ExitReport::Signaled(11).exit_status(), 139);
+        assert_eq!(ExitReport::KernelPanic.exit_status(), 125);
+        assert_eq!(ExitReport::CannotExecute.exit_status(), 126);
+        assert_eq!(ExitReport::NotFound.exit_status(), 127);
+    }
+
+    #[test]
+    fn boot_info_layout_is_stable() {
+        assert_eq!(BootInfo::SIZE, 224);
+        assert_eq!(core::mem::size_of::<MemoryRegion>(), 24);
+    }
+
+    #[test]
+    fn split_block_yields_each_string() {
+        let v: Vec<&[u8]> = split_block(b"a\0bc\0\0d\0").collect();
+        assert_eq!(v, [&b"a"[..], b"bc", b"", b"d"]);
+        assert_eq!(split_block(b"").count(), 0);
+    }
+}

@@ -1,0 +1,104 @@
+//! The kernel command line.
+//!
+//! Words are separated by blanks; double quotes group blanks into a word.
+//! Words before `--` are kernel options (`kiln.*`) or, when they contain
+//! `=`, environment variables for the program (as Linux passes unknown
+//! `NAME=value` words to init). Words after `--` are the program's
+//! arguments. Under kiln-vmm the argument and environment vectors come
+//! exactly from boot-info and the command line carries options only; under
+//! QEMU (`-append`) the command line is the only channel.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// What the command line asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelArgs {
+    /// `kiln.trace_syscalls`: print every system call.
+    pub trace_syscalls: bool,
+    /// `kiln.path=/p`: the program's path in the guest.
+    pub path: Option<String>,
+    /// `NAME=value` words before `--`.
+    pub env: Vec<String>,
+    /// Words after `--` (argv[1..]).
+    pub args: Vec<String>,
+    /// `kiln.*` words the kernel does not know (reported, then ignored).
+    pub unknown: Vec<String>,
+}
+
+/// Splits a command line into words (double quotes group, no escapes).
+pub fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_ascii_whitespace() && !quoted => {
+                if in_word {
+                    out.push(core::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(word);
+    }
+    out
+}
+
+/// Parses a command line.
+pub fn parse(line: &str) -> KernelArgs {
+    let mut args = KernelArgs::default();
+    let mut rest = false;
+    for w in words(line) {
+        if rest {
+            args.args.push(w);
+        } else if w == "--" {
+            rest = true;
+        } else if w == "kiln.trace_syscalls" || w == "kiln.trace_syscalls=1" {
+            args.trace_syscalls = true;
+        } else if let Some(p) = w.strip_prefix("kiln.path=") {
+            args.path = Some(p.into());
+        } else if w.starts_with("kiln.") {
+            args.unknown.push(w);
+        } else if w.contains('=') {
+            args.env.push(w);
+        } else {
+            args.unknown.push(w);
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_options_env_and_args() {
+        let a = parse(r#"kiln.trace_syscalls GREETING="hi there" kiln.path=/hello -- a "b c""#);
+        assert!(a.trace_syscalls);
+        assert_eq!(a.path.as_deref(), Some("/hello"));
+        assert_eq!(a.env, ["GREETING=hi there"]);
+        assert_eq!(a.args, ["a", "b c"]);
+        assert!(a.unknown.is_empty());
+    }
+
+    #[test]
+    fn keeps_empty_quoted_words_and_unknown_options() {
+        let a = parse(r#"kiln.bogus console=ttyS0 -- "" x"#);
+        assert_eq!(a.unknown, ["kiln.bogus"]);
+        assert_eq!(a.env, ["console=ttyS0"]);
+        assert_eq!(a.args, ["", "x"]);
+    }
+}

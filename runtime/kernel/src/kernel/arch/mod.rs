@@ -1,0 +1,18 @@
+//! The CPU and machine layer. The rest of the kernel uses only what this
+//! module re-exports, never `arch::x86_64::…` directly.
+
+mod x86_64;
+
+pub use self::x86_64::cpu::{rdrand, rdtsc};
+pub use self::x86_64::paging::{phys_to_virt, pte, PageTables};
+pub use self::x86_64::platform;
+pub use self::x86_64::traps::Frame;
+pub use self::x86_64::{
+    drop_identity_map, enter_program, features, flavour, fs_base, gs_base, init, set_fs_base,
+    set_gs_base, Flavour, PLATFORM_PVH,
+};
+
+/// The physical address of the active top-level page table.
+pub fn active_page_table() -> u64 {
+    self::x86_64::cpu::read_cr3() & pte::ADDR
+}

@@ -1,0 +1,171 @@
+//! 4-level page tables (Intel SDM vol. 3A §4.5), reached through the
+//! direct map of physical memory.
+//!
+//! The kernel half (direct map, kernel image, heap) and the program's half
+//! share one PML4: the program runs in the kernel's address space. Every
+//! entry carries U/S=1, as the PVM probe's tables did: the program runs at
+//! CPL0, so the bit grants nothing, and it keeps the PVM host's shadow
+//! paging on its tested path.
+
+use kiln_boot::vm::PHYS_MAP;
+
+/// Page-table entry bits.
+pub mod pte {
+    /// Present.
+    pub const PRESENT: u64 = 1 << 0;
+    /// Writable.
+    pub const WRITABLE: u64 = 1 << 1;
+    /// User-accessible (always set, see the module comment).
+    pub const USER: u64 = 1 << 2;
+    /// Large page (2 MiB in a PD, 1 GiB in a PDPT).
+    pub const HUGE: u64 = 1 << 7;
+    /// Software bit: a PROT_NONE page whose frame is kept (not present, but
+    /// the address field still names the frame).
+    pub const KEPT: u64 = 1 << 9;
+    /// Not executable (EFER.NXE is on).
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// The physical-address field.
+    pub const ADDR: u64 = 0x000f_ffff_ffff_f000;
+}
+
+/// The virtual address of physical address `pa` in the direct map.
+pub fn phys_to_virt(pa: u64) -> *mut u8 {
+    (PHYS_MAP + pa) as *mut u8
+}
+
+/// The physical address behind a direct-map pointer.
+pub fn virt_to_phys(va: *const u8) -> u64 {
+    va as u64 - PHYS_MAP
+}
+
+/// A page could not be mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame for an intermediate table.
+    OutOfMemory,
+    /// A large page already covers the address.
+    HugePage,
+}
+
+/// A page-table hierarchy, by the physical address of its PML4.
+pub struct PageTables {
+    pml4: u64,
+}
+
+fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * level)) & 0x1ff) as usize
+}
+
+/// # Safety
+/// `pa` must be the physical address of a page table owned by the caller's
+/// `PageTables`, inside the direct map, with no other live reference to it.
+unsafe fn table<'a>(pa: u64) -> &'a mut [u64; 512] {
+    // SAFETY: the caller guarantees `pa` is a page table in the direct map.
+    unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
+}
+
+impl PageTables {
+    /// The tables whose PML4 is at physical address `pml4`.
+    ///
+    /// # Safety
+    /// `pml4` must be the active top-level table. Several `PageTables` may
+    /// name it, but each range of the address space has one editor at a
+    /// time: the process owns the lower half, the heap lock the heap range.
+    pub unsafe fn from_pml4(pml4: u64) -> Self {
+        Self { pml4 }
+    }
+
+    /// Physical address of the PML4.
+    pub fn pml4(&self) -> u64 {
+        self.pml4
+    }
+
+    /// Clears the PML4 entry of `slot` (used to drop the PVH identity map).
+    pub fn clear_slot(&mut self, slot: usize) {
+        // SAFETY: `self` owns the tables (constructor contract).
+        unsafe { table(self.pml4)[slot] = 0 };
+    }
+
+    /// The leaf entry of `va` (0 when nothing is mapped there).
+    pub fn lookup(&self, va: u64) -> u64 {
+        let mut pa = self.pml4;
+        for level in (1..4).rev() {
+            // SAFETY: every non-leaf entry points at a table these tables own.
+            let e = unsafe { table(pa)[index(va, level)] };
+            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+                return if e & pte::HUGE != 0 { e } else { 0 };
+            }
+            pa = e & pte::ADDR;
+        }
+        // SAFETY: as above.
+        unsafe { table(pa)[index(va, 0)] }
+    }
+
+    /// Points the 4 KiB page at `va` to frame `pa` with `flags`
+    /// (PRESENT/USER are added). Intermediate tables come from `alloc`,
+    /// which returns a zeroed frame. The caller flushes the TLB if the entry
+    /// was present before.
+    pub fn map(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: u64,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
+        let mut table_pa = self.pml4;
+        for level in (1..4).rev() {
+            // SAFETY: `table_pa` is a table these tables own.
+            let t = unsafe { table(table_pa) };
+            let e = &mut t[index(va, level)];
+            if *e & pte::PRESENT == 0 {
+                let frame = alloc().ok_or(MapError::OutOfMemory)?;
+                *e = frame | pte::PRESENT | pte::WRITABLE | pte::USER;
+            } else if *e & pte::HUGE != 0 {
+                return Err(MapError::HugePage);
+            }
+            table_pa = *e & pte::ADDR;
+        }
+        // SAFETY: as above.
+        unsafe { table(table_pa)[index(va, 0)] = pa | flags | pte::PRESENT | pte::USER };
+        Ok(())
+    }
+
+    /// Changes the flags of a 4 KiB mapping, keeping its frame. With
+    /// `present == false` the page becomes inaccessible (PROT_NONE) but keeps
+    /// its frame (marked [`pte::KEPT`]).
+    pub fn protect(&mut self, va: u64, flags: u64, present: bool) {
+        if let Some(e) = self.leaf_mut(va) {
+            if *e & (pte::PRESENT | pte::KEPT) != 0 {
+                let state = if present { pte::PRESENT } else { pte::KEPT };
+                *e = (*e & pte::ADDR) | flags | state | pte::USER;
+                super::cpu::invlpg(va);
+            }
+        }
+    }
+
+    /// Removes the 4 KiB mapping at `va` (present or kept); returns its frame.
+    pub fn unmap(&mut self, va: u64) -> Option<u64> {
+        let e = self.leaf_mut(va)?;
+        if *e & (pte::PRESENT | pte::KEPT) == 0 {
+            return None;
+        }
+        let pa = *e & pte::ADDR;
+        *e = 0;
+        super::cpu::invlpg(va);
+        Some(pa)
+    }
+
+    fn leaf_mut(&mut self, va: u64) -> Option<&mut u64> {
+        let mut pa = self.pml4;
+        for level in (1..4).rev() {
+            // SAFETY: `pa` is a table these tables own.
+            let e = unsafe { table(pa)[index(va, level)] };
+            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+                return None;
+            }
+            pa = e & pte::ADDR;
+        }
+        // SAFETY: as above; `&mut self` makes the reference unique.
+        Some(unsafe { &mut table(pa)[index(va, 0)] })
+    }
+}

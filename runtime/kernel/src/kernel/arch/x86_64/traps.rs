@@ -1,0 +1,234 @@
+//! Entry into the kernel from the program: exceptions and interrupts (IDT)
+//! and the SYSCALL instruction.
+//!
+//! The program runs at the kernel's privilege level, so no event switches
+//! stacks by itself. Every IDT gate therefore names an IST stack (the
+//! program's 128-byte red zone below RSP stays untouched, measured in
+//! PVM.md), and the SYSCALL entry, which arrives on the program's own stack,
+//! moves to the kernel stack before its first push. Both paths save all
+//! general registers and XMM0-15 into a [`Frame`] (the kernel's Rust code,
+//! and the precompiled `core`, use SSE registers the program may rely on).
+//!
+//! A system call returns without IRETQ (which traps on PVM): the program's
+//! RFLAGS and RIP are written just below its red zone, then `popfq; ret 128`
+//! restores RFLAGS, RIP and RSP natively. RCX and R11 come back as the
+//! return address and RFLAGS, exactly as after Linux's SYSRET.
+
+use core::arch::{asm, global_asm};
+use core::mem::size_of;
+
+use super::entry::KERNEL_STACK_SIZE;
+use super::gdt::{IST_CRITICAL, IST_EXCEPTION, KERNEL_CS};
+
+/// `Frame::vector` value marking a system call.
+pub const VECTOR_SYSCALL: u64 = 0x100;
+
+/// The program's registers at the moment it entered the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
+pub struct Frame {
+    pub xmm: [u128; 16],
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Exception/interrupt vector, or [`VECTOR_SYSCALL`].
+    pub vector: u64,
+    /// The exception's error code (0 when it has none).
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(size_of::<Frame>() == 256 + 22 * 8);
+
+/// The program's stack pointer at its last SYSCALL (one CPU: one slot).
+#[no_mangle]
+static mut SYSCALL_USER_RSP: u64 = 0;
+
+macro_rules! save_and_call {
+    ($handler:literal) => {
+        concat!(
+            "push rax\n push rbx\n push rcx\n push rdx\n push rsi\n push rdi\n push rbp\n",
+            "push r8\n push r9\n push r10\n push r11\n push r12\n push r13\n push r14\n push r15\n",
+            "sub rsp, 256\n",
+            "movups [rsp + 0x00], xmm0\n movups [rsp + 0x10], xmm1\n",
+            "movups [rsp + 0x20], xmm2\n movups [rsp + 0x30], xmm3\n",
+            "movups [rsp + 0x40], xmm4\n movups [rsp + 0x50], xmm5\n",
+            "movups [rsp + 0x60], xmm6\n movups [rsp + 0x70], xmm7\n",
+            "movups [rsp + 0x80], xmm8\n movups [rsp + 0x90], xmm9\n",
+            "movups [rsp + 0xa0], xmm10\n movups [rsp + 0xb0], xmm11\n",
+            "movups [rsp + 0xc0], xmm12\n movups [rsp + 0xd0], xmm13\n",
+            "movups [rsp + 0xe0], xmm14\n movups [rsp + 0xf0], xmm15\n",
+            "cld\n",
+            "mov rdi, rsp\n",
+            "call ", $handler, "\n",
+            "movups xmm0, [rsp + 0x00]\n movups xmm1, [rsp + 0x10]\n",
+            "movups xmm2, [rsp + 0x20]\n movups xmm3, [rsp + 0x30]\n",
+            "movups xmm4, [rsp + 0x40]\n movups xmm5, [rsp + 0x50]\n",
+            "movups xmm6, [rsp + 0x60]\n movups xmm7, [rsp + 0x70]\n",
+            "movups xmm8, [rsp + 0x80]\n movups xmm9, [rsp + 0x90]\n",
+            "movups xmm10, [rsp + 0xa0]\n movups xmm11, [rsp + 0xb0]\n",
+            "movups xmm12, [rsp + 0xc0]\n movups xmm13, [rsp + 0xd0]\n",
+            "movups xmm14, [rsp + 0xe0]\n movups xmm15, [rsp + 0xf0]\n",
+            "add rsp, 256\n",
+            "pop r15\n pop r14\n pop r13\n pop r12\n pop r11\n pop r10\n pop r9\n pop r8\n",
+            "pop rbp\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rbx\n",
+        )
+    };
+}
+
+global_asm!(
+    ".section .text.traps, \"ax\"",
+    ".globl trap_stubs",
+    ".balign 16",
+    "trap_stubs:",
+    ".set vec, 0",
+    ".rept 256",
+    ".balign 16",
+    ".if (vec == 8) || (vec >= 10 && vec <= 14) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)",
+    "nop",
+    ".else",
+    "push 0",
+    ".endif",
+    "push vec",
+    "jmp trap_common",
+    ".set vec, vec + 1",
+    ".endr",
+    "trap_common:",
+    save_and_call!("trap_dispatch"),
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
+    "",
+    ".globl syscall_entry",
+    ".balign 16",
+    "syscall_entry:",
+    "mov [rip + SYSCALL_USER_RSP], rsp",
+    "lea rsp, [rip + KERNEL_STACK + {stack_size}]",
+    "push {ds}",
+    "push qword ptr [rip + SYSCALL_USER_RSP]",
+    "push r11",
+    "push {cs}",
+    "push rcx",
+    "push 0",
+    "push {syscall}",
+    save_and_call!("syscall_dispatch"),
+    // [rsp]: rax, +8 vector, +16 error, +24 rip, +32 cs, +40 rflags, +48 rsp
+    "mov rcx, [rsp + 48]",
+    "lea r11, [rcx - 144]",
+    "mov rcx, [rsp + 40]",
+    "mov [r11], rcx",
+    "mov rcx, [rsp + 24]",
+    "mov [r11 + 8], rcx",
+    "pop rax",
+    "mov rsp, r11",
+    "mov r11, [rsp]",
+    "popfq",
+    "ret 128",
+    ".text",
+    stack_size = const KERNEL_STACK_SIZE,
+    ds = const super::gdt::KERNEL_DS,
+    cs = const KERNEL_CS,
+    syscall = const VECTOR_SYSCALL,
+);
+
+extern "C" {
+    static trap_stubs: u8;
+    fn syscall_entry();
+}
+
+/// One 16-byte IDT gate.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+static mut IDT: [Gate; 256] = [Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+}; 256];
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Vectors that get the critical IST stack: NMI, double fault, machine check.
+fn ist_for(vector: usize) -> u8 {
+    match vector {
+        2 | 8 | 18 => IST_CRITICAL,
+        _ => IST_EXCEPTION,
+    }
+}
+
+/// Fills and loads the IDT. Called once on the boot CPU.
+pub fn init_idt() {
+    let stubs = (&raw const trap_stubs) as u64;
+    // SAFETY: runs once at boot on the only CPU before any interrupt can be
+    // taken; nothing else accesses the IDT meanwhile.
+    unsafe {
+        let idt = &raw mut IDT;
+        for (vector, gate) in (*idt).iter_mut().enumerate() {
+            let handler = stubs + 16 * vector as u64;
+            *gate = Gate {
+                offset_low: handler as u16,
+                selector: KERNEL_CS,
+                ist: ist_for(vector),
+                type_attr: 0x8e, // present, DPL 0, 64-bit interrupt gate
+                offset_mid: (handler >> 16) as u16,
+                offset_high: (handler >> 32) as u32,
+                reserved: 0,
+            };
+        }
+        let ptr = DescriptorPointer {
+            limit: (size_of::<[Gate; 256]>() - 1) as u16,
+            base: idt as u64,
+        };
+        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
+    }
+}
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_SFMASK: u32 = 0xc000_0084;
+
+/// Points the SYSCALL instruction at [`syscall_entry`].
+pub fn init_syscall() {
+    // SAFETY: STAR/LSTAR/SFMASK exist on every x86-64 CPU; LSTAR points at
+    // the entry stub above, STAR's CS/SS are this GDT's kernel selectors.
+    // SFMASK clears TF, DF, IF, AC and NT on entry.
+    unsafe {
+        super::cpu::wrmsr(MSR_STAR, (u64::from(KERNEL_CS) << 32) | (0x23 << 48));
+        super::cpu::wrmsr(MSR_LSTAR, syscall_entry as usize as u64);
+        super::cpu::wrmsr(MSR_SFMASK, 0x4_7700);
+    }
+}

@@ -1,0 +1,225 @@
+//! The kernel proper: boot sequence, fault handling and the end of the
+//! program. `kernel_start` is called by the entry code in
+//! `arch::x86_64::entry` on the boot stack.
+
+pub mod arch;
+pub mod boot;
+pub mod console;
+pub mod mm;
+pub mod process;
+pub mod random;
+pub mod signal;
+pub mod syscall;
+pub mod time;
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kiln_boot::{flags, split_block, ExitReport, Milestone};
+use kiln_kernel::cmdline;
+
+use self::arch::platform::{self, Platform};
+use self::arch::{Flavour, Frame};
+use self::boot::{ArgSource, BootParams};
+use self::process::{Args, ExecError, PROCESS};
+use self::signal::sig;
+use crate::kprintln;
+
+/// Default program path when the boot protocol names none.
+const DEFAULT_PATH: &[u8] = b"/app";
+
+/// The environment a program gets when none is given (Docker's default).
+const DEFAULT_ENV: &[&[u8]] = &[b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+
+/// First Rust code of the kernel. `platform` is `PLATFORM_KILN` or
+/// `PLATFORM_PVH`, `info` the physical address of the boot protocol's
+/// structure, `pv_page` the PVM registration page (0 when not on PVM).
+#[no_mangle]
+extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
+    platform::set(if platform == arch::PLATFORM_PVH { Platform::Pvh } else { Platform::Kiln });
+    platform::milestone(Milestone::KernelEntry);
+    let flavour = if pv_page != 0 { Flavour::Pvm { page: pv_page } } else { Flavour::Native };
+    arch::init(flavour);
+    let params = platform::boot_params(info);
+    if params.has(flags::PVM) != matches!(flavour, Flavour::Pvm { .. }) {
+        panic!("boot-info PVM flag disagrees with the registration page ({})", flavour.name());
+    }
+    mm::init(&params);
+    time::init(&params);
+    random::init(&params.seed);
+    let (path, args, trace) = program_args(&params);
+    {
+        // SAFETY: the active PML4 is the boot one; the kernel alone edits its
+        // lower half at this point.
+        let mut tables = unsafe { arch::PageTables::from_pml4(arch::active_page_table()) };
+        arch::drop_identity_map(&mut tables);
+    }
+    let shown = core::str::from_utf8(&path).unwrap_or("(program)");
+    match process::exec(params.module, &path, &args, trace) {
+        Ok((process, entry, sp)) => {
+            *PROCESS.lock() = Some(process);
+            platform::milestone(Milestone::ProgramEntry);
+            arch::enter_program(entry, sp)
+        }
+        Err(ExecError::NotFound) => {
+            kprintln!("kiln: {shown}: program not found");
+            platform::exit(ExitReport::NotFound)
+        }
+        Err(ExecError::Elf(e)) => {
+            kprintln!("kiln: cannot execute {shown}: {e}");
+            platform::exit(ExitReport::CannotExecute)
+        }
+        Err(ExecError::Layout) => {
+            kprintln!("kiln: cannot execute {shown}: its segments overlap or its arguments are too large");
+            platform::exit(ExitReport::CannotExecute)
+        }
+        Err(ExecError::OutOfMemory) => {
+            kprintln!("kiln: cannot execute {shown}: out of guest memory while loading it");
+            platform::exit(ExitReport::CannotExecute)
+        }
+    }
+}
+
+/// The program's path, argv/envp and whether to trace its syscalls.
+fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
+    let line = core::str::from_utf8(params.cmdline).unwrap_or("");
+    let parsed = cmdline::parse(line);
+    for unknown in &parsed.unknown {
+        if unknown.starts_with("kiln.") {
+            kprintln!("kiln: ignoring unknown kernel option {unknown}");
+        }
+    }
+    let trace = parsed.trace_syscalls || params.has(flags::TRACE_SYSCALLS);
+    let path: Vec<u8> = match (params.path.is_empty(), &parsed.path) {
+        (false, _) => params.path.to_vec(),
+        (true, Some(p)) => p.as_bytes().to_vec(),
+        (true, None) => DEFAULT_PATH.to_vec(),
+    };
+    let args = match params.args {
+        ArgSource::Blocks { argv, envp } => Args {
+            argv: split_block(argv.0).take(argv.1).map(<[u8]>::to_vec).collect(),
+            envp: split_block(envp.0).take(envp.1).map(<[u8]>::to_vec).collect(),
+        },
+        ArgSource::CommandLine => {
+            let mut argv = alloc::vec![path.clone()];
+            argv.extend(parsed.args.iter().map(|a| a.as_bytes().to_vec()));
+            let mut envp: Vec<Vec<u8>> = DEFAULT_ENV.iter().map(|e| e.to_vec()).collect();
+            envp.extend(parsed.env.iter().map(|e| e.as_bytes().to_vec()));
+            Args { argv, envp }
+        }
+    };
+    (path, args, trace)
+}
+
+/// Ends the program normally with `status` (exit/exit_group).
+pub fn exit_program(status: u8) -> ! {
+    platform::exit(ExitReport::Exited(status))
+}
+
+/// Ends the program as killed by `signal`, with a one-line report on
+/// stderr when `detail` says why.
+pub fn kill_program(signal: u8, detail: Option<fmt::Arguments<'_>>) -> ! {
+    let (name, what) = signal::describe(signal);
+    match detail {
+        Some(d) => kprintln!("kiln: program killed by {name} ({what}): {d}"),
+        None => kprintln!("kiln: program killed by {name} ({what})"),
+    }
+    platform::exit(ExitReport::Signaled(signal))
+}
+
+const PF_PRESENT: u64 = 1;
+const PF_WRITE: u64 = 2;
+const PF_FETCH: u64 = 0x10;
+
+/// The signal an exception vector raises in the program (Linux's mapping).
+fn exception_signal(vector: u64) -> (u8, &'static str) {
+    match vector {
+        0 => (sig::SIGFPE, "divide error"),
+        1 | 3 => (sig::SIGTRAP, "breakpoint"),
+        4 => (sig::SIGSEGV, "overflow"),
+        5 => (sig::SIGSEGV, "bound range exceeded"),
+        6 => (sig::SIGILL, "invalid opcode"),
+        7 => (sig::SIGSEGV, "device not available"),
+        12 => (sig::SIGBUS, "stack segment fault"),
+        13 => (sig::SIGSEGV, "general protection fault"),
+        14 => (sig::SIGSEGV, "page fault"),
+        16 | 19 => (sig::SIGFPE, "floating-point exception"),
+        17 => (sig::SIGBUS, "alignment check"),
+        _ => (sig::SIGSEGV, "unexpected exception"),
+    }
+}
+
+/// Called by the trap stubs for every exception and interrupt.
+#[no_mangle]
+extern "C" fn trap_dispatch(frame: &mut Frame) {
+    let from_program = frame.rip < kiln_boot::vm::PHYS_MAP;
+    if frame.vector == 14 {
+        let addr = arch::flavour().fault_address();
+        if from_program {
+            let write = frame.error & PF_WRITE != 0;
+            let fetch = frame.error & PF_FETCH != 0;
+            let mut guard = PROCESS.lock();
+            let result = match guard.as_mut() {
+                Some(p) => p.populate(addr, write, fetch),
+                None => Err(process::FaultError::Unmapped),
+            };
+            drop(guard);
+            match result {
+                Ok(()) => return,
+                Err(process::FaultError::OutOfMemory) => kill_program(
+                    sig::SIGKILL,
+                    Some(format_args!("out of guest memory at address {addr:#x}, ip {:#x}", frame.rip)),
+                ),
+                Err(_) => {
+                    let access = if fetch {
+                        "execute"
+                    } else if write {
+                        "write"
+                    } else {
+                        "read"
+                    };
+                    let why = if frame.error & PF_PRESENT != 0 { "protection" } else { "unmapped" };
+                    kill_program(
+                        sig::SIGSEGV,
+                        Some(format_args!(
+                            "invalid {access} at address {addr:#x} ({why}), ip {:#x}",
+                            frame.rip
+                        )),
+                    )
+                }
+            }
+        }
+        panic!(
+            "page fault in the kernel at address {addr:#x}, ip {:#x}, error {:#x}",
+            frame.rip, frame.error
+        );
+    }
+    if frame.vector < 32 {
+        if from_program && !matches!(frame.vector, 2 | 8 | 18) {
+            let (signal, what) = exception_signal(frame.vector);
+            kill_program(signal, Some(format_args!("{what} at ip {:#x}", frame.rip)));
+        }
+        panic!(
+            "exception {} in the kernel at ip {:#x}, error {:#x}, rsp {:#x}",
+            frame.vector, frame.rip, frame.error, frame.rsp
+        );
+    }
+    // No interrupt source is enabled yet: anything else is unexpected but
+    // harmless.
+}
+
+/// Set by the first panic, so a panic while panicking ends at once.
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    if PANICKING.swap(true, Ordering::SeqCst) {
+        platform::exit(ExitReport::KernelPanic);
+    }
+    match info.location() {
+        Some(l) => kprintln!("kiln kernel panic: {} ({}:{})", info.message(), l.file(), l.line()),
+        None => kprintln!("kiln kernel panic: {}", info.message()),
+    }
+    platform::exit(ExitReport::KernelPanic)
+}

@@ -1,0 +1,154 @@
+//! Memory system calls: brk, anonymous mmap, munmap, mprotect, madvise.
+//! Pages are allocated on first touch (see `Process::populate`).
+
+use kiln_kernel::elf::{page_up, PAGE_SIZE, USER_END, USER_MIN};
+use kiln_kernel::errno::Errno;
+use kiln_kernel::vma::{prot, Backing, Label, Vma, VmaError};
+
+use crate::kernel::process::{Process, MMAP_TOP};
+
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MADV_DONTNEED: u64 = 4;
+
+fn vma_errno(e: VmaError) -> Errno {
+    match e {
+        VmaError::Invalid => Errno::Inval,
+        VmaError::Overlap => Errno::Exist,
+        VmaError::NoSpace => Errno::Nomem,
+    }
+}
+
+/// brk(2): moves the program break; returns the (possibly unchanged) break.
+pub fn brk(p: &mut Process, new: u64) -> Result<u64, Errno> {
+    if new < p.brk_start || new > USER_END {
+        return Ok(p.brk);
+    }
+    let old_end = page_up(p.brk);
+    let new_end = page_up(new);
+    let moved = if new_end == old_end {
+        Ok(())
+    } else if old_end == p.brk_start {
+        p.add_area(Vma {
+            start: p.brk_start,
+            end: new_end,
+            prot: prot::READ | prot::WRITE,
+            backing: Backing::Anonymous,
+            label: Label::Heap,
+        })
+    } else if new_end == p.brk_start {
+        p.remove_range(p.brk_start, old_end)
+    } else if new_end > old_end {
+        p.vmas.resize_end(old_end, new_end)
+    } else {
+        p.remove_range(new_end, old_end)
+    };
+    if moved.is_ok() {
+        p.brk = new;
+    }
+    Ok(p.brk)
+}
+
+fn valid_prot(bits: u64) -> Result<u32, Errno> {
+    if bits & !0x7 != 0 {
+        return Err(Errno::Inval);
+    }
+    Ok(bits as u32)
+}
+
+/// mmap(2): anonymous mappings (file mappings need a file system).
+pub fn mmap(p: &mut Process, addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) -> Result<u64, Errno> {
+    let protection = valid_prot(prot_bits)?;
+    if len == 0 || addr % PAGE_SIZE != 0 || off % PAGE_SIZE != 0 {
+        return Err(Errno::Inval);
+    }
+    if flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
+        return Err(Errno::Inval);
+    }
+    if flags & MAP_ANONYMOUS == 0 {
+        // No files exist yet, so no descriptor can be mapped.
+        let _ = fd;
+        return Err(Errno::Badf);
+    }
+    let len = page_up(len);
+    if len > USER_END {
+        return Err(Errno::Nomem);
+    }
+    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    let start = if fixed {
+        let end = addr.checked_add(len).filter(|&e| e <= USER_END).ok_or(Errno::Nomem)?;
+        if addr < USER_MIN {
+            return Err(Errno::Perm);
+        }
+        if flags & MAP_FIXED_NOREPLACE != 0 {
+            if !p.vmas.is_free(addr, end) {
+                return Err(Errno::Exist);
+            }
+        } else {
+            p.remove_range(addr, end).map_err(vma_errno)?;
+        }
+        addr
+    } else {
+        let hint_free = addr >= USER_MIN
+            && addr.checked_add(len).is_some_and(|e| e <= MMAP_TOP && p.vmas.is_free(addr, e));
+        if hint_free {
+            addr
+        } else {
+            p.vmas.find_free_below(len, MMAP_TOP).map_err(vma_errno)?
+        }
+    };
+    p.add_area(Vma {
+        start,
+        end: start + len,
+        prot: protection,
+        backing: Backing::Anonymous,
+        label: Label::Mmap,
+    })
+    .map_err(vma_errno)?;
+    Ok(start)
+}
+
+/// munmap(2).
+pub fn munmap(p: &mut Process, addr: u64, len: u64) -> Result<u64, Errno> {
+    if addr % PAGE_SIZE != 0 || len == 0 {
+        return Err(Errno::Inval);
+    }
+    let end = addr.checked_add(page_up(len)).filter(|&e| e <= USER_END).ok_or(Errno::Inval)?;
+    p.remove_range(addr, end).map_err(vma_errno)?;
+    Ok(0)
+}
+
+/// mprotect(2).
+pub fn mprotect(p: &mut Process, addr: u64, len: u64, prot_bits: u64) -> Result<u64, Errno> {
+    let protection = valid_prot(prot_bits & !0x0300_0000)?; // PROT_GROWSDOWN/UP ignored
+    if addr % PAGE_SIZE != 0 {
+        return Err(Errno::Inval);
+    }
+    if len == 0 {
+        return Ok(0);
+    }
+    let end = addr.checked_add(page_up(len)).filter(|&e| e <= USER_END).ok_or(Errno::Nomem)?;
+    p.protect_range(addr, end, protection).map_err(|e| match e {
+        VmaError::NoSpace => Errno::Nomem,
+        other => vma_errno(other),
+    })?;
+    Ok(0)
+}
+
+/// madvise(2): MADV_DONTNEED drops pages; other advice is accepted.
+pub fn madvise(p: &mut Process, addr: u64, len: u64, advice: u64) -> Result<u64, Errno> {
+    if addr % PAGE_SIZE != 0 {
+        return Err(Errno::Inval);
+    }
+    let end = addr.checked_add(page_up(len)).filter(|&e| e <= USER_END).ok_or(Errno::Inval)?;
+    if !p.vmas.covers(addr, end - addr, 0) {
+        return Err(Errno::Nomem);
+    }
+    if advice == MADV_DONTNEED {
+        p.discard_range(addr, end);
+    }
+    Ok(0)
+}

@@ -1,0 +1,138 @@
+//! The Linux system-call layer.
+//!
+//! `syscall_dispatch` is called by the SYSCALL entry stub with the
+//! program's registers. It decodes the number and arguments (Linux x86-64
+//! ABI: number in RAX, arguments in RDI, RSI, RDX, R10, R8, R9), runs the
+//! handler, and writes the result (or `-errno`) back to RAX. Handlers live
+//! in one file per area and return `Result<u64, Errno>`; unknown numbers
+//! get `-ENOSYS` and a trace line naming them.
+
+mod fs;
+mod mm;
+mod task;
+mod time;
+mod trace;
+
+use kiln_kernel::errno::Errno;
+use kiln_kernel::syscall_names::nr;
+
+use crate::kernel::arch::Frame;
+use crate::kernel::process::{Process, PROCESS};
+use crate::kernel::signal::sig;
+
+/// The six argument registers, in ABI order.
+#[derive(Clone, Copy, Debug)]
+pub struct Args(pub [u64; 6]);
+
+/// What a handler asks the dispatcher to do besides returning a value.
+pub enum Outcome {
+    /// Return this to the program.
+    Return(Result<u64, Errno>),
+    /// End the program with this status (exit/exit_group).
+    Exit(u8),
+    /// End the program, killed by this signal.
+    Kill(u8),
+}
+
+impl From<Result<u64, Errno>> for Outcome {
+    fn from(r: Result<u64, Errno>) -> Self {
+        Outcome::Return(r)
+    }
+}
+
+fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
+    let [a0, a1, a2, a3, a4, a5] = a.0;
+    match number {
+        nr::READ => fs::read(p, a0, a1, a2).into(),
+        nr::WRITE => fs::write(p, a0, a1, a2).into(),
+        nr::WRITEV => fs::writev(p, a0, a1, a2).into(),
+        nr::READV => fs::readv(p, a0, a1, a2).into(),
+        nr::OPEN => fs::open(p, a0).into(),
+        nr::OPENAT => fs::open(p, a1).into(),
+        nr::CLOSE => fs::close(p, a0).into(),
+        nr::LSEEK => fs::lseek(p, a0).into(),
+        nr::IOCTL => fs::ioctl(p, a0, a1).into(),
+        nr::FSTAT => fs::fstat(p, a0, a1).into(),
+        nr::NEWFSTATAT => fs::newfstatat(p, a0, a1, a2, a3).into(),
+        nr::POLL => fs::poll(p, a0, a1).into(),
+        nr::READLINK => fs::readlink(p, a0, a1, a2).into(),
+        nr::READLINKAT => fs::readlinkat(p, a0, a1, a2, a3).into(),
+        nr::FCNTL => fs::fcntl(p, a0, a1).into(),
+        nr::BRK => mm::brk(p, a0).into(),
+        nr::MMAP => mm::mmap(p, a0, a1, a2, a3, a4, a5).into(),
+        nr::MUNMAP => mm::munmap(p, a0, a1).into(),
+        nr::MPROTECT => mm::mprotect(p, a0, a1, a2).into(),
+        nr::MADVISE => mm::madvise(p, a0, a1, a2).into(),
+        nr::EXIT | nr::EXIT_GROUP => Outcome::Exit(a0 as u8),
+        nr::ARCH_PRCTL => task::arch_prctl(p, a0, a1).into(),
+        nr::SET_TID_ADDRESS => task::set_tid_address(p, a0).into(),
+        nr::SET_ROBUST_LIST => task::set_robust_list(a1).into(),
+        nr::GETPID | nr::GETTID => Ok(1).into(),
+        nr::GETPPID => Ok(0).into(),
+        nr::GETUID | nr::GETEUID | nr::GETGID | nr::GETEGID => Ok(0).into(),
+        nr::PRLIMIT64 => task::prlimit64(p, a0, a1, a2, a3).into(),
+        nr::GETRLIMIT => task::prlimit64(p, 0, a0, 0, a1).into(),
+        nr::UNAME => task::uname(p, a0).into(),
+        nr::GETRANDOM => task::getrandom(p, a0, a1, a2).into(),
+        nr::SCHED_GETAFFINITY => task::sched_getaffinity(p, a1, a2).into(),
+        nr::SCHED_YIELD => Ok(0).into(),
+        nr::RT_SIGACTION => task::rt_sigaction(p, a0, a1, a2, a3).into(),
+        nr::RT_SIGPROCMASK => task::rt_sigprocmask(p, a0, a1, a2, a3).into(),
+        nr::SIGALTSTACK => task::sigaltstack(p, a1).into(),
+        nr::KILL => task::kill(p, a0, a1),
+        nr::TGKILL => task::kill(p, a1, a2),
+        nr::TKILL => task::kill(p, a0, a1),
+        nr::CLOCK_GETTIME => time::clock_gettime(p, a0, a1).into(),
+        nr::CLOCK_GETRES => time::clock_getres(p, a0, a1).into(),
+        nr::GETTIMEOFDAY => time::gettimeofday(p, a0).into(),
+        nr::TIME => time::time(p, a0).into(),
+        _ => Outcome::Return(Err(Errno::Nosys)),
+    }
+}
+
+/// Called by the SYSCALL entry stub (see `arch::x86_64::traps`).
+#[no_mangle]
+extern "C" fn syscall_dispatch(frame: &mut Frame) {
+    let number = frame.rax;
+    let args = Args([frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9]);
+    let mut guard = PROCESS.lock();
+    let Some(p) = guard.as_mut() else {
+        panic!("system call {number} with no program running");
+    };
+    let trace = p.trace;
+    let call_text = if trace { Some(trace::format_call(p, number, &args)) } else { None };
+    let outcome = call(p, number, args);
+    match outcome {
+        Outcome::Return(result) => {
+            if let Some(text) = call_text {
+                trace::print_result(&text, number, result);
+            }
+            frame.rax = match result {
+                Ok(v) => v,
+                Err(e) => e.as_return(),
+            };
+        }
+        Outcome::Exit(status) => {
+            if let Some(text) = call_text {
+                trace::print_unfinished(&text);
+            }
+            drop(guard);
+            crate::kernel::exit_program(status);
+        }
+        Outcome::Kill(signal) => {
+            if let Some(text) = call_text {
+                trace::print_unfinished(&text);
+            }
+            drop(guard);
+            crate::kernel::kill_program(signal, None);
+        }
+    }
+    // The return path writes RFLAGS and RIP just below the red zone.
+    if p.prepare(frame.rsp.wrapping_sub(144), 16, true).is_err() {
+        drop(guard);
+        crate::kernel::kill_program(sig::SIGSEGV, Some(format_args!(
+            "system call return with an invalid stack pointer {:#x}",
+            frame.rsp
+        )));
+    }
+}

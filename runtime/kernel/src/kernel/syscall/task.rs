@@ -1,0 +1,188 @@
+//! Process and thread system calls: identity, limits, TLS, signals.
+
+use kiln_kernel::errno::Errno;
+
+use super::Outcome;
+use crate::kernel::arch;
+use crate::kernel::process::{Process, STACK_SIZE};
+use crate::kernel::signal::{Effect, SigAction};
+
+const ARCH_SET_GS: u64 = 0x1001;
+const ARCH_SET_FS: u64 = 0x1002;
+const ARCH_GET_FS: u64 = 0x1003;
+const ARCH_GET_GS: u64 = 0x1004;
+/// Addresses at or above this are refused as thread pointers (Linux's
+/// TASK_SIZE rule, and a non-canonical value would fault in WRFSBASE).
+const CANONICAL_END: u64 = 0x7fff_ffff_f000;
+
+/// arch_prctl(2): the thread pointer (FS) and GS base.
+pub fn arch_prctl(p: &mut Process, code: u64, addr: u64) -> Result<u64, Errno> {
+    match code {
+        ARCH_SET_FS | ARCH_SET_GS => {
+            if addr >= CANONICAL_END {
+                return Err(Errno::Perm);
+            }
+            if code == ARCH_SET_FS {
+                arch::set_fs_base(addr);
+            } else {
+                arch::set_gs_base(addr);
+            }
+            Ok(0)
+        }
+        ARCH_GET_FS => p.write_user(addr, &arch::fs_base().to_le_bytes()).map(|()| 0),
+        ARCH_GET_GS => p.write_user(addr, &arch::gs_base().to_le_bytes()).map(|()| 0),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// set_tid_address(2): records the pointer; returns the thread id.
+pub fn set_tid_address(p: &mut Process, tidptr: u64) -> Result<u64, Errno> {
+    p.clear_child_tid = tidptr;
+    Ok(1)
+}
+
+/// set_robust_list(2): accepted (one thread, nothing to clean up).
+pub fn set_robust_list(len: u64) -> Result<u64, Errno> {
+    if len != 24 {
+        return Err(Errno::Inval);
+    }
+    Ok(0)
+}
+
+const RLIMIT_STACK: u64 = 3;
+const RLIMIT_NOFILE: u64 = 7;
+const RLIM_INFINITY: u64 = u64::MAX;
+
+/// prlimit64(2) on the program itself.
+pub fn prlimit64(p: &mut Process, pid: u64, resource: u64, new: u64, old: u64) -> Result<u64, Errno> {
+    if pid != 0 && pid != 1 {
+        return Err(Errno::Srch);
+    }
+    let r = resource as usize;
+    if r >= p.rlimits.len() {
+        return Err(Errno::Inval);
+    }
+    let current = match (resource, p.rlimits[r]) {
+        (_, (RLIM_INFINITY, RLIM_INFINITY)) if resource == RLIMIT_STACK => (STACK_SIZE, RLIM_INFINITY),
+        (_, (RLIM_INFINITY, RLIM_INFINITY)) if resource == RLIMIT_NOFILE => (1024, 4096),
+        (_, set) => set,
+    };
+    if old != 0 {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&current.0.to_le_bytes());
+        bytes[8..].copy_from_slice(&current.1.to_le_bytes());
+        p.write_user(old, &bytes)?;
+    }
+    if new != 0 {
+        let limit: [u64; 2] = p.read_obj(new)?;
+        if limit[0] > limit[1] {
+            return Err(Errno::Inval);
+        }
+        p.rlimits[r] = (limit[0], limit[1]);
+    }
+    Ok(0)
+}
+
+/// uname(2).
+pub fn uname(p: &mut Process, buf: u64) -> Result<u64, Errno> {
+    let fields: [&[u8]; 6] = [b"Linux", b"kiln", b"6.1.0-kiln", b"#1 SMP kiln", b"x86_64", b"(none)"];
+    let mut out = [0u8; 6 * 65];
+    for (i, f) in fields.iter().enumerate() {
+        out[i * 65..i * 65 + f.len()].copy_from_slice(f);
+    }
+    p.write_user(buf, &out)?;
+    Ok(0)
+}
+
+/// getrandom(2).
+pub fn getrandom(p: &mut Process, buf: u64, len: u64, flags: u64) -> Result<u64, Errno> {
+    if flags & !0x7 != 0 {
+        return Err(Errno::Inval);
+    }
+    let len = len.min(32 * 1024 * 1024);
+    let out = p.user_bytes_mut(buf, len)?;
+    crate::kernel::random::fill(out);
+    Ok(len)
+}
+
+/// sched_getaffinity(2): one CPU.
+pub fn sched_getaffinity(p: &mut Process, size: u64, mask: u64) -> Result<u64, Errno> {
+    if size < 8 || size % 8 != 0 {
+        return Err(Errno::Inval);
+    }
+    p.write_user(mask, &1u64.to_le_bytes())?;
+    Ok(8)
+}
+
+/// rt_sigaction(2): records the disposition.
+pub fn rt_sigaction(p: &mut Process, signal: u64, act: u64, oldact: u64, size: u64) -> Result<u64, Errno> {
+    if size != 8 {
+        return Err(Errno::Inval);
+    }
+    let new = if act != 0 { Some(p.read_obj::<SigAction>(act)?) } else { None };
+    let old = p.signals.set_action(signal, new)?;
+    if oldact != 0 {
+        let bytes: [u64; 4] = [old.handler, old.flags, old.restorer, old.mask];
+        let mut raw = [0u8; 32];
+        for (i, w) in bytes.iter().enumerate() {
+            raw[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        p.write_user(oldact, &raw)?;
+    }
+    Ok(0)
+}
+
+/// rt_sigprocmask(2): records the mask.
+pub fn rt_sigprocmask(p: &mut Process, how: u64, set: u64, oldset: u64, size: u64) -> Result<u64, Errno> {
+    const SIG_BLOCK: u64 = 0;
+    const SIG_UNBLOCK: u64 = 1;
+    const SIG_SETMASK: u64 = 2;
+    const UNBLOCKABLE: u64 = (1 << 8) | (1 << 18); // SIGKILL, SIGSTOP
+    if size != 8 {
+        return Err(Errno::Inval);
+    }
+    let old = p.signals.mask;
+    if set != 0 {
+        let s: u64 = p.read_obj(set)?;
+        p.signals.mask = match how {
+            SIG_BLOCK => old | s,
+            SIG_UNBLOCK => old & !s,
+            SIG_SETMASK => s,
+            _ => return Err(Errno::Inval),
+        } & !UNBLOCKABLE;
+    }
+    if oldset != 0 {
+        p.write_user(oldset, &old.to_le_bytes())?;
+    }
+    Ok(0)
+}
+
+/// sigaltstack(2): reports "no alternate stack" (delivery comes later).
+pub fn sigaltstack(p: &mut Process, old: u64) -> Result<u64, Errno> {
+    const SS_DISABLE: u32 = 2;
+    if old != 0 {
+        let mut raw = [0u8; 24];
+        raw[8..12].copy_from_slice(&SS_DISABLE.to_le_bytes());
+        p.write_user(old, &raw)?;
+    }
+    Ok(0)
+}
+
+/// kill(2)/tgkill(2)/tkill(2) aimed at the program itself.
+pub fn kill(p: &mut Process, pid: u64, signal: u64) -> Outcome {
+    let pid = pid as i64;
+    if pid != 1 && pid != 0 && pid != -1 {
+        return Outcome::Return(Err(Errno::Srch));
+    }
+    if signal > 64 {
+        return Outcome::Return(Err(Errno::Inval));
+    }
+    if signal == 0 || p.signals.mask & (1 << (signal - 1)) != 0 {
+        // Signal 0 only checks; a blocked signal stays pending.
+        return Outcome::Return(Ok(0));
+    }
+    match p.signals.effect(signal as u8) {
+        Effect::Terminate => Outcome::Kill(signal as u8),
+        Effect::Nothing | Effect::HandlerNotDelivered => Outcome::Return(Ok(0)),
+    }
+}

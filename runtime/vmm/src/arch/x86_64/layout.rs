@@ -1,0 +1,34 @@
+//! Guest-physical addresses of the boot contract (`kiln_boot::layout`), as
+//! `GuestAddress` values.
+
+use vm_memory::GuestAddress;
+
+pub use kiln_boot::layout::{
+    BOOT_PDS_MAX, CONSOLE_BUFFER_SIZE, MAX_VCPUS, MEMORY_MAP_MAX, STRINGS_SIZE,
+};
+
+/// The boot PML4.
+pub const BOOT_PML4: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PML4);
+/// PDPT of the direct map.
+pub const BOOT_PDPT_PHYS_MAP: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PDPT_PHYS_MAP);
+/// PDPT of the kernel image mapping.
+pub const BOOT_PDPT_KERNEL: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PDPT_KERNEL);
+/// First page directory (one per GiB follows).
+pub const BOOT_PDS: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PDS);
+/// PVM registration page of vCPU 0.
+pub const PV_PAGES: GuestAddress = GuestAddress(kiln_boot::layout::PV_PAGES);
+/// The boot-info structure.
+pub const BOOT_INFO: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_INFO);
+/// The memory map.
+pub const MEMORY_MAP: GuestAddress = GuestAddress(kiln_boot::layout::MEMORY_MAP);
+/// The string area.
+pub const STRINGS: GuestAddress = GuestAddress(kiln_boot::layout::STRINGS);
+/// The console buffer.
+pub const CONSOLE_BUFFER: GuestAddress = GuestAddress(kiln_boot::layout::CONSOLE_BUFFER);
+/// Where the kernel image starts.
+pub const KERNEL_LOAD: GuestAddress = GuestAddress(kiln_boot::layout::KERNEL_LOAD);
+
+/// Size of a 2 MiB page.
+pub const HUGE_PAGE: u64 = 2 << 20;
+/// Size of a GiB.
+pub const GIB: u64 = 1 << 30;

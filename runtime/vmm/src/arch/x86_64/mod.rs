@@ -1,0 +1,6 @@
+//! x86-64: guest-physical layout, boot page tables, CPUID and registers.
+
+pub mod cpuid;
+pub mod layout;
+pub mod paging;
+pub mod regs;

@@ -1,0 +1,205 @@
+//! Writing the boot contract's data into guest RAM: the program (boot
+//! module) at the top of RAM, the string area (command line, path, argv
+//! and envp), the memory map, and finally the [`BootInfo`] structure.
+
+use kiln_boot::{region, BootInfo, MemoryRegion, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::layout::{BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, KERNEL_LOAD, MEMORY_MAP, STRINGS, STRINGS_SIZE};
+use crate::VmmError;
+
+/// Guest RAM the kernel needs beyond its image (heap, stacks, page tables
+/// and the program's writable pages start here).
+pub const MIN_FREE_RAM: u64 = 1 << 20;
+
+/// [`BootInfo`] as vm-memory plain data.
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct BootInfoBytes(BootInfo);
+// SAFETY: BootInfo is repr(C) and made only of u32/u64 fields and a byte
+// array laid out without padding (kiln-boot's layout test pins its size),
+// so every bit pattern is a valid value.
+unsafe impl ByteValued for BootInfoBytes {}
+
+/// [`MemoryRegion`] as vm-memory plain data.
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct RegionBytes(MemoryRegion);
+// SAFETY: MemoryRegion is repr(C): two u64 and two u32, no padding.
+unsafe impl ByteValued for RegionBytes {}
+
+/// What goes into the boot data.
+pub struct BootSpec<'a> {
+    /// Guest RAM size.
+    pub memory_size: u64,
+    /// End of the kernel image (physical).
+    pub kernel_end: u64,
+    /// `kiln_boot::flags` bits.
+    pub flags: u64,
+    /// Kernel command line (options only).
+    pub cmdline: &'a [u8],
+    /// The program's bytes.
+    pub program: &'a [u8],
+    /// The program's path in the guest.
+    pub path: &'a [u8],
+    /// argv (argv[0] first).
+    pub argv: &'a [Vec<u8>],
+    /// envp.
+    pub envp: &'a [Vec<u8>],
+    /// TSC frequency in kHz.
+    pub tsc_khz: u64,
+    /// Host entropy for the guest.
+    pub seed: [u8; 32],
+    /// Layout version to write (normally `BOOT_INFO_VERSION`; tests change
+    /// it to exercise the kernel's rejection).
+    pub version: u32,
+}
+
+fn block(strings: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in strings {
+        out.extend_from_slice(s);
+        out.push(0);
+    }
+    out
+}
+
+/// Writes the module, strings and memory map; returns the boot-info
+/// structure, complete except for the boot timestamp ([`finish`]).
+///
+/// # Errors
+/// When RAM is too small, the strings do not fit, or a write fails.
+pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, VmmError> {
+    let guest_err = |e: vm_memory::GuestMemoryError| VmmError::GuestMemory(e.to_string());
+    let program_len = spec.program.len() as u64;
+    let module_addr = spec.memory_size.checked_sub(program_len).map(|a| a & !0xfff);
+    let kernel_end = (spec.kernel_end + 0xfff) & !0xfff;
+    let module_addr = match module_addr {
+        Some(a) if a >= kernel_end + MIN_FREE_RAM => a,
+        _ => {
+            return Err(VmmError::MemoryTooSmall {
+                memory: spec.memory_size,
+                needed: kernel_end + MIN_FREE_RAM + program_len,
+            })
+        }
+    };
+    mem.write_slice(spec.program, GuestAddress(module_addr)).map_err(guest_err)?;
+
+    let mut strings = Vec::new();
+    let mut place = |bytes: &[u8]| {
+        let at = STRINGS.0 + strings.len() as u64;
+        strings.extend_from_slice(bytes);
+        (at, bytes.len() as u64)
+    };
+    let (cmdline_addr, cmdline_len) = place(spec.cmdline);
+    let (path_addr, path_len) = place(spec.path);
+    let (argv_addr, argv_len) = place(&block(spec.argv));
+    let (envp_addr, envp_len) = place(&block(spec.envp));
+    if strings.len() as u64 > STRINGS_SIZE {
+        return Err(VmmError::ArgumentsTooLong { size: strings.len() as u64, max: STRINGS_SIZE });
+    }
+    mem.write_slice(&strings, STRINGS).map_err(guest_err)?;
+
+    let regions = [
+        (0, KERNEL_LOAD.0, region::RESERVED),
+        (KERNEL_LOAD.0, kernel_end - KERNEL_LOAD.0, region::RESERVED),
+        (kernel_end, module_addr - kernel_end, region::USABLE),
+        (module_addr, spec.memory_size - module_addr, region::RESERVED),
+    ];
+    for (i, (addr, len, kind)) in regions.iter().enumerate() {
+        let r = RegionBytes(MemoryRegion { addr: *addr, len: *len, kind: *kind, reserved: 0 });
+        mem.write_obj(r, GuestAddress(MEMORY_MAP.0 + 24 * i as u64)).map_err(guest_err)?;
+    }
+
+    Ok(BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        version: spec.version,
+        size: BootInfo::SIZE as u32,
+        flags: spec.flags,
+        memory_map_addr: MEMORY_MAP.0,
+        memory_map_count: regions.len() as u64,
+        cmdline_addr,
+        cmdline_len,
+        module_addr,
+        module_len: program_len,
+        module_path_addr: path_addr,
+        module_path_len: path_len,
+        argv_addr,
+        argv_len,
+        argc: spec.argv.len() as u64,
+        envp_addr,
+        envp_len,
+        envc: spec.envp.len() as u64,
+        boot_realtime_ns: 0,
+        boot_tsc: 0,
+        tsc_khz: spec.tsc_khz,
+        random_seed: spec.seed,
+        console_addr: CONSOLE_BUFFER.0,
+        console_len: CONSOLE_BUFFER_SIZE,
+        vcpus: 1,
+        memory_size: spec.memory_size,
+    })
+}
+
+/// Stamps the boot time and writes the structure at `BOOT_INFO`.
+///
+/// # Errors
+/// When the write fails.
+pub fn finish(mem: &GuestMemoryMmap, mut info: BootInfo, realtime_ns: u64, tsc: u64) -> Result<(), VmmError> {
+    info.boot_realtime_ns = realtime_ns;
+    info.boot_tsc = tsc;
+    mem.write_obj(BootInfoBytes(info), BOOT_INFO)
+        .map_err(|e| VmmError::GuestMemory(e.to_string()))
+}
+
+/// The default layout version.
+pub const VERSION: u32 = BOOT_INFO_VERSION;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(program: &'a [u8], argv: &'a [Vec<u8>]) -> BootSpec<'a> {
+        BootSpec {
+            memory_size: 4 << 20,
+            kernel_end: 0x140000,
+            flags: 0,
+            cmdline: b"",
+            program,
+            path: b"/hello",
+            argv,
+            envp: &[],
+            tsc_khz: 1,
+            seed: [0; 32],
+            version: VERSION,
+        }
+    }
+
+    #[test]
+    fn places_the_program_at_the_top_of_ram() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let argv = vec![b"/hello".to_vec(), b"x".to_vec()];
+        let info = write_boot_data(&mem, &spec(&[7u8; 5000], &argv)).unwrap();
+        assert_eq!(info.module_addr, (4 << 20) - 0x2000);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(info.module_addr + 4999)).unwrap(), 7);
+        let mut block = vec![0u8; info.argv_len as usize];
+        mem.read_slice(&mut block, GuestAddress(info.argv_addr)).unwrap();
+        assert_eq!(block, b"/hello\0x\0");
+        assert_eq!(info.argc, 2);
+    }
+
+    #[test]
+    fn refuses_a_program_that_leaves_no_room() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let err = write_boot_data(&mem, &spec(&vec![0u8; 3 << 20], &[])).unwrap_err();
+        assert!(matches!(err, VmmError::MemoryTooSmall { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_oversized_arguments() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let argv = vec![vec![b'a'; STRINGS_SIZE as usize]];
+        let err = write_boot_data(&mem, &spec(b"x", &argv)).unwrap_err();
+        assert!(matches!(err, VmmError::ArgumentsTooLong { .. }), "{err}");
+    }
+}

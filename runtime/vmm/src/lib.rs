@@ -1,0 +1,240 @@
+//! kiln-vmm: one VM per process, as small as Firecracker's idea of a VMM.
+//!
+//! [`run`] creates the VM and its memory, loads the kiln guest kernel,
+//! writes the boot contract (`kiln_boot`), starts vCPU 0 directly in
+//! 64-bit mode and runs it until the guest reports how the program ended.
+//! The binary (`src/main.rs`) is the command-line front end.
+
+pub mod arch;
+pub mod bootinfo;
+pub mod devices;
+pub mod loader;
+pub mod timeout;
+pub mod timings;
+pub mod vstate;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kiln_boot::{flags, ExitReport};
+use kvm_ioctls::VcpuFd;
+
+use self::arch::Flavour;
+use self::devices::console::Console;
+use self::devices::PortBus;
+use self::timings::{Phase, Timings};
+use self::vstate::kvm::Hypervisor;
+use self::vstate::stats::Counters;
+
+/// Everything that can stop a VM from running to the program's end.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// /dev/kvm cannot be used.
+    #[error("KVM is not available: {0} (kiln needs /dev/kvm, readable and writable by this user)")]
+    KvmUnavailable(String),
+    /// A KVM ioctl failed.
+    #[error("{0} failed: {1}")]
+    Kvm(&'static str, #[source] kvm_ioctls::Error),
+    /// Guest memory could not be set up or accessed.
+    #[error("guest memory: {0}")]
+    GuestMemory(String),
+    /// `--memory` out of range.
+    #[error("guest memory of {size} bytes is out of range ({min}..={max})")]
+    MemorySize {
+        /// Requested size.
+        size: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// The program does not fit next to the kernel.
+    #[error("guest memory of {} KiB is too small: the kernel and this program need at least {} KiB (raise --memory)", .memory / 1024, .needed.div_ceil(1024))]
+    MemoryTooSmall {
+        /// RAM size.
+        memory: u64,
+        /// What would be needed.
+        needed: u64,
+    },
+    /// argv/envp do not fit in the boot string area.
+    #[error("arguments and environment take {size} bytes, more than the {max} the boot area holds")]
+    ArgumentsTooLong {
+        /// Bytes needed.
+        size: u64,
+        /// Bytes available.
+        max: u64,
+    },
+    /// The kernel image is unusable.
+    #[error(transparent)]
+    Loader(#[from] loader::LoaderError),
+    /// The guest stopped without reporting an exit.
+    #[error("{0}")]
+    GuestCrash(String),
+    /// The guest wrote an exit value no kernel writes.
+    #[error("the guest reported an invalid exit value {0:#x}")]
+    BadExitValue(u32),
+    /// Writing program output to the host failed.
+    #[error("cannot write the program's output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The timeout could not be armed.
+    #[error("cannot arm the --timeout timer: {0}")]
+    Timer(#[source] std::io::Error),
+}
+
+/// What to boot and how.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// The guest kernel ELF.
+    pub kernel: PathBuf,
+    /// The program's bytes.
+    pub program: Vec<u8>,
+    /// The program's path inside the guest.
+    pub guest_path: String,
+    /// argv, argv[0] first.
+    pub argv: Vec<Vec<u8>>,
+    /// envp.
+    pub envp: Vec<Vec<u8>>,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Ask the kernel to trace every system call.
+    pub trace_syscalls: bool,
+    /// Collect KVM statistics.
+    pub stats: bool,
+    /// Boot-info layout version to write (tests change it).
+    pub boot_info_version: u32,
+}
+
+/// How the VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest reported the program's end.
+    Program(ExitReport),
+    /// `--timeout` expired.
+    TimedOut,
+}
+
+/// KVM counters of the run.
+#[derive(Clone, Debug, Default)]
+pub struct VmStats {
+    /// vCPU 0 counters (exits, insn_emulation, …).
+    pub vcpu: Counters,
+    /// Console writes refused because of a bad length.
+    pub console_refused: u64,
+    /// Writes to ports no device owns.
+    pub unknown_port_writes: u64,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunReport {
+    /// How it ended.
+    pub ending: Ending,
+    /// Phase timings.
+    pub timings: Timings,
+    /// Which KVM ran it.
+    pub flavour: Flavour,
+    /// KVM counters, when asked for.
+    pub stats: Option<VmStats>,
+}
+
+impl RunReport {
+    /// The process exit status kiln-vmm reports (docker-run conventions;
+    /// 124 for a timeout, like timeout(1)).
+    pub fn exit_status(&self) -> u8 {
+        match self.ending {
+            Ending::Program(report) => report.exit_status(),
+            Ending::TimedOut => 124,
+        }
+    }
+}
+
+/// Host entropy for the guest's random seed.
+fn host_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    // SAFETY: getrandom writes at most `seed.len()` bytes into `seed`.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != seed.len() as isize {
+        // Not fatal: the guest prefers RDRAND; fall back to the clock.
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        seed[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    seed
+}
+
+fn setup_vcpu(hv: &Hypervisor, vcpu: &VcpuFd, entry: u64, flavour: Flavour) -> Result<(), VmmError> {
+    let cpuid = arch::guest_cpuid(hv.supported_cpuid(), 0);
+    vcpu.set_cpuid2(&cpuid).map_err(|e| VmmError::Kvm("KVM_SET_CPUID2", e))?;
+    let sregs = vcpu.get_sregs().map_err(|e| VmmError::Kvm("KVM_GET_SREGS", e))?;
+    vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid)))
+        .map_err(|e| VmmError::Kvm("KVM_SET_SREGS", e))?;
+    let pv_page = if flavour == Flavour::Pvm { arch::layout::PV_PAGES.0 } else { 0 };
+    vcpu.set_regs(&arch::boot_regs(entry, pv_page)).map_err(|e| VmmError::Kvm("KVM_SET_REGS", e))
+}
+
+/// Boots `config` and runs it to the end, writing the program's output to
+/// `console`. `timings` starts at kiln-vmm's start.
+///
+/// # Errors
+/// [`VmmError`] for anything that keeps the program from running to its
+/// end (the program's own failure is a normal [`RunReport`]).
+pub fn run(hv: &Hypervisor, config: &VmConfig, console: Console, mut timings: Timings) -> Result<RunReport, VmmError> {
+    let vm = hv.kvm().create_vm().map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
+    let mut vcpu = vm.create_vcpu(0).map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
+    let flavour = arch::detect_flavour(&vcpu);
+    timings.mark(Phase::VmCreated);
+
+    let memory_size = config.memory_mib << 20;
+    let mem = vstate::memory::create_guest_memory(&vm, memory_size)?;
+    let kernel = loader::load_kernel(&config.kernel, &mem, memory_size)?;
+    arch::write_boot_page_tables(&mem, memory_size)
+        .map_err(|e| VmmError::GuestMemory(format!("boot page tables: {e}")))?;
+    let tsc_khz = u64::from(vcpu.get_tsc_khz().unwrap_or(0));
+    let mut boot_flags = 0;
+    if flavour == Flavour::Pvm {
+        boot_flags |= flags::PVM;
+    }
+    if config.trace_syscalls {
+        boot_flags |= flags::TRACE_SYSCALLS;
+    }
+    let info = bootinfo::write_boot_data(
+        &mem,
+        &bootinfo::BootSpec {
+            memory_size,
+            kernel_end: kernel.end,
+            flags: boot_flags,
+            cmdline: b"",
+            program: &config.program,
+            path: config.guest_path.as_bytes(),
+            argv: &config.argv,
+            envp: &config.envp,
+            tsc_khz,
+            seed: host_seed(),
+            version: config.boot_info_version,
+        },
+    )?;
+    setup_vcpu(hv, &vcpu, kernel.entry, flavour)?;
+    timings.mark(Phase::MemoryReady);
+
+    let realtime = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let tsc = arch::guest_tsc(&vcpu).unwrap_or(0);
+    bootinfo::finish(&mem, info, realtime, tsc)?;
+
+    let mut bus = PortBus::new(console);
+    if let Some(limit) = config.timeout {
+        timeout::arm(limit).map_err(VmmError::Timer)?;
+    }
+    timings.mark(Phase::VcpuStart);
+    let ending = vstate::vcpu::run(&mut vcpu, &mem, &mut bus, &mut timings, config.timeout);
+    if config.timeout.is_some() {
+        timeout::disarm();
+    }
+    let ending = ending?;
+    let stats = config.stats.then(|| VmStats {
+        vcpu: vstate::stats::read(&vcpu).unwrap_or_default(),
+        console_refused: bus.console.refused,
+        unknown_port_writes: bus.unknown_writes,
+    });
+    Ok(RunReport { ending, timings, flavour, stats })
+}

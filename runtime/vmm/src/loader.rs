@@ -1,0 +1,114 @@
+//! Loading the guest kernel ELF into guest RAM.
+//!
+//! Every PT_LOAD segment is placed at its physical address (`p_paddr`),
+//! which must lie at or above the boot contract's `KERNEL_LOAD` and inside
+//! RAM; the bytes are copied with vm-memory's checked writes. The entry
+//! point (`e_entry`, a virtual address in the kernel window) must fall in
+//! an executable segment.
+
+use std::path::{Path, PathBuf};
+
+use goblin::elf::program_header::{PF_X, PT_LOAD};
+use goblin::elf::{header, Elf};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::layout::KERNEL_LOAD;
+
+/// Why a kernel image cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The file cannot be read.
+    #[error("cannot read the guest kernel {path}: {source}")]
+    Read {
+        /// The kernel path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an ELF the kernel loader understands.
+    #[error("the guest kernel {path} is not a valid x86-64 ELF: {reason}")]
+    NotElf {
+        /// The kernel path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A segment does not fit where it asks to go.
+    #[error("the guest kernel {path} has a segment at {paddr:#x}+{size:#x} outside guest RAM [{min:#x}, {max:#x})")]
+    Segment {
+        /// The kernel path.
+        path: PathBuf,
+        /// Segment physical address.
+        paddr: u64,
+        /// Segment size in memory.
+        size: u64,
+        /// Lowest allowed address.
+        min: u64,
+        /// End of RAM.
+        max: u64,
+    },
+}
+
+/// A kernel loaded into guest memory.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadedKernel {
+    /// Virtual entry point.
+    pub entry: u64,
+    /// First physical byte after the highest segment.
+    pub end: u64,
+}
+
+/// Reads the kernel at `path` and loads it into `mem` (`memory_size` bytes).
+///
+/// # Errors
+/// [`LoaderError`] naming the file and what is wrong with it.
+pub fn load_kernel(path: &Path, mem: &GuestMemoryMmap, memory_size: u64) -> Result<LoadedKernel, LoaderError> {
+    let bytes = std::fs::read(path).map_err(|source| LoaderError::Read { path: path.into(), source })?;
+    load_kernel_bytes(path, &bytes, mem, memory_size)
+}
+
+/// Loads an already-read kernel image (see [`load_kernel`]).
+///
+/// # Errors
+/// As [`load_kernel`].
+pub fn load_kernel_bytes(path: &Path, bytes: &[u8], mem: &GuestMemoryMmap, memory_size: u64) -> Result<LoadedKernel, LoaderError> {
+    let not_elf = |reason: String| LoaderError::NotElf { path: path.into(), reason };
+    let elf = Elf::parse(bytes).map_err(|e| not_elf(e.to_string()))?;
+    if !elf.is_64 || elf.header.e_machine != header::EM_X86_64 || elf.header.e_type != header::ET_EXEC {
+        return Err(not_elf("expected a 64-bit x86-64 executable".into()));
+    }
+    let mut end = 0;
+    let mut entry_ok = false;
+    for ph in elf.program_headers.iter().filter(|ph| ph.p_type == PT_LOAD) {
+        let seg_end = ph.p_paddr.checked_add(ph.p_memsz);
+        if ph.p_paddr < KERNEL_LOAD.0 || seg_end.is_none_or(|e| e > memory_size) {
+            return Err(LoaderError::Segment {
+                path: path.into(),
+                paddr: ph.p_paddr,
+                size: ph.p_memsz,
+                min: KERNEL_LOAD.0,
+                max: memory_size,
+            });
+        }
+        let file_range = ph.file_range();
+        let data = bytes
+            .get(file_range.clone())
+            .filter(|_| ph.p_filesz <= ph.p_memsz)
+            .ok_or_else(|| not_elf(format!("segment at {:#x} lies outside the file", ph.p_paddr)))?;
+        mem.write_slice(data, GuestAddress(ph.p_paddr))
+            .map_err(|e| not_elf(format!("segment at {:#x}: {e}", ph.p_paddr)))?;
+        end = end.max(seg_end.unwrap_or(0));
+        let entry = elf.header.e_entry;
+        if ph.p_flags & PF_X != 0 && entry >= ph.p_vaddr && entry - ph.p_vaddr < ph.p_memsz {
+            entry_ok = true;
+        }
+    }
+    if end == 0 {
+        return Err(not_elf("no loadable segments".into()));
+    }
+    if !entry_ok {
+        return Err(not_elf(format!("entry point {:#x} is not in an executable segment", elf.header.e_entry)));
+    }
+    Ok(LoadedKernel { entry: elf.header.e_entry, end })
+}

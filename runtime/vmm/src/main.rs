@@ -1,0 +1,256 @@
+//! `kiln-vmm`: boot the kiln guest kernel on KVM and run one static Linux
+//! x86-64 program in it. The program's stdout and stderr become kiln-vmm's;
+//! kiln-vmm's own messages go to stderr only; the exit status follows
+//! `docker run`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kiln_vmm::devices::console::Console;
+use kiln_vmm::timings::Timings;
+use kiln_vmm::vstate::kvm::Hypervisor;
+use kiln_vmm::{bootinfo, Ending, RunReport, VmConfig, VmmError};
+
+/// Exit status for a failure of kiln-vmm or the guest kernel.
+const EXIT_VMM_FAILURE: u8 = 125;
+/// Exit status when the program cannot be started.
+const EXIT_CANNOT_EXECUTE: u8 = 126;
+/// Exit status when the program does not exist.
+const EXIT_NOT_FOUND: u8 = 127;
+
+/// The environment a program gets by default (Docker's).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln-vmm",
+    version,
+    about = "Boot the kiln guest kernel on KVM and run one static Linux x86-64 program in it",
+    long_about = "Boot the kiln guest kernel on KVM and run one unmodified, statically linked \
+                  Linux x86-64 program in a fresh micro-VM. The program's stdout and stderr \
+                  become kiln-vmm's, byte for byte; kiln-vmm's own messages go to stderr.",
+    after_help = "Exit status (as docker run): the program's own status; 128+N when a signal N \
+                  killed it (139 for a segmentation fault); 124 when --timeout stopped it; 125 \
+                  when kiln-vmm or the guest kernel failed; 126 when the program cannot be \
+                  executed; 127 when it does not exist.\n\n\
+                  Example:\n  kiln-vmm --app ./hello --env GREETING=hi -- world"
+)]
+struct Cli {
+    /// The program to run: a static x86-64 Linux ELF (ET_EXEC or static-pie)
+    #[arg(long, value_name = "PROGRAM")]
+    app: PathBuf,
+
+    /// Arguments passed to the program (argv[1..])
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<OsString>,
+
+    /// Guest kernel ELF [default: $KILN_KERNEL, else kiln-kernel.elf next to kiln-vmm or in ../]
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+
+    /// Guest memory in MiB
+    #[arg(long, value_name = "MiB", default_value_t = 64)]
+    memory: u64,
+
+    /// Environment variable for the program, NAME=VALUE (repeatable; PATH has Docker's default)
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    env: Vec<OsString>,
+
+    /// The program's path inside the guest (argv[0], /proc/self/exe) [default: /<file name>]
+    #[arg(long, value_name = "GUEST_PATH")]
+    path: Option<String>,
+
+    /// Stop the guest after this many seconds (exit status 124)
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+
+    /// Print how long each boot phase took, on stderr
+    #[arg(long)]
+    timings: bool,
+
+    /// Write the boot phase timings as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    timings_json: Option<PathBuf>,
+
+    /// Print every system call the program makes (name, arguments, result), strace-style, on stderr
+    #[arg(long)]
+    trace_syscalls: bool,
+
+    /// Print KVM's exit and instruction-emulation counters for the run, on stderr
+    #[arg(long)]
+    stats: bool,
+
+    /// Boot-info layout version to hand the kernel (for testing the boot contract)
+    #[arg(long, hide = true, default_value_t = bootinfo::VERSION)]
+    boot_info_version: u32,
+}
+
+/// A failure with the exit status it maps to.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl Failure {
+    fn vmm(message: impl Into<String>) -> Self {
+        Self { status: EXIT_VMM_FAILURE, message: message.into() }
+    }
+}
+
+impl From<VmmError> for Failure {
+    fn from(e: VmmError) -> Self {
+        Failure::vmm(e.to_string())
+    }
+}
+
+/// The kernel to boot: --kernel, $KILN_KERNEL, or next to the executable.
+fn find_kernel(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(k) = explicit.or_else(|| std::env::var_os("KILN_KERNEL").map(PathBuf::from)) {
+        return Ok(k);
+    }
+    let exe = std::env::current_exe().map_err(|e| Failure::vmm(format!("cannot locate kiln-vmm itself: {e}")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let candidates = [dir.join("kiln-kernel.elf"), dir.join("../kiln-kernel.elf")];
+    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| {
+        Failure::vmm(format!(
+            "no guest kernel found (looked for {} and {}); build it with `cargo xtask kernel` or pass --kernel",
+            candidates[0].display(),
+            candidates[1].display()
+        ))
+    })
+}
+
+fn read_program(path: &Path) -> Result<Vec<u8>, Failure> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure {
+            status: EXIT_NOT_FOUND,
+            message: format!("program {} not found", path.display()),
+        }),
+        Err(e) => Err(Failure {
+            status: EXIT_CANNOT_EXECUTE,
+            message: format!("cannot read program {}: {e}", path.display()),
+        }),
+    }
+}
+
+fn config(cli: &Cli) -> Result<VmConfig, Failure> {
+    let program = read_program(&cli.app)?;
+    let guest_path = match &cli.path {
+        Some(p) if p.starts_with('/') => p.clone(),
+        Some(p) => return Err(Failure::vmm(format!("--path {p:?} must be absolute"))),
+        None => format!("/{}", cli.app.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+    };
+    let mut argv = vec![guest_path.clone().into_bytes()];
+    argv.extend(cli.args.iter().map(|a| a.clone().into_vec()));
+    let mut envp = Vec::new();
+    let mut has_path = false;
+    for e in &cli.env {
+        let bytes = e.clone().into_vec();
+        if !bytes.contains(&b'=') || bytes[0] == b'=' {
+            return Err(Failure::vmm(format!("--env {e:?} is not NAME=VALUE")));
+        }
+        has_path |= bytes.starts_with(b"PATH=");
+        envp.push(bytes);
+    }
+    if !has_path {
+        envp.insert(0, DEFAULT_PATH.as_bytes().to_vec());
+    }
+    let timeout = match cli.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) => return Err(Failure::vmm(format!("--timeout {t} must be a positive number of seconds"))),
+        None => None,
+    };
+    Ok(VmConfig {
+        kernel: find_kernel(cli.kernel.clone())?,
+        program,
+        guest_path,
+        argv,
+        envp,
+        memory_mib: cli.memory,
+        timeout,
+        trace_syscalls: cli.trace_syscalls,
+        stats: cli.stats,
+        boot_info_version: cli.boot_info_version,
+    })
+}
+
+fn report(cli: &Cli, run: &RunReport) -> Result<(), Failure> {
+    let mut err = std::io::stderr().lock();
+    if cli.timings {
+        let _ = write!(err, "{}", run.timings.table());
+    }
+    if let Some(stats) = &run.stats {
+        let c = &stats.vcpu;
+        let get = |k: &str| c.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            err,
+            "kiln-vmm stats ({} KVM): exits {} (io {}, mmio {}, halt {}, irq {}), emulated instructions {}, \
+             signal exits {}, console refused {}, unknown port writes {}",
+            run.flavour.name(),
+            get("exits"),
+            get("io_exits"),
+            get("mmio_exits"),
+            get("halt_exits"),
+            get("irq_exits"),
+            get("insn_emulation"),
+            get("signal_exits"),
+            stats.console_refused,
+            stats.unknown_port_writes
+        );
+    }
+    if let Some(path) = &cli.timings_json {
+        let mut doc = serde_json::json!({
+            "phases_ms": run.timings.json(),
+            "exit_status": run.exit_status(),
+            "kvm_flavour": run.flavour.name(),
+        });
+        if let Some(stats) = &run.stats {
+            doc["kvm_stats"] = serde_json::json!(stats.vcpu);
+        }
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        write_atomically(path, text.as_bytes())
+            .map_err(|e| Failure::vmm(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Writes `data` to a temporary file beside `path`, then renames it.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    let cli = Cli::parse();
+    let outcome = config(&cli).and_then(|config| {
+        let hv = Hypervisor::open()?;
+        let run = kiln_vmm::run(&hv, &config, Console::stdio(), Timings::new(start))?;
+        report(&cli, &run)?;
+        Ok(run)
+    });
+    match outcome {
+        Ok(run) => {
+            if let Ending::TimedOut = run.ending {
+                eprintln!(
+                    "kiln-vmm: the guest ran longer than --timeout {}s and was stopped",
+                    cli.timeout.unwrap_or_default()
+                );
+            }
+            ExitCode::from(run.exit_status())
+        }
+        Err(f) => {
+            eprintln!("kiln-vmm: {}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}

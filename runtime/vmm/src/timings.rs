@@ -1,0 +1,125 @@
+//! Boot phase timings, from kiln-vmm's start to the program's exit
+//! (`--timings`, `--timings-json`). Guest milestones arrive through the
+//! boot-timer port; the VMM stamps them with its monotonic clock when the
+//! port write exits to it.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// A point in the life of a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// KVM opened and the VM created.
+    VmCreated,
+    /// Guest RAM mapped, kernel and boot data written.
+    MemoryReady,
+    /// The vCPU is about to run for the first time.
+    VcpuStart,
+    /// The guest kernel's first Rust code runs.
+    KernelEntry,
+    /// The program's first instruction is about to run.
+    ProgramEntry,
+    /// The program has exited.
+    ProgramExit,
+}
+
+impl Phase {
+    /// Every phase in order.
+    pub const ALL: [Phase; 6] = [
+        Phase::VmCreated,
+        Phase::MemoryReady,
+        Phase::VcpuStart,
+        Phase::KernelEntry,
+        Phase::ProgramEntry,
+        Phase::ProgramExit,
+    ];
+
+    /// The label used in tables and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::VmCreated => "vm_created",
+            Phase::MemoryReady => "memory_ready",
+            Phase::VcpuStart => "vcpu_start",
+            Phase::KernelEntry => "kernel_entry",
+            Phase::ProgramEntry => "program_entry",
+            Phase::ProgramExit => "program_exit",
+        }
+    }
+}
+
+/// Phase times relative to a start instant.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    start: Instant,
+    marks: Vec<(Phase, Duration)>,
+}
+
+impl Timings {
+    /// Starts the clock at `start` (kiln-vmm's `main`).
+    pub fn new(start: Instant) -> Self {
+        Self { start, marks: Vec::with_capacity(Phase::ALL.len()) }
+    }
+
+    /// Records `phase` now (the first time only).
+    pub fn mark(&mut self, phase: Phase) {
+        if self.get(phase).is_none() {
+            self.marks.push((phase, self.start.elapsed()));
+        }
+    }
+
+    /// When `phase` happened, if it did.
+    pub fn get(&self, phase: Phase) -> Option<Duration> {
+        self.marks.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+    }
+
+    /// A table for humans.
+    pub fn table(&self) -> String {
+        let mut out = String::from("kiln-vmm boot timings (ms since kiln-vmm start; +delta)\n");
+        let mut last = Duration::ZERO;
+        for phase in Phase::ALL {
+            if let Some(at) = self.get(phase) {
+                out.push_str(&format!(
+                    "  {:<14} {:>9.3}  +{:.3}\n",
+                    phase.label(),
+                    at.as_secs_f64() * 1e3,
+                    (at - last.min(at)).as_secs_f64() * 1e3
+                ));
+                last = at;
+            }
+        }
+        out
+    }
+
+    /// `{"vm_created": 0.41, ...}` in milliseconds.
+    pub fn json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for phase in Phase::ALL {
+            if let Some(at) = self.get(phase) {
+                m.insert(phase.label().into(), serde_json::json!(at.as_secs_f64() * 1e3));
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_first_mark_of_each_phase_in_order() {
+        let mut t = Timings::new(Instant::now());
+        t.mark(Phase::VmCreated);
+        let first = t.get(Phase::VmCreated).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        t.mark(Phase::VmCreated);
+        t.mark(Phase::ProgramExit);
+        assert_eq!(t.get(Phase::VmCreated), Some(first));
+        assert!(t.get(Phase::ProgramExit).unwrap() > first);
+        let json = t.json();
+        assert!(json.get("vm_created").is_some() && json.get("kernel_entry").is_none());
+        assert!(t.table().contains("program_exit"));
+    }
+}

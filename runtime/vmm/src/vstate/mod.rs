@@ -1,0 +1,7 @@
+//! VM and vCPU state on top of kvm-ioctls: the process-wide KVM handle,
+//! guest memory, the vCPU run loop and KVM's statistics.
+
+pub mod kvm;
+pub mod memory;
+pub mod stats;
+pub mod vcpu;
