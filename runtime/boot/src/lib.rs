@@ -190,8 +190,11 @@ pub mod msr {
 pub mod region {
     /// RAM the kernel may allocate from.
     pub const USABLE: u32 = 1;
-    /// RAM holding boot data, the kernel image or a module: not allocatable.
+    /// RAM holding boot data or the kernel image: not allocatable.
     pub const RESERVED: u32 = 2;
+    /// The boot module (the program), read-only, possibly above RAM: the
+    /// VMM maps the program's file there instead of copying it.
+    pub const MODULE: u32 = 3;
 }
 
 /// One entry of the memory map.
@@ -230,7 +233,8 @@ pub struct BootInfo {
     pub cmdline_addr: u64,
     /// Length of the command line.
     pub cmdline_len: u64,
-    /// The program's bytes (the boot module), physically contiguous.
+    /// The program's bytes (the boot module), physically contiguous and
+    /// read-only, inside a [`region::MODULE`] memory-map entry.
     pub module_addr: u64,
     /// Length of the program's bytes; 0 when there is none.
     pub module_len: u64,
@@ -238,7 +242,7 @@ pub struct BootInfo {
     pub module_path_addr: u64,
     /// Length of the path.
     pub module_path_len: u64,
-    /// argv block (argv[0] first).
+    /// argv block (`argv[0]` first).
     pub argv_addr: u64,
     /// Length of the argv block in bytes.
     pub argv_len: u64,
@@ -264,7 +268,7 @@ pub struct BootInfo {
     pub console_len: u64,
     /// Number of vCPUs.
     pub vcpus: u64,
-    /// Total guest RAM in bytes.
+    /// Total guest RAM in bytes (RAM starts at 0; a module may lie above).
     pub memory_size: u64,
 }
 

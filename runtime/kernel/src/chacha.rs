@@ -29,9 +29,14 @@ impl ChaCha20 {
         }
         state[12] = counter;
         for i in 0..3 {
-            state[13 + i] = u32::from_le_bytes(nonce[4 * i..4 * i + 4].try_into().unwrap_or([0; 4]));
+            state[13 + i] =
+                u32::from_le_bytes(nonce[4 * i..4 * i + 4].try_into().unwrap_or([0; 4]));
         }
-        Self { state, block: [0; 64], used: 64 }
+        Self {
+            state,
+            block: [0; 64],
+            used: 64,
+        }
     }
 
     fn refill(&mut self) {
@@ -78,6 +83,12 @@ mod tests {
         let mut c = ChaCha20::new(&key, &nonce, 1);
         let mut out = [0u8; 16];
         c.fill(&mut out);
-        assert_eq!(out, [0x10, 0xf1, 0xe7, 0xe4, 0xd1, 0x3b, 0x59, 0x15, 0x50, 0x0f, 0xdd, 0x1f, 0xa3, 0x20, 0x71, 0xc4]);
+        assert_eq!(
+            out,
+            [
+                0x10, 0xf1, 0xe7, 0xe4, 0xd1, 0x3b, 0x59, 0x15, 0x50, 0x0f, 0xdd, 0x1f, 0xa3, 0x20,
+                0x71, 0xc4
+            ]
+        );
     }
 }

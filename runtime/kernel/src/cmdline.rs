@@ -20,7 +20,7 @@ pub struct KernelArgs {
     pub path: Option<String>,
     /// `NAME=value` words before `--`.
     pub env: Vec<String>,
-    /// Words after `--` (argv[1..]).
+    /// Words after `--` (`argv[1..]`).
     pub args: Vec<String>,
     /// `kiln.*` words the kernel does not know (reported, then ignored).
     pub unknown: Vec<String>,

@@ -147,7 +147,8 @@ fn u64_at(data: &[u8], off: usize) -> u64 {
 
 /// Rounds up to a page boundary (saturating at the top of the space).
 pub fn page_up(v: u64) -> u64 {
-    v.checked_add(PAGE_SIZE - 1).map_or(u64::MAX & !(PAGE_SIZE - 1), |x| x & !(PAGE_SIZE - 1))
+    v.checked_add(PAGE_SIZE - 1)
+        .map_or(!(PAGE_SIZE - 1), |x| x & !(PAGE_SIZE - 1))
 }
 
 /// Parses and validates `data` as a static x86-64 executable.
@@ -173,7 +174,9 @@ pub fn plan(data: &[u8]) -> Result<LoadPlan, ElfError> {
     let phoff = u64_at(data, 32);
     let phent = u16_at(data, 54) as u64;
     let phnum = u16_at(data, 56) as u64;
-    let ph_bytes = phent.checked_mul(phnum).ok_or(ElfError::BadProgramHeaders)?;
+    let ph_bytes = phent
+        .checked_mul(phnum)
+        .ok_or(ElfError::BadProgramHeaders)?;
     if phent != 56
         || phnum == 0
         || phoff
@@ -202,9 +205,13 @@ pub fn plan(data: &[u8]) -> Result<LoadPlan, ElfError> {
             PT_LOAD => {
                 let vaddr = p_vaddr.checked_add(bias).ok_or(ElfError::BadSegment(i))?;
                 let end = vaddr.checked_add(p_memsz).ok_or(ElfError::BadSegment(i))?;
-                let file_end = p_offset.checked_add(p_filesz).ok_or(ElfError::BadSegment(i))?;
+                let file_end = p_offset
+                    .checked_add(p_filesz)
+                    .ok_or(ElfError::BadSegment(i))?;
                 let aligned = p_align <= 1 || (p_vaddr % PAGE_SIZE == p_offset % PAGE_SIZE);
-                let ordered = segments.last().is_none_or(|prev| prev.vaddr + prev.memsz <= vaddr);
+                let ordered = segments
+                    .last()
+                    .is_none_or(|prev| prev.vaddr + prev.memsz <= vaddr);
                 if p_filesz > p_memsz
                     || file_end > data.len() as u64
                     || vaddr < USER_MIN

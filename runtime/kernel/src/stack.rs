@@ -39,7 +39,7 @@ pub const PLATFORM: &[u8] = b"x86_64";
 pub struct StackSpec<'a> {
     /// Address just past the top of the stack mapping.
     pub top: u64,
-    /// Argument strings (argv[0] first), without terminating NULs.
+    /// Argument strings (`argv[0]` first), without terminating NULs.
     pub argv: &'a [&'a [u8]],
     /// Environment strings (`NAME=value`).
     pub envp: &'a [&'a [u8]],

@@ -4,7 +4,10 @@
 
 /// Name of system call `nr`, or `None` for a number Linux does not use.
 pub fn name(nr: u64) -> Option<&'static str> {
-    NAMES.get(usize::try_from(nr).ok()?).copied().filter(|n| !n.is_empty())
+    NAMES
+        .get(usize::try_from(nr).ok()?)
+        .copied()
+        .filter(|n| !n.is_empty())
 }
 
 /// Names indexed by syscall number; an empty string marks an unused number.

@@ -104,7 +104,11 @@ pub struct VmaSet {
 }
 
 fn valid_range(start: u64, end: u64) -> bool {
-    start % PAGE_SIZE == 0 && end % PAGE_SIZE == 0 && start < end && start >= USER_MIN && end <= USER_END
+    start.is_multiple_of(PAGE_SIZE)
+        && end.is_multiple_of(PAGE_SIZE)
+        && start < end
+        && start >= USER_MIN
+        && end <= USER_END
 }
 
 impl VmaSet {
@@ -206,10 +210,17 @@ impl VmaSet {
             .iter()
             .position(|v| v.end == old_end)
             .ok_or(VmaError::Invalid)?;
-        if new_end <= self.areas[i].start || new_end % PAGE_SIZE != 0 || new_end > USER_END {
+        if new_end <= self.areas[i].start
+            || !new_end.is_multiple_of(PAGE_SIZE)
+            || new_end > USER_END
+        {
             return Err(VmaError::Invalid);
         }
-        if self.areas.get(i + 1).is_some_and(|next| next.start < new_end) {
+        if self
+            .areas
+            .get(i + 1)
+            .is_some_and(|next| next.start < new_end)
+        {
             return Err(VmaError::Overlap);
         }
         self.areas[i].end = new_end;
@@ -219,7 +230,7 @@ impl VmaSet {
     /// The highest free range of `len` bytes that ends at or below `below`
     /// (the mmap area grows down from under the stack, as on Linux).
     pub fn find_free_below(&self, len: u64, below: u64) -> Result<u64, VmaError> {
-        if len == 0 || len % PAGE_SIZE != 0 {
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
             return Err(VmaError::Invalid);
         }
         let mut ceiling = below;
@@ -273,18 +284,30 @@ mod tests {
     fn removes_from_the_middle_by_splitting() {
         let mut s = VmaSet::new();
         s.insert(Vma {
-            backing: Backing::Image { phys: 0x100000, offset: 0 },
+            backing: Backing::Image {
+                phys: 0x100000,
+                offset: 0,
+            },
             ..anon(0x10000, 0x14000)
         })
         .unwrap();
         let removed = s.remove(0x11000, 0x12000).unwrap();
         assert_eq!(removed.len(), 1);
-        assert_eq!(removed[0].backing, Backing::Image { phys: 0x100000, offset: 0x1000 });
+        assert_eq!(
+            removed[0].backing,
+            Backing::Image {
+                phys: 0x100000,
+                offset: 0x1000
+            }
+        );
         let left: Vec<_> = s.iter().map(|v| (v.start, v.end)).collect();
         assert_eq!(left, [(0x10000, 0x11000), (0x12000, 0x14000)]);
         assert_eq!(
             s.find(0x12000).unwrap().backing,
-            Backing::Image { phys: 0x100000, offset: 0x2000 }
+            Backing::Image {
+                phys: 0x100000,
+                offset: 0x2000
+            }
         );
     }
 
@@ -295,7 +318,10 @@ mod tests {
         s.protect(0x11000, 0x12000, prot::READ).unwrap();
         assert_eq!(s.iter().count(), 3);
         assert_eq!(s.find(0x11000).unwrap().prot, prot::READ);
-        assert_eq!(s.protect(0x12000, 0x14000, prot::READ), Err(VmaError::NoSpace));
+        assert_eq!(
+            s.protect(0x12000, 0x14000, prot::READ),
+            Err(VmaError::NoSpace)
+        );
     }
 
     #[test]
@@ -304,7 +330,11 @@ mod tests {
         s.insert(anon(0x7000_0000, 0x7000_4000)).unwrap();
         assert_eq!(s.find_free_below(0x2000, 0x7000_4000).unwrap(), 0x6fff_e000);
         assert_eq!(s.find_free_below(0x2000, 0x8000_0000).unwrap(), 0x7fff_e000);
-        assert_eq!(s.find_free_below(0x1000_0000, 0x7000_0000 + 0x1000_0000).unwrap(), 0x6000_0000);
+        assert_eq!(
+            s.find_free_below(0x1000_0000, 0x7000_0000 + 0x1000_0000)
+                .unwrap(),
+            0x6000_0000
+        );
         assert_eq!(s.find_free_below(0x2000, 0x11000), Err(VmaError::NoSpace));
     }
 

@@ -1,11 +1,14 @@
-//! Writing the boot contract's data into guest RAM: the program (boot
-//! module) at the top of RAM, the string area (command line, path, argv
-//! and envp), the memory map, and finally the [`BootInfo`] structure.
+//! Writing the boot contract's data into guest RAM: the string area
+//! (command line, path, argv and envp), the memory map, and finally the
+//! [`BootInfo`] structure. The program itself is not copied: it is mapped
+//! above RAM as the boot module (see `vstate::memory`).
 
 use kiln_boot::{region, BootInfo, MemoryRegion, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::arch::layout::{BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, KERNEL_LOAD, MEMORY_MAP, STRINGS, STRINGS_SIZE};
+use crate::arch::layout::{
+    BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, KERNEL_LOAD, MEMORY_MAP, STRINGS, STRINGS_SIZE,
+};
 use crate::VmmError;
 
 /// Guest RAM the kernel needs beyond its image (heap, stacks, page tables
@@ -32,17 +35,19 @@ unsafe impl ByteValued for RegionBytes {}
 pub struct BootSpec<'a> {
     /// Guest RAM size.
     pub memory_size: u64,
+    /// Guest-physical address of the boot module (above RAM).
+    pub module_addr: u64,
+    /// Length of the boot module.
+    pub module_len: u64,
     /// End of the kernel image (physical).
     pub kernel_end: u64,
     /// `kiln_boot::flags` bits.
     pub flags: u64,
     /// Kernel command line (options only).
     pub cmdline: &'a [u8],
-    /// The program's bytes.
-    pub program: &'a [u8],
     /// The program's path in the guest.
     pub path: &'a [u8],
-    /// argv (argv[0] first).
+    /// argv (`argv[0]` first).
     pub argv: &'a [Vec<u8>],
     /// envp.
     pub envp: &'a [Vec<u8>],
@@ -71,19 +76,13 @@ fn block(strings: &[Vec<u8>]) -> Vec<u8> {
 /// When RAM is too small, the strings do not fit, or a write fails.
 pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, VmmError> {
     let guest_err = |e: vm_memory::GuestMemoryError| VmmError::GuestMemory(e.to_string());
-    let program_len = spec.program.len() as u64;
-    let module_addr = spec.memory_size.checked_sub(program_len).map(|a| a & !0xfff);
     let kernel_end = (spec.kernel_end + 0xfff) & !0xfff;
-    let module_addr = match module_addr {
-        Some(a) if a >= kernel_end + MIN_FREE_RAM => a,
-        _ => {
-            return Err(VmmError::MemoryTooSmall {
-                memory: spec.memory_size,
-                needed: kernel_end + MIN_FREE_RAM + program_len,
-            })
-        }
-    };
-    mem.write_slice(spec.program, GuestAddress(module_addr)).map_err(guest_err)?;
+    if spec.memory_size < kernel_end + MIN_FREE_RAM {
+        return Err(VmmError::MemoryTooSmall {
+            memory: spec.memory_size,
+            needed: kernel_end + MIN_FREE_RAM,
+        });
+    }
 
     let mut strings = Vec::new();
     let mut place = |bytes: &[u8]| {
@@ -96,19 +95,28 @@ pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<Boo
     let (argv_addr, argv_len) = place(&block(spec.argv));
     let (envp_addr, envp_len) = place(&block(spec.envp));
     if strings.len() as u64 > STRINGS_SIZE {
-        return Err(VmmError::ArgumentsTooLong { size: strings.len() as u64, max: STRINGS_SIZE });
+        return Err(VmmError::ArgumentsTooLong {
+            size: strings.len() as u64,
+            max: STRINGS_SIZE,
+        });
     }
     mem.write_slice(&strings, STRINGS).map_err(guest_err)?;
 
     let regions = [
         (0, KERNEL_LOAD.0, region::RESERVED),
         (KERNEL_LOAD.0, kernel_end - KERNEL_LOAD.0, region::RESERVED),
-        (kernel_end, module_addr - kernel_end, region::USABLE),
-        (module_addr, spec.memory_size - module_addr, region::RESERVED),
+        (kernel_end, spec.memory_size - kernel_end, region::USABLE),
+        (spec.module_addr, spec.module_len, region::MODULE),
     ];
     for (i, (addr, len, kind)) in regions.iter().enumerate() {
-        let r = RegionBytes(MemoryRegion { addr: *addr, len: *len, kind: *kind, reserved: 0 });
-        mem.write_obj(r, GuestAddress(MEMORY_MAP.0 + 24 * i as u64)).map_err(guest_err)?;
+        let r = RegionBytes(MemoryRegion {
+            addr: *addr,
+            len: *len,
+            kind: *kind,
+            reserved: 0,
+        });
+        mem.write_obj(r, GuestAddress(MEMORY_MAP.0 + 24 * i as u64))
+            .map_err(guest_err)?;
     }
 
     Ok(BootInfo {
@@ -120,8 +128,8 @@ pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<Boo
         memory_map_count: regions.len() as u64,
         cmdline_addr,
         cmdline_len,
-        module_addr,
-        module_len: program_len,
+        module_addr: spec.module_addr,
+        module_len: spec.module_len,
         module_path_addr: path_addr,
         module_path_len: path_len,
         argv_addr,
@@ -145,7 +153,12 @@ pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<Boo
 ///
 /// # Errors
 /// When the write fails.
-pub fn finish(mem: &GuestMemoryMmap, mut info: BootInfo, realtime_ns: u64, tsc: u64) -> Result<(), VmmError> {
+pub fn finish(
+    mem: &GuestMemoryMmap,
+    mut info: BootInfo,
+    realtime_ns: u64,
+    tsc: u64,
+) -> Result<(), VmmError> {
     info.boot_realtime_ns = realtime_ns;
     info.boot_tsc = tsc;
     mem.write_obj(BootInfoBytes(info), BOOT_INFO)
@@ -159,13 +172,14 @@ pub const VERSION: u32 = BOOT_INFO_VERSION;
 mod tests {
     use super::*;
 
-    fn spec<'a>(program: &'a [u8], argv: &'a [Vec<u8>]) -> BootSpec<'a> {
+    fn spec<'a>(memory_size: u64, argv: &'a [Vec<u8>]) -> BootSpec<'a> {
         BootSpec {
-            memory_size: 4 << 20,
+            memory_size,
+            module_addr: 4 << 20,
+            module_len: 5000,
             kernel_end: 0x140000,
             flags: 0,
             cmdline: b"",
-            program,
             path: b"/hello",
             argv,
             envp: &[],
@@ -176,22 +190,38 @@ mod tests {
     }
 
     #[test]
-    fn places_the_program_at_the_top_of_ram() {
+    fn writes_strings_and_the_memory_map() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let argv = vec![b"/hello".to_vec(), b"x".to_vec()];
-        let info = write_boot_data(&mem, &spec(&[7u8; 5000], &argv)).unwrap();
-        assert_eq!(info.module_addr, (4 << 20) - 0x2000);
-        assert_eq!(mem.read_obj::<u8>(GuestAddress(info.module_addr + 4999)).unwrap(), 7);
+        let info = write_boot_data(&mem, &spec(4 << 20, &argv)).unwrap();
+        assert_eq!((info.module_addr, info.module_len), (4 << 20, 5000));
         let mut block = vec![0u8; info.argv_len as usize];
-        mem.read_slice(&mut block, GuestAddress(info.argv_addr)).unwrap();
+        mem.read_slice(&mut block, GuestAddress(info.argv_addr))
+            .unwrap();
         assert_eq!(block, b"/hello\0x\0");
         assert_eq!(info.argc, 2);
+        let usable: MemoryRegion = mem
+            .read_obj::<RegionBytes>(GuestAddress(MEMORY_MAP.0 + 48))
+            .unwrap()
+            .0;
+        assert_eq!(
+            (usable.addr, usable.addr + usable.len, usable.kind),
+            (0x140000, 4 << 20, region::USABLE)
+        );
+        let module: MemoryRegion = mem
+            .read_obj::<RegionBytes>(GuestAddress(MEMORY_MAP.0 + 72))
+            .unwrap()
+            .0;
+        assert_eq!(
+            (module.addr, module.len, module.kind),
+            (4 << 20, 5000, region::MODULE)
+        );
     }
 
     #[test]
-    fn refuses_a_program_that_leaves_no_room() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-        let err = write_boot_data(&mem, &spec(&vec![0u8; 3 << 20], &[])).unwrap_err();
+    fn refuses_ram_that_leaves_the_kernel_no_room() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        let err = write_boot_data(&mem, &spec(2 << 20, &[])).unwrap_err();
         assert!(matches!(err, VmmError::MemoryTooSmall { .. }), "{err}");
     }
 
@@ -199,7 +229,7 @@ mod tests {
     fn refuses_oversized_arguments() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let argv = vec![vec![b'a'; STRINGS_SIZE as usize]];
-        let err = write_boot_data(&mem, &spec(b"x", &argv)).unwrap_err();
+        let err = write_boot_data(&mem, &spec(4 << 20, &argv)).unwrap_err();
         assert!(matches!(err, VmmError::ArgumentsTooLong { .. }), "{err}");
     }
 }

@@ -48,8 +48,8 @@ pub enum VmmError {
         /// Largest allowed.
         max: u64,
     },
-    /// The program does not fit next to the kernel.
-    #[error("guest memory of {} KiB is too small: the kernel and this program need at least {} KiB (raise --memory)", .memory / 1024, .needed.div_ceil(1024))]
+    /// RAM leaves the kernel no room to work.
+    #[error("guest memory of {} KiB is too small: the kernel needs at least {} KiB (raise --memory)", .memory / 1024, .needed.div_ceil(1024))]
     MemoryTooSmall {
         /// RAM size.
         memory: u64,
@@ -57,7 +57,9 @@ pub enum VmmError {
         needed: u64,
     },
     /// argv/envp do not fit in the boot string area.
-    #[error("arguments and environment take {size} bytes, more than the {max} the boot area holds")]
+    #[error(
+        "arguments and environment take {size} bytes, more than the {max} the boot area holds"
+    )]
     ArgumentsTooLong {
         /// Bytes needed.
         size: u64,
@@ -86,11 +88,11 @@ pub enum VmmError {
 pub struct VmConfig {
     /// The guest kernel ELF.
     pub kernel: PathBuf,
-    /// The program's bytes.
-    pub program: Vec<u8>,
+    /// The program's bytes: mapped into the guest as the boot module.
+    pub program: vstate::memory::ModuleFile,
     /// The program's path inside the guest.
     pub guest_path: String,
-    /// argv, argv[0] first.
+    /// argv, `argv[0]` first.
     pub argv: Vec<Vec<u8>>,
     /// envp.
     pub envp: Vec<Vec<u8>>,
@@ -126,9 +128,21 @@ pub struct VmStats {
     pub unknown_port_writes: u64,
 }
 
+/// Host memory used by the run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryUse {
+    /// kiln-vmm's peak resident set (VmHWM), bytes.
+    pub vmm_peak_rss: u64,
+    /// Guest RAM pages resident at the end, bytes (the part of the RSS the
+    /// guest itself touched).
+    pub guest_resident: u64,
+}
+
 /// The result of a run.
 #[derive(Debug)]
 pub struct RunReport {
+    /// Host memory used.
+    pub memory: MemoryUse,
     /// How it ended.
     pub ending: Ending,
     /// Phase timings.
@@ -157,20 +171,36 @@ fn host_seed() -> [u8; 32] {
     let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
     if n != seed.len() as isize {
         // Not fatal: the guest prefers RDRAND; fall back to the clock.
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         seed[..16].copy_from_slice(&t.to_le_bytes());
     }
     seed
 }
 
-fn setup_vcpu(hv: &Hypervisor, vcpu: &VcpuFd, entry: u64, flavour: Flavour) -> Result<(), VmmError> {
+fn setup_vcpu(
+    hv: &Hypervisor,
+    vcpu: &VcpuFd,
+    entry: u64,
+    flavour: Flavour,
+) -> Result<(), VmmError> {
     let cpuid = arch::guest_cpuid(hv.supported_cpuid(), 0);
-    vcpu.set_cpuid2(&cpuid).map_err(|e| VmmError::Kvm("KVM_SET_CPUID2", e))?;
-    let sregs = vcpu.get_sregs().map_err(|e| VmmError::Kvm("KVM_GET_SREGS", e))?;
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|e| VmmError::Kvm("KVM_SET_CPUID2", e))?;
+    let sregs = vcpu
+        .get_sregs()
+        .map_err(|e| VmmError::Kvm("KVM_GET_SREGS", e))?;
     vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid)))
         .map_err(|e| VmmError::Kvm("KVM_SET_SREGS", e))?;
-    let pv_page = if flavour == Flavour::Pvm { arch::layout::PV_PAGES.0 } else { 0 };
-    vcpu.set_regs(&arch::boot_regs(entry, pv_page)).map_err(|e| VmmError::Kvm("KVM_SET_REGS", e))
+    let pv_page = if flavour == Flavour::Pvm {
+        arch::layout::PV_PAGES.0
+    } else {
+        0
+    };
+    vcpu.set_regs(&arch::boot_regs(entry, pv_page))
+        .map_err(|e| VmmError::Kvm("KVM_SET_REGS", e))
 }
 
 /// Boots `config` and runs it to the end, writing the program's output to
@@ -179,16 +209,27 @@ fn setup_vcpu(hv: &Hypervisor, vcpu: &VcpuFd, entry: u64, flavour: Flavour) -> R
 /// # Errors
 /// [`VmmError`] for anything that keeps the program from running to its
 /// end (the program's own failure is a normal [`RunReport`]).
-pub fn run(hv: &Hypervisor, config: &VmConfig, console: Console, mut timings: Timings) -> Result<RunReport, VmmError> {
-    let vm = hv.kvm().create_vm().map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
+pub fn run(
+    hv: &Hypervisor,
+    config: &VmConfig,
+    console: Console,
+    mut timings: Timings,
+) -> Result<RunReport, VmmError> {
+    let vm = hv
+        .kvm()
+        .create_vm()
+        .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
+    let mut vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
     let flavour = arch::detect_flavour(&vcpu);
     timings.mark(Phase::VmCreated);
 
     let memory_size = config.memory_mib << 20;
-    let mem = vstate::memory::create_guest_memory(&vm, memory_size)?;
-    let kernel = loader::load_kernel(&config.kernel, &mem, memory_size)?;
-    arch::write_boot_page_tables(&mem, memory_size)
+    let layout = vstate::memory::create_guest_memory(&vm, memory_size, &config.program)?;
+    let mem = &layout.mem;
+    let kernel = loader::load_kernel(&config.kernel, mem, memory_size)?;
+    arch::write_boot_page_tables(mem, layout.mapped_end)
         .map_err(|e| VmmError::GuestMemory(format!("boot page tables: {e}")))?;
     let tsc_khz = u64::from(vcpu.get_tsc_khz().unwrap_or(0));
     let mut boot_flags = 0;
@@ -199,13 +240,14 @@ pub fn run(hv: &Hypervisor, config: &VmConfig, console: Console, mut timings: Ti
         boot_flags |= flags::TRACE_SYSCALLS;
     }
     let info = bootinfo::write_boot_data(
-        &mem,
+        mem,
         &bootinfo::BootSpec {
             memory_size,
+            module_addr: layout.module_addr,
+            module_len: layout.module_len,
             kernel_end: kernel.end,
             flags: boot_flags,
             cmdline: b"",
-            program: &config.program,
             path: config.guest_path.as_bytes(),
             argv: &config.argv,
             envp: &config.envp,
@@ -217,16 +259,19 @@ pub fn run(hv: &Hypervisor, config: &VmConfig, console: Console, mut timings: Ti
     setup_vcpu(hv, &vcpu, kernel.entry, flavour)?;
     timings.mark(Phase::MemoryReady);
 
-    let realtime = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let realtime = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
     let tsc = arch::guest_tsc(&vcpu).unwrap_or(0);
-    bootinfo::finish(&mem, info, realtime, tsc)?;
+    bootinfo::finish(mem, info, realtime, tsc)?;
 
     let mut bus = PortBus::new(console);
     if let Some(limit) = config.timeout {
         timeout::arm(limit).map_err(VmmError::Timer)?;
     }
     timings.mark(Phase::VcpuStart);
-    let ending = vstate::vcpu::run(&mut vcpu, &mem, &mut bus, &mut timings, config.timeout);
+    let ending = vstate::vcpu::run(&mut vcpu, mem, &mut bus, &mut timings, config.timeout);
     if config.timeout.is_some() {
         timeout::disarm();
     }
@@ -236,5 +281,51 @@ pub fn run(hv: &Hypervisor, config: &VmConfig, console: Console, mut timings: Ti
         console_refused: bus.console.refused,
         unknown_port_writes: bus.unknown_writes,
     });
-    Ok(RunReport { ending, timings, flavour, stats })
+    let memory = MemoryUse {
+        vmm_peak_rss: peak_rss(),
+        guest_resident: guest_resident(mem),
+    };
+    // The VM and vCPU go before the memory their slots point at.
+    drop(vcpu);
+    drop(vm);
+    drop(layout);
+    Ok(RunReport {
+        ending,
+        timings,
+        flavour,
+        stats,
+        memory,
+    })
+}
+
+/// kiln-vmm's peak resident set size (VmHWM in /proc/self/status), bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Bytes of guest RAM resident in host memory (mincore over the mapping;
+/// the module is a file mapping, shared with the page cache, and not counted).
+fn guest_resident(mem: &vm_memory::GuestMemoryMmap) -> u64 {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let page = 4096usize;
+    let mut total = 0;
+    for region in mem.iter().take(1) {
+        let Ok(host) = region.get_host_address(vm_memory::MemoryRegionAddress(0)) else {
+            continue;
+        };
+        let len = region.len() as usize;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: `host..host+len` is the region's own live mapping (page
+        // aligned, owned by `mem`), and `vec` has one byte per page of it.
+        let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
+        if rc == 0 {
+            total += vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page as u64;
+        }
+    }
+    total
 }

@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use goblin::elf::program_header::{PF_X, PT_LOAD};
+use goblin::container::{Container, Ctx, Endian};
+use goblin::elf::program_header::{ProgramHeader, PF_X, PT_LOAD};
 use goblin::elf::{header, Elf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -63,24 +64,57 @@ pub struct LoadedKernel {
 ///
 /// # Errors
 /// [`LoaderError`] naming the file and what is wrong with it.
-pub fn load_kernel(path: &Path, mem: &GuestMemoryMmap, memory_size: u64) -> Result<LoadedKernel, LoaderError> {
-    let bytes = std::fs::read(path).map_err(|source| LoaderError::Read { path: path.into(), source })?;
+pub fn load_kernel(
+    path: &Path,
+    mem: &GuestMemoryMmap,
+    memory_size: u64,
+) -> Result<LoadedKernel, LoaderError> {
+    let read_err = |source| LoaderError::Read {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    // SAFETY: the mapping is read-only and private; kiln only reads it
+    // while loading, and a kernel file modified meanwhile can at worst
+    // make this load fail its checks or boot a broken guest.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
     load_kernel_bytes(path, &bytes, mem, memory_size)
 }
 
-/// Loads an already-read kernel image (see [`load_kernel`]).
+/// Loads an already-read kernel image (see [`load_kernel`]). Guest memory
+/// is fresh (zero), so the part of a segment beyond its file bytes (bss)
+/// needs no writes.
 ///
 /// # Errors
 /// As [`load_kernel`].
-pub fn load_kernel_bytes(path: &Path, bytes: &[u8], mem: &GuestMemoryMmap, memory_size: u64) -> Result<LoadedKernel, LoaderError> {
-    let not_elf = |reason: String| LoaderError::NotElf { path: path.into(), reason };
-    let elf = Elf::parse(bytes).map_err(|e| not_elf(e.to_string()))?;
-    if !elf.is_64 || elf.header.e_machine != header::EM_X86_64 || elf.header.e_type != header::ET_EXEC {
-        return Err(not_elf("expected a 64-bit x86-64 executable".into()));
+pub fn load_kernel_bytes(
+    path: &Path,
+    bytes: &[u8],
+    mem: &GuestMemoryMmap,
+    memory_size: u64,
+) -> Result<LoadedKernel, LoaderError> {
+    let not_elf = |reason: String| LoaderError::NotElf {
+        path: path.into(),
+        reason,
+    };
+    // Only the ELF and program headers are parsed (not sections or symbols).
+    let hdr = Elf::parse_header(bytes).map_err(|e| not_elf(e.to_string()))?;
+    if hdr.e_ident[header::EI_CLASS] != header::ELFCLASS64
+        || hdr.e_ident[header::EI_DATA] != header::ELFDATA2LSB
+        || hdr.e_machine != header::EM_X86_64
+        || hdr.e_type != header::ET_EXEC
+    {
+        return Err(not_elf(
+            "expected a 64-bit little-endian x86-64 executable".into(),
+        ));
     }
+    let ctx = Ctx::new(Container::Big, Endian::Little);
+    let phdrs = ProgramHeader::parse(bytes, hdr.e_phoff as usize, hdr.e_phnum as usize, ctx)
+        .map_err(|e| not_elf(format!("program headers: {e}")))?;
+    let entry = hdr.e_entry;
     let mut end = 0;
     let mut entry_ok = false;
-    for ph in elf.program_headers.iter().filter(|ph| ph.p_type == PT_LOAD) {
+    for ph in phdrs.iter().filter(|ph| ph.p_type == PT_LOAD) {
         let seg_end = ph.p_paddr.checked_add(ph.p_memsz);
         if ph.p_paddr < KERNEL_LOAD.0 || seg_end.is_none_or(|e| e > memory_size) {
             return Err(LoaderError::Segment {
@@ -95,11 +129,15 @@ pub fn load_kernel_bytes(path: &Path, bytes: &[u8], mem: &GuestMemoryMmap, memor
         let data = bytes
             .get(file_range.clone())
             .filter(|_| ph.p_filesz <= ph.p_memsz)
-            .ok_or_else(|| not_elf(format!("segment at {:#x} lies outside the file", ph.p_paddr)))?;
+            .ok_or_else(|| {
+                not_elf(format!(
+                    "segment at {:#x} lies outside the file",
+                    ph.p_paddr
+                ))
+            })?;
         mem.write_slice(data, GuestAddress(ph.p_paddr))
             .map_err(|e| not_elf(format!("segment at {:#x}: {e}", ph.p_paddr)))?;
         end = end.max(seg_end.unwrap_or(0));
-        let entry = elf.header.e_entry;
         if ph.p_flags & PF_X != 0 && entry >= ph.p_vaddr && entry - ph.p_vaddr < ph.p_memsz {
             entry_ok = true;
         }
@@ -108,7 +146,9 @@ pub fn load_kernel_bytes(path: &Path, bytes: &[u8], mem: &GuestMemoryMmap, memor
         return Err(not_elf("no loadable segments".into()));
     }
     if !entry_ok {
-        return Err(not_elf(format!("entry point {:#x} is not in an executable segment", elf.header.e_entry)));
+        return Err(not_elf(format!(
+            "entry point {entry:#x} is not in an executable segment"
+        )));
     }
-    Ok(LoadedKernel { entry: elf.header.e_entry, end })
+    Ok(LoadedKernel { entry, end })
 }

@@ -35,8 +35,14 @@ pub fn arm(after: Duration) -> std::io::Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let tv = |d: Duration| libc::timeval { tv_sec: d.as_secs() as libc::time_t, tv_usec: d.subsec_micros() as libc::suseconds_t };
-    let timer = libc::itimerval { it_value: tv(after.max(Duration::from_micros(1))), it_interval: tv(Duration::from_millis(50)) };
+    let tv = |d: Duration| libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    let timer = libc::itimerval {
+        it_value: tv(after.max(Duration::from_micros(1))),
+        it_interval: tv(Duration::from_millis(50)),
+    };
     // SAFETY: `timer` is a valid itimerval; the old value is not wanted.
     if unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -47,8 +53,14 @@ pub fn arm(after: Duration) -> std::io::Result<()> {
 /// Stops the timer.
 pub fn disarm() {
     let zero = libc::itimerval {
-        it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
-        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
     };
     // SAFETY: a zero itimerval disarms the timer.
     unsafe { libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut()) };

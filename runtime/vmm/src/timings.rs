@@ -59,7 +59,10 @@ pub struct Timings {
 impl Timings {
     /// Starts the clock at `start` (kiln-vmm's `main`).
     pub fn new(start: Instant) -> Self {
-        Self { start, marks: Vec::with_capacity(Phase::ALL.len()) }
+        Self {
+            start,
+            marks: Vec::with_capacity(Phase::ALL.len()),
+        }
     }
 
     /// Records `phase` now (the first time only).
@@ -71,7 +74,10 @@ impl Timings {
 
     /// When `phase` happened, if it did.
     pub fn get(&self, phase: Phase) -> Option<Duration> {
-        self.marks.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+        self.marks
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
     }
 
     /// A table for humans.
@@ -97,7 +103,10 @@ impl Timings {
         let mut m = serde_json::Map::new();
         for phase in Phase::ALL {
             if let Some(at) = self.get(phase) {
-                m.insert(phase.label().into(), serde_json::json!(at.as_secs_f64() * 1e3));
+                m.insert(
+                    phase.label().into(),
+                    serde_json::json!(at.as_secs_f64() * 1e3),
+                );
             }
         }
         serde_json::Value::Object(m)

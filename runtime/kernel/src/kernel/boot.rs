@@ -92,11 +92,17 @@ impl BootParams {
                     continue;
                 }
                 if p.start < r.start && m < next.len() {
-                    next[m] = Region { start: p.start, end: r.start };
+                    next[m] = Region {
+                        start: p.start,
+                        end: r.start,
+                    };
                     m += 1;
                 }
                 if r.end < p.end && m < next.len() {
-                    next[m] = Region { start: r.end, end: p.end };
+                    next[m] = Region {
+                        start: r.end,
+                        end: p.end,
+                    };
                     m += 1;
                 }
             }

@@ -29,7 +29,10 @@ pub struct LineWriter {
 impl LineWriter {
     /// An empty writer.
     pub const fn new() -> Self {
-        Self { buf: [0; 512], len: 0 }
+        Self {
+            buf: [0; 512],
+            len: 0,
+        }
     }
 
     /// Writes out what was collected.

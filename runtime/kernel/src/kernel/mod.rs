@@ -30,20 +30,32 @@ use crate::kprintln;
 const DEFAULT_PATH: &[u8] = b"/app";
 
 /// The environment a program gets when none is given (Docker's default).
-const DEFAULT_ENV: &[&[u8]] = &[b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+const DEFAULT_ENV: &[&[u8]] =
+    &[b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
 
 /// First Rust code of the kernel. `platform` is `PLATFORM_KILN` or
 /// `PLATFORM_PVH`, `info` the physical address of the boot protocol's
 /// structure, `pv_page` the PVM registration page (0 when not on PVM).
 #[no_mangle]
 extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
-    platform::set(if platform == arch::PLATFORM_PVH { Platform::Pvh } else { Platform::Kiln });
+    platform::set(if platform == arch::PLATFORM_PVH {
+        Platform::Pvh
+    } else {
+        Platform::Kiln
+    });
     platform::milestone(Milestone::KernelEntry);
-    let flavour = if pv_page != 0 { Flavour::Pvm { page: pv_page } } else { Flavour::Native };
+    let flavour = if pv_page != 0 {
+        Flavour::Pvm { page: pv_page }
+    } else {
+        Flavour::Native
+    };
     arch::init(flavour);
     let params = platform::boot_params(info);
     if params.has(flags::PVM) != matches!(flavour, Flavour::Pvm { .. }) {
-        panic!("boot-info PVM flag disagrees with the registration page ({})", flavour.name());
+        panic!(
+            "boot-info PVM flag disagrees with the registration page ({})",
+            flavour.name()
+        );
     }
     mm::init(&params);
     time::init(&params);
@@ -71,7 +83,9 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
             platform::exit(ExitReport::CannotExecute)
         }
         Err(ExecError::Layout) => {
-            kprintln!("kiln: cannot execute {shown}: its segments overlap or its arguments are too large");
+            kprintln!(
+                "kiln: cannot execute {shown}: its segments overlap or its arguments are too large"
+            );
             platform::exit(ExitReport::CannotExecute)
         }
         Err(ExecError::OutOfMemory) => {
@@ -98,8 +112,14 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
     };
     let args = match params.args {
         ArgSource::Blocks { argv, envp } => Args {
-            argv: split_block(argv.0).take(argv.1).map(<[u8]>::to_vec).collect(),
-            envp: split_block(envp.0).take(envp.1).map(<[u8]>::to_vec).collect(),
+            argv: split_block(argv.0)
+                .take(argv.1)
+                .map(<[u8]>::to_vec)
+                .collect(),
+            envp: split_block(envp.0)
+                .take(envp.1)
+                .map(<[u8]>::to_vec)
+                .collect(),
         },
         ArgSource::CommandLine => {
             let mut argv = alloc::vec![path.clone()];
@@ -169,7 +189,10 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
                 Ok(()) => return,
                 Err(process::FaultError::OutOfMemory) => kill_program(
                     sig::SIGKILL,
-                    Some(format_args!("out of guest memory at address {addr:#x}, ip {:#x}", frame.rip)),
+                    Some(format_args!(
+                        "out of guest memory at address {addr:#x}, ip {:#x}",
+                        frame.rip
+                    )),
                 ),
                 Err(_) => {
                     let access = if fetch {
@@ -179,7 +202,11 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
                     } else {
                         "read"
                     };
-                    let why = if frame.error & PF_PRESENT != 0 { "protection" } else { "unmapped" };
+                    let why = if frame.error & PF_PRESENT != 0 {
+                        "protection"
+                    } else {
+                        "unmapped"
+                    };
                     kill_program(
                         sig::SIGSEGV,
                         Some(format_args!(
@@ -218,7 +245,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         platform::exit(ExitReport::KernelPanic);
     }
     match info.location() {
-        Some(l) => kprintln!("kiln kernel panic: {} ({}:{})", info.message(), l.file(), l.line()),
+        Some(l) => kprintln!(
+            "kiln kernel panic: {} ({}:{})",
+            info.message(),
+            l.file(),
+            l.line()
+        ),
         None => kprintln!("kiln kernel panic: {}", info.message()),
     }
     platform::exit(ExitReport::KernelPanic)

@@ -182,7 +182,10 @@ impl Process {
         if len == 0 {
             return Ok(());
         }
-        let end = addr.checked_add(len).filter(|&e| e <= USER_END).ok_or(Errno::Fault)?;
+        let end = addr
+            .checked_add(len)
+            .filter(|&e| e <= USER_END)
+            .ok_or(Errno::Fault)?;
         let mut page = page_down(addr);
         while page < end {
             let e = self.tables.lookup(page);
@@ -219,7 +222,8 @@ impl Process {
 
     /// Copies `data` to the program's memory at `addr`.
     pub fn write_user(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno> {
-        self.user_bytes_mut(addr, data.len() as u64)?.copy_from_slice(data);
+        self.user_bytes_mut(addr, data.len() as u64)?
+            .copy_from_slice(data);
         Ok(())
     }
 
@@ -323,13 +327,17 @@ fn copy_frame(from: u64, to: u64) {
     // SAFETY: both are RAM frames reached through the direct map; `to` was
     // just allocated, so nothing else refers to it.
     unsafe {
-        core::ptr::copy_nonoverlapping(arch::phys_to_virt(from), arch::phys_to_virt(to), PAGE_SIZE as usize)
+        core::ptr::copy_nonoverlapping(
+            arch::phys_to_virt(from),
+            arch::phys_to_virt(to),
+            PAGE_SIZE as usize,
+        )
     };
 }
 
 /// The program's arguments and environment.
 pub struct Args {
-    /// argv, argv[0] first.
+    /// argv, `argv[0]` first.
     pub argv: Vec<Vec<u8>>,
     /// envp.
     pub envp: Vec<Vec<u8>>,
@@ -351,7 +359,12 @@ fn segment_prot(flags: u32) -> u32 {
 
 /// Loads the program from the boot module and builds its stack.
 /// Returns the process, its entry point and its initial stack pointer.
-pub fn exec(module: Region, path: &[u8], args: &Args, trace: bool) -> Result<(Process, u64, u64), ExecError> {
+pub fn exec(
+    module: Region,
+    path: &[u8],
+    args: &Args,
+    trace: bool,
+) -> Result<(Process, u64, u64), ExecError> {
     if module.end <= module.start {
         return Err(ExecError::NotFound);
     }
@@ -359,7 +372,10 @@ pub fn exec(module: Region, path: &[u8], args: &Args, trace: bool) -> Result<(Pr
     // reserved from the allocator, reached through the direct map, and is
     // never written.
     let image = unsafe {
-        core::slice::from_raw_parts(arch::phys_to_virt(module.start), (module.end - module.start) as usize)
+        core::slice::from_raw_parts(
+            arch::phys_to_virt(module.start),
+            (module.end - module.start) as usize,
+        )
     };
     let plan = elf::plan(image).map_err(ExecError::Elf)?;
     // SAFETY: the active PML4 is the kernel's; the process owns its lower half.
@@ -419,14 +435,20 @@ pub fn exec(module: Region, path: &[u8], args: &Args, trace: bool) -> Result<(Pr
     if stack.bytes.len() as u64 > STACK_SIZE / 4 {
         return Err(ExecError::Layout);
     }
-    p.write_user(stack.sp, &stack.bytes).map_err(|_| ExecError::OutOfMemory)?;
+    p.write_user(stack.sp, &stack.bytes)
+        .map_err(|_| ExecError::OutOfMemory)?;
     Ok((p, plan.entry, stack.sp))
 }
 
 /// Maps the program's PT_LOAD segments: read-only ones straight from the
 /// boot module's frames, writable ones as copies (their untouched tail is
 /// demand-zero).
-fn load_segments(p: &mut Process, plan: &LoadPlan, module_phys: u64, image: &[u8]) -> Result<(), ExecError> {
+fn load_segments(
+    p: &mut Process,
+    plan: &LoadPlan,
+    module_phys: u64,
+    image: &[u8],
+) -> Result<(), ExecError> {
     for seg in &plan.segments {
         let start = seg.page_start();
         let end = seg.page_end();
@@ -435,18 +457,27 @@ fn load_segments(p: &mut Process, plan: &LoadPlan, module_phys: u64, image: &[u8
         let shareable = seg.flags & PF_W == 0
             && seg.memsz == seg.filesz
             && seg.offset % PAGE_SIZE == in_page
-            && module_phys % PAGE_SIZE == 0;
+            && module_phys.is_multiple_of(PAGE_SIZE);
         if shareable {
             p.add_area(Vma {
                 start,
                 end,
                 prot: seg_prot,
-                backing: Backing::Image { phys: module_phys, offset: seg.offset - in_page },
+                backing: Backing::Image {
+                    phys: module_phys,
+                    offset: seg.offset - in_page,
+                },
                 label: Label::Program,
             })?;
             continue;
         }
-        p.add_area(Vma { start, end, prot: seg_prot, backing: Backing::Anonymous, label: Label::Program })?;
+        p.add_area(Vma {
+            start,
+            end,
+            prot: seg_prot,
+            backing: Backing::Anonymous,
+            label: Label::Program,
+        })?;
         // Copy the file bytes page by page, including those that share the
         // segment's first page before `vaddr` (as a file mapping shows them).
         let file_end = seg.vaddr + seg.filesz;

@@ -11,7 +11,6 @@ pub const NSIG: usize = 64;
 pub mod sig {
     pub const SIGILL: u8 = 4;
     pub const SIGTRAP: u8 = 5;
-    pub const SIGABRT: u8 = 6;
     pub const SIGBUS: u8 = 7;
     pub const SIGFPE: u8 = 8;
     pub const SIGKILL: u8 = 9;
@@ -67,6 +66,8 @@ pub struct Signals {
     actions: [SigAction; NSIG],
     /// Blocked signals (bit n-1 for signal n).
     pub mask: u64,
+    /// Signals sent while blocked, waiting for the mask to open.
+    pub pending: u64,
 }
 
 /// What sending a signal to the program does now.
@@ -82,7 +83,11 @@ pub enum Effect {
 impl Signals {
     /// Default dispositions, nothing blocked.
     pub fn new() -> Self {
-        Self { actions: [SigAction::default(); NSIG], mask: 0 }
+        Self {
+            actions: [SigAction::default(); NSIG],
+            mask: 0,
+            pending: 0,
+        }
     }
 
     fn index(signal: u64) -> Result<usize, Errno> {
@@ -106,9 +111,33 @@ impl Signals {
         Ok(old)
     }
 
+    /// Sends `signal`: a blocked one is left pending; otherwise the effect.
+    pub fn send(&mut self, signal: u8) -> Effect {
+        let bit = 1u64 << (signal - 1);
+        if self.mask & bit != 0 {
+            self.pending |= bit;
+            return Effect::Nothing;
+        }
+        self.effect(signal)
+    }
+
+    /// The first pending signal the mask no longer blocks, taken off the
+    /// pending set.
+    pub fn take_unblocked(&mut self) -> Option<u8> {
+        let ready = self.pending & !self.mask;
+        if ready == 0 {
+            return None;
+        }
+        let signal = ready.trailing_zeros() as u8 + 1;
+        self.pending &= !(1 << (signal - 1));
+        Some(signal)
+    }
+
     /// What sending `signal` to the program does.
     pub fn effect(&self, signal: u8) -> Effect {
-        let Ok(i) = Self::index(u64::from(signal)) else { return Effect::Nothing };
+        let Ok(i) = Self::index(u64::from(signal)) else {
+            return Effect::Nothing;
+        };
         match self.actions[i].handler {
             0 => match signal {
                 sig::SIGCHLD | sig::SIGCONT | sig::SIGURG | sig::SIGWINCH => Effect::Nothing,

@@ -4,29 +4,38 @@ use crate::kernel::arch::rdtsc;
 use crate::kernel::boot::BootParams;
 pub use kiln_kernel::civil::days_from_civil;
 
+#[derive(Clone, Copy)]
 struct Clock {
     tsc_khz: u64,
     boot_tsc: u64,
     boot_realtime_ns: u64,
 }
 
-static mut CLOCK: Clock = Clock { tsc_khz: 1_000_000, boot_tsc: 0, boot_realtime_ns: 0 };
+static mut CLOCK: Clock = Clock {
+    tsc_khz: 1_000_000,
+    boot_tsc: 0,
+    boot_realtime_ns: 0,
+};
 
 /// Anchors the clock (once, at boot).
 pub fn init(params: &BootParams) {
     // SAFETY: written once at boot on the only CPU before any reader.
     unsafe {
         CLOCK = Clock {
-            tsc_khz: if params.tsc_khz == 0 { 1_000_000 } else { params.tsc_khz },
+            tsc_khz: if params.tsc_khz == 0 {
+                1_000_000
+            } else {
+                params.tsc_khz
+            },
             boot_tsc: params.boot_tsc,
             boot_realtime_ns: params.boot_realtime_ns,
         };
     }
 }
 
-fn clock() -> &'static Clock {
+fn clock() -> Clock {
     // SAFETY: written once in `init`, read-only afterwards.
-    unsafe { &*(&raw const CLOCK) }
+    unsafe { CLOCK }
 }
 
 /// Nanoseconds since boot.

@@ -54,7 +54,12 @@ impl Console {
     /// When writing to the host stream fails (other than a closed pipe,
     /// after which output is dropped, as a program's writes to a closed
     /// pipe are).
-    pub fn write_from_guest(&mut self, stream: Stream, len: u32, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+    pub fn write_from_guest(
+        &mut self,
+        stream: Stream,
+        len: u32,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), VmmError> {
         if u64::from(len) > CONSOLE_BUFFER_SIZE {
             // A hostile or broken guest: refuse, never read outside the buffer.
             self.refused += 1;
@@ -108,7 +113,8 @@ mod tests {
         let mut c = Console::new(Box::new(out.clone()), Box::new(err.clone()));
         c.write_from_guest(Stream::Stdout, 3, &mem).unwrap();
         c.write_from_guest(Stream::Stderr, 8, &mem).unwrap();
-        c.write_from_guest(Stream::Stdout, CONSOLE_BUFFER_SIZE as u32 + 1, &mem).unwrap();
+        c.write_from_guest(Stream::Stdout, CONSOLE_BUFFER_SIZE as u32 + 1, &mem)
+            .unwrap();
         assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
         assert_eq!(&*err.0.lock().unwrap(), b"hi\nthere");
         assert_eq!(c.refused, 1);

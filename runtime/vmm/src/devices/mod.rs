@@ -38,17 +38,32 @@ fn value(data: &[u8]) -> u32 {
 impl PortBus {
     /// A bus with `console`.
     pub fn new(console: Console) -> Self {
-        Self { console, unknown_writes: 0 }
+        Self {
+            console,
+            unknown_writes: 0,
+        }
     }
 
     /// Handles an `OUT` of `data` to `port`.
     ///
     /// # Errors
     /// When the guest reports an impossible exit value, or host output fails.
-    pub fn out(&mut self, port: u16, data: &[u8], mem: &GuestMemoryMmap, timings: &mut Timings) -> Result<PortEvent, VmmError> {
+    pub fn out(
+        &mut self,
+        port: u16,
+        data: &[u8],
+        mem: &GuestMemoryMmap,
+        timings: &mut Timings,
+    ) -> Result<PortEvent, VmmError> {
         match port {
-            port::CONSOLE_STDOUT => self.console.write_from_guest(Stream::Stdout, value(data), mem)?,
-            port::CONSOLE_STDERR => self.console.write_from_guest(Stream::Stderr, value(data), mem)?,
+            port::CONSOLE_STDOUT => {
+                self.console
+                    .write_from_guest(Stream::Stdout, value(data), mem)?
+            }
+            port::CONSOLE_STDERR => {
+                self.console
+                    .write_from_guest(Stream::Stderr, value(data), mem)?
+            }
             port::BOOT_TIMER => match Milestone::from_u32(value(data)) {
                 Some(Milestone::KernelEntry) => timings.mark(Phase::KernelEntry),
                 Some(Milestone::ProgramEntry) => timings.mark(Phase::ProgramEntry),

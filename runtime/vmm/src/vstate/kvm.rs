@@ -30,7 +30,10 @@ impl Hypervisor {
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-        Ok(Self { kvm, supported_cpuid })
+        Ok(Self {
+            kvm,
+            supported_cpuid,
+        })
     }
 
     /// The kvm-ioctls handle.

@@ -39,9 +39,14 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
     let file = unsafe { File::from_raw_fd(raw) };
     let mut header = [0u8; 24];
     file.read_exact_at(&mut header, 0)?;
-    let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap_or_default());
-    let (name_size, num_desc, desc_offset, data_offset) =
-        (word(&header, 1) as usize, word(&header, 2) as usize, word(&header, 4) as u64, word(&header, 5) as u64);
+    let word =
+        |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+    let (name_size, num_desc, desc_offset, data_offset) = (
+        word(&header, 1) as usize,
+        word(&header, 2) as usize,
+        word(&header, 4) as u64,
+        word(&header, 5) as u64,
+    );
     let desc_size = 16 + name_size;
     if num_desc > 4096 || name_size > 256 {
         return Err(std::io::Error::other("implausible KVM stats header"));
@@ -54,11 +59,18 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
         let size = u16::from_le_bytes([d[6], d[7]]);
         let offset = word(d, 2) as u64;
         let kind = flags & STATS_TYPE_MASK;
-        if size != 1 || !matches!(kind, STATS_TYPE_CUMULATIVE | STATS_TYPE_INSTANT | STATS_TYPE_PEAK) {
+        if size != 1
+            || !matches!(
+                kind,
+                STATS_TYPE_CUMULATIVE | STATS_TYPE_INSTANT | STATS_TYPE_PEAK
+            )
+        {
             continue;
         }
         let name_bytes = &d[16..];
-        let name = String::from_utf8_lossy(&name_bytes[..name_bytes.iter().position(|&b| b == 0).unwrap_or(name_size)]);
+        let name = String::from_utf8_lossy(
+            &name_bytes[..name_bytes.iter().position(|&b| b == 0).unwrap_or(name_size)],
+        );
         let mut value = [0u8; 8];
         file.read_exact_at(&mut value, data_offset + offset)?;
         out.insert(name.into_owned(), u64::from_le_bytes(value));

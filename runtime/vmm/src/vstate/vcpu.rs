@@ -53,10 +53,22 @@ pub fn run(
             }
             Ok(VcpuExit::MmioWrite(..)) => mmio_exits += 1,
             Ok(VcpuExit::Hlt) => {
+                // The program runs at the kernel's privilege level, so a HLT
+                // in it (musl's a_crash, for one) halts the vCPU instead of
+                // faulting. Linux would deliver SIGSEGV: end it that way.
+                if let Ok(regs) = vcpu.get_regs() {
+                    if regs.rip < kiln_boot::vm::PHYS_MAP {
+                        eprintln!(
+                            "kiln: program killed by SIGSEGV (segmentation fault): privileged instruction HLT at ip {:#x}",
+                            regs.rip.wrapping_sub(1)
+                        );
+                        return Ok(Ending::Program(kiln_boot::ExitReport::Signaled(11)));
+                    }
+                }
                 return Err(VmmError::GuestCrash(format!(
                     "the guest kernel halted without reporting an exit ({})",
                     where_stopped(vcpu)
-                )))
+                )));
             }
             Ok(VcpuExit::Shutdown) => {
                 return Err(VmmError::GuestCrash(format!(
@@ -76,7 +88,9 @@ pub fn run(
                 )))
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
-                return Err(VmmError::GuestCrash(format!("the guest requested system event {kind}")))
+                return Err(VmmError::GuestCrash(format!(
+                    "the guest requested system event {kind}"
+                )))
             }
             Ok(other) => {
                 let what = format!("{other:?}");

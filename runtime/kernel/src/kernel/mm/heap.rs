@@ -23,7 +23,10 @@ struct KernelHeap {
     mapped_end: u64,
 }
 
-static HEAP: Mutex<KernelHeap> = Mutex::new(KernelHeap { heap: Heap::empty(), mapped_end: HEAP_BASE });
+static HEAP: Mutex<KernelHeap> = Mutex::new(KernelHeap {
+    heap: Heap::empty(),
+    mapped_end: HEAP_BASE,
+});
 
 /// Maps `[from, from+len)` of the heap range to fresh frames.
 fn map_range(from: u64, len: u64) -> bool {
@@ -32,9 +35,16 @@ fn map_range(from: u64, len: u64) -> bool {
     let mut tables = unsafe { PageTables::from_pml4(crate::kernel::arch::active_page_table()) };
     let mut va = from;
     while va < from + len {
-        let Some(pa) = frame::alloc() else { return false };
+        let Some(pa) = frame::alloc() else {
+            return false;
+        };
         if tables
-            .map(va, pa, pte::WRITABLE | pte::NO_EXECUTE, &mut frame::alloc_zeroed)
+            .map(
+                va,
+                pa,
+                pte::WRITABLE | pte::NO_EXECUTE,
+                &mut frame::alloc_zeroed,
+            )
             .is_err()
         {
             return false;

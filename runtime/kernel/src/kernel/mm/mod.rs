@@ -17,9 +17,15 @@ extern "C" {
 
 /// Physical range of the kernel image (text, data and bss).
 pub fn kernel_image() -> Region {
-    let (start, end) = ((&raw const __kernel_start) as u64, (&raw const __kernel_end) as u64);
+    let (start, end) = (
+        (&raw const __kernel_start) as u64,
+        (&raw const __kernel_end) as u64,
+    );
     let base = kiln_boot::vm::KERNEL_BASE;
-    Region { start: start - base, end: ((end - base) + 0xfff) & !0xfff }
+    Region {
+        start: start - base,
+        end: ((end - base) + 0xfff) & !0xfff,
+    }
 }
 
 /// Sets up the frame allocator and the heap from the boot memory map.

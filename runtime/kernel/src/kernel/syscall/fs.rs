@@ -150,7 +150,13 @@ pub fn fstat(p: &mut Process, fd: u64, statbuf: u64) -> Result<u64, Errno> {
 }
 
 /// newfstatat(2): only `AT_EMPTY_PATH` on an open descriptor has an answer.
-pub fn newfstatat(p: &mut Process, dirfd: u64, path: u64, statbuf: u64, flags: u64) -> Result<u64, Errno> {
+pub fn newfstatat(
+    p: &mut Process,
+    dirfd: u64,
+    path: u64,
+    statbuf: u64,
+    flags: u64,
+) -> Result<u64, Errno> {
     let name = p.read_cstr(path, PATH_MAX)?;
     if name.is_empty() && flags & AT_EMPTY_PATH != 0 {
         return fstat(p, dirfd, statbuf);
@@ -214,7 +220,13 @@ pub fn readlink(p: &mut Process, path: u64, buf: u64, size: u64) -> Result<u64, 
 }
 
 /// readlinkat(2).
-pub fn readlinkat(p: &mut Process, _dirfd: u64, path: u64, buf: u64, size: u64) -> Result<u64, Errno> {
+pub fn readlinkat(
+    p: &mut Process,
+    _dirfd: u64,
+    path: u64,
+    buf: u64,
+    size: u64,
+) -> Result<u64, Errno> {
     let name = p.read_cstr(path, PATH_MAX)?;
     readlink_common(p, &name, buf, size)
 }

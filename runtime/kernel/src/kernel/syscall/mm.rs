@@ -60,9 +60,17 @@ fn valid_prot(bits: u64) -> Result<u32, Errno> {
 }
 
 /// mmap(2): anonymous mappings (file mappings need a file system).
-pub fn mmap(p: &mut Process, addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) -> Result<u64, Errno> {
+pub fn mmap(
+    p: &mut Process,
+    addr: u64,
+    len: u64,
+    prot_bits: u64,
+    flags: u64,
+    fd: u64,
+    off: u64,
+) -> Result<u64, Errno> {
     let protection = valid_prot(prot_bits)?;
-    if len == 0 || addr % PAGE_SIZE != 0 || off % PAGE_SIZE != 0 {
+    if len == 0 || !addr.is_multiple_of(PAGE_SIZE) || !off.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::Inval);
     }
     if flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
@@ -79,7 +87,10 @@ pub fn mmap(p: &mut Process, addr: u64, len: u64, prot_bits: u64, flags: u64, fd
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     let start = if fixed {
-        let end = addr.checked_add(len).filter(|&e| e <= USER_END).ok_or(Errno::Nomem)?;
+        let end = addr
+            .checked_add(len)
+            .filter(|&e| e <= USER_END)
+            .ok_or(Errno::Nomem)?;
         if addr < USER_MIN {
             return Err(Errno::Perm);
         }
@@ -93,7 +104,9 @@ pub fn mmap(p: &mut Process, addr: u64, len: u64, prot_bits: u64, flags: u64, fd
         addr
     } else {
         let hint_free = addr >= USER_MIN
-            && addr.checked_add(len).is_some_and(|e| e <= MMAP_TOP && p.vmas.is_free(addr, e));
+            && addr
+                .checked_add(len)
+                .is_some_and(|e| e <= MMAP_TOP && p.vmas.is_free(addr, e));
         if hint_free {
             addr
         } else {
@@ -113,10 +126,13 @@ pub fn mmap(p: &mut Process, addr: u64, len: u64, prot_bits: u64, flags: u64, fd
 
 /// munmap(2).
 pub fn munmap(p: &mut Process, addr: u64, len: u64) -> Result<u64, Errno> {
-    if addr % PAGE_SIZE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Errno::Inval);
     }
-    let end = addr.checked_add(page_up(len)).filter(|&e| e <= USER_END).ok_or(Errno::Inval)?;
+    let end = addr
+        .checked_add(page_up(len))
+        .filter(|&e| e <= USER_END)
+        .ok_or(Errno::Inval)?;
     p.remove_range(addr, end).map_err(vma_errno)?;
     Ok(0)
 }
@@ -124,26 +140,33 @@ pub fn munmap(p: &mut Process, addr: u64, len: u64) -> Result<u64, Errno> {
 /// mprotect(2).
 pub fn mprotect(p: &mut Process, addr: u64, len: u64, prot_bits: u64) -> Result<u64, Errno> {
     let protection = valid_prot(prot_bits & !0x0300_0000)?; // PROT_GROWSDOWN/UP ignored
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::Inval);
     }
     if len == 0 {
         return Ok(0);
     }
-    let end = addr.checked_add(page_up(len)).filter(|&e| e <= USER_END).ok_or(Errno::Nomem)?;
-    p.protect_range(addr, end, protection).map_err(|e| match e {
-        VmaError::NoSpace => Errno::Nomem,
-        other => vma_errno(other),
-    })?;
+    let end = addr
+        .checked_add(page_up(len))
+        .filter(|&e| e <= USER_END)
+        .ok_or(Errno::Nomem)?;
+    p.protect_range(addr, end, protection)
+        .map_err(|e| match e {
+            VmaError::NoSpace => Errno::Nomem,
+            other => vma_errno(other),
+        })?;
     Ok(0)
 }
 
 /// madvise(2): MADV_DONTNEED drops pages; other advice is accepted.
 pub fn madvise(p: &mut Process, addr: u64, len: u64, advice: u64) -> Result<u64, Errno> {
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::Inval);
     }
-    let end = addr.checked_add(page_up(len)).filter(|&e| e <= USER_END).ok_or(Errno::Inval)?;
+    let end = addr
+        .checked_add(page_up(len))
+        .filter(|&e| e <= USER_END)
+        .ok_or(Errno::Inval)?;
     if !p.vmas.covers(addr, end - addr, 0) {
         return Err(Errno::Nomem);
     }

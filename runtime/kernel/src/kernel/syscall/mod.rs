@@ -77,7 +77,13 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::SCHED_GETAFFINITY => task::sched_getaffinity(p, a1, a2).into(),
         nr::SCHED_YIELD => Ok(0).into(),
         nr::RT_SIGACTION => task::rt_sigaction(p, a0, a1, a2, a3).into(),
-        nr::RT_SIGPROCMASK => task::rt_sigprocmask(p, a0, a1, a2, a3).into(),
+        nr::RT_SIGPROCMASK => match task::rt_sigprocmask(p, a0, a1, a2, a3) {
+            Ok(v) => match task::deliver_unblocked(p) {
+                Some(signal) => Outcome::Kill(signal),
+                None => Outcome::Return(Ok(v)),
+            },
+            Err(e) => Outcome::Return(Err(e)),
+        },
         nr::SIGALTSTACK => task::sigaltstack(p, a1).into(),
         nr::KILL => task::kill(p, a0, a1),
         nr::TGKILL => task::kill(p, a1, a2),
@@ -94,13 +100,19 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
 #[no_mangle]
 extern "C" fn syscall_dispatch(frame: &mut Frame) {
     let number = frame.rax;
-    let args = Args([frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9]);
+    let args = Args([
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ]);
     let mut guard = PROCESS.lock();
     let Some(p) = guard.as_mut() else {
         panic!("system call {number} with no program running");
     };
     let trace = p.trace;
-    let call_text = if trace { Some(trace::format_call(p, number, &args)) } else { None };
+    let call_text = if trace {
+        Some(trace::format_call(p, number, &args))
+    } else {
+        None
+    };
     let outcome = call(p, number, args);
     match outcome {
         Outcome::Return(result) => {
@@ -130,9 +142,12 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) {
     // The return path writes RFLAGS and RIP just below the red zone.
     if p.prepare(frame.rsp.wrapping_sub(144), 16, true).is_err() {
         drop(guard);
-        crate::kernel::kill_program(sig::SIGSEGV, Some(format_args!(
-            "system call return with an invalid stack pointer {:#x}",
-            frame.rsp
-        )));
+        crate::kernel::kill_program(
+            sig::SIGSEGV,
+            Some(format_args!(
+                "system call return with an invalid stack pointer {:#x}",
+                frame.rsp
+            )),
+        );
     }
 }

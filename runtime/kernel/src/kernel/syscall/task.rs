@@ -29,8 +29,12 @@ pub fn arch_prctl(p: &mut Process, code: u64, addr: u64) -> Result<u64, Errno> {
             }
             Ok(0)
         }
-        ARCH_GET_FS => p.write_user(addr, &arch::fs_base().to_le_bytes()).map(|()| 0),
-        ARCH_GET_GS => p.write_user(addr, &arch::gs_base().to_le_bytes()).map(|()| 0),
+        ARCH_GET_FS => p
+            .write_user(addr, &arch::fs_base().to_le_bytes())
+            .map(|()| 0),
+        ARCH_GET_GS => p
+            .write_user(addr, &arch::gs_base().to_le_bytes())
+            .map(|()| 0),
         _ => Err(Errno::Inval),
     }
 }
@@ -54,7 +58,13 @@ const RLIMIT_NOFILE: u64 = 7;
 const RLIM_INFINITY: u64 = u64::MAX;
 
 /// prlimit64(2) on the program itself.
-pub fn prlimit64(p: &mut Process, pid: u64, resource: u64, new: u64, old: u64) -> Result<u64, Errno> {
+pub fn prlimit64(
+    p: &mut Process,
+    pid: u64,
+    resource: u64,
+    new: u64,
+    old: u64,
+) -> Result<u64, Errno> {
     if pid != 0 && pid != 1 {
         return Err(Errno::Srch);
     }
@@ -63,7 +73,9 @@ pub fn prlimit64(p: &mut Process, pid: u64, resource: u64, new: u64, old: u64) -
         return Err(Errno::Inval);
     }
     let current = match (resource, p.rlimits[r]) {
-        (_, (RLIM_INFINITY, RLIM_INFINITY)) if resource == RLIMIT_STACK => (STACK_SIZE, RLIM_INFINITY),
+        (_, (RLIM_INFINITY, RLIM_INFINITY)) if resource == RLIMIT_STACK => {
+            (STACK_SIZE, RLIM_INFINITY)
+        }
         (_, (RLIM_INFINITY, RLIM_INFINITY)) if resource == RLIMIT_NOFILE => (1024, 4096),
         (_, set) => set,
     };
@@ -85,7 +97,14 @@ pub fn prlimit64(p: &mut Process, pid: u64, resource: u64, new: u64, old: u64) -
 
 /// uname(2).
 pub fn uname(p: &mut Process, buf: u64) -> Result<u64, Errno> {
-    let fields: [&[u8]; 6] = [b"Linux", b"kiln", b"6.1.0-kiln", b"#1 SMP kiln", b"x86_64", b"(none)"];
+    let fields: [&[u8]; 6] = [
+        b"Linux",
+        b"kiln",
+        b"6.1.0-kiln",
+        b"#1 SMP kiln",
+        b"x86_64",
+        b"(none)",
+    ];
     let mut out = [0u8; 6 * 65];
     for (i, f) in fields.iter().enumerate() {
         out[i * 65..i * 65 + f.len()].copy_from_slice(f);
@@ -107,7 +126,7 @@ pub fn getrandom(p: &mut Process, buf: u64, len: u64, flags: u64) -> Result<u64,
 
 /// sched_getaffinity(2): one CPU.
 pub fn sched_getaffinity(p: &mut Process, size: u64, mask: u64) -> Result<u64, Errno> {
-    if size < 8 || size % 8 != 0 {
+    if size < 8 || !size.is_multiple_of(8) {
         return Err(Errno::Inval);
     }
     p.write_user(mask, &1u64.to_le_bytes())?;
@@ -115,11 +134,21 @@ pub fn sched_getaffinity(p: &mut Process, size: u64, mask: u64) -> Result<u64, E
 }
 
 /// rt_sigaction(2): records the disposition.
-pub fn rt_sigaction(p: &mut Process, signal: u64, act: u64, oldact: u64, size: u64) -> Result<u64, Errno> {
+pub fn rt_sigaction(
+    p: &mut Process,
+    signal: u64,
+    act: u64,
+    oldact: u64,
+    size: u64,
+) -> Result<u64, Errno> {
     if size != 8 {
         return Err(Errno::Inval);
     }
-    let new = if act != 0 { Some(p.read_obj::<SigAction>(act)?) } else { None };
+    let new = if act != 0 {
+        Some(p.read_obj::<SigAction>(act)?)
+    } else {
+        None
+    };
     let old = p.signals.set_action(signal, new)?;
     if oldact != 0 {
         let bytes: [u64; 4] = [old.handler, old.flags, old.restorer, old.mask];
@@ -133,7 +162,13 @@ pub fn rt_sigaction(p: &mut Process, signal: u64, act: u64, oldact: u64, size: u
 }
 
 /// rt_sigprocmask(2): records the mask.
-pub fn rt_sigprocmask(p: &mut Process, how: u64, set: u64, oldset: u64, size: u64) -> Result<u64, Errno> {
+pub fn rt_sigprocmask(
+    p: &mut Process,
+    how: u64,
+    set: u64,
+    oldset: u64,
+    size: u64,
+) -> Result<u64, Errno> {
     const SIG_BLOCK: u64 = 0;
     const SIG_UNBLOCK: u64 = 1;
     const SIG_SETMASK: u64 = 2;
@@ -177,12 +212,22 @@ pub fn kill(p: &mut Process, pid: u64, signal: u64) -> Outcome {
     if signal > 64 {
         return Outcome::Return(Err(Errno::Inval));
     }
-    if signal == 0 || p.signals.mask & (1 << (signal - 1)) != 0 {
-        // Signal 0 only checks; a blocked signal stays pending.
+    if signal == 0 {
         return Outcome::Return(Ok(0));
     }
-    match p.signals.effect(signal as u8) {
+    match p.signals.send(signal as u8) {
         Effect::Terminate => Outcome::Kill(signal as u8),
         Effect::Nothing | Effect::HandlerNotDelivered => Outcome::Return(Ok(0)),
     }
+}
+
+/// After a mask change: a pending signal that is no longer blocked takes
+/// effect now.
+pub fn deliver_unblocked(p: &mut Process) -> Option<u8> {
+    while let Some(signal) = p.signals.take_unblocked() {
+        if let Effect::Terminate = p.signals.effect(signal) {
+            return Some(signal);
+        }
+    }
+    None
 }

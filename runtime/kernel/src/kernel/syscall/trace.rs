@@ -51,7 +51,13 @@ fn signature(number: u64) -> &'static [Arg] {
         nr::ARCH_PRCTL => &[Hex, Hex],
         nr::SET_TID_ADDRESS => &[Hex],
         nr::SET_ROBUST_LIST => &[Hex, Int],
-        nr::GETPID | nr::GETTID | nr::GETPPID | nr::GETUID | nr::GETEUID | nr::GETGID | nr::GETEGID => &[],
+        nr::GETPID
+        | nr::GETTID
+        | nr::GETPPID
+        | nr::GETUID
+        | nr::GETEUID
+        | nr::GETGID
+        | nr::GETEGID => &[],
         nr::SCHED_YIELD => &[],
         nr::PRLIMIT64 => &[Int, Int, Hex, Hex],
         nr::GETRLIMIT => &[Int, Hex],

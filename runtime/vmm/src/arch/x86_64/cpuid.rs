@@ -21,5 +21,8 @@ pub fn guest_cpuid(supported: &CpuId, index: u8) -> CpuId {
 
 /// Whether the CPUID table offers FSGSBASE (leaf 7, EBX bit 0).
 pub fn has_fsgsbase(cpuid: &CpuId) -> bool {
-    cpuid.as_slice().iter().any(|e| e.function == 7 && e.index == 0 && e.ebx & 1 != 0)
+    cpuid
+        .as_slice()
+        .iter()
+        .any(|e| e.function == 7 && e.index == 0 && e.ebx & 1 != 0)
 }

@@ -1,11 +1,11 @@
 //! The boot page tables kiln-vmm builds so that vCPU 0 can start directly
-//! in 64-bit mode at the kernel's (higher-half) entry point: all RAM in the
-//! direct map (PML4 slot 273) and the first GiB at the kernel base (slot
-//! 511), with 2 MiB pages. There is no identity map: nothing runs at low
-//! addresses.
+//! in 64-bit mode at the kernel's (higher-half) entry point: all guest
+//! memory (RAM and the boot module above it) in the direct map (PML4 slot
+//! 273) and the first GiB at the kernel base (slot 511), with 2 MiB pages.
+//! There is no identity map: nothing runs at low addresses.
 
 use kiln_boot::vm::{KERNEL_SLOT, PHYS_MAP_SLOT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{
     BOOT_PDPT_KERNEL, BOOT_PDPT_PHYS_MAP, BOOT_PDS, BOOT_PDS_MAX, BOOT_PML4, GIB, HUGE_PAGE,
@@ -16,15 +16,21 @@ const TABLE: u64 = 0x7;
 /// Present | writable | user | 2 MiB page.
 const HUGE: u64 = 0x87;
 
-/// Writes the boot page tables for `memory_size` bytes of RAM.
+/// Writes the boot page tables mapping guest-physical `[0, mapped_end)`.
 ///
 /// # Errors
-/// Fails when RAM needs more page directories than the boot area holds, or
-/// when guest memory rejects a write.
-pub fn write_boot_page_tables(mem: &GuestMemoryMmap, memory_size: u64) -> Result<(), vm_memory::GuestMemoryError> {
+/// Fails when that needs more page directories than the boot area holds,
+/// or when guest memory rejects a write.
+pub fn write_boot_page_tables(
+    mem: &GuestMemoryMmap,
+    mapped_end: u64,
+) -> Result<(), vm_memory::GuestMemoryError> {
+    let memory_size = mapped_end;
     let gibs = memory_size.div_ceil(GIB);
     if gibs > BOOT_PDS_MAX {
-        return Err(vm_memory::GuestMemoryError::InvalidGuestAddress(GuestAddress(memory_size)));
+        return Err(vm_memory::GuestMemoryError::InvalidGuestAddress(
+            GuestAddress(memory_size),
+        ));
     }
     let mut pml4 = [0u64; 512];
     pml4[PHYS_MAP_SLOT] = BOOT_PDPT_PHYS_MAP.0 | TABLE;
@@ -52,12 +58,15 @@ pub fn write_boot_page_tables(mem: &GuestMemoryMmap, memory_size: u64) -> Result
     write_table(mem, BOOT_PDPT_KERNEL, &kernel_pdpt)
 }
 
-fn write_table(mem: &GuestMemoryMmap, at: GuestAddress, table: &[u64; 512]) -> Result<(), vm_memory::GuestMemoryError> {
+fn write_table(
+    mem: &GuestMemoryMmap,
+    at: GuestAddress,
+    table: &[u64; 512],
+) -> Result<(), vm_memory::GuestMemoryError> {
     let mut bytes = [0u8; 4096];
     for (chunk, e) in bytes.chunks_exact_mut(8).zip(table) {
         chunk.copy_from_slice(&e.to_le_bytes());
     }
-    debug_assert!(mem.address_in_range(at));
     mem.write_slice(&bytes, at)
 }
 

@@ -50,7 +50,10 @@ impl Flavour {
 /// Reads the PVM signature MSR: it says "PVM" on a PVM host, and does not
 /// exist (KVM_GET_MSRS returns no entries) anywhere else.
 pub fn detect_flavour(vcpu: &VcpuFd) -> Flavour {
-    let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry { index: PVM_SIGNATURE, ..Default::default() }]) else {
+    let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry {
+        index: PVM_SIGNATURE,
+        ..Default::default()
+    }]) else {
         return Flavour::Standard;
     };
     match vcpu.get_msrs(&mut msrs) {
@@ -61,7 +64,11 @@ pub fn detect_flavour(vcpu: &VcpuFd) -> Flavour {
 
 /// The guest's current TSC (IA32_TSC through KVM_GET_MSRS).
 pub fn guest_tsc(vcpu: &VcpuFd) -> Option<u64> {
-    let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: 0x10, ..Default::default() }]).ok()?;
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0x10,
+        ..Default::default()
+    }])
+    .ok()?;
     match vcpu.get_msrs(&mut msrs) {
         Ok(1) => Some(msrs.as_slice()[0].data),
         _ => None,
@@ -105,15 +112,26 @@ fn data_segment() -> kvm_segment {
 pub fn boot_sregs(mut sregs: kvm_sregs, fsgsbase: bool) -> kvm_sregs {
     sregs.cs = code_segment();
     sregs.ss = data_segment();
-    let unusable = kvm_segment { unusable: 1, ..Default::default() };
+    let unusable = kvm_segment {
+        unusable: 1,
+        ..Default::default()
+    };
     sregs.ds = unusable;
     sregs.es = unusable;
     sregs.fs = unusable;
     sregs.gs = unusable;
-    sregs.ldt = kvm_segment { unusable: 1, ..Default::default() };
+    sregs.ldt = kvm_segment {
+        unusable: 1,
+        ..Default::default()
+    };
     // A placeholder busy TSS (VM entry requires a usable TR); the kernel
     // loads its own with LTR.
-    sregs.tr = kvm_segment { limit: 0x67, type_: 0xb, present: 1, ..Default::default() };
+    sregs.tr = kvm_segment {
+        limit: 0x67,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
     sregs.gdt.base = 0;
     sregs.gdt.limit = 0;
     sregs.idt.base = 0;

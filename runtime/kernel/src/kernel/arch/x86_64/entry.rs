@@ -155,8 +155,3 @@ pvh_gdt_ptr:
     kiln = const PLATFORM_KILN,
     pvh = const PLATFORM_PVH,
 );
-
-/// Physical address of the PVH boot PML4 (to drop its identity mapping).
-pub fn pvh_pml4_phys() -> u64 {
-    core::ptr::addr_of!(PVH_PML4) as u64 - kiln_boot::vm::KERNEL_BASE
-}

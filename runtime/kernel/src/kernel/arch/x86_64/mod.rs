@@ -11,7 +11,7 @@ pub mod traps;
 
 use core::arch::asm;
 
-pub use entry::{PLATFORM_KILN, PLATFORM_PVH};
+pub use entry::PLATFORM_PVH;
 pub use flavour::Flavour;
 
 /// CPU features the rest of the kernel asks about, read once at boot.
@@ -25,7 +25,11 @@ pub struct Features {
     pub hwcap: u64,
 }
 
-static mut FEATURES: Features = Features { rdrand: false, fsgsbase: false, hwcap: 0 };
+static mut FEATURES: Features = Features {
+    rdrand: false,
+    fsgsbase: false,
+    hwcap: 0,
+};
 static mut FLAVOUR: Flavour = Flavour::Native;
 
 /// The CPU features read at boot.

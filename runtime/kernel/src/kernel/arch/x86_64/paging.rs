@@ -33,11 +33,6 @@ pub fn phys_to_virt(pa: u64) -> *mut u8 {
     (PHYS_MAP + pa) as *mut u8
 }
 
-/// The physical address behind a direct-map pointer.
-pub fn virt_to_phys(va: *const u8) -> u64 {
-    va as u64 - PHYS_MAP
-}
-
 /// A page could not be mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {

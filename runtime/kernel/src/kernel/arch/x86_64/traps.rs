@@ -77,7 +77,9 @@ macro_rules! save_and_call {
             "movups [rsp + 0xe0], xmm14\n movups [rsp + 0xf0], xmm15\n",
             "cld\n",
             "mov rdi, rsp\n",
-            "call ", $handler, "\n",
+            "call ",
+            $handler,
+            "\n",
             "movups xmm0, [rsp + 0x00]\n movups xmm1, [rsp + 0x10]\n",
             "movups xmm2, [rsp + 0x20]\n movups xmm3, [rsp + 0x30]\n",
             "movups xmm4, [rsp + 0x40]\n movups xmm5, [rsp + 0x50]\n",
@@ -228,7 +230,7 @@ pub fn init_syscall() {
     // SFMASK clears TF, DF, IF, AC and NT on entry.
     unsafe {
         super::cpu::wrmsr(MSR_STAR, (u64::from(KERNEL_CS) << 32) | (0x23 << 48));
-        super::cpu::wrmsr(MSR_LSTAR, syscall_entry as usize as u64);
+        super::cpu::wrmsr(MSR_LSTAR, syscall_entry as *const () as u64);
         super::cpu::wrmsr(MSR_SFMASK, 0x4_7700);
     }
 }

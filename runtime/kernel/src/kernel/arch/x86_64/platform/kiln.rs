@@ -36,12 +36,17 @@ pub fn exit(report: ExitReport) -> ! {
     cpu::halt_forever()
 }
 
+/// Highest guest-physical address the boot page tables can map (64 GiB).
+const MAX_PHYS: u64 = layout::BOOT_PDS_MAX << 30;
+
 /// A `&'static [u8]` view of guest-physical `[addr, addr+len)`, checked
 /// against the RAM size.
 fn phys_slice(addr: u64, len: u64, memory: u64, what: &str) -> &'static [u8] {
     match addr.checked_add(len) {
         Some(end) if end <= memory => {}
-        _ => panic!("boot-info: {what} at {addr:#x}+{len:#x} lies outside guest RAM ({memory:#x} bytes)"),
+        _ => panic!(
+            "boot-info: {what} at {addr:#x}+{len:#x} lies outside guest memory ({memory:#x} bytes)"
+        ),
     }
     // SAFETY: the range lies inside guest RAM (checked above), which the
     // direct map covers; boot data is never freed or written by the kernel.
@@ -51,11 +56,15 @@ fn phys_slice(addr: u64, len: u64, memory: u64, what: &str) -> &'static [u8] {
 /// Reads and validates the boot-info structure at `info_phys`.
 pub fn boot_params(info_phys: u64) -> BootParams {
     if info_phys != layout::BOOT_INFO {
-        panic!("boot-info: expected at {:#x}, got {info_phys:#x}", layout::BOOT_INFO);
+        panic!(
+            "boot-info: expected at {:#x}, got {info_phys:#x}",
+            layout::BOOT_INFO
+        );
     }
     // SAFETY: BOOT_INFO is below 1 MiB, in RAM the VMM always provides and
     // maps; `read_unaligned` copes with any content.
-    let info: BootInfo = unsafe { core::ptr::read_unaligned(phys_to_virt(info_phys) as *const BootInfo) };
+    let info: BootInfo =
+        unsafe { core::ptr::read_unaligned(phys_to_virt(info_phys) as *const BootInfo) };
     if info.magic != BOOT_INFO_MAGIC {
         panic!("boot-info: bad magic {:#018x}", info.magic);
     }
@@ -66,9 +75,43 @@ pub fn boot_params(info_phys: u64) -> BootParams {
         );
     }
     if info.size as usize != BootInfo::SIZE {
-        panic!("boot-info: size {} does not match this kernel's {}", info.size, BootInfo::SIZE);
+        panic!(
+            "boot-info: size {} does not match this kernel's {}",
+            info.size,
+            BootInfo::SIZE
+        );
     }
-    let memory = info.memory_size;
+    if info.memory_map_count > layout::MEMORY_MAP_MAX {
+        panic!(
+            "boot-info: {} memory regions (at most {})",
+            info.memory_map_count,
+            layout::MEMORY_MAP_MAX
+        );
+    }
+    let map_len = info.memory_map_count * core::mem::size_of::<MemoryRegion>() as u64;
+    let map = phys_slice(
+        info.memory_map_addr,
+        map_len,
+        info.memory_size,
+        "memory map",
+    );
+    let region_at = |i: usize| -> MemoryRegion {
+        // SAFETY: `map` holds `memory_map_count` entries (checked above).
+        unsafe { core::ptr::read_unaligned((map.as_ptr() as *const MemoryRegion).add(i)) }
+    };
+    // Everything the boot data points at must lie in a mapped region: RAM,
+    // or the module region above it.
+    let mut memory = info.memory_size;
+    for i in 0..info.memory_map_count as usize {
+        let r = region_at(i);
+        match r.addr.checked_add(r.len) {
+            Some(end) if end <= MAX_PHYS => memory = memory.max(end),
+            _ => panic!(
+                "boot-info: memory region {:#x}+{:#x} is out of range",
+                r.addr, r.len
+            ),
+        }
+    }
     let mut p = BootParams::empty();
     p.memory_size = memory;
     p.flags = info.flags;
@@ -77,39 +120,42 @@ pub fn boot_params(info_phys: u64) -> BootParams {
     p.boot_tsc = info.boot_tsc;
     p.seed = info.random_seed;
     p.cmdline = phys_slice(info.cmdline_addr, info.cmdline_len, memory, "command line");
-    p.path = phys_slice(info.module_path_addr, info.module_path_len, memory, "program path");
-    phys_slice(info.module_addr, info.module_len, memory, "program");
-    p.module = Region { start: info.module_addr, end: info.module_addr + info.module_len };
-    p.args = ArgSource::Blocks {
-        argv: (phys_slice(info.argv_addr, info.argv_len, memory, "argv"), info.argc as usize),
-        envp: (phys_slice(info.envp_addr, info.envp_len, memory, "envp"), info.envc as usize),
-    };
-    if info.memory_map_count > layout::MEMORY_MAP_MAX {
-        panic!("boot-info: {} memory regions (at most {})", info.memory_map_count, layout::MEMORY_MAP_MAX);
-    }
-    let map = phys_slice(
-        info.memory_map_addr,
-        info.memory_map_count * core::mem::size_of::<MemoryRegion>() as u64,
+    p.path = phys_slice(
+        info.module_path_addr,
+        info.module_path_len,
         memory,
-        "memory map",
+        "program path",
     );
+    phys_slice(info.module_addr, info.module_len, memory, "program");
+    p.module = Region {
+        start: info.module_addr,
+        end: info.module_addr + info.module_len,
+    };
+    p.args = ArgSource::Blocks {
+        argv: (
+            phys_slice(info.argv_addr, info.argv_len, memory, "argv"),
+            info.argc as usize,
+        ),
+        envp: (
+            phys_slice(info.envp_addr, info.envp_len, memory, "envp"),
+            info.envc as usize,
+        ),
+    };
     let reserved = [
-        Region { start: 0, end: layout::KERNEL_LOAD },
+        Region {
+            start: 0,
+            end: layout::KERNEL_LOAD,
+        },
         crate::kernel::mm::kernel_image(),
         p.module,
     ];
     for i in 0..info.memory_map_count as usize {
-        // SAFETY: `map` holds `memory_map_count` entries (checked above).
-        let r: MemoryRegion = unsafe { core::ptr::read_unaligned((map.as_ptr() as *const MemoryRegion).add(i)) };
-        if r.kind != region::USABLE {
-            continue;
-        }
-        let end = r.addr.checked_add(r.len).filter(|&e| e <= memory);
-        let Some(end) = end else {
-            panic!("boot-info: memory region {:#x}+{:#x} lies outside guest RAM", r.addr, r.len);
-        };
-        if p.usable_count < MAX_REGIONS {
-            p.add_usable(r.addr, end, &reserved);
+        let r = region_at(i);
+        if r.kind == region::USABLE
+            && r.addr + r.len <= info.memory_size
+            && p.usable_count < MAX_REGIONS
+        {
+            p.add_usable(r.addr, r.addr + r.len, &reserved);
         }
     }
     if info.flags & flags::PVM != 0 && info.vcpus == 0 {

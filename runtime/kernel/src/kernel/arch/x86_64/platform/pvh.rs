@@ -68,7 +68,10 @@ pub fn exit(report: ExitReport) -> ! {
 }
 
 fn read<T: Copy>(phys: u64) -> T {
-    if phys.checked_add(core::mem::size_of::<T>() as u64).is_none_or(|e| e > DIRECT_MAP_LIMIT) {
+    if phys
+        .checked_add(core::mem::size_of::<T>() as u64)
+        .is_none_or(|e| e > DIRECT_MAP_LIMIT)
+    {
         panic!("PVH start info: structure at {phys:#x} lies outside the first GiB");
     }
     // SAFETY: the address lies in the first GiB, which the boot tables map;
@@ -99,23 +102,36 @@ pub fn boot_params(info_phys: u64) -> BootParams {
     p.args = ArgSource::CommandLine;
     if info.nr_modules > 0 {
         let m: Module = read(info.modlist_paddr);
-        if m.paddr.checked_add(m.size).is_none_or(|e| e > DIRECT_MAP_LIMIT) {
+        if m.paddr
+            .checked_add(m.size)
+            .is_none_or(|e| e > DIRECT_MAP_LIMIT)
+        {
             panic!("PVH start info: the program (initrd) lies outside the first GiB");
         }
-        p.module = Region { start: m.paddr, end: m.paddr + m.size };
+        p.module = Region {
+            start: m.paddr,
+            end: m.paddr + m.size,
+        };
         p.path = c_string(m.cmdline_paddr);
     }
     if info.version < 1 || info.memmap_entries == 0 {
         panic!("PVH start info: no memory map (version {})", info.version);
     }
     let reserved = [
-        Region { start: 0, end: kiln_boot::layout::KERNEL_LOAD },
+        Region {
+            start: 0,
+            end: kiln_boot::layout::KERNEL_LOAD,
+        },
         crate::kernel::mm::kernel_image(),
         p.module,
-        Region { start: info_phys & !0xfff, end: (info_phys & !0xfff) + 0x1000 },
+        Region {
+            start: info_phys & !0xfff,
+            end: (info_phys & !0xfff) + 0x1000,
+        },
     ];
     for i in 0..info.memmap_entries as u64 {
-        let e: MemmapEntry = read(info.memmap_paddr + i * core::mem::size_of::<MemmapEntry>() as u64);
+        let e: MemmapEntry =
+            read(info.memmap_paddr + i * core::mem::size_of::<MemmapEntry>() as u64);
         let end = e.addr.saturating_add(e.size);
         p.memory_size = p.memory_size.max(end);
         if e.kind == 1 && e.addr < DIRECT_MAP_LIMIT {
@@ -165,7 +181,13 @@ fn rtc_unix_seconds() -> u64 {
     while cmos(0x0a) & 0x80 != 0 {} // update in progress
     let status_b = cmos(0x0b);
     let bcd = status_b & 0x04 == 0;
-    let conv = |v: u8| if bcd { u64::from((v & 0x0f) + (v >> 4) * 10) } else { u64::from(v) };
+    let conv = |v: u8| {
+        if bcd {
+            u64::from((v & 0x0f) + (v >> 4) * 10)
+        } else {
+            u64::from(v)
+        }
+    };
     let sec = conv(cmos(0x00));
     let min = conv(cmos(0x02));
     let hour_raw = cmos(0x04);

@@ -1,0 +1,83 @@
+//! Shared helpers of the end-to-end tests: building what they boot,
+//! running kiln-vmm, QEMU and the same programs natively.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The environment both the guest and the native run get.
+pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Builds the guest kernel and the test programs once per test binary.
+pub fn prepare() {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        xtask::build::kernel().map_err(|e| format!("building the guest kernel: {e:#}"))?;
+        for tool in &xtask::host::TOOLS[..3] {
+            if !xtask::host::has(tool.command) {
+                return Err(format!(
+                    "{} is missing (Debian package {}); run `cargo xtask deps` or `cargo xtask ci`",
+                    tool.command, tool.package
+                ));
+            }
+        }
+        xtask::build::programs().map_err(|e| format!("building the test programs: {e:#}"))?;
+        Ok(())
+    });
+    if let Err(e) = ready {
+        panic!("{e}");
+    }
+}
+
+/// Whether KVM tests can run here. Without /dev/kvm they say so loudly,
+/// and under CI (`CI=true`) they fail instead of passing silently.
+pub fn kvm_or_skip(test: &str) -> bool {
+    if xtask::host::kvm_available() {
+        prepare();
+        return true;
+    }
+    let msg =
+        format!("KVM TEST NOT RUN: {test}: /dev/kvm is missing or not accessible on this host");
+    if xtask::host::in_ci() {
+        panic!("{msg} (CI=true: failing instead of skipping)");
+    }
+    eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+    false
+}
+
+/// A built program.
+pub fn program(name: &str) -> PathBuf {
+    xtask::paths::program(name)
+}
+
+/// Runs `name` natively with argv[0] = `/name`, the same arguments and
+/// exactly the guest's environment.
+pub fn native(name: &str, args: &[&str], env: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program(name));
+    cmd.arg0(format!("/{name}")).args(args).env_clear();
+    for e in std::iter::once(&PATH_ENV).chain(env) {
+        let (k, v) = e.split_once('=').expect("NAME=VALUE");
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the program runs natively")
+}
+
+/// The exit status as a number (signals as 128+N, like a shell).
+pub fn status(out: &Output) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    out.status
+        .code()
+        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0))
+}
+
+/// Lossy stderr, for messages.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Lossy stdout.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

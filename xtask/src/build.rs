@@ -1,0 +1,183 @@
+//! Building the guest kernel and the test programs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths;
+
+/// Code-generation flags of the freestanding kernel (DESIGN.md): static
+/// relocations in the top 2 GiB, no red zone (interrupts may arrive on the
+/// kernel's stack), abort on panic.
+pub const KERNEL_RUSTFLAGS: &str =
+    "-C relocation-model=static -C code-model=kernel -C no-redzone=yes -C panic=abort";
+
+/// The host target, given explicitly so that RUSTFLAGS apply to the kernel
+/// only and not to build scripts.
+pub const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo` with the kernel's flags and target directory, for `verb`
+/// (`build`, `clippy`, …).
+pub fn kernel_cargo(verb: &str) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(paths::root())
+        .arg(verb)
+        .args([
+            "--package",
+            "kiln-kernel",
+            "--features",
+            "kernel",
+            "--release",
+        ])
+        .args(["--target", HOST_TARGET])
+        .arg("--target-dir")
+        .arg(paths::target().join("kernel"))
+        .env("RUSTFLAGS", KERNEL_RUSTFLAGS)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd
+}
+
+/// Builds the guest kernel and copies it to `target/kiln-kernel.elf`.
+///
+/// # Errors
+/// When cargo fails.
+pub fn kernel() -> Result<PathBuf> {
+    run(&mut kernel_cargo("build"))?;
+    let built = paths::target()
+        .join("kernel")
+        .join(HOST_TARGET)
+        .join("release")
+        .join("kiln-kernel");
+    let out = paths::kernel();
+    copy_atomically(&built, &out)?;
+    Ok(out)
+}
+
+/// Builds the release `kiln-vmm`, statically linked: no dynamic loader
+/// at start-up, which halves the time from exec to `main` on this host.
+/// The explicit `--target` keeps the static flag away from proc-macros.
+///
+/// # Errors
+/// When cargo fails.
+pub fn vmm_release() -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo)
+        .current_dir(paths::root())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "kiln-vmm",
+            "--target",
+            HOST_TARGET,
+        ])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
+    Ok(paths::vmm_release())
+}
+
+/// Copies through a temporary file and a rename, so readers never see a
+/// half-written file.
+pub fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))?;
+    Ok(())
+}
+
+/// How one test program is built.
+pub struct Program {
+    /// Output file name under `target/programs/`.
+    pub name: &'static str,
+    /// Source file under `tests/programs/`.
+    pub source: &'static str,
+    /// Compiler and flags (the source and `-o OUT` are appended).
+    pub compile: &'static [&'static str],
+}
+
+/// The test and example programs.
+pub const PROGRAMS: &[Program] = &[
+    Program {
+        name: "hello-glibc",
+        source: "hello.c",
+        compile: &["gcc", "-static", "-O2"],
+    },
+    Program {
+        name: "hello-musl",
+        source: "hello.c",
+        compile: &["musl-gcc", "-static", "-O2"],
+    },
+    Program {
+        name: "hello-rust",
+        source: "hello.rs",
+        compile: &["rustc", "-O", "-C", "target-feature=+crt-static"],
+    },
+    Program {
+        name: "probe",
+        source: "probe.c",
+        compile: &["musl-gcc", "-static", "-O2"],
+    },
+];
+
+fn up_to_date(out: &Path, source: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(out), modified(source)), (Some(o), Some(s)) if o >= s)
+}
+
+/// Builds every program of [`PROGRAMS`] plus the 32-bit ELF `x32` into
+/// `target/programs/` (skipping those already newer than their source).
+///
+/// # Errors
+/// When a compiler is missing or fails.
+pub fn programs() -> Result<PathBuf> {
+    let out_dir = paths::programs();
+    std::fs::create_dir_all(&out_dir)?;
+    let src_dir = paths::root().join("tests").join("programs");
+    for p in PROGRAMS {
+        let source = src_dir.join(p.source);
+        let out = out_dir.join(p.name);
+        if up_to_date(&out, &source) {
+            continue;
+        }
+        let tmp = out.with_extension("tmp");
+        run(Command::new(p.compile[0])
+            .args(&p.compile[1..])
+            .arg(&source)
+            .arg("-o")
+            .arg(&tmp))?;
+        std::fs::rename(&tmp, &out)?;
+    }
+    let x32 = out_dir.join("x32");
+    let source = src_dir.join("x32.s");
+    if !up_to_date(&x32, &source) {
+        let obj = out_dir.join("x32.o");
+        run(Command::new("as")
+            .arg("--32")
+            .arg(&source)
+            .arg("-o")
+            .arg(&obj))?;
+        run(Command::new("ld")
+            .args(["-m", "elf_i386"])
+            .arg(&obj)
+            .arg("-o")
+            .arg(&x32))?;
+        std::fs::remove_file(&obj)?;
+    }
+    Ok(out_dir)
+}

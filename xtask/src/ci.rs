@@ -1,0 +1,132 @@
+//! `cargo xtask ci`: everything CI checks, in order, stopping at the first
+//! failure. `.ci/run` calls this and nothing else.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use xtask::{build, host, paths};
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(paths::root());
+    cmd
+}
+
+fn exec(what: &str, cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("\n==> {name}");
+    let t = Instant::now();
+    f().with_context(|| format!("ci step `{name}`"))?;
+    eprintln!("==> {name}: ok ({:.1} s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Validates the GitHub workflow against GitHub's published schema with
+/// check-jsonschema (PyPI; installed with pip when missing).
+fn check_workflow() -> Result<()> {
+    if !host::has("check-jsonschema") {
+        eprintln!("xtask: installing check-jsonschema from PyPI (validates .github/workflows against GitHub's schema)");
+        exec(
+            "pip install check-jsonschema",
+            Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "check-jsonschema",
+            ]),
+        )?;
+    }
+    let workflows = paths::root().join(".github").join("workflows");
+    let mut files: Vec<_> = std::fs::read_dir(&workflows)
+        .with_context(|| format!("reading {}", workflows.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no workflow in {}", workflows.display());
+    }
+    exec(
+        "check-jsonschema",
+        Command::new("check-jsonschema")
+            .args(["--builtin-schema", "vendor.github-workflows"])
+            .args(&files),
+    )
+}
+
+/// Runs every check.
+pub fn run_all() -> Result<()> {
+    let start = Instant::now();
+    if !host::kvm_available() {
+        eprintln!(
+            "xtask: WARNING: /dev/kvm is not usable here: the KVM boot tests will {}",
+            if host::in_ci() {
+                "FAIL (CI=true)"
+            } else {
+                "report themselves as not run"
+            }
+        );
+    }
+    step("install missing host tools", || {
+        host::ensure_tools(host::TOOLS)
+    })?;
+    step("cargo fmt --check", || {
+        exec("cargo fmt", cargo().args(["fmt", "--all", "--check"]))
+    })?;
+    step("cargo clippy (workspace)", || {
+        exec(
+            "cargo clippy",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )
+    })?;
+    step("cargo clippy (guest kernel)", || {
+        exec(
+            "cargo clippy (kernel)",
+            build::kernel_cargo("clippy").args(["--", "-D", "warnings"]),
+        )
+    })?;
+    step("build the guest kernel", || build::kernel().map(|_| ()))?;
+    step("build the test programs", || build::programs().map(|_| ()))?;
+    step("cargo test", || {
+        exec("cargo test", cargo().args(["test", "--workspace"]))
+    })?;
+    step("cargo doc", || {
+        exec(
+            "cargo doc",
+            cargo()
+                .args(["doc", "--workspace", "--no-deps", "--quiet"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )
+    })?;
+    step("GitHub workflow schema", check_workflow)?;
+    step("bench-boot smoke run", || {
+        crate::bench::boot(&crate::bench::BootArgs {
+            runs: 5,
+            ..Default::default()
+        })
+    })?;
+    eprintln!(
+        "\nxtask: ci passed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

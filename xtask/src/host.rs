@@ -1,0 +1,133 @@
+//! The host tools kiln's build and tests use, and installing the missing
+//! ones (Debian packages) with a line saying what is installed.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// A tool and the Debian package that provides it.
+pub struct Tool {
+    /// Command name looked up on PATH.
+    pub command: &'static str,
+    /// Debian package.
+    pub package: &'static str,
+    /// What kiln uses it for.
+    pub purpose: &'static str,
+}
+
+/// Everything the tests need.
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        command: "gcc",
+        package: "gcc",
+        purpose: "static glibc test programs",
+    },
+    Tool {
+        command: "musl-gcc",
+        package: "musl-tools",
+        purpose: "static musl test programs",
+    },
+    Tool {
+        command: "as",
+        package: "binutils",
+        purpose: "the 32-bit ELF test program",
+    },
+    Tool {
+        command: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        purpose: "booting the kernel on standard x86 (TCG)",
+    },
+];
+
+/// Whether `command` is on PATH.
+pub fn has(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+        .unwrap_or(false)
+}
+
+/// Installs the Debian packages of missing tools (needs root and apt).
+///
+/// # Errors
+/// When a tool is missing and cannot be installed.
+pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
+    let missing: Vec<&Tool> = tools.iter().filter(|t| !has(t.command)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    packages.dedup();
+    for t in &missing {
+        eprintln!(
+            "xtask: installing Debian package {} ({} is missing; needed for {})",
+            t.package, t.command, t.purpose
+        );
+    }
+    if !has("apt-get") {
+        bail!(
+            "missing tools ({}) and no apt-get to install them; install: {}",
+            missing
+                .iter()
+                .map(|t| t.command)
+                .collect::<Vec<_>>()
+                .join(", "),
+            packages.join(" ")
+        );
+    }
+    let sudo = if unsafe_is_root() {
+        vec![]
+    } else {
+        vec!["sudo"]
+    };
+    let run = |args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or(args[0]));
+        if sudo.is_empty() {
+            cmd.args(&args[1..]);
+        } else {
+            cmd.args(args);
+        }
+        let status = cmd
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| format!("running {}", args.join(" ")))?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&packages);
+    if run(&install).is_err() {
+        run(&["apt-get", "update", "-q"])?;
+        run(&install)?;
+    }
+    for t in &missing {
+        if !has(t.command) {
+            bail!(
+                "installed {} but {} is still not on PATH",
+                t.package,
+                t.command
+            );
+        }
+    }
+    Ok(())
+}
+
+fn unsafe_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether this host can run KVM guests (`/dev/kvm` readable and writable).
+pub fn kvm_available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Whether we run under CI (`CI=true`), where missing capabilities fail.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}

@@ -1,0 +1,31 @@
+//! Booting the kiln kernel under QEMU (TCG, the standard x86-64 path this
+//! PVM host cannot run on KVM), through the kernel's PVH note.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A QEMU command that boots `kernel` with `program` as its boot module,
+/// the kernel command line `append`, the console on stdio and
+/// `isa-debug-exit` for the exit status (QEMU exits with `status * 2 + 1`).
+pub fn command(kernel: &Path, program: &Path, append: &str) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "64"])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(program)
+        .args(["-append", append]);
+    cmd
+}
+
+/// The program's exit status from QEMU's (`status * 2 + 1`); `None` when
+/// QEMU ended some other way.
+pub fn program_status(qemu_status: Option<i32>) -> Option<u8> {
+    match qemu_status {
+        Some(s) if s % 2 == 1 => Some(((s - 1) / 2) as u8),
+        _ => None,
+    }
+}
