@@ -170,7 +170,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     println!("  {:<34} {:>9} KiB", "kernel ELF", kernel_size / 1024);
     for (label, key) in [
         ("kiln-vmm peak RSS", "vmm_peak_rss"),
-        ("  of which guest RAM touched", "guest_resident"),
+        ("  of which guest memory touched", "guest_resident"),
         ("  kiln-vmm beyond guest RAM", "vmm_rss_beyond_guest"),
     ] {
         println!("  {:<34} {:>9.0} KiB", label, median(&doc["kib"][key]));

@@ -133,8 +133,9 @@ pub struct VmStats {
 pub struct MemoryUse {
     /// kiln-vmm's peak resident set (VmHWM), bytes.
     pub vmm_peak_rss: u64,
-    /// Guest RAM pages resident at the end, bytes (the part of the RSS the
-    /// guest itself touched).
+    /// Guest memory resident at the end, bytes: RAM the guest touched plus
+    /// the pages of the program file it ran (the part of the RSS that is
+    /// the guest's, not kiln-vmm's own).
     pub guest_resident: u64,
 }
 
@@ -308,13 +309,12 @@ fn peak_rss() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Bytes of guest RAM resident in host memory (mincore over the mapping;
-/// the module is a file mapping, shared with the page cache, and not counted).
+/// Bytes of guest memory resident in host memory (mincore over the mapping).
 fn guest_resident(mem: &vm_memory::GuestMemoryMmap) -> u64 {
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     let page = 4096usize;
     let mut total = 0;
-    for region in mem.iter().take(1) {
+    for region in mem.iter() {
         let Ok(host) = region.get_host_address(vm_memory::MemoryRegionAddress(0)) else {
             continue;
         };

@@ -1,21 +1,23 @@
-//! Guest physical memory: RAM (one anonymous mapping at guest-physical 0,
-//! faulted in lazily, so a larger `--memory` costs nothing until touched)
-//! and, above it, the boot module: the program's file mapped read-only
-//! straight into the guest (no copy; the guest touches only the pages it
-//! runs). Each region is one KVM memory slot.
+//! Guest physical memory: RAM at guest-physical 0 (anonymous, faulted in
+//! lazily, so a larger `--memory` costs nothing until touched) followed by
+//! the boot module: the program's file mapped read-only and private straight
+//! into the guest, so nothing is copied and the guest touches only the pages
+//! it runs.
+//!
+//! Both live in one host mapping registered as **one** KVM memory slot:
+//! every KVM_SET_USER_MEMORY_REGION waits for an SRCU grace period, which
+//! costs 0.1 to 1.5 ms on the PVM host. The module part of the mapping is
+//! read-only on the host, so a guest write there makes KVM_RUN fail (EFAULT)
+//! instead of reaching the file; kiln-vmm never writes there itself.
 
 use std::fs::File;
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap,
-};
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
-use crate::arch::layout::HUGE_PAGE;
 use crate::VmmError;
 
 /// Smallest guest RAM kiln accepts (kernel, boot data and a tiny program).
@@ -50,11 +52,11 @@ fn page_up(v: u64) -> u64 {
     (v + 0xfff) & !0xfff
 }
 
-/// Creates RAM of `ram_size` bytes plus the module region and registers
-/// both with the VM.
+/// Creates RAM of `ram_size` bytes plus the module above it and registers
+/// them with the VM.
 ///
 /// # Errors
-/// When the size is out of range, a mapping fails or KVM refuses a slot.
+/// When a size is out of range, a mapping fails or KVM refuses the slot.
 pub fn create_guest_memory(
     vm: &VmFd,
     ram_size: u64,
@@ -74,50 +76,56 @@ pub fn create_guest_memory(
             module.len, module.offset
         )));
     }
-    let map_err = |what: &str, e: &dyn std::fmt::Display| {
-        VmmError::GuestMemory(format!("cannot map {what}: {e}"))
-    };
-    let ram = GuestRegionMmap::<()>::from_range(GuestAddress(0), ram_size as usize, None)
-        .map_err(|e| map_err(&format!("{ram_size} bytes of guest RAM"), &e))?;
-    // The module starts on a 2 MiB boundary above RAM, so the boot page
-    // tables' large pages never mix RAM and module.
-    let module_addr = ram_size.div_ceil(HUGE_PAGE) * HUGE_PAGE;
+    let module_addr = ram_size;
     let module_len = page_up(module.len);
-    let region = MmapRegionBuilder::new(module_len as usize)
-        .with_file_offset(FileOffset::from_arc(module.file.clone(), module.offset))
-        .with_mmap_prot(libc::PROT_READ)
-        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-        .build()
-        .map_err(|e| map_err("the program file", &e))?;
-    let module_region =
-        GuestRegionMmap::new(region, GuestAddress(module_addr)).ok_or_else(|| {
-            VmmError::GuestMemory("the program does not fit in the guest address space".into())
-        })?;
-    let mem = GuestMemoryMmap::from_regions(vec![ram, module_region])
-        .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
-    for (slot, region) in mem.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
-        let read_only = region.start_addr().0 == module_addr;
-        let desc = kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags: if read_only { KVM_MEM_READONLY } else { 0 },
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
-        };
-        // SAFETY: the region's mapping is owned by `mem`, which the caller
-        // keeps alive for as long as the VM runs (`run` drops it after the
-        // vCPU and VM fds), and the slots do not overlap (one per region).
-        unsafe { vm.set_user_memory_region(desc) }
-            .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+    let total = ram_size + module_len;
+    let region = MmapRegion::<()>::new(total as usize).map_err(|e| {
+        VmmError::GuestMemory(format!("cannot map {total} bytes of guest memory: {e}"))
+    })?;
+    // SAFETY: `[host + module_addr, host + total)` lies inside `region`'s
+    // own anonymous mapping, which `region` unmaps as a whole on drop, so
+    // replacing that part with a read-only private file mapping (MAP_FIXED)
+    // touches no memory anyone else owns. The file stays open (Arc) while
+    // mapped and is only read.
+    let mapped = unsafe {
+        libc::mmap(
+            region.as_ptr().add(module_addr as usize).cast(),
+            module_len as usize,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            std::os::fd::AsRawFd::as_raw_fd(module.file.as_ref()),
+            module.offset as libc::off_t,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(VmmError::GuestMemory(format!(
+            "cannot map the program file: {}",
+            std::io::Error::last_os_error()
+        )));
     }
+    let host = region.as_ptr();
+    let guest_region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or_else(|| {
+        VmmError::GuestMemory("guest memory does not fit the address space".into())
+    })?;
+    let mem = GuestMemoryMmap::from_regions(vec![guest_region])
+        .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
+    let desc = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: total,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: the mapping is owned by `mem`, which the caller keeps alive for
+    // as long as the VM exists (`run` drops the VM and vCPU first); it is
+    // the only slot, so nothing overlaps.
+    unsafe { vm.set_user_memory_region(desc) }
+        .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
     Ok(GuestMemoryLayout {
         mem,
         ram_size,
         module_addr,
         module_len: module.len,
-        mapped_end: module_addr + module_len,
+        mapped_end: total,
     })
 }
