@@ -181,7 +181,7 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
             let fetch = frame.error & PF_FETCH != 0;
             let mut guard = PROCESS.lock();
             let result = match guard.as_mut() {
-                Some(p) => p.populate(addr, write, fetch),
+                Some(p) => p.handle_fault(addr, write, fetch),
                 None => Err(process::FaultError::Unmapped),
             };
             drop(guard);

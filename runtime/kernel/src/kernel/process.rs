@@ -170,6 +170,33 @@ impl Process {
         }
     }
 
+    /// Handles the program's page fault at `addr`: makes that page present,
+    /// then maps the not-yet-present neighbours in a small aligned window
+    /// (16 pages of a program image, 4 of anonymous memory), because each
+    /// fault costs several exits to the hypervisor and programs touch
+    /// memory in runs. Neighbours that cannot be mapped are left alone.
+    pub fn handle_fault(&mut self, addr: u64, write: bool, exec: bool) -> Result<(), FaultError> {
+        self.populate(addr, write, exec)?;
+        let Some(vma) = self.vmas.find(addr).copied() else {
+            return Ok(());
+        };
+        let window = match vma.backing {
+            Backing::Image { .. } => 16 * PAGE_SIZE,
+            Backing::Anonymous => 4 * PAGE_SIZE,
+        };
+        let start = (addr & !(window - 1)).max(vma.start);
+        let end = ((addr & !(window - 1)) + window).min(vma.end);
+        let fault_page = page_down(addr);
+        let mut page = start;
+        while page < end {
+            if page != fault_page && self.tables.lookup(page) & (pte::PRESENT | pte::KEPT) == 0 {
+                let _ = self.populate(page, false, false);
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
     fn map(&mut self, page: u64, pa: u64, flags: u64) -> Result<(), FaultError> {
         self.tables
             .map(page, pa, flags, &mut frame::alloc_zeroed)
