@@ -24,8 +24,8 @@ enum Verb {
     Kernel,
     /// Build the test and example programs into target/programs/
     Programs,
-    /// Build the kernel and kiln-vmm, then boot a program:
-    /// `cargo xtask boot --app PROGRAM [kiln-vmm options] [-- ARGS]`
+    /// Build the kernel and kiln-vmm, then boot a program and show its boot
+    /// timings: `cargo xtask boot --app PROGRAM [kiln-vmm options] [-- ARGS]`
     #[command(disable_help_flag = true)]
     Boot {
         /// kiln-vmm's arguments (see `kiln-vmm --help`)
@@ -49,9 +49,13 @@ enum Verb {
 fn boot(args: &[OsString]) -> Result<u8> {
     build::kernel()?;
     let vmm = build::vmm_release()?;
+    // Boot timings are the point of booting through xtask; kiln-vmm's own
+    // options come first so that `--` still starts the program's arguments.
+    let wants_timings = args.iter().any(|a| a == "--timings");
     let status = Command::new(&vmm)
         .arg("--kernel")
         .arg(paths::kernel())
+        .args((!wants_timings).then_some("--timings"))
         .args(args)
         .status()
         .with_context(|| format!("cannot run {}", vmm.display()))?;

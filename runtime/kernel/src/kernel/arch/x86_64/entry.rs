@@ -66,9 +66,9 @@ _start:
     jz 1f
     mov r8, rdx
     mov rax, rdx
-    or rax, 0x10                /* PVM: host stores #PF addresses at page+8 */
+    or rax, {cr2_cell}          /* PVM: host stores #PF addresses in the page */
     shr rdx, 32
-    mov ecx, 0x4b564d10
+    mov ecx, {pvm_register}
     wrmsr
     mov rdx, r8
 1:  lea rsp, [rip + KERNEL_STACK + {stack_size}]
@@ -154,4 +154,6 @@ pvh_gdt_ptr:
     stack_size = const KERNEL_STACK_SIZE,
     kiln = const PLATFORM_KILN,
     pvh = const PLATFORM_PVH,
+    cr2_cell = const super::pvm::FLAG_CR2_CELL,
+    pvm_register = const super::pvm::REGISTER_MSR,
 );

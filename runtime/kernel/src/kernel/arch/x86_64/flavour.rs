@@ -1,15 +1,9 @@
 //! The two ways this kernel runs on a CPU: natively (QEMU, KVM on VMX/SVM)
-//! or on the PVM flavour of KVM (PVM.md). This is the only place that
-//! knows the difference; everything else asks [`Flavour`].
-//!
-//! On PVM the vCPU registered its PV page in `_start` (before any other
-//! instruction, since until then every instruction is emulated). The page's
-//! byte 0 is the virtual interrupt flag; with registration flag 0x10 the
-//! host writes each page fault's address at offset 8, which saves the
-//! trapping `mov cr2` on every fault.
+//! or on the PVM flavour of KVM. The enum is chosen once at boot; the PVM
+//! rules themselves live in `pvm.rs`. Nothing outside `arch/` asks which
+//! flavour it is.
 
-use super::cpu;
-use super::paging::phys_to_virt;
+use super::{cpu, pvm};
 
 /// How the CPU is virtualised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,12 +22,7 @@ impl Flavour {
     pub fn fault_address(self) -> u64 {
         match self {
             Flavour::Native => cpu::read_cr2(),
-            // SAFETY: the page lies in RAM reserved by the boot contract and
-            // is reached through the direct map; the host writes it only
-            // while this vCPU is stopped in a fault delivery.
-            Flavour::Pvm { page } => unsafe {
-                core::ptr::read_volatile(phys_to_virt(page + 8) as *const u64)
-            },
+            Flavour::Pvm { page } => pvm::fault_address(page),
         }
     }
 

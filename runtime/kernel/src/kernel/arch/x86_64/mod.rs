@@ -7,6 +7,7 @@ pub mod flavour;
 mod gdt;
 pub mod paging;
 pub mod platform;
+mod pvm;
 pub mod traps;
 
 use core::arch::asm;
