@@ -230,22 +230,29 @@ fn kernel_panic_on_rejected_boot_info_is_125() {
     assert!(stdout(&out).is_empty());
 }
 
+/// Boots `name` with `flag` and `--timings-json`; returns the run and the
+/// JSON document (the boot must succeed).
+fn boot_with_json(name: &str, flag: &str) -> (Output, serde_json::Value) {
+    let file = std::env::temp_dir().join(format!("kiln-{name}{flag}-{}.json", std::process::id()));
+    let out = boot(
+        name,
+        &[flag, "--timings-json", file.to_str().unwrap()],
+        &[],
+        &[],
+    );
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let doc = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    (out, doc)
+}
+
 #[test]
 fn timings_json_records_every_phase() {
     if !kvm_or_skip("timings_json_records_every_phase") {
         return;
     }
-    let file = std::env::temp_dir().join(format!("kiln-timings-{}.json", std::process::id()));
-    let out = boot(
-        "hello-musl",
-        &["--timings", "--timings-json", file.to_str().unwrap()],
-        &[],
-        &[],
-    );
-    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let (out, doc) = boot_with_json("hello-musl", "--timings");
     assert!(stderr(&out).contains("program_entry"), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    std::fs::remove_file(&file).unwrap();
     let phases = &doc["phases_ms"];
     let order = [
         "vm_created",
@@ -275,16 +282,7 @@ fn guest_kernel_runs_natively_on_pvm() {
     if !kvm_or_skip("guest_kernel_runs_natively_on_pvm") {
         return;
     }
-    let file = std::env::temp_dir().join(format!("kiln-stats-{}.json", std::process::id()));
-    let out = boot(
-        "hello-glibc",
-        &["--stats", "--timings-json", file.to_str().unwrap()],
-        &[],
-        &[],
-    );
-    assert_eq!(status(&out), 0, "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    std::fs::remove_file(&file).unwrap();
+    let (_, doc) = boot_with_json("hello-glibc", "--stats");
     if doc["kvm_flavour"] != "pvm" {
         eprintln!("not a PVM host: the emulation count is not meaningful here");
         return;

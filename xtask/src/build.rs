@@ -17,7 +17,11 @@ pub const KERNEL_RUSTFLAGS: &str =
 /// only and not to build scripts.
 pub const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-fn run(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd`, failing with the command line when it does not succeed.
+///
+/// # Errors
+/// When the command cannot start or exits unsuccessfully.
+pub fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
         .status()

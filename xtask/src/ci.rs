@@ -13,16 +13,6 @@ fn cargo() -> Command {
     cmd
 }
 
-fn exec(what: &str, cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("\n==> {name}");
     let t = Instant::now();
@@ -36,17 +26,14 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
 fn check_workflow() -> Result<()> {
     if !host::has("check-jsonschema") {
         eprintln!("xtask: installing check-jsonschema from PyPI (validates .github/workflows against GitHub's schema)");
-        exec(
-            "pip install check-jsonschema",
-            Command::new("python3").args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "check-jsonschema",
-            ]),
-        )?;
+        build::run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "check-jsonschema",
+        ]))?;
     }
     let workflows = paths::root().join(".github").join("workflows");
     let mut files: Vec<_> = std::fs::read_dir(&workflows)
@@ -58,8 +45,7 @@ fn check_workflow() -> Result<()> {
     if files.is_empty() {
         bail!("no workflow in {}", workflows.display());
     }
-    exec(
-        "check-jsonschema",
+    build::run(
         Command::new("check-jsonschema")
             .args(["--builtin-schema", "vendor.github-workflows"])
             .args(&files),
@@ -83,35 +69,28 @@ pub fn run_all() -> Result<()> {
         host::ensure_tools(host::TOOLS)
     })?;
     step("cargo fmt --check", || {
-        exec("cargo fmt", cargo().args(["fmt", "--all", "--check"]))
+        build::run(cargo().args(["fmt", "--all", "--check"]))
     })?;
     step("cargo clippy (workspace)", || {
-        exec(
-            "cargo clippy",
-            cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-        )
+        build::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
     })?;
     step("cargo clippy (guest kernel)", || {
-        exec(
-            "cargo clippy (kernel)",
-            build::kernel_cargo("clippy").args(["--", "-D", "warnings"]),
-        )
+        build::run(build::kernel_cargo("clippy").args(["--", "-D", "warnings"]))
     })?;
     step("build the guest kernel", || build::kernel().map(|_| ()))?;
     step("build the test programs", || build::programs().map(|_| ()))?;
     step("cargo test", || {
-        exec("cargo test", cargo().args(["test", "--workspace"]))
+        build::run(cargo().args(["test", "--workspace"]))
     })?;
     step("cargo doc", || {
-        exec(
-            "cargo doc",
+        build::run(
             cargo()
                 .args(["doc", "--workspace", "--no-deps", "--quiet"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
