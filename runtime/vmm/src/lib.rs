@@ -9,11 +9,11 @@ pub mod arch;
 pub mod bootinfo;
 pub mod devices;
 pub mod loader;
+pub mod source;
 pub mod timeout;
 pub mod timings;
 pub mod vstate;
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_boot::{flags, ExitReport};
@@ -87,9 +87,10 @@ pub enum VmmError {
 #[derive(Clone, Debug)]
 pub struct VmConfig {
     /// The guest kernel ELF.
-    pub kernel: PathBuf,
-    /// The program's bytes: mapped into the guest as the boot module.
-    pub program: vstate::memory::ModuleFile,
+    pub kernel: source::FileSlice,
+    /// The boot module mapped into the guest: the program's ELF file, or a
+    /// rootfs tar archive that holds it at `guest_path`.
+    pub module: source::FileSlice,
     /// The program's path inside the guest.
     pub guest_path: String,
     /// argv, `argv[0]` first.
@@ -227,7 +228,7 @@ pub fn run(
     timings.mark(Phase::VmCreated);
 
     let memory_size = config.memory_mib << 20;
-    let layout = vstate::memory::create_guest_memory(&vm, memory_size, &config.program)?;
+    let layout = vstate::memory::create_guest_memory(&vm, memory_size, &config.module)?;
     let mem = &layout.mem;
     let kernel = loader::load_kernel(&config.kernel, mem, memory_size)?;
     arch::write_boot_page_tables(mem, layout.mapped_end)

@@ -6,7 +6,7 @@
 //! point (`e_entry`, a virtual address in the kernel window) must fall in
 //! an executable segment.
 
-use std::path::{Path, PathBuf};
+use crate::source::FileSlice;
 
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::program_header::{ProgramHeader, PF_X, PT_LOAD};
@@ -22,7 +22,7 @@ pub enum LoaderError {
     #[error("cannot read the guest kernel {path}: {source}")]
     Read {
         /// The kernel path.
-        path: PathBuf,
+        path: String,
         /// The I/O error.
         #[source]
         source: std::io::Error,
@@ -31,7 +31,7 @@ pub enum LoaderError {
     #[error("the guest kernel {path} is not a valid x86-64 ELF: {reason}")]
     NotElf {
         /// The kernel path.
-        path: PathBuf,
+        path: String,
         /// What is wrong.
         reason: String,
     },
@@ -39,7 +39,7 @@ pub enum LoaderError {
     #[error("the guest kernel {path} has a segment at {paddr:#x}+{size:#x} outside guest RAM [{min:#x}, {max:#x})")]
     Segment {
         /// The kernel path.
-        path: PathBuf,
+        path: String,
         /// Segment physical address.
         paddr: u64,
         /// Segment size in memory.
@@ -60,25 +60,30 @@ pub struct LoadedKernel {
     pub end: u64,
 }
 
-/// Reads the kernel at `path` and loads it into `mem` (`memory_size` bytes).
+/// Maps the kernel ELF `kernel` and loads it into `mem` (`memory_size` bytes).
 ///
 /// # Errors
 /// [`LoaderError`] naming the file and what is wrong with it.
 pub fn load_kernel(
-    path: &Path,
+    kernel: &FileSlice,
     mem: &GuestMemoryMmap,
     memory_size: u64,
 ) -> Result<LoadedKernel, LoaderError> {
     let read_err = |source| LoaderError::Read {
-        path: path.into(),
+        path: kernel.name.clone(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
     // SAFETY: the mapping is read-only and private; kiln only reads it
     // while loading, and a kernel file modified meanwhile can at worst
     // make this load fail its checks or boot a broken guest.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
-    load_kernel_bytes(path, &bytes, mem, memory_size)
+    let bytes = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(kernel.offset)
+            .len(kernel.len as usize)
+            .map(kernel.file.as_ref())
+    }
+    .map_err(read_err)?;
+    load_kernel_bytes(&kernel.name, &bytes, mem, memory_size)
 }
 
 /// Loads an already-read kernel image (see [`load_kernel`]). Guest memory
@@ -88,13 +93,13 @@ pub fn load_kernel(
 /// # Errors
 /// As [`load_kernel`].
 pub fn load_kernel_bytes(
-    path: &Path,
+    path: &str,
     bytes: &[u8],
     mem: &GuestMemoryMmap,
     memory_size: u64,
 ) -> Result<LoadedKernel, LoaderError> {
     let not_elf = |reason: String| LoaderError::NotElf {
-        path: path.into(),
+        path: path.to_string(),
         reason,
     };
     // Only the ELF and program headers are parsed (not sections or symbols).
@@ -118,7 +123,7 @@ pub fn load_kernel_bytes(
         let seg_end = ph.p_paddr.checked_add(ph.p_memsz);
         if ph.p_paddr < KERNEL_LOAD.0 || seg_end.is_none_or(|e| e > memory_size) {
             return Err(LoaderError::Segment {
-                path: path.into(),
+                path: path.to_string(),
                 paddr: ph.p_paddr,
                 size: ph.p_memsz,
                 min: KERNEL_LOAD.0,

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kiln_vmm::devices::console::Console;
+use kiln_vmm::source::FileSlice;
 use kiln_vmm::timings::Timings;
 use kiln_vmm::vstate::kvm::Hypervisor;
-use kiln_vmm::vstate::memory::ModuleFile;
 use kiln_vmm::{bootinfo, Ending, RunReport, VmConfig, VmmError};
 
 /// Exit status for a failure of kiln-vmm or the guest kernel.
@@ -118,32 +118,22 @@ impl From<VmmError> for Failure {
     }
 }
 
-/// The kernel to boot: --kernel, $KILN_KERNEL, or next to the executable.
-fn find_kernel(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(k) = explicit.or_else(|| std::env::var_os("KILN_KERNEL").map(PathBuf::from)) {
-        return Ok(k);
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::vmm(format!("cannot locate kiln-vmm itself: {e}")))?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    // Installed next to kiln-vmm, or a build tree's target/kiln-kernel.elf
-    // seen from target/{debug,release}/ or target/<triple>/release/.
-    let candidates: Vec<PathBuf> = dir
-        .ancestors()
-        .take(3)
-        .map(|d| d.join("kiln-kernel.elf"))
-        .collect();
-    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| {
-        let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+/// The kernel to boot: --kernel, or kiln-vmm's default search.
+fn find_kernel(explicit: Option<PathBuf>) -> Result<FileSlice, Failure> {
+    let path = match explicit {
+        Some(p) => p,
+        None => kiln_vmm::source::default_kernel().map_err(Failure::vmm)?,
+    };
+    FileSlice::whole(&path).map_err(|e| {
         Failure::vmm(format!(
-            "no guest kernel found (looked for {}); build it with `cargo xtask kernel` or pass --kernel",
-            looked.join(", ")
+            "cannot open the guest kernel {}: {e}",
+            path.display()
         ))
     })
 }
 
 /// Opens the program for mapping into the guest.
-fn open_program(path: &Path) -> Result<ModuleFile, Failure> {
+fn open_program(path: &Path) -> Result<FileSlice, Failure> {
     let cannot = |why: String| Failure {
         status: EXIT_CANNOT_EXECUTE,
         message: format!("cannot execute {}: {why}", path.display()),
@@ -165,10 +155,11 @@ fn open_program(path: &Path) -> Result<ModuleFile, Failure> {
     if meta.len() == 0 {
         return Err(cannot("an empty file, not an ELF program".into()));
     }
-    Ok(ModuleFile {
+    Ok(FileSlice {
         file: std::sync::Arc::new(file),
         offset: 0,
         len: meta.len(),
+        name: path.display().to_string(),
     })
 }
 
@@ -211,7 +202,7 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
     };
     Ok(VmConfig {
         kernel: find_kernel(cli.kernel.clone())?,
-        program,
+        module: program,
         guest_path,
         argv,
         envp,

@@ -10,29 +10,16 @@
 //! read-only on the host, so a guest write there makes KVM_RUN fail (EFAULT)
 //! instead of reaching the file; kiln-vmm never writes there itself.
 
-use std::fs::File;
-use std::sync::Arc;
-
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
+use crate::source::FileSlice;
 use crate::VmmError;
 
 /// Smallest guest RAM kiln accepts (kernel, boot data and a tiny program).
 pub const MIN_MEMORY: u64 = 2 << 20;
-
-/// A byte range of a file to map into the guest as the boot module.
-#[derive(Clone, Debug)]
-pub struct ModuleFile {
-    /// The file.
-    pub file: Arc<File>,
-    /// Offset of the first byte (a multiple of the page size).
-    pub offset: u64,
-    /// Length in bytes (not zero).
-    pub len: u64,
-}
 
 /// Guest memory and where the module landed.
 pub struct GuestMemoryLayout {
@@ -60,7 +47,7 @@ fn page_up(v: u64) -> u64 {
 pub fn create_guest_memory(
     vm: &VmFd,
     ram_size: u64,
-    module: &ModuleFile,
+    module: &FileSlice,
 ) -> Result<GuestMemoryLayout, VmmError> {
     let max = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB;
     if !(MIN_MEMORY..=max / 2).contains(&ram_size) || !ram_size.is_multiple_of(4096) {
@@ -72,8 +59,8 @@ pub fn create_guest_memory(
     }
     if module.len == 0 || !module.offset.is_multiple_of(4096) || module.len > max / 2 {
         return Err(VmmError::GuestMemory(format!(
-            "cannot map a boot module of {} bytes at file offset {}",
-            module.len, module.offset
+            "cannot map {} ({} bytes at file offset {}) into the guest",
+            module.name, module.len, module.offset
         )));
     }
     let module_addr = ram_size;
@@ -99,7 +86,8 @@ pub fn create_guest_memory(
     };
     if mapped == libc::MAP_FAILED {
         return Err(VmmError::GuestMemory(format!(
-            "cannot map the program file: {}",
+            "cannot map {}: {}",
+            module.name,
             std::io::Error::last_os_error()
         )));
     }
