@@ -11,7 +11,7 @@ use crate::paths;
 /// relocations in the top 2 GiB, no red zone (interrupts may arrive on the
 /// kernel's stack), abort on panic.
 pub const KERNEL_RUSTFLAGS: &str =
-    "-C relocation-model=static -C code-model=kernel -C no-redzone=yes -C panic=abort";
+    "-C relocation-model=static -C code-model=kernel -C no-redzone=yes -C panic=abort -C strip=symbols";
 
 /// The host target, given explicitly so that RUSTFLAGS apply to the kernel
 /// only and not to build scripts.
@@ -70,13 +70,10 @@ pub fn kernel() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Builds the release `kiln-vmm`, statically linked: no dynamic loader
-/// at start-up, which halves the time from exec to `main` on this host.
-/// The explicit `--target` keeps the static flag away from proc-macros.
-///
-/// # Errors
-/// When cargo fails.
-pub fn vmm_release() -> Result<PathBuf> {
+/// Builds a release binary of `package`, statically linked: no dynamic
+/// loader at start-up, which halves the time from exec to `main` on this
+/// host. The explicit `--target` keeps the static flag away from proc-macros.
+fn static_release(package: &str) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(Command::new(cargo)
         .current_dir(paths::root())
@@ -85,13 +82,30 @@ pub fn vmm_release() -> Result<PathBuf> {
             "--quiet",
             "--release",
             "--package",
-            "kiln-vmm",
+            package,
             "--target",
             HOST_TARGET,
         ])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
+        .env_remove("CARGO_ENCODED_RUSTFLAGS"))
+}
+
+/// Builds the release `kiln-vmm` (static).
+///
+/// # Errors
+/// When cargo fails.
+pub fn vmm_release() -> Result<PathBuf> {
+    static_release("kiln-vmm")?;
     Ok(paths::vmm_release())
+}
+
+/// Builds the release `kiln` command (static).
+///
+/// # Errors
+/// When cargo fails.
+pub fn kiln_release() -> Result<PathBuf> {
+    static_release("kiln-builder")?;
+    Ok(paths::kiln_release())
 }
 
 /// Copies through a temporary file and a rename, so readers never see a
@@ -130,7 +144,14 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "hello-rust",
         source: "hello.rs",
-        compile: &["rustc", "-O", "-C", "target-feature=+crt-static"],
+        compile: &[
+            "rustc",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "strip=symbols",
+        ],
     },
     Program {
         name: "probe",
@@ -145,7 +166,8 @@ fn up_to_date(out: &Path, source: &Path) -> bool {
 }
 
 /// Builds every program of [`PROGRAMS`] plus the 32-bit ELF `x32` into
-/// `target/programs/` (skipping those already newer than their source).
+/// `target/programs/`, skipping those already newer than their source and
+/// built with the same recipe.
 ///
 /// # Errors
 /// When a compiler is missing or fails.
@@ -156,7 +178,10 @@ pub fn programs() -> Result<PathBuf> {
     for p in PROGRAMS {
         let source = src_dir.join(p.source);
         let out = out_dir.join(p.name);
-        if up_to_date(&out, &source) {
+        let recipe = out.with_extension("recipe");
+        let wanted = p.compile.join(" ");
+        let same_recipe = std::fs::read_to_string(&recipe).is_ok_and(|r| r == wanted);
+        if same_recipe && up_to_date(&out, &source) {
             continue;
         }
         let tmp = out.with_extension("tmp");
@@ -166,6 +191,7 @@ pub fn programs() -> Result<PathBuf> {
             .arg("-o")
             .arg(&tmp))?;
         std::fs::rename(&tmp, &out)?;
+        std::fs::write(&recipe, wanted)?;
     }
     let x32 = out_dir.join("x32");
     let source = src_dir.join("x32.s");

@@ -37,6 +37,11 @@ pub const TOOLS: &[Tool] = &[
         package: "qemu-system-x86",
         purpose: "booting the kernel on standard x86 (TCG)",
     },
+    Tool {
+        command: "busybox",
+        package: "busybox-static",
+        purpose: "the busybox shell-script example image",
+    },
 ];
 
 /// Whether `command` is on PATH.

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
@@ -24,69 +25,108 @@ enum Verb {
     Kernel,
     /// Build the test and example programs into target/programs/
     Programs,
-    /// Build the kernel and kiln-vmm, then boot a program and show its boot
-    /// timings: `cargo xtask boot --app PROGRAM [kiln-vmm options] [-- ARGS]`
+    /// Build the kernel and kiln, then boot an image or a bare program and
+    /// show its boot timings: `cargo xtask boot IMAGE.kiln [kiln run options]
+    /// [-- ARGS]` or `cargo xtask boot --app PROGRAM [kiln-vmm options] [-- ARGS]`
     #[command(disable_help_flag = true)]
     Boot {
-        /// kiln-vmm's arguments (see `kiln-vmm --help`)
+        /// `kiln run`'s arguments, or kiln-vmm's (see their --help)
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
-            value_name = "KILN_VMM_ARGS"
+            value_name = "ARGS"
         )]
         args: Vec<OsString>,
     },
-    /// Build everything and boot the example hello program (the README's main job)
+    /// Build an image from a manifest (a thin wrapper over `kiln build`):
+    /// `cargo xtask build-image manifests/hello.toml` writes images/hello.kiln
+    BuildImage {
+        /// The manifest
+        manifest: PathBuf,
+        /// `kiln build` options (for example -o OUT)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "OPTIONS"
+        )]
+        rest: Vec<OsString>,
+    },
+    /// Build the example image and boot it (the README's main job)
     Demo,
     /// Run every check and test: fmt, clippy, unit and end-to-end tests, workflow schema
     Ci,
     /// Boot hello N times and print boot-time statistics (table + target/bench/boot.json)
     BenchBoot(bench::BootArgs),
-    /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86)
+    /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
     Deps,
+}
+
+fn status_of(cmd: &mut Command) -> Result<u8> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    Ok(status.code().map_or(125, |c| c as u8))
 }
 
 fn boot(args: &[OsString]) -> Result<u8> {
     build::kernel()?;
-    let vmm = build::vmm_release()?;
-    // Boot timings are the point of booting through xtask; kiln-vmm's own
+    // Boot timings are the point of booting through xtask; the tool's own
     // options come first so that `--` still starts the program's arguments.
-    let wants_timings = args.iter().any(|a| a == "--timings");
-    let status = Command::new(&vmm)
-        .arg("--kernel")
-        .arg(paths::kernel())
-        .args((!wants_timings).then_some("--timings"))
-        .args(args)
-        .status()
-        .with_context(|| format!("cannot run {}", vmm.display()))?;
-    Ok(status.code().map_or(125, |c| c as u8))
+    let timings = (!args.iter().any(|a| a == "--timings")).then_some("--timings");
+    match args.first() {
+        Some(image) if !image.to_string_lossy().starts_with('-') => {
+            let kiln = build::kiln_release()?;
+            status_of(
+                Command::new(kiln)
+                    .arg("run")
+                    .arg(image)
+                    .args(timings)
+                    .args(&args[1..]),
+            )
+        }
+        _ => {
+            let vmm = build::vmm_release()?;
+            status_of(
+                Command::new(vmm)
+                    .arg("--kernel")
+                    .arg(paths::kernel())
+                    .args(timings)
+                    .args(args),
+            )
+        }
+    }
+}
+
+fn build_image(manifest: &Path, rest: &[OsString]) -> Result<u8> {
+    host::ensure_tools(&host::TOOLS[..3])?;
+    build::kernel()?;
+    build::programs()?;
+    let kiln = build::kiln_release()?;
+    status_of(
+        Command::new(kiln)
+            .arg("build")
+            .arg(manifest)
+            .arg("--kernel")
+            .arg(paths::kernel())
+            .args(rest),
+    )
 }
 
 fn demo() -> Result<u8> {
-    host::ensure_tools(&host::TOOLS[..2])?;
-    eprintln!("xtask: building the guest kernel, kiln-vmm and the example programs");
-    build::kernel()?;
-    let vmm = build::vmm_release()?;
-    build::programs()?;
-    let hello = paths::program("hello-glibc");
-    eprintln!("xtask: booting {} in a fresh micro-VM", hello.display());
-    let status = Command::new(&vmm)
-        .arg("--kernel")
-        .arg(paths::kernel())
-        .arg("--app")
-        .arg(&hello)
-        .args([
-            "--path",
-            "/hello",
-            "--env",
-            "GREETING=hello from the README",
-            "--timings",
-            "--",
-            "world",
-        ])
-        .status()
-        .with_context(|| format!("cannot run {}", vmm.display()))?;
-    Ok(status.code().map_or(125, |c| c as u8))
+    eprintln!("xtask: building the guest kernel, kiln and the example image manifests/hello.toml");
+    let manifest = paths::root().join("manifests").join("hello.toml");
+    let image = paths::images().join("hello.kiln");
+    let code = build_image(&manifest, &["-o".into(), image.clone().into()])?;
+    if code != 0 {
+        return Ok(code);
+    }
+    eprintln!("xtask: booting {} in a fresh micro-VM", image.display());
+    status_of(
+        Command::new(paths::kiln_release())
+            .arg("run")
+            .arg(&image)
+            .args(["--timings", "--", "world"]),
+    )
 }
 
 fn main() -> ExitCode {
@@ -104,6 +144,7 @@ fn main() -> ExitCode {
                 0
             }),
         Verb::Boot { args } => boot(&args),
+        Verb::BuildImage { manifest, rest } => build_image(&manifest, &rest),
         Verb::Demo => demo(),
         Verb::Ci => ci::run_all().map(|()| 0),
         Verb::BenchBoot(args) => bench::boot(&args).map(|()| 0),

@@ -44,3 +44,16 @@ pub fn vmm_release() -> PathBuf {
         .join("release")
         .join("kiln-vmm")
 }
+
+/// The release (static) `kiln` command.
+pub fn kiln_release() -> PathBuf {
+    target()
+        .join(crate::build::HOST_TARGET)
+        .join("release")
+        .join("kiln")
+}
+
+/// Where built images go.
+pub fn images() -> PathBuf {
+    root().join("images")
+}

@@ -71,7 +71,7 @@ impl fmt::Display for ElfError {
             Self::WrongType(t) => write!(f, "an ELF file of type {t}, not an executable"),
             Self::Dynamic => write!(
                 f,
-                "a dynamically linked program (PT_INTERP); only static programs run yet"
+                "a dynamically linked program, whose interpreter and libraries only an image's rootfs provides (build an image with kiln build)"
             ),
             Self::BadProgramHeaders => write!(f, "a damaged ELF file (bad program headers)"),
             Self::BadSegment(i) => write!(f, "a damaged ELF file (bad segment {i})"),
@@ -127,6 +127,16 @@ pub struct LoadPlan {
     pub phent: u64,
     /// End of the highest segment: where the heap (brk) starts.
     pub brk_start: u64,
+    /// PT_INTERP: the program interpreter a dynamic program names.
+    pub interpreter: Option<alloc::string::String>,
+}
+
+impl LoadPlan {
+    /// Bytes from the first segment's page to the end of the last one.
+    pub fn span(&self) -> u64 {
+        let first = self.segments.first().map_or(0, Segment::page_start);
+        self.brk_start - first
+    }
 }
 
 fn u16_at(data: &[u8], off: usize) -> u16 {
@@ -151,8 +161,9 @@ pub fn page_up(v: u64) -> u64 {
         .map_or(!(PAGE_SIZE - 1), |x| x & !(PAGE_SIZE - 1))
 }
 
-/// Parses and validates `data` as a static x86-64 executable.
-pub fn plan(data: &[u8]) -> Result<LoadPlan, ElfError> {
+/// Parses and validates `data` as an x86-64 executable; a
+/// position-independent one is placed at `pie_base` (page aligned).
+pub fn plan(data: &[u8], pie_base: u64) -> Result<LoadPlan, ElfError> {
     if data.len() < 64 || &data[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf);
     }
@@ -186,7 +197,10 @@ pub fn plan(data: &[u8]) -> Result<LoadPlan, ElfError> {
         return Err(ElfError::BadProgramHeaders);
     }
     let position_independent = e_type == ET_DYN;
-    let bias = if position_independent { PIE_BASE } else { 0 };
+    // The load bias: PIE files are linked at 0 (their first segment's page),
+    // so the bias places that page at `pie_base`.
+    let bias = if position_independent { pie_base } else { 0 };
+    let mut interpreter = None;
 
     let mut segments: Vec<Segment> = Vec::new();
     let mut phdr_vaddr = None;
@@ -200,7 +214,22 @@ pub fn plan(data: &[u8]) -> Result<LoadPlan, ElfError> {
         let p_memsz = u64_at(data, off + 40);
         let p_align = u64_at(data, off + 48);
         match p_type {
-            PT_INTERP => return Err(ElfError::Dynamic),
+            PT_INTERP => {
+                let p_offset = u64_at(data, off + 8);
+                let p_filesz = u64_at(data, off + 32);
+                let end = p_offset
+                    .checked_add(p_filesz)
+                    .filter(|&e| e <= data.len() as u64);
+                let raw = end
+                    .map(|e| &data[p_offset as usize..e as usize])
+                    .ok_or(ElfError::BadSegment(i))?;
+                let name = raw.split(|&b| b == 0).next().unwrap_or(&[]);
+                let name = core::str::from_utf8(name).map_err(|_| ElfError::BadSegment(i))?;
+                if name.is_empty() {
+                    return Err(ElfError::BadSegment(i));
+                }
+                interpreter = Some(alloc::string::String::from(name));
+            }
             PT_PHDR => phdr_vaddr = Some(p_vaddr),
             PT_LOAD => {
                 let vaddr = p_vaddr.checked_add(bias).ok_or(ElfError::BadSegment(i))?;
@@ -265,6 +294,7 @@ pub fn plan(data: &[u8]) -> Result<LoadPlan, ElfError> {
         phnum,
         phent,
         brk_start,
+        interpreter,
     })
 }
 
@@ -299,7 +329,7 @@ mod tests {
 
     #[test]
     fn plans_a_static_executable() {
-        let p = plan(&tiny_elf(ET_EXEC, 0x40_0000)).unwrap();
+        let p = plan(&tiny_elf(ET_EXEC, 0x40_0000), PIE_BASE).unwrap();
         assert!(!p.position_independent);
         assert_eq!(p.entry, 0x40_1000);
         assert_eq!(p.phdr, 0x40_0040);
@@ -310,7 +340,7 @@ mod tests {
 
     #[test]
     fn relocates_a_static_pie() {
-        let p = plan(&tiny_elf(ET_DYN, 0)).unwrap();
+        let p = plan(&tiny_elf(ET_DYN, 0), PIE_BASE).unwrap();
         assert!(p.position_independent);
         assert_eq!(p.entry, PIE_BASE + 0x1000);
         assert_eq!(p.segments[0].vaddr, PIE_BASE);
@@ -318,15 +348,18 @@ mod tests {
 
     #[test]
     fn rejects_non_elf_and_other_machines() {
-        assert_eq!(plan(b"#!/bin/sh\necho hi\n"), Err(ElfError::NotElf));
+        assert_eq!(
+            plan(b"#!/bin/sh\necho hi\n", PIE_BASE),
+            Err(ElfError::NotElf)
+        );
         let mut f = tiny_elf(ET_EXEC, 0x40_0000);
         f[4] = 1;
-        assert_eq!(plan(&f), Err(ElfError::WrongClass(1)));
+        assert_eq!(plan(&f, PIE_BASE), Err(ElfError::WrongClass(1)));
         let mut f = tiny_elf(ET_EXEC, 0x40_0000);
         f[18] = 3;
-        assert_eq!(plan(&f), Err(ElfError::WrongMachine(3)));
+        assert_eq!(plan(&f, PIE_BASE), Err(ElfError::WrongMachine(3)));
         let f = tiny_elf(1, 0x40_0000);
-        assert_eq!(plan(&f), Err(ElfError::WrongType(1)));
+        assert_eq!(plan(&f, PIE_BASE), Err(ElfError::WrongType(1)));
     }
 
     #[test]
@@ -334,23 +367,34 @@ mod tests {
         let mut f = tiny_elf(ET_EXEC, 0x40_0000);
         f[64 + 32..64 + 40].copy_from_slice(&0x10_0000u64.to_le_bytes());
         f[64 + 40..64 + 48].copy_from_slice(&0x10_0000u64.to_le_bytes());
-        assert_eq!(plan(&f), Err(ElfError::BadSegment(0)));
+        assert_eq!(plan(&f, PIE_BASE), Err(ElfError::BadSegment(0)));
         let f = tiny_elf(ET_EXEC, USER_END - 0x1000);
-        assert_eq!(plan(&f), Err(ElfError::BadSegment(0)));
+        assert_eq!(plan(&f, PIE_BASE), Err(ElfError::BadSegment(0)));
         let f = tiny_elf(ET_EXEC, 0);
-        assert_eq!(plan(&f), Err(ElfError::BadSegment(0)));
+        assert_eq!(plan(&f, PIE_BASE), Err(ElfError::BadSegment(0)));
     }
 
     #[test]
     fn rejects_truncated_program_headers() {
         let f = tiny_elf(ET_EXEC, 0x40_0000);
-        assert_eq!(plan(&f[..100]), Err(ElfError::BadProgramHeaders));
+        assert_eq!(plan(&f[..100], PIE_BASE), Err(ElfError::BadProgramHeaders));
     }
 
     #[test]
-    fn rejects_dynamic_programs() {
-        let mut f = tiny_elf(ET_EXEC, 0x40_0000);
-        f[64..68].copy_from_slice(&PT_INTERP.to_le_bytes());
-        assert_eq!(plan(&f), Err(ElfError::Dynamic));
+    fn reports_the_interpreter() {
+        let mut f = tiny_elf(ET_DYN, 0);
+        // A second program header: PT_INTERP pointing at a name in the file.
+        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let ph = 64 + 56;
+        f[ph..ph + 4].copy_from_slice(&PT_INTERP.to_le_bytes());
+        f[ph + 8..ph + 16].copy_from_slice(&0x200u64.to_le_bytes());
+        f[ph + 32..ph + 40].copy_from_slice(&28u64.to_le_bytes());
+        f[0x200..0x200 + 28].copy_from_slice(b"/lib64/ld-linux-x86-64.so.2\0");
+        let p = plan(&f, PIE_BASE).unwrap();
+        assert_eq!(
+            p.interpreter.as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
+        assert_eq!(p.span(), 0x2000);
     }
 }

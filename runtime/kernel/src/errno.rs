@@ -23,6 +23,7 @@ pub enum Errno {
     Fault = 14,
     Busy = 16,
     Exist = 17,
+    Nodev = 19,
     Notdir = 20,
     Isdir = 21,
     Inval = 22,
@@ -65,6 +66,7 @@ impl Errno {
             Self::Fault => "EFAULT",
             Self::Busy => "EBUSY",
             Self::Exist => "EEXIST",
+            Self::Nodev => "ENODEV",
             Self::Notdir => "ENOTDIR",
             Self::Isdir => "EISDIR",
             Self::Inval => "EINVAL",
@@ -107,6 +109,7 @@ impl Errno {
             Self::Fault => "Bad address",
             Self::Busy => "Device or resource busy",
             Self::Exist => "File exists",
+            Self::Nodev => "No such device",
             Self::Notdir => "Not a directory",
             Self::Isdir => "Is a directory",
             Self::Inval => "Invalid argument",
@@ -132,7 +135,7 @@ impl Errno {
 
     /// Looks an error number up (for decoding a raw `-errno` result).
     pub fn from_raw(raw: i64) -> Option<Self> {
-        const ALL: [Errno; 36] = [
+        const ALL: [Errno; 37] = [
             Errno::Perm,
             Errno::Noent,
             Errno::Srch,
@@ -149,6 +152,7 @@ impl Errno {
             Errno::Fault,
             Errno::Busy,
             Errno::Exist,
+            Errno::Nodev,
             Errno::Notdir,
             Errno::Isdir,
             Errno::Inval,

@@ -17,5 +17,7 @@ pub mod cmdline;
 pub mod elf;
 pub mod errno;
 pub mod stack;
+pub mod stat;
 pub mod syscall_names;
+pub mod tarfs;
 pub mod vma;

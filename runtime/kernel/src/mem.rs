@@ -1,4 +1,4 @@
-//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp`: `core` calls them,
+//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` (and `_Unwind_Resume`): `core` calls them,
 //! and on this target nothing else provides them to a freestanding binary.
 //! The copies use `rep movsb`/`rep stosb` (fast strings on every CPU kiln
 //! runs on) so that the compiler cannot turn them back into calls.
@@ -71,4 +71,12 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as memcmp.
     unsafe { memcmp(a, b, n) }
+}
+
+/// The precompiled `alloc` and `core` of this (hosted) target contain
+/// unwinding landing pads that name `_Unwind_Resume`; the kernel aborts on
+/// panic, so it is never called, but the linker needs the symbol.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    panic!("_Unwind_Resume called: the kernel never unwinds")
 }

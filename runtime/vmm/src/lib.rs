@@ -107,6 +107,8 @@ pub struct VmConfig {
     pub stats: bool,
     /// Boot-info layout version to write (tests change it).
     pub boot_info_version: u32,
+    /// Kernel command-line options.
+    pub cmdline: String,
 }
 
 /// How the VM ended.
@@ -156,6 +158,42 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// One line of KVM counters (`--stats`), when they were collected.
+    pub fn stats_line(&self) -> Option<String> {
+        let stats = self.stats.as_ref()?;
+        let get = |k: &str| stats.vcpu.get(k).copied().unwrap_or(0);
+        Some(format!(
+            "stats ({} KVM): exits {} (io {}, mmio {}, halt {}, irq {}), emulated instructions {}, \
+             signal exits {}, console refused {}, unknown port writes {}",
+            self.flavour.name(),
+            get("exits"),
+            get("io_exits"),
+            get("mmio_exits"),
+            get("halt_exits"),
+            get("irq_exits"),
+            get("insn_emulation"),
+            get("signal_exits"),
+            stats.console_refused,
+            stats.unknown_port_writes
+        ))
+    }
+
+    /// The run as JSON (`--timings-json`): phases in ms, exit status, KVM
+    /// flavour, memory and, when collected, KVM counters.
+    pub fn json(&self) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "phases_ms": self.timings.json(),
+            "exit_status": self.exit_status(),
+            "kvm_flavour": self.flavour.name(),
+            "vmm_peak_rss_kib": self.memory.vmm_peak_rss / 1024,
+            "guest_resident_kib": self.memory.guest_resident / 1024,
+        });
+        if let Some(stats) = &self.stats {
+            doc["kvm_stats"] = serde_json::json!(stats.vcpu);
+        }
+        doc
+    }
+
     /// The process exit status kiln-vmm reports (docker-run conventions;
     /// 124 for a timeout, like timeout(1)).
     pub fn exit_status(&self) -> u8 {
@@ -164,6 +202,19 @@ impl RunReport {
             Ending::TimedOut => 124,
         }
     }
+}
+
+/// Writes `data` to a temporary file beside `path`, then renames it, so
+/// readers never see a half-written file.
+///
+/// # Errors
+/// When writing or renaming fails (the temporary file is removed).
+pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Host entropy for the guest's random seed.
@@ -249,7 +300,7 @@ pub fn run(
             module_len: layout.module_len,
             kernel_end: kernel.end,
             flags: boot_flags,
-            cmdline: b"",
+            cmdline: config.cmdline.as_bytes(),
             path: config.guest_path.as_bytes(),
             argv: &config.argv,
             envp: &config.envp,

@@ -211,6 +211,7 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
         trace_syscalls: cli.trace_syscalls,
         stats: cli.stats,
         boot_info_version: cli.boot_info_version,
+        cmdline: String::new(),
     })
 }
 
@@ -219,41 +220,16 @@ fn report(cli: &Cli, run: &RunReport) -> Result<(), Failure> {
     if cli.timings {
         let _ = write!(err, "{}", run.timings.table());
     }
-    if let Some(stats) = &run.stats {
-        let c = &stats.vcpu;
-        let get = |k: &str| c.get(k).copied().unwrap_or(0);
-        let _ = writeln!(
-            err,
-            "kiln-vmm stats ({} KVM): exits {} (io {}, mmio {}, halt {}, irq {}), emulated instructions {}, \
-             signal exits {}, console refused {}, unknown port writes {}",
-            run.flavour.name(),
-            get("exits"),
-            get("io_exits"),
-            get("mmio_exits"),
-            get("halt_exits"),
-            get("irq_exits"),
-            get("insn_emulation"),
-            get("signal_exits"),
-            stats.console_refused,
-            stats.unknown_port_writes
-        );
+    if let Some(line) = run.stats_line() {
+        let _ = writeln!(err, "kiln-vmm {line}");
     }
     if let Some(path) = &cli.timings_json {
-        let mut doc = serde_json::json!({
-            "phases_ms": run.timings.json(),
-            "exit_status": run.exit_status(),
-            "kvm_flavour": run.flavour.name(),
-            "vmm_peak_rss_kib": run.memory.vmm_peak_rss / 1024,
-            "guest_resident_kib": run.memory.guest_resident / 1024,
-        });
+        let mut doc = run.json();
         if let Some(ms) = spawn_to_main_ms() {
             doc["spawn_to_main_ms"] = serde_json::json!(ms);
         }
-        if let Some(stats) = &run.stats {
-            doc["kvm_stats"] = serde_json::json!(stats.vcpu);
-        }
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        write_atomically(path, text.as_bytes())
+        kiln_vmm::write_atomically(path, text.as_bytes())
             .map_err(|e| Failure::vmm(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
@@ -279,15 +255,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes one timespec into `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Writes `data` to a temporary file beside `path`, then renames it.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 #[no_mangle]

@@ -11,6 +11,8 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// The image was read and verified (`kiln run` only).
+    ImageVerified,
     /// KVM opened and the VM created.
     VmCreated,
     /// Guest RAM mapped, kernel and boot data written.
@@ -27,7 +29,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase in order.
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
+        Phase::ImageVerified,
         Phase::VmCreated,
         Phase::MemoryReady,
         Phase::VcpuStart,
@@ -39,6 +42,7 @@ impl Phase {
     /// The label used in tables and JSON.
     pub fn label(self) -> &'static str {
         match self {
+            Phase::ImageVerified => "image_verified",
             Phase::VmCreated => "vm_created",
             Phase::MemoryReady => "memory_ready",
             Phase::VcpuStart => "vcpu_start",
@@ -82,7 +86,7 @@ impl Timings {
 
     /// A table for humans.
     pub fn table(&self) -> String {
-        let mut out = String::from("kiln-vmm boot timings (ms since kiln-vmm start; +delta)\n");
+        let mut out = String::from("boot timings (ms since the command started; +delta)\n");
         let mut last = Duration::ZERO;
         for phase in Phase::ALL {
             if let Some(at) = self.get(phase) {

@@ -5,6 +5,8 @@
 pub mod arch;
 pub mod boot;
 pub mod console;
+pub mod fd;
+pub mod fs;
 pub mod mm;
 pub mod process;
 pub mod random;
@@ -68,7 +70,26 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         arch::drop_identity_map(&mut tables);
     }
     let shown = core::str::from_utf8(&path).unwrap_or("(program)");
-    match process::exec(params.module, &path, &args, trace) {
+    let program = match fs::init(params.module, shown) {
+        Ok(region) => region,
+        Err(fs::ProgramError::NotFound) => {
+            kprintln!("kiln: {shown}: program not found");
+            platform::exit(ExitReport::NotFound)
+        }
+        Err(fs::ProgramError::NotExecutable(why)) => {
+            kprintln!("kiln: cannot execute {shown}: {why}");
+            platform::exit(ExitReport::CannotExecute)
+        }
+        Err(fs::ProgramError::Lookup(e)) => {
+            kprintln!(
+                "kiln: cannot execute {shown}: {} ({})",
+                e.description(),
+                e.name()
+            );
+            platform::exit(ExitReport::CannotExecute)
+        }
+    };
+    match process::exec(program, &path, &args, trace) {
         Ok((process, entry, sp)) => {
             *PROCESS.lock() = Some(process);
             platform::milestone(Milestone::ProgramEntry);
@@ -86,6 +107,10 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
             kprintln!(
                 "kiln: cannot execute {shown}: its segments overlap or its arguments are too large"
             );
+            platform::exit(ExitReport::CannotExecute)
+        }
+        Err(ExecError::Interpreter(interp)) => {
+            kprintln!("kiln: cannot execute {shown}: its interpreter {interp} is missing from the image or unusable");
             platform::exit(ExitReport::CannotExecute)
         }
         Err(ExecError::OutOfMemory) => {

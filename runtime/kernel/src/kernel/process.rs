@@ -18,6 +18,7 @@ use spin::Mutex;
 
 use crate::kernel::arch::{self, pte, PageTables};
 use crate::kernel::boot::Region;
+use crate::kernel::fd::FdTable;
 use crate::kernel::mm::frame;
 use crate::kernel::signal::Signals;
 
@@ -44,8 +45,10 @@ pub struct Process {
     pub trace: bool,
     /// Signal dispositions and mask.
     pub signals: Signals,
-    /// Which of fds 0, 1, 2 are open.
-    pub stdio_open: [bool; 3],
+    /// Open files.
+    pub fds: FdTable,
+    /// Current directory (a resolved rootfs path).
+    pub cwd: alloc::string::String,
     /// `set_tid_address` pointer.
     pub clear_child_tid: u64,
     /// Resource limits set by the program (`prlimit64`), by resource.
@@ -88,6 +91,8 @@ pub enum ExecError {
     Layout,
     /// Guest memory ran out while loading.
     OutOfMemory,
+    /// The interpreter (PT_INTERP) is missing or unusable.
+    Interpreter(alloc::string::String),
 }
 
 impl From<FaultError> for ExecError {
@@ -283,6 +288,31 @@ impl Process {
         }
     }
 
+    /// Copies `len` bytes of guest-physical memory at `phys` to the
+    /// program's area at `addr` (which must exist), whatever its protection.
+    pub fn copy_from_phys(&mut self, addr: u64, phys: u64, len: u64) -> Result<(), FaultError> {
+        let end = addr + len;
+        let mut at = addr;
+        while at < end {
+            let page = page_down(at);
+            self.populate(page, false, false)?;
+            let chunk = (page + PAGE_SIZE).min(end) - at;
+            let frame = self.tables.lookup(page) & pte::ADDR;
+            // SAFETY: `frame` backs a page of a program area that was just
+            // made present (anonymous, so the program's own); `[at, at+chunk)`
+            // lies inside that page, and the source is guest memory.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    arch::phys_to_virt(phys + (at - addr)),
+                    arch::phys_to_virt(frame + (at - page)),
+                    chunk as usize,
+                )
+            };
+            at += chunk;
+        }
+        Ok(())
+    }
+
     /// Adds an area (no pages are mapped until touched).
     pub fn add_area(&mut self, vma: Vma) -> Result<(), VmaError> {
         self.vmas.insert(vma)
@@ -404,7 +434,7 @@ pub fn exec(
             (module.end - module.start) as usize,
         )
     };
-    let plan = elf::plan(image).map_err(ExecError::Elf)?;
+    let plan = elf::plan(image, elf::PIE_BASE).map_err(ExecError::Elf)?;
     // SAFETY: the active PML4 is the kernel's; the process owns its lower half.
     let tables = unsafe { PageTables::from_pml4(arch::active_page_table()) };
     let mut p = Process {
@@ -415,12 +445,19 @@ pub fn exec(
         exe: path.to_vec(),
         trace,
         signals: Signals::new(),
-        stdio_open: [true; 3],
+        fds: FdTable::with_stdio(),
+        cwd: "/".into(),
         clear_child_tid: 0,
         rlimits: [(u64::MAX, u64::MAX); 16],
         start_ns: crate::kernel::time::monotonic_ns(),
     };
-    load_segments(&mut p, &plan, module.start, image)?;
+    load_segments(&mut p, &plan, module.start)?;
+    // A dynamic program starts in its interpreter (ld.so), loaded from the
+    // rootfs below the mmap area; the program's own entry goes in AT_ENTRY.
+    let (entry, interp_base) = match &plan.interpreter {
+        None => (plan.entry, 0),
+        Some(interp) => load_interpreter(&mut p, interp)?,
+    };
 
     p.add_area(Vma {
         start: STACK_TOP - STACK_SIZE,
@@ -439,7 +476,7 @@ pub fn exec(
         (at::PHDR, plan.phdr),
         (at::PHENT, plan.phent),
         (at::PHNUM, plan.phnum),
-        (at::BASE, 0),
+        (at::BASE, interp_base),
         (at::FLAGS, 0),
         (at::ENTRY, plan.entry),
         (at::UID, 0),
@@ -464,18 +501,46 @@ pub fn exec(
     }
     p.write_user(stack.sp, &stack.bytes)
         .map_err(|_| ExecError::OutOfMemory)?;
-    Ok((p, plan.entry, stack.sp))
+    Ok((p, entry, stack.sp))
+}
+
+/// Loads the program interpreter `path` from the rootfs; returns its
+/// entry point and load base.
+fn load_interpreter(p: &mut Process, path: &str) -> Result<(u64, u64), ExecError> {
+    use crate::kernel::fs::{self, Found};
+    if fs::rootfs().is_none() {
+        return Err(ExecError::Elf(elf::ElfError::Dynamic));
+    }
+    let node = match fs::lookup("/", path, true) {
+        Ok(Found::Node { node, .. }) if node.kind == kiln_kernel::tarfs::Kind::File => node,
+        _ => return Err(ExecError::Interpreter(path.into())),
+    };
+    let archive = fs::rootfs()
+        .map(|r| r.archive)
+        .ok_or_else(|| ExecError::Interpreter(path.into()))?;
+    let start = archive.start + node.data;
+    // SAFETY: the file lies inside the rootfs archive, in guest memory the
+    // platform code checked and reserved; it is read-only.
+    let image =
+        unsafe { core::slice::from_raw_parts(arch::phys_to_virt(start), node.size as usize) };
+    let first = elf::plan(image, elf::PIE_BASE).map_err(ExecError::Elf)?;
+    if first.interpreter.is_some() || !first.position_independent {
+        return Err(ExecError::Interpreter(path.into()));
+    }
+    let base = p.vmas.find_free_below(page_round(first.span()), MMAP_TOP)?;
+    let plan = elf::plan(image, base).map_err(ExecError::Elf)?;
+    load_segments(p, &plan, start)?;
+    Ok((plan.entry, base))
+}
+
+fn page_round(v: u64) -> u64 {
+    elf::page_up(v)
 }
 
 /// Maps the program's PT_LOAD segments: read-only ones straight from the
 /// boot module's frames, writable ones as copies (their untouched tail is
 /// demand-zero).
-fn load_segments(
-    p: &mut Process,
-    plan: &LoadPlan,
-    module_phys: u64,
-    image: &[u8],
-) -> Result<(), ExecError> {
+fn load_segments(p: &mut Process, plan: &LoadPlan, module_phys: u64) -> Result<(), ExecError> {
     for seg in &plan.segments {
         let start = seg.page_start();
         let end = seg.page_end();
@@ -507,22 +572,15 @@ fn load_segments(
         })?;
         // Copy the file bytes page by page, including those that share the
         // segment's first page before `vaddr` (as a file mapping shows them).
-        let file_end = seg.vaddr + seg.filesz;
-        let mut page = start;
-        while page < file_end {
-            p.populate(page, false, false)?;
-            let from = page.max(seg.vaddr.saturating_sub(seg.offset));
-            let to = (page + PAGE_SIZE).min(file_end);
-            let off = (seg.offset + from - seg.vaddr) as usize; // from >= vaddr - offset
-            let entry = p.tables.lookup(page);
-            let dst = arch::phys_to_virt((entry & pte::ADDR) + (from - page));
-            let src = &image[off..off + (to - from) as usize];
-            // SAFETY: the frame was just populated for this page of a
-            // program area (anonymous, so exclusively the program's), and
-            // `[from, to)` lies inside that page.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
-            page += PAGE_SIZE;
-        }
+        // Copy the file bytes, including those that share the segment's
+        // first page before `vaddr` (as a file mapping shows them).
+        let from = start.max(seg.vaddr.saturating_sub(seg.offset));
+        let file_offset = seg.offset + from - seg.vaddr; // from >= vaddr - offset
+        p.copy_from_phys(
+            from,
+            module_phys + file_offset,
+            seg.vaddr + seg.filesz - from,
+        )?;
     }
     Ok(())
 }

@@ -1,64 +1,83 @@
-//! File-descriptor system calls. For now the program has exactly the three
-//! standard streams: stdin at end-of-file, stdout and stderr to the host's.
-//! They look like pipes (S_IFIFO, not a terminal), which is what a program
-//! sees when a container runtime or a test harness collects its output.
+//! File system calls: descriptors, paths, metadata and directories, over
+//! the open-file objects of `fd` and the rootfs of `fs`. The rootfs is
+//! read-only: anything that would change it fails with EROFS.
 
+use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use kiln_kernel::errno::Errno;
+use kiln_kernel::stat::{mode, Stat};
+use kiln_kernel::tarfs::Kind;
 
-use crate::kernel::console::{self, Stream};
+use crate::kernel::fd::device::OpenDevice;
+use crate::kernel::fd::file::{node_stat, RootDir, RootFile};
+use crate::kernel::fd::{flags, poll, FileOps};
+use crate::kernel::fs::{self, Found};
 use crate::kernel::process::Process;
 
 const AT_FDCWD: u64 = -100i64 as u64;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_EMPTY_PATH: u64 = 0x1000;
 const PATH_MAX: usize = 4096;
 /// Linux caps one read/write at this many bytes.
 const MAX_RW: u64 = 0x7fff_f000;
 
-fn stream(p: &Process, fd: u64) -> Result<Stream, Errno> {
-    match fd {
-        1 if p.stdio_open[1] => Ok(Stream::Stdout),
-        2 if p.stdio_open[2] => Ok(Stream::Stderr),
-        _ => Err(Errno::Badf),
-    }
+const O_ACCMODE: u64 = 3;
+const O_CREAT: u64 = 0o100;
+const O_EXCL: u64 = 0o200;
+const O_TRUNC: u64 = 0o1000;
+const O_DIRECTORY: u64 = 0o200000;
+const O_NOFOLLOW: u64 = 0o400000;
+const O_CLOEXEC: u64 = 0o2000000;
+const O_PATH: u64 = 0o10000000;
+
+fn path_arg(p: &mut Process, addr: u64) -> Result<String, Errno> {
+    let raw = p.read_cstr(addr, PATH_MAX)?;
+    String::from_utf8(raw).map_err(|_| Errno::Noent)
 }
 
-fn check_open(p: &Process, fd: u64) -> Result<(), Errno> {
-    if fd < 3 && p.stdio_open[fd as usize] {
-        Ok(())
-    } else {
-        Err(Errno::Badf)
+/// The directory a `*at` call's relative path starts from.
+fn base_dir(p: &Process, dirfd: u64, path: &str) -> Result<String, Errno> {
+    if path.starts_with('/') || dirfd == AT_FDCWD || dirfd as u32 == AT_FDCWD as u32 {
+        return Ok(p.cwd.clone());
     }
+    let file = p.fds.get(dirfd)?;
+    file.dir_path().map(String::from).ok_or(Errno::Notdir)
 }
 
-/// read(2): stdin is at end-of-file.
+/// read(2).
 pub fn read(p: &mut Process, fd: u64, buf: u64, len: u64) -> Result<u64, Errno> {
-    check_open(p, fd)?;
-    if fd != 0 {
-        return Err(Errno::Badf);
-    }
-    p.prepare(buf, len.min(MAX_RW), true)?;
-    Ok(0)
+    let file = p.fds.get(fd)?;
+    let out = p.user_bytes_mut(buf, len.min(MAX_RW))?;
+    file.read(out).map(|n| n as u64)
 }
 
-/// readv(2).
-pub fn readv(p: &mut Process, fd: u64, iov: u64, count: u64) -> Result<u64, Errno> {
-    check_open(p, fd)?;
-    if fd != 0 {
-        return Err(Errno::Badf);
-    }
-    iovecs(p, iov, count)?;
-    Ok(0)
-}
-
-/// write(2) to stdout or stderr.
+/// write(2).
 pub fn write(p: &mut Process, fd: u64, buf: u64, len: u64) -> Result<u64, Errno> {
-    let s = stream(p, fd)?;
-    let len = len.min(MAX_RW);
-    let data = p.user_bytes(buf, len)?;
-    console::write(s, data);
-    Ok(len)
+    let file = p.fds.get(fd)?;
+    let data = p.user_bytes(buf, len.min(MAX_RW))?;
+    file.write(data).map(|n| n as u64)
+}
+
+/// pread64(2).
+pub fn pread64(p: &mut Process, fd: u64, buf: u64, len: u64, offset: u64) -> Result<u64, Errno> {
+    if (offset as i64) < 0 {
+        return Err(Errno::Inval);
+    }
+    let file = p.fds.get(fd)?;
+    let out = p.user_bytes_mut(buf, len.min(MAX_RW))?;
+    file.pread(out, offset).map(|n| n as u64)
+}
+
+/// pwrite64(2): nothing in the rootfs is writable.
+pub fn pwrite64(p: &mut Process, fd: u64) -> Result<u64, Errno> {
+    let file = p.fds.get(fd)?;
+    if file.status_flags() & O_ACCMODE as u32 == flags::O_RDONLY {
+        Err(Errno::Badf)
+    } else {
+        Err(Errno::Spipe)
+    }
 }
 
 fn iovecs(p: &mut Process, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errno> {
@@ -80,153 +99,345 @@ fn iovecs(p: &mut Process, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errn
     Ok(v)
 }
 
-/// writev(2): gathered into one console write (one exit to the VMM).
+/// readv(2).
+pub fn readv(p: &mut Process, fd: u64, iov: u64, count: u64) -> Result<u64, Errno> {
+    let file = p.fds.get(fd)?;
+    let mut total = 0u64;
+    for (base, len) in iovecs(p, iov, count)? {
+        let out = p.user_bytes_mut(base, len.min(MAX_RW - total))?;
+        let n = file.read(out)? as u64;
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// writev(2): gathered into one write (for the console, one exit).
 pub fn writev(p: &mut Process, fd: u64, iov: u64, count: u64) -> Result<u64, Errno> {
-    let s = stream(p, fd)?;
+    let file = p.fds.get(fd)?;
     let mut out = Vec::new();
     for (base, len) in iovecs(p, iov, count)? {
         let room = MAX_RW - out.len() as u64;
         out.extend_from_slice(p.user_bytes(base, len.min(room))?);
     }
-    console::write(s, &out);
-    Ok(out.len() as u64)
+    file.write(&out).map(|n| n as u64)
 }
 
-/// open(2)/openat(2): there is no file system yet.
-pub fn open(p: &mut Process, path: u64) -> Result<u64, Errno> {
-    p.read_cstr(path, PATH_MAX)?;
-    Err(Errno::Noent)
+/// open(2) and openat(2).
+pub fn openat(p: &mut Process, dirfd: u64, path: u64, oflags: u64) -> Result<u64, Errno> {
+    let path = path_arg(p, path)?;
+    let base = base_dir(p, dirfd, &path)?;
+    let follow = oflags & O_NOFOLLOW == 0;
+    let writing = oflags & O_ACCMODE != 0 || oflags & O_TRUNC != 0;
+    let found = match fs::lookup(&base, &path, follow) {
+        Err(Errno::Noent) if oflags & O_CREAT != 0 => return Err(Errno::Rofs),
+        other => other?,
+    };
+    if oflags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL {
+        return Err(Errno::Exist);
+    }
+    let file: Arc<dyn FileOps> = match found {
+        Found::Device(d) => Arc::new(OpenDevice(d)),
+        Found::Exe => {
+            // The program itself: open the node the link points to.
+            let exe = String::from_utf8(p.exe.clone()).map_err(|_| Errno::Noent)?;
+            return openat_resolved(p, &exe, oflags, writing);
+        }
+        Found::Node { path, node } => return open_node(p, path, node, oflags, writing),
+    };
+    if oflags & O_DIRECTORY != 0 {
+        return Err(Errno::Notdir);
+    }
+    p.fds.insert(file, oflags & O_CLOEXEC != 0)
+}
+
+fn openat_resolved(p: &mut Process, path: &str, oflags: u64, writing: bool) -> Result<u64, Errno> {
+    match fs::lookup("/", path, true)? {
+        Found::Node { path, node } => open_node(p, path, node, oflags, writing),
+        _ => Err(Errno::Noent),
+    }
+}
+
+fn open_node(
+    p: &mut Process,
+    path: String,
+    node: kiln_kernel::tarfs::Node,
+    oflags: u64,
+    writing: bool,
+) -> Result<u64, Errno> {
+    let cloexec = oflags & O_CLOEXEC != 0;
+    match node.kind {
+        Kind::Symlink(_) if oflags & O_PATH == 0 => Err(Errno::Loop),
+        Kind::Dir => {
+            if writing {
+                return Err(Errno::Isdir);
+            }
+            p.fds.insert(Arc::new(RootDir::new(node, path)), cloexec)
+        }
+        _ if oflags & O_DIRECTORY != 0 => Err(Errno::Notdir),
+        _ if writing => Err(Errno::Rofs),
+        _ => p.fds.insert(Arc::new(RootFile::new(node)), cloexec),
+    }
 }
 
 /// close(2).
 pub fn close(p: &mut Process, fd: u64) -> Result<u64, Errno> {
-    check_open(p, fd)?;
-    p.stdio_open[fd as usize] = false;
-    Ok(0)
+    p.fds.close(fd).map(|()| 0)
 }
 
-/// lseek(2): the standard streams are pipes.
-pub fn lseek(p: &mut Process, fd: u64) -> Result<u64, Errno> {
-    check_open(p, fd)?;
-    Err(Errno::Spipe)
+/// lseek(2).
+pub fn lseek(p: &mut Process, fd: u64, offset: u64, whence: u64) -> Result<u64, Errno> {
+    p.fds.get(fd)?.seek(offset as i64, whence as u32)
 }
 
-/// ioctl(2): the standard streams are not terminals.
-pub fn ioctl(p: &mut Process, fd: u64, _request: u64) -> Result<u64, Errno> {
-    check_open(p, fd)?;
-    Err(Errno::Notty)
+/// ioctl(2).
+pub fn ioctl(p: &mut Process, fd: u64, request: u64) -> Result<u64, Errno> {
+    p.fds.get(fd)?.ioctl(request)
 }
 
-/// fcntl(2): F_GETFD/F_GETFL/F_SETFD on the standard streams.
-pub fn fcntl(p: &mut Process, fd: u64, cmd: u64) -> Result<u64, Errno> {
+/// fcntl(2).
+pub fn fcntl(p: &mut Process, fd: u64, cmd: u64, arg: u64) -> Result<u64, Errno> {
+    const F_DUPFD: u64 = 0;
     const F_GETFD: u64 = 1;
     const F_SETFD: u64 = 2;
     const F_GETFL: u64 = 3;
-    check_open(p, fd)?;
+    const F_SETFL: u64 = 4;
+    const F_GETLK: u64 = 5;
+    const F_SETLK: u64 = 6;
+    const F_SETLKW: u64 = 7;
+    const F_DUPFD_CLOEXEC: u64 = 1030;
+    const FD_CLOEXEC: u64 = 1;
+    let entry = p.fds.entry(fd)?.clone();
     match cmd {
-        F_GETFD | F_SETFD => Ok(0),
-        F_GETFL => Ok(if fd == 0 { 0 } else { 1 }), // O_RDONLY / O_WRONLY
+        F_DUPFD | F_DUPFD_CLOEXEC => {
+            p.fds
+                .insert_from(arg as usize, entry.file, cmd == F_DUPFD_CLOEXEC)
+        }
+        F_GETFD => Ok(if entry.cloexec { FD_CLOEXEC } else { 0 }),
+        F_SETFD => p.fds.set_cloexec(fd, arg & FD_CLOEXEC != 0).map(|()| 0),
+        F_GETFL => Ok(u64::from(entry.file.status_flags() | flags::O_LARGEFILE)),
+        F_SETFL => Ok(0),
+        F_GETLK | F_SETLK | F_SETLKW => Ok(0), // one process: locks never conflict
         _ => Err(Errno::Inval),
     }
 }
 
-/// `struct stat` for a pipe (x86-64 layout, 144 bytes).
-fn pipe_stat() -> [u8; 144] {
-    let mut st = [0u8; 144];
-    let put = |st: &mut [u8; 144], off: usize, v: &[u8]| st[off..off + v.len()].copy_from_slice(v);
-    put(&mut st, 0, &0x0cu64.to_le_bytes()); // st_dev
-    put(&mut st, 8, &1u64.to_le_bytes()); // st_ino
-    put(&mut st, 16, &1u64.to_le_bytes()); // st_nlink
-    put(&mut st, 24, &0o010_600u32.to_le_bytes()); // st_mode: S_IFIFO | 0600
-    put(&mut st, 56, &4096u64.to_le_bytes()); // st_blksize
-    st
+/// dup(2).
+pub fn dup(p: &mut Process, fd: u64) -> Result<u64, Errno> {
+    let file = p.fds.get(fd)?;
+    p.fds.insert(file, false)
+}
+
+/// dup2(2).
+pub fn dup2(p: &mut Process, old: u64, new: u64) -> Result<u64, Errno> {
+    p.fds.get(old)?;
+    if old == new {
+        return Ok(new);
+    }
+    p.fds.dup_to(old, new, false)
+}
+
+/// dup3(2).
+pub fn dup3(p: &mut Process, old: u64, new: u64, oflags: u64) -> Result<u64, Errno> {
+    if old == new || oflags & !O_CLOEXEC != 0 {
+        return Err(Errno::Inval);
+    }
+    p.fds.dup_to(old, new, oflags & O_CLOEXEC != 0)
+}
+
+/// The metadata a path names.
+fn stat_path(p: &mut Process, dirfd: u64, path: &str, follow: bool) -> Result<Stat, Errno> {
+    let base = base_dir(p, dirfd, path)?;
+    match fs::lookup(&base, path, follow)? {
+        Found::Node { node, .. } => Ok(node_stat(&node)),
+        Found::Device(d) => Ok(d.metadata()),
+        Found::Exe if follow => {
+            let exe = String::from_utf8(p.exe.clone()).map_err(|_| Errno::Noent)?;
+            match fs::lookup("/", &exe, true)? {
+                Found::Node { node, .. } => Ok(node_stat(&node)),
+                _ => Err(Errno::Noent),
+            }
+        }
+        Found::Exe => Ok(Stat {
+            ino: 1,
+            mode: mode::S_IFLNK | 0o777,
+            nlink: 1,
+            size: p.exe.len() as u64,
+            ..Stat::default()
+        }),
+    }
 }
 
 /// fstat(2).
-pub fn fstat(p: &mut Process, fd: u64, statbuf: u64) -> Result<u64, Errno> {
-    check_open(p, fd)?;
-    p.write_user(statbuf, &pipe_stat())?;
+pub fn fstat(p: &mut Process, fd: u64, buf: u64) -> Result<u64, Errno> {
+    let st = p.fds.get(fd)?.stat();
+    p.write_user(buf, &st.to_stat())?;
     Ok(0)
 }
 
-/// newfstatat(2): only `AT_EMPTY_PATH` on an open descriptor has an answer.
+/// stat(2) and lstat(2).
+pub fn stat(p: &mut Process, path: u64, buf: u64, follow: bool) -> Result<u64, Errno> {
+    let path = path_arg(p, path)?;
+    let st = stat_path(p, AT_FDCWD, &path, follow)?;
+    p.write_user(buf, &st.to_stat())?;
+    Ok(0)
+}
+
+/// newfstatat(2).
 pub fn newfstatat(
     p: &mut Process,
     dirfd: u64,
     path: u64,
-    statbuf: u64,
-    flags: u64,
+    buf: u64,
+    at_flags: u64,
 ) -> Result<u64, Errno> {
-    let name = p.read_cstr(path, PATH_MAX)?;
-    if name.is_empty() && flags & AT_EMPTY_PATH != 0 {
-        return fstat(p, dirfd, statbuf);
-    }
-    if name.is_empty() {
-        return Err(Errno::Noent);
-    }
-    if dirfd != AT_FDCWD && name[0] != b'/' {
-        check_open(p, dirfd)?;
-        return Err(Errno::Notdir);
-    }
-    Err(Errno::Noent)
+    let name = path_arg(p, path)?;
+    let st = if name.is_empty() && at_flags & AT_EMPTY_PATH != 0 {
+        if dirfd == AT_FDCWD {
+            stat_path(p, AT_FDCWD, ".", true)?
+        } else {
+            p.fds.get(dirfd)?.stat()
+        }
+    } else {
+        stat_path(p, dirfd, &name, at_flags & AT_SYMLINK_NOFOLLOW == 0)?
+    };
+    p.write_user(buf, &st.to_stat())?;
+    Ok(0)
 }
 
-/// poll(2): the standard streams are always ready (stdin at end-of-file).
+/// statx(2).
+pub fn statx(
+    p: &mut Process,
+    dirfd: u64,
+    path: u64,
+    at_flags: u64,
+    buf: u64,
+) -> Result<u64, Errno> {
+    let name = path_arg(p, path)?;
+    let st = if name.is_empty() && at_flags & AT_EMPTY_PATH != 0 {
+        p.fds.get(dirfd)?.stat()
+    } else {
+        stat_path(p, dirfd, &name, at_flags & AT_SYMLINK_NOFOLLOW == 0)?
+    };
+    p.write_user(buf, &st.to_statx())?;
+    Ok(0)
+}
+
+/// access(2), faccessat(2), faccessat2(2): the program runs as root, so
+/// only existence, the rootfs being read-only and execute bits matter.
+pub fn faccessat(p: &mut Process, dirfd: u64, path: u64, amode: u64) -> Result<u64, Errno> {
+    const W_OK: u64 = 2;
+    const X_OK: u64 = 1;
+    let name = path_arg(p, path)?;
+    let st = stat_path(p, dirfd, &name, true)?;
+    let device = st.mode & 0o170000 == mode::S_IFCHR;
+    if amode & W_OK != 0 && !device {
+        return Err(Errno::Rofs);
+    }
+    if amode & X_OK != 0 && st.mode & 0o111 == 0 && st.mode & 0o170000 != mode::S_IFDIR {
+        return Err(Errno::Acces);
+    }
+    Ok(0)
+}
+
+/// getdents64(2).
+pub fn getdents64(p: &mut Process, fd: u64, buf: u64, len: u64) -> Result<u64, Errno> {
+    let file = p.fds.get(fd)?;
+    let out = p.user_bytes_mut(buf, len.min(MAX_RW))?;
+    file.getdents(out).map(|n| n as u64)
+}
+
+/// readlink(2) and readlinkat(2).
+pub fn readlinkat(
+    p: &mut Process,
+    dirfd: u64,
+    path: u64,
+    buf: u64,
+    size: u64,
+) -> Result<u64, Errno> {
+    if size == 0 || size > i32::MAX as u64 {
+        return Err(Errno::Inval);
+    }
+    let name = path_arg(p, path)?;
+    let base = base_dir(p, dirfd, &name)?;
+    let target: Vec<u8> = match fs::lookup(&base, &name, false)? {
+        Found::Exe => p.exe.clone(),
+        Found::Node {
+            node:
+                kiln_kernel::tarfs::Node {
+                    kind: Kind::Symlink(t),
+                    ..
+                },
+            ..
+        } => t.into_bytes(),
+        _ => return Err(Errno::Inval),
+    };
+    let n = (target.len() as u64).min(size);
+    p.write_user(buf, &target[..n as usize])?;
+    Ok(n)
+}
+
+/// getcwd(2).
+pub fn getcwd(p: &mut Process, buf: u64, size: u64) -> Result<u64, Errno> {
+    let mut cwd = p.cwd.clone().into_bytes();
+    cwd.push(0);
+    if (size as usize) < cwd.len() {
+        return Err(Errno::Range);
+    }
+    p.write_user(buf, &cwd)?;
+    Ok(cwd.len() as u64)
+}
+
+/// chdir(2).
+pub fn chdir(p: &mut Process, path: u64) -> Result<u64, Errno> {
+    let name = path_arg(p, path)?;
+    let cwd = p.cwd.clone();
+    match fs::lookup(&cwd, &name, true)? {
+        Found::Node { path, node } if node.kind == Kind::Dir => {
+            p.cwd = path;
+            Ok(0)
+        }
+        _ => Err(Errno::Notdir),
+    }
+}
+
+/// fchdir(2).
+pub fn fchdir(p: &mut Process, fd: u64) -> Result<u64, Errno> {
+    let dir = p
+        .fds
+        .get(fd)?
+        .dir_path()
+        .map(String::from)
+        .ok_or(Errno::Notdir)?;
+    p.cwd = dir;
+    Ok(0)
+}
+
+/// poll(2): every file kiln has is ready, one way or the other.
 pub fn poll(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
-    const POLLIN: u16 = 0x1;
-    const POLLOUT: u16 = 0x4;
-    const POLLHUP: u16 = 0x10;
-    const POLLNVAL: u16 = 0x20;
     if count > 1024 {
         return Err(Errno::Inval);
     }
-    let open = p.stdio_open;
-    let entries = p.user_bytes_mut(fds, count * 8)?;
+    let mut pollfds: Vec<u8> = p.user_bytes(fds, count * 8)?.to_vec();
     let mut ready = 0;
-    for e in entries.chunks_exact_mut(8) {
+    for e in pollfds.chunks_exact_mut(8) {
         let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
         let events = u16::from_le_bytes([e[4], e[5]]);
-        let revents = match fd {
-            f if f < 0 => 0,
-            0 if open[0] => (events & POLLIN) | POLLHUP,
-            1 | 2 if open[fd as usize] => events & POLLOUT,
-            _ => POLLNVAL,
+        let revents = if fd < 0 {
+            0
+        } else {
+            match p.fds.get(fd as u64) {
+                Ok(file) => file.poll(events),
+                Err(_) => poll::POLLNVAL,
+            }
         };
         e[6..8].copy_from_slice(&revents.to_le_bytes());
         if revents != 0 {
             ready += 1;
         }
     }
+    p.write_user(fds, &pollfds)?;
     Ok(ready)
-}
-
-fn readlink_common(p: &mut Process, path: &[u8], buf: u64, size: u64) -> Result<u64, Errno> {
-    if size == 0 || size > i32::MAX as u64 {
-        return Err(Errno::Inval);
-    }
-    if path != b"/proc/self/exe" {
-        return Err(Errno::Noent);
-    }
-    let exe = p.exe.clone();
-    let n = (exe.len() as u64).min(size);
-    p.write_user(buf, &exe[..n as usize])?;
-    Ok(n)
-}
-
-/// readlink(2): only /proc/self/exe exists.
-pub fn readlink(p: &mut Process, path: u64, buf: u64, size: u64) -> Result<u64, Errno> {
-    let name = p.read_cstr(path, PATH_MAX)?;
-    readlink_common(p, &name, buf, size)
-}
-
-/// readlinkat(2).
-pub fn readlinkat(
-    p: &mut Process,
-    _dirfd: u64,
-    path: u64,
-    buf: u64,
-    size: u64,
-) -> Result<u64, Errno> {
-    let name = p.read_cstr(path, PATH_MAX)?;
-    readlink_common(p, &name, buf, size)
 }

@@ -5,6 +5,8 @@ use kiln_kernel::elf::{page_up, PAGE_SIZE, USER_END, USER_MIN};
 use kiln_kernel::errno::Errno;
 use kiln_kernel::vma::{prot, Backing, Label, Vma, VmaError};
 
+use kiln_kernel::stat::mode;
+
 use crate::kernel::process::{Process, MMAP_TOP};
 
 const MAP_SHARED: u64 = 0x01;
@@ -59,7 +61,8 @@ fn valid_prot(bits: u64) -> Result<u32, Errno> {
     Ok(bits as u32)
 }
 
-/// mmap(2): anonymous mappings (file mappings need a file system).
+/// mmap(2): anonymous memory, or private mappings of rootfs files (shared
+/// ones too, as long as they are not writable: the rootfs is read-only).
 pub fn mmap(
     p: &mut Process,
     addr: u64,
@@ -76,11 +79,20 @@ pub fn mmap(
     if flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
         return Err(Errno::Inval);
     }
-    if flags & MAP_ANONYMOUS == 0 {
-        // No files exist yet, so no descriptor can be mapped.
-        let _ = fd;
-        return Err(Errno::Badf);
-    }
+    // A file mapping shows the file's bytes; a device (/dev/zero) maps zeros.
+    let file = if flags & MAP_ANONYMOUS == 0 {
+        let file = p.fds.get(fd)?;
+        if file.stat().mode & 0o170000 == mode::S_IFCHR {
+            None
+        } else {
+            if flags & MAP_SHARED != 0 && protection & prot::WRITE != 0 {
+                return Err(Errno::Acces);
+            }
+            Some(file.mapping().ok_or(Errno::Nodev)?)
+        }
+    } else {
+        None
+    };
     let len = page_up(len);
     if len > USER_END {
         return Err(Errno::Nomem);
@@ -113,14 +125,48 @@ pub fn mmap(
             p.vmas.find_free_below(len, MMAP_TOP).map_err(vma_errno)?
         }
     };
-    p.add_area(Vma {
-        start,
+    let anonymous = |from: u64| Vma {
+        start: from,
         end: start + len,
         prot: protection,
         backing: Backing::Anonymous,
         label: Label::Mmap,
-    })
-    .map_err(vma_errno)?;
+    };
+    let Some(data) = file else {
+        p.add_area(anonymous(start)).map_err(vma_errno)?;
+        return Ok(start);
+    };
+    // Pages holding file bytes map the archive directly when aligned (kiln
+    // images align every file); the pages past the end of the file are
+    // zero-filled (Linux would raise SIGBUS there).
+    let file_len = data.end - data.start;
+    let file_bytes = file_len.saturating_sub(off).min(len);
+    let file_pages = page_up(file_bytes);
+    if file_pages > 0 && (data.start + off).is_multiple_of(PAGE_SIZE) {
+        p.add_area(Vma {
+            start,
+            end: start + file_pages,
+            prot: protection,
+            backing: Backing::Image {
+                phys: data.start,
+                offset: off,
+            },
+            label: Label::Mmap,
+        })
+        .map_err(vma_errno)?;
+    } else if file_pages > 0 {
+        p.add_area(Vma {
+            end: start + file_pages,
+            ..anonymous(start)
+        })
+        .map_err(vma_errno)?;
+        p.copy_from_phys(start, data.start + off, file_bytes)
+            .map_err(|_| Errno::Nomem)?;
+    }
+    if file_pages < len {
+        p.add_area(anonymous(start + file_pages))
+            .map_err(vma_errno)?;
+    }
     Ok(start)
 }
 

@@ -20,6 +20,9 @@ use crate::kernel::arch::Frame;
 use crate::kernel::process::{Process, PROCESS};
 use crate::kernel::signal::sig;
 
+/// `AT_FDCWD` as a register value.
+const AT_FDCWD: u64 = -100i64 as u64;
+
 /// The six argument registers, in ABI order.
 #[derive(Clone, Copy, Debug)]
 pub struct Args(pub [u64; 6]);
@@ -45,19 +48,33 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
     match number {
         nr::READ => fs::read(p, a0, a1, a2).into(),
         nr::WRITE => fs::write(p, a0, a1, a2).into(),
+        nr::PREAD64 => fs::pread64(p, a0, a1, a2, a3).into(),
+        nr::PWRITE64 => fs::pwrite64(p, a0).into(),
         nr::WRITEV => fs::writev(p, a0, a1, a2).into(),
         nr::READV => fs::readv(p, a0, a1, a2).into(),
-        nr::OPEN => fs::open(p, a0).into(),
-        nr::OPENAT => fs::open(p, a1).into(),
+        nr::OPEN => fs::openat(p, AT_FDCWD, a0, a1).into(),
+        nr::OPENAT => fs::openat(p, a0, a1, a2).into(),
         nr::CLOSE => fs::close(p, a0).into(),
-        nr::LSEEK => fs::lseek(p, a0).into(),
+        nr::LSEEK => fs::lseek(p, a0, a1, a2).into(),
         nr::IOCTL => fs::ioctl(p, a0, a1).into(),
         nr::FSTAT => fs::fstat(p, a0, a1).into(),
+        nr::STAT => fs::stat(p, a0, a1, true).into(),
+        nr::LSTAT => fs::stat(p, a0, a1, false).into(),
         nr::NEWFSTATAT => fs::newfstatat(p, a0, a1, a2, a3).into(),
+        nr::STATX => fs::statx(p, a0, a1, a2, a4).into(),
+        nr::ACCESS => fs::faccessat(p, AT_FDCWD, a0, a1).into(),
+        nr::FACCESSAT | nr::FACCESSAT2 => fs::faccessat(p, a0, a1, a2).into(),
+        nr::GETDENTS64 => fs::getdents64(p, a0, a1, a2).into(),
         nr::POLL => fs::poll(p, a0, a1).into(),
-        nr::READLINK => fs::readlink(p, a0, a1, a2).into(),
+        nr::READLINK => fs::readlinkat(p, AT_FDCWD, a0, a1, a2).into(),
         nr::READLINKAT => fs::readlinkat(p, a0, a1, a2, a3).into(),
-        nr::FCNTL => fs::fcntl(p, a0, a1).into(),
+        nr::FCNTL => fs::fcntl(p, a0, a1, a2).into(),
+        nr::DUP => fs::dup(p, a0).into(),
+        nr::DUP2 => fs::dup2(p, a0, a1).into(),
+        nr::DUP3 => fs::dup3(p, a0, a1, a2).into(),
+        nr::GETCWD => fs::getcwd(p, a0, a1).into(),
+        nr::CHDIR => fs::chdir(p, a0).into(),
+        nr::FCHDIR => fs::fchdir(p, a0).into(),
         nr::BRK => mm::brk(p, a0).into(),
         nr::MMAP => mm::mmap(p, a0, a1, a2, a3, a4, a5).into(),
         nr::MUNMAP => mm::munmap(p, a0, a1).into(),

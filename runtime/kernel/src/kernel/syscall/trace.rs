@@ -38,6 +38,19 @@ fn signature(number: u64) -> &'static [Arg] {
         nr::LSEEK => &[Fd, Int, Int],
         nr::IOCTL => &[Fd, Hex, Hex],
         nr::FSTAT => &[Fd, Hex],
+        nr::STAT | nr::LSTAT => &[Str, Hex],
+        nr::STATX => &[Fd, Str, Hex, Hex, Hex],
+        nr::ACCESS => &[Str, Hex],
+        nr::FACCESSAT | nr::FACCESSAT2 => &[Fd, Str, Hex, Hex],
+        nr::PREAD64 => &[Fd, Hex, Int, Int],
+        nr::PWRITE64 => &[Fd, Hex, Int, Int],
+        nr::GETDENTS64 => &[Fd, Hex, Int],
+        nr::DUP => &[Fd],
+        nr::DUP2 => &[Fd, Fd],
+        nr::DUP3 => &[Fd, Fd, Hex],
+        nr::GETCWD => &[Hex, Int],
+        nr::CHDIR => &[Str],
+        nr::FCHDIR => &[Fd],
         nr::NEWFSTATAT => &[Fd, Str, Hex, Hex],
         nr::POLL => &[Hex, Int, Int],
         nr::READLINK => &[Str, Hex, Int],
@@ -121,7 +134,7 @@ pub fn format_call(p: &mut Process, number: u64, args: &Args) -> String {
             Hex => {
                 let _ = write!(out, "{v:#x}");
             }
-            Fd if v as i64 == -100 => out.push_str("AT_FDCWD"),
+            Fd if v as i32 == -100 => out.push_str("AT_FDCWD"),
             Fd => {
                 let _ = write!(out, "{}", v as i32);
             }

@@ -1,0 +1,5 @@
+//! The `kiln` subcommands.
+
+pub mod build;
+pub mod inspect;
+pub mod run;

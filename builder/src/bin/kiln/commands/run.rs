@@ -1,0 +1,89 @@
+//! `kiln run IMAGE [-- ARGS]`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use kiln_builder::run::{self, RunOptions};
+use kiln_vmm::Ending;
+
+/// Boot an image and run its program.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Arguments after -- replace the image's default arguments (as with docker run). \
+                        The program's stdout and stderr are kiln's, byte for byte."
+)]
+pub struct Args {
+    /// The image
+    image: PathBuf,
+
+    /// Arguments for the program (replace the image's defaults)
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+
+    /// Environment variable for the program, NAME=VALUE (repeatable; overrides the image's)
+    #[arg(short, long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+
+    /// Guest memory in MiB [default: the image's]
+    #[arg(long, value_name = "MiB")]
+    memory: Option<u64>,
+
+    /// Stop the guest after this many seconds (exit status 124)
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+
+    /// Print how long each boot phase took, on stderr
+    #[arg(long)]
+    timings: bool,
+
+    /// Write the boot phase timings as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    timings_json: Option<PathBuf>,
+
+    /// Print every system call the program makes, strace-style, on stderr
+    #[arg(long)]
+    trace_syscalls: bool,
+
+    /// Print KVM's exit and instruction-emulation counters, on stderr
+    #[arg(long)]
+    stats: bool,
+}
+
+/// Runs `kiln run`.
+pub fn run(args: Args, start: Instant) -> Result<u8> {
+    let timeout = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) => bail!("--timeout {t} must be a positive number of seconds"),
+        None => None,
+    };
+    let opts = RunOptions {
+        image: args.image,
+        args: (!args.args.is_empty()).then_some(args.args),
+        env: args.env,
+        memory_mib: args.memory,
+        timeout,
+        trace_syscalls: args.trace_syscalls,
+        stats: args.stats,
+    };
+    let report = run::run(&opts, start)?;
+    let mut err = std::io::stderr().lock();
+    if args.timings {
+        let _ = write!(err, "{}", report.timings.table());
+    }
+    if let Some(line) = report.stats_line() {
+        let _ = writeln!(err, "kiln {line}");
+    }
+    if let Some(path) = &args.timings_json {
+        let text = serde_json::to_string_pretty(&report.json())?;
+        kiln_vmm::write_atomically(path, text.as_bytes())?;
+    }
+    if report.ending == Ending::TimedOut {
+        let _ = writeln!(
+            err,
+            "kiln: the guest ran longer than --timeout and was stopped"
+        );
+    }
+    Ok(report.exit_status())
+}

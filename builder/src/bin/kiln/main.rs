@@ -1,0 +1,60 @@
+//! `kiln`: build unikernel-style boot images from manifests and boot them.
+//! Each subcommand is one file under `commands/`: a clap `Args` struct and
+//! a `run` that calls the `kiln_builder` library.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for kiln's own failures (as `docker run` uses 125).
+pub const EXIT_FAILURE: u8 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build minimal boot images for one Linux program and boot them on KVM in milliseconds",
+    long_about = "kiln packs one unmodified Linux x86-64 program (static or dynamic, with its \
+                  shared libraries and files) into a deterministic, content-addressed boot image of \
+                  at most 32 MiB, and boots it in a micro-VM on KVM.",
+    after_help = "Examples:\n  \
+                  kiln build manifests/hello.toml            # -> images/hello.kiln\n  \
+                  kiln inspect images/hello.kiln             # sections, digests, program analysis\n  \
+                  kiln run images/hello.kiln -- --name world # boot it; arguments after --\n\n\
+                  Exit status of `kiln run`: the program's own (128+N for signal N); 124 after \
+                  --timeout; 125 when kiln or the image failed; 126/127 when the program cannot \
+                  be executed or is missing."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a manifest
+    Build(commands::build::Args),
+    /// Show what an image holds: sections, digests, configuration, program analysis, files
+    Inspect(commands::inspect::Args),
+    /// Boot an image in a micro-VM and run its program
+    Run(commands::run::Args),
+}
+
+fn main() -> ExitCode {
+    let start = std::time::Instant::now();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => commands::build::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Run(args) => commands::run::run(args, start),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("kiln: error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

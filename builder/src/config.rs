@@ -1,0 +1,85 @@
+//! The boot configuration carried in an image's config section: what to
+//! run and how. JSON with a fixed field order, so the same manifest always
+//! gives the same bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this JSON layout.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A library listed in the configuration (for `kiln inspect`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLibrary {
+    /// Name asked for (soname or path).
+    pub name: String,
+    /// Where it is in the rootfs.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What the builder found out about the program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramInfo {
+    /// "static", "static-pie" or "dynamic".
+    pub linkage: String,
+    /// PT_INTERP, for dynamic programs.
+    pub interpreter: Option<String>,
+    /// DT_NEEDED of the program itself.
+    pub needed: Vec<String>,
+    /// Every shared library in the image.
+    pub libraries: Vec<ConfigLibrary>,
+}
+
+/// The boot configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// [`CONFIG_VERSION`].
+    pub config_version: u32,
+    /// Image name.
+    pub name: String,
+    /// Image version.
+    pub version: String,
+    /// The program's path in the rootfs.
+    pub entrypoint: String,
+    /// Default arguments (argv[1..]).
+    pub args: Vec<String>,
+    /// Default environment, `NAME=value`, sorted by name.
+    pub env: Vec<String>,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Kernel command-line options.
+    pub cmdline: String,
+    /// The analysis of the program.
+    pub program: ProgramInfo,
+}
+
+impl BootConfig {
+    /// The JSON bytes (pretty, with a trailing newline).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a BootConfig always serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses the JSON bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not a configuration of this version.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let c: BootConfig = serde_json::from_slice(bytes)
+            .map_err(|e| format!("invalid boot configuration: {e}"))?;
+        if c.config_version != CONFIG_VERSION {
+            return Err(format!(
+                "boot configuration version {} is not supported (this kiln reads {CONFIG_VERSION})",
+                c.config_version
+            ));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,137 @@
+//! Booting an image: verify it, read its boot configuration, and hand its
+//! kernel and rootfs sections (mapped straight from the image file) to
+//! kiln-vmm in this process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kiln_vmm::devices::console::Console;
+use kiln_vmm::source::FileSlice;
+use kiln_vmm::timings::{Phase, Timings};
+use kiln_vmm::vstate::kvm::Hypervisor;
+use kiln_vmm::{RunReport, VmConfig, VmmError};
+
+use crate::config::BootConfig;
+use crate::image::{Image, ImageError, SectionKind};
+
+/// How to boot.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The image.
+    pub image: PathBuf,
+    /// Arguments replacing the image's defaults (None: keep them).
+    pub args: Option<Vec<String>>,
+    /// `NAME=value` settings added to (or replacing) the image's environment.
+    pub env: Vec<String>,
+    /// Guest RAM in MiB instead of the image's.
+    pub memory_mib: Option<u64>,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Trace the program's system calls.
+    pub trace_syscalls: bool,
+    /// Collect KVM counters.
+    pub stats: bool,
+}
+
+/// Why an image did not boot.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The image is unusable.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Its configuration is unusable.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An `--env` value is not NAME=VALUE.
+    #[error("--env {0:?} is not NAME=VALUE")]
+    Env(String),
+    /// The VM failed.
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+}
+
+/// The environment: the image's, with `overrides` replacing same-named
+/// variables and adding new ones.
+pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>, RunError> {
+    let mut env: Vec<String> = base.to_vec();
+    for o in overrides {
+        let Some((name, _)) = o.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+            return Err(RunError::Env(o.clone()));
+        };
+        let prefix = format!("{name}=");
+        env.retain(|e| !e.starts_with(&prefix));
+        env.push(o.clone());
+    }
+    Ok(env)
+}
+
+/// Verifies and boots `opts.image`; `start` is when the command started.
+///
+/// # Errors
+/// [`RunError`]; a program that fails is a normal [`RunReport`].
+pub fn run(opts: &RunOptions, start: Instant) -> Result<RunReport, RunError> {
+    let image = Image::open(&opts.image)?;
+    let config = BootConfig::from_bytes(&image.read(SectionKind::Config)?).map_err(|reason| {
+        RunError::Config {
+            path: opts.image.clone(),
+            reason,
+        }
+    })?;
+    let slice = |kind: SectionKind| {
+        let s = image.section(kind);
+        FileSlice {
+            file: image.file.clone(),
+            offset: s.offset,
+            len: s.size,
+            name: format!("{}:{}", opts.image.display(), kind.name()),
+        }
+    };
+    let mut argv = vec![config.entrypoint.clone().into_bytes()];
+    argv.extend(
+        opts.args
+            .as_ref()
+            .unwrap_or(&config.args)
+            .iter()
+            .map(|a| a.clone().into_bytes()),
+    );
+    let envp = merge_env(&config.env, &opts.env)?
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    let vm = VmConfig {
+        kernel: slice(SectionKind::Kernel),
+        module: slice(SectionKind::Rootfs),
+        guest_path: config.entrypoint.clone(),
+        argv,
+        envp,
+        memory_mib: opts.memory_mib.unwrap_or(config.memory_mib),
+        timeout: opts.timeout,
+        trace_syscalls: opts.trace_syscalls,
+        stats: opts.stats,
+        boot_info_version: kiln_vmm::bootinfo::VERSION,
+        cmdline: config.cmdline.clone(),
+    };
+    let mut timings = Timings::new(start);
+    timings.mark(Phase::ImageVerified);
+    let hv = Hypervisor::open()?;
+    Ok(kiln_vmm::run(&hv, &vm, Console::stdio(), timings)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_replace_and_add() {
+        let base = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        let env = merge_env(&base, &["A=2".into(), "B=3".into()]).unwrap();
+        assert_eq!(env, ["PATH=/bin", "A=2", "B=3"]);
+        assert!(merge_env(&base, &["=x".into()]).is_err());
+        assert!(merge_env(&base, &["novalue".into()]).is_err());
+    }
+}

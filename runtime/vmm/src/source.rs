@@ -1,0 +1,65 @@
+//! Byte ranges of files that kiln-vmm maps into the guest or reads from:
+//! the kernel ELF and the boot module, either whole files (`kiln-vmm
+//! --app`) or sections of a `.kiln` image.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `len` bytes of `file` from `offset`.
+#[derive(Clone, Debug)]
+pub struct FileSlice {
+    /// The file (shared: several slices of one image file).
+    pub file: Arc<File>,
+    /// Offset of the first byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// What to call it in messages (a path, or `image.kiln:rootfs`).
+    pub name: String,
+}
+
+impl FileSlice {
+    /// The whole file at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or examined.
+    pub fn whole(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+            name: path.display().to_string(),
+        })
+    }
+}
+
+/// Where kiln-vmm looks for the guest kernel when none is named:
+/// `$KILN_KERNEL`, else `kiln-kernel.elf` next to the running executable or
+/// up to two directories above it (a build tree's `target/kiln-kernel.elf`
+/// seen from `target/{debug,release}/` or `target/<triple>/release/`).
+///
+/// # Errors
+/// A message listing where it looked.
+pub fn default_kernel() -> Result<PathBuf, String> {
+    if let Some(k) = std::env::var_os("KILN_KERNEL") {
+        return Ok(PathBuf::from(k));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot locate the running executable: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let candidates: Vec<PathBuf> = dir
+        .ancestors()
+        .take(3)
+        .map(|d| d.join("kiln-kernel.elf"))
+        .collect();
+    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| {
+        let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+        format!(
+            "no guest kernel found (looked for {}); build it with `cargo xtask kernel`, set KILN_KERNEL or pass --kernel",
+            looked.join(", ")
+        )
+    })
+}

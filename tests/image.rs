@@ -1,0 +1,515 @@
+//! End-to-end tests of the image builder and `kiln run`: the example
+//! manifests build and boot, builds are byte-for-byte reproducible, and
+//! every kind of bad input is refused with a one-line error that names the
+//! culprit, leaving nothing behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{kvm_or_skip, prepare, status, stderr, stdout};
+
+fn kiln() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-image-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn manifest_path(name: &str) -> PathBuf {
+    xtask::paths::root()
+        .join("manifests")
+        .join(format!("{name}.toml"))
+}
+
+/// `kiln build MANIFEST -o OUT` with the freshly built kernel.
+fn build(manifest: &Path, out: &Path, epoch: Option<&str>) -> Output {
+    prepare();
+    let mut cmd = kiln();
+    cmd.arg("build")
+        .arg(manifest)
+        .arg("-o")
+        .arg(out)
+        .arg("--kernel")
+        .arg(xtask::paths::kernel());
+    match epoch {
+        Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
+        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    cmd.output().expect("kiln runs")
+}
+
+fn build_ok(manifest: &Path, out: &Path) {
+    let o = build(manifest, out, None);
+    assert_eq!(
+        status(&o),
+        0,
+        "building {}: {}",
+        manifest.display(),
+        stderr(&o)
+    );
+}
+
+fn run(image: &Path, args: &[&str]) -> Output {
+    let mut cmd = kiln();
+    cmd.arg("run").arg(image);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    cmd.output().expect("kiln runs")
+}
+
+#[test]
+fn hello_image_boots_like_the_native_program() {
+    if !kvm_or_skip("hello_image_boots_like_the_native_program") {
+        return;
+    }
+    let dir = scratch("hello");
+    let image = dir.join("hello.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let size = std::fs::metadata(&image).unwrap().len();
+    assert!(
+        size <= 512 << 10,
+        "hello image is {size} bytes, over its 512 KiB budget"
+    );
+    // Default arguments from the manifest, then replaced ones.
+    let env = ["GREETING=hello from the hello image"];
+    let out = run(&image, &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let host = native_as("hello-musl", "/app/hello", &["from", "an", "image"], &env);
+    assert_eq!(stdout(&out), stdout(&host));
+    let out = run(&image, &["--name", "world"]);
+    let host = native_as("hello-musl", "/app/hello", &["--name", "world"], &env);
+    assert_eq!(stdout(&out), stdout(&host));
+}
+
+/// Runs a built program natively with argv[0] = `argv0`.
+fn native_as(name: &str, argv0: &str, args: &[&str], env: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(common::program(name));
+    cmd.arg0(argv0).args(args).env_clear();
+    for e in std::iter::once(&common::PATH_ENV).chain(env) {
+        let (k, v) = e.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn hello_rust_image_boots() {
+    if !kvm_or_skip("hello_rust_image_boots") {
+        return;
+    }
+    let dir = scratch("hello-rust");
+    let image = dir.join("hello-rust.kiln");
+    build_ok(&manifest_path("hello-rust"), &image);
+    let out = run(&image, &["x"]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let host = native_as(
+        "hello-rust",
+        "/app/hello-rust",
+        &["x"],
+        &["GREETING=hello from Rust"],
+    );
+    assert_eq!(stdout(&out), stdout(&host));
+}
+
+#[test]
+fn builds_are_reproducible() {
+    let dir = scratch("reproducible");
+    let (a, b, c) = (dir.join("a.kiln"), dir.join("b.kiln"), dir.join("c.kiln"));
+    build_ok(&manifest_path("hello"), &a);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build_ok(&manifest_path("hello"), &b);
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "two builds differ"
+    );
+    let o = build(&manifest_path("hello"), &c, Some("1700000000"));
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    assert!(
+        std::fs::read(&a).unwrap() != std::fs::read(&c).unwrap(),
+        "SOURCE_DATE_EPOCH is ignored"
+    );
+    // No host path or time leaks into the image.
+    let bytes = std::fs::read(&a).unwrap();
+    let root = xtask::paths::root().display().to_string();
+    assert!(
+        !bytes.windows(root.len()).any(|w| w == root.as_bytes()),
+        "the image names a host path"
+    );
+}
+
+#[test]
+fn inspect_shows_sections_analysis_and_files() {
+    let dir = scratch("inspect");
+    let image = dir.join("hello.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let out = kiln()
+        .arg("inspect")
+        .arg("--json")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = doc["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["config", "kernel", "rootfs"]);
+    assert!(doc["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(doc["config"]["entrypoint"], "/app/hello");
+    assert_eq!(doc["config"]["program"]["linkage"], "static");
+    let files: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"/app/hello") && files.contains(&"/etc/passwd"),
+        "{files:?}"
+    );
+    let text = kiln().arg("inspect").arg(&image).output().unwrap();
+    assert!(stdout(&text).contains("sha256:") && stdout(&text).contains("/app/hello"));
+}
+
+/// Writes `manifest` (with `PROGRAM` replaced by the hello program) into a
+/// scratch directory and builds it; returns (output, scratch dir, image path).
+fn build_bad(test: &str, manifest: &str) -> (Output, PathBuf, PathBuf) {
+    prepare();
+    let dir = scratch(test);
+    let text = manifest.replace(
+        "PROGRAM",
+        &common::program("hello-musl").display().to_string(),
+    );
+    let m = dir.join("bad.toml");
+    std::fs::write(&m, text).unwrap();
+    let image = dir.join("out").join("bad.kiln");
+    let out = build(&m, &image, None);
+    (out, dir, image)
+}
+
+/// The build failed with a one-line error containing every `needle`, and
+/// wrote nothing (no image, no temporary file).
+fn assert_refused(test: &str, manifest: &str, needles: &[&str]) {
+    let (out, dir, image) = build_bad(test, manifest);
+    let err = stderr(&out);
+    assert_ne!(status(&out), 0, "{test}: the build succeeded");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("kiln: error"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{test}: expected one error line in {err:?}");
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "{test}: {n:?} missing from {:?}",
+            lines[0]
+        );
+    }
+    assert!(!image.exists(), "{test}: an image was written");
+    let leftovers = std::fs::read_dir(image.parent().unwrap())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "{test}: files left in the output directory");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+const HEAD: &str = "name = \"bad\"\nversion = \"1\"\n";
+
+#[test]
+fn refuses_bad_programs() {
+    assert_refused(
+        "missing-program",
+        &format!("{HEAD}[program]\npath = \"/nonexistent/prog\"\n"),
+        &[
+            "bad.toml:4:8",
+            "program.path",
+            "/nonexistent/prog",
+            "not found",
+        ],
+    );
+    let dir = scratch("programs");
+    let script = dir.join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    assert_refused(
+        "not-elf",
+        &format!("{HEAD}[program]\npath = \"{}\"\n", script.display()),
+        &["script.sh", "not an ELF"],
+    );
+    assert_refused(
+        "x32",
+        &format!(
+            "{HEAD}[program]\npath = \"{}\"\n",
+            common::program("x32").display()
+        ),
+        &["x32", "32-bit"],
+    );
+    let arm = dir.join("arm");
+    let mut header = vec![0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    header[4] = 2;
+    header[5] = 1;
+    header[18] = 183; // EM_AARCH64
+    std::fs::write(&arm, header).unwrap();
+    assert_refused(
+        "other-arch",
+        &format!("{HEAD}[program]\npath = \"{}\"\n", arm.display()),
+        &["arm", "aarch64"],
+    );
+}
+
+#[test]
+fn refuses_a_program_whose_library_is_missing() {
+    let dir = scratch("missing-lib");
+    let lib_src = dir.join("lib.c");
+    std::fs::write(&lib_src, "int kiln_missing(void) { return 1; }\n").unwrap();
+    let main_src = dir.join("main.c");
+    std::fs::write(
+        &main_src,
+        "int kiln_missing(void);\nint main(void) { return kiln_missing(); }\n",
+    )
+    .unwrap();
+    let lib = dir.join("libkilnmissing.so");
+    let ok = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&lib_src)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let prog = dir.join("needs-lib");
+    let ok = Command::new("gcc")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&main_src)
+        .arg("-L")
+        .arg(&dir)
+        .arg("-lkilnmissing")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::remove_file(&lib).unwrap();
+    assert_refused(
+        "missing-lib-manifest",
+        &format!("{HEAD}[program]\npath = \"{}\"\n", prog.display()),
+        &["libkilnmissing.so", "not found", "needs-lib"],
+    );
+}
+
+#[test]
+fn refuses_bad_files() {
+    let dir = scratch("files");
+    let files = |src: &str, dst: &str| {
+        format!(
+            "{HEAD}[program]\npath = \"PROGRAM\"\n[[files]]\nsrc = \"{src}\"\ndst = \"{dst}\"\n"
+        )
+    };
+    assert_refused(
+        "dotdot",
+        &files("/etc/hostname", "/etc/../../outside"),
+        &["files.dst", "escapes the rootfs"],
+    );
+    // A copied tree with a symbolic link out of it, and one with a loop.
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", tree.join("out")).unwrap();
+    assert_refused(
+        "symlink-out",
+        &files(&tree.display().to_string(), "/data"),
+        &["files.src", "escapes the copied tree"],
+    );
+    let looped = dir.join("loop");
+    std::fs::create_dir_all(&looped).unwrap();
+    std::os::unix::fs::symlink("b", looped.join("a")).unwrap();
+    std::os::unix::fs::symlink("a", looped.join("b")).unwrap();
+    assert_refused(
+        "symlink-loop",
+        &files(&looped.display().to_string(), "/data"),
+        &["symbolic link loop"],
+    );
+    assert_refused(
+        "symlink-loop-file",
+        &files(&looped.join("a").display().to_string(), "/data"),
+        &["symbolic link loop"],
+    );
+    // Two claims on one guest path.
+    let dup = format!("{HEAD}[program]\npath = \"PROGRAM\"\nguest_path = \"/app/x\"\n[[files]]\nsrc = \"/etc/hostname\"\ndst = \"/app/x\"\n");
+    assert_refused("duplicate", &dup, &["/app/x", "given twice"]);
+    // A file whose bytes cannot be read.
+    assert_refused(
+        "unreadable",
+        &files("/proc/self/mem", "/mem"),
+        &["files.src", "cannot read /proc/self/mem"],
+    );
+}
+
+#[test]
+fn refuses_an_image_over_its_budget_and_names_the_largest_parts() {
+    let m =
+        "name = \"bad\"\nversion = \"1\"\nmax_size = \"64KiB\"\n[program]\npath = \"PROGRAM\"\n";
+    assert_refused(
+        "budget",
+        m,
+        &[
+            "over its budget of 65536",
+            "(guest kernel)",
+            "/app/hello-musl",
+        ],
+    );
+}
+
+#[test]
+fn refuses_broken_manifests() {
+    assert_refused(
+        "unknown-key",
+        &format!("{HEAD}colour = \"red\"\n[program]\npath = \"PROGRAM\"\n"),
+        &["bad.toml:3:1", "unknown field `colour`"],
+    );
+    assert_refused(
+        "wrong-type",
+        &format!("{HEAD}[program]\npath = \"PROGRAM\"\n[vm]\nmemory = \"lots\"\n"),
+        &["bad.toml:6:10", "vm.memory", "expected"],
+    );
+    assert_refused(
+        "missing-field",
+        "name = \"bad\"\n[program]\npath = \"PROGRAM\"\n",
+        &["bad.toml", "missing field `version`"],
+    );
+}
+
+#[test]
+fn damaged_images_are_never_booted() {
+    let dir = scratch("damaged");
+    let image = dir.join("good.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let good = std::fs::read(&image).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(
+        &kiln()
+            .arg("inspect")
+            .arg("--json")
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut cases: Vec<(String, Vec<u8>, &str)> = vec![
+        (
+            "truncated".into(),
+            good[..good.len() - 4096].to_vec(),
+            "truncated",
+        ),
+        (
+            "header".into(),
+            {
+                let mut b = good.clone();
+                b[40] ^= 1;
+                b
+            },
+            "header is corrupted",
+        ),
+    ];
+    for s in doc["sections"].as_array().unwrap() {
+        let (offset, size) = (s["offset"].as_u64().unwrap(), s["size"].as_u64().unwrap());
+        let mut b = good.clone();
+        b[(offset + size / 2) as usize] ^= 0x10;
+        cases.push((format!("flipped {}", s["kind"]), b, "section is corrupted"));
+    }
+    for (what, bytes, needle) in cases {
+        let bad = dir.join("bad.kiln");
+        std::fs::write(&bad, &bytes).unwrap();
+        for verb in ["inspect", "run"] {
+            let out = kiln().arg(verb).arg(&bad).output().unwrap();
+            assert_eq!(status(&out), 125, "{what}/{verb}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(needle),
+                "{what}/{verb}: {}",
+                stderr(&out)
+            );
+            assert!(stdout(&out).is_empty(), "{what}/{verb}: the program ran");
+        }
+    }
+}
+
+#[test]
+fn busybox_script_appliance_runs_its_script() {
+    if !kvm_or_skip("busybox_script_appliance_runs_its_script") {
+        return;
+    }
+    assert!(
+        xtask::host::has("busybox"),
+        "busybox is missing (Debian package busybox-static): run `cargo xtask deps`"
+    );
+    let dir = scratch("busybox");
+    let image = dir.join("busybox-sh.kiln");
+    build_ok(&manifest_path("busybox-sh"), &image);
+    let out = run(&image, &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "hello from a busybox shell script appliance\nword: one\nword: two\nword: three\n\
+         the answer is 42\nhostname file says: kiln\narguments: from the manifest\n"
+    );
+    let out = run(&image, &["sh", "-c", "echo replaced arguments; exit 3"]);
+    assert_eq!(status(&out), 3, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "replaced arguments\n");
+}
+
+#[test]
+fn dynamic_debian_program_runs_with_its_libraries() {
+    if !kvm_or_skip("dynamic_debian_program_runs_with_its_libraries") {
+        return;
+    }
+    let dir = scratch("dynamic");
+    let image = dir.join("sha256sum.kiln");
+    build_ok(&manifest_path("sha256sum"), &image);
+    let size = std::fs::metadata(&image).unwrap().len();
+    assert!(
+        size <= 4 << 20,
+        "the dynamic example is {size} bytes, over 4 MiB"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(
+        &kiln()
+            .arg("inspect")
+            .arg("--json")
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(doc["config"]["program"]["linkage"], "dynamic");
+    assert_eq!(
+        doc["config"]["program"]["interpreter"],
+        "/lib64/ld-linux-x86-64.so.2"
+    );
+    let libs: Vec<&str> = doc["config"]["program"]["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert!(libs.contains(&"libc.so.6"), "{libs:?}");
+    let out = run(&image, &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    // The same digests the host computes for the same bytes.
+    let script = xtask::paths::root().join("manifests/busybox-sh/hello.sh");
+    let host = Command::new("sha256sum").arg(&script).output().unwrap();
+    let script_sum = stdout(&host).split_whitespace().next().unwrap().to_string();
+    let hostname_sum = "ecdcbd502c7c341b7d547760cc09270a43d82db3257b8b0f96e98083e4e5643d"; // sha256("kiln\n")
+    assert_eq!(
+        stdout(&out),
+        format!("{hostname_sum}  /etc/hostname\n{script_sum}  /app/hello.sh\n")
+    );
+}
