@@ -16,7 +16,7 @@ pub struct Args {
     /// The manifest (TOML)
     manifest: PathBuf,
 
-    /// Where to write the image [default: images/<name>.kiln]
+    /// Where to write the image [default: images/NAME.kiln]
     #[arg(short, long, value_name = "IMAGE")]
     output: Option<PathBuf>,
 
