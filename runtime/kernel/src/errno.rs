@@ -23,6 +23,7 @@ pub enum Errno {
     Fault = 14,
     Busy = 16,
     Exist = 17,
+    Xdev = 18,
     Nodev = 19,
     Notdir = 20,
     Isdir = 21,
@@ -36,6 +37,7 @@ pub enum Errno {
     Rofs = 30,
     Pipe = 32,
     Range = 34,
+    Deadlk = 35,
     Nametoolong = 36,
     Nosys = 38,
     Notempty = 39,
@@ -66,6 +68,7 @@ impl Errno {
             Self::Fault => "EFAULT",
             Self::Busy => "EBUSY",
             Self::Exist => "EEXIST",
+            Self::Xdev => "EXDEV",
             Self::Nodev => "ENODEV",
             Self::Notdir => "ENOTDIR",
             Self::Isdir => "EISDIR",
@@ -79,6 +82,7 @@ impl Errno {
             Self::Rofs => "EROFS",
             Self::Pipe => "EPIPE",
             Self::Range => "ERANGE",
+            Self::Deadlk => "EDEADLK",
             Self::Nametoolong => "ENAMETOOLONG",
             Self::Nosys => "ENOSYS",
             Self::Notempty => "ENOTEMPTY",
@@ -109,6 +113,7 @@ impl Errno {
             Self::Fault => "Bad address",
             Self::Busy => "Device or resource busy",
             Self::Exist => "File exists",
+            Self::Xdev => "Invalid cross-device link",
             Self::Nodev => "No such device",
             Self::Notdir => "Not a directory",
             Self::Isdir => "Is a directory",
@@ -122,6 +127,7 @@ impl Errno {
             Self::Rofs => "Read-only file system",
             Self::Pipe => "Broken pipe",
             Self::Range => "Numerical result out of range",
+            Self::Deadlk => "Resource deadlock avoided",
             Self::Nametoolong => "File name too long",
             Self::Nosys => "Function not implemented",
             Self::Notempty => "Directory not empty",
@@ -135,7 +141,7 @@ impl Errno {
 
     /// Looks an error number up (for decoding a raw `-errno` result).
     pub fn from_raw(raw: i64) -> Option<Self> {
-        const ALL: [Errno; 37] = [
+        const ALL: [Errno; 39] = [
             Errno::Perm,
             Errno::Noent,
             Errno::Srch,
@@ -152,6 +158,7 @@ impl Errno {
             Errno::Fault,
             Errno::Busy,
             Errno::Exist,
+            Errno::Xdev,
             Errno::Nodev,
             Errno::Notdir,
             Errno::Isdir,
@@ -165,6 +172,7 @@ impl Errno {
             Errno::Rofs,
             Errno::Pipe,
             Errno::Range,
+            Errno::Deadlk,
             Errno::Nametoolong,
             Errno::Nosys,
             Errno::Notempty,

@@ -20,4 +20,5 @@ pub mod stack;
 pub mod stat;
 pub mod syscall_names;
 pub mod tarfs;
+pub mod vfs;
 pub mod vma;

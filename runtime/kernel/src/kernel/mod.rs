@@ -10,6 +10,7 @@ pub mod fs;
 pub mod mm;
 pub mod process;
 pub mod random;
+pub mod sched;
 pub mod signal;
 pub mod syscall;
 pub mod time;

@@ -39,16 +39,20 @@ pub struct Process {
     pub brk_start: u64,
     /// Current program break.
     pub brk: u64,
-    /// The program's path in the guest (/proc/self/exe, AT_EXECFN).
-    pub exe: Vec<u8>,
     /// Print every system call.
     pub trace: bool,
     /// Signal dispositions and mask.
     pub signals: Signals,
     /// Open files.
     pub fds: FdTable,
-    /// Current directory (a resolved rootfs path).
+    /// Current directory (a resolved path).
     pub cwd: alloc::string::String,
+    /// File-mode creation mask.
+    pub umask: u32,
+    /// The arguments it was started with (/proc/self/cmdline).
+    pub argv: Vec<Vec<u8>>,
+    /// Its initial environment (/proc/self/environ).
+    pub envp: Vec<Vec<u8>>,
     /// `set_tid_address` pointer.
     pub clear_child_tid: u64,
     /// Resource limits set by the program (`prlimit64`), by resource.
@@ -60,6 +64,14 @@ pub struct Process {
 /// The running program. One CPU, no nesting: syscalls and faults take the
 /// lock for their whole duration and the kernel never faults while holding it.
 pub static PROCESS: Mutex<Option<Process>> = Mutex::new(None);
+
+/// The program's path in the guest, set once at exec.
+static EXE_PATH: spin::Once<alloc::string::String> = spin::Once::new();
+
+/// The program's path (/proc/self/exe, AT_EXECFN).
+pub fn exe_path() -> &'static str {
+    EXE_PATH.get().map_or("/", |s| s.as_str())
+}
 
 /// Why a page could not be made present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,24 +300,25 @@ impl Process {
         }
     }
 
-    /// Copies `len` bytes of guest-physical memory at `phys` to the
-    /// program's area at `addr` (which must exist), whatever its protection.
-    pub fn copy_from_phys(&mut self, addr: u64, phys: u64, len: u64) -> Result<(), FaultError> {
-        let end = addr + len;
+    /// Copies `data` to the program's area at `addr` (which must exist),
+    /// whatever the area's protection.
+    pub fn copy_into(&mut self, addr: u64, data: &[u8]) -> Result<(), FaultError> {
+        let end = addr + data.len() as u64;
         let mut at = addr;
         while at < end {
             let page = page_down(at);
             self.populate(page, false, false)?;
             let chunk = (page + PAGE_SIZE).min(end) - at;
             let frame = self.tables.lookup(page) & pte::ADDR;
+            let src = &data[(at - addr) as usize..][..chunk as usize];
             // SAFETY: `frame` backs a page of a program area that was just
             // made present (anonymous, so the program's own); `[at, at+chunk)`
-            // lies inside that page, and the source is guest memory.
+            // lies inside that page.
             unsafe {
                 core::ptr::copy_nonoverlapping(
-                    arch::phys_to_virt(phys + (at - addr)),
+                    src.as_ptr(),
                     arch::phys_to_virt(frame + (at - page)),
-                    chunk as usize,
+                    src.len(),
                 )
             };
             at += chunk;
@@ -435,6 +448,7 @@ pub fn exec(
         )
     };
     let plan = elf::plan(image, elf::PIE_BASE).map_err(ExecError::Elf)?;
+    EXE_PATH.call_once(|| alloc::string::String::from_utf8_lossy(path).into_owned());
     // SAFETY: the active PML4 is the kernel's; the process owns its lower half.
     let tables = unsafe { PageTables::from_pml4(arch::active_page_table()) };
     let mut p = Process {
@@ -442,11 +456,13 @@ pub fn exec(
         tables,
         brk_start: plan.brk_start,
         brk: plan.brk_start,
-        exe: path.to_vec(),
         trace,
         signals: Signals::new(),
         fds: FdTable::with_stdio(),
         cwd: "/".into(),
+        umask: 0o022,
+        argv: args.argv.clone(),
+        envp: args.envp.clone(),
         clear_child_tid: 0,
         rlimits: [(u64::MAX, u64::MAX); 16],
         start_ns: crate::kernel::time::monotonic_ns(),
@@ -508,16 +524,18 @@ pub fn exec(
 /// entry point and load base.
 fn load_interpreter(p: &mut Process, path: &str) -> Result<(u64, u64), ExecError> {
     use crate::kernel::fs::{self, Found};
-    if fs::rootfs().is_none() {
+    use kiln_kernel::vfs::Node;
+    let archive = fs::archive();
+    if archive.end <= archive.start {
         return Err(ExecError::Elf(elf::ElfError::Dynamic));
     }
     let node = match fs::lookup("/", path, true) {
-        Ok(Found::Node { node, .. }) if node.kind == kiln_kernel::tarfs::Kind::File => node,
+        Ok(Found::Node {
+            node: Node::Lower(n),
+            ..
+        }) if n.kind == kiln_kernel::tarfs::Kind::File => n,
         _ => return Err(ExecError::Interpreter(path.into())),
     };
-    let archive = fs::rootfs()
-        .map(|r| r.archive)
-        .ok_or_else(|| ExecError::Interpreter(path.into()))?;
     let start = archive.start + node.data;
     // SAFETY: the file lies inside the rootfs archive, in guest memory the
     // platform code checked and reserved; it is read-only.
@@ -570,17 +588,17 @@ fn load_segments(p: &mut Process, plan: &LoadPlan, module_phys: u64) -> Result<(
             backing: Backing::Anonymous,
             label: Label::Program,
         })?;
-        // Copy the file bytes page by page, including those that share the
-        // segment's first page before `vaddr` (as a file mapping shows them).
         // Copy the file bytes, including those that share the segment's
         // first page before `vaddr` (as a file mapping shows them).
         let from = start.max(seg.vaddr.saturating_sub(seg.offset));
         let file_offset = seg.offset + from - seg.vaddr; // from >= vaddr - offset
-        p.copy_from_phys(
-            from,
-            module_phys + file_offset,
-            seg.vaddr + seg.filesz - from,
-        )?;
+        let len = (seg.vaddr + seg.filesz - from) as usize;
+        // SAFETY: the bytes lie in the program's (or interpreter's) file in
+        // guest memory, which `elf::plan` checked covers `offset + filesz`.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(arch::phys_to_virt(module_phys + file_offset), len)
+        };
+        p.copy_into(from, bytes)?;
     }
     Ok(())
 }

@@ -49,3 +49,8 @@ pub fn monotonic_ns() -> u64 {
 pub fn realtime_ns() -> u64 {
     clock().boot_realtime_ns + monotonic_ns()
 }
+
+/// The TSC frequency in kHz.
+pub fn tsc_khz() -> u64 {
+    clock().tsc_khz
+}

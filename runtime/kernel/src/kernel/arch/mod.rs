@@ -8,8 +8,8 @@ pub use self::x86_64::paging::{phys_to_virt, pte, PageTables};
 pub use self::x86_64::platform;
 pub use self::x86_64::traps::Frame;
 pub use self::x86_64::{
-    drop_identity_map, enter_program, features, flavour, fs_base, gs_base, init, set_fs_base,
-    set_gs_base, Flavour, PLATFORM_PVH,
+    cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, init,
+    set_fs_base, set_gs_base, Flavour, PLATFORM_PVH,
 };
 
 /// The physical address of the active top-level page table.

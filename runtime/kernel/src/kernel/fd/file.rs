@@ -1,58 +1,75 @@
-//! Files and directories of the image's rootfs (read-only), read straight
-//! from the archive in guest memory.
+//! Open files of the file system: rootfs files (read straight from the
+//! archive in guest memory), in-memory files (created, or rootfs files
+//! copied up on their first write) and directories of either layer.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_kernel::errno::Errno;
-use kiln_kernel::stat::{dirent64, dtype, mode, Stat};
-use kiln_kernel::tarfs::{Kind, Node};
+use kiln_kernel::stat::{dirent64, dtype, Stat};
+use kiln_kernel::tarfs;
+use kiln_kernel::vfs::{Node, NodeKind, SharedFile};
 
 use super::{flags, FileOps};
 use crate::kernel::arch;
 use crate::kernel::boot::Region;
 use crate::kernel::fs;
 
-/// Device number reported for rootfs files.
-const ROOTFS_DEV: u64 = 0x801;
-
-/// Metadata of a rootfs node.
-pub fn node_stat(node: &Node) -> Stat {
-    let (kind, nlink) = match node.kind {
-        Kind::File => (mode::S_IFREG, 1),
-        Kind::Dir => (mode::S_IFDIR, 2),
-        Kind::Symlink(_) => (mode::S_IFLNK, 1),
+/// lseek(2) arithmetic on an offset cell.
+fn seek(cell: &AtomicU64, size: u64, offset: i64, whence: u32) -> Result<u64, Errno> {
+    const SEEK_SET: u32 = 0;
+    const SEEK_CUR: u32 = 1;
+    const SEEK_END: u32 = 2;
+    const SEEK_DATA: u32 = 3;
+    const SEEK_HOLE: u32 = 4;
+    let base = match whence {
+        SEEK_SET => 0,
+        SEEK_CUR => cell.load(Ordering::Relaxed) as i64,
+        SEEK_END => size as i64,
+        SEEK_DATA | SEEK_HOLE => {
+            // No holes: data everywhere up to the end, a hole at the end.
+            if offset < 0 || offset as u64 >= size {
+                return Err(Errno::Nxio);
+            }
+            let at = if whence == SEEK_DATA {
+                offset as u64
+            } else {
+                size
+            };
+            cell.store(at, Ordering::Relaxed);
+            return Ok(at);
+        }
+        _ => return Err(Errno::Inval),
     };
-    let size = match &node.kind {
-        Kind::Symlink(t) => t.len() as u64,
-        _ => node.size,
-    };
-    Stat {
-        dev: ROOTFS_DEV,
-        ino: node.ino,
-        mode: kind | node.mode,
-        nlink,
-        uid: node.uid,
-        gid: node.gid,
-        size,
-        blksize: 4096,
-        mtime: node.mtime,
-        ..Stat::default()
-    }
+    let new = base
+        .checked_add(offset)
+        .filter(|&n| n >= 0)
+        .ok_or(Errno::Inval)?;
+    cell.store(new as u64, Ordering::Relaxed);
+    Ok(new as u64)
 }
 
-/// An open regular file of the rootfs.
+fn copy_at(bytes: &[u8], buf: &mut [u8], offset: u64) -> usize {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let n = buf.len().min(bytes.len() - start);
+    buf[..n].copy_from_slice(&bytes[start..start + n]);
+    n
+}
+
+/// A rootfs file opened for reading.
 pub struct RootFile {
-    node: Node,
+    node: tarfs::Node,
     /// The file's bytes in guest-physical memory.
     data: Region,
     offset: AtomicU64,
 }
 
 impl RootFile {
-    /// Opens `node` (a regular file of the mounted rootfs).
-    pub fn new(node: Node) -> Self {
-        let archive = fs::rootfs().map_or(Region::default(), |r| r.archive);
+    /// Opens rootfs file `node` of the archive at `archive`.
+    pub fn new(node: tarfs::Node, archive: Region) -> Self {
         let start = archive.start + node.data;
         Self {
             data: Region {
@@ -80,19 +97,17 @@ impl RootFile {
 impl FileOps for RootFile {
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         let at = self.offset.load(Ordering::Relaxed);
-        let n = self.pread(buf, at)?;
+        let n = copy_at(self.bytes(), buf, at);
         self.offset.store(at + n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
-        let bytes = self.bytes();
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let n = buf.len().min(bytes.len() - start);
-        buf[..n].copy_from_slice(&bytes[start..start + n]);
-        Ok(n)
+        Ok(copy_at(self.bytes(), buf, offset))
+    }
+
+    fn pwrite(&self, _buf: &[u8], _offset: u64) -> Result<usize, Errno> {
+        Err(Errno::Badf)
     }
 
     fn seek(&self, offset: i64, whence: u32) -> Result<u64, Errno> {
@@ -100,7 +115,7 @@ impl FileOps for RootFile {
     }
 
     fn stat(&self) -> Stat {
-        node_stat(&self.node)
+        Node::Lower(self.node.clone()).stat()
     }
 
     fn mapping(&self) -> Option<Region> {
@@ -108,34 +123,119 @@ impl FileOps for RootFile {
     }
 }
 
-/// lseek(2) arithmetic on an offset cell.
-fn seek(cell: &AtomicU64, size: u64, offset: i64, whence: u32) -> Result<u64, Errno> {
-    const SEEK_SET: u32 = 0;
-    const SEEK_CUR: u32 = 1;
-    const SEEK_END: u32 = 2;
-    let base = match whence {
-        SEEK_SET => 0,
-        SEEK_CUR => cell.load(Ordering::Relaxed) as i64,
-        SEEK_END => size as i64,
-        _ => return Err(Errno::Inval),
-    };
-    let new = base
-        .checked_add(offset)
-        .filter(|&n| n >= 0)
-        .ok_or(Errno::Inval)?;
-    cell.store(new as u64, Ordering::Relaxed);
-    Ok(new as u64)
+/// An in-memory file (created, or copied up from the rootfs).
+pub struct TmpFile {
+    data: SharedFile,
+    writable: bool,
+    append: bool,
+    offset: AtomicU64,
 }
 
-/// An open directory of the rootfs.
-pub struct RootDir {
+impl TmpFile {
+    /// Opens `data`; `writable`/`append` as the open flags say.
+    pub fn new(data: SharedFile, writable: bool, append: bool) -> Self {
+        Self {
+            data,
+            writable,
+            append,
+            offset: AtomicU64::new(0),
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+        if !self.writable {
+            return Err(Errno::Badf);
+        }
+        let mut f = self.data.lock();
+        let start = usize::try_from(offset).map_err(|_| Errno::Fbig)?;
+        let end = start.checked_add(buf.len()).ok_or(Errno::Fbig)?;
+        let have = f.bytes.len();
+        if end > have {
+            f.bytes.try_reserve(end - have).map_err(|_| Errno::Nospc)?;
+            f.bytes.resize(end, 0);
+        }
+        f.bytes[start..end].copy_from_slice(buf);
+        f.mtime = crate::kernel::time::realtime_ns() / 1_000_000_000;
+        Ok(buf.len())
+    }
+}
+
+impl FileOps for TmpFile {
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        let at = self.offset.load(Ordering::Relaxed);
+        let n = copy_at(&self.data.lock().bytes, buf, at);
+        self.offset.store(at + n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        let at = if self.append {
+            self.data.lock().bytes.len() as u64
+        } else {
+            self.offset.load(Ordering::Relaxed)
+        };
+        let n = self.write_at(buf, at)?;
+        self.offset.store(at + n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+        Ok(copy_at(&self.data.lock().bytes, buf, offset))
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+        self.write_at(buf, offset)
+    }
+
+    fn seek(&self, offset: i64, whence: u32) -> Result<u64, Errno> {
+        let size = self.data.lock().bytes.len() as u64;
+        seek(&self.offset, size, offset, whence)
+    }
+
+    fn truncate(&self, len: u64) -> Result<(), Errno> {
+        if !self.writable {
+            return Err(Errno::Inval);
+        }
+        let len = usize::try_from(len).map_err(|_| Errno::Fbig)?;
+        let mut f = self.data.lock();
+        let have = f.bytes.len();
+        if len > have {
+            f.bytes.try_reserve(len - have).map_err(|_| Errno::Nospc)?;
+        }
+        f.bytes.resize(len, 0);
+        Ok(())
+    }
+
+    fn contents(&self) -> Option<Vec<u8>> {
+        Some(self.data.lock().bytes.clone())
+    }
+
+    fn stat(&self) -> Stat {
+        Node::Upper(kiln_kernel::vfs::Upper::File(self.data.clone())).stat()
+    }
+
+    fn status_flags(&self) -> u32 {
+        let mut f = if self.writable {
+            flags::O_RDWR
+        } else {
+            flags::O_RDONLY
+        };
+        if self.append {
+            f |= flags::O_APPEND;
+        }
+        f
+    }
+}
+
+/// A directory of the file system.
+pub struct Directory {
     node: Node,
     path: String,
     /// Index of the next entry getdents returns (0 and 1 are `.` and `..`).
     position: AtomicU64,
 }
 
-impl RootDir {
+impl Directory {
     /// Opens directory `node` at resolved `path`.
     pub fn new(node: Node, path: String) -> Self {
         Self {
@@ -146,7 +246,7 @@ impl RootDir {
     }
 }
 
-impl FileOps for RootDir {
+impl FileOps for Directory {
     fn read(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
         Err(Errno::Isdir)
     }
@@ -157,35 +257,33 @@ impl FileOps for RootDir {
     }
 
     fn stat(&self) -> Stat {
-        node_stat(&self.node)
+        self.node.stat()
     }
 
     fn getdents(&self, out: &mut [u8]) -> Result<usize, Errno> {
-        let Some(root) = fs::rootfs() else {
-            return Ok(0);
+        let (children, parent_ino) = {
+            let fs = fs::vfs();
+            let up = match self.path.rsplit_once('/') {
+                Some(("", _)) | None => "/",
+                Some((parent, _)) => parent,
+            };
+            let parent_ino = fs.get(up).map_or(self.node.stat().ino, |n| n.stat().ino);
+            (fs.children(&self.path), parent_ino)
         };
-        let children = root.index.children(&self.path);
         let mut written = 0;
         let mut i = self.position.load(Ordering::Relaxed) as usize;
         loop {
             let record = match i {
-                0 => dirent64(self.node.ino, 1, dtype::DT_DIR, b"."),
-                1 => {
-                    let up = match self.path.rsplit_once('/') {
-                        Some(("", _)) | None => "/",
-                        Some((parent, _)) => parent,
-                    };
-                    let parent = root.index.get(up).map_or(self.node.ino, |n| n.ino);
-                    dirent64(parent, 2, dtype::DT_DIR, b"..")
-                }
+                0 => dirent64(self.node.stat().ino, 1, dtype::DT_DIR, b"."),
+                1 => dirent64(parent_ino, 2, dtype::DT_DIR, b".."),
                 n => match children.get(n - 2) {
                     Some((name, node)) => {
-                        let t = match node.kind {
-                            Kind::File => dtype::DT_REG,
-                            Kind::Dir => dtype::DT_DIR,
-                            Kind::Symlink(_) => dtype::DT_LNK,
+                        let t = match node.kind() {
+                            NodeKind::File => dtype::DT_REG,
+                            NodeKind::Dir => dtype::DT_DIR,
+                            NodeKind::Symlink => dtype::DT_LNK,
                         };
-                        dirent64(node.ino, n as u64 + 1, t, name.as_bytes())
+                        dirent64(node.stat().ino, n as u64 + 1, t, name.as_bytes())
                     }
                     None => break,
                 },
@@ -210,5 +308,48 @@ impl FileOps for RootDir {
 
     fn dir_path(&self) -> Option<&str> {
         Some(&self.path)
+    }
+}
+
+/// A file whose contents were generated when it was opened (/proc).
+pub struct Generated {
+    bytes: Vec<u8>,
+    stat: Stat,
+    offset: AtomicU64,
+}
+
+impl Generated {
+    /// A read-only file holding `bytes`.
+    pub fn new(bytes: Vec<u8>, stat: Stat) -> Self {
+        Self {
+            bytes,
+            stat,
+            offset: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FileOps for Generated {
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        let at = self.offset.load(Ordering::Relaxed);
+        let n = copy_at(&self.bytes, buf, at);
+        self.offset.store(at + n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+        Ok(copy_at(&self.bytes, buf, offset))
+    }
+
+    fn seek(&self, offset: i64, whence: u32) -> Result<u64, Errno> {
+        seek(&self.offset, self.bytes.len() as u64, offset, whence)
+    }
+
+    fn stat(&self) -> Stat {
+        self.stat
+    }
+
+    fn contents(&self) -> Option<Vec<u8>> {
+        Some(self.bytes.clone())
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod file;
+pub mod pipe;
 pub mod stdio;
 
 use alloc::sync::Arc;
@@ -27,6 +28,7 @@ pub mod poll {
     pub const POLLIN: u16 = 0x1;
     pub const POLLOUT: u16 = 0x4;
     pub const POLLHUP: u16 = 0x10;
+    pub const POLLERR: u16 = 0x8;
     pub const POLLNVAL: u16 = 0x20;
 }
 
@@ -36,6 +38,8 @@ pub mod flags {
     pub const O_RDONLY: u32 = 0;
     pub const O_WRONLY: u32 = 1;
     pub const O_RDWR: u32 = 2;
+    pub const O_APPEND: u32 = 0o2000;
+    pub const O_NONBLOCK: u32 = 0o4000;
     pub const O_LARGEFILE: u32 = 0o100000;
     pub const O_DIRECTORY: u32 = 0o200000;
 }
@@ -58,6 +62,24 @@ pub trait FileOps: Send + Sync {
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
         let _ = (buf, offset);
         Err(Errno::Spipe)
+    }
+
+    /// pwrite64(2): write at `offset` without moving the file offset.
+    fn pwrite(&self, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+        let _ = (buf, offset);
+        Err(Errno::Spipe)
+    }
+
+    /// ftruncate(2).
+    fn truncate(&self, len: u64) -> Result<(), Errno> {
+        let _ = len;
+        Err(Errno::Inval)
+    }
+
+    /// A copy of the whole contents, for files that cannot be mapped
+    /// straight from guest memory (in-memory and generated files).
+    fn contents(&self) -> Option<Vec<u8>> {
+        None
     }
 
     /// lseek(2).
@@ -95,6 +117,12 @@ pub trait FileOps: Send + Sync {
     /// F_GETFL flags.
     fn status_flags(&self) -> u32 {
         flags::O_RDONLY
+    }
+
+    /// F_SETFL: only O_NONBLOCK matters, for the objects that can block.
+    fn set_status_flags(&self, new: u32) -> Result<(), Errno> {
+        let _ = new;
+        Ok(())
     }
 
     /// The path it was opened by, for directories (fchdir, *at calls).

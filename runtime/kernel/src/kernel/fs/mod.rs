@@ -1,29 +1,41 @@
-//! Files. The root file system is the image's rootfs: a tar archive in
-//! guest memory (the boot module), indexed in place by
-//! [`kiln_kernel::tarfs`]. When the boot module is a bare ELF program
-//! (`kiln-vmm --app`), there is no root file system and the program is
-//! the module itself.
+//! Files: the program's file system and how paths become open files.
+//!
+//! The file system is [`kiln_kernel::vfs::Overlay`]: the image's rootfs (a
+//! tar archive in guest memory, the boot module, indexed in place) with a
+//! writable in-memory layer on top. When the boot module is a bare ELF
+//! program (`kiln-vmm --app`) there is no rootfs: the overlay starts empty
+//! (`/` and `/tmp`) and the program is the module itself. Beside it live the
+//! kernel's devices (/dev/null, …) and the /proc files a program reads
+//! about itself.
+
+pub mod proc;
+
+use alloc::string::String;
+use alloc::sync::Arc;
 
 use kiln_kernel::errno::Errno;
-use kiln_kernel::tarfs::{self, Kind, TarFs};
-use spin::Once;
+use kiln_kernel::tarfs::{self, TarFs};
+use kiln_kernel::vfs::{Node, NodeKind, Overlay};
+use spin::{Mutex, MutexGuard, Once};
 
 use crate::kernel::arch;
 use crate::kernel::boot::Region;
+use crate::kernel::fd::device::{Device, OpenDevice};
+use crate::kernel::fd::file::{Directory, RootFile, TmpFile};
+use crate::kernel::fd::FileOps;
 
-/// The image's root file system.
-pub struct Rootfs {
-    /// The index.
-    pub index: TarFs,
-    /// Guest-physical range of the archive.
-    pub archive: Region,
+static VFS: Once<Mutex<Overlay>> = Once::new();
+static ARCHIVE: Once<Region> = Once::new();
+
+/// The file system (locked for the caller's use).
+pub fn vfs() -> MutexGuard<'static, Overlay> {
+    let fs = VFS.call_once(|| Mutex::new(Overlay::empty())).lock();
+    fs
 }
 
-static ROOTFS: Once<Rootfs> = Once::new();
-
-/// The root file system, if the boot module is one.
-pub fn rootfs() -> Option<&'static Rootfs> {
-    ROOTFS.get()
+/// Guest-physical range of the rootfs archive (empty without one).
+pub fn archive() -> Region {
+    ARCHIVE.get().copied().unwrap_or_default()
 }
 
 /// Why the module holds no runnable program at the path.
@@ -49,61 +61,64 @@ fn module_bytes(module: Region) -> &'static [u8] {
     }
 }
 
-/// Sets up the root file system when the boot module is a tar archive and
-/// returns where the program at `path` lies; a bare ELF module is the
+/// Sets up the file system (over the boot module when it is a tar archive)
+/// and returns where the program at `path` lies; a bare ELF module is the
 /// program itself.
 pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
     if module.end <= module.start {
+        VFS.call_once(|| Mutex::new(Overlay::empty()));
         return Err(ProgramError::NotFound);
     }
     let bytes = module_bytes(module);
     if !tarfs::is_tar(bytes) {
+        VFS.call_once(|| Mutex::new(Overlay::empty()));
         return Ok(module);
     }
     let index = match TarFs::parse(bytes) {
         Ok(i) => i,
         Err(e) => panic!("the image's root file system is damaged: {e}"),
     };
-    let root = ROOTFS.call_once(|| Rootfs {
-        index,
-        archive: module,
-    });
-    let (_, node) = root.index.resolve("/", path, true).map_err(|e| match e {
+    ARCHIVE.call_once(|| module);
+    VFS.call_once(|| Mutex::new(Overlay::new(index, bytes)));
+    let fs = vfs();
+    let (_, node) = fs.resolve("/", path, true).map_err(|e| match e {
         Errno::Noent => ProgramError::NotFound,
         other => ProgramError::Lookup(other),
     })?;
-    match node.kind {
-        Kind::File if node.mode & 0o111 != 0 => Ok(Region {
-            start: module.start + node.data,
-            end: module.start + node.data + node.size,
-        }),
-        Kind::File => Err(ProgramError::NotExecutable(
+    match node {
+        Node::Lower(n) if matches!(n.kind, tarfs::Kind::File) && n.mode & 0o111 != 0 => {
+            Ok(Region {
+                start: module.start + n.data,
+                end: module.start + n.data + n.size,
+            })
+        }
+        n if n.kind() == NodeKind::File => Err(ProgramError::NotExecutable(
             "it is not executable (mode has no x bit)",
         )),
-        Kind::Dir => Err(ProgramError::NotExecutable("it is a directory")),
-        Kind::Symlink(_) => Err(ProgramError::NotFound),
+        n if n.kind() == NodeKind::Dir => Err(ProgramError::NotExecutable("it is a directory")),
+        _ => Err(ProgramError::NotFound),
     }
 }
 
 /// What a path names.
 pub enum Found {
-    /// A node of the rootfs, at its resolved path.
+    /// A node of the file system, at its resolved path.
     Node {
         /// Resolved path (links followed).
-        path: alloc::string::String,
+        path: String,
         /// The node.
-        node: kiln_kernel::tarfs::Node,
+        node: Node,
     },
     /// One of the kernel's devices.
-    Device(crate::kernel::fd::device::Device),
-    /// /proc/self/exe: a link to the program.
-    Exe,
+    Device(Device),
+    /// A /proc entry.
+    Proc(proc::Entry),
 }
 
 /// `path` made absolute against `cwd`, without `.` and `..`.
-pub fn absolute(cwd: &str, path: &str) -> alloc::string::String {
+pub fn absolute(cwd: &str, path: &str) -> String {
     let joined = if path.starts_with('/') {
-        alloc::string::String::from(path)
+        String::from(path)
     } else {
         alloc::format!("{cwd}/{path}")
     };
@@ -130,16 +145,47 @@ pub fn lookup(cwd: &str, path: &str, follow: bool) -> Result<Found, Errno> {
         return Err(Errno::Noent);
     }
     let abs = absolute(cwd, path);
-    if let Some(d) = crate::kernel::fd::device::Device::at(&abs) {
+    if let Some(d) = Device::at(&abs) {
         return Ok(Found::Device(d));
     }
-    if abs == "/proc/self/exe" {
-        return Ok(Found::Exe);
+    if let Some(entry) = proc::Entry::at(&abs) {
+        if follow {
+            if let Some(target) = entry.link_target() {
+                return lookup("/", &target, true);
+            }
+        }
+        return Ok(Found::Proc(entry));
     }
-    let root = rootfs().ok_or(Errno::Noent)?;
-    let (path, node) = root.index.resolve(cwd, path, follow)?;
-    Ok(Found::Node {
-        path,
-        node: node.clone(),
-    })
+    let (path, node) = vfs().resolve(cwd, path, follow)?;
+    Ok(Found::Node { path, node })
+}
+
+/// Opens `node` (at resolved `path`) for reading (`write` false) or
+/// writing; writing copies a rootfs file up first.
+///
+/// # Errors
+/// EISDIR when writing a directory.
+pub fn open_node(
+    path: String,
+    node: Node,
+    write: bool,
+    append: bool,
+) -> Result<Arc<dyn FileOps>, Errno> {
+    match node.kind() {
+        NodeKind::Dir if write => Err(Errno::Isdir),
+        NodeKind::Dir => Ok(Arc::new(Directory::new(node, path))),
+        NodeKind::Symlink => Err(Errno::Loop),
+        NodeKind::File => match node {
+            Node::Lower(n) if !write => Ok(Arc::new(RootFile::new(n, archive()))),
+            _ => {
+                let file = vfs().writable(&path)?;
+                Ok(Arc::new(TmpFile::new(file, write, append)))
+            }
+        },
+    }
+}
+
+/// Opens a device.
+pub fn open_device(d: Device) -> Arc<dyn FileOps> {
+    Arc::new(OpenDevice(d))
 }

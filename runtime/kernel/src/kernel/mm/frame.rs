@@ -89,3 +89,9 @@ pub fn free(pa: u64) {
     f.free_list = pa;
     f.used -= 1;
 }
+
+/// (frames in use, frames in total), for /proc/meminfo.
+pub fn usage() -> (u64, u64) {
+    let f = FRAMES.lock();
+    (f.used, f.total)
+}

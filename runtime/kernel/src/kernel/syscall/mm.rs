@@ -61,6 +61,14 @@ fn valid_prot(bits: u64) -> Result<u32, Errno> {
     Ok(bits as u32)
 }
 
+/// Where a file mapping's bytes come from.
+enum Source {
+    /// Guest memory (a rootfs file in the archive).
+    Guest(crate::kernel::boot::Region),
+    /// A copy (an in-memory or generated file).
+    Copy(alloc::vec::Vec<u8>),
+}
+
 /// mmap(2): anonymous memory, or private mappings of rootfs files (shared
 /// ones too, as long as they are not writable: the rootfs is read-only).
 pub fn mmap(
@@ -79,16 +87,28 @@ pub fn mmap(
     if flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
         return Err(Errno::Inval);
     }
-    // A file mapping shows the file's bytes; a device (/dev/zero) maps zeros.
-    let file = if flags & MAP_ANONYMOUS == 0 {
+    // A file mapping shows the file's bytes: straight from guest memory for
+    // rootfs files, as a private copy for in-memory ones. A device
+    // (/dev/zero) maps zeros.
+    let source = if flags & MAP_ANONYMOUS == 0 {
         let file = p.fds.get(fd)?;
-        if file.stat().mode & 0o170000 == mode::S_IFCHR {
+        let kind = file.stat().mode & 0o170000;
+        if kind == mode::S_IFCHR {
             None
-        } else {
+        } else if kind != mode::S_IFREG {
+            return Err(Errno::Nodev);
+        } else if let Some(region) = file.mapping() {
             if flags & MAP_SHARED != 0 && protection & prot::WRITE != 0 {
                 return Err(Errno::Acces);
             }
-            Some(file.mapping().ok_or(Errno::Nodev)?)
+            Some(Source::Guest(region))
+        } else {
+            // A shared writable mapping of an in-memory file would not
+            // write through: refuse it rather than lose writes.
+            if flags & MAP_SHARED != 0 && protection & prot::WRITE != 0 {
+                return Err(Errno::Nodev);
+            }
+            Some(Source::Copy(file.contents().ok_or(Errno::Nodev)?))
         }
     } else {
         None
@@ -132,36 +152,58 @@ pub fn mmap(
         backing: Backing::Anonymous,
         label: Label::Mmap,
     };
-    let Some(data) = file else {
+    let Some(source) = source else {
         p.add_area(anonymous(start)).map_err(vma_errno)?;
         return Ok(start);
     };
     // Pages holding file bytes map the archive directly when aligned (kiln
-    // images align every file); the pages past the end of the file are
-    // zero-filled (Linux would raise SIGBUS there).
-    let file_len = data.end - data.start;
+    // images align every file) or hold a copy; the pages past the end of
+    // the file are zero-filled (Linux would raise SIGBUS there).
+    let file_len = match &source {
+        Source::Guest(r) => r.end - r.start,
+        Source::Copy(bytes) => bytes.len() as u64,
+    };
     let file_bytes = file_len.saturating_sub(off).min(len);
     let file_pages = page_up(file_bytes);
-    if file_pages > 0 && (data.start + off).is_multiple_of(PAGE_SIZE) {
-        p.add_area(Vma {
-            start,
-            end: start + file_pages,
-            prot: protection,
-            backing: Backing::Image {
-                phys: data.start,
-                offset: off,
-            },
-            label: Label::Mmap,
-        })
-        .map_err(vma_errno)?;
-    } else if file_pages > 0 {
-        p.add_area(Vma {
-            end: start + file_pages,
-            ..anonymous(start)
-        })
-        .map_err(vma_errno)?;
-        p.copy_from_phys(start, data.start + off, file_bytes)
-            .map_err(|_| Errno::Nomem)?;
+    match source {
+        _ if file_pages == 0 => {}
+        Source::Guest(data) if (data.start + off).is_multiple_of(PAGE_SIZE) => {
+            p.add_area(Vma {
+                start,
+                end: start + file_pages,
+                prot: protection,
+                backing: Backing::Image {
+                    phys: data.start,
+                    offset: off,
+                },
+                label: Label::Mmap,
+            })
+            .map_err(vma_errno)?;
+        }
+        Source::Guest(data) => {
+            p.add_area(Vma {
+                end: start + file_pages,
+                ..anonymous(start)
+            })
+            .map_err(vma_errno)?;
+            // SAFETY: the range is the mapped file's bytes in guest memory.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(
+                    crate::kernel::arch::phys_to_virt(data.start + off),
+                    file_bytes as usize,
+                )
+            };
+            p.copy_into(start, bytes).map_err(|_| Errno::Nomem)?;
+        }
+        Source::Copy(bytes) => {
+            p.add_area(Vma {
+                end: start + file_pages,
+                ..anonymous(start)
+            })
+            .map_err(vma_errno)?;
+            p.copy_into(start, &bytes[off as usize..][..file_bytes as usize])
+                .map_err(|_| Errno::Nomem)?;
+        }
     }
     if file_pages < len {
         p.add_area(anonymous(start + file_pages))

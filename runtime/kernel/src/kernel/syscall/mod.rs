@@ -8,6 +8,7 @@
 //! get `-ENOSYS` and a trace line naming them.
 
 mod fs;
+mod fs_ipc;
 mod mm;
 mod task;
 mod time;
@@ -49,11 +50,12 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::READ => fs::read(p, a0, a1, a2).into(),
         nr::WRITE => fs::write(p, a0, a1, a2).into(),
         nr::PREAD64 => fs::pread64(p, a0, a1, a2, a3).into(),
-        nr::PWRITE64 => fs::pwrite64(p, a0).into(),
+        nr::PWRITE64 => fs::pwrite64(p, a0, a1, a2, a3).into(),
         nr::WRITEV => fs::writev(p, a0, a1, a2).into(),
         nr::READV => fs::readv(p, a0, a1, a2).into(),
-        nr::OPEN => fs::openat(p, AT_FDCWD, a0, a1).into(),
-        nr::OPENAT => fs::openat(p, a0, a1, a2).into(),
+        nr::OPEN => fs::openat(p, AT_FDCWD, a0, a1, a2).into(),
+        nr::CREAT => fs::openat(p, AT_FDCWD, a0, 0o1101, a1).into(), // O_CREAT|O_WRONLY|O_TRUNC
+        nr::OPENAT => fs::openat(p, a0, a1, a2, a3).into(),
         nr::CLOSE => fs::close(p, a0).into(),
         nr::LSEEK => fs::lseek(p, a0, a1, a2).into(),
         nr::IOCTL => fs::ioctl(p, a0, a1).into(),
@@ -62,6 +64,8 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::LSTAT => fs::stat(p, a0, a1, false).into(),
         nr::NEWFSTATAT => fs::newfstatat(p, a0, a1, a2, a3).into(),
         nr::STATX => fs::statx(p, a0, a1, a2, a4).into(),
+        nr::STATFS => fs::statfs(p, a1).into(),
+        nr::FSTATFS => fs::statfs(p, a1).into(),
         nr::ACCESS => fs::faccessat(p, AT_FDCWD, a0, a1).into(),
         nr::FACCESSAT | nr::FACCESSAT2 => fs::faccessat(p, a0, a1, a2).into(),
         nr::GETDENTS64 => fs::getdents64(p, a0, a1, a2).into(),
@@ -75,6 +79,37 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::GETCWD => fs::getcwd(p, a0, a1).into(),
         nr::CHDIR => fs::chdir(p, a0).into(),
         nr::FCHDIR => fs::fchdir(p, a0).into(),
+        nr::MKDIR => fs::mkdirat(p, AT_FDCWD, a0, a1).into(),
+        nr::MKDIRAT => fs::mkdirat(p, a0, a1, a2).into(),
+        nr::UNLINK => fs::unlinkat(p, AT_FDCWD, a0, 0).into(),
+        nr::RMDIR => fs::unlinkat(p, AT_FDCWD, a0, 0x200).into(),
+        nr::UNLINKAT => fs::unlinkat(p, a0, a1, a2).into(),
+        nr::RENAME => fs::renameat2(p, AT_FDCWD, a0, AT_FDCWD, a1, 0).into(),
+        nr::RENAMEAT => fs::renameat2(p, a0, a1, a2, a3, 0).into(),
+        nr::RENAMEAT2 => fs::renameat2(p, a0, a1, a2, a3, a4).into(),
+        nr::SYMLINK => fs::symlinkat(p, a0, AT_FDCWD, a1).into(),
+        nr::SYMLINKAT => fs::symlinkat(p, a0, a1, a2).into(),
+        nr::LINK => fs::linkat(p, AT_FDCWD, a0, AT_FDCWD, a1, 0).into(),
+        nr::LINKAT => fs::linkat(p, a0, a1, a2, a3, a4).into(),
+        nr::CHMOD => fs::fchmodat(p, AT_FDCWD, a0, a1).into(),
+        nr::FCHMODAT => fs::fchmodat(p, a0, a1, a2).into(),
+        nr::FCHMOD => fs::fchmod(p, a0).into(),
+        nr::CHOWN | nr::LCHOWN => fs::chown(p, Some((AT_FDCWD, a0)), None).into(),
+        nr::FCHOWNAT => fs::chown(p, Some((a0, a1)), None).into(),
+        nr::FCHOWN => fs::chown(p, None, Some(a0)).into(),
+        nr::UTIMENSAT => fs::utimensat(p, a0, a1, a2, a3).into(),
+        nr::FTRUNCATE => fs::ftruncate(p, a0, a1).into(),
+        nr::TRUNCATE => fs::truncate(p, a0, a1).into(),
+        nr::UMASK => fs::umask(p, a0).into(),
+        nr::FSYNC | nr::FDATASYNC | nr::SYNCFS => p.fds.get(a0).map(|_| 0).into(),
+        nr::SYNC => Ok(0).into(),
+        nr::FADVISE64 => p.fds.get(a0).map(|_| 0).into(),
+        nr::FLOCK => p.fds.get(a0).map(|_| 0).into(),
+        nr::FALLOCATE => Err(Errno::Notsup).into(),
+        nr::PIPE => fs_ipc::pipe2(p, a0, 0).into(),
+        nr::PIPE2 => fs_ipc::pipe2(p, a0, a1).into(),
+        nr::EVENTFD => fs_ipc::eventfd2(p, a0, 0).into(),
+        nr::EVENTFD2 => fs_ipc::eventfd2(p, a0, a1).into(),
         nr::BRK => mm::brk(p, a0).into(),
         nr::MMAP => mm::mmap(p, a0, a1, a2, a3, a4, a5).into(),
         nr::MUNMAP => mm::munmap(p, a0, a1).into(),
@@ -130,7 +165,22 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) {
     } else {
         None
     };
-    let outcome = call(p, number, args);
+    let outcome = match call(p, number, args) {
+        // Blocking that nothing could ever end: stop rather than hang.
+        Outcome::Return(Err(Errno::Deadlk)) if number != nr::FCNTL => {
+            crate::kprintln!(
+                "kiln: the program would wait forever in {} (only it could wake itself up); stopping it",
+                kiln_kernel::syscall_names::name(number).unwrap_or("a system call")
+            );
+            Outcome::Kill(sig::SIGKILL)
+        }
+        // Writing to a pipe nobody reads raises SIGPIPE, as on Linux.
+        Outcome::Return(Err(Errno::Pipe)) => match p.signals.send(sig::SIGPIPE) {
+            crate::kernel::signal::Effect::Terminate => Outcome::Kill(sig::SIGPIPE),
+            _ => Outcome::Return(Err(Errno::Pipe)),
+        },
+        other => other,
+    };
     match outcome {
         Outcome::Return(result) => {
             if let Some(text) = call_text {

@@ -2,6 +2,7 @@
 //! entry, paging, the CPU flavour (native or PVM) and the boot platforms.
 
 pub mod cpu;
+mod cpuinfo;
 mod entry;
 pub mod flavour;
 mod gdt;
@@ -85,6 +86,11 @@ pub fn init(flavour: Flavour) {
         };
         FLAVOUR = flavour;
     }
+}
+
+/// The text of /proc/cpuinfo.
+pub fn cpuinfo() -> alloc::string::String {
+    cpuinfo::cpuinfo(crate::kernel::time::tsc_khz())
 }
 
 /// Sets the program's FS base (its thread pointer).

@@ -1,0 +1,272 @@
+//! Pipes (pipe2) and eventfd counters: in-kernel buffers shared by their
+//! ends. A read that finds nothing yet and a write that finds no room ask
+//! the scheduler to wait (`crate::kernel::sched::block_until`), which
+//! returns EAGAIN when no other thread could ever make progress.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use kiln_kernel::errno::Errno;
+use kiln_kernel::stat::{mode, Stat};
+use spin::Mutex;
+
+use super::{flags, poll, FileOps};
+
+/// Bytes a pipe holds (Linux's default).
+pub const CAPACITY: usize = 64 * 1024;
+
+struct Shared {
+    buffer: Mutex<VecDeque<u8>>,
+    readers: AtomicUsize,
+    writers: AtomicUsize,
+    ino: u64,
+}
+
+/// One end of a pipe.
+pub struct PipeEnd {
+    shared: Arc<Shared>,
+    write_end: bool,
+    nonblocking: AtomicBool,
+}
+
+static NEXT_INO: AtomicUsize = AtomicUsize::new(0x10_0000);
+
+/// A new pipe: (read end, write end).
+pub fn pipe(nonblocking: bool) -> (PipeEnd, PipeEnd) {
+    let shared = Arc::new(Shared {
+        buffer: Mutex::new(VecDeque::new()),
+        readers: AtomicUsize::new(1),
+        writers: AtomicUsize::new(1),
+        ino: NEXT_INO.fetch_add(1, Ordering::Relaxed) as u64,
+    });
+    let end = |write_end| PipeEnd {
+        shared: shared.clone(),
+        write_end,
+        nonblocking: AtomicBool::new(nonblocking),
+    };
+    (end(false), end(true))
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        let count = if self.write_end {
+            &self.shared.writers
+        } else {
+            &self.shared.readers
+        };
+        count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl PipeEnd {
+    fn try_read(&self, buf: &mut [u8]) -> Option<Result<usize, Errno>> {
+        let mut b = self.shared.buffer.lock();
+        if !b.is_empty() {
+            let n = buf.len().min(b.len());
+            for (dst, src) in buf.iter_mut().zip(b.drain(..n)) {
+                *dst = src;
+            }
+            return Some(Ok(n));
+        }
+        if self.shared.writers.load(Ordering::Relaxed) == 0 {
+            return Some(Ok(0)); // end of file
+        }
+        None
+    }
+
+    fn try_write(&self, buf: &[u8]) -> Option<Result<usize, Errno>> {
+        if self.shared.readers.load(Ordering::Relaxed) == 0 {
+            return Some(Err(Errno::Pipe));
+        }
+        let mut b = self.shared.buffer.lock();
+        let room = CAPACITY - b.len();
+        if room == 0 {
+            return None;
+        }
+        let n = buf.len().min(room);
+        b.extend(&buf[..n]);
+        Some(Ok(n))
+    }
+}
+
+impl FileOps for PipeEnd {
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        if self.write_end {
+            return Err(Errno::Badf);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        crate::kernel::sched::block_until(nonblocking, || self.try_read(buf))
+    }
+
+    fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        if !self.write_end {
+            return Err(Errno::Badf);
+        }
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        let mut done = 0;
+        while done < buf.len() {
+            match crate::kernel::sched::block_until(nonblocking || done > 0, || {
+                self.try_write(&buf[done..])
+            }) {
+                Ok(n) => done += n,
+                Err(Errno::Again) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: 0x0c,
+            ino: self.shared.ino,
+            mode: mode::S_IFIFO | 0o600,
+            nlink: 1,
+            blksize: 4096,
+            ..Stat::default()
+        }
+    }
+
+    fn ioctl(&self, request: u64) -> Result<u64, Errno> {
+        const FIONREAD: u64 = 0x541b;
+        match request {
+            FIONREAD => Err(Errno::Notty), // needs the argument pointer; callers fall back
+            _ => Err(Errno::Notty),
+        }
+    }
+
+    fn poll(&self, events: u16) -> u16 {
+        let len = self.shared.buffer.lock().len();
+        if self.write_end {
+            if self.shared.readers.load(Ordering::Relaxed) == 0 {
+                return poll::POLLERR | (events & poll::POLLOUT);
+            }
+            if len < CAPACITY {
+                events & poll::POLLOUT
+            } else {
+                0
+            }
+        } else {
+            let mut r = if len > 0 { events & poll::POLLIN } else { 0 };
+            if self.shared.writers.load(Ordering::Relaxed) == 0 {
+                r |= poll::POLLHUP;
+            }
+            r
+        }
+    }
+
+    fn status_flags(&self) -> u32 {
+        let mut f = if self.write_end {
+            flags::O_WRONLY
+        } else {
+            flags::O_RDONLY
+        };
+        if self.nonblocking.load(Ordering::Relaxed) {
+            f |= flags::O_NONBLOCK;
+        }
+        f
+    }
+
+    fn set_status_flags(&self, f: u32) -> Result<(), Errno> {
+        self.nonblocking
+            .store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// An eventfd counter.
+pub struct EventFd {
+    count: Mutex<u64>,
+    semaphore: bool,
+    nonblocking: AtomicBool,
+}
+
+impl EventFd {
+    /// A counter starting at `initial`.
+    pub fn new(initial: u64, semaphore: bool, nonblocking: bool) -> Self {
+        Self {
+            count: Mutex::new(initial),
+            semaphore,
+            nonblocking: AtomicBool::new(nonblocking),
+        }
+    }
+}
+
+impl FileOps for EventFd {
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        if buf.len() < 8 {
+            return Err(Errno::Inval);
+        }
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        let value = crate::kernel::sched::block_until(nonblocking, || {
+            let mut c = self.count.lock();
+            if *c == 0 {
+                return None;
+            }
+            let v = if self.semaphore { 1 } else { *c };
+            *c -= v;
+            Some(Ok(v))
+        })?;
+        buf[..8].copy_from_slice(&value.to_le_bytes());
+        Ok(8)
+    }
+
+    fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        let value = u64::from_le_bytes(
+            buf.get(..8)
+                .ok_or(Errno::Inval)?
+                .try_into()
+                .map_err(|_| Errno::Inval)?,
+        );
+        if value == u64::MAX {
+            return Err(Errno::Inval);
+        }
+        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
+        crate::kernel::sched::block_until(nonblocking, || {
+            let mut c = self.count.lock();
+            if u64::MAX - 1 - *c < value {
+                return None;
+            }
+            *c += value;
+            Some(Ok(8))
+        })
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            dev: 0x0d,
+            ino: 0x20_0000,
+            mode: 0o600,
+            nlink: 1,
+            blksize: 4096,
+            ..Stat::default()
+        }
+    }
+
+    fn poll(&self, events: u16) -> u16 {
+        let c = *self.count.lock();
+        let mut r = events & poll::POLLOUT;
+        if c > 0 {
+            r |= events & poll::POLLIN;
+        }
+        r
+    }
+
+    fn status_flags(&self) -> u32 {
+        let mut f = flags::O_RDWR;
+        if self.nonblocking.load(Ordering::Relaxed) {
+            f |= flags::O_NONBLOCK;
+        }
+        f
+    }
+
+    fn set_status_flags(&self, f: u32) -> Result<(), Errno> {
+        self.nonblocking
+            .store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
+        Ok(())
+    }
+}
