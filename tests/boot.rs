@@ -69,6 +69,23 @@ fn rust_static_pie_hello_matches_native() {
 }
 
 #[test]
+fn threads_futexes_and_sleeps_match_native() {
+    if !kvm_or_skip("threads_futexes_and_sleeps_match_native") {
+        return;
+    }
+    let guest = boot("threads", &[], &[], &[]);
+    let host = native("threads", &[], &[]);
+    assert_eq!(
+        stdout(&guest),
+        stdout(&host),
+        "kiln stderr: {}",
+        stderr(&guest)
+    );
+    assert_eq!(status(&guest), 0, "{}", stderr(&guest));
+    assert!(stdout(&guest).contains("counter 160000 (expected 160000)"));
+}
+
+#[test]
 fn hello_runs_in_4_mib() {
     if kvm_or_skip("hello_runs_in_4_mib") {
         assert_same_as_native("hello-glibc", &["--memory", "4"]);

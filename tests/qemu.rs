@@ -69,3 +69,13 @@ fn exit_status_and_faults_under_qemu() {
         stdout(&out)
     );
 }
+
+/// Threads, futexes and timed sleeps on the standard path: the xAPIC's
+/// one-shot timer (TCG has no TSC-deadline mode) and a PIT-calibrated TSC.
+#[test]
+fn threads_under_qemu_match_native() {
+    let out = qemu("threads", "kiln.path=/threads");
+    let host = native("threads", &[], &[]);
+    assert_eq!(qemu_status(&out), Some(0), "{}", stdout(&out));
+    assert_eq!(stdout(&out), stdout(&host));
+}

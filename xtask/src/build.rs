@@ -123,7 +123,7 @@ pub fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
 pub struct Program {
     /// Output file name under `target/programs/`.
     pub name: &'static str,
-    /// Source file under `tests/programs/`.
+    /// Source file under `tests/`.
     pub source: &'static str,
     /// Compiler and flags (the source and `-o OUT` are appended).
     pub compile: &'static [&'static str],
@@ -133,17 +133,17 @@ pub struct Program {
 pub const PROGRAMS: &[Program] = &[
     Program {
         name: "hello-glibc",
-        source: "hello.c",
+        source: "programs/hello.c",
         compile: &["gcc", "-static", "-O2"],
     },
     Program {
         name: "hello-musl",
-        source: "hello.c",
+        source: "programs/hello.c",
         compile: &["musl-gcc", "-static", "-O2"],
     },
     Program {
         name: "hello-rust",
-        source: "hello.rs",
+        source: "programs/hello.rs",
         compile: &[
             "rustc",
             "-O",
@@ -155,8 +155,13 @@ pub const PROGRAMS: &[Program] = &[
     },
     Program {
         name: "probe",
-        source: "probe.c",
+        source: "programs/probe.c",
         compile: &["musl-gcc", "-static", "-O2"],
+    },
+    Program {
+        name: "threads",
+        source: "compat/threads.c",
+        compile: &["gcc", "-static", "-O2", "-pthread"],
     },
 ];
 
@@ -174,9 +179,9 @@ fn up_to_date(out: &Path, source: &Path) -> bool {
 pub fn programs() -> Result<PathBuf> {
     let out_dir = paths::programs();
     std::fs::create_dir_all(&out_dir)?;
-    let src_dir = paths::root().join("tests").join("programs");
+    let tests_dir = paths::root().join("tests");
     for p in PROGRAMS {
-        let source = src_dir.join(p.source);
+        let source = tests_dir.join(p.source);
         let out = out_dir.join(p.name);
         let recipe = out.with_extension("recipe");
         let wanted = p.compile.join(" ");
@@ -194,7 +199,7 @@ pub fn programs() -> Result<PathBuf> {
         std::fs::write(&recipe, wanted)?;
     }
     let x32 = out_dir.join("x32");
-    let source = src_dir.join("x32.s");
+    let source = tests_dir.join("programs").join("x32.s");
     if !up_to_date(&x32, &source) {
         let obj = out_dir.join("x32.o");
         run(Command::new("as")

@@ -46,6 +46,9 @@ pub enum Errno {
     Overflow = 75,
     Notsup = 95,
     Timedout = 110,
+    /// Kernel-internal (Linux's ERESTARTSYS): the call would block and is
+    /// re-run when something changes. Never returned to the program.
+    Restart = 512,
 }
 
 impl Errno {
@@ -91,6 +94,7 @@ impl Errno {
             Self::Overflow => "EOVERFLOW",
             Self::Notsup => "EOPNOTSUPP",
             Self::Timedout => "ETIMEDOUT",
+            Self::Restart => "ERESTARTSYS",
         }
     }
 
@@ -136,6 +140,7 @@ impl Errno {
             Self::Overflow => "Value too large for defined data type",
             Self::Notsup => "Operation not supported",
             Self::Timedout => "Connection timed out",
+            Self::Restart => "Interrupted system call (to be restarted)",
         }
     }
 

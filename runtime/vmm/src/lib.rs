@@ -272,14 +272,17 @@ pub fn run(
         .kvm()
         .create_vm()
         .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
+    // Memory goes in before the irqchip: with an irqchip present, KVM
+    // takes ~7 ms longer to add the slot (measured on PVM).
+    let memory_size = config.memory_mib << 20;
+    let layout = vstate::memory::create_guest_memory(&vm, memory_size, &config.module)?;
+    vstate::irqchip::create_local_apic(&vm)?;
     let mut vcpu = vm
         .create_vcpu(0)
         .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
     let flavour = arch::detect_flavour(&vcpu);
     timings.mark(Phase::VmCreated);
 
-    let memory_size = config.memory_mib << 20;
-    let layout = vstate::memory::create_guest_memory(&vm, memory_size, &config.module)?;
     let mem = &layout.mem;
     let kernel = loader::load_kernel(&config.kernel, mem, memory_size)?;
     arch::write_boot_page_tables(mem, layout.mapped_end)

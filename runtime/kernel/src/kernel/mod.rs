@@ -93,8 +93,9 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     match process::exec(program, &path, &args, trace) {
         Ok((process, entry, sp)) => {
             *PROCESS.lock() = Some(process);
+            let kstack = sched::init_main_thread();
             platform::milestone(Milestone::ProgramEntry);
-            arch::enter_program(entry, sp)
+            arch::enter_program(entry, sp, kstack)
         }
         Err(ExecError::NotFound) => {
             kprintln!("kiln: {shown}: program not found");
@@ -161,6 +162,15 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
 /// Ends the program normally with `status` (exit/exit_group).
 pub fn exit_program(status: u8) -> ! {
     platform::exit(ExitReport::Exited(status))
+}
+
+/// Every thread waits and nothing can wake any of them: say so and end the
+/// program (rather than leave the VM hanging).
+pub fn deadlock() -> ! {
+    kprintln!(
+        "kiln: every thread of the program waits and nothing can wake it (deadlock); stopping it"
+    );
+    platform::exit(ExitReport::Signaled(sig::SIGKILL))
 }
 
 /// Ends the program as killed by `signal`, with a one-line report on
@@ -258,8 +268,16 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
             frame.vector, frame.rip, frame.error, frame.rsp
         );
     }
-    // No interrupt source is enabled yet: anything else is unexpected but
-    // harmless.
+    if frame.vector == u64::from(arch::TIMER_VECTOR) {
+        arch::interrupt_done();
+        if !from_program {
+            arch::idle_fixup(frame);
+        }
+        sched::timer_interrupt(from_program);
+    } else if frame.vector != 0xff {
+        // Nothing else is wired up; acknowledge stray interrupts.
+        arch::interrupt_done();
+    }
 }
 
 /// Set by the first panic, so a panic while panicking ends at once.

@@ -53,8 +53,6 @@ pub struct Process {
     pub argv: Vec<Vec<u8>>,
     /// Its initial environment (/proc/self/environ).
     pub envp: Vec<Vec<u8>>,
-    /// `set_tid_address` pointer.
-    pub clear_child_tid: u64,
     /// Resource limits set by the program (`prlimit64`), by resource.
     pub rlimits: [(u64, u64); 16],
     /// Monotonic time at program start (for the CPU-time clocks).
@@ -463,7 +461,6 @@ pub fn exec(
         umask: 0o022,
         argv: args.argv.clone(),
         envp: args.envp.clone(),
-        clear_child_tid: 0,
         rlimits: [(u64::MAX, u64::MAX); 16],
         start_ns: crate::kernel::time::monotonic_ns(),
     };

@@ -54,3 +54,14 @@ pub fn realtime_ns() -> u64 {
 pub fn tsc_khz() -> u64 {
     clock().tsc_khz
 }
+
+/// The TSC value at monotonic time `ns`.
+pub fn tsc_at(ns: u64) -> u64 {
+    let c = clock();
+    c.boot_tsc + (u128::from(ns) * u128::from(c.tsc_khz) / 1_000_000) as u64
+}
+
+/// The monotonic time at which the wall clock shows `realtime_ns`.
+pub fn realtime_to_monotonic(realtime_ns: u64) -> u64 {
+    realtime_ns.saturating_sub(clock().boot_realtime_ns)
+}

@@ -3,13 +3,15 @@
 
 mod x86_64;
 
+pub use self::x86_64::apic::TIMER_VECTOR;
 pub use self::x86_64::cpu::{rdrand, rdtsc};
+pub use self::x86_64::fpu::FpuState;
 pub use self::x86_64::paging::{phys_to_virt, pte, PageTables};
 pub use self::x86_64::platform;
-pub use self::x86_64::traps::Frame;
+pub use self::x86_64::traps::{idle_fixup, prepare_new_thread, set_kernel_stack, switch, Frame};
 pub use self::x86_64::{
-    cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, init,
-    set_fs_base, set_gs_base, Flavour, PLATFORM_PVH,
+    cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, idle, init,
+    interrupt_done, set_fs_base, set_gs_base, timer_arm_at, timer_disarm, Flavour, PLATFORM_PVH,
 };
 
 /// The physical address of the active top-level page table.

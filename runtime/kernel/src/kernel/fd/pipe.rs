@@ -1,7 +1,8 @@
 //! Pipes (pipe2) and eventfd counters: in-kernel buffers shared by their
-//! ends. A read that finds nothing yet and a write that finds no room ask
-//! the scheduler to wait (`crate::kernel::sched::block_until`), which
-//! returns EAGAIN when no other thread could ever make progress.
+//! ends. A read that finds nothing yet and a write that finds no room fail
+//! with EAGAIN on a non-blocking descriptor and otherwise ask for the
+//! system call to be re-run when an I/O object changes (ERESTARTSYS, see
+//! `sched`). Every change notifies waiting threads.
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -56,6 +57,23 @@ impl Drop for PipeEnd {
             &self.shared.readers
         };
         count.fetch_sub(1, Ordering::Relaxed);
+        crate::kernel::sched::notify_io();
+    }
+}
+
+/// Runs `attempt`; `None` (would block) becomes EAGAIN or ERESTARTSYS;
+/// anything that happened wakes waiting threads.
+fn wait_or<T>(
+    nonblocking: bool,
+    attempt: impl FnOnce() -> Option<Result<T, Errno>>,
+) -> Result<T, Errno> {
+    match attempt() {
+        Some(r) => {
+            crate::kernel::sched::notify_io();
+            r
+        }
+        None if nonblocking => Err(Errno::Again),
+        None => Err(Errno::Restart),
     }
 }
 
@@ -99,7 +117,7 @@ impl FileOps for PipeEnd {
             return Ok(0);
         }
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        crate::kernel::sched::block_until(nonblocking, || self.try_read(buf))
+        wait_or(nonblocking, || self.try_read(buf))
     }
 
     fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
@@ -109,9 +127,7 @@ impl FileOps for PipeEnd {
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
         let mut done = 0;
         while done < buf.len() {
-            match crate::kernel::sched::block_until(nonblocking || done > 0, || {
-                self.try_write(&buf[done..])
-            }) {
+            match wait_or(nonblocking || done > 0, || self.try_write(&buf[done..])) {
                 Ok(n) => done += n,
                 Err(Errno::Again) if done > 0 => break,
                 Err(e) => return Err(e),
@@ -202,7 +218,7 @@ impl FileOps for EventFd {
             return Err(Errno::Inval);
         }
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        let value = crate::kernel::sched::block_until(nonblocking, || {
+        let value = wait_or(nonblocking, || {
             let mut c = self.count.lock();
             if *c == 0 {
                 return None;
@@ -226,7 +242,7 @@ impl FileOps for EventFd {
             return Err(Errno::Inval);
         }
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        crate::kernel::sched::block_until(nonblocking, || {
+        wait_or(nonblocking, || {
             let mut c = self.count.lock();
             if u64::MAX - 1 - *c < value {
                 return None;

@@ -650,9 +650,39 @@ pub fn umask(p: &mut Process, mask: u64) -> Result<u64, Errno> {
     Ok(u64::from(old))
 }
 
-/// poll(2): every file kiln has is ready, one way or the other, except
-/// pipes, which say so themselves.
-pub fn poll(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
+/// ppoll(2) (the signal mask is not applied: no signal is delivered while
+/// it waits yet).
+pub fn ppoll(p: &mut Process, fds: u64, count: u64, tsp: u64) -> Result<u64, Errno> {
+    let timeout_ms = if tsp == 0 {
+        -1
+    } else {
+        let t: [i64; 2] = p.read_obj(tsp)?;
+        if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
+            return Err(Errno::Inval);
+        }
+        // Round up so a short timeout still waits.
+        (t[0].saturating_mul(1000)).saturating_add((t[1] + 999_999) / 1_000_000)
+    };
+    poll(p, fds, count, timeout_ms)
+}
+
+/// poll(2). Waits (re-run on every I/O change) until a descriptor is
+/// ready or the timeout (ms; negative: none) passes.
+pub fn poll(p: &mut Process, fds: u64, count: u64, timeout_ms: i64) -> Result<u64, Errno> {
+    let ready = poll_once(p, fds, count)?;
+    if ready > 0 || timeout_ms == 0 {
+        return Ok(ready);
+    }
+    let deadline = crate::kernel::sched::restart_deadline(
+        (timeout_ms > 0).then(|| timeout_ms as u64 * 1_000_000),
+    );
+    if deadline.is_some_and(|d| d <= crate::kernel::time::monotonic_ns()) {
+        return Ok(0);
+    }
+    Err(Errno::Restart)
+}
+
+fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
     if count > 1024 {
         return Err(Errno::Inval);
     }

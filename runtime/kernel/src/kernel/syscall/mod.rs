@@ -9,6 +9,7 @@
 
 mod fs;
 mod fs_ipc;
+mod futex;
 mod mm;
 mod task;
 mod time;
@@ -19,6 +20,7 @@ use kiln_kernel::syscall_names::nr;
 
 use crate::kernel::arch::Frame;
 use crate::kernel::process::{Process, PROCESS};
+use crate::kernel::sched::{self, Wait, Woken};
 use crate::kernel::signal::sig;
 
 /// `AT_FDCWD` as a register value.
@@ -32,7 +34,22 @@ pub struct Args(pub [u64; 6]);
 pub enum Outcome {
     /// Return this to the program.
     Return(Result<u64, Errno>),
-    /// End the program with this status (exit/exit_group).
+    /// Block the thread (the process lock released meanwhile) until `wait`
+    /// happens or `deadline` (monotonic ns) passes; then return the
+    /// matching result, or re-run the call when it is `None`.
+    Block {
+        /// What to wait for.
+        wait: Wait,
+        /// When to give up.
+        deadline: Option<u64>,
+        /// Result when woken by the event (None: re-run the call).
+        on_event: Option<Result<u64, Errno>>,
+        /// Result at the deadline (None: re-run the call).
+        on_timeout: Option<Result<u64, Errno>>,
+    },
+    /// End the calling thread (exit); the program when it is the last.
+    ThreadExit(u8),
+    /// End the program with this status (exit_group).
     Exit(u8),
     /// End the program, killed by this signal.
     Kill(u8),
@@ -69,7 +86,8 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::ACCESS => fs::faccessat(p, AT_FDCWD, a0, a1).into(),
         nr::FACCESSAT | nr::FACCESSAT2 => fs::faccessat(p, a0, a1, a2).into(),
         nr::GETDENTS64 => fs::getdents64(p, a0, a1, a2).into(),
-        nr::POLL => fs::poll(p, a0, a1).into(),
+        nr::POLL => fs::poll(p, a0, a1, a2 as i32 as i64).into(),
+        nr::PPOLL => fs::ppoll(p, a0, a1, a2).into(),
         nr::READLINK => fs::readlinkat(p, AT_FDCWD, a0, a1, a2).into(),
         nr::READLINKAT => fs::readlinkat(p, a0, a1, a2, a3).into(),
         nr::FCNTL => fs::fcntl(p, a0, a1, a2).into(),
@@ -115,11 +133,18 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::MUNMAP => mm::munmap(p, a0, a1).into(),
         nr::MPROTECT => mm::mprotect(p, a0, a1, a2).into(),
         nr::MADVISE => mm::madvise(p, a0, a1, a2).into(),
-        nr::EXIT | nr::EXIT_GROUP => Outcome::Exit(a0 as u8),
+        nr::EXIT => Outcome::ThreadExit(a0 as u8),
+        nr::EXIT_GROUP => Outcome::Exit(a0 as u8),
+        nr::FUTEX => futex::futex(p, a0, a1, a2, a3, a4, a5),
+        nr::FORK | nr::VFORK | nr::EXECVE | nr::EXECVEAT => Err(Errno::Nosys).into(),
+        nr::NANOSLEEP => time::nanosleep(p, 1, 0, a0),
+        nr::CLOCK_NANOSLEEP => time::nanosleep(p, a0, a1, a2),
         nr::ARCH_PRCTL => task::arch_prctl(p, a0, a1).into(),
         nr::SET_TID_ADDRESS => task::set_tid_address(p, a0).into(),
         nr::SET_ROBUST_LIST => task::set_robust_list(a1).into(),
-        nr::GETPID | nr::GETTID => Ok(1).into(),
+        nr::GET_ROBUST_LIST => Err(Errno::Nosys).into(),
+        nr::GETPID => Ok(1).into(),
+        nr::GETTID => Ok(u64::from(sched::current_tid())).into(),
         nr::GETPPID => Ok(0).into(),
         nr::GETUID | nr::GETEUID | nr::GETGID | nr::GETEGID => Ok(0).into(),
         nr::PRLIMIT64 => task::prlimit64(p, a0, a1, a2, a3).into(),
@@ -127,7 +152,10 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::UNAME => task::uname(p, a0).into(),
         nr::GETRANDOM => task::getrandom(p, a0, a1, a2).into(),
         nr::SCHED_GETAFFINITY => task::sched_getaffinity(p, a1, a2).into(),
-        nr::SCHED_YIELD => Ok(0).into(),
+        nr::SCHED_YIELD => {
+            sched::yield_now_later();
+            Ok(0).into()
+        }
         nr::RT_SIGACTION => task::rt_sigaction(p, a0, a1, a2, a3).into(),
         nr::RT_SIGPROCMASK => match task::rt_sigprocmask(p, a0, a1, a2, a3) {
             Ok(v) => match task::deliver_unblocked(p) {
@@ -155,58 +183,21 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) {
     let args = Args([
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ]);
-    let mut guard = PROCESS.lock();
-    let Some(p) = guard.as_mut() else {
-        panic!("system call {number} with no program running");
+    let result = run(frame, number, args);
+    sched::with_current(|t| t.restart_deadline = None);
+    sched::yield_if_requested();
+    frame.rax = match result {
+        Ok(v) => v,
+        Err(e) => e.as_return(),
     };
-    let trace = p.trace;
-    let call_text = if trace {
-        Some(trace::format_call(p, number, &args))
-    } else {
-        None
-    };
-    let outcome = match call(p, number, args) {
-        // Blocking that nothing could ever end: stop rather than hang.
-        Outcome::Return(Err(Errno::Deadlk)) if number != nr::FCNTL => {
-            crate::kprintln!(
-                "kiln: the program would wait forever in {} (only it could wake itself up); stopping it",
-                kiln_kernel::syscall_names::name(number).unwrap_or("a system call")
-            );
-            Outcome::Kill(sig::SIGKILL)
-        }
-        // Writing to a pipe nobody reads raises SIGPIPE, as on Linux.
-        Outcome::Return(Err(Errno::Pipe)) => match p.signals.send(sig::SIGPIPE) {
-            crate::kernel::signal::Effect::Terminate => Outcome::Kill(sig::SIGPIPE),
-            _ => Outcome::Return(Err(Errno::Pipe)),
-        },
-        other => other,
-    };
-    match outcome {
-        Outcome::Return(result) => {
-            if let Some(text) = call_text {
-                trace::print_result(&text, number, result);
-            }
-            frame.rax = match result {
-                Ok(v) => v,
-                Err(e) => e.as_return(),
-            };
-        }
-        Outcome::Exit(status) => {
-            if let Some(text) = call_text {
-                trace::print_unfinished(&text);
-            }
-            drop(guard);
-            crate::kernel::exit_program(status);
-        }
-        Outcome::Kill(signal) => {
-            if let Some(text) = call_text {
-                trace::print_unfinished(&text);
-            }
-            drop(guard);
-            crate::kernel::kill_program(signal, None);
-        }
+    // Look at timers that fired meanwhile (and let others run if the
+    // slice is over) before going back to the program.
+    if sched::timer_pending() {
+        sched::check_timers();
     }
     // The return path writes RFLAGS and RIP just below the red zone.
+    let mut guard = PROCESS.lock();
+    let Some(p) = guard.as_mut() else { return };
     if p.prepare(frame.rsp.wrapping_sub(144), 16, true).is_err() {
         drop(guard);
         crate::kernel::kill_program(
@@ -216,5 +207,103 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) {
                 frame.rsp
             )),
         );
+    }
+}
+
+/// Runs one system call to completion: blocking (with the process lock
+/// released) and re-running it as its handler asks.
+fn run(frame: &Frame, number: u64, args: Args) -> Result<u64, Errno> {
+    loop {
+        let mut guard = PROCESS.lock();
+        let Some(p) = guard.as_mut() else {
+            panic!("system call {number} with no program running");
+        };
+        let call_text = if p.trace {
+            Some(trace::format_call(p, number, &args))
+        } else {
+            None
+        };
+        let outcome = match number {
+            nr::CLONE | nr::CLONE3 => task::clone(p, frame, number, args),
+            _ => call(p, number, args),
+        };
+        let outcome = match outcome {
+            // Writing to a pipe nobody reads raises SIGPIPE, as on Linux.
+            Outcome::Return(Err(Errno::Pipe)) => match p.signals.send(sig::SIGPIPE) {
+                crate::kernel::signal::Effect::Terminate => Outcome::Kill(sig::SIGPIPE),
+                _ => Outcome::Return(Err(Errno::Pipe)),
+            },
+            // Would block: wait for any I/O object to change, then re-run.
+            Outcome::Return(Err(Errno::Restart)) => {
+                let deadline = sched::with_current(|t| t.restart_deadline);
+                Outcome::Block {
+                    wait: Wait::Io,
+                    deadline,
+                    on_event: None,
+                    on_timeout: None,
+                }
+            }
+            other => other,
+        };
+        match outcome {
+            Outcome::Return(result) => {
+                if let Some(text) = call_text {
+                    trace::print_result(&text, number, result);
+                }
+                return result;
+            }
+            Outcome::Block {
+                wait,
+                deadline,
+                on_event,
+                on_timeout,
+            } => {
+                drop(guard);
+                let woken = match sched::block(wait, deadline) {
+                    Ok(w) => w,
+                    Err(_) => {
+                        if let Some(text) = call_text {
+                            trace::print_unfinished(&text);
+                        }
+                        crate::kernel::deadlock();
+                    }
+                };
+                let done = match woken {
+                    Woken::Event => on_event,
+                    Woken::Timeout => on_timeout,
+                };
+                match done {
+                    Some(result) => {
+                        if let Some(text) = call_text {
+                            trace::print_result(&text, number, result);
+                        }
+                        return result;
+                    }
+                    None => continue, // re-run the call
+                }
+            }
+            Outcome::ThreadExit(status) => {
+                if let Some(text) = call_text {
+                    trace::print_unfinished(&text);
+                }
+                drop(guard);
+                task::exit_thread();
+                crate::kernel::exit_program(status);
+            }
+            Outcome::Exit(status) => {
+                if let Some(text) = call_text {
+                    trace::print_unfinished(&text);
+                }
+                drop(guard);
+                crate::kernel::exit_program(status);
+            }
+            Outcome::Kill(signal) => {
+                if let Some(text) = call_text {
+                    trace::print_unfinished(&text);
+                }
+                drop(guard);
+                crate::kernel::kill_program(signal, None);
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@ use kiln_kernel::errno::Errno;
 use super::Outcome;
 use crate::kernel::arch;
 use crate::kernel::process::{Process, STACK_SIZE};
+use crate::kernel::sched;
 use crate::kernel::signal::{Effect, SigAction};
 
 const ARCH_SET_GS: u64 = 0x1001;
@@ -40,9 +41,11 @@ pub fn arch_prctl(p: &mut Process, code: u64, addr: u64) -> Result<u64, Errno> {
 }
 
 /// set_tid_address(2): records the pointer; returns the thread id.
-pub fn set_tid_address(p: &mut Process, tidptr: u64) -> Result<u64, Errno> {
-    p.clear_child_tid = tidptr;
-    Ok(1)
+pub fn set_tid_address(_p: &mut Process, tidptr: u64) -> Result<u64, Errno> {
+    Ok(u64::from(sched::with_current(|t| {
+        t.clear_child_tid = tidptr;
+        t.tid
+    })))
 }
 
 /// set_robust_list(2): accepted (one thread, nothing to clean up).
@@ -230,4 +233,113 @@ pub fn deliver_unblocked(p: &mut Process) -> Option<u8> {
         }
     }
     None
+}
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SETTLS: u64 = 0x80000;
+const CLONE_PARENT_SETTID: u64 = 0x100000;
+const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+const CLONE_CHILD_SETTID: u64 = 0x1000000;
+
+/// clone(2) and clone3(2): new threads of the program (CLONE_VM |
+/// CLONE_THREAD). New processes (fork, vfork, plain clone) are not
+/// supported: kiln runs one program, and spawning a second one is future
+/// work; they fail with ENOSYS, which the trace explains.
+pub fn clone(
+    p: &mut Process,
+    frame: &crate::kernel::arch::Frame,
+    number: u64,
+    a: super::Args,
+) -> Outcome {
+    let [a0, a1, a2, a3, a4, _] = a.0;
+    // clone(flags, stack, parent_tid, child_tid, tls)
+    let (flags, stack, parent_tid, child_tid, tls) =
+        if number == kiln_kernel::syscall_names::nr::CLONE3 {
+            // struct clone_args: flags, pidfd, child_tid, parent_tid,
+            // exit_signal, stack, stack_size, tls, …
+            if a1 < 64 {
+                return Outcome::Return(Err(Errno::Inval));
+            }
+            let c: [u64; 8] = match p.read_obj(a0) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Return(Err(e)),
+            };
+            let stack = if c[5] != 0 { c[5] + c[6] } else { 0 };
+            (c[0], stack, c[3], c[2], c[7])
+        } else {
+            (a0, a1, a2, a3, a4)
+        };
+    if flags & (CLONE_VM | CLONE_THREAD) != CLONE_VM | CLONE_THREAD || flags & CLONE_VFORK != 0 {
+        if p.trace {
+            crate::kprintln!("kiln: clone(flags {flags:#x}) would create a process; kiln runs one program (threads only)");
+        }
+        return Outcome::Return(Err(Errno::Nosys));
+    }
+    if flags & (CLONE_SIGHAND | CLONE_FS | CLONE_FILES) != (CLONE_SIGHAND | CLONE_FS | CLONE_FILES)
+    {
+        return Outcome::Return(Err(Errno::Inval));
+    }
+    let mut child = *frame;
+    child.rax = 0;
+    if stack != 0 {
+        child.rsp = stack;
+    }
+    let fs_base = if flags & CLONE_SETTLS != 0 {
+        tls
+    } else {
+        arch::fs_base()
+    };
+    if fs_base >= CANONICAL_END {
+        return Outcome::Return(Err(Errno::Perm));
+    }
+    let clear = if flags & CLONE_CHILD_CLEARTID != 0 {
+        child_tid
+    } else {
+        0
+    };
+    // Validate the ID pointers before the thread exists.
+    for (flag, ptr) in [
+        (CLONE_PARENT_SETTID, parent_tid),
+        (CLONE_CHILD_SETTID, child_tid),
+    ] {
+        if flags & flag != 0 {
+            if let Err(e) = p.prepare(ptr, 4, true) {
+                return Outcome::Return(Err(e));
+            }
+        }
+    }
+    let tid = match sched::spawn(&child, fs_base, clear) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Return(Err(e)),
+    };
+    for (flag, ptr) in [
+        (CLONE_PARENT_SETTID, parent_tid),
+        (CLONE_CHILD_SETTID, child_tid),
+    ] {
+        if flags & flag != 0 {
+            let _ = p.write_user(ptr, &tid.to_le_bytes());
+        }
+    }
+    Outcome::Return(Ok(u64::from(tid)))
+}
+
+/// Ends the calling thread: clears its `clear_child_tid` word and wakes a
+/// futex waiter there (pthread_join), then gives the CPU away for good.
+/// Returns only when it was the program's last thread.
+pub fn exit_thread() {
+    let addr = sched::with_current(|t| core::mem::take(&mut t.clear_child_tid));
+    if addr != 0 {
+        let mut guard = crate::kernel::process::PROCESS.lock();
+        if let Some(p) = guard.as_mut() {
+            if p.write_user(addr, &0u32.to_le_bytes()).is_ok() {
+                sched::wake_futex(addr, u32::MAX, 1);
+            }
+        }
+    }
+    sched::exit_current();
 }

@@ -2,8 +2,10 @@
 
 use kiln_kernel::errno::Errno;
 
+use super::Outcome;
 use crate::kernel::process::Process;
-use crate::kernel::time::{monotonic_ns, realtime_ns};
+use crate::kernel::sched::Wait;
+use crate::kernel::time::{monotonic_ns, realtime_ns, realtime_to_monotonic};
 
 const CLOCK_REALTIME: u64 = 0;
 const CLOCK_MONOTONIC: u64 = 1;
@@ -75,4 +77,36 @@ pub fn time(p: &mut Process, tloc: u64) -> Result<u64, Errno> {
         p.write_user(tloc, &secs.to_le_bytes())?;
     }
     Ok(secs)
+}
+
+/// nanosleep(2) and clock_nanosleep(2) (`flags` bit 0: TIMER_ABSTIME).
+pub fn nanosleep(p: &mut Process, clock: u64, flags: u64, req: u64) -> Outcome {
+    const TIMER_ABSTIME: u64 = 1;
+    let r = (|| -> Result<Option<u64>, Errno> {
+        now(p, clock)?;
+        let t: [i64; 2] = p.read_obj(req)?;
+        if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
+            return Err(Errno::Inval);
+        }
+        let ns = (t[0] as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t[1] as u64);
+        let deadline = if flags & TIMER_ABSTIME == 0 {
+            monotonic_ns().saturating_add(ns)
+        } else if matches!(clock, CLOCK_REALTIME | CLOCK_REALTIME_ALARM | CLOCK_TAI) {
+            realtime_to_monotonic(ns)
+        } else {
+            ns
+        };
+        Ok(Some(deadline))
+    })();
+    match r {
+        Ok(deadline) => Outcome::Block {
+            wait: Wait::Sleep,
+            deadline,
+            on_event: Some(Ok(0)),
+            on_timeout: Some(Ok(0)),
+        },
+        Err(e) => Outcome::Return(Err(e)),
+    }
 }

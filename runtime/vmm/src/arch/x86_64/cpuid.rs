@@ -11,6 +11,9 @@ pub fn guest_cpuid(supported: &CpuId, index: u8) -> CpuId {
             1 => {
                 e.ebx = (e.ebx & 0x00ff_ffff) | (u32::from(index) << 24);
                 e.ecx |= 1 << 31; // running under a hypervisor
+                                  // The in-kernel LAPIC offers x2APIC and the TSC-deadline
+                                  // timer whatever the host CPU reports.
+                e.ecx |= (1 << 21) | (1 << 24);
             }
             0xb | 0x1f => e.edx = u32::from(index),
             _ => {}

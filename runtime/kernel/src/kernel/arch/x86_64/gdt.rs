@@ -24,12 +24,17 @@ pub const IST_EXCEPTION: u8 = 1;
 /// IST index for double faults, NMIs and machine checks, which can arrive
 /// while the ordinary IST stack is in use.
 pub const IST_CRITICAL: u8 = 2;
+/// IST index for interrupts (vectors 32 and up), which can arrive while an
+/// exception handler runs on the exception stack.
+pub const IST_INTERRUPT: u8 = 3;
 
 const IST_EXCEPTION_SIZE: usize = 32 * 1024;
 const IST_CRITICAL_SIZE: usize = 16 * 1024;
+const IST_INTERRUPT_SIZE: usize = 16 * 1024;
 
 static mut IST_EXCEPTION_STACK: Stack<IST_EXCEPTION_SIZE> = Stack([0; IST_EXCEPTION_SIZE]);
 static mut IST_CRITICAL_STACK: Stack<IST_CRITICAL_SIZE> = Stack([0; IST_CRITICAL_SIZE]);
+static mut IST_INTERRUPT_STACK: Stack<IST_INTERRUPT_SIZE> = Stack([0; IST_INTERRUPT_SIZE]);
 
 /// The 64-bit task-state segment.
 #[repr(C, packed(4))]
@@ -84,6 +89,7 @@ pub fn init() {
         let tss = &raw mut TSS;
         (*tss).ist[usize::from(IST_EXCEPTION) - 1] = stack_top(addr_of!(IST_EXCEPTION_STACK));
         (*tss).ist[usize::from(IST_CRITICAL) - 1] = stack_top(addr_of!(IST_CRITICAL_STACK));
+        (*tss).ist[usize::from(IST_INTERRUPT) - 1] = stack_top(addr_of!(IST_INTERRUPT_STACK));
         let base = tss as u64;
         let limit = size_of::<Tss>() as u64 - 1;
         let gdt = &raw mut GDT;

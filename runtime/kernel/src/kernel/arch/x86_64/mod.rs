@@ -1,10 +1,12 @@
 //! Everything specific to x86-64: descriptor tables, trap and syscall
 //! entry, paging, the CPU flavour (native or PVM) and the boot platforms.
 
+pub mod apic;
 pub mod cpu;
 mod cpuinfo;
 mod entry;
 pub mod flavour;
+pub mod fpu;
 mod gdt;
 pub mod paging;
 pub mod platform;
@@ -77,6 +79,10 @@ pub fn init(flavour: Flavour) {
         // SAFETY: CR4.OSXSAVE is set above; the mask is within CPUID 0xD.
         unsafe { cpu::xsetbv0(supported & 0xe7) };
     }
+    fpu::init(xsave);
+    if let Flavour::Pvm { page } = flavour {
+        traps::set_pv_irq_flag(paging::phys_to_virt(page) as u64);
+    }
     // SAFETY: written once here on the only CPU before any reader runs.
     unsafe {
         FEATURES = Features {
@@ -135,10 +141,60 @@ pub fn gs_base() -> u64 {
     }
 }
 
+/// The PVM interrupt-flag byte's address, or 0 on native CPUs.
+fn pv_irq_flag() -> u64 {
+    match flavour() {
+        Flavour::Pvm { page } => paging::phys_to_virt(page) as u64,
+        Flavour::Native => 0,
+    }
+}
+
+/// Arms the timer interrupt for TSC value `tsc` (setting the APIC up the
+/// first time: programs that never wait pay nothing for it).
+pub fn timer_arm_at(tsc: u64) {
+    static READY: spin::Once<bool> = spin::Once::new();
+    let ready = *READY.call_once(|| {
+        apic::init(|phys| {
+            // xAPIC registers (QEMU without x2APIC): map them uncached in
+            // the direct map's range (they lie beyond RAM there).
+            let va = kiln_boot::vm::PHYS_MAP + phys;
+            // SAFETY: the kernel half of the active PML4; the page is beyond
+            // RAM so nothing else maps it.
+            let mut tables =
+                unsafe { paging::PageTables::from_pml4(cpu::read_cr3() & paging::pte::ADDR) };
+            let flags = paging::pte::WRITABLE | paging::pte::NO_EXECUTE | paging::pte::NO_CACHE;
+            tables
+                .map(va, phys, flags, &mut crate::kernel::mm::frame::alloc_zeroed)
+                .ok()
+                .map(|()| va)
+        })
+    });
+    if ready {
+        apic::arm_at(tsc);
+    }
+}
+
+/// Cancels the timer interrupt.
+pub fn timer_disarm() {
+    apic::disarm();
+}
+
+/// Acknowledges an interrupt.
+pub fn interrupt_done() {
+    apic::eoi();
+}
+
+/// Halts until an interrupt arrives (interrupts enabled meanwhile).
+pub fn idle() {
+    traps::idle(pv_irq_flag());
+}
+
 /// Jumps to the program's entry point with the stack at `sp`, all general
-/// registers zero and a fresh FPU/SSE state, as Linux's `start_thread`
-/// leaves them.
-pub fn enter_program(entry: u64, sp: u64) -> ! {
+/// registers zero, a fresh FPU/SSE state and interrupts enabled, as Linux's
+/// `start_thread` leaves them; `kstack` is the thread's kernel stack.
+pub fn enter_program(entry: u64, sp: u64, kstack: u64) -> ! {
+    traps::set_kernel_stack(kstack);
+    let pv = pv_irq_flag();
     let mxcsr: u32 = 0x1f80;
     // SAFETY: `sp` points at the initial stack the loader built in mapped
     // program memory (8 bytes below it are free), and `entry` is the
@@ -150,6 +206,10 @@ pub fn enter_program(entry: u64, sp: u64) -> ! {
             "ldmxcsr [{mxcsr}]",
             "mov rsp, {sp}",
             "push {entry}",
+            "test {pv}, {pv}",
+            "jz 2f",
+            "mov byte ptr [{pv}], 1",
+            "2:",
             "xorps xmm0, xmm0", "xorps xmm1, xmm1", "xorps xmm2, xmm2", "xorps xmm3, xmm3",
             "xorps xmm4, xmm4", "xorps xmm5, xmm5", "xorps xmm6, xmm6", "xorps xmm7, xmm7",
             "xorps xmm8, xmm8", "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
@@ -159,10 +219,14 @@ pub fn enter_program(entry: u64, sp: u64) -> ! {
             "xor r8d, r8d", "xor r9d, r9d", "xor r10d, r10d", "xor r11d, r11d",
             "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d", "xor r15d, r15d",
             "cld",
+            // Interrupts on: STI (whose shadow covers the RET); on PVM, where
+            // STI does nothing, the flag byte was set above.
+            "sti",
             "ret",
             mxcsr = in(reg) &mxcsr,
             sp = in(reg) sp,
             entry = in(reg) entry,
+            pv = in(reg) pv,
             options(noreturn)
         )
     }

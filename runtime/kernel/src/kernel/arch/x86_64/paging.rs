@@ -17,6 +17,8 @@ pub mod pte {
     pub const WRITABLE: u64 = 1 << 1;
     /// User-accessible (always set, see the module comment).
     pub const USER: u64 = 1 << 2;
+    /// Uncached (PCD | PWT), for device registers.
+    pub const NO_CACHE: u64 = (1 << 4) | (1 << 3);
     /// Large page (2 MiB in a PD, 1 GiB in a PDPT).
     pub const HUGE: u64 = 1 << 7;
     /// Software bit: a PROT_NONE page whose frame is kept (not present, but

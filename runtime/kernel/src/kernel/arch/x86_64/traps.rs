@@ -9,6 +9,11 @@
 //! general registers and XMM0-15 into a [`Frame`] (the kernel's Rust code,
 //! and the precompiled `core`, use SSE registers the program may rely on).
 //!
+//! An event that interrupts the program (rather than the kernel) has its
+//! frame moved from the IST stack to the thread's kernel stack, where the
+//! handler may block or switch threads; each thread has its own kernel
+//! stack ([`set_kernel_stack`]), and [`switch`] moves between them.
+//!
 //! A system call returns without IRETQ (which traps on PVM): the program's
 //! RFLAGS and RIP are written just below its red zone, then `popfq; ret 128`
 //! restores RFLAGS, RIP and RSP natively. RCX and R11 come back as the
@@ -17,8 +22,7 @@
 use core::arch::{asm, global_asm};
 use core::mem::size_of;
 
-use super::entry::KERNEL_STACK_SIZE;
-use super::gdt::{IST_CRITICAL, IST_EXCEPTION, KERNEL_CS};
+use super::gdt::{IST_CRITICAL, IST_EXCEPTION, IST_INTERRUPT, KERNEL_CS};
 
 /// `Frame::vector` value marking a system call.
 pub const VECTOR_SYSCALL: u64 = 0x100;
@@ -61,8 +65,22 @@ const _: () = assert!(size_of::<Frame>() == 256 + 22 * 8);
 #[no_mangle]
 static mut SYSCALL_USER_RSP: u64 = 0;
 
-macro_rules! save_and_call {
-    ($handler:literal) => {
+/// Top of the running thread's kernel stack: where a system call, or an
+/// event that interrupts the program, builds its [`Frame`].
+#[no_mangle]
+static mut CURRENT_KSTACK_TOP: u64 = 0;
+
+/// On PVM, the address of the registration page's interrupt-flag byte (0
+/// elsewhere): the kernel clears it on entry and sets it on the way back to
+/// the program, because STI/CLI/POPF cannot change it.
+#[no_mangle]
+static mut PV_IRQ_FLAG: u64 = 0;
+
+/// Offset of `Frame::rip` (the trap stubs read it to tell program from kernel).
+const FRAME_RIP: usize = core::mem::offset_of!(Frame, rip);
+
+macro_rules! save_regs {
+    () => {
         concat!(
             "push rax\n push rbx\n push rcx\n push rdx\n push rsi\n push rdi\n push rbp\n",
             "push r8\n push r9\n push r10\n push r11\n push r12\n push r13\n push r14\n push r15\n",
@@ -76,10 +94,13 @@ macro_rules! save_and_call {
             "movups [rsp + 0xc0], xmm12\n movups [rsp + 0xd0], xmm13\n",
             "movups [rsp + 0xe0], xmm14\n movups [rsp + 0xf0], xmm15\n",
             "cld\n",
-            "mov rdi, rsp\n",
-            "call ",
-            $handler,
-            "\n",
+        )
+    };
+}
+
+macro_rules! restore_regs {
+    () => {
+        concat!(
             "movups xmm0, [rsp + 0x00]\n movups xmm1, [rsp + 0x10]\n",
             "movups xmm2, [rsp + 0x20]\n movups xmm3, [rsp + 0x30]\n",
             "movups xmm4, [rsp + 0x40]\n movups xmm5, [rsp + 0x50]\n",
@@ -113,7 +134,23 @@ global_asm!(
     ".set vec, vec + 1",
     ".endr",
     "trap_common:",
-    save_and_call!("trap_dispatch"),
+    save_regs!(),
+    // An event that interrupted the program moves its frame from the IST
+    // stack to the thread's kernel stack, so that the handler may switch
+    // threads and the IST stack is free for the next event.
+    "mov rax, [rsp + {frame_rip}]",
+    "bt rax, 63",
+    "jc 2f",
+    "mov rsi, rsp",
+    "mov rdi, [rip + CURRENT_KSTACK_TOP]",
+    "sub rdi, {frame_size}",
+    "mov rsp, rdi",
+    "mov ecx, {frame_words}",
+    "rep movsq",
+    "2:",
+    "mov rdi, rsp",
+    "call trap_dispatch",
+    restore_regs!(),
     "pop rax",
     "add rsp, 16",
     "iretq",
@@ -122,7 +159,7 @@ global_asm!(
     ".balign 16",
     "syscall_entry:",
     "mov [rip + SYSCALL_USER_RSP], rsp",
-    "lea rsp, [rip + KERNEL_STACK + {stack_size}]",
+    "mov rsp, [rip + CURRENT_KSTACK_TOP]",
     "push {ds}",
     "push qword ptr [rip + SYSCALL_USER_RSP]",
     "push r11",
@@ -130,8 +167,24 @@ global_asm!(
     "push rcx",
     "push 0",
     "push {syscall}",
-    save_and_call!("syscall_dispatch"),
+    save_regs!(),
+    "mov rcx, [rip + PV_IRQ_FLAG]",
+    "test rcx, rcx",
+    "jz 3f",
+    "mov byte ptr [rcx], 0",
+    "3:",
+    "mov rdi, rsp",
+    "call syscall_dispatch",
+    // A new thread starts here too, on a frame made by clone.
+    ".globl syscall_exit",
+    "syscall_exit:",
+    restore_regs!(),
     // [rsp]: rax, +8 vector, +16 error, +24 rip, +32 cs, +40 rflags, +48 rsp
+    "mov rcx, [rip + PV_IRQ_FLAG]",
+    "test rcx, rcx",
+    "jz 4f",
+    "mov byte ptr [rcx], 1",
+    "4:",
     "mov rcx, [rsp + 48]",
     "lea r11, [rcx - 144]",
     "mov rcx, [rsp + 40]",
@@ -143,8 +196,41 @@ global_asm!(
     "mov r11, [rsp]",
     "popfq",
     "ret 128",
+    "",
+    // switch_to(prev: *mut u64, next: *const u64): saves the callee-saved
+    // registers and the stack pointer of the running kernel context and
+    // resumes another one where it called switch_to (or, for a new thread,
+    // at the address left on its stack).
+    ".globl switch_to",
+    ".balign 16",
+    "switch_to:",
+    "push rbp\n push rbx\n push r12\n push r13\n push r14\n push r15",
+    "mov [rdi], rsp",
+    "mov rsp, [rsi]",
+    "pop r15\n pop r14\n pop r13\n pop r12\n pop rbx\n pop rbp",
+    "ret",
+    "",
+    // Idle until an interrupt: PVM enables interrupts through the page's
+    // byte, so the interrupt handler moves a wake-up that lands between
+    // that store and the HLT past the HLT (see `idle_fixup`).
+    ".globl idle_halt_pvm",
+    "idle_halt_pvm:",
+    "mov byte ptr [rdi], 1",
+    ".globl idle_hlt_insn",
+    "idle_hlt_insn:",
+    "hlt",
+    "mov byte ptr [rdi], 0",
+    "ret",
+    ".globl idle_halt_native",
+    "idle_halt_native:",
+    "sti",
+    "hlt",
+    "cli",
+    "ret",
     ".text",
-    stack_size = const KERNEL_STACK_SIZE,
+    frame_rip = const FRAME_RIP,
+    frame_size = const size_of::<Frame>(),
+    frame_words = const size_of::<Frame>() / 8,
     ds = const super::gdt::KERNEL_DS,
     cs = const KERNEL_CS,
     syscall = const VECTOR_SYSCALL,
@@ -153,6 +239,80 @@ global_asm!(
 extern "C" {
     static trap_stubs: u8;
     fn syscall_entry();
+    fn syscall_exit();
+    fn switch_to(prev: *mut u64, next: *const u64);
+    fn idle_halt_pvm(flag: u64);
+    static idle_hlt_insn: u8;
+    fn idle_halt_native();
+}
+
+/// Sets the kernel stack the next system call or program event uses.
+pub fn set_kernel_stack(top: u64) {
+    // SAFETY: one CPU; the entry stubs read this only while the program
+    // runs, never concurrently with this store.
+    unsafe { CURRENT_KSTACK_TOP = top };
+}
+
+/// Records the PVM interrupt-flag byte's address (0 on native CPUs).
+pub fn set_pv_irq_flag(address: u64) {
+    // SAFETY: written once at boot before the program runs.
+    unsafe { PV_IRQ_FLAG = address };
+}
+
+/// The address new threads start at (their first return to the program).
+pub fn thread_entry() -> u64 {
+    syscall_exit as *const () as u64
+}
+
+/// Saves the running kernel context in `prev` and resumes `next`.
+///
+/// # Safety
+/// `next` must hold a stack pointer saved by `switch_to` (or prepared by
+/// `prepare_new_thread`) whose stack is still alive, and `prev` must stay
+/// valid until the context is resumed.
+pub unsafe fn switch(prev: *mut u64, next: *const u64) {
+    // SAFETY: the caller upholds the contract above.
+    unsafe { switch_to(prev, next) }
+}
+
+/// Lays out a new thread's kernel stack so that switching to it enters the
+/// program with `frame`. Returns the stack pointer to resume.
+///
+/// # Safety
+/// `top` must be the 16-byte-aligned top of an unused kernel stack with
+/// room for a [`Frame`] and the switch record.
+pub unsafe fn prepare_new_thread(top: u64, frame: &Frame) -> u64 {
+    let frame_at = top - size_of::<Frame>() as u64;
+    // SAFETY: the caller guarantees the stack is unused and large enough.
+    unsafe {
+        core::ptr::write(frame_at as *mut Frame, *frame);
+        // switch_to pops six callee-saved registers, then returns.
+        let record = frame_at - 7 * 8;
+        core::ptr::write_bytes(record as *mut u8, 0, 6 * 8);
+        core::ptr::write((record + 6 * 8) as *mut u64, thread_entry());
+        record
+    }
+}
+
+/// Waits for an interrupt with interrupts enabled, then disables them again.
+pub fn idle(pv_flag: u64) {
+    if pv_flag != 0 {
+        // SAFETY: `pv_flag` is this vCPU's interrupt-flag byte; HLT stays in
+        // KVM until an interrupt (in-kernel irqchip).
+        unsafe { idle_halt_pvm(pv_flag) }
+    } else {
+        // SAFETY: STI; HLT; CLI: the STI shadow covers the HLT.
+        unsafe { idle_halt_native() }
+    }
+}
+
+/// If an interrupt arrived between the PVM idle loop's enabling store and
+/// its HLT, resume after the HLT instead (otherwise the wake-up is lost).
+pub fn idle_fixup(frame: &mut Frame) {
+    let hlt = (&raw const idle_hlt_insn) as u64;
+    if frame.rip == hlt {
+        frame.rip = hlt + 1;
+    }
 }
 
 /// One 16-byte IDT gate.
@@ -184,10 +344,13 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Vectors that get the critical IST stack: NMI, double fault, machine check.
+/// Each vector's IST stack: NMI, double fault and machine check get the
+/// critical one, interrupts their own (they can arrive while an exception
+/// handler runs on the exception stack), exceptions theirs.
 fn ist_for(vector: usize) -> u8 {
     match vector {
         2 | 8 | 18 => IST_CRITICAL,
+        32.. => IST_INTERRUPT,
         _ => IST_EXCEPTION,
     }
 }

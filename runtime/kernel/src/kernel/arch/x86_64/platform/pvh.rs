@@ -151,21 +151,35 @@ fn mask_legacy_pic() {
     outb(0xa1, 0xff);
 }
 
-/// Measures the TSC against 10 ms of PIT channel 2.
+/// Measures the TSC against 10 ms of PIT channel 0, read back through
+/// its latch. (Channel 2 would need the speaker port 0x61 for its gate and
+/// output, and QEMU's microvm has no speaker.) Channel 0's IRQ is masked
+/// at the PIC, so counting down raises nothing.
 fn calibrate_tsc_khz() -> u64 {
     const PIT_HZ: u64 = 1_193_182;
     const MS: u64 = 10;
-    let latch = (PIT_HZ * MS / 1000) as u16;
-    outb(0x61, (inb(0x61) & !0x02) | 0x01); // gate on, speaker off
-    outb(0x43, 0xb0); // channel 2, lo/hi byte, mode 0
-    outb(0x42, latch as u8);
-    outb(0x42, (latch >> 8) as u8);
+    let wanted = PIT_HZ * MS / 1000;
+    let read_count = || {
+        outb(0x43, 0x00); // latch channel 0
+        let lo = inb(0x40);
+        let hi = inb(0x40);
+        u64::from(u16::from_le_bytes([lo, hi]))
+    };
+    outb(0x43, 0x30); // channel 0, lo/hi byte, mode 0 (count down once)
+    outb(0x40, 0xff);
+    outb(0x40, 0xff);
+    let first = read_count();
     let start = cpu::rdtsc();
     let mut spins = 0u64;
-    while inb(0x61) & 0x20 == 0 {
+    loop {
+        let now = read_count();
+        if now <= first && first - now >= wanted {
+            break;
+        }
         spins += 1;
-        if spins > 100_000_000 {
-            return 1_000_000; // no PIT: assume 1 GHz rather than hang
+        if spins > 10_000_000 || now > first {
+            // No PIT (or it wrapped): assume 1 GHz rather than hang.
+            return 1_000_000;
         }
     }
     (cpu::rdtsc() - start) / MS

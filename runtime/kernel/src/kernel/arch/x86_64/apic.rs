@@ -1,0 +1,143 @@
+//! The local APIC and its timer (Intel SDM vol. 3A ch. 11): the kernel's
+//! only interrupt source, used one-shot for sleeps, timers and time-slice
+//! preemption. x2APIC (MSRs) when the CPU has it (KVM with kiln-vmm's
+//! in-kernel irqchip), else xAPIC registers mapped at 0xfee00000 (QEMU's
+//! TCG). The timer runs in TSC-deadline mode when available, else one-shot
+//! counting at a rate calibrated against the TSC. Nothing is armed until
+//! the kernel needs a wake-up, so a program that never sleeps takes no
+//! interrupts at all.
+
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use super::cpu::{self, rdtsc};
+
+/// The timer's interrupt vector.
+pub const TIMER_VECTOR: u8 = 0x40;
+/// Spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
+const XAPIC_PHYS: u64 = 0xfee0_0000;
+
+const REG_EOI: u32 = 0xb0;
+const REG_SVR: u32 = 0xf0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_INITIAL_COUNT: u32 = 0x380;
+const REG_CURRENT_COUNT: u32 = 0x390;
+const REG_DIVIDE: u32 = 0x3e0;
+
+const MODE_NONE: u8 = 0;
+const MODE_X2APIC: u8 = 1;
+const MODE_XAPIC: u8 = 2;
+
+/// How the registers are reached (set once by `init`).
+static MODE: AtomicU8 = AtomicU8::new(MODE_NONE);
+/// Whether the timer has TSC-deadline mode.
+static DEADLINE_MODE: AtomicU8 = AtomicU8::new(0);
+/// Virtual address of the xAPIC registers.
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+/// One-shot mode: timer counts per 1000 TSC ticks.
+static COUNTS_PER_KTICK: AtomicU64 = AtomicU64::new(0);
+
+fn read(reg: u32) -> u32 {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_X2APIC => cpu::rdmsr(0x800 + (reg >> 4)) as u32,
+        _ => {
+            let base = XAPIC_BASE.load(Ordering::Relaxed);
+            // SAFETY: `base` maps the APIC's register page (uncached); the
+            // register offsets are the SDM's.
+            unsafe { core::ptr::read_volatile((base + u64::from(reg)) as *const u32) }
+        }
+    }
+}
+
+fn write(reg: u32, value: u32) {
+    match MODE.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC register MSRs exist once x2APIC mode is on.
+        MODE_X2APIC => unsafe { cpu::wrmsr(0x800 + (reg >> 4), u64::from(value)) },
+        _ => {
+            let base = XAPIC_BASE.load(Ordering::Relaxed);
+            // SAFETY: as in `read`.
+            unsafe { core::ptr::write_volatile((base + u64::from(reg)) as *mut u32, value) }
+        }
+    }
+}
+
+/// Enables the local APIC and sets the timer up (disarmed). `map_xapic`
+/// maps the xAPIC page and returns its virtual address when x2APIC is
+/// missing. Returns false when there is no APIC at all.
+pub fn init(map_xapic: impl FnOnce(u64) -> Option<u64>) -> bool {
+    let l1 = cpu::cpuid(1, 0);
+    if l1.edx & (1 << 9) == 0 {
+        return false;
+    }
+    let base = cpu::rdmsr(MSR_APIC_BASE);
+    if l1.ecx & (1 << 21) != 0 {
+        // SAFETY: enabling x2APIC mode (bits 10 and 11) on a CPU that has it.
+        unsafe { cpu::wrmsr(MSR_APIC_BASE, base | (1 << 11) | (1 << 10)) };
+        MODE.store(MODE_X2APIC, Ordering::Relaxed);
+    } else {
+        let Some(va) = map_xapic(XAPIC_PHYS) else {
+            return false;
+        };
+        XAPIC_BASE.store(va, Ordering::Relaxed);
+        // SAFETY: setting the global enable bit of the APIC base MSR.
+        unsafe { cpu::wrmsr(MSR_APIC_BASE, base | (1 << 11)) };
+        MODE.store(MODE_XAPIC, Ordering::Relaxed);
+    }
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    let deadline = l1.ecx & (1 << 24) != 0;
+    DEADLINE_MODE.store(u8::from(deadline), Ordering::Relaxed);
+    if deadline {
+        write(REG_LVT_TIMER, (0b10 << 17) | u32::from(TIMER_VECTOR));
+    } else {
+        // Calibrate the one-shot counter against the TSC (masked meanwhile).
+        write(REG_LVT_TIMER, (1 << 16) | u32::from(TIMER_VECTOR));
+        write(REG_DIVIDE, 0b1011); // divide by 1
+        write(REG_INITIAL_COUNT, u32::MAX);
+        let start = rdtsc();
+        while rdtsc() - start < 2_000_000 {}
+        let counted = u64::from(u32::MAX - read(REG_CURRENT_COUNT));
+        write(REG_INITIAL_COUNT, 0);
+        COUNTS_PER_KTICK.store((counted * 1000 / 2_000_000).max(1), Ordering::Relaxed);
+        write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+    }
+    true
+}
+
+/// Signals the end of an interrupt.
+pub fn eoi() {
+    write(REG_EOI, 0);
+}
+
+/// Raises the timer interrupt when the TSC reaches `tsc` (or at once, if
+/// it has).
+pub fn arm_at(tsc: u64) {
+    if MODE.load(Ordering::Relaxed) == MODE_NONE {
+        return;
+    }
+    if DEADLINE_MODE.load(Ordering::Relaxed) != 0 {
+        // SAFETY: the TSC-deadline MSR exists in TSC-deadline mode.
+        unsafe { cpu::wrmsr(MSR_TSC_DEADLINE, tsc.max(1)) };
+    } else {
+        let ticks = tsc.saturating_sub(rdtsc());
+        let counts = (ticks / 1000)
+            .saturating_mul(COUNTS_PER_KTICK.load(Ordering::Relaxed))
+            .clamp(1, u64::from(u32::MAX));
+        write(REG_INITIAL_COUNT, counts as u32);
+    }
+}
+
+/// Cancels a pending timer interrupt.
+pub fn disarm() {
+    if MODE.load(Ordering::Relaxed) == MODE_NONE {
+        return;
+    }
+    if DEADLINE_MODE.load(Ordering::Relaxed) != 0 {
+        // SAFETY: as in `arm_at`; 0 disarms.
+        unsafe { cpu::wrmsr(MSR_TSC_DEADLINE, 0) };
+    } else {
+        write(REG_INITIAL_COUNT, 0);
+    }
+}
