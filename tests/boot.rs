@@ -86,6 +86,24 @@ fn threads_futexes_and_sleeps_match_native() {
 }
 
 #[test]
+fn signal_handlers_timers_and_default_actions_match_native() {
+    if !kvm_or_skip("signal_handlers_timers_and_default_actions_match_native") {
+        return;
+    }
+    let guest = boot("signals", &[], &[], &[]);
+    let host = native("signals", &[], &[]);
+    assert_eq!(
+        stdout(&guest),
+        stdout(&host),
+        "kiln stderr: {}",
+        stderr(&guest)
+    );
+    assert_eq!(status(&guest), 143, "{}", stderr(&guest));
+    assert_eq!(status(&host), 143);
+    assert!(stdout(&guest).contains("ill: resumed after ud2 with rax 1234"));
+}
+
+#[test]
 fn hello_runs_in_4_mib() {
     if kvm_or_skip("hello_runs_in_4_mib") {
         assert_same_as_native("hello-glibc", &["--memory", "4"]);

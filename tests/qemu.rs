@@ -79,3 +79,17 @@ fn threads_under_qemu_match_native() {
     assert_eq!(qemu_status(&out), Some(0), "{}", stdout(&out));
     assert_eq!(stdout(&out), stdout(&host));
 }
+
+/// Signal delivery, sigreturn and timers on the standard path (the exit
+/// status, 143, does not survive QEMU's debug-exit device).
+#[test]
+fn signals_under_qemu_match_native() {
+    let out = qemu("signals", "kiln.path=/signals");
+    let host = native("signals", &[], &[]);
+    let guest = stdout(&out);
+    let expected = format!(
+        "{}kiln: program killed by SIGTERM (terminated)\n",
+        stdout(&host)
+    );
+    assert_eq!(guest, expected);
+}

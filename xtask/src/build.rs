@@ -163,6 +163,11 @@ pub const PROGRAMS: &[Program] = &[
         source: "compat/threads.c",
         compile: &["gcc", "-static", "-O2", "-pthread"],
     },
+    Program {
+        name: "signals",
+        source: "compat/signals.c",
+        compile: &["gcc", "-static", "-O2", "-pthread"],
+    },
 ];
 
 fn up_to_date(out: &Path, source: &Path) -> bool {

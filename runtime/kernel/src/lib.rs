@@ -16,6 +16,7 @@ pub mod civil;
 pub mod cmdline;
 pub mod elf;
 pub mod errno;
+pub mod signal;
 pub mod stack;
 pub mod stat;
 pub mod syscall_names;

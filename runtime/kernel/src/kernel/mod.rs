@@ -14,6 +14,7 @@ pub mod sched;
 pub mod signal;
 pub mod syscall;
 pub mod time;
+pub mod timer;
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -188,21 +189,22 @@ const PF_PRESENT: u64 = 1;
 const PF_WRITE: u64 = 2;
 const PF_FETCH: u64 = 0x10;
 
-/// The signal an exception vector raises in the program (Linux's mapping).
-fn exception_signal(vector: u64) -> (u8, &'static str) {
+/// The signal (and `si_code`) an exception vector raises in the program
+/// (Linux's mapping).
+fn exception_signal(vector: u64) -> (u8, i32, &'static str) {
+    use kiln_kernel::signal::code;
     match vector {
-        0 => (sig::SIGFPE, "divide error"),
-        1 | 3 => (sig::SIGTRAP, "breakpoint"),
-        4 => (sig::SIGSEGV, "overflow"),
-        5 => (sig::SIGSEGV, "bound range exceeded"),
-        6 => (sig::SIGILL, "invalid opcode"),
-        7 => (sig::SIGSEGV, "device not available"),
-        12 => (sig::SIGBUS, "stack segment fault"),
-        13 => (sig::SIGSEGV, "general protection fault"),
-        14 => (sig::SIGSEGV, "page fault"),
-        16 | 19 => (sig::SIGFPE, "floating-point exception"),
-        17 => (sig::SIGBUS, "alignment check"),
-        _ => (sig::SIGSEGV, "unexpected exception"),
+        0 => (sig::SIGFPE, code::FPE_INTDIV, "divide error"),
+        1 | 3 => (sig::SIGTRAP, code::TRAP_BRKPT, "breakpoint"),
+        4 => (sig::SIGSEGV, code::SI_KERNEL, "overflow"),
+        5 => (sig::SIGSEGV, code::SI_KERNEL, "bound range exceeded"),
+        6 => (sig::SIGILL, code::ILL_ILLOPN, "invalid opcode"),
+        7 => (sig::SIGSEGV, code::SI_KERNEL, "device not available"),
+        12 => (sig::SIGBUS, code::SI_KERNEL, "stack segment fault"),
+        13 => (sig::SIGSEGV, code::SI_KERNEL, "general protection fault"),
+        16 | 19 => (sig::SIGFPE, code::FPE_FLTINV, "floating-point exception"),
+        17 => (sig::SIGBUS, code::BUS_ADRALN, "alignment check"),
+        _ => (sig::SIGSEGV, code::SI_KERNEL, "unexpected exception"),
     }
 }
 
@@ -211,64 +213,26 @@ fn exception_signal(vector: u64) -> (u8, &'static str) {
 extern "C" fn trap_dispatch(frame: &mut Frame) {
     let from_program = frame.rip < kiln_boot::vm::PHYS_MAP;
     if frame.vector == 14 {
-        let addr = arch::flavour().fault_address();
-        if from_program {
-            let write = frame.error & PF_WRITE != 0;
-            let fetch = frame.error & PF_FETCH != 0;
-            let mut guard = PROCESS.lock();
-            let result = match guard.as_mut() {
-                Some(p) => p.handle_fault(addr, write, fetch),
-                None => Err(process::FaultError::Unmapped),
-            };
-            drop(guard);
-            match result {
-                Ok(()) => return,
-                Err(process::FaultError::OutOfMemory) => kill_program(
-                    sig::SIGKILL,
-                    Some(format_args!(
-                        "out of guest memory at address {addr:#x}, ip {:#x}",
-                        frame.rip
-                    )),
-                ),
-                Err(_) => {
-                    let access = if fetch {
-                        "execute"
-                    } else if write {
-                        "write"
-                    } else {
-                        "read"
-                    };
-                    let why = if frame.error & PF_PRESENT != 0 {
-                        "protection"
-                    } else {
-                        "unmapped"
-                    };
-                    kill_program(
-                        sig::SIGSEGV,
-                        Some(format_args!(
-                            "invalid {access} at address {addr:#x} ({why}), ip {:#x}",
-                            frame.rip
-                        )),
-                    )
-                }
-            }
+        page_fault(frame, from_program);
+    } else if frame.vector < 32 {
+        if !from_program || matches!(frame.vector, 2 | 8 | 18) {
+            panic!(
+                "exception {} in the kernel at ip {:#x}, error {:#x}, rsp {:#x}",
+                frame.vector, frame.rip, frame.error, frame.rsp
+            );
         }
-        panic!(
-            "page fault in the kernel at address {addr:#x}, ip {:#x}, error {:#x}",
-            frame.rip, frame.error
+        let (signo, si_code, what) = exception_signal(frame.vector);
+        let ip = frame.rip;
+        // si_addr: the faulting instruction (0 for a protection fault).
+        let addr = if frame.vector == 13 { 0 } else { ip };
+        signal::fault(
+            frame,
+            signo,
+            si_code,
+            addr,
+            format_args!("{what} at ip {ip:#x}"),
         );
-    }
-    if frame.vector < 32 {
-        if from_program && !matches!(frame.vector, 2 | 8 | 18) {
-            let (signal, what) = exception_signal(frame.vector);
-            kill_program(signal, Some(format_args!("{what} at ip {:#x}", frame.rip)));
-        }
-        panic!(
-            "exception {} in the kernel at ip {:#x}, error {:#x}, rsp {:#x}",
-            frame.vector, frame.rip, frame.error, frame.rsp
-        );
-    }
-    if frame.vector == u64::from(arch::TIMER_VECTOR) {
+    } else if frame.vector == u64::from(arch::TIMER_VECTOR) {
         arch::interrupt_done();
         if !from_program {
             arch::idle_fixup(frame);
@@ -277,6 +241,61 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
     } else if frame.vector != 0xff {
         // Nothing else is wired up; acknowledge stray interrupts.
         arch::interrupt_done();
+    }
+    if from_program {
+        signal::deliver(frame, None);
+    }
+}
+
+/// A page fault: demand paging, or SIGSEGV (SIGKILL when guest memory ran
+/// out).
+fn page_fault(frame: &mut Frame, from_program: bool) {
+    use kiln_kernel::signal::code;
+    let addr = arch::flavour().fault_address();
+    if !from_program {
+        panic!(
+            "page fault in the kernel at address {addr:#x}, ip {:#x}, error {:#x}",
+            frame.rip, frame.error
+        );
+    }
+    let write = frame.error & PF_WRITE != 0;
+    let fetch = frame.error & PF_FETCH != 0;
+    let result = match PROCESS.lock().as_mut() {
+        Some(p) => p.handle_fault(addr, write, fetch),
+        None => Err(process::FaultError::Unmapped),
+    };
+    match result {
+        Ok(()) => {}
+        Err(process::FaultError::OutOfMemory) => kill_program(
+            sig::SIGKILL,
+            Some(format_args!(
+                "out of guest memory at address {addr:#x}, ip {:#x}",
+                frame.rip
+            )),
+        ),
+        Err(_) => {
+            let access = if fetch {
+                "execute"
+            } else if write {
+                "write"
+            } else {
+                "read"
+            };
+            let present = frame.error & PF_PRESENT != 0;
+            let (why, si_code) = if present {
+                ("protection", code::SEGV_ACCERR)
+            } else {
+                ("unmapped", code::SEGV_MAPERR)
+            };
+            let ip = frame.rip;
+            signal::fault(
+                frame,
+                sig::SIGSEGV,
+                si_code,
+                addr,
+                format_args!("invalid {access} at address {addr:#x} ({why}), ip {ip:#x}"),
+            );
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use kiln_kernel::errno::Errno;
+use kiln_kernel::signal::{bit, AltStack, SigInfo, SigQueue, UNBLOCKABLE};
 use spin::Mutex;
 
 use crate::kernel::arch::{self, FpuState, Frame};
@@ -48,6 +49,12 @@ pub enum Wait {
     },
     /// Only its deadline.
     Sleep,
+    /// A signal: one the thread does not block, or one of `set` (which
+    /// it may block: sigtimedwait).
+    Signal {
+        /// Blocked signals that also end the wait.
+        set: u64,
+    },
 }
 
 /// Why a blocked thread runs again.
@@ -57,6 +64,8 @@ pub enum Woken {
     Event,
     /// Its deadline passed.
     Timeout,
+    /// A signal arrived for it.
+    Signal,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +92,22 @@ pub struct Thread {
     pub clear_child_tid: u64,
     /// The absolute deadline of a system call being restarted after a wake-up.
     pub restart_deadline: Option<u64>,
+    /// Its signal state.
+    pub sig: ThreadSignals,
+}
+
+/// A thread's signal state.
+#[derive(Default)]
+pub struct ThreadSignals {
+    /// Blocked signals.
+    pub mask: u64,
+    /// Signals sent to this thread, not yet delivered.
+    pub pending: SigQueue,
+    /// Its alternate signal stack.
+    pub alt: AltStack,
+    /// The mask to restore after rt_sigsuspend (and to record in the
+    /// signal frame of the signal that ended it).
+    pub saved_mask: Option<u64>,
 }
 
 impl Thread {
@@ -100,6 +125,7 @@ impl Thread {
             woken: None,
             clear_child_tid: 0,
             restart_deadline: None,
+            sig: ThreadSignals::default(),
         })
     }
 
@@ -121,6 +147,9 @@ struct Scheduler {
     /// like `threads`: a switch saved a pointer into the record.
     #[allow(clippy::vec_box)]
     zombies: Vec<Box<Thread>>,
+    /// Signals sent to the process as a whole (any thread not blocking
+    /// them takes them).
+    shared: SigQueue,
 }
 
 static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
@@ -131,6 +160,7 @@ static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     slice_end: 0,
     armed: 0,
     zombies: Vec::new(),
+    shared: SigQueue::new(),
 });
 
 /// Set by a timer interrupt that arrived while kernel code ran; the next
@@ -180,6 +210,9 @@ pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: u64) -> Result<Tid, E
     let tid = s.next_tid;
     s.next_tid += 1;
     let mut t = Thread::new(tid);
+    // A new thread inherits the creator's mask, not its alternate stack.
+    let cur = s.current;
+    t.sig.mask = s.threads.get(&cur).map_or(0, |c| c.sig.mask);
     t.fpu = Some(fpu);
     t.fs_base = fs_base;
     t.clear_child_tid = clear_child_tid;
@@ -203,6 +236,7 @@ fn rearm(s: &mut Scheduler) {
         .values()
         .filter(|t| t.state == State::Blocked)
         .filter_map(|t| t.deadline)
+        .chain(crate::kernel::timer::next_deadline())
         .min()
         .map(deadline_tsc);
     if !s.run_queue.is_empty() {
@@ -219,6 +253,13 @@ fn rearm(s: &mut Scheduler) {
         }
         _ => {}
     }
+}
+
+/// Re-arms the timer after a kernel timer (alarm, POSIX timer) changed.
+/// Call without the timer table locked.
+pub fn timers_changed() {
+    let mut s = SCHED.lock();
+    rearm(&mut s);
 }
 
 /// The deadline of a system call that may be re-run after waiting: set
@@ -249,9 +290,13 @@ fn expire(s: &mut Scheduler) {
 }
 
 fn make_runnable(s: &mut Scheduler, tid: Tid) {
+    wake(s, tid, Woken::Event);
+}
+
+fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
     if let Some(t) = s.threads.get_mut(&tid) {
         t.state = State::Runnable;
-        t.woken = Some(Woken::Event);
+        t.woken = Some(why);
         t.wait = None;
         t.deadline = None;
         s.run_queue.push_back(tid);
@@ -340,7 +385,16 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
         if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
             return Ok(Woken::Timeout);
         }
+        let shared = s.shared.set();
+        let me = s
+            .threads
+            .get(&cur)
+            .expect("the running thread is registered");
+        if signal_ends_wait(me, wait, shared) {
+            return Ok(Woken::Signal);
+        }
         let others_can_run = !s.run_queue.is_empty()
+            || crate::kernel::timer::next_deadline().is_some()
             || s.threads
                 .values()
                 .any(|t| t.tid != cur && t.state == State::Blocked && t.deadline.is_some());
@@ -426,6 +480,7 @@ pub fn timer_interrupt(from_program: bool) {
 /// code, and preempts when the slice is over and others wait.
 pub fn check_timers() {
     TIMER_FIRED.store(false, Ordering::Relaxed);
+    crate::kernel::timer::fire_due();
     let preempt = {
         let mut s = SCHED.lock();
         s.armed = 0; // one-shot: it fired (or is about to be re-armed)
@@ -479,10 +534,10 @@ fn schedule() {
                 rearm(&mut s);
                 return; // nothing else to run: keep going
             }
-            let pending = s
-                .threads
-                .values()
-                .any(|t| t.state == State::Blocked && t.deadline.is_some());
+            let pending = crate::kernel::timer::next_deadline().is_some()
+                || s.threads
+                    .values()
+                    .any(|t| t.state == State::Blocked && t.deadline.is_some());
             if !pending {
                 drop(s);
                 crate::kernel::deadlock();
@@ -491,6 +546,9 @@ fn schedule() {
             drop(s);
             arch::idle();
             TIMER_FIRED.store(false, Ordering::Relaxed);
+            // Kernel timers (alarms) post their signals now: they may wake
+            // a thread waiting for one.
+            crate::kernel::timer::fire_due();
             continue;
         };
         s.slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
@@ -552,4 +610,114 @@ fn schedule() {
         unsafe { arch::switch(prev_rsp, next_rsp) };
         return;
     }
+}
+
+/// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
+fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
+    let pending = t.sig.pending.set() | shared;
+    let set = match wait {
+        Wait::Signal { set } => set,
+        _ => 0,
+    };
+    pending & (!t.sig.mask | set) != 0
+}
+
+/// Whether thread `tid` exists and has not exited.
+pub fn thread_alive(tid: Tid) -> bool {
+    SCHED
+        .lock()
+        .threads
+        .get(&tid)
+        .is_some_and(|t| t.state != State::Exited)
+}
+
+/// Whether every live thread blocks `signal` (then a process-directed one
+/// stays pending instead of taking effect).
+pub fn blocked_everywhere(signal: u8) -> bool {
+    SCHED
+        .lock()
+        .threads
+        .values()
+        .filter(|t| t.state != State::Exited)
+        .all(|t| t.sig.mask & bit(signal) != 0)
+}
+
+/// Whether thread `tid` blocks `signal`.
+pub fn thread_blocks(tid: Tid, signal: u8) -> bool {
+    SCHED
+        .lock()
+        .threads
+        .get(&tid)
+        .is_none_or(|t| t.sig.mask & bit(signal) != 0)
+}
+
+/// Queues a signal for thread `tid` (or the process, `None`) and wakes a
+/// thread it interrupts. False when it was dropped (already pending).
+pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
+    let mut s = SCHED.lock();
+    let queued = match tid {
+        Some(tid) => match s.threads.get_mut(&tid) {
+            Some(t) => t.sig.pending.push(info),
+            None => false,
+        },
+        None => s.shared.push(info),
+    };
+    if !queued {
+        return false;
+    }
+    let shared = s.shared.set();
+    let cur = s.current;
+    // A process-directed signal the running thread takes needs no wake-up.
+    if tid.is_none()
+        && s.threads
+            .get(&cur)
+            .is_some_and(|t| t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0)
+    {
+        return true;
+    }
+    let target = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked && tid.is_none_or(|id| id == t.tid))
+        .find(|t| t.wait.is_some_and(|w| signal_ends_wait(t, w, shared)))
+        .map(|t| t.tid);
+    if let Some(target) = target {
+        wake(&mut s, target, Woken::Signal);
+        rearm(&mut s);
+    }
+    true
+}
+
+/// Takes the running thread's next deliverable signal (its own first,
+/// then the process's), or one of `set` for sigtimedwait.
+pub fn take_signal(set: u64) -> Option<SigInfo> {
+    let mut s = SCHED.lock();
+    let cur = s.current;
+    let t = s.threads.get_mut(&cur)?;
+    let allowed = if set != 0 { set } else { !t.sig.mask };
+    if let Some(info) = t.sig.pending.take(allowed) {
+        return Some(info);
+    }
+    s.shared.take(allowed)
+}
+
+/// Signals pending for the running thread (its own and the process's).
+pub fn pending_signals() -> u64 {
+    let s = SCHED.lock();
+    let own = s.threads.get(&s.current).map_or(0, |t| t.sig.pending.set());
+    own | s.shared.set()
+}
+
+/// Drops every pending instance of `signal` (its action became "ignore").
+pub fn discard_signal(signal: u8) {
+    let mut s = SCHED.lock();
+    s.shared.discard(signal);
+    for t in s.threads.values_mut() {
+        t.sig.pending.discard(signal);
+    }
+}
+
+/// Sets the running thread's mask (SIGKILL and SIGSTOP stay unblocked).
+pub fn set_mask(mask: u64) {
+    with_current(|t| t.sig.mask = mask & !UNBLOCKABLE);
 }

@@ -1,105 +1,69 @@
-//! Signal dispositions and the blocked mask (recorded; delivery to program
-//! handlers comes with the Linux-ABI work), and what a fatal signal does.
+//! Signals: sending, delivery to the program's handlers, rt_sigreturn.
+//!
+//! Dispositions are the process's ([`Signals`]); masks, pending queues and
+//! alternate stacks are each thread's (`sched::ThreadSignals`), with one
+//! queue for signals sent to the process as a whole. A signal takes effect
+//! on a thread's way back to the program (the end of a system call, an
+//! interrupt or an exception): a handler gets a Linux `rt_sigframe` on its
+//! stack (see `kiln_kernel::signal`), a default action ends the program
+//! with status 128+N. A blocked thread the signal concerns is woken: its
+//! system call fails with EINTR, or is re-executed after the handler when
+//! the action has SA_RESTART.
+
+use core::fmt;
 
 use kiln_kernel::errno::Errno;
+use kiln_kernel::signal::{
+    bit, code, decode_ucontext, default_action, encode_frame, place_frame, sa, ss, AltStack,
+    DefaultAction, FrameContents, SigInfo, INFO_OFFSET, MIN_ALT_STACK, NSIG, SIG_DFL, SIG_IGN,
+    UCONTEXT_SIZE, UC_FP_XSTATE, UC_OFFSET, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS, UNBLOCKABLE,
+};
+pub use kiln_kernel::signal::{describe, sig, SigAction};
 
-/// Number of signals (1..=64).
-pub const NSIG: usize = 64;
+use crate::kernel::arch::{sigctx, Frame};
+use crate::kernel::process::{Process, PROCESS};
+use crate::kernel::sched::{self, Tid};
+use crate::kernel::{kill_program, timer};
 
-/// Signal numbers used by the kernel (Linux x86-64 values).
-#[allow(missing_docs)]
-pub mod sig {
-    pub const SIGILL: u8 = 4;
-    pub const SIGTRAP: u8 = 5;
-    pub const SIGBUS: u8 = 7;
-    pub const SIGFPE: u8 = 8;
-    pub const SIGKILL: u8 = 9;
-    pub const SIGSEGV: u8 = 11;
-    pub const SIGPIPE: u8 = 13;
-    pub const SIGCHLD: u8 = 17;
-    pub const SIGCONT: u8 = 18;
-    pub const SIGSTOP: u8 = 19;
-    pub const SIGTSTP: u8 = 20;
-    pub const SIGTTIN: u8 = 21;
-    pub const SIGTTOU: u8 = 22;
-    pub const SIGURG: u8 = 23;
-    pub const SIGWINCH: u8 = 28;
+/// The program's signal dispositions.
+pub struct Signals {
+    actions: [SigAction; NSIG as usize],
 }
 
-/// The name and description of a signal, for reports.
-pub fn describe(signal: u8) -> (&'static str, &'static str) {
-    match signal {
-        1 => ("SIGHUP", "hangup"),
-        2 => ("SIGINT", "interrupt"),
-        3 => ("SIGQUIT", "quit"),
-        4 => ("SIGILL", "illegal instruction"),
-        5 => ("SIGTRAP", "trace/breakpoint trap"),
-        6 => ("SIGABRT", "aborted"),
-        7 => ("SIGBUS", "bus error"),
-        8 => ("SIGFPE", "floating point exception"),
-        9 => ("SIGKILL", "killed"),
-        10 => ("SIGUSR1", "user defined signal 1"),
-        11 => ("SIGSEGV", "segmentation fault"),
-        12 => ("SIGUSR2", "user defined signal 2"),
-        13 => ("SIGPIPE", "broken pipe"),
-        14 => ("SIGALRM", "alarm clock"),
-        15 => ("SIGTERM", "terminated"),
-        _ => ("signal", "killed by a signal"),
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// A `struct kernel_sigaction` as the program passes it.
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(C)]
-pub struct SigAction {
-    /// Handler address, SIG_DFL (0) or SIG_IGN (1).
-    pub handler: u64,
-    /// SA_* flags.
-    pub flags: u64,
-    /// SA_RESTORER trampoline.
-    pub restorer: u64,
-    /// Signals blocked while the handler runs.
-    pub mask: u64,
-}
-
-/// Dispositions and mask of the program.
-pub struct Signals {
-    actions: [SigAction; NSIG],
-    /// Blocked signals (bit n-1 for signal n).
-    pub mask: u64,
-    /// Signals sent while blocked, waiting for the mask to open.
-    pub pending: u64,
-}
-
-/// What sending a signal to the program does now.
-pub enum Effect {
-    /// Nothing (ignored, or a default action of "ignore"/"stop"/"continue").
-    Nothing,
-    /// The program ends, killed by the signal.
-    Terminate,
-    /// A handler is installed but delivery is not implemented yet.
-    HandlerNotDelivered,
-}
-
 impl Signals {
-    /// Default dispositions, nothing blocked.
+    /// Every signal at SIG_DFL.
     pub fn new() -> Self {
         Self {
-            actions: [SigAction::default(); NSIG],
-            mask: 0,
-            pending: 0,
+            actions: [SigAction::default(); NSIG as usize],
         }
     }
 
     fn index(signal: u64) -> Result<usize, Errno> {
-        if (1..=NSIG as u64).contains(&signal) {
+        if (1..=u64::from(NSIG)).contains(&signal) {
             Ok(signal as usize - 1)
         } else {
             Err(Errno::Inval)
         }
     }
 
+    /// The disposition of `signo` (1..=64).
+    pub fn action(&self, signo: u8) -> SigAction {
+        self.actions
+            .get(usize::from(signo).wrapping_sub(1))
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Replaces a disposition; returns the old one.
+    ///
+    /// # Errors
+    /// EINVAL for a bad number, or for SIGKILL and SIGSTOP.
     pub fn set_action(&mut self, signal: u64, new: Option<SigAction>) -> Result<SigAction, Errno> {
         let i = Self::index(signal)?;
         let old = self.actions[i];
@@ -111,43 +75,314 @@ impl Signals {
         }
         Ok(old)
     }
+}
 
-    /// Sends `signal`: a blocked one is left pending; otherwise the effect.
-    pub fn send(&mut self, signal: u8) -> Effect {
-        let bit = 1u64 << (signal - 1);
-        if self.mask & bit != 0 {
-            self.pending |= bit;
-            return Effect::Nothing;
+/// Sends `info` to thread `target` (or the process, `None`). Returns the
+/// signal when its effect is to end the program now (the caller ends it,
+/// having released its locks).
+///
+/// # Errors
+/// ESRCH when the target thread does not exist.
+pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8>, Errno> {
+    let signo = info.signo;
+    if let Some(tid) = target {
+        if !sched::thread_alive(tid) {
+            return Err(Errno::Srch);
         }
-        self.effect(signal)
     }
-
-    /// The first pending signal the mask no longer blocks, taken off the
-    /// pending set.
-    pub fn take_unblocked(&mut self) -> Option<u8> {
-        let ready = self.pending & !self.mask;
-        if ready == 0 {
-            return None;
+    if signo == sig::SIGKILL {
+        return Ok(Some(signo));
+    }
+    let action = p.signals.action(signo);
+    let blocked = match target {
+        Some(tid) => sched::thread_blocks(tid, signo),
+        None => sched::blocked_everywhere(signo),
+    };
+    if !blocked {
+        if action.ignores(signo) {
+            return Ok(None);
         }
-        let signal = ready.trailing_zeros() as u8 + 1;
-        self.pending &= !(1 << (signal - 1));
-        Some(signal)
+        if action.handler == SIG_DFL {
+            return Ok(Some(signo));
+        }
     }
+    sched::post_signal(target, info);
+    Ok(None)
+}
 
-    /// What sending `signal` to the program does.
-    pub fn effect(&self, signal: u8) -> Effect {
-        let Ok(i) = Self::index(u64::from(signal)) else {
-            return Effect::Nothing;
+/// Sends a signal raised by the kernel itself (timers); ends the program
+/// when that is its effect. Called with no kernel lock held.
+pub fn post_from_kernel(target: Option<Tid>, info: SigInfo) {
+    let verdict = {
+        let guard = PROCESS.lock();
+        match guard.as_ref() {
+            Some(p) => send(p, target, info),
+            None => return,
+        }
+    };
+    if let Ok(Some(signo)) = verdict {
+        kill_program(signo, None);
+    }
+}
+
+/// A signal leaves its queue: a timer's expiry count is settled now.
+fn dequeued(mut info: SigInfo) -> SigInfo {
+    if info.code == code::SI_TIMER {
+        let id = info.word0 as u32 as i32;
+        let overrun = timer::delivered(id);
+        info.word0 = u64::from(id as u32) | (u64::from(overrun as u32) << 32);
+    }
+    info
+}
+
+/// Takes a pending signal of `set` for sigtimedwait (which blocks them).
+pub fn take_waited(set: u64) -> Option<SigInfo> {
+    sched::take_signal(set).map(dequeued)
+}
+
+/// How the system call that ends here went, for a signal delivered on its
+/// way out.
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallEnd {
+    /// Its number.
+    pub number: u64,
+    /// It was interrupted by a signal and may be re-executed
+    /// (ERESTARTSYS): after a handler with SA_RESTART, or when no handler
+    /// runs at all.
+    pub restartable: bool,
+}
+
+/// On the way back to the program: delivers the running thread's next
+/// pending signal that it does not block (at most one handler; the next
+/// one is delivered when that handler returns through rt_sigreturn).
+pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
+    let mut restart = syscall.filter(|s| s.restartable).map(|s| s.number);
+    loop {
+        let mut guard = PROCESS.lock();
+        let Some(p) = guard.as_mut() else { return };
+        let Some(info) = sched::take_signal(0) else {
+            break;
         };
-        match self.actions[i].handler {
-            0 => match signal {
-                sig::SIGCHLD | sig::SIGCONT | sig::SIGURG | sig::SIGWINCH => Effect::Nothing,
-                sig::SIGSTOP | sig::SIGTSTP | sig::SIGTTIN | sig::SIGTTOU => Effect::Nothing,
-                _ => Effect::Terminate,
-            },
-            1 if signal != sig::SIGKILL => Effect::Nothing,
-            1 => Effect::Terminate,
-            _ => Effect::HandlerNotDelivered,
+        let info = dequeued(info);
+        let signo = info.signo;
+        let action = p.signals.action(signo);
+        match action.handler {
+            SIG_IGN => continue,
+            SIG_DFL if default_action(signo) == DefaultAction::Ignore => continue,
+            SIG_DFL => {
+                drop(guard);
+                kill_program(signo, None);
+            }
+            _ => {}
+        }
+        if let Some(number) = restart.take() {
+            if action.flags & sa::RESTART != 0 {
+                sigctx::rewind_syscall(frame, number);
+            } else {
+                sigctx::set_return(frame, Errno::Intr.as_return());
+            }
+        }
+        if let Err(e) = setup_frame(p, frame, &action, &info, None) {
+            drop(guard);
+            let (name, _) = describe(signo);
+            kill_program(
+                sig::SIGSEGV,
+                Some(format_args!(
+                    "cannot push the {name} handler's frame onto the stack at {:#x} ({})",
+                    frame.rsp,
+                    e.name()
+                )),
+            );
+        }
+        return;
+    }
+    if let Some(number) = restart {
+        sigctx::rewind_syscall(frame, number);
+    }
+    sched::with_current(|t| {
+        if let Some(mask) = t.sig.saved_mask.take() {
+            t.sig.mask = mask;
+        }
+    });
+}
+
+/// A fault in the program raises `signo`: its handler runs if it has one
+/// that is not blocked; otherwise the program ends, reported with `detail`.
+pub fn fault(frame: &mut Frame, signo: u8, si_code: i32, addr: u64, detail: fmt::Arguments<'_>) {
+    {
+        let mut guard = PROCESS.lock();
+        if let Some(p) = guard.as_mut() {
+            let action = p.signals.action(signo);
+            let blocked = sched::with_current(|t| t.sig.mask & bit(signo) != 0);
+            if action.handler != SIG_DFL && action.handler != SIG_IGN && !blocked {
+                let info = SigInfo::fault(signo, si_code, addr);
+                let details = (frame.vector, frame.error, addr);
+                if setup_frame(p, frame, &action, &info, Some(details)).is_ok() {
+                    return;
+                }
+            }
         }
     }
+    kill_program(signo, Some(detail));
+}
+
+/// Pushes the signal frame and points the program at the handler.
+fn setup_frame(
+    p: &mut Process,
+    frame: &mut Frame,
+    action: &SigAction,
+    info: &SigInfo,
+    fault: Option<(u64, u64, u64)>,
+) -> Result<(), Errno> {
+    // x86-64 handlers return through the program's own trampoline.
+    if action.flags & sa::RESTORER == 0 {
+        return Err(Errno::Fault);
+    }
+    let (alt, mask, saved) = sched::with_current(|t| (t.sig.alt, t.sig.mask, t.sig.saved_mask));
+    let onstack = action.flags & sa::ONSTACK != 0;
+    let place =
+        place_frame(frame.rsp, sigctx::fpu_image_size(), &alt, onstack).ok_or(Errno::Fault)?;
+    let image = sigctx::fpu_image(frame).ok_or(Errno::Nomem)?;
+    p.write_user(place.fpstate, image.bytes())?;
+    let mut context = sigctx::context_of(frame);
+    if let Some((trapno, err, cr2)) = fault {
+        context.trapno = trapno;
+        context.err = err;
+        context.cr2 = cr2;
+    }
+    let old_mask = saved.unwrap_or(mask);
+    context.oldmask = old_mask;
+    context.fpstate = place.fpstate;
+    let mut uc_flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
+    if sigctx::xsave_format() {
+        uc_flags |= UC_FP_XSTATE;
+    }
+    let bytes = encode_frame(&FrameContents {
+        restorer: action.restorer,
+        uc_flags,
+        stack: alt.encode(frame.rsp),
+        context: &context,
+        mask: old_mask,
+        info,
+    });
+    p.write_user(place.frame, &bytes)?;
+    sigctx::enter_handler(
+        frame,
+        action.handler,
+        info.signo,
+        place.frame + INFO_OFFSET,
+        place.frame + UC_OFFSET,
+        place.frame,
+    );
+    sched::with_current(|t| {
+        let mut blocked = mask | action.mask;
+        if action.flags & sa::NODEFER == 0 {
+            blocked |= bit(info.signo);
+        }
+        t.sig.mask = blocked & !UNBLOCKABLE;
+        t.sig.saved_mask = None;
+        if place.on_alt_stack && alt.flags & ss::AUTODISARM != 0 {
+            t.sig.alt = AltStack::default();
+        }
+    });
+    if action.flags & sa::RESETHAND != 0 {
+        let _ = p
+            .signals
+            .set_action(u64::from(info.signo), Some(SigAction::default()));
+    }
+    Ok(())
+}
+
+/// rt_sigreturn(2): resumes what the handler interrupted, from the frame
+/// at the program's stack pointer (the handler's `ret` popped the return
+/// address, so the stack pointer is the ucontext's address).
+pub fn sigreturn(frame: &mut Frame) {
+    let uc_addr = frame.rsp;
+    let ok = {
+        let mut guard = PROCESS.lock();
+        match guard.as_mut() {
+            Some(p) => restore(p, frame, uc_addr).is_ok(),
+            None => false,
+        }
+    };
+    if !ok {
+        kill_program(
+            sig::SIGSEGV,
+            Some(format_args!(
+                "rt_sigreturn found no valid signal frame at {uc_addr:#x}"
+            )),
+        );
+    }
+}
+
+fn restore(p: &mut Process, frame: &mut Frame, uc_addr: u64) -> Result<(), Errno> {
+    let uc: [u8; UCONTEXT_SIZE] = p.read_obj(uc_addr)?;
+    let restored = decode_ucontext(&uc);
+    let fpstate = restored.context.fpstate;
+    if fpstate != 0 {
+        let image = p.user_bytes(fpstate, sigctx::fpu_image_size())?.to_vec();
+        if !sigctx::load_fpu_image(frame, &image) {
+            return Err(Errno::Fault);
+        }
+    }
+    sigctx::resume_with(frame, &restored.context);
+    let (sp, flags, size) = restored.stack;
+    sched::with_current(|t| {
+        t.sig.mask = restored.mask & !UNBLOCKABLE;
+        // The alternate stack comes back as it was when the signal came
+        // (undoing SS_AUTODISARM), unless the program resumes on it.
+        if !t.sig.alt.contains(frame.rsp) {
+            if flags & ss::DISABLE != 0 {
+                t.sig.alt = AltStack::default();
+            } else if size >= MIN_ALT_STACK {
+                t.sig.alt = AltStack {
+                    sp,
+                    size,
+                    flags: flags & ss::AUTODISARM,
+                };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// sigaltstack(2) for the running thread at stack pointer `sp`.
+///
+/// # Errors
+/// EPERM when changing it while running on it, EINVAL for bad flags,
+/// ENOMEM for a stack below MINSIGSTKSZ, EFAULT for bad pointers.
+pub fn sigaltstack(p: &mut Process, new: u64, old: u64, sp: u64) -> Result<u64, Errno> {
+    let current = sched::with_current(|t| t.sig.alt);
+    let replacement = if new != 0 {
+        let raw: [u8; 24] = p.read_obj(new)?;
+        let (ss_sp, flags, size) = AltStack::decode(&raw);
+        if current.contains(sp) {
+            return Err(Errno::Perm);
+        }
+        let mode = flags & !ss::AUTODISARM;
+        if mode != 0 && mode != ss::DISABLE && mode != ss::ONSTACK {
+            return Err(Errno::Inval);
+        }
+        Some(if mode == ss::DISABLE {
+            AltStack::default()
+        } else {
+            if size < MIN_ALT_STACK {
+                return Err(Errno::Nomem);
+            }
+            AltStack {
+                sp: ss_sp,
+                size,
+                flags: flags & ss::AUTODISARM,
+            }
+        })
+    } else {
+        None
+    };
+    if old != 0 {
+        p.write_user(old, &current.encode(sp))?;
+    }
+    if let Some(alt) = replacement {
+        sched::with_current(|t| t.sig.alt = alt);
+    }
+    Ok(0)
 }

@@ -8,6 +8,7 @@ pub use self::x86_64::cpu::{rdrand, rdtsc};
 pub use self::x86_64::fpu::FpuState;
 pub use self::x86_64::paging::{phys_to_virt, pte, PageTables};
 pub use self::x86_64::platform;
+pub use self::x86_64::signal as sigctx;
 pub use self::x86_64::traps::{idle_fixup, prepare_new_thread, set_kernel_stack, switch, Frame};
 pub use self::x86_64::{
     cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, idle, init,

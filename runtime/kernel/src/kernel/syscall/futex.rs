@@ -2,7 +2,7 @@
 
 use kiln_kernel::errno::Errno;
 
-use super::Outcome;
+use super::{OnSignal, Outcome};
 use crate::kernel::process::Process;
 use crate::kernel::sched::{self, Wait};
 use crate::kernel::time;
@@ -66,6 +66,17 @@ fn wait(addr: u64, bitset: u32, deadline: Option<u64>) -> Outcome {
         deadline,
         on_event: Some(Ok(0)),
         on_timeout: Some(Err(Errno::Timedout)),
+        on_signal: interrupted(deadline),
+    }
+}
+
+/// A futex wait without a timeout is restarted after a handler with
+/// SA_RESTART; one with a timeout fails with EINTR.
+fn interrupted(deadline: Option<u64>) -> OnSignal {
+    if deadline.is_some() {
+        OnSignal::Eintr
+    } else {
+        OnSignal::Restart
     }
 }
 
@@ -187,6 +198,7 @@ pub fn futex(
                     deadline,
                     on_event: None,
                     on_timeout: Some(Err(Errno::Timedout)),
+                    on_signal: interrupted(deadline),
                 })
             }
             FUTEX_UNLOCK_PI => {

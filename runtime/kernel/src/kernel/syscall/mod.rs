@@ -11,6 +11,7 @@ mod fs;
 mod fs_ipc;
 mod futex;
 mod mm;
+mod signals;
 mod task;
 mod time;
 mod trace;
@@ -21,7 +22,8 @@ use kiln_kernel::syscall_names::nr;
 use crate::kernel::arch::Frame;
 use crate::kernel::process::{Process, PROCESS};
 use crate::kernel::sched::{self, Wait, Woken};
-use crate::kernel::signal::sig;
+use crate::kernel::signal::{self, sig, SyscallEnd};
+use kiln_kernel::signal::SigInfo;
 
 /// `AT_FDCWD` as a register value.
 const AT_FDCWD: u64 = -100i64 as u64;
@@ -46,6 +48,8 @@ pub enum Outcome {
         on_event: Option<Result<u64, Errno>>,
         /// Result at the deadline (None: re-run the call).
         on_timeout: Option<Result<u64, Errno>>,
+        /// What a signal that interrupts the wait makes of the call.
+        on_signal: OnSignal,
     },
     /// End the calling thread (exit); the program when it is the last.
     ThreadExit(u8),
@@ -55,13 +59,33 @@ pub enum Outcome {
     Kill(u8),
 }
 
+/// How a blocked system call ends when a signal interrupts it.
+#[derive(Clone, Copy, Debug)]
+pub enum OnSignal {
+    /// EINTR after a handler without SA_RESTART; otherwise the call is
+    /// executed again (Linux's ERESTARTSYS).
+    Restart,
+    /// EINTR.
+    Eintr,
+    /// EINTR, and the time left until `deadline` written to the timespec
+    /// at `rem` (nanosleep).
+    EintrRemaining {
+        /// The program's `rem` pointer (0: none).
+        rem: u64,
+        /// The sleep's monotonic deadline.
+        deadline: u64,
+    },
+    /// Run the call again at once (it looks for the signal itself).
+    Rerun,
+}
+
 impl From<Result<u64, Errno>> for Outcome {
     fn from(r: Result<u64, Errno>) -> Self {
         Outcome::Return(r)
     }
 }
 
-fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
+fn call(p: &mut Process, number: u64, a: Args, user_sp: u64) -> Outcome {
     let [a0, a1, a2, a3, a4, a5] = a.0;
     match number {
         nr::READ => fs::read(p, a0, a1, a2).into(),
@@ -137,8 +161,8 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
         nr::EXIT_GROUP => Outcome::Exit(a0 as u8),
         nr::FUTEX => futex::futex(p, a0, a1, a2, a3, a4, a5),
         nr::FORK | nr::VFORK | nr::EXECVE | nr::EXECVEAT => Err(Errno::Nosys).into(),
-        nr::NANOSLEEP => time::nanosleep(p, 1, 0, a0),
-        nr::CLOCK_NANOSLEEP => time::nanosleep(p, a0, a1, a2),
+        nr::NANOSLEEP => time::nanosleep(p, 1, 0, a0, a1),
+        nr::CLOCK_NANOSLEEP => time::nanosleep(p, a0, a1, a2, a3),
         nr::ARCH_PRCTL => task::arch_prctl(p, a0, a1).into(),
         nr::SET_TID_ADDRESS => task::set_tid_address(p, a0).into(),
         nr::SET_ROBUST_LIST => task::set_robust_list(a1).into(),
@@ -156,18 +180,27 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
             sched::yield_now_later();
             Ok(0).into()
         }
-        nr::RT_SIGACTION => task::rt_sigaction(p, a0, a1, a2, a3).into(),
-        nr::RT_SIGPROCMASK => match task::rt_sigprocmask(p, a0, a1, a2, a3) {
-            Ok(v) => match task::deliver_unblocked(p) {
-                Some(signal) => Outcome::Kill(signal),
-                None => Outcome::Return(Ok(v)),
-            },
-            Err(e) => Outcome::Return(Err(e)),
-        },
-        nr::SIGALTSTACK => task::sigaltstack(p, a1).into(),
-        nr::KILL => task::kill(p, a0, a1),
-        nr::TGKILL => task::kill(p, a1, a2),
-        nr::TKILL => task::kill(p, a0, a1),
+        nr::RT_SIGACTION => signals::rt_sigaction(p, a0, a1, a2, a3).into(),
+        nr::RT_SIGPROCMASK => signals::rt_sigprocmask(p, a0, a1, a2, a3).into(),
+        nr::RT_SIGPENDING => signals::rt_sigpending(p, a0, a1).into(),
+        nr::RT_SIGSUSPEND => signals::rt_sigsuspend(p, a0, a1),
+        nr::PAUSE => signals::pause(),
+        nr::RT_SIGTIMEDWAIT => signals::rt_sigtimedwait(p, a0, a1, a2, a3),
+        nr::SIGALTSTACK => signal::sigaltstack(p, a0, a1, user_sp).into(),
+        nr::KILL => signals::kill(p, a0, None, a1),
+        nr::TGKILL => signals::kill(p, a0, Some(a1), a2),
+        nr::TKILL => signals::kill(p, 1, Some(a0), a1),
+        nr::RT_SIGQUEUEINFO => signals::sigqueueinfo(p, a0, None, a1, a2),
+        nr::RT_TGSIGQUEUEINFO => signals::sigqueueinfo(p, a0, Some(a1), a2, a3),
+        nr::RESTART_SYSCALL => Err(Errno::Intr).into(),
+        nr::ALARM => time::alarm(a0).into(),
+        nr::SETITIMER => time::setitimer(p, a0, a1, a2).into(),
+        nr::GETITIMER => time::getitimer(p, a0, a1).into(),
+        nr::TIMER_CREATE => time::timer_create(p, a0, a1, a2).into(),
+        nr::TIMER_SETTIME => time::timer_settime(p, a0, a1, a2, a3).into(),
+        nr::TIMER_GETTIME => time::timer_gettime(p, a0, a1).into(),
+        nr::TIMER_GETOVERRUN => time::timer_getoverrun(a0).into(),
+        nr::TIMER_DELETE => time::timer_delete(a0).into(),
         nr::CLOCK_GETTIME => time::clock_gettime(p, a0, a1).into(),
         nr::CLOCK_GETRES => time::clock_getres(p, a0, a1).into(),
         nr::GETTIMEOFDAY => time::gettimeofday(p, a0).into(),
@@ -176,28 +209,72 @@ fn call(p: &mut Process, number: u64, a: Args) -> Outcome {
     }
 }
 
-/// Called by the SYSCALL entry stub (see `arch::x86_64::traps`).
+/// Whether `number` waits for file descriptors (EINTR on a signal, never
+/// restarted).
+fn is_poll(number: u64) -> bool {
+    matches!(
+        number,
+        nr::POLL
+            | nr::PPOLL
+            | nr::SELECT
+            | nr::PSELECT6
+            | nr::EPOLL_WAIT
+            | nr::EPOLL_PWAIT
+            | nr::EPOLL_PWAIT2
+    )
+}
+
+/// How the entry stub returns to the program.
+#[repr(u64)]
+enum Return {
+    /// The fast path: RCX and R11 are clobbered, as SYSRET does.
+    Fast = 0,
+    /// Every register from the frame (rt_sigreturn resumes code that was
+    /// interrupted anywhere).
+    Full = 1,
+}
+
+/// Called by the SYSCALL entry stub (see `arch::x86_64::traps`); the
+/// result tells the stub which way to return.
 #[no_mangle]
-extern "C" fn syscall_dispatch(frame: &mut Frame) {
+extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
     let number = frame.rax;
-    let args = Args([
-        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-    ]);
-    let result = run(frame, number, args);
-    sched::with_current(|t| t.restart_deadline = None);
-    sched::yield_if_requested();
-    frame.rax = match result {
-        Ok(v) => v,
-        Err(e) => e.as_return(),
+    let way = if number == nr::RT_SIGRETURN {
+        if PROCESS.lock().as_ref().is_some_and(|p| p.trace) {
+            crate::kprintln!("rt_sigreturn() = ?");
+        }
+        signal::sigreturn(frame);
+        signal::deliver(frame, None);
+        Return::Full
+    } else {
+        let args = Args([
+            frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+        ]);
+        let result = run(frame, number, args);
+        sched::with_current(|t| t.restart_deadline = None);
+        sched::yield_if_requested();
+        frame.rax = match result {
+            Ok(v) => v,
+            Err(Errno::Restart) => Errno::Intr.as_return(),
+            Err(e) => e.as_return(),
+        };
+        // Look at timers that fired meanwhile (and let others run if the
+        // slice is over) before going back to the program.
+        if sched::timer_pending() {
+            sched::check_timers();
+        }
+        let end = SyscallEnd {
+            number,
+            restartable: result == Err(Errno::Restart),
+        };
+        signal::deliver(frame, Some(end));
+        Return::Fast
     };
-    // Look at timers that fired meanwhile (and let others run if the
-    // slice is over) before going back to the program.
-    if sched::timer_pending() {
-        sched::check_timers();
-    }
-    // The return path writes RFLAGS and RIP just below the red zone.
+    // The fast return path writes RFLAGS and RIP just below the red zone.
     let mut guard = PROCESS.lock();
-    let Some(p) = guard.as_mut() else { return };
+    let Some(p) = guard.as_mut() else {
+        return way as u64;
+    };
     if p.prepare(frame.rsp.wrapping_sub(144), 16, true).is_err() {
         drop(guard);
         crate::kernel::kill_program(
@@ -208,6 +285,7 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) {
             )),
         );
     }
+    way as u64
 }
 
 /// Runs one system call to completion: blocking (with the process lock
@@ -225,22 +303,33 @@ fn run(frame: &Frame, number: u64, args: Args) -> Result<u64, Errno> {
         };
         let outcome = match number {
             nr::CLONE | nr::CLONE3 => task::clone(p, frame, number, args),
-            _ => call(p, number, args),
+            _ => call(p, number, args, frame.rsp),
         };
         let outcome = match outcome {
             // Writing to a pipe nobody reads raises SIGPIPE, as on Linux.
-            Outcome::Return(Err(Errno::Pipe)) => match p.signals.send(sig::SIGPIPE) {
-                crate::kernel::signal::Effect::Terminate => Outcome::Kill(sig::SIGPIPE),
-                _ => Outcome::Return(Err(Errno::Pipe)),
-            },
+            Outcome::Return(Err(Errno::Pipe)) => {
+                let info = SigInfo::kernel(sig::SIGPIPE);
+                match signal::send(p, Some(sched::current_tid()), info) {
+                    Ok(Some(signo)) => Outcome::Kill(signo),
+                    _ => Outcome::Return(Err(Errno::Pipe)),
+                }
+            }
             // Would block: wait for any I/O object to change, then re-run.
             Outcome::Return(Err(Errno::Restart)) => {
                 let deadline = sched::with_current(|t| t.restart_deadline);
+                // poll and friends, and waits with a timeout, fail with
+                // EINTR; plain reads and writes may be restarted.
+                let on_signal = if deadline.is_some() || is_poll(number) {
+                    OnSignal::Eintr
+                } else {
+                    OnSignal::Restart
+                };
                 Outcome::Block {
                     wait: Wait::Io,
                     deadline,
                     on_event: None,
                     on_timeout: None,
+                    on_signal,
                 }
             }
             other => other,
@@ -257,6 +346,7 @@ fn run(frame: &Frame, number: u64, args: Args) -> Result<u64, Errno> {
                 deadline,
                 on_event,
                 on_timeout,
+                on_signal,
             } => {
                 drop(guard);
                 let woken = match sched::block(wait, deadline) {
@@ -268,9 +358,22 @@ fn run(frame: &Frame, number: u64, args: Args) -> Result<u64, Errno> {
                         crate::kernel::deadlock();
                     }
                 };
-                let done = match woken {
-                    Woken::Event => on_event,
-                    Woken::Timeout => on_timeout,
+                let done = match (woken, on_signal) {
+                    (Woken::Event, _) => on_event,
+                    (Woken::Timeout, _) => on_timeout,
+                    (Woken::Signal, OnSignal::Rerun) => None,
+                    (Woken::Signal, OnSignal::Restart) => Some(Err(Errno::Restart)),
+                    (Woken::Signal, OnSignal::Eintr) => Some(Err(Errno::Intr)),
+                    (Woken::Signal, OnSignal::EintrRemaining { rem, deadline }) => {
+                        if rem != 0 {
+                            let left = deadline.saturating_sub(crate::kernel::time::monotonic_ns());
+                            let mut guard = PROCESS.lock();
+                            if let Some(p) = guard.as_mut() {
+                                let _ = time::write_timespec(p, rem, left);
+                            }
+                        }
+                        Some(Err(Errno::Intr))
+                    }
                 };
                 match done {
                     Some(result) => {

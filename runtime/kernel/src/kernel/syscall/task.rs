@@ -1,4 +1,4 @@
-//! Process and thread system calls: identity, limits, TLS, signals.
+//! Process and thread system calls: identity, limits, TLS, clone, exit.
 
 use kiln_kernel::errno::Errno;
 
@@ -6,7 +6,6 @@ use super::Outcome;
 use crate::kernel::arch;
 use crate::kernel::process::{Process, STACK_SIZE};
 use crate::kernel::sched;
-use crate::kernel::signal::{Effect, SigAction};
 
 const ARCH_SET_GS: u64 = 0x1001;
 const ARCH_SET_FS: u64 = 0x1002;
@@ -134,105 +133,6 @@ pub fn sched_getaffinity(p: &mut Process, size: u64, mask: u64) -> Result<u64, E
     }
     p.write_user(mask, &1u64.to_le_bytes())?;
     Ok(8)
-}
-
-/// rt_sigaction(2): records the disposition.
-pub fn rt_sigaction(
-    p: &mut Process,
-    signal: u64,
-    act: u64,
-    oldact: u64,
-    size: u64,
-) -> Result<u64, Errno> {
-    if size != 8 {
-        return Err(Errno::Inval);
-    }
-    let new = if act != 0 {
-        Some(p.read_obj::<SigAction>(act)?)
-    } else {
-        None
-    };
-    let old = p.signals.set_action(signal, new)?;
-    if oldact != 0 {
-        let bytes: [u64; 4] = [old.handler, old.flags, old.restorer, old.mask];
-        let mut raw = [0u8; 32];
-        for (i, w) in bytes.iter().enumerate() {
-            raw[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        p.write_user(oldact, &raw)?;
-    }
-    Ok(0)
-}
-
-/// rt_sigprocmask(2): records the mask.
-pub fn rt_sigprocmask(
-    p: &mut Process,
-    how: u64,
-    set: u64,
-    oldset: u64,
-    size: u64,
-) -> Result<u64, Errno> {
-    const SIG_BLOCK: u64 = 0;
-    const SIG_UNBLOCK: u64 = 1;
-    const SIG_SETMASK: u64 = 2;
-    const UNBLOCKABLE: u64 = (1 << 8) | (1 << 18); // SIGKILL, SIGSTOP
-    if size != 8 {
-        return Err(Errno::Inval);
-    }
-    let old = p.signals.mask;
-    if set != 0 {
-        let s: u64 = p.read_obj(set)?;
-        p.signals.mask = match how {
-            SIG_BLOCK => old | s,
-            SIG_UNBLOCK => old & !s,
-            SIG_SETMASK => s,
-            _ => return Err(Errno::Inval),
-        } & !UNBLOCKABLE;
-    }
-    if oldset != 0 {
-        p.write_user(oldset, &old.to_le_bytes())?;
-    }
-    Ok(0)
-}
-
-/// sigaltstack(2): reports "no alternate stack" (delivery comes later).
-pub fn sigaltstack(p: &mut Process, old: u64) -> Result<u64, Errno> {
-    const SS_DISABLE: u32 = 2;
-    if old != 0 {
-        let mut raw = [0u8; 24];
-        raw[8..12].copy_from_slice(&SS_DISABLE.to_le_bytes());
-        p.write_user(old, &raw)?;
-    }
-    Ok(0)
-}
-
-/// kill(2)/tgkill(2)/tkill(2) aimed at the program itself.
-pub fn kill(p: &mut Process, pid: u64, signal: u64) -> Outcome {
-    let pid = pid as i64;
-    if pid != 1 && pid != 0 && pid != -1 {
-        return Outcome::Return(Err(Errno::Srch));
-    }
-    if signal > 64 {
-        return Outcome::Return(Err(Errno::Inval));
-    }
-    if signal == 0 {
-        return Outcome::Return(Ok(0));
-    }
-    match p.signals.send(signal as u8) {
-        Effect::Terminate => Outcome::Kill(signal as u8),
-        Effect::Nothing | Effect::HandlerNotDelivered => Outcome::Return(Ok(0)),
-    }
-}
-
-/// After a mask change: a pending signal that is no longer blocked takes
-/// effect now.
-pub fn deliver_unblocked(p: &mut Process) -> Option<u8> {
-    while let Some(signal) = p.signals.take_unblocked() {
-        if let Effect::Terminate = p.signals.effect(signal) {
-            return Some(signal);
-        }
-    }
-    None
 }
 
 const CLONE_VM: u64 = 0x100;

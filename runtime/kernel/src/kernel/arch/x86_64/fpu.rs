@@ -80,6 +80,63 @@ impl FpuState {
     }
 }
 
+impl FpuState {
+    /// The save image (XSAVE standard format or FXSAVE).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `area` holds `layout.size()` initialised bytes owned by self.
+        unsafe { core::slice::from_raw_parts(self.area, self.layout.size()) }
+    }
+
+    /// The save image, for editing before `restore`; the caller must keep
+    /// it valid (see [`valid_image`]).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.area, self.layout.size()) }
+    }
+}
+
+/// Bytes of a save image.
+pub fn area_size() -> usize {
+    AREA_SIZE.load(Ordering::Relaxed).max(512)
+}
+
+/// Whether save images are in XSAVE format.
+pub fn uses_xsave() -> bool {
+    USE_XSAVE.load(Ordering::Relaxed) != 0
+}
+
+/// Offset of XMM0 in a save image.
+pub const XMM_OFFSET: usize = 160;
+
+/// Whether a save image that came from the program (a signal frame) can be
+/// loaded without faulting: MXCSR has no reserved bit set, and an XSAVE
+/// header names only enabled components in the standard format.
+pub fn valid_image(image: &[u8]) -> bool {
+    if image.len() < area_size() {
+        return false;
+    }
+    let word = |at: usize| u64::from_le_bytes(image[at..at + 8].try_into().unwrap_or_default());
+    let mxcsr = u32::from_le_bytes(image[24..28].try_into().unwrap_or_default());
+    let mask = match u32::from_le_bytes(image[28..32].try_into().unwrap_or_default()) {
+        0 => 0xffbf,
+        m => m,
+    };
+    if mxcsr & !mask != 0 {
+        return false;
+    }
+    if uses_xsave() {
+        let xstate_bv = word(512);
+        let xcomp_bv = word(520);
+        if xstate_bv & !super::cpu::xcr0() != 0 || xcomp_bv != 0 {
+            return false;
+        }
+        if image[528..576].iter().any(|&b| b != 0) {
+            return false;
+        }
+    }
+    true
+}
+
 impl Drop for FpuState {
     fn drop(&mut self) {
         // SAFETY: allocated in `capture` with this layout.

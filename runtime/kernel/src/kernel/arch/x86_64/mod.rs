@@ -11,6 +11,7 @@ mod gdt;
 pub mod paging;
 pub mod platform;
 mod pvm;
+pub mod signal;
 pub mod traps;
 
 use core::arch::asm;

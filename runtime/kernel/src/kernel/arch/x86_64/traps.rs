@@ -17,7 +17,8 @@
 //! A system call returns without IRETQ (which traps on PVM): the program's
 //! RFLAGS and RIP are written just below its red zone, then `popfq; ret 128`
 //! restores RFLAGS, RIP and RSP natively. RCX and R11 come back as the
-//! return address and RFLAGS, exactly as after Linux's SYSRET.
+//! return address and RFLAGS, exactly as after Linux's SYSRET. Only
+//! rt_sigreturn, which must restore every register, returns through IRETQ.
 
 use core::arch::{asm, global_asm};
 use core::mem::size_of;
@@ -175,6 +176,8 @@ global_asm!(
     "3:",
     "mov rdi, rsp",
     "call syscall_dispatch",
+    "test rax, rax",
+    "jnz syscall_full_exit",
     // A new thread starts here too, on a frame made by clone.
     ".globl syscall_exit",
     "syscall_exit:",
@@ -196,6 +199,19 @@ global_asm!(
     "mov r11, [rsp]",
     "popfq",
     "ret 128",
+    "",
+    // rt_sigreturn resumes code interrupted anywhere: every register
+    // comes from the frame, through IRETQ.
+    "syscall_full_exit:",
+    restore_regs!(),
+    "mov rax, [rip + PV_IRQ_FLAG]",
+    "test rax, rax",
+    "jz 5f",
+    "mov byte ptr [rax], 1",
+    "5:",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
     "",
     // switch_to(prev: *mut u64, next: *const u64): saves the callee-saved
     // registers and the stack pointer of the running kernel context and
