@@ -7,6 +7,7 @@
 //! per-descriptor close-on-exec flag. It belongs to the process.
 
 pub mod device;
+pub mod epoll;
 pub mod file;
 pub mod pipe;
 pub mod stdio;
@@ -26,6 +27,7 @@ pub const MAX_FDS: usize = 1024;
 #[allow(missing_docs)]
 pub mod poll {
     pub const POLLIN: u16 = 0x1;
+    pub const POLLPRI: u16 = 0x2;
     pub const POLLOUT: u16 = 0x4;
     pub const POLLHUP: u16 = 0x10;
     pub const POLLERR: u16 = 0x8;
@@ -106,6 +108,23 @@ pub trait FileOps: Send + Sync {
     /// Which of `events` are ready now.
     fn poll(&self, events: u16) -> u16 {
         events & (poll::POLLIN | poll::POLLOUT)
+    }
+
+    /// Whether epoll may watch it (pipes, eventfds, the console, epoll
+    /// instances; not regular files, directories or /dev/null, as on Linux).
+    fn pollable(&self) -> bool {
+        false
+    }
+
+    /// How often readers and writers have been woken so far (epoll's edge
+    /// triggering reports a ready descriptor again after a new wake-up).
+    fn wakeups(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// The epoll instance, when this is one.
+    fn epoll(&self) -> Option<&epoll::Epoll> {
+        None
     }
 
     /// The guest-physical bytes of a file that can be mapped straight into

@@ -6,7 +6,7 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::stat::{mode, Stat};
@@ -22,6 +22,32 @@ struct Shared {
     readers: AtomicUsize,
     writers: AtomicUsize,
     ino: u64,
+    wakeups: Wakeups,
+}
+
+/// Counts of the events that wake readers (data written, writer gone) and
+/// writers (data read, reader gone): epoll's edge triggering compares them.
+#[derive(Default)]
+pub struct Wakeups {
+    readable: AtomicU64,
+    writable: AtomicU64,
+}
+
+impl Wakeups {
+    fn readers(&self) {
+        self.readable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn writers(&self) {
+        self.writable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (u64, u64) {
+        (
+            self.readable.load(Ordering::Relaxed),
+            self.writable.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// One end of a pipe.
@@ -40,6 +66,7 @@ pub fn pipe(nonblocking: bool) -> (PipeEnd, PipeEnd) {
         readers: AtomicUsize::new(1),
         writers: AtomicUsize::new(1),
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed) as u64,
+        wakeups: Wakeups::default(),
     });
     let end = |write_end| PipeEnd {
         shared: shared.clone(),
@@ -57,6 +84,11 @@ impl Drop for PipeEnd {
             &self.shared.readers
         };
         count.fetch_sub(1, Ordering::Relaxed);
+        if self.write_end {
+            self.shared.wakeups.readers();
+        } else {
+            self.shared.wakeups.writers();
+        }
         crate::kernel::sched::notify_io();
     }
 }
@@ -85,6 +117,7 @@ impl PipeEnd {
             for (dst, src) in buf.iter_mut().zip(b.drain(..n)) {
                 *dst = src;
             }
+            self.shared.wakeups.writers();
             return Some(Ok(n));
         }
         if self.shared.writers.load(Ordering::Relaxed) == 0 {
@@ -104,6 +137,7 @@ impl PipeEnd {
         }
         let n = buf.len().min(room);
         b.extend(&buf[..n]);
+        self.shared.wakeups.readers();
         Some(Ok(n))
     }
 }
@@ -155,6 +189,14 @@ impl FileOps for PipeEnd {
         }
     }
 
+    fn pollable(&self) -> bool {
+        true
+    }
+
+    fn wakeups(&self) -> (u64, u64) {
+        self.shared.wakeups.get()
+    }
+
     fn poll(&self, events: u16) -> u16 {
         let len = self.shared.buffer.lock().len();
         if self.write_end {
@@ -199,6 +241,7 @@ pub struct EventFd {
     count: Mutex<u64>,
     semaphore: bool,
     nonblocking: AtomicBool,
+    wakeups: Wakeups,
 }
 
 impl EventFd {
@@ -208,6 +251,7 @@ impl EventFd {
             count: Mutex::new(initial),
             semaphore,
             nonblocking: AtomicBool::new(nonblocking),
+            wakeups: Wakeups::default(),
         }
     }
 }
@@ -225,6 +269,7 @@ impl FileOps for EventFd {
             }
             let v = if self.semaphore { 1 } else { *c };
             *c -= v;
+            self.wakeups.writers();
             Some(Ok(v))
         })?;
         buf[..8].copy_from_slice(&value.to_le_bytes());
@@ -248,19 +293,21 @@ impl FileOps for EventFd {
                 return None;
             }
             *c += value;
+            self.wakeups.readers();
             Some(Ok(8))
         })
     }
 
     fn stat(&self) -> Stat {
-        Stat {
-            dev: 0x0d,
-            ino: 0x20_0000,
-            mode: 0o600,
-            nlink: 1,
-            blksize: 4096,
-            ..Stat::default()
-        }
+        anon_stat()
+    }
+
+    fn pollable(&self) -> bool {
+        true
+    }
+
+    fn wakeups(&self) -> (u64, u64) {
+        self.wakeups.get()
     }
 
     fn poll(&self, events: u16) -> u16 {
@@ -284,5 +331,17 @@ impl FileOps for EventFd {
         self.nonblocking
             .store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// What fstat(2) shows for an anonymous-inode object (eventfd, epoll).
+pub fn anon_stat() -> Stat {
+    Stat {
+        dev: 0x0d,
+        ino: 0x20_0000,
+        mode: 0o600,
+        nlink: 1,
+        blksize: 4096,
+        ..Stat::default()
     }
 }

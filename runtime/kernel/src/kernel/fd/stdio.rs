@@ -40,6 +40,10 @@ impl FileOps for Stdin {
     fn poll(&self, events: u16) -> u16 {
         (events & poll::POLLIN) | poll::POLLHUP
     }
+
+    fn pollable(&self) -> bool {
+        true
+    }
 }
 
 impl FileOps for Output {
@@ -54,6 +58,10 @@ impl FileOps for Output {
 
     fn poll(&self, events: u16) -> u16 {
         events & poll::POLLOUT
+    }
+
+    fn pollable(&self) -> bool {
+        true
     }
 
     fn status_flags(&self) -> u32 {

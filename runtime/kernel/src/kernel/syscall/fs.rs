@@ -11,7 +11,7 @@ use kiln_kernel::stat::{mode, Stat};
 use kiln_kernel::vfs::NodeKind;
 
 use crate::kernel::fd::file::Generated;
-use crate::kernel::fd::{flags, poll, FileOps};
+use crate::kernel::fd::{flags, FileOps};
 use crate::kernel::fs::{self, proc, Found};
 use crate::kernel::process::Process;
 
@@ -648,62 +648,4 @@ pub fn umask(p: &mut Process, mask: u64) -> Result<u64, Errno> {
     let old = p.umask;
     p.umask = (mask as u32) & 0o777;
     Ok(u64::from(old))
-}
-
-/// ppoll(2) (the signal mask is not applied: no signal is delivered while
-/// it waits yet).
-pub fn ppoll(p: &mut Process, fds: u64, count: u64, tsp: u64) -> Result<u64, Errno> {
-    let timeout_ms = if tsp == 0 {
-        -1
-    } else {
-        let t: [i64; 2] = p.read_obj(tsp)?;
-        if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
-            return Err(Errno::Inval);
-        }
-        // Round up so a short timeout still waits.
-        (t[0].saturating_mul(1000)).saturating_add((t[1] + 999_999) / 1_000_000)
-    };
-    poll(p, fds, count, timeout_ms)
-}
-
-/// poll(2). Waits (re-run on every I/O change) until a descriptor is
-/// ready or the timeout (ms; negative: none) passes.
-pub fn poll(p: &mut Process, fds: u64, count: u64, timeout_ms: i64) -> Result<u64, Errno> {
-    let ready = poll_once(p, fds, count)?;
-    if ready > 0 || timeout_ms == 0 {
-        return Ok(ready);
-    }
-    let deadline = crate::kernel::sched::restart_deadline(
-        (timeout_ms > 0).then(|| timeout_ms as u64 * 1_000_000),
-    );
-    if deadline.is_some_and(|d| d <= crate::kernel::time::monotonic_ns()) {
-        return Ok(0);
-    }
-    Err(Errno::Restart)
-}
-
-fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
-    if count > 1024 {
-        return Err(Errno::Inval);
-    }
-    let mut pollfds: Vec<u8> = p.user_bytes(fds, count * 8)?.to_vec();
-    let mut ready = 0;
-    for e in pollfds.chunks_exact_mut(8) {
-        let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-        let events = u16::from_le_bytes([e[4], e[5]]);
-        let revents = if fd < 0 {
-            0
-        } else {
-            match p.fds.get(fd as u64) {
-                Ok(file) => file.poll(events),
-                Err(_) => poll::POLLNVAL,
-            }
-        };
-        e[6..8].copy_from_slice(&revents.to_le_bytes());
-        if revents != 0 {
-            ready += 1;
-        }
-    }
-    p.write_user(fds, &pollfds)?;
-    Ok(ready)
 }

@@ -11,6 +11,7 @@ mod fs;
 mod fs_ipc;
 mod futex;
 mod mm;
+mod poll;
 mod signals;
 mod task;
 mod time;
@@ -110,8 +111,20 @@ fn call(p: &mut Process, number: u64, a: Args, user_sp: u64) -> Outcome {
         nr::ACCESS => fs::faccessat(p, AT_FDCWD, a0, a1).into(),
         nr::FACCESSAT | nr::FACCESSAT2 => fs::faccessat(p, a0, a1, a2).into(),
         nr::GETDENTS64 => fs::getdents64(p, a0, a1, a2).into(),
-        nr::POLL => fs::poll(p, a0, a1, a2 as i32 as i64).into(),
-        nr::PPOLL => fs::ppoll(p, a0, a1, a2).into(),
+        nr::POLL => poll::poll(p, a0, a1, a2 as i32 as i64).into(),
+        nr::PPOLL => poll::ppoll(p, a0, a1, a2, a3, a4).into(),
+        nr::SELECT => poll::select(p, a0, a1, a2, a3, a4).into(),
+        nr::PSELECT6 => poll::pselect6(p, a0, a1, a2, a3, a4, a5).into(),
+        nr::EPOLL_CREATE if (a0 as i32) <= 0 => Err(Errno::Inval).into(),
+        nr::EPOLL_CREATE => poll::epoll_create1(p, 0).into(),
+        nr::EPOLL_CREATE1 => poll::epoll_create1(p, a0).into(),
+        nr::EPOLL_CTL => poll::epoll_ctl(p, a0, a1, a2, a3).into(),
+        nr::EPOLL_WAIT => poll::epoll_wait(p, a0, a1, a2, poll::ms_timeout(a3), (0, 0)).into(),
+        nr::EPOLL_PWAIT => poll::epoll_wait(p, a0, a1, a2, poll::ms_timeout(a3), (a4, a5)).into(),
+        nr::EPOLL_PWAIT2 => match poll::timespec_timeout(p, a3) {
+            Ok(t) => poll::epoll_wait(p, a0, a1, a2, t, (a4, a5)).into(),
+            Err(e) => Err(e).into(),
+        },
         nr::READLINK => fs::readlinkat(p, AT_FDCWD, a0, a1, a2).into(),
         nr::READLINKAT => fs::readlinkat(p, a0, a1, a2, a3).into(),
         nr::FCNTL => fs::fcntl(p, a0, a1, a2).into(),
