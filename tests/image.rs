@@ -183,6 +183,61 @@ fn inspect_shows_sections_analysis_and_files() {
     assert!(stdout(&text).contains("sha256:") && stdout(&text).contains("/app/hello"));
 }
 
+#[test]
+fn export_writes_the_rootfs_section_as_a_tar_archive() {
+    let dir = scratch("export");
+    let image = dir.join("hello.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let tar = dir.join("rootfs.tar");
+    let out = kiln()
+        .arg("export")
+        .arg(&image)
+        .arg("-o")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let inspect = kiln()
+        .args(["inspect", "--json"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let rootfs = doc["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "rootfs")
+        .unwrap();
+    let bytes = std::fs::read(&tar).unwrap();
+    assert_eq!(bytes.len() as u64, rootfs["size"].as_u64().unwrap());
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(
+        stdout(&listing).lines().any(|l| l == "app/hello"),
+        "{}",
+        stdout(&listing)
+    );
+    // To stdout, byte for byte the same.
+    let piped = kiln().arg("export").arg(&image).output().unwrap();
+    assert_eq!(piped.stdout, bytes);
+    // A damaged image is refused and nothing is written.
+    let broken = dir.join("broken.kiln");
+    let mut damaged = std::fs::read(&image).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    std::fs::write(&broken, damaged).unwrap();
+    let refused = dir.join("refused.tar");
+    let out = kiln()
+        .arg("export")
+        .arg(&broken)
+        .arg("-o")
+        .arg(&refused)
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 125, "{}", stderr(&out));
+    assert!(!refused.exists());
+}
+
 /// Writes `manifest` (with `PROGRAM` replaced by the hello program) into a
 /// scratch directory and builds it; returns (output, scratch dir, image path).
 fn build_bad(test: &str, manifest: &str) -> (Output, PathBuf, PathBuf) {

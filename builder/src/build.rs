@@ -49,13 +49,12 @@ pub enum BuildError {
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
     /// The guest kernel cannot be read.
-    #[error("cannot read the guest kernel {path}: {source} (build it with `cargo xtask kernel`)")]
+    #[error("cannot read the guest kernel {path}: {error} (build it with `cargo xtask kernel`)")]
     Kernel {
         /// The kernel path.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The image is larger than its budget.
     #[error("image {name} would be {size} bytes, over its budget of {budget} bytes; largest contributors: {largest}")]
@@ -465,9 +464,9 @@ fn assemble(
         kib(rootfs_bytes.len() as u64)
     ));
 
-    let kernel = std::fs::read(&opts.kernel).map_err(|source| BuildError::Kernel {
+    let kernel = std::fs::read(&opts.kernel).map_err(|error| BuildError::Kernel {
         path: opts.kernel.clone(),
-        source,
+        error,
     })?;
     let mut env: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !m.env.contains_key("PATH") {

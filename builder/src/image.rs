@@ -93,13 +93,12 @@ pub struct Section {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The file cannot be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The image.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not a kiln image.
     #[error("{0}: not a kiln image (bad magic)")]
@@ -196,9 +195,9 @@ pub fn encode(sections: &[(SectionKind, &[u8])]) -> Vec<u8> {
 /// # Errors
 /// [`ImageError::Io`].
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let io = |source| ImageError::Io {
+    let io = |error| ImageError::Io {
         path: path.into(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -242,9 +241,9 @@ impl Image {
     /// # Errors
     /// [`ImageError`] saying what is wrong.
     pub fn open(path: &Path) -> Result<Image, ImageError> {
-        let io = |source| ImageError::Io {
+        let io = |error| ImageError::Io {
             path: path.into(),
-            source,
+            error,
         };
         let file = File::open(path).map_err(io)?;
         let actual = file.metadata().map_err(io)?.len();
@@ -280,9 +279,9 @@ impl Image {
         let mut buf = vec![0u8; s.size as usize];
         self.file
             .read_exact_at(&mut buf, s.offset)
-            .map_err(|source| ImageError::Io {
+            .map_err(|error| ImageError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         Ok(buf)
     }
@@ -379,6 +378,26 @@ fn parse(path: &Path, data: &[u8], actual: u64) -> Result<(Vec<Section>, String,
             return Err(header_err(format!("no {} section", kind.name())));
         }
     }
+    // Nothing the digests do not cover may carry data: the rest of the
+    // header and the padding between and after sections are zeros.
+    let mut covered: Vec<(u64, u64)> = sections
+        .iter()
+        .map(|s| (s.offset, s.offset + s.size))
+        .collect();
+    covered.push((0, table_end as u64 + 32));
+    covered.sort_unstable();
+    let mut at = 0u64;
+    for (start, end) in covered.iter().copied().chain([(actual, actual)]) {
+        if data[at as usize..start.max(at) as usize]
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return Err(header_err(format!(
+                "bytes {at}..{start} (padding outside every section) are not zero"
+            )));
+        }
+        at = at.max(end);
+    }
     let digest = hex(&Sha256::digest(&data[..HEADER_SIZE as usize]));
     Ok((sections, digest, actual))
 }
@@ -410,6 +429,19 @@ mod tests {
         }
         assert_eq!(sections[1].size, 5000);
         assert_eq!(sample(), img, "encoding is deterministic");
+    }
+
+    #[test]
+    fn refuses_data_in_padding() {
+        let mut img = sample();
+        let last = img.len() - 1;
+        img[last] = 1;
+        let e = check(&img).unwrap_err().to_string();
+        assert!(e.contains("not zero"), "{e}");
+        let mut img = sample();
+        img[2000] = 1; // inside the header, past its digest
+        let e = check(&img).unwrap_err().to_string();
+        assert!(e.contains("not zero"), "{e}");
     }
 
     #[test]

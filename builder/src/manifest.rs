@@ -46,13 +46,12 @@ pub const MAX_IMAGE_SIZE: u64 = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file cannot be read.
-    #[error("{path}: cannot read the manifest: {source}")]
+    #[error("{path}: cannot read the manifest: {error}")]
     Read {
         /// The manifest.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A syntax, type or schema error, or a bad value.
     #[error("{path}:{line}:{column}: {field}{message}")]
@@ -317,9 +316,9 @@ impl LoadedManifest {
 /// # Errors
 /// [`ManifestError`] with the file, line, column and field at fault.
 pub fn load(path: &Path) -> Result<LoadedManifest, ManifestError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+    let source = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
     parse(path, source)
 }

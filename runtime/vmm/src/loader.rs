@@ -19,13 +19,12 @@ use crate::arch::layout::KERNEL_LOAD;
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
     /// The file cannot be read.
-    #[error("cannot read the guest kernel {path}: {source}")]
+    #[error("cannot read the guest kernel {path}: {error}")]
     Read {
         /// The kernel path.
         path: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not an ELF the kernel loader understands.
     #[error("the guest kernel {path} is not a valid x86-64 ELF: {reason}")]
@@ -69,9 +68,9 @@ pub fn load_kernel(
     mem: &GuestMemoryMmap,
     memory_size: u64,
 ) -> Result<LoadedKernel, LoaderError> {
-    let read_err = |source| LoaderError::Read {
+    let read_err = |error| LoaderError::Read {
         path: kernel.name.clone(),
-        source,
+        error,
     };
     // SAFETY: the mapping is read-only and private; kiln only reads it
     // while loading, and a kernel file modified meanwhile can at worst

@@ -22,7 +22,8 @@ pub const EXIT_FAILURE: u8 = 125;
     after_help = "Examples:\n  \
                   kiln build manifests/hello.toml            # -> images/hello.kiln\n  \
                   kiln inspect images/hello.kiln             # sections, digests, program analysis\n  \
-                  kiln run images/hello.kiln -- --name world # boot it; arguments after --\n\n\
+                  kiln run images/hello.kiln -- --name world # boot it; arguments after --\n  \
+                  kiln export images/hello.kiln | tar -tv   # the root file system\n\n\
                   Exit status of `kiln run`: the program's own (128+N for signal N); 124 after \
                   --timeout; 125 when kiln or the image failed; 126/127 when the program cannot \
                   be executed or is missing."
@@ -40,6 +41,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Boot an image in a micro-VM and run its program
     Run(commands::run::Args),
+    /// Write an image's root file system as a tar archive
+    Export(commands::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Run(args) => commands::run::run(args, start),
+        Command::Export(args) => commands::export::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
