@@ -119,6 +119,15 @@ pub fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `to` through a temporary file and a rename.
+pub fn write_atomically(to: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = to.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, to)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), to.display()))?;
+    Ok(())
+}
+
 /// How one test program is built.
 pub struct Program {
     /// Output file name under `target/programs/`.

@@ -97,6 +97,9 @@ pub fn run_all() -> Result<()> {
         )
     })?;
     step("GitHub workflow schema", check_workflow)?;
+    step("compatibility suite (cargo xtask compat)", || {
+        crate::compat::run(&crate::compat::CompatArgs::default())
+    })?;
     step("bench-boot smoke run", || {
         crate::bench::boot(&crate::bench::BootArgs {
             runs: 5,

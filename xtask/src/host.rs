@@ -40,7 +40,17 @@ pub const TOOLS: &[Tool] = &[
     Tool {
         command: "busybox",
         package: "busybox-static",
-        purpose: "the busybox shell-script example image",
+        purpose: "the busybox shell-script example image and compat cases",
+    },
+    Tool {
+        command: "gawk",
+        package: "gawk",
+        purpose: "a dynamically linked Debian program of the compat suite",
+    },
+    Tool {
+        command: "go",
+        package: "golang-go",
+        purpose: "the static Go program of the compat suite",
     },
 ];
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod ci;
+mod compat;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ enum Verb {
     Ci,
     /// Boot hello N times and print boot-time statistics (table + target/bench/boot.json)
     BenchBoot(bench::BootArgs),
+    /// Run the differential compatibility suite (native vs kiln) and write docs/compat.md
+    Compat(compat::CompatArgs),
     /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
     Deps,
 }
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
         Verb::Demo => demo(),
         Verb::Ci => ci::run_all().map(|()| 0),
         Verb::BenchBoot(args) => bench::boot(&args).map(|()| 0),
+        Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::Deps => host::ensure_tools(host::TOOLS).map(|()| 0),
     };
     match result {

@@ -34,6 +34,8 @@ pub struct FileData {
     pub ino: u64,
     /// Modification time (seconds).
     pub mtime: u64,
+    /// Names it has in the writable layer (hard links).
+    pub nlink: u64,
 }
 
 /// An in-memory file, shared by the directory entry and open descriptors.
@@ -146,6 +148,7 @@ impl Node {
                     mode: mode::S_IFREG | f.mode,
                     size: f.bytes.len() as u64,
                     mtime: f.mtime,
+                    nlink: f.nlink.max(1),
                     ..base
                 }
             }
@@ -270,6 +273,19 @@ impl Overlay {
     /// # Errors
     /// ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG.
     pub fn resolve(&self, cwd: &str, path: &str, follow: bool) -> Result<(String, Node), Errno> {
+        // "name/" (or "name/.") names a directory: links are followed and
+        // anything else is ENOTDIR.
+        if path.ends_with('/') || path.ends_with("/.") {
+            let (at, node) = self.resolve_any(cwd, path, true)?;
+            if node.kind() != NodeKind::Dir {
+                return Err(Errno::Notdir);
+            }
+            return Ok((at, node));
+        }
+        self.resolve_any(cwd, path, follow)
+    }
+
+    fn resolve_any(&self, cwd: &str, path: &str, follow: bool) -> Result<(String, Node), Errno> {
         let (parent, name) = self.resolve_parent(cwd, path)?;
         let Some(name) = name else {
             let node = self.get(&parent).ok_or(Errno::Noent)?;
@@ -429,6 +445,7 @@ impl Overlay {
                     mode: n.mode,
                     ino: n.ino,
                     mtime: n.mtime,
+                    nlink: 1,
                 };
                 let f: SharedFile = Arc::new(Mutex::new(data));
                 self.upper.insert(path.into(), Upper::File(f.clone()));
@@ -468,6 +485,7 @@ impl Overlay {
             mode: perm & 0o7777,
             ino,
             mtime: self.now,
+            nlink: 1,
         }));
         self.upper.insert(path, Upper::File(f.clone()));
         Ok(f)
@@ -517,9 +535,18 @@ impl Overlay {
     }
 
     fn remove(&mut self, path: &str) {
-        self.upper.remove(path);
+        self.drop_upper(path);
         if self.lower.get(path).is_some() {
             self.whiteouts.insert(path.into());
+        }
+    }
+
+    /// Removes `path`'s entry from the writable layer (one name fewer for
+    /// its file).
+    fn drop_upper(&mut self, path: &str) {
+        if let Some(Upper::File(f)) = self.upper.remove(path) {
+            let mut f = f.lock();
+            f.nlink = f.nlink.saturating_sub(1);
         }
     }
 
@@ -614,8 +641,12 @@ impl Overlay {
                 },
             },
         };
+        if let Upper::File(f) = &moved {
+            // The name moves: `from`'s removal must not count as a lost link.
+            f.lock().nlink += 1;
+        }
         self.remove(from);
-        self.upper.remove(to);
+        self.drop_upper(to);
         self.upper.insert(to.into(), moved);
         Ok(())
     }
@@ -670,6 +701,9 @@ impl Overlay {
                 _ => Upper::File(self.writable(from)?),
             },
         };
+        if let Upper::File(f) = &entry {
+            f.lock().nlink += 1;
+        }
         self.upper.insert(to.into(), entry);
         Ok(())
     }
@@ -740,6 +774,24 @@ mod tests {
             b"127.0.0.1 localhost\n::1 localhost\n"
         );
         assert!(fs.get("/tmp").is_some(), "/tmp exists");
+    }
+
+    #[test]
+    fn a_trailing_slash_names_a_directory() {
+        let fs = fs();
+        assert_eq!(
+            fs.resolve("/", "/etc/hosts/", true).unwrap_err(),
+            Errno::Notdir
+        );
+        assert_eq!(
+            fs.resolve("/", "/etc/hosts/.", false).unwrap_err(),
+            Errno::Notdir
+        );
+        assert_eq!(fs.resolve("/", "/etc/", false).unwrap().0, "/etc");
+        assert_eq!(
+            fs.resolve("/", "/usr/share/", false).unwrap().0,
+            "/usr/share"
+        );
     }
 
     #[test]

@@ -252,14 +252,34 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
 fn page_fault(frame: &mut Frame, from_program: bool) {
     use kiln_kernel::signal::code;
     let addr = arch::flavour().fault_address();
+    let write = frame.error & PF_WRITE != 0;
+    let fetch = frame.error & PF_FETCH != 0;
     if !from_program {
+        // Kernel code touching the program's memory without preparing it
+        // first (the system-call return writes below the program's stack
+        // pointer): demand paging as for the program, when the process is
+        // not locked by the interrupted code.
+        if addr < kiln_kernel::elf::USER_END && !fetch {
+            let handled = PROCESS
+                .try_lock()
+                .and_then(|mut g| g.as_mut().map(|p| p.handle_fault(addr, write, false)));
+            match handled {
+                Some(Ok(())) => return,
+                Some(Err(_)) => kill_program(
+                    sig::SIGSEGV,
+                    Some(format_args!(
+                        "the kernel found no valid program memory at {addr:#x} (stack pointer {:#x})",
+                        frame.rsp
+                    )),
+                ),
+                None => {}
+            }
+        }
         panic!(
             "page fault in the kernel at address {addr:#x}, ip {:#x}, error {:#x}",
             frame.rip, frame.error
         );
     }
-    let write = frame.error & PF_WRITE != 0;
-    let fetch = frame.error & PF_FETCH != 0;
     let result = match PROCESS.lock().as_mut() {
         Some(p) => p.handle_fault(addr, write, fetch),
         None => Err(process::FaultError::Unmapped),
@@ -281,7 +301,13 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
             } else {
                 "read"
             };
-            let present = frame.error & PF_PRESENT != 0;
+            // SEGV_ACCERR when an area is there but forbids the access
+            // (even if its page was never touched), SEGV_MAPERR otherwise.
+            let in_area = PROCESS
+                .lock()
+                .as_ref()
+                .is_some_and(|p| p.vmas.find(addr).is_some());
+            let present = frame.error & PF_PRESENT != 0 || in_area;
             let (why, si_code) = if present {
                 ("protection", code::SEGV_ACCERR)
             } else {

@@ -278,6 +278,20 @@ impl Process {
         Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
     }
 
+    /// Up to `max` bytes of a NUL-terminated string (a longer one is cut,
+    /// as strncpy_from_user does).
+    pub fn read_cstr_lossy(&mut self, addr: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let mut out = Vec::new();
+        for i in 0..max as u64 {
+            let b = self.user_bytes(addr + i, 1)?[0];
+            if b == 0 {
+                break;
+            }
+            out.push(b);
+        }
+        Ok(out)
+    }
+
     /// A NUL-terminated string from the program's memory (at most `max`
     /// bytes before the NUL).
     pub fn read_cstr(&mut self, addr: u64, max: usize) -> Result<Vec<u8>, Errno> {
@@ -342,6 +356,50 @@ impl Process {
                 page += PAGE_SIZE;
             }
         }
+        Ok(())
+    }
+
+    /// Moves the area piece `[start, end)` (inside one area) to `to`, pages
+    /// and all: their frames change address, not content (mremap).
+    pub fn move_range(&mut self, start: u64, end: u64, to: u64) -> Result<(), VmaError> {
+        let vma = self
+            .vmas
+            .find(start)
+            .copied()
+            .filter(|v| v.end >= end)
+            .ok_or(VmaError::Invalid)?;
+        let backing = match vma.backing {
+            Backing::Image { phys, offset } => Backing::Image {
+                phys,
+                offset: offset + (start - vma.start),
+            },
+            Backing::Anonymous => Backing::Anonymous,
+        };
+        self.vmas.insert(Vma {
+            start: to,
+            end: to + (end - start),
+            backing,
+            ..vma
+        })?;
+        let mut page = start;
+        while page < end {
+            let entry = self.tables.lookup(page);
+            if entry & (pte::PRESENT | pte::KEPT) != 0 {
+                let pa = self.tables.unmap(page).unwrap_or(entry & pte::ADDR);
+                let flags = entry & !(pte::ADDR | pte::PRESENT | pte::KEPT);
+                let target = to + (page - start);
+                if self.map(target, pa, flags).is_err() {
+                    // Out of page-table memory: the page is lost, not leaked.
+                    if !self.is_image_frame(&vma, page, pa) {
+                        frame::free(pa);
+                    }
+                } else if entry & pte::KEPT != 0 {
+                    self.tables.protect(target, flags, false);
+                }
+            }
+            page += PAGE_SIZE;
+        }
+        self.vmas.remove(start, end)?;
         Ok(())
     }
 

@@ -94,6 +94,8 @@ pub struct Thread {
     pub restart_deadline: Option<u64>,
     /// Its signal state.
     pub sig: ThreadSignals,
+    /// Its name (prctl PR_SET_NAME, /proc/self/comm), NUL-padded.
+    pub comm: [u8; 16],
 }
 
 /// A thread's signal state.
@@ -126,7 +128,15 @@ impl Thread {
             clear_child_tid: 0,
             restart_deadline: None,
             sig: ThreadSignals::default(),
+            comm: default_comm(),
         })
+    }
+
+    /// Sets its name (at most 15 bytes are kept).
+    pub fn set_comm(&mut self, name: &[u8]) {
+        self.comm = [0; 16];
+        let n = name.len().min(15);
+        self.comm[..n].copy_from_slice(&name[..n]);
     }
 
     fn kstack_top(&self) -> u64 {
@@ -166,6 +176,16 @@ static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
 /// Set by a timer interrupt that arrived while kernel code ran; the next
 /// way back to the program looks at timers and slices.
 static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+
+/// A new thread's name: the program file's name, like Linux's comm.
+fn default_comm() -> [u8; 16] {
+    let exe = crate::kernel::process::exe_path();
+    let base = exe.rsplit('/').next().unwrap_or(exe).as_bytes();
+    let mut comm = [0u8; 16];
+    let n = base.len().min(15);
+    comm[..n].copy_from_slice(&base[..n]);
+    comm
+}
 
 /// Creates thread 1 (the program's first) and returns its kernel stack top.
 pub fn init_main_thread() -> u64 {
@@ -213,6 +233,9 @@ pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: u64) -> Result<Tid, E
     // A new thread inherits the creator's mask, not its alternate stack.
     let cur = s.current;
     t.sig.mask = s.threads.get(&cur).map_or(0, |c| c.sig.mask);
+    if let Some(c) = s.threads.get(&cur) {
+        t.comm = c.comm;
+    }
     t.fpu = Some(fpu);
     t.fs_base = fs_base;
     t.clear_child_tid = clear_child_tid;
@@ -620,6 +643,25 @@ fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
         _ => 0,
     };
     pending & (!t.sig.mask | set) != 0
+}
+
+/// The name of thread 1 (the process's, in /proc/self/status).
+pub fn main_comm() -> [u8; 16] {
+    SCHED
+        .lock()
+        .threads
+        .get(&1)
+        .map_or_else(default_comm, |t| t.comm)
+}
+
+/// Number of threads that have not exited.
+pub fn thread_count() -> usize {
+    SCHED
+        .lock()
+        .threads
+        .values()
+        .filter(|t| t.state != State::Exited)
+        .count()
 }
 
 /// Whether thread `tid` exists and has not exited.

@@ -60,6 +60,20 @@ impl Signals {
             .unwrap_or_default()
     }
 
+    /// The ignored and the caught (handled) signals, as sets.
+    pub fn summary(&self) -> (u64, u64) {
+        let mut ignored = 0;
+        let mut caught = 0;
+        for (i, a) in self.actions.iter().enumerate() {
+            match a.handler {
+                SIG_DFL => {}
+                SIG_IGN => ignored |= 1 << i,
+                _ => caught |= 1 << i,
+            }
+        }
+        (ignored, caught)
+    }
+
     /// Replaces a disposition; returns the old one.
     ///
     /// # Errors

@@ -1,5 +1,5 @@
 //! The /proc files a program reads about itself and the machine:
-//! /proc/self/{exe,maps,cmdline,environ,stat}, /proc/cpuinfo and
+//! /proc/self/{exe,maps,cmdline,environ,stat,status,comm}, /proc/cpuinfo and
 //! /proc/meminfo, with true values. (The program is pid 1, so /proc/1 is
 //! /proc/self.) Contents are generated when the file is opened.
 
@@ -29,6 +29,10 @@ pub enum Entry {
     Environ,
     /// /proc/self/stat.
     SelfStat,
+    /// /proc/self/status.
+    Status,
+    /// /proc/self/comm.
+    Comm,
     /// /proc/cpuinfo.
     Cpuinfo,
     /// /proc/meminfo.
@@ -53,6 +57,8 @@ impl Entry {
             Ok("/cmdline") => Entry::Cmdline,
             Ok("/environ") => Entry::Environ,
             Ok("/stat") => Entry::SelfStat,
+            Ok("/status") => Entry::Status,
+            Ok("/comm") => Entry::Comm,
             _ => return None,
         })
     }
@@ -103,6 +109,10 @@ impl Entry {
                     p.vmas.iter().map(|v| v.end - v.start).sum::<u64>()
                 );
             }
+            Entry::Status => status(p, &mut out),
+            Entry::Comm => {
+                let _ = writeln!(out, "{}", comm_text(&crate::kernel::sched::main_comm()));
+            }
             Entry::Cpuinfo => out = crate::kernel::arch::cpuinfo(),
             Entry::Meminfo => meminfo(&mut out),
             Entry::Root | Entry::SelfDir | Entry::Exe => {}
@@ -150,6 +160,37 @@ fn maps(p: &Process, out: &mut String) {
             let _ = writeln!(out, "{:>width$}{name}", "", width = 10);
         }
     }
+}
+
+/// A thread name as text (up to its NUL).
+fn comm_text(comm: &[u8; 16]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
+fn status(p: &Process, out: &mut String) {
+    let name = comm_text(&crate::kernel::sched::main_comm());
+    let vm_kib = p.vmas.iter().map(|v| v.end - v.start).sum::<u64>() / 1024;
+    let (used, _) = crate::kernel::mm::frame::usage();
+    let mask = crate::kernel::sched::with_current(|t| t.sig.mask);
+    let pending = crate::kernel::sched::pending_signals();
+    let (ignored, caught) = p.signals.summary();
+    let threads = crate::kernel::sched::thread_count();
+    let _ = write!(
+        out,
+        "Name:\t{name}\nUmask:\t{:04o}\nState:\tR (running)\nTgid:\t1\nNgid:\t0\nPid:\t1\n\
+         PPid:\t0\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\n\
+         Groups:\t\nVmPeak:\t{vm_kib:>8} kB\nVmSize:\t{vm_kib:>8} kB\nVmRSS:\t{:>8} kB\n\
+         Threads:\t{threads}\nSigQ:\t0/{}\nSigPnd:\t{pending:016x}\nShdPnd:\t{pending:016x}\n\
+         SigBlk:\t{mask:016x}\nSigIgn:\t{ignored:016x}\nSigCgt:\t{caught:016x}\n\
+         CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
+         CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n\
+         Cpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed_list:\t0\n\
+         voluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n",
+        p.umask,
+        used * 4,
+        kiln_kernel::signal::QUEUE_LIMIT,
+    );
 }
 
 fn meminfo(out: &mut String) {

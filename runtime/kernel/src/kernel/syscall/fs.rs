@@ -101,6 +101,56 @@ pub fn pread64(p: &mut Process, fd: u64, buf: u64, len: u64, offset: u64) -> Res
     file.pread(out, offset).map(|n| n as u64)
 }
 
+/// sendfile(2): copies up to `count` bytes from `in_fd` (at `*offset`
+/// when given, which is then advanced, else at its file offset) to
+/// `out_fd`.
+pub fn sendfile(
+    p: &mut Process,
+    out_fd: u64,
+    in_fd: u64,
+    offset: u64,
+    count: u64,
+) -> Result<u64, Errno> {
+    let input = p.fds.get(in_fd)?;
+    let output = p.fds.get(out_fd)?;
+    let mut at = if offset != 0 {
+        let o: i64 = p.read_obj(offset)?;
+        Some(u64::try_from(o).map_err(|_| Errno::Inval)?)
+    } else {
+        None
+    };
+    let mut buf = alloc::vec![0u8; count.min(256 * 1024) as usize];
+    let mut done = 0u64;
+    while done < count {
+        let want = ((count - done) as usize).min(buf.len());
+        let n = match at {
+            Some(o) => input.pread(&mut buf[..want], o + done),
+            None => input.read(&mut buf[..want]),
+        };
+        let n = match n {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        match output.write(&buf[..n]) {
+            Ok(w) => {
+                done += w as u64;
+                if w < n {
+                    break;
+                }
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    if let Some(o) = at.as_mut() {
+        *o += done;
+        p.write_user(offset, &o.to_le_bytes())?;
+    }
+    Ok(done)
+}
+
 /// pwrite64(2).
 pub fn pwrite64(p: &mut Process, fd: u64, buf: u64, len: u64, offset: u64) -> Result<u64, Errno> {
     if (offset as i64) < 0 {
@@ -413,6 +463,52 @@ pub fn faccessat(p: &mut Process, dirfd: u64, path: u64, amode: u64) -> Result<u
         return Err(Errno::Acces);
     }
     Ok(0)
+}
+
+/// The *xattr(2) calls. kiln's files carry no extended attributes: reads
+/// find none (ENODATA), lists are empty, writes are not supported — after
+/// the file itself is checked, as Linux does.
+pub fn xattr(p: &mut Process, target: XattrTarget, op: XattrOp) -> Result<u64, Errno> {
+    match target {
+        XattrTarget::Path { path, follow } => {
+            let name = path_arg(p, path)?;
+            stat_path(p, AT_FDCWD, &name, follow)?;
+        }
+        XattrTarget::Fd(fd) => {
+            p.fds.get(fd)?;
+        }
+    }
+    match op {
+        XattrOp::Get => Err(Errno::Nodata),
+        XattrOp::List => Ok(0),
+        XattrOp::Set => Err(Errno::Notsup),
+        XattrOp::Remove => Err(Errno::Nodata),
+    }
+}
+
+/// Which file an *xattr call names.
+pub enum XattrTarget {
+    /// A path (l* variants do not follow a final link).
+    Path {
+        /// The path argument.
+        path: u64,
+        /// Whether a final symbolic link is followed.
+        follow: bool,
+    },
+    /// A descriptor (f* variants).
+    Fd(u64),
+}
+
+/// What an *xattr call does.
+pub enum XattrOp {
+    /// getxattr.
+    Get,
+    /// listxattr.
+    List,
+    /// setxattr.
+    Set,
+    /// removexattr.
+    Remove,
 }
 
 /// getdents64(2).

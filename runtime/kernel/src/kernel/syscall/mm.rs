@@ -1,5 +1,7 @@
-//! Memory system calls: brk, anonymous mmap, munmap, mprotect, madvise.
-//! Pages are allocated on first touch (see `Process::populate`).
+//! Memory system calls: brk, mmap, munmap, mremap, mprotect, madvise.
+//! Pages are allocated on first touch (see `Process::populate`); like
+//! Linux's heuristic overcommit, a writable private mapping larger than all
+//! of guest memory is refused with ENOMEM up front.
 
 use kiln_kernel::elf::{page_up, PAGE_SIZE, USER_END, USER_MIN};
 use kiln_kernel::errno::Errno;
@@ -13,7 +15,10 @@ const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_NORESERVE: u64 = 0x4000;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
 const MADV_DONTNEED: u64 = 4;
 
 fn vma_errno(e: VmaError) -> Errno {
@@ -115,6 +120,11 @@ pub fn mmap(
     };
     let len = page_up(len);
     if len > USER_END {
+        return Err(Errno::Nomem);
+    }
+    let accounted =
+        protection & prot::WRITE != 0 && flags & MAP_PRIVATE != 0 && flags & MAP_NORESERVE == 0;
+    if accounted && len > guest_memory() {
         return Err(Errno::Nomem);
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
@@ -262,4 +272,115 @@ pub fn madvise(p: &mut Process, addr: u64, len: u64, advice: u64) -> Result<u64,
         p.discard_range(addr, end);
     }
     Ok(0)
+}
+
+/// Bytes of guest memory the kernel manages.
+fn guest_memory() -> u64 {
+    crate::kernel::mm::frame::usage().1 * PAGE_SIZE
+}
+
+/// mremap(2): shrinks in place, grows in place when the pages after the
+/// area are free, and otherwise moves the area (MREMAP_MAYMOVE) or puts
+/// it at `new_addr` (MREMAP_FIXED), pages and contents included.
+pub fn mremap(
+    p: &mut Process,
+    old: u64,
+    old_size: u64,
+    new_size: u64,
+    flags: u64,
+    new_addr: u64,
+) -> Result<u64, Errno> {
+    if !old.is_multiple_of(PAGE_SIZE)
+        || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED) != 0
+        || (flags & MREMAP_FIXED != 0 && flags & MREMAP_MAYMOVE == 0)
+    {
+        return Err(Errno::Inval);
+    }
+    let old_size = page_up(old_size);
+    let new_size = page_up(new_size);
+    // old_size 0 duplicates shared mappings on Linux; kiln has none to copy.
+    if new_size == 0 || old_size == 0 || new_size > USER_END {
+        return Err(Errno::Inval);
+    }
+    let old_end = old.checked_add(old_size).ok_or(Errno::Fault)?;
+    let vma = p
+        .vmas
+        .find(old)
+        .copied()
+        .filter(|v| v.end >= old_end)
+        .ok_or(Errno::Fault)?;
+    if new_size > old_size && vma.prot & prot::WRITE != 0 && new_size - old_size > guest_memory() {
+        return Err(Errno::Nomem);
+    }
+    if flags & MREMAP_FIXED != 0 {
+        let new_end = new_addr
+            .checked_add(new_size)
+            .filter(|&e| e <= USER_END)
+            .ok_or(Errno::Inval)?;
+        if !new_addr.is_multiple_of(PAGE_SIZE)
+            || new_addr < USER_MIN
+            || (new_addr < old_end && old < new_end)
+        {
+            return Err(Errno::Inval);
+        }
+        p.remove_range(new_addr, new_end).map_err(vma_errno)?;
+        return relocate(p, old, old_size, new_size, new_addr);
+    }
+    if new_size <= old_size {
+        if new_size < old_size {
+            p.remove_range(old + new_size, old_end).map_err(vma_errno)?;
+        }
+        return Ok(old);
+    }
+    let grown_end = old.checked_add(new_size).ok_or(Errno::Nomem)?;
+    if vma.end == old_end && grown_end <= MMAP_TOP && p.vmas.is_free(old_end, grown_end) {
+        grow(p, &vma, old_end, grown_end)?;
+        return Ok(old);
+    }
+    if flags & MREMAP_MAYMOVE == 0 {
+        return Err(Errno::Nomem);
+    }
+    let to = p
+        .vmas
+        .find_free_below(new_size, MMAP_TOP)
+        .map_err(vma_errno)?;
+    relocate(p, old, old_size, new_size, to)
+}
+
+/// Moves `[old, old+old_size)` to `to` and sizes it to `new_size`.
+fn relocate(
+    p: &mut Process,
+    old: u64,
+    old_size: u64,
+    new_size: u64,
+    to: u64,
+) -> Result<u64, Errno> {
+    let keep = old_size.min(new_size);
+    if new_size < old_size {
+        p.remove_range(old + new_size, old + old_size)
+            .map_err(vma_errno)?;
+    }
+    p.move_range(old, old + keep, to).map_err(vma_errno)?;
+    if new_size > keep {
+        let moved = p.vmas.find(to).copied().ok_or(Errno::Fault)?;
+        grow(p, &moved, to + keep, to + new_size)?;
+    }
+    Ok(to)
+}
+
+/// Extends the area `vma` (ending at `end`) to `new_end`: anonymous areas
+/// simply grow; file-backed ones get zero pages after the file's.
+fn grow(p: &mut Process, vma: &Vma, end: u64, new_end: u64) -> Result<(), Errno> {
+    match vma.backing {
+        Backing::Anonymous if vma.end == end => p.vmas.resize_end(end, new_end).map_err(vma_errno),
+        _ => p
+            .add_area(Vma {
+                start: end,
+                end: new_end,
+                prot: vma.prot,
+                backing: Backing::Anonymous,
+                label: vma.label,
+            })
+            .map_err(vma_errno),
+    }
 }

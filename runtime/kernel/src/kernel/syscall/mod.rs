@@ -111,6 +111,28 @@ fn call(p: &mut Process, number: u64, a: Args, user_sp: u64) -> Outcome {
         nr::ACCESS => fs::faccessat(p, AT_FDCWD, a0, a1).into(),
         nr::FACCESSAT | nr::FACCESSAT2 => fs::faccessat(p, a0, a1, a2).into(),
         nr::GETDENTS64 => fs::getdents64(p, a0, a1, a2).into(),
+        // setxattr, lsetxattr, fsetxattr, getxattr, …: four ops × three targets.
+        nr::SETXATTR..=nr::FREMOVEXATTR => {
+            use fs::{XattrOp as Op, XattrTarget as T};
+            let target = match (number - nr::SETXATTR) % 3 {
+                0 => T::Path {
+                    path: a0,
+                    follow: true,
+                },
+                1 => T::Path {
+                    path: a0,
+                    follow: false,
+                },
+                _ => T::Fd(a0),
+            };
+            let op = match (number - nr::SETXATTR) / 3 {
+                0 => Op::Set,
+                1 => Op::Get,
+                2 => Op::List,
+                _ => Op::Remove,
+            };
+            fs::xattr(p, target, op).into()
+        }
         nr::POLL => poll::poll(p, a0, a1, a2 as i32 as i64).into(),
         nr::PPOLL => poll::ppoll(p, a0, a1, a2, a3, a4).into(),
         nr::SELECT => poll::select(p, a0, a1, a2, a3, a4).into(),
@@ -168,6 +190,7 @@ fn call(p: &mut Process, number: u64, a: Args, user_sp: u64) -> Outcome {
         nr::BRK => mm::brk(p, a0).into(),
         nr::MMAP => mm::mmap(p, a0, a1, a2, a3, a4, a5).into(),
         nr::MUNMAP => mm::munmap(p, a0, a1).into(),
+        nr::MREMAP => mm::mremap(p, a0, a1, a2, a3, a4).into(),
         nr::MPROTECT => mm::mprotect(p, a0, a1, a2).into(),
         nr::MADVISE => mm::madvise(p, a0, a1, a2).into(),
         nr::EXIT => Outcome::ThreadExit(a0 as u8),
@@ -183,9 +206,31 @@ fn call(p: &mut Process, number: u64, a: Args, user_sp: u64) -> Outcome {
         nr::GETPID => Ok(1).into(),
         nr::GETTID => Ok(u64::from(sched::current_tid())).into(),
         nr::GETPPID => Ok(0).into(),
+        // Process 1 leads its own process group and session.
+        nr::GETPGRP | nr::GETSID => Ok(1).into(),
+        nr::GETPGID => match a0 {
+            0 | 1 => Ok(1),
+            _ => Err(Errno::Srch),
+        }
+        .into(),
+        nr::SETSID => Err(Errno::Perm).into(),
+        nr::SETPGID => match (a0, a1) {
+            (0 | 1, 0 | 1) => Ok(0),
+            _ => Err(Errno::Srch),
+        }
+        .into(),
         nr::GETUID | nr::GETEUID | nr::GETGID | nr::GETEGID => Ok(0).into(),
+        // The program runs as root with no supplementary groups.
+        nr::GETGROUPS => Ok(0).into(),
+        nr::GETRESUID | nr::GETRESGID => task::getres_ids(p, [a0, a1, a2]).into(),
         nr::PRLIMIT64 => task::prlimit64(p, a0, a1, a2, a3).into(),
         nr::GETRLIMIT => task::prlimit64(p, 0, a0, 0, a1).into(),
+        nr::SETRLIMIT => task::prlimit64(p, 0, a0, a1, 0).into(),
+        nr::SYSINFO => task::sysinfo(p, a0).into(),
+        nr::PRCTL => task::prctl(p, a0, a1).into(),
+        // kiln runs one program: there are never children to wait for.
+        nr::WAIT4 | nr::WAITID => Err(Errno::Child).into(),
+        nr::SENDFILE => fs::sendfile(p, a0, a1, a2, a3).into(),
         nr::UNAME => task::uname(p, a0).into(),
         nr::GETRANDOM => task::getrandom(p, a0, a1, a2).into(),
         nr::SCHED_GETAFFINITY => task::sched_getaffinity(p, a1, a2).into(),

@@ -115,6 +115,78 @@ pub fn uname(p: &mut Process, buf: u64) -> Result<u64, Errno> {
     Ok(0)
 }
 
+/// getresuid(2) / getresgid(2): real, effective and saved ids, all 0.
+pub fn getres_ids(p: &mut Process, ptrs: [u64; 3]) -> Result<u64, Errno> {
+    for ptr in ptrs {
+        p.write_user(ptr, &0u32.to_le_bytes())?;
+    }
+    Ok(0)
+}
+
+/// sysinfo(2): uptime, guest memory, one process.
+pub fn sysinfo(p: &mut Process, info: u64) -> Result<u64, Errno> {
+    let (used, total) = crate::kernel::mm::frame::usage();
+    let page = 4096u64;
+    let mut out = [0u8; 112];
+    let uptime = crate::kernel::time::monotonic_ns() / 1_000_000_000;
+    out[0..8].copy_from_slice(&uptime.to_le_bytes());
+    out[32..40].copy_from_slice(&(total * page).to_le_bytes()); // totalram
+    out[40..48].copy_from_slice(&(total.saturating_sub(used) * page).to_le_bytes()); // freeram
+    let threads = crate::kernel::sched::thread_count() as u16;
+    out[80..82].copy_from_slice(&threads.to_le_bytes()); // procs
+    out[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
+    p.write_user(info, &out)?;
+    Ok(0)
+}
+
+/// prctl(2): thread names, the dumpable and no-new-privileges flags, the
+/// parent-death signal and capability queries; other options are EINVAL,
+/// as Linux answers options it does not know.
+pub fn prctl(p: &mut Process, option: u64, arg: u64) -> Result<u64, Errno> {
+    const PR_SET_PDEATHSIG: u64 = 1;
+    const PR_GET_PDEATHSIG: u64 = 2;
+    const PR_GET_DUMPABLE: u64 = 3;
+    const PR_SET_DUMPABLE: u64 = 4;
+    const PR_SET_NAME: u64 = 15;
+    const PR_GET_NAME: u64 = 16;
+    const PR_CAPBSET_READ: u64 = 23;
+    const PR_GET_TIMERSLACK: u64 = 30;
+    const PR_SET_CHILD_SUBREAPER: u64 = 36;
+    const PR_GET_CHILD_SUBREAPER: u64 = 37;
+    const PR_SET_NO_NEW_PRIVS: u64 = 38;
+    const PR_GET_NO_NEW_PRIVS: u64 = 39;
+    const CAP_LAST_CAP: u64 = 40;
+    match option {
+        PR_SET_NAME => {
+            let name = p.read_cstr_lossy(arg, 15)?;
+            sched::with_current(|t| t.set_comm(&name));
+            Ok(0)
+        }
+        PR_GET_NAME => {
+            let comm = sched::with_current(|t| t.comm);
+            p.write_user(arg, &comm)?;
+            Ok(0)
+        }
+        PR_SET_PDEATHSIG => (arg <= 64).then_some(0).ok_or(Errno::Inval),
+        PR_GET_PDEATHSIG => {
+            p.write_user(arg, &0u32.to_le_bytes())?;
+            Ok(0)
+        }
+        PR_GET_DUMPABLE => Ok(1),
+        PR_SET_DUMPABLE => (arg <= 1).then_some(0).ok_or(Errno::Inval),
+        PR_CAPBSET_READ => (arg <= CAP_LAST_CAP).then_some(1).ok_or(Errno::Inval),
+        PR_GET_TIMERSLACK => Ok(50_000),
+        PR_SET_CHILD_SUBREAPER => Ok(0),
+        PR_GET_CHILD_SUBREAPER => {
+            p.write_user(arg, &0u32.to_le_bytes())?;
+            Ok(0)
+        }
+        PR_SET_NO_NEW_PRIVS => (arg == 1).then_some(0).ok_or(Errno::Inval),
+        PR_GET_NO_NEW_PRIVS => Ok(0),
+        _ => Err(Errno::Inval),
+    }
+}
+
 /// getrandom(2).
 pub fn getrandom(p: &mut Process, buf: u64, len: u64, flags: u64) -> Result<u64, Errno> {
     if flags & !0x7 != 0 {
