@@ -103,6 +103,51 @@ fn signal_handlers_timers_and_default_actions_match_native() {
     assert!(stdout(&guest).contains("ill: resumed after ud2 with rax 1234"));
 }
 
+/// The number in the kernel's "N system-call sites were rewritten" line.
+fn rewritten_sites(out: &Output) -> u64 {
+    let err = stderr(out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("system-call sites were rewritten"))
+        .unwrap_or_else(|| panic!("no rewrite report in {err}"));
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[test]
+fn syscall_sites_are_rewritten_unless_turned_off() {
+    if !kvm_or_skip("syscall_sites_are_rewritten_unless_turned_off") {
+        return;
+    }
+    // glibc's wrappers load the number with `mov eax, imm32`: the sites
+    // the threads test calls again and again (futex, sched_yield, …) are
+    // rewritten once hot.
+    let on = boot("threads", &["--trace-syscalls"], &[], &[]);
+    assert_eq!(status(&on), 0, "{}", stderr(&on));
+    assert!(rewritten_sites(&on) >= 3, "{}", stderr(&on));
+    let off = boot(
+        "threads",
+        &["--trace-syscalls", "--cmdline", "kiln.syscall_rewrite=0"],
+        &[],
+        &[],
+    );
+    assert_eq!(rewritten_sites(&off), 0);
+    assert_eq!(stdout(&on), stdout(&off));
+    // The same program behaves the same either way, signals and restarts
+    // included.
+    let fast = boot("signals", &[], &[], &[]);
+    let slow = boot(
+        "signals",
+        &["--cmdline", "kiln.syscall_rewrite=0"],
+        &[],
+        &[],
+    );
+    assert_eq!(stdout(&fast), stdout(&slow));
+    assert_eq!(status(&fast), status(&slow));
+}
+
 #[test]
 fn hello_runs_in_4_mib() {
     if kvm_or_skip("hello_runs_in_4_mib") {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <ucontext.h>
@@ -87,6 +88,30 @@ static void *write_later(void *arg) {
     nanosleep(&d, NULL);
     if (write(pipe_fds[1], "x", 1) != 1)
         abort();
+    return NULL;
+}
+
+/* FUTEX_WAIT through an inline `mov eax, 202; syscall`, the pattern kiln
+ * rewrites into a call: a restart after a signal handler must still work
+ * from a rewritten site. */
+static long raw_futex_wait(int *addr, int val) {
+    long ret;
+    register long r10 __asm__("r10") = 0;
+    __asm__ volatile("mov $202, %%eax\n\tsyscall"
+                     : "=a"(ret)
+                     : "D"(addr), "S"(128 /* FUTEX_WAIT_PRIVATE */), "d"(val), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+static int futex_word;
+
+static void *wake_later(void *arg) {
+    (void)arg;
+    struct timespec d = {0, 150 * 1000000L};
+    nanosleep(&d, NULL);
+    __atomic_store_n(&futex_word, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &futex_word, 129 /* FUTEX_WAKE_PRIVATE */, 1, NULL, NULL, 0);
     return NULL;
 }
 
@@ -256,6 +281,16 @@ int main(void) {
     arm_ms(20);
     n = read(pipe_fds[0], &c, 1);
     printf("read with SA_RESTART: %zd '%c' after %d alarm\n", n, c, hits);
+    pthread_join(w, NULL);
+    /* The same restart from a system call made through a rewritten site:
+     * run it once (EAGAIN: the value differs) so that kiln rewrites it. */
+    futex_word = 0;
+    printf("futex wait on a changed word: %ld\n", raw_futex_wait(&futex_word, 1));
+    pthread_create(&w, NULL, wake_later, NULL);
+    hits = 0;
+    arm_ms(20);
+    long fr = raw_futex_wait(&futex_word, 0);
+    printf("restarted futex wait: %ld, word %d, after %d alarm\n", fr, futex_word, hits);
     pthread_join(w, NULL);
     arm_ms(20);
     struct timespec long_sleep = {5, 0}, rem = {0, 0};

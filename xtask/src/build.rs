@@ -173,6 +173,11 @@ pub const PROGRAMS: &[Program] = &[
         compile: &["gcc", "-static", "-O2", "-pthread"],
     },
     Program {
+        name: "sysbench",
+        source: "programs/sysbench.c",
+        compile: &["gcc", "-static", "-O2", "-pthread"],
+    },
+    Program {
         name: "signals",
         source: "compat/signals.c",
         compile: &["gcc", "-static", "-O2", "-pthread"],

@@ -106,6 +106,9 @@ pub fn run_all() -> Result<()> {
             ..Default::default()
         })
     })?;
+    step("bench-syscall smoke run", || {
+        crate::bench_syscall::run(&crate::bench_syscall::SyscallArgs { runs: 1, scale: 1 })
+    })?;
     eprintln!(
         "\nxtask: ci passed in {:.0} s",
         start.elapsed().as_secs_f64()

@@ -2,6 +2,7 @@
 //! function calling the crates or cargo; see `cargo xtask --help`.
 
 mod bench;
+mod bench_syscall;
 mod ci;
 mod compat;
 
@@ -58,6 +59,8 @@ enum Verb {
     Ci,
     /// Boot hello N times and print boot-time statistics (table + target/bench/boot.json)
     BenchBoot(bench::BootArgs),
+    /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
+    BenchSyscall(bench_syscall::SyscallArgs),
     /// Run the differential compatibility suite (native vs kiln) and write docs/compat.md
     Compat(compat::CompatArgs),
     /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Verb::Ci => ci::run_all().map(|()| 0),
         Verb::BenchBoot(args) => bench::boot(&args).map(|()| 0),
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
+        Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::Deps => host::ensure_tools(host::TOOLS).map(|()| 0),
     };
     match result {

@@ -18,6 +18,12 @@ pub struct KernelArgs {
     pub trace_syscalls: bool,
     /// `kiln.path=/p`: the program's path in the guest.
     pub path: Option<String>,
+    /// `kiln.syscall_rewrite=0`: keep every SYSCALL instruction trapping
+    /// (the default rewrites them into calls where that is safe).
+    pub no_syscall_rewrite: bool,
+    /// `kiln.vdso=0`: give the program no vDSO (time calls then are
+    /// system calls).
+    pub no_vdso: bool,
     /// `NAME=value` words before `--`.
     pub env: Vec<String>,
     /// Words after `--` (`argv[1..]`).
@@ -67,6 +73,14 @@ pub fn parse(line: &str) -> KernelArgs {
             rest = true;
         } else if w == "kiln.trace_syscalls" || w == "kiln.trace_syscalls=1" {
             args.trace_syscalls = true;
+        } else if w == "kiln.syscall_rewrite=0" {
+            args.no_syscall_rewrite = true;
+        } else if w == "kiln.syscall_rewrite=1" {
+            args.no_syscall_rewrite = false;
+        } else if w == "kiln.vdso=0" {
+            args.no_vdso = true;
+        } else if w == "kiln.vdso=1" {
+            args.no_vdso = false;
         } else if let Some(p) = w.strip_prefix("kiln.path=") {
             args.path = Some(p.into());
         } else if w.starts_with("kiln.") {

@@ -334,6 +334,13 @@ impl TarFs {
         }
     }
 
+    /// The regular file whose data holds archive offset `offset`.
+    pub fn file_containing(&self, offset: u64) -> Option<&Node> {
+        self.nodes
+            .values()
+            .find(|n| matches!(n.kind, Kind::File) && offset >= n.data && offset - n.data < n.size)
+    }
+
     /// The node at exactly `path` (normalised), without following links.
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)

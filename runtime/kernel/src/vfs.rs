@@ -425,6 +425,13 @@ impl Overlay {
             .collect()
     }
 
+    /// The rootfs file holding archive byte `offset`: its bytes and the
+    /// archive offset where they start.
+    pub fn lower_file_containing(&self, offset: u64) -> Option<(&'static [u8], u64)> {
+        let node = self.lower.file_containing(offset)?;
+        Some((self.lower_bytes(node), node.data))
+    }
+
     /// The bytes of a rootfs file.
     pub fn lower_bytes(&self, node: &tarfs::Node) -> &'static [u8] {
         let start = (node.data as usize).min(self.archive.len());

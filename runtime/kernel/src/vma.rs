@@ -60,6 +60,10 @@ pub enum Label {
     Stack,
     /// An anonymous mmap.
     Mmap,
+    /// The kernel's system-call trampolines.
+    Trampoline,
+    /// The vDSO image.
+    Vdso,
 }
 
 impl Vma {

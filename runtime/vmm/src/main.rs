@@ -92,6 +92,10 @@ struct Cli {
     #[arg(long)]
     stats: bool,
 
+    /// Kernel options (for example kiln.syscall_rewrite=0 to keep every SYSCALL trapping)
+    #[arg(long, value_name = "OPTIONS", default_value = "")]
+    cmdline: String,
+
     /// Boot-info layout version to hand the kernel (for testing the boot contract)
     #[arg(long, hide = true, default_value_t = bootinfo::VERSION)]
     boot_info_version: u32,
@@ -211,7 +215,7 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
         trace_syscalls: cli.trace_syscalls,
         stats: cli.stats,
         boot_info_version: cli.boot_info_version,
-        cmdline: String::new(),
+        cmdline: cli.cmdline.clone(),
     })
 }
 

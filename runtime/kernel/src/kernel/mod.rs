@@ -10,11 +10,13 @@ pub mod fs;
 pub mod mm;
 pub mod process;
 pub mod random;
+pub mod rewrite;
 pub mod sched;
 pub mod signal;
 pub mod syscall;
 pub mod time;
 pub mod timer;
+pub mod vdso;
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -133,6 +135,12 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
         }
     }
     let trace = parsed.trace_syscalls || params.has(flags::TRACE_SYSCALLS);
+    if parsed.no_syscall_rewrite {
+        rewrite::disable();
+    }
+    if parsed.no_vdso {
+        vdso::disable();
+    }
     let path: Vec<u8> = match (params.path.is_empty(), &parsed.path) {
         (false, _) => params.path.to_vec(),
         (true, Some(p)) => p.as_bytes().to_vec(),
@@ -162,6 +170,15 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
 
 /// Ends the program normally with `status` (exit/exit_group).
 pub fn exit_program(status: u8) -> ! {
+    let tracing = PROCESS
+        .try_lock()
+        .is_some_and(|p| p.as_ref().is_some_and(|p| p.trace));
+    if tracing {
+        kprintln!(
+            "kiln: {} system-call sites were rewritten into calls",
+            rewrite::rewritten()
+        );
+    }
     platform::exit(ExitReport::Exited(status))
 }
 

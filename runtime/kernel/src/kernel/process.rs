@@ -186,19 +186,18 @@ impl Process {
     }
 
     /// Handles the program's page fault at `addr`: makes that page present,
-    /// then maps the not-yet-present neighbours in a small aligned window
-    /// (16 pages of a program image, 4 of anonymous memory), because each
-    /// fault costs several exits to the hypervisor and programs touch
-    /// memory in runs. Neighbours that cannot be mapped are left alone.
+    /// then maps the not-yet-present neighbours in an aligned 64 KiB window,
+    /// because each fault costs several exits to the hypervisor (~10 µs on
+    /// PVM, against ~4.5 µs for the first touch of a page already mapped:
+    /// `cargo xtask bench-syscall` measured 15.2 µs per page without
+    /// neighbours, 7.8 with 4, 4.7 with 16) and programs touch memory in
+    /// runs. Neighbours that cannot be mapped are left alone.
     pub fn handle_fault(&mut self, addr: u64, write: bool, exec: bool) -> Result<(), FaultError> {
         self.populate(addr, write, exec)?;
         let Some(vma) = self.vmas.find(addr).copied() else {
             return Ok(());
         };
-        let window = match vma.backing {
-            Backing::Image { .. } => 16 * PAGE_SIZE,
-            Backing::Anonymous => 4 * PAGE_SIZE,
-        };
+        let window = 16 * PAGE_SIZE;
         let start = (addr & !(window - 1)).max(vma.start);
         let end = ((addr & !(window - 1)) + window).min(vma.end);
         let fault_page = page_down(addr);
@@ -355,6 +354,38 @@ impl Process {
                 }
                 page += PAGE_SIZE;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` into the program's code at `addr` (system-call
+    /// rewriting): pages shared with the image get a private copy first,
+    /// and keep their protection.
+    pub fn poke_code(&mut self, addr: u64, bytes: &[u8]) -> Result<(), FaultError> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = addr + i as u64;
+            let page = page_down(at);
+            let vma = self.vmas.find(at).copied().ok_or(FaultError::Unmapped)?;
+            if self.tables.lookup(page) & pte::PRESENT == 0 {
+                self.populate(page, false, true)?;
+            }
+            let entry = self.tables.lookup(page);
+            let mut pa = entry & pte::ADDR;
+            if self.is_image_frame(&vma, page, pa) {
+                let copy = frame::alloc().ok_or(FaultError::OutOfMemory)?;
+                copy_frame(pa, copy);
+                let flags = entry & !(pte::ADDR | pte::PRESENT);
+                self.tables.unmap(page);
+                if self.map(page, copy, flags).is_err() {
+                    frame::free(copy);
+                    return Err(FaultError::OutOfMemory);
+                }
+                pa = copy;
+            }
+            // SAFETY: `pa` is the program's private frame backing `page`
+            // (just made private if it was shared), reached through the
+            // direct map; the byte lies inside it.
+            unsafe { *arch::phys_to_virt(pa + (at - page)) = b };
         }
         Ok(())
     }
@@ -537,6 +568,7 @@ pub fn exec(
         backing: Backing::Anonymous,
         label: Label::Stack,
     })?;
+    let vdso = map_vdso(&mut p)?;
     let mut random = [0u8; 16];
     crate::kernel::random::fill(&mut random);
     let features = arch::features();
@@ -556,6 +588,7 @@ pub fn exec(
         (at::EGID, 0),
         (at::SECURE, 0),
         (at::HWCAP2, if features.fsgsbase { 2 } else { 0 }),
+        (at::SYSINFO_EHDR, vdso),
     ];
     let argv: Vec<&[u8]> = args.argv.iter().map(|a| a.as_slice()).collect();
     let envp: Vec<&[u8]> = args.envp.iter().map(|e| e.as_slice()).collect();
@@ -573,6 +606,26 @@ pub fn exec(
     p.write_user(stack.sp, &stack.bytes)
         .map_err(|_| ExecError::OutOfMemory)?;
     Ok((p, entry, stack.sp))
+}
+
+/// Maps the vDSO image below the mmap area; returns its address (0, and
+/// no AT_SYSINFO_EHDR use, when it is turned off).
+fn map_vdso(p: &mut Process) -> Result<u64, ExecError> {
+    if !crate::kernel::vdso::enabled() {
+        return Ok(0);
+    }
+    let base = p.vmas.find_free_below(PAGE_SIZE, MMAP_TOP)?;
+    let image = kiln_kernel::vdso::image(base, &crate::kernel::vdso::symbols());
+    p.add_area(Vma {
+        start: base,
+        end: base + page_round(image.len() as u64),
+        prot: prot::READ | prot::EXEC,
+        backing: Backing::Anonymous,
+        label: Label::Vdso,
+    })?;
+    p.copy_into(base, &image)
+        .map_err(|_| ExecError::OutOfMemory)?;
+    Ok(base)
 }
 
 /// Loads the program interpreter `path` from the rootfs; returns its

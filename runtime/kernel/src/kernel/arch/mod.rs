@@ -9,7 +9,14 @@ pub use self::x86_64::fpu::FpuState;
 pub use self::x86_64::paging::{phys_to_virt, pte, PageTables};
 pub use self::x86_64::platform;
 pub use self::x86_64::signal as sigctx;
-pub use self::x86_64::traps::{idle_fixup, prepare_new_thread, set_kernel_stack, switch, Frame};
+pub use self::x86_64::traps::{
+    idle_fixup, prepare_new_thread, set_kernel_stack, switch, Frame, VECTOR_SYSCALL,
+};
+
+/// The kernel entry rewritten system-call sites jump to.
+pub fn syscall_call_entry() -> u64 {
+    self::x86_64::traps::syscall_call_entry_address()
+}
 pub use self::x86_64::{
     cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, idle, init,
     interrupt_done, set_fs_base, set_gs_base, timer_arm_at, timer_disarm, Flavour, PLATFORM_PVH,

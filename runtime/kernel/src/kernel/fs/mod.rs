@@ -26,6 +26,8 @@ use crate::kernel::fd::FileOps;
 
 static VFS: Once<Mutex<Overlay>> = Once::new();
 static ARCHIVE: Once<Region> = Once::new();
+/// The boot module when it is a bare program rather than an archive.
+static BARE_PROGRAM: Once<Region> = Once::new();
 
 /// The file system (locked for the caller's use).
 pub fn vfs() -> MutexGuard<'static, Overlay> {
@@ -72,6 +74,7 @@ pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
     let bytes = module_bytes(module);
     if !tarfs::is_tar(bytes) {
         VFS.call_once(|| Mutex::new(Overlay::empty()));
+        BARE_PROGRAM.call_once(|| module);
         return Ok(module);
     }
     let index = match TarFs::parse(bytes) {
@@ -98,6 +101,21 @@ pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
         n if n.kind() == NodeKind::Dir => Err(ProgramError::NotExecutable("it is a directory")),
         _ => Err(ProgramError::NotFound),
     }
+}
+
+/// The file of the image (a rootfs file, or the bare program) holding
+/// guest-physical byte `phys`: its bytes and the physical address where
+/// they start.
+pub fn file_containing(phys: u64) -> Option<(&'static [u8], u64)> {
+    if let Some(bare) = BARE_PROGRAM.get() {
+        return (phys >= bare.start && phys < bare.end).then(|| (module_bytes(*bare), bare.start));
+    }
+    let archive = archive();
+    if phys < archive.start || phys >= archive.end {
+        return None;
+    }
+    let (bytes, offset) = vfs().lower_file_containing(phys - archive.start)?;
+    Some((bytes, archive.start + offset))
 }
 
 /// What a path names.

@@ -143,6 +143,8 @@ fn maps(p: &Process, out: &mut String) {
             Label::Heap => "[heap]",
             Label::Stack => "[stack]",
             Label::Mmap => "",
+            Label::Trampoline => "[kiln-syscall]",
+            Label::Vdso => "[vdso]",
         };
         let _ = write!(
             out,

@@ -305,6 +305,12 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
         signal::deliver(frame, None);
         Return::Full
     } else {
+        if frame.vector == crate::kernel::arch::VECTOR_SYSCALL {
+            // A trapping SYSCALL: make its next executions cheap if we can.
+            if let Some(p) = PROCESS.lock().as_mut() {
+                crate::kernel::rewrite::consider(p, frame.rcx.wrapping_sub(2), number);
+            }
+        }
         let args = Args([
             frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
         ]);

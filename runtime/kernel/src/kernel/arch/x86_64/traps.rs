@@ -25,8 +25,11 @@ use core::mem::size_of;
 
 use super::gdt::{IST_CRITICAL, IST_EXCEPTION, IST_INTERRUPT, KERNEL_CS};
 
-/// `Frame::vector` value marking a system call.
+/// `Frame::vector` value marking a system call that trapped (SYSCALL).
 pub const VECTOR_SYSCALL: u64 = 0x100;
+/// `Frame::vector` value marking a system call from a rewritten site
+/// (entered by a jump, see `kernel::rewrite`).
+pub const VECTOR_SYSCALL_CALL: u64 = 0x101;
 
 /// The program's registers at the moment it entered the kernel.
 #[repr(C)]
@@ -156,6 +159,22 @@ global_asm!(
     "add rsp, 16",
     "iretq",
     "",
+    // A rewritten site's trampoline jumps here with RSP 128 bytes below
+    // the program's and RCX/R11 set as SYSCALL sets them.
+    ".globl syscall_call_entry",
+    ".balign 16",
+    "syscall_call_entry:",
+    "lea rsp, [rsp + 128]",
+    "mov [rip + SYSCALL_USER_RSP], rsp",
+    "mov rsp, [rip + CURRENT_KSTACK_TOP]",
+    "push {ds}",
+    "push qword ptr [rip + SYSCALL_USER_RSP]",
+    "push r11",
+    "push {cs}",
+    "push rcx",
+    "push 0",
+    "push {syscall_call}",
+    "jmp 6f",
     ".globl syscall_entry",
     ".balign 16",
     "syscall_entry:",
@@ -168,6 +187,7 @@ global_asm!(
     "push rcx",
     "push 0",
     "push {syscall}",
+    "6:",
     save_regs!(),
     "mov rcx, [rip + PV_IRQ_FLAG]",
     "test rcx, rcx",
@@ -250,11 +270,13 @@ global_asm!(
     ds = const super::gdt::KERNEL_DS,
     cs = const KERNEL_CS,
     syscall = const VECTOR_SYSCALL,
+    syscall_call = const VECTOR_SYSCALL_CALL,
 );
 
 extern "C" {
     static trap_stubs: u8;
     fn syscall_entry();
+    fn syscall_call_entry();
     fn syscall_exit();
     fn switch_to(prev: *mut u64, next: *const u64);
     fn idle_halt_pvm(flag: u64);
@@ -273,6 +295,11 @@ pub fn set_kernel_stack(top: u64) {
 pub fn set_pv_irq_flag(address: u64) {
     // SAFETY: written once at boot before the program runs.
     unsafe { PV_IRQ_FLAG = address };
+}
+
+/// The kernel entry rewritten system-call sites jump to.
+pub fn syscall_call_entry_address() -> u64 {
+    syscall_call_entry as *const () as u64
 }
 
 /// The address new threads start at (their first return to the program).

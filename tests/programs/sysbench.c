@@ -1,0 +1,154 @@
+/* Micro-benchmarks of the system-call paths, run the same way natively and
+ * in kiln by `cargo xtask bench-syscall`. Each prints "name ns_per_op" on
+ * stdout (the median of several timed rounds).
+ *
+ *   sysbench FILE [SCALE]   FILE: a file of at least 4 KiB to read */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ROUNDS 7
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Runs `body(n)` ROUNDS times and prints the median ns per operation. */
+static void report(const char *name, long n, double (*body)(long)) {
+    double r[ROUNDS];
+    body(n / 10 + 1); /* warm up */
+    for (int i = 0; i < ROUNDS; i++)
+        r[i] = body(n) / n;
+    qsort(r, ROUNDS, sizeof r[0], cmp);
+    printf("%s %.1f\n", name, r[ROUNDS / 2]);
+    fflush(stdout);
+}
+
+static double null_syscall(long n) {
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        getppid();
+    return now_ns() - t;
+}
+
+static int fd;
+static char buf[4096];
+
+static double read_4k(long n) {
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        if (pread(fd, buf, sizeof buf, 0) != sizeof buf)
+            abort();
+    return now_ns() - t;
+}
+
+static double page_fault(long n) {
+    long page = 4096;
+    char *m = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        abort();
+    madvise(m, n * page, MADV_NOHUGEPAGE);
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        m[i * page] = 1;
+    double d = now_ns() - t;
+    munmap(m, n * page);
+    return d;
+}
+
+static atomic_int turn;
+
+static void futex_wait(atomic_int *w, int v) {
+    syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+}
+
+static void futex_wake(atomic_int *w) {
+    syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static long pongs;
+
+static void *ponger(void *arg) {
+    (void)arg;
+    for (long i = 0; i < pongs; i++) {
+        while (atomic_load(&turn) != 1)
+            futex_wait(&turn, 0);
+        atomic_store(&turn, 0);
+        futex_wake(&turn);
+    }
+    return NULL;
+}
+
+static double futex_pingpong(long n) {
+    pthread_t t;
+    pongs = n;
+    atomic_store(&turn, 0);
+    double start = now_ns();
+    pthread_create(&t, NULL, ponger, NULL);
+    for (long i = 0; i < n; i++) {
+        atomic_store(&turn, 1);
+        futex_wake(&turn);
+        while (atomic_load(&turn) != 0)
+            futex_wait(&turn, 1);
+    }
+    pthread_join(t, NULL);
+    return now_ns() - start;
+}
+
+static void *nothing(void *arg) {
+    return arg;
+}
+
+static double thread_create(long n) {
+    double t = now_ns();
+    for (long i = 0; i < n; i++) {
+        pthread_t th;
+        pthread_create(&th, NULL, nothing, NULL);
+        pthread_join(th, NULL);
+    }
+    return now_ns() - t;
+}
+
+static double clock_read(long n) {
+    struct timespec ts;
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    return now_ns() - t;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: sysbench FILE [SCALE]\n");
+        return 2;
+    }
+    fd = open(argv[1], O_RDONLY);
+    if (fd < 0) {
+        perror(argv[1]);
+        return 1;
+    }
+    long scale = argc > 2 ? atol(argv[2]) : 1;
+    report("null_syscall", 20000 * scale, null_syscall);
+    report("read_4k", 5000 * scale, read_4k);
+    report("page_fault", 2000 * scale, page_fault);
+    report("futex_pingpong", 1000 * scale, futex_pingpong);
+    report("thread_create_join", 200 * scale, thread_create);
+    report("clock_gettime", 20000 * scale, clock_read);
+    return 0;
+}

@@ -1,0 +1,193 @@
+//! `cargo xtask bench-syscall`: the cost of system-call paths inside kiln
+//! against the same static binary run natively, in the same run: a null
+//! system call (getppid), a 4 KiB read from the root file system, an
+//! anonymous page fault, a futex ping-pong between two threads, a thread
+//! create + join, and clock_gettime. kiln runs three ways: as it boots by
+//! default (SYSCALL sites rewritten into calls, a vDSO for the time
+//! calls), with rewriting but no vDSO (`kiln.vdso=0`), and with neither
+//! (`kiln.syscall_rewrite=0 kiln.vdso=0`: every SYSCALL traps to the
+//! host). Prints a table and writes `target/bench/syscall.json`. A
+//! benchmark, not a test: it never fails on the numbers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use xtask::{build, host, paths};
+
+/// Options of `bench-syscall`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SyscallArgs {
+    /// Runs of each side (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Multiplies every benchmark's iteration count
+    #[arg(long, default_value_t = 1)]
+    pub scale: u32,
+}
+
+impl Default for SyscallArgs {
+    fn default() -> Self {
+        Self { runs: 3, scale: 1 }
+    }
+}
+
+/// The benchmarks, in sysbench's output order, with a description.
+const BENCHES: &[(&str, &str)] = &[
+    ("null_syscall", "getppid()"),
+    ("read_4k", "pread 4 KiB of a rootfs file"),
+    ("page_fault", "first write to an anonymous page"),
+    ("futex_pingpong", "futex round trip between two threads"),
+    ("thread_create_join", "pthread_create + pthread_join"),
+    ("clock_gettime", "clock_gettime(CLOCK_MONOTONIC)"),
+];
+
+/// Parses sysbench's "name ns" lines.
+fn parse(stdout: &[u8]) -> BTreeMap<String, f64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, ns) = l.split_once(' ')?;
+            Some((name.to_owned(), ns.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn run_many(runs: usize, mut make: impl FnMut() -> Command) -> Result<BTreeMap<String, f64>> {
+    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..runs {
+        let mut cmd = make();
+        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "{cmd:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for (k, v) in parse(&out.stdout) {
+            samples.entry(k).or_default().push(v);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (k, v[v.len() / 2])
+        })
+        .collect())
+}
+
+/// The kiln configurations measured: (name, kernel options).
+const CONFIGS: [(&str, &str); 3] = [
+    ("kiln", ""),
+    ("no-vdso", "kiln.vdso=0"),
+    ("trap", "kiln.syscall_rewrite=0 kiln.vdso=0"),
+];
+
+/// Writes a manifest for sysbench with a 64 KiB data file and builds one
+/// image per configuration.
+fn images(kiln: &Path, program: &Path, blob: &Path) -> Result<Vec<PathBuf>> {
+    let dir = paths::bench().join("syscall");
+    let mut built = Vec::new();
+    for (name, cmdline) in CONFIGS {
+        let manifest = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "name = \"sysbench-{name}\"\nversion = \"0.0.0\"\n\n[program]\npath = {:?}\n\
+                 guest_path = \"/app/sysbench\"\n\n[[files]]\nsrc = {:?}\ndst = \"/data/blob\"\n\n\
+                 [vm]\nmemory = 256\ncmdline = {cmdline:?}\n",
+                program.display().to_string(),
+                blob.display().to_string(),
+            ),
+        )?;
+        let image = dir.join(format!("{name}.kiln"));
+        build::run(
+            Command::new(kiln)
+                .arg("build")
+                .arg(&manifest)
+                .arg("-o")
+                .arg(&image)
+                .arg("--kernel")
+                .arg(paths::kernel())
+                .arg("--quiet"),
+        )?;
+        built.push(image);
+    }
+    Ok(built)
+}
+
+/// Runs the benchmark.
+pub fn run(args: &SyscallArgs) -> Result<()> {
+    if !host::kvm_available() {
+        bail!("bench-syscall needs /dev/kvm");
+    }
+    build::kernel()?;
+    let kiln = build::kiln_release()?;
+    let programs = build::programs()?;
+    let program = programs.join("sysbench");
+    let dir = paths::bench().join("syscall");
+    std::fs::create_dir_all(&dir)?;
+    let blob = dir.join("blob");
+    let bytes: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&blob, bytes)?;
+    let images = images(&kiln, &program, &blob)?;
+    let scale = args.scale.to_string();
+    eprintln!(
+        "bench-syscall: {} runs of each side (native; kiln: rewritten sites + vDSO, rewritten \
+         sites only, every SYSCALL trapping)",
+        args.runs
+    );
+    let native = run_many(args.runs, || {
+        let mut c = Command::new(&program);
+        c.arg(&blob).arg(&scale);
+        c
+    })?;
+    let kiln_side = |image: &Path| {
+        run_many(args.runs, || {
+            let mut c = Command::new(&kiln);
+            c.arg("run")
+                .arg(image)
+                .args(["--timeout", "300", "--"])
+                .arg("/data/blob")
+                .arg(&scale);
+            c
+        })
+    };
+    let measured: Vec<BTreeMap<String, f64>> =
+        images.iter().map(|i| kiln_side(i)).collect::<Result<_>>()?;
+    println!(
+        "{:<19} {:>9} {:>16} {:>16} {:>16}  what",
+        "benchmark", "native", "kiln", "kiln no-vdso", "kiln trap"
+    );
+    let mut rows = Vec::new();
+    for (name, what) in BENCHES {
+        let n = native.get(*name).copied().unwrap_or(f64::NAN);
+        let mut line = format!("{name:<19} {n:>9.1}");
+        let mut row = json!({ "benchmark": name, "what": what, "native_ns": n });
+        for ((config, _), m) in CONFIGS.iter().zip(&measured) {
+            let k = m.get(*name).copied().unwrap_or(f64::NAN);
+            line.push_str(&format!(" {k:>9.1} {:>5.2}x", k / n));
+            row[format!("{config}_ns")] = json!(k);
+            row[format!("{config}_ratio")] = json!(k / n);
+        }
+        println!("{line}  {what}");
+        rows.push(row);
+    }
+    println!("(ns per operation, median of the runs; ratio = kiln / native)");
+    let doc: Value = json!({
+        "runs": args.runs,
+        "scale": args.scale,
+        "configs": CONFIGS.iter().map(|(n, c)| json!({ "name": n, "cmdline": c })).collect::<Vec<_>>(),
+        "results": rows,
+    });
+    let out = paths::bench().join("syscall.json");
+    build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    eprintln!("  wrote {}", out.display());
+    Ok(())
+}
