@@ -212,6 +212,24 @@ fn unimplemented_syscall_returns_enosys_and_is_traced() {
 }
 
 #[test]
+fn fork_fails_with_enosys_and_the_trace_says_why() {
+    if !kvm_or_skip("fork_fails_with_enosys_and_the_trace_says_why") {
+        return;
+    }
+    let out = boot("probe", &["--trace-syscalls"], &["fork"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "fork returned -1, errno Function not implemented\n"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("= -1 ENOSYS") && err.contains("new processes and exec are not supported"),
+        "trace: {err}"
+    );
+}
+
+#[test]
 fn trace_syscalls_prints_calls_without_touching_stdout() {
     if !kvm_or_skip("trace_syscalls_prints_calls_without_touching_stdout") {
         return;

@@ -5,6 +5,7 @@
  *   div0     divide by zero (SIGFPE)
  *   abort    abort() (SIGABRT)
  *   enosys   call a system call kiln does not implement; print the errno
+ *   fork     fork(); print what it returned (kiln: -1, ENOSYS)
  *   spin     loop forever
  *   stack    touch 4 MiB of stack (demand paging), then exit 0 */
 #include <errno.h>
@@ -26,7 +27,7 @@ static int deep(int n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: probe exit N|segv|ud2|div0|abort|enosys|spin|stack\n");
+        fprintf(stderr, "usage: probe exit N|segv|ud2|div0|abort|enosys|fork|spin|stack\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -43,6 +44,13 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "enosys")) {
         long r = syscall(SYS_kexec_load, 0, 0, 0, 0);
         printf("kexec_load returned %ld, errno %s\n", r, errno == ENOSYS ? "ENOSYS" : strerror(errno));
+        return 0;
+    }
+    if (!strcmp(mode, "fork")) {
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        printf("fork returned %d, errno %s\n", (int)pid, pid < 0 ? strerror(errno) : "-");
         return 0;
     }
     if (!strcmp(mode, "spin"))

@@ -113,7 +113,8 @@ fn images(kiln: &Path, program: &Path, blob: &Path) -> Result<Vec<PathBuf>> {
                 .arg(&image)
                 .arg("--kernel")
                 .arg(paths::kernel())
-                .arg("--quiet"),
+                .arg("--quiet")
+                .stdout(std::process::Stdio::null()),
         )?;
         built.push(image);
     }

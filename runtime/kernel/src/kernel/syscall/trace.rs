@@ -165,9 +165,15 @@ pub fn print_result(call: &str, number: u64, result: Result<u64, Errno>) {
         Ok(v) if matches!(number, nr::MMAP | nr::BRK) => crate::kprintln!("{call} = {v:#x}"),
         Ok(v) => crate::kprintln!("{call} = {}", v as i64),
         Err(Errno::Nosys) => {
-            let why = match syscall_names::name(number) {
-                Some(_) => "not supported by kiln yet",
-                None => "no such system call",
+            let why = match number {
+                nr::FORK | nr::VFORK | nr::EXECVE | nr::EXECVEAT => {
+                    "kiln runs one program: new processes and exec are not supported yet"
+                }
+                nr::CLONE | nr::CLONE3 => {
+                    "kiln runs one program: clone works for threads (CLONE_VM|CLONE_THREAD) only"
+                }
+                _ if syscall_names::name(number).is_some() => "not supported by kiln yet",
+                _ => "no such system call",
             };
             crate::kprintln!("{call} = -1 ENOSYS (Function not implemented: {why})")
         }
