@@ -14,14 +14,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define SHOW(expr)                                                            \
-    do {                                                                      \
-        errno = 0;                                                            \
-        long r_ = (long)(expr);                                               \
-        int e_ = errno;                                                       \
-        printf("%-52s = %ld%s%s\n", #expr, r_, r_ < 0 ? " " : "",             \
-               r_ < 0 ? strerrorname_np(e_) : "");                           \
-    } while (0)
+#include "show.h"
 
 static void show_stat(const char *path, int follow) {
     struct stat st;

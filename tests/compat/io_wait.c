@@ -37,14 +37,7 @@ static long elapsed_ms(struct timespec a) {
     return (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
 }
 
-#define SHOW(expr)                                                            \
-    do {                                                                      \
-        errno = 0;                                                            \
-        long r_ = (long)(expr);                                               \
-        int e_ = errno;                                                       \
-        printf("%-44s = %ld%s%s\n", #expr, r_, r_ < 0 ? " " : "",             \
-               r_ < 0 ? strerrorname_np(e_) : "");                           \
-    } while (0)
+#include "show.h"
 
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);

@@ -13,14 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define SHOW(expr)                                                            \
-    do {                                                                      \
-        errno = 0;                                                            \
-        long r_ = (long)(expr);                                               \
-        int e_ = errno;                                                       \
-        printf("%-56s = %ld%s%s\n", #expr, r_, r_ < 0 ? " " : "",             \
-               r_ < 0 ? strerrorname_np(e_) : "");                           \
-    } while (0)
+#include "show.h"
 
 static sigjmp_buf env;
 static volatile int fault_code;

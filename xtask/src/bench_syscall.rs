@@ -105,17 +105,7 @@ fn images(kiln: &Path, program: &Path, blob: &Path) -> Result<Vec<PathBuf>> {
             ),
         )?;
         let image = dir.join(format!("{name}.kiln"));
-        build::run(
-            Command::new(kiln)
-                .arg("build")
-                .arg(&manifest)
-                .arg("-o")
-                .arg(&image)
-                .arg("--kernel")
-                .arg(paths::kernel())
-                .arg("--quiet")
-                .stdout(std::process::Stdio::null()),
-        )?;
+        build::kiln_build(kiln, &manifest, &image)?;
         built.push(image);
     }
     Ok(built)

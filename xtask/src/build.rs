@@ -119,6 +119,32 @@ pub fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `kiln build MANIFEST -o IMAGE` with the freshly built guest kernel,
+/// quietly; kiln's message is the error when it fails.
+///
+/// # Errors
+/// When kiln cannot run or refuses the manifest.
+pub fn kiln_build(kiln: &Path, manifest: &Path, image: &Path) -> Result<()> {
+    let out = Command::new(kiln)
+        .arg("build")
+        .arg(manifest)
+        .arg("-o")
+        .arg(image)
+        .arg("--kernel")
+        .arg(paths::kernel())
+        .arg("--quiet")
+        .output()
+        .with_context(|| format!("running {}", kiln.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "kiln build {} failed: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `to` through a temporary file and a rename.
 pub fn write_atomically(to: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = to.with_extension(format!("tmp.{}", std::process::id()));

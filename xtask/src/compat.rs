@@ -230,23 +230,7 @@ fn build_image(case: &Case, prog: &Path, guest: &str, data: &Path, kiln: &Path) 
     let manifest = dir.join("kiln.toml");
     std::fs::write(&manifest, m)?;
     let image = dir.join("image.kiln");
-    let out = Command::new(kiln)
-        .arg("build")
-        .arg(&manifest)
-        .arg("-o")
-        .arg(&image)
-        .arg("--kernel")
-        .arg(paths::kernel())
-        .arg("--quiet")
-        .output()
-        .context("running kiln build")?;
-    if !out.status.success() {
-        bail!(
-            "kiln build failed for {}: {}",
-            case.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    build::kiln_build(kiln, &manifest, &image)?;
     Ok(image)
 }
 

@@ -120,6 +120,27 @@ macro_rules! restore_regs {
     };
 }
 
+/// Moves from the program's stack to the kernel stack and pushes the top
+/// of a [`Frame`] as SYSCALL left the registers (RCX = return address,
+/// R11 = RFLAGS), with `$vector` naming the entry.
+macro_rules! syscall_frame {
+    ($vector:literal) => {
+        concat!(
+            "mov [rip + SYSCALL_USER_RSP], rsp\n",
+            "mov rsp, [rip + CURRENT_KSTACK_TOP]\n",
+            "push {ds}\n",
+            "push qword ptr [rip + SYSCALL_USER_RSP]\n",
+            "push r11\n",
+            "push {cs}\n",
+            "push rcx\n",
+            "push 0\n",
+            "push ",
+            $vector,
+            "\n",
+        )
+    };
+}
+
 global_asm!(
     ".section .text.traps, \"ax\"",
     ".globl trap_stubs",
@@ -165,28 +186,12 @@ global_asm!(
     ".balign 16",
     "syscall_call_entry:",
     "lea rsp, [rsp + 128]",
-    "mov [rip + SYSCALL_USER_RSP], rsp",
-    "mov rsp, [rip + CURRENT_KSTACK_TOP]",
-    "push {ds}",
-    "push qword ptr [rip + SYSCALL_USER_RSP]",
-    "push r11",
-    "push {cs}",
-    "push rcx",
-    "push 0",
-    "push {syscall_call}",
+    syscall_frame!("{syscall_call}"),
     "jmp 6f",
     ".globl syscall_entry",
     ".balign 16",
     "syscall_entry:",
-    "mov [rip + SYSCALL_USER_RSP], rsp",
-    "mov rsp, [rip + CURRENT_KSTACK_TOP]",
-    "push {ds}",
-    "push qword ptr [rip + SYSCALL_USER_RSP]",
-    "push r11",
-    "push {cs}",
-    "push rcx",
-    "push 0",
-    "push {syscall}",
+    syscall_frame!("{syscall}"),
     "6:",
     save_regs!(),
     "mov rcx, [rip + PV_IRQ_FLAG]",
