@@ -3,7 +3,7 @@
 //! and writes `target/bench/boot.json`. A benchmark, not a test: it reports
 //! numbers and never fails on them.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -23,6 +23,13 @@ pub struct BootArgs {
     /// Guest memory in MiB
     #[arg(long, default_value_t = 64)]
     pub memory: u64,
+    /// A stored boot.json to compare with: fail when a median of kiln's
+    /// phases is worse than the stored one by more than --max-ratio
+    #[arg(long, value_name = "FILE")]
+    pub compare: Option<PathBuf>,
+    /// How much slower than the baseline a median may be (1.25: 25%)
+    #[arg(long, default_value_t = 1.25, value_name = "RATIO")]
+    pub max_ratio: f64,
 }
 
 impl Default for BootArgs {
@@ -31,6 +38,8 @@ impl Default for BootArgs {
             runs: 50,
             program: "hello-glibc".into(),
             memory: 64,
+            compare: None,
+            max_ratio: 1.25,
         }
     }
 }
@@ -71,6 +80,16 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     if !host::kvm_available() {
         bail!("bench-boot needs /dev/kvm");
     }
+    // The baseline is read first: it may be the file this run rewrites.
+    let baseline: Option<Value> = match &args.compare {
+        Some(file) => Some(
+            serde_json::from_slice(
+                &std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+            )
+            .with_context(|| format!("{} is not a bench-boot JSON file", file.display()))?,
+        ),
+        None => None,
+    };
     let kernel = build::kernel()?;
     let vmm = build::vmm_release()?;
     host::ensure_tools(&host::TOOLS[..2])?;
@@ -176,14 +195,68 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         println!("  {:<34} {:>9.0} KiB", label, median(&doc["kib"][key]));
     }
     let out = paths::bench().join("boot.json");
-    write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     println!("  wrote {}", out.display());
+    if let (Some(file), Some(baseline)) = (&args.compare, &baseline) {
+        let worse = regressions(baseline, &doc, args.max_ratio);
+        println!(
+            "  compared with {} (allowed: {:.2}x the stored medians)",
+            file.display(),
+            args.max_ratio
+        );
+        if !worse.is_empty() {
+            bail!("boot time regressed:\n  {}", worse.join("\n  "));
+        }
+        println!("  no regression");
+    }
     Ok(())
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// kiln's own phases, compared by `--compare`.
+const COMPARED: [&str; 4] = [
+    "exec_to_vmm_main",
+    "exec_to_program_entry",
+    "exec_to_program_exit",
+    "kiln_wall",
+];
+
+/// The phases whose median in `current` exceeds `max_ratio` times the one
+/// in `baseline`, described.
+fn regressions(baseline: &Value, current: &Value, max_ratio: f64) -> Vec<String> {
+    COMPARED
+        .iter()
+        .filter_map(|key| {
+            let old = baseline["ms"][key]["median"].as_f64()?;
+            let new = current["ms"][key]["median"].as_f64()?;
+            (new > old * max_ratio).then(|| {
+                format!(
+                    "{key}: median {new:.3} ms, stored {old:.3} ms ({:.2}x)",
+                    new / old
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(entry: f64, wall: f64) -> Value {
+        json!({ "ms": {
+            "exec_to_program_entry": { "median": entry },
+            "kiln_wall": { "median": wall },
+        }})
+    }
+
+    #[test]
+    fn only_medians_beyond_the_ratio_are_regressions() {
+        let base = doc(2.0, 5.0);
+        assert!(regressions(&base, &doc(2.4, 6.0), 1.25).is_empty());
+        let worse = regressions(&base, &doc(2.6, 5.0), 1.25);
+        assert_eq!(worse.len(), 1);
+        assert!(worse[0].starts_with("exec_to_program_entry"), "{worse:?}");
+        // Phases missing from either file are not compared.
+        assert!(regressions(&json!({}), &doc(9.0, 9.0), 1.25).is_empty());
+    }
 }
