@@ -136,6 +136,26 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     for _ in 0..args.runs {
         native.push(timed(&mut Command::new(&program))?.0);
     }
+    // The container-runtime baseline: the same static program started in
+    // fresh pid/mount/uts/ipc/net namespaces, chrooted into a directory
+    // holding only it (what a runtime does before any cgroup work).
+    let root = paths::bench().join("container-root");
+    std::fs::create_dir_all(&root)?;
+    std::fs::copy(&program, root.join("prog"))?;
+    let mut container = Vec::new();
+    for _ in 0..args.runs {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "chroot",
+        ])
+        .arg(&root)
+        .arg("/prog");
+        let (ms, status) = timed(&mut cmd)?;
+        if !status.success() {
+            bail!("the container baseline failed ({status}): run as root");
+        }
+        container.push(ms);
+    }
     let _ = std::fs::remove_file(&json_path);
 
     let kernel_size = std::fs::metadata(&kernel)?.len();
@@ -151,6 +171,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
             "exec_to_program_exit": summary(exit),
             "kiln_wall": summary(wall),
             "native_wall": summary(native),
+            "container_wall": summary(container),
         },
         "kernel_elf_bytes": kernel_size,
         "kib": {
@@ -161,6 +182,8 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     });
     let ratio = median(&doc["ms"]["kiln_wall"]) / median(&doc["ms"]["native_wall"]);
     doc["ratio_kiln_wall_to_native"] = json!(ratio);
+    let container_ratio = median(&doc["ms"]["kiln_wall"]) / median(&doc["ms"]["container_wall"]);
+    doc["ratio_kiln_wall_to_container"] = json!(container_ratio);
     let ms = &doc["ms"];
 
     println!(
@@ -177,6 +200,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         ("program exit", "exec_to_program_exit"),
         ("kiln wall (spawn to reaped)", "kiln_wall"),
         ("native wall (same binary)", "native_wall"),
+        ("container start (unshare + chroot)", "container_wall"),
     ] {
         println!(
             "  {:<34} {:>9.3} {:>9.3}",
@@ -186,6 +210,10 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         );
     }
     println!("  {:<34} {:>9.2}x", "kiln / native (median wall)", ratio);
+    println!(
+        "  {:<34} {:>9.2}x",
+        "kiln / container (median wall)", container_ratio
+    );
     println!("  {:<34} {:>9} KiB", "kernel ELF", kernel_size / 1024);
     for (label, key) in [
         ("kiln-vmm peak RSS", "vmm_peak_rss"),
