@@ -503,20 +503,29 @@ impl Overlay {
     /// # Errors
     /// EEXIST, ENOENT, ENOTDIR.
     pub fn mkdir(&mut self, parent: &str, name: &str, perm: u32) -> Result<(), Errno> {
+        let mtime = self.now;
+        self.add_entry(parent, name, |ino| Upper::Dir {
+            mode: perm & 0o7777,
+            ino,
+            mtime,
+        })
+    }
+
+    /// Adds a new entry `name` to resolved directory `parent`, made by
+    /// `make` from a fresh inode number.
+    fn add_entry(
+        &mut self,
+        parent: &str,
+        name: &str,
+        make: impl FnOnce(u64) -> Upper,
+    ) -> Result<(), Errno> {
         self.check_parent(parent)?;
         let path = join(parent, name);
         if self.get(&path).is_some() {
             return Err(Errno::Exist);
         }
         let ino = self.ino();
-        self.upper.insert(
-            path,
-            Upper::Dir {
-                mode: perm & 0o7777,
-                ino,
-                mtime: self.now,
-            },
-        );
+        self.upper.insert(path, make(ino));
         Ok(())
     }
 
@@ -525,20 +534,10 @@ impl Overlay {
     /// # Errors
     /// EEXIST, ENOENT, ENOTDIR.
     pub fn symlink(&mut self, parent: &str, name: &str, target: &str) -> Result<(), Errno> {
-        self.check_parent(parent)?;
-        let path = join(parent, name);
-        if self.get(&path).is_some() {
-            return Err(Errno::Exist);
-        }
-        let ino = self.ino();
-        self.upper.insert(
-            path,
-            Upper::Symlink {
-                target: target.into(),
-                ino,
-            },
-        );
-        Ok(())
+        self.add_entry(parent, name, |ino| Upper::Symlink {
+            target: target.into(),
+            ino,
+        })
     }
 
     fn remove(&mut self, path: &str) {

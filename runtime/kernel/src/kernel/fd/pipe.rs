@@ -93,6 +93,21 @@ impl Drop for PipeEnd {
     }
 }
 
+/// F_GETFL: the access mode plus O_NONBLOCK when it is set.
+fn with_nonblock(mode: u32, nonblocking: &AtomicBool) -> u32 {
+    if nonblocking.load(Ordering::Relaxed) {
+        mode | flags::O_NONBLOCK
+    } else {
+        mode
+    }
+}
+
+/// F_SETFL: only O_NONBLOCK changes anything here.
+fn set_nonblock(nonblocking: &AtomicBool, f: u32) -> Result<(), Errno> {
+    nonblocking.store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Runs `attempt`; `None` (would block) becomes EAGAIN or ERESTARTSYS;
 /// anything that happened wakes waiting threads.
 fn wait_or<T>(
@@ -218,21 +233,16 @@ impl FileOps for PipeEnd {
     }
 
     fn status_flags(&self) -> u32 {
-        let mut f = if self.write_end {
+        let mode = if self.write_end {
             flags::O_WRONLY
         } else {
             flags::O_RDONLY
         };
-        if self.nonblocking.load(Ordering::Relaxed) {
-            f |= flags::O_NONBLOCK;
-        }
-        f
+        with_nonblock(mode, &self.nonblocking)
     }
 
     fn set_status_flags(&self, f: u32) -> Result<(), Errno> {
-        self.nonblocking
-            .store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
-        Ok(())
+        set_nonblock(&self.nonblocking, f)
     }
 }
 
@@ -320,17 +330,11 @@ impl FileOps for EventFd {
     }
 
     fn status_flags(&self) -> u32 {
-        let mut f = flags::O_RDWR;
-        if self.nonblocking.load(Ordering::Relaxed) {
-            f |= flags::O_NONBLOCK;
-        }
-        f
+        with_nonblock(flags::O_RDWR, &self.nonblocking)
     }
 
     fn set_status_flags(&self, f: u32) -> Result<(), Errno> {
-        self.nonblocking
-            .store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
-        Ok(())
+        set_nonblock(&self.nonblocking, f)
     }
 }
 
