@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
@@ -318,6 +319,26 @@ fn native_run(root: &Path, env: &[String], guest: &str, args: &[String]) -> Resu
         .arg(guest)
         .args(args)
         .stdin(Stdio::null());
+    // The program in kiln starts with descriptors 0-2 only; natively it
+    // would inherit whatever the caller of xtask left open (CI harnesses
+    // do), so every other descriptor is marked close-on-exec.
+    // SAFETY: the closure runs between fork and exec and only makes one
+    // async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            const CLOSE_RANGE_CLOEXEC: libc::c_long = 1 << 2;
+            if libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd.output().context("running the native side (unshare)")
 }
 
