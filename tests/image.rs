@@ -8,53 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{kvm_or_skip, prepare, status, stderr, stdout};
-
-fn kiln() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-image-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn manifest_path(name: &str) -> PathBuf {
-    xtask::paths::root()
-        .join("manifests")
-        .join(format!("{name}.toml"))
-}
-
-/// `kiln build MANIFEST -o OUT` with the freshly built kernel.
-fn build(manifest: &Path, out: &Path, epoch: Option<&str>) -> Output {
-    prepare();
-    let mut cmd = kiln();
-    cmd.arg("build")
-        .arg(manifest)
-        .arg("-o")
-        .arg(out)
-        .arg("--kernel")
-        .arg(xtask::paths::kernel());
-    match epoch {
-        Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
-        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
-    };
-    cmd.output().expect("kiln runs")
-}
-
-fn build_ok(manifest: &Path, out: &Path) {
-    let o = build(manifest, out, None);
-    assert_eq!(
-        status(&o),
-        0,
-        "building {}: {}",
-        manifest.display(),
-        stderr(&o)
-    );
-}
+use common::{
+    build, build_ok, kiln, kvm_or_skip, manifest_path, prepare, scratch, status, stderr, stdout,
+};
 
 fn run(image: &Path, args: &[&str]) -> Output {
     let mut cmd = kiln();

@@ -61,7 +61,7 @@ impl SectionKind {
     pub fn media_type(self) -> &'static str {
         match self {
             SectionKind::Config => "application/vnd.kiln.config.v1+json",
-            SectionKind::Kernel => "application/vnd.kiln.kernel.v1+elf",
+            SectionKind::Kernel => "application/vnd.kiln.kernel.v1.elf",
             SectionKind::Rootfs => "application/vnd.kiln.rootfs.v1.tar",
         }
     }
@@ -159,34 +159,41 @@ fn round_up(v: u64) -> u64 {
 
 /// The bytes of an image built from `sections` (in this order).
 pub fn encode(sections: &[(SectionKind, &[u8])]) -> Vec<u8> {
-    let mut offset = HEADER_SIZE;
-    let mut table = Vec::new();
-    for (kind, data) in sections {
-        table.push((kind.code(), offset, data.len() as u64, Sha256::digest(data)));
-        offset = round_up(offset + data.len() as u64);
-    }
-    let total = offset;
-    let mut header = vec![0u8; HEADER_SIZE as usize];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(table.len() as u32).to_le_bytes());
-    header[16..24].copy_from_slice(&total.to_le_bytes());
-    for (i, (code, off, size, digest)) in table.iter().enumerate() {
-        let e = 32 + i * SECTION_ENTRY;
-        header[e..e + 4].copy_from_slice(&code.to_le_bytes());
-        header[e + 8..e + 16].copy_from_slice(&off.to_le_bytes());
-        header[e + 16..e + 24].copy_from_slice(&size.to_le_bytes());
-        header[e + 32..e + 64].copy_from_slice(digest);
-    }
-    let table_end = 32 + table.len() * SECTION_ENTRY;
-    let header_digest = Sha256::digest(&header[..table_end]);
-    header[table_end..table_end + 32].copy_from_slice(&header_digest);
-    let mut out = header;
+    let entries: Vec<(SectionKind, u64, [u8; 32])> = sections
+        .iter()
+        .map(|(kind, data)| (*kind, data.len() as u64, Sha256::digest(data).into()))
+        .collect();
+    let mut out = encode_header(&entries);
     for (_, data) in sections {
         out.extend_from_slice(data);
         out.resize(round_up(out.len() as u64) as usize, 0);
     }
     out
+}
+
+/// The header of an image whose sections have these kinds, sizes and
+/// sha256 digests (in this order). Its sha256 is the image's digest, so
+/// the digest of sections kept elsewhere (in the local store) is known
+/// without assembling the file.
+pub fn encode_header(entries: &[(SectionKind, u64, [u8; 32])]) -> Vec<u8> {
+    let mut header = vec![0u8; HEADER_SIZE as usize];
+    let mut offset = HEADER_SIZE;
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (i, (kind, size, digest)) in entries.iter().enumerate() {
+        let e = 32 + i * SECTION_ENTRY;
+        header[e..e + 4].copy_from_slice(&kind.code().to_le_bytes());
+        header[e + 8..e + 16].copy_from_slice(&offset.to_le_bytes());
+        header[e + 16..e + 24].copy_from_slice(&size.to_le_bytes());
+        header[e + 32..e + 64].copy_from_slice(digest);
+        offset = round_up(offset + size);
+    }
+    header[16..24].copy_from_slice(&offset.to_le_bytes());
+    let table_end = 32 + entries.len() * SECTION_ENTRY;
+    let header_digest = Sha256::digest(&header[..table_end]);
+    header[table_end..table_end + 32].copy_from_slice(&header_digest);
+    header
 }
 
 /// Writes image bytes to `path` through a temporary file renamed into

@@ -1,24 +1,21 @@
-//! Booting an image: verify it, read its boot configuration, and hand its
-//! kernel and rootfs sections (mapped straight from the image file) to
+//! Booting an image: read its boot configuration and hand its kernel and
+//! rootfs (mapped straight from the image file or the store's blobs) to
 //! kiln-vmm in this process.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kiln_vmm::devices::console::Console;
-use kiln_vmm::source::FileSlice;
 use kiln_vmm::timings::{Phase, Timings};
 use kiln_vmm::vstate::kvm::Hypervisor;
 use kiln_vmm::{RunReport, VmConfig, VmmError};
 
 use crate::config::BootConfig;
-use crate::image::{Image, ImageError, SectionKind};
+use crate::image::ImageError;
+use crate::parts::ImageParts;
 
 /// How to boot.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// The image.
-    pub image: PathBuf,
     /// Arguments replacing the image's defaults (None: keep them).
     pub args: Option<Vec<String>>,
     /// `NAME=value` settings added to (or replacing) the image's environment.
@@ -40,10 +37,10 @@ pub enum RunError {
     #[error(transparent)]
     Image(#[from] ImageError),
     /// Its configuration is unusable.
-    #[error("{path}: {reason}")]
+    #[error("{label}: {reason}")]
     Config {
         /// The image.
-        path: PathBuf,
+        label: String,
         /// What is wrong.
         reason: String,
     },
@@ -70,27 +67,20 @@ pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>, R
     Ok(env)
 }
 
-/// Verifies and boots `opts.image`; `start` is when the command started.
+/// Boots the image `parts` (verified by whoever produced them); `start`
+/// is when the command started.
 ///
 /// # Errors
 /// [`RunError`]; a program that fails is a normal [`RunReport`].
-pub fn run(opts: &RunOptions, start: Instant) -> Result<RunReport, RunError> {
-    let image = Image::open(&opts.image)?;
-    let config = BootConfig::from_bytes(&image.read(SectionKind::Config)?).map_err(|reason| {
-        RunError::Config {
-            path: opts.image.clone(),
-            reason,
-        }
+pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunReport, RunError> {
+    let config_bytes = parts.config.read().map_err(|e| RunError::Config {
+        label: parts.label.clone(),
+        reason: format!("reading the boot configuration: {e}"),
     })?;
-    let slice = |kind: SectionKind| {
-        let s = image.section(kind);
-        FileSlice {
-            file: image.file.clone(),
-            offset: s.offset,
-            len: s.size,
-            name: format!("{}:{}", opts.image.display(), kind.name()),
-        }
-    };
+    let config = BootConfig::from_bytes(&config_bytes).map_err(|reason| RunError::Config {
+        label: parts.label.clone(),
+        reason,
+    })?;
     let mut argv = vec![config.entrypoint.clone().into_bytes()];
     argv.extend(
         opts.args
@@ -104,8 +94,8 @@ pub fn run(opts: &RunOptions, start: Instant) -> Result<RunReport, RunError> {
         .map(String::into_bytes)
         .collect();
     let vm = VmConfig {
-        kernel: slice(SectionKind::Kernel),
-        module: slice(SectionKind::Rootfs),
+        kernel: parts.kernel.slice.clone(),
+        module: parts.rootfs.slice.clone(),
         guest_path: config.entrypoint.clone(),
         argv,
         envp,

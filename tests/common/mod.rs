@@ -2,7 +2,7 @@
 //! running kiln-vmm, QEMU and the same programs natively.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -80,4 +80,58 @@ pub fn stderr(out: &Output) -> String {
 /// Lossy stdout.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `kiln` command built for these tests.
+pub fn kiln() -> Command {
+    // Only the builder's test binaries have it (common is shared with the
+    // VMM's tests).
+    match option_env!("CARGO_BIN_EXE_kiln") {
+        Some(path) => Command::new(path),
+        None => panic!("kiln() is for the tests of the kiln-builder package"),
+    }
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-test-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `manifests/NAME.toml`.
+pub fn manifest_path(name: &str) -> PathBuf {
+    xtask::paths::root()
+        .join("manifests")
+        .join(format!("{name}.toml"))
+}
+
+/// `kiln build MANIFEST -o OUT` with the freshly built kernel.
+pub fn build(manifest: &Path, out: &Path, epoch: Option<&str>) -> Output {
+    prepare();
+    let mut cmd = kiln();
+    cmd.arg("build")
+        .arg(manifest)
+        .arg("-o")
+        .arg(out)
+        .arg("--kernel")
+        .arg(xtask::paths::kernel());
+    match epoch {
+        Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
+        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    cmd.output().expect("kiln runs")
+}
+
+/// [`build`], asserting success.
+pub fn build_ok(manifest: &Path, out: &Path) {
+    let o = build(manifest, out, None);
+    assert_eq!(
+        status(&o),
+        0,
+        "building {}: {}",
+        manifest.display(),
+        stderr(&o)
+    );
 }

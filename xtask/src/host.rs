@@ -52,6 +52,26 @@ pub const TOOLS: &[Tool] = &[
         package: "golang-go",
         purpose: "the static Go program of the compat suite",
     },
+    Tool {
+        command: "skopeo",
+        package: "skopeo",
+        purpose: "reading and copying what kiln exports and pushes (OCI tests)",
+    },
+    Tool {
+        command: "docker-registry",
+        package: "docker-registry",
+        purpose: "the local OCI registry of the push/pull tests",
+    },
+    Tool {
+        command: "htpasswd",
+        package: "apache2-utils",
+        purpose: "the registry's basic-auth password file (push/pull tests)",
+    },
+    Tool {
+        command: "openssl",
+        package: "openssl",
+        purpose: "the self-signed CA of the registry TLS tests",
+    },
 ];
 
 /// Whether `command` is on PATH.

@@ -41,8 +41,14 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Boot an image in a micro-VM and run its program
     Run(commands::run::Args),
-    /// Write an image's root file system as a tar archive
+    /// Write an image's root file system as a tar archive, or the image as an OCI layout
     Export(commands::export::Args),
+    /// Copy an image from an OCI image layout or a .kiln file into the local store
+    Import(commands::import::Args),
+    /// List the images in the local store
+    Images(commands::images::Args),
+    /// Remove images from the local store
+    Rmi(commands::rmi::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +59,9 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Run(args) => commands::run::run(args, start),
         Command::Export(args) => commands::export::run(args),
+        Command::Import(args) => commands::import::run(args),
+        Command::Images(args) => commands::images::run(args),
+        Command::Rmi(args) => commands::rmi::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,31 +1,80 @@
-//! `kiln export IMAGE`: the image's root file system as a tar archive.
+//! `kiln export IMAGE`: the image's root file system as a tar archive, or
+//! the whole image as an OCI image layout.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kiln_builder::image::{Image, SectionKind};
+use kiln_builder::oci::layout::Layout;
+use kiln_builder::oci::{self, reference::Reference};
 
-/// Write the image's root file system (a tar archive) to a file or stdout.
+/// Write an image's root file system (a tar archive), or the whole image as
+/// an OCI image layout.
 #[derive(clap::Args)]
 #[command(
-    after_help = "The archive is the image's rootfs section exactly, after the whole image was \
-                  verified. Unpack it with `tar -xf` to look at, or run natively, what the guest \
-                  sees (`kiln export img.kiln | tar -tv` lists it)."
+    after_help = "Without --oci-layout the output is the image's rootfs section exactly, \
+                  after the image was verified: unpack it with `tar -xf` to look at, or run \
+                  natively, what the guest sees (`kiln export img.kiln | tar -tv` lists it).\n\n\
+                  With --oci-layout DIR the image is written as an OCI artifact (manifest, boot \
+                  config, gzip-compressed kernel and rootfs layers) into the OCI image layout \
+                  DIR, created if missing or added to if it already is one; skopeo, crane, oras \
+                  and `kiln import` read it.\n\n\
+                  Examples:\n  \
+                  kiln export images/hello.kiln -o rootfs.tar\n  \
+                  kiln export images/hello.kiln --oci-layout out/ --name hello:1.0\n  \
+                  kiln export localhost:5000/hello:1.0 --oci-layout out/"
 )]
 pub struct Args {
-    /// The image
-    image: PathBuf,
+    /// The image: a .kiln file, or a name or digest in the local store
+    #[arg(value_name = "IMAGE|REF")]
+    image: String,
 
     /// Where to write the archive [default: stdout]
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", conflicts_with = "oci_layout")]
     output: Option<PathBuf>,
+
+    /// Write the image as an OCI image layout into DIR instead
+    #[arg(long, value_name = "DIR")]
+    oci_layout: Option<PathBuf>,
+
+    /// Name of the image in the layout's index (org.opencontainers.image.ref.name)
+    /// [default: the stored image's name, or NAME:VERSION from its config]
+    #[arg(long, value_name = "NAME", requires = "oci_layout")]
+    name: Option<String>,
 }
 
 /// Runs `kiln export`.
 pub fn run(args: Args) -> Result<u8> {
-    let image = Image::open(&args.image)?;
-    let rootfs = image.read(SectionKind::Rootfs)?;
+    let store = super::store()?;
+    let (parts, stored) = super::open_image(&args.image, &store)?;
+    if let Some(dir) = &args.oci_layout {
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => match stored.as_ref().and_then(|s| s.names.first()) {
+                Some(n) => n.clone(),
+                None => {
+                    let config =
+                        kiln_builder::config::BootConfig::from_bytes(&parts.config.read()?)
+                            .map_err(anyhow::Error::msg)?;
+                    format!("{}:{}", config.name, config.version)
+                }
+            },
+        };
+        if let Err(e) = Reference::parse(&name) {
+            anyhow::bail!("--name: {e}");
+        }
+        let artifact = oci::artifact(&parts)?;
+        let layout = Layout::create(dir)?;
+        layout.write(&artifact, Some(&name))?;
+        eprintln!(
+            "kiln: wrote {} as {name} ({}) to the OCI layout {}",
+            parts.label,
+            artifact.digest,
+            dir.display()
+        );
+        return Ok(0);
+    }
+    let rootfs = parts.rootfs.read().context("reading the rootfs")?;
     match &args.output {
         Some(path) => kiln_vmm::write_atomically(path, &rootfs)
             .with_context(|| format!("writing {}", path.display()))?,

@@ -18,14 +18,6 @@ pub struct Args {
     json: bool,
 }
 
-fn size(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
-}
-
 /// Runs `kiln inspect`.
 pub fn run(args: Args) -> Result<u8> {
     let image = Image::open(&args.image)?;
@@ -72,7 +64,7 @@ pub fn run(args: Args) -> Result<u8> {
     println!(
         "image     {} ({}, {} bytes)",
         args.image.display(),
-        size(image.size),
+        super::human_size(image.size),
         image.size
     );
     println!("digest    sha256:{}", image.digest);
@@ -82,7 +74,7 @@ pub fn run(args: Args) -> Result<u8> {
         println!(
             "  {:<7} {:>10}  sha256:{}  {}",
             s.kind.name(),
-            size(s.size),
+            super::human_size(s.size),
             s.sha256,
             s.kind.media_type()
         );
@@ -112,7 +104,7 @@ pub fn run(args: Args) -> Result<u8> {
         println!(
             "  library     {:<28} {:>10}  {}",
             l.name,
-            size(l.size),
+            super::human_size(l.size),
             l.path
         );
     }
@@ -126,7 +118,7 @@ pub fn run(args: Args) -> Result<u8> {
             "  {:<7} {} {:>10}  {}{target}",
             f["kind"].as_str().unwrap_or(""),
             f["mode"].as_str().unwrap_or(""),
-            size(f["size"].as_u64().unwrap_or(0)),
+            super::human_size(f["size"].as_u64().unwrap_or(0)),
             f["path"].as_str().unwrap_or("")
         );
     }

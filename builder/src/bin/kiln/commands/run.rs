@@ -11,12 +11,15 @@ use kiln_vmm::Ending;
 /// Boot an image and run its program.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Arguments after -- replace the image's default arguments (as with docker run). \
-                        The program's stdout and stderr are kiln's, byte for byte."
+    after_help = "IMAGE is a .kiln file (verified completely before it boots) or an image in the \
+                  local store, by name (hello:1.0, localhost:5000/app:v2) or digest. Arguments \
+                  after -- replace the image's default arguments (as with docker run). The \
+                  program's stdout and stderr are kiln's, byte for byte."
 )]
 pub struct Args {
-    /// The image
-    image: PathBuf,
+    /// The image: a .kiln file, or a name or digest in the local store
+    #[arg(value_name = "IMAGE|REF")]
+    image: String,
 
     /// Arguments for the program (replace the image's defaults)
     #[arg(last = true, value_name = "ARGS")]
@@ -58,8 +61,9 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         Some(t) => bail!("--timeout {t} must be a positive number of seconds"),
         None => None,
     };
+    let store = super::store()?;
+    let (parts, _) = super::open_image(&args.image, &store)?;
     let opts = RunOptions {
-        image: args.image,
         args: (!args.args.is_empty()).then_some(args.args),
         env: args.env,
         memory_mib: args.memory,
@@ -67,7 +71,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         trace_syscalls: args.trace_syscalls,
         stats: args.stats,
     };
-    let report = run::run(&opts, start)?;
+    let report = run::run(&parts, &opts, start)?;
     let mut err = std::io::stderr().lock();
     if args.timings {
         let _ = write!(err, "{}", report.timings.table());

@@ -1,0 +1,43 @@
+//! `kiln rmi REF...`: remove names and images from the local store.
+
+use anyhow::Result;
+
+/// Remove images from the local store.
+#[derive(clap::Args)]
+#[command(
+    after_help = "A name that is one of several on an image only removes that name; the \
+                  image goes with its last name, or when given by digest. Blobs that no other \
+                  image uses are deleted with it."
+)]
+pub struct Args {
+    /// Names or digests of images
+    #[arg(required = true, value_name = "REF")]
+    refs: Vec<String>,
+}
+
+/// Runs `kiln rmi`.
+pub fn run(args: Args) -> Result<u8> {
+    let store = super::store()?;
+    let mut failed = false;
+    for r in &args.refs {
+        match store.remove(r) {
+            Ok(removal) => {
+                for n in &removal.untagged {
+                    println!("untagged: {n}");
+                }
+                if let Some(d) = &removal.deleted {
+                    println!(
+                        "deleted: {d} ({} blobs, {} freed)",
+                        removal.blobs_freed,
+                        super::human_size(removal.bytes_freed)
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("kiln: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { crate::EXIT_FAILURE } else { 0 })
+}
