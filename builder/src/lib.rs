@@ -8,8 +8,9 @@
 //!
 //! Images travel as OCI artifacts ([`oci`]): [`store`] is the local
 //! content-addressed store, [`transfer`] moves images between it, OCI
-//! layouts and `.kiln` files, and [`parts`] lets booting and publishing
-//! treat a file and a stored image alike.
+//! layouts and `.kiln` files, [`registry`] pushes and pulls them, and
+//! [`parts`] lets booting and publishing treat a file and a stored image
+//! alike.
 
 pub mod analysis;
 pub mod build;
@@ -18,6 +19,8 @@ pub mod image;
 pub mod manifest;
 pub mod oci;
 pub mod parts;
+pub mod progress;
+pub mod registry;
 pub mod rootfs;
 pub mod run;
 pub mod store;

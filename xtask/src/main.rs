@@ -53,6 +53,21 @@ enum Verb {
         )]
         rest: Vec<OsString>,
     },
+    /// Build an image from a manifest and push it to an OCI registry:
+    /// `cargo xtask publish manifests/hello.toml localhost:5000/hello:1.0 --plain-http`
+    Publish {
+        /// The manifest
+        manifest: PathBuf,
+        /// Where to push: HOST[:PORT]/REPOSITORY[:TAG]
+        reference: String,
+        /// `kiln push` options (--plain-http, --ca-cert FILE, --chunk-size N)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "OPTIONS"
+        )]
+        rest: Vec<OsString>,
+    },
     /// Build the example image and boot it (the README's main job)
     Demo,
     /// Run every check and test: fmt, clippy, unit and end-to-end tests, workflow schema
@@ -118,6 +133,25 @@ fn build_image(manifest: &Path, rest: &[OsString]) -> Result<u8> {
     )
 }
 
+fn publish(manifest: &Path, reference: &str, rest: &[OsString]) -> Result<u8> {
+    let stem = manifest
+        .file_stem()
+        .context("the manifest path has no file name")?;
+    let image = paths::images().join(stem).with_extension("kiln");
+    let code = build_image(manifest, &["-o".into(), image.clone().into()])?;
+    if code != 0 {
+        return Ok(code);
+    }
+    eprintln!("xtask: pushing {} to {reference}", image.display());
+    status_of(
+        Command::new(paths::kiln_release())
+            .arg("push")
+            .arg(&image)
+            .arg(reference)
+            .args(rest),
+    )
+}
+
 fn demo() -> Result<u8> {
     eprintln!("xtask: building the guest kernel, kiln and the example image manifests/hello.toml");
     let manifest = paths::root().join("manifests").join("hello.toml");
@@ -151,6 +185,11 @@ fn main() -> ExitCode {
             }),
         Verb::Boot { args } => boot(&args),
         Verb::BuildImage { manifest, rest } => build_image(&manifest, &rest),
+        Verb::Publish {
+            manifest,
+            reference,
+            rest,
+        } => publish(&manifest, &reference, &rest),
         Verb::Demo => demo(),
         Verb::Ci => ci::run_all().map(|()| 0),
         Verb::BenchBoot(args) => bench::boot(&args).map(|()| 0),

@@ -23,7 +23,9 @@ pub const EXIT_FAILURE: u8 = 125;
                   kiln build manifests/hello.toml            # -> images/hello.kiln\n  \
                   kiln inspect images/hello.kiln             # sections, digests, program analysis\n  \
                   kiln run images/hello.kiln -- --name world # boot it; arguments after --\n  \
-                  kiln export images/hello.kiln | tar -tv   # the root file system\n\n\
+                  kiln export images/hello.kiln | tar -tv   # the root file system\n  \
+                  kiln push images/hello.kiln localhost:5000/hello:1.0 --plain-http\n  \
+                  kiln run localhost:5000/hello:1.0 --plain-http   # pulls it first if missing\n\n\
                   Exit status of `kiln run`: the program's own (128+N for signal N); 124 after \
                   --timeout; 125 when kiln or the image failed; 126/127 when the program cannot \
                   be executed or is missing."
@@ -49,6 +51,14 @@ enum Command {
     Images(commands::images::Args),
     /// Remove images from the local store
     Rmi(commands::rmi::Args),
+    /// Push an image to an OCI registry
+    Push(commands::push::Args),
+    /// Pull an image from an OCI registry into the local store
+    Pull(commands::pull::Args),
+    /// Log in to an OCI registry (credentials checked, then kept)
+    Login(commands::login::LoginArgs),
+    /// Forget the credentials kept for an OCI registry
+    Logout(commands::login::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +72,10 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),
         Command::Rmi(args) => commands::rmi::run(args),
+        Command::Push(args) => commands::push::run(args),
+        Command::Pull(args) => commands::pull::run(args),
+        Command::Login(args) => commands::login::login(args),
+        Command::Logout(args) => commands::login::logout(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

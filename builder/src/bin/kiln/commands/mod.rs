@@ -6,6 +6,9 @@ pub mod export;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod login;
+pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod run;
 
@@ -13,8 +16,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use kiln_builder::image::Image;
+use kiln_builder::oci::reference::Reference;
 use kiln_builder::parts::ImageParts;
-use kiln_builder::store::{Store, StoredImage};
+pub use kiln_builder::progress::human_size;
+use kiln_builder::registry::{auth, RegistryOptions};
+use kiln_builder::store::{Store, StoreError, StoredImage};
 
 /// The local store (`$KILN_HOME`).
 pub fn store() -> Result<Store> {
@@ -44,11 +50,52 @@ pub fn open_image(text: &str, store: &Store) -> Result<(ImageParts, Option<Store
     Ok((parts, Some(stored)))
 }
 
-/// `n` bytes for people: `204.0 KiB`, `2.6 MiB`.
-pub fn human_size(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
+/// Whether an error from [`open_image`] means "not in the store".
+pub fn not_stored(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::NotFound(_))
+    )
+}
+
+/// How to reach a registry (shared by push, pull, run and login).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to the registry instead of HTTPS (registries on localhost)
+    #[arg(long)]
+    pub plain_http: bool,
+
+    /// Trust the CA certificates in this PEM file for the registry's TLS
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The options for `registry`, with the credentials `kiln login` or
+    /// Docker's config.json hold for it.
+    pub fn options(&self, registry: Option<&str>, store: &Store) -> Result<RegistryOptions> {
+        let credentials = match registry {
+            Some(r) => {
+                let mut files = vec![auth::kiln_auth_file(store.root())];
+                files.extend(auth::docker_config_file());
+                auth::lookup(r, &files)?
+            }
+            None => None,
+        };
+        Ok(RegistryOptions {
+            plain_http: self.plain_http,
+            ca_cert: self.ca_cert.clone(),
+            credentials,
+            chunk_size: None,
+        })
     }
+}
+
+/// Parses a reference that must name a registry.
+pub fn remote_reference(text: &str) -> Result<Reference> {
+    let r = Reference::parse(text)?;
+    if r.registry.is_none() {
+        return Err(kiln_builder::registry::RegistryError::NoRegistry(text.into()).into());
+    }
+    Ok(r)
 }

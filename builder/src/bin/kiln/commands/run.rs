@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use kiln_builder::oci::reference::Reference;
+use kiln_builder::progress::Progress;
+use kiln_builder::registry;
 use kiln_builder::run::{self, RunOptions};
 use kiln_vmm::Ending;
 
@@ -12,7 +15,8 @@ use kiln_vmm::Ending;
 #[derive(clap::Args)]
 #[command(
     after_help = "IMAGE is a .kiln file (verified completely before it boots) or an image in the \
-                  local store, by name (hello:1.0, localhost:5000/app:v2) or digest. Arguments \
+                  local store, by name (hello:1.0, localhost:5000/app:v2) or digest; a reference \
+                  with a registry that is not in the store is pulled first. Arguments \
                   after -- replace the image's default arguments (as with docker run). The \
                   program's stdout and stderr are kiln's, byte for byte."
 )]
@@ -52,6 +56,13 @@ pub struct Args {
     /// Print KVM's exit and instruction-emulation counters, on stderr
     #[arg(long)]
     stats: bool,
+
+    /// Never pull: fail when the image is not in the local store
+    #[arg(long)]
+    no_pull: bool,
+
+    #[command(flatten)]
+    registry: super::RegistryArgs,
 }
 
 /// Runs `kiln run`.
@@ -62,7 +73,28 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         None => None,
     };
     let store = super::store()?;
-    let (parts, _) = super::open_image(&args.image, &store)?;
+    let parts = match super::open_image(&args.image, &store) {
+        Ok((parts, _)) => parts,
+        Err(e) if super::not_stored(&e) && !args.no_pull => {
+            // Not here: a reference with a registry is pulled first.
+            let Some(reference) = Reference::parse(&args.image)
+                .ok()
+                .filter(|r| r.registry.is_some())
+            else {
+                return Err(e);
+            };
+            let opts = args
+                .registry
+                .options(reference.registry.as_deref(), &store)?;
+            let progress = Progress::new(false);
+            progress.line(&format!(
+                "kiln: {reference} is not in the local store; pulling it"
+            ));
+            let image = registry::pull(&store, &reference, &opts, &progress)?;
+            store.parts(&image, &args.image)?
+        }
+        Err(e) => return Err(e),
+    };
     let opts = RunOptions {
         args: (!args.args.is_empty()).then_some(args.args),
         env: args.env,

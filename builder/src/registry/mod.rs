@@ -1,0 +1,321 @@
+//! Pushing images to and pulling them from OCI registries (the OCI
+//! distribution spec). [`client`] speaks HTTP to one repository; [`push`]
+//! and [`pull`] move an image between it and the local store, verifying
+//! every byte on the way in.
+
+pub mod auth;
+pub mod client;
+
+use std::path::PathBuf;
+
+use crate::oci::reference::Reference;
+use crate::oci::{self, parse_manifest, sha256_digest, BlobRef, OciError};
+use crate::parts::ImageParts;
+use crate::progress::{human_size, Progress};
+use crate::store::{Store, StoreError, StoredImage};
+use crate::transfer::{self, BlobOutcome, BlobSource, TransferError};
+
+pub use auth::Credentials;
+pub use client::Client;
+
+/// How to reach a registry.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Plain HTTP instead of HTTPS (for registries on localhost).
+    pub plain_http: bool,
+    /// A PEM file of CA certificates to trust instead of the public roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Credentials, if any are known for the registry.
+    pub credentials: Option<Credentials>,
+    /// Upload blobs larger than this in chunks of this size.
+    pub chunk_size: Option<u64>,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A reference without a registry host.
+    #[error("{0}: no registry in the reference; write it as HOST[:PORT]/REPOSITORY[:TAG] (for example localhost:5000/hello:1.0)")]
+    NoRegistry(String),
+    /// The request did not get an HTTP answer.
+    #[error("{method} {url}: {error}")]
+    Http {
+        /// The method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// Why.
+        error: ureq::Error,
+    },
+    /// The registry answered with an unexpected status.
+    #[error("{what}: {url} answered {status}{}", if message.is_empty() { String::new() } else { format!(" ({message})") })]
+    Status {
+        /// What kiln was doing.
+        what: String,
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's error message.
+        message: String,
+    },
+    /// Authentication failed or is missing.
+    #[error("{registry}: {reason}")]
+    Unauthorized {
+        /// The registry.
+        registry: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The --ca-cert file is unusable.
+    #[error("--ca-cert {path}: {reason}")]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The registry contradicted itself or sent the wrong bytes.
+    #[error("{what}: {reason}")]
+    Lies {
+        /// Which object.
+        what: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// A transfer broke off (`what` is in the message of the caller).
+    #[error("{reason}")]
+    Transfer {
+        /// Which blob.
+        what: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The manifest or a blob is wrong.
+    #[error(transparent)]
+    Content(#[from] OciError),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Moving blobs into the store failed.
+    #[error(transparent)]
+    Receive(#[from] TransferError),
+}
+
+/// What a push did with each blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The repository had it.
+    Exists,
+    /// Linked from another repository of the registry.
+    Mounted(String),
+    /// Uploaded.
+    Uploaded,
+}
+
+/// The result of a push.
+#[derive(Clone, Debug)]
+pub struct PushReport {
+    /// The manifest digest.
+    pub digest: String,
+    /// Each blob's outcome, config first.
+    pub blobs: Vec<(String, Pushed)>,
+}
+
+/// Another repository of the same registry that (as far as the local store
+/// knows) has the blob `digest`: a source for a cross-repository mount.
+fn mount_source(store: &Store, target: &Reference, digest: &str) -> Option<String> {
+    let images = store.images().ok()?;
+    images.iter().find_map(|img| {
+        let has = store
+            .manifest(img)
+            .ok()
+            .and_then(|m| parse_manifest("stored", &m).ok())
+            .is_some_and(|m| m.blobs().iter().any(|b| b.digest == digest));
+        if !has {
+            return None;
+        }
+        img.names.iter().find_map(|n| {
+            let r = Reference::parse(n).ok()?;
+            (r.registry == target.registry && r.repository != target.repository)
+                .then_some(r.repository)
+        })
+    })
+}
+
+/// Pushes `parts` to `reference` (skipping blobs the repository has,
+/// mounting those another repository of the registry has, uploading the
+/// rest), then records the image in the local store under `reference`.
+///
+/// # Errors
+/// [`RegistryError`].
+pub fn push(
+    store: &Store,
+    parts: &ImageParts,
+    reference: &Reference,
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<PushReport, RegistryError> {
+    let artifact = oci::artifact(parts)?;
+    if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
+        return Err(RegistryError::Lies {
+            what: reference.to_string(),
+            reason: format!(
+                "the image's manifest digest is {}, not {pinned}",
+                artifact.digest
+            ),
+        });
+    }
+    let client = Client::new(reference, opts, true)?;
+    client.ping()?;
+    let mut outcomes = Vec::new();
+    for blob in &artifact.blobs {
+        let label = format!("{} {}", blob.kind.name(), &blob.digest[7..19]);
+        let size = blob.data.len() as u64;
+        if client.has_blob(&blob.digest)? {
+            progress
+                .task(&label, size)
+                .finish("already in the repository");
+            outcomes.push((blob.digest.clone(), Pushed::Exists));
+            continue;
+        }
+        let location = match mount_source(store, reference, &blob.digest) {
+            Some(from) => match client.mount(&blob.digest, &from)? {
+                client::Mount::Mounted => {
+                    progress
+                        .task(&label, size)
+                        .finish(&format!("mounted from {from}"));
+                    outcomes.push((blob.digest.clone(), Pushed::Mounted(from)));
+                    continue;
+                }
+                client::Mount::Upload(location) => location,
+            },
+            None => client.open_upload()?,
+        };
+        let task = progress.task(&label, size);
+        match client.upload(location, &blob.data, &blob.digest, opts.chunk_size, &|n| {
+            task.advance(n)
+        }) {
+            Ok(()) => task.finish(&format!("pushed {}", human_size(size))),
+            Err(e) => {
+                task.abandon();
+                return Err(e);
+            }
+        }
+        outcomes.push((blob.digest.clone(), Pushed::Uploaded));
+    }
+    let key = reference.manifest_key();
+    let reported = client.put_manifest(key, &artifact.manifest)?;
+    if let Some(d) = reported.filter(|d| *d != artifact.digest) {
+        return Err(RegistryError::Lies {
+            what: format!("manifest {}", artifact.digest),
+            reason: format!("the registry stored it as {d}"),
+        });
+    }
+    let mut digests = Vec::new();
+    for part in parts.all() {
+        let data = part.read().map_err(|error| OciError::Io {
+            what: part.slice.name.clone(),
+            error,
+        })?;
+        digests.push(store.put_blob(&data)?);
+    }
+    let names: Vec<Reference> = reference
+        .tag
+        .iter()
+        .map(|t| reference.with_tag(t))
+        .collect();
+    store.add_image(
+        &artifact.manifest,
+        [&digests[0], &digests[1], &digests[2]],
+        &names,
+    )?;
+    Ok(PushReport {
+        digest: artifact.digest,
+        blobs: outcomes,
+    })
+}
+
+/// Blobs from a registry, with a progress bar each.
+struct RegistrySource<'a> {
+    client: &'a Client,
+    progress: &'a Progress,
+}
+
+impl BlobSource for RegistrySource<'_> {
+    fn fetch(&self, blob: &BlobRef) -> anyhow::Result<Vec<u8>> {
+        let task = self.progress.task(
+            &format!("{} {}", blob.kind.name(), &blob.digest[7..19]),
+            blob.size,
+        );
+        match self.client.get_blob(blob, &|n| task.advance(n)) {
+            Ok(data) => {
+                task.finish(&format!("pulled {}", human_size(data.len() as u64)));
+                Ok(data)
+            }
+            Err(e) => {
+                task.abandon();
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Pulls `reference` into the local store: the manifest (checked against
+/// the pinned digest, or the digest the registry claims for the tag), then
+/// every blob the store lacks, each verified before it is stored.
+///
+/// # Errors
+/// [`RegistryError`]; nothing is left in the store on failure.
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<StoredImage, RegistryError> {
+    let client = Client::new(reference, opts, false)?;
+    let (manifest, claimed) = client.get_manifest(reference.manifest_key())?;
+    let digest = sha256_digest(&manifest);
+    let what = format!("manifest of {reference}");
+    if manifest.len() as u64 > oci::MAX_MANIFEST_SIZE {
+        return Err(OciError::TooLarge {
+            what,
+            limit: oci::MAX_MANIFEST_SIZE,
+        }
+        .into());
+    }
+    if let Some(pinned) = reference.digest.as_ref().filter(|p| **p != digest) {
+        return Err(RegistryError::Lies {
+            what,
+            reason: format!("asked for {pinned}, received content with digest {digest}"),
+        });
+    }
+    if let Some(c) = claimed.filter(|c| *c != digest) {
+        return Err(RegistryError::Lies {
+            what,
+            reason: format!("the registry says its digest is {c}, its content hashes to {digest}"),
+        });
+    }
+    let names: Vec<Reference> = reference
+        .tag
+        .iter()
+        .map(|t| reference.with_tag(t))
+        .collect();
+    let source = RegistrySource {
+        client: &client,
+        progress,
+    };
+    let mut report = |blob: &BlobRef, outcome: BlobOutcome| {
+        if outcome == BlobOutcome::Present {
+            progress.line(&format!("kiln: {}: already stored", blob.describe()));
+        }
+    };
+    Ok(transfer::receive(
+        store,
+        &digest,
+        &manifest,
+        &source,
+        &names,
+        &mut report,
+    )?)
+}
