@@ -1,6 +1,6 @@
 //! Moving images into and out of the local store: from an OCI layout or a
 //! registry (anything that hands out blobs by descriptor), from a `.kiln`
-//! file, and out again as an [`Artifact`].
+//! file, and out again as an [`Artifact`](crate::oci::Artifact).
 
 use crate::image::Image;
 use crate::oci::reference::Reference;

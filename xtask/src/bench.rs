@@ -1,28 +1,29 @@
-//! `cargo xtask bench-boot`: boots a program N times with kiln-vmm and
-//! runs the same binary natively N times in the same run; prints a table
-//! and writes `target/bench/boot.json`. A benchmark, not a test: it reports
-//! numbers and never fails on them.
+//! `cargo xtask bench-boot`: the project's boot-time record. Every example
+//! manifest is built into an image and booted N times with `kiln run`;
+//! in the same run, on the same machine, its program is started N times
+//! natively (chrooted into the image's unpacked rootfs) and N times the
+//! way a container runtime starts it (fresh pid/mount/uts/ipc/net
+//! namespaces and a chroot). Prints tables, writes `target/bench/boot.json`
+//! and draws `target/bench/boot.svg`. A benchmark, not a test: it reports
+//! numbers and fails only with `--compare` on a regression.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use xtask::{build, host, paths};
+use xtask::{appliance, build, host, paths};
 
 /// Options of `bench-boot`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BootArgs {
-    /// Number of boots (and native runs)
-    #[arg(long, default_value_t = 50)]
+    /// Boots (and native and container runs) per image
+    #[arg(long, default_value_t = 30)]
     pub runs: usize,
-    /// Program from target/programs/ to boot
-    #[arg(long, default_value = "hello-glibc")]
-    pub program: String,
-    /// Guest memory in MiB
-    #[arg(long, default_value_t = 64)]
-    pub memory: u64,
+    /// Manifests to benchmark [default: every manifests/*.toml]
+    #[arg(long = "manifest", value_name = "FILE")]
+    pub manifests: Vec<PathBuf>,
     /// A stored boot.json to compare with: fail when a median of kiln's
     /// phases is worse than the stored one by more than --max-ratio
     #[arg(long, value_name = "FILE")]
@@ -35,44 +36,194 @@ pub struct BootArgs {
 impl Default for BootArgs {
     fn default() -> Self {
         Self {
-            runs: 50,
-            program: "hello-glibc".into(),
-            memory: 64,
+            runs: 30,
+            manifests: Vec::new(),
             compare: None,
             max_ratio: 1.25,
         }
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// kiln's phases, in order: (JSON key, label, key in kiln's timings JSON).
+pub const PHASES: [(&str, &str, &str); 7] = [
+    ("exec_to_kiln_main", "kiln main", ""),
+    ("exec_to_image_verified", "image verified", "image_verified"),
+    ("exec_to_vm_created", "VM created", "vm_created"),
+    ("exec_to_kernel_entry", "kernel entry", "kernel_entry"),
+    ("exec_to_program_entry", "program entry", "program_entry"),
+    ("exec_to_first_output", "first output", "first_output"),
+    ("exec_to_program_exit", "program exit", "program_exit"),
+];
 
-/// Summary statistics of a sample, in ms.
+/// Summary statistics of a sample (ms, KiB, pages).
 fn summary(mut v: Vec<f64>) -> Value {
     if v.is_empty() {
         return Value::Null;
     }
     v.sort_by(f64::total_cmp);
     let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    json!({ "median": pick(0.5), "p90": pick(0.9), "min": v[0], "max": v[v.len() - 1], "n": v.len() })
+    json!({
+        "median": pick(0.5), "p90": pick(0.9), "p99": pick(0.99),
+        "min": v[0], "max": v[v.len() - 1], "n": v.len(),
+    })
 }
 
-fn median(v: &Value) -> f64 {
+/// The median of a summary.
+pub fn median(v: &Value) -> f64 {
     v["median"].as_f64().unwrap_or(f64::NAN)
 }
 
-/// Spawns `cmd` and waits for it, returning the wall time in ms.
-fn timed(cmd: &mut Command) -> Result<(f64, std::process::ExitStatus)> {
+/// Spawns `cmd` (output discarded) and waits; wall time in ms.
+fn timed(cmd: &mut Command, what: &str) -> Result<f64> {
     let t = Instant::now();
-    let status = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
-    Ok((t.elapsed().as_secs_f64() * 1e3, status))
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(ms)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The image's program with its arguments and environment, chrooted into
+/// `root`. Without `namespaces` and as root, kiln's process chroots itself
+/// before the exec: the program runs as natively as it can with the
+/// image's files. Otherwise `unshare NAMESPACES chroot ROOT PROGRAM`
+/// (unprivileged, in a user namespace that makes the chroot allowed).
+fn chrooted(root: &Path, config: &appliance::BootConfig, namespaces: &[&str]) -> Command {
+    let mut cmd;
+    if namespaces.is_empty() && is_root() {
+        use std::os::unix::process::CommandExt;
+        cmd = Command::new(&config.entrypoint);
+        let dir = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        // SAFETY: chroot and chdir are async-signal-safe and the closure
+        // allocates nothing (the path was converted before the fork).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::chroot(dir.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    } else {
+        cmd = Command::new("unshare");
+        if !is_root() {
+            cmd.args(["--user", "--map-root-user"]);
+        }
+        cmd.args(namespaces)
+            .arg("chroot")
+            .arg(root)
+            .arg(&config.entrypoint);
+    }
+    cmd.args(&config.args).env_clear();
+    for e in &config.env {
+        if let Some((k, v)) = e.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// Benchmarks one image.
+fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
+    let name = manifest
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = paths::bench().join("images");
+    std::fs::create_dir_all(&dir)?;
+    let image = dir.join(format!("{name}.kiln"));
+    build::kiln_build(kiln, manifest, &image)?;
+    let config = appliance::config(kiln, &image)?;
+    let root = dir.join(format!("{name}.root"));
+    appliance::unpack(kiln, &image, &root)?;
+    let json_path = dir.join(format!("{name}.timings.json"));
+
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
+    let (mut wall, mut rss, mut guest) = (Vec::new(), Vec::new(), Vec::new());
+    let mut flavour = String::new();
+    for _ in 0..runs {
+        let mut cmd = Command::new(kiln);
+        cmd.arg("run")
+            .arg(&image)
+            .arg("--timings-json")
+            .arg(&json_path)
+            .env("KILN_SPAWN_MONO_NS", monotonic_ns().to_string());
+        wall.push(timed(&mut cmd, &format!("kiln run {}", image.display()))?);
+        let doc: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
+            .context("reading kiln's timings JSON")?;
+        let to_main = doc["spawn_to_main_ms"].as_f64().unwrap_or(0.0);
+        phases[0].push(to_main);
+        for (i, (_, _, key)) in PHASES.iter().enumerate().skip(1) {
+            phases[i].extend(doc["phases_ms"][key].as_f64().map(|v| v + to_main));
+        }
+        rss.push(doc["vmm_peak_rss_kib"].as_f64().unwrap_or(0.0));
+        guest.push(doc["guest_resident_kib"].as_f64().unwrap_or(0.0));
+        flavour = doc["kvm_flavour"].as_str().unwrap_or("").to_owned();
+    }
+    let _ = std::fs::remove_file(&json_path);
+    let mut native = Vec::new();
+    let mut container = Vec::new();
+    for _ in 0..runs {
+        native.push(timed(
+            &mut chrooted(&root, &config, &[]),
+            "the native run (chroot)",
+        )?);
+        container.push(timed(
+            &mut chrooted(
+                &root,
+                &config,
+                &["--fork", "--pid", "--mount", "--uts", "--ipc", "--net"],
+            ),
+            "the container start (unshare + chroot)",
+        )?);
+    }
+    let mut ms = serde_json::Map::new();
+    for ((key, _, _), v) in PHASES.iter().zip(phases) {
+        ms.insert((*key).into(), summary(v));
+    }
+    ms.insert("kiln_wall".into(), summary(wall));
+    ms.insert("native_wall".into(), summary(native));
+    ms.insert("container_wall".into(), summary(container));
+    let pages: Vec<f64> = guest.iter().map(|k| k / 4.0).collect();
+    let mut doc = json!({
+        "name": name,
+        "manifest": manifest.strip_prefix(paths::root()).unwrap_or(manifest),
+        "entrypoint": config.entrypoint,
+        "image_bytes": std::fs::metadata(&image)?.len(),
+        "kvm_flavour": flavour,
+        "ms": ms,
+        "kib": { "vmm_peak_rss": summary(rss), "guest_resident": summary(guest) },
+        "guest_pages_touched": summary(pages),
+    });
+    let wall = median(&doc["ms"]["kiln_wall"]);
+    doc["ratio_kiln_wall_to_native"] = json!(wall / median(&doc["ms"]["native_wall"]));
+    doc["ratio_kiln_wall_to_container"] = json!(wall / median(&doc["ms"]["container_wall"]));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(doc)
+}
+
+/// Every manifests/*.toml, sorted.
+fn example_manifests() -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(paths::root().join("manifests"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    Ok(v)
 }
 
 /// Runs the benchmark.
@@ -90,148 +241,45 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         ),
         None => None,
     };
+    host::ensure_tools(&host::TOOLS[..5])?;
     let kernel = build::kernel()?;
-    let vmm = build::vmm_release()?;
-    host::ensure_tools(&host::TOOLS[..2])?;
     build::programs()?;
-    let program = paths::program(&args.program);
-    let json_path = paths::bench().join("boot-run.json");
-    std::fs::create_dir_all(paths::bench())?;
-
-    let mut entry = Vec::new();
-    let mut exit = Vec::new();
-    let mut wall = Vec::new();
-    let mut spawn = Vec::new();
-    let mut rss = Vec::new();
-    let mut guest = Vec::new();
-    let mut flavour = String::new();
-    for i in 0..args.runs {
-        let mut cmd = Command::new(&vmm);
-        cmd.arg("--kernel")
-            .arg(&kernel)
-            .arg("--app")
-            .arg(&program)
-            .arg("--memory")
-            .arg(args.memory.to_string())
-            .arg("--timings-json")
-            .arg(&json_path)
-            .env("KILN_SPAWN_MONO_NS", monotonic_ns().to_string());
-        let (ms, status) = timed(&mut cmd)?;
-        if !status.success() {
-            bail!("boot {i} of {} failed ({status})", program.display());
-        }
-        let doc: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
-            .context("reading the timings JSON")?;
-        let to_main = doc["spawn_to_main_ms"].as_f64().unwrap_or(0.0);
-        let phase = |p: &str| doc["phases_ms"][p].as_f64().map(|v| v + to_main);
-        entry.extend(phase("program_entry"));
-        exit.extend(phase("program_exit"));
-        spawn.push(to_main);
-        wall.push(ms);
-        rss.push(doc["vmm_peak_rss_kib"].as_f64().unwrap_or(0.0));
-        guest.push(doc["guest_resident_kib"].as_f64().unwrap_or(0.0));
-        flavour = doc["kvm_flavour"].as_str().unwrap_or("").to_string();
-    }
-    let mut native = Vec::new();
-    for _ in 0..args.runs {
-        native.push(timed(&mut Command::new(&program))?.0);
-    }
-    // The container-runtime baseline: the same static program started in
-    // fresh pid/mount/uts/ipc/net namespaces, chrooted into a directory
-    // holding only it (what a runtime does before any cgroup work).
-    let root = paths::bench().join("container-root");
-    std::fs::create_dir_all(&root)?;
-    std::fs::copy(&program, root.join("prog"))?;
-    let mut container = Vec::new();
-    for _ in 0..args.runs {
-        let mut cmd = Command::new("unshare");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            // Unprivileged: a user namespace makes the chroot allowed.
-            cmd.args(["--user", "--map-root-user"]);
-        }
-        cmd.args([
-            "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "chroot",
-        ])
-        .arg(&root)
-        .arg("/prog");
-        let (ms, status) = timed(&mut cmd)?;
-        if !status.success() {
-            bail!("the container baseline (unshare + chroot) failed ({status})");
-        }
-        container.push(ms);
-    }
-    let _ = std::fs::remove_file(&json_path);
-
-    let kernel_size = std::fs::metadata(&kernel)?.len();
-    let rss_beyond: Vec<f64> = rss.iter().zip(&guest).map(|(r, g)| r - g).collect();
-    let mut doc = json!({
-        "program": args.program,
-        "runs": args.runs,
-        "memory_mib": args.memory,
-        "kvm_flavour": flavour,
-        "ms": {
-            "exec_to_vmm_main": summary(spawn),
-            "exec_to_program_entry": summary(entry),
-            "exec_to_program_exit": summary(exit),
-            "kiln_wall": summary(wall),
-            "native_wall": summary(native),
-            "container_wall": summary(container),
-        },
-        "kernel_elf_bytes": kernel_size,
-        "kib": {
-            "vmm_peak_rss": summary(rss),
-            "guest_resident": summary(guest),
-            "vmm_rss_beyond_guest": summary(rss_beyond),
-        },
-    });
-    let ratio = median(&doc["ms"]["kiln_wall"]) / median(&doc["ms"]["native_wall"]);
-    doc["ratio_kiln_wall_to_native"] = json!(ratio);
-    let container_ratio = median(&doc["ms"]["kiln_wall"]) / median(&doc["ms"]["container_wall"]);
-    doc["ratio_kiln_wall_to_container"] = json!(container_ratio);
-    let ms = &doc["ms"];
-
-    println!(
-        "bench-boot: {} x {} ({} KVM, {} MiB guest)",
-        args.runs, args.program, flavour, args.memory
-    );
-    println!(
-        "  {:<34} {:>9} {:>9}",
-        "phase (ms from exec)", "median", "p90"
-    );
-    for (label, key) in [
-        ("kiln-vmm main", "exec_to_vmm_main"),
-        ("program entry", "exec_to_program_entry"),
-        ("program exit", "exec_to_program_exit"),
-        ("kiln wall (spawn to reaped)", "kiln_wall"),
-        ("native wall (same binary)", "native_wall"),
-        ("container start (unshare + chroot)", "container_wall"),
-    ] {
-        println!(
-            "  {:<34} {:>9.3} {:>9.3}",
-            label,
-            median(&ms[key]),
-            ms[key]["p90"].as_f64().unwrap_or(f64::NAN)
+    let kiln = build::kiln_release()?;
+    let manifests = if args.manifests.is_empty() {
+        example_manifests()?
+    } else {
+        args.manifests.clone()
+    };
+    let mut images = Vec::new();
+    for m in &manifests {
+        eprintln!(
+            "bench-boot: {} ({} runs each: kiln, native, container)",
+            m.display(),
+            args.runs
         );
+        images.push(bench_image(&kiln, m, args.runs)?);
     }
-    println!("  {:<34} {:>9.2}x", "kiln / native (median wall)", ratio);
-    println!(
-        "  {:<34} {:>9.2}x",
-        "kiln / container (median wall)", container_ratio
-    );
-    println!("  {:<34} {:>9} KiB", "kernel ELF", kernel_size / 1024);
-    for (label, key) in [
-        ("kiln-vmm peak RSS", "vmm_peak_rss"),
-        ("  of which guest memory touched", "guest_resident"),
-        ("  kiln-vmm beyond guest RAM", "vmm_rss_beyond_guest"),
-    ] {
-        println!("  {:<34} {:>9.0} KiB", label, median(&doc["kib"][key]));
-    }
+    let flavour = images
+        .first()
+        .and_then(|i| i["kvm_flavour"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let doc = json!({
+        "runs": args.runs,
+        "kvm_flavour": flavour,
+        "kernel_elf_bytes": std::fs::metadata(&kernel)?.len(),
+        "native_as_root": is_root(),
+        "images": images,
+    });
+    print_tables(&doc);
     let out = paths::bench().join("boot.json");
     build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     println!("  wrote {}", out.display());
+    let chart = paths::bench().join("boot.svg");
+    crate::chart::timeline(&doc, &chart)?;
+    println!("  wrote {}", chart.display());
     if let (Some(file), Some(baseline)) = (&args.compare, &baseline) {
-        let worse = regressions(baseline, &doc, args.max_ratio);
+        let worse = regressions(baseline, &doc, args.max_ratio)?;
         println!(
             "  compared with {} (allowed: {:.2}x the stored medians)",
             file.display(),
@@ -245,51 +293,156 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     Ok(())
 }
 
+fn print_tables(doc: &Value) {
+    let images = doc["images"].as_array().cloned().unwrap_or_default();
+    println!(
+        "\nbench-boot: {} runs per image, {} KVM, kernel ELF {} KiB; medians in ms from exec",
+        doc["runs"],
+        doc["kvm_flavour"].as_str().unwrap_or("?"),
+        doc["kernel_elf_bytes"].as_u64().unwrap_or(0) / 1024
+    );
+    print!("  {:<12}", "image");
+    for (_, label, _) in PHASES {
+        print!(" {label:>9.9}");
+    }
+    println!();
+    for img in &images {
+        print!("  {:<12}", img["name"].as_str().unwrap_or("?"));
+        for (key, _, _) in PHASES {
+            print!(" {:>9.3}", median(&img["ms"][key]));
+        }
+        println!();
+    }
+    println!(
+        "\n  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9}",
+        "image",
+        "size KiB",
+        "kiln",
+        "p90",
+        "p99",
+        "native",
+        "÷native",
+        "contain.",
+        "÷contain",
+        "pages",
+        "RSS KiB"
+    );
+    for img in &images {
+        let ms = &img["ms"];
+        println!(
+            "  {:<12} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7.2}x {:>8.3} {:>7.2}x {:>7.0} {:>9.0}",
+            img["name"].as_str().unwrap_or("?"),
+            img["image_bytes"].as_u64().unwrap_or(0) / 1024,
+            median(&ms["kiln_wall"]),
+            ms["kiln_wall"]["p90"].as_f64().unwrap_or(f64::NAN),
+            ms["kiln_wall"]["p99"].as_f64().unwrap_or(f64::NAN),
+            median(&ms["native_wall"]),
+            img["ratio_kiln_wall_to_native"].as_f64().unwrap_or(f64::NAN),
+            median(&ms["container_wall"]),
+            img["ratio_kiln_wall_to_container"].as_f64().unwrap_or(f64::NAN),
+            median(&img["guest_pages_touched"]),
+            median(&img["kib"]["vmm_peak_rss"]),
+        );
+    }
+    println!(
+        "  (kiln = `kiln run IMAGE` spawned and reaped; native = the program exec'd chrooted into \
+         the unpacked rootfs; contain. = unshare --fork --pid --mount --uts --ipc --net chroot)"
+    );
+}
+
 /// kiln's own phases, compared by `--compare`.
 const COMPARED: [&str; 4] = [
-    "exec_to_vmm_main",
+    "exec_to_kernel_entry",
     "exec_to_program_entry",
     "exec_to_program_exit",
     "kiln_wall",
 ];
 
 /// The phases whose median in `current` exceeds `max_ratio` times the one
-/// in `baseline`, described.
-fn regressions(baseline: &Value, current: &Value, max_ratio: f64) -> Vec<String> {
-    COMPARED
-        .iter()
-        .filter_map(|key| {
-            let old = baseline["ms"][key]["median"].as_f64()?;
-            let new = current["ms"][key]["median"].as_f64()?;
-            (new > old * max_ratio).then(|| {
-                format!(
-                    "{key}: median {new:.3} ms, stored {old:.3} ms ({:.2}x)",
+/// in `baseline`, per image, described.
+///
+/// # Errors
+/// When the baseline has none of the current images (wrong file).
+fn regressions(baseline: &Value, current: &Value, max_ratio: f64) -> Result<Vec<String>> {
+    let find = |doc: &Value, name: &str| {
+        doc["images"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
+    };
+    let mut worse = Vec::new();
+    let mut compared = 0;
+    for img in current["images"].as_array().into_iter().flatten() {
+        let name = img["name"].as_str().unwrap_or_default();
+        let Some(old_img) = find(baseline, name) else {
+            continue;
+        };
+        compared += 1;
+        for key in COMPARED {
+            let (Some(old), Some(new)) = (
+                old_img["ms"][key]["median"].as_f64(),
+                img["ms"][key]["median"].as_f64(),
+            ) else {
+                continue;
+            };
+            if new > old * max_ratio {
+                worse.push(format!(
+                    "{name} {key}: median {new:.3} ms, stored {old:.3} ms ({:.2}x)",
                     new / old
-                )
-            })
-        })
-        .collect()
+                ));
+            }
+        }
+    }
+    if compared == 0 {
+        bail!("the baseline has results for none of these images (is it a bench-boot boot.json?)");
+    }
+    Ok(worse)
+}
+
+/// CLOCK_MONOTONIC now in ns, as kiln's `KILN_SPAWN_MONO_NS` hook reads it.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn doc(entry: f64, wall: f64) -> Value {
-        json!({ "ms": {
+    fn doc(name: &str, entry: f64, wall: f64) -> Value {
+        json!({ "images": [{ "name": name, "ms": {
             "exec_to_program_entry": { "median": entry },
             "kiln_wall": { "median": wall },
-        }})
+        }}]})
     }
 
     #[test]
     fn only_medians_beyond_the_ratio_are_regressions() {
-        let base = doc(2.0, 5.0);
-        assert!(regressions(&base, &doc(2.4, 6.0), 1.25).is_empty());
-        let worse = regressions(&base, &doc(2.6, 5.0), 1.25);
+        let base = doc("hello", 2.0, 5.0);
+        assert!(regressions(&base, &doc("hello", 2.4, 6.0), 1.25)
+            .unwrap()
+            .is_empty());
+        let worse = regressions(&base, &doc("hello", 2.6, 5.0), 1.25).unwrap();
         assert_eq!(worse.len(), 1);
-        assert!(worse[0].starts_with("exec_to_program_entry"), "{worse:?}");
-        // Phases missing from either file are not compared.
-        assert!(regressions(&json!({}), &doc(9.0, 9.0), 1.25).is_empty());
+        assert!(
+            worse[0].starts_with("hello exec_to_program_entry"),
+            "{worse:?}"
+        );
+        // A baseline without any of the images is refused, not passed.
+        assert!(regressions(&doc("other", 1.0, 1.0), &doc("hello", 9.0, 9.0), 1.25).is_err());
+        assert!(regressions(&json!({}), &doc("hello", 9.0, 9.0), 1.25).is_err());
+    }
+
+    #[test]
+    fn summaries_pick_percentiles() {
+        let s = summary((1..=100).map(f64::from).collect());
+        assert_eq!(median(&s), 51.0);
+        assert_eq!(s["p90"], 90.0);
+        assert_eq!(s["p99"], 99.0);
+        assert_eq!(summary(Vec::new()), Value::Null);
     }
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use xtask::{build, host, paths};
+use xtask::{appliance, build, host, paths};
 
 /// `cargo xtask compat` options.
 #[derive(clap::Args, Default)]
@@ -235,52 +235,6 @@ fn build_image(case: &Case, prog: &Path, guest: &str, data: &Path, kiln: &Path) 
     Ok(image)
 }
 
-/// The image's environment (what kiln gives the program).
-fn image_env(kiln: &Path, image: &Path) -> Result<Vec<String>> {
-    let out = Command::new(kiln)
-        .args(["inspect", "--json"])
-        .arg(image)
-        .output()
-        .context("running kiln inspect")?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("parsing kiln inspect --json")?;
-    Ok(doc["config"]["env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-/// Unpacks the image's rootfs into a fresh directory.
-fn unpack(kiln: &Path, image: &Path, case: &str) -> Result<PathBuf> {
-    let dir = work_dir().join("cases").join(case);
-    let root = dir.join("root");
-    if root.exists() {
-        std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
-    }
-    std::fs::create_dir_all(&root)?;
-    let tar = dir.join("rootfs.tar");
-    build::run(
-        Command::new(kiln)
-            .arg("export")
-            .arg(image)
-            .arg("-o")
-            .arg(&tar),
-    )?;
-    build::run(
-        Command::new("tar")
-            .args(["--no-same-owner", "-xf"])
-            .arg(&tar)
-            .arg("-C")
-            .arg(&root),
-    )?;
-    std::fs::remove_file(&tar)?;
-    Ok(root)
-}
-
 /// The script the native run executes inside its namespaces: /proc, the
 /// devices and the host name as kiln has them, then the program in the
 /// chroot (as a child, so that it is not the PID namespace's init, which
@@ -426,8 +380,9 @@ fn run_case(case: &Case, data: &Path, kiln: &Path) -> Result<Outcome> {
     let prog = program(case)?;
     let image = build_image(case, &prog, &guest, data, kiln)?;
     let image_bytes = std::fs::metadata(&image)?.len();
-    let env = image_env(kiln, &image)?;
-    let root = unpack(kiln, &image, &case.name)?;
+    let env = appliance::config(kiln, &image)?.env;
+    let root = work_dir().join("cases").join(&case.name).join("root");
+    appliance::unpack(kiln, &image, &root)?;
     let native = native_run(&root, &env, &guest, &case.args)?;
     let _ = std::fs::remove_dir_all(&root);
     let guest_run = kiln_run(kiln, &image, false)?;

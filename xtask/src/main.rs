@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_syscall;
+mod chart;
 mod ci;
 mod compat;
 
@@ -72,7 +73,8 @@ enum Verb {
     Demo,
     /// Run every check and test: fmt, clippy, unit and end-to-end tests, workflow schema
     Ci,
-    /// Boot hello N times and print boot-time statistics (table + target/bench/boot.json)
+    /// Boot every example image N times beside native and container starts of the
+    /// same program (tables, target/bench/boot.json, target/bench/boot.svg)
     BenchBoot(bench::BootArgs),
     /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
     BenchSyscall(bench_syscall::SyscallArgs),

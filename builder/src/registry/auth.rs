@@ -137,7 +137,7 @@ pub fn docker_config_file() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-/// The credentials for `registry` (a host[:port]) from `files`, first
+/// The credentials for `registry` (`host[:port]`) from `files`, first
 /// match wins. Docker Hub's entry may be written as its index URL.
 ///
 /// # Errors

@@ -229,7 +229,7 @@ fn report(cli: &Cli, run: &RunReport) -> Result<(), Failure> {
     }
     if let Some(path) = &cli.timings_json {
         let mut doc = run.json();
-        if let Some(ms) = spawn_to_main_ms() {
+        if let Some(ms) = kiln_vmm::timings::spawn_to_main_ms() {
             doc["spawn_to_main_ms"] = serde_json::json!(ms);
         }
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
@@ -237,28 +237,6 @@ fn report(cli: &Cli, run: &RunReport) -> Result<(), Failure> {
             .map_err(|e| Failure::vmm(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(())
-}
-
-/// Benchmark hook: when the launcher put its CLOCK_MONOTONIC time (ns) in
-/// `KILN_SPAWN_MONO_NS` just before spawning kiln-vmm, the time from the
-/// spawn to `main` (exec, dynamic loading), in ms.
-fn spawn_to_main_ms() -> Option<f64> {
-    let spawn: u64 = std::env::var("KILN_SPAWN_MONO_NS").ok()?.parse().ok()?;
-    let main = MAIN_MONO_NS.load(std::sync::atomic::Ordering::Relaxed);
-    main.checked_sub(spawn).map(|ns| ns as f64 / 1e6)
-}
-
-/// CLOCK_MONOTONIC at the start of `main`, ns.
-static MAIN_MONO_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[no_mangle]
@@ -274,7 +252,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 
 fn real_main() -> libc::c_int {
     let start = Instant::now();
-    MAIN_MONO_NS.store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
+    kiln_vmm::timings::note_main_start();
     let cli = Cli::parse();
     let outcome = config(&cli).and_then(|config| {
         let hv = Hypervisor::open()?;

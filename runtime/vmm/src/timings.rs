@@ -23,19 +23,22 @@ pub enum Phase {
     KernelEntry,
     /// The program's first instruction is about to run.
     ProgramEntry,
+    /// The guest's first byte of console output reached the host.
+    FirstOutput,
     /// The program has exited.
     ProgramExit,
 }
 
 impl Phase {
     /// Every phase in order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::ImageVerified,
         Phase::VmCreated,
         Phase::MemoryReady,
         Phase::VcpuStart,
         Phase::KernelEntry,
         Phase::ProgramEntry,
+        Phase::FirstOutput,
         Phase::ProgramExit,
     ];
 
@@ -48,6 +51,7 @@ impl Phase {
             Phase::VcpuStart => "vcpu_start",
             Phase::KernelEntry => "kernel_entry",
             Phase::ProgramEntry => "program_entry",
+            Phase::FirstOutput => "first_output",
             Phase::ProgramExit => "program_exit",
         }
     }
@@ -115,6 +119,35 @@ impl Timings {
         }
         serde_json::Value::Object(m)
     }
+}
+
+/// CLOCK_MONOTONIC at the start of the command's `main`, ns.
+static MAIN_MONO_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// CLOCK_MONOTONIC now, ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Records the start of `main` (kiln-vmm's or kiln's), for
+/// [`spawn_to_main_ms`].
+pub fn note_main_start() {
+    MAIN_MONO_NS.store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Benchmark hook: when the launcher put its CLOCK_MONOTONIC time (ns) in
+/// `KILN_SPAWN_MONO_NS` just before spawning the command, the time from
+/// the spawn to `main` (exec, dynamic loading), in ms.
+pub fn spawn_to_main_ms() -> Option<f64> {
+    let spawn: u64 = std::env::var("KILN_SPAWN_MONO_NS").ok()?.parse().ok()?;
+    let main = MAIN_MONO_NS.load(std::sync::atomic::Ordering::Relaxed);
+    main.checked_sub(spawn).map(|ns| ns as f64 / 1e6)
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let start = std::time::Instant::now();
+    kiln_vmm::timings::note_main_start();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),

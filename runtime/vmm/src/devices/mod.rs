@@ -58,11 +58,17 @@ impl PortBus {
         match port {
             port::CONSOLE_STDOUT => {
                 self.console
-                    .write_from_guest(Stream::Stdout, value(data), mem)?
+                    .write_from_guest(Stream::Stdout, value(data), mem)?;
+                if value(data) > 0 {
+                    timings.mark(Phase::FirstOutput);
+                }
             }
             port::CONSOLE_STDERR => {
                 self.console
-                    .write_from_guest(Stream::Stderr, value(data), mem)?
+                    .write_from_guest(Stream::Stderr, value(data), mem)?;
+                if value(data) > 0 {
+                    timings.mark(Phase::FirstOutput);
+                }
             }
             port::BOOT_TIMER => match Milestone::from_u32(value(data)) {
                 Some(Milestone::KernelEntry) => timings.mark(Phase::KernelEntry),

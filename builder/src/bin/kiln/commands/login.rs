@@ -17,8 +17,7 @@ use kiln_builder::registry::{auth, Client, Credentials};
                   echo \"$TOKEN\" | kiln login registry.example.com -u ci --password-stdin"
 )]
 pub struct LoginArgs {
-    /// The registry: HOST[:PORT]
-    #[arg(value_name = "REGISTRY")]
+    #[arg(value_name = "REGISTRY", help = "The registry: HOST[:PORT]")]
     registry: String,
 
     /// User name
@@ -40,8 +39,7 @@ pub struct LoginArgs {
 /// Forget the credentials kept for a registry.
 #[derive(clap::Args)]
 pub struct LogoutArgs {
-    /// The registry: HOST[:PORT]
-    #[arg(value_name = "REGISTRY")]
+    #[arg(value_name = "REGISTRY", help = "The registry: HOST[:PORT]")]
     registry: String,
 }
 

@@ -17,8 +17,10 @@ use kiln_builder::registry;
                   kiln pull registry.example.com/team/hello@sha256:… --ca-cert ca.pem"
 )]
 pub struct Args {
-    /// HOST[:PORT]/REPOSITORY[:TAG] or …@sha256:DIGEST
-    #[arg(value_name = "REF")]
+    #[arg(
+        value_name = "REF",
+        help = "HOST[:PORT]/REPOSITORY[:TAG] or …@sha256:DIGEST"
+    )]
     reference: String,
 
     #[command(flatten)]

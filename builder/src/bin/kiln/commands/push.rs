@@ -23,8 +23,10 @@ pub struct Args {
     #[arg(value_name = "IMAGE")]
     image: String,
 
-    /// Where to push it: HOST[:PORT]/REPOSITORY[:TAG] or …@sha256:DIGEST
-    #[arg(value_name = "REF")]
+    #[arg(
+        value_name = "REF",
+        help = "Where to push it: HOST[:PORT]/REPOSITORY[:TAG] or …@sha256:DIGEST"
+    )]
     reference: String,
 
     #[command(flatten)]

@@ -112,7 +112,11 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         let _ = writeln!(err, "kiln {line}");
     }
     if let Some(path) = &args.timings_json {
-        let text = serde_json::to_string_pretty(&report.json())?;
+        let mut doc = report.json();
+        if let Some(ms) = kiln_vmm::timings::spawn_to_main_ms() {
+            doc["spawn_to_main_ms"] = serde_json::json!(ms);
+        }
+        let text = serde_json::to_string_pretty(&doc)?;
         kiln_vmm::write_atomically(path, text.as_bytes())?;
     }
     if report.ending == Ending::TimedOut {
