@@ -189,6 +189,11 @@ pub const PROGRAMS: &[Program] = &[
         ],
     },
     Program {
+        name: "idle",
+        source: "programs/idle.c",
+        compile: &["musl-gcc", "-static", "-O2"],
+    },
+    Program {
         name: "probe",
         source: "programs/probe.c",
         compile: &["musl-gcc", "-static", "-O2"],

@@ -106,6 +106,13 @@ pub fn run_all() -> Result<()> {
             ..Default::default()
         })
     })?;
+    step("bench-density smoke run", || {
+        crate::density::run(&crate::density::DensityArgs {
+            count: 20,
+            idle_seconds: 0.5,
+            ..Default::default()
+        })
+    })?;
     step("bench-syscall smoke run", || {
         crate::bench_syscall::run(&crate::bench_syscall::SyscallArgs { runs: 1, scale: 1 })
     })?;

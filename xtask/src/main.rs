@@ -6,6 +6,7 @@ mod bench_syscall;
 mod chart;
 mod ci;
 mod compat;
+mod density;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ enum Verb {
     /// Boot every example image N times beside native and container starts of the
     /// same program (tables, target/bench/boot.json, target/bench/boot.svg)
     BenchBoot(bench::BootArgs),
+    /// Start K idle appliances at once: launches per second, launch latency,
+    /// host memory and CPU per VM (table + target/bench/density.json)
+    BenchDensity(density::DensityArgs),
     /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
     BenchSyscall(bench_syscall::SyscallArgs),
     /// Run the differential compatibility suite (native vs kiln) and write docs/compat.md
@@ -195,6 +199,7 @@ fn main() -> ExitCode {
         Verb::Demo => demo(),
         Verb::Ci => ci::run_all().map(|()| 0),
         Verb::BenchBoot(args) => bench::boot(&args).map(|()| 0),
+        Verb::BenchDensity(args) => density::run(&args).map(|()| 0),
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::Deps => host::ensure_tools(host::TOOLS).map(|()| 0),

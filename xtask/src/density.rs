@@ -1,0 +1,331 @@
+//! `cargo xtask bench-density`: how many idle appliances one host holds,
+//! and how fast they start. K copies of an idle image (a static program
+//! that prints "ready" and sleeps) are launched at once with `kiln run`;
+//! the run reports launches per second (first spawn to the last "ready"),
+//! each VM's launch latency, host memory per VM (proportional set size,
+//! and the drop of the host's MemAvailable) and the CPU the idle VMs use.
+//! Every VM is killed and reaped at the end, also on errors. Prints a
+//! table and writes `target/bench/density.json`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use xtask::{build, host, paths};
+
+/// Options of `bench-density`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DensityArgs {
+    /// Appliances to start at once
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Guest memory of each, in MiB
+    #[arg(long, default_value_t = 8)]
+    pub memory: u64,
+    /// Seconds to watch the idle fleet's CPU use once every VM is up
+    #[arg(long, default_value_t = 2.0)]
+    pub idle_seconds: f64,
+}
+
+impl Default for DensityArgs {
+    fn default() -> Self {
+        Self {
+            count: 200,
+            memory: 8,
+            idle_seconds: 2.0,
+        }
+    }
+}
+
+/// Most appliances one run starts (a bound, not a target).
+const MAX_COUNT: usize = 4000;
+
+/// The running VMs: killed and reaped when dropped, whatever happened.
+struct Fleet(Vec<Child>);
+
+impl Fleet {
+    /// Kills and reaps every VM; how long that took.
+    fn stop(&mut self) -> Duration {
+        let t = Instant::now();
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+        self.0.clear();
+        t.elapsed()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A field of /proc/meminfo, KiB.
+fn meminfo(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rss and Pss of a process from /proc/PID/smaps_rollup, KiB.
+fn rss_pss(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss"), field("Pss"))
+}
+
+/// User + system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
+    get(11) + get(12)
+}
+
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit read and write one rlimit.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Builds the idle image into `dir`.
+fn idle_image(kiln: &Path, dir: &Path, memory: u64) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let manifest = dir.join("idle.toml");
+    let program = paths::program("idle");
+    std::fs::write(
+        &manifest,
+        format!(
+            "# Written by cargo xtask bench-density.\nname = \"idle\"\nversion = \"1.0.0\"\n\n\
+             [program]\npath = {:?}\nguest_path = \"/app/idle\"\n\n[vm]\nmemory = {memory}\n",
+            program.display().to_string()
+        ),
+    )?;
+    let image = dir.join("idle.kiln");
+    build::kiln_build(kiln, &manifest, &image)?;
+    Ok(image)
+}
+
+/// Runs the benchmark.
+pub fn run(args: &DensityArgs) -> Result<()> {
+    if !host::kvm_available() {
+        bail!("bench-density needs /dev/kvm");
+    }
+    if args.count == 0 || args.count > MAX_COUNT {
+        bail!("--count {} must be between 1 and {MAX_COUNT}", args.count);
+    }
+    // Each VM needs its VMM (a few MiB) and the guest memory it touches
+    // (well under its size); refuse what cannot fit with a wide margin.
+    let need_kib = args.count as u64 * (4 * 1024 + args.memory * 1024 / 2);
+    let available = meminfo("MemAvailable");
+    if need_kib > available / 2 {
+        bail!(
+            "{} appliances of {} MiB could need ~{} MiB, more than half of the {} MiB available",
+            args.count,
+            args.memory,
+            need_kib / 1024,
+            available / 1024
+        );
+    }
+    host::ensure_tools(&host::TOOLS[..2])?;
+    build::kernel()?;
+    build::programs()?;
+    let kiln = build::kiln_release()?;
+    let dir = paths::bench().join("density");
+    let image = idle_image(&kiln, &dir, args.memory)?;
+    raise_fd_limit();
+
+    let mem_before = meminfo("MemAvailable");
+    let mut fleet = Fleet(Vec::with_capacity(args.count));
+    let (tx, rx) = mpsc::channel::<(usize, Result<Duration, String>)>();
+    let start = Instant::now();
+    for i in 0..args.count {
+        let spawned = Instant::now();
+        let mut child = Command::new(&kiln)
+            .arg("run")
+            .arg(&image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting appliance {i}"))?;
+        let (out, mut err) = (child.stdout.take(), child.stderr.take());
+        fleet.0.push(child);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let ready = out
+                .map(BufReader::new)
+                .is_some_and(|mut r| r.read_line(&mut line).is_ok() && line == "ready\n");
+            let result = if ready {
+                Ok(spawned.elapsed())
+            } else {
+                let mut text = String::new();
+                if let Some(e) = err.as_mut() {
+                    let _ = e.read_to_string(&mut text);
+                }
+                Err(text.trim().to_owned())
+            };
+            let _ = tx.send((i, result));
+        });
+    }
+    drop(tx);
+    let deadline = Duration::from_secs(60) + Duration::from_millis(50) * args.count as u32;
+    let mut latencies = Vec::with_capacity(args.count);
+    while latencies.len() < args.count {
+        let left = deadline.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok((_, Ok(latency))) => latencies.push(latency.as_secs_f64() * 1e3),
+            Ok((i, Err(msg))) => bail!(
+                "appliance {i} stopped before it was ready ({} were up): {msg}",
+                latencies.len()
+            ),
+            Err(_) => bail!(
+                "only {} of {} appliances were ready after {:.0} s",
+                latencies.len(),
+                args.count,
+                deadline.as_secs_f64()
+            ),
+        }
+    }
+    let all_up = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let mem_up = meminfo("MemAvailable");
+    let pids: Vec<u32> = fleet.0.iter().map(Child::id).collect();
+    let (mut rss, mut pss) = (0u64, 0u64);
+    for &pid in &pids {
+        let (r, p) = rss_pss(pid);
+        rss += r;
+        pss += p;
+    }
+    let ticks_before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+    let watch = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.idle_seconds.max(0.1)));
+    let ticks: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - ticks_before;
+    let watched = watch.elapsed().as_secs_f64();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_percent = ticks as f64 / hz / watched * 100.0;
+    let alive = fleet
+        .0
+        .iter_mut()
+        .map(|c| matches!(c.try_wait(), Ok(None)))
+        .filter(|&up| up)
+        .count();
+    let teardown = fleet.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let mem_after = meminfo("MemAvailable");
+
+    let k = args.count as f64;
+    let launches_per_s = k / all_up.as_secs_f64();
+    let host_kib_per_vm = mem_before.saturating_sub(mem_up) as f64 / k;
+    let doc = json!({
+        "count": args.count,
+        "guest_memory_mib": args.memory,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "all_ready_s": all_up.as_secs_f64(),
+        "launches_per_s": launches_per_s,
+        "launch_latency_ms": {
+            "median": percentile(&mut latencies, 0.5),
+            "p90": percentile(&mut latencies, 0.9),
+            "p99": percentile(&mut latencies, 0.99),
+            "max": percentile(&mut latencies, 1.0),
+        },
+        "still_running_after_idle": alive,
+        "pss_kib_per_vm": pss as f64 / k,
+        "rss_kib_per_vm": rss as f64 / k,
+        "host_memavailable_drop_kib_per_vm": host_kib_per_vm,
+        "idle_cpu_percent_total": cpu_percent,
+        "teardown_s": teardown.as_secs_f64(),
+        "memavailable_kib": { "before": mem_before, "all_up": mem_up, "after_teardown": mem_after },
+    });
+    println!(
+        "bench-density: {} idle appliances ({} MiB guests) on {} cores",
+        args.count, args.memory, doc["cores"]
+    );
+    println!(
+        "  {:<40} {:>10.1}",
+        "launches per second (spawn → all ready)", launches_per_s
+    );
+    println!(
+        "  {:<40} {:>10.3} s",
+        "time until every VM was ready",
+        all_up.as_secs_f64()
+    );
+    for q in ["median", "p90", "p99", "max"] {
+        println!(
+            "  {:<40} {:>10.2} ms",
+            format!("launch latency {q}"),
+            doc["launch_latency_ms"][q].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    println!(
+        "  {:<40} {:>10}",
+        "still running after the idle period", alive
+    );
+    println!("  {:<40} {:>10.0} KiB", "PSS per VM", pss as f64 / k);
+    println!("  {:<40} {:>10.0} KiB", "RSS per VM", rss as f64 / k);
+    println!(
+        "  {:<40} {:>10.0} KiB",
+        "host MemAvailable drop per VM", host_kib_per_vm
+    );
+    println!(
+        "  {:<40} {:>10.2} %",
+        "CPU used by the idle fleet", cpu_percent
+    );
+    println!(
+        "  {:<40} {:>10.3} s",
+        "kill and reap all",
+        teardown.as_secs_f64()
+    );
+    println!(
+        "  {:<40} {:>10} MiB",
+        "MemAvailable before / after",
+        format!("{} / {}", mem_before / 1024, mem_after / 1024)
+    );
+    let out = paths::bench().join("density.json");
+    build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    println!("  wrote {}", out.display());
+    if alive != args.count {
+        bail!(
+            "{} of {} appliances died while idle",
+            args.count - alive,
+            args.count
+        );
+    }
+    Ok(())
+}
