@@ -454,6 +454,63 @@ fn damaged_images_are_never_booted() {
 }
 
 #[test]
+fn an_image_changed_after_a_verified_boot_is_verified_again() {
+    if !kvm_or_skip("an_image_changed_after_a_verified_boot_is_verified_again") {
+        return;
+    }
+    let dir = scratch("reverify");
+    let home = dir.join("home");
+    let image = dir.join("hello.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let boot = || {
+        kiln()
+            .env("KILN_HOME", &home)
+            .arg("run")
+            .arg(&image)
+            .output()
+            .unwrap()
+    };
+    // The first boot verifies everything and remembers the file.
+    assert_eq!(status(&boot()), 0);
+    let remembered = std::fs::read_dir(home.join("verified")).unwrap().count();
+    assert_eq!(remembered, 1);
+    assert_eq!(status(&boot()), 0);
+    // One byte of the rootfs changed in place (same inode, same size).
+    let doc: serde_json::Value = serde_json::from_slice(
+        &kiln()
+            .args(["inspect", "--json"])
+            .arg(&image)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let rootfs = &doc["sections"][2];
+    assert_eq!(rootfs["kind"], "rootfs");
+    let at = rootfs["offset"].as_u64().unwrap() + rootfs["size"].as_u64().unwrap() / 2;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        b[0] ^= 0x10;
+        f.write_all_at(&b, at).unwrap();
+    }
+    let out = boot();
+    assert_eq!(status(&out), 125, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("section is corrupted"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "the program ran");
+}
+
+#[test]
 fn busybox_script_appliance_runs_its_script() {
     if !kvm_or_skip("busybox_script_appliance_runs_its_script") {
         return;

@@ -86,10 +86,15 @@ pub fn stdout(out: &Output) -> String {
 pub fn kiln() -> Command {
     // Only the builder's test binaries have it (common is shared with the
     // VMM's tests).
-    match option_env!("CARGO_BIN_EXE_kiln") {
+    let mut cmd = match option_env!("CARGO_BIN_EXE_kiln") {
         Some(path) => Command::new(path),
         None => panic!("kiln() is for the tests of the kiln-builder package"),
-    }
+    };
+    // A store of the test binary's own, not the user's (tests that need
+    // their own set KILN_HOME again).
+    let home = std::env::temp_dir().join(format!("kiln-test-home-{}", std::process::id()));
+    cmd.env("KILN_HOME", home);
+    cmd
 }
 
 /// A fresh scratch directory for one test.

@@ -161,6 +161,7 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
             .arg(&image)
             .arg("--timings-json")
             .arg(&json_path)
+            .env("KILN_HOME", dir.join("kiln-home"))
             .env("KILN_SPAWN_MONO_NS", monotonic_ns().to_string());
         wall.push(timed(&mut cmd, &format!("kiln run {}", image.display()))?);
         let doc: Value = serde_json::from_slice(&std::fs::read(&json_path)?)

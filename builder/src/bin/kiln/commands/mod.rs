@@ -41,8 +41,28 @@ pub fn is_file_name(text: &str) -> bool {
 /// image in the local store. A stored image that is missing is
 /// [`StoreError::NotFound`] (the caller may pull it).
 pub fn open_image(text: &str, store: &Store) -> Result<(ImageParts, Option<StoredImage>)> {
+    open_image_with(text, store, false)
+}
+
+/// [`open_image`] for booting: a `.kiln` file fully verified before (and
+/// not changed since) has only its header checked again — see
+/// [`Image::open_cached`]; `$KILN_HOME/verified/` remembers them.
+pub fn open_image_to_boot(text: &str, store: &Store) -> Result<(ImageParts, Option<StoredImage>)> {
+    open_image_with(text, store, true)
+}
+
+fn open_image_with(
+    text: &str,
+    store: &Store,
+    cached: bool,
+) -> Result<(ImageParts, Option<StoredImage>)> {
     if is_file_name(text) {
-        let image = Image::open(Path::new(text))?;
+        let path = Path::new(text);
+        let image = if cached {
+            Image::open_cached(path, &store.root().join("verified"))?
+        } else {
+            Image::open(path)?
+        };
         return Ok((ImageParts::from_image(&image), None));
     }
     let stored = store.resolve(text)?;

@@ -73,7 +73,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         None => None,
     };
     let store = super::store()?;
-    let parts = match super::open_image(&args.image, &store) {
+    let parts = match super::open_image_to_boot(&args.image, &store) {
         Ok((parts, _)) => parts,
         Err(e) if super::not_stored(&e) && !args.no_pull => {
             // Not here: a reference with a registry is pulled first.
