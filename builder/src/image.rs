@@ -485,7 +485,7 @@ mod tests {
     }
 
     fn check(bytes: &[u8]) -> Result<(Vec<Section>, String, u64), ImageError> {
-        parse(Path::new("t.kiln"), bytes, bytes.len() as u64)
+        parse(Path::new("t.kiln"), bytes, bytes.len() as u64, true)
     }
 
     #[test]
