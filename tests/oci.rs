@@ -6,25 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::{
-    build_ok, kiln, kvm_or_skip, manifest_path, prepare, scratch, status, stderr, stdout,
+    build_ok, kiln_at, kvm_or_skip, manifest_path, ok, prepare, scratch, skopeo, status, stderr,
+    stdout,
 };
-
-/// `kiln ARGS` with the store at `home`.
-fn kiln_at(home: &Path, args: &[&str]) -> Output {
-    kiln()
-        .env("KILN_HOME", home)
-        .args(args)
-        .output()
-        .expect("kiln runs")
-}
-
-fn ok(o: Output, what: &str) -> Output {
-    assert_eq!(status(&o), 0, "{what}: {}", stderr(&o));
-    o
-}
 
 /// Names in `kiln images --json`.
 fn stored(home: &Path) -> Vec<serde_json::Value> {
@@ -41,17 +27,6 @@ fn blob_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-fn skopeo(args: &[&str]) -> Output {
-    assert!(
-        xtask::host::has("skopeo"),
-        "skopeo is missing (Debian package skopeo); run `cargo xtask deps`"
-    );
-    Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo runs")
 }
 
 fn built(test: &str, manifest: &str) -> (PathBuf, PathBuf) {

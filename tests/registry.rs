@@ -9,27 +9,13 @@ mod common;
 mod registry_harness;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::{
-    build_ok, kiln, kvm_or_skip, manifest_path, prepare, scratch, status, stderr, stdout,
+    build_ok, kiln, kiln_at, kvm_or_skip, manifest_path, ok, prepare, scratch, skopeo, status,
+    stderr, stdout,
 };
 use registry_harness::{Proxy, ProxyMode, Registry, RegistrySetup};
-
-/// `kiln ARGS` with the store at `home` and no Docker credentials.
-fn kiln_at(home: &Path, args: &[&str]) -> Output {
-    kiln()
-        .env("KILN_HOME", home)
-        .env("DOCKER_CONFIG", home.join("no-docker"))
-        .args(args)
-        .output()
-        .expect("kiln runs")
-}
-
-fn ok(o: Output, what: &str) -> Output {
-    assert_eq!(status(&o), 0, "{what}: {}", stderr(&o));
-    o
-}
 
 fn failed(o: Output, what: &str, needle: &str) -> String {
     let err = stderr(&o);
@@ -52,17 +38,6 @@ fn store_is_empty(home: &Path) -> bool {
     let images: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let blobs = std::fs::read_dir(home.join("blobs/sha256")).map_or(0, |d| d.count());
     images.is_empty() && blobs == 0
-}
-
-fn skopeo(args: &[&str]) -> Output {
-    assert!(
-        xtask::host::has("skopeo"),
-        "skopeo is missing (Debian package skopeo); run `cargo xtask deps`"
-    );
-    Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo runs")
 }
 
 #[test]

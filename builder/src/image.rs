@@ -248,24 +248,7 @@ impl Image {
     /// # Errors
     /// [`ImageError`] saying what is wrong.
     pub fn open(path: &Path) -> Result<Image, ImageError> {
-        let io = |error| ImageError::Io {
-            path: path.into(),
-            error,
-        };
-        let file = File::open(path).map_err(io)?;
-        let actual = file.metadata().map_err(io)?.len();
-        // SAFETY: a read-only private mapping that kiln only reads; if the
-        // file changes while mapped, the digests below catch it or the boot
-        // uses the new (verified-at-this-moment) bytes.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let (sections, digest, size) = parse(path, &map, actual, true)?;
-        Ok(Image {
-            path: path.into(),
-            file: Arc::new(file),
-            sections,
-            digest,
-            size,
-        })
+        Self::open_inner(path, None)
     }
 
     /// Opens `path` like [`Image::open`], but skips hashing the sections
@@ -279,6 +262,10 @@ impl Image {
     /// # Errors
     /// [`ImageError`] saying what is wrong.
     pub fn open_cached(path: &Path, cache: &Path) -> Result<Image, ImageError> {
+        Self::open_inner(path, Some(cache))
+    }
+
+    fn open_inner(path: &Path, cache: Option<&Path>) -> Result<Image, ImageError> {
         use std::os::unix::fs::MetadataExt;
         let io = |error| ImageError::Io {
             path: path.into(),
@@ -286,7 +273,6 @@ impl Image {
         };
         let file = File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        let key = cache.join(format!("{}-{}", meta.dev(), meta.ino()));
         let stamp = format!(
             "{} {} {} {} {}",
             meta.size(),
@@ -295,23 +281,32 @@ impl Image {
             meta.ctime(),
             meta.ctime_nsec()
         );
-        let recorded = std::fs::read_to_string(&key).ok();
+        let key = cache.map(|c| c.join(format!("{}-{}", meta.dev(), meta.ino())));
+        let recorded = key.as_ref().and_then(|k| std::fs::read_to_string(k).ok());
         let known_digest = recorded
             .as_deref()
             .and_then(|r| r.strip_prefix(&stamp))
             .and_then(|r| r.strip_prefix(' '))
             .map(str::trim);
-        // SAFETY: as in `open`: a private read-only mapping kiln only reads.
+        // SAFETY: a read-only private mapping that kiln only reads; if the
+        // file changes while mapped, the digests below catch it or the boot
+        // uses the new (verified-at-this-moment) bytes.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let (sections, digest, size) = parse(path, &map, meta.size(), known_digest.is_none())?;
-        if known_digest.is_some_and(|k| k != digest) {
-            // Same stamp, another header: not the file that was verified.
-            let _ = std::fs::remove_file(&key);
-            return Self::open(path);
-        }
-        if known_digest.is_none() && std::fs::create_dir_all(cache).is_ok() {
-            // Best effort: a cache that cannot be written costs speed only.
-            let _ = kiln_vmm::write_atomically(&key, format!("{stamp} {digest}\n").as_bytes());
+        if let Some(key) = &key {
+            if known_digest.is_some_and(|k| k != digest) {
+                // Same stamp, another header: not the file that was verified.
+                let _ = std::fs::remove_file(key);
+                return Self::open(path);
+            }
+            if known_digest.is_none()
+                && key
+                    .parent()
+                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+            {
+                // Best effort: a cache that cannot be written costs speed only.
+                let _ = kiln_vmm::write_atomically(key, format!("{stamp} {digest}\n").as_bytes());
+            }
         }
         Ok(Image {
             path: path.into(),

@@ -150,17 +150,23 @@ pub fn import_file(
 ) -> Result<StoredImage, TransferError> {
     let parts = ImageParts::from_image(image);
     let artifact = oci::artifact(&parts)?;
+    store_parts(store, &parts, &artifact.manifest, names)
+}
+
+/// Copies `parts` into the store as the image whose manifest is
+/// `manifest` (built from them), under `names`.
+///
+/// # Errors
+/// [`TransferError`].
+pub fn store_parts(
+    store: &Store,
+    parts: &ImageParts,
+    manifest: &[u8],
+    names: &[Reference],
+) -> Result<StoredImage, TransferError> {
     let mut digests = Vec::new();
     for part in parts.all() {
-        let data = part.read().map_err(|error| OciError::Io {
-            what: part.slice.name.clone(),
-            error,
-        })?;
-        digests.push(store.put_blob(&data)?);
+        digests.push(store.put_blob(&oci::read_part(part)?)?);
     }
-    Ok(store.add_image(
-        &artifact.manifest,
-        [&digests[0], &digests[1], &digests[2]],
-        names,
-    )?)
+    Ok(store.add_image(manifest, [&digests[0], &digests[1], &digests[2]], names)?)
 }

@@ -140,3 +140,31 @@ pub fn build_ok(manifest: &Path, out: &Path) {
         stderr(&o)
     );
 }
+
+/// `kiln ARGS` with the store at `home` and no Docker credentials.
+pub fn kiln_at(home: &Path, args: &[&str]) -> Output {
+    kiln()
+        .env("KILN_HOME", home)
+        .env("DOCKER_CONFIG", home.join("no-docker"))
+        .args(args)
+        .output()
+        .expect("kiln runs")
+}
+
+/// `o`, asserting it succeeded (`what` names the step).
+pub fn ok(o: Output, what: &str) -> Output {
+    assert_eq!(status(&o), 0, "{what}: {}", stderr(&o));
+    o
+}
+
+/// `skopeo ARGS` (Debian's skopeo must be installed).
+pub fn skopeo(args: &[&str]) -> Output {
+    assert!(
+        xtask::host::has("skopeo"),
+        "skopeo is missing (Debian package skopeo); run `cargo xtask deps`"
+    );
+    Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo runs")
+}

@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::image::{hex, SectionKind};
 use crate::manifest::MAX_IMAGE_SIZE;
-use crate::parts::ImageParts;
+use crate::parts::{ImageParts, Part};
 
 /// `artifactType` of every kiln image manifest.
 pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.image.v1";
@@ -199,6 +199,17 @@ pub struct Artifact {
     pub blobs: Vec<Blob>,
 }
 
+/// The bytes of an image part.
+///
+/// # Errors
+/// [`OciError::Io`] naming the part.
+pub fn read_part(part: &Part) -> Result<Vec<u8>, OciError> {
+    part.read().map_err(|error| OciError::Io {
+        what: part.slice.name.clone(),
+        error,
+    })
+}
+
 /// Builds the artifact of an image (compressing its layers).
 ///
 /// # Errors
@@ -206,10 +217,7 @@ pub struct Artifact {
 pub fn artifact(parts: &ImageParts) -> Result<Artifact, OciError> {
     let mut blobs = Vec::new();
     for part in parts.all() {
-        let raw = part.read().map_err(|error| OciError::Io {
-            what: part.slice.name.clone(),
-            error,
-        })?;
+        let raw = read_part(part)?;
         let blob = if part.kind == SectionKind::Config {
             Blob {
                 kind: part.kind,

@@ -116,6 +116,12 @@ impl Reference {
             .unwrap_or("latest")
     }
 
+    /// The names an image pushed to or pulled from here gets in the local
+    /// store: the reference with its tag (none when pinned by digest only).
+    pub fn store_names(&self) -> Vec<Reference> {
+        self.tag.iter().map(|t| self.with_tag(t)).collect()
+    }
+
     /// The same name with `tag` and no digest.
     pub fn with_tag(&self, tag: &str) -> Self {
         Self {

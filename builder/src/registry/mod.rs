@@ -212,24 +212,8 @@ pub fn push(
             reason: format!("the registry stored it as {d}"),
         });
     }
-    let mut digests = Vec::new();
-    for part in parts.all() {
-        let data = part.read().map_err(|error| OciError::Io {
-            what: part.slice.name.clone(),
-            error,
-        })?;
-        digests.push(store.put_blob(&data)?);
-    }
-    let names: Vec<Reference> = reference
-        .tag
-        .iter()
-        .map(|t| reference.with_tag(t))
-        .collect();
-    store.add_image(
-        &artifact.manifest,
-        [&digests[0], &digests[1], &digests[2]],
-        &names,
-    )?;
+    let names = reference.store_names();
+    transfer::store_parts(store, parts, &artifact.manifest, &names)?;
     Ok(PushReport {
         digest: artifact.digest,
         blobs: outcomes,
@@ -296,11 +280,7 @@ pub fn pull(
             reason: format!("the registry says its digest is {c}, its content hashes to {digest}"),
         });
     }
-    let names: Vec<Reference> = reference
-        .tag
-        .iter()
-        .map(|t| reference.with_tag(t))
-        .collect();
+    let names = reference.store_names();
     let source = RegistrySource {
         client: &client,
         progress,
