@@ -57,6 +57,16 @@ fn store_round_trip_through_an_oci_layout_and_skopeo() {
     );
     assert_eq!(stdout(&by_name), stdout(&from_file));
     let digest = imgs[0]["digest"].as_str().unwrap().to_owned();
+    // The stored image inspects like the file it came from.
+    let inspect = |what: &str| -> serde_json::Value {
+        let o = ok(kiln_at(&home, &["inspect", "--json", what]), "inspect");
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (file_view, store_view) = (inspect(image_s), inspect("hello:1.0.0"));
+    for key in ["digest", "size", "sections", "config", "files"] {
+        assert_eq!(file_view[key], store_view[key], "{key}");
+    }
+    assert_eq!(store_view["stored"]["digest"], digest.as_str());
     let by_digest = ok(
         kiln_at(&home, &["run", &digest[7..19], "--", "x"]),
         "run by digest",

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use kiln_vmm::source::FileSlice;
 
-use crate::image::{encode_header, hex, Image, SectionKind};
+use crate::image::{encode_header, hex, Image, SectionKind, HEADER_SIZE, SECTION_ALIGN};
 
 /// One section: its digest and where its bytes are.
 #[derive(Clone, Debug)]
@@ -111,6 +111,18 @@ impl ImageParts {
         hex(&<sha2::Sha256 as sha2::Digest>::digest(encode_header(
             &entries,
         )))
+    }
+
+    /// Each part's offset in the `.kiln` file these parts make, and that
+    /// file's size (the same numbers as the file's header has).
+    pub fn file_layout(&self) -> ([u64; 3], u64) {
+        let mut offsets = [0u64; 3];
+        let mut at = HEADER_SIZE;
+        for (i, p) in self.all().iter().enumerate() {
+            offsets[i] = at;
+            at = (at + p.size()).div_ceil(SECTION_ALIGN) * SECTION_ALIGN;
+        }
+        (offsets, at)
     }
 
     /// Total bytes of the three parts.

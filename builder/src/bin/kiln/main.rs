@@ -65,6 +65,13 @@ fn main() -> ExitCode {
     let start = std::time::Instant::now();
     kiln_vmm::timings::note_main_start();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // `kiln inspect … | head` ends quietly, like other Unix tools; `kiln
+        // run` keeps SIGPIPE ignored: its console treats a closed stdout
+        // as the guest program would see a closed pipe.
+        // SAFETY: setting a signal's disposition has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

@@ -1,17 +1,16 @@
 //! `kiln inspect IMAGE`.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use kiln_builder::config::BootConfig;
-use kiln_builder::image::{Image, SectionKind};
+use kiln_builder::oci;
 use kiln_kernel::tarfs::{Kind, TarFs};
 
 /// Show what an image holds.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The image
-    image: PathBuf,
+    /// The image: a .kiln file (verified completely), or a name or digest in the local store
+    #[arg(value_name = "IMAGE|REF")]
+    image: String,
 
     /// Print JSON instead of text
     #[arg(long)]
@@ -20,12 +19,15 @@ pub struct Args {
 
 /// Runs `kiln inspect`.
 pub fn run(args: Args) -> Result<u8> {
-    let image = Image::open(&args.image)?;
+    let store = super::store()?;
+    let (parts, stored) = super::open_image(&args.image, &store)?;
     let config =
-        BootConfig::from_bytes(&image.read(SectionKind::Config)?).map_err(anyhow::Error::msg)?;
-    let rootfs = image.read(SectionKind::Rootfs)?;
-    let index = TarFs::parse(&rootfs)
-        .map_err(|e| anyhow::anyhow!("{}: rootfs: {e}", args.image.display()))?;
+        BootConfig::from_bytes(&oci::read_part(&parts.config)?).map_err(anyhow::Error::msg)?;
+    let rootfs = oci::read_part(&parts.rootfs)?;
+    let index =
+        TarFs::parse(&rootfs).map_err(|e| anyhow::anyhow!("{}: rootfs: {e}", args.image))?;
+    let digest = parts.image_digest();
+    let (offsets, size) = parts.file_layout();
     let mut files = Vec::new();
     let mut stack = vec!["/".to_string()];
     while let Some(dir) = stack.pop() {
@@ -51,32 +53,36 @@ pub fn run(args: Args) -> Result<u8> {
     files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
     if args.json {
         let doc = serde_json::json!({
-            "image": args.image, "digest": format!("sha256:{}", image.digest), "size": image.size,
-            "sections": image.sections.iter().map(|s| serde_json::json!({
-                "kind": s.kind, "media_type": s.kind.media_type(), "offset": s.offset, "size": s.size,
-                "digest": format!("sha256:{}", s.sha256),
+            "image": args.image, "digest": format!("sha256:{digest}"), "size": size,
+            "sections": parts.all().iter().zip(offsets).map(|(p, offset)| serde_json::json!({
+                "kind": p.kind, "media_type": p.kind.media_type(), "offset": offset, "size": p.size(),
+                "digest": format!("sha256:{}", p.sha256),
             })).collect::<Vec<_>>(),
+            "stored": stored,
             "config": config, "files": files,
         });
         println!("{}", serde_json::to_string_pretty(&doc).context("JSON")?);
         return Ok(0);
     }
     println!(
-        "image     {} ({}, {} bytes)",
-        args.image.display(),
-        super::human_size(image.size),
-        image.size
+        "image     {} ({}, {size} bytes as a .kiln file)",
+        args.image,
+        super::human_size(size),
     );
-    println!("digest    sha256:{}", image.digest);
+    println!("digest    sha256:{digest}");
+    if let Some(st) = &stored {
+        println!("manifest  {} (local store)", st.digest);
+        println!("names     {}", st.names.join(", "));
+    }
     println!("name      {} {}", config.name, config.version);
     println!("\nsections");
-    for s in &image.sections {
+    for p in parts.all() {
         println!(
             "  {:<7} {:>10}  sha256:{}  {}",
-            s.kind.name(),
-            super::human_size(s.size),
-            s.sha256,
-            s.kind.media_type()
+            p.kind.name(),
+            super::human_size(p.size()),
+            p.sha256,
+            p.kind.media_type()
         );
     }
     println!("\nboot");
