@@ -151,6 +151,9 @@ impl Client {
             .tls_config(tls.build())
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
+            // A registry that stops sending mid-blob must not hang kiln.
+            .timeout_recv_body(Some(Duration::from_secs(600)))
+            .timeout_send_body(Some(Duration::from_secs(600)))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
         if is_loopback(&registry) {
             config = config.proxy(None);
