@@ -35,7 +35,7 @@ impl Progress {
             let bar = m.add(ProgressBar::new(total));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:<32} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+                    "{prefix:<20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -56,9 +56,7 @@ impl Progress {
             return;
         }
         match &self.bars {
-            Some(m) => {
-                let _ = m.println(text);
-            }
+            Some(m) => m.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),
         }
     }

@@ -1,9 +1,9 @@
-//! (Included by tests/registry.rs only: it needs the builder's dependencies.)
-//!
 //! Test registries: Debian's `docker-registry` started on 127.0.0.1 (plain,
 //! with htpasswd basic auth, or behind TLS with a CA made for the test), and
 //! a small HTTP proxy in front of one that can demand bearer tokens, count
 //! requests, or lie (corrupt or truncate blobs, alter manifests).
+//!
+//! Included by tests/registry.rs only: it needs the builder's dependencies.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
