@@ -477,3 +477,108 @@ fn find<'a>(images: &'a [StoredImage], text: &str) -> Result<&'a StoredImage, St
     }
     Err(StoreError::NotFound(text.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(test: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("kiln-store-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::open(&dir).unwrap()
+    }
+
+    fn image(store: &Store, seed: &str, names: &[&str]) -> StoredImage {
+        let blobs: Vec<String> = ["config", "kernel", "rootfs"]
+            .iter()
+            .map(|k| store.put_blob(format!("{k} {seed}").as_bytes()).unwrap())
+            .collect();
+        let names: Vec<Reference> = names.iter().map(|n| Reference::parse(n).unwrap()).collect();
+        store
+            .add_image(
+                format!("manifest {seed}").as_bytes(),
+                [&blobs[0], &blobs[1], &blobs[2]],
+                &names,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn names_resolve_move_and_go_with_their_images() {
+        let s = store("names");
+        let a = image(&s, "a", &["hello", "localhost:5000/team/hello:1.0"]);
+        assert_eq!(a.names, ["hello:latest", "localhost:5000/team/hello:1.0"]);
+        assert_eq!(s.resolve("hello").unwrap(), a);
+        assert_eq!(s.resolve(&a.digest).unwrap(), a);
+        assert_eq!(s.resolve(&a.digest[7..15]).unwrap(), a);
+        let pinned = format!("localhost:5000/team/hello@{}", a.digest);
+        assert_eq!(s.resolve(&pinned).unwrap(), a);
+        assert!(matches!(s.resolve("nothing"), Err(StoreError::NotFound(_))));
+        // A name given to another image moves there.
+        let b = image(&s, "b", &["hello"]);
+        assert_eq!(s.resolve("hello").unwrap().digest, b.digest);
+        assert_eq!(
+            s.resolve(&a.digest).unwrap().names,
+            ["localhost:5000/team/hello:1.0"]
+        );
+        // The last name takes the image and its blobs with it.
+        let r = s.remove("localhost:5000/team/hello:1.0").unwrap();
+        assert_eq!(r.deleted.as_deref(), Some(a.digest.as_str()));
+        assert_eq!(r.blobs_freed, 4);
+        assert!(!s.has_blob(&a.kernel) && s.has_blob(&b.kernel));
+        assert_eq!(s.images().unwrap(), [b]);
+    }
+
+    #[test]
+    fn shared_blobs_stay_while_an_image_uses_them() {
+        let s = store("shared");
+        let a = image(&s, "a", &["a"]);
+        // Same kernel as `a`, other config and rootfs.
+        let config = s.put_blob(b"config b").unwrap();
+        let rootfs = s.put_blob(b"rootfs b").unwrap();
+        let b = s
+            .add_image(
+                b"manifest b",
+                [&config, &a.kernel, &rootfs],
+                &[Reference::parse("b").unwrap()],
+            )
+            .unwrap();
+        let r = s.remove(&a.digest).unwrap();
+        assert_eq!(r.blobs_freed, 3, "the shared kernel stays");
+        assert!(s.has_blob(&b.kernel));
+        assert!(s.parts(&b, "b").is_ok());
+        // A missing blob is named, not booted.
+        std::fs::remove_file(s.blob_path(&b.rootfs).unwrap()).unwrap();
+        assert!(matches!(
+            s.parts(&b, "b"),
+            Err(StoreError::MissingBlob { .. })
+        ));
+    }
+
+    #[test]
+    fn prefixes_must_be_unique_and_the_index_must_be_kiln_s() {
+        let s = store("index");
+        let images = [image(&s, "0", &[]), image(&s, "1", &[])];
+        let d = &images[0].digest[7..13];
+        assert_eq!(s.resolve(d).unwrap(), images[0]);
+        assert!(
+            matches!(s.resolve(&d[..5]), Err(StoreError::NotFound(_))),
+            "too short"
+        );
+        // Two images whose digests share the prefix: refused, not guessed.
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.root().join("images.json")).unwrap()).unwrap();
+        raw["images"][1]["digest"] = images[0].digest.clone().into();
+        std::fs::write(s.root().join("images.json"), raw.to_string()).unwrap();
+        assert!(matches!(s.resolve(d), Err(StoreError::Ambiguous(_))));
+        std::fs::write(
+            s.root().join("images.json"),
+            "{\"version\": 7, \"images\": []}",
+        )
+        .unwrap();
+        let e = s.images().unwrap_err().to_string();
+        assert!(e.contains("version 7"), "{e}");
+        std::fs::write(s.root().join("images.json"), "[]").unwrap();
+        assert!(matches!(s.images(), Err(StoreError::Index { .. })));
+    }
+}
