@@ -154,7 +154,8 @@ pub fn lookup(registry: &str, files: &[PathBuf]) -> Result<Option<Credentials>, 
                 .split('/')
                 .next()
                 .unwrap_or_default();
-            if host == registry {
+            let hub = |h: &str| super::client::DOCKER_HUB.contains(&h);
+            if host == registry || (hub(host) && hub(registry)) {
                 if let Some(c) = entry_credentials(path, entry)? {
                     return Ok(Some(c));
                 }
@@ -341,7 +342,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             &docker,
-            r#"{"auths": {"https://registry.example.com/v1/": {"auth": "ZG9jazpod2Fs"}},
+            r#"{"auths": {"https://registry.example.com/v1/": {"auth": "ZG9jazpod2Fs"},
+                          "https://index.docker.io/v1/": {"username": "hub", "password": "pw"}},
                 "credsStore": "desktop"}"#,
         )
         .unwrap();
@@ -358,6 +360,11 @@ mod tests {
             ("dock", "hwal")
         );
         assert_eq!(lookup("other:1", &files).unwrap(), None);
+        // Docker Hub's entry answers for docker.io.
+        assert_eq!(
+            lookup("docker.io", &files).unwrap().unwrap().username,
+            "hub"
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&kiln).unwrap().permissions().mode() & 0o777,

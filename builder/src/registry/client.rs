@@ -110,6 +110,24 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
 
+/// Docker Hub's names for itself.
+pub const DOCKER_HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+
+/// Where the API of `registry` is, and the repository path it knows:
+/// Docker Hub answers at registry-1.docker.io and keeps single-name
+/// repositories under `library/`; every other registry is itself.
+pub fn endpoint(registry: &str, repository: &str) -> (String, String) {
+    if DOCKER_HUB.contains(&registry) {
+        let repository = if repository.contains('/') {
+            repository.to_owned()
+        } else {
+            format!("library/{repository}")
+        };
+        return ("registry-1.docker.io".into(), repository);
+    }
+    (registry.into(), repository.into())
+}
+
 impl Client {
     /// A client for `reference`'s repository; `push` asks for push rights
     /// when a token service is involved.
@@ -160,14 +178,12 @@ impl Client {
         }
         let scheme = if opts.plain_http { "http" } else { "https" };
         let action = if push { "pull,push" } else { "pull" };
+        let (host, repository) = endpoint(&registry, &reference.repository);
         Ok(Self {
             agent: ureq::Agent::new_with_config(config.build()),
-            base: format!("{scheme}://{registry}"),
-            scopes: Mutex::new(vec![format!(
-                "repository:{}:{action}",
-                reference.repository
-            )]),
-            repository: reference.repository.clone(),
+            base: format!("{scheme}://{host}"),
+            scopes: Mutex::new(vec![format!("repository:{repository}:{action}")]),
+            repository,
             credentials: opts.credentials.clone(),
             basic: Mutex::new(false),
             token: Mutex::new(None),
@@ -616,5 +632,35 @@ impl Client {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_has_its_own_api_host_and_library_namespace() {
+        assert_eq!(
+            endpoint("docker.io", "hello"),
+            ("registry-1.docker.io".into(), "library/hello".into())
+        );
+        assert_eq!(
+            endpoint("index.docker.io", "team/app"),
+            ("registry-1.docker.io".into(), "team/app".into())
+        );
+        assert_eq!(
+            endpoint("localhost:5000", "hello"),
+            ("localhost:5000".into(), "hello".into())
+        );
+        assert_eq!(
+            encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        assert!(
+            is_loopback("127.0.0.1:5000")
+                && is_loopback("localhost")
+                && !is_loopback("example.com:443")
+        );
     }
 }
