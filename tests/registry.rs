@@ -451,6 +451,21 @@ fn lying_registries_are_refused_and_leave_nothing_behind() {
             "{mode:?} left something in the store"
         );
     }
+    // Nobody listening at all.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let home = dir.join("home-refused");
+    failed(
+        kiln_at(
+            &home,
+            &["pull", "--plain-http", &format!("127.0.0.1:{port}/hello:1")],
+        ),
+        "nothing listening",
+        "Connection refused",
+    );
+    assert!(store_is_empty(&home));
     // A pinned digest the registry does not honour.
     let proxy = Proxy::start(reg.port, ProxyMode::AlterManifests);
     let o = ok(
