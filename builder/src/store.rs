@@ -155,13 +155,13 @@ impl Store {
         PathBuf::from(env("HOME").unwrap_or_else(|| "/".into())).join(".local/share/kiln")
     }
 
-    /// Opens (creating if needed) the store at `root`.
+    /// The store at `root`. Nothing is created until something is stored,
+    /// so reading (or booting a `.kiln` file) works where `root` cannot be
+    /// written.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the directories cannot be made.
+    /// None today; kept fallible for stores that need checks on opening.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        let blobs = root.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
         Ok(Self { root: root.into() })
     }
 
@@ -196,6 +196,9 @@ impl Store {
         }
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let result = (|| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             std::fs::write(&tmp, data)?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
             std::fs::rename(&tmp, &path)
@@ -208,6 +211,7 @@ impl Store {
     }
 
     fn lock(&self) -> Result<Lock, StoreError> {
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let path = self.root.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
