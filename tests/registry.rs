@@ -152,7 +152,7 @@ fn push_delete_pull_run_gives_the_same_output() {
     );
     assert_eq!(stdout(&o), stdout(&expected));
     assert!(
-        stderr(&o).contains("not in the local store; pulling it"),
+        stderr(&o).contains("not in the local store; pulling"),
         "{}",
         stderr(&o)
     );
@@ -162,6 +162,30 @@ fn push_delete_pull_run_gives_the_same_output() {
         "run REF (local)",
     );
     assert!(!stderr(&o).contains("pulling"), "{}", stderr(&o));
+    // --pull always asks the registry again (nothing new to fetch);
+    // --pull never refuses an image the store does not have.
+    let o = ok(
+        kiln_at(
+            &puller,
+            &[
+                "run",
+                "--pull",
+                "always",
+                "--plain-http",
+                &reference,
+                "--",
+                "x",
+            ],
+        ),
+        "run --pull always",
+    );
+    assert!(stderr(&o).contains("already stored"), "{}", stderr(&o));
+    assert_eq!(stdout(&o), stdout(&expected));
+    failed(
+        kiln_at(&dir.join("never"), &["run", "--pull", "never", &reference]),
+        "run --pull never",
+        "in the local store",
+    );
     // By digest, into another fresh store.
     let by_digest = dir.join("by-digest");
     let o = ok(

@@ -11,6 +11,17 @@ use kiln_builder::registry;
 use kiln_builder::run::{self, RunOptions};
 use kiln_vmm::Ending;
 
+/// When `kiln run REF` pulls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pull {
+    /// When the image is not in the local store
+    Missing,
+    /// Every time (the tag may have moved)
+    Always,
+    /// Never: an image missing from the store is an error
+    Never,
+}
+
 /// Boot an image and run its program.
 #[derive(clap::Args)]
 #[command(
@@ -57,9 +68,10 @@ pub struct Args {
     #[arg(long)]
     stats: bool,
 
-    /// Never pull: fail when the image is not in the local store
-    #[arg(long)]
-    no_pull: bool,
+    /// When to pull a REF with a registry: when it is not in the local store,
+    /// always (to pick up a moved tag), or never
+    #[arg(long, value_enum, default_value_t = Pull::Missing, value_name = "WHEN")]
+    pull: Pull,
 
     #[command(flatten)]
     registry: super::RegistryArgs,
@@ -73,27 +85,28 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         None => None,
     };
     let store = super::store()?;
-    let parts = match super::open_image_to_boot(&args.image, &store) {
-        Ok((parts, _)) => parts,
-        Err(e) if super::not_stored(&e) && !args.no_pull => {
-            // Not here: a reference with a registry is pulled first.
-            let Some(reference) = Reference::parse(&args.image)
-                .ok()
-                .filter(|r| r.registry.is_some())
-            else {
-                return Err(e);
-            };
-            let opts = args
-                .registry
-                .options(reference.registry.as_deref(), &store)?;
-            let progress = Progress::new(false);
-            progress.line(&format!(
-                "kiln: {reference} is not in the local store; pulling it"
-            ));
-            let image = registry::pull(&store, &reference, &opts, &progress)?;
-            store.parts(&image, &args.image)?
-        }
-        Err(e) => return Err(e),
+    let remote = Reference::parse(&args.image)
+        .ok()
+        .filter(|r| r.registry.is_some() && !super::is_file_name(&args.image));
+    let pull = |reference: &Reference, why: &str| -> Result<_> {
+        let opts = args
+            .registry
+            .options(reference.registry.as_deref(), &store)?;
+        let progress = Progress::new(false);
+        progress.line(&format!("kiln: {why}; pulling {reference}"));
+        let image = registry::pull(&store, reference, &opts, &progress)?;
+        Ok(store.parts(&image, &args.image)?)
+    };
+    let parts = match (&remote, args.pull) {
+        (Some(reference), Pull::Always) => pull(reference, "--pull always")?,
+        _ => match super::open_image_to_boot(&args.image, &store) {
+            Ok((parts, _)) => parts,
+            Err(e) if super::not_stored(&e) && args.pull == Pull::Missing => match &remote {
+                Some(reference) => pull(reference, "not in the local store")?,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        },
     };
     let opts = RunOptions {
         args: (!args.args.is_empty()).then_some(args.args),
