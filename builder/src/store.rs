@@ -63,6 +63,14 @@ pub enum StoreError {
         /// Where it should be.
         path: PathBuf,
     },
+    /// A stored blob changed after it was stored.
+    #[error("image {image} is damaged in the store: {reason}; remove it with `kiln rmi` and pull or import it again")]
+    Damaged {
+        /// The image.
+        image: String,
+        /// What does not match.
+        reason: String,
+    },
     /// A malformed name or digest.
     #[error(transparent)]
     Reference(#[from] crate::oci::reference::ReferenceError),
@@ -349,10 +357,10 @@ impl Store {
 
     /// The image's parts, for booting, exporting or pushing. Blobs were
     /// verified when they entered the store; here only their presence and
-    /// size are checked.
+    /// total size are checked.
     ///
     /// # Errors
-    /// [`StoreError::MissingBlob`].
+    /// [`StoreError::MissingBlob`] or [`StoreError::Damaged`].
     pub fn parts(&self, image: &StoredImage, label: &str) -> Result<ImageParts, StoreError> {
         let part = |(kind, digest): (SectionKind, &str)| -> Result<Part, StoreError> {
             let path = self.blob_path(digest)?;
@@ -375,12 +383,23 @@ impl Store {
             })
         };
         let [c, k, r] = image.blobs();
-        Ok(ImageParts {
+        let parts = ImageParts {
             label: label.into(),
             config: part(c)?,
             kernel: part(k)?,
             rootfs: part(r)?,
-        })
+        };
+        if parts.size() != image.size {
+            return Err(StoreError::Damaged {
+                image: label.into(),
+                reason: format!(
+                    "its blobs hold {} bytes, {} when they were stored",
+                    parts.size(),
+                    image.size
+                ),
+            });
+        }
+        Ok(parts)
     }
 
     /// Removes a name, or a whole image (given by digest, or by its last
@@ -551,6 +570,13 @@ mod tests {
         assert_eq!(r.blobs_freed, 3, "the shared kernel stays");
         assert!(s.has_blob(&b.kernel));
         assert!(s.parts(&b, "b").is_ok());
+        // A blob that changed size is damage, not an image.
+        let rootfs_path = s.blob_path(&b.rootfs).unwrap();
+        let mut perms = std::fs::metadata(&rootfs_path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        std::fs::set_permissions(&rootfs_path, perms).unwrap();
+        std::fs::write(&rootfs_path, b"rootfs b, longer").unwrap();
+        assert!(matches!(s.parts(&b, "b"), Err(StoreError::Damaged { .. })));
         // A missing blob is named, not booted.
         std::fs::remove_file(s.blob_path(&b.rootfs).unwrap()).unwrap();
         assert!(matches!(
