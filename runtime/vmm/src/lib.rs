@@ -7,6 +7,7 @@
 
 pub mod arch;
 pub mod bootinfo;
+pub mod cli;
 pub mod devices;
 pub mod loader;
 pub mod source;

@@ -11,17 +11,17 @@
 #![no_main]
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
+use kiln_vmm::cli::RunFlags;
 use kiln_vmm::devices::console::Console;
 use kiln_vmm::source::FileSlice;
 use kiln_vmm::timings::Timings;
 use kiln_vmm::vstate::kvm::Hypervisor;
-use kiln_vmm::{bootinfo, Ending, RunReport, VmConfig, VmmError};
+use kiln_vmm::{bootinfo, VmConfig, VmmError};
 
 /// Exit status for a failure of kiln-vmm or the guest kernel.
 const EXIT_VMM_FAILURE: u8 = 125;
@@ -72,25 +72,8 @@ struct Cli {
     #[arg(long, value_name = "GUEST_PATH")]
     path: Option<String>,
 
-    /// Stop the guest after this many seconds (exit status 124)
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
-
-    /// Print how long each boot phase took, on stderr
-    #[arg(long)]
-    timings: bool,
-
-    /// Write the boot phase timings as JSON to FILE
-    #[arg(long, value_name = "FILE")]
-    timings_json: Option<PathBuf>,
-
-    /// Print every system call the program makes (name, arguments, result), strace-style, on stderr
-    #[arg(long)]
-    trace_syscalls: bool,
-
-    /// Print KVM's exit and instruction-emulation counters for the run, on stderr
-    #[arg(long)]
-    stats: bool,
+    #[command(flatten)]
+    run: RunFlags,
 
     /// Kernel options (for example kiln.syscall_rewrite=0 to keep every SYSCALL trapping)
     #[arg(long, value_name = "OPTIONS", default_value = "")]
@@ -195,15 +178,7 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
     if !has_path {
         envp.insert(0, DEFAULT_PATH.as_bytes().to_vec());
     }
-    let timeout = match cli.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
-        Some(t) => {
-            return Err(Failure::vmm(format!(
-                "--timeout {t} must be a positive number of seconds"
-            )))
-        }
-        None => None,
-    };
+    let timeout = cli.run.timeout().map_err(Failure::vmm)?;
     Ok(VmConfig {
         kernel: find_kernel(cli.kernel.clone())?,
         module: program,
@@ -212,31 +187,11 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
         envp,
         memory_mib: cli.memory,
         timeout,
-        trace_syscalls: cli.trace_syscalls,
-        stats: cli.stats,
+        trace_syscalls: cli.run.trace_syscalls,
+        stats: cli.run.stats,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),
     })
-}
-
-fn report(cli: &Cli, run: &RunReport) -> Result<(), Failure> {
-    let mut err = std::io::stderr().lock();
-    if cli.timings {
-        let _ = write!(err, "{}", run.timings.table());
-    }
-    if let Some(line) = run.stats_line() {
-        let _ = writeln!(err, "kiln-vmm {line}");
-    }
-    if let Some(path) = &cli.timings_json {
-        let mut doc = run.json();
-        if let Some(ms) = kiln_vmm::timings::spawn_to_main_ms() {
-            doc["spawn_to_main_ms"] = serde_json::json!(ms);
-        }
-        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        kiln_vmm::write_atomically(path, text.as_bytes())
-            .map_err(|e| Failure::vmm(format!("cannot write {}: {e}", path.display())))?;
-    }
-    Ok(())
 }
 
 #[no_mangle]
@@ -257,19 +212,13 @@ fn real_main() -> libc::c_int {
     let outcome = config(&cli).and_then(|config| {
         let hv = Hypervisor::open()?;
         let run = kiln_vmm::run(&hv, &config, Console::stdio(), Timings::new(start))?;
-        report(&cli, &run)?;
+        cli.run
+            .report("kiln-vmm", &run)
+            .map_err(|e| Failure::vmm(e.to_string()))?;
         Ok(run)
     });
     match outcome {
-        Ok(run) => {
-            if let Ending::TimedOut = run.ending {
-                eprintln!(
-                    "kiln-vmm: the guest ran longer than --timeout {}s and was stopped",
-                    cli.timeout.unwrap_or_default()
-                );
-            }
-            libc::c_int::from(run.exit_status())
-        }
+        Ok(run) => libc::c_int::from(run.exit_status()),
         Err(f) => {
             eprintln!("kiln-vmm: {}", f.message);
             libc::c_int::from(f.status)

@@ -1,15 +1,13 @@
 //! `kiln run IMAGE [-- ARGS]`.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use kiln_builder::oci::reference::Reference;
 use kiln_builder::progress::Progress;
 use kiln_builder::registry;
 use kiln_builder::run::{self, RunOptions};
-use kiln_vmm::Ending;
+use kiln_vmm::cli::RunFlags;
 
 /// When `kiln run REF` pulls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -48,25 +46,8 @@ pub struct Args {
     #[arg(long, value_name = "MiB")]
     memory: Option<u64>,
 
-    /// Stop the guest after this many seconds (exit status 124)
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
-
-    /// Print how long each boot phase took, on stderr
-    #[arg(long)]
-    timings: bool,
-
-    /// Write the boot phase timings as JSON to FILE
-    #[arg(long, value_name = "FILE")]
-    timings_json: Option<PathBuf>,
-
-    /// Print every system call the program makes, strace-style, on stderr
-    #[arg(long)]
-    trace_syscalls: bool,
-
-    /// Print KVM's exit and instruction-emulation counters, on stderr
-    #[arg(long)]
-    stats: bool,
+    #[command(flatten)]
+    run: RunFlags,
 
     /// When to pull a REF with a registry: when it is not in the local store,
     /// always (to pick up a moved tag), or never
@@ -79,11 +60,7 @@ pub struct Args {
 
 /// Runs `kiln run`.
 pub fn run(args: Args, start: Instant) -> Result<u8> {
-    let timeout = match args.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
-        Some(t) => bail!("--timeout {t} must be a positive number of seconds"),
-        None => None,
-    };
+    let timeout = args.run.timeout().map_err(anyhow::Error::msg)?;
     let store = super::store()?;
     let remote = Reference::parse(&args.image)
         .ok()
@@ -113,30 +90,10 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         env: args.env,
         memory_mib: args.memory,
         timeout,
-        trace_syscalls: args.trace_syscalls,
-        stats: args.stats,
+        trace_syscalls: args.run.trace_syscalls,
+        stats: args.run.stats,
     };
     let report = run::run(&parts, &opts, start)?;
-    let mut err = std::io::stderr().lock();
-    if args.timings {
-        let _ = write!(err, "{}", report.timings.table());
-    }
-    if let Some(line) = report.stats_line() {
-        let _ = writeln!(err, "kiln {line}");
-    }
-    if let Some(path) = &args.timings_json {
-        let mut doc = report.json();
-        if let Some(ms) = kiln_vmm::timings::spawn_to_main_ms() {
-            doc["spawn_to_main_ms"] = serde_json::json!(ms);
-        }
-        let text = serde_json::to_string_pretty(&doc)?;
-        kiln_vmm::write_atomically(path, text.as_bytes())?;
-    }
-    if report.ending == Ending::TimedOut {
-        let _ = writeln!(
-            err,
-            "kiln: the guest ran longer than --timeout and was stopped"
-        );
-    }
+    args.run.report("kiln", &report)?;
     Ok(report.exit_status())
 }

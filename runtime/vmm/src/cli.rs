@@ -1,0 +1,83 @@
+//! The options `kiln-vmm` and `kiln run` share — timeout, timings, syscall
+//! trace, KVM counters — and what both print about a finished run, so the
+//! two commands behave alike.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Ending, RunReport};
+
+/// How to watch and limit one run.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RunFlags {
+    /// Stop the guest after this many seconds (exit status 124)
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+
+    /// Print how long each boot phase took, on stderr
+    #[arg(long)]
+    pub timings: bool,
+
+    /// Write the boot phase timings as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    pub timings_json: Option<PathBuf>,
+
+    /// Print every system call the program makes (name, arguments, result), strace-style, on stderr
+    #[arg(long)]
+    pub trace_syscalls: bool,
+
+    /// Print KVM's exit and instruction-emulation counters for the run, on stderr
+    #[arg(long)]
+    pub stats: bool,
+}
+
+impl RunFlags {
+    /// `--timeout` as a duration.
+    ///
+    /// # Errors
+    /// A message when it is not a positive number of seconds.
+    pub fn timeout(&self) -> Result<Option<Duration>, String> {
+        match self.timeout {
+            Some(t) if t.is_finite() && t > 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+            Some(t) => Err(format!(
+                "--timeout {t} must be a positive number of seconds"
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Prints what was asked for about `run` on stderr (lines start with
+    /// `tool`) and writes the `--timings-json` file (with the spawn-to-main
+    /// time when the launcher gave `KILN_SPAWN_MONO_NS`).
+    ///
+    /// # Errors
+    /// When the JSON file cannot be written.
+    pub fn report(&self, tool: &str, run: &RunReport) -> std::io::Result<()> {
+        let mut err = std::io::stderr().lock();
+        if self.timings {
+            let _ = write!(err, "{}", run.timings.table());
+        }
+        if let Some(line) = run.stats_line() {
+            let _ = writeln!(err, "{tool} {line}");
+        }
+        if let Some(path) = &self.timings_json {
+            let mut doc = run.json();
+            if let Some(ms) = crate::timings::spawn_to_main_ms() {
+                doc["spawn_to_main_ms"] = serde_json::json!(ms);
+            }
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            crate::write_atomically(path, text.as_bytes()).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
+        if run.ending == Ending::TimedOut {
+            let _ = writeln!(
+                err,
+                "{tool}: the guest ran longer than --timeout {}s and was stopped",
+                self.timeout.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
