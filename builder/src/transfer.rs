@@ -149,24 +149,23 @@ pub fn import_file(
     names: &[Reference],
 ) -> Result<StoredImage, TransferError> {
     let parts = ImageParts::from_image(image);
-    let artifact = oci::artifact(&parts)?;
-    store_parts(store, &parts, &artifact.manifest, names)
+    let raw = oci::read_parts(&parts)?;
+    let artifact = oci::artifact(&parts, &raw)?;
+    store_parts(store, &raw, &artifact.manifest, names)
 }
 
-/// Copies `parts` into the store as the image whose manifest is
-/// `manifest` (built from them), under `names`.
+/// Copies an image's part bytes `raw` into the store as the image whose
+/// manifest is `manifest` (built from them), under `names`.
 ///
 /// # Errors
 /// [`TransferError`].
 pub fn store_parts(
     store: &Store,
-    parts: &ImageParts,
+    raw: &oci::RawParts,
     manifest: &[u8],
     names: &[Reference],
 ) -> Result<StoredImage, TransferError> {
-    let mut digests = Vec::new();
-    for part in parts.all() {
-        digests.push(store.put_blob(&oci::read_part(part)?)?);
-    }
+    let [c, k, r] = raw;
+    let digests = [store.put_blob(c)?, store.put_blob(k)?, store.put_blob(r)?];
     Ok(store.add_image(manifest, [&digests[0], &digests[1], &digests[2]], names)?)
 }

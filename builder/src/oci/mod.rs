@@ -210,24 +210,37 @@ pub fn read_part(part: &Part) -> Result<Vec<u8>, OciError> {
     })
 }
 
-/// Builds the artifact of an image (compressing its layers).
+/// An image's config, kernel and rootfs bytes, read once for the work that
+/// needs them (building the artifact, copying into the store).
+pub type RawParts = [Vec<u8>; 3];
+
+/// Reads the bytes of `parts`, in image order.
 ///
 /// # Errors
-/// [`OciError::Io`] when a part cannot be read.
-pub fn artifact(parts: &ImageParts) -> Result<Artifact, OciError> {
+/// [`OciError::Io`] naming the part that cannot be read.
+pub fn read_parts(parts: &ImageParts) -> Result<RawParts, OciError> {
+    let [c, k, r] = parts.all();
+    Ok([read_part(c)?, read_part(k)?, read_part(r)?])
+}
+
+/// Builds the artifact of an image (compressing its layers) from its parts
+/// and their bytes `raw` (see [`read_parts`]).
+///
+/// # Errors
+/// [`OciError`] when the manifest cannot be encoded.
+pub fn artifact(parts: &ImageParts, raw: &RawParts) -> Result<Artifact, OciError> {
     let mut blobs = Vec::new();
-    for part in parts.all() {
-        let raw = read_part(part)?;
+    for (part, raw) in parts.all().into_iter().zip(raw) {
         let blob = if part.kind == SectionKind::Config {
             Blob {
                 kind: part.kind,
                 media_type: part.kind.media_type().into(),
-                digest: sha256_digest(&raw),
-                data: raw,
+                digest: sha256_digest(raw),
+                data: raw.clone(),
                 uncompressed: None,
             }
         } else {
-            let data = gzip(&raw);
+            let data = gzip(raw);
             Blob {
                 kind: part.kind,
                 media_type: layer_media_type(part.kind, true),

@@ -156,7 +156,8 @@ pub fn push(
     opts: &RegistryOptions,
     progress: &Progress,
 ) -> Result<PushReport, RegistryError> {
-    let artifact = oci::artifact(parts)?;
+    let raw = oci::read_parts(parts)?;
+    let artifact = oci::artifact(parts, &raw)?;
     if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
         return Err(RegistryError::Lies {
             what: reference.to_string(),
@@ -213,7 +214,7 @@ pub fn push(
         });
     }
     let names = reference.store_names();
-    transfer::store_parts(store, parts, &artifact.manifest, &names)?;
+    transfer::store_parts(store, &raw, &artifact.manifest, &names)?;
     Ok(PushReport {
         digest: artifact.digest,
         blobs: outcomes,

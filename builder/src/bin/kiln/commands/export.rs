@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<u8> {
         if let Err(e) = Reference::parse(&name) {
             anyhow::bail!("--name: {e}");
         }
-        let artifact = oci::artifact(&parts)?;
+        let artifact = oci::artifact(&parts, &oci::read_parts(&parts)?)?;
         let layout = Layout::create(dir)?;
         layout.write(&artifact, Some(&name))?;
         eprintln!(
