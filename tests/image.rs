@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{
-    build, build_ok, kiln, kvm_or_skip, manifest_path, prepare, scratch, status, stderr, stdout,
+    build, build_ok, built_image, kiln, kvm_or_skip, manifest_path, prepare, scratch, status,
+    stderr, stdout,
 };
 
 fn run(image: &Path, args: &[&str]) -> Output {
@@ -26,9 +27,7 @@ fn hello_image_boots_like_the_native_program() {
     if !kvm_or_skip("hello_image_boots_like_the_native_program") {
         return;
     }
-    let dir = scratch("hello");
-    let image = dir.join("hello.kiln");
-    build_ok(&manifest_path("hello"), &image);
+    let (_, image) = built_image("hello", "hello");
     let size = std::fs::metadata(&image).unwrap().len();
     assert!(
         size <= 512 << 10,
@@ -62,9 +61,7 @@ fn hello_rust_image_boots() {
     if !kvm_or_skip("hello_rust_image_boots") {
         return;
     }
-    let dir = scratch("hello-rust");
-    let image = dir.join("hello-rust.kiln");
-    build_ok(&manifest_path("hello-rust"), &image);
+    let (_, image) = built_image("hello-rust", "hello-rust");
     let out = run(&image, &["x"]);
     assert_eq!(status(&out), 0, "{}", stderr(&out));
     let host = native_as(
@@ -104,9 +101,7 @@ fn builds_are_reproducible() {
 
 #[test]
 fn inspect_shows_sections_analysis_and_files() {
-    let dir = scratch("inspect");
-    let image = dir.join("hello.kiln");
-    build_ok(&manifest_path("hello"), &image);
+    let (_, image) = built_image("inspect", "hello");
     let out = kiln()
         .arg("inspect")
         .arg("--json")
@@ -141,9 +136,7 @@ fn inspect_shows_sections_analysis_and_files() {
 
 #[test]
 fn export_writes_the_rootfs_section_as_a_tar_archive() {
-    let dir = scratch("export");
-    let image = dir.join("hello.kiln");
-    build_ok(&manifest_path("hello"), &image);
+    let (dir, image) = built_image("export", "hello");
     let tar = dir.join("rootfs.tar");
     let out = kiln()
         .arg("export")
@@ -519,9 +512,7 @@ fn busybox_script_appliance_runs_its_script() {
         xtask::host::has("busybox"),
         "busybox is missing (Debian package busybox-static): run `cargo xtask deps`"
     );
-    let dir = scratch("busybox");
-    let image = dir.join("busybox-sh.kiln");
-    build_ok(&manifest_path("busybox-sh"), &image);
+    let (_, image) = built_image("busybox", "busybox-sh");
     let out = run(&image, &[]);
     assert_eq!(status(&out), 0, "{}", stderr(&out));
     assert_eq!(
@@ -539,9 +530,7 @@ fn dynamic_debian_program_runs_with_its_libraries() {
     if !kvm_or_skip("dynamic_debian_program_runs_with_its_libraries") {
         return;
     }
-    let dir = scratch("dynamic");
-    let image = dir.join("sha256sum.kiln");
-    build_ok(&manifest_path("sha256sum"), &image);
+    let (_, image) = built_image("dynamic", "sha256sum");
     let size = std::fs::metadata(&image).unwrap().len();
     assert!(
         size <= 4 << 20,

@@ -8,8 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    build_ok, kiln_at, kvm_or_skip, manifest_path, ok, prepare, scratch, skopeo, status, stderr,
-    stdout,
+    build_ok, built_image, kiln_at, kvm_or_skip, manifest_path, ok, prepare, skopeo, status,
+    stderr, stdout,
 };
 
 /// Names in `kiln images --json`.
@@ -29,19 +29,12 @@ fn blob_files(dir: &Path) -> Vec<String> {
     v
 }
 
-fn built(test: &str, manifest: &str) -> (PathBuf, PathBuf) {
-    let dir = scratch(test);
-    let image = dir.join(format!("{manifest}.kiln"));
-    build_ok(&manifest_path(manifest), &image);
-    (dir, image)
-}
-
 #[test]
 fn store_round_trip_through_an_oci_layout_and_skopeo() {
     if !kvm_or_skip("store_round_trip_through_an_oci_layout_and_skopeo") {
         return;
     }
-    let (dir, image) = built("oci-roundtrip", "hello");
+    let (dir, image) = built_image("oci-roundtrip", "hello");
     let home = dir.join("home");
     let image_s = image.to_str().unwrap();
     let from_file = ok(kiln_at(&home, &["run", image_s, "--", "x"]), "run file");
@@ -148,7 +141,7 @@ fn store_round_trip_through_an_oci_layout_and_skopeo() {
 #[test]
 fn images_with_the_same_kernel_store_it_once() {
     prepare();
-    let (dir, hello) = built("oci-shared", "hello");
+    let (dir, hello) = built_image("oci-shared", "hello");
     let sha = dir.join("sha256sum.kiln");
     build_ok(&manifest_path("sha256sum"), &sha);
     let home = dir.join("home");
@@ -217,7 +210,7 @@ fn blob(layout: &Path, digest: &serde_json::Value) -> PathBuf {
 #[test]
 fn damaged_layouts_are_refused_and_leave_nothing_behind() {
     prepare();
-    let (dir, image) = built("oci-damaged", "hello");
+    let (dir, image) = built_image("oci-damaged", "hello");
     type Damage = fn(&Path, &serde_json::Value);
     let cases: [(&str, Damage, &str); 6] = [
         (

@@ -8,12 +8,11 @@ mod common;
 #[path = "common/registry.rs"]
 mod registry_harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::{
-    build_ok, kiln, kiln_at, kvm_or_skip, manifest_path, ok, prepare, scratch, skopeo, status,
-    stderr, stdout,
+    built_image, kiln, kiln_at, kvm_or_skip, ok, prepare, skopeo, status, stderr, stdout,
 };
 use registry_harness::{Proxy, ProxyMode, Registry, RegistrySetup};
 
@@ -25,12 +24,6 @@ fn failed(o: Output, what: &str, needle: &str) -> String {
         "{what}: expected {needle:?} in: {err}"
     );
     err
-}
-
-fn built(dir: &Path, manifest: &str) -> PathBuf {
-    let image = dir.join(format!("{manifest}.kiln"));
-    build_ok(&manifest_path(manifest), &image);
-    image
 }
 
 fn store_is_empty(home: &Path) -> bool {
@@ -45,8 +38,7 @@ fn push_delete_pull_run_gives_the_same_output() {
     if !kvm_or_skip("push_delete_pull_run_gives_the_same_output") {
         return;
     }
-    let dir = scratch("reg-roundtrip");
-    let image = built(&dir, "hello");
+    let (dir, image) = built_image("reg-roundtrip", "hello");
     let image_s = image.to_str().unwrap();
     let reg = Registry::start("roundtrip", &RegistrySetup::default());
     let host = reg.host();
@@ -213,8 +205,7 @@ fn push_delete_pull_run_gives_the_same_output() {
 #[test]
 fn chunked_uploads_and_pulls_through_a_proxy() {
     prepare();
-    let dir = scratch("reg-chunked");
-    let image = built(&dir, "sha256sum");
+    let (dir, image) = built_image("reg-chunked", "sha256sum");
     let reg = Registry::start("chunked", &RegistrySetup::default());
     let proxy = Proxy::start(reg.port, ProxyMode::Pass);
     let reference = format!("{}/chunked:1", proxy.host());
@@ -254,8 +245,7 @@ fn chunked_uploads_and_pulls_through_a_proxy() {
 #[test]
 fn basic_auth_login_and_docker_config() {
     prepare();
-    let dir = scratch("reg-basic");
-    let image = built(&dir, "hello");
+    let (dir, image) = built_image("reg-basic", "hello");
     let image_s = image.to_str().unwrap();
     let reg = Registry::start(
         "basic",
@@ -350,8 +340,7 @@ fn basic_auth_login_and_docker_config() {
 #[test]
 fn tls_with_a_private_ca() {
     prepare();
-    let dir = scratch("reg-tls");
-    let image = built(&dir, "hello");
+    let (dir, image) = built_image("reg-tls", "hello");
     let image_s = image.to_str().unwrap();
     let reg = Registry::start(
         "tls",
@@ -399,8 +388,7 @@ fn tls_with_a_private_ca() {
 #[test]
 fn bearer_tokens_from_the_registry_token_service() {
     prepare();
-    let dir = scratch("reg-bearer");
-    let image = built(&dir, "hello");
+    let (dir, image) = built_image("reg-bearer", "hello");
     let image_s = image.to_str().unwrap();
     let reg = Registry::start("bearer", &RegistrySetup::default());
     let proxy = Proxy::start(reg.port, ProxyMode::Bearer("robot".into(), "t0ken".into()));
@@ -440,8 +428,7 @@ fn bearer_tokens_from_the_registry_token_service() {
 #[test]
 fn lying_registries_are_refused_and_leave_nothing_behind() {
     prepare();
-    let dir = scratch("reg-lying");
-    let image = built(&dir, "hello");
+    let (dir, image) = built_image("reg-lying", "hello");
     let reg = Registry::start("lying", &RegistrySetup::default());
     let honest = format!("{}/hello:1", reg.host());
     ok(

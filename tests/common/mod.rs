@@ -168,3 +168,12 @@ pub fn skopeo(args: &[&str]) -> Output {
         .output()
         .expect("skopeo runs")
 }
+
+/// A fresh scratch directory for `test` holding `manifests/MANIFEST.toml`
+/// built into `MANIFEST.kiln`: (directory, image).
+pub fn built_image(test: &str, manifest: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(test);
+    let image = dir.join(format!("{manifest}.kiln"));
+    build_ok(&manifest_path(manifest), &image);
+    (dir, image)
+}
