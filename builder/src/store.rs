@@ -166,11 +166,8 @@ impl Store {
     /// The store at `root`. Nothing is created until something is stored,
     /// so reading (or booting a `.kiln` file) works where `root` cannot be
     /// written.
-    ///
-    /// # Errors
-    /// None today; kept fallible for stores that need checks on opening.
-    pub fn open(root: &Path) -> Result<Self, StoreError> {
-        Ok(Self { root: root.into() })
+    pub fn open(root: &Path) -> Self {
+        Self { root: root.into() }
     }
 
     /// The store's directory.
@@ -508,7 +505,7 @@ mod tests {
     fn store(test: &str) -> Store {
         let dir = std::env::temp_dir().join(format!("kiln-store-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Store::open(&dir).unwrap()
+        Store::open(&dir)
     }
 
     fn image(store: &Store, seed: &str, names: &[&str]) -> StoredImage {

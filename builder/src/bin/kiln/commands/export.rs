@@ -45,7 +45,7 @@ pub struct Args {
 
 /// Runs `kiln export`.
 pub fn run(args: Args) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let (parts, stored) = super::open_image(&args.image, &store)?;
     if let Some(dir) = &args.oci_layout {
         let name = match &args.name {

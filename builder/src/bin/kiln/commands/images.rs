@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Runs `kiln images`.
 pub fn run(args: Args) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let images = store.images()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);

@@ -19,7 +19,7 @@ pub struct Args {
 
 /// Runs `kiln inspect`.
 pub fn run(args: Args) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let (parts, stored) = super::open_image(&args.image, &store)?;
     let config =
         BootConfig::from_bytes(&oci::read_part(&parts.config)?).map_err(anyhow::Error::msg)?;

@@ -55,7 +55,7 @@ fn registry_reference(registry: &str) -> Result<Reference> {
 
 /// Runs `kiln login`.
 pub fn login(args: LoginArgs) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let reference = registry_reference(&args.registry)?;
     let password = match (args.password, args.password_stdin) {
         (Some(p), _) => p,
@@ -92,7 +92,7 @@ pub fn login(args: LoginArgs) -> Result<u8> {
 
 /// Runs `kiln logout`.
 pub fn logout(args: LogoutArgs) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let file = auth::kiln_auth_file(store.root());
     if auth::forget(&file, &args.registry)? {
         eprintln!("kiln: removed the credentials for {}", args.registry);

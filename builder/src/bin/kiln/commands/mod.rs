@@ -14,7 +14,7 @@ pub mod run;
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kiln_builder::image::Image;
 use kiln_builder::oci::reference::Reference;
 use kiln_builder::parts::ImageParts;
@@ -23,9 +23,8 @@ use kiln_builder::registry::{auth, RegistryOptions};
 use kiln_builder::store::{Store, StoreError, StoredImage};
 
 /// The local store (`$KILN_HOME`).
-pub fn store() -> Result<Store> {
-    let root = Store::default_root();
-    Store::open(&root).with_context(|| format!("opening the image store {}", root.display()))
+pub fn store() -> Store {
+    Store::open(&Store::default_root())
 }
 
 /// Whether `text` names an image file rather than a stored image: it

@@ -33,7 +33,7 @@ pub struct Args {
 
 /// Runs `kiln pull`.
 pub fn run(args: Args) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let reference = super::remote_reference(&args.reference)?;
     let opts = args
         .registry

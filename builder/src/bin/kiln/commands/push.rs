@@ -43,7 +43,7 @@ pub struct Args {
 
 /// Runs `kiln push`.
 pub fn run(args: Args) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let reference = super::remote_reference(&args.reference)?;
     let (parts, _) = super::open_image(&args.image, &store)?;
     let mut opts = args

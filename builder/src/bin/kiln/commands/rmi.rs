@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Runs `kiln rmi`.
 pub fn run(args: Args) -> Result<u8> {
-    let store = super::store()?;
+    let store = super::store();
     let mut failed = false;
     for r in &args.refs {
         match store.remove(r) {
