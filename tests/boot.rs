@@ -385,14 +385,18 @@ fn guest_kernel_runs_natively_on_pvm() {
         eprintln!("not a PVM host: the emulation count is not meaningful here");
         return;
     }
-    // Until the PV registration every guest instruction is emulated; a boot
-    // that registers first emulates only a handful (the registration
-    // sequence and a few traps), never thousands.
+    // Until the PV registration every guest instruction is emulated: the
+    // boot alone runs hundreds of thousands. A boot that registers first
+    // emulates only the registration sequence and the instructions that
+    // always trap — among them every CPUID, and glibc's start-up feature
+    // detection runs ~70 of them on Intel hosts (110 in all there, ~40 for
+    // a musl hello) — so the bound sits well above that and far below a
+    // kernel that is not native.
     let emulated = doc["kvm_stats"]["insn_emulation"]
         .as_u64()
         .expect("insn_emulation counter");
     assert!(
-        emulated < 100,
+        emulated < 1_000,
         "{emulated} emulated instructions: the kernel is not running natively"
     );
 }

@@ -142,18 +142,6 @@ pub unsafe fn xsetbv0(mask: u64) {
     }
 }
 
-/// Reads XCR0 (only valid once CR4.OSXSAVE is set).
-pub fn xcr0() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: XGETBV with ECX=0 reads XCR0; the kernel sets CR4.OSXSAVE
-    // before anything asks (callers only do when XSAVE is in use).
-    unsafe {
-        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
-             options(nomem, nostack, preserves_flags))
-    };
-    u64::from(lo) | (u64::from(hi) << 32)
-}
-
 /// Invalidates the TLB entry of one page.
 pub fn invlpg(addr: u64) {
     // SAFETY: INVLPG only drops a cached translation.

@@ -1,28 +1,51 @@
 //! Saving and restoring a thread's full FPU/SSE/AVX register state when
-//! the kernel switches threads (XSAVE with every state component XCR0
-//! enables; FXSAVE on CPUs without XSAVE). Within one thread, the entry
-//! stubs save XMM0-15 in the frame; the upper halves of the YMM/ZMM
+//! the kernel switches threads (XSAVE of the state components the kernel
+//! enabled in XCR0; FXSAVE on CPUs without XSAVE). Within one thread, the
+//! entry stubs save XMM0-15 in the frame; the upper halves of the YMM/ZMM
 //! registers are untouched by the kernel's SSE code and need saving only
 //! when another thread will run.
+//!
+//! XSAVE and XRSTOR are always given the kernel's own component mask, never
+//! "all ones": under PVM on Intel hosts the hardware XCR0 is the host's
+//! (XGETBV reads 0x600e7 there: AMX tile state included) while CPUID
+//! describes the guest's XCR0 (0xe7, a 2688-byte area), so an all-ones
+//! XSAVE writes the 8 KiB tile area past the end of the buffer.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::arch::asm;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes of one save area (0 until `init`).
 static AREA_SIZE: AtomicUsize = AtomicUsize::new(0);
-/// Whether XSAVE is in use.
-static USE_XSAVE: AtomicUsize = AtomicUsize::new(0);
+/// The XSAVE components the kernel enabled (0: XSAVE is not in use).
+static COMPONENTS: AtomicU64 = AtomicU64::new(0);
 
-/// Sizes the save area from CPUID (call after XCR0 is set).
-pub fn init(xsave: bool) {
-    let size = if xsave {
-        super::cpu::cpuid(0xd, 0).ebx as usize
-    } else {
-        512
+/// Bytes of the legacy (FXSAVE) region plus the XSAVE header.
+const XSAVE_HEADER_END: usize = 576;
+
+/// Sizes the save area for `components`, the XCR0 the kernel set (`None`
+/// when the CPU has no XSAVE and FXSAVE is used).
+pub fn init(components: Option<u64>) {
+    let size = match components {
+        // Each enabled component i >= 2 lies at CPUID.(0xD, i).EBX and
+        // spans EAX bytes in the standard format (Intel SDM vol. 1, 13.4.3).
+        Some(mask) => (2..64)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| {
+                let leaf = super::cpu::cpuid(0xd, i);
+                leaf.ebx as usize + leaf.eax as usize
+            })
+            .fold(XSAVE_HEADER_END, usize::max),
+        None => 512,
     };
-    AREA_SIZE.store(size.max(512), Ordering::Relaxed);
-    USE_XSAVE.store(usize::from(xsave), Ordering::Relaxed);
+    AREA_SIZE.store(size, Ordering::Relaxed);
+    COMPONENTS.store(components.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The component mask for XSAVE/XRSTOR, split into EAX and EDX.
+fn mask_halves() -> (u32, u32) {
+    let mask = COMPONENTS.load(Ordering::Relaxed);
+    (mask as u32, (mask >> 32) as u32)
 }
 
 /// One thread's saved register state (64-byte aligned, zero-initialised:
@@ -56,11 +79,12 @@ impl FpuState {
 
     /// Stores the CPU's current registers here.
     pub fn save(&self) {
-        // SAFETY: `area` is a 64-byte-aligned buffer of the size CPUID
-        // gives for the enabled components; EDX:EAX = all ones saves them all.
+        let (lo, hi) = mask_halves();
+        // SAFETY: `area` is a 64-byte-aligned buffer that holds every
+        // component of the mask in EDX:EAX (sized from CPUID in `init`).
         unsafe {
-            if USE_XSAVE.load(Ordering::Relaxed) != 0 {
-                asm!("xsave64 [{}]", in(reg) self.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+            if uses_xsave() {
+                asm!("xsave64 [{}]", in(reg) self.area, in("eax") lo, in("edx") hi, options(nostack));
             } else {
                 asm!("fxsave64 [{}]", in(reg) self.area, options(nostack));
             }
@@ -69,10 +93,12 @@ impl FpuState {
 
     /// Loads the registers saved here into the CPU.
     pub fn restore(&self) {
-        // SAFETY: the area holds a state saved by `save`.
+        let (lo, hi) = mask_halves();
+        // SAFETY: the area holds a state saved by `save` (or checked by
+        // `valid_image`) for the components of the mask.
         unsafe {
-            if USE_XSAVE.load(Ordering::Relaxed) != 0 {
-                asm!("xrstor64 [{}]", in(reg) self.area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
+            if uses_xsave() {
+                asm!("xrstor64 [{}]", in(reg) self.area, in("eax") lo, in("edx") hi, options(nostack));
             } else {
                 asm!("fxrstor64 [{}]", in(reg) self.area, options(nostack));
             }
@@ -102,7 +128,7 @@ pub fn area_size() -> usize {
 
 /// Whether save images are in XSAVE format.
 pub fn uses_xsave() -> bool {
-    USE_XSAVE.load(Ordering::Relaxed) != 0
+    COMPONENTS.load(Ordering::Relaxed) != 0
 }
 
 /// Offset of XMM0 in a save image.
@@ -127,7 +153,7 @@ pub fn valid_image(image: &[u8]) -> bool {
     if uses_xsave() {
         let xstate_bv = word(512);
         let xcomp_bv = word(520);
-        if xstate_bv & !super::cpu::xcr0() != 0 || xcomp_bv != 0 {
+        if xstate_bv & !COMPONENTS.load(Ordering::Relaxed) != 0 || xcomp_bv != 0 {
             return false;
         }
         if image[528..576].iter().any(|&b| b != 0) {

@@ -74,13 +74,14 @@ pub fn init(flavour: Flavour) {
         unsafe { cpu::write_cr4(new_cr4) };
         cr4 = new_cr4;
     }
-    if xsave {
+    let components = xsave.then(|| {
         // x87, SSE, AVX and the AVX-512 state, as far as the CPU has them.
-        let supported = u64::from(cpu::cpuid(0xd, 0).eax);
+        let components = u64::from(cpu::cpuid(0xd, 0).eax) & 0xe7;
         // SAFETY: CR4.OSXSAVE is set above; the mask is within CPUID 0xD.
-        unsafe { cpu::xsetbv0(supported & 0xe7) };
-    }
-    fpu::init(xsave);
+        unsafe { cpu::xsetbv0(components) };
+        components
+    });
+    fpu::init(components);
     if let Flavour::Pvm { page } = flavour {
         traps::set_pv_irq_flag(paging::phys_to_virt(page) as u64);
     }
