@@ -69,6 +69,7 @@ static void list_dir(const char *path) {
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     char buf[512];
+    memset(buf, 0, sizeof buf);
 
     /* Reading an image file: whole, by offset, vectored, with seeks. */
     int fd = open("/data/words.txt", O_RDONLY);
@@ -83,7 +84,7 @@ int main(void) {
     SHOW(read(fd, buf, sizeof buf));
     SHOW(read(fd, buf, sizeof buf));
     SHOW(lseek(fd, -1, SEEK_SET));
-    char a[4], b[6];
+    char a[4] = "----", b[6] = "------";
     struct iovec iov[2] = {{a, sizeof a}, {b, sizeof b}};
     lseek(fd, 0, SEEK_SET);
     SHOW(readv(fd, iov, 2));
@@ -105,6 +106,7 @@ int main(void) {
     SHOW(access("/data/words.txt/x", F_OK));
     SHOW(faccessat(AT_FDCWD, "/data", X_OK, AT_EACCESS));
     struct statx sx;
+    memset(&sx, 0, sizeof sx);
     SHOW(statx(AT_FDCWD, "/data/numbers.txt", 0, STATX_SIZE | STATX_MODE, &sx));
     printf("statx size %llu mode %o\n", (unsigned long long)sx.stx_size, sx.stx_mode & 07777);
 
@@ -145,6 +147,7 @@ int main(void) {
     printf("contents: %.6s\n", buf);
     SHOW(ftruncate(fd, 8192));
     struct stat st;
+    memset(&st, 0, sizeof st);
     fstat(fd, &st);
     printf("after growing: size %lld\n", (long long)st.st_size);
     SHOW(pread(fd, buf, 4, 8000));
@@ -163,7 +166,7 @@ int main(void) {
     SHOW(symlink("/tmp/w/g", "/tmp/w/s"));
     show_stat("/tmp/w/s", 0);
     ssize_t n = readlink("/tmp/w/s", buf, sizeof buf);
-    printf("readlink: %.*s\n", (int)n, buf);
+    printf("readlink: %.*s\n", n > 0 ? (int)n : 0, buf);
     SHOW(readlink("/tmp/w/g", buf, sizeof buf));
     list_dir("/tmp/w");
     SHOW(rmdir("/tmp/w"));
@@ -182,7 +185,7 @@ int main(void) {
     fd = open("/data/numbers.txt", O_RDONLY);
     n = read(fd, buf, sizeof buf);
     close(fd);
-    printf("numbers now end with: %.6s", buf + n - 6);
+    printf("numbers now end with: %.6s", n >= 6 ? buf + n - 6 : "(short)\n");
     SHOW(rename("/data/numbers.txt", "/tmp/numbers.txt"));
     SHOW(access("/data/numbers.txt", F_OK));
     show_stat("/tmp/numbers.txt", 1);

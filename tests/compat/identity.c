@@ -46,10 +46,11 @@ int main(int argc, char **argv) {
     printf("group: %s\n", gr ? gr->gr_name : "-");
     printf("getpwnam(nobody): %s\n", getpwnam("nobody") ? "found" : "missing");
 
-    char host[128];
+    char host[128] = "";
     gethostname(host, sizeof host);
     printf("hostname %s\n", host);
     struct utsname u;
+    memset(&u, 0, sizeof u);
     uname(&u);
     printf("uname: %s %s %s, release looks like a version: %d\n", u.sysname, u.nodename,
            u.machine, u.release[0] >= '0' && u.release[0] <= '9');
@@ -94,12 +95,17 @@ int main(int argc, char **argv) {
     prctl(PR_GET_NAME, name);
     char *comm = slurp("/proc/self/comm", NULL);
     printf("comm now %s, /proc/self/comm %s", name, comm ? comm : "-\n");
+    /* Every call on its own line, before the printf that shows its result:
+     * C leaves the order in which arguments are evaluated unspecified. */
     struct sysinfo si;
-    printf("sysinfo %d, ram > 0: %d, procs >= 1: %d\n", sysinfo(&si), si.totalram > 0,
-           si.procs >= 1);
-    int wstatus;
+    memset(&si, 0, sizeof si);
+    int si_ret = sysinfo(&si);
+    printf("sysinfo %d, ram > 0: %d, procs >= 1: %d\n", si_ret, si.totalram > 0, si.procs >= 1);
+    int wstatus = 0;
+    errno = 0;
     pid_t w = wait(&wstatus);
-    printf("wait: %d %s\n", w, strerrorname_np(errno));
+    int wait_errno = errno;
+    printf("wait: %d %s\n", w, strerrorname_np(wait_errno));
 
     /* Devices. */
     int z = open("/dev/zero", O_RDONLY);
@@ -109,7 +115,9 @@ int main(int argc, char **argv) {
     printf("/dev/zero read %zd, zeros %d\n", got, buf[0] == 0 && buf[63] == 0);
     close(z);
     int nul = open("/dev/null", O_RDWR);
-    printf("/dev/null write %zd read %zd\n", write(nul, "abc", 3), read(nul, buf, sizeof buf));
+    ssize_t wrote = write(nul, "abc", 3);
+    ssize_t got_null = read(nul, buf, sizeof buf);
+    printf("/dev/null write %zd read %zd\n", wrote, got_null);
     close(nul);
     int ur = open("/dev/urandom", O_RDONLY);
     unsigned char r1[16] = {0}, r2[16] = {0};
@@ -120,14 +128,14 @@ int main(int argc, char **argv) {
     printf("getrandom 32 bytes: %zd\n", getrandom(buf, 32, 0));
 
     /* Limits. */
-    struct rlimit rl;
+    struct rlimit rl = {0, 0};
     getrlimit(RLIMIT_NOFILE, &rl);
     printf("RLIMIT_NOFILE soft >= 256: %d\n", rl.rlim_cur >= 256);
     getrlimit(RLIMIT_STACK, &rl);
     printf("RLIMIT_STACK soft >= 1 MiB: %d\n", rl.rlim_cur >= (1 << 20));
 
     /* Clocks agree with each other and with the wall. */
-    struct timespec rt, mono, mono2;
+    struct timespec rt = {0, 0}, mono = {0, 0}, mono2 = {0, 0};
     clock_gettime(CLOCK_REALTIME, &rt);
     clock_gettime(CLOCK_MONOTONIC, &mono);
     time_t t = time(NULL);
@@ -140,10 +148,12 @@ int main(int argc, char **argv) {
     char when[64];
     strftime(when, sizeof when, "%Y", &tm);
     printf("the year has four digits: %zu\n", strlen(when));
-    struct timespec res;
+    struct timespec res = {1, 0};
     clock_getres(CLOCK_MONOTONIC, &res);
     printf("monotonic resolution <= 1 ms: %d\n", res.tv_sec == 0 && res.tv_nsec <= 1000000);
+    errno = 0;
     int bad = clock_gettime(12345, &rt);
-    printf("bad clock: %d %s\n", bad, strerrorname_np(errno));
+    int bad_errno = errno;
+    printf("bad clock: %d %s\n", bad, strerrorname_np(bad_errno));
     return 0;
 }

@@ -42,7 +42,7 @@ static long elapsed_ms(struct timespec a) {
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     signal(SIGPIPE, SIG_IGN);
-    char buf[256];
+    char buf[256] = "";
 
     /* poll on a pipe: empty, then readable, then EOF (POLLHUP). */
     SHOW(pipe2(p, O_CLOEXEC));
@@ -144,6 +144,7 @@ int main(void) {
     SHOW(epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e));
     SHOW(epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e));
     struct epoll_event out[8];
+    memset(out, 0, sizeof out);
     SHOW(epoll_wait(ep, out, 8, 0));
     SHOW(write(p[1], "abc", 3));
     SHOW(epoll_wait(ep, out, 8, 0));

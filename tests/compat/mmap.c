@@ -60,7 +60,7 @@ int main(void) {
     char *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     SHOW(m != MAP_FAILED);
     printf("mapped starts: %.12s\n", m);
-    char buf[16];
+    char buf[16] = "";
     pread(fd, buf, 12, 0);
     printf("same as read: %d\n", memcmp(m, buf, 12) == 0);
     printf("write to read-only mapping: %s\n", fault_of(m, 1));

@@ -115,6 +115,13 @@ static void *wake_later(void *arg) {
     return NULL;
 }
 
+/* Stores to a low address that is never mapped; the address goes through
+ * a volatile so that the compiler neither warns nor assumes anything. */
+static void poke_unmapped(uintptr_t addr) {
+    volatile uintptr_t where = addr;
+    *(volatile int *)where = 1;
+}
+
 static void arm_ms(long ms) {
     struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
     setitimer(ITIMER_REAL, &it, NULL);
@@ -165,7 +172,7 @@ int main(void) {
     install(SIGFPE, on_fault, 0);
     int got = sigsetjmp(recover, 1);
     if (got == 0) {
-        *(volatile int *)16 = 1;
+        poke_unmapped(16);
         puts("no fault?");
     }
     printf("segv: signal %d addr %p code %s\n", got, (void *)fault_addr,
@@ -180,7 +187,7 @@ int main(void) {
     /* The mask was restored by siglongjmp: SIGSEGV works again. */
     got = sigsetjmp(recover, 1);
     if (got == 0)
-        *(volatile int *)24 = 1;
+        poke_unmapped(24);
     printf("segv again: signal %d addr %p\n", got, (void *)fault_addr);
 
     /* 5. A handler that edits the ucontext: skip a ud2, change RAX. */
@@ -197,8 +204,9 @@ int main(void) {
     install(SIGSEGV, on_fault, SA_ONSTACK);
     got = sigsetjmp(recover, 1);
     if (got == 0)
-        *(volatile int *)32 = 1;
+        poke_unmapped(32);
     stack_t now;
+    memset(&now, 0, sizeof now);
     sigaltstack(NULL, &now);
     printf("altstack: handler ran on it %d, flags after %d\n", on_alt, now.ss_flags);
     stack_t small = {.ss_sp = alt_base, .ss_size = 100, .ss_flags = 0};
@@ -244,6 +252,7 @@ int main(void) {
         }
     }
     struct itimerspec cur;
+    memset(&cur, 0, sizeof cur);
     timer_gettime(tid, &cur);
     printf("timer: %d ticks, value ok %d, code ok %d, interval %ld ns\n", ticks, value_ok,
            code_ok, cur.it_interval.tv_nsec);
@@ -270,7 +279,7 @@ int main(void) {
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, NULL);
     arm_ms(20);
-    char c;
+    char c = '?';
     ssize_t n = read(pipe_fds[0], &c, 1);
     printf("read without SA_RESTART: %zd %s\n", n, strerror(errno));
     sa.sa_flags = SA_RESTART;

@@ -10,6 +10,13 @@
 //! own one-line report of a fatal signal on stderr aside). A failing case
 //! is run again with --trace-syscalls to name the system calls that failed.
 //! The results go to docs/compat.md and target/compat/report.json.
+//!
+//! So that no case passes by luck, the C cases are built with
+//! `-Wall -Wextra -Werror`, and the native side runs twice: the second time
+//! with the stack main uses and the heap prefilled with a non-zero pattern
+//! (tests/compat/perturb.c, preloaded; `MALLOC_PERTURB_`) and a larger
+//! environment. A case whose two native runs differ prints memory it never
+//! wrote, and fails whatever kiln does.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -98,6 +105,43 @@ fn describe(case: &Case) -> Result<(String, String)> {
     )
 }
 
+/// How the C cases are compiled: every warning is an error, so that a
+/// result read before the call that produces it, an unused result or an
+/// uninitialised variable the compiler can see stops the build.
+const C_FLAGS: &[&str] = &["-O2", "-pthread", "-Wall", "-Wextra", "-Werror"];
+
+/// Where the perturbing library lives in a case's unpacked root.
+const PERTURB_GUEST_PATH: &str = "/.kiln-compat-perturb.so";
+
+/// Builds tests/compat/perturb.c, the library preloaded into the second
+/// native run; returns its host path.
+fn perturb_library() -> Result<PathBuf> {
+    let bin = work_dir().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let out = bin.join("perturb.so");
+    build::run(
+        Command::new("gcc")
+            .args(C_FLAGS)
+            .args(["-shared", "-fPIC"])
+            .arg(compat_dir().join("perturb.c"))
+            .arg("-o")
+            .arg(&out)
+            .arg("-ldl"),
+    )?;
+    Ok(out)
+}
+
+/// The environment of the second native run: the case's own, plus what
+/// makes leftover memory look different (see perturb.c).
+fn perturbed_env(env: &[String]) -> Vec<String> {
+    let mut env = env.to_vec();
+    env.push(format!("LD_PRELOAD={PERTURB_GUEST_PATH}"));
+    env.push("MALLOC_PERTURB_=165".to_owned());
+    // Moves everything the kernel puts on the initial stack.
+    env.push(format!("KILN_COMPAT_PAD={}", "p".repeat(3000)));
+    env
+}
+
 /// Builds (or finds) the case's program; returns its host path.
 fn program(case: &Case) -> Result<PathBuf> {
     let bin = work_dir().join("bin");
@@ -106,11 +150,11 @@ fn program(case: &Case) -> Result<PathBuf> {
     let src = |s: &str| compat_dir().join(s);
     let mut cmd = if let Some(s) = &case.c {
         let mut c = Command::new("gcc");
-        c.args(["-O2", "-pthread"]).arg(src(s));
+        c.args(C_FLAGS).arg(src(s));
         c
     } else if let Some(s) = &case.c_static {
         let mut c = Command::new("gcc");
-        c.args(["-O2", "-pthread", "-static"]).arg(src(s));
+        c.args(C_FLAGS).arg("-static").arg(src(s));
         c
     } else if let Some(s) = &case.rust {
         let mut c = Command::new("rustc");
@@ -322,8 +366,9 @@ fn program_stderr(o: &Output) -> String {
         .collect()
 }
 
-/// The first line where `a` (native) and `b` (kiln) differ.
-fn first_difference(what: &str, a: &str, b: &str) -> Option<String> {
+/// The first line where `a` (native) and `b` (the run called `b_name`)
+/// differ.
+fn first_difference(what: &str, a: &str, b: &str, b_name: &str) -> Option<String> {
     if a == b {
         return None;
     }
@@ -338,7 +383,7 @@ fn first_difference(what: &str, a: &str, b: &str) -> Option<String> {
             .map_or("(end)".to_owned(), |l| format!("`{}`", l.trim()))
     };
     Some(format!(
-        "{what} line {}: native {}, kiln {}",
+        "{what} line {}: native {}, {b_name} {}",
         i + 1,
         show(&la),
         show(&lb)
@@ -375,7 +420,28 @@ fn failing_syscalls(trace: &str) -> Vec<String> {
     enosys.into_iter().chain(others.drain(tail..)).collect()
 }
 
-fn run_case(case: &Case, data: &Path, kiln: &Path) -> Result<Outcome> {
+/// Where two runs' stdout, stderr and exit status differ (empty when they
+/// match); `a` is the native run, `b` the other.
+fn differences(a: &Output, b: &Output, b_name: &str) -> Vec<String> {
+    let out = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut found: Vec<String> = [
+        first_difference("stdout", &out(a), &out(b), b_name),
+        first_difference("stderr", &program_stderr(a), &program_stderr(b), b_name),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if code(a) != code(b) {
+        found.push(format!(
+            "exit status: native {}, {b_name} {}",
+            code(a),
+            code(b)
+        ));
+    }
+    found
+}
+
+fn run_case(case: &Case, data: &Path, kiln: &Path, perturb: &Path) -> Result<Outcome> {
     let (guest, description) = describe(case)?;
     let prog = program(case)?;
     let image = build_image(case, &prog, &guest, data, kiln)?;
@@ -384,28 +450,20 @@ fn run_case(case: &Case, data: &Path, kiln: &Path) -> Result<Outcome> {
     let root = work_dir().join("cases").join(&case.name).join("root");
     appliance::unpack(kiln, &image, &root)?;
     let native = native_run(&root, &env, &guest, &case.args)?;
+    std::fs::copy(
+        perturb,
+        root.join(PERTURB_GUEST_PATH.trim_start_matches('/')),
+    )
+    .context("copying the perturbing library into the unpacked root")?;
+    let perturbed = native_run(&root, &perturbed_env(&env), &guest, &case.args)?;
     let _ = std::fs::remove_dir_all(&root);
     let guest_run = kiln_run(kiln, &image, false)?;
-    let (n_out, k_out) = (
-        String::from_utf8_lossy(&native.stdout).into_owned(),
-        String::from_utf8_lossy(&guest_run.stdout).into_owned(),
-    );
-    let (n_err, k_err) = (program_stderr(&native), program_stderr(&guest_run));
-    let mut differences: Vec<String> = [
-        first_difference("stdout", &n_out, &k_out),
-        first_difference("stderr", &n_err, &k_err),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if code(&native) != code(&guest_run) {
-        differences.push(format!(
-            "exit status: native {}, kiln {}",
-            code(&native),
-            code(&guest_run)
-        ));
-    }
-    let passed = differences.is_empty();
+    let mut found: Vec<String> = differences(&native, &perturbed, "perturbed native")
+        .into_iter()
+        .map(|d| format!("native output depends on leftover memory ({d})"))
+        .collect();
+    found.extend(differences(&native, &guest_run, "kiln"));
+    let passed = found.is_empty();
     let traced = kiln_run(kiln, &image, true)?;
     let failing = failing_syscalls(&String::from_utf8_lossy(&traced.stderr));
     let unimplemented = failing
@@ -418,7 +476,7 @@ fn run_case(case: &Case, data: &Path, kiln: &Path) -> Result<Outcome> {
         area: case.area.clone(),
         program: description,
         passed,
-        difference: differences.join("; "),
+        difference: found.join("; "),
         failing_syscalls: failing,
         unimplemented,
         native_status: code(&native),
@@ -512,10 +570,12 @@ pub fn run(args: &CompatArgs) -> Result<()> {
         bail!("no case matches");
     }
     let data = prepare_data()?;
+    let perturb = perturb_library()?;
     let mut outcomes = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let t = Instant::now();
-        let o = run_case(case, &data, &kiln).with_context(|| format!("case {}", case.name))?;
+        let o = run_case(case, &data, &kiln, &perturb)
+            .with_context(|| format!("case {}", case.name))?;
         eprintln!(
             "compat [{:>2}/{}] {:<24} {} ({:.1} s){}",
             i + 1,
