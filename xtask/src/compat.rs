@@ -111,7 +111,24 @@ fn describe(case: &Case) -> Result<(String, String)> {
 const C_FLAGS: &[&str] = &["-O2", "-pthread", "-Wall", "-Wextra", "-Werror"];
 
 /// Where the perturbing library lives in a case's unpacked root.
-const PERTURB_GUEST_PATH: &str = "/.kiln-compat-perturb.so";
+const PERTURB_GUEST_PATH: &str = "/.kiln-compat/perturb.so";
+
+/// Where the static busybox that sets the native run's environment inside
+/// the chroot (`busybox env -i …`) lives in a case's unpacked root.
+const LAUNCHER_GUEST_PATH: &str = "/.kiln-compat/busybox";
+
+/// Puts the launcher and the perturbing library into a case's unpacked
+/// root, under /.kiln-compat.
+fn install_native_helpers(root: &Path, perturb: &Path) -> Result<()> {
+    let inside = |guest: &str| root.join(guest.trim_start_matches('/'));
+    std::fs::create_dir_all(inside("/.kiln-compat"))?;
+    let busybox = host::which("busybox").context("busybox is missing: run `cargo xtask deps`")?;
+    std::fs::copy(&busybox, inside(LAUNCHER_GUEST_PATH))
+        .with_context(|| format!("copying {} into the unpacked root", busybox.display()))?;
+    std::fs::copy(perturb, inside(PERTURB_GUEST_PATH))
+        .context("copying the perturbing library into the unpacked root")?;
+    Ok(())
+}
 
 /// Builds tests/compat/perturb.c, the library preloaded into the second
 /// native run; returns its host path.
@@ -310,10 +327,13 @@ fn native_run(root: &Path, env: &[String], guest: &str, args: &[String]) -> Resu
     cmd.args(["--mount", "--uts", "--pid", "--fork", "--kill-child"])
         .args(["sh", "-c", NATIVE_SCRIPT, "sh"])
         .arg(root)
-        .args(["env", "-i"])
-        .args(env)
-        .arg("/usr/sbin/chroot")
+        .args(["env", "-i", "/usr/sbin/chroot"])
         .arg(root)
+        // The environment is set inside the chroot, by a static program, so
+        // that the host's dynamic chroot never sees the perturbed run's
+        // LD_PRELOAD.
+        .args([LAUNCHER_GUEST_PATH, "env", "-i"])
+        .args(env)
         .arg(guest)
         .args(args)
         .stdin(Stdio::null());
@@ -448,15 +468,16 @@ fn run_case(case: &Case, data: &Path, kiln: &Path, perturb: &Path) -> Result<Out
     let image_bytes = std::fs::metadata(&image)?.len();
     let env = appliance::config(kiln, &image)?.env;
     let root = work_dir().join("cases").join(&case.name).join("root");
-    appliance::unpack(kiln, &image, &root)?;
-    let native = native_run(&root, &env, &guest, &case.args)?;
-    std::fs::copy(
-        perturb,
-        root.join(PERTURB_GUEST_PATH.trim_start_matches('/')),
-    )
-    .context("copying the perturbing library into the unpacked root")?;
-    let perturbed = native_run(&root, &perturbed_env(&env), &guest, &case.args)?;
-    let _ = std::fs::remove_dir_all(&root);
+    // Each native run gets a freshly unpacked root: programs change files.
+    let native_in_fresh_root = |env: &[String]| -> Result<Output> {
+        appliance::unpack(kiln, &image, &root)?;
+        install_native_helpers(&root, perturb)?;
+        let out = native_run(&root, env, &guest, &case.args);
+        let _ = std::fs::remove_dir_all(&root);
+        out
+    };
+    let native = native_in_fresh_root(&env)?;
+    let perturbed = native_in_fresh_root(&perturbed_env(&env))?;
     let guest_run = kiln_run(kiln, &image, false)?;
     let mut found: Vec<String> = differences(&native, &perturbed, "perturbed native")
         .into_iter()
@@ -495,6 +516,9 @@ fn markdown(outcomes: &[Outcome]) -> String {
          program twice — natively, chrooted into the image's unpacked root file\n\
          system, and inside kiln — with the same arguments, environment and empty\n\
          stdin, and compares stdout, stderr and the exit status byte for byte.\n\
+         The native side runs a second time with the stack and heap prefilled\n\
+         with a non-zero pattern and a larger environment; a case whose two\n\
+         native runs differ reads memory it never wrote and counts as differing.\n\
          The cases are listed in `tests/compat/cases.toml`; the C programs and\n\
          data are beside it.\n\n\
          **{passed} of {} cases match.**\n",

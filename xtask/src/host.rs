@@ -74,11 +74,17 @@ pub const TOOLS: &[Tool] = &[
     },
 ];
 
+/// Where `command` is on PATH, if it is.
+pub fn which(command: &str) -> Option<std::path::PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(command))
+        .find(|p| p.is_file())
+}
+
 /// Whether `command` is on PATH.
 pub fn has(command: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
-        .unwrap_or(false)
+    which(command).is_some()
 }
 
 /// Installs the Debian packages of missing tools (needs root and apt).
