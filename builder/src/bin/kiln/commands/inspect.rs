@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use kiln_builder::config::BootConfig;
 use kiln_builder::oci;
-use kiln_kernel::tarfs::{Kind, TarFs};
+use kiln_kernel::fs::tarfs::{Kind, TarFs};
 
 /// Show what an image holds.
 #[derive(clap::Args)]

@@ -1,0 +1,461 @@
+//! Which SYSCALL instructions can be rewritten into calls, and how.
+//!
+//! The program runs at the kernel's privilege level, where on PVM a
+//! SYSCALL instruction still traps to the host (~1.2 µs) while a jump into
+//! kernel code costs nothing. A SYSCALL is two bytes, too short for a jump,
+//! but glibc (and most code using it) loads the number just before:
+//!
+//! ```text
+//! b8 NN NN NN NN    mov eax, NN
+//! 0f 05             syscall
+//! ```
+//!
+//! The five bytes of the `mov` become `jmp trampoline` (e9 rel32); the
+//! SYSCALL stays, so code that jumps straight to it still works (through
+//! the trap). This is safe only if those five bytes really are one
+//! instruction: a `41 b8 …` (mov r8d, imm32) ends in the same bytes. So the
+//! enclosing function is found in the ELF's `.eh_frame_hdr` table, decoded
+//! from its first instruction ([`crate::syscall::x86len`]), and the site is taken
+//! only when the decoding reaches the SYSCALL exactly (a boundary the CPU
+//! has just proven by executing it) with the `mov` as the instruction just
+//! before. Objects without unwind tables (Go binaries) are left alone.
+
+/// What the check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Site {
+    /// Link-time address of the `mov eax, imm32`.
+    pub mov_vaddr: u64,
+    /// The system-call number it loads.
+    pub number: u32,
+}
+
+const PT_LOAD: u32 = 1;
+const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
+/// How far from a function's start the decoding goes at most.
+const MAX_FUNCTION: u64 = 256 * 1024;
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A program header's fields that matter here.
+#[derive(Clone, Copy)]
+struct Segment {
+    kind: u32,
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+}
+
+fn segments(elf: &[u8]) -> Option<impl Iterator<Item = Segment> + '_> {
+    if elf.get(..4)? != b"\x7fELF" || *elf.get(4)? != 2 || *elf.get(5)? != 1 {
+        return None;
+    }
+    let phoff = usize::try_from(u64_at(elf, 32)?).ok()?;
+    let entsize = usize::from(u16_at(elf, 54)?);
+    let count = usize::from(u16_at(elf, 56)?);
+    if entsize < 56 {
+        return None;
+    }
+    Some((0..count).filter_map(move |i| {
+        let at = phoff.checked_add(i.checked_mul(entsize)?)?;
+        Some(Segment {
+            kind: u32_at(elf, at)?,
+            offset: u64_at(elf, at + 8)?,
+            vaddr: u64_at(elf, at + 16)?,
+            filesz: u64_at(elf, at + 32)?,
+        })
+    }))
+}
+
+/// The file offset of link-time address `vaddr` (inside a loaded
+/// segment's file bytes).
+fn file_offset(elf: &[u8], vaddr: u64) -> Option<usize> {
+    segments(elf)?
+        .filter(|s| s.kind == PT_LOAD)
+        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
+        .and_then(|s| usize::try_from(s.offset + (vaddr - s.vaddr)).ok())
+        .filter(|&o| o < elf.len())
+}
+
+/// The link-time address of file offset `offset`.
+pub fn vaddr_of(elf: &[u8], offset: u64) -> Option<u64> {
+    segments(elf)?
+        .filter(|s| s.kind == PT_LOAD)
+        .find(|s| offset >= s.offset && offset - s.offset < s.filesz)
+        .map(|s| s.vaddr + (offset - s.offset))
+}
+
+/// Reads an unsigned LEB128 number.
+fn uleb(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Size of a DWARF pointer encoding's value (absptr is 8 here).
+fn encoded_size(enc: u8) -> Option<usize> {
+    match enc & 0x0f {
+        0x0 | 0x4 | 0xc => Some(8),
+        0x2 | 0xa => Some(2),
+        0x3 | 0xb => Some(4),
+        _ => None,
+    }
+}
+
+/// The FDE pointer encoding a CIE declares (its 'R' augmentation).
+fn cie_fde_encoding(elf: &[u8], cie: usize) -> Option<u8> {
+    let len = u32_at(elf, cie)?;
+    if len == 0 || len == u32::MAX || u32_at(elf, cie + 4)? != 0 {
+        return None;
+    }
+    let mut at = cie + 9;
+    let aug_start = at;
+    while *elf.get(at)? != 0 {
+        at += 1;
+    }
+    let aug = elf.get(aug_start..at)?;
+    at += 1;
+    uleb(elf, &mut at)?; // code alignment
+    uleb(elf, &mut at)?; // data alignment (sleb; only skipped)
+    if *elf.get(cie + 8)? == 1 {
+        at += 1; // return address register (a byte in version 1)
+    } else {
+        uleb(elf, &mut at)?;
+    }
+    if aug.first() != Some(&b'z') {
+        return Some(0); // absptr
+    }
+    uleb(elf, &mut at)?; // augmentation data length
+    for &c in &aug[1..] {
+        match c {
+            b'R' => return elf.get(at).copied(),
+            b'P' => {
+                let enc = *elf.get(at)?;
+                at += 1 + encoded_size(enc)?;
+            }
+            b'L' => at += 1,
+            b'S' | b'B' => {}
+            _ => return None,
+        }
+    }
+    Some(0)
+}
+
+/// The function `[start, end)` containing link-time address `vaddr`,
+/// from the binary-search table of `.eh_frame_hdr`.
+pub fn function_at(elf: &[u8], vaddr: u64) -> Option<(u64, u64)> {
+    let hdr_seg = segments(elf)?.find(|s| s.kind == PT_GNU_EH_FRAME)?;
+    let hdr = usize::try_from(hdr_seg.offset).ok()?;
+    let (version, ptr_enc, count_enc, table_enc) = (
+        *elf.get(hdr)?,
+        *elf.get(hdr + 1)?,
+        *elf.get(hdr + 2)?,
+        *elf.get(hdr + 3)?,
+    );
+    // The layout every GNU toolchain writes: a udata4 count and a
+    // datarel|sdata4 table.
+    if version != 1 || count_enc != 0x03 || table_enc != 0x3b {
+        return None;
+    }
+    let count_at = hdr + 4 + encoded_size(ptr_enc)?;
+    let count = u32_at(elf, count_at)? as usize;
+    let table = count_at + 4;
+    let entry = |i: usize| -> Option<(u64, u64)> {
+        let init = u32_at(elf, table + i * 8)? as i32;
+        let fde = u32_at(elf, table + i * 8 + 4)? as i32;
+        Some((
+            hdr_seg.vaddr.wrapping_add(init as i64 as u64),
+            hdr_seg.vaddr.wrapping_add(fde as i64 as u64),
+        ))
+    };
+    // The last entry whose start is at or below `vaddr`.
+    let (mut lo, mut hi) = (0usize, count);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if entry(mid)?.0 <= vaddr {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let (start, fde_vaddr) = entry(lo.checked_sub(1)?)?;
+    // The FDE gives the function's length.
+    let (begin, end) = fde_range(elf, file_offset(elf, fde_vaddr)?, fde_vaddr, &mut None)?;
+    (begin == start && vaddr >= start && vaddr < end).then_some((start, end))
+}
+
+/// Reads a value of pointer encoding `enc`'s format at `at`.
+fn read_encoded(elf: &[u8], at: usize, enc: u8) -> Option<u64> {
+    Some(match enc & 0x0f {
+        0x0 | 0x4 | 0xc => u64_at(elf, at)?,
+        0x2 => u64::from(u16_at(elf, at)?),
+        0xa => u16_at(elf, at)? as i16 as i64 as u64,
+        0x3 => u64::from(u32_at(elf, at)?),
+        0xb => u32_at(elf, at)? as i32 as i64 as u64,
+        _ => return None,
+    })
+}
+
+/// The `[begin, end)` an FDE (at file offset `fde`, link-time address
+/// `fde_vaddr`) covers. `cache` remembers the last CIE's encoding (most
+/// FDEs of a file share one CIE).
+fn fde_range(
+    elf: &[u8],
+    fde: usize,
+    fde_vaddr: u64,
+    cache: &mut Option<(usize, u8)>,
+) -> Option<(u64, u64)> {
+    if u32_at(elf, fde)? == u32::MAX {
+        return None; // 64-bit DWARF: not written for x86-64 code
+    }
+    let cie_ptr = u32_at(elf, fde + 4)? as usize;
+    let cie = (fde + 4).checked_sub(cie_ptr)?;
+    let enc = match *cache {
+        Some((c, enc)) if c == cie => enc,
+        _ => {
+            let enc = cie_fde_encoding(elf, cie)?;
+            *cache = Some((cie, enc));
+            enc
+        }
+    };
+    let size = encoded_size(enc)?;
+    let raw = read_encoded(elf, fde + 8, enc)?;
+    let begin = match enc & 0x70 {
+        0x00 => raw,
+        0x10 => (fde_vaddr + 8).wrapping_add(raw), // pcrel
+        _ => return None,
+    };
+    let range = read_encoded(elf, fde + 8 + size, enc & 0x0f)?;
+    Some((begin, begin.checked_add(range)?))
+}
+
+/// The `.eh_frame` section: (file offset, size, link-time address), from
+/// the section headers (static binaries have no `.eh_frame_hdr`).
+fn eh_frame_section(elf: &[u8]) -> Option<(usize, usize, u64)> {
+    let shoff = usize::try_from(u64_at(elf, 40)?).ok()?;
+    let entsize = usize::from(u16_at(elf, 58)?);
+    let count = usize::from(u16_at(elf, 60)?);
+    let strndx = usize::from(u16_at(elf, 62)?);
+    if entsize < 64 || shoff == 0 {
+        return None;
+    }
+    let field = |i: usize, at: usize| u64_at(elf, shoff + i * entsize + at);
+    let names = usize::try_from(field(strndx, 24)?).ok()?;
+    (0..count).find_map(|i| {
+        let name = names + u32_at(elf, shoff + i * entsize)? as usize;
+        if elf.get(name..name + 10)? != b".eh_frame\0" {
+            return None;
+        }
+        Some((
+            usize::try_from(field(i, 24)?).ok()?,
+            usize::try_from(field(i, 32)?).ok()?,
+            field(i, 16)?,
+        ))
+    })
+}
+
+/// The function containing `vaddr`, by scanning every FDE of `.eh_frame`.
+fn function_by_scan(elf: &[u8], vaddr: u64) -> Option<(u64, u64)> {
+    let (start, size, section_vaddr) = eh_frame_section(elf)?;
+    let end = start.checked_add(size)?.min(elf.len());
+    let mut at = start;
+    let mut cache = None;
+    while at + 8 <= end {
+        let len = u32_at(elf, at)? as usize;
+        if len == 0 || len == u32::MAX as usize {
+            break;
+        }
+        if u32_at(elf, at + 4)? != 0 {
+            let fde_vaddr = section_vaddr + (at - start) as u64;
+            if let Some((b, e)) = fde_range(elf, at, fde_vaddr, &mut cache) {
+                if vaddr >= b && vaddr < e {
+                    return Some((b, e));
+                }
+            }
+        }
+        at += 4 + len;
+    }
+    None
+}
+
+/// Checks the SYSCALL at link-time address `syscall_vaddr` of the ELF file
+/// `elf`: the rewritable `mov eax, imm32` before it, if there is one.
+pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
+    let site = file_offset(elf, syscall_vaddr)?;
+    if elf.get(site..site + 2)? != [0x0f, 0x05] {
+        return None;
+    }
+    let (start, end) =
+        function_at(elf, syscall_vaddr).or_else(|| function_by_scan(elf, syscall_vaddr))?;
+    if syscall_vaddr - start > MAX_FUNCTION || end - start > MAX_FUNCTION {
+        return None;
+    }
+    let mut at = file_offset(elf, start)?;
+    let mut previous = None;
+    while at < site {
+        let len = crate::syscall::x86len::length(
+            elf.get(at..(at + crate::syscall::x86len::MAX_LEN).min(elf.len()))?,
+        )?;
+        previous = Some(at);
+        at += len;
+    }
+    let mov = previous?;
+    if at != site || mov + 5 != site || elf[mov] != 0xb8 {
+        return None;
+    }
+    Some(Site {
+        mov_vaddr: syscall_vaddr - 5,
+        number: u32_at(elf, mov + 1)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// objdump's view: (address of every SYSCALL, whether the instruction
+    /// before it is `mov $imm,%eax` with opcode b8).
+    fn syscalls(path: &str) -> Option<Vec<(u64, bool)>> {
+        let out = Command::new("objdump")
+            .args(["-d", "--insn-width=16", path])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut found = Vec::new();
+        let mut previous_is_mov = false;
+        for line in text.lines() {
+            let mut parts = line.split('\t');
+            let (Some(addr), Some(hex), Some(insn)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr.trim().trim_end_matches(':'), 16) else {
+                continue;
+            };
+            if insn.trim() == "syscall" {
+                found.push((addr, previous_is_mov));
+            }
+            previous_is_mov = hex.trim().starts_with("b8 ") && hex.split_whitespace().count() == 5;
+        }
+        Some(found)
+    }
+
+    fn check_file(path: &str) -> (usize, usize) {
+        let Ok(elf) = std::fs::read(path) else {
+            return (0, 0);
+        };
+        let Some(sites) = syscalls(path) else {
+            return (0, 0);
+        };
+        let mut taken = 0;
+        for &(addr, mov_before) in &sites {
+            let got = check(&elf, addr);
+            if let Some(s) = got {
+                assert!(
+                    mov_before,
+                    "{path}: {addr:#x} taken without a mov before it"
+                );
+                assert_eq!(s.mov_vaddr, addr - 5);
+                taken += 1;
+            }
+        }
+        // Addresses that are not SYSCALLs are never taken.
+        for &(addr, _) in sites.iter().take(50) {
+            assert_eq!(check(&elf, addr + 1), None);
+            assert_eq!(check(&elf, addr - 5), None);
+        }
+        (taken, sites.len())
+    }
+
+    #[test]
+    fn finds_the_rewritable_syscalls_of_real_binaries() {
+        for path in ["/lib/x86_64-linux-gnu/libc.so.6", "/bin/busybox"] {
+            let (taken, total) = check_file(path);
+            if total == 0 {
+                std::eprintln!("skipping {path}: objdump or the file is unavailable");
+                continue;
+            }
+            // Most of glibc's SYSCALLs follow `mov eax, imm32`.
+            assert!(taken * 2 > total, "{path}: {taken} of {total}");
+        }
+    }
+
+    /// A minimal ELF: `code` at 0x1000 as one function with an FDE, its
+    /// SYSCALL at `0x1000 + syscall_at`.
+    fn tiny_elf(code: &[u8]) -> Vec<u8> {
+        let mut e = std::vec![0u8; 0x4000];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2;
+        e[5] = 1;
+        e[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        e[54..56].copy_from_slice(&56u16.to_le_bytes());
+        e[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let phdr = |e: &mut Vec<u8>, at: usize, kind: u32, off: u64, size: u64| {
+            e[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+            e[at + 8..at + 16].copy_from_slice(&off.to_le_bytes());
+            e[at + 16..at + 24].copy_from_slice(&off.to_le_bytes());
+            e[at + 32..at + 40].copy_from_slice(&size.to_le_bytes());
+        };
+        phdr(&mut e, 64, PT_LOAD, 0, 0x4000);
+        phdr(&mut e, 120, PT_GNU_EH_FRAME, 0x3000, 0x20);
+        e[0x1000..0x1000 + code.len()].copy_from_slice(code);
+        // CIE at 0x2000: version 1, "zR", code 1, data -8, ra 16, R = pcrel|sdata4.
+        let cie: &[u8] = &[1, b'z', b'R', 0, 1, 0x78, 16, 1, 0x1b, 0, 0, 0];
+        e[0x2000..0x2004].copy_from_slice(&((4 + cie.len()) as u32).to_le_bytes());
+        e[0x2008..0x2008 + cie.len()].copy_from_slice(cie);
+        // FDE at 0x2020: pc_begin (pcrel) -> 0x1000, range = code length.
+        let fde = 0x2020usize;
+        e[fde..fde + 4].copy_from_slice(&16u32.to_le_bytes());
+        e[fde + 4..fde + 8].copy_from_slice(&((fde + 4 - 0x2000) as u32).to_le_bytes());
+        let rel = 0x1000i64 - (fde as i64 + 8);
+        e[fde + 8..fde + 12].copy_from_slice(&(rel as i32).to_le_bytes());
+        e[fde + 12..fde + 16].copy_from_slice(&(code.len() as u32).to_le_bytes());
+        // .eh_frame_hdr at 0x3000 with one table entry.
+        e[0x3000..0x3004].copy_from_slice(&[1, 0x1b, 0x03, 0x3b]);
+        e[0x3004..0x3008].copy_from_slice(&(0x2000i32 - 0x3004).to_le_bytes());
+        e[0x3008..0x300c].copy_from_slice(&1u32.to_le_bytes());
+        e[0x300c..0x3010].copy_from_slice(&(0x1000i32 - 0x3000).to_le_bytes());
+        e[0x3010..0x3014].copy_from_slice(&((fde as i32) - 0x3000).to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn takes_a_real_mov_and_refuses_one_inside_a_longer_instruction() {
+        // push rbx; mov eax, 39; syscall; pop rbx; ret
+        let good = tiny_elf(&[0x53, 0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0x5b, 0xc3]);
+        assert_eq!(function_at(&good, 0x1006), Some((0x1000, 0x100a)));
+        assert_eq!(
+            check(&good, 0x1006),
+            Some(Site {
+                mov_vaddr: 0x1001,
+                number: 39
+            })
+        );
+        // push rbx; mov r8d, 9; syscall: the bytes "b8 09 00 00 00" before
+        // the SYSCALL are the tail of a 6-byte instruction.
+        let bad = tiny_elf(&[0x53, 0x41, 0xb8, 9, 0, 0, 0, 0x0f, 0x05, 0x5b, 0xc3]);
+        assert_eq!(check(&bad, 0x1007), None);
+        // Outside every function, or not at a SYSCALL: nothing.
+        assert_eq!(check(&good, 0x1008), None);
+        assert_eq!(function_at(&good, 0x2000), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! Everything specific to x86-64: descriptor tables, trap and syscall
+//! entry, paging, the CPU flavour (native or PVM) and the boot platforms.
+
+pub mod apic;
+pub mod cpu;
+mod cpuinfo;
+mod entry;
+pub mod flavour;
+pub mod fpu;
+mod gdt;
+pub mod paging;
+pub mod platform;
+mod pvm;
+pub mod signal;
+mod string;
+pub mod traps;
+
+use core::arch::asm;
+
+pub use entry::PLATFORM_PVH;
+pub use flavour::Flavour;
+
+/// CPU features the rest of the kernel asks about, read once at boot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Features {
+    /// RDRAND is available.
+    pub rdrand: bool,
+    /// WRFSBASE and friends are usable (CR4.FSGSBASE).
+    pub fsgsbase: bool,
+    /// CPUID.1:EDX, reported to the program as AT_HWCAP.
+    pub hwcap: u64,
+}
+
+static mut FEATURES: Features = Features {
+    rdrand: false,
+    fsgsbase: false,
+    hwcap: 0,
+};
+static mut FLAVOUR: Flavour = Flavour::Native;
+
+/// The CPU features read at boot.
+pub fn features() -> Features {
+    // SAFETY: written once in `init` before the program starts; read-only after.
+    unsafe { FEATURES }
+}
+
+/// The CPU flavour chosen at boot.
+pub fn flavour() -> Flavour {
+    // SAFETY: written once in `init` before the program starts; read-only after.
+    unsafe { FLAVOUR }
+}
+
+const CR4_FSGSBASE: u64 = 1 << 16;
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Sets up the boot CPU: descriptor tables, syscall entry, FPU state.
+pub fn init(flavour: Flavour) {
+    gdt::init();
+    traps::init_idt();
+    traps::init_syscall();
+
+    let leaf1 = cpu::cpuid(1, 0);
+    let leaf7 = cpu::cpuid(7, 0);
+    let mut cr4 = cpu::read_cr4();
+    let mut new_cr4 = cr4;
+    if leaf7.ebx & 1 != 0 {
+        new_cr4 |= CR4_FSGSBASE;
+    }
+    let xsave = leaf1.ecx & (1 << 26) != 0;
+    if xsave {
+        new_cr4 |= CR4_OSXSAVE;
+    }
+    if new_cr4 != cr4 {
+        // SAFETY: only bits whose CPUID feature flag is set are added.
+        unsafe { cpu::write_cr4(new_cr4) };
+        cr4 = new_cr4;
+    }
+    let components = xsave.then(|| {
+        // x87, SSE, AVX and the AVX-512 state, as far as the CPU has them.
+        let components = u64::from(cpu::cpuid(0xd, 0).eax) & 0xe7;
+        // SAFETY: CR4.OSXSAVE is set above; the mask is within CPUID 0xD.
+        unsafe { cpu::xsetbv0(components) };
+        components
+    });
+    fpu::init(components);
+    if let Flavour::Pvm { page } = flavour {
+        traps::set_pv_irq_flag(paging::phys_to_virt(page) as u64);
+    }
+    // SAFETY: written once here on the only CPU before any reader runs.
+    unsafe {
+        FEATURES = Features {
+            rdrand: leaf1.ecx & (1 << 30) != 0,
+            fsgsbase: cr4 & CR4_FSGSBASE != 0,
+            hwcap: u64::from(leaf1.edx),
+        };
+        FLAVOUR = flavour;
+    }
+}
+
+/// The text of /proc/cpuinfo.
+pub fn cpuinfo() -> alloc::string::String {
+    cpuinfo::cpuinfo(crate::time::tsc_khz())
+}
+
+/// Sets the program's FS base (its thread pointer).
+pub fn set_fs_base(v: u64) {
+    if features().fsgsbase {
+        // SAFETY: CR4.FSGSBASE is on; the kernel does not use FS.
+        unsafe { cpu::wrfsbase(v) }
+    } else {
+        // SAFETY: IA32_FS_BASE exists on every x86-64 CPU.
+        unsafe { cpu::wrmsr(0xc000_0100, v) }
+    }
+}
+
+/// The program's FS base.
+pub fn fs_base() -> u64 {
+    if features().fsgsbase {
+        // SAFETY: CR4.FSGSBASE is on.
+        unsafe { cpu::rdfsbase() }
+    } else {
+        cpu::rdmsr(0xc000_0100)
+    }
+}
+
+/// Sets the program's GS base.
+pub fn set_gs_base(v: u64) {
+    if features().fsgsbase {
+        // SAFETY: CR4.FSGSBASE is on; the kernel does not use GS.
+        unsafe { cpu::wrgsbase(v) }
+    } else {
+        // SAFETY: IA32_GS_BASE exists on every x86-64 CPU.
+        unsafe { cpu::wrmsr(0xc000_0101, v) }
+    }
+}
+
+/// The program's GS base.
+pub fn gs_base() -> u64 {
+    if features().fsgsbase {
+        // SAFETY: CR4.FSGSBASE is on.
+        unsafe { cpu::rdgsbase() }
+    } else {
+        cpu::rdmsr(0xc000_0101)
+    }
+}
+
+/// The PVM interrupt-flag byte's address, or 0 on native CPUs.
+fn pv_irq_flag() -> u64 {
+    match flavour() {
+        Flavour::Pvm { page } => paging::phys_to_virt(page) as u64,
+        Flavour::Native => 0,
+    }
+}
+
+/// Arms the timer interrupt for TSC value `tsc` (setting the APIC up the
+/// first time: programs that never wait pay nothing for it).
+pub fn timer_arm_at(tsc: u64) {
+    static READY: spin::Once<bool> = spin::Once::new();
+    let ready = *READY.call_once(|| {
+        apic::init(|phys| {
+            // xAPIC registers (QEMU without x2APIC): map them uncached in
+            // the direct map's range (they lie beyond RAM there).
+            let va = kiln_boot::vm::PHYS_MAP + phys;
+            // SAFETY: the kernel half of the active PML4; the page is beyond
+            // RAM so nothing else maps it.
+            let mut tables =
+                unsafe { paging::PageTables::from_pml4(cpu::read_cr3() & paging::pte::ADDR) };
+            let flags = paging::pte::WRITABLE | paging::pte::NO_EXECUTE | paging::pte::NO_CACHE;
+            tables
+                .map(va, phys, flags, &mut crate::mm::frame::alloc_zeroed)
+                .ok()
+                .map(|()| va)
+        })
+    });
+    if ready {
+        apic::arm_at(tsc);
+    }
+}
+
+/// Cancels the timer interrupt.
+pub fn timer_disarm() {
+    apic::disarm();
+}
+
+/// Acknowledges an interrupt.
+pub fn interrupt_done() {
+    apic::eoi();
+}
+
+/// Halts until an interrupt arrives (interrupts enabled meanwhile).
+pub fn idle() {
+    traps::idle(pv_irq_flag());
+}
+
+/// Jumps to the program's entry point with the stack at `sp`, all general
+/// registers zero, a fresh FPU/SSE state and interrupts enabled, as Linux's
+/// `start_thread` leaves them; `kstack` is the thread's kernel stack.
+pub fn enter_program(entry: u64, sp: u64, kstack: u64) -> ! {
+    traps::set_kernel_stack(kstack);
+    let pv = pv_irq_flag();
+    let mxcsr: u32 = 0x1f80;
+    // SAFETY: `sp` points at the initial stack the loader built in mapped
+    // program memory (8 bytes below it are free), and `entry` is the
+    // program's entry point inside an executable mapping. Nothing of the
+    // kernel's stack is needed afterwards.
+    unsafe {
+        asm!(
+            "fninit",
+            "ldmxcsr [{mxcsr}]",
+            "mov rsp, {sp}",
+            "push {entry}",
+            "test {pv}, {pv}",
+            "jz 2f",
+            "mov byte ptr [{pv}], 1",
+            "2:",
+            "xorps xmm0, xmm0", "xorps xmm1, xmm1", "xorps xmm2, xmm2", "xorps xmm3, xmm3",
+            "xorps xmm4, xmm4", "xorps xmm5, xmm5", "xorps xmm6, xmm6", "xorps xmm7, xmm7",
+            "xorps xmm8, xmm8", "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
+            "xorps xmm12, xmm12", "xorps xmm13, xmm13", "xorps xmm14, xmm14", "xorps xmm15, xmm15",
+            "xor eax, eax", "xor ebx, ebx", "xor ecx, ecx", "xor edx, edx",
+            "xor esi, esi", "xor edi, edi", "xor ebp, ebp",
+            "xor r8d, r8d", "xor r9d, r9d", "xor r10d, r10d", "xor r11d, r11d",
+            "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d", "xor r15d, r15d",
+            "cld",
+            // Interrupts on: STI (whose shadow covers the RET); on PVM, where
+            // STI does nothing, the flag byte was set above.
+            "sti",
+            "ret",
+            mxcsr = in(reg) &mxcsr,
+            sp = in(reg) sp,
+            entry = in(reg) entry,
+            pv = in(reg) pv,
+            options(noreturn)
+        )
+    }
+}
+
+/// Drops the PVH boot path's identity mapping of the first GiB (the
+/// program's half of the address space must start empty).
+pub fn drop_identity_map(tables: &mut paging::PageTables) {
+    if platform::current() == platform::Platform::Pvh {
+        tables.clear_slot(0);
+        // SAFETY: reloading the same PML4 only flushes the TLB.
+        unsafe { cpu::write_cr3(tables.pml4()) };
+    }
+}

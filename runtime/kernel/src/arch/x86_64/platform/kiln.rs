@@ -1,0 +1,165 @@
+//! The kiln platform: booted by kiln-vmm with a [`BootInfo`], console and
+//! exit through the kiln I/O ports (`kiln_boot::port`).
+
+use kiln_boot::{flags, layout, port, region, BootInfo, ExitReport, MemoryRegion};
+use kiln_boot::{BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
+
+use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::paging::phys_to_virt;
+use crate::boot::{ArgSource, BootParams, Region, MAX_REGIONS};
+use crate::console::Stream;
+
+/// Writes `bytes` to the VMM's stdout or stderr through the console buffer.
+pub fn console_write(stream: Stream, bytes: &[u8]) {
+    let port = match stream {
+        Stream::Stdout => port::CONSOLE_STDOUT,
+        Stream::Stderr => port::CONSOLE_STDERR,
+    };
+    let buffer = phys_to_virt(layout::CONSOLE_BUFFER);
+    for chunk in bytes.chunks(layout::CONSOLE_BUFFER_SIZE as usize) {
+        // SAFETY: the console buffer is RAM reserved for this purpose by the
+        // boot contract (below 1 MiB, never handed to the allocator), mapped
+        // by the direct map, and `chunk` fits in it.
+        unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buffer, chunk.len()) };
+        cpu::outl(port, chunk.len() as u32);
+    }
+}
+
+/// Reports a boot milestone to the VMM's boot timer.
+pub fn milestone(m: kiln_boot::Milestone) {
+    cpu::outl(port::BOOT_TIMER, m as u32);
+}
+
+/// Tells the VMM how the program ended; the VMM stops the VM.
+pub fn exit(report: ExitReport) -> ! {
+    cpu::outl(port::EXIT, report.encode());
+    cpu::halt_forever()
+}
+
+/// Highest guest-physical address the boot page tables can map (64 GiB).
+const MAX_PHYS: u64 = layout::BOOT_PDS_MAX << 30;
+
+/// A `&'static [u8]` view of guest-physical `[addr, addr+len)`, checked
+/// against the RAM size.
+fn phys_slice(addr: u64, len: u64, memory: u64, what: &str) -> &'static [u8] {
+    match addr.checked_add(len) {
+        Some(end) if end <= memory => {}
+        _ => panic!(
+            "boot-info: {what} at {addr:#x}+{len:#x} lies outside guest memory ({memory:#x} bytes)"
+        ),
+    }
+    // SAFETY: the range lies inside guest RAM (checked above), which the
+    // direct map covers; boot data is never freed or written by the kernel.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(addr), len as usize) }
+}
+
+/// Reads and validates the boot-info structure at `info_phys`.
+pub fn boot_params(info_phys: u64) -> BootParams {
+    if info_phys != layout::BOOT_INFO {
+        panic!(
+            "boot-info: expected at {:#x}, got {info_phys:#x}",
+            layout::BOOT_INFO
+        );
+    }
+    // SAFETY: BOOT_INFO is below 1 MiB, in RAM the VMM always provides and
+    // maps; `read_unaligned` copes with any content.
+    let info: BootInfo =
+        unsafe { core::ptr::read_unaligned(phys_to_virt(info_phys) as *const BootInfo) };
+    if info.magic != BOOT_INFO_MAGIC {
+        panic!("boot-info: bad magic {:#018x}", info.magic);
+    }
+    if info.version != BOOT_INFO_VERSION {
+        panic!(
+            "boot-info: version {} is not supported (this kernel reads version {BOOT_INFO_VERSION})",
+            info.version
+        );
+    }
+    if info.size as usize != BootInfo::SIZE {
+        panic!(
+            "boot-info: size {} does not match this kernel's {}",
+            info.size,
+            BootInfo::SIZE
+        );
+    }
+    if info.memory_map_count > layout::MEMORY_MAP_MAX {
+        panic!(
+            "boot-info: {} memory regions (at most {})",
+            info.memory_map_count,
+            layout::MEMORY_MAP_MAX
+        );
+    }
+    let map_len = info.memory_map_count * core::mem::size_of::<MemoryRegion>() as u64;
+    let map = phys_slice(
+        info.memory_map_addr,
+        map_len,
+        info.memory_size,
+        "memory map",
+    );
+    let region_at = |i: usize| -> MemoryRegion {
+        // SAFETY: `map` holds `memory_map_count` entries (checked above).
+        unsafe { core::ptr::read_unaligned((map.as_ptr() as *const MemoryRegion).add(i)) }
+    };
+    // Everything the boot data points at must lie in a mapped region: RAM,
+    // or the module region above it.
+    let mut memory = info.memory_size;
+    for i in 0..info.memory_map_count as usize {
+        let r = region_at(i);
+        match r.addr.checked_add(r.len) {
+            Some(end) if end <= MAX_PHYS => memory = memory.max(end),
+            _ => panic!(
+                "boot-info: memory region {:#x}+{:#x} is out of range",
+                r.addr, r.len
+            ),
+        }
+    }
+    let mut p = BootParams::empty();
+    p.memory_size = memory;
+    p.flags = info.flags;
+    p.tsc_khz = info.tsc_khz;
+    p.boot_realtime_ns = info.boot_realtime_ns;
+    p.boot_tsc = info.boot_tsc;
+    p.seed = info.random_seed;
+    p.cmdline = phys_slice(info.cmdline_addr, info.cmdline_len, memory, "command line");
+    p.path = phys_slice(
+        info.module_path_addr,
+        info.module_path_len,
+        memory,
+        "program path",
+    );
+    phys_slice(info.module_addr, info.module_len, memory, "program");
+    p.module = Region {
+        start: info.module_addr,
+        end: info.module_addr + info.module_len,
+    };
+    p.args = ArgSource::Blocks {
+        argv: (
+            phys_slice(info.argv_addr, info.argv_len, memory, "argv"),
+            info.argc as usize,
+        ),
+        envp: (
+            phys_slice(info.envp_addr, info.envp_len, memory, "envp"),
+            info.envc as usize,
+        ),
+    };
+    let reserved = [
+        Region {
+            start: 0,
+            end: layout::KERNEL_LOAD,
+        },
+        crate::mm::kernel_image(),
+        p.module,
+    ];
+    for i in 0..info.memory_map_count as usize {
+        let r = region_at(i);
+        if r.kind == region::USABLE
+            && r.addr + r.len <= info.memory_size
+            && p.usable_count < MAX_REGIONS
+        {
+            p.add_usable(r.addr, r.addr + r.len, &reserved);
+        }
+    }
+    if info.flags & flags::PVM != 0 && info.vcpus == 0 {
+        panic!("boot-info: PVM flavour with no vCPUs");
+    }
+    p
+}

@@ -1,0 +1,209 @@
+//! Files: the program's file system and how paths become open files.
+//!
+//! The file system is [`kiln_kernel::fs::vfs::Overlay`]: the image's rootfs (a
+//! tar archive in guest memory, the boot module, indexed in place) with a
+//! writable in-memory layer on top. When the boot module is a bare ELF
+//! program (`kiln-vmm --app`) there is no rootfs: the overlay starts empty
+//! (`/` and `/tmp`) and the program is the module itself. Beside it live the
+//! kernel's devices (/dev/null, …) and the /proc files a program reads
+//! about itself.
+
+pub mod proc;
+
+use alloc::string::String;
+use alloc::sync::Arc;
+
+use kiln_kernel::errno::Errno;
+use kiln_kernel::fs::tarfs::{self, TarFs};
+use kiln_kernel::fs::vfs::{Node, NodeKind, Overlay};
+use spin::{Mutex, MutexGuard, Once};
+
+use crate::arch;
+use crate::boot::Region;
+use crate::fd::device::{Device, OpenDevice};
+use crate::fd::file::{Directory, RootFile, TmpFile};
+use crate::fd::FileOps;
+
+static VFS: Once<Mutex<Overlay>> = Once::new();
+static ARCHIVE: Once<Region> = Once::new();
+/// The boot module when it is a bare program rather than an archive.
+static BARE_PROGRAM: Once<Region> = Once::new();
+
+/// The file system (locked for the caller's use).
+pub fn vfs() -> MutexGuard<'static, Overlay> {
+    let fs = VFS.call_once(|| Mutex::new(Overlay::empty())).lock();
+    fs
+}
+
+/// Guest-physical range of the rootfs archive (empty without one).
+pub fn archive() -> Region {
+    ARCHIVE.get().copied().unwrap_or_default()
+}
+
+/// Why the module holds no runnable program at the path.
+pub enum ProgramError {
+    /// Not there (or a dangling link).
+    NotFound,
+    /// There, but not a regular executable file.
+    NotExecutable(&'static str),
+    /// A path component is not a directory or links loop.
+    Lookup(Errno),
+}
+
+/// The bytes of the boot module as a slice.
+fn module_bytes(module: Region) -> &'static [u8] {
+    // SAFETY: the module lies in guest memory the platform code checked and
+    // reserved from the allocator, reached through the direct map; it is
+    // read-only and lives as long as the kernel.
+    unsafe {
+        core::slice::from_raw_parts(
+            arch::phys_to_virt(module.start),
+            (module.end - module.start) as usize,
+        )
+    }
+}
+
+/// Sets up the file system (over the boot module when it is a tar archive)
+/// and returns where the program at `path` lies; a bare ELF module is the
+/// program itself.
+pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
+    if module.end <= module.start {
+        VFS.call_once(|| Mutex::new(Overlay::empty()));
+        return Err(ProgramError::NotFound);
+    }
+    let bytes = module_bytes(module);
+    if !tarfs::is_tar(bytes) {
+        VFS.call_once(|| Mutex::new(Overlay::empty()));
+        BARE_PROGRAM.call_once(|| module);
+        return Ok(module);
+    }
+    let index = match TarFs::parse(bytes) {
+        Ok(i) => i,
+        Err(e) => panic!("the image's root file system is damaged: {e}"),
+    };
+    ARCHIVE.call_once(|| module);
+    VFS.call_once(|| Mutex::new(Overlay::new(index, bytes)));
+    let fs = vfs();
+    let (_, node) = fs.resolve("/", path, true).map_err(|e| match e {
+        Errno::Noent => ProgramError::NotFound,
+        other => ProgramError::Lookup(other),
+    })?;
+    match node {
+        Node::Lower(n) if matches!(n.kind, tarfs::Kind::File) && n.mode & 0o111 != 0 => {
+            Ok(Region {
+                start: module.start + n.data,
+                end: module.start + n.data + n.size,
+            })
+        }
+        n if n.kind() == NodeKind::File => Err(ProgramError::NotExecutable(
+            "it is not executable (mode has no x bit)",
+        )),
+        n if n.kind() == NodeKind::Dir => Err(ProgramError::NotExecutable("it is a directory")),
+        _ => Err(ProgramError::NotFound),
+    }
+}
+
+/// The file of the image (a rootfs file, or the bare program) holding
+/// guest-physical byte `phys`: its bytes and the physical address where
+/// they start.
+pub fn file_containing(phys: u64) -> Option<(&'static [u8], u64)> {
+    if let Some(bare) = BARE_PROGRAM.get() {
+        return (phys >= bare.start && phys < bare.end).then(|| (module_bytes(*bare), bare.start));
+    }
+    let archive = archive();
+    if phys < archive.start || phys >= archive.end {
+        return None;
+    }
+    let (bytes, offset) = vfs().lower_file_containing(phys - archive.start)?;
+    Some((bytes, archive.start + offset))
+}
+
+/// What a path names.
+pub enum Found {
+    /// A node of the file system, at its resolved path.
+    Node {
+        /// Resolved path (links followed).
+        path: String,
+        /// The node.
+        node: Node,
+    },
+    /// One of the kernel's devices.
+    Device(Device),
+    /// A /proc entry.
+    Proc(proc::Entry),
+}
+
+/// `path` made absolute against `cwd`, without `.` and `..`.
+pub fn absolute(cwd: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        String::from(path)
+    } else {
+        alloc::format!("{cwd}/{path}")
+    };
+    let mut parts: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    alloc::format!("/{}", parts.join("/"))
+}
+
+/// Looks `path` up (relative to `cwd`), following a final symbolic link
+/// when `follow` is set.
+///
+/// # Errors
+/// ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG as Linux reports them.
+pub fn lookup(cwd: &str, path: &str, follow: bool) -> Result<Found, Errno> {
+    if path.is_empty() {
+        return Err(Errno::Noent);
+    }
+    let abs = absolute(cwd, path);
+    if let Some(d) = Device::at(&abs) {
+        return Ok(Found::Device(d));
+    }
+    if let Some(entry) = proc::Entry::at(&abs) {
+        if follow {
+            if let Some(target) = entry.link_target() {
+                return lookup("/", &target, true);
+            }
+        }
+        return Ok(Found::Proc(entry));
+    }
+    let (path, node) = vfs().resolve(cwd, path, follow)?;
+    Ok(Found::Node { path, node })
+}
+
+/// Opens `node` (at resolved `path`) for reading (`write` false) or
+/// writing; writing copies a rootfs file up first.
+///
+/// # Errors
+/// EISDIR when writing a directory.
+pub fn open_node(
+    path: String,
+    node: Node,
+    write: bool,
+    append: bool,
+) -> Result<Arc<dyn FileOps>, Errno> {
+    match node.kind() {
+        NodeKind::Dir if write => Err(Errno::Isdir),
+        NodeKind::Dir => Ok(Arc::new(Directory::new(node, path))),
+        NodeKind::Symlink => Err(Errno::Loop),
+        NodeKind::File => match node {
+            Node::Lower(n) if !write => Ok(Arc::new(RootFile::new(n, archive()))),
+            _ => {
+                let file = vfs().writable(&path)?;
+                Ok(Arc::new(TmpFile::new(file, write, append)))
+            }
+        },
+    }
+}
+
+/// Opens a device.
+pub fn open_device(d: Device) -> Arc<dyn FileOps> {
+    Arc::new(OpenDevice(d))
+}

@@ -1,0 +1,35 @@
+//! Physical frames, the kernel heap, and the kernel's view of its own image.
+//!
+//! Frames come from a bump pointer over the usable regions plus a free list
+//! threaded through freed frames (via the direct map): no per-frame table
+//! to initialise, so booting with 4 MiB or 4 GiB costs the same. The heap
+//! lives in its own virtual range and grows a page run at a time.
+
+pub mod frame;
+pub mod heap;
+
+use crate::boot::{BootParams, Region};
+
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Physical range of the kernel image (text, data and bss).
+pub fn kernel_image() -> Region {
+    let (start, end) = (
+        (&raw const __kernel_start) as u64,
+        (&raw const __kernel_end) as u64,
+    );
+    let base = kiln_boot::vm::KERNEL_BASE;
+    Region {
+        start: start - base,
+        end: ((end - base) + 0xfff) & !0xfff,
+    }
+}
+
+/// Sets up the frame allocator and the heap from the boot memory map.
+pub fn init(params: &BootParams) {
+    frame::init(&params.usable[..params.usable_count]);
+    heap::init();
+}

@@ -1,0 +1,765 @@
+//! Threads, waiting and the scheduler (one CPU).
+//!
+//! Each thread has its own kernel stack (its system calls and the events
+//! that interrupt it run there) and saved FPU state. A thread leaves the CPU
+//! only at defined points: when it blocks in a system call, yields or exits,
+//! or when the timer interrupt preempts it *while it runs the program*
+//! (never while it runs kernel code, which therefore needs no locking
+//! against other threads). Time slices are 10 ms; the timer is armed only
+//! for a wake-up someone waits for or when threads share the CPU, so a
+//! single-threaded program that never sleeps takes no interrupts.
+//!
+//! Waiting: a blocked thread waits for a futex word, for any I/O object to
+//! change (it then re-runs its system call), or just for time, each with an
+//! optional deadline. When every thread waits and no deadline is pending,
+//! nothing can ever wake them: that deadlock ends the program with a message
+//! instead of hanging the VM.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kiln_kernel::errno::Errno;
+use kiln_kernel::signal::{bit, AltStack, SigInfo, SigQueue, UNBLOCKABLE};
+use spin::Mutex;
+
+use crate::arch::{self, FpuState, Frame};
+use crate::time;
+
+/// A thread id (the program's process is thread 1's group).
+pub type Tid = u32;
+
+/// Size of each thread's kernel stack.
+const KSTACK_SIZE: usize = 32 * 1024;
+/// Length of a time slice when threads share the CPU.
+const SLICE_NS: u64 = 10_000_000;
+
+/// What a blocked thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// A change of any I/O object (pipe, eventfd, …).
+    Io,
+    /// A wake-up of the futex word at this address, matching this bitset.
+    Futex {
+        /// The word's address.
+        addr: u64,
+        /// FUTEX_BITSET mask (all ones for plain waits).
+        bitset: u32,
+    },
+    /// Only its deadline.
+    Sleep,
+    /// A signal: one the thread does not block, or one of `set` (which
+    /// it may block: sigtimedwait).
+    Signal {
+        /// Blocked signals that also end the wait.
+        set: u64,
+    },
+}
+
+/// Why a blocked thread runs again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// What it waited for happened.
+    Event,
+    /// Its deadline passed.
+    Timeout,
+    /// A signal arrived for it.
+    Signal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Runnable,
+    Blocked,
+    Exited,
+}
+
+/// One thread of the program.
+pub struct Thread {
+    /// Its id.
+    pub tid: Tid,
+    kstack: Vec<u128>,
+    saved_rsp: u64,
+    fpu: Option<FpuState>,
+    fs_base: u64,
+    gs_base: u64,
+    state: State,
+    wait: Option<Wait>,
+    deadline: Option<u64>,
+    woken: Option<Woken>,
+    /// Address whose word is cleared and futex-woken when the thread exits.
+    pub clear_child_tid: u64,
+    /// The absolute deadline of a system call being restarted after a wake-up.
+    pub restart_deadline: Option<u64>,
+    /// Its signal state.
+    pub sig: ThreadSignals,
+    /// Its name (prctl PR_SET_NAME, /proc/self/comm), NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// A thread's signal state.
+#[derive(Default)]
+pub struct ThreadSignals {
+    /// Blocked signals.
+    pub mask: u64,
+    /// Signals sent to this thread, not yet delivered.
+    pub pending: SigQueue,
+    /// Its alternate signal stack.
+    pub alt: AltStack,
+    /// The mask to restore after rt_sigsuspend (and to record in the
+    /// signal frame of the signal that ended it).
+    pub saved_mask: Option<u64>,
+}
+
+impl Thread {
+    fn new(tid: Tid) -> Box<Thread> {
+        Box::new(Thread {
+            tid,
+            kstack: alloc::vec![0u128; KSTACK_SIZE / 16],
+            saved_rsp: 0,
+            fpu: None,
+            fs_base: 0,
+            gs_base: 0,
+            state: State::Runnable,
+            wait: None,
+            deadline: None,
+            woken: None,
+            clear_child_tid: 0,
+            restart_deadline: None,
+            sig: ThreadSignals::default(),
+            comm: default_comm(),
+        })
+    }
+
+    /// Sets its name (at most 15 bytes are kept).
+    pub fn set_comm(&mut self, name: &[u8]) {
+        self.comm = [0; 16];
+        let n = name.len().min(15);
+        self.comm[..n].copy_from_slice(&name[..n]);
+    }
+
+    fn kstack_top(&self) -> u64 {
+        self.kstack.as_ptr() as u64 + (self.kstack.len() * 16) as u64
+    }
+}
+
+struct Scheduler {
+    threads: BTreeMap<Tid, Box<Thread>>,
+    run_queue: VecDeque<Tid>,
+    current: Tid,
+    next_tid: Tid,
+    /// TSC at which the running thread's slice ends.
+    slice_end: u64,
+    /// The TSC the timer is armed for (0: disarmed).
+    armed: u64,
+    /// Exited threads whose stacks can be freed once off them. Boxed
+    /// like `threads`: a switch saved a pointer into the record.
+    #[allow(clippy::vec_box)]
+    zombies: Vec<Box<Thread>>,
+    /// Signals sent to the process as a whole (any thread not blocking
+    /// them takes them).
+    shared: SigQueue,
+}
+
+static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
+    threads: BTreeMap::new(),
+    run_queue: VecDeque::new(),
+    current: 1,
+    next_tid: 2,
+    slice_end: 0,
+    armed: 0,
+    zombies: Vec::new(),
+    shared: SigQueue::new(),
+});
+
+/// Set by a timer interrupt that arrived while kernel code ran; the next
+/// way back to the program looks at timers and slices.
+static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+
+/// A new thread's name: the program file's name, like Linux's comm.
+fn default_comm() -> [u8; 16] {
+    let exe = crate::process::exe_path();
+    let base = exe.rsplit('/').next().unwrap_or(exe).as_bytes();
+    let mut comm = [0u8; 16];
+    let n = base.len().min(15);
+    comm[..n].copy_from_slice(&base[..n]);
+    comm
+}
+
+/// Creates thread 1 (the program's first) and returns its kernel stack top.
+pub fn init_main_thread() -> u64 {
+    let t = Thread::new(1);
+    let top = t.kstack_top();
+    SCHED.lock().threads.insert(1, t);
+    top
+}
+
+/// The running thread's id.
+pub fn current_tid() -> Tid {
+    SCHED.lock().current
+}
+
+/// Runs `f` on the running thread's record.
+pub fn with_current<R>(f: impl FnOnce(&mut Thread) -> R) -> R {
+    let mut s = SCHED.lock();
+    let cur = s.current;
+    f(s.threads
+        .get_mut(&cur)
+        .expect("the running thread is registered"))
+}
+
+fn ns_to_tsc(ns: u64) -> u64 {
+    let khz = time::tsc_khz();
+    (u128::from(ns) * u128::from(khz) / 1_000_000) as u64
+}
+
+/// The TSC value at monotonic time `ns`.
+fn deadline_tsc(ns: u64) -> u64 {
+    time::tsc_at(ns)
+}
+
+/// Starts a thread that enters the program with `frame` (clone): it gets
+/// the creator's FPU state. Returns its id.
+///
+/// # Errors
+/// ENOMEM when its stacks cannot be allocated.
+pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: u64) -> Result<Tid, Errno> {
+    let fpu = FpuState::capture().ok_or(Errno::Nomem)?;
+    let mut s = SCHED.lock();
+    let tid = s.next_tid;
+    s.next_tid += 1;
+    let mut t = Thread::new(tid);
+    // A new thread inherits the creator's mask, not its alternate stack.
+    let cur = s.current;
+    t.sig.mask = s.threads.get(&cur).map_or(0, |c| c.sig.mask);
+    if let Some(c) = s.threads.get(&cur) {
+        t.comm = c.comm;
+    }
+    t.fpu = Some(fpu);
+    t.fs_base = fs_base;
+    t.clear_child_tid = clear_child_tid;
+    // SAFETY: the stack was just allocated, is unused and 16-byte aligned
+    // (u128 elements), and holds far more than a frame and a switch record.
+    t.saved_rsp = unsafe { arch::prepare_new_thread(t.kstack_top(), frame) };
+    s.threads.insert(tid, t);
+    s.run_queue.push_back(tid);
+    if s.slice_end == 0 {
+        s.slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
+    }
+    rearm(&mut s);
+    Ok(tid)
+}
+
+/// Arms the timer for the next event: the earliest deadline, or the end of
+/// the slice when others wait for the CPU.
+fn rearm(s: &mut Scheduler) {
+    let mut next = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked)
+        .filter_map(|t| t.deadline)
+        .chain(crate::time::timer::next_deadline())
+        .min()
+        .map(deadline_tsc);
+    if !s.run_queue.is_empty() {
+        next = Some(next.map_or(s.slice_end, |n| n.min(s.slice_end)));
+    }
+    match next {
+        Some(tsc) if tsc != s.armed => {
+            arch::timer_arm_at(tsc);
+            s.armed = tsc;
+        }
+        None if s.armed != 0 => {
+            arch::timer_disarm();
+            s.armed = 0;
+        }
+        _ => {}
+    }
+}
+
+/// Re-arms the timer after a kernel timer (alarm, POSIX timer) changed.
+/// Call without the timer table locked.
+pub fn timers_changed() {
+    let mut s = SCHED.lock();
+    rearm(&mut s);
+}
+
+/// The deadline of a system call that may be re-run after waiting: set
+/// from `timeout_ns` on its first run, kept across re-runs.
+pub fn restart_deadline(timeout_ns: Option<u64>) -> Option<u64> {
+    let timeout_ns = timeout_ns?;
+    with_current(|t| {
+        *t.restart_deadline
+            .get_or_insert_with(|| time::monotonic_ns().saturating_add(timeout_ns))
+    })
+    .into()
+}
+
+/// Wakes blocked threads whose deadline has passed.
+fn expire(s: &mut Scheduler) {
+    let now = time::monotonic_ns();
+    let mut woke = Vec::new();
+    for t in s.threads.values_mut() {
+        if t.state == State::Blocked && t.deadline.is_some_and(|d| d <= now) {
+            t.state = State::Runnable;
+            t.woken = Some(Woken::Timeout);
+            t.wait = None;
+            t.deadline = None;
+            woke.push(t.tid);
+        }
+    }
+    s.run_queue.extend(woke);
+}
+
+fn make_runnable(s: &mut Scheduler, tid: Tid) {
+    wake(s, tid, Woken::Event);
+}
+
+fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
+    if let Some(t) = s.threads.get_mut(&tid) {
+        t.state = State::Runnable;
+        t.woken = Some(why);
+        t.wait = None;
+        t.deadline = None;
+        s.run_queue.push_back(tid);
+    }
+}
+
+/// Wakes up to `max` threads waiting on the futex word at `addr` whose
+/// bitset intersects `bitset`; returns how many.
+pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
+    let mut s = SCHED.lock();
+    let waiting: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked)
+        .filter(|t| matches!(t.wait, Some(Wait::Futex { addr: a, bitset: b }) if a == addr && b & bitset != 0))
+        .map(|t| t.tid)
+        .take(max as usize)
+        .collect();
+    for tid in &waiting {
+        make_runnable(&mut s, *tid);
+    }
+    rearm(&mut s);
+    waiting.len() as u32
+}
+
+/// How many threads wait on the futex word at `addr`.
+pub fn futex_waiters(addr: u64) -> usize {
+    SCHED
+        .lock()
+        .threads
+        .values()
+        .filter(|t| {
+            t.state == State::Blocked
+                && matches!(t.wait, Some(Wait::Futex { addr: a, .. }) if a == addr)
+        })
+        .count()
+}
+
+/// FUTEX_REQUEUE: wakes up to `wake` waiters of `from`, moves up to
+/// `requeue` more to `to`; returns the number woken plus moved.
+pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
+    let woken = wake_futex(from, u32::MAX, wake);
+    let mut s = SCHED.lock();
+    let mut moved = 0;
+    for t in s.threads.values_mut() {
+        if moved == requeue {
+            break;
+        }
+        if t.state == State::Blocked
+            && matches!(t.wait, Some(Wait::Futex { addr, .. }) if addr == from)
+        {
+            t.wait = Some(Wait::Futex {
+                addr: to,
+                bitset: u32::MAX,
+            });
+            moved += 1;
+        }
+    }
+    woken + moved
+}
+
+/// Tells threads waiting for I/O that something changed (they re-run their
+/// system calls and block again if it was not for them).
+pub fn notify_io() {
+    let mut s = SCHED.lock();
+    let waiting: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked && t.wait == Some(Wait::Io))
+        .map(|t| t.tid)
+        .collect();
+    for tid in waiting {
+        make_runnable(&mut s, tid);
+    }
+}
+
+/// Blocks the running thread until `wait` happens or `deadline`
+/// (monotonic ns) passes. Must be called without any kernel lock held.
+///
+/// # Errors
+/// EDEADLK when nothing could ever wake it.
+pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
+    {
+        let mut s = SCHED.lock();
+        let cur = s.current;
+        if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
+            return Ok(Woken::Timeout);
+        }
+        let shared = s.shared.set();
+        let me = s
+            .threads
+            .get(&cur)
+            .expect("the running thread is registered");
+        if signal_ends_wait(me, wait, shared) {
+            return Ok(Woken::Signal);
+        }
+        let others_can_run = !s.run_queue.is_empty()
+            || crate::time::timer::next_deadline().is_some()
+            || s.threads
+                .values()
+                .any(|t| t.tid != cur && t.state == State::Blocked && t.deadline.is_some());
+        if deadline.is_none() && !others_can_run {
+            return Err(Errno::Deadlk);
+        }
+        let t = s
+            .threads
+            .get_mut(&cur)
+            .expect("the running thread is registered");
+        t.state = State::Blocked;
+        t.wait = Some(wait);
+        t.deadline = deadline;
+        t.woken = None;
+        rearm(&mut s);
+    }
+    schedule();
+    let woken = with_current(|t| t.woken.take());
+    Ok(woken.unwrap_or(Woken::Event))
+}
+
+/// Set by sched_yield (which runs with the process lock held); the system
+/// call's way out yields once the lock is released.
+static YIELD_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks for a yield when the current system call finishes.
+pub fn yield_now_later() {
+    YIELD_REQUESTED.store(true, Ordering::Relaxed);
+}
+
+/// Yields if a yield was asked for.
+pub fn yield_if_requested() {
+    if YIELD_REQUESTED.swap(false, Ordering::Relaxed) {
+        yield_now();
+    }
+}
+
+/// Gives the CPU to another runnable thread, if there is one.
+pub fn yield_now() {
+    {
+        let mut s = SCHED.lock();
+        if s.run_queue.is_empty() {
+            return;
+        }
+        let cur = s.current;
+        s.run_queue.push_back(cur);
+    }
+    schedule();
+}
+
+/// Ends the running thread. Returns when it was the last one (the caller
+/// then ends the program); otherwise never returns.
+pub fn exit_current() {
+    {
+        let mut s = SCHED.lock();
+        let cur = s.current;
+        let others = s
+            .threads
+            .values()
+            .any(|t| t.tid != cur && t.state != State::Exited);
+        if !others {
+            return;
+        }
+        if let Some(t) = s.threads.get_mut(&cur) {
+            t.state = State::Exited;
+        }
+    }
+    schedule();
+    unreachable!("an exited thread was resumed");
+}
+
+/// Called by the timer interrupt: `from_program` when it interrupted the
+/// program (the thread may then be preempted), else only noted.
+pub fn timer_interrupt(from_program: bool) {
+    if !from_program {
+        TIMER_FIRED.store(true, Ordering::Relaxed);
+        return;
+    }
+    check_timers();
+}
+
+/// On the way back to the program: handles a timer that fired in kernel
+/// code, and preempts when the slice is over and others wait.
+pub fn check_timers() {
+    TIMER_FIRED.store(false, Ordering::Relaxed);
+    crate::time::timer::fire_due();
+    let preempt = {
+        let mut s = SCHED.lock();
+        s.armed = 0; // one-shot: it fired (or is about to be re-armed)
+        expire(&mut s);
+        let over = arch::rdtsc() >= s.slice_end;
+        let preempt = over && !s.run_queue.is_empty();
+        if preempt {
+            let cur = s.current;
+            s.run_queue.push_back(cur);
+        } else {
+            rearm(&mut s);
+        }
+        preempt
+    };
+    if preempt {
+        schedule();
+    }
+}
+
+/// Whether a timer interrupt is waiting to be looked at.
+pub fn timer_pending() -> bool {
+    TIMER_FIRED.load(Ordering::Relaxed)
+}
+
+/// Switches to the next runnable thread (idling until one is, if none
+/// is). The current thread must already be queued, blocked or exited.
+fn schedule() {
+    loop {
+        let mut s = SCHED.lock();
+        s.zombies.clear();
+        expire(&mut s);
+        let cur = s.current;
+        let next = loop {
+            match s.run_queue.pop_front() {
+                Some(tid)
+                    if s.threads
+                        .get(&tid)
+                        .is_some_and(|t| t.state == State::Runnable) =>
+                {
+                    break Some(tid)
+                }
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        let Some(next) = next else {
+            if s.threads
+                .get(&cur)
+                .is_some_and(|t| t.state == State::Runnable)
+            {
+                rearm(&mut s);
+                return; // nothing else to run: keep going
+            }
+            let pending = crate::time::timer::next_deadline().is_some()
+                || s.threads
+                    .values()
+                    .any(|t| t.state == State::Blocked && t.deadline.is_some());
+            if !pending {
+                drop(s);
+                crate::deadlock();
+            }
+            rearm(&mut s);
+            drop(s);
+            arch::idle();
+            TIMER_FIRED.store(false, Ordering::Relaxed);
+            // Kernel timers (alarms) post their signals now: they may wake
+            // a thread waiting for one.
+            crate::time::timer::fire_due();
+            continue;
+        };
+        s.slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
+        if next == cur {
+            rearm(&mut s);
+            return;
+        }
+        s.current = next;
+        rearm(&mut s);
+        let prev_exited = s
+            .threads
+            .get(&cur)
+            .is_some_and(|t| t.state == State::Exited);
+        // Save what belongs to the CPU for the thread that stops.
+        let prev_ptr: *mut Thread = match s.threads.get_mut(&cur) {
+            Some(t) => {
+                t.fs_base = arch::fs_base();
+                t.gs_base = arch::gs_base();
+                if t.fpu.is_none() {
+                    t.fpu = FpuState::capture();
+                } else if let Some(f) = &t.fpu {
+                    f.save();
+                }
+                &mut **t
+            }
+            None => core::ptr::null_mut(),
+        };
+        let next_t = s
+            .threads
+            .get_mut(&next)
+            .expect("queued threads are registered");
+        if let Some(f) = &next_t.fpu {
+            f.restore();
+        }
+        arch::set_fs_base(next_t.fs_base);
+        arch::set_gs_base(next_t.gs_base);
+        arch::set_kernel_stack(next_t.kstack_top());
+        let next_rsp: *const u64 = &next_t.saved_rsp;
+        if prev_exited {
+            // Keep the exited thread's stack alive until we are off it.
+            if let Some(t) = s.threads.remove(&cur) {
+                s.zombies.push(t);
+            }
+        }
+        let prev_rsp: *mut u64 = if prev_ptr.is_null() || prev_exited {
+            // Nowhere to come back to: save into a scratch slot.
+            static mut DISCARD: u64 = 0;
+            &raw mut DISCARD
+        } else {
+            // SAFETY: `prev_ptr` points into a boxed thread that stays in
+            // the table while it is switched out.
+            unsafe { &raw mut (*prev_ptr).saved_rsp }
+        };
+        drop(s);
+        // SAFETY: `next_rsp` was saved by switch_to or prepared by
+        // `prepare_new_thread` on a stack owned by a live thread (or a
+        // zombie kept until after this switch); `prev_rsp` outlives the
+        // switch. No lock is held.
+        unsafe { arch::switch(prev_rsp, next_rsp) };
+        return;
+    }
+}
+
+/// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
+fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
+    let pending = t.sig.pending.set() | shared;
+    let set = match wait {
+        Wait::Signal { set } => set,
+        _ => 0,
+    };
+    pending & (!t.sig.mask | set) != 0
+}
+
+/// The name of thread 1 (the process's, in /proc/self/status).
+pub fn main_comm() -> [u8; 16] {
+    SCHED
+        .lock()
+        .threads
+        .get(&1)
+        .map_or_else(default_comm, |t| t.comm)
+}
+
+/// Number of threads that have not exited.
+pub fn thread_count() -> usize {
+    SCHED
+        .lock()
+        .threads
+        .values()
+        .filter(|t| t.state != State::Exited)
+        .count()
+}
+
+/// Whether thread `tid` exists and has not exited.
+pub fn thread_alive(tid: Tid) -> bool {
+    SCHED
+        .lock()
+        .threads
+        .get(&tid)
+        .is_some_and(|t| t.state != State::Exited)
+}
+
+/// Whether every live thread blocks `signal` (then a process-directed one
+/// stays pending instead of taking effect).
+pub fn blocked_everywhere(signal: u8) -> bool {
+    SCHED
+        .lock()
+        .threads
+        .values()
+        .filter(|t| t.state != State::Exited)
+        .all(|t| t.sig.mask & bit(signal) != 0)
+}
+
+/// Whether thread `tid` blocks `signal`.
+pub fn thread_blocks(tid: Tid, signal: u8) -> bool {
+    SCHED
+        .lock()
+        .threads
+        .get(&tid)
+        .is_none_or(|t| t.sig.mask & bit(signal) != 0)
+}
+
+/// Queues a signal for thread `tid` (or the process, `None`) and wakes a
+/// thread it interrupts. False when it was dropped (already pending).
+pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
+    let mut s = SCHED.lock();
+    let queued = match tid {
+        Some(tid) => match s.threads.get_mut(&tid) {
+            Some(t) => t.sig.pending.push(info),
+            None => false,
+        },
+        None => s.shared.push(info),
+    };
+    if !queued {
+        return false;
+    }
+    let shared = s.shared.set();
+    let cur = s.current;
+    // A process-directed signal the running thread takes needs no wake-up.
+    if tid.is_none()
+        && s.threads
+            .get(&cur)
+            .is_some_and(|t| t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0)
+    {
+        return true;
+    }
+    let target = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked && tid.is_none_or(|id| id == t.tid))
+        .find(|t| t.wait.is_some_and(|w| signal_ends_wait(t, w, shared)))
+        .map(|t| t.tid);
+    if let Some(target) = target {
+        wake(&mut s, target, Woken::Signal);
+        rearm(&mut s);
+    }
+    true
+}
+
+/// Takes the running thread's next deliverable signal (its own first,
+/// then the process's), or one of `set` for sigtimedwait.
+pub fn take_signal(set: u64) -> Option<SigInfo> {
+    let mut s = SCHED.lock();
+    let cur = s.current;
+    let t = s.threads.get_mut(&cur)?;
+    let allowed = if set != 0 { set } else { !t.sig.mask };
+    if let Some(info) = t.sig.pending.take(allowed) {
+        return Some(info);
+    }
+    s.shared.take(allowed)
+}
+
+/// Signals pending for the running thread (its own and the process's).
+pub fn pending_signals() -> u64 {
+    let s = SCHED.lock();
+    let own = s.threads.get(&s.current).map_or(0, |t| t.sig.pending.set());
+    own | s.shared.set()
+}
+
+/// Drops every pending instance of `signal` (its action became "ignore").
+pub fn discard_signal(signal: u8) {
+    let mut s = SCHED.lock();
+    s.shared.discard(signal);
+    for t in s.threads.values_mut() {
+        t.sig.pending.discard(signal);
+    }
+}
+
+/// Sets the running thread's mask (SIGKILL and SIGSTOP stay unblocked).
+pub fn set_mask(mask: u64) {
+    with_current(|t| t.sig.mask = mask & !UNBLOCKABLE);
+}

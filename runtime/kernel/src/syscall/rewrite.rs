@@ -1,0 +1,181 @@
+//! System-call rewriting: when a SYSCALL instruction has trapped a few
+//! times ([`HOT`]), its site is checked (`kiln_kernel::syscall::site`) and,
+//! when the five bytes before it are a `mov eax, imm32` of their own,
+//! replaced by a jump to a trampoline that enters the kernel with a plain
+//! jump. Every later call from that site skips the trap to the host
+//! (~1.2 µs on PVM). Sites run once or twice (most of a program's
+//! start-up) are not worth the check, which costs tens of microseconds.
+//!
+//! A trampoline (in a `[kiln-syscall]` page within ±2 GiB of the site)
+//! does what the SYSCALL would have, then jumps to the kernel entry:
+//!
+//! ```text
+//! mov eax, NN              the original instruction
+//! lea rsp, [rsp - 128]     stay clear of the program's red zone
+//! pushfq; pop r11          R11 = RFLAGS, as SYSCALL sets it
+//! mov rcx, SITE + 2        RCX = the return address, as SYSCALL sets it
+//! jmp [syscall_call_entry]
+//! ```
+//!
+//! The entry puts RSP back and builds the same frame as a trapped SYSCALL,
+//! so the rest of the kernel sees no difference: the call returns to the
+//! instruction after the SYSCALL, and a call restarted after a signal
+//! handler (RIP - 2) executes the original SYSCALL, which is still there.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kiln_kernel::exec::elf::PAGE_SIZE;
+use kiln_kernel::mm::vma::{prot, Backing, Label, Vma};
+use kiln_kernel::syscall::site;
+use spin::Mutex;
+
+use crate::arch;
+use crate::process::Process;
+
+/// Traps after which a site is rewritten.
+pub const HOT: u8 = 3;
+/// Bytes per trampoline (37 used, padded with INT3).
+const SLOT: u64 = 48;
+/// How far a `jmp rel32` reaches, with a page of margin.
+const REACH: u64 = (1 << 31) - 2 * PAGE_SIZE;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+struct Rewriter {
+    /// Traps seen per SYSCALL address (`u8::MAX`: looked at already).
+    seen: BTreeMap<u64, u8>,
+    /// Trampoline pages: (address, bytes used).
+    pages: Vec<(u64, u64)>,
+    /// Sites rewritten so far.
+    rewritten: u64,
+}
+
+static REWRITER: Mutex<Rewriter> = Mutex::new(Rewriter {
+    seen: BTreeMap::new(),
+    pages: Vec::new(),
+    rewritten: 0,
+});
+
+/// Turns rewriting off (`kiln.syscall_rewrite=0`).
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
+}
+
+/// How many sites were rewritten.
+pub fn rewritten() -> u64 {
+    REWRITER.lock().rewritten
+}
+
+/// Counts a trap of the SYSCALL at `site` (with `number` in RAX) and, at
+/// the [`HOT`]th, rewrites it when that is safe.
+pub fn consider(p: &mut Process, site: u64, number: u64) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut r = REWRITER.lock();
+    let count = r.seen.entry(site).or_insert(0);
+    if *count == u8::MAX {
+        return;
+    }
+    *count += 1;
+    if *count < HOT {
+        return;
+    }
+    *count = u8::MAX;
+    if rewrite(p, &mut r, site, number).is_some() {
+        r.rewritten += 1;
+    }
+}
+
+/// The image file holding the code at `addr` and the file offset of `addr`.
+fn code_file(p: &Process, addr: u64) -> Option<(&'static [u8], u64)> {
+    let vma = p.vmas.find(addr)?;
+    if vma.prot & prot::EXEC == 0 {
+        return None;
+    }
+    let Backing::Image { phys, offset } = vma.backing else {
+        return None;
+    };
+    let at = phys + offset + (addr - vma.start);
+    let (bytes, start) = crate::fs::file_containing(at)?;
+    Some((bytes, at - start))
+}
+
+fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<()> {
+    let mov = site.checked_sub(5)?;
+    let (file, site_off) = code_file(p, site)?;
+    // The mov must come from the same file, just before.
+    let (mov_file, mov_off) = code_file(p, mov)?;
+    if mov_file.as_ptr() != file.as_ptr() || mov_off + 5 != site_off {
+        return None;
+    }
+    let link_site = site::vaddr_of(file, site_off)?;
+    let found = site::check(file, link_site)?;
+    if u64::from(found.number) != number {
+        return None;
+    }
+    // The program's bytes must still be the file's (not already patched,
+    // not generated code).
+    let original = file.get(mov_off as usize..site_off as usize + 2)?;
+    if p.user_bytes(mov, 7).ok()? != original {
+        return None;
+    }
+    let tramp = trampoline(p, r, mov, found.number, site + 2)?;
+    let rel = tramp.wrapping_sub(mov + 5) as i64;
+    let rel = i32::try_from(rel).ok()?;
+    let mut jump = [0xe9, 0, 0, 0, 0];
+    jump[1..].copy_from_slice(&rel.to_le_bytes());
+    p.poke_code(mov, &jump).ok()
+}
+
+/// A trampoline for `mov eax, number` returning to `back`, within reach of
+/// `near`.
+fn trampoline(p: &mut Process, r: &mut Rewriter, near: u64, number: u32, back: u64) -> Option<u64> {
+    let fits = |&(page, used): &(u64, u64)| used + SLOT <= PAGE_SIZE && page.abs_diff(near) < REACH;
+    let index = match r.pages.iter().position(fits) {
+        Some(i) => i,
+        None => {
+            // The highest free page below the code (below the program, or
+            // in the gap below a library), never above: that is where the
+            // brk heap grows.
+            let page = p
+                .vmas
+                .find_free_below(PAGE_SIZE, near & !(PAGE_SIZE - 1))
+                .ok()?;
+            if page.abs_diff(near) >= REACH {
+                return None;
+            }
+            p.add_area(Vma {
+                start: page,
+                end: page + PAGE_SIZE,
+                prot: prot::READ | prot::EXEC,
+                backing: Backing::Anonymous,
+                label: Label::Trampoline,
+            })
+            .ok()?;
+            r.pages.push((page, 0));
+            r.pages.len() - 1
+        }
+    };
+    let (page, used) = r.pages[index];
+    let at = page + used;
+    let mut code = [0xccu8; SLOT as usize];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        code[n..n + bytes.len()].copy_from_slice(bytes);
+        n += bytes.len();
+    };
+    put(&[0xb8]);
+    put(&number.to_le_bytes());
+    put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
+    put(&[0x9c, 0x41, 0x5b]); // pushfq; pop r11
+    put(&[0x48, 0xb9]); // mov rcx, imm64
+    put(&back.to_le_bytes());
+    put(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip + 0]
+    put(&arch::syscall_call_entry().to_le_bytes());
+    p.copy_into(at, &code).ok()?;
+    r.pages[index].1 = used + SLOT;
+    Some(at)
+}

@@ -1,0 +1,72 @@
+//! Time: the clocks (the TSC, scaled by its frequency, anchored at the
+//! boot wall-clock), the program's timers ([`timer`]) and the kernel
+//! functions the vDSO points at ([`vdso`]).
+
+pub mod timer;
+pub mod vdso;
+
+use crate::arch::rdtsc;
+use crate::boot::BootParams;
+pub use kiln_kernel::time::civil::days_from_civil;
+
+#[derive(Clone, Copy)]
+struct Clock {
+    tsc_khz: u64,
+    boot_tsc: u64,
+    boot_realtime_ns: u64,
+}
+
+static mut CLOCK: Clock = Clock {
+    tsc_khz: 1_000_000,
+    boot_tsc: 0,
+    boot_realtime_ns: 0,
+};
+
+/// Anchors the clock (once, at boot).
+pub fn init(params: &BootParams) {
+    // SAFETY: written once at boot on the only CPU before any reader.
+    unsafe {
+        CLOCK = Clock {
+            tsc_khz: if params.tsc_khz == 0 {
+                1_000_000
+            } else {
+                params.tsc_khz
+            },
+            boot_tsc: params.boot_tsc,
+            boot_realtime_ns: params.boot_realtime_ns,
+        };
+    }
+}
+
+fn clock() -> Clock {
+    // SAFETY: written once in `init`, read-only afterwards.
+    unsafe { CLOCK }
+}
+
+/// Nanoseconds since boot.
+pub fn monotonic_ns() -> u64 {
+    let c = clock();
+    let ticks = rdtsc().saturating_sub(c.boot_tsc);
+    (u128::from(ticks) * 1_000_000 / u128::from(c.tsc_khz)) as u64
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    clock().boot_realtime_ns + monotonic_ns()
+}
+
+/// The TSC frequency in kHz.
+pub fn tsc_khz() -> u64 {
+    clock().tsc_khz
+}
+
+/// The TSC value at monotonic time `ns`.
+pub fn tsc_at(ns: u64) -> u64 {
+    let c = clock();
+    c.boot_tsc + (u128::from(ns) * u128::from(c.tsc_khz) / 1_000_000) as u64
+}
+
+/// The monotonic time at which the wall clock shows `realtime_ns`.
+pub fn realtime_to_monotonic(realtime_ns: u64) -> u64 {
+    realtime_ns.saturating_sub(clock().boot_realtime_ns)
+}
