@@ -15,18 +15,19 @@
 
 extern crate alloc;
 
-pub mod arch;
-pub mod boot;
-pub mod console;
-pub mod fd;
-pub mod fs;
-pub mod mm;
-pub mod process;
-pub mod random;
-pub mod sched;
-pub mod signal;
-pub mod syscall;
-pub mod time;
+mod arch;
+mod boot;
+mod console;
+mod exec;
+mod fd;
+mod fs;
+mod mm;
+mod process;
+mod random;
+mod sched;
+mod signal;
+mod syscall;
+mod time;
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -38,7 +39,8 @@ use kiln_kernel::boot::cmdline;
 use crate::arch::platform::{self, Platform};
 use crate::arch::{Flavour, Frame};
 use crate::boot::{ArgSource, BootParams};
-use crate::process::{Args, ExecError, PROCESS};
+use crate::exec::{Args, ExecError};
+use crate::process::PROCESS;
 use crate::signal::sig;
 
 /// Default program path when the boot protocol names none.
@@ -102,7 +104,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
             platform::exit(ExitReport::CannotExecute)
         }
     };
-    match process::exec(program, &path, &args, trace) {
+    match exec::exec(program, &path, &args, trace) {
         Ok((process, entry, sp)) => {
             *PROCESS.lock() = Some(process);
             let kstack = sched::init_main_thread();
@@ -288,7 +290,7 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
         if addr < kiln_kernel::exec::elf::USER_END && !fetch {
             let handled = PROCESS
                 .try_lock()
-                .and_then(|mut g| g.as_mut().map(|p| p.handle_fault(addr, write, false)));
+                .and_then(|mut g| g.as_mut().map(|p| p.mem.handle_fault(addr, write, false)));
             match handled {
                 Some(Ok(())) => return,
                 Some(Err(_)) => kill_program(
@@ -307,12 +309,12 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
         );
     }
     let result = match PROCESS.lock().as_mut() {
-        Some(p) => p.handle_fault(addr, write, fetch),
-        None => Err(process::FaultError::Unmapped),
+        Some(p) => p.mem.handle_fault(addr, write, fetch),
+        None => Err(mm::fault::FaultError::Unmapped),
     };
     match result {
         Ok(()) => {}
-        Err(process::FaultError::OutOfMemory) => kill_program(
+        Err(mm::fault::FaultError::OutOfMemory) => kill_program(
             sig::SIGKILL,
             Some(format_args!(
                 "out of guest memory at address {addr:#x}, ip {:#x}",
@@ -332,7 +334,7 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
             let in_area = PROCESS
                 .lock()
                 .as_ref()
-                .is_some_and(|p| p.vmas.find(addr).is_some());
+                .is_some_and(|p| p.mem.vmas.find(addr).is_some());
             let present = frame.error & PF_PRESENT != 0 || in_area;
             let (why, si_code) = if present {
                 ("protection", code::SEGV_ACCERR)

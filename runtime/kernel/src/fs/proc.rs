@@ -106,7 +106,7 @@ impl Entry {
                 let _ = writeln!(
                     out,
                     "1 ({name}) R 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 0 {} 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0",
-                    p.vmas.iter().map(|v| v.end - v.start).sum::<u64>()
+                    p.mem.vmas.iter().map(|v| v.end - v.start).sum::<u64>()
                 );
             }
             Entry::Status => status(p, &mut out),
@@ -132,7 +132,7 @@ fn nul_joined(items: &[Vec<u8>]) -> Vec<u8> {
 
 fn maps(p: &Process, out: &mut String) {
     let exe = crate::process::exe_path();
-    for v in p.vmas.iter() {
+    for v in p.mem.vmas.iter() {
         let perm = |bit: u32, c: char| if v.prot & bit != 0 { c } else { '-' };
         let offset = match v.backing {
             Backing::Image { offset, .. } => offset,
@@ -172,7 +172,7 @@ fn comm_text(comm: &[u8; 16]) -> String {
 
 fn status(p: &Process, out: &mut String) {
     let name = comm_text(&crate::sched::main_comm());
-    let vm_kib = p.vmas.iter().map(|v| v.end - v.start).sum::<u64>() / 1024;
+    let vm_kib = p.mem.vmas.iter().map(|v| v.end - v.start).sum::<u64>() / 1024;
     let (used, _) = crate::mm::frame::usage();
     let mask = crate::sched::with_current(|t| t.sig.mask);
     let pending = crate::sched::pending_signals();

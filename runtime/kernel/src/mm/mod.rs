@@ -1,12 +1,17 @@
-//! Physical frames, the kernel heap, and the kernel's view of its own image.
+//! Memory: physical frames, the kernel heap and the kernel's view of its
+//! own image; the program's address space ([`space`]), its demand paging
+//! ([`fault`]) and checked access to it ([`uaccess`]).
 //!
 //! Frames come from a bump pointer over the usable regions plus a free list
 //! threaded through freed frames (via the direct map): no per-frame table
 //! to initialise, so booting with 4 MiB or 4 GiB costs the same. The heap
 //! lives in its own virtual range and grows a page run at a time.
 
+pub mod fault;
 pub mod frame;
 pub mod heap;
+pub mod space;
+pub mod uaccess;
 
 use crate::boot::{BootParams, Region};
 

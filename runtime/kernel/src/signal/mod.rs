@@ -258,7 +258,7 @@ fn setup_frame(
     let place =
         place_frame(frame.rsp, sigctx::fpu_image_size(), &alt, onstack).ok_or(Errno::Fault)?;
     let image = sigctx::fpu_image(frame).ok_or(Errno::Nomem)?;
-    p.write_user(place.fpstate, image.bytes())?;
+    p.mem.write_user(place.fpstate, image.bytes())?;
     let mut context = sigctx::context_of(frame);
     if let Some((trapno, err, cr2)) = fault {
         context.trapno = trapno;
@@ -280,7 +280,7 @@ fn setup_frame(
         mask: old_mask,
         info,
     });
-    p.write_user(place.frame, &bytes)?;
+    p.mem.write_user(place.frame, &bytes)?;
     sigctx::enter_handler(
         frame,
         action.handler,
@@ -331,11 +331,14 @@ pub fn sigreturn(frame: &mut Frame) {
 }
 
 fn restore(p: &mut Process, frame: &mut Frame, uc_addr: u64) -> Result<(), Errno> {
-    let uc: [u8; UCONTEXT_SIZE] = p.read_obj(uc_addr)?;
+    let uc: [u8; UCONTEXT_SIZE] = p.mem.read_obj(uc_addr)?;
     let restored = decode_ucontext(&uc);
     let fpstate = restored.context.fpstate;
     if fpstate != 0 {
-        let image = p.user_bytes(fpstate, sigctx::fpu_image_size())?.to_vec();
+        let image = p
+            .mem
+            .user_bytes(fpstate, sigctx::fpu_image_size())?
+            .to_vec();
         if !sigctx::load_fpu_image(frame, &image) {
             return Err(Errno::Fault);
         }
@@ -369,7 +372,7 @@ fn restore(p: &mut Process, frame: &mut Frame, uc_addr: u64) -> Result<(), Errno
 pub fn sigaltstack(p: &mut Process, new: u64, old: u64, sp: u64) -> Result<u64, Errno> {
     let current = sched::with_current(|t| t.sig.alt);
     let replacement = if new != 0 {
-        let raw: [u8; 24] = p.read_obj(new)?;
+        let raw: [u8; 24] = p.mem.read_obj(new)?;
         let (ss_sp, flags, size) = AltStack::decode(&raw);
         if current.contains(sp) {
             return Err(Errno::Perm);
@@ -394,7 +397,7 @@ pub fn sigaltstack(p: &mut Process, new: u64, old: u64, sp: u64) -> Result<u64, 
         None
     };
     if old != 0 {
-        p.write_user(old, &current.encode(sp))?;
+        p.mem.write_user(old, &current.encode(sp))?;
     }
     if let Some(alt) = replacement {
         sched::with_current(|t| t.sig.alt = alt);

@@ -36,7 +36,7 @@ const O_PATH: u64 = 0o10000000;
 const O_TMPFILE: u64 = 0o20000000 | O_DIRECTORY;
 
 fn path_arg(p: &mut Process, addr: u64) -> Result<String, Errno> {
-    let raw = p.read_cstr(addr, PATH_MAX)?;
+    let raw = p.mem.read_cstr(addr, PATH_MAX)?;
     String::from_utf8(raw).map_err(|_| Errno::Noent)
 }
 
@@ -79,14 +79,14 @@ fn now_secs() -> u64 {
 /// read(2).
 pub fn read(p: &mut Process, fd: u64, buf: u64, len: u64) -> Result<u64, Errno> {
     let file = p.fds.get(fd)?;
-    let out = p.user_bytes_mut(buf, len.min(MAX_RW))?;
+    let out = p.mem.user_bytes_mut(buf, len.min(MAX_RW))?;
     file.read(out).map(|n| n as u64)
 }
 
 /// write(2).
 pub fn write(p: &mut Process, fd: u64, buf: u64, len: u64) -> Result<u64, Errno> {
     let file = p.fds.get(fd)?;
-    let data = p.user_bytes(buf, len.min(MAX_RW))?;
+    let data = p.mem.user_bytes(buf, len.min(MAX_RW))?;
     file.write(data).map(|n| n as u64)
 }
 
@@ -96,7 +96,7 @@ pub fn pread64(p: &mut Process, fd: u64, buf: u64, len: u64, offset: u64) -> Res
         return Err(Errno::Inval);
     }
     let file = p.fds.get(fd)?;
-    let out = p.user_bytes_mut(buf, len.min(MAX_RW))?;
+    let out = p.mem.user_bytes_mut(buf, len.min(MAX_RW))?;
     file.pread(out, offset).map(|n| n as u64)
 }
 
@@ -113,7 +113,7 @@ pub fn sendfile(
     let input = p.fds.get(in_fd)?;
     let output = p.fds.get(out_fd)?;
     let mut at = if offset != 0 {
-        let o: i64 = p.read_obj(offset)?;
+        let o: i64 = p.mem.read_obj(offset)?;
         Some(u64::try_from(o).map_err(|_| Errno::Inval)?)
     } else {
         None
@@ -145,7 +145,7 @@ pub fn sendfile(
     }
     if let Some(o) = at.as_mut() {
         *o += done;
-        p.write_user(offset, &o.to_le_bytes())?;
+        p.mem.write_user(offset, &o.to_le_bytes())?;
     }
     Ok(done)
 }
@@ -156,7 +156,7 @@ pub fn pwrite64(p: &mut Process, fd: u64, buf: u64, len: u64, offset: u64) -> Re
         return Err(Errno::Inval);
     }
     let file = p.fds.get(fd)?;
-    let data = p.user_bytes(buf, len.min(MAX_RW))?;
+    let data = p.mem.user_bytes(buf, len.min(MAX_RW))?;
     file.pwrite(data, offset).map(|n| n as u64)
 }
 
@@ -164,7 +164,7 @@ fn iovecs(p: &mut Process, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errn
     if count > 1024 {
         return Err(Errno::Inval);
     }
-    let raw = p.user_bytes(iov, count * 16)?;
+    let raw = p.mem.user_bytes(iov, count * 16)?;
     let v: Vec<(u64, u64)> = raw
         .chunks_exact(16)
         .map(|c| {
@@ -184,7 +184,7 @@ pub fn readv(p: &mut Process, fd: u64, iov: u64, count: u64) -> Result<u64, Errn
     let file = p.fds.get(fd)?;
     let mut total = 0u64;
     for (base, len) in iovecs(p, iov, count)? {
-        let out = p.user_bytes_mut(base, len.min(MAX_RW - total))?;
+        let out = p.mem.user_bytes_mut(base, len.min(MAX_RW - total))?;
         let n = file.read(out)? as u64;
         total += n;
         if n < len {
@@ -200,7 +200,7 @@ pub fn writev(p: &mut Process, fd: u64, iov: u64, count: u64) -> Result<u64, Err
     let mut out = Vec::new();
     for (base, len) in iovecs(p, iov, count)? {
         let room = MAX_RW - out.len() as u64;
-        out.extend_from_slice(p.user_bytes(base, len.min(room))?);
+        out.extend_from_slice(p.mem.user_bytes(base, len.min(room))?);
     }
     file.write(&out).map(|n| n as u64)
 }
@@ -385,7 +385,7 @@ fn stat_at(p: &mut Process, dirfd: u64, path: u64, at_flags: u64) -> Result<Stat
 /// fstat(2).
 pub fn fstat(p: &mut Process, fd: u64, buf: u64) -> Result<u64, Errno> {
     let st = p.fds.get(fd)?.stat();
-    p.write_user(buf, &st.to_stat())?;
+    p.mem.write_user(buf, &st.to_stat())?;
     Ok(0)
 }
 
@@ -393,7 +393,7 @@ pub fn fstat(p: &mut Process, fd: u64, buf: u64) -> Result<u64, Errno> {
 pub fn stat(p: &mut Process, path: u64, buf: u64, follow: bool) -> Result<u64, Errno> {
     let flags = if follow { 0 } else { AT_SYMLINK_NOFOLLOW };
     let st = stat_at(p, AT_FDCWD, path, flags)?;
-    p.write_user(buf, &st.to_stat())?;
+    p.mem.write_user(buf, &st.to_stat())?;
     Ok(0)
 }
 
@@ -406,7 +406,7 @@ pub fn newfstatat(
     at_flags: u64,
 ) -> Result<u64, Errno> {
     let st = stat_at(p, dirfd, path, at_flags)?;
-    p.write_user(buf, &st.to_stat())?;
+    p.mem.write_user(buf, &st.to_stat())?;
     Ok(0)
 }
 
@@ -419,7 +419,7 @@ pub fn statx(
     buf: u64,
 ) -> Result<u64, Errno> {
     let st = stat_at(p, dirfd, path, at_flags)?;
-    p.write_user(buf, &st.to_statx())?;
+    p.mem.write_user(buf, &st.to_statx())?;
     Ok(0)
 }
 
@@ -448,7 +448,7 @@ pub fn statfs(p: &mut Process, buf: u64) -> Result<u64, Errno> {
     for (i, w) in words.iter().enumerate() {
         raw[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }
-    p.write_user(buf, &raw)?;
+    p.mem.write_user(buf, &raw)?;
     Ok(0)
 }
 
@@ -513,7 +513,7 @@ pub enum XattrOp {
 /// getdents64(2).
 pub fn getdents64(p: &mut Process, fd: u64, buf: u64, len: u64) -> Result<u64, Errno> {
     let file = p.fds.get(fd)?;
-    let out = p.user_bytes_mut(buf, len.min(MAX_RW))?;
+    let out = p.mem.user_bytes_mut(buf, len.min(MAX_RW))?;
     file.getdents(out).map(|n| n as u64)
 }
 
@@ -536,7 +536,7 @@ pub fn readlinkat(
         Found::Device(_) => return Err(Errno::Inval),
     };
     let n = (target.len() as u64).min(size);
-    p.write_user(buf, &target[..n as usize])?;
+    p.mem.write_user(buf, &target[..n as usize])?;
     Ok(n)
 }
 
@@ -547,7 +547,7 @@ pub fn getcwd(p: &mut Process, buf: u64, size: u64) -> Result<u64, Errno> {
     if (size as usize) < cwd.len() {
         return Err(Errno::Range);
     }
-    p.write_user(buf, &cwd)?;
+    p.mem.write_user(buf, &cwd)?;
     Ok(cwd.len() as u64)
 }
 
@@ -696,7 +696,7 @@ pub fn utimensat(
     let mtime = if times == 0 {
         Some(now_secs())
     } else {
-        let t: [i64; 4] = p.read_obj(times)?;
+        let t: [i64; 4] = p.mem.read_obj(times)?;
         match t[3] {
             UTIME_OMIT => None,
             UTIME_NOW => Some(now_secs()),

@@ -17,7 +17,7 @@ pub fn pipe2(p: &mut Process, fds: u64, flags: u64) -> Result<u64, Errno> {
     if flags & !(O_NONBLOCK | O_CLOEXEC | O_DIRECT) != 0 {
         return Err(Errno::Inval);
     }
-    p.prepare(fds, 8, true)?;
+    p.mem.prepare(fds, 8, true)?;
     let (r, w) = pipe(flags & O_NONBLOCK != 0);
     let cloexec = flags & O_CLOEXEC != 0;
     let rfd = p.fds.insert(Arc::new(r), cloexec)?;
@@ -31,7 +31,7 @@ pub fn pipe2(p: &mut Process, fds: u64, flags: u64) -> Result<u64, Errno> {
     let mut out = [0u8; 8];
     out[..4].copy_from_slice(&(rfd as u32).to_le_bytes());
     out[4..].copy_from_slice(&(wfd as u32).to_le_bytes());
-    p.write_user(fds, &out)?;
+    p.mem.write_user(fds, &out)?;
     Ok(0)
 }
 

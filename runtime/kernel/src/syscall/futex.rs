@@ -26,7 +26,7 @@ fn word(p: &mut Process, addr: u64) -> Result<u32, Errno> {
     if !addr.is_multiple_of(4) {
         return Err(Errno::Inval);
     }
-    p.read_obj::<u32>(addr)
+    p.mem.read_obj::<u32>(addr)
 }
 
 /// A relative timespec at `ts` as a monotonic deadline.
@@ -34,7 +34,7 @@ fn relative_deadline(p: &mut Process, ts: u64) -> Result<Option<u64>, Errno> {
     if ts == 0 {
         return Ok(None);
     }
-    let t: [i64; 2] = p.read_obj(ts)?;
+    let t: [i64; 2] = p.mem.read_obj(ts)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -48,7 +48,7 @@ fn absolute_deadline(p: &mut Process, ts: u64, realtime: bool) -> Result<Option<
     if ts == 0 {
         return Ok(None);
     }
-    let t: [i64; 2] = p.read_obj(ts)?;
+    let t: [i64; 2] = p.mem.read_obj(ts)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -150,7 +150,7 @@ pub fn futex(
                     4 => old ^ oparg,
                     _ => return Err(Errno::Nosys),
                 };
-                p.write_user(addr2, &new.to_le_bytes())?;
+                p.mem.write_user(addr2, &new.to_le_bytes())?;
                 let mut woken = sched::wake_futex(addr, u32::MAX, val as u32);
                 let hit = match cmp {
                     0 => old == cmparg,
@@ -179,7 +179,7 @@ pub fn futex(
                     } else {
                         0
                     };
-                    p.write_user(addr, &(me | waiters).to_le_bytes())?;
+                    p.mem.write_user(addr, &(me | waiters).to_le_bytes())?;
                     return Ok(Outcome::Return(Ok(0)));
                 }
                 if current & FUTEX_TID_MASK == me {
@@ -188,7 +188,8 @@ pub fn futex(
                 if cmd == FUTEX_TRYLOCK_PI {
                     return Err(Errno::Again);
                 }
-                p.write_user(addr, &(current | FUTEX_WAITERS).to_le_bytes())?;
+                p.mem
+                    .write_user(addr, &(current | FUTEX_WAITERS).to_le_bytes())?;
                 let deadline = absolute_deadline(p, timeout, true)?;
                 Ok(Outcome::Block {
                     wait: Wait::Futex {
@@ -208,7 +209,7 @@ pub fn futex(
                     return Err(Errno::Perm);
                 }
                 // Release, then let one waiter retry the lock.
-                p.write_user(addr, &0u32.to_le_bytes())?;
+                p.mem.write_user(addr, &0u32.to_le_bytes())?;
                 sched::wake_futex(addr, u32::MAX, 1);
                 Ok(Outcome::Return(Ok(0)))
             }

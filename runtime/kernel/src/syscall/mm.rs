@@ -9,7 +9,8 @@ use kiln_kernel::mm::vma::{prot, Backing, Label, Vma, VmaError};
 
 use kiln_kernel::fs::stat::mode;
 
-use crate::process::{Process, MMAP_TOP};
+use crate::mm::space::MMAP_TOP;
+use crate::process::Process;
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
@@ -31,32 +32,32 @@ fn vma_errno(e: VmaError) -> Errno {
 
 /// brk(2): moves the program break; returns the (possibly unchanged) break.
 pub fn brk(p: &mut Process, new: u64) -> Result<u64, Errno> {
-    if new < p.brk_start || new > USER_END {
-        return Ok(p.brk);
+    if new < p.mem.brk_start || new > USER_END {
+        return Ok(p.mem.brk);
     }
-    let old_end = page_up(p.brk);
+    let old_end = page_up(p.mem.brk);
     let new_end = page_up(new);
     let moved = if new_end == old_end {
         Ok(())
-    } else if old_end == p.brk_start {
-        p.add_area(Vma {
-            start: p.brk_start,
+    } else if old_end == p.mem.brk_start {
+        p.mem.add_area(Vma {
+            start: p.mem.brk_start,
             end: new_end,
             prot: prot::READ | prot::WRITE,
             backing: Backing::Anonymous,
             label: Label::Heap,
         })
-    } else if new_end == p.brk_start {
-        p.remove_range(p.brk_start, old_end)
+    } else if new_end == p.mem.brk_start {
+        p.mem.remove_range(p.mem.brk_start, old_end)
     } else if new_end > old_end {
-        p.vmas.resize_end(old_end, new_end)
+        p.mem.vmas.resize_end(old_end, new_end)
     } else {
-        p.remove_range(new_end, old_end)
+        p.mem.remove_range(new_end, old_end)
     };
     if moved.is_ok() {
-        p.brk = new;
+        p.mem.brk = new;
     }
-    Ok(p.brk)
+    Ok(p.mem.brk)
 }
 
 fn valid_prot(bits: u64) -> Result<u32, Errno> {
@@ -137,22 +138,25 @@ pub fn mmap(
             return Err(Errno::Perm);
         }
         if flags & MAP_FIXED_NOREPLACE != 0 {
-            if !p.vmas.is_free(addr, end) {
+            if !p.mem.vmas.is_free(addr, end) {
                 return Err(Errno::Exist);
             }
         } else {
-            p.remove_range(addr, end).map_err(vma_errno)?;
+            p.mem.remove_range(addr, end).map_err(vma_errno)?;
         }
         addr
     } else {
         let hint_free = addr >= USER_MIN
             && addr
                 .checked_add(len)
-                .is_some_and(|e| e <= MMAP_TOP && p.vmas.is_free(addr, e));
+                .is_some_and(|e| e <= MMAP_TOP && p.mem.vmas.is_free(addr, e));
         if hint_free {
             addr
         } else {
-            p.vmas.find_free_below(len, MMAP_TOP).map_err(vma_errno)?
+            p.mem
+                .vmas
+                .find_free_below(len, MMAP_TOP)
+                .map_err(vma_errno)?
         }
     };
     let anonymous = |from: u64| Vma {
@@ -163,7 +167,7 @@ pub fn mmap(
         label: Label::Mmap,
     };
     let Some(source) = source else {
-        p.add_area(anonymous(start)).map_err(vma_errno)?;
+        p.mem.add_area(anonymous(start)).map_err(vma_errno)?;
         return Ok(start);
     };
     // Pages holding file bytes map the archive directly when aligned (kiln
@@ -178,24 +182,26 @@ pub fn mmap(
     match source {
         _ if file_pages == 0 => {}
         Source::Guest(data) if (data.start + off).is_multiple_of(PAGE_SIZE) => {
-            p.add_area(Vma {
-                start,
-                end: start + file_pages,
-                prot: protection,
-                backing: Backing::Image {
-                    phys: data.start,
-                    offset: off,
-                },
-                label: Label::Mmap,
-            })
-            .map_err(vma_errno)?;
+            p.mem
+                .add_area(Vma {
+                    start,
+                    end: start + file_pages,
+                    prot: protection,
+                    backing: Backing::Image {
+                        phys: data.start,
+                        offset: off,
+                    },
+                    label: Label::Mmap,
+                })
+                .map_err(vma_errno)?;
         }
         Source::Guest(data) => {
-            p.add_area(Vma {
-                end: start + file_pages,
-                ..anonymous(start)
-            })
-            .map_err(vma_errno)?;
+            p.mem
+                .add_area(Vma {
+                    end: start + file_pages,
+                    ..anonymous(start)
+                })
+                .map_err(vma_errno)?;
             // SAFETY: the range is the mapped file's bytes in guest memory.
             let bytes = unsafe {
                 core::slice::from_raw_parts(
@@ -203,20 +209,23 @@ pub fn mmap(
                     file_bytes as usize,
                 )
             };
-            p.copy_into(start, bytes).map_err(|_| Errno::Nomem)?;
+            p.mem.copy_into(start, bytes).map_err(|_| Errno::Nomem)?;
         }
         Source::Copy(bytes) => {
-            p.add_area(Vma {
-                end: start + file_pages,
-                ..anonymous(start)
-            })
-            .map_err(vma_errno)?;
-            p.copy_into(start, &bytes[off as usize..][..file_bytes as usize])
+            p.mem
+                .add_area(Vma {
+                    end: start + file_pages,
+                    ..anonymous(start)
+                })
+                .map_err(vma_errno)?;
+            p.mem
+                .copy_into(start, &bytes[off as usize..][..file_bytes as usize])
                 .map_err(|_| Errno::Nomem)?;
         }
     }
     if file_pages < len {
-        p.add_area(anonymous(start + file_pages))
+        p.mem
+            .add_area(anonymous(start + file_pages))
             .map_err(vma_errno)?;
     }
     Ok(start)
@@ -231,7 +240,7 @@ pub fn munmap(p: &mut Process, addr: u64, len: u64) -> Result<u64, Errno> {
         .checked_add(page_up(len))
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::Inval)?;
-    p.remove_range(addr, end).map_err(vma_errno)?;
+    p.mem.remove_range(addr, end).map_err(vma_errno)?;
     Ok(0)
 }
 
@@ -248,7 +257,8 @@ pub fn mprotect(p: &mut Process, addr: u64, len: u64, prot_bits: u64) -> Result<
         .checked_add(page_up(len))
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::Nomem)?;
-    p.protect_range(addr, end, protection)
+    p.mem
+        .protect_range(addr, end, protection)
         .map_err(|e| match e {
             VmaError::NoSpace => Errno::Nomem,
             other => vma_errno(other),
@@ -265,11 +275,11 @@ pub fn madvise(p: &mut Process, addr: u64, len: u64, advice: u64) -> Result<u64,
         .checked_add(page_up(len))
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::Inval)?;
-    if !p.vmas.covers(addr, end - addr, 0) {
+    if !p.mem.vmas.covers(addr, end - addr, 0) {
         return Err(Errno::Nomem);
     }
     if advice == MADV_DONTNEED {
-        p.discard_range(addr, end);
+        p.mem.discard_range(addr, end);
     }
     Ok(0)
 }
@@ -304,6 +314,7 @@ pub fn mremap(
     }
     let old_end = old.checked_add(old_size).ok_or(Errno::Fault)?;
     let vma = p
+        .mem
         .vmas
         .find(old)
         .copied()
@@ -323,17 +334,19 @@ pub fn mremap(
         {
             return Err(Errno::Inval);
         }
-        p.remove_range(new_addr, new_end).map_err(vma_errno)?;
+        p.mem.remove_range(new_addr, new_end).map_err(vma_errno)?;
         return relocate(p, old, old_size, new_size, new_addr);
     }
     if new_size <= old_size {
         if new_size < old_size {
-            p.remove_range(old + new_size, old_end).map_err(vma_errno)?;
+            p.mem
+                .remove_range(old + new_size, old_end)
+                .map_err(vma_errno)?;
         }
         return Ok(old);
     }
     let grown_end = old.checked_add(new_size).ok_or(Errno::Nomem)?;
-    if vma.end == old_end && grown_end <= MMAP_TOP && p.vmas.is_free(old_end, grown_end) {
+    if vma.end == old_end && grown_end <= MMAP_TOP && p.mem.vmas.is_free(old_end, grown_end) {
         grow(p, &vma, old_end, grown_end)?;
         return Ok(old);
     }
@@ -341,6 +354,7 @@ pub fn mremap(
         return Err(Errno::Nomem);
     }
     let to = p
+        .mem
         .vmas
         .find_free_below(new_size, MMAP_TOP)
         .map_err(vma_errno)?;
@@ -357,12 +371,13 @@ fn relocate(
 ) -> Result<u64, Errno> {
     let keep = old_size.min(new_size);
     if new_size < old_size {
-        p.remove_range(old + new_size, old + old_size)
+        p.mem
+            .remove_range(old + new_size, old + old_size)
             .map_err(vma_errno)?;
     }
-    p.move_range(old, old + keep, to).map_err(vma_errno)?;
+    p.mem.move_range(old, old + keep, to).map_err(vma_errno)?;
     if new_size > keep {
-        let moved = p.vmas.find(to).copied().ok_or(Errno::Fault)?;
+        let moved = p.mem.vmas.find(to).copied().ok_or(Errno::Fault)?;
         grow(p, &moved, to + keep, to + new_size)?;
     }
     Ok(to)
@@ -372,8 +387,11 @@ fn relocate(
 /// simply grow; file-backed ones get zero pages after the file's.
 fn grow(p: &mut Process, vma: &Vma, end: u64, new_end: u64) -> Result<(), Errno> {
     match vma.backing {
-        Backing::Anonymous if vma.end == end => p.vmas.resize_end(end, new_end).map_err(vma_errno),
+        Backing::Anonymous if vma.end == end => {
+            p.mem.vmas.resize_end(end, new_end).map_err(vma_errno)
+        }
         _ => p
+            .mem
             .add_area(Vma {
                 start: end,
                 end: new_end,

@@ -340,7 +340,10 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
     let Some(p) = guard.as_mut() else {
         return way as u64;
     };
-    if p.prepare(frame.rsp.wrapping_sub(144), 16, true).is_err() {
+    if p.mem
+        .prepare(frame.rsp.wrapping_sub(144), 16, true)
+        .is_err()
+    {
         drop(guard);
         crate::kill_program(
             sig::SIGSEGV,

@@ -25,7 +25,7 @@ fn timeout_ns(p: &mut Process, tsp: u64) -> Result<Option<u64>, Errno> {
     if tsp == 0 {
         return Ok(None);
     }
-    let t: [i64; 2] = p.read_obj(tsp)?;
+    let t: [i64; 2] = p.mem.read_obj(tsp)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -58,7 +58,7 @@ fn temporary_mask(p: &mut Process, mask: u64, size: u64) -> Result<(), Errno> {
     if size != 8 {
         return Err(Errno::Inval);
     }
-    let m: u64 = p.read_obj(mask)?;
+    let m: u64 = p.mem.read_obj(mask)?;
     sched::with_current(|t| {
         t.sig.saved_mask.get_or_insert(t.sig.mask);
         t.sig.mask = m & !UNBLOCKABLE;
@@ -86,7 +86,7 @@ fn write_time_left(
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
     out[8..].copy_from_slice(&sub.to_le_bytes());
-    p.write_user(addr, &out)
+    p.mem.write_user(addr, &out)
 }
 
 /// poll(2): `timeout_ms` negative waits forever.
@@ -125,7 +125,7 @@ fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
     if count > FD_SETSIZE {
         return Err(Errno::Inval);
     }
-    let mut pollfds: Vec<u8> = p.user_bytes(fds, count * 8)?.to_vec();
+    let mut pollfds: Vec<u8> = p.mem.user_bytes(fds, count * 8)?.to_vec();
     let mut ready = 0;
     for e in pollfds.chunks_exact_mut(8) {
         let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
@@ -144,7 +144,7 @@ fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
             ready += 1;
         }
     }
-    p.write_user(fds, &pollfds)?;
+    p.mem.write_user(fds, &pollfds)?;
     Ok(ready)
 }
 
@@ -163,7 +163,7 @@ impl FdSets {
         let mut sets: [Option<(u64, Vec<u64>)>; 3] = [None, None, None];
         for (slot, addr) in sets.iter_mut().zip(addrs) {
             if addr != 0 && words > 0 {
-                let bytes = p.user_bytes(addr, words as u64 * 8)?;
+                let bytes = p.mem.user_bytes(addr, words as u64 * 8)?;
                 let bits = bytes
                     .chunks_exact(8)
                     .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
@@ -216,7 +216,7 @@ impl FdSets {
         for (set, bits) in self.sets.iter().zip(ready) {
             if let Some((addr, _)) = set {
                 let bytes: Vec<u8> = bits.iter().flat_map(|w| w.to_le_bytes()).collect();
-                p.write_user(*addr, &bytes)?;
+                p.mem.write_user(*addr, &bytes)?;
             }
         }
         Ok(())
@@ -251,7 +251,7 @@ pub fn select(p: &mut Process, nfds: u64, r: u64, w: u64, e: u64, tvp: u64) -> R
     let timeout = if tvp == 0 {
         None
     } else {
-        let t: [i64; 2] = p.read_obj(tvp)?;
+        let t: [i64; 2] = p.mem.read_obj(tvp)?;
         if t[0] < 0 || t[1] < 0 {
             return Err(Errno::Inval);
         }
@@ -280,7 +280,7 @@ pub fn pselect6(
 ) -> Result<u64, Errno> {
     let timeout = timeout_ns(p, tsp)?;
     if sig != 0 {
-        let [mask, size]: [u64; 2] = p.read_obj(sig)?;
+        let [mask, size]: [u64; 2] = p.mem.read_obj(sig)?;
         temporary_mask(p, mask, size)?;
     }
     let result = select_common(p, nfds, [r, w, e], timeout);
@@ -325,7 +325,7 @@ pub fn epoll_ctl(p: &mut Process, epfd: u64, op: u64, fd: u64, event: u64) -> Re
         return Err(Errno::Inval);
     }
     let read_event = |p: &mut Process| -> Result<(u32, u64), Errno> {
-        let raw: [u8; 12] = p.read_obj(event)?;
+        let raw: [u8; 12] = p.mem.read_obj(event)?;
         let events = u32::from_le_bytes(raw[0..4].try_into().unwrap_or_default());
         let data = u64::from_le_bytes(raw[4..12].try_into().unwrap_or_default());
         // Errors and hang-ups are always reported.
@@ -366,7 +366,7 @@ pub fn epoll_wait(
         return Err(Errno::Inval);
     }
     let instance = epoll_of(p, epfd)?;
-    p.prepare(events, max.min(1024) * 12, true)?;
+    p.mem.prepare(events, max.min(1024) * 12, true)?;
     temporary_mask(p, mask.0, mask.1)?;
     let Some(epoll) = instance.epoll() else {
         return Err(Errno::Inval);
@@ -380,7 +380,7 @@ pub fn epoll_wait(
         out.extend_from_slice(&e.events.to_le_bytes());
         out.extend_from_slice(&e.data.to_le_bytes());
     }
-    p.write_user(events, &out)?;
+    p.mem.write_user(events, &out)?;
     Ok(ready.len() as u64)
 }
 

@@ -91,7 +91,7 @@ pub fn consider(p: &mut Process, site: u64, number: u64) {
 
 /// The image file holding the code at `addr` and the file offset of `addr`.
 fn code_file(p: &Process, addr: u64) -> Option<(&'static [u8], u64)> {
-    let vma = p.vmas.find(addr)?;
+    let vma = p.mem.vmas.find(addr)?;
     if vma.prot & prot::EXEC == 0 {
         return None;
     }
@@ -119,7 +119,7 @@ fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<
     // The program's bytes must still be the file's (not already patched,
     // not generated code).
     let original = file.get(mov_off as usize..site_off as usize + 2)?;
-    if p.user_bytes(mov, 7).ok()? != original {
+    if p.mem.user_bytes(mov, 7).ok()? != original {
         return None;
     }
     let tramp = trampoline(p, r, mov, found.number, site + 2)?;
@@ -127,7 +127,7 @@ fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<
     let rel = i32::try_from(rel).ok()?;
     let mut jump = [0xe9, 0, 0, 0, 0];
     jump[1..].copy_from_slice(&rel.to_le_bytes());
-    p.poke_code(mov, &jump).ok()
+    p.mem.poke_code(mov, &jump).ok()
 }
 
 /// A trampoline for `mov eax, number` returning to `back`, within reach of
@@ -141,20 +141,22 @@ fn trampoline(p: &mut Process, r: &mut Rewriter, near: u64, number: u32, back: u
             // in the gap below a library), never above: that is where the
             // brk heap grows.
             let page = p
+                .mem
                 .vmas
                 .find_free_below(PAGE_SIZE, near & !(PAGE_SIZE - 1))
                 .ok()?;
             if page.abs_diff(near) >= REACH {
                 return None;
             }
-            p.add_area(Vma {
-                start: page,
-                end: page + PAGE_SIZE,
-                prot: prot::READ | prot::EXEC,
-                backing: Backing::Anonymous,
-                label: Label::Trampoline,
-            })
-            .ok()?;
+            p.mem
+                .add_area(Vma {
+                    start: page,
+                    end: page + PAGE_SIZE,
+                    prot: prot::READ | prot::EXEC,
+                    backing: Backing::Anonymous,
+                    label: Label::Trampoline,
+                })
+                .ok()?;
             r.pages.push((page, 0));
             r.pages.len() - 1
         }
@@ -175,7 +177,7 @@ fn trampoline(p: &mut Process, r: &mut Rewriter, near: u64, number: u32, back: u
     put(&back.to_le_bytes());
     put(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip + 0]
     put(&arch::syscall_call_entry().to_le_bytes());
-    p.copy_into(at, &code).ok()?;
+    p.mem.copy_into(at, &code).ok()?;
     r.pages[index].1 = used + SLOT;
     Some(at)
 }

@@ -32,7 +32,7 @@ pub fn rt_sigaction(
         return Err(Errno::Inval);
     }
     let new = if act != 0 {
-        Some(p.read_obj::<SigAction>(act)?)
+        Some(p.mem.read_obj::<SigAction>(act)?)
     } else {
         None
     };
@@ -49,7 +49,7 @@ pub fn rt_sigaction(
         for (i, w) in words.iter().enumerate() {
             raw[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
-        p.write_user(oldact, &raw)?;
+        p.mem.write_user(oldact, &raw)?;
     }
     Ok(0)
 }
@@ -71,7 +71,7 @@ pub fn rt_sigprocmask(
     }
     let old = sched::with_current(|t| t.sig.mask);
     if set != 0 {
-        let s: u64 = p.read_obj(set)?;
+        let s: u64 = p.mem.read_obj(set)?;
         let new = match how {
             SIG_BLOCK => old | s,
             SIG_UNBLOCK => old & !s,
@@ -81,7 +81,7 @@ pub fn rt_sigprocmask(
         sched::set_mask(new);
     }
     if oldset != 0 {
-        p.write_user(oldset, &old.to_le_bytes())?;
+        p.mem.write_user(oldset, &old.to_le_bytes())?;
     }
     Ok(0)
 }
@@ -92,7 +92,8 @@ pub fn rt_sigpending(p: &mut Process, set: u64, size: u64) -> Result<u64, Errno>
         return Err(Errno::Inval);
     }
     let pending = sched::pending_signals() & sched::with_current(|t| t.sig.mask);
-    p.write_user(set, &pending.to_le_bytes()[..size as usize])?;
+    p.mem
+        .write_user(set, &pending.to_le_bytes()[..size as usize])?;
     Ok(0)
 }
 
@@ -102,7 +103,7 @@ pub fn rt_sigsuspend(p: &mut Process, set: u64, size: u64) -> Outcome {
     if size != SIGSET_SIZE {
         return Err(Errno::Inval).into();
     }
-    let mask: u64 = match p.read_obj(set) {
+    let mask: u64 = match p.mem.read_obj(set) {
         Ok(m) => m,
         Err(e) => return Err(e).into(),
     };
@@ -135,10 +136,10 @@ pub fn rt_sigtimedwait(p: &mut Process, set: u64, info: u64, timeout: u64, size:
         if size != SIGSET_SIZE {
             return Err(Errno::Inval);
         }
-        let wanted = p.read_obj::<u64>(set)? & !UNBLOCKABLE;
+        let wanted = p.mem.read_obj::<u64>(set)? & !UNBLOCKABLE;
         if let Some(got) = signal::take_waited(wanted) {
             if info != 0 {
-                p.write_user(info, &got.encode())?;
+                p.mem.write_user(info, &got.encode())?;
             }
             return Ok(Outcome::Return(Ok(u64::from(got.signo))));
         }
@@ -148,7 +149,7 @@ pub fn rt_sigtimedwait(p: &mut Process, set: u64, info: u64, timeout: u64, size:
             return Err(Errno::Intr);
         }
         let timeout_ns = if timeout != 0 {
-            let t: [i64; 2] = p.read_obj(timeout)?;
+            let t: [i64; 2] = p.mem.read_obj(timeout)?;
             if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
                 return Err(Errno::Inval);
             }
@@ -225,7 +226,7 @@ pub fn sigqueueinfo(
             return Err(Errno::Srch);
         }
         let signo = signal_number(signal)?;
-        let raw: [u8; 32] = p.read_obj(uinfo)?;
+        let raw: [u8; 32] = p.mem.read_obj(uinfo)?;
         let si_code = i32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
         if si_code >= 0 || si_code == code::SI_TKILL {
             return Err(Errno::Perm);

@@ -4,7 +4,8 @@ use kiln_kernel::errno::Errno;
 
 use super::Outcome;
 use crate::arch;
-use crate::process::{Process, STACK_SIZE};
+use crate::mm::space::STACK_SIZE;
+use crate::process::Process;
 use crate::sched;
 
 const ARCH_SET_GS: u64 = 0x1001;
@@ -30,9 +31,11 @@ pub fn arch_prctl(p: &mut Process, code: u64, addr: u64) -> Result<u64, Errno> {
             Ok(0)
         }
         ARCH_GET_FS => p
+            .mem
             .write_user(addr, &arch::fs_base().to_le_bytes())
             .map(|()| 0),
         ARCH_GET_GS => p
+            .mem
             .write_user(addr, &arch::gs_base().to_le_bytes())
             .map(|()| 0),
         _ => Err(Errno::Inval),
@@ -85,10 +88,10 @@ pub fn prlimit64(
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&current.0.to_le_bytes());
         bytes[8..].copy_from_slice(&current.1.to_le_bytes());
-        p.write_user(old, &bytes)?;
+        p.mem.write_user(old, &bytes)?;
     }
     if new != 0 {
-        let limit: [u64; 2] = p.read_obj(new)?;
+        let limit: [u64; 2] = p.mem.read_obj(new)?;
         if limit[0] > limit[1] {
             return Err(Errno::Inval);
         }
@@ -111,14 +114,14 @@ pub fn uname(p: &mut Process, buf: u64) -> Result<u64, Errno> {
     for (i, f) in fields.iter().enumerate() {
         out[i * 65..i * 65 + f.len()].copy_from_slice(f);
     }
-    p.write_user(buf, &out)?;
+    p.mem.write_user(buf, &out)?;
     Ok(0)
 }
 
 /// getresuid(2) / getresgid(2): real, effective and saved ids, all 0.
 pub fn getres_ids(p: &mut Process, ptrs: [u64; 3]) -> Result<u64, Errno> {
     for ptr in ptrs {
-        p.write_user(ptr, &0u32.to_le_bytes())?;
+        p.mem.write_user(ptr, &0u32.to_le_bytes())?;
     }
     Ok(0)
 }
@@ -135,7 +138,7 @@ pub fn sysinfo(p: &mut Process, info: u64) -> Result<u64, Errno> {
     let threads = crate::sched::thread_count() as u16;
     out[80..82].copy_from_slice(&threads.to_le_bytes()); // procs
     out[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
-    p.write_user(info, &out)?;
+    p.mem.write_user(info, &out)?;
     Ok(0)
 }
 
@@ -158,18 +161,18 @@ pub fn prctl(p: &mut Process, option: u64, arg: u64) -> Result<u64, Errno> {
     const CAP_LAST_CAP: u64 = 40;
     match option {
         PR_SET_NAME => {
-            let name = p.read_cstr_lossy(arg, 15)?;
+            let name = p.mem.read_cstr_lossy(arg, 15)?;
             sched::with_current(|t| t.set_comm(&name));
             Ok(0)
         }
         PR_GET_NAME => {
             let comm = sched::with_current(|t| t.comm);
-            p.write_user(arg, &comm)?;
+            p.mem.write_user(arg, &comm)?;
             Ok(0)
         }
         PR_SET_PDEATHSIG => (arg <= 64).then_some(0).ok_or(Errno::Inval),
         PR_GET_PDEATHSIG => {
-            p.write_user(arg, &0u32.to_le_bytes())?;
+            p.mem.write_user(arg, &0u32.to_le_bytes())?;
             Ok(0)
         }
         PR_GET_DUMPABLE => Ok(1),
@@ -178,7 +181,7 @@ pub fn prctl(p: &mut Process, option: u64, arg: u64) -> Result<u64, Errno> {
         PR_GET_TIMERSLACK => Ok(50_000),
         PR_SET_CHILD_SUBREAPER => Ok(0),
         PR_GET_CHILD_SUBREAPER => {
-            p.write_user(arg, &0u32.to_le_bytes())?;
+            p.mem.write_user(arg, &0u32.to_le_bytes())?;
             Ok(0)
         }
         PR_SET_NO_NEW_PRIVS => (arg == 1).then_some(0).ok_or(Errno::Inval),
@@ -193,7 +196,7 @@ pub fn getrandom(p: &mut Process, buf: u64, len: u64, flags: u64) -> Result<u64,
         return Err(Errno::Inval);
     }
     let len = len.min(32 * 1024 * 1024);
-    let out = p.user_bytes_mut(buf, len)?;
+    let out = p.mem.user_bytes_mut(buf, len)?;
     crate::random::fill(out);
     Ok(len)
 }
@@ -203,7 +206,7 @@ pub fn sched_getaffinity(p: &mut Process, size: u64, mask: u64) -> Result<u64, E
     if size < 8 || !size.is_multiple_of(8) {
         return Err(Errno::Inval);
     }
-    p.write_user(mask, &1u64.to_le_bytes())?;
+    p.mem.write_user(mask, &1u64.to_le_bytes())?;
     Ok(8)
 }
 
@@ -232,7 +235,7 @@ pub fn clone(p: &mut Process, frame: &crate::arch::Frame, number: u64, a: super:
             if a1 < 64 {
                 return Outcome::Return(Err(Errno::Inval));
             }
-            let c: [u64; 8] = match p.read_obj(a0) {
+            let c: [u64; 8] = match p.mem.read_obj(a0) {
                 Ok(c) => c,
                 Err(e) => return Outcome::Return(Err(e)),
             };
@@ -275,7 +278,7 @@ pub fn clone(p: &mut Process, frame: &crate::arch::Frame, number: u64, a: super:
         (CLONE_CHILD_SETTID, child_tid),
     ] {
         if flags & flag != 0 {
-            if let Err(e) = p.prepare(ptr, 4, true) {
+            if let Err(e) = p.mem.prepare(ptr, 4, true) {
                 return Outcome::Return(Err(e));
             }
         }
@@ -289,7 +292,7 @@ pub fn clone(p: &mut Process, frame: &crate::arch::Frame, number: u64, a: super:
         (CLONE_CHILD_SETTID, child_tid),
     ] {
         if flags & flag != 0 {
-            let _ = p.write_user(ptr, &tid.to_le_bytes());
+            let _ = p.mem.write_user(ptr, &tid.to_le_bytes());
         }
     }
     Outcome::Return(Ok(u64::from(tid)))
@@ -303,7 +306,7 @@ pub fn exit_thread() {
     if addr != 0 {
         let mut guard = crate::process::PROCESS.lock();
         if let Some(p) = guard.as_mut() {
-            if p.write_user(addr, &0u32.to_le_bytes()).is_ok() {
+            if p.mem.write_user(addr, &0u32.to_le_bytes()).is_ok() {
                 sched::wake_futex(addr, u32::MAX, 1);
             }
         }

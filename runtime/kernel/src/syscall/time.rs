@@ -49,12 +49,12 @@ fn timespec(ns: u64) -> [u8; 16] {
 /// # Errors
 /// EFAULT for a bad address.
 pub fn write_timespec(p: &mut Process, addr: u64, ns: u64) -> Result<(), Errno> {
-    p.write_user(addr, &timespec(ns))
+    p.mem.write_user(addr, &timespec(ns))
 }
 
 /// Reads a `struct timespec` as nanoseconds.
 fn read_timespec(p: &mut Process, addr: u64) -> Result<u64, Errno> {
-    let t: [i64; 2] = p.read_obj(addr)?;
+    let t: [i64; 2] = p.mem.read_obj(addr)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -65,7 +65,7 @@ fn read_timespec(p: &mut Process, addr: u64) -> Result<u64, Errno> {
 
 /// Reads a `struct timeval` as nanoseconds.
 fn read_timeval(p: &mut Process, addr: u64) -> Result<u64, Errno> {
-    let t: [i64; 2] = p.read_obj(addr)?;
+    let t: [i64; 2] = p.mem.read_obj(addr)?;
     if t[0] < 0 || !(0..1_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -84,7 +84,7 @@ fn timeval(ns: u64) -> [u8; 16] {
 /// clock_gettime(2).
 pub fn clock_gettime(p: &mut Process, clock: u64, tp: u64) -> Result<u64, Errno> {
     let ns = now(p, clock)?;
-    p.write_user(tp, &timespec(ns))?;
+    p.mem.write_user(tp, &timespec(ns))?;
     Ok(0)
 }
 
@@ -92,7 +92,7 @@ pub fn clock_gettime(p: &mut Process, clock: u64, tp: u64) -> Result<u64, Errno>
 pub fn clock_getres(p: &mut Process, clock: u64, res: u64) -> Result<u64, Errno> {
     now(p, clock)?;
     if res != 0 {
-        p.write_user(res, &timespec(1))?;
+        p.mem.write_user(res, &timespec(1))?;
     }
     Ok(0)
 }
@@ -104,7 +104,7 @@ pub fn gettimeofday(p: &mut Process, tv: u64) -> Result<u64, Errno> {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
         out[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
-        p.write_user(tv, &out)?;
+        p.mem.write_user(tv, &out)?;
     }
     Ok(0)
 }
@@ -113,7 +113,7 @@ pub fn gettimeofday(p: &mut Process, tv: u64) -> Result<u64, Errno> {
 pub fn time(p: &mut Process, tloc: u64) -> Result<u64, Errno> {
     let secs = realtime_ns() / 1_000_000_000;
     if tloc != 0 {
-        p.write_user(tloc, &secs.to_le_bytes())?;
+        p.mem.write_user(tloc, &secs.to_le_bytes())?;
     }
     Ok(secs)
 }
@@ -166,7 +166,7 @@ fn write_itimerval(p: &mut Process, addr: u64, setting: Setting) -> Result<(), E
     let mut out = [0u8; 32];
     out[..16].copy_from_slice(&timeval(interval));
     out[16..].copy_from_slice(&timeval(left));
-    p.write_user(addr, &out)
+    p.mem.write_user(addr, &out)
 }
 
 /// getitimer(2).
@@ -224,7 +224,7 @@ pub fn timer_create(p: &mut Process, clock: u64, sevp: u64, id_out: u64) -> Resu
     let notify = if sevp == 0 {
         None
     } else {
-        let raw: [u8; 20] = p.read_obj(sevp)?;
+        let raw: [u8; 20] = p.mem.read_obj(sevp)?;
         let value = u64::from_le_bytes(raw[0..8].try_into().unwrap_or_default());
         let signo = i32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
         let kind = i32::from_le_bytes(raw[12..16].try_into().unwrap_or_default());
@@ -269,7 +269,7 @@ pub fn timer_create(p: &mut Process, clock: u64, sevp: u64, id_out: u64) -> Resu
             }
         })?;
     }
-    if let Err(e) = p.write_user(id_out, &id.to_le_bytes()) {
+    if let Err(e) = p.mem.write_user(id_out, &id.to_le_bytes()) {
         let _ = timer::delete(id);
         return Err(e);
     }
@@ -281,7 +281,7 @@ fn write_itimerspec(p: &mut Process, addr: u64, setting: Setting) -> Result<(), 
     let mut out = [0u8; 32];
     out[..16].copy_from_slice(&timespec(interval));
     out[16..].copy_from_slice(&timespec(left));
-    p.write_user(addr, &out)
+    p.mem.write_user(addr, &out)
 }
 
 /// timer_settime(2): `struct itimerspec { interval, value }`.

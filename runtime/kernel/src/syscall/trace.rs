@@ -138,7 +138,7 @@ pub fn format_call(p: &mut Process, number: u64, args: &Args) -> String {
             Fd => {
                 let _ = write!(out, "{}", v as i32);
             }
-            Str => match p.read_cstr(v, 4096) {
+            Str => match p.mem.read_cstr(v, 4096) {
                 Ok(s) => quote(&mut out, &s, false),
                 Err(_) => {
                     let _ = write!(out, "{v:#x}");
@@ -146,7 +146,7 @@ pub fn format_call(p: &mut Process, number: u64, args: &Args) -> String {
             },
             Buf(len_arg) => {
                 let len = args.0[len_arg];
-                match p.user_bytes(v, len.min(SHOWN_BYTES)) {
+                match p.mem.user_bytes(v, len.min(SHOWN_BYTES)) {
                     Ok(s) => quote(&mut out, s, len > SHOWN_BYTES),
                     Err(_) => {
                         let _ = write!(out, "{v:#x}");

@@ -1,0 +1,194 @@
+//! The program's address space: its areas (the host-tested
+//! [`kiln_kernel::mm::vma`] set), the page tables that back them, and its
+//! program break. Demand paging is in [`fault`](super::fault), checked
+//! access to its memory in [`uaccess`](super::uaccess).
+//!
+//! The program shares the kernel's page tables (the lower half is its own)
+//! and runs at the kernel's privilege level.
+
+use kiln_kernel::exec::elf::{PAGE_SIZE, USER_END};
+use kiln_kernel::mm::vma::{Backing, Vma, VmaError, VmaSet};
+
+use super::fault::{copy_frame, pte_flags, FaultError};
+use super::frame;
+use crate::arch::{self, pte, PageTables};
+
+/// Top of the main thread's stack (Linux's, without randomisation).
+pub const STACK_TOP: u64 = USER_END;
+/// Size of the main thread's stack area (Linux's default RLIMIT_STACK).
+pub const STACK_SIZE: u64 = 8 << 20;
+/// Where anonymous mappings start, growing down (Linux's `mmap_base`
+/// without randomisation: 128 MiB below the stack top).
+pub const MMAP_TOP: u64 = STACK_TOP - (128 << 20);
+
+/// The program's memory: areas, page tables and break.
+pub struct AddressSpace {
+    /// The program's areas.
+    pub vmas: VmaSet,
+    pub(super) tables: PageTables,
+    /// Start of the brk heap.
+    pub brk_start: u64,
+    /// Current program break.
+    pub brk: u64,
+}
+
+impl AddressSpace {
+    /// An empty address space over `tables` with its break at `brk_start`.
+    pub fn new(tables: PageTables, brk_start: u64) -> Self {
+        Self {
+            vmas: VmaSet::new(),
+            tables,
+            brk_start,
+            brk: brk_start,
+        }
+    }
+}
+
+impl AddressSpace {
+    /// Adds an area (no pages are mapped until touched).
+    pub fn add_area(&mut self, vma: Vma) -> Result<(), VmaError> {
+        self.vmas.insert(vma)
+    }
+
+    /// Removes `[start, end)` from the address space, freeing its frames.
+    pub fn remove_range(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
+        for piece in self.vmas.remove(start, end)? {
+            let mut page = piece.start;
+            while page < piece.end {
+                if let Some(pa) = self.tables.unmap(page) {
+                    if !self.is_image_frame(&piece, page, pa) {
+                        frame::free(pa);
+                    }
+                }
+                page += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` into the program's code at `addr` (system-call
+    /// rewriting): pages shared with the image get a private copy first,
+    /// and keep their protection.
+    pub fn poke_code(&mut self, addr: u64, bytes: &[u8]) -> Result<(), FaultError> {
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = addr + i as u64;
+            let page = page_down(at);
+            let vma = self.vmas.find(at).copied().ok_or(FaultError::Unmapped)?;
+            if self.tables.lookup(page) & pte::PRESENT == 0 {
+                self.populate(page, false, true)?;
+            }
+            let entry = self.tables.lookup(page);
+            let mut pa = entry & pte::ADDR;
+            if self.is_image_frame(&vma, page, pa) {
+                let copy = frame::alloc().ok_or(FaultError::OutOfMemory)?;
+                copy_frame(pa, copy);
+                let flags = entry & !(pte::ADDR | pte::PRESENT);
+                self.tables.unmap(page);
+                if self.map(page, copy, flags).is_err() {
+                    frame::free(copy);
+                    return Err(FaultError::OutOfMemory);
+                }
+                pa = copy;
+            }
+            // SAFETY: `pa` is the program's private frame backing `page`
+            // (just made private if it was shared), reached through the
+            // direct map; the byte lies inside it.
+            unsafe { *arch::phys_to_virt(pa + (at - page)) = b };
+        }
+        Ok(())
+    }
+
+    /// Moves the area piece `[start, end)` (inside one area) to `to`, pages
+    /// and all: their frames change address, not content (mremap).
+    pub fn move_range(&mut self, start: u64, end: u64, to: u64) -> Result<(), VmaError> {
+        let vma = self
+            .vmas
+            .find(start)
+            .copied()
+            .filter(|v| v.end >= end)
+            .ok_or(VmaError::Invalid)?;
+        let backing = match vma.backing {
+            Backing::Image { phys, offset } => Backing::Image {
+                phys,
+                offset: offset + (start - vma.start),
+            },
+            Backing::Anonymous => Backing::Anonymous,
+        };
+        self.vmas.insert(Vma {
+            start: to,
+            end: to + (end - start),
+            backing,
+            ..vma
+        })?;
+        let mut page = start;
+        while page < end {
+            let entry = self.tables.lookup(page);
+            if entry & (pte::PRESENT | pte::KEPT) != 0 {
+                let pa = self.tables.unmap(page).unwrap_or(entry & pte::ADDR);
+                let flags = entry & !(pte::ADDR | pte::PRESENT | pte::KEPT);
+                let target = to + (page - start);
+                if self.map(target, pa, flags).is_err() {
+                    // Out of page-table memory: the page is lost, not leaked.
+                    if !self.is_image_frame(&vma, page, pa) {
+                        frame::free(pa);
+                    }
+                } else if entry & pte::KEPT != 0 {
+                    self.tables.protect(target, flags, false);
+                }
+            }
+            page += PAGE_SIZE;
+        }
+        self.vmas.remove(start, end)?;
+        Ok(())
+    }
+
+    /// Drops the contents of `[start, end)` (MADV_DONTNEED): anonymous
+    /// pages read as zero again, image pages as the image.
+    pub fn discard_range(&mut self, start: u64, end: u64) {
+        let mut page = start;
+        while page < end {
+            if let Some(vma) = self.vmas.find(page).copied() {
+                if let Some(pa) = self.tables.unmap(page) {
+                    if !self.is_image_frame(&vma, page, pa) {
+                        frame::free(pa);
+                    }
+                }
+            }
+            page += PAGE_SIZE;
+        }
+    }
+
+    fn is_image_frame(&self, vma: &Vma, page: u64, pa: u64) -> bool {
+        match vma.backing {
+            Backing::Image { phys, offset } => pa == phys + offset + (page - vma.start),
+            Backing::Anonymous => false,
+        }
+    }
+
+    /// Changes the protection of `[start, end)`.
+    pub fn protect_range(&mut self, start: u64, end: u64, new: u32) -> Result<(), VmaError> {
+        self.vmas.protect(start, end, new)?;
+        let mut page = start;
+        while page < end {
+            let e = self.tables.lookup(page);
+            if e & (pte::PRESENT | pte::KEPT) != 0 {
+                let vma = self.vmas.find(page).copied();
+                let mut flags = pte_flags(new);
+                // Shared image frames stay read-only: the first write copies.
+                if let Some(v) = vma {
+                    if self.is_image_frame(&v, page, e & pte::ADDR) {
+                        flags &= !pte::WRITABLE;
+                    }
+                }
+                self.tables.protect(page, flags, new != 0);
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(())
+    }
+}
+
+/// Rounds down to a page boundary.
+pub(super) fn page_down(v: u64) -> u64 {
+    v & !(PAGE_SIZE - 1)
+}
