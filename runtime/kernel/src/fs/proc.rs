@@ -175,7 +175,7 @@ fn status(p: &Process, out: &mut String) {
     let vm_kib = p.mem.vmas.iter().map(|v| v.end - v.start).sum::<u64>() / 1024;
     let (used, _) = crate::mm::frame::usage();
     let mask = crate::sched::with_current(|t| t.sig.mask);
-    let pending = crate::sched::pending_signals();
+    let pending = crate::signal::pending::pending_signals();
     let (ignored, caught) = p.signals.summary();
     let threads = crate::sched::thread_count();
     let _ = write!(

@@ -9,11 +9,8 @@
 //! for a wake-up someone waits for or when threads share the CPU, so a
 //! single-threaded program that never sleeps takes no interrupts.
 //!
-//! Waiting: a blocked thread waits for a futex word, for any I/O object to
-//! change (it then re-runs its system call), or just for time, each with an
-//! optional deadline. When every thread waits and no deadline is pending,
-//! nothing can ever wake them: that deadlock ends the program with a message
-//! instead of hanging the VM.
+//! Blocking and waking are in [`wait`]; the signals pending for each
+//! thread are kept in its record here but handled by `signal::pending`.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -21,11 +18,19 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use kiln_kernel::errno::Errno;
-use kiln_kernel::signal::{bit, AltStack, SigInfo, SigQueue, UNBLOCKABLE};
+use kiln_kernel::signal::SigQueue;
 use spin::Mutex;
 
 use crate::arch::{self, FpuState, Frame};
+use crate::signal::pending::ThreadSignals;
 use crate::time;
+
+mod wait;
+
+pub use wait::{
+    block, futex_waiters, notify_io, requeue_futex, restart_deadline, wake_futex, Wait, Woken,
+};
+pub(crate) use wait::{expire, signal_ends_wait, wake};
 
 /// A thread id (the program's process is thread 1's group).
 pub type Tid = u32;
@@ -35,41 +40,8 @@ const KSTACK_SIZE: usize = 32 * 1024;
 /// Length of a time slice when threads share the CPU.
 const SLICE_NS: u64 = 10_000_000;
 
-/// What a blocked thread waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    /// A change of any I/O object (pipe, eventfd, …).
-    Io,
-    /// A wake-up of the futex word at this address, matching this bitset.
-    Futex {
-        /// The word's address.
-        addr: u64,
-        /// FUTEX_BITSET mask (all ones for plain waits).
-        bitset: u32,
-    },
-    /// Only its deadline.
-    Sleep,
-    /// A signal: one the thread does not block, or one of `set` (which
-    /// it may block: sigtimedwait).
-    Signal {
-        /// Blocked signals that also end the wait.
-        set: u64,
-    },
-}
-
-/// Why a blocked thread runs again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Woken {
-    /// What it waited for happened.
-    Event,
-    /// Its deadline passed.
-    Timeout,
-    /// A signal arrived for it.
-    Signal,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     Runnable,
     Blocked,
     Exited,
@@ -79,15 +51,15 @@ enum State {
 pub struct Thread {
     /// Its id.
     pub tid: Tid,
-    kstack: Vec<u128>,
-    saved_rsp: u64,
-    fpu: Option<FpuState>,
-    fs_base: u64,
-    gs_base: u64,
-    state: State,
-    wait: Option<Wait>,
-    deadline: Option<u64>,
-    woken: Option<Woken>,
+    pub(crate) kstack: Vec<u128>,
+    pub(crate) saved_rsp: u64,
+    pub(crate) fpu: Option<FpuState>,
+    pub(crate) fs_base: u64,
+    pub(crate) gs_base: u64,
+    pub(crate) state: State,
+    pub(crate) wait: Option<Wait>,
+    pub(crate) deadline: Option<u64>,
+    pub(crate) woken: Option<Woken>,
     /// Address whose word is cleared and futex-woken when the thread exits.
     pub clear_child_tid: u64,
     /// The absolute deadline of a system call being restarted after a wake-up.
@@ -96,20 +68,6 @@ pub struct Thread {
     pub sig: ThreadSignals,
     /// Its name (prctl PR_SET_NAME, /proc/self/comm), NUL-padded.
     pub comm: [u8; 16],
-}
-
-/// A thread's signal state.
-#[derive(Default)]
-pub struct ThreadSignals {
-    /// Blocked signals.
-    pub mask: u64,
-    /// Signals sent to this thread, not yet delivered.
-    pub pending: SigQueue,
-    /// Its alternate signal stack.
-    pub alt: AltStack,
-    /// The mask to restore after rt_sigsuspend (and to record in the
-    /// signal frame of the signal that ended it).
-    pub saved_mask: Option<u64>,
 }
 
 impl Thread {
@@ -144,25 +102,25 @@ impl Thread {
     }
 }
 
-struct Scheduler {
-    threads: BTreeMap<Tid, Box<Thread>>,
-    run_queue: VecDeque<Tid>,
-    current: Tid,
-    next_tid: Tid,
+pub(crate) struct Scheduler {
+    pub(crate) threads: BTreeMap<Tid, Box<Thread>>,
+    pub(crate) run_queue: VecDeque<Tid>,
+    pub(crate) current: Tid,
+    pub(crate) next_tid: Tid,
     /// TSC at which the running thread's slice ends.
-    slice_end: u64,
+    pub(crate) slice_end: u64,
     /// The TSC the timer is armed for (0: disarmed).
-    armed: u64,
+    pub(crate) armed: u64,
     /// Exited threads whose stacks can be freed once off them. Boxed
     /// like `threads`: a switch saved a pointer into the record.
     #[allow(clippy::vec_box)]
-    zombies: Vec<Box<Thread>>,
+    pub(crate) zombies: Vec<Box<Thread>>,
     /// Signals sent to the process as a whole (any thread not blocking
     /// them takes them).
-    shared: SigQueue,
+    pub(crate) shared: SigQueue,
 }
 
-static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
+pub(crate) static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
     threads: BTreeMap::new(),
     run_queue: VecDeque::new(),
     current: 1,
@@ -178,7 +136,7 @@ static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
 static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
 
 /// A new thread's name: the program file's name, like Linux's comm.
-fn default_comm() -> [u8; 16] {
+pub(crate) fn default_comm() -> [u8; 16] {
     let exe = crate::process::exe_path();
     let base = exe.rsplit('/').next().unwrap_or(exe).as_bytes();
     let mut comm = [0u8; 16];
@@ -253,7 +211,7 @@ pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: u64) -> Result<Tid, E
 
 /// Arms the timer for the next event: the earliest deadline, or the end of
 /// the slice when others wait for the CPU.
-fn rearm(s: &mut Scheduler) {
+pub(crate) fn rearm(s: &mut Scheduler) {
     let mut next = s
         .threads
         .values()
@@ -283,160 +241,6 @@ fn rearm(s: &mut Scheduler) {
 pub fn timers_changed() {
     let mut s = SCHED.lock();
     rearm(&mut s);
-}
-
-/// The deadline of a system call that may be re-run after waiting: set
-/// from `timeout_ns` on its first run, kept across re-runs.
-pub fn restart_deadline(timeout_ns: Option<u64>) -> Option<u64> {
-    let timeout_ns = timeout_ns?;
-    with_current(|t| {
-        *t.restart_deadline
-            .get_or_insert_with(|| time::monotonic_ns().saturating_add(timeout_ns))
-    })
-    .into()
-}
-
-/// Wakes blocked threads whose deadline has passed.
-fn expire(s: &mut Scheduler) {
-    let now = time::monotonic_ns();
-    let mut woke = Vec::new();
-    for t in s.threads.values_mut() {
-        if t.state == State::Blocked && t.deadline.is_some_and(|d| d <= now) {
-            t.state = State::Runnable;
-            t.woken = Some(Woken::Timeout);
-            t.wait = None;
-            t.deadline = None;
-            woke.push(t.tid);
-        }
-    }
-    s.run_queue.extend(woke);
-}
-
-fn make_runnable(s: &mut Scheduler, tid: Tid) {
-    wake(s, tid, Woken::Event);
-}
-
-fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
-    if let Some(t) = s.threads.get_mut(&tid) {
-        t.state = State::Runnable;
-        t.woken = Some(why);
-        t.wait = None;
-        t.deadline = None;
-        s.run_queue.push_back(tid);
-    }
-}
-
-/// Wakes up to `max` threads waiting on the futex word at `addr` whose
-/// bitset intersects `bitset`; returns how many.
-pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
-    let mut s = SCHED.lock();
-    let waiting: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.state == State::Blocked)
-        .filter(|t| matches!(t.wait, Some(Wait::Futex { addr: a, bitset: b }) if a == addr && b & bitset != 0))
-        .map(|t| t.tid)
-        .take(max as usize)
-        .collect();
-    for tid in &waiting {
-        make_runnable(&mut s, *tid);
-    }
-    rearm(&mut s);
-    waiting.len() as u32
-}
-
-/// How many threads wait on the futex word at `addr`.
-pub fn futex_waiters(addr: u64) -> usize {
-    SCHED
-        .lock()
-        .threads
-        .values()
-        .filter(|t| {
-            t.state == State::Blocked
-                && matches!(t.wait, Some(Wait::Futex { addr: a, .. }) if a == addr)
-        })
-        .count()
-}
-
-/// FUTEX_REQUEUE: wakes up to `wake` waiters of `from`, moves up to
-/// `requeue` more to `to`; returns the number woken plus moved.
-pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
-    let woken = wake_futex(from, u32::MAX, wake);
-    let mut s = SCHED.lock();
-    let mut moved = 0;
-    for t in s.threads.values_mut() {
-        if moved == requeue {
-            break;
-        }
-        if t.state == State::Blocked
-            && matches!(t.wait, Some(Wait::Futex { addr, .. }) if addr == from)
-        {
-            t.wait = Some(Wait::Futex {
-                addr: to,
-                bitset: u32::MAX,
-            });
-            moved += 1;
-        }
-    }
-    woken + moved
-}
-
-/// Tells threads waiting for I/O that something changed (they re-run their
-/// system calls and block again if it was not for them).
-pub fn notify_io() {
-    let mut s = SCHED.lock();
-    let waiting: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.state == State::Blocked && t.wait == Some(Wait::Io))
-        .map(|t| t.tid)
-        .collect();
-    for tid in waiting {
-        make_runnable(&mut s, tid);
-    }
-}
-
-/// Blocks the running thread until `wait` happens or `deadline`
-/// (monotonic ns) passes. Must be called without any kernel lock held.
-///
-/// # Errors
-/// EDEADLK when nothing could ever wake it.
-pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
-    {
-        let mut s = SCHED.lock();
-        let cur = s.current;
-        if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
-            return Ok(Woken::Timeout);
-        }
-        let shared = s.shared.set();
-        let me = s
-            .threads
-            .get(&cur)
-            .expect("the running thread is registered");
-        if signal_ends_wait(me, wait, shared) {
-            return Ok(Woken::Signal);
-        }
-        let others_can_run = !s.run_queue.is_empty()
-            || crate::time::timer::next_deadline().is_some()
-            || s.threads
-                .values()
-                .any(|t| t.tid != cur && t.state == State::Blocked && t.deadline.is_some());
-        if deadline.is_none() && !others_can_run {
-            return Err(Errno::Deadlk);
-        }
-        let t = s
-            .threads
-            .get_mut(&cur)
-            .expect("the running thread is registered");
-        t.state = State::Blocked;
-        t.wait = Some(wait);
-        t.deadline = deadline;
-        t.woken = None;
-        rearm(&mut s);
-    }
-    schedule();
-    let woken = with_current(|t| t.woken.take());
-    Ok(woken.unwrap_or(Woken::Event))
 }
 
 /// Set by sched_yield (which runs with the process lock held); the system
@@ -635,16 +439,6 @@ fn schedule() {
     }
 }
 
-/// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
-fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
-    let pending = t.sig.pending.set() | shared;
-    let set = match wait {
-        Wait::Signal { set } => set,
-        _ => 0,
-    };
-    pending & (!t.sig.mask | set) != 0
-}
-
 /// The name of thread 1 (the process's, in /proc/self/status).
 pub fn main_comm() -> [u8; 16] {
     SCHED
@@ -671,95 +465,4 @@ pub fn thread_alive(tid: Tid) -> bool {
         .threads
         .get(&tid)
         .is_some_and(|t| t.state != State::Exited)
-}
-
-/// Whether every live thread blocks `signal` (then a process-directed one
-/// stays pending instead of taking effect).
-pub fn blocked_everywhere(signal: u8) -> bool {
-    SCHED
-        .lock()
-        .threads
-        .values()
-        .filter(|t| t.state != State::Exited)
-        .all(|t| t.sig.mask & bit(signal) != 0)
-}
-
-/// Whether thread `tid` blocks `signal`.
-pub fn thread_blocks(tid: Tid, signal: u8) -> bool {
-    SCHED
-        .lock()
-        .threads
-        .get(&tid)
-        .is_none_or(|t| t.sig.mask & bit(signal) != 0)
-}
-
-/// Queues a signal for thread `tid` (or the process, `None`) and wakes a
-/// thread it interrupts. False when it was dropped (already pending).
-pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
-    let mut s = SCHED.lock();
-    let queued = match tid {
-        Some(tid) => match s.threads.get_mut(&tid) {
-            Some(t) => t.sig.pending.push(info),
-            None => false,
-        },
-        None => s.shared.push(info),
-    };
-    if !queued {
-        return false;
-    }
-    let shared = s.shared.set();
-    let cur = s.current;
-    // A process-directed signal the running thread takes needs no wake-up.
-    if tid.is_none()
-        && s.threads
-            .get(&cur)
-            .is_some_and(|t| t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0)
-    {
-        return true;
-    }
-    let target = s
-        .threads
-        .values()
-        .filter(|t| t.state == State::Blocked && tid.is_none_or(|id| id == t.tid))
-        .find(|t| t.wait.is_some_and(|w| signal_ends_wait(t, w, shared)))
-        .map(|t| t.tid);
-    if let Some(target) = target {
-        wake(&mut s, target, Woken::Signal);
-        rearm(&mut s);
-    }
-    true
-}
-
-/// Takes the running thread's next deliverable signal (its own first,
-/// then the process's), or one of `set` for sigtimedwait.
-pub fn take_signal(set: u64) -> Option<SigInfo> {
-    let mut s = SCHED.lock();
-    let cur = s.current;
-    let t = s.threads.get_mut(&cur)?;
-    let allowed = if set != 0 { set } else { !t.sig.mask };
-    if let Some(info) = t.sig.pending.take(allowed) {
-        return Some(info);
-    }
-    s.shared.take(allowed)
-}
-
-/// Signals pending for the running thread (its own and the process's).
-pub fn pending_signals() -> u64 {
-    let s = SCHED.lock();
-    let own = s.threads.get(&s.current).map_or(0, |t| t.sig.pending.set());
-    own | s.shared.set()
-}
-
-/// Drops every pending instance of `signal` (its action became "ignore").
-pub fn discard_signal(signal: u8) {
-    let mut s = SCHED.lock();
-    s.shared.discard(signal);
-    for t in s.threads.values_mut() {
-        t.sig.pending.discard(signal);
-    }
-}
-
-/// Sets the running thread's mask (SIGKILL and SIGSTOP stay unblocked).
-pub fn set_mask(mask: u64) {
-    with_current(|t| t.sig.mask = mask & !UNBLOCKABLE);
 }

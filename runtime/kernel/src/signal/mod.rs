@@ -1,7 +1,7 @@
 //! Signals: sending, delivery to the program's handlers, rt_sigreturn.
 //!
 //! Dispositions are the process's ([`Signals`]); masks, pending queues and
-//! alternate stacks are each thread's (`sched::ThreadSignals`), with one
+//! alternate stacks are each thread's (`crate::signal::pending::ThreadSignals`), with one
 //! queue for signals sent to the process as a whole. A signal takes effect
 //! on a thread's way back to the program (the end of a system call, an
 //! interrupt or an exception): a handler gets a Linux `rt_sigframe` on its
@@ -9,6 +9,8 @@
 //! with status 128+N. A blocked thread the signal concerns is woken: its
 //! system call fails with EINTR, or is re-executed after the handler when
 //! the action has SA_RESTART.
+
+pub mod pending;
 
 use core::fmt;
 
@@ -110,8 +112,8 @@ pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8
     }
     let action = p.signals.action(signo);
     let blocked = match target {
-        Some(tid) => sched::thread_blocks(tid, signo),
-        None => sched::blocked_everywhere(signo),
+        Some(tid) => crate::signal::pending::thread_blocks(tid, signo),
+        None => crate::signal::pending::blocked_everywhere(signo),
     };
     if !blocked {
         if action.ignores(signo) {
@@ -121,7 +123,7 @@ pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8
             return Ok(Some(signo));
         }
     }
-    sched::post_signal(target, info);
+    crate::signal::pending::post_signal(target, info);
     Ok(None)
 }
 
@@ -152,7 +154,7 @@ fn dequeued(mut info: SigInfo) -> SigInfo {
 
 /// Takes a pending signal of `set` for sigtimedwait (which blocks them).
 pub fn take_waited(set: u64) -> Option<SigInfo> {
-    sched::take_signal(set).map(dequeued)
+    crate::signal::pending::take_signal(set).map(dequeued)
 }
 
 /// How the system call that ends here went, for a signal delivered on its
@@ -175,7 +177,7 @@ pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
     loop {
         let mut guard = PROCESS.lock();
         let Some(p) = guard.as_mut() else { return };
-        let Some(info) = sched::take_signal(0) else {
+        let Some(info) = crate::signal::pending::take_signal(0) else {
             break;
         };
         let info = dequeued(info);

@@ -40,7 +40,7 @@ pub fn rt_sigaction(
     if let Some(new) = new {
         // Setting "ignore" discards what is pending (POSIX).
         if new.ignores(signal as u8) {
-            sched::discard_signal(signal as u8);
+            crate::signal::pending::discard_signal(signal as u8);
         }
     }
     if oldact != 0 {
@@ -78,7 +78,7 @@ pub fn rt_sigprocmask(
             SIG_SETMASK => s,
             _ => return Err(Errno::Inval),
         };
-        sched::set_mask(new);
+        crate::signal::pending::set_mask(new);
     }
     if oldset != 0 {
         p.mem.write_user(oldset, &old.to_le_bytes())?;
@@ -91,7 +91,7 @@ pub fn rt_sigpending(p: &mut Process, set: u64, size: u64) -> Result<u64, Errno>
     if size > SIGSET_SIZE {
         return Err(Errno::Inval);
     }
-    let pending = sched::pending_signals() & sched::with_current(|t| t.sig.mask);
+    let pending = crate::signal::pending::pending_signals() & sched::with_current(|t| t.sig.mask);
     p.mem
         .write_user(set, &pending.to_le_bytes()[..size as usize])?;
     Ok(0)
@@ -145,7 +145,7 @@ pub fn rt_sigtimedwait(p: &mut Process, set: u64, info: u64, timeout: u64, size:
         }
         // Another signal the thread does not block interrupts the wait.
         let mask = sched::with_current(|t| t.sig.mask);
-        if sched::pending_signals() & !mask != 0 {
+        if crate::signal::pending::pending_signals() & !mask != 0 {
             return Err(Errno::Intr);
         }
         let timeout_ns = if timeout != 0 {

@@ -1,0 +1,209 @@
+//! Waiting: a blocked thread waits for a futex word, for any I/O object to
+//! change (it then re-runs its system call), for a signal, or just for
+//! time, each with an optional deadline. When every thread waits and no
+//! deadline is pending, nothing can ever wake them: that deadlock ends the
+//! program with a message instead of hanging the VM.
+
+use alloc::vec::Vec;
+
+use kiln_kernel::errno::Errno;
+
+use super::{rearm, schedule, with_current, Scheduler, State, Thread, Tid, SCHED};
+use crate::time;
+
+/// What a blocked thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// A change of any I/O object (pipe, eventfd, …).
+    Io,
+    /// A wake-up of the futex word at this address, matching this bitset.
+    Futex {
+        /// The word's address.
+        addr: u64,
+        /// FUTEX_BITSET mask (all ones for plain waits).
+        bitset: u32,
+    },
+    /// Only its deadline.
+    Sleep,
+    /// A signal: one the thread does not block, or one of `set` (which
+    /// it may block: sigtimedwait).
+    Signal {
+        /// Blocked signals that also end the wait.
+        set: u64,
+    },
+}
+
+/// Why a blocked thread runs again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// What it waited for happened.
+    Event,
+    /// Its deadline passed.
+    Timeout,
+    /// A signal arrived for it.
+    Signal,
+}
+
+/// The deadline of a system call that may be re-run after waiting: set
+/// from `timeout_ns` on its first run, kept across re-runs.
+pub fn restart_deadline(timeout_ns: Option<u64>) -> Option<u64> {
+    let timeout_ns = timeout_ns?;
+    with_current(|t| {
+        *t.restart_deadline
+            .get_or_insert_with(|| time::monotonic_ns().saturating_add(timeout_ns))
+    })
+    .into()
+}
+
+/// Wakes blocked threads whose deadline has passed.
+pub(crate) fn expire(s: &mut Scheduler) {
+    let now = time::monotonic_ns();
+    let mut woke = Vec::new();
+    for t in s.threads.values_mut() {
+        if t.state == State::Blocked && t.deadline.is_some_and(|d| d <= now) {
+            t.state = State::Runnable;
+            t.woken = Some(Woken::Timeout);
+            t.wait = None;
+            t.deadline = None;
+            woke.push(t.tid);
+        }
+    }
+    s.run_queue.extend(woke);
+}
+
+fn make_runnable(s: &mut Scheduler, tid: Tid) {
+    wake(s, tid, Woken::Event);
+}
+
+pub(crate) fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
+    if let Some(t) = s.threads.get_mut(&tid) {
+        t.state = State::Runnable;
+        t.woken = Some(why);
+        t.wait = None;
+        t.deadline = None;
+        s.run_queue.push_back(tid);
+    }
+}
+
+/// Wakes up to `max` threads waiting on the futex word at `addr` whose
+/// bitset intersects `bitset`; returns how many.
+pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
+    let mut s = SCHED.lock();
+    let waiting: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked)
+        .filter(|t| matches!(t.wait, Some(Wait::Futex { addr: a, bitset: b }) if a == addr && b & bitset != 0))
+        .map(|t| t.tid)
+        .take(max as usize)
+        .collect();
+    for tid in &waiting {
+        make_runnable(&mut s, *tid);
+    }
+    rearm(&mut s);
+    waiting.len() as u32
+}
+
+/// How many threads wait on the futex word at `addr`.
+pub fn futex_waiters(addr: u64) -> usize {
+    SCHED
+        .lock()
+        .threads
+        .values()
+        .filter(|t| {
+            t.state == State::Blocked
+                && matches!(t.wait, Some(Wait::Futex { addr: a, .. }) if a == addr)
+        })
+        .count()
+}
+
+/// FUTEX_REQUEUE: wakes up to `wake` waiters of `from`, moves up to
+/// `requeue` more to `to`; returns the number woken plus moved.
+pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
+    let woken = wake_futex(from, u32::MAX, wake);
+    let mut s = SCHED.lock();
+    let mut moved = 0;
+    for t in s.threads.values_mut() {
+        if moved == requeue {
+            break;
+        }
+        if t.state == State::Blocked
+            && matches!(t.wait, Some(Wait::Futex { addr, .. }) if addr == from)
+        {
+            t.wait = Some(Wait::Futex {
+                addr: to,
+                bitset: u32::MAX,
+            });
+            moved += 1;
+        }
+    }
+    woken + moved
+}
+
+/// Tells threads waiting for I/O that something changed (they re-run their
+/// system calls and block again if it was not for them).
+pub fn notify_io() {
+    let mut s = SCHED.lock();
+    let waiting: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked && t.wait == Some(Wait::Io))
+        .map(|t| t.tid)
+        .collect();
+    for tid in waiting {
+        make_runnable(&mut s, tid);
+    }
+}
+
+/// Blocks the running thread until `wait` happens or `deadline`
+/// (monotonic ns) passes. Must be called without any kernel lock held.
+///
+/// # Errors
+/// EDEADLK when nothing could ever wake it.
+pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
+    {
+        let mut s = SCHED.lock();
+        let cur = s.current;
+        if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
+            return Ok(Woken::Timeout);
+        }
+        let shared = s.shared.set();
+        let me = s
+            .threads
+            .get(&cur)
+            .expect("the running thread is registered");
+        if signal_ends_wait(me, wait, shared) {
+            return Ok(Woken::Signal);
+        }
+        let others_can_run = !s.run_queue.is_empty()
+            || crate::time::timer::next_deadline().is_some()
+            || s.threads
+                .values()
+                .any(|t| t.tid != cur && t.state == State::Blocked && t.deadline.is_some());
+        if deadline.is_none() && !others_can_run {
+            return Err(Errno::Deadlk);
+        }
+        let t = s
+            .threads
+            .get_mut(&cur)
+            .expect("the running thread is registered");
+        t.state = State::Blocked;
+        t.wait = Some(wait);
+        t.deadline = deadline;
+        t.woken = None;
+        rearm(&mut s);
+    }
+    schedule();
+    let woken = with_current(|t| t.woken.take());
+    Ok(woken.unwrap_or(Woken::Event))
+}
+
+/// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
+pub(crate) fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
+    let pending = t.sig.pending.set() | shared;
+    let set = match wait {
+        Wait::Signal { set } => set,
+        _ => 0,
+    };
+    pending & (!t.sig.mask | set) != 0
+}
