@@ -1,8 +1,7 @@
-//! The system-call interface as data: Linux's numbers and names
-//! ([`names`]), and the analysis that proves a SYSCALL site safe to rewrite
-//! into a jump ([`site`], with the instruction-length decoder [`x86len`]).
-//! The kernel's `syscall` holds the table of handlers.
+//! The analysis that proves a SYSCALL site safe to rewrite into a jump
+//! ([`site`], with the instruction-length decoder [`x86len`]). The
+//! kernel's `syscall` holds the system-call table: numbers, names,
+//! argument types and handlers.
 
-pub mod names;
 pub mod site;
 pub mod x86len;

@@ -150,16 +150,33 @@ pub trait FileOps: Send + Sync {
     }
 }
 
-/// A descriptor register value as a table index: descriptors are C `int`s,
-/// so only the low 32 bits count (the upper ones are undefined in the ABI),
-/// and negative ones name nothing.
-fn index(fd: u64) -> Option<usize> {
-    usize::try_from(fd as u32 as i32).ok()
+/// A file descriptor number, as the program passes it: a C `int` (only
+/// the low 32 bits of a register count; the upper ones are undefined in
+/// the ABI). Negative numbers name nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fd(pub i32);
+
+impl Fd {
+    /// The descriptor's slot in a table, if it can have one.
+    fn index(self) -> Option<usize> {
+        usize::try_from(self.0).ok()
+    }
+
+    /// The number returned to the program.
+    pub fn number(self) -> u64 {
+        self.0 as u64
+    }
 }
 
-/// One descriptor.
+impl From<usize> for Fd {
+    fn from(slot: usize) -> Self {
+        Fd(i32::try_from(slot).unwrap_or(-1))
+    }
+}
+
+/// One open descriptor: the file and its close-on-exec flag.
 #[derive(Clone)]
-pub struct Fd {
+pub struct Descriptor {
     /// The open file.
     pub file: Arc<dyn FileOps>,
     /// Close on exec.
@@ -169,7 +186,7 @@ pub struct Fd {
 /// The descriptor table.
 #[derive(Default)]
 pub struct FdTable {
-    slots: Vec<Option<Fd>>,
+    slots: Vec<Option<Descriptor>>,
 }
 
 impl FdTable {
@@ -177,7 +194,7 @@ impl FdTable {
     pub fn with_stdio() -> Self {
         let mut t = FdTable::default();
         for file in stdio::standard_streams() {
-            t.slots.push(Some(Fd {
+            t.slots.push(Some(Descriptor {
                 file,
                 cloexec: false,
             }));
@@ -186,13 +203,13 @@ impl FdTable {
     }
 
     /// The open file behind `fd`.
-    pub fn get(&self, fd: u64) -> Result<Arc<dyn FileOps>, Errno> {
+    pub fn get(&self, fd: Fd) -> Result<Arc<dyn FileOps>, Errno> {
         self.entry(fd).map(|e| e.file.clone())
     }
 
     /// The descriptor entry.
-    pub fn entry(&self, fd: u64) -> Result<&Fd, Errno> {
-        index(fd)
+    pub fn entry(&self, fd: Fd) -> Result<&Descriptor, Errno> {
+        fd.index()
             .and_then(|i| self.slots.get(i))
             .and_then(Option::as_ref)
             .ok_or(Errno::Badf)
@@ -204,7 +221,7 @@ impl FdTable {
         min: usize,
         file: Arc<dyn FileOps>,
         cloexec: bool,
-    ) -> Result<u64, Errno> {
+    ) -> Result<Fd, Errno> {
         if min >= MAX_FDS {
             return Err(Errno::Inval);
         }
@@ -214,29 +231,29 @@ impl FdTable {
         if self.slots.len() <= free {
             self.slots.resize(free + 1, None);
         }
-        self.slots[free] = Some(Fd { file, cloexec });
-        Ok(free as u64)
+        self.slots[free] = Some(Descriptor { file, cloexec });
+        Ok(Fd::from(free))
     }
 
     /// Installs `file` at the lowest free descriptor.
-    pub fn insert(&mut self, file: Arc<dyn FileOps>, cloexec: bool) -> Result<u64, Errno> {
+    pub fn insert(&mut self, file: Arc<dyn FileOps>, cloexec: bool) -> Result<Fd, Errno> {
         self.insert_from(0, file, cloexec)
     }
 
     /// Makes `new` refer to `old`'s file (dup2/dup3), closing what `new` held.
-    pub fn dup_to(&mut self, old: u64, new: u64, cloexec: bool) -> Result<u64, Errno> {
+    pub fn dup_to(&mut self, old: Fd, new: Fd, cloexec: bool) -> Result<Fd, Errno> {
         let file = self.get(old)?;
-        let i = index(new).filter(|&i| i < MAX_FDS).ok_or(Errno::Badf)?;
+        let i = new.index().filter(|&i| i < MAX_FDS).ok_or(Errno::Badf)?;
         if self.slots.len() <= i {
             self.slots.resize(i + 1, None);
         }
-        self.slots[i] = Some(Fd { file, cloexec });
+        self.slots[i] = Some(Descriptor { file, cloexec });
         Ok(new)
     }
 
     /// Sets the close-on-exec flag of `fd`.
-    pub fn set_cloexec(&mut self, fd: u64, cloexec: bool) -> Result<(), Errno> {
-        let i = index(fd).ok_or(Errno::Badf)?;
+    pub fn set_cloexec(&mut self, fd: Fd, cloexec: bool) -> Result<(), Errno> {
+        let i = fd.index().ok_or(Errno::Badf)?;
         match self.slots.get_mut(i) {
             Some(Some(e)) => {
                 e.cloexec = cloexec;
@@ -247,8 +264,8 @@ impl FdTable {
     }
 
     /// Closes `fd`.
-    pub fn close(&mut self, fd: u64) -> Result<(), Errno> {
-        let i = index(fd).ok_or(Errno::Badf)?;
+    pub fn close(&mut self, fd: Fd) -> Result<(), Errno> {
+        let i = fd.index().ok_or(Errno::Badf)?;
         match self.slots.get_mut(i) {
             Some(slot @ Some(_)) => {
                 *slot = None;

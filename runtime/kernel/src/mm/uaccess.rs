@@ -4,8 +4,14 @@
 //! addresses — but only after [`AddressSpace::prepare`] has checked the
 //! range against the program's areas and made every page present. The
 //! kernel therefore never takes a page fault on program memory.
+//!
+//! System calls see program addresses only as [`UserPtr<T>`] and
+//! [`UserCStr`] values, accessed through the typed methods at the end of
+//! this file. The byte-address methods are for addresses the kernel
+//! computes itself (signal frames, the initial stack, the loader).
 
 use alloc::vec::Vec;
+use core::marker::PhantomData;
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::exec::elf::{PAGE_SIZE, USER_END};
@@ -133,5 +139,176 @@ impl AddressSpace {
             at += chunk;
         }
         Ok(())
+    }
+}
+
+/// The address of a `T` in the program's memory, as a system call passes
+/// it. The kernel reads or writes through it only with the checked
+/// accessors of [`AddressSpace`] ([`read`](AddressSpace::read),
+/// [`write`](AddressSpace::write), [`slice`](AddressSpace::slice), …).
+pub struct UserPtr<T> {
+    addr: u64,
+    _to: PhantomData<*const T>,
+}
+
+impl<T> Clone for UserPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for UserPtr<T> {}
+
+impl<T> PartialEq for UserPtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+    }
+}
+
+impl<T> core::fmt::Debug for UserPtr<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}", self.addr)
+    }
+}
+
+// SAFETY: a UserPtr is an address, not a reference: it grants no access by
+// itself (every access goes through a checked AddressSpace method).
+unsafe impl<T> Send for UserPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for UserPtr<T> {}
+
+impl<T> UserPtr<T> {
+    /// A pointer the program handed over (a register, or a field of a
+    /// structure read from its memory).
+    pub const fn new(addr: u64) -> Self {
+        Self {
+            addr,
+            _to: PhantomData,
+        }
+    }
+
+    /// The null pointer (an absent optional argument).
+    pub fn is_null(self) -> bool {
+        self.addr == 0
+    }
+
+    /// `None` for the null pointer.
+    pub fn non_null(self) -> Option<Self> {
+        (!self.is_null()).then_some(self)
+    }
+
+    /// The numeric address (for messages and the tracer).
+    pub fn addr(self) -> u64 {
+        self.addr
+    }
+
+    /// The `n`-th `T` after this one (arrays); wraps like the program's own
+    /// pointer arithmetic, and the access check catches the result.
+    pub fn add(self, n: usize) -> Self {
+        Self::new(
+            self.addr
+                .wrapping_add((n as u64).wrapping_mul(core::mem::size_of::<T>() as u64)),
+        )
+    }
+
+    /// The same address seen as a `U` (a structure read field by field).
+    pub fn cast<U>(self) -> UserPtr<U> {
+        UserPtr::new(self.addr)
+    }
+
+    /// The address `bytes` further on, as a `U`.
+    pub fn byte_add<U>(self, bytes: u64) -> UserPtr<U> {
+        UserPtr::new(self.addr.wrapping_add(bytes))
+    }
+}
+
+/// A NUL-terminated string in the program's memory (paths, names).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UserCStr(pub UserPtr<u8>);
+
+impl UserCStr {
+    /// Whether the pointer is null (an absent optional string).
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+}
+
+/// Values that can be copied to the program's memory as their bytes:
+/// integers and arrays of them (no padding, every bit pattern valid).
+pub trait Plain: Copy {
+    /// The value's bytes, as the program sees them (little endian).
+    fn write_to(&self, out: &mut [u8]);
+}
+
+macro_rules! plain_int {
+    ($($t:ty),*) => {$(
+        impl Plain for $t {
+            fn write_to(&self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+
+plain_int!(u8, u16, u32, u64, i32, i64, usize);
+
+impl<T: Plain, const N: usize> Plain for [T; N] {
+    fn write_to(&self, out: &mut [u8]) {
+        let size = core::mem::size_of::<T>();
+        for (v, chunk) in self.iter().zip(out.chunks_exact_mut(size)) {
+            v.write_to(chunk);
+        }
+    }
+}
+
+impl AddressSpace {
+    /// Reads a `T` from the program's memory.
+    pub fn read<T: Copy>(&mut self, at: UserPtr<T>) -> Result<T, Errno> {
+        self.read_obj(at.addr)
+    }
+
+    /// Writes `value` to the program's memory.
+    pub fn write<T: Plain>(&mut self, at: UserPtr<T>, value: T) -> Result<(), Errno> {
+        let out = self.user_bytes_mut(at.addr, core::mem::size_of::<T>() as u64)?;
+        value.write_to(out);
+        Ok(())
+    }
+
+    /// Checks that a `T` can be written at `at` (before work that is hard
+    /// to undo), without writing it.
+    pub fn check_writable<T>(&mut self, at: UserPtr<T>) -> Result<(), Errno> {
+        self.prepare(at.addr, core::mem::size_of::<T>() as u64, true)
+    }
+
+    /// Checks that `len` bytes can be written at `at`, without writing.
+    pub fn check_writable_bytes(&mut self, at: UserPtr<u8>, len: usize) -> Result<(), Errno> {
+        self.prepare(at.addr, len as u64, true)
+    }
+
+    /// The program's `len` bytes at `at`.
+    pub fn slice(&mut self, at: UserPtr<u8>, len: usize) -> Result<&[u8], Errno> {
+        self.user_bytes(at.addr, len as u64)
+    }
+
+    /// The program's `len` bytes at `at`, for writing.
+    pub fn slice_mut(&mut self, at: UserPtr<u8>, len: usize) -> Result<&mut [u8], Errno> {
+        self.user_bytes_mut(at.addr, len as u64)
+    }
+
+    /// Copies `data` to the program's memory at `at` (a byte-encoded
+    /// structure or a buffer).
+    pub fn write_bytes<T>(&mut self, at: UserPtr<T>, data: &[u8]) -> Result<(), Errno> {
+        self.write_user(at.addr, data)
+    }
+
+    /// A string from the program's memory (at most `max` bytes before the
+    /// NUL; ENAMETOOLONG beyond).
+    pub fn cstr(&mut self, s: UserCStr, max: usize) -> Result<Vec<u8>, Errno> {
+        self.read_cstr(s.0.addr, max)
+    }
+
+    /// A string from the program's memory, cut at `max` bytes.
+    pub fn cstr_lossy(&mut self, s: UserCStr, max: usize) -> Result<Vec<u8>, Errno> {
+        self.read_cstr_lossy(s.0.addr, max)
     }
 }

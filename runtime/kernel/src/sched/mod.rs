@@ -22,6 +22,7 @@ use kiln_kernel::signal::SigQueue;
 use spin::Mutex;
 
 use crate::arch::{self, FpuState, Frame};
+use crate::mm::uaccess::UserPtr;
 use crate::signal::pending::ThreadSignals;
 use crate::time;
 
@@ -61,7 +62,7 @@ pub struct Thread {
     pub(crate) deadline: Option<u64>,
     pub(crate) woken: Option<Woken>,
     /// Address whose word is cleared and futex-woken when the thread exits.
-    pub clear_child_tid: u64,
+    pub clear_child_tid: UserPtr<u32>,
     /// The absolute deadline of a system call being restarted after a wake-up.
     pub restart_deadline: Option<u64>,
     /// Its signal state.
@@ -83,7 +84,7 @@ impl Thread {
             wait: None,
             deadline: None,
             woken: None,
-            clear_child_tid: 0,
+            clear_child_tid: UserPtr::new(0),
             restart_deadline: None,
             sig: ThreadSignals::default(),
             comm: default_comm(),
@@ -182,7 +183,7 @@ fn deadline_tsc(ns: u64) -> u64 {
 ///
 /// # Errors
 /// ENOMEM when its stacks cannot be allocated.
-pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: u64) -> Result<Tid, Errno> {
+pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: UserPtr<u32>) -> Result<Tid, Errno> {
     let fpu = FpuState::capture().ok_or(Errno::Nomem)?;
     let mut s = SCHED.lock();
     let tid = s.next_tid;

@@ -24,6 +24,7 @@ pub use kiln_kernel::signal::{describe, sig, SigAction};
 
 use crate::arch::{sigctx, Frame};
 use crate::kill_program;
+use crate::mm::uaccess::UserPtr;
 use crate::process::{Process, PROCESS};
 use crate::sched::{self, Tid};
 use crate::time::timer;
@@ -371,10 +372,15 @@ fn restore(p: &mut Process, frame: &mut Frame, uc_addr: u64) -> Result<(), Errno
 /// # Errors
 /// EPERM when changing it while running on it, EINVAL for bad flags,
 /// ENOMEM for a stack below MINSIGSTKSZ, EFAULT for bad pointers.
-pub fn sigaltstack(p: &mut Process, new: u64, old: u64, sp: u64) -> Result<u64, Errno> {
+pub fn sigaltstack(
+    p: &mut Process,
+    new: UserPtr<[u8; 24]>,
+    old: UserPtr<u8>,
+    sp: u64,
+) -> Result<u64, Errno> {
     let current = sched::with_current(|t| t.sig.alt);
-    let replacement = if new != 0 {
-        let raw: [u8; 24] = p.mem.read_obj(new)?;
+    let replacement = if !new.is_null() {
+        let raw = p.mem.read(new)?;
         let (ss_sp, flags, size) = AltStack::decode(&raw);
         if current.contains(sp) {
             return Err(Errno::Perm);
@@ -398,8 +404,8 @@ pub fn sigaltstack(p: &mut Process, new: u64, old: u64, sp: u64) -> Result<u64, 
     } else {
         None
     };
-    if old != 0 {
-        p.mem.write_user(old, &current.encode(sp))?;
+    if !old.is_null() {
+        p.mem.write_bytes(old, &current.encode(sp))?;
     }
     if let Some(alt) = replacement {
         sched::with_current(|t| t.sig.alt = alt);

@@ -2,7 +2,9 @@
 
 use kiln_kernel::errno::Errno;
 
-use super::{OnSignal, Outcome};
+use super::args::Flags;
+use super::{Call, OnSignal, Outcome};
+use crate::mm::uaccess::UserPtr;
 use crate::process::Process;
 use crate::sched::{self, Wait};
 use crate::time;
@@ -22,19 +24,19 @@ const FUTEX_CLOCK_REALTIME: u64 = 256;
 const FUTEX_WAITERS: u32 = 0x8000_0000;
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
-fn word(p: &mut Process, addr: u64) -> Result<u32, Errno> {
-    if !addr.is_multiple_of(4) {
+fn word(p: &mut Process, at: UserPtr<u32>) -> Result<u32, Errno> {
+    if !at.addr().is_multiple_of(4) {
         return Err(Errno::Inval);
     }
-    p.mem.read_obj::<u32>(addr)
+    p.mem.read(at)
 }
 
 /// A relative timespec at `ts` as a monotonic deadline.
-fn relative_deadline(p: &mut Process, ts: u64) -> Result<Option<u64>, Errno> {
-    if ts == 0 {
+fn relative_deadline(p: &mut Process, ts: UserPtr<[i64; 2]>) -> Result<Option<u64>, Errno> {
+    if ts.is_null() {
         return Ok(None);
     }
-    let t: [i64; 2] = p.mem.read_obj(ts)?;
+    let t = p.mem.read(ts)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -44,11 +46,15 @@ fn relative_deadline(p: &mut Process, ts: u64) -> Result<Option<u64>, Errno> {
 }
 
 /// An absolute timespec on `clock` as a monotonic deadline.
-fn absolute_deadline(p: &mut Process, ts: u64, realtime: bool) -> Result<Option<u64>, Errno> {
-    if ts == 0 {
+fn absolute_deadline(
+    p: &mut Process,
+    ts: UserPtr<[i64; 2]>,
+    realtime: bool,
+) -> Result<Option<u64>, Errno> {
+    if ts.is_null() {
         return Ok(None);
     }
-    let t: [i64; 2] = p.mem.read_obj(ts)?;
+    let t = p.mem.read(ts)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -80,26 +86,26 @@ fn interrupted(deadline: Option<u64>) -> OnSignal {
     }
 }
 
-/// futex(2).
+/// futex(2). The fourth argument is a timeout for the waits and a count
+/// (`val2`) for the requeue and wake-op commands, as in Linux.
 pub fn futex(
-    p: &mut Process,
-    addr: u64,
-    op: u64,
-    val: u64,
-    timeout: u64,
-    addr2: u64,
-    val3: u64,
+    p: &mut Call,
+    addr: UserPtr<u32>,
+    Flags(op): Flags,
+    val: u32,
+    timeout: UserPtr<[i64; 2]>,
+    addr2: UserPtr<u32>,
+    val3: u32,
 ) -> Outcome {
+    let val2 = timeout.addr() as u32;
+    // Waiters are keyed by the words' addresses.
+    let (key, key2) = (addr.addr(), addr2.addr());
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let r = (|| -> Result<Outcome, Errno> {
         match cmd {
             FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-                let bitset = if cmd == FUTEX_WAIT {
-                    u32::MAX
-                } else {
-                    val3 as u32
-                };
+                let bitset = if cmd == FUTEX_WAIT { u32::MAX } else { val3 };
                 if bitset == 0 {
                     return Err(Errno::Inval);
                 }
@@ -108,37 +114,33 @@ pub fn futex(
                 } else {
                     absolute_deadline(p, timeout, realtime)?
                 };
-                if word(p, addr)? != val as u32 {
+                if word(p, addr)? != val {
                     return Err(Errno::Again);
                 }
-                Ok(wait(addr, bitset, deadline))
+                Ok(wait(key, bitset, deadline))
             }
             FUTEX_WAKE | FUTEX_WAKE_BITSET => {
-                let bitset = if cmd == FUTEX_WAKE {
-                    u32::MAX
-                } else {
-                    val3 as u32
-                };
+                let bitset = if cmd == FUTEX_WAKE { u32::MAX } else { val3 };
                 if bitset == 0 {
                     return Err(Errno::Inval);
                 }
                 Ok(Outcome::Return(Ok(u64::from(sched::wake_futex(
-                    addr, bitset, val as u32,
+                    key, bitset, val,
                 )))))
             }
             FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
-                if cmd == FUTEX_CMP_REQUEUE && word(p, addr)? != val3 as u32 {
+                if cmd == FUTEX_CMP_REQUEUE && word(p, addr)? != val3 {
                     return Err(Errno::Again);
                 }
-                let moved = sched::requeue_futex(addr, addr2, val as u32, timeout as u32);
+                let moved = sched::requeue_futex(key, key2, val, val2);
                 Ok(Outcome::Return(Ok(u64::from(moved))))
             }
             FUTEX_WAKE_OP => {
                 // *addr2 = op(*addr2, oparg); wake addr; if cmp(old, cmparg) wake addr2.
                 let old = word(p, addr2)?;
                 let (encoded_op, cmp) = ((val3 >> 28) & 0xf, (val3 >> 24) & 0xf);
-                let mut oparg = ((val3 >> 12) & 0xfff) as u32;
-                let cmparg = (val3 & 0xfff) as u32;
+                let mut oparg = (val3 >> 12) & 0xfff;
+                let cmparg = val3 & 0xfff;
                 if encoded_op & 8 != 0 {
                     oparg = 1u32.checked_shl(oparg).unwrap_or(0);
                 }
@@ -150,8 +152,8 @@ pub fn futex(
                     4 => old ^ oparg,
                     _ => return Err(Errno::Nosys),
                 };
-                p.mem.write_user(addr2, &new.to_le_bytes())?;
-                let mut woken = sched::wake_futex(addr, u32::MAX, val as u32);
+                p.mem.write(addr2, new)?;
+                let mut woken = sched::wake_futex(key, u32::MAX, val);
                 let hit = match cmp {
                     0 => old == cmparg,
                     1 => old != cmparg,
@@ -162,7 +164,7 @@ pub fn futex(
                     _ => return Err(Errno::Nosys),
                 };
                 if hit {
-                    woken += sched::wake_futex(addr2, u32::MAX, timeout as u32);
+                    woken += sched::wake_futex(key2, u32::MAX, val2);
                 }
                 Ok(Outcome::Return(Ok(u64::from(woken))))
             }
@@ -174,12 +176,12 @@ pub fn futex(
                 if current & FUTEX_TID_MASK == 0 {
                     // Keep FUTEX_WAITERS while others wait, so that the
                     // owner's unlock comes to the kernel to wake them.
-                    let waiters = if sched::futex_waiters(addr) > 0 {
+                    let waiters = if sched::futex_waiters(key) > 0 {
                         FUTEX_WAITERS
                     } else {
                         0
                     };
-                    p.mem.write_user(addr, &(me | waiters).to_le_bytes())?;
+                    p.mem.write(addr, me | waiters)?;
                     return Ok(Outcome::Return(Ok(0)));
                 }
                 if current & FUTEX_TID_MASK == me {
@@ -188,12 +190,11 @@ pub fn futex(
                 if cmd == FUTEX_TRYLOCK_PI {
                     return Err(Errno::Again);
                 }
-                p.mem
-                    .write_user(addr, &(current | FUTEX_WAITERS).to_le_bytes())?;
+                p.mem.write(addr, current | FUTEX_WAITERS)?;
                 let deadline = absolute_deadline(p, timeout, true)?;
                 Ok(Outcome::Block {
                     wait: Wait::Futex {
-                        addr,
+                        addr: key,
                         bitset: u32::MAX,
                     },
                     deadline,
@@ -209,8 +210,8 @@ pub fn futex(
                     return Err(Errno::Perm);
                 }
                 // Release, then let one waiter retry the lock.
-                p.mem.write_user(addr, &0u32.to_le_bytes())?;
-                sched::wake_futex(addr, u32::MAX, 1);
+                p.mem.write(addr, 0u32)?;
+                sched::wake_futex(key, u32::MAX, 1);
                 Ok(Outcome::Return(Ok(0)))
             }
             _ => Err(Errno::Nosys),

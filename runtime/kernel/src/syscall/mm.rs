@@ -1,5 +1,5 @@
 //! Memory system calls: brk, mmap, munmap, mremap, mprotect, madvise.
-//! Pages are allocated on first touch (see `Process::populate`); like
+//! Pages are allocated on first touch (see `mm::fault`); like
 //! Linux's heuristic overcommit, a writable private mapping larger than all
 //! of guest memory is refused with ENOMEM up front.
 
@@ -9,6 +9,9 @@ use kiln_kernel::mm::vma::{prot, Backing, Label, Vma, VmaError};
 
 use kiln_kernel::fs::stat::mode;
 
+use super::args::{Flags, UserAddr};
+use super::Call;
+use crate::fd::Fd;
 use crate::mm::space::MMAP_TOP;
 use crate::process::Process;
 
@@ -20,7 +23,7 @@ const MAP_NORESERVE: u64 = 0x4000;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
-const MADV_DONTNEED: u64 = 4;
+const MADV_DONTNEED: u32 = 4;
 
 fn vma_errno(e: VmaError) -> Errno {
     match e {
@@ -31,33 +34,34 @@ fn vma_errno(e: VmaError) -> Errno {
 }
 
 /// brk(2): moves the program break; returns the (possibly unchanged) break.
-pub fn brk(p: &mut Process, new: u64) -> Result<u64, Errno> {
-    if new < p.mem.brk_start || new > USER_END {
-        return Ok(p.mem.brk);
+pub fn brk(p: &mut Call, UserAddr(new): UserAddr) -> Result<u64, Errno> {
+    let mem = &mut p.mem;
+    if new < mem.brk_start || new > USER_END {
+        return Ok(mem.brk);
     }
-    let old_end = page_up(p.mem.brk);
+    let old_end = page_up(mem.brk);
     let new_end = page_up(new);
     let moved = if new_end == old_end {
         Ok(())
-    } else if old_end == p.mem.brk_start {
-        p.mem.add_area(Vma {
-            start: p.mem.brk_start,
+    } else if old_end == mem.brk_start {
+        mem.add_area(Vma {
+            start: mem.brk_start,
             end: new_end,
             prot: prot::READ | prot::WRITE,
             backing: Backing::Anonymous,
             label: Label::Heap,
         })
-    } else if new_end == p.mem.brk_start {
-        p.mem.remove_range(p.mem.brk_start, old_end)
+    } else if new_end == mem.brk_start {
+        mem.remove_range(mem.brk_start, old_end)
     } else if new_end > old_end {
-        p.mem.vmas.resize_end(old_end, new_end)
+        mem.vmas.resize_end(old_end, new_end)
     } else {
-        p.mem.remove_range(new_end, old_end)
+        mem.remove_range(new_end, old_end)
     };
     if moved.is_ok() {
-        p.mem.brk = new;
+        mem.brk = new;
     }
-    Ok(p.mem.brk)
+    Ok(mem.brk)
 }
 
 fn valid_prot(bits: u64) -> Result<u32, Errno> {
@@ -78,12 +82,12 @@ enum Source {
 /// mmap(2): anonymous memory, or private mappings of rootfs files (shared
 /// ones too, as long as they are not writable: the rootfs is read-only).
 pub fn mmap(
-    p: &mut Process,
-    addr: u64,
+    p: &mut Call,
+    UserAddr(addr): UserAddr,
     len: u64,
-    prot_bits: u64,
-    flags: u64,
-    fd: u64,
+    Flags(prot_bits): Flags,
+    Flags(flags): Flags,
+    fd: Fd,
     off: u64,
 ) -> Result<u64, Errno> {
     let protection = valid_prot(prot_bits)?;
@@ -232,7 +236,7 @@ pub fn mmap(
 }
 
 /// munmap(2).
-pub fn munmap(p: &mut Process, addr: u64, len: u64) -> Result<u64, Errno> {
+pub fn munmap(p: &mut Call, UserAddr(addr): UserAddr, len: u64) -> Result<u64, Errno> {
     if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Errno::Inval);
     }
@@ -245,7 +249,12 @@ pub fn munmap(p: &mut Process, addr: u64, len: u64) -> Result<u64, Errno> {
 }
 
 /// mprotect(2).
-pub fn mprotect(p: &mut Process, addr: u64, len: u64, prot_bits: u64) -> Result<u64, Errno> {
+pub fn mprotect(
+    p: &mut Call,
+    UserAddr(addr): UserAddr,
+    len: u64,
+    Flags(prot_bits): Flags,
+) -> Result<u64, Errno> {
     let protection = valid_prot(prot_bits & !0x0300_0000)?; // PROT_GROWSDOWN/UP ignored
     if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::Inval);
@@ -267,7 +276,12 @@ pub fn mprotect(p: &mut Process, addr: u64, len: u64, prot_bits: u64) -> Result<
 }
 
 /// madvise(2): MADV_DONTNEED drops pages; other advice is accepted.
-pub fn madvise(p: &mut Process, addr: u64, len: u64, advice: u64) -> Result<u64, Errno> {
+pub fn madvise(
+    p: &mut Call,
+    UserAddr(addr): UserAddr,
+    len: u64,
+    advice: u32,
+) -> Result<u64, Errno> {
     if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::Inval);
     }
@@ -293,12 +307,12 @@ fn guest_memory() -> u64 {
 /// area are free, and otherwise moves the area (MREMAP_MAYMOVE) or puts
 /// it at `new_addr` (MREMAP_FIXED), pages and contents included.
 pub fn mremap(
-    p: &mut Process,
-    old: u64,
+    p: &mut Call,
+    UserAddr(old): UserAddr,
     old_size: u64,
     new_size: u64,
-    flags: u64,
-    new_addr: u64,
+    Flags(flags): Flags,
+    UserAddr(new_addr): UserAddr,
 ) -> Result<u64, Errno> {
     if !old.is_multiple_of(PAGE_SIZE)
         || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED) != 0

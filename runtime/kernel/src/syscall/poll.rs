@@ -11,8 +11,11 @@ use alloc::vec::Vec;
 use kiln_kernel::errno::Errno;
 use kiln_kernel::signal::UNBLOCKABLE;
 
+use super::args::Flags;
+use super::Call;
 use crate::fd::epoll::{ev, Epoll};
-use crate::fd::{poll, FileOps};
+use crate::fd::{poll, Fd, FileOps};
+use crate::mm::uaccess::UserPtr;
 use crate::process::Process;
 use crate::sched;
 use crate::time::monotonic_ns;
@@ -21,11 +24,11 @@ use crate::time::monotonic_ns;
 const FD_SETSIZE: u64 = 1024;
 
 /// Reads an optional `struct timespec` as nanoseconds (None: no timeout).
-fn timeout_ns(p: &mut Process, tsp: u64) -> Result<Option<u64>, Errno> {
-    if tsp == 0 {
+fn timeout_ns(p: &mut Process, tsp: UserPtr<[i64; 2]>) -> Result<Option<u64>, Errno> {
+    if tsp.is_null() {
         return Ok(None);
     }
-    let t: [i64; 2] = p.mem.read_obj(tsp)?;
+    let t = p.mem.read(tsp)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -51,14 +54,14 @@ fn wait_or_time_out(timeout: Option<u64>) -> Result<u64, Errno> {
 /// Applies the temporary signal mask of ppoll, pselect6 and epoll_pwait
 /// for the duration of the call (restored on its way out, or by
 /// rt_sigreturn when a handler runs).
-fn temporary_mask(p: &mut Process, mask: u64, size: u64) -> Result<(), Errno> {
-    if mask == 0 {
+fn temporary_mask(p: &mut Process, mask: UserPtr<u64>, size: u64) -> Result<(), Errno> {
+    if mask.is_null() {
         return Ok(());
     }
     if size != 8 {
         return Err(Errno::Inval);
     }
-    let m: u64 = p.mem.read_obj(mask)?;
+    let m = p.mem.read(mask)?;
     sched::with_current(|t| {
         t.sig.saved_mask.get_or_insert(t.sig.mask);
         t.sig.mask = m & !UNBLOCKABLE;
@@ -70,11 +73,11 @@ fn temporary_mask(p: &mut Process, mask: u64, size: u64) -> Result<(), Errno> {
 /// timespec at `addr`, as Linux does for select, pselect6 and ppoll.
 fn write_time_left(
     p: &mut Process,
-    addr: u64,
+    at: UserPtr<[i64; 2]>,
     timeout: Option<u64>,
     timeval: bool,
 ) -> Result<(), Errno> {
-    if addr == 0 || timeout.is_none() {
+    if at.is_null() || timeout.is_none() {
         return Ok(());
     }
     let left = sched::restart_deadline(timeout).map_or(0, |d| d.saturating_sub(monotonic_ns()));
@@ -83,14 +86,12 @@ fn write_time_left(
     } else {
         left % 1_000_000_000
     };
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
-    out[8..].copy_from_slice(&sub.to_le_bytes());
-    p.mem.write_user(addr, &out)
+    p.mem
+        .write(at.cast::<[u64; 2]>(), [left / 1_000_000_000, sub])
 }
 
 /// poll(2): `timeout_ms` negative waits forever.
-pub fn poll(p: &mut Process, fds: u64, count: u64, timeout_ms: i64) -> Result<u64, Errno> {
+pub fn poll(p: &mut Call, fds: UserPtr<u8>, count: u64, timeout_ms: i32) -> Result<u64, Errno> {
     let ready = poll_once(p, fds, count)?;
     if ready > 0 {
         return Ok(ready);
@@ -100,11 +101,11 @@ pub fn poll(p: &mut Process, fds: u64, count: u64, timeout_ms: i64) -> Result<u6
 
 /// ppoll(2).
 pub fn ppoll(
-    p: &mut Process,
-    fds: u64,
+    p: &mut Call,
+    fds: UserPtr<u8>,
     count: u64,
-    tsp: u64,
-    mask: u64,
+    tsp: UserPtr<[i64; 2]>,
+    mask: UserPtr<u64>,
     size: u64,
 ) -> Result<u64, Errno> {
     let timeout = timeout_ns(p, tsp)?;
@@ -121,11 +122,11 @@ pub fn ppoll(
     result
 }
 
-fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
+fn poll_once(p: &mut Process, fds: UserPtr<u8>, count: u64) -> Result<u64, Errno> {
     if count > FD_SETSIZE {
         return Err(Errno::Inval);
     }
-    let mut pollfds: Vec<u8> = p.mem.user_bytes(fds, count * 8)?.to_vec();
+    let mut pollfds: Vec<u8> = p.mem.slice(fds, count as usize * 8)?.to_vec();
     let mut ready = 0;
     for e in pollfds.chunks_exact_mut(8) {
         let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
@@ -133,7 +134,7 @@ fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
         let revents = if fd < 0 {
             0
         } else {
-            match p.fds.get(fd as u64) {
+            match p.fds.get(Fd(fd)) {
                 // POLLERR and POLLHUP are reported whether asked for or not.
                 Ok(file) => file.poll(events) & (events | poll::POLLERR | poll::POLLHUP),
                 Err(_) => poll::POLLNVAL,
@@ -144,26 +145,26 @@ fn poll_once(p: &mut Process, fds: u64, count: u64) -> Result<u64, Errno> {
             ready += 1;
         }
     }
-    p.mem.write_user(fds, &pollfds)?;
+    p.mem.write_bytes(fds, &pollfds)?;
     Ok(ready)
 }
 
 /// The three descriptor sets of select(2), as read from the program.
 struct FdSets {
     words: usize,
-    sets: [Option<(u64, Vec<u64>)>; 3],
+    sets: [Option<(UserPtr<u64>, Vec<u64>)>; 3],
 }
 
 impl FdSets {
-    fn read(p: &mut Process, nfds: u64, addrs: [u64; 3]) -> Result<Self, Errno> {
+    fn read(p: &mut Process, nfds: u64, addrs: [UserPtr<u64>; 3]) -> Result<Self, Errno> {
         if nfds > FD_SETSIZE {
             return Err(Errno::Inval);
         }
         let words = nfds.div_ceil(64) as usize;
-        let mut sets: [Option<(u64, Vec<u64>)>; 3] = [None, None, None];
+        let mut sets: [Option<(UserPtr<u64>, Vec<u64>)>; 3] = [None, None, None];
         for (slot, addr) in sets.iter_mut().zip(addrs) {
-            if addr != 0 && words > 0 {
-                let bytes = p.mem.user_bytes(addr, words as u64 * 8)?;
+            if !addr.is_null() && words > 0 {
+                let bytes = p.mem.slice(addr.cast(), words * 8)?;
                 let bits = bytes
                     .chunks_exact(8)
                     .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
@@ -195,7 +196,7 @@ impl FdSets {
             if wanted.is_empty() {
                 continue;
             }
-            let file = p.fds.get(fd)?;
+            let file = p.fds.get(Fd(fd as i32))?;
             let got = file.poll(poll::POLLIN | poll::POLLOUT | poll::POLLPRI);
             for k in wanted {
                 let ready = match k {
@@ -216,7 +217,7 @@ impl FdSets {
         for (set, bits) in self.sets.iter().zip(ready) {
             if let Some((addr, _)) = set {
                 let bytes: Vec<u8> = bits.iter().flat_map(|w| w.to_le_bytes()).collect();
-                p.mem.write_user(*addr, &bytes)?;
+                p.mem.write_bytes(*addr, &bytes)?;
             }
         }
         Ok(())
@@ -226,7 +227,7 @@ impl FdSets {
 fn select_common(
     p: &mut Process,
     nfds: u64,
-    sets: [u64; 3],
+    sets: [UserPtr<u64>; 3],
     timeout: Option<u64>,
 ) -> Result<u64, Errno> {
     let fd_sets = FdSets::read(p, nfds, sets)?;
@@ -247,11 +248,18 @@ fn select_common(
 
 /// select(2): the timeout is a `struct timeval`, updated with the time
 /// left (as Linux does).
-pub fn select(p: &mut Process, nfds: u64, r: u64, w: u64, e: u64, tvp: u64) -> Result<u64, Errno> {
-    let timeout = if tvp == 0 {
+pub fn select(
+    p: &mut Call,
+    nfds: u64,
+    r: UserPtr<u64>,
+    w: UserPtr<u64>,
+    e: UserPtr<u64>,
+    tvp: UserPtr<[i64; 2]>,
+) -> Result<u64, Errno> {
+    let timeout = if tvp.is_null() {
         None
     } else {
-        let t: [i64; 2] = p.mem.read_obj(tvp)?;
+        let t = p.mem.read(tvp)?;
         if t[0] < 0 || t[1] < 0 {
             return Err(Errno::Inval);
         }
@@ -270,18 +278,18 @@ pub fn select(p: &mut Process, nfds: u64, r: u64, w: u64, e: u64, tvp: u64) -> R
 
 /// pselect6(2): a timespec timeout and `{ const sigset_t *, size_t }`.
 pub fn pselect6(
-    p: &mut Process,
+    p: &mut Call,
     nfds: u64,
-    r: u64,
-    w: u64,
-    e: u64,
-    tsp: u64,
-    sig: u64,
+    r: UserPtr<u64>,
+    w: UserPtr<u64>,
+    e: UserPtr<u64>,
+    tsp: UserPtr<[i64; 2]>,
+    sig: UserPtr<[u64; 2]>,
 ) -> Result<u64, Errno> {
     let timeout = timeout_ns(p, tsp)?;
-    if sig != 0 {
-        let [mask, size]: [u64; 2] = p.mem.read_obj(sig)?;
-        temporary_mask(p, mask, size)?;
+    if !sig.is_null() {
+        let [mask, size] = p.mem.read(sig)?;
+        temporary_mask(p, UserPtr::new(mask), size)?;
     }
     let result = select_common(p, nfds, [r, w, e], timeout);
     if result.is_ok() {
@@ -290,17 +298,26 @@ pub fn pselect6(
     result
 }
 
-/// epoll_create(2) and epoll_create1(2).
-pub fn epoll_create1(p: &mut Process, flags: u64) -> Result<u64, Errno> {
+/// epoll_create(2): the size must be positive, and is otherwise ignored.
+pub fn epoll_create(p: &mut Call, size: i32) -> Result<u64, Errno> {
+    if size <= 0 {
+        return Err(Errno::Inval);
+    }
+    epoll_create1(p, Flags(0))
+}
+
+/// epoll_create1(2).
+pub fn epoll_create1(p: &mut Call, Flags(flags): Flags) -> Result<u64, Errno> {
     const EPOLL_CLOEXEC: u64 = 0o2000000;
     if flags & !EPOLL_CLOEXEC != 0 {
         return Err(Errno::Inval);
     }
     p.fds
         .insert(Arc::new(Epoll::default()), flags & EPOLL_CLOEXEC != 0)
+        .map(Fd::number)
 }
 
-fn epoll_of(p: &Process, epfd: u64) -> Result<Arc<dyn FileOps>, Errno> {
+fn epoll_of(p: &Process, epfd: Fd) -> Result<Arc<dyn FileOps>, Errno> {
     let file = p.fds.get(epfd)?;
     if file.epoll().is_none() {
         return Err(Errno::Inval);
@@ -309,10 +326,16 @@ fn epoll_of(p: &Process, epfd: u64) -> Result<Arc<dyn FileOps>, Errno> {
 }
 
 /// epoll_ctl(2).
-pub fn epoll_ctl(p: &mut Process, epfd: u64, op: u64, fd: u64, event: u64) -> Result<u64, Errno> {
-    const ADD: u64 = 1;
-    const DEL: u64 = 2;
-    const MOD: u64 = 3;
+pub fn epoll_ctl(
+    p: &mut Call,
+    epfd: Fd,
+    op: u32,
+    fd: Fd,
+    event: UserPtr<[u8; 12]>,
+) -> Result<u64, Errno> {
+    const ADD: u32 = 1;
+    const DEL: u32 = 2;
+    const MOD: u32 = 3;
     let instance = epoll_of(p, epfd)?;
     let Some(epoll) = instance.epoll() else {
         return Err(Errno::Inval);
@@ -325,7 +348,7 @@ pub fn epoll_ctl(p: &mut Process, epfd: u64, op: u64, fd: u64, event: u64) -> Re
         return Err(Errno::Inval);
     }
     let read_event = |p: &mut Process| -> Result<(u32, u64), Errno> {
-        let raw: [u8; 12] = p.mem.read_obj(event)?;
+        let raw = p.mem.read(event)?;
         let events = u32::from_le_bytes(raw[0..4].try_into().unwrap_or_default());
         let data = u64::from_le_bytes(raw[4..12].try_into().unwrap_or_default());
         // Errors and hang-ups are always reported.
@@ -334,16 +357,16 @@ pub fn epoll_ctl(p: &mut Process, epfd: u64, op: u64, fd: u64, event: u64) -> Re
     match op {
         ADD => {
             let (events, data) = read_event(p)?;
-            epoll.add(fd, &target, events, data)?;
+            epoll.add(fd.number(), &target, events, data)?;
         }
         MOD => {
             let (events, data) = read_event(p)?;
             if events & ev::EPOLLEXCLUSIVE != 0 {
                 return Err(Errno::Inval);
             }
-            epoll.modify(fd, events, data)?;
+            epoll.modify(fd.number(), events, data)?;
         }
-        DEL => epoll.delete(fd)?,
+        DEL => epoll.delete(fd.number())?,
         _ => return Err(Errno::Inval),
     }
     // A change may make a waiter's descriptor ready.
@@ -351,27 +374,72 @@ pub fn epoll_ctl(p: &mut Process, epfd: u64, op: u64, fd: u64, event: u64) -> Re
     Ok(0)
 }
 
-/// epoll_wait(2), epoll_pwait(2) and epoll_pwait2(2); `timeout` in ns
-/// (None: forever).
+/// epoll_wait(2).
 pub fn epoll_wait(
-    p: &mut Process,
-    epfd: u64,
-    events: u64,
-    max: u64,
-    timeout: Option<u64>,
-    mask: (u64, u64),
+    p: &mut Call,
+    epfd: Fd,
+    events: UserPtr<u8>,
+    max: i32,
+    timeout_ms: i32,
 ) -> Result<u64, Errno> {
-    const MAX_EVENTS: u64 = i32::MAX as u64 / 12;
-    if max == 0 || max > MAX_EVENTS {
+    wait_events(
+        p,
+        epfd,
+        events,
+        max,
+        ms_timeout(timeout_ms),
+        (UserPtr::new(0), 0),
+    )
+}
+
+/// epoll_pwait(2).
+pub fn epoll_pwait(
+    p: &mut Call,
+    epfd: Fd,
+    events: UserPtr<u8>,
+    max: i32,
+    timeout_ms: i32,
+    mask: UserPtr<u64>,
+    size: u64,
+) -> Result<u64, Errno> {
+    wait_events(p, epfd, events, max, ms_timeout(timeout_ms), (mask, size))
+}
+
+/// epoll_pwait2(2): a timespec timeout.
+pub fn epoll_pwait2(
+    p: &mut Call,
+    epfd: Fd,
+    events: UserPtr<u8>,
+    max: i32,
+    timeout: UserPtr<[i64; 2]>,
+    mask: UserPtr<u64>,
+    size: u64,
+) -> Result<u64, Errno> {
+    let timeout = timeout_ns(p, timeout)?;
+    wait_events(p, epfd, events, max, timeout, (mask, size))
+}
+
+/// The epoll_wait family; `timeout` in ns (None: forever).
+fn wait_events(
+    p: &mut Process,
+    epfd: Fd,
+    events: UserPtr<u8>,
+    max: i32,
+    timeout: Option<u64>,
+    mask: (UserPtr<u64>, u64),
+) -> Result<u64, Errno> {
+    const MAX_EVENTS: i32 = i32::MAX / 12;
+    if max <= 0 || max > MAX_EVENTS {
         return Err(Errno::Inval);
     }
+    let max = max as usize;
     let instance = epoll_of(p, epfd)?;
-    p.mem.prepare(events, max.min(1024) * 12, true)?;
+    p.mem.check_writable_bytes(events, max.min(1024) * 12)?;
     temporary_mask(p, mask.0, mask.1)?;
     let Some(epoll) = instance.epoll() else {
         return Err(Errno::Inval);
     };
-    let ready = epoll.collect(max.min(1024) as usize);
+    let ready = epoll.collect(max.min(1024));
     if ready.is_empty() {
         return wait_or_time_out(timeout);
     }
@@ -380,17 +448,11 @@ pub fn epoll_wait(
         out.extend_from_slice(&e.events.to_le_bytes());
         out.extend_from_slice(&e.data.to_le_bytes());
     }
-    p.mem.write_user(events, &out)?;
+    p.mem.write_bytes(events, &out)?;
     Ok(ready.len() as u64)
 }
 
 /// An epoll_wait timeout in ms (negative: forever) as ns.
-pub fn ms_timeout(ms: u64) -> Option<u64> {
-    let ms = ms as i32;
+fn ms_timeout(ms: i32) -> Option<u64> {
     (ms >= 0).then(|| ms as u64 * 1_000_000)
-}
-
-/// epoll_pwait2's timespec timeout.
-pub fn timespec_timeout(p: &mut Process, tsp: u64) -> Result<Option<u64>, Errno> {
-    timeout_ns(p, tsp)
 }

@@ -2,26 +2,28 @@
 
 use kiln_kernel::errno::Errno;
 
-use super::{OnSignal, Outcome};
+use super::args::Flags;
+use super::{Call, OnSignal, Outcome};
+use crate::mm::uaccess::UserPtr;
 use crate::process::Process;
 use crate::sched::{self, Wait};
 use crate::time::timer::{self, Notify, Setting, Which};
 use crate::time::{monotonic_ns, realtime_ns, realtime_to_monotonic};
 use kiln_kernel::signal::{sig, NSIG};
 
-const CLOCK_REALTIME: u64 = 0;
-const CLOCK_MONOTONIC: u64 = 1;
-const CLOCK_PROCESS_CPUTIME_ID: u64 = 2;
-const CLOCK_THREAD_CPUTIME_ID: u64 = 3;
-const CLOCK_MONOTONIC_RAW: u64 = 4;
-const CLOCK_REALTIME_COARSE: u64 = 5;
-const CLOCK_MONOTONIC_COARSE: u64 = 6;
-const CLOCK_BOOTTIME: u64 = 7;
-const CLOCK_REALTIME_ALARM: u64 = 8;
-const CLOCK_BOOTTIME_ALARM: u64 = 9;
-const CLOCK_TAI: u64 = 11;
+const CLOCK_REALTIME: u32 = 0;
+const CLOCK_MONOTONIC: u32 = 1;
+const CLOCK_PROCESS_CPUTIME_ID: u32 = 2;
+const CLOCK_THREAD_CPUTIME_ID: u32 = 3;
+const CLOCK_MONOTONIC_RAW: u32 = 4;
+const CLOCK_REALTIME_COARSE: u32 = 5;
+const CLOCK_MONOTONIC_COARSE: u32 = 6;
+const CLOCK_BOOTTIME: u32 = 7;
+const CLOCK_REALTIME_ALARM: u32 = 8;
+const CLOCK_BOOTTIME_ALARM: u32 = 9;
+const CLOCK_TAI: u32 = 11;
 
-fn now(p: &Process, clock: u64) -> Result<u64, Errno> {
+fn now(p: &Process, clock: u32) -> Result<u64, Errno> {
     match clock {
         CLOCK_REALTIME | CLOCK_REALTIME_COARSE | CLOCK_REALTIME_ALARM | CLOCK_TAI => {
             Ok(realtime_ns())
@@ -37,24 +39,14 @@ fn now(p: &Process, clock: u64) -> Result<u64, Errno> {
     }
 }
 
-fn timespec(ns: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
-    out[8..].copy_from_slice(&(ns % 1_000_000_000).to_le_bytes());
-    out
-}
-
-/// Writes `ns` as a `struct timespec` at `addr`.
-///
-/// # Errors
-/// EFAULT for a bad address.
-pub fn write_timespec(p: &mut Process, addr: u64, ns: u64) -> Result<(), Errno> {
-    p.mem.write_user(addr, &timespec(ns))
+/// `ns` as a `struct timespec { tv_sec, tv_nsec }`.
+pub fn timespec(ns: u64) -> [u64; 2] {
+    [ns / 1_000_000_000, ns % 1_000_000_000]
 }
 
 /// Reads a `struct timespec` as nanoseconds.
-fn read_timespec(p: &mut Process, addr: u64) -> Result<u64, Errno> {
-    let t: [i64; 2] = p.mem.read_obj(addr)?;
+fn read_timespec(p: &mut Process, at: UserPtr<[i64; 2]>) -> Result<u64, Errno> {
+    let t = p.mem.read(at)?;
     if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -64,8 +56,8 @@ fn read_timespec(p: &mut Process, addr: u64) -> Result<u64, Errno> {
 }
 
 /// Reads a `struct timeval` as nanoseconds.
-fn read_timeval(p: &mut Process, addr: u64) -> Result<u64, Errno> {
-    let t: [i64; 2] = p.mem.read_obj(addr)?;
+fn read_timeval(p: &mut Process, at: UserPtr<[i64; 2]>) -> Result<u64, Errno> {
+    let t = p.mem.read(at)?;
     if t[0] < 0 || !(0..1_000_000).contains(&t[1]) {
         return Err(Errno::Inval);
     }
@@ -74,53 +66,58 @@ fn read_timeval(p: &mut Process, addr: u64) -> Result<u64, Errno> {
         .saturating_add(t[1] as u64 * 1000))
 }
 
-fn timeval(ns: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
-    out[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
-    out
+/// `ns` as a `struct timeval { tv_sec, tv_usec }`.
+fn timeval(ns: u64) -> [u64; 2] {
+    [ns / 1_000_000_000, (ns % 1_000_000_000) / 1000]
 }
 
 /// clock_gettime(2).
-pub fn clock_gettime(p: &mut Process, clock: u64, tp: u64) -> Result<u64, Errno> {
+pub fn clock_gettime(p: &mut Call, clock: u32, tp: UserPtr<[u64; 2]>) -> Result<u64, Errno> {
     let ns = now(p, clock)?;
-    p.mem.write_user(tp, &timespec(ns))?;
+    p.mem.write(tp, timespec(ns))?;
     Ok(0)
 }
 
 /// clock_getres(2): nanosecond resolution.
-pub fn clock_getres(p: &mut Process, clock: u64, res: u64) -> Result<u64, Errno> {
+pub fn clock_getres(p: &mut Call, clock: u32, res: UserPtr<[u64; 2]>) -> Result<u64, Errno> {
     now(p, clock)?;
-    if res != 0 {
-        p.mem.write_user(res, &timespec(1))?;
+    if !res.is_null() {
+        p.mem.write(res, timespec(1))?;
     }
     Ok(0)
 }
 
 /// gettimeofday(2).
-pub fn gettimeofday(p: &mut Process, tv: u64) -> Result<u64, Errno> {
-    if tv != 0 {
-        let ns = realtime_ns();
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
-        out[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
-        p.mem.write_user(tv, &out)?;
+pub fn gettimeofday(p: &mut Call, tv: UserPtr<[u64; 2]>, _tz: UserPtr<u8>) -> Result<u64, Errno> {
+    if !tv.is_null() {
+        p.mem.write(tv, timeval(realtime_ns()))?;
     }
     Ok(0)
 }
 
 /// time(2).
-pub fn time(p: &mut Process, tloc: u64) -> Result<u64, Errno> {
+pub fn time(p: &mut Call, tloc: UserPtr<u64>) -> Result<u64, Errno> {
     let secs = realtime_ns() / 1_000_000_000;
-    if tloc != 0 {
-        p.mem.write_user(tloc, &secs.to_le_bytes())?;
+    if !tloc.is_null() {
+        p.mem.write(tloc, secs)?;
     }
     Ok(secs)
 }
 
-/// nanosleep(2) and clock_nanosleep(2) (`flags` bit 0: TIMER_ABSTIME).
-/// `rem` receives the time left when a signal interrupts a relative sleep.
-pub fn nanosleep(p: &mut Process, clock: u64, flags: u64, req: u64, rem: u64) -> Outcome {
+/// nanosleep(2).
+pub fn nanosleep(p: &mut Call, req: UserPtr<[i64; 2]>, rem: UserPtr<[u64; 2]>) -> Outcome {
+    clock_nanosleep(p, CLOCK_MONOTONIC, Flags(0), req, rem)
+}
+
+/// clock_nanosleep(2) (`flags` bit 0: TIMER_ABSTIME). `rem` receives the
+/// time left when a signal interrupts a relative sleep.
+pub fn clock_nanosleep(
+    p: &mut Call,
+    clock: u32,
+    Flags(flags): Flags,
+    req: UserPtr<[i64; 2]>,
+    rem: UserPtr<[u64; 2]>,
+) -> Outcome {
     const TIMER_ABSTIME: u64 = 1;
     let r = (|| -> Result<(u64, bool), Errno> {
         now(p, clock)?;
@@ -140,7 +137,7 @@ pub fn nanosleep(p: &mut Process, clock: u64, flags: u64, req: u64, rem: u64) ->
             on_event: Some(Ok(0)),
             on_timeout: Some(Ok(0)),
             on_signal: OnSignal::EintrRemaining {
-                rem: if relative { rem } else { 0 },
+                rem: if relative { rem } else { UserPtr::new(0) },
                 deadline,
             },
         },
@@ -148,11 +145,11 @@ pub fn nanosleep(p: &mut Process, clock: u64, flags: u64, req: u64, rem: u64) ->
     }
 }
 
-fn is_realtime(clock: u64) -> bool {
+fn is_realtime(clock: u32) -> bool {
     matches!(clock, CLOCK_REALTIME | CLOCK_REALTIME_ALARM | CLOCK_TAI)
 }
 
-fn which(n: u64) -> Result<Which, Errno> {
+fn which(n: u32) -> Result<Which, Errno> {
     match n {
         0 => Ok(Which::Real),
         1 => Ok(Which::Virtual),
@@ -161,27 +158,30 @@ fn which(n: u64) -> Result<Which, Errno> {
     }
 }
 
-fn write_itimerval(p: &mut Process, addr: u64, setting: Setting) -> Result<(), Errno> {
+fn write_itimerval(p: &mut Process, at: UserPtr<[u64; 4]>, setting: Setting) -> Result<(), Errno> {
     let (left, interval) = setting.remaining(monotonic_ns());
-    let mut out = [0u8; 32];
-    out[..16].copy_from_slice(&timeval(interval));
-    out[16..].copy_from_slice(&timeval(left));
-    p.mem.write_user(addr, &out)
+    let ([a, b], [c, d]) = (timeval(interval), timeval(left));
+    p.mem.write(at, [a, b, c, d])
 }
 
 /// getitimer(2).
-pub fn getitimer(p: &mut Process, n: u64, curr: u64) -> Result<u64, Errno> {
+pub fn getitimer(p: &mut Call, n: u32, curr: UserPtr<[u64; 4]>) -> Result<u64, Errno> {
     let setting = timer::itimer(which(n)?);
     write_itimerval(p, curr, setting)?;
     Ok(0)
 }
 
 /// setitimer(2): `struct itimerval { interval, value }`.
-pub fn setitimer(p: &mut Process, n: u64, new: u64, old: u64) -> Result<u64, Errno> {
+pub fn setitimer(
+    p: &mut Call,
+    n: u32,
+    new: UserPtr<[i64; 4]>,
+    old: UserPtr<[u64; 4]>,
+) -> Result<u64, Errno> {
     let w = which(n)?;
-    let setting = if new != 0 {
-        let interval = read_timeval(p, new)?;
-        let value = read_timeval(p, new + 16)?;
+    let setting = if !new.is_null() {
+        let interval = read_timeval(p, new.cast())?;
+        let value = read_timeval(p, new.byte_add(16))?;
         Setting {
             deadline: (value != 0).then(|| monotonic_ns().saturating_add(value)),
             interval: if value != 0 { interval } else { 0 },
@@ -192,14 +192,15 @@ pub fn setitimer(p: &mut Process, n: u64, new: u64, old: u64) -> Result<u64, Err
     };
     let previous = timer::set_itimer(w, setting);
     sched::timers_changed();
-    if old != 0 {
+    if !old.is_null() {
         write_itimerval(p, old, previous)?;
     }
     Ok(0)
 }
 
 /// alarm(2): seconds left on the previous alarm (rounded up).
-pub fn alarm(seconds: u64) -> Result<u64, Errno> {
+pub fn alarm(_p: &mut Call, seconds: u32) -> Result<u64, Errno> {
+    let seconds = u64::from(seconds);
     let now = monotonic_ns();
     let setting = Setting {
         deadline: (seconds != 0).then(|| now.saturating_add(seconds.saturating_mul(1_000_000_000))),
@@ -216,15 +217,20 @@ pub fn alarm(seconds: u64) -> Result<u64, Errno> {
 }
 
 /// timer_create(2).
-pub fn timer_create(p: &mut Process, clock: u64, sevp: u64, id_out: u64) -> Result<u64, Errno> {
+pub fn timer_create(
+    p: &mut Call,
+    clock: u32,
+    sevp: UserPtr<[u8; 20]>,
+    id_out: UserPtr<i32>,
+) -> Result<u64, Errno> {
     const SIGEV_SIGNAL: i32 = 0;
     const SIGEV_NONE: i32 = 1;
     const SIGEV_THREAD_ID: i32 = 4;
     now(p, clock)?;
-    let notify = if sevp == 0 {
+    let notify = if sevp.is_null() {
         None
     } else {
-        let raw: [u8; 20] = p.mem.read_obj(sevp)?;
+        let raw = p.mem.read(sevp)?;
         let value = u64::from_le_bytes(raw[0..8].try_into().unwrap_or_default());
         let signo = i32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
         let kind = i32::from_le_bytes(raw[12..16].try_into().unwrap_or_default());
@@ -253,7 +259,7 @@ pub fn timer_create(p: &mut Process, clock: u64, sevp: u64, id_out: u64) -> Resu
     };
     // No sigevent: SIGALRM carrying the timer's id, like Linux.
     let id = timer::create(
-        clock,
+        u64::from(clock),
         notify.unwrap_or(Notify::Signal {
             signo: sig::SIGALRM,
             value: 0,
@@ -269,39 +275,36 @@ pub fn timer_create(p: &mut Process, clock: u64, sevp: u64, id_out: u64) -> Resu
             }
         })?;
     }
-    if let Err(e) = p.mem.write_user(id_out, &id.to_le_bytes()) {
+    if let Err(e) = p.mem.write(id_out, id) {
         let _ = timer::delete(id);
         return Err(e);
     }
     Ok(0)
 }
 
-fn write_itimerspec(p: &mut Process, addr: u64, setting: Setting) -> Result<(), Errno> {
+fn write_itimerspec(p: &mut Process, at: UserPtr<[u64; 4]>, setting: Setting) -> Result<(), Errno> {
     let (left, interval) = setting.remaining(monotonic_ns());
-    let mut out = [0u8; 32];
-    out[..16].copy_from_slice(&timespec(interval));
-    out[16..].copy_from_slice(&timespec(left));
-    p.mem.write_user(addr, &out)
+    let ([a, b], [c, d]) = (timespec(interval), timespec(left));
+    p.mem.write(at, [a, b, c, d])
 }
 
 /// timer_settime(2): `struct itimerspec { interval, value }`.
 pub fn timer_settime(
-    p: &mut Process,
-    id: u64,
-    flags: u64,
-    new: u64,
-    old: u64,
+    p: &mut Call,
+    id: i32,
+    Flags(flags): Flags,
+    new: UserPtr<[i64; 4]>,
+    old: UserPtr<[u64; 4]>,
 ) -> Result<u64, Errno> {
     const TIMER_ABSTIME: u64 = 1;
-    let id = id as i32;
     let clock = timer::with_timer(id, |t| t.clock)?;
-    let interval = read_timespec(p, new)?;
-    let value = read_timespec(p, new + 16)?;
+    let interval = read_timespec(p, new.cast())?;
+    let value = read_timespec(p, new.byte_add(16))?;
     let deadline = if value == 0 {
         None
     } else if flags & TIMER_ABSTIME == 0 {
         Some(monotonic_ns().saturating_add(value))
-    } else if is_realtime(clock) {
+    } else if is_realtime(clock as u32) {
         Some(realtime_to_monotonic(value))
     } else {
         Some(value)
@@ -312,27 +315,27 @@ pub fn timer_settime(
     };
     let previous = timer::with_timer(id, |t| core::mem::replace(&mut t.setting, setting))?;
     sched::timers_changed();
-    if old != 0 {
+    if !old.is_null() {
         write_itimerspec(p, old, previous)?;
     }
     Ok(0)
 }
 
 /// timer_gettime(2).
-pub fn timer_gettime(p: &mut Process, id: u64, curr: u64) -> Result<u64, Errno> {
-    let setting = timer::with_timer(id as i32, |t| t.setting)?;
+pub fn timer_gettime(p: &mut Call, id: i32, curr: UserPtr<[u64; 4]>) -> Result<u64, Errno> {
+    let setting = timer::with_timer(id, |t| t.setting)?;
     write_itimerspec(p, curr, setting)?;
     Ok(0)
 }
 
 /// timer_getoverrun(2).
-pub fn timer_getoverrun(id: u64) -> Result<u64, Errno> {
-    timer::overrun(id as i32)
+pub fn timer_getoverrun(_p: &mut Call, id: i32) -> Result<u64, Errno> {
+    timer::overrun(id)
 }
 
 /// timer_delete(2).
-pub fn timer_delete(id: u64) -> Result<u64, Errno> {
-    timer::delete(id as i32)?;
+pub fn timer_delete(_p: &mut Call, id: i32) -> Result<u64, Errno> {
+    timer::delete(id)?;
     sched::timers_changed();
     Ok(0)
 }

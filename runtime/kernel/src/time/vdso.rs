@@ -13,7 +13,7 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use kiln_kernel::syscall::names::nr;
+use crate::syscall::nr;
 
 use crate::time::{monotonic_ns, realtime_ns};
 
@@ -77,7 +77,7 @@ unsafe fn store<T>(at: *mut T, value: T) {
 
 extern "C" fn vdso_clock_gettime(clock: i32, ts: *mut [i64; 2]) -> i64 {
     let Some(ns) = clock_ns(clock) else {
-        return syscall2(nr::CLOCK_GETTIME, clock as u64, ts as u64);
+        return syscall2(nr::clock_gettime, clock as u64, ts as u64);
     };
     let value = [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64];
     // SAFETY: the program's own timespec pointer (see `store`).
@@ -87,7 +87,7 @@ extern "C" fn vdso_clock_gettime(clock: i32, ts: *mut [i64; 2]) -> i64 {
 
 extern "C" fn vdso_clock_getres(clock: i32, res: *mut [i64; 2]) -> i64 {
     if clock_ns(clock).is_none() {
-        return syscall2(nr::CLOCK_GETRES, clock as u64, res as u64);
+        return syscall2(nr::clock_getres, clock as u64, res as u64);
     }
     if !res.is_null() {
         // SAFETY: as in `vdso_clock_gettime`.

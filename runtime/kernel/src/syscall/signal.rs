@@ -1,10 +1,11 @@
 //! Signal system calls: dispositions, masks, sending, waiting for signals
-//! and the alternate stack. Delivery itself is `kernel::signal`'s.
+//! and the alternate stack. Delivery itself is `crate::signal`'s.
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::signal::{code, SigInfo, NSIG, UNBLOCKABLE};
 
-use super::{OnSignal, Outcome};
+use super::{Call, OnSignal, Outcome};
+use crate::mm::uaccess::UserPtr;
 use crate::process::Process;
 use crate::sched::{self, Wait};
 use crate::signal::{self, SigAction};
@@ -22,19 +23,18 @@ fn signal_number(n: u64) -> Result<u8, Errno> {
 
 /// rt_sigaction(2).
 pub fn rt_sigaction(
-    p: &mut Process,
+    p: &mut Call,
     signal: u64,
-    act: u64,
-    oldact: u64,
+    act: UserPtr<SigAction>,
+    oldact: UserPtr<[u64; 4]>,
     size: u64,
 ) -> Result<u64, Errno> {
     if size != SIGSET_SIZE {
         return Err(Errno::Inval);
     }
-    let new = if act != 0 {
-        Some(p.mem.read_obj::<SigAction>(act)?)
-    } else {
-        None
+    let new = match act.non_null() {
+        Some(act) => Some(p.mem.read(act)?),
+        None => None,
     };
     let old = p.signals.set_action(signal, new)?;
     if let Some(new) = new {
@@ -43,13 +43,9 @@ pub fn rt_sigaction(
             crate::signal::pending::discard_signal(signal as u8);
         }
     }
-    if oldact != 0 {
-        let words: [u64; 4] = [old.handler, old.flags, old.restorer, old.mask];
-        let mut raw = [0u8; 32];
-        for (i, w) in words.iter().enumerate() {
-            raw[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        p.mem.write_user(oldact, &raw)?;
+    if let Some(oldact) = oldact.non_null() {
+        p.mem
+            .write(oldact, [old.handler, old.flags, old.restorer, old.mask])?;
     }
     Ok(0)
 }
@@ -57,21 +53,21 @@ pub fn rt_sigaction(
 /// rt_sigprocmask(2): the calling thread's mask. A pending signal it
 /// unblocks is delivered on the way out.
 pub fn rt_sigprocmask(
-    p: &mut Process,
-    how: u64,
-    set: u64,
-    oldset: u64,
+    p: &mut Call,
+    how: u32,
+    set: UserPtr<u64>,
+    oldset: UserPtr<u64>,
     size: u64,
 ) -> Result<u64, Errno> {
-    const SIG_BLOCK: u64 = 0;
-    const SIG_UNBLOCK: u64 = 1;
-    const SIG_SETMASK: u64 = 2;
+    const SIG_BLOCK: u32 = 0;
+    const SIG_UNBLOCK: u32 = 1;
+    const SIG_SETMASK: u32 = 2;
     if size != SIGSET_SIZE {
         return Err(Errno::Inval);
     }
     let old = sched::with_current(|t| t.sig.mask);
-    if set != 0 {
-        let s: u64 = p.mem.read_obj(set)?;
+    if let Some(set) = set.non_null() {
+        let s = p.mem.read(set)?;
         let new = match how {
             SIG_BLOCK => old | s,
             SIG_UNBLOCK => old & !s,
@@ -80,30 +76,30 @@ pub fn rt_sigprocmask(
         };
         crate::signal::pending::set_mask(new);
     }
-    if oldset != 0 {
-        p.mem.write_user(oldset, &old.to_le_bytes())?;
+    if let Some(oldset) = oldset.non_null() {
+        p.mem.write(oldset, old)?;
     }
     Ok(0)
 }
 
 /// rt_sigpending(2): signals pending for the thread or the process.
-pub fn rt_sigpending(p: &mut Process, set: u64, size: u64) -> Result<u64, Errno> {
+pub fn rt_sigpending(p: &mut Call, set: UserPtr<u8>, size: u64) -> Result<u64, Errno> {
     if size > SIGSET_SIZE {
         return Err(Errno::Inval);
     }
     let pending = crate::signal::pending::pending_signals() & sched::with_current(|t| t.sig.mask);
     p.mem
-        .write_user(set, &pending.to_le_bytes()[..size as usize])?;
+        .write_bytes(set, &pending.to_le_bytes()[..size as usize])?;
     Ok(0)
 }
 
 /// rt_sigsuspend(2): waits for a signal with a temporary mask; the old
 /// one returns when the handler does.
-pub fn rt_sigsuspend(p: &mut Process, set: u64, size: u64) -> Outcome {
+pub fn rt_sigsuspend(p: &mut Call, set: UserPtr<u64>, size: u64) -> Outcome {
     if size != SIGSET_SIZE {
         return Err(Errno::Inval).into();
     }
-    let mask: u64 = match p.mem.read_obj(set) {
+    let mask = match p.mem.read(set) {
         Ok(m) => m,
         Err(e) => return Err(e).into(),
     };
@@ -115,7 +111,7 @@ pub fn rt_sigsuspend(p: &mut Process, set: u64, size: u64) -> Outcome {
 }
 
 /// pause(2).
-pub fn pause() -> Outcome {
+pub fn pause(_p: &mut Call) -> Outcome {
     wait_for_signal()
 }
 
@@ -131,15 +127,21 @@ fn wait_for_signal() -> Outcome {
 
 /// rt_sigtimedwait(2): takes a pending signal of `set` (normally blocked)
 /// or waits for one; EAGAIN at the timeout, EINTR for another signal.
-pub fn rt_sigtimedwait(p: &mut Process, set: u64, info: u64, timeout: u64, size: u64) -> Outcome {
+pub fn rt_sigtimedwait(
+    p: &mut Call,
+    set: UserPtr<u64>,
+    info: UserPtr<u8>,
+    timeout: UserPtr<[i64; 2]>,
+    size: u64,
+) -> Outcome {
     let r = (|| -> Result<Outcome, Errno> {
         if size != SIGSET_SIZE {
             return Err(Errno::Inval);
         }
-        let wanted = p.mem.read_obj::<u64>(set)? & !UNBLOCKABLE;
+        let wanted = p.mem.read(set)? & !UNBLOCKABLE;
         if let Some(got) = signal::take_waited(wanted) {
-            if info != 0 {
-                p.mem.write_user(info, &got.encode())?;
+            if !info.is_null() {
+                p.mem.write_bytes(info, &got.encode())?;
             }
             return Ok(Outcome::Return(Ok(u64::from(got.signo))));
         }
@@ -148,8 +150,8 @@ pub fn rt_sigtimedwait(p: &mut Process, set: u64, info: u64, timeout: u64, size:
         if crate::signal::pending::pending_signals() & !mask != 0 {
             return Err(Errno::Intr);
         }
-        let timeout_ns = if timeout != 0 {
-            let t: [i64; 2] = p.mem.read_obj(timeout)?;
+        let timeout_ns = if !timeout.is_null() {
+            let t = p.mem.read(timeout)?;
             if t[0] < 0 || !(0..1_000_000_000).contains(&t[1]) {
                 return Err(Errno::Inval);
             }
@@ -171,13 +173,27 @@ pub fn rt_sigtimedwait(p: &mut Process, set: u64, info: u64, timeout: u64, size:
     r.unwrap_or_else(|e| Outcome::Return(Err(e)))
 }
 
-/// kill(2), tgkill(2), tkill(2): `pid` 1 (or 0) is the program; a thread
-/// target goes to that thread.
-pub fn kill(p: &mut Process, pid: u64, tid: Option<u64>, signal: u64) -> Outcome {
+/// kill(2): `pid` 1 (or 0) is the program.
+pub fn kill(p: &mut Call, pid: i32, signal: u64) -> Outcome {
+    send_user(p, pid, None, signal)
+}
+
+/// tgkill(2): a signal for thread `tid` of process `tgid`.
+pub fn tgkill(p: &mut Call, tgid: i32, tid: i32, signal: u64) -> Outcome {
+    send_user(p, tgid, Some(tid), signal)
+}
+
+/// tkill(2): a signal for thread `tid` of the program.
+pub fn tkill(p: &mut Call, tid: i32, signal: u64) -> Outcome {
+    send_user(p, 1, Some(tid), signal)
+}
+
+/// kill, tgkill and tkill: `pid` 1 (or 0) is the program; a thread target
+/// goes to that thread.
+fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcome {
     let r = (|| -> Result<Option<u8>, Errno> {
         // The program is process 1 and alone: kill(0) (its group) reaches
         // it, kill(-1) (everyone but the caller) reaches nobody.
-        let pid = pid as i64;
         if tid.is_some() && pid <= 0 {
             return Err(Errno::Inval);
         }
@@ -188,7 +204,7 @@ pub fn kill(p: &mut Process, pid: u64, tid: Option<u64>, signal: u64) -> Outcome
             return Err(Errno::Inval);
         }
         let target = match tid {
-            Some(t) => Some(u32::try_from(t as i64).map_err(|_| Errno::Inval)?),
+            Some(t) => Some(u32::try_from(t).map_err(|_| Errno::Inval)?),
             None => None,
         };
         if signal == 0 {
@@ -211,22 +227,37 @@ pub fn kill(p: &mut Process, pid: u64, tid: Option<u64>, signal: u64) -> Outcome
     }
 }
 
-/// rt_sigqueueinfo(2) / rt_tgsigqueueinfo(2): a signal with the
-/// program's own siginfo (its code must be negative, as Linux requires of
-/// senders that are not the kernel).
-pub fn sigqueueinfo(
-    p: &mut Process,
-    pid: u64,
-    tid: Option<u64>,
+/// rt_sigqueueinfo(2).
+pub fn rt_sigqueueinfo(p: &mut Call, pid: i32, signal: u64, info: UserPtr<[u8; 32]>) -> Outcome {
+    queue_info(p, pid, None, signal, info)
+}
+
+/// rt_tgsigqueueinfo(2).
+pub fn rt_tgsigqueueinfo(
+    p: &mut Call,
+    tgid: i32,
+    tid: i32,
     signal: u64,
-    uinfo: u64,
+    info: UserPtr<[u8; 32]>,
+) -> Outcome {
+    queue_info(p, tgid, Some(tid), signal, info)
+}
+
+/// A signal with the program's own siginfo (its code must be negative, as
+/// Linux requires of senders that are not the kernel).
+fn queue_info(
+    p: &mut Process,
+    pid: i32,
+    tid: Option<i32>,
+    signal: u64,
+    uinfo: UserPtr<[u8; 32]>,
 ) -> Outcome {
     let r = (|| -> Result<Option<u8>, Errno> {
-        if !matches!(pid as i64, 1 | 0) {
+        if !matches!(pid, 1 | 0) {
             return Err(Errno::Srch);
         }
         let signo = signal_number(signal)?;
-        let raw: [u8; 32] = p.mem.read_obj(uinfo)?;
+        let raw = p.mem.read(uinfo)?;
         let si_code = i32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
         if si_code >= 0 || si_code == code::SI_TKILL {
             return Err(Errno::Perm);
@@ -239,7 +270,7 @@ pub fn sigqueueinfo(
             word1: u64::from_le_bytes(raw[24..32].try_into().unwrap_or_default()),
         };
         let target = match tid {
-            Some(t) => Some(u32::try_from(t as i64).map_err(|_| Errno::Inval)?),
+            Some(t) => Some(u32::try_from(t).map_err(|_| Errno::Inval)?),
             None => None,
         };
         signal::send(p, target, info)
@@ -249,4 +280,15 @@ pub fn sigqueueinfo(
         Ok(None) => Outcome::Return(Ok(0)),
         Err(e) => Outcome::Return(Err(e)),
     }
+}
+
+/// sigaltstack(2).
+pub fn sigaltstack(p: &mut Call, new: UserPtr<[u8; 24]>, old: UserPtr<u8>) -> Result<u64, Errno> {
+    let sp = p.frame().rsp;
+    signal::sigaltstack(p, new, old, sp)
+}
+
+/// restart_syscall(2): nothing to restart (kiln restarts calls in place).
+pub fn restart_syscall(_p: &mut Call) -> Result<u64, Errno> {
+    Err(Errno::Intr)
 }

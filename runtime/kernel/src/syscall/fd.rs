@@ -1,0 +1,135 @@
+//! The descriptor table: close, dup, fcntl, ioctl, flock, and the calls
+//! that make new descriptors from nothing (pipes, eventfds).
+
+use alloc::sync::Arc;
+
+use kiln_kernel::errno::Errno;
+
+use super::args::{Flags, Word};
+use super::Call;
+use crate::fd::pipe::{pipe as new_pipe, EventFd};
+use crate::fd::{flags, Fd};
+use crate::mm::uaccess::UserPtr;
+
+const O_NONBLOCK: u64 = 0o4000;
+const O_CLOEXEC: u64 = 0o2000000;
+const O_DIRECT: u64 = 0o40000;
+const EFD_SEMAPHORE: u64 = 1;
+
+/// close(2).
+pub fn close(p: &mut Call, fd: Fd) -> Result<u64, Errno> {
+    p.fds.close(fd).map(|()| 0)
+}
+
+/// dup(2).
+pub fn dup(p: &mut Call, fd: Fd) -> Result<u64, Errno> {
+    let file = p.fds.get(fd)?;
+    p.fds.insert(file, false).map(Fd::number)
+}
+
+/// dup2(2).
+pub fn dup2(p: &mut Call, old: Fd, new: Fd) -> Result<u64, Errno> {
+    p.fds.get(old)?;
+    if old == new {
+        return Ok(new.number());
+    }
+    p.fds.dup_to(old, new, false).map(Fd::number)
+}
+
+/// dup3(2).
+pub fn dup3(p: &mut Call, old: Fd, new: Fd, Flags(oflags): Flags) -> Result<u64, Errno> {
+    if old == new || oflags & !O_CLOEXEC != 0 {
+        return Err(Errno::Inval);
+    }
+    p.fds
+        .dup_to(old, new, oflags & O_CLOEXEC != 0)
+        .map(Fd::number)
+}
+
+/// fcntl(2).
+pub fn fcntl(p: &mut Call, fd: Fd, cmd: u32, arg: Word) -> Result<u64, Errno> {
+    const F_DUPFD: u32 = 0;
+    const F_GETFD: u32 = 1;
+    const F_SETFD: u32 = 2;
+    const F_GETFL: u32 = 3;
+    const F_SETFL: u32 = 4;
+    const F_GETLK: u32 = 5;
+    const F_SETLK: u32 = 6;
+    const F_SETLKW: u32 = 7;
+    const F_DUPFD_CLOEXEC: u32 = 1030;
+    const F_GETPIPE_SZ: u32 = 1032;
+    const FD_CLOEXEC: u64 = 1;
+    let entry = p.fds.entry(fd)?.clone();
+    match cmd {
+        F_DUPFD | F_DUPFD_CLOEXEC => p
+            .fds
+            .insert_from(arg.value() as usize, entry.file, cmd == F_DUPFD_CLOEXEC)
+            .map(Fd::number),
+        F_GETFD => Ok(if entry.cloexec { FD_CLOEXEC } else { 0 }),
+        F_SETFD => p
+            .fds
+            .set_cloexec(fd, arg.value() & FD_CLOEXEC != 0)
+            .map(|()| 0),
+        F_GETFL => Ok(u64::from(entry.file.status_flags() | flags::O_LARGEFILE)),
+        F_SETFL => entry.file.set_status_flags(arg.value() as u32).map(|()| 0),
+        F_GETLK | F_SETLK | F_SETLKW => Ok(0), // one process: locks never conflict
+        F_GETPIPE_SZ => Ok(crate::fd::pipe::CAPACITY as u64),
+        _ => Err(Errno::Inval),
+    }
+}
+
+/// ioctl(2): each kind of file answers the requests it knows.
+pub fn ioctl(p: &mut Call, fd: Fd, Flags(request): Flags, _arg: Word) -> Result<u64, Errno> {
+    p.fds.get(fd)?.ioctl(request)
+}
+
+/// flock(2): one process, so locks never conflict.
+pub fn flock(p: &mut Call, fd: Fd, _operation: Flags) -> Result<u64, Errno> {
+    p.fds.get(fd).map(|_| 0)
+}
+
+/// pipe(2).
+pub fn pipe(p: &mut Call, fds: UserPtr<[i32; 2]>) -> Result<u64, Errno> {
+    pipe2(p, fds, Flags(0))
+}
+
+/// pipe2(2).
+pub fn pipe2(p: &mut Call, fds: UserPtr<[i32; 2]>, Flags(flags): Flags) -> Result<u64, Errno> {
+    if flags & !(O_NONBLOCK | O_CLOEXEC | O_DIRECT) != 0 {
+        return Err(Errno::Inval);
+    }
+    // Fail before anything is created when the result cannot be written.
+    p.mem.check_writable(fds)?;
+    let (r, w) = new_pipe(flags & O_NONBLOCK != 0);
+    let cloexec = flags & O_CLOEXEC != 0;
+    let rfd = p.fds.insert(Arc::new(r), cloexec)?;
+    let wfd = match p.fds.insert(Arc::new(w), cloexec) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = p.fds.close(rfd);
+            return Err(e);
+        }
+    };
+    p.mem.write(fds, [rfd.0, wfd.0])?;
+    Ok(0)
+}
+
+/// eventfd(2).
+pub fn eventfd(p: &mut Call, initial: u32) -> Result<u64, Errno> {
+    eventfd2(p, initial, Flags(0))
+}
+
+/// eventfd2(2).
+pub fn eventfd2(p: &mut Call, initial: u32, Flags(flags): Flags) -> Result<u64, Errno> {
+    if flags & !(O_NONBLOCK | O_CLOEXEC | EFD_SEMAPHORE) != 0 {
+        return Err(Errno::Inval);
+    }
+    let e = EventFd::new(
+        u64::from(initial),
+        flags & EFD_SEMAPHORE != 0,
+        flags & O_NONBLOCK != 0,
+    );
+    p.fds
+        .insert(Arc::new(e), flags & O_CLOEXEC != 0)
+        .map(Fd::number)
+}
