@@ -31,6 +31,7 @@ extern crate std;
 pub mod boot;
 pub mod errno;
 pub mod exec;
+pub mod fd;
 pub mod fs;
 pub mod mm;
 pub mod random;

@@ -1,4 +1,5 @@
-//! Open files and the descriptor table.
+//! Open files and the descriptor table (the pure logic of pipes, eventfds
+//! and epoll is in [`kiln_kernel::fd`]).
 //!
 //! Every kind of open file implements [`FileOps`]; the default methods give
 //! the errors Linux gives for an operation the object does not support, so
@@ -23,16 +24,7 @@ use crate::boot::Region;
 /// Most descriptors a process may hold (RLIMIT_NOFILE's usual soft limit).
 pub const MAX_FDS: usize = 1024;
 
-/// poll(2) event bits.
-#[allow(missing_docs)]
-pub mod poll {
-    pub const POLLIN: u16 = 0x1;
-    pub const POLLPRI: u16 = 0x2;
-    pub const POLLOUT: u16 = 0x4;
-    pub const POLLHUP: u16 = 0x10;
-    pub const POLLERR: u16 = 0x8;
-    pub const POLLNVAL: u16 = 0x20;
-}
+pub use kiln_kernel::fd::{poll, Wakeups};
 
 /// Open-file flags reported by F_GETFL.
 #[allow(missing_docs)]
@@ -118,8 +110,8 @@ pub trait FileOps: Send + Sync {
 
     /// How often readers and writers have been woken so far (epoll's edge
     /// triggering reports a ready descriptor again after a new wake-up).
-    fn wakeups(&self) -> (u64, u64) {
-        (0, 0)
+    fn wakeups(&self) -> Wakeups {
+        Wakeups::default()
     }
 
     /// The epoll instance, when this is one.

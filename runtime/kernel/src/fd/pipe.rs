@@ -4,50 +4,22 @@
 //! system call to be re-run when an I/O object changes (ERESTARTSYS, see
 //! `sched`). Every change notifies waiting threads.
 
-use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kiln_kernel::errno::Errno;
+use kiln_kernel::fd::pipe::{EventCounter, PipeBuffer};
+use kiln_kernel::fd::Wakeups;
 use kiln_kernel::fs::stat::{mode, Stat};
 use spin::Mutex;
 
-use super::{flags, poll, FileOps};
+use super::{flags, FileOps};
 
-/// Bytes a pipe holds (Linux's default).
-pub const CAPACITY: usize = 64 * 1024;
+pub use kiln_kernel::fd::pipe::CAPACITY;
 
 struct Shared {
-    buffer: Mutex<VecDeque<u8>>,
-    readers: AtomicUsize,
-    writers: AtomicUsize,
+    buffer: Mutex<PipeBuffer>,
     ino: u64,
-    wakeups: Wakeups,
-}
-
-/// Counts of the events that wake readers (data written, writer gone) and
-/// writers (data read, reader gone): epoll's edge triggering compares them.
-#[derive(Default)]
-pub struct Wakeups {
-    readable: AtomicU64,
-    writable: AtomicU64,
-}
-
-impl Wakeups {
-    fn readers(&self) {
-        self.readable.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn writers(&self) {
-        self.writable.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> (u64, u64) {
-        (
-            self.readable.load(Ordering::Relaxed),
-            self.writable.load(Ordering::Relaxed),
-        )
-    }
 }
 
 /// One end of a pipe.
@@ -62,11 +34,8 @@ static NEXT_INO: AtomicUsize = AtomicUsize::new(0x10_0000);
 /// A new pipe: (read end, write end).
 pub fn pipe(nonblocking: bool) -> (PipeEnd, PipeEnd) {
     let shared = Arc::new(Shared {
-        buffer: Mutex::new(VecDeque::new()),
-        readers: AtomicUsize::new(1),
-        writers: AtomicUsize::new(1),
+        buffer: Mutex::new(PipeBuffer::new()),
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed) as u64,
-        wakeups: Wakeups::default(),
     });
     let end = |write_end| PipeEnd {
         shared: shared.clone(),
@@ -78,17 +47,7 @@ pub fn pipe(nonblocking: bool) -> (PipeEnd, PipeEnd) {
 
 impl Drop for PipeEnd {
     fn drop(&mut self) {
-        let count = if self.write_end {
-            &self.shared.writers
-        } else {
-            &self.shared.readers
-        };
-        count.fetch_sub(1, Ordering::Relaxed);
-        if self.write_end {
-            self.shared.wakeups.readers();
-        } else {
-            self.shared.wakeups.writers();
-        }
+        self.shared.buffer.lock().close_end(self.write_end);
         crate::sched::notify_io();
     }
 }
@@ -124,39 +83,6 @@ fn wait_or<T>(
     }
 }
 
-impl PipeEnd {
-    fn try_read(&self, buf: &mut [u8]) -> Option<Result<usize, Errno>> {
-        let mut b = self.shared.buffer.lock();
-        if !b.is_empty() {
-            let n = buf.len().min(b.len());
-            for (dst, src) in buf.iter_mut().zip(b.drain(..n)) {
-                *dst = src;
-            }
-            self.shared.wakeups.writers();
-            return Some(Ok(n));
-        }
-        if self.shared.writers.load(Ordering::Relaxed) == 0 {
-            return Some(Ok(0)); // end of file
-        }
-        None
-    }
-
-    fn try_write(&self, buf: &[u8]) -> Option<Result<usize, Errno>> {
-        if self.shared.readers.load(Ordering::Relaxed) == 0 {
-            return Some(Err(Errno::Pipe));
-        }
-        let mut b = self.shared.buffer.lock();
-        let room = CAPACITY - b.len();
-        if room == 0 {
-            return None;
-        }
-        let n = buf.len().min(room);
-        b.extend(&buf[..n]);
-        self.shared.wakeups.readers();
-        Some(Ok(n))
-    }
-}
-
 impl FileOps for PipeEnd {
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         if self.write_end {
@@ -166,7 +92,7 @@ impl FileOps for PipeEnd {
             return Ok(0);
         }
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        wait_or(nonblocking, || self.try_read(buf))
+        wait_or(nonblocking, || self.shared.buffer.lock().try_read(buf))
     }
 
     fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
@@ -176,7 +102,9 @@ impl FileOps for PipeEnd {
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
         let mut done = 0;
         while done < buf.len() {
-            match wait_or(nonblocking || done > 0, || self.try_write(&buf[done..])) {
+            match wait_or(nonblocking || done > 0, || {
+                self.shared.buffer.lock().try_write(&buf[done..])
+            }) {
                 Ok(n) => done += n,
                 Err(Errno::Again) if done > 0 => break,
                 Err(e) => return Err(e),
@@ -208,28 +136,12 @@ impl FileOps for PipeEnd {
         true
     }
 
-    fn wakeups(&self) -> (u64, u64) {
-        self.shared.wakeups.get()
+    fn wakeups(&self) -> Wakeups {
+        self.shared.buffer.lock().wakeups
     }
 
     fn poll(&self, events: u16) -> u16 {
-        let len = self.shared.buffer.lock().len();
-        if self.write_end {
-            if self.shared.readers.load(Ordering::Relaxed) == 0 {
-                return poll::POLLERR | (events & poll::POLLOUT);
-            }
-            if len < CAPACITY {
-                events & poll::POLLOUT
-            } else {
-                0
-            }
-        } else {
-            let mut r = if len > 0 { events & poll::POLLIN } else { 0 };
-            if self.shared.writers.load(Ordering::Relaxed) == 0 {
-                r |= poll::POLLHUP;
-            }
-            r
-        }
+        self.shared.buffer.lock().poll(self.write_end, events)
     }
 
     fn status_flags(&self) -> u32 {
@@ -248,20 +160,16 @@ impl FileOps for PipeEnd {
 
 /// An eventfd counter.
 pub struct EventFd {
-    count: Mutex<u64>,
-    semaphore: bool,
+    counter: Mutex<EventCounter>,
     nonblocking: AtomicBool,
-    wakeups: Wakeups,
 }
 
 impl EventFd {
     /// A counter starting at `initial`.
     pub fn new(initial: u64, semaphore: bool, nonblocking: bool) -> Self {
         Self {
-            count: Mutex::new(initial),
-            semaphore,
+            counter: Mutex::new(EventCounter::new(initial, semaphore)),
             nonblocking: AtomicBool::new(nonblocking),
-            wakeups: Wakeups::default(),
         }
     }
 }
@@ -272,16 +180,7 @@ impl FileOps for EventFd {
             return Err(Errno::Inval);
         }
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        let value = wait_or(nonblocking, || {
-            let mut c = self.count.lock();
-            if *c == 0 {
-                return None;
-            }
-            let v = if self.semaphore { 1 } else { *c };
-            *c -= v;
-            self.wakeups.writers();
-            Some(Ok(v))
-        })?;
+        let value = wait_or(nonblocking, || self.counter.lock().try_read().map(Ok))?;
         buf[..8].copy_from_slice(&value.to_le_bytes());
         Ok(8)
     }
@@ -293,18 +192,9 @@ impl FileOps for EventFd {
                 .try_into()
                 .map_err(|_| Errno::Inval)?,
         );
-        if value == u64::MAX {
-            return Err(Errno::Inval);
-        }
         let nonblocking = self.nonblocking.load(Ordering::Relaxed);
         wait_or(nonblocking, || {
-            let mut c = self.count.lock();
-            if u64::MAX - 1 - *c < value {
-                return None;
-            }
-            *c += value;
-            self.wakeups.readers();
-            Some(Ok(8))
+            self.counter.lock().try_write(value).map(|r| r.map(|()| 8))
         })
     }
 
@@ -316,17 +206,12 @@ impl FileOps for EventFd {
         true
     }
 
-    fn wakeups(&self) -> (u64, u64) {
-        self.wakeups.get()
+    fn wakeups(&self) -> Wakeups {
+        self.counter.lock().wakeups
     }
 
     fn poll(&self, events: u16) -> u16 {
-        let c = *self.count.lock();
-        let mut r = events & poll::POLLOUT;
-        if c > 0 {
-            r |= events & poll::POLLIN;
-        }
-        r
+        self.counter.lock().poll(events)
     }
 
     fn status_flags(&self) -> u32 {
