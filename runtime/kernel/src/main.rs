@@ -26,6 +26,7 @@ mod process;
 mod random;
 mod sched;
 mod signal;
+mod state;
 mod syscall;
 mod time;
 
@@ -40,8 +41,8 @@ use crate::arch::platform::{self, Platform};
 use crate::arch::{Flavour, Frame};
 use crate::boot::{ArgSource, BootParams};
 use crate::exec::{Args, ExecError};
-use crate::process::PROCESS;
 use crate::signal::sig;
+use crate::state::KERNEL;
 
 /// Default program path when the boot protocol names none.
 const DEFAULT_PATH: &[u8] = b"/app";
@@ -106,7 +107,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     };
     match exec::exec(program, &path, &args, trace) {
         Ok((process, entry, sp)) => {
-            *PROCESS.lock() = Some(process);
+            *KERNEL.process.lock() = Some(process);
             let kstack = sched::init_main_thread();
             platform::milestone(Milestone::ProgramEntry);
             arch::enter_program(entry, sp, kstack)
@@ -146,12 +147,10 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
         }
     }
     let trace = parsed.trace_syscalls || params.has(flags::TRACE_SYSCALLS);
-    if parsed.no_syscall_rewrite {
-        syscall::rewrite::disable();
-    }
-    if parsed.no_vdso {
-        time::vdso::disable();
-    }
+    state::BOOT.options.call_once(|| state::Options {
+        syscall_rewrite: !parsed.no_syscall_rewrite,
+        vdso: !parsed.no_vdso,
+    });
     let path: Vec<u8> = match (params.path.is_empty(), &parsed.path) {
         (false, _) => params.path.to_vec(),
         (true, Some(p)) => p.as_bytes().to_vec(),
@@ -181,7 +180,8 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
 
 /// Ends the program normally with `status` (exit/exit_group).
 pub fn exit_program(status: u8) -> ! {
-    let tracing = PROCESS
+    let tracing = KERNEL
+        .process
         .try_lock()
         .is_some_and(|p| p.as_ref().is_some_and(|p| p.trace));
     if tracing {
@@ -288,7 +288,8 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
         // pointer): demand paging as for the program, when the process is
         // not locked by the interrupted code.
         if addr < kiln_kernel::exec::elf::USER_END && !fetch {
-            let handled = PROCESS
+            let handled = KERNEL
+                .process
                 .try_lock()
                 .and_then(|mut g| g.as_mut().map(|p| p.mem.handle_fault(addr, write, false)));
             match handled {
@@ -308,7 +309,7 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
             frame.rip, frame.error
         );
     }
-    let result = match PROCESS.lock().as_mut() {
+    let result = match KERNEL.process.lock().as_mut() {
         Some(p) => p.mem.handle_fault(addr, write, fetch),
         None => Err(mm::fault::FaultError::Unmapped),
     };
@@ -331,7 +332,8 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
             };
             // SEGV_ACCERR when an area is there but forbids the access
             // (even if its page was never touched), SEGV_MAPERR otherwise.
-            let in_area = PROCESS
+            let in_area = KERNEL
+                .process
                 .lock()
                 .as_ref()
                 .is_some_and(|p| p.mem.vmas.find(addr).is_some());

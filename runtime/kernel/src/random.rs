@@ -1,18 +1,16 @@
 //! Random bytes for getrandom and AT_RANDOM: RDRAND when the CPU has it,
 //! otherwise ChaCha20 keyed from the host's boot seed and the TSC.
 
+use crate::state::KERNEL;
 use kiln_kernel::random::chacha::ChaCha20;
-use spin::Mutex;
 
 use crate::arch::{features, rdrand, rdtsc};
-
-static FALLBACK: Mutex<Option<ChaCha20>> = Mutex::new(None);
 
 /// Keys the fallback generator.
 pub fn init(seed: &[u8; 32]) {
     let mut nonce = [0u8; 12];
     nonce[..8].copy_from_slice(&rdtsc().to_le_bytes());
-    *FALLBACK.lock() = Some(ChaCha20::new(seed, &nonce, 0));
+    *KERNEL.random.lock() = Some(ChaCha20::new(seed, &nonce, 0));
 }
 
 /// Fills `out` with random bytes.
@@ -33,7 +31,7 @@ pub fn fill(out: &mut [u8]) {
 }
 
 fn fill_fallback(out: &mut [u8]) {
-    let mut g = FALLBACK.lock();
+    let mut g = KERNEL.random.lock();
     let rng = g.get_or_insert_with(|| ChaCha20::new(&[0; 32], &[0; 12], 0));
     rng.fill(out);
 }

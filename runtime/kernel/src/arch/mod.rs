@@ -19,7 +19,8 @@ pub fn syscall_call_entry() -> u64 {
 }
 pub use self::x86_64::{
     cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, idle, init,
-    interrupt_done, set_fs_base, set_gs_base, timer_arm_at, timer_disarm, Flavour, PLATFORM_PVH,
+    interrupt_done, set_fs_base, set_gs_base, timer_arm_at, timer_disarm, Features, Flavour,
+    PLATFORM_PVH,
 };
 
 /// The physical address of the active top-level page table.

@@ -13,7 +13,7 @@ use crate::boot::Region;
 use crate::fd::FdTable;
 use crate::mm::fault::FaultError;
 use crate::mm::space::{AddressSpace, MMAP_TOP, STACK_SIZE, STACK_TOP};
-use crate::process::{Process, EXE_PATH};
+use crate::process::Process;
 use crate::signal::Signals;
 
 /// Why the program could not be started.
@@ -85,7 +85,9 @@ pub fn exec(
         )
     };
     let plan = elf::plan(image, elf::PIE_BASE).map_err(ExecError::Elf)?;
-    EXE_PATH.call_once(|| alloc::string::String::from_utf8_lossy(path).into_owned());
+    crate::state::BOOT
+        .exe_path
+        .call_once(|| alloc::string::String::from_utf8_lossy(path).into_owned());
     // SAFETY: the active PML4 is the kernel's; the process owns its lower half.
     let tables = unsafe { PageTables::from_pml4(arch::active_page_table()) };
     let mut p = Process {

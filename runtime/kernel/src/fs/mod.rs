@@ -16,28 +16,29 @@ use alloc::sync::Arc;
 use kiln_kernel::errno::Errno;
 use kiln_kernel::fs::tarfs::{self, TarFs};
 use kiln_kernel::fs::vfs::{Node, NodeKind, Overlay};
-use spin::{Mutex, MutexGuard, Once};
+use spin::{Mutex, MutexGuard};
 
 use crate::arch;
 use crate::boot::Region;
 use crate::fd::device::{Device, OpenDevice};
 use crate::fd::file::{Directory, RootFile, TmpFile};
 use crate::fd::FileOps;
-
-static VFS: Once<Mutex<Overlay>> = Once::new();
-static ARCHIVE: Once<Region> = Once::new();
-/// The boot module when it is a bare program rather than an archive.
-static BARE_PROGRAM: Once<Region> = Once::new();
+use crate::state::{Module, BOOT, KERNEL};
 
 /// The file system (locked for the caller's use).
 pub fn vfs() -> MutexGuard<'static, Overlay> {
-    let fs = VFS.call_once(|| Mutex::new(Overlay::empty())).lock();
+    let fs = KERNEL.vfs.call_once(|| Mutex::new(Overlay::empty())).lock();
     fs
+}
+
+/// What the boot module holds (nothing before `init`).
+fn module() -> Module {
+    BOOT.module.get().copied().unwrap_or_default()
 }
 
 /// Guest-physical range of the rootfs archive (empty without one).
 pub fn archive() -> Region {
-    ARCHIVE.get().copied().unwrap_or_default()
+    module().archive
 }
 
 /// Why the module holds no runnable program at the path.
@@ -68,21 +69,29 @@ fn module_bytes(module: Region) -> &'static [u8] {
 /// program itself.
 pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
     if module.end <= module.start {
-        VFS.call_once(|| Mutex::new(Overlay::empty()));
+        KERNEL.vfs.call_once(|| Mutex::new(Overlay::empty()));
         return Err(ProgramError::NotFound);
     }
     let bytes = module_bytes(module);
     if !tarfs::is_tar(bytes) {
-        VFS.call_once(|| Mutex::new(Overlay::empty()));
-        BARE_PROGRAM.call_once(|| module);
+        KERNEL.vfs.call_once(|| Mutex::new(Overlay::empty()));
+        BOOT.module.call_once(|| Module {
+            archive: Region::default(),
+            bare_program: Some(module),
+        });
         return Ok(module);
     }
     let index = match TarFs::parse(bytes) {
         Ok(i) => i,
         Err(e) => panic!("the image's root file system is damaged: {e}"),
     };
-    ARCHIVE.call_once(|| module);
-    VFS.call_once(|| Mutex::new(Overlay::new(index, bytes)));
+    BOOT.module.call_once(|| Module {
+        archive: module,
+        bare_program: None,
+    });
+    KERNEL
+        .vfs
+        .call_once(|| Mutex::new(Overlay::new(index, bytes)));
     let fs = vfs();
     let (_, node) = fs.resolve("/", path, true).map_err(|e| match e {
         Errno::Noent => ProgramError::NotFound,
@@ -107,8 +116,8 @@ pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
 /// guest-physical byte `phys`: its bytes and the physical address where
 /// they start.
 pub fn file_containing(phys: u64) -> Option<(&'static [u8], u64)> {
-    if let Some(bare) = BARE_PROGRAM.get() {
-        return (phys >= bare.start && phys < bare.end).then(|| (module_bytes(*bare), bare.start));
+    if let Some(bare) = module().bare_program {
+        return (phys >= bare.start && phys < bare.end).then(|| (module_bytes(bare), bare.start));
     }
     let archive = archive();
     if phys < archive.start || phys >= archive.end {

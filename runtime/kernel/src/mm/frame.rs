@@ -1,6 +1,6 @@
 //! The physical frame allocator.
 
-use spin::Mutex;
+use crate::state::KERNEL;
 
 use crate::arch::phys_to_virt;
 use crate::boot::{Region, MAX_REGIONS};
@@ -8,7 +8,8 @@ use crate::boot::{Region, MAX_REGIONS};
 /// Size of a frame.
 pub const FRAME_SIZE: u64 = 4096;
 
-struct Frames {
+/// The allocator's state; the instance is `state::KERNEL.frames`.
+pub struct Frames {
     regions: [Region; MAX_REGIONS],
     count: usize,
     /// Index of the region the bump pointer is in.
@@ -23,19 +24,24 @@ struct Frames {
     total: u64,
 }
 
-static FRAMES: Mutex<Frames> = Mutex::new(Frames {
-    regions: [Region { start: 0, end: 0 }; MAX_REGIONS],
-    count: 0,
-    current: 0,
-    bump: 0,
-    free_list: 0,
-    used: 0,
-    total: 0,
-});
+impl Frames {
+    /// No memory until `init`.
+    pub const fn new() -> Self {
+        Self {
+            regions: [Region { start: 0, end: 0 }; MAX_REGIONS],
+            count: 0,
+            current: 0,
+            bump: 0,
+            free_list: 0,
+            used: 0,
+            total: 0,
+        }
+    }
+}
 
 /// Takes ownership of the usable regions.
 pub fn init(usable: &[Region]) {
-    let mut f = FRAMES.lock();
+    let mut f = KERNEL.frames.lock();
     let n = usable.len().min(MAX_REGIONS);
     f.count = n;
     f.regions[..n].copy_from_slice(&usable[..n]);
@@ -55,7 +61,7 @@ pub fn alloc_zeroed() -> Option<u64> {
 
 /// A frame with unspecified contents.
 pub fn alloc() -> Option<u64> {
-    let mut f = FRAMES.lock();
+    let mut f = KERNEL.frames.lock();
     if f.free_list != 0 {
         let pa = f.free_list;
         // SAFETY: freed frames hold the next free frame's address in their
@@ -82,7 +88,7 @@ pub fn alloc() -> Option<u64> {
 
 /// Returns a frame to the allocator.
 pub fn free(pa: u64) {
-    let mut f = FRAMES.lock();
+    let mut f = KERNEL.frames.lock();
     // SAFETY: the caller hands the frame back, so nothing else uses it; its
     // first word now links the free list.
     unsafe { core::ptr::write(phys_to_virt(pa) as *mut u64, f.free_list) };
@@ -92,6 +98,6 @@ pub fn free(pa: u64) {
 
 /// (frames in use, frames in total), for /proc/meminfo.
 pub fn usage() -> (u64, u64) {
-    let f = FRAMES.lock();
+    let f = KERNEL.frames.lock();
     (f.used, f.total)
 }

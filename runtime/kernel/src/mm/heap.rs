@@ -4,8 +4,8 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
+use crate::state::KERNEL;
 use linked_list_allocator::Heap;
-use spin::Mutex;
 
 use super::frame;
 use crate::arch::{pte, PageTables};
@@ -17,21 +17,28 @@ const HEAP_MAX: u64 = 1 << 30;
 /// Grow by at least this much at a time.
 const GROW_STEP: u64 = 64 * 1024;
 
-struct KernelHeap {
+/// The heap's allocator and how much of its range is mapped; the
+/// instance is `state::KERNEL.heap`.
+pub struct KernelHeap {
     heap: Heap,
     /// End of the mapped part of the range.
     mapped_end: u64,
 }
 
-static HEAP: Mutex<KernelHeap> = Mutex::new(KernelHeap {
-    heap: Heap::empty(),
-    mapped_end: HEAP_BASE,
-});
+impl KernelHeap {
+    /// Nothing mapped until `init`.
+    pub const fn new() -> Self {
+        Self {
+            heap: Heap::empty(),
+            mapped_end: HEAP_BASE,
+        }
+    }
+}
 
 /// Maps `[from, from+len)` of the heap range to fresh frames.
 fn map_range(from: u64, len: u64) -> bool {
     // SAFETY: the active PML4 maps the kernel; the heap range is touched
-    // only under the HEAP lock, so this is the only writer of those entries.
+    // only under the KERNEL.heap lock, so this is the only writer of those entries.
     let mut tables = unsafe { PageTables::from_pml4(crate::arch::active_page_table()) };
     let mut va = from;
     while va < from + len {
@@ -56,7 +63,7 @@ fn map_range(from: u64, len: u64) -> bool {
 
 /// Maps the first part of the heap.
 pub fn init() {
-    let mut h = HEAP.lock();
+    let mut h = KERNEL.heap.lock();
     if !map_range(HEAP_BASE, GROW_STEP) {
         panic!("out of memory setting up the kernel heap");
     }
@@ -72,7 +79,7 @@ struct KernelAllocator;
 // linked-list heap, which returns disjoint, correctly aligned blocks.
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let mut h = HEAP.lock();
+        let mut h = KERNEL.heap.lock();
         loop {
             if let Ok(p) = h.heap.allocate_first_fit(layout) {
                 return p.as_ptr();
@@ -94,7 +101,7 @@ unsafe impl GlobalAlloc for KernelAllocator {
         if let Some(p) = core::ptr::NonNull::new(ptr) {
             // SAFETY: `ptr` came from `alloc` with this layout (GlobalAlloc
             // contract).
-            unsafe { HEAP.lock().heap.deallocate(p, layout) };
+            unsafe { KERNEL.heap.lock().heap.deallocate(p, layout) };
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The program's process: its resources — address space, open files,
-//! current directory, signal dispositions, identity and limits — behind the
-//! [`PROCESS`] lock. Threads are the scheduler's; memory is `mm`'s.
+//! current directory, signal dispositions, identity and limits. The one
+//! instance lives in `state::KERNEL.process`; system calls and faults take
+//! its lock for their whole duration, and the kernel never faults while
+//! holding it. Threads are the scheduler's; memory is `mm`'s.
 
 use alloc::vec::Vec;
-
-use spin::Mutex;
 
 use crate::fd::FdTable;
 use crate::mm::space::AddressSpace;
@@ -34,14 +34,10 @@ pub struct Process {
     pub start_ns: u64,
 }
 
-/// The running program. One CPU, no nesting: syscalls and faults take the
-/// lock for their whole duration and the kernel never faults while holding it.
-pub static PROCESS: Mutex<Option<Process>> = Mutex::new(None);
-
-/// The program's path in the guest, set once at exec.
-pub(crate) static EXE_PATH: spin::Once<alloc::string::String> = spin::Once::new();
-
 /// The program's path (/proc/self/exe, AT_EXECFN).
 pub fn exe_path() -> &'static str {
-    EXE_PATH.get().map_or("/", |s| s.as_str())
+    crate::state::BOOT
+        .exe_path
+        .get()
+        .map_or("/", |s| s.as_str())
 }

@@ -17,9 +17,9 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::state::KERNEL;
 use kiln_kernel::errno::Errno;
 use kiln_kernel::signal::SigQueue;
-use spin::Mutex;
 
 use crate::arch::{self, FpuState, Frame};
 use crate::mm::uaccess::UserPtr;
@@ -103,7 +103,8 @@ impl Thread {
     }
 }
 
-pub(crate) struct Scheduler {
+/// The thread table and run queue (the instance is `state::KERNEL.sched`).
+pub struct Scheduler {
     pub(crate) threads: BTreeMap<Tid, Box<Thread>>,
     pub(crate) run_queue: VecDeque<Tid>,
     pub(crate) current: Tid,
@@ -121,16 +122,21 @@ pub(crate) struct Scheduler {
     pub(crate) shared: SigQueue,
 }
 
-pub(crate) static SCHED: Mutex<Scheduler> = Mutex::new(Scheduler {
-    threads: BTreeMap::new(),
-    run_queue: VecDeque::new(),
-    current: 1,
-    next_tid: 2,
-    slice_end: 0,
-    armed: 0,
-    zombies: Vec::new(),
-    shared: SigQueue::new(),
-});
+impl Scheduler {
+    /// No threads yet; thread 1 is the first.
+    pub const fn new() -> Self {
+        Self {
+            threads: BTreeMap::new(),
+            run_queue: VecDeque::new(),
+            current: 1,
+            next_tid: 2,
+            slice_end: 0,
+            armed: 0,
+            zombies: Vec::new(),
+            shared: SigQueue::new(),
+        }
+    }
+}
 
 /// Set by a timer interrupt that arrived while kernel code ran; the next
 /// way back to the program looks at timers and slices.
@@ -150,18 +156,18 @@ pub(crate) fn default_comm() -> [u8; 16] {
 pub fn init_main_thread() -> u64 {
     let t = Thread::new(1);
     let top = t.kstack_top();
-    SCHED.lock().threads.insert(1, t);
+    KERNEL.sched.lock().threads.insert(1, t);
     top
 }
 
 /// The running thread's id.
 pub fn current_tid() -> Tid {
-    SCHED.lock().current
+    KERNEL.sched.lock().current
 }
 
 /// Runs `f` on the running thread's record.
 pub fn with_current<R>(f: impl FnOnce(&mut Thread) -> R) -> R {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let cur = s.current;
     f(s.threads
         .get_mut(&cur)
@@ -185,7 +191,7 @@ fn deadline_tsc(ns: u64) -> u64 {
 /// ENOMEM when its stacks cannot be allocated.
 pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: UserPtr<u32>) -> Result<Tid, Errno> {
     let fpu = FpuState::capture().ok_or(Errno::Nomem)?;
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let tid = s.next_tid;
     s.next_tid += 1;
     let mut t = Thread::new(tid);
@@ -240,7 +246,7 @@ pub(crate) fn rearm(s: &mut Scheduler) {
 /// Re-arms the timer after a kernel timer (alarm, POSIX timer) changed.
 /// Call without the timer table locked.
 pub fn timers_changed() {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     rearm(&mut s);
 }
 
@@ -263,7 +269,7 @@ pub fn yield_if_requested() {
 /// Gives the CPU to another runnable thread, if there is one.
 pub fn yield_now() {
     {
-        let mut s = SCHED.lock();
+        let mut s = KERNEL.sched.lock();
         if s.run_queue.is_empty() {
             return;
         }
@@ -277,7 +283,7 @@ pub fn yield_now() {
 /// then ends the program); otherwise never returns.
 pub fn exit_current() {
     {
-        let mut s = SCHED.lock();
+        let mut s = KERNEL.sched.lock();
         let cur = s.current;
         let others = s
             .threads
@@ -310,7 +316,7 @@ pub fn check_timers() {
     TIMER_FIRED.store(false, Ordering::Relaxed);
     crate::time::timer::fire_due();
     let preempt = {
-        let mut s = SCHED.lock();
+        let mut s = KERNEL.sched.lock();
         s.armed = 0; // one-shot: it fired (or is about to be re-armed)
         expire(&mut s);
         let over = arch::rdtsc() >= s.slice_end;
@@ -337,7 +343,7 @@ pub fn timer_pending() -> bool {
 /// is). The current thread must already be queued, blocked or exited.
 fn schedule() {
     loop {
-        let mut s = SCHED.lock();
+        let mut s = KERNEL.sched.lock();
         s.zombies.clear();
         expire(&mut s);
         let cur = s.current;
@@ -442,7 +448,8 @@ fn schedule() {
 
 /// The name of thread 1 (the process's, in /proc/self/status).
 pub fn main_comm() -> [u8; 16] {
-    SCHED
+    KERNEL
+        .sched
         .lock()
         .threads
         .get(&1)
@@ -451,7 +458,8 @@ pub fn main_comm() -> [u8; 16] {
 
 /// Number of threads that have not exited.
 pub fn thread_count() -> usize {
-    SCHED
+    KERNEL
+        .sched
         .lock()
         .threads
         .values()
@@ -461,7 +469,8 @@ pub fn thread_count() -> usize {
 
 /// Whether thread `tid` exists and has not exited.
 pub fn thread_alive(tid: Tid) -> bool {
-    SCHED
+    KERNEL
+        .sched
         .lock()
         .threads
         .get(&tid)

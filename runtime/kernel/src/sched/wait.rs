@@ -8,7 +8,8 @@ use alloc::vec::Vec;
 
 use kiln_kernel::errno::Errno;
 
-use super::{rearm, schedule, with_current, Scheduler, State, Thread, Tid, SCHED};
+use super::{rearm, schedule, with_current, Scheduler, State, Thread, Tid};
+use crate::state::KERNEL;
 use crate::time;
 
 /// What a blocked thread waits for.
@@ -88,7 +89,7 @@ pub(crate) fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
 /// Wakes up to `max` threads waiting on the futex word at `addr` whose
 /// bitset intersects `bitset`; returns how many.
 pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let waiting: Vec<Tid> = s
         .threads
         .values()
@@ -106,7 +107,8 @@ pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
 
 /// How many threads wait on the futex word at `addr`.
 pub fn futex_waiters(addr: u64) -> usize {
-    SCHED
+    KERNEL
+        .sched
         .lock()
         .threads
         .values()
@@ -121,7 +123,7 @@ pub fn futex_waiters(addr: u64) -> usize {
 /// `requeue` more to `to`; returns the number woken plus moved.
 pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
     let woken = wake_futex(from, u32::MAX, wake);
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let mut moved = 0;
     for t in s.threads.values_mut() {
         if moved == requeue {
@@ -143,7 +145,7 @@ pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
 /// Tells threads waiting for I/O that something changed (they re-run their
 /// system calls and block again if it was not for them).
 pub fn notify_io() {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let waiting: Vec<Tid> = s
         .threads
         .values()
@@ -162,7 +164,7 @@ pub fn notify_io() {
 /// EDEADLK when nothing could ever wake it.
 pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
     {
-        let mut s = SCHED.lock();
+        let mut s = KERNEL.sched.lock();
         let cur = s.current;
         if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
             return Ok(Woken::Timeout);

@@ -25,8 +25,9 @@ pub use kiln_kernel::signal::{describe, sig, SigAction};
 use crate::arch::{sigctx, Frame};
 use crate::kill_program;
 use crate::mm::uaccess::UserPtr;
-use crate::process::{Process, PROCESS};
+use crate::process::Process;
 use crate::sched::{self, Tid};
+use crate::state::KERNEL;
 use crate::time::timer;
 
 /// The program's signal dispositions.
@@ -132,7 +133,7 @@ pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8
 /// when that is its effect. Called with no kernel lock held.
 pub fn post_from_kernel(target: Option<Tid>, info: SigInfo) {
     let verdict = {
-        let guard = PROCESS.lock();
+        let guard = KERNEL.process.lock();
         match guard.as_ref() {
             Some(p) => send(p, target, info),
             None => return,
@@ -176,7 +177,7 @@ pub struct SyscallEnd {
 pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
     let mut restart = syscall.filter(|s| s.restartable).map(|s| s.number);
     loop {
-        let mut guard = PROCESS.lock();
+        let mut guard = KERNEL.process.lock();
         let Some(p) = guard.as_mut() else { return };
         let Some(info) = crate::signal::pending::take_signal(0) else {
             break;
@@ -228,7 +229,7 @@ pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
 /// that is not blocked; otherwise the program ends, reported with `detail`.
 pub fn fault(frame: &mut Frame, signo: u8, si_code: i32, addr: u64, detail: fmt::Arguments<'_>) {
     {
-        let mut guard = PROCESS.lock();
+        let mut guard = KERNEL.process.lock();
         if let Some(p) = guard.as_mut() {
             let action = p.signals.action(signo);
             let blocked = sched::with_current(|t| t.sig.mask & bit(signo) != 0);
@@ -317,7 +318,7 @@ fn setup_frame(
 pub fn sigreturn(frame: &mut Frame) {
     let uc_addr = frame.rsp;
     let ok = {
-        let mut guard = PROCESS.lock();
+        let mut guard = KERNEL.process.lock();
         match guard.as_mut() {
             Some(p) => restore(p, frame, uc_addr).is_ok(),
             None => false,

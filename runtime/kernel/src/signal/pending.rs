@@ -4,7 +4,8 @@
 
 use kiln_kernel::signal::{bit, AltStack, SigInfo, SigQueue, UNBLOCKABLE};
 
-use crate::sched::{rearm, signal_ends_wait, wake, with_current, State, Tid, Woken, SCHED};
+use crate::sched::{rearm, signal_ends_wait, wake, with_current, State, Tid, Woken};
+use crate::state::KERNEL;
 
 /// A thread's signal state.
 #[derive(Default)]
@@ -23,7 +24,8 @@ pub struct ThreadSignals {
 /// Whether every live thread blocks `signal` (then a process-directed one
 /// stays pending instead of taking effect).
 pub fn blocked_everywhere(signal: u8) -> bool {
-    SCHED
+    KERNEL
+        .sched
         .lock()
         .threads
         .values()
@@ -33,7 +35,8 @@ pub fn blocked_everywhere(signal: u8) -> bool {
 
 /// Whether thread `tid` blocks `signal`.
 pub fn thread_blocks(tid: Tid, signal: u8) -> bool {
-    SCHED
+    KERNEL
+        .sched
         .lock()
         .threads
         .get(&tid)
@@ -43,7 +46,7 @@ pub fn thread_blocks(tid: Tid, signal: u8) -> bool {
 /// Queues a signal for thread `tid` (or the process, `None`) and wakes a
 /// thread it interrupts. False when it was dropped (already pending).
 pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let queued = match tid {
         Some(tid) => match s.threads.get_mut(&tid) {
             Some(t) => t.sig.pending.push(info),
@@ -80,7 +83,7 @@ pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
 /// Takes the running thread's next deliverable signal (its own first,
 /// then the process's), or one of `set` for sigtimedwait.
 pub fn take_signal(set: u64) -> Option<SigInfo> {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     let cur = s.current;
     let t = s.threads.get_mut(&cur)?;
     let allowed = if set != 0 { set } else { !t.sig.mask };
@@ -92,14 +95,14 @@ pub fn take_signal(set: u64) -> Option<SigInfo> {
 
 /// Signals pending for the running thread (its own and the process's).
 pub fn pending_signals() -> u64 {
-    let s = SCHED.lock();
+    let s = KERNEL.sched.lock();
     let own = s.threads.get(&s.current).map_or(0, |t| t.sig.pending.set());
     own | s.shared.set()
 }
 
 /// Drops every pending instance of `signal` (its action became "ignore").
 pub fn discard_signal(signal: u8) {
-    let mut s = SCHED.lock();
+    let mut s = KERNEL.sched.lock();
     s.shared.discard(signal);
     for t in s.threads.values_mut() {
         t.sig.pending.discard(signal);

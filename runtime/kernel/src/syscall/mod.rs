@@ -35,9 +35,10 @@ use kiln_kernel::signal::SigInfo;
 
 pub use self::table::nr;
 use crate::arch::Frame;
-use crate::process::{Process, PROCESS};
+use crate::process::Process;
 use crate::sched::{self, Wait, Woken};
 use crate::signal::{self as signals, sig, SyscallEnd};
+use crate::state::KERNEL;
 
 /// One system call being handled: the process it runs in (the handler
 /// reaches its fields through `Deref`) and the caller's registers.
@@ -151,7 +152,7 @@ enum Return {
 extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
     let number = frame.rax;
     let way = if number == nr::rt_sigreturn {
-        if PROCESS.lock().as_ref().is_some_and(|p| p.trace) {
+        if KERNEL.process.lock().as_ref().is_some_and(|p| p.trace) {
             crate::kprintln!("rt_sigreturn() = ?");
         }
         signals::sigreturn(frame);
@@ -160,7 +161,7 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
     } else {
         if frame.vector == crate::arch::VECTOR_SYSCALL {
             // A trapping SYSCALL: make its next executions cheap if we can.
-            if let Some(p) = PROCESS.lock().as_mut() {
+            if let Some(p) = KERNEL.process.lock().as_mut() {
                 crate::syscall::rewrite::consider(p, frame.rcx.wrapping_sub(2), number);
             }
         }
@@ -188,7 +189,7 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
         Return::Fast
     };
     // The fast return path writes RFLAGS and RIP just below the red zone.
-    let mut guard = PROCESS.lock();
+    let mut guard = KERNEL.process.lock();
     let Some(p) = guard.as_mut() else {
         return way as u64;
     };
@@ -212,7 +213,7 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
 /// released) and re-running it as its handler asks.
 fn run(frame: &Frame, number: u64, regs: [u64; 6]) -> Result<u64, Errno> {
     loop {
-        let mut guard = PROCESS.lock();
+        let mut guard = KERNEL.process.lock();
         let Some(p) = guard.as_mut() else {
             panic!("system call {number} with no program running");
         };
@@ -285,7 +286,7 @@ fn run(frame: &Frame, number: u64, regs: [u64; 6]) -> Result<u64, Errno> {
                     (Woken::Signal, OnSignal::EintrRemaining { rem, deadline }) => {
                         if !rem.is_null() {
                             let left = deadline.saturating_sub(crate::time::monotonic_ns());
-                            let mut guard = PROCESS.lock();
+                            let mut guard = KERNEL.process.lock();
                             if let Some(p) = guard.as_mut() {
                                 let _ = p.mem.write(rem, time::timespec(left));
                             }

@@ -24,12 +24,11 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::state::KERNEL;
 use kiln_kernel::exec::elf::PAGE_SIZE;
 use kiln_kernel::mm::vma::{prot, Backing, Label, Vma};
 use kiln_kernel::syscall::site;
-use spin::Mutex;
 
 use crate::arch;
 use crate::process::Process;
@@ -41,9 +40,9 @@ const SLOT: u64 = 48;
 /// How far a `jmp rel32` reaches, with a page of margin.
 const REACH: u64 = (1 << 31) - 2 * PAGE_SIZE;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-struct Rewriter {
+/// SYSCALL sites seen, trampolines made and sites rewritten; the
+/// instance is `state::KERNEL.rewriter`.
+pub struct Rewriter {
     /// Traps seen per SYSCALL address (`u8::MAX`: looked at already).
     seen: BTreeMap<u64, u8>,
     /// Trampoline pages: (address, bytes used).
@@ -52,29 +51,29 @@ struct Rewriter {
     rewritten: u64,
 }
 
-static REWRITER: Mutex<Rewriter> = Mutex::new(Rewriter {
-    seen: BTreeMap::new(),
-    pages: Vec::new(),
-    rewritten: 0,
-});
-
-/// Turns rewriting off (`kiln.syscall_rewrite=0`).
-pub fn disable() {
-    ENABLED.store(false, Ordering::Relaxed);
+impl Rewriter {
+    /// Nothing seen yet.
+    pub const fn new() -> Self {
+        Self {
+            seen: BTreeMap::new(),
+            pages: Vec::new(),
+            rewritten: 0,
+        }
+    }
 }
 
 /// How many sites were rewritten.
 pub fn rewritten() -> u64 {
-    REWRITER.lock().rewritten
+    KERNEL.rewriter.lock().rewritten
 }
 
 /// Counts a trap of the SYSCALL at `site` (with `number` in RAX) and, at
 /// the [`HOT`]th, rewrites it when that is safe.
 pub fn consider(p: &mut Process, site: u64, number: u64) {
-    if !ENABLED.load(Ordering::Relaxed) {
+    if !crate::state::options().syscall_rewrite {
         return;
     }
-    let mut r = REWRITER.lock();
+    let mut r = KERNEL.rewriter.lock();
     let count = r.seen.entry(site).or_insert(0);
     if *count == u8::MAX {
         return;

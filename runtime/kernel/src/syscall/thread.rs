@@ -184,7 +184,7 @@ fn new_thread(
 pub fn exit_thread() {
     let word = sched::with_current(|t| core::mem::replace(&mut t.clear_child_tid, UserPtr::new(0)));
     if !word.is_null() {
-        let mut guard = crate::process::PROCESS.lock();
+        let mut guard = crate::state::KERNEL.process.lock();
         if let Some(p) = guard.as_mut() {
             if p.mem.write(word, 0).is_ok() {
                 sched::wake_futex(word.addr(), u32::MAX, 1);

@@ -9,14 +9,17 @@ use crate::arch::rdtsc;
 use crate::boot::BootParams;
 pub use kiln_kernel::time::civil::days_from_civil;
 
-#[derive(Clone, Copy)]
-struct Clock {
+/// The clock's anchor: the TSC rate, and the TSC and wall-clock time at
+/// boot.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
     tsc_khz: u64,
     boot_tsc: u64,
     boot_realtime_ns: u64,
 }
 
-static mut CLOCK: Clock = Clock {
+/// Before `init`: a 1 GHz TSC counted from 0.
+const UNSET: Clock = Clock {
     tsc_khz: 1_000_000,
     boot_tsc: 0,
     boot_realtime_ns: 0,
@@ -24,23 +27,19 @@ static mut CLOCK: Clock = Clock {
 
 /// Anchors the clock (once, at boot).
 pub fn init(params: &BootParams) {
-    // SAFETY: written once at boot on the only CPU before any reader.
-    unsafe {
-        CLOCK = Clock {
-            tsc_khz: if params.tsc_khz == 0 {
-                1_000_000
-            } else {
-                params.tsc_khz
-            },
-            boot_tsc: params.boot_tsc,
-            boot_realtime_ns: params.boot_realtime_ns,
-        };
-    }
+    crate::state::BOOT.clock.call_once(|| Clock {
+        tsc_khz: if params.tsc_khz == 0 {
+            UNSET.tsc_khz
+        } else {
+            params.tsc_khz
+        },
+        boot_tsc: params.boot_tsc,
+        boot_realtime_ns: params.boot_realtime_ns,
+    });
 }
 
 fn clock() -> Clock {
-    // SAFETY: written once in `init`, read-only afterwards.
-    unsafe { CLOCK }
+    crate::state::BOOT.clock.get().copied().unwrap_or(UNSET)
 }
 
 /// Nanoseconds since boot.

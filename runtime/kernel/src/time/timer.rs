@@ -9,9 +9,9 @@
 
 use alloc::vec::Vec;
 
+use crate::state::KERNEL;
 use kiln_kernel::errno::Errno;
 use kiln_kernel::signal::{sig, SigInfo};
-use spin::Mutex;
 
 use crate::sched::Tid;
 use crate::time::monotonic_ns;
@@ -96,22 +96,29 @@ pub struct PosixTimer {
     last_overrun: u64,
 }
 
-struct Timers {
+/// The interval timers (by `Which`) and the POSIX timers (by id); the
+/// instance is `state::KERNEL.timers`.
+pub struct Timers {
     itimers: [Setting; 3],
     posix: Vec<Option<PosixTimer>>,
 }
 
-static TIMERS: Mutex<Timers> = Mutex::new(Timers {
-    itimers: [Setting {
-        deadline: None,
-        interval: 0,
-    }; 3],
-    posix: Vec::new(),
-});
+impl Timers {
+    /// No timer armed.
+    pub const fn new() -> Self {
+        Self {
+            itimers: [Setting {
+                deadline: None,
+                interval: 0,
+            }; 3],
+            posix: Vec::new(),
+        }
+    }
+}
 
 /// The earliest armed deadline.
 pub fn next_deadline() -> Option<u64> {
-    let t = TIMERS.lock();
+    let t = KERNEL.timers.lock();
     t.itimers
         .iter()
         .filter_map(|s| s.deadline)
@@ -121,12 +128,12 @@ pub fn next_deadline() -> Option<u64> {
 
 /// Sets an interval timer; returns the old setting.
 pub fn set_itimer(which: Which, new: Setting) -> Setting {
-    core::mem::replace(&mut TIMERS.lock().itimers[which as usize], new)
+    core::mem::replace(&mut KERNEL.timers.lock().itimers[which as usize], new)
 }
 
 /// An interval timer's setting.
 pub fn itimer(which: Which) -> Setting {
-    TIMERS.lock().itimers[which as usize]
+    KERNEL.timers.lock().itimers[which as usize]
 }
 
 /// Creates a POSIX timer; returns its id.
@@ -134,7 +141,7 @@ pub fn itimer(which: Which) -> Setting {
 /// # Errors
 /// EAGAIN when the program holds too many.
 pub fn create(clock: u64, notify: Notify) -> Result<i32, Errno> {
-    let mut t = TIMERS.lock();
+    let mut t = KERNEL.timers.lock();
     let timer = PosixTimer {
         clock,
         setting: Setting::default(),
@@ -168,7 +175,7 @@ fn slot(t: &mut Timers, id: i32) -> Result<&mut PosixTimer, Errno> {
 /// # Errors
 /// EINVAL for an unknown id.
 pub fn with_timer<R>(id: i32, f: impl FnOnce(&mut PosixTimer) -> R) -> Result<R, Errno> {
-    let mut t = TIMERS.lock();
+    let mut t = KERNEL.timers.lock();
     slot(&mut t, id).map(f)
 }
 
@@ -177,7 +184,7 @@ pub fn with_timer<R>(id: i32, f: impl FnOnce(&mut PosixTimer) -> R) -> Result<R,
 /// # Errors
 /// EINVAL for an unknown id.
 pub fn delete(id: i32) -> Result<(), Errno> {
-    let mut t = TIMERS.lock();
+    let mut t = KERNEL.timers.lock();
     slot(&mut t, id)?;
     t.posix[id as usize] = None;
     Ok(())
@@ -210,7 +217,7 @@ pub fn fire_due() {
     let now = monotonic_ns();
     let mut posts: Vec<(Option<Tid>, SigInfo)> = Vec::new();
     {
-        let mut t = TIMERS.lock();
+        let mut t = KERNEL.timers.lock();
         let signals = [sig::SIGALRM, sig::SIGVTALRM, sig::SIGPROF];
         for (setting, signo) in t.itimers.iter_mut().zip(signals) {
             if setting.expire(now) > 0 {

@@ -11,22 +11,14 @@
 //! they do not know fall back to the system call.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::syscall::nr;
 
 use crate::time::{monotonic_ns, realtime_ns};
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Leaves the program without a vDSO (`kiln.vdso=0`).
-pub fn disable() {
-    ENABLED.store(false, Ordering::Relaxed);
-}
-
-/// Whether programs get a vDSO.
+/// Whether programs get a vDSO (`kiln.vdso=0` leaves it out).
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    crate::state::options().vdso
 }
 
 /// The symbols the image exports, at their kernel addresses.

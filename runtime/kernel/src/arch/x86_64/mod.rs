@@ -31,23 +31,21 @@ pub struct Features {
     pub hwcap: u64,
 }
 
-static mut FEATURES: Features = Features {
-    rdrand: false,
-    fsgsbase: false,
-    hwcap: 0,
-};
-static mut FLAVOUR: Flavour = Flavour::Native;
-
 /// The CPU features read at boot.
 pub fn features() -> Features {
-    // SAFETY: written once in `init` before the program starts; read-only after.
-    unsafe { FEATURES }
+    crate::state::BOOT
+        .cpu
+        .get()
+        .map(|&(_, f)| f)
+        .unwrap_or_default()
 }
 
 /// The CPU flavour chosen at boot.
 pub fn flavour() -> Flavour {
-    // SAFETY: written once in `init` before the program starts; read-only after.
-    unsafe { FLAVOUR }
+    crate::state::BOOT
+        .cpu
+        .get()
+        .map_or(Flavour::Native, |&(f, _)| f)
 }
 
 const CR4_FSGSBASE: u64 = 1 << 16;
@@ -86,15 +84,12 @@ pub fn init(flavour: Flavour) {
     if let Flavour::Pvm { page } = flavour {
         traps::set_pv_irq_flag(paging::phys_to_virt(page) as u64);
     }
-    // SAFETY: written once here on the only CPU before any reader runs.
-    unsafe {
-        FEATURES = Features {
-            rdrand: leaf1.ecx & (1 << 30) != 0,
-            fsgsbase: cr4 & CR4_FSGSBASE != 0,
-            hwcap: u64::from(leaf1.edx),
-        };
-        FLAVOUR = flavour;
-    }
+    let features = Features {
+        rdrand: leaf1.ecx & (1 << 30) != 0,
+        fsgsbase: cr4 & CR4_FSGSBASE != 0,
+        hwcap: u64::from(leaf1.edx),
+    };
+    crate::state::BOOT.cpu.call_once(|| (flavour, features));
 }
 
 /// The text of /proc/cpuinfo.

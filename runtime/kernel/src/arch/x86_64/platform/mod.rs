@@ -18,19 +18,18 @@ pub enum Platform {
     Pvh,
 }
 
-/// Set once at entry, before anything reads it.
-static mut PLATFORM: Platform = Platform::Kiln;
-
-/// Records the platform (first thing at boot, on the only CPU).
+/// Records the platform (first thing at boot).
 pub fn set(platform: Platform) {
-    // SAFETY: called once at entry, before any other code reads PLATFORM.
-    unsafe { PLATFORM = platform };
+    crate::state::BOOT.platform.call_once(|| platform);
 }
 
 /// The platform the kernel booted on.
 pub fn current() -> Platform {
-    // SAFETY: written once at entry (see `set`), read-only afterwards.
-    unsafe { PLATFORM }
+    crate::state::BOOT
+        .platform
+        .get()
+        .copied()
+        .unwrap_or(Platform::Kiln)
 }
 
 /// Reads the boot protocol's parameters.

@@ -1,0 +1,136 @@
+//! The kernel's global state, all of it, in two places: what changes at
+//! run time, behind locks ([`KERNEL`]), and what boot fixes once and
+//! nothing changes afterwards ([`BOOT`]). Each subsystem owns the type of
+//! its part and the functions that use it; this module only says where the
+//! one instance lives and in which order its locks nest.
+//!
+//! # Lock order
+//!
+//! Take locks in this order and never an earlier one while holding a later
+//! one (one CPU, and the kernel is never preempted, so the order is what
+//! keeps it from deadlocking on itself — a spin lock taken twice hangs):
+//!
+//! 1. `process` — held for a whole system call or page fault;
+//! 2. `vfs`, `rewriter` — taken under `process`, never together;
+//! 3. `sched` — taken under `process` (the current thread's record);
+//!    signals are queued here too;
+//! 4. `timers` — taken under `sched` (re-arming asks for the next
+//!    deadline); firing them releases `timers` before posting signals;
+//! 5. `random` — under `process` (getrandom);
+//! 6. `heap` — any allocation, under any of the above;
+//! 7. `frames` — under `process` (demand paging) and `heap` (growth).
+//!
+//! Interrupt handlers take none of them while kernel code runs: the timer
+//! interrupt only sets a flag then (see `sched`), and page faults in kernel
+//! code only `try_lock` the process.
+//!
+//! Outside these structs remain the CPU's own tables and stacks in `arch/`
+//! (GDT, IDT, TSS, interrupt stacks, the syscall entry's scratch words),
+//! which the hardware and the entry assembly address directly, and a few
+//! counters that need no lock (pipe inode numbers, the timer-fired and
+//! yield flags of `sched`, the panic flag).
+
+use alloc::string::String;
+
+use kiln_kernel::fs::vfs::Overlay;
+use kiln_kernel::random::chacha::ChaCha20;
+use spin::{Mutex, Once};
+
+use crate::arch::platform::Platform;
+use crate::arch::{Features, Flavour};
+use crate::boot::Region;
+use crate::mm::frame::Frames;
+use crate::mm::heap::KernelHeap;
+use crate::process::Process;
+use crate::sched::Scheduler;
+use crate::syscall::rewrite::Rewriter;
+use crate::time::timer::Timers;
+use crate::time::Clock;
+
+/// The kernel's mutable state (see the lock order above).
+pub struct Kernel {
+    /// The running program.
+    pub process: Mutex<Option<Process>>,
+    /// The file system: the image's root file system and the writable
+    /// layer over it (created on first use).
+    pub vfs: Once<Mutex<Overlay>>,
+    /// SYSCALL sites seen and rewritten, and their trampolines.
+    pub rewriter: Mutex<Rewriter>,
+    /// Threads, the run queue and pending signals.
+    pub sched: Mutex<Scheduler>,
+    /// Interval timers and POSIX timers.
+    pub timers: Mutex<Timers>,
+    /// The random generator used when the CPU has no RDRAND.
+    pub random: Mutex<Option<ChaCha20>>,
+    /// The kernel heap's allocator.
+    pub heap: Mutex<KernelHeap>,
+    /// Free physical frames.
+    pub frames: Mutex<Frames>,
+}
+
+/// The one instance.
+pub static KERNEL: Kernel = Kernel {
+    process: Mutex::new(None),
+    vfs: Once::new(),
+    rewriter: Mutex::new(Rewriter::new()),
+    sched: Mutex::new(Scheduler::new()),
+    timers: Mutex::new(Timers::new()),
+    random: Mutex::new(None),
+    heap: Mutex::new(KernelHeap::new()),
+    frames: Mutex::new(Frames::new()),
+};
+
+/// Kernel options from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Rewrite hot SYSCALL sites into jumps (`kiln.syscall_rewrite=0`
+    /// turns it off).
+    pub syscall_rewrite: bool,
+    /// Map the vDSO into the program (`kiln.vdso=0` turns it off).
+    pub vdso: bool,
+}
+
+/// What the boot module holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Module {
+    /// The root file system archive (empty when the module is a bare
+    /// program).
+    pub archive: Region,
+    /// The module itself, when it is a bare program.
+    pub bare_program: Option<Region>,
+}
+
+/// Values fixed during boot, each set once before the program starts and
+/// read-only afterwards, in the order boot sets them.
+pub struct Boot {
+    /// The boot protocol (first thing at entry).
+    pub platform: Once<Platform>,
+    /// Native or PVM, with the CPU features the kernel uses.
+    pub cpu: Once<(Flavour, Features)>,
+    /// The clock's anchor.
+    pub clock: Once<Clock>,
+    /// Command-line options.
+    pub options: Once<Options>,
+    /// What the boot module holds.
+    pub module: Once<Module>,
+    /// The program's path in the guest.
+    pub exe_path: Once<String>,
+}
+
+/// The command-line options (the defaults until boot reads them).
+pub fn options() -> Options {
+    BOOT.options.get().copied().unwrap_or(Options {
+        syscall_rewrite: true,
+        vdso: true,
+    })
+}
+
+/// The one instance.
+pub static BOOT: Boot = Boot {
+    platform: Once::new(),
+    cpu: Once::new(),
+    clock: Once::new(),
+    options: Once::new(),
+    module: Once::new(),
+    exe_path: Once::new(),
+};
