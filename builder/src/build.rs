@@ -470,10 +470,7 @@ fn assemble(
     })?;
     let mut env: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if !m.env.contains_key("PATH") {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
+        env.insert(0, kiln_boot::DEFAULT_PATH_ENV.into());
     }
     let config = BootConfig {
         config_version: CONFIG_VERSION,

@@ -70,16 +70,24 @@ impl BootConfig {
     /// Parses the JSON bytes.
     ///
     /// # Errors
-    /// When the bytes are not a configuration of this version.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let c: BootConfig = serde_json::from_slice(bytes)
-            .map_err(|e| format!("invalid boot configuration: {e}"))?;
+    /// [`ConfigError`] when the bytes are not a configuration of this
+    /// version.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let c: BootConfig = serde_json::from_slice(bytes).map_err(ConfigError::Invalid)?;
         if c.config_version != CONFIG_VERSION {
-            return Err(format!(
-                "boot configuration version {} is not supported (this kiln reads {CONFIG_VERSION})",
-                c.config_version
-            ));
+            return Err(ConfigError::Version(c.config_version));
         }
         Ok(c)
     }
+}
+
+/// Why bytes are not a boot configuration this kiln can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not the JSON of a boot configuration.
+    #[error("invalid boot configuration: {0}")]
+    Invalid(#[source] serde_json::Error),
+    /// A version this kiln does not read.
+    #[error("boot configuration version {0} is not supported (this kiln reads {CONFIG_VERSION})")]
+    Version(u32),
 }

@@ -36,13 +36,23 @@ pub enum RunError {
     /// The image is unusable.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Its configuration cannot be read.
+    #[error("{label}: reading the boot configuration: {source}")]
+    ReadConfig {
+        /// The image.
+        label: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Its configuration is unusable.
-    #[error("{label}: {reason}")]
+    #[error("{label}: {source}")]
     Config {
         /// The image.
         label: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: crate::config::ConfigError,
     },
     /// An `--env` value is not NAME=VALUE.
     #[error("--env {0:?} is not NAME=VALUE")]
@@ -50,6 +60,12 @@ pub enum RunError {
     /// The VM failed.
     #[error(transparent)]
     Vmm(#[from] VmmError),
+}
+
+impl From<kiln_vmm::vstate::kvm::KvmError> for RunError {
+    fn from(e: kiln_vmm::vstate::kvm::KvmError) -> Self {
+        RunError::Vmm(e.into())
+    }
 }
 
 /// The environment: the image's, with `overrides` replacing same-named
@@ -73,13 +89,13 @@ pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>, R
 /// # Errors
 /// [`RunError`]; a program that fails is a normal [`RunReport`].
 pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunReport, RunError> {
-    let config_bytes = parts.config.read().map_err(|e| RunError::Config {
+    let config_bytes = parts.config.read().map_err(|source| RunError::ReadConfig {
         label: parts.label.clone(),
-        reason: format!("reading the boot configuration: {e}"),
+        source,
     })?;
-    let config = BootConfig::from_bytes(&config_bytes).map_err(|reason| RunError::Config {
+    let config = BootConfig::from_bytes(&config_bytes).map_err(|source| RunError::Config {
         label: parts.label.clone(),
-        reason,
+        source,
     })?;
     let mut argv = vec![config.entrypoint.clone().into_bytes()];
     argv.extend(

@@ -15,8 +15,20 @@ pub trait BlobSource {
     /// verifies.
     ///
     /// # Errors
-    /// Whatever keeps the source from delivering it.
-    fn fetch(&self, blob: &BlobRef) -> anyhow::Result<Vec<u8>>;
+    /// [`FetchError`]: whatever keeps the source from delivering it.
+    fn fetch(&self, blob: &BlobRef) -> Result<Vec<u8>, FetchError>;
+}
+
+/// Why a source could not deliver a blob.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// An OCI layout on disk failed.
+    #[error(transparent)]
+    Layout(#[from] crate::oci::layout::LayoutError),
+    /// A registry failed (boxed: a registry error can itself carry a
+    /// transfer error).
+    #[error(transparent)]
+    Registry(#[from] Box<crate::registry::RegistryError>),
 }
 
 /// Why an import failed.
@@ -29,12 +41,13 @@ pub enum TransferError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The source failed.
-    #[error("fetching {what}: {error:#}")]
+    #[error("fetching {what}: {source}")]
     Source {
         /// Which blob.
         what: String,
         /// Why.
-        error: anyhow::Error,
+        #[source]
+        source: FetchError,
     },
     /// An image file is unusable.
     #[error(transparent)]
@@ -116,9 +129,9 @@ fn receive_blobs(
             stored.push(d.to_owned());
             continue;
         }
-        let data = source.fetch(blob).map_err(|error| TransferError::Source {
+        let data = source.fetch(blob).map_err(|source| TransferError::Source {
             what: blob.describe(),
-            error,
+            source,
         })?;
         let fetched = data.len() as u64;
         let (raw, digest) = oci::unpack_blob(blob, &data)?;

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The environment both the guest and the native run get.
-pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const PATH_ENV: &str = kiln_boot::DEFAULT_PATH_ENV;
 
 /// Builds the guest kernel and the test programs once per test binary.
 pub fn prepare() {

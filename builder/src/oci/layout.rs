@@ -306,7 +306,7 @@ fn index_bytes(index: &ImageIndex) -> Result<Vec<u8>, LayoutError> {
 }
 
 impl crate::transfer::BlobSource for Layout {
-    fn fetch(&self, blob: &BlobRef) -> anyhow::Result<Vec<u8>> {
+    fn fetch(&self, blob: &BlobRef) -> Result<Vec<u8>, crate::transfer::FetchError> {
         Ok(self.blob(blob)?)
     }
 }

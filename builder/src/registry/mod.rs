@@ -228,7 +228,7 @@ struct RegistrySource<'a> {
 }
 
 impl BlobSource for RegistrySource<'_> {
-    fn fetch(&self, blob: &BlobRef) -> anyhow::Result<Vec<u8>> {
+    fn fetch(&self, blob: &BlobRef) -> Result<Vec<u8>, transfer::FetchError> {
         let task = self.progress.task(
             &format!("{} {}", blob.kind.name(), &blob.digest[7..19]),
             blob.size,
@@ -240,7 +240,7 @@ impl BlobSource for RegistrySource<'_> {
             }
             Err(e) => {
                 task.abandon();
-                Err(e.into())
+                Err(Box::new(e).into())
             }
         }
     }

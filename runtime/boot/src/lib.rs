@@ -16,6 +16,13 @@ pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"KILNBOOT");
 /// the kernel refuses (panics with a message) any version it does not know.
 pub const BOOT_INFO_VERSION: u32 = 1;
 
+/// The `PATH` a program gets when nothing sets one: Docker's default.
+/// kiln-vmm adds it when `--env` names no PATH, `kiln build` writes it into
+/// every image's environment, and the kernel uses it when the command line
+/// (QEMU) gives the environment.
+pub const DEFAULT_PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Guest-physical layout fixed by the contract (everything below 1 MiB
 /// belongs to the VMM's boot data; the kernel image is loaded at 1 MiB).
 pub mod layout {

@@ -47,10 +47,6 @@ use crate::state::KERNEL;
 /// Default program path when the boot protocol names none.
 const DEFAULT_PATH: &[u8] = b"/app";
 
-/// The environment a program gets when none is given (Docker's default).
-const DEFAULT_ENV: &[&[u8]] =
-    &[b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
-
 /// First Rust code of the kernel. `platform` is `PLATFORM_KILN` or
 /// `PLATFORM_PVH`, `info` the physical address of the boot protocol's
 /// structure, `pv_page` the PVM registration page (0 when not on PVM).
@@ -170,7 +166,8 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
         ArgSource::CommandLine => {
             let mut argv = alloc::vec![path.clone()];
             argv.extend(parsed.args.iter().map(|a| a.as_bytes().to_vec()));
-            let mut envp: Vec<Vec<u8>> = DEFAULT_ENV.iter().map(|e| e.to_vec()).collect();
+            let mut envp: Vec<Vec<u8>> =
+                alloc::vec![kiln_boot::DEFAULT_PATH_ENV.as_bytes().to_vec()];
             envp.extend(parsed.env.iter().map(|e| e.as_bytes().to_vec()));
             Args { argv, envp }
         }

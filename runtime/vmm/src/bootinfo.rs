@@ -9,7 +9,31 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 use crate::arch::layout::{
     BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, KERNEL_LOAD, MEMORY_MAP, STRINGS, STRINGS_SIZE,
 };
-use crate::VmmError;
+/// Why the boot data could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BootInfoError {
+    /// RAM leaves the kernel no room to work.
+    #[error("guest memory of {} KiB is too small: the kernel needs at least {} KiB (raise --memory)", .memory / 1024, .needed.div_ceil(1024))]
+    MemoryTooSmall {
+        /// RAM size.
+        memory: u64,
+        /// What would be needed.
+        needed: u64,
+    },
+    /// argv/envp do not fit in the boot string area.
+    #[error(
+        "arguments and environment take {size} bytes, more than the {max} the boot area holds"
+    )]
+    ArgumentsTooLong {
+        /// Bytes needed.
+        size: u64,
+        /// Bytes available.
+        max: u64,
+    },
+    /// Writing to guest memory failed.
+    #[error("cannot write the boot data to guest memory: {0}")]
+    Write(#[source] vm_memory::GuestMemoryError),
+}
 
 /// Guest RAM the kernel needs beyond its image (heap, stacks, page tables
 /// and the program's writable pages start here).
@@ -74,11 +98,14 @@ fn block(strings: &[Vec<u8>]) -> Vec<u8> {
 ///
 /// # Errors
 /// When RAM is too small, the strings do not fit, or a write fails.
-pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, VmmError> {
-    let guest_err = |e: vm_memory::GuestMemoryError| VmmError::GuestMemory(e.to_string());
+pub fn write_boot_data(
+    mem: &GuestMemoryMmap,
+    spec: &BootSpec<'_>,
+) -> Result<BootInfo, BootInfoError> {
+    let guest_err = BootInfoError::Write;
     let kernel_end = (spec.kernel_end + 0xfff) & !0xfff;
     if spec.memory_size < kernel_end + MIN_FREE_RAM {
-        return Err(VmmError::MemoryTooSmall {
+        return Err(BootInfoError::MemoryTooSmall {
             memory: spec.memory_size,
             needed: kernel_end + MIN_FREE_RAM,
         });
@@ -95,7 +122,7 @@ pub fn write_boot_data(mem: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<Boo
     let (argv_addr, argv_len) = place(&block(spec.argv));
     let (envp_addr, envp_len) = place(&block(spec.envp));
     if strings.len() as u64 > STRINGS_SIZE {
-        return Err(VmmError::ArgumentsTooLong {
+        return Err(BootInfoError::ArgumentsTooLong {
             size: strings.len() as u64,
             max: STRINGS_SIZE,
         });
@@ -158,11 +185,11 @@ pub fn finish(
     mut info: BootInfo,
     realtime_ns: u64,
     tsc: u64,
-) -> Result<(), VmmError> {
+) -> Result<(), BootInfoError> {
     info.boot_realtime_ns = realtime_ns;
     info.boot_tsc = tsc;
     mem.write_obj(BootInfoBytes(info), BOOT_INFO)
-        .map_err(|e| VmmError::GuestMemory(e.to_string()))
+        .map_err(BootInfoError::Write)
 }
 
 /// The default layout version.
@@ -222,7 +249,7 @@ mod tests {
     fn refuses_ram_that_leaves_the_kernel_no_room() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
         let err = write_boot_data(&mem, &spec(2 << 20, &[])).unwrap_err();
-        assert!(matches!(err, VmmError::MemoryTooSmall { .. }), "{err}");
+        assert!(matches!(err, BootInfoError::MemoryTooSmall { .. }), "{err}");
     }
 
     #[test]
@@ -230,6 +257,9 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let argv = vec![vec![b'a'; STRINGS_SIZE as usize]];
         let err = write_boot_data(&mem, &spec(4 << 20, &argv)).unwrap_err();
-        assert!(matches!(err, VmmError::ArgumentsTooLong { .. }), "{err}");
+        assert!(
+            matches!(err, BootInfoError::ArgumentsTooLong { .. }),
+            "{err}"
+        );
     }
 }

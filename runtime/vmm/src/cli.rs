@@ -32,17 +32,23 @@ pub struct RunFlags {
     pub stats: bool,
 }
 
+/// A `--timeout` that is not a usable number of seconds.
+#[derive(Debug, thiserror::Error)]
+#[error("--timeout {0} must be a positive number of seconds (at most about 10^19)")]
+pub struct TimeoutError(pub f64);
+
 impl RunFlags {
     /// `--timeout` as a duration.
     ///
     /// # Errors
-    /// A message when it is not a positive number of seconds.
-    pub fn timeout(&self) -> Result<Option<Duration>, String> {
+    /// [`TimeoutError`] when it is not a positive number of seconds a
+    /// duration can hold.
+    pub fn timeout(&self) -> Result<Option<Duration>, TimeoutError> {
         match self.timeout {
-            Some(t) if t.is_finite() && t > 0.0 => Ok(Some(Duration::from_secs_f64(t))),
-            Some(t) => Err(format!(
-                "--timeout {t} must be a positive number of seconds"
-            )),
+            Some(t) if t > 0.0 => Duration::try_from_secs_f64(t)
+                .map(Some)
+                .map_err(|_| TimeoutError(t)),
+            Some(t) => Err(TimeoutError(t)),
             None => Ok(None),
         }
     }

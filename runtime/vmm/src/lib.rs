@@ -24,61 +24,31 @@ use self::arch::Flavour;
 use self::devices::console::Console;
 use self::devices::PortBus;
 use self::timings::{Phase, Timings};
-use self::vstate::kvm::Hypervisor;
+use self::vstate::kvm::{Hypervisor, KvmError};
 use self::vstate::stats::Counters;
 
-/// Everything that can stop a VM from running to the program's end.
+/// Everything that can stop a VM from running to the program's end: the
+/// error of the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
-    /// /dev/kvm cannot be used.
-    #[error("KVM is not available: {0} (kiln needs /dev/kvm, readable and writable by this user)")]
-    KvmUnavailable(String),
-    /// A KVM ioctl failed.
-    #[error("{0} failed: {1}")]
-    Kvm(&'static str, #[source] kvm_ioctls::Error),
-    /// Guest memory could not be set up or accessed.
-    #[error("guest memory: {0}")]
-    GuestMemory(String),
-    /// `--memory` out of range.
-    #[error("guest memory of {size} bytes is out of range ({min}..={max})")]
-    MemorySize {
-        /// Requested size.
-        size: u64,
-        /// Smallest allowed.
-        min: u64,
-        /// Largest allowed.
-        max: u64,
-    },
-    /// RAM leaves the kernel no room to work.
-    #[error("guest memory of {} KiB is too small: the kernel needs at least {} KiB (raise --memory)", .memory / 1024, .needed.div_ceil(1024))]
-    MemoryTooSmall {
-        /// RAM size.
-        memory: u64,
-        /// What would be needed.
-        needed: u64,
-    },
-    /// argv/envp do not fit in the boot string area.
-    #[error(
-        "arguments and environment take {size} bytes, more than the {max} the boot area holds"
-    )]
-    ArgumentsTooLong {
-        /// Bytes needed.
-        size: u64,
-        /// Bytes available.
-        max: u64,
-    },
+    /// KVM is unusable or an ioctl failed.
+    #[error(transparent)]
+    Kvm(#[from] vstate::kvm::KvmError),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Memory(#[from] vstate::memory::MemoryError),
     /// The kernel image is unusable.
     #[error(transparent)]
     Loader(#[from] loader::LoaderError),
-    /// The guest stopped without reporting an exit.
-    #[error("{0}")]
-    GuestCrash(String),
-    /// The guest wrote an exit value no kernel writes.
-    #[error("the guest reported an invalid exit value {0:#x}")]
-    BadExitValue(u32),
-    /// Writing program output to the host failed.
-    #[error("cannot write the program's output: {0}")]
-    Output(#[source] std::io::Error),
+    /// The boot page tables could not be written.
+    #[error("cannot write the boot page tables: {0}")]
+    PageTables(#[source] vm_memory::GuestMemoryError),
+    /// The boot data could not be written.
+    #[error(transparent)]
+    BootInfo(#[from] bootinfo::BootInfoError),
+    /// The guest stopped without reporting an exit, or a device failed.
+    #[error(transparent)]
+    Vcpu(#[from] vstate::vcpu::VcpuError),
     /// The timeout could not be armed.
     #[error("cannot arm the --timeout timer: {0}")]
     Timer(#[source] std::io::Error),
@@ -239,22 +209,20 @@ fn setup_vcpu(
     vcpu: &VcpuFd,
     entry: u64,
     flavour: Flavour,
-) -> Result<(), VmmError> {
+) -> Result<(), KvmError> {
     let cpuid = arch::guest_cpuid(hv.supported_cpuid(), 0);
     vcpu.set_cpuid2(&cpuid)
-        .map_err(|e| VmmError::Kvm("KVM_SET_CPUID2", e))?;
-    let sregs = vcpu
-        .get_sregs()
-        .map_err(|e| VmmError::Kvm("KVM_GET_SREGS", e))?;
+        .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
+    let sregs = vcpu.get_sregs().map_err(KvmError::ioctl("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid)))
-        .map_err(|e| VmmError::Kvm("KVM_SET_SREGS", e))?;
+        .map_err(KvmError::ioctl("KVM_SET_SREGS"))?;
     let pv_page = if flavour == Flavour::Pvm {
         arch::layout::PV_PAGES.0
     } else {
         0
     };
     vcpu.set_regs(&arch::boot_regs(entry, pv_page))
-        .map_err(|e| VmmError::Kvm("KVM_SET_REGS", e))
+        .map_err(KvmError::ioctl("KVM_SET_REGS"))
 }
 
 /// Boots `config` and runs it to the end, writing the program's output to
@@ -272,7 +240,7 @@ pub fn run(
     let vm = hv
         .kvm()
         .create_vm()
-        .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
+        .map_err(KvmError::ioctl("KVM_CREATE_VM"))?;
     // Memory goes in before the irqchip: with an irqchip present, KVM
     // takes ~7 ms longer to add the slot (measured on PVM).
     let memory_size = config.memory_mib << 20;
@@ -280,14 +248,13 @@ pub fn run(
     vstate::irqchip::create_local_apic(&vm)?;
     let mut vcpu = vm
         .create_vcpu(0)
-        .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
+        .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))?;
     let flavour = arch::detect_flavour(&vcpu);
     timings.mark(Phase::VmCreated);
 
     let mem = &layout.mem;
     let kernel = loader::load_kernel(&config.kernel, mem, memory_size)?;
-    arch::write_boot_page_tables(mem, layout.mapped_end)
-        .map_err(|e| VmmError::GuestMemory(format!("boot page tables: {e}")))?;
+    arch::write_boot_page_tables(mem, layout.mapped_end).map_err(VmmError::PageTables)?;
     let tsc_khz = u64::from(vcpu.get_tsc_khz().unwrap_or(0));
     let mut boot_flags = 0;
     if flavour == Flavour::Pvm {

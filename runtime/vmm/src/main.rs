@@ -30,8 +30,7 @@ const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// Exit status when the program does not exist.
 const EXIT_NOT_FOUND: u8 = 127;
 
-/// The environment a program gets by default (Docker's).
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use kiln_boot::DEFAULT_PATH_ENV as DEFAULT_PATH;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -99,9 +98,9 @@ impl Failure {
     }
 }
 
-impl From<VmmError> for Failure {
-    fn from(e: VmmError) -> Self {
-        Failure::vmm(e.to_string())
+impl<E: Into<VmmError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::vmm(e.into().to_string())
     }
 }
 
@@ -109,7 +108,7 @@ impl From<VmmError> for Failure {
 fn find_kernel(explicit: Option<PathBuf>) -> Result<FileSlice, Failure> {
     let path = match explicit {
         Some(p) => p,
-        None => kiln_vmm::source::default_kernel().map_err(Failure::vmm)?,
+        None => kiln_vmm::source::default_kernel().map_err(|e| Failure::vmm(e.to_string()))?,
     };
     FileSlice::whole(&path).map_err(|e| {
         Failure::vmm(format!(
@@ -178,7 +177,7 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
     if !has_path {
         envp.insert(0, DEFAULT_PATH.as_bytes().to_vec());
     }
-    let timeout = cli.run.timeout().map_err(Failure::vmm)?;
+    let timeout = cli.run.timeout().map_err(|e| Failure::vmm(e.to_string()))?;
     Ok(VmConfig {
         kernel: find_kernel(cli.kernel.clone())?,
         module: program,

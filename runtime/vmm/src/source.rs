@@ -42,24 +42,32 @@ impl FileSlice {
 /// seen from `target/{debug,release}/` or `target/<triple>/release/`).
 ///
 /// # Errors
-/// A message listing where it looked.
-pub fn default_kernel() -> Result<PathBuf, String> {
+/// [`KernelNotFound`] listing where it looked.
+pub fn default_kernel() -> Result<PathBuf, KernelNotFound> {
     if let Some(k) = std::env::var_os("KILN_KERNEL") {
         return Ok(PathBuf::from(k));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot locate the running executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(KernelNotFound::NoExecutable)?;
     let dir = exe.parent().unwrap_or(Path::new("."));
     let candidates: Vec<PathBuf> = dir
         .ancestors()
         .take(3)
         .map(|d| d.join("kiln-kernel.elf"))
         .collect();
-    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| {
-        let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
-        format!(
-            "no guest kernel found (looked for {}); build it with `cargo xtask kernel`, set KILN_KERNEL or pass --kernel",
-            looked.join(", ")
-        )
-    })
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or(KernelNotFound::NotThere(candidates))
+}
+
+/// Why no guest kernel was found.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelNotFound {
+    /// The running executable's path is unknown.
+    #[error("cannot locate the running executable to find the guest kernel beside it: {0}")]
+    NoExecutable(#[source] std::io::Error),
+    /// None of the places looked at holds one.
+    #[error("no guest kernel found (looked for {}); build it with `cargo xtask kernel`, set KILN_KERNEL or pass --kernel", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotThere(Vec<PathBuf>),
 }

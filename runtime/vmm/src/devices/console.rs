@@ -6,8 +6,8 @@ use std::io::Write;
 
 use vm_memory::{Bytes, GuestMemoryMmap};
 
+use super::DeviceError;
 use crate::arch::layout::{CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE};
-use crate::VmmError;
 
 /// A console stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Console {
         stream: Stream,
         len: u32,
         mem: &GuestMemoryMmap,
-    ) -> Result<(), VmmError> {
+    ) -> Result<(), DeviceError> {
         if u64::from(len) > CONSOLE_BUFFER_SIZE {
             // A hostile or broken guest: refuse, never read outside the buffer.
             self.refused += 1;
@@ -67,7 +67,7 @@ impl Console {
         }
         self.buffer.resize(len as usize, 0);
         mem.read_slice(&mut self.buffer, CONSOLE_BUFFER)
-            .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
+            .map_err(DeviceError::ConsoleBuffer)?;
         let (sink, i) = match stream {
             Stream::Stdout => (&mut self.stdout, 0),
             Stream::Stderr => (&mut self.stderr, 1),
@@ -82,7 +82,7 @@ impl Console {
                 self.broken_pipe = true;
                 Ok(())
             }
-            Err(e) => Err(VmmError::Output(e)),
+            Err(e) => Err(DeviceError::Output(e)),
         }
     }
 }

@@ -9,7 +9,19 @@ use vm_memory::GuestMemoryMmap;
 
 use self::console::{Console, Stream};
 use crate::timings::{Phase, Timings};
-use crate::VmmError;
+/// What a device could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The console buffer in guest memory could not be read.
+    #[error("cannot read the guest's console buffer: {0}")]
+    ConsoleBuffer(#[source] vm_memory::GuestMemoryError),
+    /// Writing program output to the host failed.
+    #[error("cannot write the program's output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The guest wrote an exit value no kernel writes.
+    #[error("the guest reported an invalid exit value {0:#x}")]
+    BadExitValue(u32),
+}
 
 /// What the VM loop should do after a port write.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +66,7 @@ impl PortBus {
         data: &[u8],
         mem: &GuestMemoryMmap,
         timings: &mut Timings,
-    ) -> Result<PortEvent, VmmError> {
+    ) -> Result<PortEvent, DeviceError> {
         match port {
             port::CONSOLE_STDOUT => {
                 self.console
@@ -78,7 +90,7 @@ impl PortBus {
             port::EXIT => {
                 timings.mark(Phase::ProgramExit);
                 let raw = value(data);
-                let report = ExitReport::decode(raw).ok_or(VmmError::BadExitValue(raw))?;
+                let report = ExitReport::decode(raw).ok_or(DeviceError::BadExitValue(raw))?;
                 return Ok(PortEvent::Exit(report));
             }
             _ => self.unknown_writes += 1,

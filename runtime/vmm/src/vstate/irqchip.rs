@@ -11,14 +11,14 @@
 use kvm_bindings::{kvm_enable_cap, KVM_CAP_SPLIT_IRQCHIP};
 use kvm_ioctls::VmFd;
 
-use crate::VmmError;
+use super::kvm::KvmError;
 
 /// Gives `vm` an in-kernel local APIC per vCPU. Must run before the first
 /// vCPU is created.
 ///
 /// # Errors
-/// [`VmmError::Kvm`] when KVM refuses both the split and the full irqchip.
-pub fn create_local_apic(vm: &VmFd) -> Result<(), VmmError> {
+/// When KVM refuses both the split and the full irqchip.
+pub fn create_local_apic(vm: &VmFd) -> Result<(), KvmError> {
     let cap = kvm_enable_cap {
         cap: KVM_CAP_SPLIT_IRQCHIP,
         // args[0]: number of IOAPIC routes reserved for userspace (none).
@@ -29,5 +29,5 @@ pub fn create_local_apic(vm: &VmFd) -> Result<(), VmmError> {
         return Ok(());
     }
     vm.create_irq_chip()
-        .map_err(|e| VmmError::Kvm("KVM_CREATE_IRQCHIP", e))
+        .map_err(KvmError::ioctl("KVM_CREATE_IRQCHIP"))
 }

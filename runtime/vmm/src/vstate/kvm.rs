@@ -14,8 +14,6 @@ use std::path::PathBuf;
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Cap, Kvm};
 
-use crate::VmmError;
-
 /// `/dev/kvm`, opened once, with the host-supported CPUID table.
 pub struct Hypervisor {
     kvm: Kvm,
@@ -26,20 +24,47 @@ pub struct Hypervisor {
 const CACHE_MAGIC: &[u8; 8] = b"KILNCPU1";
 const ENTRY_SIZE: usize = std::mem::size_of::<kvm_cpuid_entry2>();
 
+/// Why KVM cannot be used, or which ioctl failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    /// /dev/kvm cannot be opened.
+    #[error("KVM is not available: {0} (kiln needs /dev/kvm, readable and writable by this user)")]
+    Unavailable(#[source] kvm_ioctls::Error),
+    /// /dev/kvm lacks a capability kiln needs.
+    #[error("KVM is not available: /dev/kvm lacks {0}")]
+    MissingCapability(&'static str),
+    /// An ioctl failed.
+    #[error("{ioctl} failed: {source}")]
+    Ioctl {
+        /// The ioctl's name (`KVM_CREATE_VM`, …).
+        ioctl: &'static str,
+        /// What KVM said.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+impl KvmError {
+    /// A `map_err` adapter naming the failed `ioctl`.
+    pub fn ioctl(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Self {
+        move |source| KvmError::Ioctl { ioctl, source }
+    }
+}
+
 impl Hypervisor {
     /// Opens `/dev/kvm` and checks the capabilities kiln needs.
     ///
     /// # Errors
     /// When /dev/kvm is missing or inaccessible, or lacks a capability.
-    pub fn open() -> Result<Self, VmmError> {
-        let kvm = Kvm::new().map_err(|e| VmmError::KvmUnavailable(e.to_string()))?;
+    pub fn open() -> Result<Self, KvmError> {
+        let kvm = Kvm::new().map_err(KvmError::Unavailable)?;
         for (cap, name) in [
             (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
             (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
             (Cap::ReadonlyMem, "KVM_CAP_READONLY_MEM"),
         ] {
             if !kvm.check_extension(cap) {
-                return Err(VmmError::KvmUnavailable(format!("/dev/kvm lacks {name}")));
+                return Err(KvmError::MissingCapability(name));
             }
         }
         let key = cache_key(&kvm);
@@ -48,7 +73,7 @@ impl Hypervisor {
             None => {
                 let cpuid = kvm
                     .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-                    .map_err(|e| VmmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+                    .map_err(KvmError::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
                 if let Some(k) = &key {
                     // A cache that cannot be written only costs the next run time.
                     let _ = write_cache(k, &cpuid);

@@ -15,8 +15,60 @@ use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
+use super::kvm::KvmError;
 use crate::source::FileSlice;
-use crate::VmmError;
+
+/// Why guest memory could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// `--memory` out of range.
+    #[error("guest memory of {size} bytes is out of range ({min}..={max})")]
+    Size {
+        /// Requested size.
+        size: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// The boot module cannot be placed in the guest.
+    #[error("cannot map {name} ({len} bytes at file offset {offset}) into the guest")]
+    Module {
+        /// The module's name.
+        name: String,
+        /// Its length.
+        len: u64,
+        /// Its offset in its file.
+        offset: u64,
+    },
+    /// The host mapping of guest memory failed.
+    #[error("cannot map {bytes} bytes of guest memory: {source}")]
+    Map {
+        /// The size asked for.
+        bytes: u64,
+        /// What mmap said.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The module's file could not be mapped.
+    #[error("cannot map {name}: {source}")]
+    MapModule {
+        /// The module's name.
+        name: String,
+        /// What mmap said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// vm-memory refused the region.
+    #[error("guest memory: {0}")]
+    Regions(#[source] vm_memory::GuestRegionCollectionError),
+    /// The mapping does not fit vm-memory's address space.
+    #[error("guest memory does not fit the address space")]
+    AddressSpace,
+    /// KVM refused the memory slot.
+    #[error(transparent)]
+    Slot(#[from] KvmError),
+}
 
 /// Smallest guest RAM kiln accepts (kernel, boot data and a tiny program).
 pub const MIN_MEMORY: u64 = 2 << 20;
@@ -48,26 +100,28 @@ pub fn create_guest_memory(
     vm: &VmFd,
     ram_size: u64,
     module: &FileSlice,
-) -> Result<GuestMemoryLayout, VmmError> {
+) -> Result<GuestMemoryLayout, MemoryError> {
     let max = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB;
     if !(MIN_MEMORY..=max / 2).contains(&ram_size) || !ram_size.is_multiple_of(4096) {
-        return Err(VmmError::MemorySize {
+        return Err(MemoryError::Size {
             size: ram_size,
             min: MIN_MEMORY,
             max: max / 2,
         });
     }
     if module.len == 0 || !module.offset.is_multiple_of(4096) || module.len > max / 2 {
-        return Err(VmmError::GuestMemory(format!(
-            "cannot map {} ({} bytes at file offset {}) into the guest",
-            module.name, module.len, module.offset
-        )));
+        return Err(MemoryError::Module {
+            name: module.name.clone(),
+            len: module.len,
+            offset: module.offset,
+        });
     }
     let module_addr = ram_size;
     let module_len = page_up(module.len);
     let total = ram_size + module_len;
-    let region = MmapRegion::<()>::new(total as usize).map_err(|e| {
-        VmmError::GuestMemory(format!("cannot map {total} bytes of guest memory: {e}"))
+    let region = MmapRegion::<()>::new(total as usize).map_err(|source| MemoryError::Map {
+        bytes: total,
+        source,
     })?;
     // SAFETY: `[host + module_addr, host + total)` lies inside `region`'s
     // own anonymous mapping, which `region` unmaps as a whole on drop, so
@@ -85,18 +139,15 @@ pub fn create_guest_memory(
         )
     };
     if mapped == libc::MAP_FAILED {
-        return Err(VmmError::GuestMemory(format!(
-            "cannot map {}: {}",
-            module.name,
-            std::io::Error::last_os_error()
-        )));
+        return Err(MemoryError::MapModule {
+            name: module.name.clone(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     let host = region.as_ptr();
-    let guest_region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or_else(|| {
-        VmmError::GuestMemory("guest memory does not fit the address space".into())
-    })?;
-    let mem = GuestMemoryMmap::from_regions(vec![guest_region])
-        .map_err(|e| VmmError::GuestMemory(e.to_string()))?;
+    let guest_region =
+        GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
+    let mem = GuestMemoryMmap::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
     let desc = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
@@ -108,7 +159,7 @@ pub fn create_guest_memory(
     // as long as the VM exists (`run` drops the VM and vCPU first); it is
     // the only slot, so nothing overlaps.
     unsafe { vm.set_user_memory_region(desc) }
-        .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+        .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
     Ok(GuestMemoryLayout {
         mem,
         ram_size,

@@ -8,33 +8,91 @@ use std::time::Duration;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
-use crate::devices::{PortBus, PortEvent};
+use crate::devices::{DeviceError, PortBus, PortEvent};
 use crate::timings::Timings;
-use crate::{timeout, Ending, VmmError};
+use crate::{timeout, Ending};
 
-/// Describes where the vCPU stopped, for crash messages.
-fn where_stopped(vcpu: &VcpuFd) -> String {
-    match (vcpu.get_regs(), vcpu.get_sregs()) {
-        (Ok(r), Ok(s)) => format!(
-            "rip {:#x}, rsp {:#x}, rflags {:#x}, cr2 {:#x}, cr3 {:#x}",
-            r.rip, r.rsp, r.rflags, s.cr2, s.cr3
-        ),
-        _ => "registers unavailable".into(),
+/// Where the vCPU stopped, for crash messages (`None`: KVM would not say).
+#[derive(Clone, Copy, Debug)]
+pub struct Stopped(Option<[u64; 5]>);
+
+impl Stopped {
+    /// Reads the registers of the stopped `vcpu`.
+    fn at(vcpu: &VcpuFd) -> Self {
+        Stopped(match (vcpu.get_regs(), vcpu.get_sregs()) {
+            (Ok(r), Ok(s)) => Some([r.rip, r.rsp, r.rflags, s.cr2, s.cr3]),
+            _ => None,
+        })
     }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some([rip, rsp, rflags, cr2, cr3]) => write!(
+                f,
+                "rip {rip:#x}, rsp {rsp:#x}, rflags {rflags:#x}, cr2 {cr2:#x}, cr3 {cr3:#x}"
+            ),
+            None => f.write_str("registers unavailable"),
+        }
+    }
+}
+
+/// How a guest stopped without reporting its program's end, or why it
+/// could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The kernel executed HLT with nothing to wake it.
+    #[error("the guest kernel halted without reporting an exit ({0})")]
+    Halted(Stopped),
+    /// An exception with no usable handler.
+    #[error("the guest kernel triple-faulted ({0})")]
+    TripleFault(Stopped),
+    /// KVM could not enter the guest.
+    #[error("KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})")]
+    EntryFailed {
+        /// The hardware's reason code.
+        reason: u64,
+        /// The host CPU.
+        cpu: u32,
+    },
+    /// KVM failed internally (usually an instruction it cannot emulate).
+    #[error("KVM internal error while running the guest ({0})")]
+    Internal(Stopped),
+    /// The guest asked for a reset or power-off.
+    #[error("the guest requested system event {0}")]
+    SystemEvent(u32),
+    /// An exit kiln does not expect.
+    #[error("unexpected exit {exit} ({at})")]
+    Unexpected {
+        /// The exit, as kvm-ioctls names it.
+        exit: String,
+        /// Where.
+        at: Stopped,
+    },
+    /// The guest keeps touching memory that does not exist.
+    #[error("the guest keeps accessing unmapped guest-physical memory ({0})")]
+    UnmappedAccesses(Stopped),
+    /// KVM_RUN failed.
+    #[error("KVM_RUN failed: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    /// A device failed while handling the guest's request.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// Runs the vCPU until the VM ends.
 ///
 /// # Errors
-/// [`VmmError::GuestCrash`] when the guest stops without an exit report,
-/// and errors from KVM or the devices.
+/// [`VcpuError`] when the guest stops without an exit report, and errors
+/// from KVM or the devices.
 pub fn run(
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &mut PortBus,
     timings: &mut Timings,
     limit: Option<Duration>,
-) -> Result<Ending, VmmError> {
+) -> Result<Ending, VcpuError> {
     let mut mmio_exits = 0u64;
     loop {
         if limit.is_some() && timeout::expired() {
@@ -65,48 +123,26 @@ pub fn run(
                         return Ok(Ending::Program(kiln_boot::ExitReport::Signaled(11)));
                     }
                 }
-                return Err(VmmError::GuestCrash(format!(
-                    "the guest kernel halted without reporting an exit ({})",
-                    where_stopped(vcpu)
-                )));
+                return Err(VcpuError::Halted(Stopped::at(vcpu)));
             }
-            Ok(VcpuExit::Shutdown) => {
-                return Err(VmmError::GuestCrash(format!(
-                    "the guest kernel triple-faulted ({})",
-                    where_stopped(vcpu)
-                )))
-            }
+            Ok(VcpuExit::Shutdown) => return Err(VcpuError::TripleFault(Stopped::at(vcpu))),
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                return Err(VmmError::GuestCrash(format!(
-                    "KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"
-                )))
+                return Err(VcpuError::EntryFailed { reason, cpu })
             }
-            Ok(VcpuExit::InternalError) => {
-                return Err(VmmError::GuestCrash(format!(
-                    "KVM internal error while running the guest ({})",
-                    where_stopped(vcpu)
-                )))
-            }
-            Ok(VcpuExit::SystemEvent(kind, _)) => {
-                return Err(VmmError::GuestCrash(format!(
-                    "the guest requested system event {kind}"
-                )))
-            }
+            Ok(VcpuExit::InternalError) => return Err(VcpuError::Internal(Stopped::at(vcpu))),
+            Ok(VcpuExit::SystemEvent(kind, _)) => return Err(VcpuError::SystemEvent(kind)),
             Ok(other) => {
-                let what = format!("{other:?}");
-                return Err(VmmError::GuestCrash(format!(
-                    "unexpected exit {what} ({})",
-                    where_stopped(vcpu)
-                )));
+                let exit = format!("{other:?}");
+                return Err(VcpuError::Unexpected {
+                    exit,
+                    at: Stopped::at(vcpu),
+                });
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-            Err(e) => return Err(VmmError::Kvm("KVM_RUN", e)),
+            Err(e) => return Err(VcpuError::Run(e)),
         }
         if mmio_exits > 10_000 {
-            return Err(VmmError::GuestCrash(format!(
-                "the guest keeps accessing unmapped guest-physical memory ({})",
-                where_stopped(vcpu)
-            )));
+            return Err(VcpuError::UnmappedAccesses(Stopped::at(vcpu)));
         }
     }
 }

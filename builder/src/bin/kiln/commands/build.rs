@@ -33,7 +33,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let kernel = match args.kernel {
         Some(k) => k,
-        None => kiln_vmm::source::default_kernel().map_err(anyhow::Error::msg)?,
+        None => kiln_vmm::source::default_kernel()?,
     };
     let built = build::build(&BuildOptions {
         manifest: args.manifest,

@@ -54,8 +54,7 @@ pub fn run(args: Args) -> Result<u8> {
                 Some(n) => n.clone(),
                 None => {
                     let config =
-                        kiln_builder::config::BootConfig::from_bytes(&parts.config.read()?)
-                            .map_err(anyhow::Error::msg)?;
+                        kiln_builder::config::BootConfig::from_bytes(&parts.config.read()?)?;
                     format!("{}:{}", config.name, config.version)
                 }
             },

@@ -45,8 +45,7 @@ pub fn run(args: Args) -> Result<u8> {
         let image = Image::open(path)?;
         if names.is_empty() {
             let config =
-                BootConfig::from_bytes(&image.read(kiln_builder::image::SectionKind::Config)?)
-                    .map_err(anyhow::Error::msg)?;
+                BootConfig::from_bytes(&image.read(kiln_builder::image::SectionKind::Config)?)?;
             names.extend(Reference::parse(&format!("{}:{}", config.name, config.version)).ok());
         }
         transfer::import_file(&store, &image, &names)?

@@ -21,8 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let store = super::store();
     let (parts, stored) = super::open_image(&args.image, &store)?;
-    let config =
-        BootConfig::from_bytes(&oci::read_part(&parts.config)?).map_err(anyhow::Error::msg)?;
+    let config = BootConfig::from_bytes(&oci::read_part(&parts.config)?)?;
     let rootfs = oci::read_part(&parts.rootfs)?;
     let index =
         TarFs::parse(&rootfs).map_err(|e| anyhow::anyhow!("{}: rootfs: {e}", args.image))?;

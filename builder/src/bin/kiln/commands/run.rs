@@ -60,7 +60,7 @@ pub struct Args {
 
 /// Runs `kiln run`.
 pub fn run(args: Args, start: Instant) -> Result<u8> {
-    let timeout = args.run.timeout().map_err(anyhow::Error::msg)?;
+    let timeout = args.run.timeout()?;
     let store = super::store();
     let remote = Reference::parse(&args.image)
         .ok()
