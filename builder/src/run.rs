@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_vmm::devices::console::Console;
+use kiln_vmm::devices::legacy::console::Console;
+use kiln_vmm::devices::virtio::console::InputSource;
 use kiln_vmm::timings::{Phase, Timings};
 use kiln_vmm::vstate::kvm::Hypervisor;
 use kiln_vmm::{RunReport, VmConfig, VmmError};
@@ -28,6 +29,10 @@ pub struct RunOptions {
     pub trace_syscalls: bool,
     /// Collect KVM counters.
     pub stats: bool,
+    /// What the program's standard input reads.
+    pub stdin: InputSource,
+    /// The terminal's size when the console is a terminal (`-t`).
+    pub terminal: Option<(u16, u16)>,
 }
 
 /// Why an image did not boot.
@@ -121,6 +126,8 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         stats: opts.stats,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),
+        stdin: opts.stdin,
+        terminal: opts.terminal,
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);

@@ -14,7 +14,8 @@ pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"KILNBOOT");
 
 /// Version of the [`BootInfo`] layout. Bump it on any incompatible change;
 /// the kernel refuses (panics with a message) any version it does not know.
-pub const BOOT_INFO_VERSION: u32 = 1;
+/// Version 2 added the virtio device table.
+pub const BOOT_INFO_VERSION: u32 = 2;
 
 /// The `PATH` a program gets when nothing sets one: Docker's default.
 /// kiln-vmm adds it when `--env` names no PATH, `kiln build` writes it into
@@ -42,6 +43,21 @@ pub mod layout {
     pub const MEMORY_MAP: u64 = 0x9000;
     /// Largest number of memory map entries.
     pub const MEMORY_MAP_MAX: u64 = 0x1000 / 24;
+    /// The virtio device table ([`super::VirtioDevice`] entries).
+    pub const DEVICES: u64 = 0xa000;
+    /// Largest number of device table entries.
+    pub const DEVICES_MAX: u64 = 0x1000 / 40;
+    /// Guest-physical base of the virtio-mmio register windows: 64 GiB,
+    /// above anything RAM and the boot module can reach (at most
+    /// [`BOOT_PDS_MAX`] GiB together), so never backed by a memory slot.
+    pub const VIRTIO_MMIO_BASE: u64 = 64 << 30;
+    /// Size of one device's register window (virtio 1.2 §4.2.2: registers
+    /// up to 0x100, device configuration from 0x100).
+    pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+    /// Interrupt vector of the first device; device `n` uses `+ n`. The
+    /// VMM signals each device's interrupt as an MSI with this vector to
+    /// the local APIC of vCPU 0.
+    pub const VIRTIO_VECTOR_BASE: u32 = 0x50;
     /// Strings: command line, argv and envp blocks, program path.
     pub const STRINGS: u64 = 0x10000;
     /// Size of the string area.
@@ -180,6 +196,9 @@ pub mod flags {
     pub const PVM: u64 = 1 << 0;
     /// Print every system call on the console's stderr (`--trace-syscalls`).
     pub const TRACE_SYSCALLS: u64 = 1 << 1;
+    /// The console is a terminal (`-t`): standard input, output and error
+    /// are one terminal, all on the first console device.
+    pub const TERMINAL: u64 = 1 << 2;
 }
 
 /// Model-specific registers of the PVM host flavour (PVM.md).
@@ -277,6 +296,93 @@ pub struct BootInfo {
     pub vcpus: u64,
     /// Total guest RAM in bytes (RAM starts at 0; a module may lie above).
     pub memory_size: u64,
+    /// The virtio device table: address of the first [`VirtioDevice`].
+    pub devices_addr: u64,
+    /// Number of device table entries.
+    pub devices_count: u64,
+}
+
+/// Virtio device types (virtio 1.2 §5).
+pub mod virtio_id {
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Console.
+    pub const CONSOLE: u32 = 3;
+    /// Entropy source.
+    pub const RNG: u32 = 4;
+    /// Socket device (vsock).
+    pub const VSOCK: u32 = 19;
+}
+
+/// What a virtio device is for, when the type alone does not say
+/// ([`VirtioDevice::role`]).
+pub mod role {
+    /// The only device of its type, or the first.
+    pub const DEFAULT: u32 = 0;
+    /// A console carrying the program's standard error.
+    pub const CONSOLE_STDERR: u32 = 1;
+}
+
+/// One virtio-mmio device, as the boot-info device table lists it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VirtioDevice {
+    /// Guest-physical base of its register window.
+    pub base: u64,
+    /// Size of the window.
+    pub size: u64,
+    /// The feature bits the device offers (what DeviceFeatures would say).
+    pub features: u64,
+    /// Its [`virtio_id`] type.
+    pub device_type: u32,
+    /// The local-APIC vector its interrupts arrive on.
+    pub vector: u32,
+    /// Its [`role`].
+    pub role: u32,
+    /// The largest size of each of its queues (what QueueNumMax would say).
+    pub queue_max: u32,
+}
+
+/// kiln's one addition to the virtio-mmio registers: a driver that knows
+/// the device from the boot info (features, queue sizes) may skip the
+/// register-by-register setup — each register access is an exit to the
+/// VMM, tens of microseconds on some hosts — and write here, once, the
+/// guest-physical page number of a [`Setup`] block instead. The device then
+/// takes the features and queues from the block and starts as if the
+/// driver had set ACKNOWLEDGE, DRIVER, FEATURES_OK and DRIVER_OK; a block
+/// it cannot accept leaves it DEVICE_NEEDS_RESET. The offset lies in the
+/// range virtio 1.2 §4.2.2 leaves reserved.
+pub const VIRTIO_MMIO_KILN_SETUP: u64 = 0x0f0;
+
+/// The block [`VIRTIO_MMIO_KILN_SETUP`] points at: this header, then
+/// `queue_count` [`SetupQueue`] entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Setup {
+    /// The features the driver accepts (VIRTIO_F_VERSION_1 included).
+    pub driver_features: u64,
+    /// Number of queue entries that follow (every queue of the device).
+    pub queue_count: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// One queue of a [`Setup`] block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SetupQueue {
+    /// Its size (entries), at most the device's `queue_max`.
+    pub size: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Guest-physical address of the descriptor table.
+    pub desc: u64,
+    /// Guest-physical address of the driver (available) ring.
+    pub driver: u64,
+    /// Guest-physical address of the device (used) ring.
+    pub device: u64,
 }
 
 impl BootInfo {
@@ -325,7 +431,10 @@ mod tests {
 
     #[test]
     fn boot_info_layout_is_stable() {
-        assert_eq!(BootInfo::SIZE, 224);
+        assert_eq!(BootInfo::SIZE, 240);
+        assert_eq!(core::mem::size_of::<VirtioDevice>(), 40);
+        assert_eq!(core::mem::size_of::<Setup>(), 16);
+        assert_eq!(core::mem::size_of::<SetupQueue>(), 32);
         assert_eq!(core::mem::size_of::<MemoryRegion>(), 24);
     }
 

@@ -6,6 +6,8 @@
 
 /// Largest number of memory regions kept.
 pub const MAX_REGIONS: usize = 32;
+/// Largest number of virtio devices kept.
+pub const MAX_DEVICES: usize = 16;
 
 /// A range of guest-physical memory.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,6 +59,10 @@ pub struct BootParams {
     pub seed: [u8; 32],
     /// Total RAM in bytes.
     pub memory_size: u64,
+    /// The virtio-mmio devices.
+    pub devices: [kiln_boot::VirtioDevice; MAX_DEVICES],
+    /// Number of valid entries in `devices`.
+    pub device_count: usize,
 }
 
 impl BootParams {
@@ -75,7 +81,22 @@ impl BootParams {
             boot_tsc: 0,
             seed: [0; 32],
             memory_size: 0,
+            devices: [kiln_boot::VirtioDevice {
+                base: 0,
+                size: 0,
+                features: 0,
+                device_type: 0,
+                vector: 0,
+                role: 0,
+                queue_max: 0,
+            }; MAX_DEVICES],
+            device_count: 0,
         }
+    }
+
+    /// The virtio devices the platform described.
+    pub fn devices(&self) -> &[kiln_boot::VirtioDevice] {
+        &self.devices[..self.device_count]
     }
 
     /// Adds usable RAM `[start, end)`, minus everything in `reserved`.

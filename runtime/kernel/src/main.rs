@@ -18,6 +18,7 @@ extern crate alloc;
 mod arch;
 mod boot;
 mod console;
+mod drivers;
 mod exec;
 mod fd;
 mod fs;
@@ -73,6 +74,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     }
     mm::init(&params);
     time::init(&params);
+    drivers::virtio::init(&params);
     random::init(&params.seed);
     let (path, args, trace) = program_args(&params);
     {
@@ -257,6 +259,13 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
             addr,
             format_args!("{what} at ip {ip:#x}"),
         );
+    } else if drivers::virtio::interrupt(frame.vector) {
+        arch::interrupt_done();
+        if from_program {
+            drivers::virtio::service();
+        } else {
+            arch::idle_fixup(frame);
+        }
     } else if frame.vector == u64::from(arch::TIMER_VECTOR) {
         arch::interrupt_done();
         if !from_program {

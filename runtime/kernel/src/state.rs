@@ -11,7 +11,8 @@
 //! keeps it from deadlocking on itself — a spin lock taken twice hangs):
 //!
 //! 1. `process` — held for a whole system call or page fault;
-//! 2. `vfs`, `rewriter` — taken under `process`, never together;
+//! 2. `vfs`, `rewriter`, `devices` — taken under `process`, never
+//!    together;
 //! 3. `sched` — taken under `process` (the current thread's record);
 //!    signals are queued here too;
 //! 4. `timers` — taken under `sched` (re-arming asks for the next
@@ -21,8 +22,9 @@
 //! 7. `frames` — under `process` (demand paging) and `heap` (growth).
 //!
 //! Interrupt handlers take none of them while kernel code runs: the timer
-//! interrupt only sets a flag then (see `sched`), and page faults in kernel
-//! code only `try_lock` the process.
+//! and device interrupts only set flags then (see `sched` and
+//! `drivers::virtio`), and page faults in kernel code only `try_lock` the
+//! process.
 //!
 //! Outside these structs remain the CPU's own tables and stacks in `arch/`
 //! (GDT, IDT, TSS, interrupt stacks, the syscall entry's scratch words),
@@ -39,6 +41,7 @@ use spin::{Mutex, Once};
 use crate::arch::platform::Platform;
 use crate::arch::{Features, Flavour};
 use crate::boot::Region;
+use crate::drivers::virtio::Devices;
 use crate::mm::frame::Frames;
 use crate::mm::heap::KernelHeap;
 use crate::process::Process;
@@ -56,6 +59,8 @@ pub struct Kernel {
     pub vfs: Once<Mutex<Overlay>>,
     /// SYSCALL sites seen and rewritten, and their trampolines.
     pub rewriter: Mutex<Rewriter>,
+    /// The virtio drivers (consoles, entropy).
+    pub devices: Mutex<Devices>,
     /// Threads, the run queue and pending signals.
     pub sched: Mutex<Scheduler>,
     /// Interval timers and POSIX timers.
@@ -73,6 +78,7 @@ pub static KERNEL: Kernel = Kernel {
     process: Mutex::new(None),
     vfs: Once::new(),
     rewriter: Mutex::new(Rewriter::new()),
+    devices: Mutex::new(Devices::new()),
     sched: Mutex::new(Scheduler::new()),
     timers: Mutex::new(Timers::new()),
     random: Mutex::new(None),

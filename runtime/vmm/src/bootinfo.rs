@@ -3,11 +3,12 @@
 //! [`BootInfo`] structure. The program itself is not copied: it is mapped
 //! above RAM as the boot module (see `vstate::memory`).
 
-use kiln_boot::{region, BootInfo, MemoryRegion, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
+use kiln_boot::{region, BootInfo, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::layout::{
-    BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, KERNEL_LOAD, MEMORY_MAP, STRINGS, STRINGS_SIZE,
+    BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, DEVICES, DEVICES_MAX, KERNEL_LOAD, MEMORY_MAP,
+    STRINGS, STRINGS_SIZE,
 };
 /// Why the boot data could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum BootInfoError {
         /// Bytes available.
         max: u64,
     },
+    /// More devices than the table holds.
+    #[error("{0} virtio devices, more than the boot device table holds")]
+    TooManyDevices(usize),
     /// Writing to guest memory failed.
     #[error("cannot write the boot data to guest memory: {0}")]
     Write(#[source] vm_memory::GuestMemoryError),
@@ -54,6 +58,13 @@ unsafe impl ByteValued for BootInfoBytes {}
 struct RegionBytes(MemoryRegion);
 // SAFETY: MemoryRegion is repr(C): two u64 and two u32, no padding.
 unsafe impl ByteValued for RegionBytes {}
+
+/// [`VirtioDevice`] as vm-memory plain data.
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct DeviceBytes(VirtioDevice);
+// SAFETY: VirtioDevice is repr(C): three u64 and four u32, no padding.
+unsafe impl ByteValued for DeviceBytes {}
 
 /// What goes into the boot data.
 pub struct BootSpec<'a> {
@@ -82,6 +93,8 @@ pub struct BootSpec<'a> {
     /// Layout version to write (normally `BOOT_INFO_VERSION`; tests change
     /// it to exercise the kernel's rejection).
     pub version: u32,
+    /// The virtio devices.
+    pub devices: &'a [VirtioDevice],
 }
 
 fn block(strings: &[Vec<u8>]) -> Vec<u8> {
@@ -146,6 +159,15 @@ pub fn write_boot_data(
             .map_err(guest_err)?;
     }
 
+    if spec.devices.len() as u64 > DEVICES_MAX {
+        return Err(BootInfoError::TooManyDevices(spec.devices.len()));
+    }
+    for (i, d) in spec.devices.iter().enumerate() {
+        let entry = core::mem::size_of::<VirtioDevice>() as u64;
+        mem.write_obj(DeviceBytes(*d), GuestAddress(DEVICES.0 + entry * i as u64))
+            .map_err(guest_err)?;
+    }
+
     Ok(BootInfo {
         magic: BOOT_INFO_MAGIC,
         version: spec.version,
@@ -173,6 +195,8 @@ pub fn write_boot_data(
         console_len: CONSOLE_BUFFER_SIZE,
         vcpus: 1,
         memory_size: spec.memory_size,
+        devices_addr: DEVICES.0,
+        devices_count: spec.devices.len() as u64,
     })
 }
 
@@ -213,6 +237,7 @@ mod tests {
             tsc_khz: 1,
             seed: [0; 32],
             version: VERSION,
+            devices: &[],
         }
     }
 

@@ -6,11 +6,21 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::devices::virtio::console::InputSource;
+use crate::terminal::{RawTerminal, TerminalError};
 use crate::{Ending, RunReport};
 
 /// How to watch and limit one run.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct RunFlags {
+    /// Keep standard input open: forward it to the program (which reads end of file when it ends); without -i the program's standard input is empty, as with `docker run`
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Give the program a terminal: the host terminal in raw mode, the guest's standard input, output and error one terminal (with -i, for an interactive shell)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
     /// Stop the guest after this many seconds (exit status 124)
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
@@ -37,7 +47,48 @@ pub struct RunFlags {
 #[error("--timeout {0} must be a positive number of seconds (at most about 10^19)")]
 pub struct TimeoutError(pub f64);
 
+/// The standard input and terminal a run gets from [`RunFlags::console`];
+/// keep it alive for the run (dropping it restores the host terminal).
+pub struct ConsoleSetup {
+    /// What the guest's standard input reads.
+    pub stdin: InputSource,
+    /// The terminal size, with `-t`.
+    pub terminal: Option<(u16, u16)>,
+    /// The host terminal in raw mode, with `-t`.
+    pub raw: Option<RawTerminal>,
+}
+
 impl RunFlags {
+    /// Standard input and terminal as `-i` and `-t` ask: with `-t` (which
+    /// needs a terminal on standard input) the host terminal goes raw until
+    /// the returned setup is dropped.
+    ///
+    /// # Errors
+    /// [`TerminalError`] when `-t` cannot be honoured.
+    pub fn console(&self) -> Result<ConsoleSetup, TerminalError> {
+        const STDIN: i32 = 0;
+        let stdin = if self.interactive {
+            InputSource::Host(STDIN)
+        } else {
+            InputSource::Closed
+        };
+        if !self.tty {
+            return Ok(ConsoleSetup {
+                stdin,
+                terminal: None,
+                raw: None,
+            });
+        }
+        let raw = RawTerminal::enter(STDIN)?;
+        // A terminal without -i still shows output; it just reads nothing
+        // (docker run -t without -i does the same).
+        Ok(ConsoleSetup {
+            stdin,
+            terminal: Some(crate::terminal::size(STDIN).unwrap_or((80, 24))),
+            raw: Some(raw),
+        })
+    }
+
     /// `--timeout` as a duration.
     ///
     /// # Errors

@@ -11,18 +11,29 @@ pub mod cli;
 pub mod devices;
 pub mod loader;
 pub mod source;
+pub mod stop;
+pub mod terminal;
 pub mod timeout;
 pub mod timings;
 pub mod vstate;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use kiln_boot::{flags, ExitReport};
 use kvm_ioctls::VcpuFd;
 
 use self::arch::Flavour;
-use self::devices::console::Console;
-use self::devices::PortBus;
+use self::devices::event_loop::{DevicesThread, Served};
+use self::devices::legacy::console::Console;
+use self::devices::virtio::console::{self as vconsole, Input, InputSource};
+use self::devices::virtio::device::Traffic;
+use self::devices::virtio::mmio::MmioTransport;
+use self::devices::virtio::rng::Rng;
+use self::devices::virtio::{Interrupt, VirtioDevice};
+use self::devices::{MmioBus, MmioDevice, PortBus};
 use self::timings::{Phase, Timings};
 use self::vstate::kvm::{Hypervisor, KvmError};
 use self::vstate::stats::Counters;
@@ -49,9 +60,15 @@ pub enum VmmError {
     /// The guest stopped without reporting an exit, or a device failed.
     #[error(transparent)]
     Vcpu(#[from] vstate::vcpu::VcpuError),
-    /// The timeout could not be armed.
+    /// The timeout (or the stop signal) could not be armed.
     #[error("cannot arm the --timeout timer: {0}")]
     Timer(#[source] std::io::Error),
+    /// The virtio devices could not be set up.
+    #[error("cannot set up the virtio devices: {0}")]
+    Devices(#[source] std::io::Error),
+    /// A device failed on the host side while the VM ran.
+    #[error(transparent)]
+    Device(#[from] devices::DeviceError),
 }
 
 /// What to boot and how.
@@ -80,6 +97,11 @@ pub struct VmConfig {
     pub boot_info_version: u32,
     /// Kernel command-line options.
     pub cmdline: String,
+    /// What the program's standard input reads.
+    pub stdin: InputSource,
+    /// The terminal's size (columns, rows) when the console is a terminal
+    /// (`-t`).
+    pub terminal: Option<(u16, u16)>,
 }
 
 /// How the VM ended.
@@ -91,11 +113,28 @@ pub enum Ending {
     TimedOut,
 }
 
+/// One virtio device's counters.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceStats {
+    /// Its name.
+    pub name: &'static str,
+    /// Queue notifications handled.
+    pub kicks: u64,
+    /// Interrupts sent.
+    pub interrupts: u64,
+    /// Bytes moved.
+    pub traffic: Traffic,
+    /// Times the guest broke it (DEVICE_NEEDS_RESET).
+    pub faults: u64,
+}
+
 /// KVM counters of the run.
 #[derive(Clone, Debug, Default)]
 pub struct VmStats {
     /// vCPU 0 counters (exits, insn_emulation, …).
     pub vcpu: Counters,
+    /// The virtio devices.
+    pub devices: Vec<DeviceStats>,
     /// Console writes refused because of a bad length.
     pub console_refused: u64,
     /// Writes to ports no device owns.
@@ -133,7 +172,7 @@ impl RunReport {
     pub fn stats_line(&self) -> Option<String> {
         let stats = self.stats.as_ref()?;
         let get = |k: &str| stats.vcpu.get(k).copied().unwrap_or(0);
-        Some(format!(
+        let mut line = format!(
             "stats ({} KVM): exits {} (io {}, mmio {}, halt {}, irq {}), emulated instructions {}, \
              signal exits {}, console refused {}, unknown port writes {}",
             self.flavour.name(),
@@ -146,7 +185,23 @@ impl RunReport {
             get("signal_exits"),
             stats.console_refused,
             stats.unknown_port_writes
-        ))
+        );
+        for d in &stats.devices {
+            line.push_str(&format!(
+                "; virtio {}: kicks {}, interrupts {}, bytes from guest {}, to guest {}{}",
+                d.name,
+                d.kicks,
+                d.interrupts,
+                d.traffic.from_guest,
+                d.traffic.to_guest,
+                if d.faults > 0 {
+                    format!(", broken by the guest {} times", d.faults)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        Some(line)
     }
 
     /// The run as JSON (`--timings-json`): phases in ms, exit status, KVM
@@ -161,6 +216,20 @@ impl RunReport {
         });
         if let Some(stats) = &self.stats {
             doc["kvm_stats"] = serde_json::json!(stats.vcpu);
+            doc["devices"] = stats
+                .devices
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "name": d.name,
+                        "kicks": d.kicks,
+                        "interrupts": d.interrupts,
+                        "bytes_from_guest": d.traffic.from_guest,
+                        "bytes_to_guest": d.traffic.to_guest,
+                        "faults": d.faults,
+                    })
+                })
+                .collect();
         }
         doc
     }
@@ -225,6 +294,83 @@ fn setup_vcpu(
         .map_err(KvmError::ioctl("KVM_SET_REGS"))
 }
 
+/// The VM's virtio devices: standard input and output (and everything on a
+/// terminal), standard error, entropy. Returns the MMIO bus, what the
+/// devices thread serves, and the boot-info device table.
+fn create_devices(
+    vm: &kvm_ioctls::VmFd,
+    mem: &vm_memory::GuestMemoryMmap,
+    config: &VmConfig,
+) -> Result<(MmioBus, Vec<Served>, Vec<kiln_boot::VirtioDevice>), VmmError> {
+    let mut stdio = vconsole::Console::new(
+        Box::new(std::io::stdout()),
+        Some(Input::start(config.stdin).map_err(VmmError::Devices)?),
+    );
+    if let Some((cols, rows)) = config.terminal {
+        stdio.set_size(cols, rows).map_err(VmmError::Devices)?;
+    }
+    let stderr = vconsole::Console::new(Box::new(std::io::stderr()), None);
+    let list: Vec<(Box<dyn VirtioDevice>, u32)> = vec![
+        (Box::new(stdio), kiln_boot::role::DEFAULT),
+        (Box::new(stderr), kiln_boot::role::CONSOLE_STDERR),
+        (Box::new(Rng::new()), kiln_boot::role::DEFAULT),
+    ];
+    let mut bus = MmioBus::default();
+    let mut served = Vec::new();
+    let mut table = Vec::new();
+    let mut irqfds = Vec::new();
+    for (i, (device, role)) in list.into_iter().enumerate() {
+        let base = arch::layout::VIRTIO_MMIO_BASE + i as u64 * arch::layout::VIRTIO_MMIO_SIZE;
+        let vector = arch::layout::VIRTIO_VECTOR_BASE + i as u32;
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?;
+        let interrupt = Arc::new(Interrupt::new(irqfd));
+        let device_type = device.device_type();
+        let features = device.features() | devices::virtio::VIRTIO_F_VERSION_1;
+        let queue_max = device
+            .queue_max_sizes()
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, u32::from);
+        let transport = MmioTransport::new(device, mem.clone(), interrupt.clone());
+        let mut queue_events = Vec::new();
+        for q in 0..transport.queue_count() {
+            let evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?;
+            vstate::irq::notify_event(vm, &evt, MmioTransport::notify_address(base), q as u32)?;
+            queue_events.push(evt);
+        }
+        let transport = Arc::new(Mutex::new(transport));
+        bus.devices.push(MmioDevice {
+            base,
+            transport: transport.clone(),
+        });
+        served.push(Served {
+            transport,
+            queue_events,
+        });
+        table.push(kiln_boot::VirtioDevice {
+            base,
+            size: arch::layout::VIRTIO_MMIO_SIZE,
+            features,
+            device_type,
+            vector,
+            role,
+            queue_max,
+        });
+        irqfds.push((vstate::irq::FIRST_GSI + i as u32, vector, interrupt));
+    }
+    let routes: Vec<vstate::irq::MsiRoute<'_>> = irqfds
+        .iter()
+        .map(|(gsi, vector, interrupt)| vstate::irq::MsiRoute {
+            gsi: *gsi,
+            vector: *vector,
+            irqfd: interrupt.irqfd(),
+        })
+        .collect();
+    vstate::irq::route_msis(vm, &routes)?;
+    Ok((bus, served, table))
+}
+
 /// Boots `config` and runs it to the end, writing the program's output to
 /// `console`. `timings` starts at kiln-vmm's start.
 ///
@@ -263,6 +409,10 @@ pub fn run(
     if config.trace_syscalls {
         boot_flags |= flags::TRACE_SYSCALLS;
     }
+    if config.terminal.is_some() {
+        boot_flags |= flags::TERMINAL;
+    }
+    let (mut mmio, served, table) = create_devices(&vm, mem, config)?;
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {
@@ -278,6 +428,7 @@ pub fn run(
             tsc_khz,
             seed: host_seed(),
             version: config.boot_info_version,
+            devices: &table,
         },
     )?;
     setup_vcpu(hv, &vcpu, kernel.entry, flavour)?;
@@ -294,14 +445,55 @@ pub fn run(
     if let Some(limit) = config.timeout {
         timeout::arm(limit).map_err(VmmError::Timer)?;
     }
+    stop::prepare().map_err(VmmError::Timer)?;
+    let devices_thread = DevicesThread::start(served, stop::request).map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
-    let ending = vstate::vcpu::run(&mut vcpu, mem, &mut bus, &mut timings, config.timeout);
+    let ending = vstate::vcpu::run(
+        &mut vcpu,
+        mem,
+        &mut bus,
+        &mut mmio,
+        &mut timings,
+        config.timeout,
+    );
     if config.timeout.is_some() {
         timeout::disarm();
+    }
+    // A devices-thread failure is why the vCPU stopped, if it did.
+    let devices_result = devices_thread.finish();
+    let ending = match (ending, devices_result) {
+        (Err(vstate::vcpu::VcpuError::Stopped), Err(e)) => return Err(VmmError::Device(e)),
+        (ending, _) => ending,
+    };
+    // Output the guest queued but the devices thread did not get to.
+    if ending.is_ok() {
+        mmio.flush_consoles().map_err(VmmError::Device)?;
+    }
+    for d in &mmio.devices {
+        if let Some(at) = devices::lock(&d.transport).device().first_output() {
+            timings.mark_at(Phase::FirstOutput, at);
+        }
     }
     let ending = ending?;
     let stats = config.stats.then(|| VmStats {
         vcpu: vstate::stats::read(&vcpu).unwrap_or_default(),
+        devices: mmio
+            .devices
+            .iter()
+            .map(|d| {
+                let t = devices::lock(&d.transport);
+                DeviceStats {
+                    name: t.device().name(),
+                    kicks: t.kicks,
+                    interrupts: t
+                        .interrupt()
+                        .count
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    traffic: t.device().traffic(),
+                    faults: t.faults,
+                }
+            })
+            .collect(),
         console_refused: bus.console.refused,
         unknown_port_writes: bus.unknown_writes,
     });

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
+use kiln_vmm::cli::ConsoleSetup;
 use kiln_vmm::cli::RunFlags;
-use kiln_vmm::devices::console::Console;
+use kiln_vmm::devices::legacy::console::Console;
 use kiln_vmm::source::FileSlice;
 use kiln_vmm::timings::Timings;
 use kiln_vmm::vstate::kvm::Hypervisor;
@@ -149,7 +150,7 @@ fn open_program(path: &Path) -> Result<FileSlice, Failure> {
     })
 }
 
-fn config(cli: &Cli) -> Result<VmConfig, Failure> {
+fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
     let program = open_program(&cli.app)?;
     let guest_path = match &cli.path {
         Some(p) if p.starts_with('/') => p.clone(),
@@ -190,6 +191,8 @@ fn config(cli: &Cli) -> Result<VmConfig, Failure> {
         stats: cli.run.stats,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),
+        stdin: console.stdin,
+        terminal: console.terminal,
     })
 }
 
@@ -208,14 +211,21 @@ fn real_main() -> libc::c_int {
     let start = Instant::now();
     kiln_vmm::timings::note_main_start();
     let cli = Cli::parse();
-    let outcome = config(&cli).and_then(|config| {
-        let hv = Hypervisor::open()?;
-        let run = kiln_vmm::run(&hv, &config, Console::stdio(), Timings::new(start))?;
-        cli.run
-            .report("kiln-vmm", &run)
-            .map_err(|e| Failure::vmm(e.to_string()))?;
-        Ok(run)
-    });
+    let outcome = cli
+        .run
+        .console()
+        .map_err(|e| Failure::vmm(e.to_string()))
+        .and_then(|console| {
+            let config = config(&cli, &console)?;
+            let hv = Hypervisor::open()?;
+            let run = kiln_vmm::run(&hv, &config, Console::stdio(), Timings::new(start))?;
+            // The host terminal is itself again before the report.
+            drop(console);
+            cli.run
+                .report("kiln-vmm", &run)
+                .map_err(|e| Failure::vmm(e.to_string()))?;
+            Ok(run)
+        });
     match outcome {
         Ok(run) => libc::c_int::from(run.exit_status()),
         Err(f) => {

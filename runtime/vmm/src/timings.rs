@@ -73,6 +73,17 @@ impl Timings {
         }
     }
 
+    /// Records `phase` as having happened at `at`, unless it was recorded
+    /// earlier (another thread saw it: the devices thread's first output).
+    pub fn mark_at(&mut self, phase: Phase, at: Instant) {
+        let when = at.saturating_duration_since(self.start);
+        match self.marks.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, t)) if *t <= when => {}
+            Some((_, t)) => *t = when,
+            None => self.marks.push((phase, when)),
+        }
+    }
+
     /// Records `phase` now (the first time only).
     pub fn mark(&mut self, phase: Phase) {
         if self.get(phase).is_none() {

@@ -6,7 +6,7 @@ mod x86_64;
 pub use self::x86_64::apic::TIMER_VECTOR;
 pub use self::x86_64::cpu::{rdrand, rdtsc};
 pub use self::x86_64::fpu::FpuState;
-pub use self::x86_64::paging::{phys_to_virt, pte, PageTables};
+pub use self::x86_64::paging::{phys_to_virt, pte, virt_to_phys, PageTables};
 pub use self::x86_64::platform;
 pub use self::x86_64::signal as sigctx;
 pub use self::x86_64::traps::{
@@ -18,9 +18,9 @@ pub fn syscall_call_entry() -> u64 {
     self::x86_64::traps::syscall_call_entry_address()
 }
 pub use self::x86_64::{
-    cpuinfo, drop_identity_map, enter_program, features, flavour, fs_base, gs_base, idle, init,
-    interrupt_done, set_fs_base, set_gs_base, timer_arm_at, timer_disarm, Features, Flavour,
-    PLATFORM_PVH,
+    cpuinfo, drop_identity_map, enable_interrupt_controller, enter_program, features, flavour,
+    fs_base, gs_base, idle, init, interrupt_done, set_fs_base, set_gs_base, timer_arm_at,
+    timer_disarm, Features, Flavour, PLATFORM_PVH,
 };
 
 /// The physical address of the active top-level page table.

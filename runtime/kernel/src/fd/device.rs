@@ -1,5 +1,6 @@
 //! The character devices every program may expect: /dev/null, /dev/zero,
-//! /dev/urandom and /dev/random.
+//! /dev/urandom and /dev/random; and /dev/hwrng, the host's entropy through
+//! the virtio entropy device, when the VM has one.
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::fs::stat::{makedev, mode, Stat};
@@ -17,6 +18,8 @@ pub enum Device {
     Random,
     /// Reads random bytes (/dev/urandom).
     Urandom,
+    /// Reads the host's entropy (virtio-rng; Linux's hw_random device).
+    Hwrng,
 }
 
 impl Device {
@@ -27,16 +30,19 @@ impl Device {
             "/dev/zero" => Some(Device::Zero),
             "/dev/random" => Some(Device::Random),
             "/dev/urandom" => Some(Device::Urandom),
+            "/dev/hwrng" if crate::drivers::virtio::has_rng() => Some(Device::Hwrng),
             _ => None,
         }
     }
 
-    fn minor(self) -> u64 {
+    /// Its (major, minor) numbers, as Linux has them.
+    fn number(self) -> (u64, u64) {
         match self {
-            Device::Null => 3,
-            Device::Zero => 5,
-            Device::Random => 8,
-            Device::Urandom => 9,
+            Device::Null => (1, 3),
+            Device::Zero => (1, 5),
+            Device::Random => (1, 8),
+            Device::Urandom => (1, 9),
+            Device::Hwrng => (10, 183),
         }
     }
 
@@ -44,10 +50,10 @@ impl Device {
     pub fn metadata(self) -> Stat {
         Stat {
             dev: 5,
-            ino: 100 + self.minor(),
-            mode: mode::S_IFCHR | 0o666,
+            ino: 100 + self.number().1,
+            mode: mode::S_IFCHR | if self == Device::Hwrng { 0o600 } else { 0o666 },
             nlink: 1,
-            rdev: makedev(1, self.minor()),
+            rdev: makedev(self.number().0, self.number().1),
             blksize: 4096,
             ..Stat::default()
         }
@@ -68,6 +74,16 @@ impl FileOps for OpenDevice {
             Device::Random | Device::Urandom => {
                 crate::random::fill(buf);
                 Ok(buf.len())
+            }
+            Device::Hwrng => {
+                if buf.is_empty() {
+                    return Ok(0);
+                }
+                let mut devices = crate::state::KERNEL.devices.lock();
+                let got = devices.rng().and_then(|r| r.read(buf));
+                devices.update_wake_sources();
+                // Nothing fetched yet: the request is out; wait for it.
+                got.ok_or(Errno::Restart)
             }
         }
     }

@@ -1,21 +1,39 @@
-//! The standard streams: stdin at end-of-file, stdout and stderr to the
-//! host's. They look like pipes (S_IFIFO, not terminals), which is what a
-//! program sees when a container runtime or a test harness collects its
-//! output, so its buffering matches such a run.
+//! The standard streams, over the virtio consoles: standard input from
+//! the first console (end of file when the host gives none), standard
+//! output to it, standard error to the second — or both to the first when
+//! it is a terminal. Without virtio consoles (QEMU), output goes to the
+//! platform's port console and input is at end of file.
+//!
+//! They look like pipes (S_IFIFO, not terminals) unless the console is a
+//! terminal, which is what a program sees when a container runtime or a
+//! test harness collects its output, so its buffering matches such a run.
+//!
+//! Output keeps its order across streams: a write to one console waits
+//! until the other has handed everything it holds to the host.
 
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::fs::stat::{mode, Stat};
 
 use super::{flags, poll, FileOps};
 use crate::console::{self, Stream};
+use crate::drivers::virtio::console::Console;
+use crate::drivers::virtio::Devices;
+use crate::state::KERNEL;
 
-/// Standard input: always at end-of-file.
-pub struct Stdin;
+/// Standard input.
+#[derive(Default)]
+pub struct Stdin {
+    nonblocking: AtomicBool,
+}
 
 /// Standard output or error.
-pub struct Output(pub Stream);
+pub struct Output {
+    stream: Stream,
+    nonblocking: AtomicBool,
+}
 
 fn pipe_stat(ino: u64) -> Stat {
     Stat {
@@ -28,9 +46,43 @@ fn pipe_stat(ino: u64) -> Stat {
     }
 }
 
+/// "Would block": EAGAIN for a non-blocking descriptor, otherwise wait and
+/// run the call again.
+fn would_block(nonblocking: &AtomicBool) -> Errno {
+    if nonblocking.load(Ordering::Relaxed) {
+        Errno::Again
+    } else {
+        Errno::Restart
+    }
+}
+
+/// F_SETFL: only O_NONBLOCK changes anything here.
+fn set_nonblocking(flag: &AtomicBool, f: u32) -> Result<(), Errno> {
+    flag.store(f & flags::O_NONBLOCK != 0, Ordering::Relaxed);
+    Ok(())
+}
+
+/// F_GETFL.
+fn status(mode: u32, flag: &AtomicBool) -> u32 {
+    if flag.load(Ordering::Relaxed) {
+        mode | flags::O_NONBLOCK
+    } else {
+        mode
+    }
+}
+
 impl FileOps for Stdin {
-    fn read(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
-        Ok(0)
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut devices = KERNEL.devices.lock();
+        let Some(console) = devices.stdio() else {
+            return Ok(0);
+        };
+        let got = console.read(buf);
+        devices.update_wake_sources();
+        got.ok_or_else(|| would_block(&self.nonblocking))
     }
 
     fn stat(&self) -> Stat {
@@ -38,22 +90,78 @@ impl FileOps for Stdin {
     }
 
     fn poll(&self, events: u16) -> u16 {
-        (events & poll::POLLIN) | poll::POLLHUP
+        let mut devices = KERNEL.devices.lock();
+        let ready = match devices.stdio() {
+            Some(c) => match (c.pending_input(), c.input_open()) {
+                (0, true) => 0,
+                (0, false) => (events & poll::POLLIN) | poll::POLLHUP,
+                _ => events & poll::POLLIN,
+            },
+            None => (events & poll::POLLIN) | poll::POLLHUP,
+        };
+        devices.update_wake_sources();
+        ready
     }
 
     fn pollable(&self) -> bool {
         true
     }
+
+    fn status_flags(&self) -> u32 {
+        status(flags::O_RDONLY, &self.nonblocking)
+    }
+
+    fn set_status_flags(&self, f: u32) -> Result<(), Errno> {
+        set_nonblocking(&self.nonblocking, f)
+    }
+}
+
+/// The console `stream` goes to, and the other one (whose output must be
+/// out first).
+fn consoles(devices: &mut Devices, stream: Stream) -> (Option<&mut Console>, Option<&mut Console>) {
+    let (stderr, stdio) = devices.consoles();
+    match stream {
+        Stream::Stdout => (stdio, stderr),
+        // On a terminal `stderr` is None: standard error shares the console.
+        Stream::Stderr if stderr.is_none() => (stdio, None),
+        Stream::Stderr => (stderr, stdio),
+    }
 }
 
 impl FileOps for Output {
     fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
-        console::write(self.0, buf);
-        Ok(buf.len())
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut devices = KERNEL.devices.lock();
+        let (target, other) = consoles(&mut devices, self.stream);
+        let Some(target) = target else {
+            drop(devices);
+            console::write(self.stream, buf);
+            return Ok(buf.len());
+        };
+        // The other stream's output goes out first.
+        if let Some(other) = other {
+            if other.output_in_flight() && other.wait_for_output() {
+                devices.update_wake_sources();
+                return Err(would_block(&self.nonblocking));
+            }
+        }
+        let written = match target.write(buf) {
+            0 if target.wait_for_output() => Err(would_block(&self.nonblocking)),
+            // Buffers came back meanwhile.
+            0 => Ok(target.write(buf)),
+            n => Ok(n),
+        };
+        devices.update_wake_sources();
+        match written {
+            Ok(0) => Err(would_block(&self.nonblocking)),
+            other => other,
+        }
     }
 
     fn stat(&self) -> Stat {
-        pipe_stat(if self.0 == Stream::Stdout { 2 } else { 3 })
+        pipe_stat(if self.stream == Stream::Stdout { 2 } else { 3 })
     }
 
     fn poll(&self, events: u16) -> u16 {
@@ -65,15 +173,25 @@ impl FileOps for Output {
     }
 
     fn status_flags(&self) -> u32 {
-        flags::O_WRONLY
+        status(flags::O_WRONLY, &self.nonblocking)
+    }
+
+    fn set_status_flags(&self, f: u32) -> Result<(), Errno> {
+        set_nonblocking(&self.nonblocking, f)
     }
 }
 
 /// stdin, stdout, stderr.
 pub fn standard_streams() -> [Arc<dyn FileOps>; 3] {
+    let output = |stream| {
+        Arc::new(Output {
+            stream,
+            nonblocking: AtomicBool::new(false),
+        })
+    };
     [
-        Arc::new(Stdin),
-        Arc::new(Output(Stream::Stdout)),
-        Arc::new(Output(Stream::Stderr)),
+        Arc::new(Stdin::default()),
+        output(Stream::Stdout),
+        output(Stream::Stderr),
     ]
 }

@@ -86,6 +86,38 @@ pub fn alloc() -> Option<u64> {
     None
 }
 
+/// `pages` physically contiguous zero-filled frames (device rings and
+/// buffers), taken from never-used memory; `None` when no region has room.
+pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {
+    if pages <= 1 {
+        return alloc_zeroed();
+    }
+    let len = pages * FRAME_SIZE;
+    let pa = {
+        let mut f = KERNEL.frames.lock();
+        loop {
+            if f.current >= f.count {
+                return None;
+            }
+            let region = f.regions[f.current];
+            if f.bump + len <= region.end {
+                let pa = f.bump;
+                f.bump += len;
+                f.used += pages;
+                break pa;
+            }
+            f.current += 1;
+            if f.current < f.count {
+                f.bump = f.regions[f.current].start;
+            }
+        }
+    };
+    // SAFETY: the frames were just taken from never-used memory, so nothing
+    // else refers to them; the direct map covers all usable RAM.
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, len as usize) };
+    Some(pa)
+}
+
 /// Returns a frame to the allocator.
 pub fn free(pa: u64) {
     let mut f = KERNEL.frames.lock();

@@ -369,6 +369,7 @@ fn schedule() {
                 return; // nothing else to run: keep going
             }
             let pending = crate::time::timer::next_deadline().is_some()
+                || crate::drivers::virtio::may_wake()
                 || s.threads
                     .values()
                     .any(|t| t.state == State::Blocked && t.deadline.is_some());
@@ -378,7 +379,13 @@ fn schedule() {
             }
             rearm(&mut s);
             drop(s);
+            if crate::drivers::virtio::pending() {
+                // A device interrupt came before the CPU went idle.
+                crate::drivers::virtio::service();
+                continue;
+            }
             arch::idle();
+            crate::drivers::virtio::service();
             TIMER_FIRED.store(false, Ordering::Relaxed);
             // Kernel timers (alarms) post their signals now: they may wake
             // a thread waiting for one.

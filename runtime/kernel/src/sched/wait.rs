@@ -179,6 +179,7 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
         }
         let others_can_run = !s.run_queue.is_empty()
             || crate::time::timer::next_deadline().is_some()
+            || crate::drivers::virtio::may_wake()
             || s.threads
                 .values()
                 .any(|t| t.tid != cur && t.state == State::Blocked && t.deadline.is_some());

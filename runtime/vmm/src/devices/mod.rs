@@ -1,13 +1,22 @@
-//! The kiln platform's port devices: the console (program stdout/stderr),
-//! the boot timer and the exit port. Each guest `OUT` to a kiln port lands
-//! in [`PortBus::out`].
+//! The guest's devices. The kiln platform's port devices (`legacy`): the
+//! debug console (the kernel's own messages, and program output when there
+//! is no virtio console), the boot timer and the exit port — each guest
+//! `OUT` lands in [`PortBus::out`] on the vCPU thread. The virtio devices
+//! (`virtio`): their register windows on the [`MmioBus`] (vCPU thread),
+//! their queues served by the devices thread (`event_loop`).
 
-pub mod console;
+pub mod event_loop;
+pub mod legacy;
+pub mod virtio;
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiln_boot::{port, ExitReport, Milestone};
 use vm_memory::GuestMemoryMmap;
 
-use self::console::{Console, Stream};
+use self::legacy::console::{Console, Stream};
+use self::virtio::mmio::MmioTransport;
+use self::virtio::QueueError;
 use crate::timings::{Phase, Timings};
 /// What a device could not do.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +30,18 @@ pub enum DeviceError {
     /// The guest wrote an exit value no kernel writes.
     #[error("the guest reported an invalid exit value {0:#x}")]
     BadExitValue(u32),
+    /// The devices thread's epoll failed.
+    #[error("the devices thread failed: {0}")]
+    Loop(#[source] std::io::Error),
+    /// A virtio device failed on the host side.
+    #[error("virtio {device}: {source}")]
+    Virtio {
+        /// The device's name.
+        device: &'static str,
+        /// What failed.
+        #[source]
+        source: QueueError,
+    },
 }
 
 /// What the VM loop should do after a port write.
@@ -96,5 +117,87 @@ impl PortBus {
             _ => self.unknown_writes += 1,
         }
         Ok(PortEvent::Continue)
+    }
+}
+
+/// A virtio device's register window on the bus.
+pub struct MmioDevice {
+    /// Guest-physical base of the window.
+    pub base: u64,
+    /// The transport, shared with the devices thread.
+    pub transport: Arc<Mutex<MmioTransport>>,
+}
+
+/// Locks a transport. A panic while holding it is a bug in kiln, not the
+/// guest's doing; the lock is taken over anyway so the VM can end cleanly.
+pub fn lock(t: &Mutex<MmioTransport>) -> MutexGuard<'_, MmioTransport> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The virtio register windows, by guest-physical address.
+#[derive(Default)]
+pub struct MmioBus {
+    /// The devices, in boot-info table order.
+    pub devices: Vec<MmioDevice>,
+    /// Accesses that hit no window (answered with all ones, ignored).
+    pub unknown: u64,
+}
+
+impl MmioBus {
+    fn find(&self, addr: u64) -> Option<(&MmioDevice, u64)> {
+        self.devices.iter().find_map(|d| {
+            let off = addr.checked_sub(d.base)?;
+            (off < kiln_boot::layout::VIRTIO_MMIO_SIZE).then_some((d, off))
+        })
+    }
+
+    /// A guest read at `addr`.
+    pub fn read(&mut self, addr: u64, data: &mut [u8]) {
+        match self.find(addr) {
+            Some((d, off)) => lock(&d.transport).read(off, data),
+            None => {
+                data.fill(0xff);
+                self.unknown += 1;
+            }
+        }
+    }
+
+    /// A guest write at `addr`.
+    ///
+    /// # Errors
+    /// A device's host-side failure.
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DeviceError> {
+        match self.find(addr) {
+            Some((d, off)) => {
+                let mut t = lock(&d.transport);
+                let device = t.device().name();
+                t.write(off, data)
+                    .map_err(|source| DeviceError::Virtio { device, source })
+            }
+            None => {
+                self.unknown += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the output the guest queued on its virtio consoles to the
+    /// host now (before the kernel's own console messages and at the end,
+    /// so nothing is lost or reordered).
+    ///
+    /// # Errors
+    /// A console's host-side failure.
+    pub fn flush_consoles(&self) -> Result<(), DeviceError> {
+        for d in &self.devices {
+            let mut t = lock(&d.transport);
+            if t.device().device_type() == kiln_boot::virtio_id::CONSOLE {
+                t.process(virtio::console::TX_QUEUE)
+                    .map_err(|source| DeviceError::Virtio {
+                        device: "console",
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
     }
 }

@@ -33,6 +33,9 @@ pub enum KvmError {
     /// /dev/kvm lacks a capability kiln needs.
     #[error("KVM is not available: /dev/kvm lacks {0}")]
     MissingCapability(&'static str),
+    /// The interrupt routing table could not be built.
+    #[error("cannot build an interrupt routing table of {0} entries")]
+    Routing(usize),
     /// An ioctl failed.
     #[error("{ioctl} failed: {source}")]
     Ioctl {

@@ -1,6 +1,8 @@
 //! VM and vCPU state on top of kvm-ioctls: the process-wide KVM handle,
-//! the local APIC, guest memory, the vCPU run loop and KVM's statistics.
+//! the local APIC, device interrupts and notifications, guest memory, the
+//! vCPU run loop and KVM's statistics.
 
+pub mod irq;
 pub mod irqchip;
 pub mod kvm;
 pub mod memory;

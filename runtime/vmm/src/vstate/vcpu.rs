@@ -8,7 +8,7 @@ use std::time::Duration;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
-use crate::devices::{DeviceError, PortBus, PortEvent};
+use crate::devices::{DeviceError, MmioBus, PortBus, PortEvent};
 use crate::timings::Timings;
 use crate::{timeout, Ending};
 
@@ -79,6 +79,10 @@ pub enum VcpuError {
     /// A device failed while handling the guest's request.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// Another thread (the devices thread, after a host failure) stopped
+    /// the vCPU.
+    #[error("the vCPU was stopped")]
+    Stopped,
 }
 
 /// Runs the vCPU until the VM ends.
@@ -90,26 +94,29 @@ pub fn run(
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     bus: &mut PortBus,
+    mmio: &mut MmioBus,
     timings: &mut Timings,
     limit: Option<Duration>,
 ) -> Result<Ending, VcpuError> {
-    let mut mmio_exits = 0u64;
     loop {
         if limit.is_some() && timeout::expired() {
             return Ok(Ending::TimedOut);
         }
+        if crate::stop::requested() {
+            return Err(VcpuError::Stopped);
+        }
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
+                // Program output the virtio consoles still hold goes out
+                // before the kernel's message or the end of the VM.
+                mmio.flush_consoles()?;
                 if let PortEvent::Exit(report) = bus.out(port, data, mem, timings)? {
                     return Ok(Ending::Program(report));
                 }
             }
             Ok(VcpuExit::IoIn(_, data)) => data.fill(0xff),
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
-                mmio_exits += 1;
-            }
-            Ok(VcpuExit::MmioWrite(..)) => mmio_exits += 1,
+            Ok(VcpuExit::MmioRead(addr, data)) => mmio.read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => mmio.write(addr, data)?,
             Ok(VcpuExit::Hlt) => {
                 // The program runs at the kernel's privilege level, so a HLT
                 // in it (musl's a_crash, for one) halts the vCPU instead of
@@ -141,7 +148,7 @@ pub fn run(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => return Err(VcpuError::Run(e)),
         }
-        if mmio_exits > 10_000 {
+        if mmio.unknown > 10_000 {
             return Err(VcpuError::UnmappedAccesses(Stopped::at(vcpu)));
         }
     }

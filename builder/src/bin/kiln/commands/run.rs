@@ -85,6 +85,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
             Err(e) => return Err(e),
         },
     };
+    let console = args.run.console()?;
     let opts = RunOptions {
         args: (!args.args.is_empty()).then_some(args.args),
         env: args.env,
@@ -92,8 +93,13 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         timeout,
         trace_syscalls: args.run.trace_syscalls,
         stats: args.run.stats,
+        stdin: console.stdin,
+        terminal: console.terminal,
     };
-    let report = run::run(&parts, &opts, start)?;
+    let report = run::run(&parts, &opts, start);
+    // The host terminal is itself again before anything is reported.
+    drop(console);
+    let report = report?;
     args.run.report("kiln", &report)?;
     Ok(report.exit_status())
 }

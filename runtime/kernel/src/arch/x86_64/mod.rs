@@ -147,11 +147,12 @@ fn pv_irq_flag() -> u64 {
     }
 }
 
-/// Arms the timer interrupt for TSC value `tsc` (setting the APIC up the
-/// first time: programs that never wait pay nothing for it).
-pub fn timer_arm_at(tsc: u64) {
+/// Sets the local APIC up (once): the timer and device interrupts need it.
+/// Programs that never wait and have no devices pay nothing for it.
+/// Returns whether it is usable.
+pub fn enable_interrupt_controller() -> bool {
     static READY: spin::Once<bool> = spin::Once::new();
-    let ready = *READY.call_once(|| {
+    *READY.call_once(|| {
         apic::init(|phys| {
             // xAPIC registers (QEMU without x2APIC): map them uncached in
             // the direct map's range (they lie beyond RAM there).
@@ -166,8 +167,12 @@ pub fn timer_arm_at(tsc: u64) {
                 .ok()
                 .map(|()| va)
         })
-    });
-    if ready {
+    })
+}
+
+/// Arms the timer interrupt for TSC value `tsc`.
+pub fn timer_arm_at(tsc: u64) {
+    if enable_interrupt_controller() {
         apic::arm_at(tsc);
     }
 }

@@ -35,6 +35,12 @@ pub fn phys_to_virt(pa: u64) -> *mut u8 {
     (PHYS_MAP + pa) as *mut u8
 }
 
+/// The physical address behind a direct-map address (`None` outside the
+/// direct map).
+pub fn virt_to_phys(va: u64) -> Option<u64> {
+    va.checked_sub(PHYS_MAP).filter(|&pa| pa < 1 << 39)
+}
+
 /// A page could not be mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {

@@ -4,7 +4,8 @@
 use vm_memory::GuestAddress;
 
 pub use kiln_boot::layout::{
-    BOOT_PDS_MAX, CONSOLE_BUFFER_SIZE, MAX_VCPUS, MEMORY_MAP_MAX, STRINGS_SIZE,
+    BOOT_PDS_MAX, CONSOLE_BUFFER_SIZE, DEVICES_MAX, MAX_VCPUS, MEMORY_MAP_MAX, STRINGS_SIZE,
+    VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE, VIRTIO_VECTOR_BASE,
 };
 
 /// The boot PML4.
@@ -21,6 +22,8 @@ pub const PV_PAGES: GuestAddress = GuestAddress(kiln_boot::layout::PV_PAGES);
 pub const BOOT_INFO: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_INFO);
 /// The memory map.
 pub const MEMORY_MAP: GuestAddress = GuestAddress(kiln_boot::layout::MEMORY_MAP);
+/// The virtio device table.
+pub const DEVICES: GuestAddress = GuestAddress(kiln_boot::layout::DEVICES);
 /// The string area.
 pub const STRINGS: GuestAddress = GuestAddress(kiln_boot::layout::STRINGS);
 /// The console buffer.

@@ -1,7 +1,7 @@
 //! The kiln platform: booted by kiln-vmm with a [`BootInfo`], console and
 //! exit through the kiln I/O ports (`kiln_boot::port`).
 
-use kiln_boot::{flags, layout, port, region, BootInfo, ExitReport, MemoryRegion};
+use kiln_boot::{flags, layout, port, region, BootInfo, ExitReport, MemoryRegion, VirtioDevice};
 use kiln_boot::{BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 
 use crate::arch::x86_64::cpu;
@@ -161,5 +161,45 @@ pub fn boot_params(info_phys: u64) -> BootParams {
     if info.flags & flags::PVM != 0 && info.vcpus == 0 {
         panic!("boot-info: PVM flavour with no vCPUs");
     }
+    read_devices(&info, memory, &mut p);
     p
+}
+
+/// Copies the virtio device table, checking each window and vector.
+fn read_devices(info: &BootInfo, memory: u64, p: &mut BootParams) {
+    if info.devices_count > layout::DEVICES_MAX {
+        panic!(
+            "boot-info: {} virtio devices (at most {})",
+            info.devices_count,
+            layout::DEVICES_MAX
+        );
+    }
+    let size = core::mem::size_of::<VirtioDevice>() as u64;
+    let table = phys_slice(
+        info.devices_addr,
+        info.devices_count * size,
+        memory,
+        "device table",
+    );
+    for i in 0..info.devices_count as usize {
+        // SAFETY: `table` holds `devices_count` entries (checked above).
+        let d: VirtioDevice =
+            unsafe { core::ptr::read_unaligned((table.as_ptr() as *const VirtioDevice).add(i)) };
+        let window_ok = d.size == layout::VIRTIO_MMIO_SIZE
+            && d.base >= layout::VIRTIO_MMIO_BASE
+            && d.base.is_multiple_of(layout::VIRTIO_MMIO_SIZE)
+            && d.base < layout::VIRTIO_MMIO_BASE + (1 << 30);
+        let vector_ok =
+            (0x30..0xf0).contains(&d.vector) && d.vector != u32::from(crate::arch::TIMER_VECTOR);
+        if !window_ok || !vector_ok {
+            panic!(
+                "boot-info: virtio device {i} at {:#x}+{:#x} with vector {:#x} is out of range",
+                d.base, d.size, d.vector
+            );
+        }
+        if p.device_count < crate::boot::MAX_DEVICES {
+            p.devices[p.device_count] = d;
+            p.device_count += 1;
+        }
+    }
 }

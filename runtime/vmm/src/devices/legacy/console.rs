@@ -6,8 +6,8 @@ use std::io::Write;
 
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::DeviceError;
 use crate::arch::layout::{CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE};
+use crate::devices::DeviceError;
 
 /// A console stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,3 @@
+//! Device drivers: the virtio-mmio devices kiln-vmm gives the guest.
+
+pub mod virtio;

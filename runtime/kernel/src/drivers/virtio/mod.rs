@@ -1,0 +1,311 @@
+//! The virtio-mmio devices the boot info lists: the consoles (standard
+//! input, output and error) and the entropy source. Transports and queues
+//! come from the virtio-drivers crate; the drivers here keep buffers in
+//! frames of their own and never wait: a read or write that cannot go on
+//! blocks the calling thread (ERESTARTSYS, see `sched`) until the device's
+//! interrupt changes something.
+//!
+//! Interrupts are MSIs, one vector per device (`kiln_boot::layout::
+//! VIRTIO_VECTOR_BASE + index`). One that arrives while the program runs is
+//! serviced on the spot; one that arrives in kernel code is only noted, and
+//! serviced on the way back to the program or when the CPU goes idle — so
+//! the device lock is never taken by an interrupt that interrupted its
+//! holder.
+
+pub mod console;
+mod hal;
+pub mod rng;
+mod transport;
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use kiln_boot::layout::VIRTIO_VECTOR_BASE;
+use kiln_boot::{role, virtio_id};
+use virtio_drivers::transport::{DeviceStatus, Transport as _};
+
+use self::console::Console;
+use self::rng::Rng;
+use crate::arch::{phys_to_virt, pte, PageTables};
+use crate::boot::{BootParams, MAX_DEVICES};
+use crate::state::KERNEL;
+
+/// The transport every driver uses.
+type Transport = transport::KilnTransport;
+
+/// VIRTIO_F_VERSION_1 (virtio 1.2 §6).
+const VERSION_1: u64 = 1 << 32;
+
+/// A driver, started the first time something uses its device (a program
+/// that never writes to standard error or reads /dev/hwrng pays nothing
+/// for those devices: no register writes, no pages).
+pub enum Driver<T> {
+    /// The boot info lists no such device.
+    Absent,
+    /// Listed, not started yet.
+    Waiting(Box<Transport>),
+    /// Running.
+    Ready(Box<T>),
+    /// Starting failed (said once).
+    Failed,
+}
+
+impl<T> Driver<T> {
+    /// The driver, started with `start` if it is not yet.
+    fn get(
+        &mut self,
+        what: &str,
+        start: impl FnOnce(Transport) -> Result<T, console::SetupError>,
+    ) -> Option<&mut T> {
+        if matches!(self, Driver::Waiting(_)) {
+            let Driver::Waiting(t) = core::mem::replace(self, Driver::Failed) else {
+                return None;
+            };
+            // Its interrupts need the local APIC.
+            crate::arch::enable_interrupt_controller();
+            match start(*t) {
+                Ok(d) => *self = Driver::Ready(Box::new(d)),
+                Err(e) => crate::kprintln!("kiln: virtio {what}: setup failed: {e}"),
+            }
+        }
+        match self {
+            Driver::Ready(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The driver if it runs.
+    fn running(&mut self) -> Option<&mut T> {
+        match self {
+            Driver::Ready(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn running_ref(&self) -> Option<&T> {
+        match self {
+            Driver::Ready(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// Which driver a device index belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    None,
+    Stdio,
+    Stderr,
+    Rng,
+}
+
+/// The drivers, found at boot (the instance is `state::KERNEL.devices`).
+pub struct Devices {
+    stdio: Driver<Console>,
+    stderr: Driver<Console>,
+    rng: Driver<Rng>,
+    /// The console is a terminal (`kiln run -t`).
+    pub terminal: bool,
+    /// Device index (boot table order) to driver.
+    slots: [Slot; MAX_DEVICES],
+}
+
+impl Devices {
+    /// No devices yet.
+    pub const fn new() -> Self {
+        Self {
+            stdio: Driver::Absent,
+            stderr: Driver::Absent,
+            rng: Driver::Absent,
+            terminal: false,
+            slots: [Slot::None; MAX_DEVICES],
+        }
+    }
+
+    /// The console of standard input and output (started on first use).
+    pub fn stdio(&mut self) -> Option<&mut Console> {
+        self.stdio.get("console", Console::new)
+    }
+
+    /// Both consoles: `(standard error's, standard input and output's)`,
+    /// each started on first use; on a terminal, standard error's is the
+    /// other one and the first is `None`.
+    pub fn consoles(&mut self) -> (Option<&mut Console>, Option<&mut Console>) {
+        if self.terminal {
+            return (None, self.stdio.get("console", Console::new));
+        }
+        let stderr = self.stderr.get("console", Console::new);
+        let stdio = self.stdio.get("console", Console::new);
+        (stderr, stdio)
+    }
+
+    /// The entropy source (started on first use).
+    pub fn rng(&mut self) -> Option<&mut Rng> {
+        self.rng.get("rng", Rng::new)
+    }
+
+    /// Services the devices whose bits are set in `pending`; returns whether
+    /// anything changed.
+    fn service(&mut self, pending: u32) -> bool {
+        let mut changed = false;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if pending & (1 << i) == 0 {
+                continue;
+            }
+            changed |= match slot {
+                Slot::Stdio => self.stdio.running().is_some_and(Console::service),
+                Slot::Stderr => self.stderr.running().is_some_and(Console::service),
+                Slot::Rng => self.rng.running().is_some_and(Rng::service),
+                Slot::None => false,
+            };
+        }
+        self.update_wake_sources();
+        changed
+    }
+
+    /// Records (lock-free, for the scheduler's deadlock check) whether a
+    /// device may still wake a waiting thread.
+    pub fn update_wake_sources(&self) {
+        let console =
+            |c: Option<&Console>| c.is_some_and(|c| c.input_open() || c.wakes_on_output());
+        let may = console(self.stdio.running_ref())
+            || console(self.stderr.running_ref())
+            || self.rng.running_ref().is_some_and(Rng::waiting);
+        WAKE_SOURCES.store(may, Ordering::Relaxed);
+    }
+}
+
+/// Devices with an interrupt not yet serviced (bit per device index).
+static PENDING: AtomicU32 = AtomicU32::new(0);
+/// Whether a device may still wake a waiting thread.
+static WAKE_SOURCES: AtomicBool = AtomicBool::new(false);
+/// How many devices there are (their vectors follow
+/// `VIRTIO_VECTOR_BASE`).
+static DEVICE_COUNT: AtomicU32 = AtomicU32::new(0);
+/// Whether there is an entropy device (for /dev/hwrng lookups, which must
+/// not take the devices lock).
+static HAS_RNG: AtomicBool = AtomicBool::new(false);
+
+/// Whether the VM has an entropy device.
+pub fn has_rng() -> bool {
+    HAS_RNG.load(Ordering::Relaxed)
+}
+
+/// Starts the device: reset, features (`wanted` and VERSION_1, as far as
+/// offered), FEATURES_OK. Returns the features agreed.
+fn begin_init(t: &mut Transport, wanted: u64) -> u64 {
+    t.set_status(DeviceStatus::empty());
+    t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+    let features = t.read_device_features() & (wanted | VERSION_1);
+    t.write_driver_features(features);
+    t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
+    features
+}
+
+/// Maps a device's register window at its direct-map address.
+fn map_window(base: u64, size: u64) -> Option<()> {
+    // SAFETY: the kernel half of the active PML4; the window lies beyond RAM
+    // and the module, so nothing else maps it.
+    let mut tables = unsafe { PageTables::from_pml4(crate::arch::active_page_table()) };
+    let flags = pte::WRITABLE | pte::NO_EXECUTE | pte::NO_CACHE;
+    let mut at = 0;
+    while at < size {
+        let pa = base + at;
+        tables
+            .map(
+                phys_to_virt(pa) as u64,
+                pa,
+                flags,
+                &mut crate::mm::frame::alloc_zeroed,
+            )
+            .ok()?;
+        at += 4096;
+    }
+    Some(())
+}
+
+/// Sets up the drivers for the devices the boot info lists. A device that
+/// fails is left out with a message (its streams fall back to the port
+/// console).
+pub fn init(params: &BootParams) {
+    if params.device_count == 0 {
+        return;
+    }
+    let mut devices = Devices::new();
+    devices.terminal = params.has(kiln_boot::flags::TERMINAL);
+    for (i, d) in params.devices().iter().enumerate() {
+        if d.vector != VIRTIO_VECTOR_BASE + i as u32 {
+            crate::kprintln!(
+                "kiln: virtio device {i}: vector {:#x} is not the contract's",
+                d.vector
+            );
+            continue;
+        }
+        if map_window(d.base, d.size).is_none() {
+            crate::kprintln!("kiln: virtio device {i}: cannot map its registers");
+            continue;
+        }
+        let Some(transport) = transport::KilnTransport::new(d) else {
+            crate::kprintln!(
+                "kiln: virtio device {i}: unknown type {} or no memory",
+                d.device_type
+            );
+            continue;
+        };
+        let absent = |d: &Driver<_>| matches!(d, Driver::Absent);
+        devices.slots[i] = match (d.device_type, d.role) {
+            (virtio_id::CONSOLE, role::CONSOLE_STDERR) if absent(&devices.stderr) => {
+                devices.stderr = Driver::Waiting(Box::new(transport));
+                Slot::Stderr
+            }
+            (virtio_id::CONSOLE, _) if absent(&devices.stdio) => {
+                devices.stdio = Driver::Waiting(Box::new(transport));
+                Slot::Stdio
+            }
+            (virtio_id::RNG, _) if matches!(devices.rng, Driver::Absent) => {
+                devices.rng = Driver::Waiting(Box::new(transport));
+                Slot::Rng
+            }
+            _ => Slot::None,
+        };
+    }
+    devices.update_wake_sources();
+    HAS_RNG.store(!matches!(devices.rng, Driver::Absent), Ordering::Relaxed);
+    *KERNEL.devices.lock() = devices;
+    DEVICE_COUNT.store(params.device_count as u32, Ordering::SeqCst);
+}
+
+/// Notes an interrupt on `vector`; false when no device uses it.
+pub fn interrupt(vector: u64) -> bool {
+    let index = vector.wrapping_sub(u64::from(VIRTIO_VECTOR_BASE));
+    if index >= u64::from(DEVICE_COUNT.load(Ordering::Relaxed)) {
+        return false;
+    }
+    PENDING.fetch_or(1 << index, Ordering::SeqCst);
+    true
+}
+
+/// Whether an interrupt waits to be serviced.
+pub fn pending() -> bool {
+    PENDING.load(Ordering::Relaxed) != 0
+}
+
+/// Services noted interrupts and wakes threads waiting for I/O if anything
+/// changed. Call with no kernel lock held.
+pub fn service() {
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending == 0 {
+        return;
+    }
+    let changed = KERNEL.devices.lock().service(pending);
+    if changed {
+        crate::sched::notify_io();
+    }
+}
+
+/// Whether a device may still wake a waiting thread (input may arrive,
+/// output or a request is in flight): then every thread waiting is not a
+/// deadlock.
+pub fn may_wake() -> bool {
+    WAKE_SOURCES.load(Ordering::Relaxed) || pending()
+}

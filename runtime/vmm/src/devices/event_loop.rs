@@ -1,0 +1,152 @@
+//! The devices thread: one epoll loop for all of a VM's virtio devices. It
+//! waits on each queue's ioeventfd (KVM signals it when the guest writes
+//! QueueNotify, without a return to the VMM) and on each device's backend
+//! descriptors, and runs the device's queue processing — so a kick never
+//! goes through the vCPU thread.
+//!
+//! A host-side failure (standard output gone bad, an irqfd that cannot be
+//! written) ends the loop with the error and stops the vCPU; a guest's bad
+//! queue only breaks that device.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::virtio::mmio::MmioTransport;
+use super::{lock, DeviceError};
+
+/// What an epoll token stands for.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// The loop's stop eventfd.
+    Stop,
+    /// Queue `queue` of device `device` was kicked.
+    Queue { device: usize, queue: usize },
+    /// A backend descriptor of device `device` is ready.
+    Backend { device: usize, fd: RawFd },
+}
+
+/// One device as the loop serves it.
+pub struct Served {
+    /// The transport (shared with the vCPU thread's MMIO bus).
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// One ioeventfd per queue, in queue order.
+    pub queue_events: Vec<EventFd>,
+}
+
+/// The running devices thread.
+pub struct DevicesThread {
+    stop: EventFd,
+    handle: JoinHandle<Result<(), DeviceError>>,
+}
+
+impl DevicesThread {
+    /// Starts serving `devices`; `on_failure` runs (on the devices thread)
+    /// when a host-side failure ends the loop, to stop the VM.
+    ///
+    /// # Errors
+    /// When epoll or the thread cannot be set up.
+    pub fn start(
+        devices: Vec<Served>,
+        on_failure: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        let mut sources = vec![Source::Stop];
+        let watch = |epoll: &Epoll, sources: &mut Vec<Source>, fd: RawFd, s: Source| {
+            sources.push(s);
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, (sources.len() - 1) as u64),
+            )
+        };
+        epoll.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, 0),
+        )?;
+        for (device, served) in devices.iter().enumerate() {
+            for (queue, evt) in served.queue_events.iter().enumerate() {
+                watch(
+                    &epoll,
+                    &mut sources,
+                    evt.as_raw_fd(),
+                    Source::Queue { device, queue },
+                )?;
+            }
+            for fd in lock(&served.transport).device().backend_fds() {
+                watch(&epoll, &mut sources, fd, Source::Backend { device, fd })?;
+            }
+        }
+        let stop_fd = stop.try_clone()?;
+        let handle = std::thread::Builder::new()
+            .name("kiln-devices".into())
+            .spawn(move || {
+                crate::stop::block_vcpu_signals();
+                let result = serve(&epoll, &sources, &devices, &stop_fd);
+                if result.is_err() {
+                    on_failure();
+                }
+                result
+            })?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Stops the loop and reports how it ended.
+    ///
+    /// # Errors
+    /// The host-side failure that ended it, if one did.
+    pub fn finish(self) -> Result<(), DeviceError> {
+        let _ = self.stop.write(1);
+        self.handle.join().unwrap_or(Ok(()))
+    }
+}
+
+fn serve(
+    epoll: &Epoll,
+    sources: &[Source],
+    devices: &[Served],
+    stop: &EventFd,
+) -> Result<(), DeviceError> {
+    let mut events = vec![EpollEvent::default(); 32];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(DeviceError::Loop(e));
+            }
+        };
+        for ev in &events[..n] {
+            let Some(&source) = sources.get(ev.data() as usize) else {
+                continue;
+            };
+            let result = match source {
+                Source::Stop => {
+                    let _ = stop.read();
+                    return Ok(());
+                }
+                Source::Queue { device, queue } => {
+                    let served = &devices[device];
+                    let _ = served.queue_events[queue].read();
+                    let mut t = lock(&served.transport);
+                    let name = t.device().name();
+                    t.kick(queue).map_err(|source| (name, source))
+                }
+                Source::Backend { device, fd } => {
+                    let mut t = lock(&devices[device].transport);
+                    let name = t.device().name();
+                    t.backend_ready(fd, ev.events())
+                        .map_err(|source| (name, source))
+                }
+            };
+            if let Err((device, source)) = result {
+                return Err(DeviceError::Virtio { device, source });
+            }
+        }
+    }
+}

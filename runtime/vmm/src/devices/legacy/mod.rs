@@ -1,0 +1,3 @@
+//! The kiln platform's port devices (boot contract `kiln_boot::port`).
+
+pub mod console;

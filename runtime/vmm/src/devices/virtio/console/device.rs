@@ -1,0 +1,411 @@
+//! The console device: output chains go to a host stream, input (when the
+//! console has any) fills the guest's receive buffers. The end of input is
+//! a receive buffer returned with length 0, which kiln's kernel reads as
+//! end of file.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use kiln_boot::virtio_id;
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+use super::input::Input;
+use super::{F_SIZE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
+use crate::devices::virtio::device::Traffic;
+use crate::devices::virtio::queue::{self, Chain};
+use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
+
+/// Input bytes kept waiting for guest buffers before the reader is held
+/// back.
+const PENDING_LIMIT: usize = 16 * 1024;
+
+/// Where a console's output goes.
+pub type Output = Box<dyn Write + Send>;
+
+/// The running part of the device (after DRIVER_OK).
+struct Active {
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    interrupt: Arc<Interrupt>,
+}
+
+/// A virtio console.
+pub struct Console {
+    // virtio state
+    active: Option<Active>,
+    // this device
+    output: Output,
+    /// Output went to a closed pipe: later output is dropped, as a
+    /// program's writes to a closed pipe are.
+    output_closed: bool,
+    input: Option<Input>,
+    /// Input read from the host, not yet in a guest buffer.
+    pending: VecDeque<u8>,
+    /// The zero-length buffer that says "end of input" was delivered.
+    eof_delivered: bool,
+    /// Terminal size (columns, rows), 0 when not a terminal.
+    size: (u16, u16),
+    traffic: Traffic,
+    first_output: Option<std::time::Instant>,
+}
+
+impl Console {
+    /// A console writing to `output` and reading `input` (None: an output-
+    /// only console, such as the one for standard error).
+    pub fn new(output: Output, input: Option<Input>) -> Self {
+        Self {
+            active: None,
+            output,
+            output_closed: false,
+            input,
+            pending: VecDeque::new(),
+            eof_delivered: false,
+            size: (0, 0),
+            traffic: Traffic::default(),
+            first_output: None,
+        }
+    }
+
+    /// Sets the terminal size the guest reads (and tells it when running).
+    ///
+    /// # Errors
+    /// When the interrupt cannot be signalled.
+    pub fn set_size(&mut self, cols: u16, rows: u16) -> std::io::Result<()> {
+        self.size = (cols, rows);
+        match &self.active {
+            Some(a) => a.interrupt.config_change(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the guest's queued output to the host stream now (at the end
+    /// of the VM, and before the kernel's own messages, so nothing is lost
+    /// or reordered).
+    ///
+    /// # Errors
+    /// As for [`VirtioDevice::process_queue`].
+    pub fn flush_output(&mut self) -> Result<(), QueueError> {
+        self.transmit()
+    }
+
+    fn transmit(&mut self) -> Result<(), QueueError> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let mut used = false;
+        while let Some(chain) = queue::pop(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE)? {
+            let data = chain.read_all(&a.mem, TX_QUEUE)?;
+            self.traffic.from_guest += data.len() as u64;
+            if !data.is_empty() && self.first_output.is_none() {
+                self.first_output = Some(std::time::Instant::now());
+            }
+            if !self.output_closed {
+                match self
+                    .output
+                    .write_all(&data)
+                    .and_then(|()| self.output.flush())
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        self.output_closed = true
+                    }
+                    Err(e) => return Err(QueueError::Host(e)),
+                }
+            }
+            queue::complete(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE, chain.head, 0)?;
+            used = true;
+        }
+        if used && queue::needs_interrupt(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE)? {
+            a.interrupt.used_buffer()?;
+        }
+        Ok(())
+    }
+
+    /// Moves pending input (and then the end of input) into the guest's
+    /// receive buffers.
+    fn receive(&mut self) -> Result<(), QueueError> {
+        if let Some(input) = self.input.as_mut() {
+            // Take more only when little is pending: what stays in the
+            // channel holds the reader back until the guest reads.
+            let room = usize::from(self.pending.len() < PENDING_LIMIT);
+            for c in input.take(room) {
+                self.pending.extend(c);
+            }
+        }
+        let ended = self.input.as_ref().is_none_or(Input::ended);
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let mut used = false;
+        loop {
+            let eof_now = self.pending.is_empty() && ended && !self.eof_delivered;
+            if self.pending.is_empty() && !eof_now {
+                break;
+            }
+            let Some(chain): Option<Chain> = queue::pop(&mut a.queues[RX_QUEUE], &a.mem, RX_QUEUE)?
+            else {
+                break;
+            };
+            let room = chain.writable_len();
+            if room == 0 {
+                return Err(QueueError::Chain {
+                    queue: RX_QUEUE,
+                    reason: "a receive buffer has no writable descriptor",
+                });
+            }
+            let take = room.min(self.pending.len());
+            let bytes: Vec<u8> = self.pending.drain(..take).collect();
+            let n = chain.write_all(&a.mem, RX_QUEUE, &bytes)?;
+            self.traffic.to_guest += n as u64;
+            queue::complete(
+                &mut a.queues[RX_QUEUE],
+                &a.mem,
+                RX_QUEUE,
+                chain.head,
+                n as u32,
+            )?;
+            if eof_now {
+                self.eof_delivered = true;
+            }
+            used = true;
+        }
+        if used && queue::needs_interrupt(&mut a.queues[RX_QUEUE], &a.mem, RX_QUEUE)? {
+            a.interrupt.used_buffer()?;
+        }
+        Ok(())
+    }
+}
+
+impl VirtioDevice for Console {
+    fn device_type(&self) -> u32 {
+        virtio_id::CONSOLE
+    }
+
+    fn name(&self) -> &'static str {
+        "console"
+    }
+
+    fn queue_max_sizes(&self) -> &'static [u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        F_SIZE
+    }
+
+    /// `struct virtio_console_config { le16 cols; le16 rows; le32
+    /// max_nr_ports; le32 emerg_wr; }`.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut config = [0u8; 12];
+        config[0..2].copy_from_slice(&self.size.0.to_le_bytes());
+        config[2..4].copy_from_slice(&self.size.1.to_le_bytes());
+        config[4..8].copy_from_slice(&1u32.to_le_bytes());
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| config.get(o + i))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+        _features: u64,
+    ) -> Result<(), QueueError> {
+        self.active = Some(Active {
+            mem,
+            queues,
+            interrupt,
+        });
+        // Input may have arrived before the driver was ready.
+        self.receive()
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+    }
+
+    fn process_queue(&mut self, index: usize) -> Result<(), QueueError> {
+        match index {
+            RX_QUEUE => self.receive(),
+            TX_QUEUE => self.transmit(),
+            _ => Ok(()),
+        }
+    }
+
+    fn backend_fds(&self) -> Vec<RawFd> {
+        self.input.iter().map(Input::ready_fd).collect()
+    }
+
+    fn process_backend(&mut self, _fd: RawFd, _events: u32) -> Result<(), QueueError> {
+        self.receive()
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    fn first_output(&self) -> Option<std::time::Instant> {
+        self.first_output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::console::{Input, InputSource};
+    use crate::devices::virtio::test_utils::{self, GuestQueue};
+    use crate::devices::virtio::VIRTIO_F_VERSION_1;
+    use std::sync::Mutex;
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn started(
+        input: Option<Input>,
+    ) -> (
+        crate::devices::virtio::mmio::MmioTransport,
+        GuestMemoryMmap,
+        GuestQueue,
+        GuestQueue,
+        Sink,
+    ) {
+        let mem = test_utils::memory();
+        let sink = Sink::default();
+        let console = Console::new(Box::new(sink.clone()), input);
+        let (mut t, _) = test_utils::transport(Box::new(console), &mem);
+        let rx = GuestQueue::new(0x10000, QUEUE_SIZE);
+        let tx = GuestQueue::new(0x20000, QUEUE_SIZE);
+        test_utils::kiln_setup(&mut t, &mem, 0x30000, VIRTIO_F_VERSION_1, &[&rx, &tx]);
+        assert!(t.is_active());
+        (t, mem, rx, tx, sink)
+    }
+
+    #[test]
+    fn output_chains_reach_the_host_in_order() {
+        let (mut t, mem, _, mut tx, sink) = started(None);
+        mem.write_slice(b"hello, ", GuestAddress(0x40000)).unwrap();
+        mem.write_slice(b"world\n", GuestAddress(0x41000)).unwrap();
+        // One chain of two buffers, then a second chain.
+        tx.add(&mem, &[(0x40000, 7, false), (0x41000, 3, false)]);
+        tx.add(&mem, &[(0x41003, 3, false)]);
+        t.kick(TX_QUEUE).unwrap();
+        assert_eq!(&*sink.0.lock().unwrap(), b"hello, world\n");
+        assert_eq!(tx.used(&mem).len(), 2);
+        assert!(t.device().first_output().is_some());
+    }
+
+    #[test]
+    fn no_input_is_end_of_file_at_once() {
+        let (mut t, mem, mut rx, _, _) = started(Some(Input::start(InputSource::Closed).unwrap()));
+        let head = rx.add(&mem, &[(0x40000, 4096, true)]);
+        t.kick(RX_QUEUE).unwrap();
+        assert_eq!(rx.used(&mem), [(u32::from(head), 0)]);
+    }
+
+    #[test]
+    fn input_fills_receive_buffers_then_ends() {
+        let (r, w) = {
+            let mut fds = [0; 2];
+            // SAFETY: pipe writes two descriptors into `fds`.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            (fds[0], fds[1])
+        };
+        let input = Input::start(InputSource::Host(r)).unwrap();
+        let (mut t, mem, mut rx, _, _) = started(Some(input));
+        let data = b"typed input\n";
+        // SAFETY: `w` is the pipe's write end; `data` is valid.
+        unsafe {
+            libc::write(w, data.as_ptr().cast(), data.len());
+            libc::close(w);
+        }
+        let a = rx.add(&mem, &[(0x40000, 5, true)]);
+        let b = rx.add(&mem, &[(0x41000, 4096, true)]);
+        let c = rx.add(&mem, &[(0x42000, 4096, true)]);
+        // Wait for the reader thread to hand over the bytes and the end.
+        let fd = t.device().backend_fds()[0];
+        for _ in 0..200 {
+            t.backend_ready(fd, 1).unwrap();
+            if rx.used(&mem).len() == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let used = rx.used(&mem);
+        assert_eq!(
+            used,
+            [(u32::from(a), 5), (u32::from(b), 7), (u32::from(c), 0)],
+            "the bytes, then an empty buffer for the end of input"
+        );
+        let mut got = [0u8; 12];
+        mem.read_slice(&mut got[..5], GuestAddress(0x40000))
+            .unwrap();
+        mem.read_slice(&mut got[5..], GuestAddress(0x41000))
+            .unwrap();
+        assert_eq!(&got, data);
+        // SAFETY: closing the read end this test opened.
+        unsafe { libc::close(r) };
+    }
+
+    #[test]
+    fn an_output_chain_outside_memory_breaks_the_console() {
+        let (mut t, mem, _, mut tx, sink) = started(None);
+        tx.add(&mem, &[(1 << 30, 16, false)]);
+        t.kick(TX_QUEUE).unwrap();
+        assert_ne!(
+            test_utils::status(&t) & crate::devices::virtio::status::DEVICE_NEEDS_RESET,
+            0
+        );
+        assert!(sink.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_interrupt_while_the_driver_says_so() {
+        let (mut t, mem, _, mut tx, _) = started(None);
+        tx.set_avail_flags(&mem, 1);
+        mem.write_slice(b"x", GuestAddress(0x40000)).unwrap();
+        tx.add(&mem, &[(0x40000, 1, false)]);
+        t.kick(TX_QUEUE).unwrap();
+        assert_eq!(
+            t.interrupt()
+                .count
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        tx.set_avail_flags(&mem, 0);
+        tx.add(&mem, &[(0x40000, 1, false)]);
+        t.kick(TX_QUEUE).unwrap();
+        assert_eq!(
+            t.interrupt()
+                .count
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn reports_the_terminal_size() {
+        let mut c = Console::new(Box::new(Sink::default()), None);
+        c.set_size(132, 43).unwrap();
+        let mut b = [0u8; 4];
+        c.read_config(0, &mut b);
+        assert_eq!(b, [132, 0, 43, 0]);
+    }
+}

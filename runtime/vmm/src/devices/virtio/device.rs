@@ -1,0 +1,204 @@
+//! What every virtio device implements, and what it is handed.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::interrupt;
+
+/// A device's interrupt: the InterruptStatus bits the transport reports,
+/// and the irqfd KVM turns into an MSI for the guest.
+#[derive(Debug)]
+pub struct Interrupt {
+    irqfd: EventFd,
+    status: AtomicU32,
+    /// Interrupts signalled so far (`--stats`).
+    pub count: AtomicU64,
+}
+
+impl Interrupt {
+    /// An interrupt signalled through `irqfd`.
+    pub fn new(irqfd: EventFd) -> Self {
+        Self {
+            irqfd,
+            status: AtomicU32::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// The irqfd (for registering with KVM).
+    pub fn irqfd(&self) -> &EventFd {
+        &self.irqfd
+    }
+
+    /// Tells the guest that a queue has new used buffers.
+    ///
+    /// # Errors
+    /// When the irqfd cannot be written (a host failure).
+    pub fn used_buffer(&self) -> std::io::Result<()> {
+        self.raise(interrupt::USED_BUFFER)
+    }
+
+    /// Tells the guest that the configuration (or status) changed.
+    ///
+    /// # Errors
+    /// When the irqfd cannot be written.
+    pub fn config_change(&self) -> std::io::Result<()> {
+        self.raise(interrupt::CONFIG_CHANGE)
+    }
+
+    fn raise(&self, bit: u32) -> std::io::Result<()> {
+        self.status.fetch_or(bit, Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.irqfd.write(1)
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears the acknowledged bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+/// Why a device stopped processing a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue's rings are inconsistent (virtio-queue refused them).
+    #[error("queue {queue}: {source}")]
+    Queue {
+        /// The queue index.
+        queue: usize,
+        /// What virtio-queue found.
+        #[source]
+        source: virtio_queue::Error,
+    },
+    /// A descriptor names memory the guest does not have.
+    #[error("queue {queue}: a descriptor names memory outside the guest: {source}")]
+    Memory {
+        /// The queue index.
+        queue: usize,
+        /// What vm-memory said.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// A descriptor chain does not have the shape the device needs.
+    #[error("queue {queue}: {reason}")]
+    Chain {
+        /// The queue index.
+        queue: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The host side failed (output, input, interrupt): the VM stops.
+    #[error("{0}")]
+    Host(#[source] std::io::Error),
+}
+
+impl QueueError {
+    /// Whether the guest caused it (the device is then marked
+    /// DEVICE_NEEDS_RESET and the VM goes on) rather than the host.
+    pub fn is_guest_fault(&self) -> bool {
+        !matches!(self, QueueError::Host(_))
+    }
+}
+
+impl From<std::io::Error> for QueueError {
+    fn from(e: std::io::Error) -> Self {
+        QueueError::Host(e)
+    }
+}
+
+/// Bytes a device moved, for `--stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes from the guest to the host.
+    pub from_guest: u64,
+    /// Bytes from the host to the guest.
+    pub to_guest: u64,
+}
+
+/// A virtio device: its identity and configuration space, and the queue
+/// processing the devices thread runs when the guest kicks a queue or a
+/// backend descriptor becomes ready.
+pub trait VirtioDevice: Send {
+    /// Its virtio device type (`kiln_boot::virtio_id`).
+    fn device_type(&self) -> u32;
+
+    /// A short name for messages and `--stats`.
+    fn name(&self) -> &'static str;
+
+    /// The largest size of each of its queues.
+    fn queue_max_sizes(&self) -> &'static [u16];
+
+    /// The feature bits it offers (VIRTIO_F_VERSION_1 included).
+    fn features(&self) -> u64;
+
+    /// Reads its configuration space at `offset` (bytes past the end read
+    /// as zero).
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let _ = offset;
+        data.fill(0);
+    }
+
+    /// Writes its configuration space (ignored unless the device has
+    /// writable fields).
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let _ = (offset, data);
+    }
+
+    /// The driver set DRIVER_OK: the device starts using `queues`.
+    ///
+    /// # Errors
+    /// When the queues are unusable.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+        features: u64,
+    ) -> Result<(), QueueError>;
+
+    /// The driver reset the device: it drops its queues.
+    fn reset(&mut self);
+
+    /// The guest kicked queue `index`.
+    ///
+    /// # Errors
+    /// [`QueueError`]: a guest fault marks the device broken, a host one
+    /// stops the VM.
+    fn process_queue(&mut self, index: usize) -> Result<(), QueueError>;
+
+    /// Host descriptors whose readiness the devices thread reports to
+    /// [`VirtioDevice::process_backend`] (standard input, a tap, …).
+    fn backend_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+
+    /// `fd` (one of [`VirtioDevice::backend_fds`]) is ready (`events` as
+    /// epoll reports them).
+    ///
+    /// # Errors
+    /// As for [`VirtioDevice::process_queue`].
+    fn process_backend(&mut self, fd: RawFd, events: u32) -> Result<(), QueueError> {
+        let _ = (fd, events);
+        Ok(())
+    }
+
+    /// Bytes moved so far.
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+
+    /// When the guest's first output reached the host (consoles).
+    fn first_output(&self) -> Option<std::time::Instant> {
+        None
+    }
+}

@@ -1,0 +1,184 @@
+//! End-to-end tests of kiln-vmm's virtio devices on this host's KVM: the
+//! console (standard input, output and error) and the entropy source,
+//! driven by real programs (the host's static busybox).
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{kvm_or_skip, status, stderr, stdout};
+
+/// The host's static busybox (Debian package busybox-static).
+fn busybox() -> PathBuf {
+    xtask::host::which("busybox")
+        .expect("busybox is missing (Debian package busybox-static): run `cargo xtask deps`")
+}
+
+/// kiln-vmm running busybox `applet` with `args`, after the `flags`.
+fn busybox_vm(flags: &[&str], applet: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"));
+    cmd.arg("--kernel")
+        .arg(xtask::paths::kernel())
+        .arg("--app")
+        .arg(busybox())
+        .args(flags)
+        .arg("--")
+        .arg(applet)
+        .args(args);
+    cmd
+}
+
+/// Runs `cmd` with `input` on its standard input.
+fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln-vmm starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // A writer thread: the guest may produce output before it has read all
+    // of its input, and a full pipe must not deadlock the test.
+    let writer = std::thread::spawn(move || {
+        // The guest may exit before reading everything (EPIPE is fine).
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("kiln-vmm ends");
+    writer.join().unwrap();
+    out
+}
+
+/// Deterministic bytes that are not all alike (so a dropped or repeated
+/// chunk changes the digest).
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn interactive_forwards_stdin_and_closes_it_at_eof() {
+    if !kvm_or_skip("interactive_forwards_stdin_and_closes_it_at_eof") {
+        return;
+    }
+    let out = run_with_input(busybox_vm(&["-i"], "cat", &[]), b"hi from the host\n");
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hi from the host\n");
+}
+
+#[test]
+fn large_stdin_arrives_whole() {
+    if !kvm_or_skip("large_stdin_arrives_whole") {
+        return;
+    }
+    let data = pattern(3 << 20);
+    let native = run_with_input(
+        {
+            let mut c = Command::new(busybox());
+            c.arg("sha256sum");
+            c
+        },
+        &data,
+    );
+    let guest = run_with_input(busybox_vm(&["-i"], "sha256sum", &[]), &data);
+    assert_eq!(status(&guest), 0, "{}", stderr(&guest));
+    assert_eq!(stdout(&guest), stdout(&native));
+}
+
+#[test]
+fn large_output_leaves_whole() {
+    if !kvm_or_skip("large_output_leaves_whole") {
+        return;
+    }
+    // 4 MiB of the guest's own making, counted on the host.
+    let out = busybox_vm(&[], "head", &["-c", "4194304", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), 4 << 20);
+    assert!(out.stdout.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn without_interactive_stdin_is_empty() {
+    if !kvm_or_skip("without_interactive_stdin_is_empty") {
+        return;
+    }
+    // Like `docker run` without -i: the program sees end of file at once,
+    // even when kiln-vmm's own standard input has data.
+    let out = run_with_input(busybox_vm(&[], "wc", &["-c"]), b"not forwarded\n");
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "0");
+}
+
+#[test]
+fn stdout_and_stderr_keep_their_order_on_one_pipe() {
+    if !kvm_or_skip("stdout_and_stderr_keep_their_order_on_one_pipe") {
+        return;
+    }
+    // Both streams on one pipe (2>&1): the lines must come out in the order
+    // the program wrote them although they travel on two devices.
+    let script = "for i in 1 2 3 4 5 6 7 8; do echo out$i; echo err$i >&2; done";
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = busybox_vm(&[], "sh", &["-c", script])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut merged = String::new();
+    std::io::Read::read_to_string(&mut { reader }, &mut merged).unwrap();
+    assert!(child.wait().unwrap().success());
+    let expected: String = (1..=8).map(|i| format!("out{i}\nerr{i}\n")).collect();
+    assert_eq!(merged, expected);
+}
+
+#[test]
+fn hwrng_bytes_differ_between_boots() {
+    if !kvm_or_skip("hwrng_bytes_differ_between_boots") {
+        return;
+    }
+    let read = || {
+        let out = busybox_vm(&[], "od", &["-An", "-tx1", "-N32", "/dev/hwrng"])
+            .output()
+            .unwrap();
+        assert_eq!(status(&out), 0, "{}", stderr(&out));
+        let hex: String = stdout(&out).split_whitespace().collect();
+        assert_eq!(hex.len(), 64, "32 bytes expected: {}", stdout(&out));
+        hex
+    };
+    let (first, second) = (read(), read());
+    assert_ne!(first, second, "two boots read the same entropy");
+    assert_ne!(first, "0".repeat(64));
+}
+
+#[test]
+fn stats_count_virtio_traffic() {
+    if !kvm_or_skip("stats_count_virtio_traffic") {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("kiln-devices-stats-{}.json", std::process::id()));
+    let flags = ["-i", "--stats", "--timings-json", file.to_str().unwrap()];
+    let out = run_with_input(busybox_vm(&flags, "cat", &[]), b"twelve bytes");
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("virtio console"), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let devices = doc["devices"].as_array().expect("devices in the JSON");
+    let console = devices
+        .iter()
+        .find(|d| d["name"] == "console")
+        .unwrap_or_else(|| panic!("no console device: {doc}"));
+    assert_eq!(console["bytes_to_guest"], 12, "{doc}");
+    assert_eq!(console["bytes_from_guest"], 12, "{doc}");
+    assert!(console["kicks"].as_u64().unwrap() >= 1, "{doc}");
+    assert!(console["interrupts"].as_u64().unwrap() >= 1, "{doc}");
+}
