@@ -182,3 +182,136 @@ fn stats_count_virtio_traffic() {
     assert!(console["kicks"].as_u64().unwrap() >= 1, "{doc}");
     assert!(console["interrupts"].as_u64().unwrap() >= 1, "{doc}");
 }
+
+/// A tmux server of its own (a real terminal for `-t`), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `command` (a shell command line) in a detached 100x30 window.
+    fn start(test: &str, command: &str) -> Self {
+        let tmux = Tmux {
+            socket: format!("kiln-{test}-{}", std::process::id()),
+        };
+        let out = tmux.run(&["new-session", "-d", "-x", "100", "-y", "30", command]);
+        assert!(out.status.success(), "tmux: {}", stderr(&out));
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux runs (Debian package tmux: run `cargo xtask deps`)")
+    }
+
+    /// Types `keys` (tmux key names: "Enter", "C-c", "BSpace", or text).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "0"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    /// What the window shows.
+    fn screen(&self) -> String {
+        stdout(&self.run(&["capture-pane", "-p", "-t", "0"]))
+    }
+
+    /// Waits until the window shows `text` (an event, not a timing: the
+    /// deadline only keeps a broken run from hanging).
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the terminal never showed {text:?}; it shows:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn tty_gives_an_interactive_program_a_terminal() {
+    if !kvm_or_skip("tty_gives_an_interactive_program_a_terminal") {
+        return;
+    }
+    let dir = common::scratch("tty_gives_an_interactive_program_a_terminal");
+    let before = dir.join("before");
+    let after = dir.join("after");
+    let command = format!(
+        "stty -g > {before}; {vmm} --kernel {kernel} -i -t --app {app}; \
+         echo EXIT=$?; stty -g > {after}; sleep 60",
+        before = before.display(),
+        after = after.display(),
+        vmm = env!("CARGO_BIN_EXE_kiln-vmm"),
+        kernel = xtask::paths::kernel().display(),
+        app = common::program("tty").display(),
+    );
+    let tmux = Tmux::start("tty", &command);
+    let screen = tmux.wait_for("ready");
+    assert!(screen.contains("isatty 1 1 1"), "{screen}");
+    assert!(screen.contains("size 100x30"), "{screen}");
+
+    // A resize reaches the program as SIGWINCH and a new TIOCGWINSZ.
+    tmux.keys(&["winch", "Enter"]);
+    tmux.wait_for("waiting for a resize");
+    assert!(tmux
+        .run(&["resize-window", "-t", "0", "-x", "120", "-y", "40"])
+        .status
+        .success());
+    tmux.wait_for("resized 120x40");
+
+    // Ctrl-C is SIGINT (echoed as ^C), not a byte of input.
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("^Csigint");
+
+    // Raw mode: keys arrive one by one, unprocessed.
+    tmux.keys(&["raw", "Enter"]);
+    tmux.wait_for("raw mode");
+    tmux.keys(&["a", "C-c", "z"]);
+    tmux.wait_for("keys 61 03 7a");
+
+    // Line editing: the erased character never reaches the program.
+    tmux.keys(&["abc", "BSpace", "d", "Enter"]);
+    tmux.wait_for("unknown: abd");
+
+    // Ctrl-D on an empty line is end of file; the host terminal's
+    // settings are back when kiln-vmm ends.
+    tmux.keys(&["C-d"]);
+    let screen = tmux.wait_for("EXIT=");
+    assert!(screen.contains("eof\nEXIT=0"), "{screen}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !after.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let settings = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(settings(&before), settings(&after), "terminal not restored");
+}
+
+#[test]
+fn tty_needs_a_terminal() {
+    if !kvm_or_skip("tty_needs_a_terminal") {
+        return;
+    }
+    // Standard input is a pipe here: -t says why it cannot work.
+    let out = run_with_input(busybox_vm(&["-t"], "true", &[]), b"");
+    assert_eq!(status(&out), 125, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("-t needs a terminal"),
+        "{}",
+        stderr(&out)
+    );
+}

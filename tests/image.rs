@@ -570,3 +570,34 @@ fn dynamic_debian_program_runs_with_its_libraries() {
         format!("{hostname_sum}  /etc/hostname\n{script_sum}  /app/hello.sh\n")
     );
 }
+
+#[test]
+fn run_interactive_feeds_the_image_program_stdin() {
+    if !kvm_or_skip("run_interactive_feeds_the_image_program_stdin") {
+        return;
+    }
+    use std::io::Write;
+    let (_, image) = built_image("interactive", "sha256sum");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let hash = |mut cmd: Command| {
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = data.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        out
+    };
+    let mut guest = kiln();
+    guest.args(["run", "-i"]).arg(&image).args(["--", "-"]);
+    let guest = hash(guest);
+    assert_eq!(status(&guest), 0, "{}", stderr(&guest));
+    let mut native = Command::new("sha256sum");
+    native.arg("-");
+    assert_eq!(stdout(&guest), stdout(&hash(native)));
+}

@@ -31,8 +31,8 @@ pub struct RunOptions {
     pub stats: bool,
     /// What the program's standard input reads.
     pub stdin: InputSource,
-    /// The terminal's size when the console is a terminal (`-t`).
-    pub terminal: Option<(u16, u16)>,
+    /// The host terminal the guest's follows (size, resizes), with `-t`.
+    pub terminal: Option<std::os::fd::RawFd>,
 }
 
 /// Why an image did not boot.

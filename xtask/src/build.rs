@@ -199,6 +199,11 @@ pub const PROGRAMS: &[Program] = &[
         compile: &["musl-gcc", "-static", "-O2"],
     },
     Program {
+        name: "tty",
+        source: "programs/tty.c",
+        compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],
+    },
+    Program {
         name: "threads",
         source: "compat/threads.c",
         compile: &["gcc", "-static", "-O2", "-pthread"],

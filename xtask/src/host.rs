@@ -72,6 +72,11 @@ pub const TOOLS: &[Tool] = &[
         package: "openssl",
         purpose: "the self-signed CA of the registry TLS tests",
     },
+    Tool {
+        command: "tmux",
+        package: "tmux",
+        purpose: "a real terminal for the -t tests",
+    },
 ];
 
 /// Where `command` is on PATH, if it is.

@@ -52,8 +52,8 @@ pub struct TimeoutError(pub f64);
 pub struct ConsoleSetup {
     /// What the guest's standard input reads.
     pub stdin: InputSource,
-    /// The terminal size, with `-t`.
-    pub terminal: Option<(u16, u16)>,
+    /// The host terminal the guest's follows (size, resizes), with `-t`.
+    pub terminal: Option<std::os::fd::RawFd>,
     /// The host terminal in raw mode, with `-t`.
     pub raw: Option<RawTerminal>,
 }
@@ -80,11 +80,12 @@ impl RunFlags {
             });
         }
         let raw = RawTerminal::enter(STDIN)?;
+        crate::terminal::hold_resize_signals();
         // A terminal without -i still shows output; it just reads nothing
         // (docker run -t without -i does the same).
         Ok(ConsoleSetup {
             stdin,
-            terminal: Some(crate::terminal::size(STDIN).unwrap_or((80, 24))),
+            terminal: Some(STDIN),
             raw: Some(raw),
         })
     }

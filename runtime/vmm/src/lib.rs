@@ -34,6 +34,7 @@ use self::devices::virtio::mmio::MmioTransport;
 use self::devices::virtio::rng::Rng;
 use self::devices::virtio::{Interrupt, VirtioDevice};
 use self::devices::{MmioBus, MmioDevice, PortBus};
+use self::terminal::Resizes;
 use self::timings::{Phase, Timings};
 use self::vstate::kvm::{Hypervisor, KvmError};
 use self::vstate::stats::Counters;
@@ -99,9 +100,9 @@ pub struct VmConfig {
     pub cmdline: String,
     /// What the program's standard input reads.
     pub stdin: InputSource,
-    /// The terminal's size (columns, rows) when the console is a terminal
-    /// (`-t`).
-    pub terminal: Option<(u16, u16)>,
+    /// The host terminal the guest's follows (size, resizes) when the
+    /// console is a terminal (`-t`).
+    pub terminal: Option<std::os::fd::RawFd>,
 }
 
 /// How the VM ended.
@@ -306,8 +307,10 @@ fn create_devices(
         Box::new(std::io::stdout()),
         Some(Input::start(config.stdin).map_err(VmmError::Devices)?),
     );
-    if let Some((cols, rows)) = config.terminal {
+    if let Some(fd) = config.terminal {
+        let (cols, rows) = terminal::size(fd).unwrap_or((80, 24));
         stdio.set_size(cols, rows).map_err(VmmError::Devices)?;
+        stdio.follow_resizes(Resizes::watch(fd).map_err(VmmError::Devices)?);
     }
     let stderr = vconsole::Console::new(Box::new(std::io::stderr()), None);
     let list: Vec<(Box<dyn VirtioDevice>, u32)> = vec![

@@ -2,9 +2,9 @@
 //! the guest as they are typed (the guest kernel does the line editing,
 //! echo and Ctrl-C, as a remote terminal does); the terminal's settings are
 //! put back when the [`RawTerminal`] is dropped — after a normal end, an
-//! error or a guest crash alike.
+//! error or a guest crash alike. [`Resizes`] follows the window size.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The host terminal on `fd`, switched to raw mode.
 pub struct RawTerminal {
@@ -91,5 +91,68 @@ fn describe(fd: RawFd) -> &'static str {
         libc::S_IFSOCK => "a socket",
         libc::S_IFCHR => "a device that is not a terminal",
         _ => "not a terminal",
+    }
+}
+
+/// SIGWINCH blocked in the calling thread, the set signalfd needs.
+fn winch_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+    }
+    set
+}
+
+/// Blocks SIGWINCH in the calling thread and every thread it starts later,
+/// so that window-size changes queue up for [`Resizes`] instead of being
+/// dropped by a thread that does not watch for them. Call before any
+/// thread starts.
+pub fn hold_resize_signals() {
+    let set = winch_set();
+    // SAFETY: adds SIGWINCH to this thread's mask; `set` is valid.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Window-size changes of a terminal, as a descriptor an epoll loop can
+/// watch (a signalfd for SIGWINCH).
+pub struct Resizes {
+    signals: OwnedFd,
+    terminal: RawFd,
+}
+
+impl Resizes {
+    /// Watches the size of the terminal on `terminal`
+    /// ([`hold_resize_signals`] must have run first).
+    ///
+    /// # Errors
+    /// When the signalfd cannot be made.
+    pub fn watch(terminal: RawFd) -> std::io::Result<Self> {
+        let set = winch_set();
+        // SAFETY: a new signalfd for a valid set; the result is checked.
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor only this value owns.
+        let signals = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { signals, terminal })
+    }
+
+    /// The descriptor that becomes readable on a resize.
+    pub fn fd(&self) -> RawFd {
+        self.signals.as_raw_fd()
+    }
+
+    /// Takes the queued resize notices; returns the size now, if the
+    /// terminal still reports one.
+    pub fn take(&self) -> Option<(u16, u16)> {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        // SAFETY: reads whole siginfo records into a buffer of that size
+        // from a non-blocking descriptor this value owns.
+        while unsafe { libc::read(self.fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        size(self.terminal)
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod epoll;
 pub mod pipe;
+pub mod tty;
 
 /// poll(2) event bits (include/uapi/asm-generic/poll.h).
 #[allow(missing_docs)]

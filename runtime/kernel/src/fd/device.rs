@@ -1,6 +1,6 @@
 //! The character devices every program may expect: /dev/null, /dev/zero,
 //! /dev/urandom and /dev/random; and /dev/hwrng, the host's entropy through
-//! the virtio entropy device, when the VM has one.
+//! the virtio entropy device, when the VM has one; /dev/tty under `-t`.
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::fs::stat::{makedev, mode, Stat};
@@ -20,6 +20,8 @@ pub enum Device {
     Urandom,
     /// Reads the host's entropy (virtio-rng; Linux's hw_random device).
     Hwrng,
+    /// The program's terminal (/dev/tty), under `-t`.
+    Tty,
 }
 
 impl Device {
@@ -31,6 +33,7 @@ impl Device {
             "/dev/random" => Some(Device::Random),
             "/dev/urandom" => Some(Device::Urandom),
             "/dev/hwrng" if crate::drivers::virtio::has_rng() => Some(Device::Hwrng),
+            "/dev/tty" if crate::drivers::virtio::has_terminal() => Some(Device::Tty),
             _ => None,
         }
     }
@@ -43,6 +46,7 @@ impl Device {
             Device::Random => (1, 8),
             Device::Urandom => (1, 9),
             Device::Hwrng => (10, 183),
+            Device::Tty => (5, 0),
         }
     }
 
@@ -51,7 +55,12 @@ impl Device {
         Stat {
             dev: 5,
             ino: 100 + self.number().1,
-            mode: mode::S_IFCHR | if self == Device::Hwrng { 0o600 } else { 0o666 },
+            mode: mode::S_IFCHR
+                | match self {
+                    Device::Hwrng => 0o600,
+                    Device::Tty => 0o620,
+                    _ => 0o666,
+                },
             nlink: 1,
             rdev: makedev(self.number().0, self.number().1),
             blksize: 4096,
@@ -66,7 +75,8 @@ pub struct OpenDevice(pub Device);
 impl FileOps for OpenDevice {
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         match self.0 {
-            Device::Null => Ok(0),
+            // Opened as the terminal itself (`fs::open_device`).
+            Device::Null | Device::Tty => Ok(0),
             Device::Zero => {
                 buf.fill(0);
                 Ok(buf.len())

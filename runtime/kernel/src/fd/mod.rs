@@ -12,6 +12,7 @@ pub mod epoll;
 pub mod file;
 pub mod pipe;
 pub mod stdio;
+pub mod tty;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -20,6 +21,7 @@ use kiln_kernel::errno::Errno;
 use kiln_kernel::fs::stat::Stat;
 
 use crate::boot::Region;
+use crate::mm::space::AddressSpace;
 
 /// Most descriptors a process may hold (RLIMIT_NOFILE's usual soft limit).
 pub const MAX_FDS: usize = 1024;
@@ -85,10 +87,17 @@ pub trait FileOps: Send + Sync {
     /// fstat(2).
     fn stat(&self) -> Stat;
 
-    /// ioctl(2).
-    fn ioctl(&self, request: u64) -> Result<u64, Errno> {
-        let _ = request;
+    /// ioctl(2), for the requests particular to the kind of file (the
+    /// generic ones — FIONBIO, FIONREAD, FIOCLEX — are answered before);
+    /// `arg` is the program's argument, `mem` its memory.
+    fn ioctl(&self, request: u64, arg: u64, mem: &mut AddressSpace) -> Result<u64, Errno> {
+        let _ = (request, arg, mem);
         Err(Errno::Notty)
+    }
+
+    /// Bytes a read would return now (FIONREAD), for streams that know.
+    fn readable_bytes(&self) -> Option<usize> {
+        None
     }
 
     /// getdents64(2): fills `out` with whole records; 0 at the end.

@@ -124,12 +124,8 @@ impl FileOps for PipeEnd {
         }
     }
 
-    fn ioctl(&self, request: u64) -> Result<u64, Errno> {
-        const FIONREAD: u64 = 0x541b;
-        match request {
-            FIONREAD => Err(Errno::Notty), // needs the argument pointer; callers fall back
-            _ => Err(Errno::Notty),
-        }
+    fn readable_bytes(&self) -> Option<usize> {
+        (!self.write_end).then(|| self.shared.buffer.lock().len())
     }
 
     fn pollable(&self) -> bool {

@@ -4,9 +4,10 @@
 //! it is a terminal. Without virtio consoles (QEMU), output goes to the
 //! platform's port console and input is at end of file.
 //!
-//! They look like pipes (S_IFIFO, not terminals) unless the console is a
-//! terminal, which is what a program sees when a container runtime or a
-//! test harness collects its output, so its buffering matches such a run.
+//! They look like pipes (S_IFIFO, not terminals), which is what a program
+//! sees when a container runtime or a test harness collects its output, so
+//! its buffering matches such a run. Under `-t` all three are the terminal
+//! of `super::tty` instead.
 //!
 //! Output keeps its order across streams: a write to one console waits
 //! until the other has handed everything it holds to the host.
@@ -181,8 +182,12 @@ impl FileOps for Output {
     }
 }
 
-/// stdin, stdout, stderr.
+/// stdin, stdout, stderr: one terminal for all three under `-t`.
 pub fn standard_streams() -> [Arc<dyn FileOps>; 3] {
+    if KERNEL.devices.lock().is_terminal() {
+        let terminal: Arc<dyn FileOps> = super::tty::Terminal::new();
+        return [terminal.clone(), terminal.clone(), terminal];
+    }
     let output = |stream| {
         Arc::new(Output {
             stream,

@@ -214,5 +214,8 @@ pub fn open_node(
 
 /// Opens a device.
 pub fn open_device(d: Device) -> Arc<dyn FileOps> {
-    Arc::new(OpenDevice(d))
+    match d {
+        Device::Tty => crate::fd::tty::Terminal::new(),
+        d => Arc::new(OpenDevice(d)),
+    }
 }

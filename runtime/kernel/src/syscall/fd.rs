@@ -78,9 +78,35 @@ pub fn fcntl(p: &mut Call, fd: Fd, cmd: u32, arg: Word) -> Result<u64, Errno> {
     }
 }
 
-/// ioctl(2): each kind of file answers the requests it knows.
-pub fn ioctl(p: &mut Call, fd: Fd, Flags(request): Flags, _arg: Word) -> Result<u64, Errno> {
-    p.fds.get(fd)?.ioctl(request)
+/// ioctl(2): the requests every descriptor answers (asm-generic/ioctls.h),
+/// then each kind of file the requests it knows.
+pub fn ioctl(p: &mut Call, fd: Fd, Flags(request): Flags, arg: Word) -> Result<u64, Errno> {
+    const FIONREAD: u64 = 0x541b;
+    const FIONBIO: u64 = 0x5421;
+    const FIONCLEX: u64 = 0x5450;
+    const FIOCLEX: u64 = 0x5451;
+    let file = p.fds.get(fd)?;
+    let int_arg = UserPtr::<i32>::new(arg.value());
+    // The request is a 32-bit number (an unsigned int in the kernel).
+    match request as u32 as u64 {
+        FIONBIO => {
+            let on = p.mem.read(int_arg)? != 0;
+            let current = file.status_flags();
+            let new = if on {
+                current | flags::O_NONBLOCK
+            } else {
+                current & !flags::O_NONBLOCK
+            };
+            file.set_status_flags(new).map(|()| 0)
+        }
+        FIOCLEX | FIONCLEX => p.fds.set_cloexec(fd, request == FIOCLEX).map(|()| 0),
+        FIONREAD if file.readable_bytes().is_some() => {
+            let n = file.readable_bytes().unwrap_or(0);
+            p.mem.write(int_arg, i32::try_from(n).unwrap_or(i32::MAX))?;
+            Ok(0)
+        }
+        request => file.ioctl(request, arg.value(), &mut p.mem),
+    }
 }
 
 /// flock(2): one process, so locks never conflict.

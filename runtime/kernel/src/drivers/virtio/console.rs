@@ -140,6 +140,34 @@ impl Console {
         Ok(console)
     }
 
+    /// Starts receiving input now rather than at the first read (a
+    /// terminal, whose keys matter even to a program that never reads).
+    pub fn listen(&mut self) {
+        self.start_receiving();
+    }
+
+    /// Hands every received byte to `take` (a terminal's line discipline,
+    /// which keeps them) and makes room for more.
+    pub fn drain_input(&mut self, mut take: impl FnMut(u8)) {
+        if self.input.is_empty() {
+            return;
+        }
+        for b in self.input.drain(..) {
+            take(b);
+        }
+        self.post_receive_buffers();
+    }
+
+    /// Whether the host said its input ended.
+    pub fn input_ended(&self) -> bool {
+        self.input_ended
+    }
+
+    /// The terminal size the host reports (columns, rows).
+    pub fn size(&self) -> (u16, u16) {
+        self.size
+    }
+
     /// Starts receiving input (posts the receive buffers), once.
     fn start_receiving(&mut self) {
         if self.receiving {

@@ -28,6 +28,7 @@ use self::console::Console;
 use self::rng::Rng;
 use crate::arch::{phys_to_virt, pte, PageTables};
 use crate::boot::{BootParams, MAX_DEVICES};
+use crate::fd::tty::{Raised, TerminalState};
 use crate::state::KERNEL;
 
 /// The transport every driver uses.
@@ -104,8 +105,9 @@ pub struct Devices {
     stdio: Driver<Console>,
     stderr: Driver<Console>,
     rng: Driver<Rng>,
-    /// The console is a terminal (`kiln run -t`).
-    pub terminal: bool,
+    /// The first console is a terminal (`kiln run -t`): its line
+    /// discipline.
+    terminal: Option<Box<TerminalState>>,
     /// Device index (boot table order) to driver.
     slots: [Slot; MAX_DEVICES],
 }
@@ -117,7 +119,7 @@ impl Devices {
             stdio: Driver::Absent,
             stderr: Driver::Absent,
             rng: Driver::Absent,
-            terminal: false,
+            terminal: None,
             slots: [Slot::None; MAX_DEVICES],
         }
     }
@@ -127,11 +129,22 @@ impl Devices {
         self.stdio.get("console", Console::new)
     }
 
+    /// Whether the standard streams are a terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// The terminal and its console, when the standard streams are one.
+    pub fn terminal(&mut self) -> Option<(&mut TerminalState, &mut Console)> {
+        let console = self.stdio.get("console", Console::new)?;
+        Some((self.terminal.as_deref_mut()?, console))
+    }
+
     /// Both consoles: `(standard error's, standard input and output's)`,
     /// each started on first use; on a terminal, standard error's is the
     /// other one and the first is `None`.
     pub fn consoles(&mut self) -> (Option<&mut Console>, Option<&mut Console>) {
-        if self.terminal {
+        if self.terminal.is_some() {
             return (None, self.stdio.get("console", Console::new));
         }
         let stderr = self.stderr.get("console", Console::new);
@@ -145,22 +158,31 @@ impl Devices {
     }
 
     /// Services the devices whose bits are set in `pending`; returns whether
-    /// anything changed.
-    fn service(&mut self, pending: u32) -> bool {
+    /// anything changed, and the signals a terminal's keys raised.
+    fn service(&mut self, pending: u32) -> (bool, Raised) {
         let mut changed = false;
+        let mut raised = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             if pending & (1 << i) == 0 {
                 continue;
             }
             changed |= match slot {
-                Slot::Stdio => self.stdio.running().is_some_and(Console::service),
+                Slot::Stdio => match (self.stdio.running(), self.terminal.as_deref_mut()) {
+                    (Some(console), Some(terminal)) => {
+                        let changed = console.service();
+                        raised |= terminal.receive(console);
+                        changed
+                    }
+                    (Some(console), None) => console.service(),
+                    (None, _) => false,
+                },
                 Slot::Stderr => self.stderr.running().is_some_and(Console::service),
                 Slot::Rng => self.rng.running().is_some_and(Rng::service),
                 Slot::None => false,
             };
         }
         self.update_wake_sources();
-        changed
+        (changed, raised)
     }
 
     /// Records (lock-free, for the scheduler's deadlock check) whether a
@@ -185,6 +207,14 @@ static DEVICE_COUNT: AtomicU32 = AtomicU32::new(0);
 /// Whether there is an entropy device (for /dev/hwrng lookups, which must
 /// not take the devices lock).
 static HAS_RNG: AtomicBool = AtomicBool::new(false);
+
+/// Whether the standard streams are a terminal (for /dev/tty lookups).
+static HAS_TERMINAL: AtomicBool = AtomicBool::new(false);
+
+/// Whether the standard streams are a terminal.
+pub fn has_terminal() -> bool {
+    HAS_TERMINAL.load(Ordering::Relaxed)
+}
 
 /// Whether the VM has an entropy device.
 pub fn has_rng() -> bool {
@@ -232,7 +262,9 @@ pub fn init(params: &BootParams) {
         return;
     }
     let mut devices = Devices::new();
-    devices.terminal = params.has(kiln_boot::flags::TERMINAL);
+    if params.has(kiln_boot::flags::TERMINAL) {
+        devices.terminal = Some(Box::default());
+    }
     for (i, d) in params.devices().iter().enumerate() {
         if d.vector != VIRTIO_VECTOR_BASE + i as u32 {
             crate::kprintln!(
@@ -269,8 +301,15 @@ pub fn init(params: &BootParams) {
             _ => Slot::None,
         };
     }
+    // A terminal listens from the start: Ctrl-C must reach a program that
+    // never reads.
+    if let Some((terminal, console)) = devices.terminal() {
+        console.listen();
+        terminal.receive(console);
+    }
     devices.update_wake_sources();
     HAS_RNG.store(!matches!(devices.rng, Driver::Absent), Ordering::Relaxed);
+    HAS_TERMINAL.store(devices.terminal.is_some(), Ordering::Relaxed);
     *KERNEL.devices.lock() = devices;
     DEVICE_COUNT.store(params.device_count as u32, Ordering::SeqCst);
 }
@@ -297,9 +336,12 @@ pub fn service() {
     if pending == 0 {
         return;
     }
-    let changed = KERNEL.devices.lock().service(pending);
+    let (changed, raised) = KERNEL.devices.lock().service(pending);
     if changed {
         crate::sched::notify_io();
+    }
+    if raised != 0 {
+        crate::fd::tty::deliver(raised);
     }
 }
 

@@ -17,6 +17,7 @@ use super::{F_SIZE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
 use crate::devices::virtio::device::Traffic;
 use crate::devices::virtio::queue::{self, Chain};
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
+use crate::terminal::Resizes;
 
 /// Input bytes kept waiting for guest buffers before the reader is held
 /// back.
@@ -48,6 +49,8 @@ pub struct Console {
     eof_delivered: bool,
     /// Terminal size (columns, rows), 0 when not a terminal.
     size: (u16, u16),
+    /// The host terminal's resizes, followed.
+    resizes: Option<Resizes>,
     traffic: Traffic,
     first_output: Option<std::time::Instant>,
 }
@@ -64,6 +67,7 @@ impl Console {
             pending: VecDeque::new(),
             eof_delivered: false,
             size: (0, 0),
+            resizes: None,
             traffic: Traffic::default(),
             first_output: None,
         }
@@ -79,6 +83,11 @@ impl Console {
             Some(a) => a.interrupt.config_change(),
             None => Ok(()),
         }
+    }
+
+    /// Follows the host terminal's size from now on.
+    pub fn follow_resizes(&mut self, resizes: Resizes) {
+        self.resizes = Some(resizes);
     }
 
     /// Writes the guest's queued output to the host stream now (at the end
@@ -241,11 +250,23 @@ impl VirtioDevice for Console {
     }
 
     fn backend_fds(&self) -> Vec<RawFd> {
-        self.input.iter().map(Input::ready_fd).collect()
+        let input = self.input.iter().map(Input::ready_fd);
+        input.chain(self.resizes.iter().map(Resizes::fd)).collect()
     }
 
-    fn process_backend(&mut self, _fd: RawFd, _events: u32) -> Result<(), QueueError> {
-        self.receive()
+    fn process_backend(&mut self, fd: RawFd, _events: u32) -> Result<(), QueueError> {
+        let resized = self
+            .resizes
+            .as_ref()
+            .filter(|r| r.fd() == fd)
+            .map(Resizes::take);
+        match resized {
+            Some(Some((cols, rows))) if (cols, rows) != self.size => {
+                self.set_size(cols, rows).map_err(QueueError::Host)
+            }
+            Some(_) => Ok(()),
+            None => self.receive(),
+        }
     }
 
     fn traffic(&self) -> Traffic {
