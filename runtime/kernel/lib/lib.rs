@@ -15,6 +15,7 @@
 //! | `fs` | the tar root file system, the writable overlay, stat | the mounted overlay, /proc, path lookup |
 //! | `fd` | pipe buffers, epoll interest lists | open-file objects and the descriptor table |
 //! | `mm` | the set of memory areas | frames, the kernel heap, demand paging |
+//! | `net` | socket numbers and addresses, local-socket queues | socket objects, the TCP/IP stacks |
 //! | `random` | ChaCha20 | the kernel's random source |
 //! | `signal` | signal sets, actions, queues, frames | sending and delivering signals |
 //! | `syscall` | numbers and names, SYSCALL-site analysis | the system-call table and handlers |
@@ -34,6 +35,7 @@ pub mod exec;
 pub mod fd;
 pub mod fs;
 pub mod mm;
+pub mod net;
 pub mod random;
 pub mod signal;
 pub mod syscall;

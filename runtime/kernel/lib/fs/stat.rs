@@ -9,6 +9,7 @@ pub mod mode {
     pub const S_IFDIR: u32 = 0o040000;
     pub const S_IFREG: u32 = 0o100000;
     pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFSOCK: u32 = 0o140000;
 }
 
 /// What the kernel knows about a file.
@@ -123,6 +124,7 @@ pub mod dtype {
     pub const DT_DIR: u8 = 4;
     pub const DT_REG: u8 = 8;
     pub const DT_LNK: u8 = 10;
+    pub const DT_SOCK: u8 = 12;
 }
 
 #[cfg(test)]

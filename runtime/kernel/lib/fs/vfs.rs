@@ -62,6 +62,16 @@ pub enum Upper {
         /// Inode number.
         ino: u64,
     },
+    /// A local socket's name (bind of an AF_UNIX path); the kernel finds
+    /// the socket by the inode number.
+    Socket {
+        /// Permission bits.
+        mode: u32,
+        /// Inode number.
+        ino: u64,
+        /// Modification time.
+        mtime: u64,
+    },
 }
 
 /// What a path names, in whichever layer.
@@ -82,6 +92,8 @@ pub enum NodeKind {
     Dir,
     /// Symbolic link.
     Symlink,
+    /// Socket.
+    Socket,
 }
 
 impl Node {
@@ -96,6 +108,15 @@ impl Node {
             Node::Upper(Upper::File(_)) => NodeKind::File,
             Node::Upper(Upper::Dir { .. }) => NodeKind::Dir,
             Node::Upper(Upper::Symlink { .. }) => NodeKind::Symlink,
+            Node::Upper(Upper::Socket { .. }) => NodeKind::Socket,
+        }
+    }
+
+    /// The inode of a socket node.
+    pub fn socket_ino(&self) -> Option<u64> {
+        match self {
+            Node::Upper(Upper::Socket { ino, .. }) => Some(*ino),
+            _ => None,
         }
     }
 
@@ -167,6 +188,16 @@ impl Node {
                 ino: *ino,
                 mode: mode::S_IFLNK | 0o777,
                 size: target.len() as u64,
+                ..base
+            },
+            Node::Upper(Upper::Socket {
+                mode: m,
+                ino,
+                mtime,
+            }) => Stat {
+                ino: *ino,
+                mode: mode::S_IFSOCK | m,
+                mtime: *mtime,
                 ..base
             },
         }
@@ -529,6 +560,25 @@ impl Overlay {
         Ok(())
     }
 
+    /// Makes the socket node `name` in resolved directory `parent` (bind of
+    /// a local socket to a path); returns its inode number.
+    ///
+    /// # Errors
+    /// EEXIST, ENOENT, ENOTDIR.
+    pub fn make_socket(&mut self, parent: &str, name: &str, perm: u32) -> Result<u64, Errno> {
+        let mtime = self.now;
+        let mut made = 0;
+        self.add_entry(parent, name, |ino| {
+            made = ino;
+            Upper::Socket {
+                mode: perm & 0o7777,
+                ino,
+                mtime,
+            }
+        })?;
+        Ok(made)
+    }
+
     /// symlink(2): `name` in `parent` pointing at `target`.
     ///
     /// # Errors
@@ -868,5 +918,18 @@ mod tests {
             Errno::Notdir
         );
         assert_eq!(fs.resolve_parent("/", "/nope/z").unwrap_err(), Errno::Noent);
+    }
+
+    #[test]
+    fn a_socket_name_is_a_node_of_its_own_kind() {
+        let mut o = fs();
+        let ino = o.make_socket("/tmp", "s", 0o755).unwrap();
+        let node = o.get("/tmp/s").unwrap();
+        assert_eq!(node.kind(), NodeKind::Socket);
+        assert_eq!(node.socket_ino(), Some(ino));
+        assert_eq!(node.stat().mode, mode::S_IFSOCK | 0o755);
+        assert_eq!(o.make_socket("/tmp", "s", 0o755), Err(Errno::Exist));
+        o.unlink("/tmp/s").unwrap();
+        assert!(o.get("/tmp/s").is_none());
     }
 }

@@ -282,6 +282,7 @@ impl FileOps for Directory {
                             NodeKind::File => dtype::DT_REG,
                             NodeKind::Dir => dtype::DT_DIR,
                             NodeKind::Symlink => dtype::DT_LNK,
+                            NodeKind::Socket => dtype::DT_SOCK,
                         };
                         dirent64(node.stat().ino, n as u64 + 1, t, name.as_bytes())
                     }

@@ -11,6 +11,7 @@ pub mod device;
 pub mod epoll;
 pub mod file;
 pub mod pipe;
+pub mod socket;
 pub mod stdio;
 pub mod tty;
 
@@ -121,6 +122,11 @@ pub trait FileOps: Send + Sync {
     /// triggering reports a ready descriptor again after a new wake-up).
     fn wakeups(&self) -> Wakeups {
         Wakeups::default()
+    }
+
+    /// The socket, when this is one.
+    fn socket(&self) -> Option<&dyn socket::Socket> {
+        None
     }
 
     /// The epoll instance, when this is one.

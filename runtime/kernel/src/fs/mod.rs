@@ -202,6 +202,8 @@ pub fn open_node(
         NodeKind::Dir if write => Err(Errno::Isdir),
         NodeKind::Dir => Ok(Arc::new(Directory::new(node, path))),
         NodeKind::Symlink => Err(Errno::Loop),
+        // A socket's name is for connect, not open (Linux: ENXIO).
+        NodeKind::Socket => Err(Errno::Nxio),
         NodeKind::File => match node {
             Node::Lower(n) if !write => Ok(Arc::new(RootFile::new(n, archive()))),
             _ => {

@@ -111,7 +111,7 @@ pub fn sendfile(
 }
 
 /// The program's iovec array, as (base, length) pairs.
-fn iovecs(
+pub(super) fn iovecs(
     p: &mut Process,
     iov: UserPtr<IoVec>,
     count: u64,
@@ -130,13 +130,36 @@ fn iovecs(
     Ok(v)
 }
 
-/// readv(2).
+/// readv(2). A socket reads once into all the buffers (a datagram must
+/// not be cut at the first one); other files are read buffer by buffer
+/// until one comes back short.
 pub fn readv(p: &mut Call, fd: Fd, iov: UserPtr<IoVec>, count: u64) -> Result<u64, Errno> {
     let file = p.fds.get(fd)?;
+    let iovs = iovecs(p, iov, count)?;
+    if file.socket().is_some() {
+        let want: u64 = iovs.iter().map(|&(_, l)| l).fold(0, u64::saturating_add);
+        let mut buf = alloc::vec![0u8; want.min(MAX_RW) as usize];
+        let n = file.read(&mut buf)?;
+        let mut at = 0;
+        for (base, len) in iovs {
+            let take = (len as usize).min(n - at);
+            p.mem.write_bytes(base, &buf[at..at + take])?;
+            at += take;
+            if at == n {
+                break;
+            }
+        }
+        return Ok(n as u64);
+    }
     let mut total = 0u64;
-    for (base, len) in iovecs(p, iov, count)? {
+    for (base, len) in iovs {
         let out = p.mem.slice_mut(base, len.min(MAX_RW - total) as usize)?;
-        let n = file.read(out)? as u64;
+        let n = match file.read(out) {
+            Ok(n) => n as u64,
+            // What was read stays read: report it, not the later error.
+            Err(_) if total > 0 => break,
+            Err(e) => return Err(e),
+        };
         total += n;
         if n < len {
             break;

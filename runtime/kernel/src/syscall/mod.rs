@@ -21,6 +21,7 @@ mod path;
 mod poll;
 pub mod rewrite;
 mod signal;
+mod socket;
 mod stat;
 mod table;
 mod task;
@@ -72,6 +73,8 @@ impl DerefMut for Call<'_> {
 pub enum Outcome {
     /// Return this to the program.
     Return(Result<u64, Errno>),
+    /// Return this to the program; EPIPE without SIGPIPE (MSG_NOSIGNAL).
+    Quiet(Result<u64, Errno>),
     /// Block the thread (the process lock released meanwhile) until `wait`
     /// happens or `deadline` (monotonic ns) passes; then return the
     /// matching result, or re-run the call when it is `None`.
@@ -257,7 +260,7 @@ fn run(frame: &Frame, number: u64, regs: [u64; 6]) -> Result<u64, Errno> {
             other => other,
         };
         match outcome {
-            Outcome::Return(result) => {
+            Outcome::Return(result) | Outcome::Quiet(result) => {
                 if let Some(text) = call_text {
                     trace::print_result(&text, number, result);
                 }

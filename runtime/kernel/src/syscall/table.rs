@@ -11,7 +11,7 @@
 //! [`Outcome`]) in the file of its area.
 
 use super::args::{Arg, DirFd, Flags, Mode, Show, UserAddr, UserData, Word};
-use super::{fd, futex, io, mm, path, poll, signal, stat, task, thread, time};
+use super::{fd, futex, io, mm, path, poll, signal, socket, stat, task, thread, time};
 use super::{Call, Outcome};
 use crate::fd::Fd;
 use crate::mm::uaccess::{UserCStr, UserPtr};
@@ -107,21 +107,21 @@ syscalls! {
     38 setitimer(which: u32, new: UserPtr<[i64; 4]>, old: UserPtr<[u64; 4]>) => time::setitimer;
     39 getpid() => task::getpid;
     40 sendfile(out: Fd, input: Fd, offset: UserPtr<i64>, count: u64) => io::sendfile;
-    41 socket;
-    42 connect;
-    43 accept;
-    44 sendto;
-    45 recvfrom;
-    46 sendmsg;
-    47 recvmsg;
-    48 shutdown;
-    49 bind;
-    50 listen;
-    51 getsockname;
-    52 getpeername;
-    53 socketpair;
-    54 setsockopt;
-    55 getsockopt;
+    41 socket(domain: i32, ty: Flags, protocol: i32) => socket::socket;
+    42 connect(fd: Fd, addr: UserPtr<u8>, len: u32) => socket::connect;
+    43 accept(fd: Fd, addr: UserPtr<u8>, len: UserPtr<u32>) => socket::accept;
+    44 sendto(fd: Fd, buf: UserData, len: u64, flags: Flags, addr: UserPtr<u8>, addr_len: u32) => socket::sendto;
+    45 recvfrom(fd: Fd, buf: UserPtr<u8>, len: u64, flags: Flags, addr: UserPtr<u8>, addr_len: UserPtr<u32>) => socket::recvfrom;
+    46 sendmsg(fd: Fd, msg: UserPtr<u8>, flags: Flags) => socket::sendmsg;
+    47 recvmsg(fd: Fd, msg: UserPtr<u8>, flags: Flags) => socket::recvmsg;
+    48 shutdown(fd: Fd, how: i32) => socket::shutdown;
+    49 bind(fd: Fd, addr: UserPtr<u8>, len: u32) => socket::bind;
+    50 listen(fd: Fd, backlog: i32) => socket::listen;
+    51 getsockname(fd: Fd, addr: UserPtr<u8>, len: UserPtr<u32>) => socket::getsockname;
+    52 getpeername(fd: Fd, addr: UserPtr<u8>, len: UserPtr<u32>) => socket::getpeername;
+    53 socketpair(domain: i32, ty: Flags, protocol: i32, sv: UserPtr<[i32; 2]>) => socket::socketpair;
+    54 setsockopt(fd: Fd, level: i32, name: i32, value: UserPtr<u8>, len: u32) => socket::setsockopt;
+    55 getsockopt(fd: Fd, level: i32, name: i32, value: UserPtr<u8>, len: UserPtr<u32>) => socket::getsockopt;
     56 clone(flags: Flags, stack: UserAddr, parent_tid: UserPtr<u32>, child_tid: UserPtr<u32>, tls: UserAddr) => thread::clone;
     57 fork;
     58 vfork;
@@ -354,7 +354,7 @@ syscalls! {
     285 fallocate(fd: Fd, mode: Flags, offset: i64, len: i64) => io::fallocate;
     286 timerfd_settime;
     287 timerfd_gettime;
-    288 accept4;
+    288 accept4(fd: Fd, addr: UserPtr<u8>, len: UserPtr<u32>, flags: Flags) => socket::accept4;
     289 signalfd4;
     290 eventfd2(initial: u32, flags: Flags) => fd::eventfd2;
     291 epoll_create1(flags: Flags) => poll::epoll_create1;
@@ -365,7 +365,7 @@ syscalls! {
     296 pwritev;
     297 rt_tgsigqueueinfo(tgid: i32, tid: i32, signal: u64, info: UserPtr<[u8; 32]>) => signal::rt_tgsigqueueinfo;
     298 perf_event_open;
-    299 recvmmsg;
+    299 recvmmsg(fd: Fd, vec: UserPtr<u8>, count: u32, flags: Flags, timeout: UserPtr<u8>) => socket::recvmmsg;
     300 fanotify_init;
     301 fanotify_mark;
     302 prlimit64(pid: i32, resource: u32, new: UserPtr<[u64; 2]>, old: UserPtr<[u64; 2]>) => task::prlimit64;
@@ -373,7 +373,7 @@ syscalls! {
     304 open_by_handle_at;
     305 clock_adjtime;
     306 syncfs(fd: Fd) => io::fsync;
-    307 sendmmsg;
+    307 sendmmsg(fd: Fd, vec: UserPtr<u8>, count: u32, flags: Flags) => socket::sendmmsg;
     308 setns;
     309 getcpu;
     310 process_vm_readv;

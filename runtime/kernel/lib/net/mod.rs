@@ -1,0 +1,9 @@
+//! The logic of sockets that needs no kernel: the socket ABI's numbers
+//! ([`abi`]), socket addresses as the program passes them ([`addr`]), and
+//! the queues of local (AF_UNIX) connections ([`unix`]). The kernel's
+//! `fd/socket` builds the socket objects on them; `net/` runs the TCP/IP
+//! stacks.
+
+pub mod abi;
+pub mod addr;
+pub mod unix;
