@@ -23,6 +23,7 @@ mod exec;
 mod fd;
 mod fs;
 mod mm;
+mod net;
 mod process;
 mod random;
 mod sched;
@@ -103,6 +104,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
             platform::exit(ExitReport::CannotExecute)
         }
     };
+    net::init(NET_CONFIG.get().cloned().unwrap_or_default());
     match exec::exec(program, &path, &args, trace) {
         Ok((process, entry, sp)) => {
             *KERNEL.process.lock() = Some(process);
@@ -135,6 +137,9 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     }
 }
 
+/// The network configuration of the command line (for `net::init`).
+static NET_CONFIG: spin::Once<kiln_kernel::net::config::NetConfig> = spin::Once::new();
+
 /// The program's path, argv/envp and whether to trace its syscalls.
 fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
     let line = core::str::from_utf8(params.cmdline).unwrap_or("");
@@ -144,6 +149,10 @@ fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
             kprintln!("kiln: ignoring unknown kernel option {unknown}");
         }
     }
+    for bad in &parsed.bad {
+        kprintln!("kiln: ignoring kernel option with a bad value: {bad}");
+    }
+    NET_CONFIG.call_once(|| parsed.net.clone());
     let trace = parsed.trace_syscalls || params.has(flags::TRACE_SYSCALLS);
     state::BOOT.options.call_once(|| state::Options {
         syscall_rewrite: !parsed.no_syscall_rewrite,

@@ -11,8 +11,9 @@
 //! keeps it from deadlocking on itself — a spin lock taken twice hangs):
 //!
 //! 1. `process` — held for a whole system call or page fault;
-//! 2. `vfs`, `rewriter`, `devices` — taken under `process`, never
-//!    together;
+//! 2. `vfs`, `rewriter`, `devices`, `net` — taken under `process`, never
+//!    together (a socket's own lock comes before `net`; the NIC driver's
+//!    lock, in `net::nic`, after it);
 //! 3. `sched` — taken under `process` (the current thread's record);
 //!    signals are queued here too;
 //! 4. `timers` — taken under `sched` (re-arming asks for the next
@@ -61,6 +62,8 @@ pub struct Kernel {
     pub rewriter: Mutex<Rewriter>,
     /// The virtio drivers (consoles, entropy).
     pub devices: Mutex<Devices>,
+    /// The TCP/IP stacks (set up at boot).
+    pub net: Mutex<Option<crate::net::Net>>,
     /// Threads, the run queue and pending signals.
     pub sched: Mutex<Scheduler>,
     /// Interval timers and POSIX timers.
@@ -79,6 +82,7 @@ pub static KERNEL: Kernel = Kernel {
     vfs: Once::new(),
     rewriter: Mutex::new(Rewriter::new()),
     devices: Mutex::new(Devices::new()),
+    net: Mutex::new(None),
     sched: Mutex::new(Scheduler::new()),
     timers: Mutex::new(Timers::new()),
     random: Mutex::new(None),

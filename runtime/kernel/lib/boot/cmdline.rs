@@ -24,6 +24,10 @@ pub struct KernelArgs {
     /// `kiln.vdso=0`: give the program no vDSO (time calls then are
     /// system calls).
     pub no_vdso: bool,
+    /// The network configuration (`kiln.ip=`, `kiln.gw=`, …).
+    pub net: crate::net::config::NetConfig,
+    /// Network options with bad values (reported, then ignored).
+    pub bad: Vec<String>,
     /// `NAME=value` words before `--`.
     pub env: Vec<String>,
     /// Words after `--` (`argv[1..]`).
@@ -84,7 +88,11 @@ pub fn parse(line: &str) -> KernelArgs {
         } else if let Some(p) = w.strip_prefix("kiln.path=") {
             args.path = Some(p.into());
         } else if w.starts_with("kiln.") {
-            args.unknown.push(w);
+            match args.net.take(&w) {
+                Ok(true) => {}
+                Ok(false) => args.unknown.push(w),
+                Err(bad) => args.bad.push(bad.0),
+            }
         } else if w.contains('=') {
             args.env.push(w);
         } else {
@@ -114,5 +122,14 @@ mod tests {
         assert_eq!(a.unknown, ["kiln.bogus"]);
         assert_eq!(a.env, ["console=ttyS0"]);
         assert_eq!(a.args, ["", "x"]);
+    }
+
+    #[test]
+    fn network_options_are_taken_apart() {
+        let a = parse("kiln.ip=10.0.2.15/24 kiln.gw=10.0.2.2 kiln.ip=nonsense");
+        assert_eq!(a.net.addresses.len(), 1);
+        assert_eq!(a.net.gateways.len(), 1);
+        assert_eq!(a.bad, ["kiln.ip=nonsense"]);
+        assert!(a.unknown.is_empty());
     }
 }

@@ -6,4 +6,6 @@
 
 pub mod abi;
 pub mod addr;
+pub mod config;
+pub mod frames;
 pub mod unix;

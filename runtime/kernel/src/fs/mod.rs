@@ -214,6 +214,25 @@ pub fn open_node(
     }
 }
 
+/// Replaces the contents of the file at absolute `path` (creating it) in
+/// the writable layer — for files the kernel writes at boot.
+///
+/// # Errors
+/// The lookup's errors (a missing directory, a directory in the way).
+pub fn write_whole_file(path: &str, data: &[u8]) -> Result<(), Errno> {
+    let mut fs = vfs();
+    let file = if fs.get(path).is_some() {
+        fs.writable(path)?
+    } else {
+        let (parent, name) = fs.resolve_parent("/", path)?;
+        fs.create_file(&parent, &name.ok_or(Errno::Isdir)?, 0o644)?
+    };
+    let mut f = file.lock();
+    f.bytes.clear();
+    f.bytes.extend_from_slice(data);
+    Ok(())
+}
+
 /// Opens a device.
 pub fn open_device(d: Device) -> Arc<dyn FileOps> {
     match d {

@@ -116,13 +116,14 @@ impl Timers {
     }
 }
 
-/// The earliest armed deadline.
+/// The earliest armed deadline (the network's included).
 pub fn next_deadline() -> Option<u64> {
     let t = KERNEL.timers.lock();
     t.itimers
         .iter()
         .filter_map(|s| s.deadline)
         .chain(t.posix.iter().flatten().filter_map(|p| p.setting.deadline))
+        .chain(crate::net::next_deadline())
         .min()
 }
 
@@ -250,4 +251,5 @@ pub fn fire_due() {
     for (thread, info) in posts {
         crate::signal::post_from_kernel(thread, info);
     }
+    crate::net::poll_due();
 }

@@ -86,6 +86,8 @@ pub enum SetupError {
     Virtio(virtio_drivers::Error),
     /// No memory for the buffers.
     OutOfMemory,
+    /// The device lacks a feature the driver needs.
+    Unsupported(&'static str),
 }
 
 impl core::fmt::Display for SetupError {
@@ -93,6 +95,7 @@ impl core::fmt::Display for SetupError {
         match self {
             SetupError::Virtio(e) => write!(f, "{e}"),
             SetupError::OutOfMemory => f.write_str("out of guest memory"),
+            SetupError::Unsupported(what) => write!(f, "the device does not offer {what}"),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod console;
 mod hal;
+pub mod net;
 pub mod rng;
 mod transport;
 
@@ -98,6 +99,7 @@ enum Slot {
     Stdio,
     Stderr,
     Rng,
+    Net,
 }
 
 /// The drivers, found at boot (the instance is `state::KERNEL.devices`).
@@ -159,9 +161,10 @@ impl Devices {
 
     /// Services the devices whose bits are set in `pending`; returns whether
     /// anything changed, and the signals a terminal's keys raised.
-    fn service(&mut self, pending: u32) -> (bool, Raised) {
+    fn service(&mut self, pending: u32) -> (bool, Raised, bool) {
         let mut changed = false;
         let mut raised = 0;
+        let mut net = false;
         for (i, slot) in self.slots.iter().enumerate() {
             if pending & (1 << i) == 0 {
                 continue;
@@ -178,11 +181,16 @@ impl Devices {
                 },
                 Slot::Stderr => self.stderr.running().is_some_and(Console::service),
                 Slot::Rng => self.rng.running().is_some_and(Rng::service),
+                // The network stack takes it from here (`service`).
+                Slot::Net => {
+                    net = true;
+                    false
+                }
                 Slot::None => false,
             };
         }
         self.update_wake_sources();
-        (changed, raised)
+        (changed, raised, net)
     }
 
     /// Records (lock-free, for the scheduler's deadlock check) whether a
@@ -207,6 +215,9 @@ static DEVICE_COUNT: AtomicU32 = AtomicU32::new(0);
 /// Whether there is an entropy device (for /dev/hwrng lookups, which must
 /// not take the devices lock).
 static HAS_RNG: AtomicBool = AtomicBool::new(false);
+
+/// Whether the VM has a NIC.
+static HAS_NIC: AtomicBool = AtomicBool::new(false);
 
 /// Whether the standard streams are a terminal (for /dev/tty lookups).
 static HAS_TERMINAL: AtomicBool = AtomicBool::new(false);
@@ -262,6 +273,7 @@ pub fn init(params: &BootParams) {
         return;
     }
     let mut devices = Devices::new();
+    let mut has_nic = false;
     if params.has(kiln_boot::flags::TERMINAL) {
         devices.terminal = Some(Box::default());
     }
@@ -298,6 +310,22 @@ pub fn init(params: &BootParams) {
                 devices.rng = Driver::Waiting(Box::new(transport));
                 Slot::Rng
             }
+            // The NIC starts now: connections may arrive before the program
+            // asks for anything.
+            (virtio_id::NET, _) if !has_nic => {
+                crate::arch::enable_interrupt_controller();
+                match net::NetDriver::new(transport) {
+                    Ok(driver) => {
+                        crate::net::nic::set_driver(driver);
+                        has_nic = true;
+                        Slot::Net
+                    }
+                    Err(e) => {
+                        crate::kprintln!("kiln: virtio net: setup failed: {e}");
+                        Slot::None
+                    }
+                }
+            }
             _ => Slot::None,
         };
     }
@@ -310,6 +338,7 @@ pub fn init(params: &BootParams) {
     devices.update_wake_sources();
     HAS_RNG.store(!matches!(devices.rng, Driver::Absent), Ordering::Relaxed);
     HAS_TERMINAL.store(devices.terminal.is_some(), Ordering::Relaxed);
+    HAS_NIC.store(has_nic, Ordering::Relaxed);
     *KERNEL.devices.lock() = devices;
     DEVICE_COUNT.store(params.device_count as u32, Ordering::SeqCst);
 }
@@ -336,7 +365,10 @@ pub fn service() {
     if pending == 0 {
         return;
     }
-    let (changed, raised) = KERNEL.devices.lock().service(pending);
+    let (changed, raised, net) = KERNEL.devices.lock().service(pending);
+    if net {
+        crate::net::poll();
+    }
     if changed {
         crate::sched::notify_io();
     }
@@ -346,8 +378,8 @@ pub fn service() {
 }
 
 /// Whether a device may still wake a waiting thread (input may arrive,
-/// output or a request is in flight): then every thread waiting is not a
-/// deadlock.
+/// output or a request is in flight, a NIC may deliver a connection): then
+/// every thread waiting is not a deadlock.
 pub fn may_wake() -> bool {
-    WAKE_SOURCES.load(Ordering::Relaxed) || pending()
+    WAKE_SOURCES.load(Ordering::Relaxed) || HAS_NIC.load(Ordering::Relaxed) || pending()
 }

@@ -8,6 +8,7 @@
 //! turns that into a wait (ERESTARTSYS) unless the socket or the call is
 //! non-blocking, honouring SO_RCVTIMEO/SO_SNDTIMEO.
 
+pub mod inet;
 pub mod unix;
 
 use alloc::sync::Arc;
@@ -433,4 +434,17 @@ pub fn socket_stat(id: u64) -> kiln_kernel::fs::stat::Stat {
         blksize: 4096,
         ..Stat::default()
     }
+}
+
+/// An int option's value from what the program passed.
+///
+/// # Errors
+/// EINVAL when shorter than an int.
+pub fn int_value(value: &[u8]) -> Result<i32, Errno> {
+    let b: [u8; 4] = value
+        .get(..4)
+        .ok_or(Errno::Inval)?
+        .try_into()
+        .map_err(|_| Errno::Inval)?;
+    Ok(i32::from_le_bytes(b))
 }
