@@ -496,6 +496,15 @@ fn assemble(
                 })
                 .collect(),
         },
+        net: m.net.as_ref().map(|n| crate::config::ImageNet {
+            mode: n.mode.as_ref().map(|v| v.get_ref().clone()),
+            address: n.address.as_ref().map(|v| v.get_ref().clone()),
+            gateway: n.gateway.as_ref().map(|v| v.get_ref().clone()),
+            dns: n.dns.iter().map(|v| v.get_ref().clone()).collect(),
+            search: n.search.clone(),
+            hostname: n.hostname.as_ref().map(|v| v.get_ref().clone()),
+            ports: n.ports.clone(),
+        }),
     };
     let config_bytes = config.to_bytes();
     let bytes = image::encode(&[

@@ -57,6 +57,38 @@ pub struct BootConfig {
     pub cmdline: String,
     /// The analysis of the program.
     pub program: ProgramInfo,
+    /// The manifest's `[net]` (absent when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<ImageNet>,
+}
+
+/// An image's network settings (the manifest's `[net]`), as text the
+/// runtime parses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageNet {
+    /// The default backend (`user`, `tap`, `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The guest's IPv4 address/prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The guest's IPv4 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Name servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// Host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The ports the appliance serves (documentation for `kiln inspect`;
+    /// publishing them is `-p`'s job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 impl BootConfig {
@@ -90,4 +122,7 @@ pub enum ConfigError {
     /// A version this kiln does not read.
     #[error("boot configuration version {0} is not supported (this kiln reads {CONFIG_VERSION})")]
     Version(u32),
+    /// A `[net]` value the runtime cannot use.
+    #[error("{0}")]
+    Net(String),
 }

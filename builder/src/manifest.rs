@@ -27,11 +27,19 @@
 //! memory = 64        # MiB
 //! vcpus = 1
 //! cmdline = ""       # kernel options
+//!
+//! [net]                           # the appliance talks to the network
+//! mode = "user"                   # default backend: user (passt), tap, none
+//! address = "10.0.2.15/24"        # optional: the guest's IPv4 address
+//! gateway = "10.0.2.2"            # optional
+//! dns = ["10.0.2.3"]              # optional: /etc/resolv.conf
+//! search = ["example.com"]        # optional
+//! hostname = "web"                # optional: uname, /etc/hostname, /etc/hosts
+//! ports = [80]                    # the ports it serves (shown by kiln inspect)
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file, line, column
-//! and field. `[network]` and `[volumes]` are reserved for later work and
-//! refused for now.
+//! and field. `[volumes]` is reserved for later work and refused for now.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +216,29 @@ impl Default for VmSettings {
     }
 }
 
+/// `[net]`: how the appliance is networked by default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSettings {
+    /// Default backend: user, tap, tap=NAME, none.
+    pub mode: Option<Spanned<String>>,
+    /// The guest's IPv4 address/prefix.
+    pub address: Option<Spanned<String>>,
+    /// The guest's IPv4 gateway.
+    pub gateway: Option<Spanned<String>>,
+    /// Name servers.
+    #[serde(default)]
+    pub dns: Vec<Spanned<String>>,
+    /// DNS search domains.
+    #[serde(default)]
+    pub search: Vec<String>,
+    /// Host name.
+    pub hostname: Option<Spanned<String>>,
+    /// The ports the appliance serves.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
 /// A parsed manifest.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,7 +263,9 @@ pub struct Manifest {
     pub vm: VmSettings,
     /// Size budget of the image (at most [`MAX_IMAGE_SIZE`]).
     pub max_size: Option<Spanned<Size>>,
-    /// Reserved: networking.
+    /// Networking.
+    pub net: Option<NetSettings>,
+    /// Mistaken for `[net]`.
     pub network: Option<Spanned<toml::Value>>,
     /// Reserved: volumes.
     pub volumes: Option<Spanned<toml::Value>>,
@@ -408,13 +441,68 @@ fn validate(l: &LoadedManifest) -> Result<(), ManifestError> {
             ));
         }
     }
-    for (reserved, what) in [(&m.network, "network"), (&m.volumes, "volumes")] {
-        if let Some(v) = reserved {
-            return Err(l.error_at(
-                v.span(),
-                format!("`{what}` settings are reserved for a later kiln release; remove them"),
-            ));
-        }
+    if let Some(v) = &m.network {
+        return Err(l.error_at(
+            v.span(),
+            "there is no `[network]` table: network settings go in `[net]`".to_string(),
+        ));
+    }
+    if let Some(v) = &m.volumes {
+        return Err(l.error_at(
+            v.span(),
+            "`volumes` settings are reserved for a later kiln release; remove them".to_string(),
+        ));
+    }
+    if let Some(n) = &m.net {
+        validate_net(l, n)?;
+    }
+    Ok(())
+}
+
+/// Checks `[net]`'s values the way the runtime will read them.
+fn validate_net(l: &LoadedManifest, n: &NetSettings) -> Result<(), ManifestError> {
+    let check = |v: &Spanned<String>, ok: Result<(), String>| match ok {
+        Ok(()) => Ok(()),
+        Err(e) => Err(l.error_at(v.span(), e)),
+    };
+    if let Some(v) = &n.mode {
+        check(v, v.get_ref().parse::<kiln_vmm::net::Mode>().map(drop))?;
+    }
+    if let Some(v) = &n.address {
+        check(v, v.get_ref().parse::<kiln_vmm::net::Cidr>().map(drop))?;
+    }
+    if let Some(v) = &n.gateway {
+        check(
+            v,
+            v.get_ref()
+                .parse::<std::net::Ipv4Addr>()
+                .map(drop)
+                .map_err(|_| format!("`{}` is not an IPv4 address", v.get_ref())),
+        )?;
+    }
+    for v in &n.dns {
+        check(
+            v,
+            v.get_ref()
+                .parse::<std::net::IpAddr>()
+                .map(drop)
+                .map_err(|_| format!("`{}` is not an IP address", v.get_ref())),
+        )?;
+    }
+    if let Some(v) = &n.hostname {
+        let h = v.get_ref();
+        let ok = !h.is_empty()
+            && h.len() <= 64
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        check(
+            v,
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("`{h}` is not a host name"))
+            },
+        )?;
     }
     Ok(())
 }
@@ -505,7 +593,18 @@ mod tests {
         let e = err(&format!("max_size = \"64MiB\"\n{GOOD}"));
         assert!(e.contains("above the 32 MiB limit"), "{e}");
         let e = err(&format!("{GOOD}[network]\ntap = \"tap0\"\n"));
-        assert!(e.contains("reserved"), "{e}");
+        assert!(e.contains("go in `[net]`"), "{e}");
+        let e = err(&format!("{GOOD}[net]\naddress = \"10.0.2.300/24\"\n"));
+        assert!(
+            e.contains("m.toml:") && e.contains("not an IP address"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}[net]\nmode = \"bridge\"\n"));
+        assert!(e.contains("unknown network"), "{e}");
+        let e = err(&format!("{GOOD}[net]\nhostname = \"no spaces\"\n"));
+        assert!(e.contains("not a host name"), "{e}");
+        let e = err(&format!("{GOOD}[net]\nport = 80\n"));
+        assert!(e.contains("unknown field"), "{e}");
         assert_eq!(parse_size("512KiB"), Some(512 << 10));
         assert_eq!(parse_size("4 MiB"), Some(4 << 20));
         assert_eq!(parse_size("12"), Some(12));

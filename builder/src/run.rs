@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub stdin: InputSource,
     /// The host terminal the guest's follows (size, resizes), with `-t`.
     pub terminal: Option<std::os::fd::RawFd>,
+    /// The network flags (over the image's `[net]`).
+    pub net: kiln_vmm::cli::NetFlags,
 }
 
 /// Why an image did not boot.
@@ -88,6 +90,53 @@ pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>, R
     Ok(env)
 }
 
+/// The network an image asks for (`[net]` in its manifest): user-mode by
+/// default when it has one, none otherwise.
+///
+/// # Errors
+/// A configuration value that does not parse (a damaged image).
+pub fn image_net(
+    config: &BootConfig,
+) -> Result<kiln_vmm::net::NetSpec, crate::config::ConfigError> {
+    use kiln_vmm::net::{Mode, NetSpec};
+    let Some(n) = &config.net else {
+        return Ok(NetSpec::default());
+    };
+    let bad = |what: &str, v: &str, e: String| {
+        crate::config::ConfigError::Net(format!("net.{what} = {v:?}: {e}"))
+    };
+    Ok(NetSpec {
+        mode: match &n.mode {
+            Some(m) => m.parse().map_err(|e| bad("mode", m, e))?,
+            None => Mode::User,
+        },
+        address: n
+            .address
+            .as_deref()
+            .map(|a| a.parse().map_err(|e| bad("address", a, e)))
+            .transpose()?,
+        gateway: n
+            .gateway
+            .as_deref()
+            .map(|g| {
+                g.parse()
+                    .map_err(|e: std::net::AddrParseError| bad("gateway", g, e.to_string()))
+            })
+            .transpose()?,
+        dns: n
+            .dns
+            .iter()
+            .map(|d| {
+                d.parse()
+                    .map_err(|e: std::net::AddrParseError| bad("dns", d, e.to_string()))
+            })
+            .collect::<Result<_, _>>()?,
+        search: n.search.clone(),
+        hostname: n.hostname.clone(),
+        publish: Vec::new(),
+    })
+}
+
 /// Boots the image `parts` (verified by whoever produced them); `start`
 /// is when the command started.
 ///
@@ -128,6 +177,12 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         cmdline: config.cmdline.clone(),
         stdin: opts.stdin,
         terminal: opts.terminal,
+        net: opts
+            .net
+            .spec(&image_net(&config).map_err(|source| RunError::Config {
+                label: parts.label.clone(),
+                source,
+            })?),
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);

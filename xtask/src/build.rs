@@ -189,6 +189,18 @@ pub const PROGRAMS: &[Program] = &[
         ],
     },
     Program {
+        name: "echo",
+        source: "programs/echo.rs",
+        compile: &[
+            "rustc",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "strip=symbols",
+        ],
+    },
+    Program {
         name: "idle",
         source: "programs/idle.c",
         compile: &["musl-gcc", "-static", "-O2"],

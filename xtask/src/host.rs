@@ -73,6 +73,21 @@ pub const TOOLS: &[Tool] = &[
         purpose: "the self-signed CA of the registry TLS tests",
     },
     Tool {
+        command: "passt",
+        package: "passt",
+        purpose: "user-mode networking (--net user) and its tests",
+    },
+    Tool {
+        command: "ip",
+        package: "iproute2",
+        purpose: "network namespaces for the tap tests",
+    },
+    Tool {
+        command: "python3",
+        package: "python3",
+        purpose: "socket clients inside the tap tests' network namespaces",
+    },
+    Tool {
         command: "tmux",
         package: "tmux",
         purpose: "a real terminal for the -t tests",

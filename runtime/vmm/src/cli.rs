@@ -37,9 +37,102 @@ pub struct RunFlags {
     #[arg(long)]
     pub trace_syscalls: bool,
 
-    /// Print KVM's exit and instruction-emulation counters for the run, on stderr
+    /// Print KVM's exit and instruction-emulation counters for the run, and each virtio device's kicks, interrupts and bytes, on stderr
     #[arg(long)]
     pub stats: bool,
+
+    /// The network.
+    #[command(flatten)]
+    pub net: NetFlags,
+}
+
+/// The network of one run (`kiln-vmm` and `kiln run` alike); values left
+/// out come from the image's `[net]`, then from the backend.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NetFlags {
+    /// Network backend: `user` (rootless, through passt), `tap[=NAME]` (root: a tap device per VM, or attach to NAME), or `none`. Default: the image's [net] mode; `user` when -p is given; else none
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub net: Option<crate::net::Mode>,
+
+    /// Publish a guest port on the host, as `docker run -p`: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable)
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = parse_port)]
+    pub publish: Vec<crate::net::PortMap>,
+
+    /// The guest's IPv4 address, ADDR[/PREFIX] (default: 10.0.2.15/24 with --net user, a free /30 with --net tap)
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
+    pub ip: Option<crate::net::Cidr>,
+
+    /// The guest's IPv4 gateway (default: the first address of its subnet; with --net tap, the host side's address)
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+
+    /// A DNS server for the guest's /etc/resolv.conf (repeatable; default with --net user: passt's forwarder)
+    #[arg(long, value_name = "ADDR")]
+    pub dns: Vec<std::net::IpAddr>,
+
+    /// A DNS search domain (repeatable)
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+
+    /// The guest's host name (uname, /etc/hostname, /etc/hosts)
+    #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+    pub hostname: Option<String>,
+}
+
+fn parse_mode(s: &str) -> Result<crate::net::Mode, String> {
+    s.parse()
+}
+
+fn parse_port(s: &str) -> Result<crate::net::PortMap, String> {
+    s.parse()
+}
+
+fn parse_cidr(s: &str) -> Result<crate::net::Cidr, String> {
+    s.parse()
+}
+
+fn parse_hostname(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a host name (letters, digits, `-` and `.`, at most 64)"
+        ))
+    }
+}
+
+impl NetFlags {
+    /// The network of the run: these flags over `image` (the image's
+    /// `[net]`, or the default of none).
+    pub fn spec(&self, image: &crate::net::NetSpec) -> crate::net::NetSpec {
+        let mut spec = image.clone();
+        if let Some(mode) = &self.net {
+            spec.mode = mode.clone();
+        } else if !self.publish.is_empty() && spec.mode == crate::net::Mode::None {
+            spec.mode = crate::net::Mode::User;
+        }
+        spec.publish.extend(self.publish.iter().cloned());
+        if self.ip.is_some() {
+            spec.address = self.ip;
+        }
+        if self.gateway.is_some() {
+            spec.gateway = self.gateway;
+        }
+        if !self.dns.is_empty() {
+            spec.dns = self.dns.clone();
+        }
+        if !self.dns_search.is_empty() {
+            spec.search = self.dns_search.clone();
+        }
+        if self.hostname.is_some() {
+            spec.hostname = self.hostname.clone();
+        }
+        spec
+    }
 }
 
 /// A `--timeout` that is not a usable number of seconds.

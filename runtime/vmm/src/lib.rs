@@ -10,6 +10,7 @@ pub mod bootinfo;
 pub mod cli;
 pub mod devices;
 pub mod loader;
+pub mod net;
 pub mod source;
 pub mod stop;
 pub mod terminal;
@@ -70,6 +71,9 @@ pub enum VmmError {
     /// A device failed on the host side while the VM ran.
     #[error(transparent)]
     Device(#[from] devices::DeviceError),
+    /// The network could not come up.
+    #[error(transparent)]
+    Network(#[from] net::NetError),
 }
 
 /// What to boot and how.
@@ -103,6 +107,8 @@ pub struct VmConfig {
     /// The host terminal the guest's follows (size, resizes) when the
     /// console is a terminal (`-t`).
     pub terminal: Option<std::os::fd::RawFd>,
+    /// The network: backend, addresses, published ports.
+    pub net: net::NetSpec,
 }
 
 /// How the VM ended.
@@ -302,6 +308,7 @@ fn create_devices(
     vm: &kvm_ioctls::VmFd,
     mem: &vm_memory::GuestMemoryMmap,
     config: &VmConfig,
+    network: Option<&mut net::Network>,
 ) -> Result<(MmioBus, Vec<Served>, Vec<kiln_boot::VirtioDevice>), VmmError> {
     let mut stdio = vconsole::Console::new(
         Box::new(std::io::stdout()),
@@ -313,11 +320,17 @@ fn create_devices(
         stdio.follow_resizes(Resizes::watch(fd).map_err(VmmError::Devices)?);
     }
     let stderr = vconsole::Console::new(Box::new(std::io::stderr()), None);
-    let list: Vec<(Box<dyn VirtioDevice>, u32)> = vec![
+    let mut list: Vec<(Box<dyn VirtioDevice>, u32)> = vec![
         (Box::new(stdio), kiln_boot::role::DEFAULT),
         (Box::new(stderr), kiln_boot::role::CONSOLE_STDERR),
         (Box::new(Rng::new()), kiln_boot::role::DEFAULT),
     ];
+    if let Some(n) = network {
+        if let Some(backend) = n.backend.take() {
+            let nic = devices::virtio::net::Net::new(backend, net::random_mac(), n.mtu);
+            list.push((Box::new(nic), kiln_boot::role::DEFAULT));
+        }
+    }
     let mut bus = MmioBus::default();
     let mut served = Vec::new();
     let mut table = Vec::new();
@@ -386,6 +399,15 @@ pub fn run(
     console: Console,
     mut timings: Timings,
 ) -> Result<RunReport, VmmError> {
+    // The network first: passt starts while the VM is built.
+    let mut network = net::Network::start(&config.net)?;
+    let mut cmdline = config.cmdline.clone();
+    for option in net::common_kernel_options(&config.net, network.as_ref()) {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&option);
+    }
     let vm = hv
         .kvm()
         .create_vm()
@@ -415,7 +437,7 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
-    let (mut mmio, served, table) = create_devices(&vm, mem, config)?;
+    let (mut mmio, served, table) = create_devices(&vm, mem, config, network.as_mut())?;
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {
@@ -424,7 +446,7 @@ pub fn run(
             module_len: layout.module_len,
             kernel_end: kernel.end,
             flags: boot_flags,
-            cmdline: config.cmdline.as_bytes(),
+            cmdline: cmdline.as_bytes(),
             path: config.guest_path.as_bytes(),
             argv: &config.argv,
             envp: &config.envp,

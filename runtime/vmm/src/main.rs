@@ -193,6 +193,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         cmdline: cli.cmdline.clone(),
         stdin: console.stdin,
         terminal: console.terminal,
+        net: cli.run.net.spec(&kiln_vmm::net::NetSpec::default()),
     })
 }
 

@@ -42,7 +42,7 @@ enum Command {
     /// Show what an image holds: sections, digests, configuration, program analysis, files
     Inspect(commands::inspect::Args),
     /// Boot an image in a micro-VM and run its program
-    Run(commands::run::Args),
+    Run(Box<commands::run::Args>),
     /// Write an image's root file system as a tar archive, or the image as an OCI layout
     Export(commands::export::Args),
     /// Copy an image from an OCI image layout or a .kiln file into the local store
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
-        Command::Run(args) => commands::run::run(args, start),
+        Command::Run(args) => commands::run::run(*args, start),
         Command::Export(args) => commands::export::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),

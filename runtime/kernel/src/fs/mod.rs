@@ -224,6 +224,22 @@ pub fn write_whole_file(path: &str, data: &[u8]) -> Result<(), Errno> {
     let file = if fs.get(path).is_some() {
         fs.writable(path)?
     } else {
+        // Missing directories on the way are made (a bare program's root
+        // has no /etc).
+        let parts: alloc::vec::Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let mut dir = String::new();
+        for part in parts.split_last().map_or(&[][..], |(_, d)| d) {
+            let parent = if dir.is_empty() {
+                String::from("/")
+            } else {
+                dir.clone()
+            };
+            dir.push('/');
+            dir.push_str(part);
+            if fs.get(&dir).is_none() {
+                fs.mkdir(&parent, part, 0o755)?;
+            }
+        }
         let (parent, name) = fs.resolve_parent("/", path)?;
         fs.create_file(&parent, &name.ok_or(Errno::Isdir)?, 0o644)?
     };

@@ -195,6 +195,14 @@ impl Net {
                 IpAddr::V6(v6) => iface.routes_mut().add_default_ipv6_route(*v6).map(|_| ()),
             };
         }
+        // Announce ourselves (a gratuitous ARP, as Linux does when a link
+        // comes up): the host side learns the guest's MAC before it has to
+        // deliver anything — passt waits for a first frame to know it.
+        for c in &config.addresses {
+            if let IpAddr::V4(ip) = c.addr {
+                device.outbox.push_back(gratuitous_arp(mac, ip));
+            }
+        }
         self.stacks.push(Stack {
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -607,6 +615,30 @@ impl Net {
     }
 }
 
+/// An ARP announcement of `ip` at `mac`, broadcast.
+fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let mut frame = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+    let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+    frame
+}
+
 /// Runs `f` on the network state (set up at boot).
 pub fn with<R>(f: impl FnOnce(&mut Net) -> R) -> Option<R> {
     let mut guard = KERNEL.net.lock();
@@ -638,15 +670,29 @@ pub fn poll() {
     }
 }
 
+/// The host name (uname's nodename).
+static HOSTNAME: spin::Once<alloc::string::String> = spin::Once::new();
+
+/// The machine's host name: the VMM's `kiln.hostname=`, else "kiln".
+pub fn hostname() -> &'static str {
+    HOSTNAME.get().map_or("kiln", |h| h.as_str())
+}
+
 /// Sets the network up at boot: the loopback always, the NIC when the VM
 /// has one; then the configuration files the C library reads.
 pub fn init(config: NetConfig) {
+    if let Some(h) = &config.hostname {
+        HOSTNAME.call_once(|| h.clone());
+    }
     let mut net = Net::new(config);
     if let Some((mac, mtu)) = nic::attach() {
         net.add_nic(mac, mtu);
     }
     write_etc_files(&net.config);
     *KERNEL.net.lock() = Some(net);
+    // Send the announcement, and take what arrived while the stack was not
+    // there yet (its interrupt found nothing to hand it to).
+    poll();
 }
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf from the VMM's

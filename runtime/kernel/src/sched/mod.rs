@@ -29,7 +29,8 @@ use crate::time;
 mod wait;
 
 pub use wait::{
-    block, futex_waiters, notify_io, requeue_futex, restart_deadline, wake_futex, Wait, Woken,
+    block, block_io, futex_waiters, io_generation, notify_io, requeue_futex, restart_deadline,
+    wake_futex, Wait, Woken,
 };
 pub(crate) use wait::{expire, signal_ends_wait, wake};
 

@@ -142,9 +142,34 @@ pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
     woken + moved
 }
 
+/// Counts [`notify_io`] calls: a call that found nothing to do notes it
+/// before trying, and does not block when it moved meanwhile (an interrupt
+/// serviced between its try and its block changed something, and the wake
+/// meant for it came before it waited).
+static IO_GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The current I/O generation (see [`block_io`]).
+pub fn io_generation() -> u64 {
+    IO_GENERATION.load(core::sync::atomic::Ordering::SeqCst)
+}
+
+/// Blocks for I/O like [`block`], unless something changed since the
+/// generation `since` was read: then it returns at once, for the caller
+/// to try again.
+///
+/// # Errors
+/// As for [`block`].
+pub fn block_io(since: u64, deadline: Option<u64>) -> Result<Woken, Errno> {
+    if io_generation() != since {
+        return Ok(Woken::Event);
+    }
+    block(Wait::Io, deadline)
+}
+
 /// Tells threads waiting for I/O that something changed (they re-run their
 /// system calls and block again if it was not for them).
 pub fn notify_io() {
+    IO_GENERATION.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
     let mut s = KERNEL.sched.lock();
     let waiting: Vec<Tid> = s
         .threads

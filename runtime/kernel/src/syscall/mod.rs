@@ -229,6 +229,8 @@ fn run(frame: &Frame, number: u64, regs: [u64; 6]) -> Result<u64, Errno> {
             None
         };
         let mut call = Call { process: p, frame };
+        // What a wait for I/O must not have missed.
+        let io_seen = sched::io_generation();
         let outcome = table::dispatch(&mut call, number, regs);
         let outcome = match outcome {
             // Writing to a pipe nobody reads raises SIGPIPE, as on Linux.
@@ -274,7 +276,11 @@ fn run(frame: &Frame, number: u64, regs: [u64; 6]) -> Result<u64, Errno> {
                 on_signal,
             } => {
                 drop(guard);
-                let woken = match sched::block(wait, deadline) {
+                let blocked = match wait {
+                    Wait::Io => sched::block_io(io_seen, deadline),
+                    other => sched::block(other, deadline),
+                };
+                let woken = match blocked {
                     Ok(w) => w,
                     Err(_) => {
                         if let Some(text) = call_text {

@@ -164,9 +164,10 @@ fn limits(
 
 /// uname(2).
 pub fn uname(p: &mut Call, buf: UserPtr<u8>) -> Result<u64, Errno> {
+    let host = crate::net::hostname();
     let fields: [&[u8]; 6] = [
         b"Linux",
-        b"kiln",
+        host.as_bytes(),
         b"6.1.0-kiln",
         b"#1 SMP kiln",
         b"x86_64",

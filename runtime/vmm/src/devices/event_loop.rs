@@ -37,6 +37,14 @@ pub struct Served {
     pub queue_events: Vec<EventFd>,
 }
 
+/// A backend descriptor as registered: its epoll token and the events
+/// asked for.
+struct Watch {
+    fd: RawFd,
+    token: u64,
+    events: u32,
+}
+
 /// The running devices thread.
 pub struct DevicesThread {
     stop: EventFd,
@@ -78,16 +86,30 @@ impl DevicesThread {
                     Source::Queue { device, queue },
                 )?;
             }
-            for fd in lock(&served.transport).device().backend_fds() {
-                watch(&epoll, &mut sources, fd, Source::Backend { device, fd })?;
+        }
+        let mut watches: Vec<Vec<Watch>> = Vec::new();
+        for (device, served) in devices.iter().enumerate() {
+            let mut list = Vec::new();
+            let t = lock(&served.transport);
+            for fd in t.device().backend_fds() {
+                sources.push(Source::Backend { device, fd });
+                let token = (sources.len() - 1) as u64;
+                let events = t.device().backend_interest(fd);
+                epoll.ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::from_bits_truncate(events), token),
+                )?;
+                list.push(Watch { fd, token, events });
             }
+            watches.push(list);
         }
         let stop_fd = stop.try_clone()?;
         let handle = std::thread::Builder::new()
             .name("kiln-devices".into())
             .spawn(move || {
                 crate::stop::block_vcpu_signals();
-                let result = serve(&epoll, &sources, &devices, &stop_fd);
+                let result = serve(&epoll, &sources, &devices, &mut watches, &stop_fd);
                 if result.is_err() {
                     on_failure();
                 }
@@ -106,10 +128,34 @@ impl DevicesThread {
     }
 }
 
+/// Brings the epoll registration of `device`'s backend descriptors up to
+/// what the device wants now.
+fn refresh_interest(
+    epoll: &Epoll,
+    t: &MmioTransport,
+    watches: &mut [Watch],
+) -> Result<(), DeviceError> {
+    for w in watches {
+        let want = t.device().backend_interest(w.fd);
+        if want != w.events {
+            epoll
+                .ctl(
+                    ControlOperation::Modify,
+                    w.fd,
+                    EpollEvent::new(EventSet::from_bits_truncate(want), w.token),
+                )
+                .map_err(DeviceError::Loop)?;
+            w.events = want;
+        }
+    }
+    Ok(())
+}
+
 fn serve(
     epoll: &Epoll,
     sources: &[Source],
     devices: &[Served],
+    watches: &mut [Vec<Watch>],
     stop: &EventFd,
 ) -> Result<(), DeviceError> {
     let mut events = vec![EpollEvent::default(); 32];
@@ -135,13 +181,18 @@ fn serve(
                     let _ = served.queue_events[queue].read();
                     let mut t = lock(&served.transport);
                     let name = t.device().name();
-                    t.kick(queue).map_err(|source| (name, source))
+                    let r = t.kick(queue).map_err(|source| (name, source));
+                    refresh_interest(epoll, &t, &mut watches[device])?;
+                    r
                 }
                 Source::Backend { device, fd } => {
                     let mut t = lock(&devices[device].transport);
                     let name = t.device().name();
-                    t.backend_ready(fd, ev.events())
-                        .map_err(|source| (name, source))
+                    let r = t
+                        .backend_ready(fd, ev.events())
+                        .map_err(|source| (name, source));
+                    refresh_interest(epoll, &t, &mut watches[device])?;
+                    r
                 }
             };
             if let Err((device, source)) = result {

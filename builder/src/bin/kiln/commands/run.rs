@@ -95,6 +95,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         stats: args.run.stats,
         stdin: console.stdin,
         terminal: console.terminal,
+        net: args.run.net.clone(),
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.

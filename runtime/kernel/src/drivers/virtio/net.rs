@@ -228,9 +228,8 @@ impl NetDriver {
     }
 
     /// Sends as many frames of `outbox` as there is room for; returns
-    /// whether any went. With frames left over, the device is asked to
-    /// interrupt when it returns buffers.
-    pub fn transmit(&mut self, outbox: &mut VecDeque<Vec<u8>>) -> bool {
+    /// whether any went.
+    fn send_some(&mut self, outbox: &mut VecDeque<Vec<u8>>) -> bool {
         self.reclaim();
         let mut sent = false;
         while let Some(frame) = outbox.front() {
@@ -288,8 +287,25 @@ impl NetDriver {
         if sent && self.tx.should_notify() {
             self.transport.notify(TX_QUEUE);
         }
-        // Frames left: have the device say when buffers come back.
-        self.tx.set_dev_notify(!outbox.is_empty());
         sent
+    }
+
+    /// Sends what fits of `outbox`; returns whether any frame went. With
+    /// frames left over, the device is asked to interrupt when it returns
+    /// buffers — and buffers it returned before it was asked are taken at
+    /// once, or no interrupt would ever come for them.
+    pub fn transmit(&mut self, outbox: &mut VecDeque<Vec<u8>>) -> bool {
+        let mut sent = false;
+        loop {
+            sent |= self.send_some(outbox);
+            if outbox.is_empty() {
+                self.tx.set_dev_notify(false);
+                return sent;
+            }
+            self.tx.set_dev_notify(true);
+            if !self.tx.can_pop() {
+                return sent;
+            }
+        }
     }
 }

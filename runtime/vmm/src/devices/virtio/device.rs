@@ -182,6 +182,16 @@ pub trait VirtioDevice: Send {
         Vec::new()
     }
 
+    /// The epoll events the devices thread should wait for on backend `fd`
+    /// now (level-triggered: a device that cannot take input — no guest
+    /// buffers — leaves EPOLLIN out until the guest adds some; one with
+    /// output held back adds EPOLLOUT). Asked again after every event the
+    /// device handles.
+    fn backend_interest(&self, fd: RawFd) -> u32 {
+        let _ = fd;
+        libc::EPOLLIN as u32
+    }
+
     /// `fd` (one of [`VirtioDevice::backend_fds`]) is ready (`events` as
     /// epoll reports them).
     ///

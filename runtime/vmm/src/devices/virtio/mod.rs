@@ -12,6 +12,7 @@
 pub mod console;
 pub mod device;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod rng;
 #[cfg(test)]

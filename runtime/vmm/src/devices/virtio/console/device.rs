@@ -249,6 +249,16 @@ impl VirtioDevice for Console {
         }
     }
 
+    fn backend_interest(&self, _fd: RawFd) -> u32 {
+        // Until the driver starts the device (it kicks the receive queue
+        // then), input waits where it is.
+        if self.active.is_some() {
+            libc::EPOLLIN as u32
+        } else {
+            0
+        }
+    }
+
     fn backend_fds(&self) -> Vec<RawFd> {
         let input = self.input.iter().map(Input::ready_fd);
         input.chain(self.resizes.iter().map(Resizes::fd)).collect()
