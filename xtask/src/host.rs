@@ -88,6 +88,16 @@ pub const TOOLS: &[Tool] = &[
         purpose: "socket clients inside the tap tests' network namespaces",
     },
     Tool {
+        command: "nginx",
+        package: "nginx-light",
+        purpose: "the web server appliance (manifests/httpd.toml) and its tests",
+    },
+    Tool {
+        command: "curl",
+        package: "curl",
+        purpose: "the HTTP client of the web server tests",
+    },
+    Tool {
         command: "tmux",
         package: "tmux",
         purpose: "a real terminal for the -t tests",

@@ -55,12 +55,23 @@ impl KvmError {
 }
 
 impl Hypervisor {
-    /// Opens `/dev/kvm` and checks the capabilities kiln needs.
+    /// Opens `/dev/kvm` (or the device `$KILN_KVM_DEVICE` names — a
+    /// container may have it elsewhere) and checks the capabilities kiln
+    /// needs.
     ///
     /// # Errors
-    /// When /dev/kvm is missing or inaccessible, or lacks a capability.
+    /// When the device is missing or inaccessible, or lacks a capability.
     pub fn open() -> Result<Self, KvmError> {
-        let kvm = Kvm::new().map_err(KvmError::Unavailable)?;
+        let kvm = match std::env::var_os("KILN_KVM_DEVICE") {
+            Some(path) => {
+                use std::os::unix::ffi::OsStrExt;
+                let c = std::ffi::CString::new(path.as_bytes()).map_err(|_| {
+                    KvmError::Unavailable(vmm_sys_util::errno::Error::new(libc::EINVAL))
+                })?;
+                Kvm::new_with_path(&c).map_err(KvmError::Unavailable)?
+            }
+            None => Kvm::new().map_err(KvmError::Unavailable)?,
+        };
         for (cap, name) in [
             (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
             (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
