@@ -294,7 +294,9 @@ fn tty_gives_an_interactive_program_a_terminal() {
     let screen = tmux.wait_for("EXIT=");
     assert!(screen.contains("eof\nEXIT=0"), "{screen}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !after.exists() && std::time::Instant::now() < deadline {
+    // The shell creates the file before stty writes it: wait for a line.
+    let written = |p: &std::path::Path| std::fs::read_to_string(p).is_ok_and(|t| t.ends_with('\n'));
+    while !written(&after) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let settings = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();

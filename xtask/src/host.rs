@@ -98,6 +98,11 @@ pub const TOOLS: &[Tool] = &[
         purpose: "the HTTP client of the web server tests",
     },
     Tool {
+        command: "wrk",
+        package: "wrk",
+        purpose: "the HTTP load of cargo xtask bench-net",
+    },
+    Tool {
         command: "tmux",
         package: "tmux",
         purpose: "a real terminal for the -t tests",

@@ -2,6 +2,7 @@
 //! function calling the crates or cargo; see `cargo xtask --help`.
 
 mod bench;
+mod bench_net;
 mod bench_syscall;
 mod chart;
 mod ci;
@@ -82,6 +83,10 @@ enum Verb {
     BenchDensity(density::DensityArgs),
     /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
     BenchSyscall(bench_syscall::SyscallArgs),
+    /// Measure the network: nginx under wrk natively, through --net user and
+    /// --net tap; TCP throughput; time to the first connection (table +
+    /// target/bench/net.json)
+    BenchNet(bench_net::NetArgs),
     /// Run the differential compatibility suite (native vs kiln) and write docs/compat.md
     Compat(compat::CompatArgs),
     /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
@@ -202,6 +207,7 @@ fn main() -> ExitCode {
         Verb::BenchDensity(args) => density::run(&args).map(|()| 0),
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
+        Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
         Verb::Deps => host::ensure_tools(host::TOOLS).map(|()| 0),
     };
     match result {
