@@ -50,11 +50,11 @@ pub struct RunFlags {
 /// out come from the image's `[net]`, then from the backend.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct NetFlags {
-    /// Network backend: `user` (rootless, through passt), `tap[=NAME]` (root: a tap device per VM, or attach to NAME), or `none`. Default: the image's [net] mode; `user` when -p is given; else none
+    /// Network backend: `user` (rootless, through passt), `tap[=NAME]` (root: a tap device per VM, or attach to NAME), or `none`. Default: the image's `[net]` mode; `user` when -p is given; else none
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub net: Option<crate::net::Mode>,
 
-    /// Publish a guest port on the host, as `docker run -p`: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable)
+    /// Publish a guest port on the host, as `docker run -p`: `[IP:]HOSTPORT:GUESTPORT[/tcp|/udp]` (repeatable)
     #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = parse_port)]
     pub publish: Vec<crate::net::PortMap>,
 
