@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,21 +14,6 @@ use std::time::{Duration, Instant};
 use common::{built_image, kvm_or_skip, status, stderr, stdout};
 
 const PAGE_MARK: &str = "Served by nginx in a kiln appliance";
-
-fn require(tool: &str, package: &str) {
-    assert!(
-        xtask::host::has(tool),
-        "{tool} is missing (Debian package {package}): run `cargo xtask deps`"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Waits until nginx says it is up (its notice on stderr), or fails with
 /// what it printed.
@@ -101,10 +85,10 @@ fn httpd_serves_its_site_over_user_networking_without_privileges() {
     if !kvm_or_skip("httpd_serves_its_site_over_user_networking_without_privileges") {
         return;
     }
-    require("nginx", "nginx-light");
-    require("curl", "curl");
-    require("passt", "passt");
-    require("setpriv", "util-linux");
+    common::require_tool("nginx", "nginx-light");
+    common::require_tool("curl", "curl");
+    common::require_tool("passt", "passt");
+    common::require_tool("setpriv", "util-linux");
     let (dir, image) = built_image("httpd-user", "httpd");
     // kiln runs as nobody: its own KVM device node (the host's /dev/kvm is
     // root's here), the image readable, a store of its own.
@@ -138,7 +122,7 @@ fn httpd_serves_its_site_over_user_networking_without_privileges() {
         wrap.push(format!("KILN_KVM_DEVICE={}", kvm.display()));
         wrap.push(format!("KILN_HOME={}", dir.join("home").display()));
     }
-    let port = free_port();
+    let port = common::free_port();
     let kiln = env!("CARGO_BIN_EXE_kiln");
     let mut cmd = match wrap.split_first() {
         Some((p, rest)) => {
@@ -188,9 +172,9 @@ fn httpd_serves_its_site_over_a_tap_in_a_network_namespace() {
     if !kvm_or_skip("httpd_serves_its_site_over_a_tap_in_a_network_namespace") {
         return;
     }
-    require("nginx", "nginx-light");
-    require("curl", "curl");
-    require("ip", "iproute2");
+    common::require_tool("nginx", "nginx-light");
+    common::require_tool("curl", "curl");
+    common::require_tool("ip", "iproute2");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         assert!(

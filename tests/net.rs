@@ -13,15 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{kvm_or_skip, stderr};
 
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn vmm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"));
     cmd.arg("--kernel").arg(xtask::paths::kernel());
@@ -29,10 +20,7 @@ fn vmm() -> Command {
 }
 
 fn require_passt() {
-    assert!(
-        xtask::host::has("passt"),
-        "passt is missing (Debian package passt): run `cargo xtask deps`"
-    );
+    common::require_tool("passt", "passt");
 }
 
 /// kiln-vmm running the echo appliance in `mode` (tcp or udp) on guest
@@ -153,7 +141,7 @@ fn tcp_echo_moves_64_mib_each_way_through_user_networking() {
         return;
     }
     require_passt();
-    let port = free_port();
+    let port = common::free_port();
     let p = format!("{port}:7");
     let app = Appliance::start(&["--net", "user", "-p", &p], "tcp");
     echo_through(connect(port), 64);
@@ -169,7 +157,7 @@ fn udp_echo_answers_through_user_networking() {
         return;
     }
     require_passt();
-    let port = free_port();
+    let port = common::free_port();
     let p = format!("127.0.0.1:{port}:7/udp");
     let _app = Appliance::start(&["-p", &p], "udp");
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -260,7 +248,7 @@ fn passt_ends_with_kiln_however_it_ends() {
     }
     require_passt();
     // A normal end.
-    let port = free_port();
+    let port = common::free_port();
     let out = vmm()
         .args(["-p", &format!("{port}:7"), "--app"])
         .arg(common::program("hello-musl"))
@@ -269,7 +257,7 @@ fn passt_ends_with_kiln_however_it_ends() {
     assert_eq!(common::status(&out), 0, "{}", stderr(&out));
     assert_gone(&format!("-t {port}:7"), "after a normal exit");
     // A guest crash (SIGSEGV in the program).
-    let port = free_port();
+    let port = common::free_port();
     let out = vmm()
         .args(["-p", &format!("{port}:7"), "--app"])
         .arg(common::program("probe"))
@@ -280,7 +268,7 @@ fn passt_ends_with_kiln_however_it_ends() {
     assert_gone(&format!("-t {port}:7"), "after a guest crash");
     // Ctrl-C and kill -9 of kiln-vmm.
     for signal in [libc::SIGINT, libc::SIGKILL] {
-        let port = free_port();
+        let port = common::free_port();
         let app = Appliance::start(&["-p", &format!("{port}:7")], "tcp");
         assert!(process_running(&format!("-t {port}:7")));
         // SAFETY: signals the child this test started.

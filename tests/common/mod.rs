@@ -177,3 +177,21 @@ pub fn built_image(test: &str, manifest: &str) -> (PathBuf, PathBuf) {
     build_ok(&manifest_path(manifest), &image);
     (dir, image)
 }
+
+/// A TCP port nothing listens on right now (for published ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fails with how to install `tool` (Debian package `package`) when it is
+/// missing.
+pub fn require_tool(tool: &str, package: &str) {
+    assert!(
+        xtask::host::has(tool),
+        "{tool} is missing (Debian package {package}): run `cargo xtask deps`"
+    );
+}

@@ -12,9 +12,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::Transport as _;
 
 use super::hal::KernelHal;
-use super::Transport;
-use crate::arch::phys_to_virt;
-use crate::mm::frame;
+use super::{Page, Transport};
 
 /// Entries per queue (kiln-vmm's consoles offer 64).
 const QUEUE_SIZE: usize = 64;
@@ -23,33 +21,13 @@ const RX_BUFFERS: usize = 4;
 /// Transmit buffers (at most this many pages of output in flight).
 const TX_BUFFERS: usize = 16;
 /// Bytes per buffer: one frame.
-const BUFFER: usize = 4096;
+const BUFFER: usize = Page::SIZE;
 /// Queue indices (§5.3.2).
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 /// Most received bytes kept unread before receive buffers stop being
 /// reposted (the host then holds the rest back).
 const INPUT_LIMIT: usize = 64 * 1024;
-
-/// A page the device reads or writes.
-#[derive(Clone, Copy)]
-struct Page(u64);
-
-impl Page {
-    fn new() -> Option<Self> {
-        frame::alloc_zeroed().map(Page)
-    }
-
-    /// The page's bytes.
-    ///
-    /// # Safety
-    /// The device must not own the page (not posted, or already used).
-    unsafe fn bytes<'a>(self) -> &'a mut [u8] {
-        // SAFETY: a frame owned by this driver, reached through the direct
-        // map; the caller guarantees the device does not use it now.
-        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.0), BUFFER) }
-    }
-}
 
 /// A virtio console.
 pub struct Console {

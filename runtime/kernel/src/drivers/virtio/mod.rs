@@ -32,6 +32,31 @@ use crate::boot::{BootParams, MAX_DEVICES};
 use crate::fd::tty::{Raised, TerminalState};
 use crate::state::KERNEL;
 
+/// A page (one frame) a driver hands to its device for reading or
+/// writing, reached through the direct map.
+#[derive(Clone, Copy)]
+pub(crate) struct Page(u64);
+
+impl Page {
+    /// Bytes in a page.
+    pub(crate) const SIZE: usize = 4096;
+
+    /// A fresh zeroed page, if memory allows.
+    pub(crate) fn new() -> Option<Self> {
+        crate::mm::frame::alloc_zeroed().map(Page)
+    }
+
+    /// The page's bytes.
+    ///
+    /// # Safety
+    /// The device must not own the page (not posted, or already used).
+    pub(crate) unsafe fn bytes<'a>(self) -> &'a mut [u8] {
+        // SAFETY: a frame owned by the driver, reached through the direct
+        // map; the caller guarantees the device does not use it now.
+        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.0), Self::SIZE) }
+    }
+}
+
 /// The transport every driver uses.
 type Transport = transport::KilnTransport;
 

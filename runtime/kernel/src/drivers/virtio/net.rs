@@ -14,9 +14,7 @@ use virtio_drivers::transport::Transport as _;
 
 use super::console::SetupError;
 use super::hal::KernelHal;
-use super::Transport;
-use crate::arch::phys_to_virt;
-use crate::mm::frame;
+use super::{Page, Transport};
 
 /// Entries per queue (kiln-vmm's NIC offers 256).
 const QUEUE_SIZE: usize = 256;
@@ -26,7 +24,7 @@ const TX_QUEUE: u16 = 1;
 const RX_PAGES: usize = 48;
 /// Most pages of output in flight.
 const TX_PAGES: usize = 96;
-const PAGE: usize = 4096;
+const PAGE: usize = Page::SIZE;
 /// `struct virtio_net_hdr_v1`.
 const HEADER: usize = 12;
 
@@ -35,24 +33,6 @@ mod feature {
     pub const MTU: u64 = 1 << 3;
     pub const MAC: u64 = 1 << 5;
     pub const MRG_RXBUF: u64 = 1 << 15;
-}
-
-/// A page the device reads or writes.
-#[derive(Clone, Copy)]
-struct Page(u64);
-
-impl Page {
-    fn new() -> Option<Self> {
-        frame::alloc_zeroed().map(Page)
-    }
-
-    /// # Safety
-    /// The device must not own the page.
-    unsafe fn bytes<'a>(self) -> &'a mut [u8] {
-        // SAFETY: a frame owned by this driver, through the direct map; the
-        // caller guarantees the device does not use it now.
-        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.0), PAGE) }
-    }
 }
 
 /// A virtio NIC.

@@ -121,6 +121,30 @@ fn ip_addr(v6: bool, v6_only: bool, addr: &SockAddr) -> Result<SocketAddr, Errno
     }
 }
 
+/// Reserves `addr`'s port (0: an ephemeral one) for socket `id` with its
+/// sharing options; returns the port.
+///
+/// # Errors
+/// EADDRNOTAVAIL for an address that is not this machine's, EADDRINUSE.
+fn reserve(
+    common: &Common,
+    id: u64,
+    n: &mut Net,
+    proto: Proto,
+    addr: SocketAddr,
+    v6_only: bool,
+) -> Result<u16, Errno> {
+    let ip = addr.ip();
+    if !ip.is_unspecified() && !n.is_local(ip) {
+        return Err(Errno::Addrnotavail);
+    }
+    let (reuse_addr, reuse_port) = {
+        let o = common.options.lock();
+        (o.reuse_addr, o.reuse_port)
+    };
+    n.bind(id, proto, ip, addr.port(), reuse_addr, reuse_port, v6_only)
+}
+
 /// Linux's reported buffer size for a requested one.
 fn buffer_bytes(reported: u32) -> usize {
     ((reported / 2) as usize).clamp(4096, 4 << 20)
@@ -179,22 +203,7 @@ impl TcpSocket {
             return Err(Errno::Inval);
         }
         let ip = addr.ip();
-        if !ip.is_unspecified() && !n.is_local(ip) {
-            return Err(Errno::Addrnotavail);
-        }
-        let (reuse_addr, reuse_port) = {
-            let o = self.common.options.lock();
-            (o.reuse_addr, o.reuse_port)
-        };
-        let port = n.bind(
-            self.id,
-            Proto::Tcp,
-            ip,
-            addr.port(),
-            reuse_addr,
-            reuse_port,
-            t.v6_only,
-        )?;
+        let port = reserve(&self.common, self.id, n, Proto::Tcp, addr, t.v6_only)?;
         t.local = Some(SocketAddr::new(ip, port));
         if matches!(t.state, TcpState::Unbound) {
             t.state = TcpState::Bound;
@@ -705,22 +714,7 @@ impl UdpSocket {
             return Err(Errno::Inval);
         }
         let ip = addr.ip();
-        if !ip.is_unspecified() && !n.is_local(ip) {
-            return Err(Errno::Addrnotavail);
-        }
-        let (reuse_addr, reuse_port) = {
-            let o = self.common.options.lock();
-            (o.reuse_addr, o.reuse_port)
-        };
-        let port = n.bind(
-            self.id,
-            Proto::Udp,
-            ip,
-            addr.port(),
-            reuse_addr,
-            reuse_port,
-            u.v6_only,
-        )?;
+        let port = reserve(&self.common, self.id, n, Proto::Udp, addr, u.v6_only)?;
         let endpoint = smoltcp::wire::IpListenEndpoint {
             addr: (!ip.is_unspecified()).then(|| IpAddress::from(unmapped(ip))),
             port,

@@ -125,6 +125,19 @@ pub struct Traffic {
     pub to_guest: u64,
 }
 
+/// Copies the bytes of a configuration space `config` at `offset` into
+/// `data`; bytes past its end read as zero (virtio 1.2 §4.2.2: a driver may
+/// read any width at any offset of the window).
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| config.get(o.checked_add(i)?))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// A virtio device: its identity and configuration space, and the queue
 /// processing the devices thread runs when the guest kicks a queue or a
 /// backend descriptor becomes ready.

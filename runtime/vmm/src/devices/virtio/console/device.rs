@@ -212,13 +212,7 @@ impl VirtioDevice for Console {
         config[0..2].copy_from_slice(&self.size.0.to_le_bytes());
         config[2..4].copy_from_slice(&self.size.1.to_le_bytes());
         config[4..8].copy_from_slice(&1u32.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| config.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        crate::devices::virtio::device::read_config_bytes(&config, offset, data);
     }
 
     fn activate(

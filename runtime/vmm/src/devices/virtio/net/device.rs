@@ -208,13 +208,7 @@ impl VirtioDevice for Net {
         config[6..8].copy_from_slice(&1u16.to_le_bytes()); // link up
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         config[10..12].copy_from_slice(&self.mtu.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| config.get(o + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        crate::devices::virtio::device::read_config_bytes(&config, offset, data);
     }
 
     fn activate(
