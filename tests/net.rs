@@ -135,16 +135,79 @@ fn assert_gone(text: &str, after: &str) {
     }
 }
 
+/// What the echo appliance's source sends: byte `i` (its `pattern`).
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(131) ^ (i >> 20).wrapping_mul(7)) as u8
+}
+
+/// FNV-1a over `data`, continuing from `hash` (the sink's checksum).
+fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
+    for &b in data {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
 #[test]
-fn tcp_echo_moves_64_mib_each_way_through_user_networking() {
-    if !kvm_or_skip("tcp_echo_moves_64_mib_each_way_through_user_networking") {
+fn tcp_moves_64_mib_each_way_through_user_networking_checksummed() {
+    if !kvm_or_skip("tcp_moves_64_mib_each_way_through_user_networking_checksummed") {
+        return;
+    }
+    require_passt();
+    const TOTAL: u64 = 64 << 20;
+    // Host to guest: the sink answers with the count and the checksum.
+    let port = common::free_port();
+    let sink = Appliance::start(&["--net", "user", "-p", &format!("{port}:7")], "sink");
+    let mut conn = connect(port);
+    conn.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for block in 0..(TOTAL >> 20) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = pattern((block << 20) + i as u64);
+        }
+        hash = fnv1a(hash, &buf);
+        conn.write_all(&buf).unwrap();
+    }
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = [0u8; 16];
+    conn.read_exact(&mut answer).unwrap();
+    assert_eq!(u64::from_le_bytes(answer[..8].try_into().unwrap()), TOTAL);
+    assert_eq!(
+        u64::from_le_bytes(answer[8..].try_into().unwrap()),
+        hash,
+        "the guest received other bytes than were sent"
+    );
+    drop(sink);
+    // Guest to host: the source sends the pattern.
+    let port = common::free_port();
+    let _source = Appliance::start(&["--net", "user", "-p", &format!("{port}:7")], "source");
+    let mut conn = connect(port);
+    conn.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    conn.write_all(&TOTAL.to_le_bytes()).unwrap();
+    let mut at = 0u64;
+    while at < TOTAL {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the source stopped after {at} bytes");
+        for (i, &b) in buf[..n].iter().enumerate() {
+            assert_eq!(b, pattern(at + i as u64), "byte {} differs", at + i as u64);
+        }
+        at += n as u64;
+    }
+}
+
+#[test]
+fn tcp_echo_answers_both_ways_at_once_through_user_networking() {
+    if !kvm_or_skip("tcp_echo_answers_both_ways_at_once_through_user_networking") {
         return;
     }
     require_passt();
     let port = common::free_port();
     let p = format!("{port}:7");
     let app = Appliance::start(&["--net", "user", "-p", &p], "tcp");
-    echo_through(connect(port), 64);
+    echo_through(connect(port), 1);
     // A second connection while the first is gone: the listener lives on.
     echo_through(connect(port), 1);
     drop(app);

@@ -2,12 +2,26 @@
 //! echoes every TCP connection (a thread each) until the client closes its
 //! side; `echo udp PORT` sends every datagram back to its sender; `echo
 //! sink PORT` reads each connection to its end and answers with the byte
-//! count (8 bytes, little endian); `echo source PORT` writes to each
-//! connection the number of bytes the client asks for (8 bytes, little
-//! endian). It prints `listening` once the socket is bound.
+//! count and their FNV-1a hash (8 bytes each, little endian); `echo source
+//! PORT` writes to each connection the number of bytes the client asks for
+//! (8 bytes, little endian) of [`pattern`]. It prints `listening` once the
+//! socket is bound.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
+
+/// Byte `i` of what a source sends.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(131) ^ (i >> 20).wrapping_mul(7)) as u8
+}
+
+/// FNV-1a over `data`, continuing from `hash`.
+fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
+    for &b in data {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -49,26 +63,33 @@ fn main() {
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 256 * 1024];
                     if sink {
-                        let mut total = 0u64;
+                        let (mut total, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
                         while let Ok(n) = conn.read(&mut buf) {
                             if n == 0 {
                                 break;
                             }
                             total += n as u64;
+                            hash = fnv1a(hash, &buf[..n]);
                         }
-                        let _ = conn.write_all(&total.to_le_bytes());
+                        let mut answer = total.to_le_bytes().to_vec();
+                        answer.extend_from_slice(&hash.to_le_bytes());
+                        let _ = conn.write_all(&answer);
                     } else {
                         let mut want = [0u8; 8];
                         if conn.read_exact(&mut want).is_err() {
                             return;
                         }
-                        let mut left = u64::from_le_bytes(want);
-                        while left > 0 {
-                            let n = left.min(buf.len() as u64) as usize;
+                        let total = u64::from_le_bytes(want);
+                        let mut at = 0u64;
+                        while at < total {
+                            let n = (total - at).min(buf.len() as u64) as usize;
+                            for (i, b) in buf[..n].iter_mut().enumerate() {
+                                *b = pattern(at + i as u64);
+                            }
                             if conn.write_all(&buf[..n]).is_err() {
                                 return;
                             }
-                            left -= n as u64;
+                            at += n as u64;
                         }
                     }
                 });
