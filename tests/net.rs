@@ -16,6 +16,7 @@ use common::{kvm_or_skip, stderr};
 fn vmm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"));
     cmd.arg("--kernel").arg(xtask::paths::kernel());
+    common::default_signals(&mut cmd);
     cmd
 }
 

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub terminal: Option<std::os::fd::RawFd>,
     /// The network flags (over the image's `[net]`).
     pub net: kiln_vmm::cli::NetFlags,
+    /// A vsock device (`--vsock`).
+    pub vsock: Option<kiln_vmm::cli::VsockSpec>,
 }
 
 /// Why an image did not boot.
@@ -183,6 +185,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
                 label: parts.label.clone(),
                 source,
             })?),
+        vsock: opts.vsock.clone(),
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);

@@ -178,6 +178,24 @@ pub fn built_image(test: &str, manifest: &str) -> (PathBuf, PathBuf) {
     (dir, image)
 }
 
+/// Gives `cmd`'s process the default actions for SIGINT, SIGQUIT and
+/// SIGTERM whatever this process inherited (a shell's background job
+/// starts with SIGINT ignored, which would make a Ctrl-C test pass or fail
+/// by how the tests were started).
+pub fn default_signals(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only signal(2), which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A TCP port nothing listens on right now (for published ports).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -92,7 +92,8 @@ pub fn run_all() -> Result<()> {
         // machine only measure the scheduler.
         build::run(cargo().args(["test", "--workspace", "--exclude", "kiln-vmm"]))?;
         build::run(cargo().args([
-            "test", "-p", "kiln-vmm", "--lib", "--test", "boot", "--test", "devices",
+            "test", "-p", "kiln-vmm", "--lib", "--test", "boot", "--test", "devices", "--test",
+            "vsock",
         ]))?;
         build::run(cargo().args(["test", "-p", "kiln-vmm", "--doc"]))?;
         build::run(cargo().args([

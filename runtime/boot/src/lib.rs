@@ -385,6 +385,116 @@ pub struct SetupQueue {
     pub device: u64,
 }
 
+/// The virtio-vsock packet header (virtio 1.2 §5.10.6), which kiln-vmm's
+/// device and the kernel's driver both read and write: 44 bytes, little
+/// endian, before every packet's payload.
+pub mod vsock {
+    /// The host's context id (what the guest connects to).
+    pub const HOST_CID: u64 = 2;
+    /// The guest's context id unless the run names another.
+    pub const DEFAULT_GUEST_CID: u64 = 3;
+    /// Bytes of a header.
+    pub const HEADER_SIZE: usize = 44;
+    /// VIRTIO_VSOCK_TYPE_STREAM: the one socket type kiln carries.
+    pub const TYPE_STREAM: u16 = 1;
+
+    /// Packet operations (`op`).
+    pub mod op {
+        /// Connection request.
+        pub const REQUEST: u16 = 1;
+        /// Connection accepted.
+        pub const RESPONSE: u16 = 2;
+        /// Connection refused or torn down.
+        pub const RST: u16 = 3;
+        /// The sender will not send (`flags` SEND) or receive (RCV) more.
+        pub const SHUTDOWN: u16 = 4;
+        /// Data.
+        pub const RW: u16 = 5;
+        /// The sender's buffer space (`buf_alloc`, `fwd_cnt`), unasked.
+        pub const CREDIT_UPDATE: u16 = 6;
+        /// Asks the peer for a CREDIT_UPDATE.
+        pub const CREDIT_REQUEST: u16 = 7;
+    }
+
+    /// SHUTDOWN flags.
+    pub mod shutdown {
+        /// The sender will receive no more.
+        pub const RCV: u32 = 1;
+        /// The sender will send no more.
+        pub const SEND: u32 = 2;
+        /// Both.
+        pub const BOTH: u32 = RCV | SEND;
+    }
+
+    /// A packet header.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Header {
+        /// Sender's context id.
+        pub src_cid: u64,
+        /// Receiver's context id.
+        pub dst_cid: u64,
+        /// Sender's port.
+        pub src_port: u32,
+        /// Receiver's port.
+        pub dst_port: u32,
+        /// Payload bytes that follow.
+        pub len: u32,
+        /// Socket type ([`TYPE_STREAM`]).
+        pub kind: u16,
+        /// Operation ([`op`]).
+        pub op: u16,
+        /// Operation flags ([`shutdown`] for SHUTDOWN).
+        pub flags: u32,
+        /// The sender's receive buffer for this connection, in bytes.
+        pub buf_alloc: u32,
+        /// Bytes of this connection the sender has consumed so far
+        /// (wrapping).
+        pub fwd_cnt: u32,
+    }
+
+    impl Header {
+        /// The header's bytes.
+        pub fn encode(&self) -> [u8; HEADER_SIZE] {
+            let mut b = [0u8; HEADER_SIZE];
+            b[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
+            b[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
+            b[16..20].copy_from_slice(&self.src_port.to_le_bytes());
+            b[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
+            b[24..28].copy_from_slice(&self.len.to_le_bytes());
+            b[28..30].copy_from_slice(&self.kind.to_le_bytes());
+            b[30..32].copy_from_slice(&self.op.to_le_bytes());
+            b[32..36].copy_from_slice(&self.flags.to_le_bytes());
+            b[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
+            b[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
+            b
+        }
+
+        /// The header at the start of `b`, if `b` is long enough.
+        pub fn decode(b: &[u8]) -> Option<Self> {
+            let b: &[u8; HEADER_SIZE] = b.get(..HEADER_SIZE)?.try_into().ok()?;
+            let u64_at = |at: usize| {
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&b[at..at + 8]);
+                u64::from_le_bytes(v)
+            };
+            let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+            Some(Self {
+                src_cid: u64_at(0),
+                dst_cid: u64_at(8),
+                src_port: u32_at(16),
+                dst_port: u32_at(20),
+                len: u32_at(24),
+                kind: u16_at(28),
+                op: u16_at(30),
+                flags: u32_at(32),
+                buf_alloc: u32_at(36),
+                fwd_cnt: u32_at(40),
+            })
+        }
+    }
+}
+
 impl BootInfo {
     /// Size of the structure in bytes.
     pub const SIZE: usize = core::mem::size_of::<BootInfo>();
@@ -403,6 +513,26 @@ mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn vsock_header_round_trips() {
+        let h = vsock::Header {
+            src_cid: 3,
+            dst_cid: vsock::HOST_CID,
+            src_port: 1025,
+            dst_port: 5000,
+            len: 17,
+            kind: vsock::TYPE_STREAM,
+            op: vsock::op::RW,
+            flags: 0,
+            buf_alloc: 256 << 10,
+            fwd_cnt: 0xffff_fff0,
+        };
+        let b = h.encode();
+        assert_eq!(vsock::Header::decode(&b), Some(h));
+        assert_eq!(&b[16..20], &1025u32.to_le_bytes());
+        assert_eq!(vsock::Header::decode(&b[..43]), None);
+    }
 
     #[test]
     fn exit_report_round_trips() {

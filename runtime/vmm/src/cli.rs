@@ -44,6 +44,47 @@ pub struct RunFlags {
     /// The network.
     #[command(flatten)]
     pub net: NetFlags,
+
+    /// Give the guest a vsock device whose host side is the Unix socket PATH (Firecracker's protocol: host programs connect to PATH and write `CONNECT <port>\n`; the guest's connections to host port P reach the socket PATH_P). `,cid=N` sets the guest's context id (default 3)
+    #[arg(long, value_name = "PATH[,cid=N]", value_parser = parse_vsock)]
+    pub vsock: Option<VsockSpec>,
+}
+
+/// A `--vsock` request: the host side's socket path and the guest's
+/// context id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockSpec {
+    /// The Unix socket host programs connect to.
+    pub path: PathBuf,
+    /// The guest's context id.
+    pub cid: u64,
+}
+
+fn parse_vsock(s: &str) -> Result<VsockSpec, String> {
+    let (path, options) = match s.rsplit_once(",cid=") {
+        Some((p, cid)) => (p, Some(cid)),
+        None => (s, None),
+    };
+    if path.is_empty() {
+        return Err("--vsock needs the path of a Unix socket".into());
+    }
+    let cid = match options {
+        Some(c) => c
+            .parse::<u64>()
+            .map_err(|_| format!("cid `{c}` is not a number"))?,
+        None => kiln_boot::vsock::DEFAULT_GUEST_CID,
+    };
+    // 0-2 are the hypervisor, the local machine and the host; u32::MAX is
+    // "any" (Linux's context ids are 32-bit).
+    if cid <= 2 || cid >= u64::from(u32::MAX) {
+        return Err(format!(
+            "cid {cid} is reserved: pick a context id from 3 to 4294967294"
+        ));
+    }
+    Ok(VsockSpec {
+        path: PathBuf::from(path),
+        cid,
+    })
 }
 
 /// The network of one run (`kiln-vmm` and `kiln run` alike); values left

@@ -74,6 +74,9 @@ pub enum VmmError {
     /// The network could not come up.
     #[error(transparent)]
     Network(#[from] net::NetError),
+    /// The vsock device's host side could not be set up.
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::MuxerError),
 }
 
 /// What to boot and how.
@@ -109,6 +112,8 @@ pub struct VmConfig {
     pub terminal: Option<std::os::fd::RawFd>,
     /// The network: backend, addresses, published ports.
     pub net: net::NetSpec,
+    /// A vsock device and its host side (`--vsock`).
+    pub vsock: Option<cli::VsockSpec>,
 }
 
 /// How the VM ended.
@@ -330,6 +335,11 @@ fn create_devices(
             let nic = devices::virtio::net::Net::new(backend, net::random_mac(), n.mtu);
             list.push((Box::new(nic), kiln_boot::role::DEFAULT));
         }
+    }
+    if let Some(v) = &config.vsock {
+        let muxer = devices::virtio::vsock::Muxer::new(&v.path, v.cid)?;
+        let device = devices::virtio::vsock::Vsock::new(muxer, v.cid);
+        list.push((Box::new(device), kiln_boot::role::DEFAULT));
     }
     let mut bus = MmioBus::default();
     let mut served = Vec::new();

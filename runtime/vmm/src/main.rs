@@ -194,6 +194,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         stdin: console.stdin,
         terminal: console.terminal,
         net: cli.run.net.spec(&kiln_vmm::net::NetSpec::default()),
+        vsock: cli.run.vsock.clone(),
     })
 }
 

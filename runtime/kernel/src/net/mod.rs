@@ -19,6 +19,7 @@
 
 pub mod device;
 pub mod nic;
+pub mod vsock;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;

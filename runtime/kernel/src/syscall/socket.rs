@@ -93,6 +93,7 @@ fn new_socket(
         family::AF_INET | family::AF_INET6 => {
             crate::fd::socket::inet::new(domain, ty, protocol as u32, nonblocking)
         }
+        family::AF_VSOCK => crate::fd::socket::vsock::new(ty, protocol as u32, nonblocking),
         // No routing sockets: programs that look at interfaces through
         // netlink fall back to ioctls or do without.
         family::AF_NETLINK => Err(Errno::Afnosupport),

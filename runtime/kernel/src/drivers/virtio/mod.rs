@@ -1,5 +1,6 @@
 //! The virtio-mmio devices the boot info lists: the consoles (standard
-//! input, output and error) and the entropy source. Transports and queues
+//! input, output and error), the entropy source, the NIC and the socket
+//! device. Transports and queues
 //! come from the virtio-drivers crate; the drivers here keep buffers in
 //! frames of their own and never wait: a read or write that cannot go on
 //! blocks the calling thread (ERESTARTSYS, see `sched`) until the device's
@@ -15,8 +16,10 @@
 pub mod console;
 mod hal;
 pub mod net;
+mod pages;
 pub mod rng;
 mod transport;
+pub mod vsock;
 
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -125,6 +128,7 @@ enum Slot {
     Stderr,
     Rng,
     Net,
+    Vsock,
 }
 
 /// The drivers, found at boot (the instance is `state::KERNEL.devices`).
@@ -185,11 +189,14 @@ impl Devices {
     }
 
     /// Services the devices whose bits are set in `pending`; returns whether
-    /// anything changed, and the signals a terminal's keys raised.
-    fn service(&mut self, pending: u32) -> (bool, Raised, bool) {
+    /// anything changed, the signals a terminal's keys raised, and which of
+    /// the NIC and the socket device interrupted (their own modules take it
+    /// from there).
+    fn service(&mut self, pending: u32) -> (bool, Raised, bool, bool) {
         let mut changed = false;
         let mut raised = 0;
         let mut net = false;
+        let mut vsock = false;
         for (i, slot) in self.slots.iter().enumerate() {
             if pending & (1 << i) == 0 {
                 continue;
@@ -211,11 +218,15 @@ impl Devices {
                     net = true;
                     false
                 }
+                Slot::Vsock => {
+                    vsock = true;
+                    false
+                }
                 Slot::None => false,
             };
         }
         self.update_wake_sources();
-        (changed, raised, net)
+        (changed, raised, net, vsock)
     }
 
     /// Records (lock-free, for the scheduler's deadlock check) whether a
@@ -241,7 +252,8 @@ static DEVICE_COUNT: AtomicU32 = AtomicU32::new(0);
 /// not take the devices lock).
 static HAS_RNG: AtomicBool = AtomicBool::new(false);
 
-/// Whether the VM has a NIC.
+/// Whether the VM has a NIC or a socket device (either may deliver a
+/// connection at any time).
 static HAS_NIC: AtomicBool = AtomicBool::new(false);
 
 /// Whether the standard streams are a terminal (for /dev/tty lookups).
@@ -299,6 +311,7 @@ pub fn init(params: &BootParams) {
     }
     let mut devices = Devices::new();
     let mut has_nic = false;
+    let mut has_vsock = false;
     if params.has(kiln_boot::flags::TERMINAL) {
         devices.terminal = Some(Box::default());
     }
@@ -351,6 +364,21 @@ pub fn init(params: &BootParams) {
                     }
                 }
             }
+            // So does the socket device.
+            (virtio_id::VSOCK, _) if !has_vsock => {
+                crate::arch::enable_interrupt_controller();
+                match vsock::VsockDriver::new(transport) {
+                    Ok(driver) => {
+                        crate::net::vsock::set_driver(driver);
+                        has_vsock = true;
+                        Slot::Vsock
+                    }
+                    Err(e) => {
+                        crate::kprintln!("kiln: virtio vsock: setup failed: {e}");
+                        Slot::None
+                    }
+                }
+            }
             _ => Slot::None,
         };
     }
@@ -363,7 +391,7 @@ pub fn init(params: &BootParams) {
     devices.update_wake_sources();
     HAS_RNG.store(!matches!(devices.rng, Driver::Absent), Ordering::Relaxed);
     HAS_TERMINAL.store(devices.terminal.is_some(), Ordering::Relaxed);
-    HAS_NIC.store(has_nic, Ordering::Relaxed);
+    HAS_NIC.store(has_nic || has_vsock, Ordering::Relaxed);
     *KERNEL.devices.lock() = devices;
     DEVICE_COUNT.store(params.device_count as u32, Ordering::SeqCst);
 }
@@ -390,9 +418,12 @@ pub fn service() {
     if pending == 0 {
         return;
     }
-    let (changed, raised, net) = KERNEL.devices.lock().service(pending);
+    let (changed, raised, net, vsock) = KERNEL.devices.lock().service(pending);
     if net {
         crate::net::poll();
+    }
+    if vsock {
+        crate::net::vsock::service();
     }
     if changed {
         crate::sched::notify_io();

@@ -10,6 +10,7 @@
 
 pub mod inet;
 pub mod unix;
+pub mod vsock;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;

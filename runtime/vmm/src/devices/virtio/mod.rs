@@ -17,6 +17,7 @@ pub mod queue;
 pub mod rng;
 #[cfg(test)]
 pub mod test_utils;
+pub mod vsock;
 
 pub use device::{Interrupt, QueueError, VirtioDevice};
 
