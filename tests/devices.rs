@@ -317,3 +317,47 @@ fn tty_needs_a_terminal() {
         stderr(&out)
     );
 }
+
+/// A program that drives the entropy device's registers itself, with
+/// queues a broken or malicious driver would hand over: each breaks the
+/// device (DEVICE_NEEDS_RESET, said on stderr and counted by --stats),
+/// and kiln-vmm goes on to the program's normal end.
+#[test]
+fn a_guest_that_corrupts_its_queues_breaks_the_device_not_the_vmm() {
+    if !kvm_or_skip("a_guest_that_corrupts_its_queues_breaks_the_device_not_the_vmm") {
+        return;
+    }
+    for (mode, why) in [
+        ("outside", "a descriptor names memory outside the guest"),
+        ("index", "starts outside the descriptor table"),
+        ("loop", "a descriptor chain loops"),
+        ("length", "a descriptor is longer than guest memory allows"),
+        (
+            "rings",
+            "activated with a queue that is not ready or not valid",
+        ),
+        ("setup", "the setup block lies outside guest memory"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"))
+            .arg("--kernel")
+            .arg(xtask::paths::kernel())
+            .args(["--stats", "--timeout", "30", "--app"])
+            .arg(common::program("hostile"))
+            .args(["--", mode])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(status(&out), 0, "{mode}: {err}");
+        assert!(
+            stdout(&out).contains(&format!("{mode}: device status"))
+                && stdout(&out).contains("needs reset"),
+            "{mode}: {}",
+            stdout(&out)
+        );
+        assert!(
+            err.contains("virtio rng: ") && err.contains(why),
+            "{mode}: {err}"
+        );
+        assert!(err.contains("broken by the guest 1 times"), "{mode}: {err}");
+    }
+}

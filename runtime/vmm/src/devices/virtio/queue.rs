@@ -3,7 +3,7 @@
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use super::QueueError;
 
@@ -95,10 +95,38 @@ pub fn pop(
     };
     let head = chain.head_index();
     let descriptors: Vec<Descriptor> = chain.collect();
-    if descriptors.is_empty() {
+    let Some(last) = descriptors.last() else {
         return Err(QueueError::Chain {
             queue: index,
             reason: "a descriptor chain is empty or starts outside the descriptor table",
+        });
+    };
+    // virtio-queue ends a chain after as many descriptors as the queue
+    // holds; one that still points further loops (or is longer than the
+    // table allows).
+    if last.has_next() {
+        return Err(QueueError::Chain {
+            queue: index,
+            reason: "a descriptor chain loops",
+        });
+    }
+    // Every buffer whole inside guest memory, even the parts a device
+    // would not touch: a buffer that is not is a broken driver.
+    if let Some(d) = descriptors.iter().find(|d| {
+        let access = if d.is_write_only() {
+            Permissions::Write
+        } else {
+            Permissions::Read
+        };
+        !mem.check_range(d.addr(), d.len() as usize, access)
+    }) {
+        return Err(QueueError::Chain {
+            queue: index,
+            reason: if d.len() as usize > MAX_CHAIN_BYTES {
+                "a descriptor is longer than guest memory allows"
+            } else {
+                "a descriptor names memory outside the guest"
+            },
         });
     }
     Ok(Some(Chain { head, descriptors }))
