@@ -7,9 +7,14 @@ use std::process::Command;
 /// A QEMU command that boots `kernel` with `program` as its boot module,
 /// the kernel command line `append`, the console on stdio and
 /// `isa-debug-exit` for the exit status (QEMU exits with `status * 2 + 1`).
+/// Without ACPI, microvm names each virtio-mmio device on the kernel
+/// command line (`virtio_mmio.device=`), as Linux guests expect and kiln's
+/// kernel reads; devices are modern (virtio 1.x). Add devices with
+/// `-device virtio-…-device`.
 pub fn command(kernel: &Path, program: &Path, append: &str) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-M", "microvm", "-cpu", "max", "-m", "64"])
+    cmd.args(["-accel", "tcg", "-M", "microvm,acpi=off", "-cpu", "max"])
+        .args(["-m", "128", "-global", "virtio-mmio.force-legacy=false"])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])

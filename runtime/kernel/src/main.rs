@@ -75,9 +75,10 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     }
     mm::init(&params);
     time::init(&params);
-    drivers::virtio::init(&params);
+    let parsed = cmdline::parse(core::str::from_utf8(params.cmdline).unwrap_or(""));
+    drivers::virtio::init(&params, &parsed.virtio_mmio);
     random::init(&params.seed);
-    let (path, args, trace) = program_args(&params);
+    let (path, args, trace) = program_args(&params, parsed);
     {
         // SAFETY: the active PML4 is the boot one; the kernel alone edits its
         // lower half at this point.
@@ -141,9 +142,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
 static NET_CONFIG: spin::Once<kiln_kernel::net::config::NetConfig> = spin::Once::new();
 
 /// The program's path, argv/envp and whether to trace its syscalls.
-fn program_args(params: &BootParams) -> (Vec<u8>, Args, bool) {
-    let line = core::str::from_utf8(params.cmdline).unwrap_or("");
-    let parsed = cmdline::parse(line);
+fn program_args(params: &BootParams, parsed: cmdline::KernelArgs) -> (Vec<u8>, Args, bool) {
     for unknown in &parsed.unknown {
         if unknown.starts_with("kiln.") {
             kprintln!("kiln: ignoring unknown kernel option {unknown}");

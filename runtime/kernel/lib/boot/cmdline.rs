@@ -34,6 +34,60 @@ pub struct KernelArgs {
     pub args: Vec<String>,
     /// `kiln.*` words the kernel does not know (reported, then ignored).
     pub unknown: Vec<String>,
+    /// `virtio_mmio.device=` devices (QEMU's microvm appends one per
+    /// device, after everything else — so they are taken out wherever they
+    /// stand, never passed to the program).
+    pub virtio_mmio: Vec<MmioDevice>,
+}
+
+/// A virtio-mmio device named on the command line, as Linux's
+/// `virtio_mmio.device=<size>@<base>:<irq>[:<id>]` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioDevice {
+    /// Physical address of its registers.
+    pub base: u64,
+    /// Size of the register window.
+    pub size: u64,
+    /// Its interrupt line.
+    pub irq: u32,
+}
+
+/// A number as Linux's `memparse` reads one: decimal, `0x` hex or `0`
+/// octal, with an optional K, M or G suffix.
+fn memparse(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(hex, 16).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        u64::from_str_radix(&digits[1..], 8).ok()?
+    } else {
+        digits.parse().ok()?
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// The device of a `virtio_mmio.device=` value.
+pub fn parse_mmio_device(value: &str) -> Option<MmioDevice> {
+    let (size, rest) = value.split_once('@')?;
+    let (base, rest) = rest.split_once(':')?;
+    let irq = rest.split(':').next()?;
+    let size = memparse(size)?;
+    if size == 0 {
+        return None;
+    }
+    Some(MmioDevice {
+        base: memparse(base)?,
+        size,
+        irq: irq.parse().ok()?,
+    })
 }
 
 /// Splits a command line into words (double quotes group, no escapes).
@@ -71,7 +125,12 @@ pub fn parse(line: &str) -> KernelArgs {
     let mut args = KernelArgs::default();
     let mut rest = false;
     for w in words(line) {
-        if rest {
+        if let Some(v) = w.strip_prefix("virtio_mmio.device=") {
+            match parse_mmio_device(v) {
+                Some(d) => args.virtio_mmio.push(d),
+                None => args.bad.push(w),
+            }
+        } else if rest {
             args.args.push(w);
         } else if w == "--" {
             rest = true;
@@ -122,6 +181,37 @@ mod tests {
         assert_eq!(a.unknown, ["kiln.bogus"]);
         assert_eq!(a.env, ["console=ttyS0"]);
         assert_eq!(a.args, ["", "x"]);
+    }
+
+    #[test]
+    fn virtio_mmio_devices_are_taken_out_wherever_they_stand() {
+        let a = parse(
+            "virtio_mmio.device=4K@0xd0000000:5 kiln.path=/x -- a \
+             virtio_mmio.device=512@0xfeb00e00:12:3 virtio_mmio.device=nonsense",
+        );
+        assert_eq!(
+            a.virtio_mmio,
+            [
+                MmioDevice {
+                    base: 0xd000_0000,
+                    size: 4096,
+                    irq: 5
+                },
+                MmioDevice {
+                    base: 0xfeb0_0e00,
+                    size: 512,
+                    irq: 12
+                }
+            ]
+        );
+        assert_eq!(a.args, ["a"]);
+        assert!(a.env.is_empty());
+        assert_eq!(a.bad, ["virtio_mmio.device=nonsense"]);
+        assert_eq!(
+            parse_mmio_device("1M@010:1").map(|d| (d.base, d.size)),
+            Some((8, 1 << 20))
+        );
+        assert_eq!(parse_mmio_device("0@0x1000:1"), None);
     }
 
     #[test]

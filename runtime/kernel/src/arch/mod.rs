@@ -17,10 +17,11 @@ pub use self::x86_64::traps::{
 pub fn syscall_call_entry() -> u64 {
     self::x86_64::traps::syscall_call_entry_address()
 }
+pub use self::x86_64::ioapic::route as route_interrupt_line;
 pub use self::x86_64::{
     cpuinfo, drop_identity_map, enable_interrupt_controller, enter_program, features, flavour,
-    fs_base, gs_base, idle, init, interrupt_done, set_fs_base, set_gs_base, timer_arm_at,
-    timer_disarm, Features, Flavour, PLATFORM_PVH,
+    fs_base, gs_base, idle, init, interrupt_done, map_uncached, set_fs_base, set_gs_base,
+    timer_arm_at, timer_disarm, Features, Flavour, PLATFORM_PVH,
 };
 
 /// The physical address of the active top-level page table.

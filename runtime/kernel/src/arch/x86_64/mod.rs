@@ -8,6 +8,7 @@ mod entry;
 pub mod flavour;
 pub mod fpu;
 mod gdt;
+pub mod ioapic;
 pub mod paging;
 pub mod platform;
 mod pvm;
@@ -153,21 +154,28 @@ fn pv_irq_flag() -> u64 {
 pub fn enable_interrupt_controller() -> bool {
     static READY: spin::Once<bool> = spin::Once::new();
     *READY.call_once(|| {
-        apic::init(|phys| {
-            // xAPIC registers (QEMU without x2APIC): map them uncached in
-            // the direct map's range (they lie beyond RAM there).
-            let va = kiln_boot::vm::PHYS_MAP + phys;
-            // SAFETY: the kernel half of the active PML4; the page is beyond
-            // RAM so nothing else maps it.
-            let mut tables =
-                unsafe { paging::PageTables::from_pml4(cpu::read_cr3() & paging::pte::ADDR) };
-            let flags = paging::pte::WRITABLE | paging::pte::NO_EXECUTE | paging::pte::NO_CACHE;
-            tables
-                .map(va, phys, flags, &mut crate::mm::frame::alloc_zeroed)
-                .ok()
-                .map(|()| va)
-        })
+        // xAPIC registers (QEMU without x2APIC).
+        apic::init(map_uncached)
     })
+}
+
+/// Maps the device-register page at `phys` uncached at its direct-map
+/// address (device registers lie beyond RAM there); returns that address.
+pub fn map_uncached(phys: u64) -> Option<u64> {
+    let va = kiln_boot::vm::PHYS_MAP + phys;
+    // SAFETY: the kernel half of the active PML4; the page is beyond RAM so
+    // nothing else maps it (mapping it again changes nothing).
+    let mut tables = unsafe { paging::PageTables::from_pml4(cpu::read_cr3() & paging::pte::ADDR) };
+    let flags = paging::pte::WRITABLE | paging::pte::NO_EXECUTE | paging::pte::NO_CACHE;
+    tables
+        .map(
+            va & !0xfff,
+            phys & !0xfff,
+            flags,
+            &mut crate::mm::frame::alloc_zeroed,
+        )
+        .ok()
+        .map(|()| va)
 }
 
 /// Arms the timer interrupt for TSC value `tsc`.

@@ -22,15 +22,17 @@ mod transport;
 pub mod vsock;
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use kiln_boot::layout::VIRTIO_VECTOR_BASE;
 use kiln_boot::{role, virtio_id};
+use kiln_kernel::boot::cmdline::MmioDevice;
+use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::{DeviceStatus, Transport as _};
 
 use self::console::Console;
 use self::rng::Rng;
-use crate::arch::{phys_to_virt, pte, PageTables};
+use crate::arch::phys_to_virt;
 use crate::boot::{BootParams, MAX_DEVICES};
 use crate::fd::tty::{Raised, TerminalState};
 use crate::state::KERNEL;
@@ -61,7 +63,7 @@ impl Page {
 }
 
 /// The transport every driver uses.
-type Transport = transport::KilnTransport;
+type Transport = transport::DeviceTransport;
 
 /// VIRTIO_F_VERSION_1 (virtio 1.2 §6).
 const VERSION_1: u64 = 1 << 32;
@@ -282,38 +284,125 @@ fn begin_init(t: &mut Transport, wanted: u64) -> u64 {
 
 /// Maps a device's register window at its direct-map address.
 fn map_window(base: u64, size: u64) -> Option<()> {
-    // SAFETY: the kernel half of the active PML4; the window lies beyond RAM
-    // and the module, so nothing else maps it.
-    let mut tables = unsafe { PageTables::from_pml4(crate::arch::active_page_table()) };
-    let flags = pte::WRITABLE | pte::NO_EXECUTE | pte::NO_CACHE;
-    let mut at = 0;
-    while at < size {
-        let pa = base + at;
-        tables
-            .map(
-                phys_to_virt(pa) as u64,
-                pa,
-                flags,
-                &mut crate::mm::frame::alloc_zeroed,
-            )
-            .ok()?;
-        at += 4096;
+    let mut page = base & !0xfff;
+    while page < base + size {
+        crate::arch::map_uncached(page)?;
+        page += 4096;
     }
     Some(())
 }
 
-/// Sets up the drivers for the devices the boot info lists. A device that
-/// fails is left out with a message (its streams fall back to the port
+/// Devices found so far, while `init` runs.
+struct Found {
+    devices: Devices,
+    has_nic: bool,
+    has_vsock: bool,
+}
+
+impl Found {
+    /// Gives device `index` (of virtio type `device_type`, for `role`) its
+    /// driver slot; the NIC and the socket device start at once
+    /// (connections may arrive before the program asks for anything).
+    fn attach(&mut self, index: usize, device_type: u32, role: u32, transport: Transport) {
+        let devices = &mut self.devices;
+        let absent = |d: &Driver<_>| matches!(d, Driver::Absent);
+        devices.slots[index] = match (device_type, role) {
+            (virtio_id::CONSOLE, role::CONSOLE_STDERR) if absent(&devices.stderr) => {
+                devices.stderr = Driver::Waiting(Box::new(transport));
+                Slot::Stderr
+            }
+            (virtio_id::CONSOLE, _) if absent(&devices.stdio) => {
+                devices.stdio = Driver::Waiting(Box::new(transport));
+                Slot::Stdio
+            }
+            (virtio_id::RNG, _) if matches!(devices.rng, Driver::Absent) => {
+                devices.rng = Driver::Waiting(Box::new(transport));
+                Slot::Rng
+            }
+            (virtio_id::NET, _) if !self.has_nic => {
+                crate::arch::enable_interrupt_controller();
+                match net::NetDriver::new(transport) {
+                    Ok(driver) => {
+                        crate::net::nic::set_driver(driver);
+                        self.has_nic = true;
+                        Slot::Net
+                    }
+                    Err(e) => {
+                        crate::kprintln!("kiln: virtio net: setup failed: {e}");
+                        Slot::None
+                    }
+                }
+            }
+            (virtio_id::VSOCK, _) if !self.has_vsock => {
+                crate::arch::enable_interrupt_controller();
+                match vsock::VsockDriver::new(transport) {
+                    Ok(driver) => {
+                        crate::net::vsock::set_driver(driver);
+                        self.has_vsock = true;
+                        Slot::Vsock
+                    }
+                    Err(e) => {
+                        crate::kprintln!("kiln: virtio vsock: setup failed: {e}");
+                        Slot::None
+                    }
+                }
+            }
+            _ => Slot::None,
+        };
+    }
+}
+
+/// Sets up a standard virtio-mmio device (`virtio_mmio.device=`) as
+/// device `index`: its registers mapped, its interrupt line routed to the
+/// index's vector. `None` (said) when it cannot be used.
+fn standard_device(index: usize, d: &MmioDevice) -> Option<(u32, Transport)> {
+    let say = |why: &dyn core::fmt::Display| {
+        crate::kprintln!("kiln: virtio-mmio device at {:#x}: {why}; left out", d.base);
+    };
+    if map_window(d.base, d.size).is_none() {
+        say(&"cannot map its registers");
+        return None;
+    }
+    let header = core::ptr::NonNull::new(phys_to_virt(d.base).cast::<VirtIOHeader>())?;
+    // SAFETY: `header` is the device's register window, mapped uncached just
+    // above for the kernel's lifetime, and used by this transport alone.
+    let t = match unsafe { MmioTransport::new(header, d.size as usize) } {
+        Ok(t) => t,
+        Err(e) => {
+            say(&e);
+            return None;
+        }
+    };
+    if t.version() != MmioVersion::Modern {
+        say(&"a legacy (virtio 0.9) device; kiln drives virtio 1.x only (QEMU: -global virtio-mmio.force-legacy=false)");
+        return None;
+    }
+    let device_type = t.device_type() as u32;
+    crate::arch::enable_interrupt_controller();
+    let vector = VIRTIO_VECTOR_BASE + index as u32;
+    if let Err(e) = crate::arch::route_interrupt_line(d.irq, vector as u8) {
+        say(&e);
+        return None;
+    }
+    ACK_WINDOWS[index].store(phys_to_virt(d.base) as usize, Ordering::SeqCst);
+    Some((device_type, transport::DeviceTransport::Standard(t)))
+}
+
+/// Sets up the drivers for the devices the boot info lists, then for those
+/// the command line names (`virtio_mmio.device=`, under QEMU). A device
+/// that fails is left out with a message (its streams fall back to the port
 /// console).
-pub fn init(params: &BootParams) {
-    if params.device_count == 0 {
+pub fn init(params: &BootParams, named: &[MmioDevice]) {
+    if params.device_count == 0 && named.is_empty() {
         return;
     }
-    let mut devices = Devices::new();
-    let mut has_nic = false;
-    let mut has_vsock = false;
+    let mut found = Found {
+        devices: Devices::new(),
+        has_nic: false,
+        has_vsock: false,
+    };
     if params.has(kiln_boot::flags::TERMINAL) {
-        devices.terminal = Some(Box::default());
+        found.devices.terminal = Some(Box::default());
     }
     for (i, d) in params.devices().iter().enumerate() {
         if d.vector != VIRTIO_VECTOR_BASE + i as u32 {
@@ -327,61 +416,36 @@ pub fn init(params: &BootParams) {
             crate::kprintln!("kiln: virtio device {i}: cannot map its registers");
             continue;
         }
-        let Some(transport) = transport::KilnTransport::new(d) else {
+        let Some(t) = transport::KilnTransport::new(d) else {
             crate::kprintln!(
                 "kiln: virtio device {i}: unknown type {} or no memory",
                 d.device_type
             );
             continue;
         };
-        let absent = |d: &Driver<_>| matches!(d, Driver::Absent);
-        devices.slots[i] = match (d.device_type, d.role) {
-            (virtio_id::CONSOLE, role::CONSOLE_STDERR) if absent(&devices.stderr) => {
-                devices.stderr = Driver::Waiting(Box::new(transport));
-                Slot::Stderr
-            }
-            (virtio_id::CONSOLE, _) if absent(&devices.stdio) => {
-                devices.stdio = Driver::Waiting(Box::new(transport));
-                Slot::Stdio
-            }
-            (virtio_id::RNG, _) if matches!(devices.rng, Driver::Absent) => {
-                devices.rng = Driver::Waiting(Box::new(transport));
-                Slot::Rng
-            }
-            // The NIC starts now: connections may arrive before the program
-            // asks for anything.
-            (virtio_id::NET, _) if !has_nic => {
-                crate::arch::enable_interrupt_controller();
-                match net::NetDriver::new(transport) {
-                    Ok(driver) => {
-                        crate::net::nic::set_driver(driver);
-                        has_nic = true;
-                        Slot::Net
-                    }
-                    Err(e) => {
-                        crate::kprintln!("kiln: virtio net: setup failed: {e}");
-                        Slot::None
-                    }
-                }
-            }
-            // So does the socket device.
-            (virtio_id::VSOCK, _) if !has_vsock => {
-                crate::arch::enable_interrupt_controller();
-                match vsock::VsockDriver::new(transport) {
-                    Ok(driver) => {
-                        crate::net::vsock::set_driver(driver);
-                        has_vsock = true;
-                        Slot::Vsock
-                    }
-                    Err(e) => {
-                        crate::kprintln!("kiln: virtio vsock: setup failed: {e}");
-                        Slot::None
-                    }
-                }
-            }
-            _ => Slot::None,
-        };
+        found.attach(
+            i,
+            d.device_type,
+            d.role,
+            transport::DeviceTransport::Kiln(t),
+        );
     }
+    let mut count = params.device_count;
+    for d in named {
+        if count == MAX_DEVICES {
+            crate::kprintln!("kiln: more than {MAX_DEVICES} virtio devices; the rest left out");
+            break;
+        }
+        if let Some((device_type, t)) = standard_device(count, d) {
+            found.attach(count, device_type, role::DEFAULT, t);
+        }
+        count += 1;
+    }
+    let Found {
+        mut devices,
+        has_nic,
+        has_vsock,
+    } = found;
     // A terminal listens from the start: Ctrl-C must reach a program that
     // never reads.
     if let Some((terminal, console)) = devices.terminal() {
@@ -393,14 +457,33 @@ pub fn init(params: &BootParams) {
     HAS_TERMINAL.store(devices.terminal.is_some(), Ordering::Relaxed);
     HAS_NIC.store(has_nic || has_vsock, Ordering::Relaxed);
     *KERNEL.devices.lock() = devices;
-    DEVICE_COUNT.store(params.device_count as u32, Ordering::SeqCst);
+    DEVICE_COUNT.store(count as u32, Ordering::SeqCst);
 }
+
+/// The register windows of devices whose interrupt is a line, not an MSI:
+/// the interrupt is acknowledged at the device while it is taken, so the
+/// line falls before the end of interrupt (0: an MSI device).
+static ACK_WINDOWS: [AtomicUsize; MAX_DEVICES] = [const { AtomicUsize::new(0) }; MAX_DEVICES];
+
+/// virtio-mmio InterruptStatus and InterruptACK.
+const INTERRUPT_STATUS: usize = 0x060;
+const INTERRUPT_ACK: usize = 0x064;
 
 /// Notes an interrupt on `vector`; false when no device uses it.
 pub fn interrupt(vector: u64) -> bool {
     let index = vector.wrapping_sub(u64::from(VIRTIO_VECTOR_BASE));
     if index >= u64::from(DEVICE_COUNT.load(Ordering::Relaxed)) {
         return false;
+    }
+    let window = ACK_WINDOWS[index as usize].load(Ordering::Relaxed);
+    if window != 0 {
+        // SAFETY: the window of a standard device, mapped uncached for the
+        // kernel's lifetime; reading the status and acknowledging it is
+        // what the interrupt asks for.
+        unsafe {
+            let status = core::ptr::read_volatile((window + INTERRUPT_STATUS) as *const u32);
+            core::ptr::write_volatile((window + INTERRUPT_ACK) as *mut u32, status);
+        }
     }
     PENDING.fetch_or(1 << index, Ordering::SeqCst);
     true

@@ -13,6 +13,7 @@
 //! queues work over it unchanged.
 
 use kiln_boot::{Setup, SetupQueue, VirtioDevice, VIRTIO_MMIO_KILN_SETUP};
+use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{Error, PhysAddr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -230,5 +231,105 @@ impl Transport for KilnTransport {
             };
         }
         Ok(())
+    }
+}
+
+/// A device's transport: kiln's (devices kiln-vmm lists in the boot info,
+/// started with one write) or the standard virtio-mmio one
+/// (`virtio_mmio.device=` devices, e.g. under QEMU), register by register.
+pub enum DeviceTransport {
+    /// A kiln-vmm device.
+    Kiln(KilnTransport),
+    /// A standard virtio-mmio device.
+    Standard(MmioTransport<'static>),
+}
+
+/// Calls `$method` on whichever transport `$t` is.
+macro_rules! either {
+    ($t:expr, $method:ident($($arg:expr),*)) => {
+        match $t {
+            DeviceTransport::Kiln(t) => t.$method($($arg),*),
+            DeviceTransport::Standard(t) => t.$method($($arg),*),
+        }
+    };
+}
+
+impl Transport for DeviceTransport {
+    fn device_type(&self) -> DeviceType {
+        either!(self, device_type())
+    }
+
+    fn read_device_features(&mut self) -> u64 {
+        either!(self, read_device_features())
+    }
+
+    fn write_driver_features(&mut self, driver_features: u64) {
+        either!(self, write_driver_features(driver_features))
+    }
+
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        either!(self, max_queue_size(queue))
+    }
+
+    fn notify(&mut self, queue: u16) {
+        either!(self, notify(queue))
+    }
+
+    fn get_status(&self) -> DeviceStatus {
+        either!(self, get_status())
+    }
+
+    fn set_status(&mut self, status: DeviceStatus) {
+        either!(self, set_status(status))
+    }
+
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        either!(self, set_guest_page_size(guest_page_size))
+    }
+
+    fn requires_legacy_layout(&self) -> bool {
+        either!(self, requires_legacy_layout())
+    }
+
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        either!(
+            self,
+            queue_set(queue, size, descriptors, driver_area, device_area)
+        )
+    }
+
+    fn queue_unset(&mut self, queue: u16) {
+        either!(self, queue_unset(queue))
+    }
+
+    fn queue_used(&mut self, queue: u16) -> bool {
+        either!(self, queue_used(queue))
+    }
+
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        either!(self, ack_interrupt())
+    }
+
+    fn read_config_generation(&self) -> u32 {
+        either!(self, read_config_generation())
+    }
+
+    fn read_config_space<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, Error> {
+        either!(self, read_config_space(offset))
+    }
+
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        value: T,
+    ) -> Result<(), Error> {
+        either!(self, write_config_space(offset, value))
     }
 }
