@@ -269,6 +269,55 @@ fn endless_loop_is_stopped_by_timeout() {
     );
 }
 
+/// SIGINT, SIGTERM and SIGHUP stop the VM in order: the run is reported
+/// (timings written) and the status is 128 + the signal, as a container's.
+#[test]
+fn terminating_signals_stop_the_vm_and_report_the_run() {
+    if !kvm_or_skip("terminating_signals_stop_the_vm_and_report_the_run") {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = common::scratch("terminating_signals");
+    for (signal, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGHUP, "SIGHUP"),
+    ] {
+        let json = dir.join(format!("{name}.json"));
+        let mut cmd = vmm();
+        common::default_signals(&mut cmd);
+        let mut child = cmd
+            .arg("--timings-json")
+            .arg(&json)
+            .arg("--app")
+            .arg(common::program("idle"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        // SAFETY: signals the child this test started.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(status(&out), 128 + signal, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{name} received; the guest was stopped")),
+            "{}",
+            stderr(&out)
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).expect("timings written")).unwrap();
+        assert!(
+            doc["phases_ms"]["program_entry"].as_f64().is_some(),
+            "{doc}"
+        );
+    }
+}
+
 #[test]
 fn missing_program_is_127() {
     if !kvm_or_skip("missing_program_is_127") {

@@ -245,6 +245,42 @@ fn udp_echo_answers_through_user_networking() {
     }
 }
 
+/// The program's first accepted connection is a boot-timing phase
+/// (`first_accept`), after program entry; SIGTERM then ends the run with
+/// the timings written.
+#[test]
+fn the_first_accepted_connection_is_timed() {
+    if !kvm_or_skip("the_first_accepted_connection_is_timed") {
+        return;
+    }
+    require_passt();
+    let json = common::scratch("first_accept").join("timings.json");
+    let port = common::free_port();
+    let app = Appliance::start(
+        &[
+            "-p",
+            &format!("{port}:7"),
+            "--timings-json",
+            json.to_str().unwrap(),
+        ],
+        "tcp",
+    );
+    echo_through(connect(port), 1);
+    // SAFETY: signals the child this test started.
+    unsafe { libc::kill(app.pid() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !json.exists() {
+        assert!(Instant::now() < deadline, "no timings after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(app);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let phases = &doc["phases_ms"];
+    let entry = phases["program_entry"].as_f64().expect("program entry");
+    let accept = phases["first_accept"].as_f64().expect("first accept");
+    assert!(accept > entry, "{phases}");
+}
+
 #[test]
 fn a_taken_host_port_is_a_clear_error() {
     if !kvm_or_skip("a_taken_host_port_is_a_clear_error") {

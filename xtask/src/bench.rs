@@ -217,18 +217,123 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
     Ok(doc)
 }
 
-/// Every manifests/*.toml whose program runs to an end, sorted (servers —
-/// manifests with a `[net]` table — never end; bench-net measures them).
-fn example_manifests() -> Result<Vec<PathBuf>> {
+/// Whether the manifest at `p` is a server (it has a `[net]` table).
+fn is_server(p: &Path) -> bool {
+    std::fs::read_to_string(p).is_ok_and(|t| t.lines().any(|l| l.trim() == "[net]"))
+}
+
+/// Every manifests/*.toml, sorted: programs that run to an end, then
+/// servers (manifests with a `[net]` table).
+fn example_manifests() -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(paths::root().join("manifests"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .filter(|p| {
-            std::fs::read_to_string(p).is_ok_and(|t| !t.lines().any(|l| l.trim() == "[net]"))
-        })
         .collect();
     v.sort();
-    Ok(v)
+    Ok(v.into_iter().partition(|p| !is_server(p)))
+}
+
+/// The first port a server manifest says it serves (`[net] ports`).
+fn served_port(manifest: &Path) -> Result<u16> {
+    let doc: toml::Value = toml::from_str(&std::fs::read_to_string(manifest)?)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    doc.get("net")
+        .and_then(|n| n.get("ports"))
+        .and_then(|p| p.as_array())
+        .and_then(|p| p.first())
+        .and_then(toml::Value::as_integer)
+        .and_then(|p| u16::try_from(p).ok())
+        .with_context(|| format!("{}: [net] names no port", manifest.display()))
+}
+
+/// Whether something on 127.0.0.1:`port` answers a request: an HTTP GET,
+/// the server's first bytes back.
+fn answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+    let mut b = [0u8; 1];
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() && s.read_exact(&mut b).is_ok()
+}
+
+/// Benchmarks a server image: `runs` times `kiln run -p` it, asks it every
+/// 5 ms until it answers (each refused attempt costs the booting guest
+/// work too, so asking much more often slows what it measures), then stops it with SIGTERM (kiln then
+/// writes its timings). Reports, from exec: program entry, the program's
+/// first accepted connection (the kernel's milestone) and the first answer
+/// the client got.
+fn bench_server(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
+    let name = manifest
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let guest_port = served_port(manifest)?;
+    let dir = paths::bench().join("images");
+    std::fs::create_dir_all(&dir)?;
+    let image = dir.join(format!("{name}.kiln"));
+    build::kiln_build(kiln, manifest, &image)?;
+    let json_path = dir.join(format!("{name}.timings.json"));
+    let (mut entry, mut accept, mut answer) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let start = Instant::now();
+        let mut child = Command::new(kiln)
+            .arg("run")
+            .args(["-p", &format!("127.0.0.1:{port}:{guest_port}")])
+            .arg("--timings-json")
+            .arg(&json_path)
+            .arg(&image)
+            .env("KILN_HOME", dir.join("kiln-home"))
+            .env("KILN_SPAWN_MONO_NS", monotonic_ns().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting kiln run")?;
+        let answered = loop {
+            if answers(port) {
+                break Some(start.elapsed().as_secs_f64() * 1e3);
+            }
+            if start.elapsed().as_secs() > 30 || matches!(child.try_wait(), Ok(Some(_))) {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        // SAFETY: signals the child this function started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait()?;
+        let Some(answered) = answered else {
+            bail!("{name}: the server never answered on port {guest_port} ({status})");
+        };
+        let doc: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
+            .context("reading kiln's timings JSON")?;
+        let to_main = doc["spawn_to_main_ms"].as_f64().unwrap_or(0.0);
+        entry.extend(
+            doc["phases_ms"]["program_entry"]
+                .as_f64()
+                .map(|v| v + to_main),
+        );
+        accept.extend(
+            doc["phases_ms"]["first_accept"]
+                .as_f64()
+                .map(|v| v + to_main),
+        );
+        answer.push(answered);
+    }
+    let _ = std::fs::remove_file(&json_path);
+    Ok(json!({
+        "name": name,
+        "port": guest_port,
+        "ms": {
+            "exec_to_program_entry": summary(entry),
+            "exec_to_first_accept": summary(accept),
+            "exec_to_first_answer": summary(answer),
+        },
+    }))
 }
 
 /// Runs the benchmark.
@@ -250,10 +355,10 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     let kernel = build::kernel()?;
     build::programs()?;
     let kiln = build::kiln_release()?;
-    let manifests = if args.manifests.is_empty() {
+    let (manifests, servers) = if args.manifests.is_empty() {
         example_manifests()?
     } else {
-        args.manifests.clone()
+        args.manifests.iter().cloned().partition(|p| !is_server(p))
     };
     let mut images = Vec::new();
     for m in &manifests {
@@ -263,6 +368,15 @@ pub fn boot(args: &BootArgs) -> Result<()> {
             args.runs
         );
         images.push(bench_image(&kiln, m, args.runs)?);
+    }
+    let mut server_docs = Vec::new();
+    for m in &servers {
+        eprintln!(
+            "bench-boot: {} (a server: {} runs to its first answer)",
+            m.display(),
+            args.runs
+        );
+        server_docs.push(bench_server(&kiln, m, args.runs)?);
     }
     let flavour = images
         .first()
@@ -275,6 +389,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         "kernel_elf_bytes": std::fs::metadata(&kernel)?.len(),
         "native_as_root": is_root(),
         "images": images,
+        "servers": server_docs,
     });
     print_tables(&doc);
     let out = paths::bench().join("boot.json");
@@ -353,6 +468,30 @@ fn print_tables(doc: &Value) {
         "  (kiln = `kiln run IMAGE` spawned and reaped; native = the program exec'd chrooted into \
          the unpacked rootfs; contain. = unshare --fork --pid --mount --uts --ipc --net chroot)"
     );
+    let servers = doc["servers"].as_array().cloned().unwrap_or_default();
+    if !servers.is_empty() {
+        println!(
+            "\n  {:<12} {:>14} {:>14} {:>14} {:>9}",
+            "server", "program entry", "first accept", "first answer", "p90"
+        );
+        for s in &servers {
+            let ms = &s["ms"];
+            println!(
+                "  {:<12} {:>14.3} {:>14.3} {:>14.3} {:>9.3}",
+                s["name"].as_str().unwrap_or("?"),
+                median(&ms["exec_to_program_entry"]),
+                median(&ms["exec_to_first_accept"]),
+                median(&ms["exec_to_first_answer"]),
+                ms["exec_to_first_answer"]["p90"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+            );
+        }
+        println!(
+            "  (servers: `kiln run -p` (user networking), a client asking every 5 ms; \
+             first accept = the program's first accept(2) of an outside connection)"
+        );
+    }
 }
 
 /// kiln's own phases, compared by `--compare`.

@@ -169,7 +169,7 @@ fn native_nginx(dir: &Path, port: u16) -> Result<Guard> {
 }
 
 /// Builds the httpd image with the release tools.
-fn httpd_image(kiln: &Path, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn httpd_image(kiln: &Path, dir: &Path) -> Result<PathBuf> {
     let image = dir.join("httpd.kiln");
     build::run(
         Command::new(kiln)
@@ -304,10 +304,11 @@ fn first_connection(vmm: &Path) -> Result<f64> {
 }
 
 /// A network namespace with its loopback up, removed when dropped.
-struct Netns(String);
+pub(crate) struct Netns(String);
 
 impl Netns {
-    fn new() -> Result<Netns> {
+    /// A fresh namespace with its loopback up.
+    pub(crate) fn new() -> Result<Netns> {
         let name = format!("kiln-bench-{}", std::process::id());
         build::run(Command::new("ip").args(["netns", "add", &name]))?;
         let ns = Netns(name);
@@ -316,6 +317,23 @@ impl Netns {
         )?;
         Ok(ns)
     }
+
+    /// Its name (for `ip netns exec`).
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Moves the calling thread (only it) into network namespace `name`.
+pub(crate) fn enter_netns(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))?;
+    // SAFETY: setns with a descriptor of a network namespace changes the
+    // calling thread's namespace and nothing else.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Netns {

@@ -1,11 +1,14 @@
-//! `cargo xtask bench-density`: how many idle appliances one host holds,
-//! and how fast they start. K copies of an idle image (a static program
-//! that prints "ready" and sleeps) are launched at once with `kiln run`;
-//! the run reports launches per second (first spawn to the last "ready"),
+//! `cargo xtask bench-density`: how many appliances one host holds, and
+//! how fast they start. K copies of an image are launched at once with
+//! `kiln run`: the idle image (a static program that prints "ready" and
+//! sleeps), or with `--appliance httpd` the nginx appliance, each with its
+//! own published port (user networking: a passt each) and ready once it
+//! answers an HTTP request. The run reports launches per second (first
+//! spawn to the last ready VM),
 //! each VM's launch latency, host memory per VM (proportional set size,
 //! and the drop of the host's MemAvailable) and the CPU the idle VMs use.
 //! Every VM is killed and reaped at the end, also on errors. Prints a
-//! table and writes `target/bench/density.json`.
+//! table and writes `target/bench/density.json` (`density-httpd.json`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -17,15 +20,43 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use xtask::{build, host, paths};
 
+/// What each appliance of the fleet is.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Appliance {
+    /// A static program that prints "ready" and sleeps.
+    #[default]
+    Idle,
+    /// Debian's nginx (manifests/httpd.toml) with a published port; ready
+    /// when it answers an HTTP request.
+    Httpd,
+}
+
+/// How the httpd appliances are reached.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetNet {
+    /// A tap device each (root), in a network namespace.
+    Tap,
+    /// User networking: a passt each.
+    User,
+}
+
 /// Options of `bench-density`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DensityArgs {
     /// Appliances to start at once
     #[arg(long, default_value_t = 200)]
     pub count: usize,
-    /// Guest memory of each, in MiB
-    #[arg(long, default_value_t = 8)]
-    pub memory: u64,
+    /// What each appliance is
+    #[arg(long, value_enum, default_value_t = Appliance::Idle)]
+    pub appliance: Appliance,
+    /// Guest memory of each, in MiB (default: 8 for idle, the image's for httpd)
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// The httpd appliances' network: `tap` (root: a tap device each, in a
+    /// network namespace of the benchmark's) or `user` (a passt each, ~28 MiB
+    /// of host memory apiece). Default: tap as root, else user
+    #[arg(long, value_enum)]
+    pub net: Option<FleetNet>,
     /// Seconds to watch the idle fleet's CPU use once every VM is up
     #[arg(long, default_value_t = 2.0)]
     pub idle_seconds: f64,
@@ -35,7 +66,9 @@ impl Default for DensityArgs {
     fn default() -> Self {
         Self {
             count: 200,
-            memory: 8,
+            appliance: Appliance::Idle,
+            memory: None,
+            net: None,
             idle_seconds: 2.0,
         }
     }
@@ -140,6 +173,24 @@ fn idle_image(kiln: &Path, dir: &Path, memory: u64) -> Result<std::path::PathBuf
     Ok(image)
 }
 
+/// Whether the nginx appliance on host port `port` answers a request.
+fn answers_http(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    // Short: a connection passt took before the guest listened may
+    // never be answered; the next attempt is.
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    if s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
 /// Runs the benchmark.
 pub fn run(args: &DensityArgs) -> Result<()> {
     if !host::kvm_available() {
@@ -148,35 +199,101 @@ pub fn run(args: &DensityArgs) -> Result<()> {
     if args.count == 0 || args.count > MAX_COUNT {
         bail!("--count {} must be between 1 and {MAX_COUNT}", args.count);
     }
-    // Each VM needs its VMM (a few MiB) and the guest memory it touches
-    // (well under its size); refuse what cannot fit with a wide margin.
-    let need_kib = args.count as u64 * (4 * 1024 + args.memory * 1024 / 2);
+    let httpd = args.appliance == Appliance::Httpd;
+    let memory = args.memory.unwrap_or(if httpd { 64 } else { 8 });
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tap = httpd
+        && args
+            .net
+            .unwrap_or(if root { FleetNet::Tap } else { FleetNet::User })
+            == FleetNet::Tap;
+    if tap && !root {
+        bail!("bench-density --net tap needs root");
+    }
+    // Each VM needs its VMM (a few MiB; with httpd a passt too) and the
+    // guest memory it touches (well under its size); refuse what cannot
+    // fit with a wide margin.
+    let per_vm_kib = if httpd {
+        (if tap { 8 } else { 36 }) * 1024 + memory * 1024 / 4
+    } else {
+        4 * 1024 + memory * 1024 / 2
+    };
+    let need_kib = args.count as u64 * per_vm_kib;
     let available = meminfo("MemAvailable");
-    if need_kib > available / 2 {
+    if need_kib > available / 4 * 3 {
         bail!(
-            "{} appliances of {} MiB could need ~{} MiB, more than half of the {} MiB available",
+            "{} appliances of {} MiB could need ~{} MiB, more than 3/4 of the {} MiB available",
             args.count,
-            args.memory,
+            memory,
             need_kib / 1024,
             available / 1024
         );
     }
     host::ensure_tools(&host::TOOLS[..2])?;
+    if httpd {
+        for tool in ["nginx", if tap { "ip" } else { "passt" }] {
+            if !host::has(tool) {
+                bail!("bench-density --appliance httpd needs {tool}: run `cargo xtask deps`");
+            }
+        }
+    }
     build::kernel()?;
     build::programs()?;
     let kiln = build::kiln_release()?;
     let dir = paths::bench().join("density");
-    let image = idle_image(&kiln, &dir, args.memory)?;
+    let image = if httpd {
+        std::fs::create_dir_all(&dir)?;
+        crate::bench_net::httpd_image(&kiln, &dir)?
+    } else {
+        idle_image(&kiln, &dir, memory)?
+    };
     raise_fd_limit();
+    // With taps, every VM lives in one network namespace, where every port
+    // is free; with passt, one free host port per nginx, chosen before any
+    // VM starts.
+    let ns = if tap {
+        Some(crate::bench_net::Netns::new()?)
+    } else {
+        None
+    };
+    let ports: Vec<u16> = if tap {
+        (0..args.count).map(|i| 20000 + i as u16).collect()
+    } else if httpd {
+        let held: Vec<std::net::TcpListener> = (0..args.count)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<_>>()?;
+        held.iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<_>>()?
+    } else {
+        Vec::new()
+    };
 
     let mem_before = meminfo("MemAvailable");
     let mut fleet = Fleet(Vec::with_capacity(args.count));
     let (tx, rx) = mpsc::channel::<(usize, Result<Duration, String>)>();
+    let deadline = Duration::from_secs(60) + Duration::from_millis(50) * args.count as u32;
     let start = Instant::now();
     for i in 0..args.count {
         let spawned = Instant::now();
-        let mut child = Command::new(&kiln)
-            .arg("run")
+        let mut cmd = match &ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.name()]).arg(&kiln);
+                c
+            }
+            None => Command::new(&kiln),
+        };
+        cmd.arg("run");
+        if httpd {
+            if tap {
+                cmd.args(["--net", "tap"]);
+            }
+            cmd.args(["-p", &format!("127.0.0.1:{}:80", ports[i])])
+                .args(["--memory", &memory.to_string()]);
+        }
+        let mut child = cmd
             .arg(&image)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -186,11 +303,46 @@ pub fn run(args: &DensityArgs) -> Result<()> {
         let (out, mut err) = (child.stdout.take(), child.stderr.take());
         fleet.0.push(child);
         let tx = tx.clone();
+        let port = ports.get(i).copied();
+        let netns = ns.as_ref().map(|n| n.name().to_owned());
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let ready = out
-                .map(BufReader::new)
-                .is_some_and(|mut r| r.read_line(&mut line).is_ok() && line == "ready\n");
+            if let Some(name) = netns {
+                // This thread asks the VM's published port inside the
+                // namespace.
+                if let Err(e) = crate::bench_net::enter_netns(&name) {
+                    let _ = tx.send((i, Err(format!("entering the namespace: {e}"))));
+                    return;
+                }
+            }
+            let ready = match port {
+                // nginx logs its first notice once its sockets are open;
+                // from then on it is asked every 20 ms until it answers.
+                // (Asking from the start would have every booting VM's
+                // passt and guest refuse thousands of connections a second,
+                // which on two cores slows the boots it waits for.)
+                Some(port) => {
+                    let mut line = String::new();
+                    let started = err
+                        .as_mut()
+                        .map(BufReader::new)
+                        .is_some_and(|mut r| r.read_line(&mut line).is_ok_and(|n| n > 0));
+                    started
+                        && loop {
+                            if answers_http(port) {
+                                break true;
+                            }
+                            if start.elapsed() > deadline {
+                                break false;
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                }
+                None => {
+                    let mut line = String::new();
+                    out.map(BufReader::new)
+                        .is_some_and(|mut r| r.read_line(&mut line).is_ok() && line == "ready\n")
+                }
+            };
             let result = if ready {
                 Ok(spawned.elapsed())
             } else {
@@ -204,7 +356,6 @@ pub fn run(args: &DensityArgs) -> Result<()> {
         });
     }
     drop(tx);
-    let deadline = Duration::from_secs(60) + Duration::from_millis(50) * args.count as u32;
     let mut latencies = Vec::with_capacity(args.count);
     while latencies.len() < args.count {
         let left = deadline.saturating_sub(start.elapsed());
@@ -255,7 +406,9 @@ pub fn run(args: &DensityArgs) -> Result<()> {
     let host_kib_per_vm = mem_before.saturating_sub(mem_up) as f64 / k;
     let doc = json!({
         "count": args.count,
-        "guest_memory_mib": args.memory,
+        "appliance": if httpd { "httpd" } else { "idle" },
+        "net": if !httpd { "none" } else if tap { "tap" } else { "user" },
+        "guest_memory_mib": memory,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "all_ready_s": all_up.as_secs_f64(),
         "launches_per_s": launches_per_s,
@@ -274,8 +427,17 @@ pub fn run(args: &DensityArgs) -> Result<()> {
         "memavailable_kib": { "before": mem_before, "all_up": mem_up, "after_teardown": mem_after },
     });
     println!(
-        "bench-density: {} idle appliances ({} MiB guests) on {} cores",
-        args.count, args.memory, doc["cores"]
+        "bench-density: {} {} appliances ({} MiB guests) on {} cores",
+        args.count,
+        if !httpd {
+            "idle"
+        } else if tap {
+            "httpd (--net tap, each answered a request)"
+        } else {
+            "httpd (--net user, each answered a request)"
+        },
+        memory,
+        doc["cores"]
     );
     println!(
         "  {:<40} {:>10.1}",
@@ -317,7 +479,11 @@ pub fn run(args: &DensityArgs) -> Result<()> {
         "MemAvailable before / after",
         format!("{} / {}", mem_before / 1024, mem_after / 1024)
     );
-    let out = paths::bench().join("density.json");
+    let out = paths::bench().join(if httpd {
+        "density-httpd.json"
+    } else {
+        "density.json"
+    });
     build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     println!("  wrote {}", out.display());
     if alive != args.count {

@@ -119,6 +119,9 @@ pub enum Milestone {
     KernelEntry = 1,
     /// The kernel is about to jump to the program's first instruction.
     ProgramEntry = 2,
+    /// The program accepted its first connection from outside the guest
+    /// (an AF_INET, AF_INET6 or AF_VSOCK accept).
+    FirstAccept = 3,
 }
 
 impl Milestone {
@@ -127,6 +130,7 @@ impl Milestone {
         match value {
             1 => Some(Self::KernelEntry),
             2 => Some(Self::ProgramEntry),
+            3 => Some(Self::FirstAccept),
             _ => None,
         }
     }

@@ -263,12 +263,24 @@ impl RunFlags {
                 std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
             })?;
         }
-        if run.ending == Ending::TimedOut {
-            let _ = writeln!(
-                err,
-                "{tool}: the guest ran longer than --timeout {}s and was stopped",
-                self.timeout.unwrap_or_default()
-            );
+        match run.ending {
+            Ending::TimedOut => {
+                let _ = writeln!(
+                    err,
+                    "{tool}: the guest ran longer than --timeout {}s and was stopped",
+                    self.timeout.unwrap_or_default()
+                );
+            }
+            Ending::Terminated(signal) => {
+                let name = match signal {
+                    libc::SIGINT => "SIGINT",
+                    libc::SIGTERM => "SIGTERM",
+                    libc::SIGHUP => "SIGHUP",
+                    _ => "a signal",
+                };
+                let _ = writeln!(err, "{tool}: {name} received; the guest was stopped");
+            }
+            Ending::Program(_) => {}
         }
         Ok(())
     }

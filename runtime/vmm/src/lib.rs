@@ -123,6 +123,9 @@ pub enum Ending {
     Program(ExitReport),
     /// `--timeout` expired.
     TimedOut,
+    /// kiln-vmm received this terminating signal (SIGINT, SIGTERM,
+    /// SIGHUP) and stopped the guest.
+    Terminated(i32),
 }
 
 /// One virtio device's counters.
@@ -252,6 +255,7 @@ impl RunReport {
         match self.ending {
             Ending::Program(report) => report.exit_status(),
             Ending::TimedOut => 124,
+            Ending::Terminated(signal) => 128u8.wrapping_add(signal as u8),
         }
     }
 }
@@ -481,7 +485,9 @@ pub fn run(
         timeout::arm(limit).map_err(VmmError::Timer)?;
     }
     stop::prepare().map_err(VmmError::Timer)?;
-    let devices_thread = DevicesThread::start(served, stop::request).map_err(VmmError::Devices)?;
+    let termination = stop::catch_termination().map_err(VmmError::Timer)?;
+    let devices_thread =
+        DevicesThread::start(served, termination, stop::request).map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
     let ending = vstate::vcpu::run(
         &mut vcpu,

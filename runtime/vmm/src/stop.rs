@@ -7,15 +7,89 @@
 //!
 //! Helper threads block SIGUSR1 and SIGALRM (`--timeout`), so both always
 //! reach the vCPU thread.
+//!
+//! SIGINT, SIGTERM and SIGHUP stop the VM the same way, as `docker stop`
+//! would end a container, so the run ends in order — devices drained,
+//! passt and tap gone, socket files removed, timings and statistics
+//! reported — with status 128 + the signal. Their handler may run on any
+//! thread; it notes the signal and wakes the devices thread through an
+//! eventfd, which then asks the vCPU to stop.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static SEEN: AtomicBool = AtomicBool::new(false);
 static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_stop(_signal: libc::c_int) {}
+
+/// The terminating signal received (0: none).
+static TERMINATED_BY: AtomicI32 = AtomicI32::new(0);
+/// The eventfd the handler signals (-1: none yet). Made once and never
+/// closed, so the handler can never write to a descriptor reused for
+/// something else.
+static TERMINATION_FD: AtomicI32 = AtomicI32::new(-1);
+static TERMINATION_EVENT: std::sync::OnceLock<EventFd> = std::sync::OnceLock::new();
+
+extern "C" fn on_termination(signal: libc::c_int) {
+    let _ = TERMINATED_BY.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+    let fd = TERMINATION_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; `fd` is the eventfd the
+        // run keeps open while the handler is installed, and `one` is 8
+        // valid bytes.
+        unsafe { libc::write(fd, std::ptr::addr_of!(one).cast(), 8) };
+    }
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP for the rest of the process: each
+/// records the signal and signals an eventfd, a copy of which this returns
+/// for the devices thread to watch (it then calls [`request`]). Forgets a
+/// signal an earlier run in this process received.
+///
+/// # Errors
+/// When the eventfd or a handler cannot be made.
+pub fn catch_termination() -> std::io::Result<EventFd> {
+    TERMINATED_BY.store(0, Ordering::SeqCst);
+    let event = match TERMINATION_EVENT.get() {
+        Some(e) => e,
+        None => {
+            let e = EventFd::new(EFD_NONBLOCK)?;
+            TERMINATION_EVENT.get_or_init(|| e)
+        }
+    };
+    let _ = event.read();
+    TERMINATION_FD.store(event.as_raw_fd(), Ordering::SeqCst);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `sigaction` is plain data; the handler only touches
+        // atomics and calls write(2), both async-signal-safe. SA_RESTART
+        // keeps other threads' system calls going.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_termination as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    event.try_clone()
+}
+
+/// The terminating signal received, if one was.
+pub fn terminated_by() -> Option<i32> {
+    match TERMINATED_BY.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
 
 /// Makes the calling thread the one [`request`] interrupts.
 ///

@@ -25,13 +25,15 @@ pub enum Phase {
     ProgramEntry,
     /// The guest's first byte of console output reached the host.
     FirstOutput,
+    /// The program accepted its first connection from outside the guest.
+    FirstAccept,
     /// The program has exited.
     ProgramExit,
 }
 
 impl Phase {
     /// Every phase in order.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::ImageVerified,
         Phase::VmCreated,
         Phase::MemoryReady,
@@ -39,6 +41,7 @@ impl Phase {
         Phase::KernelEntry,
         Phase::ProgramEntry,
         Phase::FirstOutput,
+        Phase::FirstAccept,
         Phase::ProgramExit,
     ];
 
@@ -52,6 +55,7 @@ impl Phase {
             Phase::KernelEntry => "kernel_entry",
             Phase::ProgramEntry => "program_entry",
             Phase::FirstOutput => "first_output",
+            Phase::FirstAccept => "first_accept",
             Phase::ProgramExit => "program_exit",
         }
     }

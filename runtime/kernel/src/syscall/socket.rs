@@ -190,9 +190,20 @@ pub fn accept4(
     })?;
     if let Some(s) = conn.socket() {
         s.common().set_nonblocking(flags & kind::SOCK_NONBLOCK != 0);
+        note_first_accept(s.common().domain);
     }
     write_addr(p, &peer, addr, lenp)?;
     install(p, conn, flags).map(Fd::number)
+}
+
+/// Reports the first connection a program accepts from outside the guest
+/// to the VMM (a boot-timing milestone: how long a server takes to serve).
+fn note_first_accept(domain: u16) {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    if domain != family::AF_UNIX && !SEEN.swap(true, Ordering::Relaxed) {
+        crate::arch::platform::milestone(kiln_boot::Milestone::FirstAccept);
+    }
 }
 
 /// connect(2).

@@ -23,6 +23,8 @@ use super::{lock, DeviceError};
 enum Source {
     /// The loop's stop eventfd.
     Stop,
+    /// kiln-vmm received a terminating signal (`stop::catch_termination`).
+    Terminate,
     /// Queue `queue` of device `device` was kicked.
     Queue { device: usize, queue: usize },
     /// A backend descriptor of device `device` is ready.
@@ -53,12 +55,15 @@ pub struct DevicesThread {
 
 impl DevicesThread {
     /// Starts serving `devices`; `on_failure` runs (on the devices thread)
-    /// when a host-side failure ends the loop, to stop the VM.
+    /// when a host-side failure ends the loop, to stop the VM, and
+    /// `crate::stop::request` when `terminate` (the terminating signals'
+    /// eventfd) fires.
     ///
     /// # Errors
     /// When epoll or the thread cannot be set up.
     pub fn start(
         devices: Vec<Served>,
+        terminate: EventFd,
         on_failure: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<Self> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
@@ -76,6 +81,12 @@ impl DevicesThread {
             ControlOperation::Add,
             stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, 0),
+        )?;
+        watch(
+            &epoll,
+            &mut sources,
+            terminate.as_raw_fd(),
+            Source::Terminate,
         )?;
         for (device, served) in devices.iter().enumerate() {
             for (queue, evt) in served.queue_events.iter().enumerate() {
@@ -109,7 +120,14 @@ impl DevicesThread {
             .name("kiln-devices".into())
             .spawn(move || {
                 crate::stop::block_vcpu_signals();
-                let result = serve(&epoll, &sources, &devices, &mut watches, &stop_fd);
+                let result = serve(
+                    &epoll,
+                    &sources,
+                    &devices,
+                    &mut watches,
+                    &stop_fd,
+                    &terminate,
+                );
                 if result.is_err() {
                     on_failure();
                 }
@@ -157,6 +175,7 @@ fn serve(
     devices: &[Served],
     watches: &mut [Vec<Watch>],
     stop: &EventFd,
+    terminate: &EventFd,
 ) -> Result<(), DeviceError> {
     let mut events = vec![EpollEvent::default(); 32];
     loop {
@@ -175,6 +194,11 @@ fn serve(
                 Source::Stop => {
                     let _ = stop.read();
                     return Ok(());
+                }
+                Source::Terminate => {
+                    let _ = terminate.read();
+                    crate::stop::request();
+                    continue;
                 }
                 Source::Queue { device, queue } => {
                     let served = &devices[device];

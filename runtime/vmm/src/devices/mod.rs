@@ -106,6 +106,7 @@ impl PortBus {
             port::BOOT_TIMER => match Milestone::from_u32(value(data)) {
                 Some(Milestone::KernelEntry) => timings.mark(Phase::KernelEntry),
                 Some(Milestone::ProgramEntry) => timings.mark(Phase::ProgramEntry),
+                Some(Milestone::FirstAccept) => timings.mark(Phase::FirstAccept),
                 None => self.unknown_writes += 1,
             },
             port::EXIT => {

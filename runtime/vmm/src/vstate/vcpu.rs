@@ -102,6 +102,9 @@ pub fn run(
         if limit.is_some() && timeout::expired() {
             return Ok(Ending::TimedOut);
         }
+        if let Some(signal) = crate::stop::terminated_by() {
+            return Ok(Ending::Terminated(signal));
+        }
         if crate::stop::requested() {
             return Err(VcpuError::Stopped);
         }
