@@ -138,6 +138,20 @@ int main(void) {
     SHOW(getsockopt(l, SOL_SOCKET, SO_ACCEPTCONN, &val, &olen));
     printf("SO_ACCEPTCONN %d\n", val);
 
+    /* TCP_CORK: pieces written while corked arrive whole once uncorked;
+     * MSG_MORE likewise for one call. */
+    SHOW(setsockopt(c, IPPROTO_TCP, TCP_CORK, &one, sizeof one));
+    olen = sizeof val;
+    SHOW(getsockopt(c, IPPROTO_TCP, TCP_CORK, &val, &olen));
+    printf("TCP_CORK %d\n", val);
+    SHOW(write(c, "header;", 7));
+    SHOW(send(c, "body", 4, MSG_MORE));
+    int zero = 0;
+    SHOW(setsockopt(c, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero));
+    memset(buf, 0, sizeof buf);
+    SHOW(recv(s, buf, 11, MSG_WAITALL));
+    printf("server got: %s\n", buf);
+
     /* Half-close: the server reads EOF, can still write. */
     SHOW(shutdown(c, SHUT_WR));
     SHOW(read(s, buf, sizeof buf));

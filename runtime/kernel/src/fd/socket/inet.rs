@@ -172,6 +172,10 @@ struct Tcp {
     /// The peer reset the connection (reported once).
     reset_reported: bool,
     nodelay: bool,
+    /// TCP_CORK: output waits in the socket until uncorked (or the buffer
+    /// fills), so a header and a body written apart leave as one segment —
+    /// one frame and one device kick instead of two.
+    cork: bool,
     v6_only: bool,
     keepalive_idle: Option<u32>,
 }
@@ -430,7 +434,7 @@ impl Socket for TcpSocket {
         if out.data.is_empty() {
             return Ok(0);
         }
-        net_op(|n| {
+        let queue = |n: &mut Net| {
             let s = n.tcp(h);
             if !s.may_send() {
                 return Err(Errno::Pipe);
@@ -440,7 +444,16 @@ impl Socket for TcpSocket {
                 Ok(n) => Ok(n),
                 Err(_) => Err(Errno::Pipe),
             }
-        })?
+        };
+        // Corked (or MSG_MORE): queue without moving packets; a full
+        // buffer is sent as it would be uncorked.
+        if t.cork || out.flags & msg::MSG_MORE != 0 {
+            match net_look(queue).ok_or(Errno::Netdown)? {
+                Err(Errno::Again) => {}
+                other => return other,
+            }
+        }
+        net_op(queue)?
     }
 
     fn recv(&self, buf: &mut [u8], flags: u32) -> Result<Received, Errno> {
@@ -617,14 +630,12 @@ impl Socket for TcpSocket {
                 int(i32::from(matches!(t.state, TcpState::Listening(_))))
             }
             (level::SOL_TCP, tcpopt::TCP_NODELAY) => int(i32::from(t.nodelay)),
+            (level::SOL_TCP, tcpopt::TCP_CORK) => int(i32::from(t.cork)),
             (level::SOL_TCP, tcpopt::TCP_MAXSEG) => int(1448),
             (level::SOL_TCP, tcpopt::TCP_KEEPIDLE) => int(t.keepalive_idle.unwrap_or(7200) as i32),
             (level::SOL_TCP, tcpopt::TCP_KEEPINTVL) => int(75),
             (level::SOL_TCP, tcpopt::TCP_KEEPCNT) => int(9),
-            (
-                level::SOL_TCP,
-                tcpopt::TCP_CORK | tcpopt::TCP_QUICKACK | tcpopt::TCP_DEFER_ACCEPT,
-            ) => int(0),
+            (level::SOL_TCP, tcpopt::TCP_QUICKACK | tcpopt::TCP_DEFER_ACCEPT) => int(0),
             (level::SOL_TCP, _) => Err(Errno::Noprotoopt),
             (level::SOL_IPV6, ipv6::IPV6_V6ONLY) if self.v6 => int(i32::from(t.v6_only)),
             _ => Ok(None),
@@ -647,11 +658,20 @@ impl Socket for TcpSocket {
                 t.keepalive_idle = Some(v?.max(1) as u32);
                 Ok(true)
             }
+            (level::SOL_TCP, tcpopt::TCP_CORK) => {
+                let was = t.cork;
+                t.cork = v? != 0;
+                if was && !t.cork {
+                    // Uncorked: what waited leaves now.
+                    drop(t);
+                    net_op(|_| ())?;
+                }
+                Ok(true)
+            }
             (
                 level::SOL_TCP,
                 tcpopt::TCP_KEEPINTVL
                 | tcpopt::TCP_KEEPCNT
-                | tcpopt::TCP_CORK
                 | tcpopt::TCP_QUICKACK
                 | tcpopt::TCP_DEFER_ACCEPT
                 | tcpopt::TCP_MAXSEG
