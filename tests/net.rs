@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kvm_or_skip, stderr};
+use common::{fnv1a, kvm_or_skip, pattern, stderr};
 
 fn vmm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"));
@@ -129,24 +129,9 @@ fn process_running(text: &str) -> bool {
 
 /// Waits (up to 10 s) for no process with `text` in its command line.
 fn assert_gone(text: &str, after: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_running(text) {
-        assert!(Instant::now() < deadline, "`{text}` still runs {after}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// What the echo appliance's source sends: byte `i` (its `pattern`).
-fn pattern(i: u64) -> u8 {
-    (i.wrapping_mul(131) ^ (i >> 20).wrapping_mul(7)) as u8
-}
-
-/// FNV-1a over `data`, continuing from `hash` (the sink's checksum).
-fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
-    for &b in data {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    hash
+    common::wait_for(&format!("`{text}` still runs {after}"), || {
+        !process_running(text)
+    });
 }
 
 #[test]
@@ -162,7 +147,7 @@ fn tcp_moves_64_mib_each_way_through_user_networking_checksummed() {
     let mut conn = connect(port);
     conn.set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut hash = common::FNV_START;
     let mut buf = vec![0u8; 1 << 20];
     for block in 0..(TOTAL >> 20) {
         for (i, b) in buf.iter_mut().enumerate() {

@@ -10,9 +10,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{kvm_or_skip, status, stderr, stdout};
+use common::{fnv1a, kvm_or_skip, pattern, status, stderr, stdout, FNV_START};
 
 /// Bytes each way in the bulk tests.
 const BULK: u64 = 32 << 20;
@@ -39,20 +38,6 @@ fn socket_dir(test: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
-
-/// Byte `i` of what the appliance and these tests send.
-fn pattern(i: u64) -> u8 {
-    (i.wrapping_mul(131) ^ (i >> 20).wrapping_mul(7)) as u8
-}
-
-fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
-    for &b in data {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    hash
-}
-
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// The appliance serving `count` connections on guest port `port`;
 /// returns once it listens.
@@ -91,15 +76,6 @@ fn connect_to_guest(socket: &Path, port: u32) -> UnixStream {
         .parse::<u32>()
         .expect("OK names the host port");
     s
-}
-
-/// Waits (up to 10 s) for `cond`.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -236,7 +212,7 @@ fn the_socket_file_goes_however_kiln_ends() {
         // SAFETY: signals the child this test started.
         unsafe { libc::kill(child.id() as i32, signal) };
         let _ = child.wait();
-        wait_for(
+        common::wait_for(
             &format!("{} still exists after signal {signal}", socket.display()),
             || !socket.exists(),
         );

@@ -196,6 +196,32 @@ pub fn default_signals(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Waits (up to 10 s) for `cond`; fails with `what` when it never holds.
+pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Byte `i` of what the test appliances send and check (the echo
+/// appliance's and the vsock appliance's `pattern`).
+pub fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(131) ^ (i >> 20).wrapping_mul(7)) as u8
+}
+
+/// FNV-1a over `data`, continuing from `hash` (the appliances' checksum).
+pub fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
+    for &b in data {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+/// FNV-1a's starting value.
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// A TCP port nothing listens on right now (for published ports).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -82,6 +82,16 @@ impl VsockSocket {
         }
     }
 
+    /// The connection, once connected (ENOTCONN before).
+    fn connection(&self) -> Result<ConnKey, Errno> {
+        let mut s = self.state.lock();
+        Self::settle(&mut s);
+        match *s {
+            Vstate::Connected(k) => Ok(k),
+            _ => Err(Errno::Notconn),
+        }
+    }
+
     /// Settles a connection in progress: Connected, or Failed once the host
     /// refused it.
     fn settle(s: &mut Vstate) {
@@ -206,24 +216,12 @@ impl Socket for VsockSocket {
     }
 
     fn send(&self, out: Outgoing<'_>, _cwd: &str) -> Result<usize, Errno> {
-        let mut s = self.state.lock();
-        Self::settle(&mut s);
-        let key = match *s {
-            Vstate::Connected(k) => k,
-            _ => return Err(Errno::Notconn),
-        };
-        drop(s);
+        let key = self.connection()?;
         op(|st| st.send(key, out.data))?
     }
 
     fn recv(&self, buf: &mut [u8], flags: u32) -> Result<Received, Errno> {
-        let mut s = self.state.lock();
-        Self::settle(&mut s);
-        let key = match *s {
-            Vstate::Connected(k) => k,
-            _ => return Err(Errno::Notconn),
-        };
-        drop(s);
+        let key = self.connection()?;
         let n = op(|st| st.recv(key, buf, flags & msg::MSG_PEEK != 0))??;
         Ok(Received {
             len: n,

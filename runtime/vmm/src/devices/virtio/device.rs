@@ -68,6 +68,22 @@ impl Interrupt {
     }
 }
 
+/// What a device works with once the driver set DRIVER_OK: guest memory,
+/// its queues and its interrupt.
+pub struct Active {
+    /// Guest memory, for every descriptor access.
+    pub mem: GuestMemoryMmap,
+    /// The queues, in the device's order.
+    pub queues: Vec<Queue>,
+    /// The device's interrupt.
+    pub interrupt: Arc<Interrupt>,
+}
+
+/// The [`QueueError`] for virtio-queue's complaint about queue `queue`.
+pub fn queue_error(queue: usize) -> impl Fn(virtio_queue::Error) -> QueueError {
+    move |source| QueueError::Queue { queue, source }
+}
+
 /// Why a device stopped processing a queue.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -14,7 +14,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::input::Input;
 use super::{F_SIZE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::devices::virtio::device::Traffic;
+use crate::devices::virtio::device::{Active, Traffic};
 use crate::devices::virtio::queue::{self, Chain};
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
 use crate::terminal::Resizes;
@@ -25,13 +25,6 @@ const PENDING_LIMIT: usize = 16 * 1024;
 
 /// Where a console's output goes.
 pub type Output = Box<dyn Write + Send>;
-
-/// The running part of the device (after DRIVER_OK).
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
 
 /// A virtio console.
 pub struct Console {

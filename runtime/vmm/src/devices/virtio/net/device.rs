@@ -14,16 +14,9 @@ use vm_memory::GuestMemoryMmap;
 
 use super::backend::Backend;
 use super::{feature, HEADER, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::devices::virtio::device::Traffic;
+use crate::devices::virtio::device::{queue_error, Active, Traffic};
 use crate::devices::virtio::queue::{self, Chain};
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
-
-/// The running part of the device (after DRIVER_OK).
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
 
 /// A virtio NIC.
 pub struct Net {
@@ -38,10 +31,6 @@ pub struct Net {
     /// The backend took no more: transmit waits for it to drain.
     tx_blocked: bool,
     traffic: Traffic,
-}
-
-fn queue_error(queue: usize) -> impl Fn(virtio_queue::Error) -> QueueError {
-    move |source| QueueError::Queue { queue, source }
 }
 
 impl Net {

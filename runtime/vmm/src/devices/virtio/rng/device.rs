@@ -9,18 +9,12 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use super::{QUEUE_SIZE, REQ_QUEUE};
-use crate::devices::virtio::device::Traffic;
+use crate::devices::virtio::device::{Active, Traffic};
 use crate::devices::virtio::queue;
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
 
 /// Most bytes given per buffer.
 const MAX_PER_BUFFER: usize = 4096;
-
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
 
 /// A virtio entropy device.
 #[derive(Default)]

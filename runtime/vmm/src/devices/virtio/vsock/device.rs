@@ -14,16 +14,9 @@ use vm_memory::GuestMemoryMmap;
 
 use super::muxer::Muxer;
 use super::{QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::devices::virtio::device::Traffic;
+use crate::devices::virtio::device::{queue_error, Active, Traffic};
 use crate::devices::virtio::queue::{self, Chain};
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
-
-/// The running part of the device (after DRIVER_OK).
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
 
 /// A virtio socket device.
 pub struct Vsock {
@@ -33,10 +26,6 @@ pub struct Vsock {
     /// No receive buffers: the guest was asked to kick when it adds some.
     starved: bool,
     traffic: Traffic,
-}
-
-fn queue_error(queue: usize) -> impl Fn(virtio_queue::Error) -> QueueError {
-    move |source| QueueError::Queue { queue, source }
 }
 
 impl Vsock {
