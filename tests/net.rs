@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fnv1a, kvm_or_skip, pattern, stderr};
+use common::{kvm_or_skip, pattern, stderr};
 
 fn vmm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"));
@@ -147,15 +147,7 @@ fn tcp_moves_64_mib_each_way_through_user_networking_checksummed() {
     let mut conn = connect(port);
     conn.set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
-    let mut hash = common::FNV_START;
-    let mut buf = vec![0u8; 1 << 20];
-    for block in 0..(TOTAL >> 20) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = pattern((block << 20) + i as u64);
-        }
-        hash = fnv1a(hash, &buf);
-        conn.write_all(&buf).unwrap();
-    }
+    let hash = common::send_pattern(&mut conn, TOTAL);
     conn.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = [0u8; 16];
     conn.read_exact(&mut answer).unwrap();
@@ -173,6 +165,7 @@ fn tcp_moves_64_mib_each_way_through_user_networking_checksummed() {
     conn.set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     conn.write_all(&TOTAL.to_le_bytes()).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
     while at < TOTAL {
         let n = conn.read(&mut buf).unwrap();

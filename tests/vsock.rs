@@ -11,7 +11,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{fnv1a, kvm_or_skip, pattern, status, stderr, stdout, FNV_START};
+use common::{kvm_or_skip, status, stderr, stdout};
 
 /// Bytes each way in the bulk tests.
 const BULK: u64 = 32 << 20;
@@ -87,17 +87,7 @@ fn host_to_guest_carries_32_mib_whole() {
     let socket = dir.join("v.sock");
     let child = serving(&socket, 5000, 2);
     let mut s = connect_to_guest(&socket, 5000);
-    let mut hash = FNV_START;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < BULK {
-        for (i, b) in chunk.iter_mut().enumerate() {
-            *b = pattern(at + i as u64);
-        }
-        hash = fnv1a(hash, &chunk);
-        s.write_all(&chunk).unwrap();
-        at += chunk.len() as u64;
-    }
+    let hash = common::send_pattern(&mut s, BULK);
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = [0u8; 16];
     s.read_exact(&mut answer).unwrap();
@@ -133,26 +123,13 @@ fn guest_to_host_carries_32_mib_whole() {
         .spawn()
         .unwrap();
     let (mut conn, _) = listener.accept().unwrap();
-    let mut hash = FNV_START;
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = conn.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        hash = fnv1a(hash, &buf[..n]);
-        total += n as u64;
-    }
-    let mut expected = FNV_START;
-    let mut at = 0u64;
-    while at < BULK {
-        let chunk: Vec<u8> = (at..(at + (1 << 20)).min(BULK)).map(pattern).collect();
-        expected = fnv1a(expected, &chunk);
-        at += chunk.len() as u64;
-    }
+    let (total, hash) = common::read_hashed(&mut conn);
     assert_eq!(total, BULK);
-    assert_eq!(hash, expected, "the host read other bytes than were sent");
+    assert_eq!(
+        hash,
+        common::pattern_hash(BULK),
+        "the host read other bytes than were sent"
+    );
     let mut answer = total.to_le_bytes().to_vec();
     answer.extend_from_slice(&hash.to_le_bytes());
     conn.write_all(&answer).unwrap();

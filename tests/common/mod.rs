@@ -222,6 +222,41 @@ pub fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
 /// FNV-1a's starting value.
 pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// Writes the first `total` bytes of [`pattern`] to `w`, a MiB at a time;
+/// returns their FNV-1a hash.
+pub fn send_pattern(w: &mut impl std::io::Write, total: u64) -> u64 {
+    let mut hash = FNV_START;
+    let mut chunk = Vec::with_capacity(1 << 20);
+    let mut at = 0u64;
+    while at < total {
+        chunk.clear();
+        chunk.extend((at..(at + (1 << 20)).min(total)).map(pattern));
+        hash = fnv1a(hash, &chunk);
+        w.write_all(&chunk).expect("sending the pattern");
+        at += chunk.len() as u64;
+    }
+    hash
+}
+
+/// The FNV-1a hash of the first `total` bytes of [`pattern`].
+pub fn pattern_hash(total: u64) -> u64 {
+    send_pattern(&mut std::io::sink(), total)
+}
+
+/// Reads `r` to its end: (bytes, their FNV-1a hash).
+pub fn read_hashed(r: &mut impl std::io::Read) -> (u64, u64) {
+    let (mut total, mut hash) = (0u64, FNV_START);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).expect("reading");
+        if n == 0 {
+            return (total, hash);
+        }
+        hash = fnv1a(hash, &buf[..n]);
+        total += n as u64;
+    }
+}
+
 /// A TCP port nothing listens on right now (for published ports).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

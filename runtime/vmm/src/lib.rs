@@ -342,7 +342,7 @@ fn create_devices(
     }
     if let Some(v) = &config.vsock {
         let muxer = devices::virtio::vsock::Muxer::new(&v.path, v.cid)?;
-        let device = devices::virtio::vsock::Vsock::new(muxer, v.cid);
+        let device = devices::virtio::vsock::Vsock::new(muxer);
         list.push((Box::new(device), kiln_boot::role::DEFAULT));
     }
     let mut bus = MmioBus::default();

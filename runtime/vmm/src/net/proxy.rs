@@ -66,32 +66,26 @@ impl Proxy {
                 port: map.host_port,
                 source,
             };
-            match map.protocol {
+            let stop = stop.clone();
+            let serve: Box<dyn FnOnce() + Send> = match map.protocol {
                 Protocol::Tcp => {
                     let l = TcpListener::bind(addr).map_err(taken)?;
                     fds.push(l.as_raw_fd());
-                    let stop = stop.clone();
-                    std::thread::Builder::new()
-                        .name("kiln-proxy".into())
-                        .spawn(move || serve_tcp(&l, target, &stop))
-                        .map_err(|source| NetError::Proxy {
-                            map: map.clone(),
-                            source,
-                        })?;
+                    Box::new(move || serve_tcp(&l, target, &stop))
                 }
                 Protocol::Udp => {
                     let s = UdpSocket::bind(addr).map_err(taken)?;
                     fds.push(s.as_raw_fd());
-                    let stop = stop.clone();
-                    std::thread::Builder::new()
-                        .name("kiln-proxy".into())
-                        .spawn(move || serve_udp(&s, target, &stop))
-                        .map_err(|source| NetError::Proxy {
-                            map: map.clone(),
-                            source,
-                        })?;
+                    Box::new(move || serve_udp(&s, target, &stop))
                 }
-            }
+            };
+            std::thread::Builder::new()
+                .name("kiln-proxy".into())
+                .spawn(serve)
+                .map_err(|source| NetError::Proxy {
+                    map: map.clone(),
+                    source,
+                })?;
         }
         Ok(Proxy { stop, fds })
     }

@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -79,8 +79,37 @@ pub struct Active {
     pub interrupt: Arc<Interrupt>,
 }
 
+impl Active {
+    /// Interrupts the guest for queue `index`'s new used buffers, when
+    /// `used` and the guest wants to hear of them.
+    ///
+    /// # Errors
+    /// When the rings lie outside guest memory, or the irqfd fails.
+    pub fn signal_used(&mut self, index: usize, used: bool) -> Result<(), QueueError> {
+        if used && super::queue::needs_interrupt(&mut self.queues[index], &self.mem, index)? {
+            self.interrupt.used_buffer()?;
+        }
+        Ok(())
+    }
+
+    /// Asks (`on`) or stops asking the guest to kick queue `index` when it
+    /// adds buffers.
+    ///
+    /// # Errors
+    /// When the rings lie outside guest memory.
+    pub fn ask_for_kicks(&mut self, index: usize, on: bool) -> Result<(), QueueError> {
+        let q = &mut self.queues[index];
+        if on {
+            q.enable_notification(&self.mem).map(|_| ())
+        } else {
+            q.disable_notification(&self.mem)
+        }
+        .map_err(queue_error(index))
+    }
+}
+
 /// The [`QueueError`] for virtio-queue's complaint about queue `queue`.
-pub fn queue_error(queue: usize) -> impl Fn(virtio_queue::Error) -> QueueError {
+fn queue_error(queue: usize) -> impl Fn(virtio_queue::Error) -> QueueError {
     move |source| QueueError::Queue { queue, source }
 }
 

@@ -120,9 +120,7 @@ impl Console {
             queue::complete(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE, chain.head, 0)?;
             used = true;
         }
-        if used && queue::needs_interrupt(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE)? {
-            a.interrupt.used_buffer()?;
-        }
+        a.signal_used(TX_QUEUE, used)?;
         Ok(())
     }
 
@@ -174,9 +172,7 @@ impl Console {
             }
             used = true;
         }
-        if used && queue::needs_interrupt(&mut a.queues[RX_QUEUE], &a.mem, RX_QUEUE)? {
-            a.interrupt.used_buffer()?;
-        }
+        a.signal_used(RX_QUEUE, used)?;
         Ok(())
     }
 }

@@ -9,12 +9,12 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use kiln_boot::virtio_id;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT};
 use vm_memory::GuestMemoryMmap;
 
 use super::backend::Backend;
 use super::{feature, HEADER, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::devices::virtio::device::{queue_error, Active, Traffic};
+use crate::devices::virtio::device::{Active, Traffic};
 use crate::devices::virtio::queue::{self, Chain};
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
 
@@ -112,13 +112,9 @@ impl Net {
             // Ask the guest to kick when it adds buffers, then try once more
             // with what it may have added meanwhile: buffers added after the
             // request come with a kick.
-            a.queues[RX_QUEUE]
-                .enable_notification(&a.mem)
-                .map_err(queue_error(RX_QUEUE))?;
+            a.ask_for_kicks(RX_QUEUE, true)?;
             if Self::deliver(a, &frame)? {
-                a.queues[RX_QUEUE]
-                    .disable_notification(&a.mem)
-                    .map_err(queue_error(RX_QUEUE))?;
+                a.ask_for_kicks(RX_QUEUE, false)?;
                 self.traffic.to_guest += frame.len() as u64;
                 used = true;
                 continue;
@@ -127,11 +123,7 @@ impl Net {
             self.starved = true;
             break;
         }
-        let irq = used && queue::needs_interrupt(&mut a.queues[RX_QUEUE], &a.mem, RX_QUEUE)?;
-        if irq {
-            a.interrupt.used_buffer().map_err(QueueError::Host)?;
-        }
-        Ok(())
+        a.signal_used(RX_QUEUE, used)
     }
 
     /// Sends the guest's frames while the backend takes them.
@@ -166,9 +158,7 @@ impl Net {
         if self.backend.blocked() {
             self.tx_blocked = true;
         }
-        if used && queue::needs_interrupt(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE)? {
-            a.interrupt.used_buffer().map_err(QueueError::Host)?;
-        }
+        a.signal_used(TX_QUEUE, used)?;
         Ok(())
     }
 }
@@ -229,9 +219,7 @@ impl VirtioDevice for Net {
                 // Buffers came: no more kicks needed until they run out.
                 self.starved = false;
                 if let Some(a) = self.active.as_mut() {
-                    a.queues[RX_QUEUE]
-                        .disable_notification(&a.mem)
-                        .map_err(queue_error(RX_QUEUE))?;
+                    a.ask_for_kicks(RX_QUEUE, false)?;
                 }
                 self.receive()
             }

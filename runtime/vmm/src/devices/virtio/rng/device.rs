@@ -106,9 +106,7 @@ impl VirtioDevice for Rng {
             )?;
             used = true;
         }
-        if used && queue::needs_interrupt(&mut a.queues[REQ_QUEUE], &a.mem, REQ_QUEUE)? {
-            a.interrupt.used_buffer()?;
-        }
+        a.signal_used(REQ_QUEUE, used)?;
         Ok(())
     }
 

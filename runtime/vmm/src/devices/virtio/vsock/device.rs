@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use kiln_boot::virtio_id;
 use kiln_boot::vsock::{Header, HEADER_SIZE};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT};
 use vm_memory::GuestMemoryMmap;
 
 use super::muxer::Muxer;
 use super::{QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::devices::virtio::device::{queue_error, Active, Traffic};
+use crate::devices::virtio::device::{Active, Traffic};
 use crate::devices::virtio::queue::{self, Chain};
 use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
 
@@ -22,20 +22,18 @@ use crate::devices::virtio::{Interrupt, QueueError, VirtioDevice};
 pub struct Vsock {
     active: Option<Active>,
     muxer: Muxer,
-    guest_cid: u64,
     /// No receive buffers: the guest was asked to kick when it adds some.
     starved: bool,
     traffic: Traffic,
 }
 
 impl Vsock {
-    /// A device for a guest of context id `guest_cid`, its host side
-    /// `muxer`.
-    pub fn new(muxer: Muxer, guest_cid: u64) -> Self {
+    /// A device whose host side is `muxer` (which knows the guest's
+    /// context id).
+    pub fn new(muxer: Muxer) -> Self {
         Self {
             active: None,
             muxer,
-            guest_cid,
             starved: false,
             traffic: Traffic::default(),
         }
@@ -53,14 +51,10 @@ impl Vsock {
                 None => {
                     // Out of buffers: ask for a kick, and look once more for
                     // buffers added before the request was seen.
-                    a.queues[RX_QUEUE]
-                        .enable_notification(&a.mem)
-                        .map_err(queue_error(RX_QUEUE))?;
+                    a.ask_for_kicks(RX_QUEUE, true)?;
                     match queue::pop(&mut a.queues[RX_QUEUE], &a.mem, RX_QUEUE)? {
                         Some(c) => {
-                            a.queues[RX_QUEUE]
-                                .disable_notification(&a.mem)
-                                .map_err(queue_error(RX_QUEUE))?;
+                            a.ask_for_kicks(RX_QUEUE, false)?;
                             c
                         }
                         None => {
@@ -95,9 +89,7 @@ impl Vsock {
             self.traffic.to_guest += payload.len() as u64;
             used = true;
         }
-        if used && queue::needs_interrupt(&mut a.queues[RX_QUEUE], &a.mem, RX_QUEUE)? {
-            a.interrupt.used_buffer().map_err(QueueError::Host)?;
-        }
+        a.signal_used(RX_QUEUE, used)?;
         Ok(())
     }
 
@@ -127,9 +119,7 @@ impl Vsock {
             queue::complete(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE, chain.head, 0)?;
             used = true;
         }
-        if used && queue::needs_interrupt(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE)? {
-            a.interrupt.used_buffer().map_err(QueueError::Host)?;
-        }
+        a.signal_used(TX_QUEUE, used)?;
         Ok(())
     }
 }
@@ -154,7 +144,7 @@ impl VirtioDevice for Vsock {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         crate::devices::virtio::device::read_config_bytes(
-            &self.guest_cid.to_le_bytes(),
+            &self.muxer.guest_cid().to_le_bytes(),
             offset,
             data,
         );
@@ -186,9 +176,7 @@ impl VirtioDevice for Vsock {
             RX_QUEUE => {
                 self.starved = false;
                 if let Some(a) = self.active.as_mut() {
-                    a.queues[RX_QUEUE]
-                        .disable_notification(&a.mem)
-                        .map_err(queue_error(RX_QUEUE))?;
+                    a.ask_for_kicks(RX_QUEUE, false)?;
                 }
                 self.deliver()
             }

@@ -165,8 +165,9 @@ pub struct Muxer {
     readable: BTreeSet<Key>,
     /// Packets without payload for the guest, in order.
     control: VecDeque<Header>,
-    tokens: HashMap<u64, Token>,
-    next_token: u64,
+    /// What each watched descriptor is (its epoll token is the
+    /// descriptor: each is watched once, and unwatched before it closes).
+    tokens: HashMap<RawFd, Token>,
     next_local_port: u32,
     /// Unlinks `path` if kiln-vmm dies without doing it (see
     /// [`Muxer::new`]).
@@ -224,7 +225,6 @@ impl Muxer {
             readable: BTreeSet::new(),
             control: VecDeque::new(),
             tokens: HashMap::new(),
-            next_token: 0,
             next_local_port: FIRST_LOCAL_PORT,
             _sweeper: sweeper,
         };
@@ -234,35 +234,33 @@ impl Muxer {
         Ok(m)
     }
 
+    /// The guest's context id.
+    pub fn guest_cid(&self) -> u64 {
+        self.guest_cid
+    }
+
     /// The descriptor the devices thread waits on: readable when a host
     /// socket has something the muxer asked about.
     pub fn fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
     }
 
-    /// Bytes the guest has sent that wait for a host socket.
-    pub fn pending_to_host(&self) -> usize {
-        self.conns.values().map(|c| c.to_host.len()).sum()
-    }
-
     fn watch(&mut self, fd: RawFd, token: Token, events: u32) -> std::io::Result<()> {
-        let t = self.next_token;
-        self.next_token += 1;
-        self.tokens.insert(t, token);
         self.epoll.ctl(
             ControlOperation::Add,
             fd,
-            EpollEvent::new(EventSet::from_bits_truncate(events), t),
+            EpollEvent::new(EventSet::from_bits_truncate(events), fd as u64),
         )?;
+        self.tokens.insert(fd, token);
         Ok(())
     }
 
-    /// Stops watching `fd` (before it closes) and forgets its token.
-    fn unwatch(&mut self, fd: RawFd, token: impl Fn(&Token) -> bool) {
+    /// Stops watching `fd` (before it closes) and forgets it.
+    fn unwatch(&mut self, fd: RawFd) {
         let _ = self
             .epoll
             .ctl(ControlOperation::Delete, fd, EpollEvent::default());
-        self.tokens.retain(|_, t| !token(t));
+        self.tokens.remove(&fd);
     }
 
     /// The header of a packet of connection `key` to the guest, with the
@@ -298,7 +296,7 @@ impl Muxer {
     fn drop_conn(&mut self, key: Key) {
         if let Some(c) = self.conns.remove(&key) {
             let fd = c.stream.as_raw_fd();
-            self.unwatch(fd, |t| matches!(t, Token::Conn(k) if *k == key));
+            self.unwatch(fd);
         }
         self.readable.remove(&key);
     }
@@ -330,18 +328,12 @@ impl Muxer {
             want |= libc::EPOLLOUT as u32;
         }
         if want != c.interest {
-            let token = self
-                .tokens
-                .iter()
-                .find(|(_, t)| matches!(t, Token::Conn(k) if *k == key))
-                .map(|(t, _)| *t);
-            if let Some(t) = token {
-                let _ = self.epoll.ctl(
-                    ControlOperation::Modify,
-                    c.stream.as_raw_fd(),
-                    EpollEvent::new(EventSet::from_bits_truncate(want), t),
-                );
-            }
+            let fd = c.stream.as_raw_fd();
+            let _ = self.epoll.ctl(
+                ControlOperation::Modify,
+                fd,
+                EpollEvent::new(EventSet::from_bits_truncate(want), fd as u64),
+            );
             c.interest = want;
         }
     }
@@ -455,7 +447,7 @@ impl Muxer {
             Err(_) => return,
         };
         for ev in &events[..n] {
-            let Some(&token) = self.tokens.get(&ev.data()) else {
+            let Some(&token) = self.tokens.get(&(ev.data() as RawFd)) else {
                 continue;
             };
             let bits = ev.events();
@@ -537,7 +529,7 @@ impl Muxer {
         let Some(hs) = self.handshakes.remove(&fd) else {
             return;
         };
-        self.unwatch(fd, |t| matches!(t, Token::Handshake(f) if *f == fd));
+        self.unwatch(fd);
         let Some(guest_port) = port else {
             return;
         };
