@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub net: kiln_vmm::cli::NetFlags,
     /// A vsock device (`--vsock`).
     pub vsock: Option<kiln_vmm::cli::VsockSpec>,
+    /// Raw disk files (`--disk`).
+    pub disks: Vec<kiln_vmm::devices::virtio::block::DiskSpec>,
 }
 
 /// Why an image did not boot.
@@ -186,6 +188,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
                 source,
             })?),
         vsock: opts.vsock.clone(),
+        disks: opts.disks.clone(),
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);

@@ -93,7 +93,7 @@ pub fn run_all() -> Result<()> {
         build::run(cargo().args(["test", "--workspace", "--exclude", "kiln-vmm"]))?;
         build::run(cargo().args([
             "test", "-p", "kiln-vmm", "--lib", "--test", "boot", "--test", "devices", "--test",
-            "vsock",
+            "vsock", "--test", "volumes",
         ]))?;
         build::run(cargo().args(["test", "-p", "kiln-vmm", "--doc"]))?;
         build::run(cargo().args([

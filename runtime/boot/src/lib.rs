@@ -316,6 +316,8 @@ pub mod virtio_id {
     pub const CONSOLE: u32 = 3;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Shared directory (virtio-fs).
+    pub const FS: u32 = 26;
     /// Socket device (vsock).
     pub const VSOCK: u32 = 19;
 }

@@ -48,6 +48,10 @@ pub struct RunFlags {
     /// Give the guest a vsock device whose host side is the Unix socket PATH (Firecracker's protocol: host programs connect to PATH and write `CONNECT <port>\n`; the guest's connections to host port P reach the socket PATH_P). `,cid=N` sets the guest's context id (default 3)
     #[arg(long, value_name = "PATH[,cid=N]", value_parser = parse_vsock)]
     pub vsock: Option<VsockSpec>,
+
+    /// Attach a raw disk file as the guest's next virtio block device (/dev/vda, /dev/vdb, … in order; repeatable). `,ro` attaches it read-only. A writable disk is locked against every other VM; read-only ones can be shared. Data the program flushed (fsync, fdatasync, O_SYNC) is on the host's disk when the call returns
+    #[arg(long = "disk", value_name = "FILE[,ro]")]
+    pub disks: Vec<crate::devices::virtio::block::DiskSpec>,
 }
 
 /// A `--vsock` request: the host side's socket path and the guest's

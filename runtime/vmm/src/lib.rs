@@ -29,6 +29,7 @@ use kvm_ioctls::VcpuFd;
 use self::arch::Flavour;
 use self::devices::event_loop::{DevicesThread, Served};
 use self::devices::legacy::console::Console;
+use self::devices::virtio::block::Block;
 use self::devices::virtio::console::{self as vconsole, Input, InputSource};
 use self::devices::virtio::device::Traffic;
 use self::devices::virtio::mmio::MmioTransport;
@@ -77,6 +78,9 @@ pub enum VmmError {
     /// The vsock device's host side could not be set up.
     #[error(transparent)]
     Vsock(#[from] devices::virtio::vsock::MuxerError),
+    /// A `--disk` cannot be used.
+    #[error(transparent)]
+    Disk(#[from] devices::virtio::block::DiskError),
 }
 
 /// What to boot and how.
@@ -114,6 +118,9 @@ pub struct VmConfig {
     pub net: net::NetSpec,
     /// A vsock device and its host side (`--vsock`).
     pub vsock: Option<cli::VsockSpec>,
+    /// Raw disk files for virtio block devices (`--disk`), in /dev/vdX
+    /// order.
+    pub disks: Vec<devices::virtio::block::DiskSpec>,
 }
 
 /// How the VM ended.
@@ -318,6 +325,7 @@ fn create_devices(
     mem: &vm_memory::GuestMemoryMmap,
     config: &VmConfig,
     network: Option<&mut net::Network>,
+    disks: Vec<devices::virtio::block::Disk>,
 ) -> Result<(MmioBus, Vec<Served>, Vec<kiln_boot::VirtioDevice>), VmmError> {
     let mut stdio = vconsole::Console::new(
         Box::new(std::io::stdout()),
@@ -339,6 +347,9 @@ fn create_devices(
             let nic = devices::virtio::net::Net::new(backend, net::random_mac(), n.mtu);
             list.push((Box::new(nic), kiln_boot::role::DEFAULT));
         }
+    }
+    for disk in disks {
+        list.push((Box::new(Block::new(disk)), kiln_boot::role::DEFAULT));
     }
     if let Some(v) = &config.vsock {
         let muxer = devices::virtio::vsock::Muxer::new(&v.path, v.cid)?;
@@ -413,7 +424,14 @@ pub fn run(
     console: Console,
     mut timings: Timings,
 ) -> Result<RunReport, VmmError> {
-    // The network first: passt starts while the VM is built.
+    // Disks first: a missing or locked one is refused before anything
+    // starts.
+    let disks = config
+        .disks
+        .iter()
+        .map(devices::virtio::block::Disk::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The network next: passt starts while the VM is built.
     let mut network = net::Network::start(&config.net)?;
     let mut cmdline = config.cmdline.clone();
     for option in net::common_kernel_options(&config.net, network.as_ref()) {
@@ -451,7 +469,7 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
-    let (mut mmio, served, table) = create_devices(&vm, mem, config, network.as_mut())?;
+    let (mut mmio, served, table) = create_devices(&vm, mem, config, network.as_mut(), disks)?;
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {

@@ -195,6 +195,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         terminal: console.terminal,
         net: cli.run.net.spec(&kiln_vmm::net::NetSpec::default()),
         vsock: cli.run.vsock.clone(),
+        disks: cli.run.disks.clone(),
     })
 }
 

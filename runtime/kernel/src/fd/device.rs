@@ -1,6 +1,7 @@
 //! The character devices every program may expect: /dev/null, /dev/zero,
 //! /dev/urandom and /dev/random; and /dev/hwrng, the host's entropy through
-//! the virtio entropy device, when the VM has one; /dev/tty under `-t`.
+//! the virtio entropy device, when the VM has one; /dev/tty under `-t`;
+//! the disks, /dev/vda on (block devices, see `disk`).
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::fs::stat::{makedev, mode, Stat};
@@ -22,6 +23,8 @@ pub enum Device {
     Hwrng,
     /// The program's terminal (/dev/tty), under `-t`.
     Tty,
+    /// A disk (/dev/vda is 0), opened as a [`super::disk::DiskFile`].
+    Disk(u8),
 }
 
 impl Device {
@@ -34,7 +37,13 @@ impl Device {
             "/dev/urandom" => Some(Device::Urandom),
             "/dev/hwrng" if crate::drivers::virtio::has_rng() => Some(Device::Hwrng),
             "/dev/tty" if crate::drivers::virtio::has_terminal() => Some(Device::Tty),
-            _ => None,
+            _ => {
+                let letter = *path.strip_prefix("/dev/vd")?.as_bytes().first()?;
+                let index = letter.checked_sub(b'a')?;
+                (path.len() == "/dev/vda".len()
+                    && usize::from(index) < crate::drivers::virtio::blk::count())
+                .then_some(Device::Disk(index))
+            }
         }
     }
 
@@ -47,18 +56,25 @@ impl Device {
             Device::Urandom => (1, 9),
             Device::Hwrng => (10, 183),
             Device::Tty => (5, 0),
+            // virtio-blk's major is dynamic on Linux; 254 is what it gets.
+            Device::Disk(i) => (254, u64::from(i) * 16),
         }
     }
 
     /// Its metadata.
     pub fn metadata(self) -> Stat {
+        let kind = match self {
+            Device::Disk(_) => mode::S_IFBLK,
+            _ => mode::S_IFCHR,
+        };
         Stat {
             dev: 5,
-            ino: 100 + self.number().1,
-            mode: mode::S_IFCHR
+            ino: 100 + (self.number().0 << 8) + self.number().1,
+            mode: kind
                 | match self {
                     Device::Hwrng => 0o600,
                     Device::Tty => 0o620,
+                    Device::Disk(_) => 0o660,
                     _ => 0o666,
                 },
             nlink: 1,
@@ -75,8 +91,8 @@ pub struct OpenDevice(pub Device);
 impl FileOps for OpenDevice {
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         match self.0 {
-            // Opened as the terminal itself (`fs::open_device`).
-            Device::Null | Device::Tty => Ok(0),
+            // Opened as the terminal or the disk itself (`fs::open_device`).
+            Device::Null | Device::Tty | Device::Disk(_) => Ok(0),
             Device::Zero => {
                 buf.fill(0);
                 Ok(buf.len())

@@ -17,7 +17,7 @@ use crate::boot::Region;
 use crate::fs;
 
 /// lseek(2) arithmetic on an offset cell.
-fn seek(cell: &AtomicU64, size: u64, offset: i64, whence: u32) -> Result<u64, Errno> {
+pub(crate) fn seek(cell: &AtomicU64, size: u64, offset: i64, whence: u32) -> Result<u64, Errno> {
     const SEEK_SET: u32 = 0;
     const SEEK_CUR: u32 = 1;
     const SEEK_END: u32 = 2;

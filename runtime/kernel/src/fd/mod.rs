@@ -8,6 +8,7 @@
 //! per-descriptor close-on-exec flag. It belongs to the process.
 
 pub mod device;
+pub mod disk;
 pub mod epoll;
 pub mod file;
 pub mod pipe;
@@ -71,6 +72,12 @@ pub trait FileOps: Send + Sync {
     fn truncate(&self, len: u64) -> Result<(), Errno> {
         let _ = len;
         Err(Errno::Inval)
+    }
+
+    /// fsync(2) and fdatasync(2): what was written is durable when it
+    /// returns (files kept in memory have nothing to write back).
+    fn sync(&self) -> Result<(), Errno> {
+        Ok(())
     }
 
     /// A copy of the whole contents, for files that cannot be mapped

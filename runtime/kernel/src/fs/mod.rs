@@ -249,10 +249,19 @@ pub fn write_whole_file(path: &str, data: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Opens a device.
-pub fn open_device(d: Device) -> Arc<dyn FileOps> {
-    match d {
+/// Opens a device (for writing when `write`; a disk's writes flushed each
+/// time with `sync_writes`, O_SYNC).
+///
+/// # Errors
+/// EROFS when writing a read-only disk.
+pub fn open_device(d: Device, write: bool, sync_writes: bool) -> Result<Arc<dyn FileOps>, Errno> {
+    Ok(match d {
         Device::Tty => crate::fd::tty::Terminal::new(),
+        Device::Disk(i) => Arc::new(crate::fd::disk::DiskFile::open(
+            usize::from(i),
+            write,
+            sync_writes,
+        )?),
         d => Arc::new(OpenDevice(d)),
-    }
+    })
 }

@@ -197,14 +197,34 @@ pub fn ftruncate(p: &mut Call, fd: Fd, len: i64) -> Result<u64, Errno> {
     p.fds.get(fd)?.truncate(len).map(|()| 0)
 }
 
-/// fsync(2), fdatasync(2), syncfs(2): everything is in memory, so there
-/// is nothing to write back once the descriptor is checked.
+/// fsync(2), fdatasync(2), syncfs(2): what the file wrote is made durable
+/// (a disk's or a volume's host file flushed; in-memory files have
+/// nothing to write back).
 pub fn fsync(p: &mut Call, fd: Fd) -> Result<u64, Errno> {
-    p.fds.get(fd).map(|_| 0)
+    p.fds.get(fd)?.sync().map(|()| 0)
 }
 
-/// sync(2).
+/// sync_file_range(2): the range is flushed with the rest of the file
+/// (more than Linux promises, never less).
+pub fn sync_file_range(
+    p: &mut Call,
+    fd: Fd,
+    offset: i64,
+    len: i64,
+    _flags: super::args::Flags,
+) -> Result<u64, Errno> {
+    if offset < 0 || len < 0 {
+        return Err(Errno::Inval);
+    }
+    p.fds.get(fd)?.sync().map(|()| 0)
+}
+
+/// sync(2): every disk flushed.
 pub fn sync(_p: &mut Call) -> Result<u64, Errno> {
+    for i in 0..crate::drivers::virtio::blk::count() {
+        // sync(2) cannot fail; a disk that does is reported by fsync.
+        let _ = crate::drivers::virtio::blk::with(i, crate::drivers::virtio::blk::BlkDriver::flush);
+    }
     Ok(0)
 }
 

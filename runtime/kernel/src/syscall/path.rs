@@ -30,6 +30,8 @@ const O_CREAT: u64 = 0o100;
 const O_EXCL: u64 = 0o200;
 const O_TRUNC: u64 = 0o1000;
 const O_APPEND: u64 = 0o2000;
+/// O_DSYNC (and part of O_SYNC): writes are durable when they return.
+const O_DSYNC: u64 = 0o10000;
 const O_DIRECTORY: u64 = 0o200000;
 const O_NOFOLLOW: u64 = 0o400000;
 const O_CLOEXEC: u64 = 0o2000000;
@@ -144,7 +146,7 @@ pub fn openat(
         return Err(Errno::Exist);
     }
     let file: Arc<dyn FileOps> = match found {
-        Found::Device(d) => fs::open_device(d),
+        Found::Device(d) => fs::open_device(d, write, oflags & O_DSYNC != 0)?,
         Found::Proc(e) if e.is_dir() => {
             if write {
                 return Err(Errno::Isdir);

@@ -343,7 +343,7 @@ syscalls! {
     274 get_robust_list;
     275 splice;
     276 tee;
-    277 sync_file_range;
+    277 sync_file_range(fd: Fd, offset: i64, len: i64, flags: Flags) => io::sync_file_range;
     278 vmsplice;
     279 move_pages;
     280 utimensat(dirfd: DirFd, path: UserCStr, times: UserPtr<[i64; 4]>, flags: Flags) => path::utimensat;

@@ -97,6 +97,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         terminal: console.terminal,
         net: args.run.net.clone(),
         vsock: args.run.vsock.clone(),
+        disks: args.run.disks.clone(),
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.

@@ -1,10 +1,11 @@
 //! The virtio-mmio devices the boot info lists: the consoles (standard
-//! input, output and error), the entropy source, the NIC and the socket
-//! device. Transports and queues
-//! come from the virtio-drivers crate; the drivers here keep buffers in
-//! frames of their own and never wait: a read or write that cannot go on
+//! input, output and error), the entropy source, the NIC, the socket
+//! device and the disks. Transports and queues come from the
+//! virtio-drivers crate; the drivers here keep buffers in frames of their
+//! own. Stream devices never wait: a read or write that cannot go on
 //! blocks the calling thread (ERESTARTSYS, see `sched`) until the device's
-//! interrupt changes something.
+//! interrupt changes something. Disk requests are waited for in place
+//! (`request`).
 //!
 //! Interrupts are MSIs, one vector per device (`kiln_boot::layout::
 //! VIRTIO_VECTOR_BASE + index`). One that arrives while the program runs is
@@ -13,10 +14,12 @@
 //! the device lock is never taken by an interrupt that interrupted its
 //! holder.
 
+pub mod blk;
 pub mod console;
 mod hal;
 pub mod net;
 mod pages;
+mod request;
 pub mod rng;
 mod transport;
 pub mod vsock;
@@ -131,6 +134,8 @@ enum Slot {
     Rng,
     Net,
     Vsock,
+    /// A disk (its requests are waited for, not serviced).
+    Block,
 }
 
 /// The drivers, found at boot (the instance is `state::KERNEL.devices`).
@@ -224,7 +229,7 @@ impl Devices {
                     vsock = true;
                     false
                 }
-                Slot::None => false,
+                Slot::Block | Slot::None => false,
             };
         }
         self.update_wake_sources();
@@ -343,6 +348,19 @@ impl Found {
                     }
                     Err(e) => {
                         crate::kprintln!("kiln: virtio vsock: setup failed: {e}");
+                        Slot::None
+                    }
+                }
+            }
+            (virtio_id::BLOCK, _) => {
+                crate::arch::enable_interrupt_controller();
+                match blk::BlkDriver::new(transport) {
+                    Ok(driver) => {
+                        blk::attach(driver);
+                        Slot::Block
+                    }
+                    Err(e) => {
+                        crate::kprintln!("kiln: virtio block: setup failed: {e}");
                         Slot::None
                     }
                 }

@@ -9,6 +9,7 @@
 //! checked accessors: a guest that hands over a bad chain gets its device
 //! marked DEVICE_NEEDS_RESET, never a VMM panic.
 
+pub mod block;
 pub mod console;
 pub mod device;
 pub mod mmio;
