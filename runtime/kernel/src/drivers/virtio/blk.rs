@@ -4,6 +4,7 @@
 //! returns, as with O_DIRECT). Offsets and lengths need not be whole
 //! sectors: partial sectors are read, patched and written back.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use spin::Mutex;
@@ -46,12 +47,25 @@ pub struct BlkDriver {
     features: u64,
 }
 
-/// The disks, in device order (/dev/vda first).
-static DISKS: Mutex<Vec<BlkDriver>> = Mutex::new(Vec::new());
+/// The disks, in device order (/dev/vda first). Boxed: a driver (its
+/// queue's shadow tables) is kilobytes, which must not travel through the
+/// boot stack's frames.
+#[allow(clippy::vec_box)]
+static DISKS: Mutex<Vec<Box<BlkDriver>>> = Mutex::new(Vec::new());
 
-/// Adds a disk found at boot.
-pub(super) fn attach(driver: BlkDriver) {
-    DISKS.lock().push(driver);
+/// Starts the driver of a disk found at boot; false (said) when it fails.
+#[inline(never)]
+pub(super) fn attach(transport: Transport) -> bool {
+    match BlkDriver::new(transport) {
+        Ok(driver) => {
+            DISKS.lock().push(Box::new(driver));
+            true
+        }
+        Err(e) => {
+            crate::kprintln!("kiln: virtio block: setup failed: {e}");
+            false
+        }
+    }
 }
 
 /// How many disks there are.

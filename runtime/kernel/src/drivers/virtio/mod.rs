@@ -354,15 +354,10 @@ impl Found {
             }
             (virtio_id::BLOCK, _) => {
                 crate::arch::enable_interrupt_controller();
-                match blk::BlkDriver::new(transport) {
-                    Ok(driver) => {
-                        blk::attach(driver);
-                        Slot::Block
-                    }
-                    Err(e) => {
-                        crate::kprintln!("kiln: virtio block: setup failed: {e}");
-                        Slot::None
-                    }
+                if blk::attach(transport) {
+                    Slot::Block
+                } else {
+                    Slot::None
                 }
             }
             _ => Slot::None,
