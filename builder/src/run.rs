@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub vsock: Option<kiln_vmm::cli::VsockSpec>,
     /// Raw disk files (`--disk`).
     pub disks: Vec<kiln_vmm::devices::virtio::block::DiskSpec>,
+    /// Shared directories (`-v`).
+    pub volumes: Vec<kiln_vmm::devices::virtio::fs::VolumeSpec>,
 }
 
 /// Why an image did not boot.
@@ -189,6 +191,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
             })?),
         vsock: opts.vsock.clone(),
         disks: opts.disks.clone(),
+        volumes: opts.volumes.clone(),
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);

@@ -66,7 +66,8 @@ pub fn run_all() -> Result<()> {
         );
     }
     step("install missing host tools", || {
-        host::ensure_tools(host::TOOLS)
+        host::ensure_tools(host::TOOLS)?;
+        host::ensure_virtiofsd()
     })?;
     step("cargo fmt --check", || {
         build::run(cargo().args(["fmt", "--all", "--check"]))

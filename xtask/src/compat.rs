@@ -59,6 +59,10 @@ struct Case {
     program: Option<String>,
     #[serde(default)]
     args: Vec<String>,
+    /// A guest path kiln mounts a fresh host directory at (`-v`), to run
+    /// the case on a volume (virtio-fs) instead of the in-memory layer;
+    /// natively it is a directory of the host's disk either way.
+    volume: Option<String>,
 }
 
 /// The outcome of one case.
@@ -309,6 +313,12 @@ for d in null zero full random urandom; do
     mount --bind "/dev/$d" "$root/dev/$d"
 done
 hostname kiln
+# A volume case: its directory is a mount of its own, as in kiln (a rename
+# across it is EXDEV in both).
+if [ -n "${VOLUME_AT:-}" ]; then
+    mkdir -p "$root$VOLUME_AT"
+    mount --bind "$VOLUME_DIR" "$root$VOLUME_AT"
+fi
 # The shell's own messages ("Terminated" for a program killed by a signal)
 # go nowhere; the program's stderr is fd 3, the real one. (Run in the
 # background and waited for, or dash reports on the program's stderr.)
@@ -317,8 +327,22 @@ exec 3>&2 2>/dev/null
 wait $!
 "#;
 
-fn native_run(root: &Path, env: &[String], guest: &str, args: &[String]) -> Result<Output> {
+fn native_run(
+    root: &Path,
+    env: &[String],
+    guest: &str,
+    args: &[String],
+    volume: Option<&str>,
+) -> Result<Output> {
     let mut cmd = Command::new("timeout");
+    if let Some(at) = volume {
+        let dir = root.with_file_name("volume-native");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        cmd.env("VOLUME_AT", at).env("VOLUME_DIR", &dir);
+    } else {
+        cmd.env_remove("VOLUME_AT");
+    }
     cmd.args(["-k", "5", "120", "unshare"]);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -360,11 +384,18 @@ fn native_run(root: &Path, env: &[String], guest: &str, args: &[String]) -> Resu
     cmd.output().context("running the native side (unshare)")
 }
 
-fn kiln_run(kiln: &Path, image: &Path, trace: bool) -> Result<Output> {
+fn kiln_run(kiln: &Path, image: &Path, trace: bool, volume: Option<&str>) -> Result<Output> {
     let mut cmd = Command::new(kiln);
     cmd.arg("run").args(["--timeout", "120"]);
     if trace {
         cmd.arg("--trace-syscalls");
+    }
+    if let Some(guest) = volume {
+        // A fresh, empty host directory each run, as the native side's.
+        let host = image.with_file_name("volume");
+        let _ = std::fs::remove_dir_all(&host);
+        std::fs::create_dir_all(&host)?;
+        cmd.arg("-v").arg(format!("{}:{guest}", host.display()));
     }
     cmd.arg(image).stdin(Stdio::null());
     cmd.output().context("running kiln")
@@ -472,20 +503,21 @@ fn run_case(case: &Case, data: &Path, kiln: &Path, perturb: &Path) -> Result<Out
     let native_in_fresh_root = |env: &[String]| -> Result<Output> {
         appliance::unpack(kiln, &image, &root)?;
         install_native_helpers(&root, perturb)?;
-        let out = native_run(&root, env, &guest, &case.args);
+        let out = native_run(&root, env, &guest, &case.args, case.volume.as_deref());
         let _ = std::fs::remove_dir_all(&root);
         out
     };
     let native = native_in_fresh_root(&env)?;
     let perturbed = native_in_fresh_root(&perturbed_env(&env))?;
-    let guest_run = kiln_run(kiln, &image, false)?;
+    let volume = case.volume.as_deref();
+    let guest_run = kiln_run(kiln, &image, false, volume)?;
     let mut found: Vec<String> = differences(&native, &perturbed, "perturbed native")
         .into_iter()
         .map(|d| format!("native output depends on leftover memory ({d})"))
         .collect();
     found.extend(differences(&native, &guest_run, "kiln"));
     let passed = found.is_empty();
-    let traced = kiln_run(kiln, &image, true)?;
+    let traced = kiln_run(kiln, &image, true, volume)?;
     let failing = failing_syscalls(&String::from_utf8_lossy(&traced.stderr));
     let unimplemented = failing
         .iter()

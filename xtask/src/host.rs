@@ -150,6 +150,21 @@ pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
             packages.join(" ")
         );
     }
+    apt_install(&packages)?;
+    for t in &missing {
+        if !has(t.command) {
+            bail!(
+                "installed {} but {} is still not on PATH",
+                t.package,
+                t.command
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Installs Debian `packages` with apt-get (through sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<()> {
     let sudo = if unsafe_is_root() {
         vec![]
     } else {
@@ -172,19 +187,56 @@ pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
         Ok(())
     };
     let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
-    install.extend(&packages);
+    install.extend(packages);
     if run(&install).is_err() {
         run(&["apt-get", "update", "-q"])?;
         run(&install)?;
     }
-    for t in &missing {
-        if !has(t.command) {
-            bail!(
-                "installed {} but {} is still not on PATH",
-                t.package,
-                t.command
-            );
-        }
+    Ok(())
+}
+
+/// The virtiofsd version the volume tests are run with.
+const VIRTIOFSD_VERSION: &str = "1.14.0";
+
+/// Where `cargo install` puts programs.
+fn cargo_bin() -> std::path::PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .unwrap_or_default()
+        .join("bin")
+}
+
+/// Makes sure virtiofsd (the daemon behind `kiln run -v`) is installed:
+/// Debian 12 does not package it, so it is built from crates.io with
+/// `cargo install` (about a minute), after Debian's libseccomp-dev and
+/// libcap-ng-dev it links against.
+///
+/// # Errors
+/// When apt or cargo fail.
+pub fn ensure_virtiofsd() -> Result<()> {
+    if has("virtiofsd") || cargo_bin().join("virtiofsd").is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing virtiofsd {VIRTIOFSD_VERSION} with cargo install (volume tests; needs libseccomp-dev, libcap-ng-dev)"
+    );
+    if has("apt-get") {
+        apt_install(&["libseccomp-dev", "libcap-ng-dev", "pkg-config"])?;
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "install",
+            "--locked",
+            "--quiet",
+            "virtiofsd",
+            "--version",
+            VIRTIOFSD_VERSION,
+        ])
+        .status()
+        .context("running cargo install virtiofsd")?;
+    if !status.success() {
+        bail!("`cargo install virtiofsd` failed ({status})");
     }
     Ok(())
 }

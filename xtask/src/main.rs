@@ -208,7 +208,9 @@ fn main() -> ExitCode {
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
-        Verb::Deps => host::ensure_tools(host::TOOLS).map(|()| 0),
+        Verb::Deps => host::ensure_tools(host::TOOLS)
+            .and_then(|()| host::ensure_virtiofsd())
+            .map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -47,6 +47,9 @@ pub mod layout {
     pub const DEVICES: u64 = 0xa000;
     /// Largest number of device table entries.
     pub const DEVICES_MAX: u64 = 0x1000 / 40;
+    /// Most virtio devices a VM has (the kernel's table and its interrupt
+    /// vectors; the page above holds more entries than this).
+    pub const VIRTIO_DEVICES_MAX: usize = 16;
     /// Guest-physical base of the virtio-mmio register windows: 64 GiB,
     /// above anything RAM and the boot module can reach (at most
     /// [`BOOT_PDS_MAX`] GiB together), so never backed by a memory slot.

@@ -72,18 +72,22 @@ errnos! {
     Nfile = 23, "ENFILE", "Too many open files in system";
     Mfile = 24, "EMFILE", "Too many open files";
     Notty = 25, "ENOTTY", "Inappropriate ioctl for device";
+    Txtbsy = 26, "ETXTBSY", "Text file busy";
     Fbig = 27, "EFBIG", "File too large";
     Nospc = 28, "ENOSPC", "No space left on device";
     Spipe = 29, "ESPIPE", "Illegal seek";
     Rofs = 30, "EROFS", "Read-only file system";
+    Mlink = 31, "EMLINK", "Too many links";
     Pipe = 32, "EPIPE", "Broken pipe";
     Range = 34, "ERANGE", "Numerical result out of range";
     Deadlk = 35, "EDEADLK", "Resource deadlock avoided";
     Nametoolong = 36, "ENAMETOOLONG", "File name too long";
+    Nolck = 37, "ENOLCK", "No locks available";
     Nosys = 38, "ENOSYS", "Function not implemented";
     Notempty = 39, "ENOTEMPTY", "Directory not empty";
     Loop = 40, "ELOOP", "Too many levels of symbolic links";
     Nodata = 61, "ENODATA", "No data available";
+    Proto = 71, "EPROTO", "Protocol error";
     Overflow = 75, "EOVERFLOW", "Value too large for defined data type";
     Notsock = 88, "ENOTSOCK", "Socket operation on non-socket";
     Destaddrreq = 89, "EDESTADDRREQ", "Destination address required";
@@ -109,6 +113,8 @@ errnos! {
     Hostunreach = 113, "EHOSTUNREACH", "No route to host";
     Already = 114, "EALREADY", "Operation already in progress";
     Inprogress = 115, "EINPROGRESS", "Operation now in progress";
+    Stale = 116, "ESTALE", "Stale file handle";
+    Dquot = 122, "EDQUOT", "Disk quota exceeded";
 }
 
 impl Errno {

@@ -7,7 +7,7 @@
 /// Largest number of memory regions kept.
 pub const MAX_REGIONS: usize = 32;
 /// Largest number of virtio devices kept.
-pub const MAX_DEVICES: usize = 16;
+pub const MAX_DEVICES: usize = kiln_boot::layout::VIRTIO_DEVICES_MAX;
 
 /// A range of guest-physical memory.
 #[derive(Clone, Copy, Debug, Default)]

@@ -105,6 +105,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
             platform::exit(ExitReport::CannotExecute)
         }
     };
+    fs::volume::mount_all(VOLUMES.get().map_or(&[], Vec::as_slice));
     net::init(NET_CONFIG.get().cloned().unwrap_or_default());
     match exec::exec(program, &path, &args, trace) {
         Ok((process, entry, sp)) => {
@@ -138,6 +139,9 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     }
 }
 
+/// The volumes of the command line (for `fs::volume::mount_all`).
+static VOLUMES: spin::Once<Vec<kiln_kernel::boot::cmdline::Volume>> = spin::Once::new();
+
 /// The network configuration of the command line (for `net::init`).
 static NET_CONFIG: spin::Once<kiln_kernel::net::config::NetConfig> = spin::Once::new();
 
@@ -152,6 +156,7 @@ fn program_args(params: &BootParams, parsed: cmdline::KernelArgs) -> (Vec<u8>, A
         kprintln!("kiln: ignoring kernel option with a bad value: {bad}");
     }
     NET_CONFIG.call_once(|| parsed.net.clone());
+    VOLUMES.call_once(|| parsed.volumes.clone());
     let trace = parsed.trace_syscalls || params.has(flags::TRACE_SYSCALLS);
     state::BOOT.options.call_once(|| state::Options {
         syscall_rewrite: !parsed.no_syscall_rewrite,

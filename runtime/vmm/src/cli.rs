@@ -52,6 +52,10 @@ pub struct RunFlags {
     /// Attach a raw disk file as the guest's next virtio block device (/dev/vda, /dev/vdb, … in order; repeatable). `,ro` attaches it read-only. A writable disk is locked against every other VM; read-only ones can be shared. Data the program flushed (fsync, fdatasync, O_SYNC) is on the host's disk when the call returns
     #[arg(long = "disk", value_name = "FILE[,ro]")]
     pub disks: Vec<crate::devices::virtio::block::DiskSpec>,
+
+    /// Share a host directory with the guest at GUESTPATH, as `docker run -v` (repeatable; `:ro` read-only). Served by virtiofsd (one per volume, ended with the VM); what the program fsync()ed is on the host's disk when the call returns
+    #[arg(short = 'v', long = "volume", value_name = "HOSTDIR:GUESTPATH[:ro]")]
+    pub volumes: Vec<crate::devices::virtio::fs::VolumeSpec>,
 }
 
 /// A `--vsock` request: the host side's socket path and the guest's

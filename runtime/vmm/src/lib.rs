@@ -81,6 +81,18 @@ pub enum VmmError {
     /// A `--disk` cannot be used.
     #[error(transparent)]
     Disk(#[from] devices::virtio::block::DiskError),
+    /// A `-v` volume cannot be served.
+    #[error(transparent)]
+    Volume(#[from] devices::virtio::fs::VolumeError),
+    /// virtiofsd did not take the volume.
+    #[error("volume {path}: {source}")]
+    VolumeSetup {
+        /// The host directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: devices::virtio::QueueError,
+    },
 }
 
 /// What to boot and how.
@@ -121,6 +133,8 @@ pub struct VmConfig {
     /// Raw disk files for virtio block devices (`--disk`), in /dev/vdX
     /// order.
     pub disks: Vec<devices::virtio::block::DiskSpec>,
+    /// Host directories shared with the guest (`-v`).
+    pub volumes: Vec<devices::virtio::fs::VolumeSpec>,
 }
 
 /// How the VM ended.
@@ -326,6 +340,8 @@ fn create_devices(
     config: &VmConfig,
     network: Option<&mut net::Network>,
     disks: Vec<devices::virtio::block::Disk>,
+    volumes: Vec<(devices::virtio::fs::Virtiofsd, String)>,
+    ram: Option<devices::virtio::fs::SharedRam>,
 ) -> Result<(MmioBus, Vec<Served>, Vec<kiln_boot::VirtioDevice>), VmmError> {
     let mut stdio = vconsole::Console::new(
         Box::new(std::io::stdout()),
@@ -351,6 +367,18 @@ fn create_devices(
     for disk in disks {
         list.push((Box::new(Block::new(disk)), kiln_boot::role::DEFAULT));
     }
+    for (daemon, tag) in volumes {
+        let path = daemon.spec.host.clone();
+        let ram = ram.ok_or_else(|| VmmError::VolumeSetup {
+            path: path.clone(),
+            source: devices::virtio::QueueError::Host(std::io::Error::other(
+                "guest RAM is not shared",
+            )),
+        })?;
+        let fs = devices::virtio::fs::Fs::new(daemon, &tag, ram)
+            .map_err(|source| VmmError::VolumeSetup { path, source })?;
+        list.push((Box::new(fs), kiln_boot::role::DEFAULT));
+    }
     if let Some(v) = &config.vsock {
         let muxer = devices::virtio::vsock::Muxer::new(&v.path, v.cid)?;
         let device = devices::virtio::vsock::Vsock::new(muxer);
@@ -360,7 +388,14 @@ fn create_devices(
     let mut served = Vec::new();
     let mut table = Vec::new();
     let mut irqfds = Vec::new();
-    for (i, (device, role)) in list.into_iter().enumerate() {
+    if list.len() > kiln_boot::layout::VIRTIO_DEVICES_MAX {
+        return Err(VmmError::Devices(std::io::Error::other(format!(
+            "{} virtio devices asked for; a VM has at most {} (fewer --disk or -v)",
+            list.len(),
+            kiln_boot::layout::VIRTIO_DEVICES_MAX
+        ))));
+    }
+    for (i, (mut device, role)) in list.into_iter().enumerate() {
         let base = arch::layout::VIRTIO_MMIO_BASE + i as u64 * arch::layout::VIRTIO_MMIO_SIZE;
         let vector = arch::layout::VIRTIO_VECTOR_BASE + i as u32;
         let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?;
@@ -373,13 +408,20 @@ fn create_devices(
             .copied()
             .max()
             .map_or(0, u32::from);
-        let transport = MmioTransport::new(device, mem.clone(), interrupt.clone());
         let mut queue_events = Vec::new();
-        for q in 0..transport.queue_count() {
+        for q in 0..device.queue_max_sizes().len() {
             let evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?;
             vstate::irq::notify_event(vm, &evt, MmioTransport::notify_address(base), q as u32)?;
             queue_events.push(evt);
         }
+        // A device served elsewhere (virtiofsd) takes the kicks itself.
+        if device
+            .use_queue_events(&queue_events)
+            .map_err(VmmError::Devices)?
+        {
+            queue_events.clear();
+        }
+        let transport = MmioTransport::new(device, mem.clone(), interrupt.clone());
         let transport = Arc::new(Mutex::new(transport));
         bus.devices.push(MmioDevice {
             base,
@@ -431,6 +473,12 @@ pub fn run(
         .iter()
         .map(devices::virtio::block::Disk::open)
         .collect::<Result<Vec<_>, _>>()?;
+    // virtiofsd next (one per volume): they start while the VM is built.
+    let volumes = config
+        .volumes
+        .iter()
+        .map(devices::virtio::fs::Virtiofsd::start)
+        .collect::<Result<Vec<_>, _>>()?;
     // The network next: passt starts while the VM is built.
     let mut network = net::Network::start(&config.net)?;
     let mut cmdline = config.cmdline.clone();
@@ -440,6 +488,19 @@ pub fn run(
         }
         cmdline.push_str(&option);
     }
+    let volumes: Vec<_> = volumes
+        .into_iter()
+        .enumerate()
+        .map(|(i, daemon)| {
+            let tag = format!("kiln-vol{i}");
+            cmdline.push_str(&format!(
+                " kiln.volume={tag}:{}{}",
+                daemon.spec.guest,
+                if daemon.spec.read_only { ":ro" } else { "" }
+            ));
+            (daemon, tag)
+        })
+        .collect();
     let vm = hv
         .kvm()
         .create_vm()
@@ -447,7 +508,15 @@ pub fn run(
     // Memory goes in before the irqchip: with an irqchip present, KVM
     // takes ~7 ms longer to add the slot (measured on PVM).
     let memory_size = config.memory_mib << 20;
-    let layout = vstate::memory::create_guest_memory(&vm, memory_size, &config.module)?;
+    let layout =
+        vstate::memory::create_guest_memory(&vm, memory_size, &config.module, !volumes.is_empty())?;
+    let shared_ram = layout
+        .ram_file
+        .as_ref()
+        .map(|f| devices::virtio::fs::SharedRam {
+            fd: std::os::fd::AsRawFd::as_raw_fd(f),
+            size: memory_size,
+        });
     vstate::irqchip::create_local_apic(&vm)?;
     let mut vcpu = vm
         .create_vcpu(0)
@@ -469,7 +538,15 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
-    let (mut mmio, served, table) = create_devices(&vm, mem, config, network.as_mut(), disks)?;
+    let (mut mmio, served, table) = create_devices(
+        &vm,
+        mem,
+        config,
+        network.as_mut(),
+        disks,
+        volumes,
+        shared_ram,
+    )?;
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {

@@ -196,6 +196,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         net: cli.run.net.spec(&kiln_vmm::net::NetSpec::default()),
         vsock: cli.run.vsock.clone(),
         disks: cli.run.disks.clone(),
+        volumes: cli.run.volumes.clone(),
     })
 }
 

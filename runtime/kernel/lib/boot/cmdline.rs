@@ -38,6 +38,37 @@ pub struct KernelArgs {
     /// device, after everything else — so they are taken out wherever they
     /// stand, never passed to the program).
     pub virtio_mmio: Vec<MmioDevice>,
+    /// `kiln.volume=TAG:PATH[:ro]`: mount the virtio-fs device tagged TAG
+    /// at PATH.
+    pub volumes: Vec<Volume>,
+}
+
+/// A shared directory to mount (`kiln.volume=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// The virtio-fs device's tag.
+    pub tag: String,
+    /// Where it is mounted (absolute, no trailing slash).
+    pub path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// The volume of a `kiln.volume=` value.
+fn parse_volume(value: &str) -> Option<Volume> {
+    let (rest, read_only) = match value.strip_suffix(":ro") {
+        Some(r) => (r, true),
+        None => (value, false),
+    };
+    let (tag, path) = rest.split_once(':')?;
+    let path = path.trim_end_matches('/');
+    let ok =
+        !tag.is_empty() && path.starts_with('/') && !path.split('/').any(|c| c == "." || c == "..");
+    ok.then(|| Volume {
+        tag: tag.into(),
+        path: path.into(),
+        read_only,
+    })
 }
 
 /// A virtio-mmio device named on the command line, as Linux's
@@ -146,6 +177,11 @@ pub fn parse(line: &str) -> KernelArgs {
             args.no_vdso = false;
         } else if let Some(p) = w.strip_prefix("kiln.path=") {
             args.path = Some(p.into());
+        } else if let Some(v) = w.strip_prefix("kiln.volume=") {
+            match parse_volume(v) {
+                Some(v) => args.volumes.push(v),
+                None => args.bad.push(w),
+            }
         } else if w.starts_with("kiln.") {
             match args.net.take(&w) {
                 Ok(true) => {}
@@ -181,6 +217,27 @@ mod tests {
         assert_eq!(a.unknown, ["kiln.bogus"]);
         assert_eq!(a.env, ["console=ttyS0"]);
         assert_eq!(a.args, ["", "x"]);
+    }
+
+    #[test]
+    fn volumes_name_a_tag_and_a_mount_point() {
+        let a = parse("kiln.volume=v0:/data kiln.volume=v1:/var/lib/db/:ro kiln.volume=v2:rel");
+        assert_eq!(
+            a.volumes,
+            [
+                Volume {
+                    tag: "v0".into(),
+                    path: "/data".into(),
+                    read_only: false
+                },
+                Volume {
+                    tag: "v1".into(),
+                    path: "/var/lib/db".into(),
+                    read_only: true
+                }
+            ]
+        );
+        assert_eq!(a.bad, ["kiln.volume=v2:rel"]);
     }
 
     #[test]

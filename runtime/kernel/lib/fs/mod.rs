@@ -3,6 +3,7 @@
 //! the kernel returns ([`stat`]). The kernel's `fs` owns the mounted
 //! instance and the generated files (/proc, /dev).
 
+pub mod fuse;
 pub mod stat;
 pub mod tarfs;
 pub mod vfs;

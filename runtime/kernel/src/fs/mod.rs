@@ -9,6 +9,7 @@
 //! about itself.
 
 pub mod proc;
+pub mod volume;
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -140,6 +141,8 @@ pub enum Found {
     Device(Device),
     /// A /proc entry.
     Proc(proc::Entry),
+    /// A node of a shared directory (`-v`).
+    Volume(volume::VolNode),
 }
 
 /// `path` made absolute against `cwd`, without `.` and `..`.
@@ -171,7 +174,22 @@ pub fn lookup(cwd: &str, path: &str, follow: bool) -> Result<Found, Errno> {
     if path.is_empty() {
         return Err(Errno::Noent);
     }
-    let abs = absolute(cwd, path);
+    let mut abs = absolute(cwd, path);
+    // Paths on a volume, and where their symbolic links lead.
+    let mut hops = 0;
+    while volume::split(&abs).is_some() {
+        match volume::resolve(&abs, follow)? {
+            volume::Resolved::Node(n) => return Ok(Found::Volume(n)),
+            volume::Resolved::Elsewhere(next) => abs = next,
+        }
+        hops += 1;
+        if hops > 40 {
+            return Err(Errno::Loop);
+        }
+    }
+    if hops > 0 {
+        return lookup("/", &abs, follow);
+    }
     if let Some(d) = Device::at(&abs) {
         return Ok(Found::Device(d));
     }
@@ -220,32 +238,48 @@ pub fn open_node(
 /// # Errors
 /// The lookup's errors (a missing directory, a directory in the way).
 pub fn write_whole_file(path: &str, data: &[u8]) -> Result<(), Errno> {
+    if vfs().get(path).is_none() {
+        // Missing directories on the way are made (a bare program's root
+        // has no /etc).
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            make_dirs(dir)?;
+        }
+    }
     let mut fs = vfs();
     let file = if fs.get(path).is_some() {
         fs.writable(path)?
     } else {
-        // Missing directories on the way are made (a bare program's root
-        // has no /etc).
-        let parts: alloc::vec::Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let mut dir = String::new();
-        for part in parts.split_last().map_or(&[][..], |(_, d)| d) {
-            let parent = if dir.is_empty() {
-                String::from("/")
-            } else {
-                dir.clone()
-            };
-            dir.push('/');
-            dir.push_str(part);
-            if fs.get(&dir).is_none() {
-                fs.mkdir(&parent, part, 0o755)?;
-            }
-        }
         let (parent, name) = fs.resolve_parent("/", path)?;
         fs.create_file(&parent, &name.ok_or(Errno::Isdir)?, 0o644)?
     };
     let mut f = file.lock();
     f.bytes.clear();
     f.bytes.extend_from_slice(data);
+    Ok(())
+}
+
+/// Makes directory `path` (absolute) and its missing parents in the
+/// writable layer, as `mkdir -p`.
+///
+/// # Errors
+/// ENOTDIR when a file is in the way.
+pub fn make_dirs(path: &str) -> Result<(), Errno> {
+    let mut fs = vfs();
+    let mut dir = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let parent = if dir.is_empty() {
+            String::from("/")
+        } else {
+            dir.clone()
+        };
+        dir.push('/');
+        dir.push_str(part);
+        match fs.get(&dir) {
+            None => fs.mkdir(&parent, part, 0o755)?,
+            Some(n) if n.kind() != NodeKind::Dir => return Err(Errno::Notdir),
+            Some(_) => {}
+        }
+    }
     Ok(())
 }
 

@@ -15,9 +15,10 @@ use super::args::{DirFd, Flags, Mode};
 use super::Call;
 use crate::fd::file::Generated;
 use crate::fd::{Fd, FileOps};
-use crate::fs::{self, Found};
+use crate::fs::{self, volume, Found};
 use crate::mm::uaccess::{UserCStr, UserPtr};
 use crate::process::Process;
+use kiln_kernel::fs::fuse::{fattr, SetAttr};
 
 pub(super) const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_REMOVEDIR: u64 = 0x200;
@@ -75,6 +76,25 @@ fn parent_and_name(
     }
 }
 
+/// The absolute path `path` names when it lies on a volume (`-v`).
+fn volume_abs(p: &mut Process, dirfd: DirFd, path: UserCStr) -> Result<Option<String>, Errno> {
+    let path = path_arg(p, path)?;
+    if path.is_empty() {
+        return Err(Errno::Noent);
+    }
+    let base = base_dir(p, dirfd, &path)?;
+    let abs = fs::absolute(&base, &path);
+    Ok(volume::split(&abs).is_some().then_some(abs))
+}
+
+/// What a path whose metadata is to change names.
+enum Target {
+    /// A node of the overlay, at this path.
+    Overlay(String),
+    /// A node of a volume.
+    Volume(volume::VolNode),
+}
+
 fn full(parent: &str, name: &str) -> String {
     if parent == "/" {
         alloc::format!("/{name}")
@@ -87,13 +107,19 @@ fn now_secs() -> u64 {
     crate::time::realtime_ns() / 1_000_000_000
 }
 
-/// The overlay path of the node a path names (EPERM for /proc and
-/// devices, which cannot be changed).
-fn node_path(p: &mut Process, dirfd: DirFd, path: UserCStr, follow: bool) -> Result<String, Errno> {
+/// The node a path names (EPERM for /proc and devices, which cannot be
+/// changed).
+fn node_target(
+    p: &mut Process,
+    dirfd: DirFd,
+    path: UserCStr,
+    follow: bool,
+) -> Result<Target, Errno> {
     let name = path_arg(p, path)?;
     let base = base_dir(p, dirfd, &name)?;
     match fs::lookup(&base, &name, follow)? {
-        Found::Node { path, .. } => Ok(path),
+        Found::Node { path, .. } => Ok(Target::Overlay(path)),
+        Found::Volume(n) => Ok(Target::Volume(n)),
         _ => Err(Errno::Perm),
     }
 }
@@ -124,6 +150,13 @@ pub fn openat(
     }
     let write = oflags & O_ACCMODE != 0 || oflags & O_TRUNC != 0;
     let found = match fs::lookup(&base, &name, oflags & O_NOFOLLOW == 0) {
+        Err(Errno::Noent)
+            if oflags & O_CREAT != 0 && volume::split(&fs::absolute(&base, &name)).is_some() =>
+        {
+            let abs = fs::absolute(&base, &name);
+            let file = volume::create(&abs, oflags as u32, perm & !p.umask)?;
+            return p.fds.insert(file, cloexec).map(Fd::number);
+        }
         Err(Errno::Noent) if oflags & O_CREAT != 0 => {
             let (parent, last) = match fs::vfs().resolve_parent(&base, &name)? {
                 (parent, Some(last)) => (parent, last),
@@ -146,6 +179,15 @@ pub fn openat(
         return Err(Errno::Exist);
     }
     let file: Arc<dyn FileOps> = match found {
+        Found::Volume(n) => {
+            if oflags & O_DIRECTORY != 0 && n.stat.mode & 0o170000 != 0o040000 {
+                return Err(Errno::Notdir);
+            }
+            if n.stat.mode & 0o170000 == 0o120000 {
+                return Err(Errno::Loop); // O_NOFOLLOW on a link
+            }
+            volume::open(n, oflags as u32)?
+        }
         Found::Device(d) => fs::open_device(d, write, oflags & O_DSYNC != 0)?,
         Found::Proc(e) if e.is_dir() => {
             if write {
@@ -208,6 +250,7 @@ pub fn readlinkat(
     let target: Vec<u8> = match fs::lookup(&base, &name, false)? {
         Found::Proc(e) => e.link_target().ok_or(Errno::Inval)?.into_bytes(),
         Found::Node { node, .. } => node.link_target().ok_or(Errno::Inval)?.as_bytes().to_vec(),
+        Found::Volume(n) => volume::readlink(&n)?.into_bytes(),
         Found::Device(_) => return Err(Errno::Inval),
     };
     let n = (target.len() as u64).min(size);
@@ -235,6 +278,10 @@ pub fn chdir(p: &mut Call, path: UserCStr) -> Result<u64, Errno> {
             p.cwd = path;
             Ok(0)
         }
+        Found::Volume(n) if n.stat.mode & 0o170000 == 0o040000 => {
+            p.cwd = n.path;
+            Ok(0)
+        }
         _ => Err(Errno::Notdir),
     }
 }
@@ -258,6 +305,9 @@ pub fn mkdir(p: &mut Call, path: UserCStr, mode: Mode) -> Result<u64, Errno> {
 
 /// mkdirat(2).
 pub fn mkdirat(p: &mut Call, dirfd: DirFd, path: UserCStr, Mode(perm): Mode) -> Result<u64, Errno> {
+    if let Some(abs) = volume_abs(p, dirfd, path)? {
+        return volume::mkdir(&abs, perm & !p.umask).map(|()| 0);
+    }
     let (parent, name) = parent_and_name(p, dirfd, path)?;
     let mut vfs = fs::vfs();
     vfs.now = now_secs();
@@ -281,6 +331,9 @@ pub fn unlinkat(
     path: UserCStr,
     Flags(at_flags): Flags,
 ) -> Result<u64, Errno> {
+    if let Some(abs) = volume_abs(p, dirfd, path)? {
+        return volume::remove(&abs, at_flags & AT_REMOVEDIR != 0).map(|()| 0);
+    }
     let (parent, name) = parent_and_name(p, dirfd, path)?;
     let target = full(&parent, &name);
     let mut vfs = fs::vfs();
@@ -320,6 +373,13 @@ pub fn renameat2(
     if rflags & !RENAME_NOREPLACE != 0 {
         return Err(Errno::Inval);
     }
+    match (volume_abs(p, olddirfd, old)?, volume_abs(p, newdirfd, new)?) {
+        (Some(from), Some(to)) => {
+            return volume::rename(&from, &to, rflags & RENAME_NOREPLACE != 0).map(|()| 0)
+        }
+        (None, None) => {}
+        _ => return Err(Errno::Xdev),
+    }
     let (op, on) = parent_and_name(p, olddirfd, old)?;
     let (np, nn) = parent_and_name(p, newdirfd, new)?;
     let (from, to) = (full(&op, &on), full(&np, &nn));
@@ -346,6 +406,9 @@ pub fn symlinkat(
     if target.is_empty() {
         return Err(Errno::Noent);
     }
+    if let Some(abs) = volume_abs(p, dirfd, path)? {
+        return volume::symlink(&target, &abs).map(|()| 0);
+    }
     let (parent, name) = parent_and_name(p, dirfd, path)?;
     fs::vfs().symlink(&parent, &name, &target).map(|()| 0)
 }
@@ -368,8 +431,15 @@ pub fn linkat(
     let base = base_dir(p, olddirfd, &old_name)?;
     let from = match fs::lookup(&base, &old_name, at_flags & AT_SYMLINK_FOLLOW != 0)? {
         Found::Node { path, .. } => path,
+        Found::Volume(n) => {
+            let to = volume_abs(p, newdirfd, new)?.ok_or(Errno::Xdev)?;
+            return volume::link(&n, &to).map(|()| 0);
+        }
         _ => return Err(Errno::Xdev),
     };
+    if volume_abs(p, newdirfd, new)?.is_some() {
+        return Err(Errno::Xdev);
+    }
     let (np, nn) = parent_and_name(p, newdirfd, new)?;
     fs::vfs().link(&from, &full(&np, &nn)).map(|()| 0)
 }
@@ -386,8 +456,17 @@ pub fn fchmodat(
     path: UserCStr,
     Mode(perm): Mode,
 ) -> Result<u64, Errno> {
-    let target = node_path(p, dirfd, path, true)?;
-    fs::vfs().chmod(&target, perm).map(|()| 0)
+    match node_target(p, dirfd, path, true)? {
+        Target::Overlay(target) => fs::vfs().chmod(&target, perm).map(|()| 0),
+        Target::Volume(n) => {
+            let s = SetAttr {
+                valid: fattr::MODE,
+                mode: perm & 0o7777,
+                ..SetAttr::default()
+            };
+            volume::setattr(&n, s, None).map(|()| 0)
+        }
+    }
 }
 
 /// fchmod(2): accepted and ignored for an open file.
@@ -398,7 +477,7 @@ pub fn fchmod(p: &mut Call, fd: Fd, _mode: Mode) -> Result<u64, Errno> {
 
 /// chown(2) and lchown(2): the program is root and owns everything.
 pub fn chown(p: &mut Call, path: UserCStr, _uid: u32, _gid: u32) -> Result<u64, Errno> {
-    node_path(p, DirFd::Cwd, path, true)?;
+    node_target(p, DirFd::Cwd, path, true)?;
     Ok(0)
 }
 
@@ -417,7 +496,7 @@ pub fn fchownat(
     _gid: u32,
     _flags: Flags,
 ) -> Result<u64, Errno> {
-    node_path(p, dirfd, path, true)?;
+    node_target(p, dirfd, path, true)?;
     Ok(0)
 }
 
@@ -452,7 +531,17 @@ pub fn utimensat(
             .map(String::from)
             .ok_or(Errno::Badf)?
     } else {
-        node_path(p, dirfd, path, at_flags & AT_SYMLINK_NOFOLLOW == 0)?
+        match node_target(p, dirfd, path, at_flags & AT_SYMLINK_NOFOLLOW == 0)? {
+            Target::Overlay(target) => target,
+            Target::Volume(n) => {
+                let s = SetAttr {
+                    valid: if mtime.is_some() { fattr::MTIME } else { 0 },
+                    mtime: (mtime.unwrap_or(0), 0),
+                    ..SetAttr::default()
+                };
+                return volume::setattr(&n, s, None).map(|()| 0);
+            }
+        }
     };
     if let Some(m) = mtime {
         fs::vfs().set_mtime(&target, m)?;
@@ -463,7 +552,17 @@ pub fn utimensat(
 /// truncate(2).
 pub fn truncate(p: &mut Call, path: UserCStr, len: i64) -> Result<u64, Errno> {
     let len = u64::try_from(len).map_err(|_| Errno::Inval)?;
-    let target = node_path(p, DirFd::Cwd, path, true)?;
+    let target = match node_target(p, DirFd::Cwd, path, true)? {
+        Target::Overlay(target) => target,
+        Target::Volume(n) => {
+            let s = SetAttr {
+                valid: fattr::SIZE,
+                size: len,
+                ..SetAttr::default()
+            };
+            return volume::setattr(&n, s, None).map(|()| 0);
+        }
+    };
     let file = fs::vfs().writable(&target)?;
     let mut f = file.lock();
     f.bytes.resize(len as usize, 0);

@@ -17,6 +17,7 @@ fn stat_path(p: &mut Process, dirfd: DirFd, path: &str, follow: bool) -> Result<
     let base = base_dir(p, dirfd, path)?;
     Ok(match fs::lookup(&base, path, follow)? {
         Found::Node { node, .. } => node.stat(),
+        Found::Volume(n) => n.stat,
         Found::Device(d) => d.metadata(),
         Found::Proc(e) => {
             let mut st = e.stat();
@@ -88,8 +89,42 @@ pub fn statx(
     Ok(0)
 }
 
-/// statfs(2): one in-memory file system, whatever the path.
-pub fn statfs(p: &mut Call, _path: UserCStr, buf: UserPtr<u8>) -> Result<u64, Errno> {
+/// statfs(2): a volume's numbers from its server (`-v`); otherwise the
+/// one in-memory file system.
+pub fn statfs(p: &mut Call, path: UserCStr, buf: UserPtr<u8>) -> Result<u64, Errno> {
+    let name = path_arg(p, path)?;
+    let base = base_dir(p, DirFd::Cwd, &name)?;
+    let abs = fs::absolute(&base, &name);
+    if let Some((mount, _)) = fs::volume::split(&abs) {
+        fs::lookup(&base, &name, true)?;
+        let [bsize, blocks, bfree, bavail, files, ffree, namelen, frsize] =
+            fs::volume::statfs(&abs)?;
+        const ST_RDONLY: u64 = 1;
+        let flags = if fs::volume::mount_read_only(mount) {
+            ST_RDONLY
+        } else {
+            0
+        };
+        let words: [u64; 15] = [
+            fs::volume::FUSE_MAGIC,
+            bsize,
+            blocks,
+            bfree,
+            bavail,
+            files,
+            ffree,
+            0x2a + mount as u64,
+            namelen,
+            frsize,
+            flags,
+            0,
+            0,
+            0,
+            0,
+        ];
+        p.mem.write(buf.cast::<[u64; 15]>(), words)?;
+        return Ok(0);
+    }
     write_statfs(p, buf)
 }
 
@@ -143,8 +178,15 @@ pub fn faccessat2(
 /// bits matter.
 pub fn faccessat(p: &mut Call, dirfd: DirFd, path: UserCStr, amode: u32) -> Result<u64, Errno> {
     const X_OK: u32 = 1;
+    const W_OK: u32 = 2;
     let name = path_arg(p, path)?;
     let st = stat_path(p, dirfd, &name, true)?;
+    let abs = fs::absolute(&base_dir(p, dirfd, &name)?, &name);
+    if amode & W_OK != 0
+        && fs::volume::split(&abs).is_some_and(|(m, _)| fs::volume::mount_read_only(m))
+    {
+        return Err(Errno::Rofs);
+    }
     if amode & X_OK != 0 && st.mode & 0o111 == 0 && st.mode & 0o170000 != mode::S_IFDIR {
         return Err(Errno::Acces);
     }

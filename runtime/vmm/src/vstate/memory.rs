@@ -85,6 +85,9 @@ pub struct GuestMemoryLayout {
     pub module_len: u64,
     /// End of the highest region (what the boot page tables must map).
     pub mapped_end: u64,
+    /// The memfd RAM lives in when it is shared with a vhost-user backend
+    /// (virtiofsd maps it too).
+    pub ram_file: Option<std::fs::File>,
 }
 
 fn page_up(v: u64) -> u64 {
@@ -100,6 +103,7 @@ pub fn create_guest_memory(
     vm: &VmFd,
     ram_size: u64,
     module: &FileSlice,
+    shared: bool,
 ) -> Result<GuestMemoryLayout, MemoryError> {
     let max = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB;
     if !(MIN_MEMORY..=max / 2).contains(&ram_size) || !ram_size.is_multiple_of(4096) {
@@ -144,6 +148,11 @@ pub fn create_guest_memory(
             source: std::io::Error::last_os_error(),
         });
     }
+    let ram_file = if shared {
+        Some(share_ram(region.as_ptr(), ram_size)?)
+    } else {
+        None
+    };
     let host = region.as_ptr();
     let guest_region =
         GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
@@ -166,5 +175,44 @@ pub fn create_guest_memory(
         module_addr,
         module_len: module.len,
         mapped_end: total,
+        ram_file,
     })
+}
+
+/// Puts RAM (`size` bytes at `host`, the start of guest memory's mapping)
+/// in a memfd mapped shared in its place, so that a vhost-user backend
+/// can map the same pages; returns the memfd.
+fn share_ram(host: *mut u8, size: u64) -> Result<std::fs::File, MemoryError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fail = |source: std::io::Error| MemoryError::MapModule {
+        name: "guest RAM (shared memfd)".into(),
+        source,
+    };
+    // SAFETY: memfd_create with a NUL-terminated name; the returned
+    // descriptor is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"kiln-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(size).map_err(fail)?;
+    // SAFETY: `[host, host + size)` is the RAM part of the caller's
+    // anonymous mapping, which unmaps it as a whole on drop; replacing it
+    // with a shared mapping of the memfd (MAP_FIXED) touches no memory
+    // anyone else owns. The memfd stays open while the VM lives.
+    let mapped = unsafe {
+        libc::mmap(
+            host.cast(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }

@@ -98,6 +98,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         net: args.run.net.clone(),
         vsock: args.run.vsock.clone(),
         disks: args.run.disks.clone(),
+        volumes: args.run.volumes.clone(),
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.

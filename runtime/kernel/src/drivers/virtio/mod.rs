@@ -1,6 +1,6 @@
 //! The virtio-mmio devices the boot info lists: the consoles (standard
 //! input, output and error), the entropy source, the NIC, the socket
-//! device and the disks. Transports and queues come from the
+//! device, the disks and the shared directories. Transports and queues come from the
 //! virtio-drivers crate; the drivers here keep buffers in frames of their
 //! own. Stream devices never wait: a read or write that cannot go on
 //! blocks the calling thread (ERESTARTSYS, see `sched`) until the device's
@@ -16,6 +16,7 @@
 
 pub mod blk;
 pub mod console;
+pub mod fs;
 mod hal;
 pub mod net;
 mod pages;
@@ -136,6 +137,8 @@ enum Slot {
     Vsock,
     /// A disk (its requests are waited for, not serviced).
     Block,
+    /// A shared directory (as a disk).
+    Fs,
 }
 
 /// The drivers, found at boot (the instance is `state::KERNEL.devices`).
@@ -229,7 +232,7 @@ impl Devices {
                     vsock = true;
                     false
                 }
-                Slot::Block | Slot::None => false,
+                Slot::Block | Slot::Fs | Slot::None => false,
             };
         }
         self.update_wake_sources();
@@ -356,6 +359,14 @@ impl Found {
                 crate::arch::enable_interrupt_controller();
                 if blk::attach(transport) {
                     Slot::Block
+                } else {
+                    Slot::None
+                }
+            }
+            (virtio_id::FS, _) => {
+                crate::arch::enable_interrupt_controller();
+                if fs::attach(transport) {
+                    Slot::Fs
                 } else {
                     Slot::None
                 }

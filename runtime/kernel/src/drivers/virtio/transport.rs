@@ -56,7 +56,12 @@ impl KilnTransport {
         Some(Self {
             window: phys_to_virt(d.base) as usize,
             window_size: d.size as usize,
-            device_type: DeviceType::try_from(d.device_type).ok()?,
+            device_type: match d.device_type {
+                // virtio-drivers 0.13 has no file-system type; nothing of
+                // it looks at the type of a device kiln drives itself.
+                kiln_boot::virtio_id::FS => DeviceType::_9P,
+                other => DeviceType::try_from(other).ok()?,
+            },
             offered: d.features,
             queue_max: d.queue_max,
             driver_features: 0,

@@ -12,6 +12,7 @@
 pub mod block;
 pub mod console;
 pub mod device;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod queue;
