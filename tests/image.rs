@@ -390,6 +390,104 @@ fn refuses_broken_manifests() {
         "name = \"bad\"\n[program]\npath = \"PROGRAM\"\n",
         &["bad.toml", "missing field `version`"],
     );
+    assert_refused(
+        "relative-volume",
+        &format!("{HEAD}[program]\npath = \"PROGRAM\"\n[[volumes]]\npath = \"data\"\n"),
+        &["bad.toml:6:8", "must be absolute"],
+    );
+    assert_refused(
+        "odd-disk",
+        &format!("{HEAD}[program]\npath = \"PROGRAM\"\n[[disks]]\nsize = 1000\n"),
+        &["bad.toml:6:8", "512-byte sectors"],
+    );
+}
+
+/// An image's `[[volumes]]` and `[[disks]]`: run without -v or --disk, the
+/// appliance gets a directory and a disk file of the kiln home, and finds
+/// what it wrote there on its next run.
+#[test]
+fn an_images_default_volume_and_disk_keep_their_data_between_runs() {
+    if !kvm_or_skip("an_images_default_volume_and_disk_keep_their_data_between_runs") {
+        return;
+    }
+    let dir = scratch("default-storage");
+    let manifest = dir.join("store.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"keeper\"\nversion = \"1\"\n[program]\npath = {:?}\n\
+             [[volumes]]\npath = \"/var/lib/keeper\"\n[[disks]]\nsize = \"1MiB\"\n",
+            common::program("durable").display().to_string()
+        ),
+    )
+    .unwrap();
+    let image = dir.join("keeper.kiln");
+    common::build_ok(&manifest, &image);
+    let home = dir.join("home");
+    let img = image.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", img, "--"];
+        all.extend(args);
+        common::ok(common::kiln_at(&home, &all), "kiln run")
+    };
+    let out = run(&["pattern", "/var/lib/keeper/f", "0", "5000", "4"]);
+    assert_eq!(stdout(&out).trim(), "pattern ok");
+    let out = run(&["pattern", "/dev/vda", "512", "5000", "5"]);
+    assert_eq!(stdout(&out).trim(), "pattern ok");
+    let out = run(&["info", "/dev/vda"]);
+    assert!(
+        stdout(&out).starts_with("size 1048576 "),
+        "{}",
+        stdout(&out)
+    );
+    // On the host, in the kiln home; and there again for the next run.
+    let kept = home.join("volumes/keeper/var_lib_keeper/f");
+    assert_eq!(std::fs::metadata(&kept).unwrap().len(), 5000);
+    let disk = home.join("disks/keeper/vda.img");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1 << 20);
+    let out = run(&["verify", "/var/lib/keeper/f", "0"]);
+    assert_eq!(stdout(&out).trim(), "ok 0");
+    assert_eq!(
+        std::fs::read(&disk).unwrap()[512],
+        5,
+        "the pattern (seed 5) at byte 512"
+    );
+    // A -v for the same path replaces the default.
+    let mine = dir.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    let v = format!("{}:/var/lib/keeper", mine.display());
+    let out = common::ok(
+        common::kiln_at(
+            &home,
+            &[
+                "run",
+                "-v",
+                &v,
+                img,
+                "--",
+                "pattern",
+                "/var/lib/keeper/g",
+                "0",
+                "10",
+                "1",
+            ],
+        ),
+        "kiln run -v",
+    );
+    assert_eq!(stdout(&out).trim(), "pattern ok");
+    assert!(mine.join("g").exists() && !home.join("volumes/keeper/var_lib_keeper/g").exists());
+    let out = common::kiln_at(&home, &["inspect", img]);
+    assert!(
+        stdout(&out).contains("volume      /var/lib/keeper"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("disk        /dev/vda"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

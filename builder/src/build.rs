@@ -505,6 +505,12 @@ fn assemble(
             hostname: n.hostname.as_ref().map(|v| v.get_ref().clone()),
             ports: n.ports.clone(),
         }),
+        volumes: m
+            .volumes
+            .iter()
+            .map(|v| v.path.get_ref().trim_end_matches('/').to_string())
+            .collect(),
+        disks: m.disks.iter().map(|d| d.size.get_ref().0).collect(),
     };
     let config_bytes = config.to_bytes();
     let bytes = image::encode(&[

@@ -60,6 +60,13 @@ pub struct BootConfig {
     /// The manifest's `[net]` (absent when it has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<ImageNet>,
+    /// The manifest's `[[volumes]]`: guest paths whose data outlives the
+    /// appliance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The manifest's `[[disks]]`: sizes in bytes of the default disks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<u64>,
 }
 
 /// An image's network settings (the manifest's `[net]`), as text the

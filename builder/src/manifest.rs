@@ -36,10 +36,17 @@
 //! search = ["example.com"]        # optional
 //! hostname = "web"                # optional: uname, /etc/hostname, /etc/hosts
 //! ports = [80]                    # the ports it serves (shown by kiln inspect)
+//!
+//! [[volumes]]                     # data that outlives the appliance
+//! path = "/var/lib/app"           # run without -v for it: a directory of
+//!                                 # the kiln home, kept between runs
+//!
+//! [[disks]]                       # run without --disk: /dev/vda, … are
+//! size = "64MiB"                  # raw files of the kiln home, kept
 //! ```
 //!
 //! Unknown keys are errors, and every error names the file, line, column
-//! and field. `[volumes]` is reserved for later work and refused for now.
+//! and field.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -267,9 +274,32 @@ pub struct Manifest {
     pub net: Option<NetSettings>,
     /// Mistaken for `[net]`.
     pub network: Option<Spanned<toml::Value>>,
-    /// Reserved: volumes.
-    pub volumes: Option<Spanned<toml::Value>>,
+    /// Directories whose data outlives the appliance.
+    #[serde(default)]
+    pub volumes: Vec<VolumeEntry>,
+    /// Raw disks the appliance gets by default.
+    #[serde(default)]
+    pub disks: Vec<DiskEntry>,
 }
+
+/// `[[volumes]]`: a guest directory whose data must outlive the appliance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeEntry {
+    /// The guest path (absolute).
+    pub path: Spanned<String>,
+}
+
+/// `[[disks]]`: a raw disk the appliance gets when run without `--disk`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskEntry {
+    /// Its size.
+    pub size: Spanned<Size>,
+}
+
+/// Largest default disk (1 TiB; the file is sparse).
+pub const MAX_DISK_SIZE: u64 = 1 << 40;
 
 /// A manifest with the file it came from, for locating errors.
 #[derive(Debug)]
@@ -447,10 +477,34 @@ fn validate(l: &LoadedManifest) -> Result<(), ManifestError> {
             "there is no `[network]` table: network settings go in `[net]`".to_string(),
         ));
     }
-    if let Some(v) = &m.volumes {
+    let mut seen = std::collections::BTreeSet::new();
+    for v in &m.volumes {
+        let spec = format!("volume:{}", v.path.get_ref());
+        if let Err(e) = spec.parse::<kiln_vmm::devices::virtio::fs::VolumeSpec>() {
+            return Err(l.error_at(v.path.span(), e.replace("volume:", "")));
+        }
+        if !seen.insert(v.path.get_ref().trim_end_matches('/').to_string()) {
+            return Err(l.error_at(
+                v.path.span(),
+                format!("volume {} is listed twice", v.path.get_ref()),
+            ));
+        }
+    }
+    for d in &m.disks {
+        let size = d.size.get_ref().0;
+        if size < 4096 || size % 512 != 0 || size > MAX_DISK_SIZE {
+            return Err(l.error_at(
+                d.size.span(),
+                format!(
+                    "disk size {size} must be a whole number of 512-byte sectors from 4 KiB to 1 TiB"
+                ),
+            ));
+        }
+    }
+    if m.disks.len() + m.volumes.len() > 8 {
         return Err(l.error_at(
-            v.span(),
-            "`volumes` settings are reserved for a later kiln release; remove them".to_string(),
+            m.name.span(),
+            "at most 8 volumes and disks together".to_string(),
         ));
     }
     if let Some(n) = &m.net {

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use kiln_vmm::devices::legacy::console::Console;
+use kiln_vmm::devices::virtio::block::DiskSpec;
 use kiln_vmm::devices::virtio::console::InputSource;
+use kiln_vmm::devices::virtio::fs::VolumeSpec;
 use kiln_vmm::timings::{Phase, Timings};
 use kiln_vmm::vstate::kvm::Hypervisor;
 use kiln_vmm::{RunReport, VmConfig, VmmError};
@@ -38,9 +40,9 @@ pub struct RunOptions {
     /// A vsock device (`--vsock`).
     pub vsock: Option<kiln_vmm::cli::VsockSpec>,
     /// Raw disk files (`--disk`).
-    pub disks: Vec<kiln_vmm::devices::virtio::block::DiskSpec>,
+    pub disks: Vec<DiskSpec>,
     /// Shared directories (`-v`).
-    pub volumes: Vec<kiln_vmm::devices::virtio::fs::VolumeSpec>,
+    pub volumes: Vec<VolumeSpec>,
 }
 
 /// Why an image did not boot.
@@ -70,9 +72,93 @@ pub enum RunError {
     /// An `--env` value is not NAME=VALUE.
     #[error("--env {0:?} is not NAME=VALUE")]
     Env(String),
+    /// A default volume or disk of the image could not be made.
+    #[error("{path}: cannot make the image's default {what}: {source}")]
+    Storage {
+        /// Volume directory or disk file.
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// The VM failed.
     #[error(transparent)]
     Vmm(#[from] VmmError),
+}
+
+/// Where the image `name`'s default storage lives: `$KILN_HOME/<kind>/<name>`.
+fn default_storage(kind: &str, name: &str) -> std::path::PathBuf {
+    crate::store::Store::default_root().join(kind).join(name)
+}
+
+/// The volumes of a run: the `-v` flags, then each `[[volumes]]` path of
+/// the image no flag covers, on a directory of the kiln home kept between
+/// runs (`$KILN_HOME/volumes/<image>/<path with / as _>`).
+///
+/// # Errors
+/// When a directory cannot be made.
+pub fn volumes(config: &BootConfig, flags: &[VolumeSpec]) -> Result<Vec<VolumeSpec>, RunError> {
+    let mut all = flags.to_vec();
+    for path in &config.volumes {
+        if flags.iter().any(|f| f.guest == *path) {
+            continue;
+        }
+        let host = default_storage("volumes", &config.name)
+            .join(path.trim_start_matches('/').replace('/', "_"));
+        std::fs::create_dir_all(&host).map_err(|source| RunError::Storage {
+            what: "volume",
+            path: host.clone(),
+            source,
+        })?;
+        all.push(VolumeSpec {
+            host,
+            guest: path.clone(),
+            read_only: false,
+        });
+    }
+    Ok(all)
+}
+
+/// The disks of a run: the `--disk` flags when there are any, else the
+/// image's `[[disks]]`, as sparse files of the kiln home kept between runs
+/// (`$KILN_HOME/disks/<image>/vda.img`, …), made at their size when
+/// missing.
+///
+/// # Errors
+/// When a file cannot be made.
+pub fn disks(config: &BootConfig, flags: &[DiskSpec]) -> Result<Vec<DiskSpec>, RunError> {
+    if !flags.is_empty() {
+        return Ok(flags.to_vec());
+    }
+    let dir = default_storage("disks", &config.name);
+    let mut all = Vec::new();
+    for (i, &size) in config.disks.iter().enumerate() {
+        let path = dir.join(format!("vd{}.img", (b'a' + i as u8) as char));
+        let fail = |source| RunError::Storage {
+            what: "disk",
+            path: path.clone(),
+            source,
+        };
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).map_err(fail)?;
+            // Made beside and renamed: a half-made disk is never used.
+            let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+            std::fs::File::create(&tmp)
+                .and_then(|f| f.set_len(size))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    fail(e)
+                })?;
+        }
+        all.push(DiskSpec {
+            path,
+            read_only: false,
+        });
+    }
+    Ok(all)
 }
 
 impl From<kiln_vmm::vstate::kvm::KvmError> for RunError {
@@ -190,8 +276,8 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
                 source,
             })?),
         vsock: opts.vsock.clone(),
-        disks: opts.disks.clone(),
-        volumes: opts.volumes.clone(),
+        disks: disks(&config, &opts.disks)?,
+        volumes: volumes(&config, &opts.volumes)?,
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);

@@ -226,6 +226,11 @@ pub const PROGRAMS: &[Program] = &[
         compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],
     },
     Program {
+        name: "iobench",
+        source: "programs/iobench.c",
+        compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],
+    },
+    Program {
         name: "hostile",
         source: "programs/hostile.c",
         compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],

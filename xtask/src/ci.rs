@@ -131,6 +131,9 @@ pub fn run_all() -> Result<()> {
             ..Default::default()
         })
     })?;
+    step("bench-io smoke run", || {
+        crate::bench_io::run(&crate::bench_io::IoArgs { runs: 1, mib: 8 })
+    })?;
     step("bench-syscall smoke run", || {
         crate::bench_syscall::run(&crate::bench_syscall::SyscallArgs { runs: 1, scale: 1 })
     })?;

@@ -2,6 +2,7 @@
 //! function calling the crates or cargo; see `cargo xtask --help`.
 
 mod bench;
+mod bench_io;
 mod bench_net;
 mod bench_syscall;
 mod chart;
@@ -87,6 +88,10 @@ enum Verb {
     /// --net tap; TCP throughput; time to the first connection (table +
     /// target/bench/net.json)
     BenchNet(bench_net::NetArgs),
+    /// Measure storage: sequential and random I/O and fsync latency on a
+    /// volume (-v) and a disk (--disk) against the same operations natively
+    /// (table + target/bench/io.json)
+    BenchIo(bench_io::IoArgs),
     /// Run the differential compatibility suite (native vs kiln) and write docs/compat.md
     Compat(compat::CompatArgs),
     /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
+        Verb::BenchIo(args) => bench_io::run(&args).map(|()| 0),
         Verb::Deps => host::ensure_tools(host::TOOLS)
             .and_then(|()| host::ensure_virtiofsd())
             .map(|()| 0),

@@ -80,6 +80,13 @@ pub trait FileOps: Send + Sync {
         Ok(())
     }
 
+    /// fallocate(2) with `mode` (FALLOC_FL_* bits) over `len` bytes at
+    /// `offset`.
+    fn allocate(&self, mode: u32, offset: u64, len: u64) -> Result<(), Errno> {
+        let _ = (mode, offset, len);
+        Err(Errno::Notsup)
+    }
+
     /// A copy of the whole contents, for files that cannot be mapped
     /// straight from guest memory (in-memory and generated files).
     fn contents(&self) -> Option<Vec<u8>> {

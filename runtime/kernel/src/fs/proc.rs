@@ -37,6 +37,9 @@ pub enum Entry {
     Cpuinfo,
     /// /proc/meminfo.
     Meminfo,
+    /// /proc/mounts and /proc/self/mounts: the root file system and the
+    /// volumes.
+    Mounts,
 }
 
 impl Entry {
@@ -51,6 +54,7 @@ impl Entry {
             Err("") => Entry::Root,
             Err("/cpuinfo") => Entry::Cpuinfo,
             Err("/meminfo") => Entry::Meminfo,
+            Err("/mounts") | Ok("/mounts") => Entry::Mounts,
             Ok("") => Entry::SelfDir,
             Ok("/exe") => Entry::Exe,
             Ok("/maps") => Entry::Maps,
@@ -115,6 +119,18 @@ impl Entry {
             }
             Entry::Cpuinfo => out = crate::arch::cpuinfo(),
             Entry::Meminfo => meminfo(&mut out),
+            Entry::Mounts => {
+                out.push_str("rootfs / rootfs rw 0 0\n");
+                for m in super::volume::mounts() {
+                    let _ = writeln!(
+                        out,
+                        "{} {} virtiofs {},relatime 0 0",
+                        m.tag,
+                        m.path,
+                        if m.read_only { "ro" } else { "rw" }
+                    );
+                }
+            }
             Entry::Root | Entry::SelfDir | Entry::Exe => {}
         }
         out.into_bytes()

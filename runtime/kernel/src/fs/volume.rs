@@ -26,6 +26,8 @@ use crate::fd::{flags, FileOps};
 pub struct Mount {
     /// Its mount point (absolute, no trailing slash).
     pub path: String,
+    /// Its device's tag.
+    pub tag: String,
     /// Its virtio-fs device.
     device: usize,
     /// Mounted read-only (virtiofsd refuses writes too).
@@ -36,7 +38,8 @@ pub struct Mount {
 
 static MOUNTS: spin::Once<Vec<Mount>> = spin::Once::new();
 
-fn mounts() -> &'static [Mount] {
+/// The mounted volumes, longest mount point first.
+pub fn mounts() -> &'static [Mount] {
     MOUNTS.get().map_or(&[], Vec::as_slice)
 }
 
@@ -63,6 +66,7 @@ pub fn mount_all(volumes: &[Volume]) {
         }
         list.push(Mount {
             path: v.path.clone(),
+            tag: v.tag.clone(),
             device,
             read_only: v.read_only,
             // Anonymous block devices' major 0, as Linux numbers FUSE mounts.
@@ -572,6 +576,26 @@ impl FileOps for VolumeFile {
         call(
             self.node.mount,
             op::FSYNC,
+            self.node.nodeid,
+            &[&args.0],
+            &mut [],
+        )
+        .map(|_| ())
+    }
+
+    fn allocate(&self, mode: u32, offset: u64, len: u64) -> Result<(), Errno> {
+        if self.oflags & 3 == 0 {
+            return Err(Errno::Badf);
+        }
+        let args = Args::new()
+            .u64(self.fh)
+            .u64(offset)
+            .u64(len)
+            .u32(mode)
+            .u32(0);
+        call(
+            self.node.mount,
+            op::FALLOCATE,
             self.node.nodeid,
             &[&args.0],
             &mut [],

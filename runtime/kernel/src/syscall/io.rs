@@ -239,13 +239,22 @@ pub fn fadvise64(
     p.fds.get(fd).map(|_| 0)
 }
 
-/// fallocate(2): not supported by the in-memory files.
+/// fallocate(2): files on a volume pass it to the host; the in-memory
+/// files do not support it.
 pub fn fallocate(
-    _p: &mut Call,
-    _fd: Fd,
-    _mode: super::args::Flags,
-    _offset: i64,
-    _len: i64,
+    p: &mut Call,
+    fd: Fd,
+    super::args::Flags(mode): super::args::Flags,
+    offset: i64,
+    len: i64,
 ) -> Result<u64, Errno> {
-    Err(Errno::Notsup)
+    let offset = u64::try_from(offset).map_err(|_| Errno::Inval)?;
+    let len = u64::try_from(len)
+        .ok()
+        .filter(|&l| l > 0)
+        .ok_or(Errno::Inval)?;
+    p.fds
+        .get(fd)?
+        .allocate(mode as u32, offset, len)
+        .map(|()| 0)
 }

@@ -95,6 +95,16 @@ pub fn run(args: Args) -> Result<u8> {
     if !config.cmdline.is_empty() {
         println!("  cmdline     {}", config.cmdline);
     }
+    for v in &config.volumes {
+        println!("  volume      {v}");
+    }
+    for (i, d) in config.disks.iter().enumerate() {
+        println!(
+            "  disk        /dev/vd{} {}",
+            (b'a' + i as u8) as char,
+            super::human_size(*d)
+        );
+    }
     println!(
         "\nprogram     {} ({})",
         config.entrypoint, config.program.linkage

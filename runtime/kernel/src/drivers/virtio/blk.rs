@@ -22,7 +22,7 @@ const QUEUE_SIZE: usize = 128;
 /// Bytes in a sector.
 pub const SECTOR: u64 = 512;
 /// Pages of bounce buffer: the most one request moves (256 KiB).
-const BOUNCE_PAGES: usize = 64;
+const BOUNCE_PAGES: usize = 128;
 
 /// Feature bits (virtio 1.2 §5.2.3).
 const F_RO: u64 = 1 << 5;

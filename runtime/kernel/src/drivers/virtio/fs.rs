@@ -24,7 +24,7 @@ const QUEUE_SIZE: usize = 128;
 /// interrupts a request or forgets nodes).
 const REQUEST_QUEUE: u16 = 1;
 /// Most data bytes one READ or WRITE moves.
-pub const MAX_IO: usize = 128 * 1024;
+pub const MAX_IO: usize = 512 * 1024;
 /// Pages of each bounce buffer: the data and a page for headers.
 const BOUNCE_PAGES: usize = MAX_IO / 4096 + 1;
 /// Bytes of the configuration's tag.

@@ -394,6 +394,51 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_request_breaks_the_device_and_leaves_the_disk_alone() {
+        let (d, path) = disk("hostile", 8, false);
+        let before = std::fs::read(&path).unwrap();
+        let mem = test_utils::memory();
+        let (mut t, _) = test_utils::transport(Box::new(Block::new(d)), &mem);
+        let mut q = GuestQueue::new(0x10000, 16);
+        test_utils::kiln_setup(&mut t, &mem, 0x20000, VIRTIO_F_VERSION_1, &[&q]);
+        // A write whose data descriptor points past guest memory.
+        header(&mem, 0x31000, request::OUT, 0);
+        q.add(
+            &mem,
+            &[
+                (0x31000, 16, false),
+                (0xfff_0000, 512, false),
+                (0x31100, 1, true),
+            ],
+        );
+        t.kick(REQ_QUEUE).unwrap();
+        assert!(!t.is_active(), "the device is marked broken");
+        assert_ne!(
+            test_utils::status(&t) & crate::devices::virtio::status::DEVICE_NEEDS_RESET,
+            0
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "nothing reached the disk"
+        );
+        // A request with no status byte at all.
+        let (d, path2) = disk("hostile2", 8, false);
+        let (mut t, _) = test_utils::transport(Box::new(Block::new(d)), &mem);
+        let mut q = GuestQueue::new(0x10000, 16);
+        test_utils::kiln_setup(&mut t, &mem, 0x20000, VIRTIO_F_VERSION_1, &[&q]);
+        header(&mem, 0x31000, request::OUT, 0);
+        q.add(&mem, &[(0x31000, 16, false), (0x42000, 512, false)]);
+        t.kick(REQ_QUEUE).unwrap();
+        assert!(!t.is_active());
+        assert!(std::fs::read(&path2).unwrap()[..512]
+            .iter()
+            .all(|&b| b == 0));
+        std::fs::remove_file(path).unwrap();
+        std::fs::remove_file(path2).unwrap();
+    }
+
+    #[test]
     fn discard_reads_back_as_zeros() {
         let (d, path) = disk("discard", 8, false);
         let mem = test_utils::memory();
