@@ -378,6 +378,36 @@ fn a_volume_shares_a_host_directory_both_ways() {
     for i in 0..len {
         assert_eq!(bytes[(off + i) as usize], pattern(i, seed), "byte {i}");
     }
+    // MAP_SHARED writes reach the host: at msync + munmap, and at exit.
+    for how in ["msync", "exit"] {
+        let name = format!("mapped-{how}.bin");
+        let out = run_ok(
+            &mut durable_on(
+                &vols,
+                &["mmap", &format!("/data/{name}"), "10000", "3", how],
+            ),
+            "mmap",
+        );
+        assert_eq!(out.trim(), "mapped");
+        let bytes = std::fs::read(host.join(&name)).unwrap();
+        assert_eq!(bytes.len(), 10000);
+        assert!(
+            bytes
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern(i as u64, 3)),
+            "{how}: the mapping's writes are not in the host file"
+        );
+    }
+    // fallocate reserves the space on the host.
+    run_ok(
+        &mut busybox(&vols, &["fallocate", "-l", "1000000", "/data/reserved"]),
+        "fallocate",
+    );
+    assert_eq!(
+        std::fs::metadata(host.join("reserved")).unwrap().len(),
+        1_000_000
+    );
     // statfs names the file system: FUSE's magic number.
     let out = run_ok(
         &mut busybox(&vols, &["stat", "-f", "-c", "%t", "/data"]),

@@ -18,6 +18,11 @@
  *   durable open-rw PATH        try to open PATH for writing; print
  *                               "opened" or the errno name
  *   durable discard PATH OFF LEN  BLKDISCARD, then read the range: "zeros"
+ *   durable mmap PATH LEN SEED [msync|exit]
+ *                               size PATH to LEN, map it MAP_SHARED, write
+ *                               the pattern through the mapping, then
+ *                               msync+munmap (default) or just exit;
+ *                               print "mapped"
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,6 +190,25 @@ int main(int argc, char **argv) {
                 return 1;
             }
         printf("zeros\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "mmap") && argc > 4) {
+        size_t len = strtoull(argv[3], 0, 10);
+        unsigned seed = (unsigned)strtoul(argv[4], 0, 10);
+        int msync_first = argc <= 5 || strcmp(argv[5], "exit");
+        int fd = open(path, O_RDWR | O_CREAT, 0644);
+        if (fd < 0)
+            return die("open");
+        if (ftruncate(fd, (off_t)len))
+            return die("ftruncate");
+        unsigned char *m = mmap(0, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+            return die("mmap");
+        for (size_t i = 0; i < len; i++)
+            m[i] = pattern(i, seed);
+        if (msync_first && (msync(m, len, MS_SYNC) || munmap(m, len)))
+            return die("msync");
+        printf("mapped\n");
         return 0;
     }
     fprintf(stderr, "durable: unknown command %s\n", cmd);

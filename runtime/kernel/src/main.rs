@@ -190,8 +190,19 @@ fn program_args(params: &BootParams, parsed: cmdline::KernelArgs) -> (Vec<u8>, A
     (path, args, trace)
 }
 
+/// Writes shared mappings of volume files back before the program ends
+/// (as Linux's page cache would keep them).
+fn write_back_mappings() {
+    if let Some(mut guard) = KERNEL.process.try_lock() {
+        if let Some(p) = guard.as_mut() {
+            let _ = p.write_back(0, u64::MAX, true);
+        }
+    }
+}
+
 /// Ends the program normally with `status` (exit/exit_group).
 pub fn exit_program(status: u8) -> ! {
+    write_back_mappings();
     let tracing = KERNEL
         .process
         .try_lock()
@@ -217,6 +228,7 @@ pub fn deadlock() -> ! {
 /// Ends the program as killed by `signal`, with a one-line report on
 /// stderr when `detail` says why.
 pub fn kill_program(signal: u8, detail: Option<fmt::Arguments<'_>>) -> ! {
+    write_back_mappings();
     let (name, what) = signal::describe(signal);
     match detail {
         Some(d) => kprintln!("kiln: program killed by {name} ({what}): {d}"),

@@ -101,6 +101,7 @@ pub fn exec(
         envp: args.envp.clone(),
         rlimits: [(u64::MAX, u64::MAX); 16],
         start_ns: crate::time::monotonic_ns(),
+        shared_maps: Vec::new(),
     };
     load_segments(&mut p, &plan, module.start)?;
     // A dynamic program starts in its interpreter (ld.so), loaded from the

@@ -87,6 +87,12 @@ pub trait FileOps: Send + Sync {
         Err(Errno::Notsup)
     }
 
+    /// Whether a `MAP_SHARED` writable mapping of it may be a copy written
+    /// back at msync, munmap and exit (volume files).
+    fn writes_back_mappings(&self) -> bool {
+        false
+    }
+
     /// A copy of the whole contents, for files that cannot be mapped
     /// straight from guest memory (in-memory and generated files).
     fn contents(&self) -> Option<Vec<u8>> {

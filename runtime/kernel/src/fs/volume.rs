@@ -603,8 +603,12 @@ impl FileOps for VolumeFile {
         .map(|_| ())
     }
 
+    fn writes_back_mappings(&self) -> bool {
+        self.oflags & 3 != 0
+    }
+
     fn contents(&self) -> Option<Vec<u8>> {
-        // For MAP_PRIVATE mappings: a copy of the file as it is now.
+        // For mappings: a copy of the file as it is now.
         let size = self.size().ok()?;
         if size > 256 << 20 {
             return None;

@@ -100,6 +100,7 @@ pub fn mmap(
     // A file mapping shows the file's bytes: straight from guest memory for
     // rootfs files, as a private copy for in-memory ones. A device
     // (/dev/zero) maps zeros.
+    let mut write_back = None;
     let source = if flags & MAP_ANONYMOUS == 0 {
         let file = p.fds.get(fd)?;
         let kind = file.stat().mode & 0o170000;
@@ -113,10 +114,15 @@ pub fn mmap(
             }
             Some(Source::Guest(region))
         } else {
+            let shared_write = flags & MAP_SHARED != 0 && protection & prot::WRITE != 0;
             // A shared writable mapping of an in-memory file would not
-            // write through: refuse it rather than lose writes.
-            if flags & MAP_SHARED != 0 && protection & prot::WRITE != 0 {
+            // write through: refuse it rather than lose writes. A volume
+            // file's is a copy written back (msync, munmap, exit).
+            if shared_write && !file.writes_back_mappings() {
                 return Err(Errno::Nodev);
+            }
+            if shared_write {
+                write_back = Some(file.clone());
             }
             Some(Source::Copy(file.contents().ok_or(Errno::Nodev)?))
         }
@@ -146,6 +152,7 @@ pub fn mmap(
                 return Err(Errno::Exist);
             }
         } else {
+            let _ = p.write_back(addr, end, true);
             p.mem.remove_range(addr, end).map_err(vma_errno)?;
         }
         addr
@@ -232,7 +239,32 @@ pub fn mmap(
             .add_area(anonymous(start + file_pages))
             .map_err(vma_errno)?;
     }
+    if let Some(file) = write_back {
+        // A mapping replaced by this one (MAP_FIXED) was written back when
+        // it was removed; this one is written back from now on.
+        p.shared_maps.push(crate::process::SharedMap {
+            start,
+            len: file_bytes,
+            file,
+            offset: off,
+        });
+    }
     Ok(start)
+}
+
+/// msync(2): shared mappings of volume files are written back (the rest
+/// have nothing to write).
+pub fn msync(
+    p: &mut Call,
+    UserAddr(addr): UserAddr,
+    len: u64,
+    _flags: Flags,
+) -> Result<u64, Errno> {
+    if !addr.is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::Inval);
+    }
+    let end = addr.checked_add(len).ok_or(Errno::Nomem)?;
+    p.write_back(addr, end, false).map(|()| 0)
 }
 
 /// munmap(2).
@@ -244,6 +276,9 @@ pub fn munmap(p: &mut Call, UserAddr(addr): UserAddr, len: u64) -> Result<u64, E
         .checked_add(page_up(len))
         .filter(|&e| e <= USER_END)
         .ok_or(Errno::Inval)?;
+    // Unmapping writes a shared volume-file mapping back first (Linux's
+    // page cache would hold the writes).
+    let _ = p.write_back(addr, end, true);
     p.mem.remove_range(addr, end).map_err(vma_errno)?;
     Ok(0)
 }

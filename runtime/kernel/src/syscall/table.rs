@@ -92,7 +92,7 @@ syscalls! {
     23 select(nfds: u64, readfds: UserPtr<u64>, writefds: UserPtr<u64>, exceptfds: UserPtr<u64>, timeout: UserPtr<[i64; 2]>) => poll::select;
     24 sched_yield() => thread::sched_yield;
     25 mremap(old: UserAddr, old_size: u64, new_size: u64, flags: Flags, new_addr: UserAddr) => mm::mremap;
-    26 msync;
+    26 msync(addr: UserAddr, len: u64, flags: Flags) => mm::msync;
     27 mincore;
     28 madvise(addr: UserAddr, len: u64, advice: u32) => mm::madvise;
     29 shmget;
