@@ -239,35 +239,25 @@ fn bad_disks_are_refused_with_a_clear_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The standard crash-consistency check: a writer appends numbered,
-/// checksummed records with a flush after each and says which it flushed;
-/// kiln-vmm is killed with SIGKILL at a random moment, 50 times; after each
-/// kill every record reported as flushed is intact in the host file.
-#[test]
-fn flushed_records_survive_kill_9_at_random_moments() {
-    if !kvm_or_skip("flushed_records_survive_kill_9_at_random_moments") {
-        return;
-    }
-    let dir = scratch("kill9");
-    let disk = disk_file(&dir, "log.img", 4 << 20);
-    // A fixed-seed generator: random moments, the same ones every run.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+/// The standard crash-consistency check, 50 rounds: `prepare` resets the
+/// storage; `writer(mode)` starts an appliance appending numbered,
+/// checksummed records with fsync, fdatasync or O_SYNC (by round) after
+/// each and printing each one it synced; it is killed with SIGKILL at a
+/// random moment (a fixed-seed generator: the same moments every run);
+/// then every record it reported as synced must be intact in what
+/// `stored()` reads on the host. Returns how many records were checked.
+fn crash_rounds(
+    mut seed: u64,
+    prepare: impl Fn(),
+    writer: impl Fn(&str) -> Command,
+    stored: impl Fn() -> Vec<u8>,
+) -> u64 {
     let modes = ["fsync", "data", "osync"];
     let mut checked = 0;
     for round in 0..50 {
-        // Each round starts on a fresh disk so it proves its own records.
-        std::fs::File::create(&disk)
-            .unwrap()
-            .set_len(4 << 20)
-            .unwrap();
+        prepare();
         let mode = modes[round % modes.len()];
-        let mut child = durable(&[disk.as_str()], &["append", "/dev/vda", mode])
+        let mut child = writer(mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -283,25 +273,56 @@ fn flushed_records_survive_kill_9_at_random_moments() {
             }
             last
         });
-        std::thread::sleep(std::time::Duration::from_millis(20 + next() % 400));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_millis(20 + seed % 400));
         child.kill().unwrap();
         child.wait().unwrap();
-        let last = reader.join().unwrap();
-        let bytes = std::fs::read(&disk).unwrap();
-        if let Some(last) = last {
-            for n in 0..=last {
-                let at = n as usize * RECORD;
-                assert!(
-                    bytes[at..at + RECORD] == record(n)[..],
-                    "round {round} ({mode}): record {n} of {last} flushed is damaged"
-                );
-            }
-            checked += last + 1;
+        let Some(last) = reader.join().unwrap() else {
+            continue;
+        };
+        let bytes = stored();
+        assert!(
+            bytes.len() >= (last as usize + 1) * RECORD,
+            "round {round} ({mode}): {last} records synced, {} bytes stored",
+            bytes.len()
+        );
+        for n in 0..=last {
+            let at = n as usize * RECORD;
+            assert!(
+                bytes[at..at + RECORD] == record(n)[..],
+                "round {round} ({mode}): record {n} of {last} synced is damaged"
+            );
         }
+        checked += last + 1;
     }
     assert!(
         checked > 50,
-        "the writer flushed only {checked} records in 50 rounds"
+        "the writer synced only {checked} records in 50 rounds"
+    );
+    checked
+}
+
+/// The crash-consistency check on a disk.
+#[test]
+fn flushed_records_survive_kill_9_at_random_moments() {
+    if !kvm_or_skip("flushed_records_survive_kill_9_at_random_moments") {
+        return;
+    }
+    let dir = scratch("kill9");
+    let disk = disk_file(&dir, "log.img", 4 << 20);
+    crash_rounds(
+        0x9e37_79b9_7f4a_7c15,
+        // Each round starts on a fresh disk so it proves its own records.
+        || {
+            std::fs::File::create(&disk)
+                .unwrap()
+                .set_len(4 << 20)
+                .unwrap()
+        },
+        |mode| durable(&[disk.as_str()], &["append", "/dev/vda", mode]),
+        || std::fs::read(&disk).unwrap(),
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -473,10 +494,8 @@ fn a_read_only_volume_refuses_writes_and_is_shared() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The crash-consistency check on a volume: a file appended with fsync
-/// (fdatasync, O_SYNC) after each record; kiln-vmm killed with SIGKILL at
-/// 50 random moments; every record reported as synced is intact in the
-/// host file, and virtiofsd is gone each time.
+/// The crash-consistency check on a volume; and every virtiofsd ends with
+/// its VM.
 #[test]
 fn synced_records_on_a_volume_survive_kill_9() {
     if !kvm_or_skip("synced_records_on_a_volume_survive_kill_9") {
@@ -486,67 +505,30 @@ fn synced_records_on_a_volume_survive_kill_9() {
     let host = dir.join("shared");
     std::fs::create_dir_all(&host).unwrap();
     let v = format!("{}:/data", host.display());
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let modes = ["fsync", "data", "osync"];
-    let mut checked = 0;
-    for round in 0..50 {
-        let _ = std::fs::remove_file(host.join("log"));
-        let mode = modes[round % modes.len()];
-        let mut child = durable_on(&[v.as_str()], &["append", "/data/log", mode])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("synced ") {
-                    last = Some(n.parse::<u64>().unwrap());
-                }
-            }
-            last
-        });
-        std::thread::sleep(std::time::Duration::from_millis(30 + next() % 400));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let last = reader.join().unwrap();
-        let bytes = std::fs::read(host.join("log")).unwrap_or_default();
-        if let Some(last) = last {
-            assert!(
-                bytes.len() >= (last as usize + 1) * RECORD,
-                "round {round} ({mode}): {last} records synced, the file holds {} bytes",
-                bytes.len()
-            );
-            for n in 0..=last {
-                let at = n as usize * RECORD;
-                assert!(
-                    bytes[at..at + RECORD] == record(n)[..],
-                    "round {round} ({mode}): record {n} of {last} synced is damaged"
-                );
-            }
-            checked += last + 1;
-        }
-    }
-    assert!(
-        checked > 50,
-        "the writer synced only {checked} records in 50 rounds"
+    crash_rounds(
+        0x2545_f491_4f6c_dd1d,
+        || {
+            let _ = std::fs::remove_file(host.join("log"));
+        },
+        |mode| durable_on(&[v.as_str()], &["append", "/data/log", mode]),
+        || std::fs::read(host.join("log")).unwrap_or_default(),
     );
-    // Each virtiofsd ended with its VM (the parent-death signal).
     common::wait_for("every virtiofsd of the test ends", || {
-        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        virtiofsd_of(&host).is_none()
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The pid of the virtiofsd serving `host`, if one runs.
+fn virtiofsd_of(host: &Path) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
             std::fs::read_to_string(e.path().join("cmdline"))
                 .is_ok_and(|c| c.contains("virtiofsd") && c.contains(&*host.to_string_lossy()))
         })
-    });
-    std::fs::remove_dir_all(&dir).unwrap();
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
 }
 
 #[test]
@@ -580,6 +562,39 @@ fn bad_volumes_are_refused_with_a_clear_error() {
     assert_eq!(status(&out), 125);
     assert!(
         stderr(&out).contains("cargo install virtiofsd"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// virtiofsd dying under a running appliance stops the VM with a message
+/// naming the volume (a guest waiting for its reply would otherwise wait
+/// forever).
+#[test]
+fn the_vm_stops_when_virtiofsd_dies() {
+    if !kvm_or_skip("the_vm_stops_when_virtiofsd_dies") {
+        return;
+    }
+    let dir = scratch("daemon-dies");
+    let host = dir.join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    let v = format!("{}:/data", host.display());
+    let mut child = durable_on(&[v.as_str()], &["append", "/data/log"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("synced"));
+    let daemon = virtiofsd_of(&host).expect("virtiofsd runs");
+    // SAFETY: kill(2) of the virtiofsd this test's VM started.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    std::thread::spawn(move || for _ in lines {});
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status(&out), 125);
+    assert!(
+        stderr(&out).contains("virtiofsd serving") && stderr(&out).contains("ended"),
         "{}",
         stderr(&out)
     );

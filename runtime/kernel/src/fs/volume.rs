@@ -572,15 +572,7 @@ impl FileOps for VolumeFile {
     }
 
     fn sync(&self) -> Result<(), Errno> {
-        let args = Args::new().u64(self.fh).u32(0).u32(0);
-        call(
-            self.node.mount,
-            op::FSYNC,
-            self.node.nodeid,
-            &[&args.0],
-            &mut [],
-        )
-        .map(|_| ())
+        fsync(&self.node, self.fh, op::FSYNC)
     }
 
     fn allocate(&self, mode: u32, offset: u64, len: u64) -> Result<(), Errno> {
@@ -639,15 +631,7 @@ impl FileOps for VolumeFile {
 
 impl Drop for VolumeFile {
     fn drop(&mut self) {
-        // Closing cannot fail for the program; the server forgets the handle.
-        let args = Args::new().u64(self.fh).u32(self.oflags).u32(0).u64(0);
-        let _ = call(
-            self.node.mount,
-            op::RELEASE,
-            self.node.nodeid,
-            &[&args.0],
-            &mut [],
-        );
+        release(&self.node, self.fh, op::RELEASE, self.oflags);
     }
 }
 
@@ -732,15 +716,7 @@ impl FileOps for VolumeDir {
     }
 
     fn sync(&self) -> Result<(), Errno> {
-        let args = Args::new().u64(self.fh).u32(0).u32(0);
-        call(
-            self.node.mount,
-            op::FSYNCDIR,
-            self.node.nodeid,
-            &[&args.0],
-            &mut [],
-        )
-        .map(|_| ())
+        fsync(&self.node, self.fh, op::FSYNCDIR)
     }
 
     fn status_flags(&self) -> u32 {
@@ -754,13 +730,20 @@ impl FileOps for VolumeDir {
 
 impl Drop for VolumeDir {
     fn drop(&mut self) {
-        let args = Args::new().u64(self.fh).u32(0).u32(0).u64(0);
-        let _ = call(
-            self.node.mount,
-            op::RELEASEDIR,
-            self.node.nodeid,
-            &[&args.0],
-            &mut [],
-        );
+        release(&self.node, self.fh, op::RELEASEDIR, 0);
     }
+}
+
+/// FSYNC or FSYNCDIR of open handle `fh` (its data and metadata: the host
+/// fsync(2)s the file).
+fn fsync(node: &VolNode, fh: u64, opcode: u32) -> Result<(), Errno> {
+    let args = Args::new().u64(fh).u32(0).u32(0);
+    call(node.mount, opcode, node.nodeid, &[&args.0], &mut []).map(|_| ())
+}
+
+/// RELEASE or RELEASEDIR of open handle `fh`: closing cannot fail for the
+/// program, so an error is only the server's to forget.
+fn release(node: &VolNode, fh: u64, opcode: u32, oflags: u32) {
+    let args = Args::new().u64(fh).u32(oflags).u32(0).u64(0);
+    let _ = call(node.mount, opcode, node.nodeid, &[&args.0], &mut []);
 }

@@ -4,7 +4,7 @@
 //! to virtiofsd, which serves the queues from then on. kiln-vmm's devices
 //! thread never sees a kick of this device.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use kiln_boot::virtio_id;
@@ -215,13 +215,43 @@ impl VirtioDevice for Fs {
 
     fn process_queue(&mut self, _index: usize) -> Result<(), QueueError> {
         // virtiofsd serves the queues; a kick never reaches here.
-        if let Some(status) = self.daemon.exited() {
-            return Err(QueueError::Host(std::io::Error::other(format!(
-                "virtiofsd for {} ended ({status})",
-                self.daemon.spec.host.display()
-            ))));
-        }
         Ok(())
+    }
+
+    fn backend_fds(&self) -> Vec<RawFd> {
+        // The vhost-user connection: virtiofsd never writes on it unasked,
+        // so readiness means it closed — virtiofsd is gone, and a guest
+        // waiting for a reply would wait forever. The VM stops instead.
+        vec![self.frontend.as_raw_fd()]
+    }
+
+    fn process_backend(&mut self, fd: RawFd, _events: u32) -> Result<(), QueueError> {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into `byte` on the connection's socket,
+        // without blocking; nothing is consumed.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        let ended = n == 0
+            || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock);
+        if !ended {
+            // A reply the vCPU thread's setup is about to read (it held the
+            // device while the readiness was reported).
+            return Ok(());
+        }
+        let status = self
+            .daemon
+            .exited()
+            .map_or_else(String::new, |s| format!(" ({s})"));
+        Err(QueueError::Host(std::io::Error::other(format!(
+            "virtiofsd serving {} ended{status}; the volume is gone, so the VM stops",
+            self.daemon.spec.host.display()
+        ))))
     }
 
     fn traffic(&self) -> Traffic {
