@@ -621,6 +621,21 @@ fn busybox_script_appliance_runs_its_script() {
     let out = run(&image, &["sh", "-c", "echo replaced arguments; exit 3"]);
     assert_eq!(status(&out), 3, "{}", stderr(&out));
     assert_eq!(stdout(&out), "replaced arguments\n");
+    // The shell execs another program (here busybox itself, as a new
+    // image), which ends the appliance with its own status.
+    let out = run(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "echo before; exec /bin/busybox sh -c 'echo after exec; exit 5'",
+        ],
+    );
+    assert_eq!(status(&out), 5, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "before\nafter exec\n");
+    let out = run(&image, &["sh", "-c", "exec /nowhere"]);
+    assert_eq!(status(&out), 127, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 
 #[test]

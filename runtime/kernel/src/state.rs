@@ -124,7 +124,7 @@ pub struct Boot {
     /// What the boot module holds.
     pub module: Once<Module>,
     /// The program's path in the guest.
-    pub exe_path: Once<String>,
+    pub exe_path: Mutex<String>,
 }
 
 /// The command-line options (the defaults until boot reads them).
@@ -142,5 +142,5 @@ pub static BOOT: Boot = Boot {
     clock: Once::new(),
     options: Once::new(),
     module: Once::new(),
-    exe_path: Once::new(),
+    exe_path: Mutex::new(String::new()),
 };

@@ -5,7 +5,7 @@ mod x86_64;
 
 pub use self::x86_64::apic::TIMER_VECTOR;
 pub use self::x86_64::cpu::{rdrand, rdtsc};
-pub use self::x86_64::fpu::FpuState;
+pub use self::x86_64::fpu::{reset_control as reset_fpu_control, FpuState};
 pub use self::x86_64::paging::{phys_to_virt, pte, virt_to_phys, PageTables};
 pub use self::x86_64::platform;
 pub use self::x86_64::signal as sigctx;

@@ -85,9 +85,7 @@ pub fn exec(
         )
     };
     let plan = elf::plan(image, elf::PIE_BASE).map_err(ExecError::Elf)?;
-    crate::state::BOOT
-        .exe_path
-        .call_once(|| alloc::string::String::from_utf8_lossy(path).into_owned());
+    *crate::state::BOOT.exe_path.lock() = alloc::string::String::from_utf8_lossy(path).into_owned();
     // SAFETY: the active PML4 is the kernel's; the process owns its lower half.
     let tables = unsafe { PageTables::from_pml4(arch::active_page_table()) };
     let mut p = Process {
@@ -264,4 +262,148 @@ fn load_segments(p: &mut Process, plan: &LoadPlan, module_phys: u64) -> Result<(
         p.mem.copy_into(from, bytes)?;
     }
     Ok(())
+}
+
+/// Most `#!` interpreter lines one execve follows (Linux allows 4).
+const MAX_INTERPRETERS: usize = 4;
+/// Longest `#!` line read.
+const MAX_SHEBANG: usize = 256;
+
+/// What an execve runs: an ELF file of the image (its bytes in guest
+/// memory), its path and the argument vector, changed by `#!` lines.
+pub struct Program {
+    /// The ELF file's bytes.
+    pub region: Region,
+    /// Its resolved path.
+    pub path: alloc::string::String,
+    /// argv for it.
+    pub argv: Vec<Vec<u8>>,
+}
+
+/// The executable file of the image at `path` (relative to `cwd`).
+///
+/// # Errors
+/// ENOENT; EACCES for a directory, a device or a file without an x bit;
+/// ENOEXEC for a file outside the image (the writable layer, a volume):
+/// programs run from the image's root file system, mapped in place.
+fn image_file(
+    cwd: &str,
+    path: &str,
+) -> Result<(alloc::string::String, Region), kiln_kernel::errno::Errno> {
+    use crate::fs::{self, Found};
+    use kiln_kernel::errno::Errno;
+    use kiln_kernel::fs::vfs::Node;
+    match fs::lookup(cwd, path, true)? {
+        Found::Node {
+            path,
+            node: Node::Lower(n),
+        } if n.kind == kiln_kernel::fs::tarfs::Kind::File => {
+            if n.mode & 0o111 == 0 {
+                return Err(Errno::Acces);
+            }
+            let archive = fs::archive();
+            Ok((
+                path,
+                Region {
+                    start: archive.start + n.data,
+                    end: archive.start + n.data + n.size,
+                },
+            ))
+        }
+        Found::Node { node, .. } if node.kind() == kiln_kernel::fs::vfs::NodeKind::File => {
+            Err(Errno::Noexec)
+        }
+        Found::Volume(n) if n.stat.mode & 0o170000 == 0o100000 => Err(Errno::Noexec),
+        _ => Err(Errno::Acces),
+    }
+}
+
+/// Finds what execve of `path` with `argv` runs, following `#!` lines:
+/// `#!INTERP [ARG]` runs INTERP with argv `[INTERP, ARG, path, argv[1..]]`.
+///
+/// # Errors
+/// ENOENT, EACCES, ENOEXEC (not an ELF file kiln runs, or a bad `#!`
+/// line), ELOOP (too many interpreters).
+pub fn find_program(
+    cwd: &str,
+    path: &str,
+    mut argv: Vec<Vec<u8>>,
+) -> Result<Program, kiln_kernel::errno::Errno> {
+    use kiln_kernel::errno::Errno;
+    let mut path = alloc::string::String::from(path);
+    for _ in 0..=MAX_INTERPRETERS {
+        let (resolved, region) = image_file(cwd, &path)?;
+        // SAFETY: the file lies inside the rootfs archive, in guest memory
+        // the platform code checked and reserved; it is read-only.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                arch::phys_to_virt(region.start),
+                (region.end - region.start) as usize,
+            )
+        };
+        if let Some(rest) = bytes.strip_prefix(b"#!") {
+            let line = &rest[..rest.len().min(MAX_SHEBANG)];
+            let line = line.split(|&b| b == b'\n').next().unwrap_or(&[]);
+            let line = core::str::from_utf8(line)
+                .map_err(|_| Errno::Noexec)?
+                .trim();
+            let (interp, arg) = match line.split_once([' ', '\t']) {
+                Some((i, a)) => (i, Some(a.trim())),
+                None => (line, None),
+            };
+            if interp.is_empty() {
+                return Err(Errno::Noexec);
+            }
+            let mut next: Vec<Vec<u8>> = alloc::vec![interp.as_bytes().to_vec()];
+            if let Some(a) = arg.filter(|a| !a.is_empty()) {
+                next.push(a.as_bytes().to_vec());
+            }
+            next.push(path.as_bytes().to_vec());
+            next.extend(argv.into_iter().skip(1));
+            argv = next;
+            path = interp.into();
+            continue;
+        }
+        elf::plan(bytes, elf::PIE_BASE).map_err(|_| Errno::Noexec)?;
+        return Ok(Program {
+            region,
+            path: resolved,
+            argv,
+        });
+    }
+    Err(Errno::Loop)
+}
+
+/// execve's point of no return: `p`'s address space is emptied and
+/// `program` loaded in its place with `envp`; descriptors (less the
+/// close-on-exec ones), the current directory, umask, limits and ignored
+/// signals carry over. Returns the entry point and stack pointer.
+///
+/// # Errors
+/// [`ExecError`] when loading fails after the old image is gone (the
+/// caller then kills the process, as Linux does).
+pub fn replace(
+    p: &mut Process,
+    program: &Program,
+    envp: Vec<Vec<u8>>,
+) -> Result<(u64, u64), ExecError> {
+    let _ = p.write_back(0, u64::MAX, true);
+    p.mem.remove_range(
+        kiln_kernel::exec::elf::USER_MIN,
+        kiln_kernel::exec::elf::USER_END,
+    )?;
+    let args = Args {
+        argv: program.argv.clone(),
+        envp,
+    };
+    let (mut next, entry, sp) = exec(program.region, program.path.as_bytes(), &args, p.trace)?;
+    next.fds = core::mem::take(&mut p.fds);
+    next.fds.close_on_exec();
+    next.cwd = core::mem::take(&mut p.cwd);
+    next.umask = p.umask;
+    next.rlimits = p.rlimits;
+    next.start_ns = p.start_ns;
+    next.signals = p.signals.after_exec();
+    *p = next;
+    Ok((entry, sp))
 }

@@ -217,6 +217,15 @@ pub struct FdTable {
 }
 
 impl FdTable {
+    /// Closes every descriptor marked close-on-exec (execve).
+    pub fn close_on_exec(&mut self) {
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|d| d.cloexec) {
+                *slot = None;
+            }
+        }
+    }
+
     /// A table with stdin, stdout and stderr open.
     pub fn with_stdio() -> Self {
         let mut t = FdTable::default();

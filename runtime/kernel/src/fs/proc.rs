@@ -69,7 +69,7 @@ impl Entry {
 
     /// The target of a link entry.
     pub fn link_target(self) -> Option<String> {
-        (self == Entry::Exe).then(|| crate::process::exe_path().into())
+        (self == Entry::Exe).then(crate::process::exe_path)
     }
 
     /// Whether it is a directory.
@@ -103,10 +103,8 @@ impl Entry {
             Entry::Cmdline => return nul_joined(&p.argv),
             Entry::Environ => return nul_joined(&p.envp),
             Entry::SelfStat => {
-                let name = crate::process::exe_path()
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("app");
+                let exe = crate::process::exe_path();
+                let name = exe.rsplit('/').next().unwrap_or("app");
                 let _ = writeln!(
                     out,
                     "1 ({name}) R 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 0 {} 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0",
@@ -155,7 +153,7 @@ fn maps(p: &Process, out: &mut String) {
             Backing::Anonymous => 0,
         };
         let name = match v.label {
-            Label::Program => exe,
+            Label::Program => exe.as_str(),
             Label::Heap => "[heap]",
             Label::Stack => "[stack]",
             Label::Mmap => "",

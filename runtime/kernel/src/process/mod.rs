@@ -92,9 +92,11 @@ impl Process {
 }
 
 /// The program's path (/proc/self/exe, AT_EXECFN).
-pub fn exe_path() -> &'static str {
-    crate::state::BOOT
-        .exe_path
-        .get()
-        .map_or("/", |s| s.as_str())
+pub fn exe_path() -> alloc::string::String {
+    let path = crate::state::BOOT.exe_path.lock();
+    if path.is_empty() {
+        "/".into()
+    } else {
+        path.clone()
+    }
 }

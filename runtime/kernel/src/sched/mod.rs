@@ -146,7 +146,7 @@ static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
 /// A new thread's name: the program file's name, like Linux's comm.
 pub(crate) fn default_comm() -> [u8; 16] {
     let exe = crate::process::exe_path();
-    let base = exe.rsplit('/').next().unwrap_or(exe).as_bytes();
+    let base = exe.rsplit('/').next().unwrap_or(&exe).as_bytes();
     let mut comm = [0u8; 16];
     let n = base.len().min(15);
     comm[..n].copy_from_slice(&base[..n]);
@@ -483,4 +483,30 @@ pub fn thread_alive(tid: Tid) -> bool {
         .threads
         .get(&tid)
         .is_some_and(|t| t.state != State::Exited)
+}
+
+/// Ends every thread but the running one (execve in a threaded program,
+/// as Linux does): they never run again and their records go.
+pub fn end_other_threads() {
+    let mut s = KERNEL.sched.lock();
+    let cur = s.current;
+    let others: Vec<Tid> = s.threads.keys().copied().filter(|&t| t != cur).collect();
+    for tid in others {
+        // Not running (one CPU: only the current thread is), so their
+        // stacks can go at once.
+        s.threads.remove(&tid);
+    }
+    s.run_queue.retain(|&t| t == cur);
+}
+
+/// The running thread as a new program finds it after execve: no
+/// clear-child-tid word, no alternate signal stack, named after the
+/// program.
+pub fn reset_current_for_exec() {
+    with_current(|t| {
+        t.clear_child_tid = UserPtr::new(0);
+        t.sig.alt = Default::default();
+        t.comm = default_comm();
+        t.fs_base = 0;
+    });
 }

@@ -49,6 +49,21 @@ impl Signals {
         }
     }
 
+    /// The dispositions after execve: handlers go back to SIG_DFL (the
+    /// code they pointed at is gone); ignored signals stay ignored.
+    pub fn after_exec(&self) -> Self {
+        let mut next = Self::new();
+        for (new, old) in next.actions.iter_mut().zip(&self.actions) {
+            if old.handler == kiln_kernel::signal::SIG_IGN {
+                *new = *old;
+                new.flags = 0;
+                new.mask = 0;
+                new.restorer = 0;
+            }
+        }
+        next
+    }
+
     fn index(signal: u64) -> Result<usize, Errno> {
         if (1..=u64::from(NSIG)).contains(&signal) {
             Ok(signal as usize - 1)

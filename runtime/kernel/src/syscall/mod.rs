@@ -173,6 +173,9 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
         ];
         let result = run(frame, number, regs);
         sched::with_current(|t| t.restart_deadline = None);
+        if let Some((entry, sp)) = task::take_exec() {
+            return start_new_image(frame, entry, sp);
+        }
         sched::yield_if_requested();
         frame.rax = match result {
             Ok(v) => v,
@@ -213,6 +216,39 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
         );
     }
     way as u64
+}
+
+/// Returns from execve into the new program: every register zero but the
+/// entry point and stack pointer, interrupts on, FPU control state fresh,
+/// no TLS base — as Linux's start_thread leaves them.
+fn start_new_image(frame: &mut Frame, entry: u64, sp: u64) -> u64 {
+    frame.xmm = [0; 16];
+    for r in [
+        &mut frame.r15,
+        &mut frame.r14,
+        &mut frame.r13,
+        &mut frame.r12,
+        &mut frame.r11,
+        &mut frame.r10,
+        &mut frame.r9,
+        &mut frame.r8,
+        &mut frame.rbp,
+        &mut frame.rdi,
+        &mut frame.rsi,
+        &mut frame.rdx,
+        &mut frame.rcx,
+        &mut frame.rbx,
+        &mut frame.rax,
+    ] {
+        *r = 0;
+    }
+    frame.rip = entry;
+    frame.rsp = sp;
+    frame.rflags = 0x202;
+    crate::arch::reset_fpu_control();
+    crate::arch::set_fs_base(0);
+    crate::arch::set_gs_base(0);
+    Return::Full as u64
 }
 
 /// Runs one system call to completion: blocking (with the process lock

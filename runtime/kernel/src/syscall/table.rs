@@ -125,7 +125,7 @@ syscalls! {
     56 clone(flags: Flags, stack: UserAddr, parent_tid: UserPtr<u32>, child_tid: UserPtr<u32>, tls: UserAddr) => thread::clone;
     57 fork;
     58 vfork;
-    59 execve;
+    59 execve(path: UserCStr, argv: UserPtr<u64>, envp: UserPtr<u64>) => task::execve;
     60 exit(status: i32) => thread::exit;
     61 wait4(pid: i32, status: UserPtr<i32>, options: Flags, rusage: UserPtr<u8>) => task::wait4;
     62 kill(pid: i32, signal: u64) => signal::kill;
@@ -388,7 +388,7 @@ syscalls! {
     319 memfd_create;
     320 kexec_file_load;
     321 bpf;
-    322 execveat;
+    322 execveat(dirfd: DirFd, path: UserCStr, argv: UserPtr<u64>, envp: UserPtr<u64>, flags: Flags) => task::execveat;
     323 userfaultfd;
     324 membarrier;
     325 mlock2;

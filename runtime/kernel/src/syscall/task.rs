@@ -4,10 +4,13 @@
 
 use kiln_kernel::errno::Errno;
 
-use super::args::{Flags, Word};
+use alloc::vec::Vec;
+
+use super::args::{DirFd, Flags, Word};
 use super::Call;
+use super::Outcome;
 use crate::mm::space::STACK_SIZE;
-use crate::mm::uaccess::UserPtr;
+use crate::mm::uaccess::{UserCStr, UserPtr};
 use crate::process::Process;
 use crate::sched;
 
@@ -277,4 +280,92 @@ pub fn sched_getaffinity(
     }
     p.mem.write(mask, 1)?;
     Ok(8)
+}
+
+/// A program image waiting to start: set by execve, taken by the system
+/// call's way out, which returns to it with every register fresh.
+static PENDING_EXEC: spin::Mutex<Option<(u64, u64)>> = spin::Mutex::new(None);
+
+/// The entry point and stack pointer of the program execve just loaded.
+pub(super) fn take_exec() -> Option<(u64, u64)> {
+    PENDING_EXEC.lock().take()
+}
+
+/// Most argv/envp strings one execve takes (Linux's MAX_ARG_STRINGS is
+/// larger; kiln's limit is the bytes of the stack).
+const MAX_ARG_STRINGS: u64 = 1 << 17;
+
+/// A NULL-terminated array of C strings from the program.
+fn string_array(
+    p: &mut Process,
+    at: UserPtr<u64>,
+    budget: &mut usize,
+) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut out = Vec::new();
+    if at.is_null() {
+        return Ok(out);
+    }
+    for i in 0..MAX_ARG_STRINGS {
+        let ptr = p.mem.read(UserPtr::<u64>::new(at.addr() + 8 * i))?;
+        if ptr == 0 {
+            return Ok(out);
+        }
+        let s = p
+            .mem
+            .cstr(UserCStr(UserPtr::new(ptr)), *budget)
+            .map_err(|e| match e {
+                Errno::Nametoolong => Errno::TooBig,
+                e => e,
+            })?;
+        *budget = budget.checked_sub(s.len() + 1 + 8).ok_or(Errno::TooBig)?;
+        out.push(s);
+    }
+    Err(Errno::TooBig)
+}
+
+/// execve(2).
+pub fn execve(p: &mut Call, path: UserCStr, argv: UserPtr<u64>, envp: UserPtr<u64>) -> Outcome {
+    execveat(p, DirFd::Cwd, path, argv, envp, Flags(0))
+}
+
+/// execveat(2): the program `path` names (`#!` scripts through their
+/// interpreter) replaces the calling process's image; other threads end.
+/// Only files of the image's root file system run.
+pub fn execveat(
+    p: &mut Call,
+    dirfd: DirFd,
+    path: UserCStr,
+    argv: UserPtr<u64>,
+    envp: UserPtr<u64>,
+    Flags(_flags): Flags,
+) -> Outcome {
+    let prepared = (|| {
+        let name = super::path::path_arg(p, path)?;
+        if name.is_empty() {
+            return Err(Errno::Noent);
+        }
+        let base = super::path::base_dir(p, dirfd, &name)?;
+        // argv and envp share a quarter of the stack, as on Linux.
+        let mut budget = (crate::mm::space::STACK_SIZE / 4 - 4096) as usize;
+        let argv = string_array(p, argv, &mut budget)?;
+        let envp = string_array(p, envp, &mut budget)?;
+        let program = crate::exec::find_program(&base, &name, argv)?;
+        Ok((program, envp))
+    })();
+    let (program, envp) = match prepared {
+        Ok(x) => x,
+        Err(e) => return Outcome::Return(Err(e)),
+    };
+    // The point of no return.
+    crate::sched::end_other_threads();
+    match crate::exec::replace(p, &program, envp) {
+        Ok((entry, sp)) => {
+            *crate::state::KERNEL.rewriter.lock() = crate::syscall::rewrite::Rewriter::new();
+            crate::sched::reset_current_for_exec();
+            *PENDING_EXEC.lock() = Some((entry, sp));
+            Outcome::Return(Ok(0))
+        }
+        // The old image is gone: nothing to return to (Linux: SIGKILL).
+        Err(_) => Outcome::Kill(kiln_kernel::signal::sig::SIGKILL),
+    }
 }

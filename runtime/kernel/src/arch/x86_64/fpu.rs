@@ -169,3 +169,15 @@ impl Drop for FpuState {
         unsafe { dealloc(self.area, self.layout) };
     }
 }
+
+/// Resets the x87 and SSE control state to what a new program starts with
+/// (execve): FNINIT and MXCSR 0x1f80. The XMM registers themselves come
+/// from the frame the program returns with.
+pub fn reset_control() {
+    let mxcsr: u32 = 0x1f80;
+    // SAFETY: FNINIT and LDMXCSR of the default value change only the FPU's
+    // control and status state, which belongs to the running thread.
+    unsafe {
+        asm!("fninit", "ldmxcsr [{m}]", m = in(reg) &mxcsr, options(nostack));
+    }
+}

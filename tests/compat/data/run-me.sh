@@ -1,0 +1,1 @@
+#!/app/c-exec script-arg
