@@ -5,7 +5,10 @@
  *   div0     divide by zero (SIGFPE)
  *   abort    abort() (SIGABRT)
  *   enosys   call a system call kiln does not implement; print the errno
- *   fork     fork(); print what it returned (kiln: -1, ENOSYS)
+ *   fork     fork(); the child exits 42, the parent waits and prints
+ *            what it saw
+ *   forkbomb fork children that wait forever until fork fails; print how
+ *            many and the errno name, then exit (ending the appliance)
  *   spin     loop forever
  *   stack    touch 4 MiB of stack (demand paging), then exit 0 */
 #include <errno.h>
@@ -13,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static volatile int zero, one = 1;
@@ -27,7 +31,7 @@ static int deep(int n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: probe exit N|segv|ud2|div0|abort|enosys|fork|spin|stack\n");
+        fprintf(stderr, "usage: probe exit N|segv|ud2|div0|abort|enosys|fork|forkbomb|spin|stack\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -47,10 +51,33 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(mode, "fork")) {
+        pid_t parent = getpid();
         pid_t pid = fork();
         if (pid == 0)
-            _exit(0);
-        printf("fork returned %d, errno %s\n", (int)pid, pid < 0 ? strerror(errno) : "-");
+            _exit(getppid() == parent ? 42 : 1);
+        if (pid < 0) {
+            printf("fork failed: %s\n", strerror(errno));
+            return 1;
+        }
+        int st = 0;
+        pid_t w = waitpid(pid, &st, 0);
+        printf("child %s, exited %d; wait again: %s\n", w == pid ? "reaped" : "lost",
+               WIFEXITED(st) ? WEXITSTATUS(st) : -1, waitpid(-1, &st, 0) < 0 ? strerror(errno) : "?");
+        return 0;
+    }
+    if (!strcmp(mode, "forkbomb")) {
+        int made = 0;
+        for (;;) {
+            pid_t c = fork();
+            if (c == 0) {
+                pause();
+                _exit(0);
+            }
+            if (c < 0)
+                break;
+            made++;
+        }
+        printf("made %s children, then %s\n", made > 10 ? "many" : "few", errno == EAGAIN ? "EAGAIN" : strerror(errno));
         return 0;
     }
     if (!strcmp(mode, "spin"))

@@ -202,6 +202,9 @@ fn write_back_mappings() {
 
 /// Ends the program normally with `status` (exit/exit_group).
 pub fn exit_program(status: u8) -> ! {
+    if process::current_pid() != 1 {
+        process::exit_current(process::WaitStatus::Exited(status));
+    }
     write_back_mappings();
     let tracing = KERNEL
         .process
@@ -228,6 +231,14 @@ pub fn deadlock() -> ! {
 /// Ends the program as killed by `signal`, with a one-line report on
 /// stderr when `detail` says why.
 pub fn kill_program(signal: u8, detail: Option<fmt::Arguments<'_>>) -> ! {
+    let pid = process::current_pid();
+    if pid != 1 {
+        if let Some(d) = detail {
+            let (name, what) = signal::describe(signal);
+            kprintln!("kiln: process {pid} killed by {name} ({what}): {d}");
+        }
+        process::exit_current(process::WaitStatus::Signaled(signal));
+    }
     write_back_mappings();
     let (name, what) = signal::describe(signal);
     match detail {

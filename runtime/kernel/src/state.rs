@@ -34,6 +34,7 @@
 //! yield flags of `sched`, the panic flag).
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use kiln_kernel::fs::vfs::Overlay;
 use kiln_kernel::random::chacha::ChaCha20;
@@ -53,8 +54,13 @@ use crate::time::Clock;
 
 /// The kernel's mutable state (see the lock order above).
 pub struct Kernel {
-    /// The running program.
+    /// The running process.
     pub process: Mutex<Option<Process>>,
+    /// The other processes, by pid, while their threads are off the CPU
+    /// (the scheduler swaps them in and out of `process`).
+    pub parked: Mutex<alloc::collections::BTreeMap<u32, Process>>,
+    /// Processes that ended and wait for their parent's wait4/waitid.
+    pub zombies: Mutex<Vec<crate::process::Zombie>>,
     /// The file system: the image's root file system and the writable
     /// layer over it (created on first use).
     pub vfs: Once<Mutex<Overlay>>,
@@ -79,6 +85,8 @@ pub struct Kernel {
 /// The one instance.
 pub static KERNEL: Kernel = Kernel {
     process: Mutex::new(None),
+    parked: Mutex::new(alloc::collections::BTreeMap::new()),
+    zombies: Mutex::new(Vec::new()),
     vfs: Once::new(),
     rewriter: Mutex::new(Rewriter::new()),
     devices: Mutex::new(Devices::new()),

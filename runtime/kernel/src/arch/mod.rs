@@ -28,3 +28,27 @@ pub use self::x86_64::{
 pub fn active_page_table() -> u64 {
     self::x86_64::cpu::read_cr3() & pte::ADDR
 }
+
+/// Makes `pml4` the active address space (a process switch).
+pub fn load_page_table(pml4: u64) {
+    if active_page_table() != pml4 {
+        // SAFETY: every process's top-level table shares the kernel's upper
+        // half (`new_page_table_root`), so the kernel stays mapped.
+        unsafe { self::x86_64::cpu::write_cr3(pml4) }
+    }
+}
+
+/// A new top-level page table for a process: empty lower half, the
+/// running one's upper (kernel) half. `None` without a free frame.
+pub fn new_page_table_root() -> Option<u64> {
+    let pml4 = crate::mm::frame::alloc_zeroed()?;
+    let active = active_page_table();
+    // SAFETY: both are page-table frames in the direct map; the new one is
+    // ours alone, the active one is only read.
+    unsafe {
+        let from = &*(phys_to_virt(active) as *const [u64; 512]);
+        let to = &mut *(phys_to_virt(pml4) as *mut [u64; 512]);
+        to[256..].copy_from_slice(&from[256..]);
+    }
+    Some(pml4)
+}

@@ -89,6 +89,10 @@ pub fn exec(
     // SAFETY: the active PML4 is the kernel's; the process owns its lower half.
     let tables = unsafe { PageTables::from_pml4(arch::active_page_table()) };
     let mut p = Process {
+        pid: 1,
+        ppid: 0,
+        exe: alloc::string::String::from_utf8_lossy(path).into_owned(),
+        rewriter: crate::syscall::rewrite::Rewriter::new(),
         mem: AddressSpace::new(tables, plan.brk_start),
         trace,
         signals: Signals::new(),
@@ -397,6 +401,8 @@ pub fn replace(
         envp,
     };
     let (mut next, entry, sp) = exec(program.region, program.path.as_bytes(), &args, p.trace)?;
+    next.pid = p.pid;
+    next.ppid = p.ppid;
     next.fds = core::mem::take(&mut p.fds);
     next.fds.close_on_exec();
     next.cwd = core::mem::take(&mut p.cwd);

@@ -211,7 +211,7 @@ pub struct Descriptor {
 }
 
 /// The descriptor table.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct FdTable {
     slots: Vec<Option<Descriptor>>,
 }

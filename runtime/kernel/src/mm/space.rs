@@ -50,6 +50,76 @@ impl AddressSpace {
         self.vmas.insert(vma)
     }
 
+    /// Physical address of its top-level page table.
+    pub fn pml4(&self) -> u64 {
+        self.tables.pml4()
+    }
+
+    /// A copy for a forked child: new page tables (the kernel's half
+    /// shared), the same areas, every present page copied except the
+    /// image's own frames, which stay shared (never written: a write made
+    /// a private copy first).
+    ///
+    /// # Errors
+    /// ENOMEM when frames run out (what was copied is freed again).
+    pub fn fork(&self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {
+        use kiln_kernel::errno::Errno;
+        let pml4 = arch::new_page_table_root().ok_or(Errno::Nomem)?;
+        // SAFETY: a fresh top-level table that only the child will use; it
+        // is not active until the scheduler loads it.
+        let tables = unsafe { PageTables::from_pml4(pml4) };
+        let mut child = AddressSpace::new(tables, self.brk_start);
+        child.brk = self.brk;
+        let copied = (|| {
+            for vma in self.vmas.iter() {
+                child.vmas.insert(*vma).map_err(|_| Errno::Nomem)?;
+                let mut page = vma.start;
+                while page < vma.end {
+                    let e = self.tables.lookup(page);
+                    if e & pte::HUGE != 0 {
+                        return Err(Errno::Nomem);
+                    }
+                    if e & (pte::PRESENT | pte::KEPT) != 0 {
+                        let pa = e & pte::ADDR;
+                        let flags = e & !pte::ADDR & !(pte::PRESENT | pte::USER);
+                        let target = if self.is_image_frame(vma, page, pa) {
+                            pa
+                        } else {
+                            let copy = frame::alloc().ok_or(Errno::Nomem)?;
+                            copy_frame(pa, copy);
+                            copy
+                        };
+                        if child
+                            .tables
+                            .map(page, target, flags, &mut frame::alloc_zeroed)
+                            .is_err()
+                        {
+                            if target != pa {
+                                frame::free(target);
+                            }
+                            return Err(Errno::Nomem);
+                        }
+                        if e & pte::PRESENT == 0 {
+                            child.tables.protect(page, flags, false);
+                        }
+                    }
+                    page += PAGE_SIZE;
+                }
+            }
+            Ok(())
+        })();
+        match copied {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                let areas: alloc::vec::Vec<Vma> = child.vmas.iter().copied().collect();
+                for a in areas {
+                    let _ = child.remove_range(a.start, a.end);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Removes `[start, end)` from the address space, freeing its frames.
     pub fn remove_range(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
         for piece in self.vmas.remove(start, end)? {

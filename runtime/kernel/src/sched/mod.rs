@@ -38,7 +38,7 @@ pub(crate) use wait::{expire, signal_ends_wait, wake};
 pub type Tid = u32;
 
 /// Size of each thread's kernel stack.
-const KSTACK_SIZE: usize = 32 * 1024;
+const KSTACK_SIZE: usize = 64 * 1024;
 /// Length of a time slice when threads share the CPU.
 const SLICE_NS: u64 = 10_000_000;
 
@@ -53,6 +53,8 @@ pub(crate) enum State {
 pub struct Thread {
     /// Its id.
     pub tid: Tid,
+    /// Its process's id.
+    pub pid: Tid,
     pub(crate) kstack: Vec<u128>,
     pub(crate) saved_rsp: u64,
     pub(crate) fpu: Option<FpuState>,
@@ -73,9 +75,10 @@ pub struct Thread {
 }
 
 impl Thread {
-    fn new(tid: Tid) -> Box<Thread> {
+    fn new(tid: Tid, pid: Tid) -> Box<Thread> {
         Box::new(Thread {
             tid,
+            pid,
             kstack: alloc::vec![0u128; KSTACK_SIZE / 16],
             saved_rsp: 0,
             fpu: None,
@@ -155,7 +158,7 @@ pub(crate) fn default_comm() -> [u8; 16] {
 
 /// Creates thread 1 (the program's first) and returns its kernel stack top.
 pub fn init_main_thread() -> u64 {
-    let t = Thread::new(1);
+    let t = Thread::new(1, 1);
     let top = t.kstack_top();
     KERNEL.sched.lock().threads.insert(1, t);
     top
@@ -164,6 +167,20 @@ pub fn init_main_thread() -> u64 {
 /// The running thread's id.
 pub fn current_tid() -> Tid {
     KERNEL.sched.lock().current
+}
+
+/// The running thread's process id.
+pub fn current_pid() -> Tid {
+    let s = KERNEL.sched.lock();
+    s.threads.get(&s.current).map_or(1, |t| t.pid)
+}
+
+/// A fresh id for a thread or process.
+pub fn next_id() -> Tid {
+    let mut s = KERNEL.sched.lock();
+    let id = s.next_tid;
+    s.next_tid += 1;
+    id
 }
 
 /// Runs `f` on the running thread's record.
@@ -191,11 +208,25 @@ fn deadline_tsc(ns: u64) -> u64 {
 /// # Errors
 /// ENOMEM when its stacks cannot be allocated.
 pub fn spawn(frame: &Frame, fs_base: u64, clear_child_tid: UserPtr<u32>) -> Result<Tid, Errno> {
+    let tid = next_id();
+    spawn_as(tid, current_pid(), frame, fs_base, clear_child_tid)
+}
+
+/// Starts thread `tid` of process `pid` entering the program with `frame`
+/// (a forked child's first thread has the process's id).
+///
+/// # Errors
+/// ENOMEM when its stacks cannot be allocated.
+pub fn spawn_as(
+    tid: Tid,
+    pid: Tid,
+    frame: &Frame,
+    fs_base: u64,
+    clear_child_tid: UserPtr<u32>,
+) -> Result<Tid, Errno> {
     let fpu = FpuState::capture().ok_or(Errno::Nomem)?;
     let mut s = KERNEL.sched.lock();
-    let tid = s.next_tid;
-    s.next_tid += 1;
-    let mut t = Thread::new(tid);
+    let mut t = Thread::new(tid, pid);
     // A new thread inherits the creator's mask, not its alternate stack.
     let cur = s.current;
     t.sig.mask = s.threads.get(&cur).map_or(0, |c| c.sig.mask);
@@ -280,16 +311,17 @@ pub fn yield_now() {
     schedule();
 }
 
-/// Ends the running thread. Returns when it was the last one (the caller
-/// then ends the program); otherwise never returns.
+/// Ends the running thread. Returns when it was the last one of its
+/// process (the caller then ends the process); otherwise never returns.
 pub fn exit_current() {
     {
         let mut s = KERNEL.sched.lock();
         let cur = s.current;
+        let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
         let others = s
             .threads
             .values()
-            .any(|t| t.tid != cur && t.state != State::Exited);
+            .any(|t| t.tid != cur && t.pid == pid && t.state != State::Exited);
         if !others {
             return;
         }
@@ -299,6 +331,33 @@ pub fn exit_current() {
     }
     schedule();
     unreachable!("an exited thread was resumed");
+}
+
+/// Ends every thread of the running process, the running one last: the
+/// CPU goes to another process's thread and this never returns (the
+/// process's resources are already gone).
+pub fn exit_process_threads() -> ! {
+    {
+        let mut s = KERNEL.sched.lock();
+        let cur = s.current;
+        let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
+        let others: Vec<Tid> = s
+            .threads
+            .values()
+            .filter(|t| t.pid == pid && t.tid != cur)
+            .map(|t| t.tid)
+            .collect();
+        for tid in others {
+            // Off the CPU (one CPU): their stacks go at once.
+            s.threads.remove(&tid);
+        }
+        s.run_queue.retain(|&t| t != cur);
+        if let Some(t) = s.threads.get_mut(&cur) {
+            t.state = State::Exited;
+        }
+    }
+    schedule();
+    unreachable!("an ended process's thread was resumed");
 }
 
 /// Called by the timer interrupt: `from_program` when it interrupted the
@@ -429,6 +488,7 @@ fn schedule() {
         arch::set_gs_base(next_t.gs_base);
         arch::set_kernel_stack(next_t.kstack_top());
         let next_rsp: *const u64 = &next_t.saved_rsp;
+        let next_pid = next_t.pid;
         if prev_exited {
             // Keep the exited thread's stack alive until we are off it.
             if let Some(t) = s.threads.remove(&cur) {
@@ -445,6 +505,8 @@ fn schedule() {
             unsafe { &raw mut (*prev_ptr).saved_rsp }
         };
         drop(s);
+        // Another process's thread: its process and address space first.
+        crate::process::switch_to(next_pid);
         // SAFETY: `next_rsp` was saved by switch_to or prepared by
         // `prepare_new_thread` on a stack owned by a live thread (or a
         // zombie kept until after this switch); `prev_rsp` outlives the
@@ -485,18 +547,32 @@ pub fn thread_alive(tid: Tid) -> bool {
         .is_some_and(|t| t.state != State::Exited)
 }
 
-/// Ends every thread but the running one (execve in a threaded program,
-/// as Linux does): they never run again and their records go.
+/// Ends every thread of the running process but the running one (execve
+/// in a threaded program, as Linux does): they never run again and their
+/// records go.
 pub fn end_other_threads() {
     let mut s = KERNEL.sched.lock();
     let cur = s.current;
-    let others: Vec<Tid> = s.threads.keys().copied().filter(|&t| t != cur).collect();
+    let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
+    let others: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.tid != cur && t.pid == pid)
+        .map(|t| t.tid)
+        .collect();
     for tid in others {
         // Not running (one CPU: only the current thread is), so their
         // stacks can go at once.
         s.threads.remove(&tid);
     }
-    s.run_queue.retain(|&t| t == cur);
+    let threads = &s.threads;
+    let keep: VecDeque<Tid> = s
+        .run_queue
+        .iter()
+        .copied()
+        .filter(|t| threads.contains_key(t))
+        .collect();
+    s.run_queue = keep;
 }
 
 /// The running thread as a new program finds it after execve: no
@@ -509,4 +585,19 @@ pub fn reset_current_for_exec() {
         t.comm = default_comm();
         t.fs_base = 0;
     });
+}
+
+/// Drops every thread of process `pid` (ended while off the CPU).
+pub fn remove_threads_of(pid: Tid) {
+    let mut s = KERNEL.sched.lock();
+    let doomed: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.pid == pid)
+        .map(|t| t.tid)
+        .collect();
+    for tid in doomed {
+        s.threads.remove(&tid);
+    }
+    rearm(&mut s);
 }

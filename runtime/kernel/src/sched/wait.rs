@@ -228,6 +228,8 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
 
 /// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
 pub(crate) fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
+    // The process-directed queue is pid 1's.
+    let shared = if t.pid == 1 { shared } else { 0 };
     let pending = t.sig.pending.set() | shared;
     let set = match wait {
         Wait::Signal { set } => set,

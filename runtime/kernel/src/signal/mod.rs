@@ -31,6 +31,7 @@ use crate::state::KERNEL;
 use crate::time::timer;
 
 /// The program's signal dispositions.
+#[derive(Clone)]
 pub struct Signals {
     actions: [SigAction; NSIG as usize],
 }

@@ -90,14 +90,22 @@ pub fn take_signal(set: u64) -> Option<SigInfo> {
     if let Some(info) = t.sig.pending.take(allowed) {
         return Some(info);
     }
+    // The process-directed queue is pid 1's (another process's own signals
+    // go to its first thread).
+    if t.pid != 1 {
+        return None;
+    }
     s.shared.take(allowed)
 }
 
 /// Signals pending for the running thread (its own and the process's).
 pub fn pending_signals() -> u64 {
     let s = KERNEL.sched.lock();
-    let own = s.threads.get(&s.current).map_or(0, |t| t.sig.pending.set());
-    own | s.shared.set()
+    let Some(t) = s.threads.get(&s.current) else {
+        return 0;
+    };
+    let shared = if t.pid == 1 { s.shared.set() } else { 0 };
+    t.sig.pending.set() | shared
 }
 
 /// Drops every pending instance of `signal` (its action became "ignore").

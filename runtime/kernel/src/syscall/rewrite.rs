@@ -41,7 +41,9 @@ const SLOT: u64 = 48;
 const REACH: u64 = (1 << 31) - 2 * PAGE_SIZE;
 
 /// SYSCALL sites seen, trampolines made and sites rewritten; the
-/// instance is `state::KERNEL.rewriter`.
+/// running process's instance is `state::KERNEL.rewriter` (the others'
+/// wait in their `Process`).
+#[derive(Clone, Default)]
 pub struct Rewriter {
     /// Traps seen per SYSCALL address (`u8::MAX`: looked at already).
     seen: BTreeMap<u64, u8>,

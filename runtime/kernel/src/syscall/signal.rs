@@ -183,28 +183,41 @@ pub fn tgkill(p: &mut Call, tgid: i32, tid: i32, signal: u64) -> Outcome {
     send_user(p, tgid, Some(tid), signal)
 }
 
-/// tkill(2): a signal for thread `tid` of the program.
+/// tkill(2): a signal for thread `tid` of the caller's process.
 pub fn tkill(p: &mut Call, tid: i32, signal: u64) -> Outcome {
-    send_user(p, 1, Some(tid), signal)
+    let pid = p.pid as i32;
+    send_user(p, pid, Some(tid), signal)
 }
 
-/// kill, tgkill and tkill: `pid` 1 (or 0) is the program; a thread target
-/// goes to that thread.
+/// kill, tgkill and tkill: `pid` 0 or the caller's own is the caller's
+/// process (its first thread when it is not pid 1, whose process-wide
+/// queue is the kernel's); another live process gets the signal as its
+/// dispositions say — a terminating default ends it at once; a thread
+/// target goes to that thread.
 fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcome {
     let r = (|| -> Result<Option<u8>, Errno> {
-        // The program is process 1 and alone: kill(0) (its group) reaches
-        // it, kill(-1) (everyone but the caller) reaches nobody.
         if tid.is_some() && pid <= 0 {
             return Err(Errno::Inval);
-        }
-        if !(0..=1).contains(&pid) {
-            return Err(Errno::Srch);
         }
         if signal > u64::from(NSIG) {
             return Err(Errno::Inval);
         }
+        let own = pid == 0 || pid == p.pid as i32;
+        if !own {
+            if pid <= 0 || tid.is_some() {
+                // Groups and other processes' threads: none reachable yet.
+                return if pid == -1 {
+                    Ok(None)
+                } else {
+                    Err(Errno::Srch)
+                };
+            }
+            crate::process::signal_other(pid as u32, signal as u8)?;
+            return Ok(None);
+        }
         let target = match tid {
             Some(t) => Some(u32::try_from(t).map_err(|_| Errno::Inval)?),
+            None if p.pid != 1 => Some(p.pid),
             None => None,
         };
         if signal == 0 {
@@ -213,7 +226,7 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
                 _ => Ok(None),
             };
         }
-        let kind = if target.is_some() {
+        let kind = if tid.is_some() {
             code::SI_TKILL
         } else {
             code::SI_USER

@@ -14,14 +14,14 @@ use crate::mm::uaccess::{UserCStr, UserPtr};
 use crate::process::Process;
 use crate::sched;
 
-/// getpid(2): the program is process 1.
-pub fn getpid(_p: &mut Call) -> Result<u64, Errno> {
-    Ok(1)
+/// getpid(2).
+pub fn getpid(p: &mut Call) -> Result<u64, Errno> {
+    Ok(u64::from(p.pid))
 }
 
-/// getppid(2): its parent is outside the VM.
-pub fn getppid(_p: &mut Call) -> Result<u64, Errno> {
-    Ok(0)
+/// getppid(2): pid 1's parent is outside the VM (0).
+pub fn getppid(p: &mut Call) -> Result<u64, Errno> {
+    Ok(u64::from(p.ppid))
 }
 
 /// gettid(2).
@@ -75,34 +75,182 @@ pub fn setsid(_p: &mut Call) -> Result<u64, Errno> {
     Err(Errno::Perm)
 }
 
-/// setpgid(2): only the program's own group, which it already leads.
-pub fn setpgid(_p: &mut Call, pid: i32, pgid: i32) -> Result<u64, Errno> {
-    match (pid, pgid) {
-        (0 | 1, 0 | 1) => Ok(0),
-        _ => Err(Errno::Srch),
+/// setpgid(2): every process stays in group 1 for now (process groups
+/// are future work); accepted for the caller and its children.
+pub fn setpgid(p: &mut Call, pid: i32, pgid: i32) -> Result<u64, Errno> {
+    if pgid < 0 {
+        return Err(Errno::Inval);
+    }
+    let me = p.pid;
+    let target = if pid == 0 { me } else { pid as u32 };
+    if target == me || crate::process::children_of(me).0.contains(&target) {
+        Ok(0)
+    } else {
+        Err(Errno::Srch)
     }
 }
 
-/// wait4(2): kiln runs one program, so there are never children.
-pub fn wait4(
-    _p: &mut Call,
-    _pid: i32,
-    _status: UserPtr<i32>,
-    _options: Flags,
-    _rusage: UserPtr<u8>,
-) -> Result<u64, Errno> {
-    Err(Errno::Child)
+/// fork(2), vfork(2) and clone(2) without CLONE_THREAD: a new process
+/// running the caller's code from this call on with RAX 0 — its memory a
+/// copy of the caller's, its descriptors shared. (vfork and CLONE_VM share
+/// nothing more: the child has its own copy, which is what a program that
+/// execs or exits soon after cannot tell apart, except that posix_spawn's
+/// child cannot report an exec failure through shared memory.)
+pub fn fork(p: &mut Call) -> Outcome {
+    fork_with_stack(p, 0)
 }
 
-/// waitid(2): no children either.
-pub fn waitid(
-    _p: &mut Call,
-    _which: u32,
-    _id: i32,
-    _info: UserPtr<u8>,
-    _options: Flags,
+/// The fork of `fork`, with the child on `stack` when not 0 (clone).
+pub fn fork_with_stack(p: &mut Call, stack: u64) -> Outcome {
+    // A fork bomb meets EAGAIN, and the kernel keeps the memory its own
+    // structures need (a new thread's stack comes from its heap).
+    if crate::state::KERNEL.parked.lock().len() + 1 >= MAX_PROCESSES {
+        return Outcome::Return(Err(Errno::Again));
+    }
+    let (used, total) = crate::mm::frame::usage();
+    if total.saturating_sub(used) < RESERVE_FRAMES {
+        return Outcome::Return(Err(Errno::Again));
+    }
+    let pid = crate::sched::next_id();
+    let mut child = match p.fork(pid) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Return(Err(e)),
+    };
+    let (used, total) = crate::mm::frame::usage();
+    if total.saturating_sub(used) < RESERVE_FRAMES {
+        // The copy took what the kernel needs: give it back.
+        let _ = child.mem.remove_range(
+            kiln_kernel::exec::elf::USER_MIN,
+            kiln_kernel::exec::elf::USER_END,
+        );
+        return Outcome::Return(Err(Errno::Again));
+    }
+    let mut frame = *p.frame();
+    frame.rax = 0;
+    if stack != 0 {
+        frame.rsp = stack;
+    }
+    crate::state::KERNEL.parked.lock().insert(pid, child);
+    if let Err(e) =
+        crate::sched::spawn_as(pid, pid, &frame, crate::arch::fs_base(), UserPtr::new(0))
+    {
+        crate::state::KERNEL.parked.lock().remove(&pid);
+        return Outcome::Return(Err(e));
+    }
+    Outcome::Return(Ok(u64::from(pid)))
+}
+
+/// Most processes at once (Linux's RLIMIT_NPROC plays this part); fork
+/// fails with EAGAIN beyond.
+pub const MAX_PROCESSES: usize = 256;
+/// Free frames fork leaves for the kernel (1 MiB).
+const RESERVE_FRAMES: u64 = 256;
+
+/// wait4 and waitid options.
+const WNOHANG: u64 = 1;
+const WUNTRACED: u64 = 2;
+const WEXITED: u64 = 4;
+const WCONTINUED: u64 = 8;
+const WNOWAIT: u64 = 0x0100_0000;
+const WALL_CLONE: u64 = 0xc000_0000;
+
+/// The ended child of the caller that `select` accepts, collected (left
+/// for later with `keep`): `Ok(None)` when children that match still run,
+/// ECHILD when none match.
+fn reap(
+    me: u32,
+    select: impl Fn(u32) -> bool,
+    keep: bool,
+) -> Result<Option<crate::process::Zombie>, Errno> {
+    let mut zombies = crate::state::KERNEL.zombies.lock();
+    if let Some(i) = zombies.iter().position(|z| z.ppid == me && select(z.pid)) {
+        return Ok(Some(if keep { zombies[i] } else { zombies.remove(i) }));
+    }
+    drop(zombies);
+    let (live, _) = crate::process::children_of(me);
+    if live.into_iter().any(select) {
+        Ok(None)
+    } else {
+        Err(Errno::Child)
+    }
+}
+
+/// Which children a wait4 `pid` argument selects (process groups are the
+/// caller's own for now: every process is in group 1).
+fn wait4_selects(pid: i32) -> impl Fn(u32) -> bool {
+    move |child| match pid {
+        p if p > 0 => child == p as u32,
+        _ => true,
+    }
+}
+
+/// wait4(2) (and waitpid, wait through it): an ended child's status; waits
+/// for one unless WNOHANG (stopped and continued children never happen).
+pub fn wait4(
+    p: &mut Call,
+    pid: i32,
+    status: UserPtr<i32>,
+    Flags(options): Flags,
+    rusage: UserPtr<u8>,
 ) -> Result<u64, Errno> {
-    Err(Errno::Child)
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL_CLONE) != 0 {
+        return Err(Errno::Inval);
+    }
+    match reap(p.pid, wait4_selects(pid), false)? {
+        Some(z) => {
+            if !status.is_null() {
+                p.mem.write(status, z.status.raw())?;
+            }
+            if !rusage.is_null() {
+                p.mem.write_bytes(rusage, &[0u8; 144])?;
+            }
+            Ok(u64::from(z.pid))
+        }
+        None if options & WNOHANG != 0 => Ok(0),
+        // Blocks until a child ends (its end wakes waiters), then runs again.
+        None => Err(Errno::Restart),
+    }
+}
+
+/// waitid(2): P_ALL (0), P_PID (1), P_PGID (2: every child for now).
+pub fn waitid(
+    p: &mut Call,
+    which: u32,
+    id: i32,
+    info: UserPtr<u8>,
+    Flags(options): Flags,
+) -> Result<u64, Errno> {
+    if options & (WEXITED | WUNTRACED | WCONTINUED) == 0 || which > 2 {
+        return Err(Errno::Inval);
+    }
+    let select = move |child: u32| which != 1 || child == id as u32;
+    match reap(p.pid, select, options & WNOWAIT != 0)? {
+        Some(z) => {
+            if !info.is_null() {
+                // siginfo_t: si_signo, si_errno, si_code, (pad), si_pid,
+                // si_uid, si_status.
+                const SIGCHLD: i32 = 17;
+                let (code, st): (i32, i32) = match z.status {
+                    crate::process::WaitStatus::Exited(c) => (1, i32::from(c)),
+                    crate::process::WaitStatus::Signaled(s) => (2, i32::from(s)),
+                };
+                let mut b = [0u8; 128];
+                b[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
+                b[8..12].copy_from_slice(&code.to_le_bytes());
+                b[16..20].copy_from_slice(&(z.pid as i32).to_le_bytes());
+                b[24..28].copy_from_slice(&st.to_le_bytes());
+                p.mem.write_bytes(info, &b)?;
+            }
+            Ok(0)
+        }
+        None if options & WNOHANG != 0 => {
+            if !info.is_null() {
+                p.mem.write_bytes(info, &[0u8; 128])?;
+            }
+            Ok(0)
+        }
+        None => Err(Errno::Restart),
+    }
 }
 
 const RLIMIT_STACK: u32 = 3;

@@ -78,17 +78,14 @@ const CLONE_VM: u64 = 0x100;
 const CLONE_FS: u64 = 0x200;
 const CLONE_FILES: u64 = 0x400;
 const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_VFORK: u64 = 0x4000;
 const CLONE_THREAD: u64 = 0x10000;
 const CLONE_SETTLS: u64 = 0x80000;
 const CLONE_PARENT_SETTID: u64 = 0x100000;
 const CLONE_CHILD_CLEARTID: u64 = 0x200000;
 const CLONE_CHILD_SETTID: u64 = 0x1000000;
 
-/// clone(2): new threads of the program (CLONE_VM | CLONE_THREAD). New
-/// processes (fork, vfork, plain clone) are not supported: kiln runs one
-/// program, and spawning a second one is future work; they fail with
-/// ENOSYS, which the trace explains.
+/// clone(2): new threads (CLONE_VM | CLONE_THREAD), or without
+/// CLONE_THREAD a new process (as fork).
 pub fn clone(
     p: &mut Call,
     Flags(flags): Flags,
@@ -124,11 +121,12 @@ fn new_thread(
     child_tid: UserPtr<u32>,
     tls: u64,
 ) -> Outcome {
-    if flags & (CLONE_VM | CLONE_THREAD) != CLONE_VM | CLONE_THREAD || flags & CLONE_VFORK != 0 {
-        if p.trace {
-            crate::kprintln!("kiln: clone(flags {flags:#x}) would create a process; kiln runs one program (threads only)");
-        }
-        return Outcome::Return(Err(Errno::Nosys));
+    if flags & CLONE_THREAD == 0 {
+        // A new process (fork, vfork, posix_spawn's CLONE_VM|CLONE_VFORK).
+        return super::task::fork_with_stack(p, stack);
+    }
+    if flags & CLONE_VM == 0 {
+        return Outcome::Return(Err(Errno::Inval));
     }
     if flags & (CLONE_SIGHAND | CLONE_FS | CLONE_FILES) != (CLONE_SIGHAND | CLONE_FS | CLONE_FILES)
     {

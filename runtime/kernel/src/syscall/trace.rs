@@ -93,12 +93,6 @@ pub fn print_result(call: &str, number: u64, result: Result<u64, Errno>) {
         Ok(v) => crate::kprintln!("{call} = {}", v as i64),
         Err(Errno::Nosys) => {
             let why = match number {
-                nr::fork | nr::vfork | nr::execve | nr::execveat => {
-                    "kiln runs one program: new processes and exec are not supported yet"
-                }
-                nr::clone | nr::clone3 => {
-                    "kiln runs one program: clone works for threads (CLONE_VM|CLONE_THREAD) only"
-                }
                 _ if table::name(number).is_some() => "not supported by kiln yet",
                 _ => "no such system call",
             };
