@@ -50,6 +50,12 @@ impl AddressSpace {
         self.vmas.insert(vma)
     }
 
+    /// Frees its page tables (after `remove_range` of everything). They
+    /// must not be the active ones.
+    pub fn free_tables(self) {
+        self.tables.free_process_tables(&mut frame::free);
+    }
+
     /// Physical address of its top-level page table.
     pub fn pml4(&self) -> u64 {
         self.tables.pml4()

@@ -211,7 +211,20 @@ pub fn switch_to(next_pid: u32) {
         crate::arch::load_page_table(next.mem.pml4());
         *running = Some(next);
     }
+    // An ended process's tables, now that they are not the active ones.
+    let dead = DEAD_TABLES.lock().take();
+    if let Some(mem) = dead {
+        if mem.pml4() != crate::arch::active_page_table() {
+            mem.free_tables();
+        } else {
+            *DEAD_TABLES.lock() = Some(mem);
+        }
+    }
 }
+
+/// The address space (emptied) of the process that ended last, whose page
+/// tables were active when it did.
+static DEAD_TABLES: spin::Mutex<Option<AddressSpace>> = spin::Mutex::new(None);
 
 /// Ends the running process (not pid 1, whose end is the VM's): its memory
 /// and files go now — pipes see their end — it stays a zombie for its
@@ -228,7 +241,10 @@ pub fn exit_current(status: WaitStatus) -> ! {
                 kiln_kernel::exec::elf::USER_END,
             );
             let ppid = p.ppid;
-            drop(p);
+            // Its page tables are still the active ones: freed once the
+            // next process's are loaded.
+            let Process { mem, .. } = p;
+            *DEAD_TABLES.lock() = Some(mem);
             ppid
         }
         None => 1,
@@ -286,7 +302,8 @@ fn end_parked(pid: u32, status: WaitStatus) {
         kiln_kernel::exec::elf::USER_END,
     );
     let ppid = p.ppid;
-    drop(p);
+    let Process { mem, .. } = p;
+    mem.free_tables();
     crate::sched::remove_threads_of(pid);
     bury(pid, ppid, status);
 }

@@ -151,6 +151,13 @@ pub fn post_from_kernel(target: Option<Tid>, info: SigInfo) {
     let verdict = {
         let guard = KERNEL.process.lock();
         match guard.as_ref() {
+            // A process-directed signal is pid 1's: while another process
+            // runs, it waits in pid 1's queue, and pid 1's dispositions
+            // decide when it takes it.
+            Some(p) if target.is_none() && p.pid != 1 => {
+                crate::signal::pending::post_signal(None, info);
+                return;
+            }
             Some(p) => send(p, target, info),
             None => return,
         }

@@ -158,6 +158,33 @@ impl PageTables {
         Some(pa)
     }
 
+    /// Frees the page-table pages of the lower (program) half and then
+    /// the top-level table itself — for a process that ended, whose
+    /// mappings are gone already. The tables must not be active.
+    pub fn free_process_tables(self, free: &mut dyn FnMut(u64)) {
+        fn walk(pa: u64, level: u32, free: &mut dyn FnMut(u64)) {
+            if level > 0 {
+                // SAFETY: `pa` is a table of these (inactive) tables.
+                let t = unsafe { table(pa) };
+                for &e in t.iter() {
+                    if e & pte::PRESENT != 0 && e & pte::HUGE == 0 {
+                        walk(e & pte::ADDR, level - 1, free);
+                    }
+                }
+            }
+            free(pa);
+        }
+        // SAFETY: the top-level table is ours; only its lower half is the
+        // process's (the upper half is the kernel's, shared).
+        let top = unsafe { table(self.pml4) };
+        for &e in &top[..256] {
+            if e & pte::PRESENT != 0 && e & pte::HUGE == 0 {
+                walk(e & pte::ADDR, 2, free);
+            }
+        }
+        free(self.pml4);
+    }
+
     fn leaf_mut(&mut self, va: u64) -> Option<&mut u64> {
         let mut pa = self.pml4;
         for level in (1..4).rev() {
