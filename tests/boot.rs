@@ -229,6 +229,39 @@ fn fork_makes_a_child_the_parent_waits_for() {
     );
 }
 
+/// fork shares memory copy-on-write: forking a process of 100 MiB copies
+/// no page; the child's write of 10 MiB copies those 10 MiB only; both
+/// report their RSS; the parent's bytes stay its own.
+#[test]
+fn fork_copies_memory_only_when_written() {
+    if !kvm_or_skip("fork_copies_memory_only_when_written") {
+        return;
+    }
+    let out = boot("probe", &["--memory", "256"], &["forkmem"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "fork copied 0 MiB; child RSS 100 MiB; its write of 10 MiB copied 10 MiB\n\
+         child exited 0; parent RSS 100 MiB; parent's bytes its own: yes\n"
+    );
+}
+
+/// An orphan (its parent ended first) is adopted by pid 1: it stays a
+/// zombie when pid 1 never waits for it, as in a container; `--init`
+/// reaps it, as docker's init does.
+#[test]
+fn init_reaps_orphans_pid_1_never_waits_for() {
+    if !kvm_or_skip("init_reaps_orphans_pid_1_never_waits_for") {
+        return;
+    }
+    let out = boot("probe", &[], &["orphan"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "the orphan is a zombie\n");
+    let out = boot("probe", &["--init"], &["orphan"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "the orphan is reaped\n");
+}
+
 /// A fork bomb meets EAGAIN at the process limit (or when memory runs
 /// low) and the VM stays in order: the program goes on and its end ends the
 /// appliance, children and all.

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Trace the program's system calls.
     pub trace_syscalls: bool,
+    /// Reap orphaned processes in the guest (`--init`).
+    pub init: bool,
     /// Collect KVM counters.
     pub stats: bool,
     /// What the program's standard input reads.
@@ -264,6 +266,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         memory_mib: opts.memory_mib.unwrap_or(config.memory_mib),
         timeout: opts.timeout,
         trace_syscalls: opts.trace_syscalls,
+        init: opts.init,
         stats: opts.stats,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),

@@ -161,6 +161,7 @@ fn program_args(params: &BootParams, parsed: cmdline::KernelArgs) -> (Vec<u8>, A
     state::BOOT.options.call_once(|| state::Options {
         syscall_rewrite: !parsed.no_syscall_rewrite,
         vdso: !parsed.no_vdso,
+        init_reaps: parsed.init,
     });
     let path: Vec<u8> = match (params.path.is_empty(), &parsed.path) {
         (false, _) => params.path.to_vec(),

@@ -106,6 +106,8 @@ pub struct Options {
     pub syscall_rewrite: bool,
     /// Map the vDSO into the program (`kiln.vdso=0` turns it off).
     pub vdso: bool,
+    /// Reap orphaned processes when they end (`kiln.init=1`).
+    pub init_reaps: bool,
 }
 
 /// What the boot module holds.
@@ -140,6 +142,7 @@ pub fn options() -> Options {
     BOOT.options.get().copied().unwrap_or(Options {
         syscall_rewrite: true,
         vdso: true,
+        init_reaps: false,
     })
 }
 

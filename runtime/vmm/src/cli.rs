@@ -33,6 +33,10 @@ pub struct RunFlags {
     #[arg(long, value_name = "FILE")]
     pub timings_json: Option<PathBuf>,
 
+    /// Run an init inside the guest, as `docker run --init`: processes whose parent ended (adopted by pid 1) are reaped by the kernel when they end, so a program that never waits leaves no zombies; the program stays pid 1 and its own children stay its to wait for
+    #[arg(long)]
+    pub init: bool,
+
     /// Print every system call the program makes (name, arguments, result), strace-style, on stderr
     #[arg(long)]
     pub trace_syscalls: bool,

@@ -115,6 +115,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Ask the kernel to trace every system call.
     pub trace_syscalls: bool,
+    /// Ask the kernel to reap orphaned processes (`--init`).
+    pub init: bool,
     /// Collect KVM statistics.
     pub stats: bool,
     /// Boot-info layout version to write (tests change it).
@@ -482,6 +484,9 @@ pub fn run(
     // The network next: passt starts while the VM is built.
     let mut network = net::Network::start(&config.net)?;
     let mut cmdline = config.cmdline.clone();
+    if config.init {
+        cmdline.push_str(" kiln.init=1");
+    }
     for option in net::common_kernel_options(&config.net, network.as_ref()) {
         if !cmdline.is_empty() {
             cmdline.push(' ');

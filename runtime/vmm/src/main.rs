@@ -188,6 +188,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         memory_mib: cli.memory,
         timeout,
         trace_syscalls: cli.run.trace_syscalls,
+        init: cli.run.init,
         stats: cli.run.stats,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),

@@ -24,6 +24,9 @@ pub struct KernelArgs {
     /// `kiln.vdso=0`: give the program no vDSO (time calls then are
     /// system calls).
     pub no_vdso: bool,
+    /// `kiln.init=1` (`kiln run --init`): the kernel reaps orphaned
+    /// processes when they end, as an init process would.
+    pub init: bool,
     /// The network configuration (`kiln.ip=`, `kiln.gw=`, …).
     pub net: crate::net::config::NetConfig,
     /// Network options with bad values (reported, then ignored).
@@ -175,6 +178,10 @@ pub fn parse(line: &str) -> KernelArgs {
             args.no_vdso = true;
         } else if w == "kiln.vdso=1" {
             args.no_vdso = false;
+        } else if w == "kiln.init=1" {
+            args.init = true;
+        } else if w == "kiln.init=0" {
+            args.init = false;
         } else if let Some(p) = w.strip_prefix("kiln.path=") {
             args.path = Some(p.into());
         } else if let Some(v) = w.strip_prefix("kiln.volume=") {

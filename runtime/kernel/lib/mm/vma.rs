@@ -60,6 +60,10 @@ pub enum Label {
     Stack,
     /// An anonymous mmap.
     Mmap,
+    /// A `MAP_SHARED` mapping of memory (anonymous, or a copy of a file
+    /// written back): a fork shares its pages rather than copying them on
+    /// write.
+    Shared,
     /// The kernel's system-call trampolines.
     Trampoline,
     /// The vDSO image.

@@ -36,6 +36,8 @@ pub mod sa {
     pub const NODEFER: u64 = 0x4000_0000;
     /// Reset the action to SIG_DFL on delivery.
     pub const RESETHAND: u64 = 0x8000_0000;
+    /// SIGCHLD only: children that end are not left as zombies.
+    pub const NOCLDWAIT: u64 = 0x0000_0002;
     /// `sa_restorer` holds the return trampoline.
     pub const RESTORER: u64 = 0x0400_0000;
 }

@@ -38,6 +38,13 @@ pub fn load_page_table(pml4: u64) {
     }
 }
 
+/// Flushes the TLB's entries for the program's half (a CR3 reload), after
+/// page-table changes too many to flush one by one.
+pub fn flush_tlb() {
+    // SAFETY: reloading the active table changes no mapping.
+    unsafe { self::x86_64::cpu::write_cr3(active_page_table()) }
+}
+
 /// A new top-level page table for a process: empty lower half, the
 /// running one's upper (kernel) half. `None` without a free frame.
 pub fn new_page_table_root() -> Option<u64> {

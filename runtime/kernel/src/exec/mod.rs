@@ -91,6 +91,10 @@ pub fn exec(
     let mut p = Process {
         pid: 1,
         ppid: 0,
+        pgid: 1,
+        sid: 1,
+        pdeathsig: 0,
+        orphan: false,
         exe: alloc::string::String::from_utf8_lossy(path).into_owned(),
         rewriter: crate::syscall::rewrite::Rewriter::new(),
         mem: AddressSpace::new(tables, plan.brk_start),

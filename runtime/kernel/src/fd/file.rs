@@ -270,37 +270,20 @@ impl FileOps for Directory {
             let parent_ino = fs.get(up).map_or(self.node.stat().ino, |n| n.stat().ino);
             (fs.children(&self.path), parent_ino)
         };
-        let mut written = 0;
-        let mut i = self.position.load(Ordering::Relaxed) as usize;
-        loop {
-            let record = match i {
-                0 => dirent64(self.node.stat().ino, 1, dtype::DT_DIR, b"."),
-                1 => dirent64(parent_ino, 2, dtype::DT_DIR, b".."),
-                n => match children.get(n - 2) {
-                    Some((name, node)) => {
-                        let t = match node.kind() {
-                            NodeKind::File => dtype::DT_REG,
-                            NodeKind::Dir => dtype::DT_DIR,
-                            NodeKind::Symlink => dtype::DT_LNK,
-                            NodeKind::Socket => dtype::DT_SOCK,
-                        };
-                        dirent64(node.stat().ino, n as u64 + 1, t, name.as_bytes())
-                    }
-                    None => break,
-                },
-            };
-            if written + record.len() > out.len() {
-                if written == 0 {
-                    return Err(Errno::Inval); // buffer too small for one entry
-                }
-                break;
-            }
-            out[written..written + record.len()].copy_from_slice(&record);
-            written += record.len();
-            i += 1;
-        }
-        self.position.store(i as u64, Ordering::Relaxed);
-        Ok(written)
+        let self_ino = self.node.stat().ino;
+        fill_dirents(out, &self.position, |n| match n {
+            0 => Some(dirent64(self_ino, 1, dtype::DT_DIR, b".")),
+            1 => Some(dirent64(parent_ino, 2, dtype::DT_DIR, b"..")),
+            n => children.get(n - 2).map(|(name, node)| {
+                let t = match node.kind() {
+                    NodeKind::File => dtype::DT_REG,
+                    NodeKind::Dir => dtype::DT_DIR,
+                    NodeKind::Symlink => dtype::DT_LNK,
+                    NodeKind::Socket => dtype::DT_SOCK,
+                };
+                dirent64(node.stat().ino, n as u64 + 1, t, name.as_bytes())
+            }),
+        })
     }
 
     fn status_flags(&self) -> u32 {
@@ -309,6 +292,83 @@ impl FileOps for Directory {
 
     fn dir_path(&self) -> Option<&str> {
         Some(&self.path)
+    }
+}
+
+/// Writes the getdents64 records `record(i)` gives from index `position`
+/// on into `out`, as many as fit, and moves `position` past them.
+///
+/// # Errors
+/// EINVAL when not even the first record fits.
+fn fill_dirents(
+    out: &mut [u8],
+    position: &AtomicU64,
+    record: impl Fn(usize) -> Option<Vec<u8>>,
+) -> Result<usize, Errno> {
+    let mut written = 0;
+    let mut i = position.load(Ordering::Relaxed) as usize;
+    while let Some(r) = record(i) {
+        if written + r.len() > out.len() {
+            if written == 0 {
+                return Err(Errno::Inval); // buffer too small for one entry
+            }
+            break;
+        }
+        out[written..written + r.len()].copy_from_slice(&r);
+        written += r.len();
+        i += 1;
+    }
+    position.store(i as u64, Ordering::Relaxed);
+    Ok(written)
+}
+
+/// A generated directory (/proc and its process directories): the
+/// entries it had when it was opened.
+pub struct Listing {
+    /// (inode, d_type, name) of each entry after `.` and `..`.
+    entries: Vec<(u64, u8, String)>,
+    stat: Stat,
+    position: AtomicU64,
+}
+
+impl Listing {
+    /// A directory with metadata `stat` listing `entries`.
+    pub fn new(entries: Vec<(u64, u8, String)>, stat: Stat) -> Self {
+        Self {
+            entries,
+            stat,
+            position: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FileOps for Listing {
+    fn read(&self, _buf: &mut [u8]) -> Result<usize, Errno> {
+        Err(Errno::Isdir)
+    }
+
+    fn seek(&self, offset: i64, whence: u32) -> Result<u64, Errno> {
+        seek(&self.position, u64::MAX >> 1, offset, whence)
+    }
+
+    fn stat(&self) -> Stat {
+        self.stat
+    }
+
+    fn getdents(&self, out: &mut [u8]) -> Result<usize, Errno> {
+        let ino = self.stat.ino;
+        fill_dirents(out, &self.position, |n| match n {
+            0 => Some(dirent64(ino, 1, dtype::DT_DIR, b".")),
+            1 => Some(dirent64(ino, 2, dtype::DT_DIR, b"..")),
+            n => self
+                .entries
+                .get(n - 2)
+                .map(|(ino, t, name)| dirent64(*ino, n as u64 + 1, *t, name.as_bytes())),
+        })
+    }
+
+    fn status_flags(&self) -> u32 {
+        flags::O_RDONLY | flags::O_DIRECTORY
     }
 }
 

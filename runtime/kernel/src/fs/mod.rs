@@ -195,8 +195,9 @@ pub fn lookup(cwd: &str, path: &str, follow: bool) -> Result<Found, Errno> {
     }
     if let Some(entry) = proc::Entry::at(&abs) {
         if follow {
-            if let Some(target) = entry.link_target() {
-                return lookup("/", &target, true);
+            if let Some(target) = entry.link_target(None) {
+                // A relative target (/proc/self's) is relative to /proc.
+                return lookup("/proc", &target, true);
             }
         }
         return Ok(Found::Proc(entry));

@@ -3,7 +3,7 @@
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::exec::elf::PAGE_SIZE;
-use kiln_kernel::mm::vma::{prot, Backing};
+use kiln_kernel::mm::vma::{prot, Backing, Label};
 
 use super::frame;
 use super::space::{page_down, AddressSpace};
@@ -64,14 +64,30 @@ impl AddressSpace {
             if !write || entry & pte::WRITABLE != 0 {
                 return Ok(()); // already fine (a stale TLB entry, or a race we cannot have)
             }
-            // A write to a shared image page of a writable area: copy it.
+            let pa = entry & pte::ADDR;
+            let image = self.is_image_frame(&vma, page, pa);
+            if !image && (vma.label == Label::Shared || !frame::is_shared(pa)) {
+                // Shared memory, or copy-on-write whose other holders are
+                // gone (the frame is this process's alone now).
+                self.tables.protect(page, flags, true);
+                return Ok(());
+            }
+            // A write to a frame of the image, or one a fork shares: copy.
             let copy = frame::alloc().ok_or(FaultError::OutOfMemory)?;
-            copy_frame(entry & pte::ADDR, copy);
+            copy_frame(pa, copy);
             self.tables.unmap(page);
+            if !image {
+                frame::release(pa);
+            }
             return self.map(page, copy, flags);
         }
         if entry & pte::KEPT != 0 {
-            // A PROT_NONE page made accessible again keeps its contents.
+            // A PROT_NONE page made accessible again keeps its contents
+            // (read-only while a fork shares it).
+            let mut flags = flags;
+            if vma.label != Label::Shared && frame::is_shared(entry & pte::ADDR) {
+                flags &= !pte::WRITABLE;
+            }
             self.tables.protect(page, flags, true);
             return Ok(());
         }

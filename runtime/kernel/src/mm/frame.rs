@@ -1,4 +1,5 @@
-//! The physical frame allocator.
+//! The physical frame allocator, and the share counts of frames that
+//! several processes map after a fork (copy-on-write).
 
 use crate::state::KERNEL;
 
@@ -22,6 +23,12 @@ pub struct Frames {
     used: u64,
     /// Frames in all regions.
     total: u64,
+    /// Direct-map address of the share counts: one `u16` per frame below
+    /// the highest usable address, the number of mappings beyond the first
+    /// (0: one owner). Taken from the first region at `init`.
+    shares: u64,
+    /// Frames the share counts cover.
+    share_frames: u64,
 }
 
 impl Frames {
@@ -35,19 +42,55 @@ impl Frames {
             free_list: 0,
             used: 0,
             total: 0,
+            shares: 0,
+            share_frames: 0,
         }
+    }
+
+    /// The share count of frame `pa` (`None` outside the usable memory:
+    /// image and device frames are never counted).
+    fn share_count(&mut self, pa: u64) -> Option<&mut u16> {
+        let index = pa / FRAME_SIZE;
+        if self.shares == 0 || index >= self.share_frames {
+            return None;
+        }
+        // SAFETY: `shares` is the direct-map address of `share_frames`
+        // counts, reserved at `init` and used only under the allocator's
+        // lock, which `&mut self` holds.
+        Some(unsafe { &mut *(self.shares as *mut u16).add(index as usize) })
     }
 }
 
-/// Takes ownership of the usable regions.
+/// Takes ownership of the usable regions, keeping room for the share
+/// counts at the start of the first one large enough (2 bytes a frame:
+/// 32 KiB for 64 MiB of RAM).
 pub fn init(usable: &[Region]) {
     let mut f = KERNEL.frames.lock();
     let n = usable.len().min(MAX_REGIONS);
     f.count = n;
     f.regions[..n].copy_from_slice(&usable[..n]);
-    f.total = usable.iter().map(|r| (r.end - r.start) / FRAME_SIZE).sum();
+    let top = usable[..n].iter().map(|r| r.end).max().unwrap_or(0);
+    let share_frames = top / FRAME_SIZE;
+    let table = (share_frames * 2).div_ceil(FRAME_SIZE) * FRAME_SIZE;
+    if let Some(r) = f.regions[..n]
+        .iter_mut()
+        .find(|r| r.end - r.start >= table + FRAME_SIZE)
+    {
+        let at = r.start;
+        r.start += table;
+        // SAFETY: the range was just cut out of usable RAM, which the
+        // direct map covers; nothing else will ever be handed it.
+        unsafe { core::ptr::write_bytes(phys_to_virt(at), 0, table as usize) };
+        f.shares = phys_to_virt(at) as u64;
+        f.share_frames = share_frames;
+    }
+    let regions = f.regions;
+    f.total = regions[..n]
+        .iter()
+        .map(|r| (r.end - r.start) / FRAME_SIZE)
+        .sum();
     f.current = 0;
-    f.bump = usable.first().map_or(0, |r| r.start);
+    f.bump = regions[..n].first().map_or(0, |r| r.start);
 }
 
 /// A zero-filled frame, or `None` when memory is exhausted.
@@ -118,7 +161,42 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {
     Some(pa)
 }
 
-/// Returns a frame to the allocator.
+/// Records one more mapping of frame `pa` (a fork shares it). False when
+/// it cannot be counted (outside usable memory, or shared too often):
+/// the caller copies it instead.
+pub fn share(pa: u64) -> bool {
+    let mut f = KERNEL.frames.lock();
+    match f.share_count(pa) {
+        Some(c) if *c < u16::MAX => {
+            *c += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether more than one mapping holds frame `pa`.
+pub fn is_shared(pa: u64) -> bool {
+    KERNEL.frames.lock().share_count(pa).is_some_and(|c| *c > 0)
+}
+
+/// Drops one mapping of a program's frame `pa`: the frame is freed when
+/// it was the last.
+pub fn release(pa: u64) {
+    {
+        let mut f = KERNEL.frames.lock();
+        if let Some(c) = f.share_count(pa) {
+            if *c > 0 {
+                *c -= 1;
+                return;
+            }
+        }
+    }
+    free(pa);
+}
+
+/// Returns a frame to the allocator (one that no one else maps; a
+/// program's frames go back through [`release`]).
 pub fn free(pa: u64) {
     let mut f = KERNEL.frames.lock();
     // SAFETY: the caller hands the frame back, so nothing else uses it; its

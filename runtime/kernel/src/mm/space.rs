@@ -7,7 +7,7 @@
 //! and runs at the kernel's privilege level.
 
 use kiln_kernel::exec::elf::{PAGE_SIZE, USER_END};
-use kiln_kernel::mm::vma::{Backing, Vma, VmaError, VmaSet};
+use kiln_kernel::mm::vma::{Backing, Label, Vma, VmaError, VmaSet};
 
 use super::fault::{copy_frame, pte_flags, FaultError};
 use super::frame;
@@ -20,6 +20,11 @@ pub const STACK_SIZE: u64 = 8 << 20;
 /// Where anonymous mappings start, growing down (Linux's `mmap_base`
 /// without randomisation: 128 MiB below the stack top).
 pub const MMAP_TOP: u64 = STACK_TOP - (128 << 20);
+
+/// Largest shared-memory area whose untouched pages a fork makes present
+/// so that parent and child share them (larger ones share the pages
+/// touched before the fork; the rest become each process's own).
+const SHARED_POPULATE_MAX: u64 = 64 << 20;
 
 /// The program's memory: areas, page tables and break.
 pub struct AddressSpace {
@@ -62,13 +67,16 @@ impl AddressSpace {
     }
 
     /// A copy for a forked child: new page tables (the kernel's half
-    /// shared), the same areas, every present page copied except the
-    /// image's own frames, which stay shared (never written: a write made
-    /// a private copy first).
+    /// shared), the same areas and the same frames. Private pages become
+    /// read-only in both and are copied by whichever process writes first
+    /// (copy-on-write, [`frame::share`] counts the holders); pages of
+    /// shared memory stay writable and shared (those not yet touched are
+    /// made present first, so that both see the same ones); the image's
+    /// own frames are mapped as they are.
     ///
     /// # Errors
-    /// ENOMEM when frames run out (what was copied is freed again).
-    pub fn fork(&self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {
+    /// ENOMEM when frames run out (the child's tables are freed again).
+    pub fn fork(&mut self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {
         use kiln_kernel::errno::Errno;
         let pml4 = arch::new_page_table_root().ok_or(Errno::Nomem)?;
         // SAFETY: a fresh top-level table that only the child will use; it
@@ -76,67 +84,123 @@ impl AddressSpace {
         let tables = unsafe { PageTables::from_pml4(pml4) };
         let mut child = AddressSpace::new(tables, self.brk_start);
         child.brk = self.brk;
-        let copied = (|| {
-            for vma in self.vmas.iter() {
+        let areas: alloc::vec::Vec<Vma> = self.vmas.iter().copied().collect();
+        let mut write_protected = false;
+        let shared = (|| {
+            for vma in &areas {
                 child.vmas.insert(*vma).map_err(|_| Errno::Nomem)?;
-                let mut page = vma.start;
-                while page < vma.end {
-                    let e = self.tables.lookup(page);
-                    if e & pte::HUGE != 0 {
+                let shared_memory = vma.label == Label::Shared;
+                if shared_memory && vma.end - vma.start <= SHARED_POPULATE_MAX {
+                    self.populate_shared(vma)?;
+                }
+                let mut next = vma.start;
+                while let Some((page, e)) = self.tables.next_mapped(next, vma.end) {
+                    next = page + PAGE_SIZE;
+                    let pa = e & pte::ADDR;
+                    let mut flags = e & !pte::ADDR & !(pte::PRESENT | pte::KEPT | pte::USER);
+                    let image = self.is_image_frame(vma, page, pa);
+                    let target = if image {
+                        pa
+                    } else if frame::share(pa) {
+                        if !shared_memory && flags & pte::WRITABLE != 0 {
+                            flags &= !pte::WRITABLE;
+                            self.tables.write_protect(page);
+                            write_protected = true;
+                        }
+                        pa
+                    } else {
+                        let copy = frame::alloc().ok_or(Errno::Nomem)?;
+                        copy_frame(pa, copy);
+                        copy
+                    };
+                    if child
+                        .tables
+                        .map(page, target, flags, &mut frame::alloc_zeroed)
+                        .is_err()
+                    {
+                        if !image {
+                            frame::release(target);
+                        }
                         return Err(Errno::Nomem);
                     }
-                    if e & (pte::PRESENT | pte::KEPT) != 0 {
-                        let pa = e & pte::ADDR;
-                        let flags = e & !pte::ADDR & !(pte::PRESENT | pte::USER);
-                        let target = if self.is_image_frame(vma, page, pa) {
-                            pa
-                        } else {
-                            let copy = frame::alloc().ok_or(Errno::Nomem)?;
-                            copy_frame(pa, copy);
-                            copy
-                        };
-                        if child
-                            .tables
-                            .map(page, target, flags, &mut frame::alloc_zeroed)
-                            .is_err()
-                        {
-                            if target != pa {
-                                frame::free(target);
-                            }
-                            return Err(Errno::Nomem);
-                        }
-                        if e & pte::PRESENT == 0 {
-                            child.tables.protect(page, flags, false);
-                        }
+                    if e & pte::PRESENT == 0 {
+                        child.tables.protect(page, flags, false);
                     }
-                    page += PAGE_SIZE;
                 }
             }
             Ok(())
         })();
-        match copied {
+        // The parent's write-protected entries may sit writable in the
+        // TLB: one flush for all of them.
+        if write_protected && arch::active_page_table() == self.pml4() {
+            arch::flush_tlb();
+        }
+        match shared {
             Ok(()) => Ok(child),
             Err(e) => {
                 let areas: alloc::vec::Vec<Vma> = child.vmas.iter().copied().collect();
                 for a in areas {
                     let _ = child.remove_range(a.start, a.end);
                 }
+                child.free_tables();
                 Err(e)
             }
         }
     }
 
+    /// Makes every page of shared-memory area `vma` present (zeroed), so
+    /// that a forked child and its parent map the same frames.
+    fn populate_shared(&mut self, vma: &Vma) -> Result<(), kiln_kernel::errno::Errno> {
+        use kiln_kernel::errno::Errno;
+        let flags = pte_flags(vma.prot);
+        let mut page = vma.start;
+        while page < vma.end {
+            if self.tables.lookup(page) & (pte::PRESENT | pte::KEPT) == 0 {
+                let pa = frame::alloc_zeroed().ok_or(Errno::Nomem)?;
+                if self.map(page, pa, flags).is_err() {
+                    frame::free(pa);
+                    return Err(Errno::Nomem);
+                }
+                if vma.prot == 0 {
+                    self.tables.protect(page, flags, false);
+                }
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Resident pages: (all present pages, those of them that are the
+    /// image's own), for /proc's RSS figures.
+    pub fn resident_pages(&self) -> (u64, u64) {
+        let (mut resident, mut image) = (0, 0);
+        for vma in self.vmas.iter() {
+            let mut next = vma.start;
+            while let Some((page, e)) = self.tables.next_mapped(next, vma.end) {
+                next = page + PAGE_SIZE;
+                if e & pte::PRESENT != 0 {
+                    resident += 1;
+                    let pa = e & pte::ADDR;
+                    if self.is_image_frame(vma, page, pa) {
+                        image += 1;
+                    }
+                }
+            }
+        }
+        (resident, image)
+    }
+
     /// Removes `[start, end)` from the address space, freeing its frames.
     pub fn remove_range(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
         for piece in self.vmas.remove(start, end)? {
-            let mut page = piece.start;
-            while page < piece.end {
+            let mut next = piece.start;
+            while let Some((page, _)) = self.tables.next_mapped(next, piece.end) {
+                next = page + PAGE_SIZE;
                 if let Some(pa) = self.tables.unmap(page) {
                     if !self.is_image_frame(&piece, page, pa) {
-                        frame::free(pa);
+                        frame::release(pa);
                     }
                 }
-                page += PAGE_SIZE;
             }
         }
         Ok(())
@@ -155,7 +219,8 @@ impl AddressSpace {
             }
             let entry = self.tables.lookup(page);
             let mut pa = entry & pte::ADDR;
-            if self.is_image_frame(&vma, page, pa) {
+            let forked = frame::is_shared(pa);
+            if forked || self.is_image_frame(&vma, page, pa) {
                 let copy = frame::alloc().ok_or(FaultError::OutOfMemory)?;
                 copy_frame(pa, copy);
                 let flags = entry & !(pte::ADDR | pte::PRESENT);
@@ -163,6 +228,9 @@ impl AddressSpace {
                 if self.map(page, copy, flags).is_err() {
                     frame::free(copy);
                     return Err(FaultError::OutOfMemory);
+                }
+                if forked {
+                    frame::release(pa);
                 }
                 pa = copy;
             }
@@ -206,7 +274,7 @@ impl AddressSpace {
                 if self.map(target, pa, flags).is_err() {
                     // Out of page-table memory: the page is lost, not leaked.
                     if !self.is_image_frame(&vma, page, pa) {
-                        frame::free(pa);
+                        frame::release(pa);
                     }
                 } else if entry & pte::KEPT != 0 {
                     self.tables.protect(target, flags, false);
@@ -226,7 +294,7 @@ impl AddressSpace {
             if let Some(vma) = self.vmas.find(page).copied() {
                 if let Some(pa) = self.tables.unmap(page) {
                     if !self.is_image_frame(&vma, page, pa) {
-                        frame::free(pa);
+                        frame::release(pa);
                     }
                 }
             }
@@ -234,7 +302,7 @@ impl AddressSpace {
         }
     }
 
-    fn is_image_frame(&self, vma: &Vma, page: u64, pa: u64) -> bool {
+    pub(super) fn is_image_frame(&self, vma: &Vma, page: u64, pa: u64) -> bool {
         match vma.backing {
             Backing::Image { phys, offset } => pa == phys + offset + (page - vma.start),
             Backing::Anonymous => false,
@@ -244,21 +312,22 @@ impl AddressSpace {
     /// Changes the protection of `[start, end)`.
     pub fn protect_range(&mut self, start: u64, end: u64, new: u32) -> Result<(), VmaError> {
         self.vmas.protect(start, end, new)?;
-        let mut page = start;
-        while page < end {
-            let e = self.tables.lookup(page);
-            if e & (pte::PRESENT | pte::KEPT) != 0 {
-                let vma = self.vmas.find(page).copied();
-                let mut flags = pte_flags(new);
-                // Shared image frames stay read-only: the first write copies.
-                if let Some(v) = vma {
-                    if self.is_image_frame(&v, page, e & pte::ADDR) {
-                        flags &= !pte::WRITABLE;
-                    }
+        let mut next = start;
+        while let Some((page, e)) = self.tables.next_mapped(next, end) {
+            next = page + PAGE_SIZE;
+            let vma = self.vmas.find(page).copied();
+            let mut flags = pte_flags(new);
+            // Frames shared with the image, or copy-on-write with another
+            // process, stay read-only: the first write copies.
+            if let Some(v) = vma {
+                let pa = e & pte::ADDR;
+                if self.is_image_frame(&v, page, pa)
+                    || (v.label != Label::Shared && frame::is_shared(pa))
+                {
+                    flags &= !pte::WRITABLE;
                 }
-                self.tables.protect(page, flags, new != 0);
             }
-            page += PAGE_SIZE;
+            self.tables.protect(page, flags, new != 0);
         }
         Ok(())
     }

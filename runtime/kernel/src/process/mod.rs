@@ -16,6 +16,16 @@ pub struct Process {
     pub pid: u32,
     /// Its parent's id (0 for pid 1: its parent is outside the VM).
     pub ppid: u32,
+    /// Its process group.
+    pub pgid: u32,
+    /// Its session.
+    pub sid: u32,
+    /// The signal it gets when its parent ends (prctl PR_SET_PDEATHSIG;
+    /// 0: none).
+    pub pdeathsig: u8,
+    /// Its parent ended and pid 1 adopted it (with `--init`, the kernel
+    /// reaps it when it ends, as an init process would).
+    pub orphan: bool,
     /// Its program's path (/proc/self/exe).
     pub exe: alloc::string::String,
     /// Its SYSCALL-site rewriter while it is parked (the running process's
@@ -67,10 +77,14 @@ impl Process {
     ///
     /// # Errors
     /// ENOMEM when memory runs out.
-    pub fn fork(&self, pid: u32) -> Result<Process, kiln_kernel::errno::Errno> {
+    pub fn fork(&mut self, pid: u32) -> Result<Process, kiln_kernel::errno::Errno> {
         Ok(Process {
             pid,
             ppid: self.pid,
+            pgid: self.pgid,
+            sid: self.sid,
+            pdeathsig: 0,
+            orphan: false,
             exe: self.exe.clone(),
             rewriter: crate::state::KERNEL.rewriter.lock().clone(),
             mem: self.mem.fork()?,
@@ -143,6 +157,10 @@ pub struct Zombie {
     pub pid: u32,
     /// Its parent.
     pub ppid: u32,
+    /// Its process group when it ended.
+    pub pgid: u32,
+    /// Its first parent had ended (with `--init`, its end is reaped).
+    pub orphan: bool,
     /// Its wait status, as wait4 reports it.
     pub status: WaitStatus,
 }
@@ -172,22 +190,68 @@ pub fn current_pid() -> u32 {
     crate::sched::current_pid()
 }
 
-/// The children of `pid` still running (ids), and whether any zombie child
-/// waits.
-pub fn children_of(pid: u32) -> (Vec<u32>, bool) {
-    let live = crate::state::KERNEL
+/// The ids of a live process, for the calls that select processes by
+/// group or session.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids {
+    /// Its id.
+    pub pid: u32,
+    /// Its parent.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgid: u32,
+    /// Its session.
+    pub sid: u32,
+}
+
+impl Process {
+    /// Its ids.
+    pub fn ids(&self) -> Ids {
+        Ids {
+            pid: self.pid,
+            ppid: self.ppid,
+            pgid: self.pgid,
+            sid: self.sid,
+        }
+    }
+}
+
+/// Every live process's ids: `running`'s (the caller holds its lock) and
+/// the parked ones'.
+pub fn all_ids(running: &Process) -> Vec<Ids> {
+    let mut all = alloc::vec![running.ids()];
+    all.extend(
+        crate::state::KERNEL
+            .parked
+            .lock()
+            .values()
+            .map(Process::ids),
+    );
+    all
+}
+
+/// Runs `f` on live process `pid`: `running` itself when it is that one,
+/// otherwise the parked one. `None` when no such process lives.
+pub fn with_process<R>(
+    running: &mut Process,
+    pid: u32,
+    f: impl FnOnce(&mut Process) -> R,
+) -> Option<R> {
+    if running.pid == pid {
+        return Some(f(running));
+    }
+    crate::state::KERNEL.parked.lock().get_mut(&pid).map(f)
+}
+
+/// The live children of `pid` (parked: the caller is the running one).
+pub fn children_of(pid: u32) -> Vec<Ids> {
+    crate::state::KERNEL
         .parked
         .lock()
         .values()
         .filter(|p| p.ppid == pid)
-        .map(|p| p.pid)
-        .collect();
-    let zombie = crate::state::KERNEL
-        .zombies
-        .lock()
-        .iter()
-        .any(|z| z.ppid == pid);
-    (live, zombie)
+        .map(Process::ids)
+        .collect()
 }
 
 /// Swaps the running process for `next_pid`'s: the running one (if any
@@ -233,98 +297,159 @@ pub fn exit_current(status: WaitStatus) -> ! {
     use crate::state::KERNEL;
     let pid = current_pid();
     let gone = KERNEL.process.lock().take();
-    let ppid = match gone {
+    let ended = match gone {
         Some(mut p) => {
             let _ = p.write_back(0, u64::MAX, true);
             let _ = p.mem.remove_range(
                 kiln_kernel::exec::elf::USER_MIN,
                 kiln_kernel::exec::elf::USER_END,
             );
-            let ppid = p.ppid;
+            let ended = Ended::of(&p);
             // Its page tables are still the active ones: freed once the
             // next process's are loaded.
             let Process { mem, .. } = p;
             *DEAD_TABLES.lock() = Some(mem);
-            ppid
+            ended
         }
-        None => 1,
+        None => Ended {
+            pid,
+            ppid: 1,
+            pgid: 1,
+            orphan: true,
+        },
     };
-    bury(pid, ppid, status);
+    bury(ended, status);
     crate::sched::exit_process_threads()
 }
 
-/// Sends `signal` to parked process `pid` (kill from another process): 0
-/// only checks it exists; SIGKILL, and a signal whose default action ends
-/// the process and that it neither handles nor blocks, end it at once;
-/// an ignored one does nothing; otherwise its first thread gets it.
+/// What `bury` needs of a process that ended.
+#[derive(Clone, Copy)]
+struct Ended {
+    pid: u32,
+    ppid: u32,
+    pgid: u32,
+    orphan: bool,
+}
+
+impl Ended {
+    fn of(p: &Process) -> Self {
+        Self {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            orphan: p.orphan,
+        }
+    }
+}
+
+/// Sends `info` to process `pid`, which is not the running one. As on
+/// Linux, the process acts on it itself when it next runs (a terminating
+/// default ends it then): an ignored signal it does not block is dropped;
+/// otherwise its first thread gets it (pid 1's process-wide queue for
+/// pid 1), which wakes it from a wait the signal ends.
 ///
 /// # Errors
 /// ESRCH when no such process lives.
-pub fn signal_other(pid: u32, signal: u8) -> Result<(), kiln_kernel::errno::Errno> {
-    use crate::state::KERNEL;
-    use kiln_kernel::signal::{default_action, DefaultAction, SigInfo, SIG_DFL};
-    let action = {
-        let parked = KERNEL.parked.lock();
-        let p = parked.get(&pid).ok_or(kiln_kernel::errno::Errno::Srch)?;
-        p.signals.action(signal)
-    };
+pub fn signal_other(
+    pid: u32,
+    info: kiln_kernel::signal::SigInfo,
+) -> Result<(), kiln_kernel::errno::Errno> {
+    let signal = info.signo;
+    let action = crate::state::KERNEL
+        .parked
+        .lock()
+        .get(&pid)
+        .map(|p| p.signals.action(signal))
+        .ok_or(kiln_kernel::errno::Errno::Srch)?;
     if signal == 0 {
         return Ok(());
     }
     let blocked = crate::signal::pending::thread_blocks(pid, signal);
-    let ends = signal == kiln_kernel::signal::sig::SIGKILL
-        || (action.handler == SIG_DFL
-            && !blocked
-            && default_action(signal) == DefaultAction::Terminate);
-    if ends {
-        end_parked(pid, WaitStatus::Signaled(signal));
-        return Ok(());
-    }
     if !blocked && action.ignores(signal) {
         return Ok(());
     }
-    let info = SigInfo::user(signal, kiln_kernel::signal::code::SI_USER);
-    crate::signal::pending::post_signal(Some(pid), info);
+    let queue = (pid != 1).then_some(pid);
+    crate::signal::pending::post_signal(queue, info);
     Ok(())
 }
 
-/// Ends parked process `pid` with `status`: its memory freed through its
-/// own (inactive) page tables, its files closed, its threads gone, a
-/// zombie left for its parent.
-fn end_parked(pid: u32, status: WaitStatus) {
+/// After process `ended` ended (it is not the running one any more): its
+/// children go to pid 1 (those that asked get their parent-death signal),
+/// a zombie stays for its parent's wait — unless the parent ignores
+/// SIGCHLD or set SA_NOCLDWAIT, or it was an orphan and `--init` reaps
+/// those — the parent gets SIGCHLD, and waiters wake.
+fn bury(ended: Ended, status: WaitStatus) {
     use crate::state::KERNEL;
-    let Some(mut p) = KERNEL.parked.lock().remove(&pid) else {
-        return;
-    };
-    let _ = p.write_back(0, u64::MAX, true);
-    let _ = p.mem.remove_range(
-        kiln_kernel::exec::elf::USER_MIN,
-        kiln_kernel::exec::elf::USER_END,
-    );
-    let ppid = p.ppid;
-    let Process { mem, .. } = p;
-    mem.free_tables();
-    crate::sched::remove_threads_of(pid);
-    bury(pid, ppid, status);
-}
-
-/// Leaves a zombie for `pid`'s parent, gives its children to pid 1 and
-/// wakes waiters.
-fn bury(pid: u32, ppid: u32, status: WaitStatus) {
-    use crate::state::KERNEL;
+    use kiln_kernel::signal::{sa, sig, SigInfo, SIG_IGN};
+    let init_reaps = crate::state::options().init_reaps;
+    let pid = ended.pid;
+    let mut bereaved = Vec::new();
     for child in KERNEL.parked.lock().values_mut() {
         if child.ppid == pid {
             child.ppid = 1;
+            child.orphan = true;
+            if child.pdeathsig != 0 {
+                bereaved.push((child.pid, child.pdeathsig));
+            }
         }
     }
-    let mut zombies = KERNEL.zombies.lock();
-    for z in zombies.iter_mut() {
-        if z.ppid == pid {
+    let parent_action = KERNEL
+        .parked
+        .lock()
+        .get(&ended.ppid)
+        .map(|p| p.signals.action(sig::SIGCHLD));
+    let reaped = parent_action
+        .is_some_and(|a| a.handler == SIG_IGN || a.flags & sa::NOCLDWAIT != 0)
+        || (init_reaps && ended.orphan && ended.ppid == 1);
+    {
+        let mut zombies = KERNEL.zombies.lock();
+        // Its zombie children go to pid 1 too (reaped at once with --init).
+        zombies.retain_mut(|z| {
+            if z.ppid != pid {
+                return true;
+            }
             z.ppid = 1;
+            z.orphan = true;
+            !init_reaps
+        });
+        if !reaped {
+            zombies.push(Zombie {
+                pid,
+                ppid: ended.ppid,
+                pgid: ended.pgid,
+                orphan: ended.orphan,
+                status,
+            });
         }
     }
-    zombies.push(Zombie { pid, ppid, status });
-    drop(zombies);
-    // A parent waiting in wait4 runs its call again.
+    // A parent waiting in wait4 runs its call again — woken for that
+    // before SIGCHLD arrives, so that, as on Linux, the call completes
+    // (with ECHILD when nothing is left to wait for) rather than failing
+    // with EINTR.
     crate::sched::notify_io();
+    if parent_action.is_some_and(|a| a.handler != SIG_IGN) {
+        let (code, value) = match status {
+            WaitStatus::Exited(c) => (CLD_EXITED, c),
+            WaitStatus::Signaled(s) => (CLD_KILLED, s),
+        };
+        let info = SigInfo {
+            signo: sig::SIGCHLD,
+            code,
+            errno: 0,
+            word0: u64::from(pid),
+            word1: u64::from(value),
+        };
+        let _ = signal_other(ended.ppid, info);
+    }
+    for (child, signal) in bereaved {
+        let info = SigInfo {
+            word0: u64::from(pid),
+            ..SigInfo::user(signal, kiln_kernel::signal::code::SI_USER)
+        };
+        let _ = signal_other(child, info);
+    }
 }
+
+/// SIGCHLD codes: the child exited, or a signal killed it.
+const CLD_EXITED: i32 = 1;
+const CLD_KILLED: i32 = 2;

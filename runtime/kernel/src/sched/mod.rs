@@ -516,14 +516,40 @@ fn schedule() {
     }
 }
 
-/// The name of thread 1 (the process's, in /proc/self/status).
-pub fn main_comm() -> [u8; 16] {
-    KERNEL
-        .sched
-        .lock()
+/// What /proc shows of a process's threads.
+pub struct ThreadsOf {
+    /// How many have not exited.
+    pub count: usize,
+    /// The first thread's name.
+    pub comm: [u8; 16],
+    /// The first thread's signal mask.
+    pub mask: u64,
+    /// Signals pending for the first thread.
+    pub pending: u64,
+}
+
+/// The threads of process `pid`.
+pub fn threads_of(pid: Tid) -> ThreadsOf {
+    let s = KERNEL.sched.lock();
+    let count = s
         .threads
-        .get(&1)
-        .map_or_else(default_comm, |t| t.comm)
+        .values()
+        .filter(|t| t.pid == pid && t.state != State::Exited)
+        .count();
+    match s.threads.get(&pid) {
+        Some(t) => ThreadsOf {
+            count,
+            comm: t.comm,
+            mask: t.sig.mask,
+            pending: t.sig.pending.set(),
+        },
+        None => ThreadsOf {
+            count,
+            comm: default_comm(),
+            mask: 0,
+            pending: 0,
+        },
+    }
 }
 
 /// Number of threads that have not exited.
@@ -585,19 +611,4 @@ pub fn reset_current_for_exec() {
         t.comm = default_comm();
         t.fs_base = 0;
     });
-}
-
-/// Drops every thread of process `pid` (ended while off the CPU).
-pub fn remove_threads_of(pid: Tid) {
-    let mut s = KERNEL.sched.lock();
-    let doomed: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.pid == pid)
-        .map(|t| t.tid)
-        .collect();
-    for tid in doomed {
-        s.threads.remove(&tid);
-    }
-    rearm(&mut s);
 }

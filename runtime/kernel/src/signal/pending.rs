@@ -21,15 +21,15 @@ pub struct ThreadSignals {
     pub saved_mask: Option<u64>,
 }
 
-/// Whether every live thread blocks `signal` (then a process-directed one
-/// stays pending instead of taking effect).
+/// Whether every live thread of pid 1 blocks `signal` (then a
+/// process-directed one stays pending instead of taking effect).
 pub fn blocked_everywhere(signal: u8) -> bool {
     KERNEL
         .sched
         .lock()
         .threads
         .values()
-        .filter(|t| t.state != State::Exited)
+        .filter(|t| t.pid == 1 && t.state != State::Exited)
         .all(|t| t.sig.mask & bit(signal) != 0)
 }
 
@@ -59,11 +59,12 @@ pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
     }
     let shared = s.shared.set();
     let cur = s.current;
-    // A process-directed signal the running thread takes needs no wake-up.
+    // A process-directed signal (pid 1's queue) that the running thread,
+    // one of pid 1's, takes needs no wake-up.
     if tid.is_none()
-        && s.threads
-            .get(&cur)
-            .is_some_and(|t| t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0)
+        && s.threads.get(&cur).is_some_and(|t| {
+            t.pid == 1 && t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0
+        })
     {
         return true;
     }

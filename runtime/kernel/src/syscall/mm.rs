@@ -170,12 +170,19 @@ pub fn mmap(
                 .map_err(vma_errno)?
         }
     };
+    // Shared memory stays shared with forked children; a shared mapping of
+    // a rootfs file needs nothing more (its pages are the image's).
+    let label = if flags & MAP_SHARED != 0 {
+        Label::Shared
+    } else {
+        Label::Mmap
+    };
     let anonymous = |from: u64| Vma {
         start: from,
         end: start + len,
         prot: protection,
         backing: Backing::Anonymous,
-        label: Label::Mmap,
+        label,
     };
     let Some(source) = source else {
         p.mem.add_area(anonymous(start)).map_err(vma_errno)?;

@@ -193,7 +193,7 @@ pub fn openat(
             if write {
                 return Err(Errno::Isdir);
             }
-            Arc::new(Generated::new(Vec::new(), e.stat()))
+            Arc::new(crate::fd::file::Listing::new(e.listing(), e.stat()))
         }
         Found::Proc(e) => {
             if write {
@@ -248,7 +248,7 @@ pub fn readlinkat(
     let name = path_arg(p, path)?;
     let base = base_dir(p, dirfd, &name)?;
     let target: Vec<u8> = match fs::lookup(&base, &name, false)? {
-        Found::Proc(e) => e.link_target().ok_or(Errno::Inval)?.into_bytes(),
+        Found::Proc(e) => e.link_target(Some(p)).ok_or(Errno::Inval)?.into_bytes(),
         Found::Node { node, .. } => node.link_target().ok_or(Errno::Inval)?.as_bytes().to_vec(),
         Found::Volume(n) => volume::readlink(&n)?.into_bytes(),
         Found::Device(_) => return Err(Errno::Inval),

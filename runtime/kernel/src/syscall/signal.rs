@@ -193,7 +193,8 @@ pub fn tkill(p: &mut Call, tid: i32, signal: u64) -> Outcome {
 /// process (its first thread when it is not pid 1, whose process-wide
 /// queue is the kernel's); another live process gets the signal as its
 /// dispositions say — a terminating default ends it at once; a thread
-/// target goes to that thread.
+/// target goes to that thread. `pid` 0 is the caller's process group,
+/// `-pgid` another group, -1 every process but pid 1 and the caller.
 fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcome {
     let r = (|| -> Result<Option<u8>, Errno> {
         if tid.is_some() && pid <= 0 {
@@ -202,17 +203,24 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
         if signal > u64::from(NSIG) {
             return Err(Errno::Inval);
         }
-        let own = pid == 0 || pid == p.pid as i32;
-        if !own {
-            if pid <= 0 || tid.is_some() {
-                // Groups and other processes' threads: none reachable yet.
-                return if pid == -1 {
-                    Ok(None)
-                } else {
-                    Err(Errno::Srch)
-                };
+        let kind = if tid.is_some() {
+            code::SI_TKILL
+        } else {
+            code::SI_USER
+        };
+        let info = SigInfo {
+            word0: u64::from(p.pid),
+            ..SigInfo::user(signal as u8, kind)
+        };
+        if tid.is_none() && pid <= 0 {
+            return send_to_many(p, pid, info);
+        }
+        if pid != p.pid as i32 {
+            if tid.is_some_and(|t| t != pid) {
+                // Another process's other threads: not reachable yet.
+                return Err(Errno::Srch);
             }
-            crate::process::signal_other(pid as u32, signal as u8)?;
+            crate::process::signal_other(pid as u32, info)?;
             return Ok(None);
         }
         let target = match tid {
@@ -226,18 +234,40 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
                 _ => Ok(None),
             };
         }
-        let kind = if tid.is_some() {
-            code::SI_TKILL
-        } else {
-            code::SI_USER
-        };
-        signal::send(p, target, SigInfo::user(signal as u8, kind))
+        signal::send(p, target, info)
     })();
     match r {
         Ok(Some(signo)) => Outcome::Kill(signo),
         Ok(None) => Outcome::Return(Ok(0)),
         Err(e) => Outcome::Return(Err(e)),
     }
+}
+
+/// kill(0 | -pgid | -1, signal): every process of the group (or every
+/// one but pid 1 and the caller); the caller's own share last, as its
+/// verdict (ending it) is the call's. ESRCH when none is there.
+fn send_to_many(p: &mut Process, pid: i32, info: SigInfo) -> Result<Option<u8>, Errno> {
+    let me = p.pid;
+    let selected: alloc::vec::Vec<u32> = crate::process::all_ids(p)
+        .into_iter()
+        .filter(|i| match pid {
+            -1 => i.pid != 1 && i.pid != me,
+            0 => i.pgid == p.pgid,
+            g => i.pgid == g.unsigned_abs(),
+        })
+        .map(|i| i.pid)
+        .collect();
+    if selected.is_empty() {
+        return Err(Errno::Srch);
+    }
+    for &other in selected.iter().filter(|&&o| o != me) {
+        let _ = crate::process::signal_other(other, info);
+    }
+    if !selected.contains(&me) || info.signo == 0 {
+        return Ok(None);
+    }
+    let target = (me != 1).then_some(me);
+    signal::send(p, target, info)
 }
 
 /// rt_sigqueueinfo(2).

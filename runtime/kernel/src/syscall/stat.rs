@@ -8,7 +8,7 @@ use super::args::{DirFd, Flags};
 use super::path::{base_dir, path_arg, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW};
 use super::Call;
 use crate::fd::Fd;
-use crate::fs::{self, proc, Found};
+use crate::fs::{self, Found};
 use crate::mm::uaccess::{UserCStr, UserPtr};
 use crate::process::Process;
 
@@ -21,8 +21,8 @@ fn stat_path(p: &mut Process, dirfd: DirFd, path: &str, follow: bool) -> Result<
         Found::Device(d) => d.metadata(),
         Found::Proc(e) => {
             let mut st = e.stat();
-            if e == proc::Entry::Exe {
-                st.size = crate::process::exe_path().len() as u64;
+            if let Some(target) = e.link_target(Some(p)) {
+                st.size = target.len() as u64;
             }
             st
         }

@@ -52,42 +52,68 @@ pub fn getres_ids(
     Ok(0)
 }
 
-/// getpgrp(2): process 1 leads its own process group and session.
-pub fn getpgrp(_p: &mut Call) -> Result<u64, Errno> {
-    Ok(1)
+/// getpgrp(2).
+pub fn getpgrp(p: &mut Call) -> Result<u64, Errno> {
+    Ok(u64::from(p.pgid))
 }
 
-/// getsid(2).
-pub fn getsid(_p: &mut Call, _pid: i32) -> Result<u64, Errno> {
-    Ok(1)
-}
-
-/// getpgid(2).
-pub fn getpgid(_p: &mut Call, pid: i32) -> Result<u64, Errno> {
+/// The process a pid argument names (0: the caller).
+fn target_pid(p: &Process, pid: i32) -> Result<u32, Errno> {
     match pid {
-        0 | 1 => Ok(1),
+        0 => Ok(p.pid),
+        n if n > 0 => Ok(n as u32),
         _ => Err(Errno::Srch),
     }
 }
 
-/// setsid(2): a group leader cannot start a session.
-pub fn setsid(_p: &mut Call) -> Result<u64, Errno> {
-    Err(Errno::Perm)
+/// getsid(2).
+pub fn getsid(p: &mut Call, pid: i32) -> Result<u64, Errno> {
+    let pid = target_pid(p, pid)?;
+    crate::process::with_process(p, pid, |t| u64::from(t.sid)).ok_or(Errno::Srch)
 }
 
-/// setpgid(2): every process stays in group 1 for now (process groups
-/// are future work); accepted for the caller and its children.
+/// getpgid(2).
+pub fn getpgid(p: &mut Call, pid: i32) -> Result<u64, Errno> {
+    let pid = target_pid(p, pid)?;
+    crate::process::with_process(p, pid, |t| u64::from(t.pgid)).ok_or(Errno::Srch)
+}
+
+/// setsid(2): a new session and process group led by the caller, which
+/// must not lead a group already.
+pub fn setsid(p: &mut Call) -> Result<u64, Errno> {
+    let me = p.pid;
+    if crate::process::all_ids(p).iter().any(|i| i.pgid == me) {
+        return Err(Errno::Perm);
+    }
+    p.sid = me;
+    p.pgid = me;
+    Ok(u64::from(me))
+}
+
+/// setpgid(2): moves the caller or one of its children (in its session,
+/// not a session leader) into group `pgid` of the same session, or into a
+/// new group of its own (`pgid` 0 or its pid).
 pub fn setpgid(p: &mut Call, pid: i32, pgid: i32) -> Result<u64, Errno> {
-    if pgid < 0 {
+    if pgid < 0 || pid < 0 {
         return Err(Errno::Inval);
     }
-    let me = p.pid;
-    let target = if pid == 0 { me } else { pid as u32 };
-    if target == me || crate::process::children_of(me).0.contains(&target) {
-        Ok(0)
-    } else {
-        Err(Errno::Srch)
+    let me = p.ids();
+    let target = if pid == 0 { me.pid } else { pid as u32 };
+    let all = crate::process::all_ids(p);
+    let t = all
+        .iter()
+        .find(|i| i.pid == target && (i.pid == me.pid || i.ppid == me.pid))
+        .copied()
+        .ok_or(Errno::Srch)?;
+    if t.sid != me.sid || t.sid == t.pid {
+        return Err(Errno::Perm);
     }
+    let group = if pgid == 0 { target } else { pgid as u32 };
+    if group != target && !all.iter().any(|i| i.pgid == group && i.sid == me.sid) {
+        return Err(Errno::Perm);
+    }
+    crate::process::with_process(p, target, |t| t.pgid = group).ok_or(Errno::Srch)?;
+    Ok(0)
 }
 
 /// fork(2), vfork(2) and clone(2) without CLONE_THREAD: a new process
@@ -154,38 +180,46 @@ const WCONTINUED: u64 = 8;
 const WNOWAIT: u64 = 0x0100_0000;
 const WALL_CLONE: u64 = 0xc000_0000;
 
-/// The ended child of the caller that `select` accepts, collected (left
-/// for later with `keep`): `Ok(None)` when children that match still run,
-/// ECHILD when none match.
+/// The ended child of the caller that `select` accepts (given its pid and
+/// process group), collected (left for later with `keep`): `Ok(None)`
+/// when children that match still run, ECHILD when none match.
 fn reap(
     me: u32,
-    select: impl Fn(u32) -> bool,
+    select: impl Fn(u32, u32) -> bool,
     keep: bool,
 ) -> Result<Option<crate::process::Zombie>, Errno> {
     let mut zombies = crate::state::KERNEL.zombies.lock();
-    if let Some(i) = zombies.iter().position(|z| z.ppid == me && select(z.pid)) {
+    if let Some(i) = zombies
+        .iter()
+        .position(|z| z.ppid == me && select(z.pid, z.pgid))
+    {
         return Ok(Some(if keep { zombies[i] } else { zombies.remove(i) }));
     }
     drop(zombies);
-    let (live, _) = crate::process::children_of(me);
-    if live.into_iter().any(select) {
+    if crate::process::children_of(me)
+        .into_iter()
+        .any(|c| select(c.pid, c.pgid))
+    {
         Ok(None)
     } else {
         Err(Errno::Child)
     }
 }
 
-/// Which children a wait4 `pid` argument selects (process groups are the
-/// caller's own for now: every process is in group 1).
-fn wait4_selects(pid: i32) -> impl Fn(u32) -> bool {
-    move |child| match pid {
+/// Which children a wait4 `pid` argument selects: one pid, the caller's
+/// group (0), group `-pid`, or any (-1).
+fn wait4_selects(pid: i32, own_group: u32) -> impl Fn(u32, u32) -> bool {
+    move |child, group| match pid {
+        -1 => true,
+        0 => group == own_group,
         p if p > 0 => child == p as u32,
-        _ => true,
+        p => group == p.unsigned_abs(),
     }
 }
 
 /// wait4(2) (and waitpid, wait through it): an ended child's status; waits
-/// for one unless WNOHANG (stopped and continued children never happen).
+/// for one unless WNOHANG (kiln never stops a process, so WUNTRACED and
+/// WCONTINUED have nothing to report).
 pub fn wait4(
     p: &mut Call,
     pid: i32,
@@ -196,7 +230,10 @@ pub fn wait4(
     if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL_CLONE) != 0 {
         return Err(Errno::Inval);
     }
-    match reap(p.pid, wait4_selects(pid), false)? {
+    if pid == i32::MIN {
+        return Err(Errno::Srch);
+    }
+    match reap(p.pid, wait4_selects(pid, p.pgid), false)? {
         Some(z) => {
             if !status.is_null() {
                 p.mem.write(status, z.status.raw())?;
@@ -212,7 +249,7 @@ pub fn wait4(
     }
 }
 
-/// waitid(2): P_ALL (0), P_PID (1), P_PGID (2: every child for now).
+/// waitid(2): P_ALL (0), P_PID (1), P_PGID (2; id 0: the caller's group).
 pub fn waitid(
     p: &mut Call,
     which: u32,
@@ -223,7 +260,24 @@ pub fn waitid(
     if options & (WEXITED | WUNTRACED | WCONTINUED) == 0 || which > 2 {
         return Err(Errno::Inval);
     }
-    let select = move |child: u32| which != 1 || child == id as u32;
+    let group = if id == 0 { p.pgid } else { id as u32 };
+    let select = move |child: u32, pgid: u32| match which {
+        1 => child == id as u32,
+        2 => pgid == group,
+        _ => true,
+    };
+    if options & WEXITED == 0 {
+        // Only stops and continues asked for: kiln has none to report.
+        return match reap(p.pid, select, true)? {
+            _ if options & WNOHANG != 0 => {
+                if !info.is_null() {
+                    p.mem.write_bytes(info, &[0u8; 128])?;
+                }
+                Ok(0)
+            }
+            _ => Err(Errno::Restart),
+        };
+    }
     match reap(p.pid, select, options & WNOWAIT != 0)? {
         Some(z) => {
             if !info.is_null() {
@@ -378,9 +432,17 @@ pub fn prctl(p: &mut Call, option: u32, arg: Word) -> Result<u64, Errno> {
             p.mem.write(arg.ptr(), comm)?;
             Ok(0)
         }
-        PR_SET_PDEATHSIG => (arg.value() <= 64).then_some(0).ok_or(Errno::Inval),
+        PR_SET_PDEATHSIG => {
+            let signal = u8::try_from(arg.value())
+                .ok()
+                .filter(|&s| s <= kiln_kernel::signal::NSIG)
+                .ok_or(Errno::Inval)?;
+            p.pdeathsig = signal;
+            Ok(0)
+        }
         PR_GET_PDEATHSIG => {
-            p.mem.write(arg.ptr::<u32>(), 0)?;
+            let signal = u32::from(p.pdeathsig);
+            p.mem.write(arg.ptr::<u32>(), signal)?;
             Ok(0)
         }
         PR_GET_DUMPABLE => Ok(1),

@@ -92,6 +92,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         memory_mib: args.memory,
         timeout,
         trace_syscalls: args.run.trace_syscalls,
+        init: args.run.init,
         stats: args.run.stats,
         stdin: console.stdin,
         terminal: console.terminal,

@@ -185,6 +185,47 @@ impl PageTables {
         free(self.pml4);
     }
 
+    /// The first 4 KiB page at or after `va` and before `end` whose entry
+    /// is present or kept, with that entry; absent tables are skipped
+    /// whole, so sparse areas cost little.
+    pub fn next_mapped(&self, va: u64, end: u64) -> Option<(u64, u64)> {
+        let mut at = va & !0xfff;
+        'search: while at < end {
+            let mut pa = self.pml4;
+            for level in (1..4).rev() {
+                // SAFETY: every non-leaf entry points at a table these tables own.
+                let e = unsafe { table(pa)[index(at, level)] };
+                if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+                    // Nothing below this entry: on to the next one.
+                    let span = 1u64 << (12 + 9 * level);
+                    at = (at & !(span - 1)).checked_add(span)?;
+                    continue 'search;
+                }
+                pa = e & pte::ADDR;
+            }
+            // SAFETY: as above.
+            let leaf = unsafe { table(pa) };
+            let mut i = index(at, 0);
+            while i < 512 && at < end {
+                let e = leaf[i];
+                if e & (pte::PRESENT | pte::KEPT) != 0 {
+                    return Some((at, e));
+                }
+                i += 1;
+                at += 0x1000;
+            }
+        }
+        None
+    }
+
+    /// Clears the writable bit of the present 4 KiB mapping at `va`
+    /// without flushing the TLB: the caller flushes once after many.
+    pub fn write_protect(&mut self, va: u64) {
+        if let Some(e) = self.leaf_mut(va) {
+            *e &= !pte::WRITABLE;
+        }
+    }
+
     fn leaf_mut(&mut self, va: u64) -> Option<&mut u64> {
         let mut pa = self.pml4;
         for level in (1..4).rev() {
