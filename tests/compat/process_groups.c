@@ -3,7 +3,8 @@
  * SIGCHLD with its siginfo, children reaped for the parent under SIG_IGN
  * and SA_NOCLDWAIT, a zombie seen in /proc before it is collected,
  * another process's /proc entries, fork in a threaded process (only the
- * caller lives on in the child), vfork + exec, posix_spawn, and the
+ * caller lives on in the child), vfork + exec (the child in the parent's
+ * memory), posix_spawn (a failed exec reported), and the
  * parent-death signal. Pids differ between runs (and the program is not
  * pid 1 natively), so only relations between them are printed. */
 #define _GNU_SOURCE
@@ -216,17 +217,6 @@ int main(int argc, char **argv) {
     printf("SIGCHLD under SA_NOCLDWAIT: %d more\n", chld_count - before);
     signal(SIGCHLD, SIG_DFL);
 
-    /* fork in a threaded process: the child has one thread. */
-    pthread_t t;
-    SHOW(pthread_create(&t, 0, idle_thread, 0));
-    printf("threads here: %ld\n", status_field(me, "Threads"));
-    c = fork();
-    if (c == 0) {
-        printf("threads in the child: %ld\n", status_field(getpid(), "Threads"));
-        _exit(0);
-    }
-    SHOW(waitpid(c, &st, 0) == c);
-
     /* vfork + exec of this program, posix_spawn of it and of nothing. */
     char mine[16];
     snprintf(mine, sizeof mine, "%d", (int)me);
@@ -239,9 +229,35 @@ int main(int argc, char **argv) {
     show_status("vfork child", st);
     pid_t spawned;
     char *spawn_argv[] = {"self", "exec-me", "by posix_spawn", mine, 0};
-    SHOW(posix_spawn(&spawned, "/proc/self/exe", 0, 0, spawn_argv, environ));
+    /* (The parent goes on once the child execs: the result is printed
+     * after the child's line.) */
+    int spawn_result = posix_spawn(&spawned, "/proc/self/exe", 0, 0, spawn_argv, environ);
     SHOW(waitpid(spawned, &st, 0) == spawned);
+    printf("posix_spawn of this program: %d\n", spawn_result);
     show_status("spawned child", st);
+    /* The child reports the failed exec through the memory it shares with
+     * the parent (vfork): posix_spawn itself fails. */
+    SHOW(posix_spawn(&spawned, "/nope", 0, 0, spawn_argv, environ));
+    /* And the vfork child's writes are the parent's memory too. */
+    volatile int shared_word = 0;
+    c = vfork();
+    if (c == 0) {
+        shared_word = 7;
+        _exit(0);
+    }
+    SHOW(waitpid(c, &st, 0) == c);
+    printf("written by the vfork child: %d\n", shared_word);
+
+    /* fork in a threaded process: the child has one thread. */
+    pthread_t t;
+    SHOW(pthread_create(&t, 0, idle_thread, 0));
+    printf("threads here: %ld\n", status_field(me, "Threads"));
+    c = fork();
+    if (c == 0) {
+        printf("threads in the child: %ld\n", status_field(getpid(), "Threads"));
+        _exit(0);
+    }
+    SHOW(waitpid(c, &st, 0) == c);
 
     /* The parent-death signal: a grandchild told when its parent ends. */
     SHOW(prctl(PR_SET_PDEATHSIG, SIGUSR2));

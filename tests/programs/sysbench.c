@@ -2,7 +2,8 @@
  * in kiln by `cargo xtask bench-syscall`. Each prints "name ns_per_op" on
  * stdout (the median of several timed rounds).
  *
- *   sysbench FILE [SCALE]   FILE: a file of at least 4 KiB to read */
+ *   sysbench FILE [SCALE]   FILE: a file of at least 4 KiB to read
+ *   sysbench --exit         exit at once (what vfork_exec_wait runs) */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -133,7 +135,65 @@ static double clock_read(long n) {
     return now_ns() - t;
 }
 
+static double fork_exit_wait(long n) {
+    double t = now_ns();
+    for (long i = 0; i < n; i++) {
+        pid_t c = fork();
+        if (c == 0)
+            _exit(0);
+        if (c < 0 || waitpid(c, NULL, 0) != c)
+            abort();
+    }
+    return now_ns() - t;
+}
+
+static double vfork_exec_wait(long n) {
+    double t = now_ns();
+    for (long i = 0; i < n; i++) {
+        pid_t c = vfork();
+        if (c == 0) {
+            execl("/proc/self/exe", "sysbench", "--exit", (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        if (c < 0 || waitpid(c, &st, 0) != c || st != 0)
+            abort();
+    }
+    return now_ns() - t;
+}
+
+/* A byte to another process and back through two pipes: two switches
+ * between processes a round trip. */
+static double process_pipe_pingpong(long n) {
+    int there[2], back[2];
+    if (pipe(there) || pipe(back))
+        abort();
+    pid_t c = fork();
+    if (c == 0) {
+        char b;
+        close(there[1]);
+        close(back[0]);
+        while (read(there[0], &b, 1) == 1)
+            write(back[1], &b, 1);
+        _exit(0);
+    }
+    close(there[0]);
+    close(back[1]);
+    char b = 'x';
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        if (write(there[1], &b, 1) != 1 || read(back[0], &b, 1) != 1)
+            abort();
+    t = now_ns() - t;
+    close(there[1]);
+    close(back[0]);
+    waitpid(c, NULL, 0);
+    return t;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--exit") == 0)
+        return 0;
     if (argc < 2) {
         fprintf(stderr, "usage: sysbench FILE [SCALE]\n");
         return 2;
@@ -150,5 +210,8 @@ int main(int argc, char **argv) {
     report("futex_pingpong", 1000 * scale, futex_pingpong);
     report("thread_create_join", 200 * scale, thread_create);
     report("clock_gettime", 20000 * scale, clock_read);
+    report("fork_exit_wait", 200 * scale, fork_exit_wait);
+    report("vfork_exec_wait", 100 * scale, vfork_exec_wait);
+    report("process_pipe_pingpong", 2000 * scale, process_pipe_pingpong);
     return 0;
 }

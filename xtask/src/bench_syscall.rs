@@ -42,6 +42,15 @@ const BENCHES: &[(&str, &str)] = &[
     ("futex_pingpong", "futex round trip between two threads"),
     ("thread_create_join", "pthread_create + pthread_join"),
     ("clock_gettime", "clock_gettime(CLOCK_MONOTONIC)"),
+    ("fork_exit_wait", "fork + child _exit + waitpid"),
+    (
+        "vfork_exec_wait",
+        "vfork + exec of a static program + waitpid",
+    ),
+    (
+        "process_pipe_pingpong",
+        "pipe round trip between two processes",
+    ),
 ];
 
 /// Parses sysbench's "name ns" lines.

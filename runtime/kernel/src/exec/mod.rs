@@ -95,6 +95,7 @@ pub fn exec(
         sid: 1,
         pdeathsig: 0,
         orphan: false,
+        vfork_parent: None,
         exe: alloc::string::String::from_utf8_lossy(path).into_owned(),
         rewriter: crate::syscall::rewrite::Rewriter::new(),
         mem: AddressSpace::new(tables, plan.brk_start),
@@ -396,6 +397,12 @@ pub fn replace(
     envp: Vec<Vec<u8>>,
 ) -> Result<(u64, u64), ExecError> {
     let _ = p.write_back(0, u64::MAX, true);
+    if p.vfork_parent.is_some() {
+        // A vfork child: the memory goes back to the parent, and the new
+        // image is built in the parent's empty stand-in tables.
+        crate::process::give_back_memory(p);
+        arch::load_page_table(p.mem.pml4());
+    }
     p.mem.remove_range(
         kiln_kernel::exec::elf::USER_MIN,
         kiln_kernel::exec::elf::USER_END,
@@ -407,6 +414,10 @@ pub fn replace(
     let (mut next, entry, sp) = exec(program.region, program.path.as_bytes(), &args, p.trace)?;
     next.pid = p.pid;
     next.ppid = p.ppid;
+    next.pgid = p.pgid;
+    next.sid = p.sid;
+    next.pdeathsig = p.pdeathsig;
+    next.orphan = p.orphan;
     next.fds = core::mem::take(&mut p.fds);
     next.fds.close_on_exec();
     next.cwd = core::mem::take(&mut p.cwd);

@@ -26,6 +26,9 @@ pub struct Process {
     /// Its parent ended and pid 1 adopted it (with `--init`, the kernel
     /// reaps it when it ends, as an init process would).
     pub orphan: bool,
+    /// A vfork child: the parent whose memory it runs in, suspended until
+    /// the child gives it back (execve, or its end).
+    pub vfork_parent: Option<u32>,
     /// Its program's path (/proc/self/exe).
     pub exe: alloc::string::String,
     /// Its SYSCALL-site rewriter while it is parked (the running process's
@@ -78,16 +81,40 @@ impl Process {
     /// # Errors
     /// ENOMEM when memory runs out.
     pub fn fork(&mut self, pid: u32) -> Result<Process, kiln_kernel::errno::Errno> {
-        Ok(Process {
+        let mem = self.mem.fork()?;
+        Ok(self.child(pid, mem))
+    }
+
+    /// A vfork child `pid` that runs in this process's memory — lent to
+    /// it, this process keeping an empty address space until
+    /// [`give_back_memory`] — with its descriptors shared as `fork`'s are.
+    ///
+    /// # Errors
+    /// ENOMEM without a frame for the stand-in's page table.
+    pub fn vfork(&mut self, pid: u32) -> Result<Process, kiln_kernel::errno::Errno> {
+        let root = crate::arch::new_page_table_root().ok_or(kiln_kernel::errno::Errno::Nomem)?;
+        // SAFETY: a fresh top-level table, used by this (suspended)
+        // process only once the child hands the memory back.
+        let tables = unsafe { crate::arch::PageTables::from_pml4(root) };
+        let stand_in = AddressSpace::new(tables, self.mem.brk_start);
+        let mem = core::mem::replace(&mut self.mem, stand_in);
+        let mut child = self.child(pid, mem);
+        child.vfork_parent = Some(self.pid);
+        Ok(child)
+    }
+
+    fn child(&self, pid: u32, mem: AddressSpace) -> Process {
+        Process {
             pid,
             ppid: self.pid,
             pgid: self.pgid,
             sid: self.sid,
             pdeathsig: 0,
             orphan: false,
+            vfork_parent: None,
             exe: self.exe.clone(),
             rewriter: crate::state::KERNEL.rewriter.lock().clone(),
-            mem: self.mem.fork()?,
+            mem,
             trace: self.trace,
             signals: self.signals.clone(),
             fds: self.fds.clone(),
@@ -98,7 +125,7 @@ impl Process {
             rlimits: self.rlimits,
             start_ns: crate::time::monotonic_ns(),
             shared_maps: Vec::new(),
-        })
+        }
     }
 
     /// Writes the pages of the shared file mappings that overlap
@@ -138,6 +165,22 @@ impl Process {
         self.shared_maps = kept;
         result
     }
+}
+
+/// A vfork child (the running process) gives its parent's memory back,
+/// with its SYSCALL-site rewriter, taking the parent's empty stand-in
+/// address space in exchange, and wakes the parent. Nothing to do for
+/// another process.
+pub fn give_back_memory(child: &mut Process) {
+    use crate::state::KERNEL;
+    let Some(ppid) = child.vfork_parent.take() else {
+        return;
+    };
+    if let Some(parent) = KERNEL.parked.lock().get_mut(&ppid) {
+        core::mem::swap(&mut parent.mem, &mut child.mem);
+        parent.rewriter = core::mem::take(&mut *KERNEL.rewriter.lock());
+    }
+    crate::sched::vfork_done(child.pid);
 }
 
 /// The program's path (/proc/self/exe, AT_EXECFN).
@@ -299,14 +342,16 @@ pub fn exit_current(status: WaitStatus) -> ! {
     let gone = KERNEL.process.lock().take();
     let ended = match gone {
         Some(mut p) => {
+            // A vfork child's memory is its parent's: given back, not freed.
+            give_back_memory(&mut p);
             let _ = p.write_back(0, u64::MAX, true);
             let _ = p.mem.remove_range(
                 kiln_kernel::exec::elf::USER_MIN,
                 kiln_kernel::exec::elf::USER_END,
             );
             let ended = Ended::of(&p);
-            // Its page tables are still the active ones: freed once the
-            // next process's are loaded.
+            // Its page tables may still be the active ones: freed once
+            // the next process's are loaded.
             let Process { mem, .. } = p;
             *DEAD_TABLES.lock() = Some(mem);
             ended

@@ -30,7 +30,7 @@ mod wait;
 
 pub use wait::{
     block, block_io, futex_waiters, io_generation, notify_io, requeue_futex, restart_deadline,
-    wake_futex, Wait, Woken,
+    vfork_done, wake_futex, Wait, Woken,
 };
 pub(crate) use wait::{expire, signal_ends_wait, wake};
 

@@ -32,6 +32,13 @@ pub enum Wait {
         /// Blocked signals that also end the wait.
         set: u64,
     },
+    /// The vfork child that borrowed its process's memory giving it back
+    /// (at execve or its end). No signal ends this wait: the thread has
+    /// no memory to run a handler in until then.
+    Vfork {
+        /// The child.
+        child: Tid,
+    },
 }
 
 /// Why a blocked thread runs again.
@@ -103,6 +110,22 @@ pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
     }
     rearm(&mut s);
     waiting.len() as u32
+}
+
+/// Wakes the thread waiting for vfork child `child` to give its memory
+/// back.
+pub fn vfork_done(child: Tid) {
+    let mut s = KERNEL.sched.lock();
+    let waiting: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked && t.wait == Some(Wait::Vfork { child }))
+        .map(|t| t.tid)
+        .collect();
+    for tid in waiting {
+        make_runnable(&mut s, tid);
+    }
+    rearm(&mut s);
 }
 
 /// How many threads wait on the futex word at `addr`.
@@ -228,6 +251,9 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
 
 /// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
 pub(crate) fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
+    if matches!(wait, Wait::Vfork { .. }) {
+        return false;
+    }
     // The process-directed queue is pid 1's.
     let shared = if t.pid == 1 { shared } else { 0 };
     let pending = t.sig.pending.set() | shared;

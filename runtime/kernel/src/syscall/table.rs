@@ -124,7 +124,7 @@ syscalls! {
     55 getsockopt(fd: Fd, level: i32, name: i32, value: UserPtr<u8>, len: UserPtr<u32>) => socket::getsockopt;
     56 clone(flags: Flags, stack: UserAddr, parent_tid: UserPtr<u32>, child_tid: UserPtr<u32>, tls: UserAddr) => thread::clone;
     57 fork() => task::fork;
-    58 vfork() => task::fork;
+    58 vfork() => task::vfork;
     59 execve(path: UserCStr, argv: UserPtr<u64>, envp: UserPtr<u64>) => task::execve;
     60 exit(status: i32) => thread::exit;
     61 wait4(pid: i32, status: UserPtr<i32>, options: Flags, rusage: UserPtr<u8>) => task::wait4;

@@ -116,18 +116,24 @@ pub fn setpgid(p: &mut Call, pid: i32, pgid: i32) -> Result<u64, Errno> {
     Ok(0)
 }
 
-/// fork(2), vfork(2) and clone(2) without CLONE_THREAD: a new process
-/// running the caller's code from this call on with RAX 0 — its memory a
-/// copy of the caller's, its descriptors shared. (vfork and CLONE_VM share
-/// nothing more: the child has its own copy, which is what a program that
-/// execs or exits soon after cannot tell apart, except that posix_spawn's
-/// child cannot report an exec failure through shared memory.)
+/// fork(2) and clone(2) without CLONE_THREAD: a new process running the
+/// caller's code from this call on with RAX 0 — its memory the caller's,
+/// copied on write, its descriptors shared.
 pub fn fork(p: &mut Call) -> Outcome {
-    fork_with_stack(p, 0)
+    fork_with_stack(p, 0, false)
 }
 
-/// The fork of `fork`, with the child on `stack` when not 0 (clone).
-pub fn fork_with_stack(p: &mut Call, stack: u64) -> Outcome {
+/// vfork(2): as fork, but the child runs in the caller's memory while the
+/// caller waits, until the child execs or ends (then vfork returns).
+pub fn vfork(p: &mut Call) -> Outcome {
+    fork_with_stack(p, 0, true)
+}
+
+/// The fork of `fork`, with the child on `stack` when not 0 (clone), and
+/// sharing the caller's memory while the caller waits with `vfork` (when
+/// the caller is its process's only thread: with others running in that
+/// memory, the child gets a copy instead).
+pub fn fork_with_stack(p: &mut Call, stack: u64, vfork: bool) -> Outcome {
     // A fork bomb meets EAGAIN, and the kernel keeps the memory its own
     // structures need (a new thread's stack comes from its heap).
     if crate::state::KERNEL.parked.lock().len() + 1 >= MAX_PROCESSES {
@@ -138,17 +144,20 @@ pub fn fork_with_stack(p: &mut Call, stack: u64) -> Outcome {
         return Outcome::Return(Err(Errno::Again));
     }
     let pid = crate::sched::next_id();
-    let mut child = match p.fork(pid) {
+    let lend = vfork && crate::sched::threads_of(p.pid).count == 1;
+    let made = if lend { p.vfork(pid) } else { p.fork(pid) };
+    let mut child = match made {
         Ok(c) => c,
         Err(e) => return Outcome::Return(Err(e)),
     };
     let (used, total) = crate::mm::frame::usage();
-    if total.saturating_sub(used) < RESERVE_FRAMES {
+    if !lend && total.saturating_sub(used) < RESERVE_FRAMES {
         // The copy took what the kernel needs: give it back.
         let _ = child.mem.remove_range(
             kiln_kernel::exec::elf::USER_MIN,
             kiln_kernel::exec::elf::USER_END,
         );
+        child.mem.free_tables();
         return Outcome::Return(Err(Errno::Again));
     }
     let mut frame = *p.frame();
@@ -160,8 +169,28 @@ pub fn fork_with_stack(p: &mut Call, stack: u64) -> Outcome {
     if let Err(e) =
         crate::sched::spawn_as(pid, pid, &frame, crate::arch::fs_base(), UserPtr::new(0))
     {
-        crate::state::KERNEL.parked.lock().remove(&pid);
+        if let Some(mut child) = crate::state::KERNEL.parked.lock().remove(&pid) {
+            if lend {
+                core::mem::swap(&mut p.mem, &mut child.mem);
+            }
+            // (A copy's frames are the child's to release.)
+            let _ = child.mem.remove_range(
+                kiln_kernel::exec::elf::USER_MIN,
+                kiln_kernel::exec::elf::USER_END,
+            );
+            child.mem.free_tables();
+        }
         return Outcome::Return(Err(e));
+    }
+    if lend {
+        // Suspended, without memory, until the child gives it back.
+        return Outcome::Block {
+            wait: crate::sched::Wait::Vfork { child: pid },
+            deadline: None,
+            on_event: Some(Ok(u64::from(pid))),
+            on_timeout: None,
+            on_signal: super::OnSignal::Rerun,
+        };
     }
     Outcome::Return(Ok(u64::from(pid)))
 }

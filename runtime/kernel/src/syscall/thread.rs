@@ -78,6 +78,7 @@ const CLONE_VM: u64 = 0x100;
 const CLONE_FS: u64 = 0x200;
 const CLONE_FILES: u64 = 0x400;
 const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_VFORK: u64 = 0x4000;
 const CLONE_THREAD: u64 = 0x10000;
 const CLONE_SETTLS: u64 = 0x80000;
 const CLONE_PARENT_SETTID: u64 = 0x100000;
@@ -122,8 +123,9 @@ fn new_thread(
     tls: u64,
 ) -> Outcome {
     if flags & CLONE_THREAD == 0 {
-        // A new process (fork, vfork, posix_spawn's CLONE_VM|CLONE_VFORK).
-        return super::task::fork_with_stack(p, stack);
+        // A new process (fork, or posix_spawn's CLONE_VM|CLONE_VFORK).
+        let vfork = flags & (CLONE_VM | CLONE_VFORK) == CLONE_VM | CLONE_VFORK;
+        return super::task::fork_with_stack(p, stack, vfork);
     }
     if flags & CLONE_VM == 0 {
         return Outcome::Return(Err(Errno::Inval));
