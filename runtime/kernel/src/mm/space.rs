@@ -6,7 +6,7 @@
 //! The program shares the kernel's page tables (the lower half is its own)
 //! and runs at the kernel's privilege level.
 
-use kiln_kernel::exec::elf::{PAGE_SIZE, USER_END};
+use kiln_kernel::exec::elf::{PAGE_SIZE, USER_END, USER_MIN};
 use kiln_kernel::mm::vma::{Backing, Label, Vma, VmaError, VmaSet};
 
 use super::fault::{copy_frame, pte_flags, FaultError};
@@ -59,6 +59,13 @@ impl AddressSpace {
     /// must not be the active ones.
     pub fn free_tables(self) {
         self.tables.free_process_tables(&mut frame::free);
+    }
+
+    /// Gives back every frame it maps and then its page tables (which must
+    /// not be the active ones): an address space no process will run in.
+    pub fn discard(mut self) {
+        let _ = self.remove_range(USER_MIN, USER_END);
+        self.free_tables();
     }
 
     /// Physical address of its top-level page table.
@@ -138,11 +145,7 @@ impl AddressSpace {
         match shared {
             Ok(()) => Ok(child),
             Err(e) => {
-                let areas: alloc::vec::Vec<Vma> = child.vmas.iter().copied().collect();
-                for a in areas {
-                    let _ = child.remove_range(a.start, a.end);
-                }
-                child.free_tables();
+                child.discard();
                 Err(e)
             }
         }

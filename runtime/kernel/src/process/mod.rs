@@ -218,6 +218,25 @@ pub enum WaitStatus {
 }
 
 impl WaitStatus {
+    /// The SIGCHLD siginfo of child `pid` that ended so (what waitid
+    /// stores, too): CLD_EXITED with its exit code, or CLD_KILLED with the
+    /// signal.
+    pub fn child_info(self, pid: u32) -> kiln_kernel::signal::SigInfo {
+        const CLD_EXITED: i32 = 1;
+        const CLD_KILLED: i32 = 2;
+        let (code, value) = match self {
+            WaitStatus::Exited(c) => (CLD_EXITED, c),
+            WaitStatus::Signaled(s) => (CLD_KILLED, s),
+        };
+        kiln_kernel::signal::SigInfo {
+            signo: kiln_kernel::signal::sig::SIGCHLD,
+            code,
+            errno: 0,
+            word0: u64::from(pid),
+            word1: u64::from(value),
+        }
+    }
+
     /// The `int` wait4 stores (WIFEXITED: status << 8; WIFSIGNALED: the
     /// signal number).
     pub fn raw(self) -> i32 {
@@ -349,42 +368,25 @@ pub fn exit_current(status: WaitStatus) -> ! {
                 kiln_kernel::exec::elf::USER_MIN,
                 kiln_kernel::exec::elf::USER_END,
             );
-            let ended = Ended::of(&p);
+            let ended = (p.ids(), p.orphan);
             // Its page tables may still be the active ones: freed once
             // the next process's are loaded.
             let Process { mem, .. } = p;
             *DEAD_TABLES.lock() = Some(mem);
             ended
         }
-        None => Ended {
-            pid,
-            ppid: 1,
-            pgid: 1,
-            orphan: true,
-        },
+        None => (
+            Ids {
+                pid,
+                ppid: 1,
+                pgid: 1,
+                sid: 1,
+            },
+            true,
+        ),
     };
-    bury(ended, status);
+    bury(ended.0, ended.1, status);
     crate::sched::exit_process_threads()
-}
-
-/// What `bury` needs of a process that ended.
-#[derive(Clone, Copy)]
-struct Ended {
-    pid: u32,
-    ppid: u32,
-    pgid: u32,
-    orphan: bool,
-}
-
-impl Ended {
-    fn of(p: &Process) -> Self {
-        Self {
-            pid: p.pid,
-            ppid: p.ppid,
-            pgid: p.pgid,
-            orphan: p.orphan,
-        }
-    }
 }
 
 /// Sends `info` to process `pid`, which is not the running one. As on
@@ -418,12 +420,13 @@ pub fn signal_other(
     Ok(())
 }
 
-/// After process `ended` ended (it is not the running one any more): its
+/// After process `ended` ended (it is not the running one any more; an
+/// `orphan` its first parent outlived): its
 /// children go to pid 1 (those that asked get their parent-death signal),
 /// a zombie stays for its parent's wait — unless the parent ignores
 /// SIGCHLD or set SA_NOCLDWAIT, or it was an orphan and `--init` reaps
 /// those — the parent gets SIGCHLD, and waiters wake.
-fn bury(ended: Ended, status: WaitStatus) {
+fn bury(ended: Ids, orphan: bool, status: WaitStatus) {
     use crate::state::KERNEL;
     use kiln_kernel::signal::{sa, sig, SigInfo, SIG_IGN};
     let init_reaps = crate::state::options().init_reaps;
@@ -445,7 +448,7 @@ fn bury(ended: Ended, status: WaitStatus) {
         .map(|p| p.signals.action(sig::SIGCHLD));
     let reaped = parent_action
         .is_some_and(|a| a.handler == SIG_IGN || a.flags & sa::NOCLDWAIT != 0)
-        || (init_reaps && ended.orphan && ended.ppid == 1);
+        || (init_reaps && orphan && ended.ppid == 1);
     {
         let mut zombies = KERNEL.zombies.lock();
         // Its zombie children go to pid 1 too (reaped at once with --init).
@@ -462,7 +465,7 @@ fn bury(ended: Ended, status: WaitStatus) {
                 pid,
                 ppid: ended.ppid,
                 pgid: ended.pgid,
-                orphan: ended.orphan,
+                orphan,
                 status,
             });
         }
@@ -473,18 +476,7 @@ fn bury(ended: Ended, status: WaitStatus) {
     // with EINTR.
     crate::sched::notify_io();
     if parent_action.is_some_and(|a| a.handler != SIG_IGN) {
-        let (code, value) = match status {
-            WaitStatus::Exited(c) => (CLD_EXITED, c),
-            WaitStatus::Signaled(s) => (CLD_KILLED, s),
-        };
-        let info = SigInfo {
-            signo: sig::SIGCHLD,
-            code,
-            errno: 0,
-            word0: u64::from(pid),
-            word1: u64::from(value),
-        };
-        let _ = signal_other(ended.ppid, info);
+        let _ = signal_other(ended.ppid, status.child_info(pid));
     }
     for (child, signal) in bereaved {
         let info = SigInfo {
@@ -494,7 +486,3 @@ fn bury(ended: Ended, status: WaitStatus) {
         let _ = signal_other(child, info);
     }
 }
-
-/// SIGCHLD codes: the child exited, or a signal killed it.
-const CLD_EXITED: i32 = 1;
-const CLD_KILLED: i32 = 2;

@@ -146,18 +146,14 @@ pub fn fork_with_stack(p: &mut Call, stack: u64, vfork: bool) -> Outcome {
     let pid = crate::sched::next_id();
     let lend = vfork && crate::sched::threads_of(p.pid).count == 1;
     let made = if lend { p.vfork(pid) } else { p.fork(pid) };
-    let mut child = match made {
+    let child = match made {
         Ok(c) => c,
         Err(e) => return Outcome::Return(Err(e)),
     };
     let (used, total) = crate::mm::frame::usage();
     if !lend && total.saturating_sub(used) < RESERVE_FRAMES {
         // The copy took what the kernel needs: give it back.
-        let _ = child.mem.remove_range(
-            kiln_kernel::exec::elf::USER_MIN,
-            kiln_kernel::exec::elf::USER_END,
-        );
-        child.mem.free_tables();
+        child.mem.discard();
         return Outcome::Return(Err(Errno::Again));
     }
     let mut frame = *p.frame();
@@ -173,12 +169,7 @@ pub fn fork_with_stack(p: &mut Call, stack: u64, vfork: bool) -> Outcome {
             if lend {
                 core::mem::swap(&mut p.mem, &mut child.mem);
             }
-            // (A copy's frames are the child's to release.)
-            let _ = child.mem.remove_range(
-                kiln_kernel::exec::elf::USER_MIN,
-                kiln_kernel::exec::elf::USER_END,
-            );
-            child.mem.free_tables();
+            child.mem.discard();
         }
         return Outcome::Return(Err(e));
     }
@@ -310,19 +301,8 @@ pub fn waitid(
     match reap(p.pid, select, options & WNOWAIT != 0)? {
         Some(z) => {
             if !info.is_null() {
-                // siginfo_t: si_signo, si_errno, si_code, (pad), si_pid,
-                // si_uid, si_status.
-                const SIGCHLD: i32 = 17;
-                let (code, st): (i32, i32) = match z.status {
-                    crate::process::WaitStatus::Exited(c) => (1, i32::from(c)),
-                    crate::process::WaitStatus::Signaled(s) => (2, i32::from(s)),
-                };
-                let mut b = [0u8; 128];
-                b[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
-                b[8..12].copy_from_slice(&code.to_le_bytes());
-                b[16..20].copy_from_slice(&(z.pid as i32).to_le_bytes());
-                b[24..28].copy_from_slice(&st.to_le_bytes());
-                p.mem.write_bytes(info, &b)?;
+                p.mem
+                    .write_bytes(info, &z.status.child_info(z.pid).encode())?;
             }
             Ok(0)
         }
