@@ -497,3 +497,72 @@ fn guest_kernel_runs_natively_on_pvm() {
         "{emulated} emulated instructions: the kernel is not running natively"
     );
 }
+
+/// `--cpus N` gives the guest N vCPUs, and every way a program counts CPUs
+/// agrees: sched_getaffinity, sysconf(_SC_NPROCESSORS_ONLN) and
+/// /proc/cpuinfo.
+#[test]
+fn cpus_flag_gives_the_guest_that_many_cpus() {
+    if !kvm_or_skip("cpus_flag_gives_the_guest_that_many_cpus") {
+        return;
+    }
+    for n in ["1", "2", "4"] {
+        let out = boot("smp", &["--cpus", n], &["count"], &[]);
+        assert_eq!(status(&out), 0, "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("sched_getaffinity: {n}\nsysconf: {n}\n/proc/cpuinfo: {n}\n")
+        );
+    }
+    let out = vmm()
+        .args(["--cpus", "5", "--app"])
+        .arg(common::program("smp"))
+        .output()
+        .expect("kiln-vmm runs");
+    assert_eq!(status(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("5 is not in 1..=4"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Threads spread over the CPUs (each runs one of them, getcpu says), and
+/// sched_setaffinity moves the caller to the CPU it names; a mask of no
+/// CPU of the VM is refused.
+#[test]
+fn threads_run_on_every_cpu_and_follow_their_affinity() {
+    if !kvm_or_skip("threads_run_on_every_cpu_and_follow_their_affinity") {
+        return;
+    }
+    let out = boot("smp", &["--cpus", "2", "--timeout", "60"], &["spread"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "threads ran on 2 of 2 CPUs\n");
+    let out = boot("smp", &["--cpus", "2", "--timeout", "60"], &["pin"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "pinned to CPU 1: runs on CPU 1\npinned to CPU 0: runs on CPU 0\n\
+         a mask of no CPU: Invalid argument\n"
+    );
+}
+
+/// A minute of threads on both CPUs passing tokens through mutexes and
+/// condition variables (futexes), replacing a page other CPUs keep reading
+/// (TLB shootdowns: no CPU may read an older page than the one
+/// published), and round-tripping messages through pipes to a forked
+/// child — with no hang, no lost wake-up and no stale read.
+#[test]
+fn threads_on_two_cpus_survive_a_minute_of_futexes_remaps_and_pipes() {
+    if !kvm_or_skip("threads_on_two_cpus_survive_a_minute_of_futexes_remaps_and_pipes") {
+        return;
+    }
+    let out = boot(
+        "smp",
+        &["--cpus", "2", "--memory", "256", "--timeout", "240"],
+        &["stress", "60"],
+        &[],
+    );
+    assert_eq!(status(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).ends_with("stress: ok\n"), "{}", stdout(&out));
+}

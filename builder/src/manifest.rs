@@ -454,10 +454,14 @@ fn validate(l: &LoadedManifest) -> Result<(), ManifestError> {
             format!("memory = {} MiB is out of range (4 to 16384)", m.vm.memory),
         ));
     }
-    if m.vm.vcpus != 1 {
+    if !(1..=kiln_boot::layout::MAX_VCPUS).contains(&u64::from(m.vm.vcpus)) {
         return Err(l.error_at(
             span_of_key(&l.source, "vcpus"),
-            "only vcpus = 1 is supported so far",
+            format!(
+                "vcpus = {} is out of range (1 to {})",
+                m.vm.vcpus,
+                kiln_boot::layout::MAX_VCPUS
+            ),
         ));
     }
     if let Some(size) = &m.max_size {
@@ -659,6 +663,15 @@ mod tests {
         assert!(e.contains("not a host name"), "{e}");
         let e = err(&format!("{GOOD}[net]\nport = 80\n"));
         assert!(e.contains("unknown field"), "{e}");
+        for bad in [0, 5] {
+            let e = err(&format!("{GOOD}[vm]\nvcpus = {bad}\n"));
+            assert!(
+                e.contains(&format!("vcpus = {bad} is out of range (1 to 4)")),
+                "{e}"
+            );
+        }
+        let m = parse(Path::new("m.toml"), format!("{GOOD}[vm]\nvcpus = 2\n")).unwrap();
+        assert_eq!(m.manifest.vm.vcpus, 2);
         assert_eq!(parse_size("512KiB"), Some(512 << 10));
         assert_eq!(parse_size("4 MiB"), Some(4 << 20));
         assert_eq!(parse_size("12"), Some(12));

@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub trace_syscalls: bool,
     /// Reap orphaned processes in the guest (`--init`).
     pub init: bool,
+    /// vCPUs instead of the image's.
+    pub cpus: Option<u8>,
     /// Collect KVM counters.
     pub stats: bool,
     /// What the program's standard input reads.
@@ -267,6 +269,10 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         timeout: opts.timeout,
         trace_syscalls: opts.trace_syscalls,
         init: opts.init,
+        cpus: opts
+            .cpus
+            .unwrap_or_else(|| u8::try_from(config.vcpus).unwrap_or(u8::MAX))
+            .clamp(1, kiln_boot::layout::MAX_VCPUS as u8),
         stats: opts.stats,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +193,30 @@ static double process_pipe_pingpong(long n) {
     return t;
 }
 
+/* sched_yield between two processes held on one CPU: each yield hands the
+ * CPU to the other process. Returns the time of n round trips halved: ns
+ * per switch between processes (a yield and a switch each). */
+static double process_switch(long n) {
+    cpu_set_t one, all;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_getaffinity(0, sizeof all, &all) || sched_setaffinity(0, sizeof one, &one))
+        abort();
+    pid_t c = fork();
+    if (c == 0)
+        for (;;)
+            sched_yield();
+    sched_yield();
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        sched_yield();
+    t = now_ns() - t;
+    kill(c, SIGKILL);
+    waitpid(c, NULL, 0);
+    sched_setaffinity(0, sizeof all, &all);
+    return t / 2;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--exit") == 0)
         return 0;
@@ -213,5 +239,6 @@ int main(int argc, char **argv) {
     report("fork_exit_wait", 200 * scale, fork_exit_wait);
     report("vfork_exec_wait", 100 * scale, vfork_exec_wait);
     report("process_pipe_pingpong", 2000 * scale, process_pipe_pingpong);
+    report("process_switch", 2000 * scale, process_switch);
     return 0;
 }

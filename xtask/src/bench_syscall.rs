@@ -6,8 +6,11 @@
 //! default (SYSCALL sites rewritten into calls, a vDSO for the time
 //! calls), with rewriting but no vDSO (`kiln.vdso=0`), and with neither
 //! (`kiln.syscall_rewrite=0 kiln.vdso=0`: every SYSCALL traps to the
-//! host). Prints a table and writes `target/bench/syscall.json`. A
-//! benchmark, not a test: it never fails on the numbers.
+//! host). A second table measures SMP: the wall time of 4 CPU-bound
+//! threads with `--cpus 1` and `--cpus 2`, next to the same program
+//! natively on one CPU (taskset) and on two. Prints the tables and writes
+//! `target/bench/syscall.json`. A benchmark, not a test: it never fails on
+//! the numbers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,10 @@ const BENCHES: &[(&str, &str)] = &[
     (
         "process_pipe_pingpong",
         "pipe round trip between two processes",
+    ),
+    (
+        "process_switch",
+        "switch between two processes on one CPU (sched_yield)",
     ),
 ];
 
@@ -120,6 +127,103 @@ fn images(kiln: &Path, program: &Path, blob: &Path) -> Result<Vec<PathBuf>> {
     Ok(built)
 }
 
+/// Threads of the SMP benchmark.
+const SPIN_THREADS: &str = "4";
+
+/// The median wall time, in seconds, of `runs` runs of a command printing
+/// "N threads: S s".
+fn spin_seconds(runs: usize, mut make: impl FnMut() -> Command) -> Result<f64> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let mut cmd = make();
+        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seconds = text
+            .split(": ")
+            .nth(1)
+            .and_then(|s| s.trim().trim_end_matches(" s").parse::<f64>().ok());
+        match seconds {
+            Some(s) if out.status.success() => samples.push(s),
+            _ => bail!(
+                "{cmd:?} failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
+/// 4 CPU-bound threads with 1 and 2 vCPUs, and natively on 1 and 2 CPUs;
+/// prints the table and returns its JSON.
+fn smp_speedup(kiln: &Path, program: &Path, runs: usize) -> Result<Value> {
+    let dir = paths::bench().join("syscall");
+    let manifest = dir.join("smp.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"smp-bench\"\nversion = \"0.0.0\"\n\n[program]\npath = {:?}\n\
+             guest_path = \"/app/smp\"\n\n[vm]\nmemory = 128\n",
+            program.display().to_string()
+        ),
+    )?;
+    let image = dir.join("smp.kiln");
+    build::kiln_build(kiln, &manifest, &image)?;
+    let in_kiln = |cpus: &str| {
+        spin_seconds(runs, || {
+            let mut c = Command::new(kiln);
+            c.arg("run")
+                .args(["--cpus", cpus, "--timeout", "300"])
+                .arg(&image)
+                .args(["--", "spin", SPIN_THREADS]);
+            c
+        })
+    };
+    let natively = |cpus: &str| {
+        spin_seconds(runs, || {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus])
+                .arg(program)
+                .args(["spin", SPIN_THREADS]);
+            c
+        })
+    };
+    let kiln1 = in_kiln("1")?;
+    let kiln2 = in_kiln("2")?;
+    let native1 = natively("0")?;
+    let native2 = natively("0,1")?;
+    println!();
+    println!(
+        "{:<27} {:>9} {:>9} {:>9}",
+        "4 CPU-bound threads", "1 CPU", "2 CPUs", "speed-up"
+    );
+    println!(
+        "{:<27} {:>8.3}s {:>8.3}s {:>8.2}x",
+        "kiln (--cpus 1, --cpus 2)",
+        kiln1,
+        kiln2,
+        kiln1 / kiln2
+    );
+    println!(
+        "{:<27} {:>8.3}s {:>8.3}s {:>8.2}x",
+        "native (taskset)",
+        native1,
+        native2,
+        native1 / native2
+    );
+    println!("(wall time, median of the runs)");
+    Ok(json!({
+        "threads": SPIN_THREADS.parse::<u32>().unwrap_or(4),
+        "kiln_1cpu_s": kiln1,
+        "kiln_2cpu_s": kiln2,
+        "kiln_speedup": kiln1 / kiln2,
+        "native_1cpu_s": native1,
+        "native_2cpu_s": native2,
+        "native_speedup": native1 / native2,
+    }))
+}
+
 /// Runs the benchmark.
 pub fn run(args: &SyscallArgs) -> Result<()> {
     if !host::kvm_available() {
@@ -180,11 +284,13 @@ pub fn run(args: &SyscallArgs) -> Result<()> {
         rows.push(row);
     }
     println!("(ns per operation, median of the runs; ratio = kiln / native)");
+    let smp = smp_speedup(&kiln, &programs.join("smp"), args.runs)?;
     let doc: Value = json!({
         "runs": args.runs,
         "scale": args.scale,
         "configs": CONFIGS.iter().map(|(n, c)| json!({ "name": n, "cmdline": c })).collect::<Vec<_>>(),
         "results": rows,
+        "smp": smp,
     });
     let out = paths::bench().join("syscall.json");
     build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;

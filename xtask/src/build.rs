@@ -241,6 +241,13 @@ pub const PROGRAMS: &[Program] = &[
         compile: &["gcc", "-static", "-O2", "-pthread"],
     },
     Program {
+        name: "smp",
+        source: "programs/smp.c",
+        compile: &[
+            "gcc", "-static", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror",
+        ],
+    },
+    Program {
         name: "sysbench",
         source: "programs/sysbench.c",
         compile: &["gcc", "-static", "-O2", "-pthread"],

@@ -63,6 +63,9 @@ struct Case {
     /// the case on a volume (virtio-fs) instead of the in-memory layer;
     /// natively it is a directory of the host's disk either way.
     volume: Option<String>,
+    /// vCPUs of the image (`[vm] vcpus`, default 1): the same program with
+    /// its threads and processes spread over several CPUs.
+    vcpus: Option<u32>,
 }
 
 /// The outcome of one case.
@@ -293,6 +296,9 @@ fn build_image(case: &Case, prog: &Path, guest: &str, data: &Path, kiln: &Path) 
         writeln!(m, "mode = \"{mode:04o}\"")?;
     }
     writeln!(m, "\n[vm]\nmemory = 256")?;
+    if let Some(n) = case.vcpus {
+        writeln!(m, "vcpus = {n}")?;
+    }
     let manifest = dir.join("kiln.toml");
     std::fs::write(&manifest, m)?;
     let image = dir.join("image.kiln");

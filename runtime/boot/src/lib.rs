@@ -107,6 +107,12 @@ pub mod port {
     /// 32-bit write: the program ended; the value is an [`super::ExitReport`]
     /// encoding. The VMM stops the VM.
     pub const EXIT: u16 = 0x530;
+    /// 32-bit write: start vCPU `value` (1 to `vcpus - 1`) at the kernel's
+    /// ELF entry with `rdi` = `value`, `rsi` = the boot-info address and
+    /// `rdx` = its PVM registration page (0 off PVM). The VMM creates every
+    /// vCPU at boot but runs the others only once the boot CPU asks, when
+    /// the kernel has their stacks ready.
+    pub const START_CPU: u16 = 0x540;
     /// QEMU `isa-debug-exit` device (`-device isa-debug-exit`): QEMU exits
     /// with status `value * 2 + 1`.
     pub const QEMU_DEBUG_EXIT: u16 = 0xf4;

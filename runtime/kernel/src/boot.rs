@@ -63,6 +63,8 @@ pub struct BootParams {
     pub devices: [kiln_boot::VirtioDevice; MAX_DEVICES],
     /// Number of valid entries in `devices`.
     pub device_count: usize,
+    /// Number of vCPUs the VM has (1 when the platform does not say).
+    pub cpus: usize,
 }
 
 impl BootParams {
@@ -91,6 +93,7 @@ impl BootParams {
                 queue_max: 0,
             }; MAX_DEVICES],
             device_count: 0,
+            cpus: 1,
         }
     }
 

@@ -111,7 +111,9 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         Ok((process, entry, sp)) => {
             *KERNEL.process.lock() = Some(process);
             let kstack = sched::init_main_thread();
+            sched::start_cpus(params.cpus);
             platform::milestone(Milestone::ProgramEntry);
+            sched::leave_kernel();
             arch::enter_program(entry, sp, kstack)
         }
         Err(ExecError::NotFound) => {
@@ -272,10 +274,32 @@ fn exception_signal(vector: u64) -> (u8, i32, &'static str) {
     }
 }
 
-/// Called by the trap stubs for every exception and interrupt.
+/// Called by the trap stubs for every exception and interrupt. An event
+/// that interrupted the program is handled under the kernel lock; one that
+/// interrupted kernel code only notes what happened (see `sched`).
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut Frame) {
     let from_program = frame.rip < kiln_boot::vm::PHYS_MAP;
+    if frame.vector == u64::from(arch::FLUSH_VECTOR) {
+        // Another CPU changed page tables this one uses: needs no lock.
+        arch::serve_flush_requests();
+        arch::interrupt_done();
+        if !from_program {
+            arch::idle_fixup(frame);
+        }
+        return;
+    }
+    if from_program {
+        sched::enter_kernel();
+    }
+    handle_trap(frame, from_program);
+    if from_program {
+        sched::leave_kernel();
+    }
+}
+
+/// Handles an exception or interrupt.
+fn handle_trap(frame: &mut Frame, from_program: bool) {
     if frame.vector == 14 {
         page_fault(frame, from_program);
     } else if frame.vector < 32 {
@@ -309,6 +333,14 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
             arch::idle_fixup(frame);
         }
         sched::timer_interrupt(from_program);
+    } else if frame.vector == u64::from(arch::RESCHEDULE_VECTOR) {
+        // Another CPU queued a thread for this one (idle), or has a signal
+        // or an end for the thread it runs, which the way back to the
+        // program acts on.
+        arch::interrupt_done();
+        if !from_program {
+            arch::idle_fixup(frame);
+        }
     } else if frame.vector != 0xff {
         // Nothing else is wired up; acknowledge stray interrupts.
         arch::interrupt_done();
@@ -329,12 +361,21 @@ fn page_fault(frame: &mut Frame, from_program: bool) {
         // Kernel code touching the program's memory without preparing it
         // first (the system-call return writes below the program's stack
         // pointer): demand paging as for the program, when the process is
-        // not locked by the interrupted code.
+        // not locked by the interrupted code. After the kernel lock was
+        // given back (on the way out, while another CPU forked the
+        // process, say), it is taken again for this.
         if addr < kiln_kernel::exec::elf::USER_END && !fetch {
+            let relock = !sched::holds_kernel_lock();
+            if relock {
+                sched::enter_kernel();
+            }
             let handled = KERNEL
                 .process
                 .try_lock()
                 .and_then(|mut g| g.as_mut().map(|p| p.mem.handle_fault(addr, write, false)));
+            if relock && matches!(handled, Some(Ok(())) | None) {
+                sched::leave_kernel();
+            }
             match handled {
                 Some(Ok(())) => return,
                 Some(Err(_)) => kill_program(

@@ -95,6 +95,8 @@ pub struct BootSpec<'a> {
     pub version: u32,
     /// The virtio devices.
     pub devices: &'a [VirtioDevice],
+    /// Number of vCPUs.
+    pub vcpus: u8,
 }
 
 fn block(strings: &[Vec<u8>]) -> Vec<u8> {
@@ -193,7 +195,7 @@ pub fn write_boot_data(
         random_seed: spec.seed,
         console_addr: CONSOLE_BUFFER.0,
         console_len: CONSOLE_BUFFER_SIZE,
-        vcpus: 1,
+        vcpus: u64::from(spec.vcpus),
         memory_size: spec.memory_size,
         devices_addr: DEVICES.0,
         devices_count: spec.devices.len() as u64,
@@ -238,6 +240,7 @@ mod tests {
             seed: [0; 32],
             version: VERSION,
             devices: &[],
+            vcpus: 1,
         }
     }
 

@@ -33,6 +33,10 @@ pub struct RunFlags {
     #[arg(long, value_name = "FILE")]
     pub timings_json: Option<PathBuf>,
 
+    /// Number of vCPUs, as `docker run --cpus` (1 to 4): threads and processes of the program run on all of them [default: the image's `vcpus`, else 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=kiln_boot::layout::MAX_VCPUS as i64))]
+    pub cpus: Option<u8>,
+
     /// Run an init inside the guest, as `docker run --init`: processes whose parent ended (adopted by pid 1) are reaped by the kernel when they end, so a program that never waits leaves no zombies; the program stays pid 1 and its own children stay its to wait for
     #[arg(long)]
     pub init: bool,

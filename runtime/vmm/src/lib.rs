@@ -117,6 +117,8 @@ pub struct VmConfig {
     pub trace_syscalls: bool,
     /// Ask the kernel to reap orphaned processes (`--init`).
     pub init: bool,
+    /// Number of vCPUs (1 to `kiln_boot::layout::MAX_VCPUS`).
+    pub cpus: u8,
     /// Collect KVM statistics.
     pub stats: bool,
     /// Boot-info layout version to write (tests change it).
@@ -312,25 +314,37 @@ fn host_seed() -> [u8; 32] {
     seed
 }
 
+/// Sets vCPU `index` up to enter the kernel at `entry` in 64-bit mode with
+/// the boot page tables. Every vCPU but 0 starts UNINITIALIZED under the
+/// in-kernel irqchip (waiting for INIT/SIPI): it is made runnable here, and
+/// its thread runs it once the kernel asks (`kiln_boot::port::START_CPU`).
 fn setup_vcpu(
     hv: &Hypervisor,
     vcpu: &VcpuFd,
     entry: u64,
     flavour: Flavour,
+    index: u8,
 ) -> Result<(), KvmError> {
-    let cpuid = arch::guest_cpuid(hv.supported_cpuid(), 0);
+    let cpuid = arch::guest_cpuid(hv.supported_cpuid(), index);
     vcpu.set_cpuid2(&cpuid)
         .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(KvmError::ioctl("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid)))
         .map_err(KvmError::ioctl("KVM_SET_SREGS"))?;
     let pv_page = if flavour == Flavour::Pvm {
-        arch::layout::PV_PAGES.0
+        arch::layout::PV_PAGES.0 + u64::from(index) * 0x1000
     } else {
         0
     };
-    vcpu.set_regs(&arch::boot_regs(entry, pv_page))
-        .map_err(KvmError::ioctl("KVM_SET_REGS"))
+    vcpu.set_regs(&arch::boot_regs(entry, index, pv_page))
+        .map_err(KvmError::ioctl("KVM_SET_REGS"))?;
+    if index != 0 {
+        vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+        })
+        .map_err(KvmError::ioctl("KVM_SET_MP_STATE"))?;
+    }
+    Ok(())
 }
 
 /// The VM's virtio devices: standard input and output (and everything on a
@@ -523,10 +537,17 @@ pub fn run(
             size: memory_size,
         });
     vstate::irqchip::create_local_apic(&vm)?;
+    let cpus = config.cpus.clamp(1, arch::layout::MAX_VCPUS as u8);
     let mut vcpu = vm
         .create_vcpu(0)
         .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))?;
     let flavour = arch::detect_flavour(&vcpu);
+    let mut other_vcpus = (1..cpus)
+        .map(|i| {
+            vm.create_vcpu(u64::from(i))
+                .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     timings.mark(Phase::VmCreated);
 
     let mem = &layout.mem;
@@ -543,7 +564,7 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
-    let (mut mmio, served, table) = create_devices(
+    let (mmio, served, table) = create_devices(
         &vm,
         mem,
         config,
@@ -568,9 +589,13 @@ pub fn run(
             seed: host_seed(),
             version: config.boot_info_version,
             devices: &table,
+            vcpus: cpus,
         },
     )?;
-    setup_vcpu(hv, &vcpu, kernel.entry, flavour)?;
+    setup_vcpu(hv, &vcpu, kernel.entry, flavour, 0)?;
+    for (i, ap) in other_vcpus.iter().enumerate() {
+        setup_vcpu(hv, ap, kernel.entry, flavour, i as u8 + 1)?;
+    }
     timings.mark(Phase::MemoryReady);
 
     let realtime = SystemTime::now()
@@ -580,7 +605,7 @@ pub fn run(
     let tsc = arch::guest_tsc(&vcpu).unwrap_or(0);
     bootinfo::finish(mem, info, realtime, tsc)?;
 
-    let mut bus = PortBus::new(console);
+    let bus = Mutex::new(PortBus::new(console));
     if let Some(limit) = config.timeout {
         timeout::arm(limit).map_err(VmmError::Timer)?;
     }
@@ -589,14 +614,22 @@ pub fn run(
     let devices_thread =
         DevicesThread::start(served, termination, stop::request).map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
-    let ending = vstate::vcpu::run(
+    let timings = Mutex::new(timings);
+    let ending = vstate::crew::run(
         &mut vcpu,
+        &mut other_vcpus,
         mem,
-        &mut bus,
-        &mut mmio,
-        &mut timings,
+        &bus,
+        &mmio,
+        &timings,
         config.timeout,
     );
+    let mut timings = timings
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bus = bus
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if config.timeout.is_some() {
         timeout::disarm();
     }
@@ -617,7 +650,15 @@ pub fn run(
     }
     let ending = ending?;
     let stats = config.stats.then(|| VmStats {
-        vcpu: vstate::stats::read(&vcpu).unwrap_or_default(),
+        vcpu: std::iter::once(&vcpu)
+            .chain(other_vcpus.iter())
+            .filter_map(|v| vstate::stats::read(v).ok())
+            .fold(vstate::stats::Counters::new(), |mut sum, counters| {
+                for (name, value) in counters {
+                    *sum.entry(name).or_default() += value;
+                }
+                sum
+            }),
         devices: mmio
             .devices
             .iter()
@@ -644,6 +685,7 @@ pub fn run(
     };
     // The VM and vCPU go before the memory their slots point at.
     drop(vcpu);
+    drop(other_vcpus);
     drop(vm);
     drop(layout);
     Ok(RunReport {

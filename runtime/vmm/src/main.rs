@@ -189,6 +189,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         timeout,
         trace_syscalls: cli.run.trace_syscalls,
         init: cli.run.init,
+        cpus: cli.run.cpus.unwrap_or(1),
         stats: cli.run.stats,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),

@@ -24,6 +24,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static SEEN: AtomicBool = AtomicBool::new(false);
 static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
+/// Set when one vCPU ended the VM: the others stop at their next exit
+/// (`kick` makes that soon).
+static VM_ENDED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop(_signal: libc::c_int) {}
 
@@ -96,6 +99,7 @@ pub fn terminated_by() -> Option<i32> {
 /// # Errors
 /// When the signal handler cannot be installed.
 pub fn prepare() -> std::io::Result<()> {
+    VM_ENDED.store(false, Ordering::SeqCst);
     REQUESTED.store(false, Ordering::SeqCst);
     SEEN.store(false, Ordering::SeqCst);
     // SAFETY: pthread_self has no preconditions.
@@ -122,6 +126,24 @@ pub fn requested() -> bool {
         SEEN.store(true, Ordering::SeqCst);
     }
     r
+}
+
+/// Notes that the VM ended (one vCPU saw its end): every other vCPU's run
+/// loop stops before its next KVM_RUN.
+pub fn end_vm() {
+    VM_ENDED.store(true, Ordering::SeqCst);
+}
+
+/// Whether a vCPU ended the VM.
+pub fn vm_ended() -> bool {
+    VM_ENDED.load(Ordering::SeqCst)
+}
+
+/// Interrupts vCPU thread `thread` (its KVM_RUN returns EINTR).
+pub fn kick(thread: libc::pthread_t) {
+    // SAFETY: the caller passes a vCPU thread that has not been joined; the
+    // SIGUSR1 handler installed by `prepare` does nothing.
+    unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
 }
 
 /// Asks the vCPU thread to stop, and interrupts it until it has noticed

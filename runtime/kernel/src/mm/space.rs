@@ -83,7 +83,7 @@ impl AddressSpace {
     ///
     /// # Errors
     /// ENOMEM when frames run out (the child's tables are freed again).
-    pub fn fork(&mut self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {
+    fn fork_here(&mut self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {
         use kiln_kernel::errno::Errno;
         let pml4 = arch::new_page_table_root().ok_or(Errno::Nomem)?;
         // SAFETY: a fresh top-level table that only the child will use; it
@@ -194,7 +194,7 @@ impl AddressSpace {
     }
 
     /// Removes `[start, end)` from the address space, freeing its frames.
-    pub fn remove_range(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
+    fn remove_range_here(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
         for piece in self.vmas.remove(start, end)? {
             let mut next = piece.start;
             while let Some((page, _)) = self.tables.next_mapped(next, piece.end) {
@@ -247,7 +247,7 @@ impl AddressSpace {
 
     /// Moves the area piece `[start, end)` (inside one area) to `to`, pages
     /// and all: their frames change address, not content (mremap).
-    pub fn move_range(&mut self, start: u64, end: u64, to: u64) -> Result<(), VmaError> {
+    fn move_range_here(&mut self, start: u64, end: u64, to: u64) -> Result<(), VmaError> {
         let vma = self
             .vmas
             .find(start)
@@ -291,7 +291,7 @@ impl AddressSpace {
 
     /// Drops the contents of `[start, end)` (MADV_DONTNEED): anonymous
     /// pages read as zero again, image pages as the image.
-    pub fn discard_range(&mut self, start: u64, end: u64) {
+    fn discard_range_here(&mut self, start: u64, end: u64) {
         let mut page = start;
         while page < end {
             if let Some(vma) = self.vmas.find(page).copied() {
@@ -305,6 +305,36 @@ impl AddressSpace {
         }
     }
 
+    /// [`Self::fork_here`], with the other CPUs' TLBs flushed once at the
+    /// end (see `arch::tlb_batch`).
+    pub fn fork(&mut self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {
+        arch::tlb_batch(|| self.fork_here())
+    }
+
+    /// [`Self::remove_range_here`], with the other CPUs' TLBs flushed once at the
+    /// end (see `arch::tlb_batch`).
+    pub fn remove_range(&mut self, start: u64, end: u64) -> Result<(), VmaError> {
+        arch::tlb_batch(|| self.remove_range_here(start, end))
+    }
+
+    /// [`Self::move_range_here`], with the other CPUs' TLBs flushed once at the
+    /// end (see `arch::tlb_batch`).
+    pub fn move_range(&mut self, start: u64, end: u64, to: u64) -> Result<(), VmaError> {
+        arch::tlb_batch(|| self.move_range_here(start, end, to))
+    }
+
+    /// [`Self::discard_range_here`], with the other CPUs' TLBs flushed once at the
+    /// end (see `arch::tlb_batch`).
+    pub fn discard_range(&mut self, start: u64, end: u64) {
+        arch::tlb_batch(|| self.discard_range_here(start, end))
+    }
+
+    /// [`Self::protect_range_here`], with the other CPUs' TLBs flushed once at the
+    /// end (see `arch::tlb_batch`).
+    pub fn protect_range(&mut self, start: u64, end: u64, new: u32) -> Result<(), VmaError> {
+        arch::tlb_batch(|| self.protect_range_here(start, end, new))
+    }
+
     pub(super) fn is_image_frame(&self, vma: &Vma, page: u64, pa: u64) -> bool {
         match vma.backing {
             Backing::Image { phys, offset } => pa == phys + offset + (page - vma.start),
@@ -313,7 +343,7 @@ impl AddressSpace {
     }
 
     /// Changes the protection of `[start, end)`.
-    pub fn protect_range(&mut self, start: u64, end: u64, new: u32) -> Result<(), VmaError> {
+    fn protect_range_here(&mut self, start: u64, end: u64, new: u32) -> Result<(), VmaError> {
         self.vmas.protect(start, end, new)?;
         let mut next = start;
         while let Some((page, e)) = self.tables.next_mapped(next, end) {

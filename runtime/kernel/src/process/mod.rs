@@ -316,14 +316,17 @@ pub fn children_of(pid: u32) -> Vec<Ids> {
         .collect()
 }
 
-/// Swaps the running process for `next_pid`'s: the running one (if any
-/// and alive) is parked, the next one unparked, its page tables loaded,
-/// its rewriter and program path installed. Called by the scheduler with
-/// no other kernel lock held.
-pub fn switch_to(next_pid: u32) {
+/// Makes process `pid` the kernel's running one (the process of the
+/// thread this CPU runs), parking the one that was — without touching the
+/// page tables this CPU has loaded.
+pub fn make_running(pid: u32) {
     use crate::state::{BOOT, KERNEL};
+    debug_assert!(
+        crate::sched::holds_kernel_lock(),
+        "make_running outside the kernel lock"
+    );
     let mut running = KERNEL.process.lock();
-    if running.as_ref().is_some_and(|p| p.pid == next_pid) {
+    if running.as_ref().is_some_and(|p| p.pid == pid) {
         return;
     }
     let mut parked = KERNEL.parked.lock();
@@ -331,32 +334,44 @@ pub fn switch_to(next_pid: u32) {
         p.rewriter = core::mem::take(&mut *KERNEL.rewriter.lock());
         parked.insert(p.pid, p);
     }
-    if let Some(mut next) = parked.remove(&next_pid) {
+    if let Some(mut next) = parked.remove(&pid) {
         *KERNEL.rewriter.lock() = core::mem::take(&mut next.rewriter);
         *BOOT.exe_path.lock() = next.exe.clone();
-        crate::arch::load_page_table(next.mem.pml4());
         *running = Some(next);
     }
-    // An ended process's tables, now that they are not the active ones.
-    let dead = DEAD_TABLES.lock().take();
-    if let Some(mem) = dead {
-        if mem.pml4() != crate::arch::active_page_table() {
-            mem.free_tables();
+}
+
+/// Before this CPU runs a thread of process `next_pid`: makes it the
+/// running process and loads its page tables; frees the tables of ended
+/// processes that no CPU has loaded any more.
+pub fn switch_to(next_pid: u32) {
+    use crate::state::KERNEL;
+    make_running(next_pid);
+    if let Some(p) = KERNEL.process.lock().as_ref() {
+        crate::arch::load_page_table(p.mem.pml4());
+    }
+    let mut dead = DEAD_TABLES.lock();
+    let mut i = 0;
+    while i < dead.len() {
+        if crate::arch::page_table_in_use(dead[i].pml4()) {
+            i += 1;
         } else {
-            *DEAD_TABLES.lock() = Some(mem);
+            dead.swap_remove(i).free_tables();
         }
     }
 }
 
-/// The address space (emptied) of the process that ended last, whose page
-/// tables were active when it did.
-static DEAD_TABLES: spin::Mutex<Option<AddressSpace>> = spin::Mutex::new(None);
+/// The address spaces (emptied) of processes that ended while some CPU
+/// had their page tables loaded.
+static DEAD_TABLES: spin::Mutex<Vec<AddressSpace>> = spin::Mutex::new(Vec::new());
 
 /// Ends the running process (not pid 1, whose end is the VM's): its memory
 /// and files go now — pipes see their end — it stays a zombie for its
 /// parent's wait, its children go to pid 1, and the CPU goes elsewhere.
 pub fn exit_current(status: WaitStatus) -> ! {
     use crate::state::KERNEL;
+    // Its other threads leave every CPU before its memory goes.
+    crate::sched::stop_other_threads();
     let pid = current_pid();
     let gone = KERNEL.process.lock().take();
     let ended = match gone {
@@ -369,10 +384,10 @@ pub fn exit_current(status: WaitStatus) -> ! {
                 kiln_kernel::exec::elf::USER_END,
             );
             let ended = (p.ids(), p.orphan);
-            // Its page tables may still be the active ones: freed once
-            // the next process's are loaded.
+            // Its page tables may still be loaded here: freed once no CPU
+            // has them.
             let Process { mem, .. } = p;
-            *DEAD_TABLES.lock() = Some(mem);
+            DEAD_TABLES.lock().push(mem);
             ended
         }
         None => (

@@ -1,13 +1,15 @@
-//! Threads, waiting and the scheduler (one CPU).
+//! Threads, waiting and the scheduler, on every CPU.
 //!
 //! Each thread has its own kernel stack (its system calls and the events
-//! that interrupt it run there) and saved FPU state. A thread leaves the CPU
-//! only at defined points: when it blocks in a system call, yields or exits,
-//! or when the timer interrupt preempts it *while it runs the program*
-//! (never while it runs kernel code, which therefore needs no locking
-//! against other threads). Time slices are 10 ms; the timer is armed only
-//! for a wake-up someone waits for or when threads share the CPU, so a
-//! single-threaded program that never sleeps takes no interrupts.
+//! that interrupt it run there) and saved FPU state. A thread leaves its
+//! CPU only at defined points: when it blocks in a system call, yields or
+//! exits, or when the timer interrupt preempts it *while it runs the
+//! program* (never while it runs kernel code, which therefore needs no
+//! locking against other threads: kernel code runs under the kernel lock,
+//! see [`cpu`]). One run queue serves every CPU; a CPU with nothing to run
+//! waits in its idle loop. Time slices are 10 ms; each CPU's timer is armed
+//! only for a wake-up someone waits for or when threads wait for a CPU, so
+//! a single-threaded program that never sleeps takes no interrupts.
 //!
 //! Blocking and waking are in [`wait`]; the signals pending for each
 //! thread are kept in its record here but handled by `signal::pending`.
@@ -15,7 +17,7 @@
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::state::KERNEL;
 use kiln_kernel::errno::Errno;
@@ -26,7 +28,11 @@ use crate::mm::uaccess::UserPtr;
 use crate::signal::pending::ThreadSignals;
 use crate::time;
 
+mod cpu;
 mod wait;
+
+pub(crate) use cpu::kick_thread;
+pub use cpu::{cpu_main, enter_kernel, holds_kernel_lock, leave_kernel, let_others_in, start_cpus};
 
 pub use wait::{
     block, block_io, futex_waiters, io_generation, notify_io, requeue_futex, restart_deadline,
@@ -59,7 +65,6 @@ pub struct Thread {
     pub(crate) saved_rsp: u64,
     pub(crate) fpu: Option<FpuState>,
     pub(crate) fs_base: u64,
-    pub(crate) gs_base: u64,
     pub(crate) state: State,
     pub(crate) wait: Option<Wait>,
     pub(crate) deadline: Option<u64>,
@@ -72,6 +77,8 @@ pub struct Thread {
     pub sig: ThreadSignals,
     /// Its name (prctl PR_SET_NAME, /proc/self/comm), NUL-padded.
     pub comm: [u8; 16],
+    /// The CPUs it may run on (bit n: CPU n; sched_setaffinity).
+    pub affinity: u64,
 }
 
 impl Thread {
@@ -83,7 +90,6 @@ impl Thread {
             saved_rsp: 0,
             fpu: None,
             fs_base: 0,
-            gs_base: 0,
             state: State::Runnable,
             wait: None,
             deadline: None,
@@ -92,6 +98,7 @@ impl Thread {
             restart_deadline: None,
             sig: ThreadSignals::default(),
             comm: default_comm(),
+            affinity: u64::MAX,
         })
     }
 
@@ -111,12 +118,9 @@ impl Thread {
 pub struct Scheduler {
     pub(crate) threads: BTreeMap<Tid, Box<Thread>>,
     pub(crate) run_queue: VecDeque<Tid>,
-    pub(crate) current: Tid,
     pub(crate) next_tid: Tid,
-    /// TSC at which the running thread's slice ends.
-    pub(crate) slice_end: u64,
-    /// The TSC the timer is armed for (0: disarmed).
-    pub(crate) armed: u64,
+    /// What each CPU runs.
+    pub(crate) cpus: [cpu::CpuState; arch::MAX_CPUS],
     /// Exited threads whose stacks can be freed once off them. Boxed
     /// like `threads`: a switch saved a pointer into the record.
     #[allow(clippy::vec_box)]
@@ -132,19 +136,23 @@ impl Scheduler {
         Self {
             threads: BTreeMap::new(),
             run_queue: VecDeque::new(),
-            current: 1,
             next_tid: 2,
-            slice_end: 0,
-            armed: 0,
+            cpus: [const { cpu::CpuState::new() }; arch::MAX_CPUS],
             zombies: Vec::new(),
             shared: SigQueue::new(),
         }
     }
-}
 
-/// Set by a timer interrupt that arrived while kernel code ran; the next
-/// way back to the program looks at timers and slices.
-static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+    /// The thread the running CPU runs (0: its idle loop).
+    pub(crate) fn current(&self) -> Tid {
+        self.cpus[arch::cpu_index()].current
+    }
+
+    /// The running CPU's state.
+    fn this_cpu(&mut self) -> &mut cpu::CpuState {
+        &mut self.cpus[arch::cpu_index()]
+    }
+}
 
 /// A new thread's name: the program file's name, like Linux's comm.
 pub(crate) fn default_comm() -> [u8; 16] {
@@ -156,23 +164,26 @@ pub(crate) fn default_comm() -> [u8; 16] {
     comm
 }
 
-/// Creates thread 1 (the program's first) and returns its kernel stack top.
+/// Creates thread 1 (the program's first), running on this CPU, and
+/// returns its kernel stack top.
 pub fn init_main_thread() -> u64 {
     let t = Thread::new(1, 1);
     let top = t.kstack_top();
-    KERNEL.sched.lock().threads.insert(1, t);
+    let mut s = KERNEL.sched.lock();
+    s.threads.insert(1, t);
+    s.this_cpu().current = 1;
     top
 }
 
 /// The running thread's id.
 pub fn current_tid() -> Tid {
-    KERNEL.sched.lock().current
+    KERNEL.sched.lock().current()
 }
 
 /// The running thread's process id.
 pub fn current_pid() -> Tid {
     let s = KERNEL.sched.lock();
-    s.threads.get(&s.current).map_or(1, |t| t.pid)
+    s.threads.get(&s.current()).map_or(1, |t| t.pid)
 }
 
 /// A fresh id for a thread or process.
@@ -186,7 +197,7 @@ pub fn next_id() -> Tid {
 /// Runs `f` on the running thread's record.
 pub fn with_current<R>(f: impl FnOnce(&mut Thread) -> R) -> R {
     let mut s = KERNEL.sched.lock();
-    let cur = s.current;
+    let cur = s.current();
     f(s.threads
         .get_mut(&cur)
         .expect("the running thread is registered"))
@@ -228,10 +239,11 @@ pub fn spawn_as(
     let mut s = KERNEL.sched.lock();
     let mut t = Thread::new(tid, pid);
     // A new thread inherits the creator's mask, not its alternate stack.
-    let cur = s.current;
+    let cur = s.current();
     t.sig.mask = s.threads.get(&cur).map_or(0, |c| c.sig.mask);
     if let Some(c) = s.threads.get(&cur) {
         t.comm = c.comm;
+        t.affinity = c.affinity;
     }
     t.fpu = Some(fpu);
     t.fs_base = fs_base;
@@ -241,15 +253,16 @@ pub fn spawn_as(
     t.saved_rsp = unsafe { arch::prepare_new_thread(t.kstack_top(), frame) };
     s.threads.insert(tid, t);
     s.run_queue.push_back(tid);
-    if s.slice_end == 0 {
-        s.slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
+    if s.this_cpu().slice_end == 0 {
+        s.this_cpu().slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
     }
     rearm(&mut s);
+    cpu::wake_idle_cpu(&mut s);
     Ok(tid)
 }
 
-/// Arms the timer for the next event: the earliest deadline, or the end of
-/// the slice when others wait for the CPU.
+/// Arms the running CPU's timer for the next event: the earliest deadline,
+/// or the end of the slice when threads wait for a CPU.
 pub(crate) fn rearm(s: &mut Scheduler) {
     let mut next = s
         .threads
@@ -259,17 +272,20 @@ pub(crate) fn rearm(s: &mut Scheduler) {
         .chain(crate::time::timer::next_deadline())
         .min()
         .map(deadline_tsc);
-    if !s.run_queue.is_empty() {
-        next = Some(next.map_or(s.slice_end, |n| n.min(s.slice_end)));
+    let me = s.this_cpu();
+    if me.current != 0 && !s.run_queue.is_empty() {
+        let end = s.this_cpu().slice_end;
+        next = Some(next.map_or(end, |n| n.min(end)));
     }
+    let me = s.this_cpu();
     match next {
-        Some(tsc) if tsc != s.armed => {
+        Some(tsc) if tsc != me.armed => {
             arch::timer_arm_at(tsc);
-            s.armed = tsc;
+            me.armed = tsc;
         }
-        None if s.armed != 0 => {
+        None if me.armed != 0 => {
             arch::timer_disarm();
-            s.armed = 0;
+            me.armed = 0;
         }
         _ => {}
     }
@@ -282,18 +298,16 @@ pub fn timers_changed() {
     rearm(&mut s);
 }
 
-/// Set by sched_yield (which runs with the process lock held); the system
-/// call's way out yields once the lock is released.
-static YIELD_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-/// Asks for a yield when the current system call finishes.
+/// Asks for a yield when the current system call finishes (sched_yield
+/// runs with the process lock held; the call's way out yields once it is
+/// released).
 pub fn yield_now_later() {
-    YIELD_REQUESTED.store(true, Ordering::Relaxed);
+    cpu::YIELD_REQUESTED[arch::cpu_index()].store(true, Ordering::Relaxed);
 }
 
 /// Yields if a yield was asked for.
 pub fn yield_if_requested() {
-    if YIELD_REQUESTED.swap(false, Ordering::Relaxed) {
+    if cpu::YIELD_REQUESTED[arch::cpu_index()].swap(false, Ordering::Relaxed) {
         yield_now();
     }
 }
@@ -302,11 +316,18 @@ pub fn yield_if_requested() {
 pub fn yield_now() {
     {
         let mut s = KERNEL.sched.lock();
-        if s.run_queue.is_empty() {
+        let cur = s.current();
+        let banished = s
+            .threads
+            .get(&cur)
+            .is_some_and(|t| t.affinity & (1 << arch::cpu_index()) == 0);
+        if s.run_queue.is_empty() && !banished {
             return;
         }
-        let cur = s.current;
         s.run_queue.push_back(cur);
+        if banished {
+            cpu::wake_idle_cpu(&mut s);
+        }
     }
     schedule();
 }
@@ -316,7 +337,7 @@ pub fn yield_now() {
 pub fn exit_current() {
     {
         let mut s = KERNEL.sched.lock();
-        let cur = s.current;
+        let cur = s.current();
         let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
         let others = s
             .threads
@@ -335,22 +356,13 @@ pub fn exit_current() {
 
 /// Ends every thread of the running process, the running one last: the
 /// CPU goes to another process's thread and this never returns (the
-/// process's resources are already gone).
+/// process's resources are already gone). [`stop_other_threads`] ran
+/// first, so none of them is on a CPU.
 pub fn exit_process_threads() -> ! {
+    stop_other_threads();
     {
         let mut s = KERNEL.sched.lock();
-        let cur = s.current;
-        let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
-        let others: Vec<Tid> = s
-            .threads
-            .values()
-            .filter(|t| t.pid == pid && t.tid != cur)
-            .map(|t| t.tid)
-            .collect();
-        for tid in others {
-            // Off the CPU (one CPU): their stacks go at once.
-            s.threads.remove(&tid);
-        }
+        let cur = s.current();
         s.run_queue.retain(|&t| t != cur);
         if let Some(t) = s.threads.get_mut(&cur) {
             t.state = State::Exited;
@@ -360,11 +372,54 @@ pub fn exit_process_threads() -> ! {
     unreachable!("an ended process's thread was resumed");
 }
 
+/// Ends every thread of the running process but the running one, and
+/// waits until none of them is on a CPU any more (those running elsewhere
+/// are sent an IPI; they leave when they enter the kernel). Their records
+/// go.
+pub fn stop_other_threads() {
+    loop {
+        let mut s = KERNEL.sched.lock();
+        let cur = s.current();
+        let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
+        let others: Vec<Tid> = s
+            .threads
+            .values()
+            .filter(|t| t.pid == pid && t.tid != cur)
+            .map(|t| t.tid)
+            .collect();
+        let mut elsewhere = false;
+        for tid in others {
+            if cpu::cpu_running(&s, tid).is_some() {
+                if let Some(t) = s.threads.get_mut(&tid) {
+                    t.state = State::Exited;
+                }
+                cpu::kick_thread(&s, tid);
+                elsewhere = true;
+            } else {
+                s.threads.remove(&tid);
+            }
+        }
+        let threads = &s.threads;
+        let keep: VecDeque<Tid> = s
+            .run_queue
+            .iter()
+            .copied()
+            .filter(|t| threads.get(t).is_some_and(|t| t.state != State::Exited))
+            .collect();
+        s.run_queue = keep;
+        if !elsewhere {
+            return;
+        }
+        drop(s);
+        let_others_in();
+    }
+}
+
 /// Called by the timer interrupt: `from_program` when it interrupted the
 /// program (the thread may then be preempted), else only noted.
 pub fn timer_interrupt(from_program: bool) {
     if !from_program {
-        TIMER_FIRED.store(true, Ordering::Relaxed);
+        cpu::TIMER_FIRED[arch::cpu_index()].store(true, Ordering::Relaxed);
         return;
     }
     check_timers();
@@ -373,16 +428,16 @@ pub fn timer_interrupt(from_program: bool) {
 /// On the way back to the program: handles a timer that fired in kernel
 /// code, and preempts when the slice is over and others wait.
 pub fn check_timers() {
-    TIMER_FIRED.store(false, Ordering::Relaxed);
+    cpu::TIMER_FIRED[arch::cpu_index()].store(false, Ordering::Relaxed);
     crate::time::timer::fire_due();
     let preempt = {
         let mut s = KERNEL.sched.lock();
-        s.armed = 0; // one-shot: it fired (or is about to be re-armed)
+        s.this_cpu().armed = 0; // one-shot: it fired (or is about to be re-armed)
         expire(&mut s);
-        let over = arch::rdtsc() >= s.slice_end;
+        let over = arch::rdtsc() >= s.this_cpu().slice_end;
         let preempt = over && !s.run_queue.is_empty();
         if preempt {
-            let cur = s.current;
+            let cur = s.current();
             s.run_queue.push_back(cur);
         } else {
             rearm(&mut s);
@@ -396,87 +451,143 @@ pub fn check_timers() {
 
 /// Whether a timer interrupt is waiting to be looked at.
 pub fn timer_pending() -> bool {
-    TIMER_FIRED.load(Ordering::Relaxed)
+    cpu::TIMER_FIRED[arch::cpu_index()].load(Ordering::Relaxed)
 }
 
-/// Switches to the next runnable thread (idling until one is, if none
-/// is). The current thread must already be queued, blocked or exited.
-fn schedule() {
-    loop {
-        let mut s = KERNEL.sched.lock();
-        s.zombies.clear();
-        expire(&mut s);
-        let cur = s.current;
-        let next = loop {
-            match s.run_queue.pop_front() {
-                Some(tid)
-                    if s.threads
-                        .get(&tid)
-                        .is_some_and(|t| t.state == State::Runnable) =>
-                {
-                    break Some(tid)
+/// Takes the first runnable thread that may run on this CPU off the run
+/// queue (entries for threads that are not runnable, or run on another
+/// CPU, are dropped on the way).
+pub(crate) fn pop_runnable(s: &mut Scheduler) -> Option<Tid> {
+    let here = arch::cpu_index();
+    let me = 1u64 << here;
+    let mut i = 0;
+    while i < s.run_queue.len() {
+        let tid = s.run_queue[i];
+        let eligible = s
+            .threads
+            .get(&tid)
+            .filter(|t| t.state == State::Runnable)
+            .map(|t| t.affinity);
+        // The running thread queues itself when it yields or is preempted;
+        // one running on another CPU is a stale entry.
+        let elsewhere = cpu::cpu_running(s, tid).is_some_and(|c| c != here);
+        match eligible {
+            Some(mask) if !elsewhere => {
+                if mask & me != 0 {
+                    s.run_queue.remove(i);
+                    return Some(tid);
                 }
-                Some(_) => continue,
-                None => break None,
+                i += 1;
             }
-        };
-        let Some(next) = next else {
-            if s.threads
-                .get(&cur)
-                .is_some_and(|t| t.state == State::Runnable)
-            {
-                rearm(&mut s);
-                return; // nothing else to run: keep going
+            _ => {
+                s.run_queue.remove(i);
             }
-            let pending = crate::time::timer::next_deadline().is_some()
-                || crate::drivers::virtio::may_wake()
-                || s.threads
-                    .values()
-                    .any(|t| t.state == State::Blocked && t.deadline.is_some());
-            if !pending {
-                drop(s);
-                crate::deadlock();
-            }
-            rearm(&mut s);
-            drop(s);
-            if crate::drivers::virtio::pending() {
-                // A device interrupt came before the CPU went idle.
-                crate::drivers::virtio::service();
-                continue;
-            }
-            arch::idle();
-            crate::drivers::virtio::service();
-            TIMER_FIRED.store(false, Ordering::Relaxed);
-            // Kernel timers (alarms) post their signals now: they may wake
-            // a thread waiting for one.
-            crate::time::timer::fire_due();
-            continue;
-        };
-        s.slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
-        if next == cur {
+        }
+    }
+    None
+}
+
+/// The CPUs there are, as an affinity mask.
+pub fn online_mask() -> u64 {
+    (1u64 << arch::cpus_online()) - 1
+}
+
+/// The affinity of thread `tid` (0: the running one), limited to the CPUs
+/// there are; None when no such thread lives.
+pub fn affinity(tid: Tid) -> Option<u64> {
+    let s = KERNEL.sched.lock();
+    let tid = if tid == 0 { s.current() } else { tid };
+    s.threads
+        .get(&tid)
+        .filter(|t| t.state != State::Exited)
+        .map(|t| t.affinity & online_mask())
+}
+
+/// Sets the affinity of thread `tid` (0: the running one) to `mask` (at
+/// least one existing CPU). The running thread leaves a CPU it may no
+/// longer use at the end of the call. False when no such thread lives.
+pub fn set_affinity(tid: Tid, mask: u64) -> bool {
+    let mut s = KERNEL.sched.lock();
+    let cur = s.current();
+    let tid = if tid == 0 { cur } else { tid };
+    let Some(t) = s.threads.get_mut(&tid).filter(|t| t.state != State::Exited) else {
+        return false;
+    };
+    t.affinity = mask;
+    let here = 1u64 << arch::cpu_index();
+    if tid == cur && mask & here == 0 {
+        drop(s);
+        yield_now_later();
+    } else if let Some(c) = cpu::cpu_running(&s, tid) {
+        if mask & (1 << c) == 0 {
+            cpu::kick_thread(&s, tid);
+        }
+    }
+    true
+}
+
+/// Switches this CPU to the next runnable thread, or to its idle loop if
+/// none is. The current thread must already be queued, blocked or exited.
+pub(crate) fn schedule() {
+    let mut s = KERNEL.sched.lock();
+    s.zombies.clear();
+    expire(&mut s);
+    let cur = s.current();
+    let here = 1u64 << arch::cpu_index();
+    let next = match pop_runnable(&mut s) {
+        Some(next) => next,
+        None if s
+            .threads
+            .get(&cur)
+            .is_some_and(|t| t.state == State::Runnable && t.affinity & here != 0) =>
+        {
+            // Nothing else to run: keep going.
             rearm(&mut s);
             return;
         }
-        s.current = next;
+        None => 0,
+    };
+    s.this_cpu().slice_end = arch::rdtsc() + ns_to_tsc(SLICE_NS);
+    if next == cur {
         rearm(&mut s);
-        let prev_exited = s
-            .threads
-            .get(&cur)
-            .is_some_and(|t| t.state == State::Exited);
-        // Save what belongs to the CPU for the thread that stops.
-        let prev_ptr: *mut Thread = match s.threads.get_mut(&cur) {
-            Some(t) => {
-                t.fs_base = arch::fs_base();
-                t.gs_base = arch::gs_base();
-                if t.fpu.is_none() {
-                    t.fpu = FpuState::capture();
-                } else if let Some(f) = &t.fpu {
-                    f.save();
-                }
-                &mut **t
+        return;
+    }
+    switch_threads(s, cur, next);
+}
+
+/// Per-CPU slot where an exited thread's context is "saved" (never read).
+static mut DISCARD: [u64; arch::MAX_CPUS] = [0; arch::MAX_CPUS];
+
+/// Switches this CPU from `cur` to `next` (0 on either side: its idle
+/// loop), with the scheduler locked by `s`; returns when `cur` runs again.
+pub(crate) fn switch_threads(mut s: spin::MutexGuard<'_, Scheduler>, cur: Tid, next: Tid) {
+    let me = arch::cpu_index();
+    debug_assert!(
+        cpu::holds_kernel_lock(),
+        "a thread switch outside the kernel lock"
+    );
+    s.cpus[me].current = next;
+    rearm(&mut s);
+    let prev_exited = s
+        .threads
+        .get(&cur)
+        .is_some_and(|t| t.state == State::Exited);
+    // Save what belongs to the CPU for the thread that stops.
+    let prev_ptr: *mut Thread = match s.threads.get_mut(&cur) {
+        Some(t) => {
+            t.fs_base = arch::fs_base();
+            if t.fpu.is_none() {
+                t.fpu = FpuState::capture();
+            } else if let Some(f) = &t.fpu {
+                f.save();
             }
-            None => core::ptr::null_mut(),
-        };
+            &mut **t
+        }
+        None => core::ptr::null_mut(),
+    };
+    let (next_rsp, next_pid): (*const u64, Option<Tid>) = if next == 0 {
+        (&raw const s.cpus[me].idle_rsp, None)
+    } else {
         let next_t = s
             .threads
             .get_mut(&next)
@@ -485,35 +596,38 @@ fn schedule() {
             f.restore();
         }
         arch::set_fs_base(next_t.fs_base);
-        arch::set_gs_base(next_t.gs_base);
         arch::set_kernel_stack(next_t.kstack_top());
-        let next_rsp: *const u64 = &next_t.saved_rsp;
-        let next_pid = next_t.pid;
-        if prev_exited {
-            // Keep the exited thread's stack alive until we are off it.
-            if let Some(t) = s.threads.remove(&cur) {
-                s.zombies.push(t);
-            }
+        (&raw const next_t.saved_rsp, Some(next_t.pid))
+    };
+    if prev_exited {
+        // Keep the exited thread's stack alive until we are off it.
+        if let Some(t) = s.threads.remove(&cur) {
+            s.zombies.push(t);
         }
-        let prev_rsp: *mut u64 = if prev_ptr.is_null() || prev_exited {
-            // Nowhere to come back to: save into a scratch slot.
-            static mut DISCARD: u64 = 0;
-            &raw mut DISCARD
-        } else {
-            // SAFETY: `prev_ptr` points into a boxed thread that stays in
-            // the table while it is switched out.
-            unsafe { &raw mut (*prev_ptr).saved_rsp }
-        };
-        drop(s);
-        // Another process's thread: its process and address space first.
-        crate::process::switch_to(next_pid);
-        // SAFETY: `next_rsp` was saved by switch_to or prepared by
-        // `prepare_new_thread` on a stack owned by a live thread (or a
-        // zombie kept until after this switch); `prev_rsp` outlives the
-        // switch. No lock is held.
-        unsafe { arch::switch(prev_rsp, next_rsp) };
-        return;
     }
+    let prev_rsp: *mut u64 = if cur == 0 {
+        &raw mut s.cpus[me].idle_rsp
+    } else if prev_ptr.is_null() || prev_exited {
+        // Nowhere to come back to: save into a scratch slot.
+        // SAFETY: only this CPU uses its slot, and nothing reads it.
+        unsafe { &raw mut DISCARD[me] }
+    } else {
+        // SAFETY: `prev_ptr` points into a boxed thread that stays in
+        // the table while it is switched out.
+        unsafe { &raw mut (*prev_ptr).saved_rsp }
+    };
+    drop(s);
+    // Another process's thread: its process and address space first.
+    if let Some(pid) = next_pid {
+        crate::process::switch_to(pid);
+    }
+    // SAFETY: `next_rsp` was saved by a switch or prepared by
+    // `prepare_new_thread`/`prepare_kernel_context` on a stack that is
+    // alive (a thread's, a zombie's kept until after this switch, or this
+    // CPU's idle stack); `prev_rsp` outlives the switch. The kernel lock is
+    // held, the scheduler's released; no other CPU resumes `cur` before
+    // this one has saved it, as that needs the kernel lock.
+    unsafe { arch::switch(prev_rsp, next_rsp) };
 }
 
 /// What /proc shows of a process's threads.
@@ -577,28 +691,7 @@ pub fn thread_alive(tid: Tid) -> bool {
 /// in a threaded program, as Linux does): they never run again and their
 /// records go.
 pub fn end_other_threads() {
-    let mut s = KERNEL.sched.lock();
-    let cur = s.current;
-    let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
-    let others: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.tid != cur && t.pid == pid)
-        .map(|t| t.tid)
-        .collect();
-    for tid in others {
-        // Not running (one CPU: only the current thread is), so their
-        // stacks can go at once.
-        s.threads.remove(&tid);
-    }
-    let threads = &s.threads;
-    let keep: VecDeque<Tid> = s
-        .run_queue
-        .iter()
-        .copied()
-        .filter(|t| threads.contains_key(t))
-        .collect();
-    s.run_queue = keep;
+    stop_other_threads();
 }
 
 /// The running thread as a new program finds it after execve: no

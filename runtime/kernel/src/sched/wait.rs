@@ -77,6 +77,7 @@ pub(crate) fn expire(s: &mut Scheduler) {
         }
     }
     s.run_queue.extend(woke);
+    super::cpu::wake_idle_cpu(s);
 }
 
 fn make_runnable(s: &mut Scheduler, tid: Tid) {
@@ -90,6 +91,7 @@ pub(crate) fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
         t.wait = None;
         t.deadline = None;
         s.run_queue.push_back(tid);
+        super::cpu::wake_idle_cpu(s);
     }
 }
 
@@ -213,7 +215,7 @@ pub fn notify_io() {
 pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
     {
         let mut s = KERNEL.sched.lock();
-        let cur = s.current;
+        let cur = s.current();
         if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
             return Ok(Woken::Timeout);
         }
@@ -225,7 +227,11 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
         if signal_ends_wait(me, wait, shared) {
             return Ok(Woken::Signal);
         }
-        let others_can_run = !s.run_queue.is_empty()
+        // Threads queued or running on other CPUs may wake it.
+        let others_can_run = s
+            .threads
+            .values()
+            .any(|t| t.tid != cur && t.state == State::Runnable)
             || crate::time::timer::next_deadline().is_some()
             || crate::drivers::virtio::may_wake()
             || s.threads

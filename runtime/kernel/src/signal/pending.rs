@@ -5,6 +5,7 @@
 use kiln_kernel::signal::{bit, AltStack, SigInfo, SigQueue, UNBLOCKABLE};
 
 use crate::sched::{rearm, signal_ends_wait, wake, with_current, State, Tid, Woken};
+
 use crate::state::KERNEL;
 
 /// A thread's signal state.
@@ -58,7 +59,7 @@ pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
         return false;
     }
     let shared = s.shared.set();
-    let cur = s.current;
+    let cur = s.current();
     // A process-directed signal (pid 1's queue) that the running thread,
     // one of pid 1's, takes needs no wake-up.
     if tid.is_none()
@@ -78,6 +79,21 @@ pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
         wake(&mut s, target, Woken::Signal);
         rearm(&mut s);
     }
+    // A thread it is for that runs on another CPU acts on it once it
+    // enters the kernel: make that soon.
+    let running: alloc::vec::Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Runnable)
+        .filter(|t| match tid {
+            Some(id) => t.tid == id,
+            None => t.pid == 1,
+        })
+        .map(|t| t.tid)
+        .collect();
+    for t in running {
+        crate::sched::kick_thread(&s, t);
+    }
     true
 }
 
@@ -85,7 +101,7 @@ pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
 /// then the process's), or one of `set` for sigtimedwait.
 pub fn take_signal(set: u64) -> Option<SigInfo> {
     let mut s = KERNEL.sched.lock();
-    let cur = s.current;
+    let cur = s.current();
     let t = s.threads.get_mut(&cur)?;
     let allowed = if set != 0 { set } else { !t.sig.mask };
     if let Some(info) = t.sig.pending.take(allowed) {
@@ -102,7 +118,7 @@ pub fn take_signal(set: u64) -> Option<SigInfo> {
 /// Signals pending for the running thread (its own and the process's).
 pub fn pending_signals() -> u64 {
     let s = KERNEL.sched.lock();
-    let Some(t) = s.threads.get(&s.current) else {
+    let Some(t) = s.threads.get(&s.current()) else {
         return 0;
     };
     let shared = if t.pid == 1 { s.shared.set() } else { 0 };

@@ -150,9 +150,18 @@ enum Return {
 }
 
 /// Called by the SYSCALL entry stub (see `arch::x86_64::traps`); the
-/// result tells the stub which way to return.
+/// result tells the stub which way to return. The call runs under the
+/// kernel lock (see `sched`).
 #[no_mangle]
 extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
+    sched::enter_kernel();
+    let way = handle(frame);
+    sched::leave_kernel();
+    way
+}
+
+/// Handles one system call; returns which way to go back.
+fn handle(frame: &mut Frame) -> u64 {
     let number = frame.rax;
     let way = if number == nr::rt_sigreturn {
         if KERNEL.process.lock().as_ref().is_some_and(|p| p.trace) {
@@ -247,7 +256,6 @@ fn start_new_image(frame: &mut Frame, entry: u64, sp: u64) -> u64 {
     frame.rflags = 0x202;
     crate::arch::reset_fpu_control();
     crate::arch::set_fs_base(0);
-    crate::arch::set_gs_base(0);
     Return::Full as u64
 }
 

@@ -178,7 +178,9 @@ fn trampoline(p: &mut Process, r: &mut Rewriter, near: u64, number: u32, back: u
     put(&back.to_le_bytes());
     put(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip + 0]
     put(&arch::syscall_call_entry().to_le_bytes());
-    p.mem.copy_into(at, &code).ok()?;
+    // Through poke_code: after a fork the page is shared copy-on-write,
+    // and this process's trampolines must not appear in the other's.
+    p.mem.poke_code(at, &code).ok()?;
     r.pages[index].1 = used + SLOT;
     Some(at)
 }

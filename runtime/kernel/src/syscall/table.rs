@@ -269,7 +269,7 @@ syscalls! {
     200 tkill(tid: i32, signal: u64) => signal::tkill;
     201 time(tloc: UserPtr<u64>) => time::time;
     202 futex(word: UserPtr<u32>, op: Flags, val: u32, timeout: UserPtr<[i64; 2]>, word2: UserPtr<u32>, val3: u32) => futex::futex;
-    203 sched_setaffinity;
+    203 sched_setaffinity(pid: i32, size: u64, mask: UserPtr<u64>) => task::sched_setaffinity;
     204 sched_getaffinity(pid: i32, size: u64, mask: UserPtr<u64>) => task::sched_getaffinity;
     205 set_thread_area;
     206 io_setup;
@@ -375,7 +375,7 @@ syscalls! {
     306 syncfs(fd: Fd) => io::fsync;
     307 sendmmsg(fd: Fd, vec: UserPtr<u8>, count: u32, flags: Flags) => socket::sendmmsg;
     308 setns;
-    309 getcpu;
+    309 getcpu(cpu: UserPtr<u32>, node: UserPtr<u32>, _cache: Word) => task::getcpu;
     310 process_vm_readv;
     311 process_vm_writev;
     312 kcmp;

@@ -487,18 +487,67 @@ pub fn getrandom(
     Ok(len)
 }
 
-/// sched_getaffinity(2): one CPU.
+/// sched_getaffinity(2): the CPUs thread `pid` (0: the caller) may run on,
+/// as a mask of `size` bytes (the kernel's mask is 8; Linux returns the
+/// bytes written).
 pub fn sched_getaffinity(
     p: &mut Call,
-    _pid: i32,
+    pid: i32,
     size: u64,
     mask: UserPtr<u64>,
 ) -> Result<u64, Errno> {
     if size < 8 || !size.is_multiple_of(8) {
         return Err(Errno::Inval);
     }
-    p.mem.write(mask, 1)?;
+    let tid = u32::try_from(pid).map_err(|_| Errno::Srch)?;
+    let set = crate::sched::affinity(tid).ok_or(Errno::Srch)?;
+    p.mem.write(mask, set)?;
     Ok(8)
+}
+
+/// getcpu(2): the CPU the caller runs on (and NUMA node 0); either
+/// pointer may be null.
+pub fn getcpu(
+    p: &mut Call,
+    cpu: UserPtr<u32>,
+    node: UserPtr<u32>,
+    _cache: Word,
+) -> Result<u64, Errno> {
+    if !cpu.is_null() {
+        p.mem.write(cpu, crate::arch::cpu_index() as u32)?;
+    }
+    if !node.is_null() {
+        p.mem.write(node, 0)?;
+    }
+    Ok(0)
+}
+
+/// sched_setaffinity(2): limits thread `pid` (0: the caller) to the CPUs
+/// of the mask (`size` bytes; CPUs beyond the VM's are ignored, and a
+/// mask with none of the VM's fails with EINVAL).
+pub fn sched_setaffinity(
+    p: &mut Call,
+    pid: i32,
+    size: u64,
+    mask: UserPtr<u64>,
+) -> Result<u64, Errno> {
+    let tid = u32::try_from(pid).map_err(|_| Errno::Srch)?;
+    let first = if size >= 8 {
+        p.mem.read(mask)?
+    } else {
+        let n = size as usize;
+        let mut bytes = [0u8; 8];
+        bytes[..n].copy_from_slice(p.mem.slice(UserPtr::new(mask.addr()), n)?);
+        u64::from_le_bytes(bytes)
+    };
+    let set = first & crate::sched::online_mask();
+    if set == 0 {
+        return Err(Errno::Inval);
+    }
+    if !crate::sched::set_affinity(tid, set) {
+        return Err(Errno::Srch);
+    }
+    Ok(0)
 }
 
 /// A program image waiting to start: set by execve, taken by the system

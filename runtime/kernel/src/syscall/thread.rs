@@ -18,8 +18,10 @@ const ARCH_GET_GS: u32 = 0x1004;
 /// TASK_SIZE rule, and a non-canonical value would fault in WRFSBASE).
 const CANONICAL_END: u64 = 0x7fff_ffff_f000;
 
-/// arch_prctl(2): the thread pointer (FS) and GS base; `addr` is the new
-/// base, or where to store the current one.
+/// arch_prctl(2): the thread pointer (FS); `addr` is the new base, or
+/// where to store the current one. The GS base is the kernel's (its
+/// per-CPU area, see `arch`): a program's stays 0, and setting another
+/// value fails with EINVAL.
 pub fn arch_prctl(p: &mut Call, code: u32, addr: Word) -> Result<u64, Errno> {
     match code {
         ARCH_SET_FS | ARCH_SET_GS => {
@@ -29,13 +31,13 @@ pub fn arch_prctl(p: &mut Call, code: u32, addr: Word) -> Result<u64, Errno> {
             }
             if code == ARCH_SET_FS {
                 arch::set_fs_base(base);
-            } else {
-                arch::set_gs_base(base);
+            } else if base != 0 {
+                return Err(Errno::Inval);
             }
             Ok(0)
         }
         ARCH_GET_FS => p.mem.write(addr.ptr::<u64>(), arch::fs_base()).map(|()| 0),
-        ARCH_GET_GS => p.mem.write(addr.ptr::<u64>(), arch::gs_base()).map(|()| 0),
+        ARCH_GET_GS => p.mem.write(addr.ptr::<u64>(), 0u64).map(|()| 0),
         _ => Err(Errno::Inval),
     }
 }

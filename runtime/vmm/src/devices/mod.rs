@@ -51,6 +51,8 @@ pub enum PortEvent {
     Continue,
     /// The guest reported the program's end.
     Exit(ExitReport),
+    /// The boot vCPU asks for vCPU `n` to start ([`port::START_CPU`]).
+    StartCpu(u32),
 }
 
 /// Dispatches port writes to the devices.
@@ -109,6 +111,7 @@ impl PortBus {
                 Some(Milestone::FirstAccept) => timings.mark(Phase::FirstAccept),
                 None => self.unknown_writes += 1,
             },
+            port::START_CPU => return Ok(PortEvent::StartCpu(value(data))),
             port::EXIT => {
                 timings.mark(Phase::ProgramExit);
                 let raw = value(data);
@@ -141,7 +144,7 @@ pub struct MmioBus {
     /// The devices, in boot-info table order.
     pub devices: Vec<MmioDevice>,
     /// Accesses that hit no window (answered with all ones, ignored).
-    pub unknown: u64,
+    pub unknown: std::sync::atomic::AtomicU64,
 }
 
 impl MmioBus {
@@ -153,12 +156,13 @@ impl MmioBus {
     }
 
     /// A guest read at `addr`.
-    pub fn read(&mut self, addr: u64, data: &mut [u8]) {
+    pub fn read(&self, addr: u64, data: &mut [u8]) {
         match self.find(addr) {
             Some((d, off)) => lock(&d.transport).read(off, data),
             None => {
                 data.fill(0xff);
-                self.unknown += 1;
+                self.unknown
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -167,7 +171,7 @@ impl MmioBus {
     ///
     /// # Errors
     /// A device's host-side failure.
-    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DeviceError> {
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), DeviceError> {
         match self.find(addr) {
             Some((d, off)) => {
                 let mut t = lock(&d.transport);
@@ -176,7 +180,8 @@ impl MmioBus {
                     .map_err(|source| DeviceError::Virtio { device, source })
             }
             None => {
-                self.unknown += 1;
+                self.unknown
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
         }

@@ -3,6 +3,7 @@
 //! handled without trusting it: port data is decoded defensively, unknown
 //! ports are ignored, and anything else ends the VM with a message.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -85,27 +86,44 @@ pub enum VcpuError {
     Stopped,
 }
 
+/// What every vCPU thread of a VM shares: guest memory, the port and
+/// MMIO buses, the boot timings, and how to start another vCPU.
+pub struct Shared<'a> {
+    /// Guest memory.
+    pub mem: &'a GuestMemoryMmap,
+    /// The kiln ports (console, milestones, exit).
+    pub bus: &'a Mutex<PortBus>,
+    /// The virtio register windows.
+    pub mmio: &'a MmioBus,
+    /// Boot phase timings.
+    pub timings: &'a Mutex<Timings>,
+    /// Starts vCPU `n` when the guest asks ([`PortEvent::StartCpu`]);
+    /// false when there is no such vCPU.
+    pub start_cpu: &'a (dyn Fn(u32) -> bool + Sync),
+    /// The run's `--timeout`.
+    pub limit: Option<Duration>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Runs the vCPU until the VM ends.
 ///
 /// # Errors
 /// [`VcpuError`] when the guest stops without an exit report, and errors
-/// from KVM or the devices.
-pub fn run(
-    vcpu: &mut VcpuFd,
-    mem: &GuestMemoryMmap,
-    bus: &mut PortBus,
-    mmio: &mut MmioBus,
-    timings: &mut Timings,
-    limit: Option<Duration>,
-) -> Result<Ending, VcpuError> {
+/// from KVM or the devices; [`VcpuError::Stopped`] when another thread
+/// stopped it (a device failure, or another vCPU that saw the VM end).
+pub fn run(vcpu: &mut VcpuFd, shared: &Shared<'_>) -> Result<Ending, VcpuError> {
+    let mmio = shared.mmio;
     loop {
-        if limit.is_some() && timeout::expired() {
+        if shared.limit.is_some() && timeout::expired() {
             return Ok(Ending::TimedOut);
         }
         if let Some(signal) = crate::stop::terminated_by() {
             return Ok(Ending::Terminated(signal));
         }
-        if crate::stop::requested() {
+        if crate::stop::requested() || crate::stop::vm_ended() {
             return Err(VcpuError::Stopped);
         }
         match vcpu.run() {
@@ -113,8 +131,16 @@ pub fn run(
                 // Program output the virtio consoles still hold goes out
                 // before the kernel's message or the end of the VM.
                 mmio.flush_consoles()?;
-                if let PortEvent::Exit(report) = bus.out(port, data, mem, timings)? {
-                    return Ok(Ending::Program(report));
+                let event =
+                    lock(shared.bus).out(port, data, shared.mem, &mut lock(shared.timings))?;
+                match event {
+                    PortEvent::Exit(report) => return Ok(Ending::Program(report)),
+                    PortEvent::StartCpu(n) => {
+                        if !(shared.start_cpu)(n) {
+                            lock(shared.bus).unknown_writes += 1;
+                        }
+                    }
+                    PortEvent::Continue => {}
                 }
             }
             Ok(VcpuExit::IoIn(_, data)) => data.fill(0xff),
@@ -151,7 +177,7 @@ pub fn run(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => return Err(VcpuError::Run(e)),
         }
-        if mmio.unknown > 10_000 {
+        if mmio.unknown.load(std::sync::atomic::Ordering::Relaxed) > 10_000 {
             return Err(VcpuError::UnmappedAccesses(Stopped::at(vcpu)));
         }
     }

@@ -93,6 +93,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         timeout,
         trace_syscalls: args.run.trace_syscalls,
         init: args.run.init,
+        cpus: args.run.cpus,
         stats: args.run.stats,
         stdin: console.stdin,
         terminal: console.terminal,

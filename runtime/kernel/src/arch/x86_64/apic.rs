@@ -21,6 +21,8 @@ const MSR_TSC_DEADLINE: u32 = 0x6e0;
 const XAPIC_PHYS: u64 = 0xfee0_0000;
 
 const REG_EOI: u32 = 0xb0;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
 const REG_SVR: u32 = 0xf0;
 const REG_LVT_TIMER: u32 = 0x320;
 const REG_INITIAL_COUNT: u32 = 0x380;
@@ -104,6 +106,45 @@ pub fn init(map_xapic: impl FnOnce(u64) -> Option<u64>) -> bool {
         write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
     }
     true
+}
+
+/// Enables the local APIC of a CPU other than the boot CPU, in the mode
+/// `init` chose, with its timer disarmed (the boot CPU calibrated the
+/// one-shot rate already).
+pub fn init_this_cpu() -> bool {
+    let base = cpu::rdmsr(MSR_APIC_BASE);
+    match MODE.load(Ordering::Relaxed) {
+        // SAFETY: as in `init`: x2APIC mode on a CPU that has it.
+        MODE_X2APIC => unsafe { cpu::wrmsr(MSR_APIC_BASE, base | (1 << 11) | (1 << 10)) },
+        // SAFETY: the global enable bit of the APIC base MSR.
+        MODE_XAPIC => unsafe { cpu::wrmsr(MSR_APIC_BASE, base | (1 << 11)) },
+        _ => return false,
+    }
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    if DEADLINE_MODE.load(Ordering::Relaxed) != 0 {
+        write(REG_LVT_TIMER, (0b10 << 17) | u32::from(TIMER_VECTOR));
+    } else {
+        write(REG_DIVIDE, 0b1011);
+        write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+    }
+    true
+}
+
+/// Sends interrupt `vector` to the CPU whose APIC ID is `apic_id` (fixed
+/// delivery, physical destination).
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_X2APIC => {
+            // SAFETY: the x2APIC ICR (one 64-bit MSR); the destination is
+            // in the high half.
+            unsafe { cpu::wrmsr(0x830, (u64::from(apic_id) << 32) | u64::from(vector)) }
+        }
+        MODE_XAPIC => {
+            write(REG_ICR_HIGH, apic_id << 24);
+            write(REG_ICR_LOW, u32::from(vector));
+        }
+        _ => {}
+    }
 }
 
 /// Signals the end of an interrupt.

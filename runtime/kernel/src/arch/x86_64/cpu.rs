@@ -168,26 +168,6 @@ pub unsafe fn rdfsbase() -> u64 {
     v
 }
 
-/// Sets the GS base with WRGSBASE (needs CR4.FSGSBASE).
-///
-/// # Safety
-/// CR4.FSGSBASE must be set.
-pub unsafe fn wrgsbase(v: u64) {
-    // SAFETY: the caller checked CR4.FSGSBASE; the kernel itself never uses GS.
-    unsafe { asm!("wrgsbase {}", in(reg) v, options(nostack, preserves_flags)) }
-}
-
-/// Reads the GS base with RDGSBASE (needs CR4.FSGSBASE).
-///
-/// # Safety
-/// CR4.FSGSBASE must be set.
-pub unsafe fn rdgsbase() -> u64 {
-    let v: u64;
-    // SAFETY: the caller checked CR4.FSGSBASE.
-    unsafe { asm!("rdgsbase {}", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
 /// A hardware random number (RDRAND), retried a few times; `None` if the
 /// CPU keeps failing.
 pub fn rdrand() -> Option<u64> {

@@ -136,16 +136,19 @@ pub fn cpuinfo(tsc_khz: u64) -> String {
     }
     let mhz = tsc_khz as f64 / 1000.0;
     let mut out = String::new();
-    let _ = write!(
-        out,
-        "processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n\
-         model name\t: {model_name}\nstepping\t: {}\ncpu MHz\t\t: {mhz:.3}\ncache size\t: 0 KB\n\
-         physical id\t: 0\nsiblings\t: 1\ncore id\t\t: 0\ncpu cores\t: 1\napicid\t\t: 0\n\
-         fpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: {}\nwp\t\t: yes\nflags\t\t: {flags}\n\
-         bogomips\t: {:.2}\nclflush size\t: 64\ncache_alignment\t: 64\naddress sizes\t: 48 bits physical, 48 bits virtual\n\n",
-        l1.eax & 0xf,
-        l0.eax,
-        mhz * 2.0
-    );
+    let cpus = super::smp::online();
+    for cpu in 0..cpus {
+        let _ = write!(
+            out,
+            "processor\t: {cpu}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n\
+             model name\t: {model_name}\nstepping\t: {}\ncpu MHz\t\t: {mhz:.3}\ncache size\t: 0 KB\n\
+             physical id\t: 0\nsiblings\t: {cpus}\ncore id\t\t: {cpu}\ncpu cores\t: {cpus}\napicid\t\t: {cpu}\n\
+             fpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: {}\nwp\t\t: yes\nflags\t\t: {flags}\n\
+             bogomips\t: {:.2}\nclflush size\t: 64\ncache_alignment\t: 64\naddress sizes\t: 48 bits physical, 48 bits virtual\n\n",
+            l1.eax & 0xf,
+            l0.eax,
+            mhz * 2.0
+        );
+    }
     out
 }

@@ -1,8 +1,10 @@
 //! The kernel's two entry points and the PVH ELF note.
 //!
-//! * `_start` (the ELF entry): kiln-vmm starts vCPU 0 here directly in
-//!   64-bit mode with its boot page tables, `rsi` = boot-info address and
-//!   `rdx` = the vCPU's PVM registration page (0 when the host is not PVM).
+//! * `_start` (the ELF entry): kiln-vmm starts every vCPU here directly in
+//!   64-bit mode with its boot page tables, `rdi` = the vCPU's index, `rsi`
+//!   = boot-info address and `rdx` = the vCPU's PVM registration page (0
+//!   when the host is not PVM). vCPU 0 goes on to `kernel_start`, the
+//!   others (started later by the kernel, `smp.rs`) to `ap_start`.
 //!   On PVM every instruction before the registration WRMSR is emulated, so
 //!   that WRMSR comes first.
 //! * `pvh_start32` (named by the Xen PVH note, how QEMU's `-kernel` boots
@@ -75,9 +77,16 @@ _start:
     mov ecx, {pvm_register}
     wrmsr
     mov rdx, r8
-1:  lea rsp, [rip + KERNEL_STACK + {stack_size}]
+1:  test rdi, rdi
+    jnz 3f
+    lea rsp, [rip + KERNEL_STACK + {stack_size}]
     mov edi, {kiln}
     call kernel_start
+    ud2
+    /* Another vCPU (rdi = its index), started by the boot CPU */
+3:  mov rsp, [rip + AP_BOOT_STACK]
+    mov rsi, rdx
+    call ap_start
     ud2
 
     .code32

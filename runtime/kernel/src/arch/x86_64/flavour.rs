@@ -22,7 +22,7 @@ impl Flavour {
     pub fn fault_address(self) -> u64 {
         match self {
             Flavour::Native => cpu::read_cr2(),
-            Flavour::Pvm { page } => pvm::fault_address(page),
+            Flavour::Pvm { .. } => pvm::fault_address(super::percpu::pv_page()),
         }
     }
 

@@ -10,10 +10,13 @@ pub mod fpu;
 mod gdt;
 pub mod ioapic;
 pub mod paging;
+pub mod percpu;
 pub mod platform;
 mod pvm;
 pub mod signal;
+pub mod smp;
 mod string;
+pub mod tlb;
 pub mod traps;
 
 use core::arch::asm;
@@ -52,12 +55,34 @@ pub fn flavour() -> Flavour {
 const CR4_FSGSBASE: u64 = 1 << 16;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
-/// Sets up the boot CPU: descriptor tables, syscall entry, FPU state.
+/// Sets up the boot CPU: its per-CPU area, descriptor tables, syscall
+/// entry, FPU state.
 pub fn init(flavour: Flavour) {
+    let pv_page = match flavour {
+        Flavour::Pvm { page } => page,
+        Flavour::Native => 0,
+    };
+    percpu::init(0, pv_page);
+    tlb::loaded(cpu::read_cr3() & paging::pte::ADDR);
     gdt::init();
     traps::init_idt();
     traps::init_syscall();
 
+    let (cr4, components) = init_cpu_registers();
+    let leaf1 = cpu::cpuid(1, 0);
+    fpu::init(components);
+    let features = Features {
+        rdrand: leaf1.ecx & (1 << 30) != 0,
+        fsgsbase: cr4 & CR4_FSGSBASE != 0,
+        hwcap: u64::from(leaf1.edx),
+    };
+    crate::state::BOOT.cpu.call_once(|| (flavour, features));
+}
+
+/// Turns on, on the running CPU, the CR4 features the kernel uses
+/// (FSGSBASE, XSAVE) and the XSAVE components; returns the new CR4 and the
+/// components (None without XSAVE). Every CPU calls it once.
+pub fn init_cpu_registers() -> (u64, Option<u64>) {
     let leaf1 = cpu::cpuid(1, 0);
     let leaf7 = cpu::cpuid(7, 0);
     let mut cr4 = cpu::read_cr4();
@@ -81,16 +106,7 @@ pub fn init(flavour: Flavour) {
         unsafe { cpu::xsetbv0(components) };
         components
     });
-    fpu::init(components);
-    if let Flavour::Pvm { page } = flavour {
-        traps::set_pv_irq_flag(paging::phys_to_virt(page) as u64);
-    }
-    let features = Features {
-        rdrand: leaf1.ecx & (1 << 30) != 0,
-        fsgsbase: cr4 & CR4_FSGSBASE != 0,
-        hwcap: u64::from(leaf1.edx),
-    };
-    crate::state::BOOT.cpu.call_once(|| (flavour, features));
+    (cr4, components)
 }
 
 /// The text of /proc/cpuinfo.
@@ -116,35 +132,6 @@ pub fn fs_base() -> u64 {
         unsafe { cpu::rdfsbase() }
     } else {
         cpu::rdmsr(0xc000_0100)
-    }
-}
-
-/// Sets the program's GS base.
-pub fn set_gs_base(v: u64) {
-    if features().fsgsbase {
-        // SAFETY: CR4.FSGSBASE is on; the kernel does not use GS.
-        unsafe { cpu::wrgsbase(v) }
-    } else {
-        // SAFETY: IA32_GS_BASE exists on every x86-64 CPU.
-        unsafe { cpu::wrmsr(0xc000_0101, v) }
-    }
-}
-
-/// The program's GS base.
-pub fn gs_base() -> u64 {
-    if features().fsgsbase {
-        // SAFETY: CR4.FSGSBASE is on.
-        unsafe { cpu::rdgsbase() }
-    } else {
-        cpu::rdmsr(0xc000_0101)
-    }
-}
-
-/// The PVM interrupt-flag byte's address, or 0 on native CPUs.
-fn pv_irq_flag() -> u64 {
-    match flavour() {
-        Flavour::Pvm { page } => paging::phys_to_virt(page) as u64,
-        Flavour::Native => 0,
     }
 }
 
@@ -197,15 +184,15 @@ pub fn interrupt_done() {
 
 /// Halts until an interrupt arrives (interrupts enabled meanwhile).
 pub fn idle() {
-    traps::idle(pv_irq_flag());
+    traps::idle(percpu::pv_irq_flag());
 }
 
 /// Jumps to the program's entry point with the stack at `sp`, all general
 /// registers zero, a fresh FPU/SSE state and interrupts enabled, as Linux's
 /// `start_thread` leaves them; `kstack` is the thread's kernel stack.
 pub fn enter_program(entry: u64, sp: u64, kstack: u64) -> ! {
-    traps::set_kernel_stack(kstack);
-    let pv = pv_irq_flag();
+    percpu::set_kernel_stack(kstack);
+    let pv = percpu::pv_irq_flag();
     let mxcsr: u32 = 0x1f80;
     // SAFETY: `sp` points at the initial stack the loader built in mapped
     // program memory (8 bytes below it are free), and `entry` is the

@@ -142,6 +142,7 @@ impl PageTables {
                 let state = if present { pte::PRESENT } else { pte::KEPT };
                 *e = (*e & pte::ADDR) | flags | state | pte::USER;
                 super::cpu::invlpg(va);
+                super::tlb::changed();
             }
         }
     }
@@ -155,6 +156,7 @@ impl PageTables {
         let pa = *e & pte::ADDR;
         *e = 0;
         super::cpu::invlpg(va);
+        super::tlb::changed();
         Some(pa)
     }
 

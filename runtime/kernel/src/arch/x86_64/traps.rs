@@ -12,7 +12,7 @@
 //! An event that interrupts the program (rather than the kernel) has its
 //! frame moved from the IST stack to the thread's kernel stack, where the
 //! handler may block or switch threads; each thread has its own kernel
-//! stack ([`set_kernel_stack`]), and [`switch`] moves between them.
+//! stack (`percpu::set_kernel_stack`), and [`switch`] moves between them.
 //!
 //! A system call returns without IRETQ (which traps on PVM): the program's
 //! RFLAGS and RIP are written just below its red zone, then `popfq; ret 128`
@@ -24,6 +24,7 @@ use core::arch::{asm, global_asm};
 use core::mem::size_of;
 
 use super::gdt::{IST_CRITICAL, IST_EXCEPTION, IST_INTERRUPT, KERNEL_CS};
+use super::percpu;
 
 /// `Frame::vector` value marking a system call that trapped (SYSCALL).
 pub const VECTOR_SYSCALL: u64 = 0x100;
@@ -64,21 +65,6 @@ pub struct Frame {
 }
 
 const _: () = assert!(size_of::<Frame>() == 256 + 22 * 8);
-
-/// The program's stack pointer at its last SYSCALL (one CPU: one slot).
-#[no_mangle]
-static mut SYSCALL_USER_RSP: u64 = 0;
-
-/// Top of the running thread's kernel stack: where a system call, or an
-/// event that interrupts the program, builds its [`Frame`].
-#[no_mangle]
-static mut CURRENT_KSTACK_TOP: u64 = 0;
-
-/// On PVM, the address of the registration page's interrupt-flag byte (0
-/// elsewhere): the kernel clears it on entry and sets it on the way back to
-/// the program, because STI/CLI/POPF cannot change it.
-#[no_mangle]
-static mut PV_IRQ_FLAG: u64 = 0;
 
 /// Offset of `Frame::rip` (the trap stubs read it to tell program from kernel).
 const FRAME_RIP: usize = core::mem::offset_of!(Frame, rip);
@@ -126,10 +112,10 @@ macro_rules! restore_regs {
 macro_rules! syscall_frame {
     ($vector:literal) => {
         concat!(
-            "mov [rip + SYSCALL_USER_RSP], rsp\n",
-            "mov rsp, [rip + CURRENT_KSTACK_TOP]\n",
+            "mov gs:[{user_rsp}], rsp\n",
+            "mov rsp, gs:[{kstack_top}]\n",
             "push {ds}\n",
-            "push qword ptr [rip + SYSCALL_USER_RSP]\n",
+            "push qword ptr gs:[{user_rsp}]\n",
             "push r11\n",
             "push {cs}\n",
             "push rcx\n",
@@ -167,7 +153,7 @@ global_asm!(
     "bt rax, 63",
     "jc 2f",
     "mov rsi, rsp",
-    "mov rdi, [rip + CURRENT_KSTACK_TOP]",
+    "mov rdi, gs:[{kstack_top}]",
     "sub rdi, {frame_size}",
     "mov rsp, rdi",
     "mov ecx, {frame_words}",
@@ -194,7 +180,7 @@ global_asm!(
     syscall_frame!("{syscall}"),
     "6:",
     save_regs!(),
-    "mov rcx, [rip + PV_IRQ_FLAG]",
+    "mov rcx, gs:[{pv_irq_flag}]",
     "test rcx, rcx",
     "jz 3f",
     "mov byte ptr [rcx], 0",
@@ -203,12 +189,11 @@ global_asm!(
     "call syscall_dispatch",
     "test rax, rax",
     "jnz syscall_full_exit",
-    // A new thread starts here too, on a frame made by clone.
     ".globl syscall_exit",
     "syscall_exit:",
     restore_regs!(),
     // [rsp]: rax, +8 vector, +16 error, +24 rip, +32 cs, +40 rflags, +48 rsp
-    "mov rcx, [rip + PV_IRQ_FLAG]",
+    "mov rcx, gs:[{pv_irq_flag}]",
     "test rcx, rcx",
     "jz 4f",
     "mov byte ptr [rcx], 1",
@@ -229,7 +214,7 @@ global_asm!(
     // comes from the frame, through IRETQ.
     "syscall_full_exit:",
     restore_regs!(),
-    "mov rax, [rip + PV_IRQ_FLAG]",
+    "mov rax, gs:[{pv_irq_flag}]",
     "test rax, rax",
     "jz 5f",
     "mov byte ptr [rax], 1",
@@ -237,6 +222,14 @@ global_asm!(
     "pop rax",
     "add rsp, 16",
     "iretq",
+    "",
+    // A new thread starts here, on a frame made by clone, holding the
+    // kernel lock it gives back first.
+    ".globl thread_start",
+    "thread_start:",
+    "mov rdi, rsp",
+    "call new_thread_leaves_kernel",
+    "jmp syscall_exit",
     "",
     // switch_to(prev: *mut u64, next: *const u64): saves the callee-saved
     // registers and the stack pointer of the running kernel context and
@@ -276,30 +269,20 @@ global_asm!(
     cs = const KERNEL_CS,
     syscall = const VECTOR_SYSCALL,
     syscall_call = const VECTOR_SYSCALL_CALL,
+    user_rsp = const percpu::OFFSET_USER_RSP,
+    kstack_top = const percpu::OFFSET_KSTACK_TOP,
+    pv_irq_flag = const percpu::OFFSET_PV_IRQ_FLAG,
 );
 
 extern "C" {
     static trap_stubs: u8;
     fn syscall_entry();
     fn syscall_call_entry();
-    fn syscall_exit();
+    fn thread_start();
     fn switch_to(prev: *mut u64, next: *const u64);
     fn idle_halt_pvm(flag: u64);
     static idle_hlt_insn: u8;
     fn idle_halt_native();
-}
-
-/// Sets the kernel stack the next system call or program event uses.
-pub fn set_kernel_stack(top: u64) {
-    // SAFETY: one CPU; the entry stubs read this only while the program
-    // runs, never concurrently with this store.
-    unsafe { CURRENT_KSTACK_TOP = top };
-}
-
-/// Records the PVM interrupt-flag byte's address (0 on native CPUs).
-pub fn set_pv_irq_flag(address: u64) {
-    // SAFETY: written once at boot before the program runs.
-    unsafe { PV_IRQ_FLAG = address };
 }
 
 /// The kernel entry rewritten system-call sites jump to.
@@ -309,7 +292,7 @@ pub fn syscall_call_entry_address() -> u64 {
 
 /// The address new threads start at (their first return to the program).
 pub fn thread_entry() -> u64 {
-    syscall_exit as *const () as u64
+    thread_start as *const () as u64
 }
 
 /// Saves the running kernel context in `prev` and resumes `next`.
@@ -340,6 +323,26 @@ pub unsafe fn prepare_new_thread(top: u64, frame: &Frame) -> u64 {
         core::ptr::write((record + 6 * 8) as *mut u64, thread_entry());
         record
     }
+}
+
+/// Lays out a kernel context on the unused stack ending at `top` so that
+/// switching to it calls `entry` (which never returns). Returns the stack
+/// pointer to resume.
+///
+/// # Safety
+/// `top` must be the 16-byte-aligned top of an unused stack that stays
+/// alive while the context may run.
+pub unsafe fn prepare_kernel_context(top: u64, entry: extern "C" fn() -> !) -> u64 {
+    // switch_to pops six callee-saved registers, then returns into
+    // `entry` with the stack as a call would leave it (16-byte aligned
+    // plus the return address slot).
+    let record = top - 8 * 8;
+    // SAFETY: the caller guarantees the stack is unused and large enough.
+    unsafe {
+        core::ptr::write_bytes(record as *mut u8, 0, 6 * 8);
+        core::ptr::write((record + 6 * 8) as *mut u64, entry as usize as u64);
+    }
+    record
 }
 
 /// Waits for an interrupt with interrupts enabled, then disables them again.
@@ -403,7 +406,8 @@ fn ist_for(vector: usize) -> u8 {
     }
 }
 
-/// Fills and loads the IDT. Called once on the boot CPU.
+/// Fills and loads the IDT. Called once on the boot CPU; the others only
+/// load it ([`load_idt`]).
 pub fn init_idt() {
     let stubs = (&raw const trap_stubs) as u64;
     // SAFETY: runs once at boot on the only CPU before any interrupt can be
@@ -422,9 +426,17 @@ pub fn init_idt() {
                 reserved: 0,
             };
         }
+    }
+    load_idt();
+}
+
+/// Loads the IDT (filled by [`init_idt`]) on the running CPU.
+pub fn load_idt() {
+    // SAFETY: the IDT is static and no longer written after `init_idt`.
+    unsafe {
         let ptr = DescriptorPointer {
             limit: (size_of::<[Gate; 256]>() - 1) as u16,
-            base: idt as u64,
+            base: (&raw const IDT) as u64,
         };
         asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
     }

@@ -143,11 +143,13 @@ pub fn boot_sregs(mut sregs: kvm_sregs, fsgsbase: bool) -> kvm_sregs {
     sregs
 }
 
-/// General registers at the kernel entry: RSI = boot-info address, RDX =
-/// the vCPU's PVM registration page (0 when not on PVM).
-pub fn boot_regs(entry: u64, pv_page: u64) -> kvm_regs {
+/// General registers at the kernel entry: RDI = the vCPU's index, RSI =
+/// boot-info address, RDX = the vCPU's PVM registration page (0 when not
+/// on PVM).
+pub fn boot_regs(entry: u64, index: u8, pv_page: u64) -> kvm_regs {
     kvm_regs {
         rip: entry,
+        rdi: u64::from(index),
         rsi: BOOT_INFO.0,
         rdx: pv_page,
         rflags: 0x2,

@@ -114,6 +114,7 @@ pub fn boot_params(info_phys: u64) -> BootParams {
     }
     let mut p = BootParams::empty();
     p.memory_size = memory;
+    p.cpus = info.vcpus.clamp(1, layout::MAX_VCPUS) as usize;
     p.flags = info.flags;
     p.tsc_khz = info.tsc_khz;
     p.boot_realtime_ns = info.boot_realtime_ns;

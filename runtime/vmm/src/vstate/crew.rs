@@ -1,0 +1,190 @@
+//! The vCPUs of one VM, each on a thread of its own: vCPU 0 runs on the
+//! calling thread from the start; the others wait until the guest kernel
+//! starts them (`kiln_boot::port::START_CPU`), once it has their stacks
+//! ready. Whichever vCPU sees the VM end (the program's exit report, a
+//! crash, the timeout, a terminating signal) decides how the run ended;
+//! the others are then interrupted (SIGUSR1, see `stop`) until they have
+//! all left KVM_RUN, and the threads are joined before this returns.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kvm_ioctls::VcpuFd;
+use vm_memory::GuestMemoryMmap;
+
+use super::vcpu::{self, Shared, VcpuError};
+use crate::devices::{MmioBus, PortBus};
+use crate::timings::Timings;
+use crate::{stop, Ending};
+
+/// Where one vCPU thread is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the guest to start it.
+    Waiting,
+    /// The guest started it.
+    Started,
+    /// The VM ended before the guest started it.
+    Cancelled,
+}
+
+/// One vCPU thread's record.
+struct Member {
+    phase: Phase,
+    /// Its pthread, once it runs (what `stop::kick` interrupts).
+    thread: Option<libc::pthread_t>,
+    /// It left its run loop.
+    done: bool,
+}
+
+/// Every vCPU thread of the VM, and the first ending one of them saw.
+struct Crew {
+    members: Mutex<Vec<Member>>,
+    changed: Condvar,
+    ending: Mutex<Option<Result<Ending, VcpuError>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn this_thread() -> libc::pthread_t {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() }
+}
+
+impl Crew {
+    fn new(count: usize) -> Self {
+        let members = (0..count)
+            .map(|i| Member {
+                phase: if i == 0 {
+                    Phase::Started
+                } else {
+                    Phase::Waiting
+                },
+                thread: (i == 0).then(this_thread),
+                done: false,
+            })
+            .collect();
+        Crew {
+            members: Mutex::new(members),
+            changed: Condvar::new(),
+            ending: Mutex::new(None),
+        }
+    }
+
+    /// The guest asks for vCPU `index`: false if there is no such vCPU
+    /// waiting.
+    fn start(&self, index: u32) -> bool {
+        let mut members = lock(&self.members);
+        match members.get_mut(index as usize) {
+            Some(m) if m.phase == Phase::Waiting => {
+                m.phase = Phase::Started;
+                self.changed.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until vCPU `index` is started (true) or the VM ended (false).
+    fn wait_for_start(&self, index: usize) -> bool {
+        let mut members = lock(&self.members);
+        loop {
+            match members[index].phase {
+                Phase::Started => {
+                    members[index].thread = Some(this_thread());
+                    return true;
+                }
+                Phase::Cancelled => return false,
+                Phase::Waiting => {
+                    members = self
+                        .changed
+                        .wait(members)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    /// vCPU `index` left its run loop with `result`: the first real ending
+    /// is the VM's; every other vCPU is then stopped.
+    fn finish(&self, index: usize, result: Result<Ending, VcpuError>) {
+        if !matches!(result, Err(VcpuError::Stopped)) {
+            lock(&self.ending).get_or_insert(result);
+        }
+        stop::end_vm();
+        let mut members = lock(&self.members);
+        members[index].done = true;
+        for m in members.iter_mut() {
+            if m.phase == Phase::Waiting {
+                m.phase = Phase::Cancelled;
+                m.done = true;
+            }
+        }
+        self.changed.notify_all();
+        drop(members);
+        // A kick that lands between a thread's check of the flag and its
+        // KVM_RUN interrupts nothing: repeat until every thread is out.
+        loop {
+            let running: Vec<libc::pthread_t> = lock(&self.members)
+                .iter()
+                .filter(|m| !m.done)
+                .filter_map(|m| m.thread)
+                .collect();
+            if running.is_empty() {
+                break;
+            }
+            for thread in running {
+                stop::kick(thread);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs vCPU 0 (`first`) on this thread and `others` (vCPUs 1, 2, …) on
+/// threads of their own; returns how the VM ended.
+///
+/// # Errors
+/// The first [`VcpuError`] a vCPU met; [`VcpuError::Stopped`] when the
+/// devices thread stopped the VM.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    first: &mut VcpuFd,
+    others: &mut [VcpuFd],
+    mem: &GuestMemoryMmap,
+    bus: &Mutex<PortBus>,
+    mmio: &MmioBus,
+    timings: &Mutex<Timings>,
+    limit: Option<Duration>,
+) -> Result<Ending, VcpuError> {
+    let crew = Crew::new(1 + others.len());
+    let start_cpu = |index: u32| crew.start(index);
+    let shared = Shared {
+        mem,
+        bus,
+        mmio,
+        timings,
+        start_cpu: &start_cpu,
+        limit,
+    };
+    if others.is_empty() {
+        return vcpu::run(first, &shared);
+    }
+    std::thread::scope(|scope| {
+        for (i, vcpu) in others.iter_mut().enumerate() {
+            let (crew, shared) = (&crew, &shared);
+            scope.spawn(move || {
+                if crew.wait_for_start(i + 1) {
+                    crew.finish(i + 1, vcpu::run(vcpu, shared));
+                }
+            });
+        }
+        crew.finish(0, vcpu::run(first, &shared));
+    });
+    crew.ending
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or(Err(VcpuError::Stopped))
+}
