@@ -36,6 +36,8 @@ pub mod sa {
     pub const NODEFER: u64 = 0x4000_0000;
     /// Reset the action to SIG_DFL on delivery.
     pub const RESETHAND: u64 = 0x8000_0000;
+    /// SIGCHLD only: children that stop or continue send no SIGCHLD.
+    pub const NOCLDSTOP: u64 = 0x0000_0001;
     /// SIGCHLD only: children that end are not left as zombies.
     pub const NOCLDWAIT: u64 = 0x0000_0002;
     /// `sa_restorer` holds the return trampoline.
@@ -109,16 +111,26 @@ pub enum DefaultAction {
     Terminate,
     /// Nothing happens.
     Ignore,
+    /// The process stops until SIGCONT (job control).
+    Stop,
+    /// Nothing happens when it is delivered (its sending continued a
+    /// stopped process already).
+    Continue,
 }
 
-/// The default action of `signal` (stop and continue do nothing here: kiln
-/// has no job control).
+/// The default action of `signal`.
 pub fn default_action(signal: u8) -> DefaultAction {
     match signal {
-        sig::SIGCHLD | sig::SIGCONT | sig::SIGURG | sig::SIGWINCH => DefaultAction::Ignore,
-        sig::SIGSTOP | sig::SIGTSTP | sig::SIGTTIN | sig::SIGTTOU => DefaultAction::Ignore,
+        sig::SIGCHLD | sig::SIGURG | sig::SIGWINCH => DefaultAction::Ignore,
+        sig::SIGCONT => DefaultAction::Continue,
+        sig::SIGSTOP | sig::SIGTSTP | sig::SIGTTIN | sig::SIGTTOU => DefaultAction::Stop,
         _ => DefaultAction::Terminate,
     }
+}
+
+/// Whether `signal` stops a process by default.
+pub fn is_stop(signal: u8) -> bool {
+    default_action(signal) == DefaultAction::Stop
 }
 
 /// The name and description of a signal, for reports (as strsignal).
@@ -175,7 +187,10 @@ impl SigAction {
     pub fn ignores(&self, signal: u8) -> bool {
         match self.handler {
             SIG_IGN => true,
-            SIG_DFL => default_action(signal) == DefaultAction::Ignore,
+            SIG_DFL => matches!(
+                default_action(signal),
+                DefaultAction::Ignore | DefaultAction::Continue
+            ),
             _ => false,
         }
     }
@@ -694,6 +709,10 @@ mod tests {
     #[test]
     fn default_actions() {
         assert_eq!(default_action(sig::SIGCHLD), DefaultAction::Ignore);
+        assert_eq!(default_action(sig::SIGTSTP), DefaultAction::Stop);
+        assert_eq!(default_action(sig::SIGCONT), DefaultAction::Continue);
+        assert!(SigAction::default().ignores(sig::SIGCONT));
+        assert!(!SigAction::default().ignores(sig::SIGSTOP));
         assert_eq!(default_action(sig::SIGALRM), DefaultAction::Terminate);
         assert_eq!(default_action(40), DefaultAction::Terminate);
         let ign = SigAction {

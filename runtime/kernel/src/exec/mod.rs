@@ -96,6 +96,8 @@ pub fn exec(
         pdeathsig: 0,
         orphan: false,
         vfork_parent: None,
+        stopped: None,
+        unreported: None,
         exe: alloc::string::String::from_utf8_lossy(path).into_owned(),
         rewriter: crate::syscall::rewrite::Rewriter::new(),
         mem: AddressSpace::new(tables, plan.brk_start),

@@ -305,6 +305,18 @@ impl AddressSpace {
         }
     }
 
+    /// The physical address of `addr` when it lies in present memory
+    /// shared between processes (`MAP_SHARED`, label `Shared`), whose
+    /// frames never move; None otherwise.
+    pub fn shared_phys(&self, addr: u64) -> Option<u64> {
+        let vma = self.vmas.find(addr)?;
+        if vma.label != Label::Shared {
+            return None;
+        }
+        let entry = self.tables.lookup(page_down(addr));
+        (entry & pte::PRESENT != 0).then(|| (entry & pte::ADDR) + (addr - page_down(addr)))
+    }
+
     /// [`Self::fork_here`], with the other CPUs' TLBs flushed once at the
     /// end (see `arch::tlb_batch`).
     pub fn fork(&mut self) -> Result<AddressSpace, kiln_kernel::errno::Errno> {

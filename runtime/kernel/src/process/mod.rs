@@ -29,6 +29,11 @@ pub struct Process {
     /// A vfork child: the parent whose memory it runs in, suspended until
     /// the child gives it back (execve, or its end).
     pub vfork_parent: Option<u32>,
+    /// Stopped by this signal (job control) until SIGCONT.
+    pub stopped: Option<u8>,
+    /// A stop or continue its parent's wait4/waitid has not reported yet
+    /// (WUNTRACED/WSTOPPED, WCONTINUED).
+    pub unreported: Option<WaitStatus>,
     /// Its program's path (/proc/self/exe).
     pub exe: alloc::string::String,
     /// Its SYSCALL-site rewriter while it is parked (the running process's
@@ -112,6 +117,8 @@ impl Process {
             pdeathsig: 0,
             orphan: false,
             vfork_parent: None,
+            stopped: None,
+            unreported: None,
             exe: self.exe.clone(),
             rewriter: crate::state::KERNEL.rewriter.lock().clone(),
             mem,
@@ -208,13 +215,17 @@ pub struct Zombie {
     pub status: WaitStatus,
 }
 
-/// How a process ended.
+/// How a process ended, stopped or went on, as its parent's wait sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStatus {
     /// exit(status).
     Exited(u8),
     /// Killed by this signal.
     Signaled(u8),
+    /// Stopped by this signal.
+    Stopped(u8),
+    /// Continued by SIGCONT.
+    Continued,
 }
 
 impl WaitStatus {
@@ -224,9 +235,13 @@ impl WaitStatus {
     pub fn child_info(self, pid: u32) -> kiln_kernel::signal::SigInfo {
         const CLD_EXITED: i32 = 1;
         const CLD_KILLED: i32 = 2;
+        const CLD_STOPPED: i32 = 5;
+        const CLD_CONTINUED: i32 = 6;
         let (code, value) = match self {
             WaitStatus::Exited(c) => (CLD_EXITED, c),
             WaitStatus::Signaled(s) => (CLD_KILLED, s),
+            WaitStatus::Stopped(s) => (CLD_STOPPED, s),
+            WaitStatus::Continued => (CLD_CONTINUED, kiln_kernel::signal::sig::SIGCONT),
         };
         kiln_kernel::signal::SigInfo {
             signo: kiln_kernel::signal::sig::SIGCHLD,
@@ -238,12 +253,77 @@ impl WaitStatus {
     }
 
     /// The `int` wait4 stores (WIFEXITED: status << 8; WIFSIGNALED: the
-    /// signal number).
+    /// signal number; WIFSTOPPED: signal << 8 | 0x7f; WIFCONTINUED: 0xffff).
     pub fn raw(self) -> i32 {
         match self {
             WaitStatus::Exited(code) => i32::from(code) << 8,
             WaitStatus::Signaled(sig) => i32::from(sig),
+            WaitStatus::Stopped(sig) => (i32::from(sig) << 8) | 0x7f,
+            WaitStatus::Continued => 0xffff,
         }
+    }
+}
+
+/// Stops the running process `p` (a stop signal's default action): its
+/// parent hears of it (SIGCHLD with CLD_STOPPED unless it set
+/// SA_NOCLDSTOP; a wait4 with WUNTRACED reports it), and its threads stop
+/// on their way back to the program (those on other CPUs are sent an IPI).
+pub fn stop(p: &mut Process, signal: u8) {
+    p.stopped = Some(signal);
+    p.unreported = Some(WaitStatus::Stopped(signal));
+    crate::sched::kick_process(p.pid);
+    tell_parent(p, p.ppid, p.pid, WaitStatus::Stopped(signal));
+}
+
+/// SIGCONT was sent by the running process `caller` to process `pid` (it
+/// may be `caller`): a stopped one goes on (its stopped threads wake, its
+/// parent hears of it, a wait4 with WCONTINUED reports it), and its
+/// pending stop signals are dropped.
+pub fn continue_process(caller: &mut Process, pid: u32) {
+    let ppid = {
+        let mut parked = crate::state::KERNEL.parked.lock();
+        let target = if caller.pid == pid {
+            Some(&mut *caller)
+        } else {
+            parked.get_mut(&pid)
+        };
+        match target {
+            Some(t) if t.stopped.is_some() => {
+                t.stopped = None;
+                t.unreported = Some(WaitStatus::Continued);
+                Some(t.ppid)
+            }
+            _ => None,
+        }
+    };
+    crate::sched::drop_stop_signals(pid);
+    if let Some(ppid) = ppid {
+        crate::sched::resume_stopped(pid);
+        tell_parent(caller, ppid, pid, WaitStatus::Continued);
+    }
+}
+
+/// Tells parent `ppid` that child `pid` stopped or went on (`running` is
+/// the running process, which may be the parent): a waiting wait4 runs
+/// again, and SIGCHLD comes unless the parent set SA_NOCLDSTOP.
+fn tell_parent(running: &mut Process, ppid: u32, pid: u32, what: WaitStatus) {
+    use kiln_kernel::signal::{sa, sig};
+    crate::sched::notify_io();
+    let info = what.child_info(pid);
+    if running.pid == ppid {
+        if running.signals.action(sig::SIGCHLD).flags & sa::NOCLDSTOP == 0 {
+            let target = (ppid != 1).then_some(ppid);
+            let _ = crate::signal::send(running, target, info);
+        }
+        return;
+    }
+    let nocldstop = crate::state::KERNEL
+        .parked
+        .lock()
+        .get(&ppid)
+        .is_some_and(|p| p.signals.action(sig::SIGCHLD).flags & sa::NOCLDSTOP != 0);
+    if !nocldstop {
+        let _ = signal_other(ppid, info);
     }
 }
 
@@ -402,6 +482,38 @@ pub fn exit_current(status: WaitStatus) -> ! {
     };
     bury(ended.0, ended.1, status);
     crate::sched::exit_process_threads()
+}
+
+/// A stop or continue of a child of `parent` that `select` accepts (given
+/// its pid and group) and the caller wants (`stops`, `continues`), not
+/// reported yet: its pid and status, marked reported unless `keep`.
+pub fn take_stop_report(
+    parent: u32,
+    select: impl Fn(u32, u32) -> bool,
+    stops: bool,
+    continues: bool,
+    keep: bool,
+) -> Option<(u32, WaitStatus)> {
+    let mut parked = crate::state::KERNEL.parked.lock();
+    let child = parked.values_mut().find(|c| {
+        c.ppid == parent
+            && select(c.pid, c.pgid)
+            && match c.unreported {
+                Some(WaitStatus::Stopped(_)) => stops,
+                Some(WaitStatus::Continued) => continues,
+                _ => false,
+            }
+    })?;
+    let status = child.unreported?;
+    if !keep {
+        child.unreported = None;
+    }
+    Some((child.pid, status))
+}
+
+/// Whether a process (not a zombie) `pid` lives, the running one aside.
+pub fn exists(pid: u32) -> bool {
+    crate::state::KERNEL.parked.lock().contains_key(&pid)
 }
 
 /// Sends `info` to process `pid`, which is not the running one. As on

@@ -35,8 +35,8 @@ pub(crate) use cpu::kick_thread;
 pub use cpu::{cpu_main, enter_kernel, holds_kernel_lock, leave_kernel, let_others_in, start_cpus};
 
 pub use wait::{
-    block, block_io, futex_waiters, io_generation, notify_io, requeue_futex, restart_deadline,
-    vfork_done, wake_futex, Wait, Woken,
+    block, block_io, drop_stop_signals, futex_waiters, io_generation, notify_io, requeue_futex,
+    restart_deadline, resume_stopped, vfork_done, wake_futex, FutexKey, Wait, Woken,
 };
 pub(crate) use wait::{expire, signal_ends_wait, wake};
 
@@ -485,6 +485,21 @@ pub(crate) fn pop_runnable(s: &mut Scheduler) -> Option<Tid> {
         }
     }
     None
+}
+
+/// Makes the CPUs running threads of process `pid` (other than this one)
+/// enter the kernel soon (it stopped, or must act on a signal).
+pub fn kick_process(pid: Tid) {
+    let s = KERNEL.sched.lock();
+    let running: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.pid == pid && t.state == State::Runnable)
+        .map(|t| t.tid)
+        .collect();
+    for tid in running {
+        cpu::kick_thread(&s, tid);
+    }
 }
 
 /// The CPUs there are, as an affinity mask.

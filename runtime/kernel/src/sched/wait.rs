@@ -17,10 +17,10 @@ use crate::time;
 pub enum Wait {
     /// A change of any I/O object (pipe, eventfd, …).
     Io,
-    /// A wake-up of the futex word at this address, matching this bitset.
+    /// A wake-up of the futex word `key`, matching this bitset.
     Futex {
-        /// The word's address.
-        addr: u64,
+        /// The word (see [`FutexKey`]).
+        key: FutexKey,
         /// FUTEX_BITSET mask (all ones for plain waits).
         bitset: u32,
     },
@@ -39,7 +39,17 @@ pub enum Wait {
         /// The child.
         child: Tid,
     },
+    /// Its process is stopped (job control): SIGCONT wakes it, SIGKILL
+    /// ends the wait; no other signal does.
+    Stopped,
 }
+
+/// Which futex word a waiter waits on: the address space (its top-level
+/// table) and the word's address — or 0 and the word's physical address
+/// for a shared futex in memory shared between processes. Processes forked
+/// from each other have the same addresses, and their waiters must not
+/// take each other's wake-ups.
+pub type FutexKey = (u64, u64);
 
 /// Why a blocked thread runs again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,13 +107,13 @@ pub(crate) fn wake(s: &mut Scheduler, tid: Tid, why: Woken) {
 
 /// Wakes up to `max` threads waiting on the futex word at `addr` whose
 /// bitset intersects `bitset`; returns how many.
-pub fn wake_futex(addr: u64, bitset: u32, max: u32) -> u32 {
+pub fn wake_futex(key: FutexKey, bitset: u32, max: u32) -> u32 {
     let mut s = KERNEL.sched.lock();
     let waiting: Vec<Tid> = s
         .threads
         .values()
         .filter(|t| t.state == State::Blocked)
-        .filter(|t| matches!(t.wait, Some(Wait::Futex { addr: a, bitset: b }) if a == addr && b & bitset != 0))
+        .filter(|t| matches!(t.wait, Some(Wait::Futex { key: k, bitset: b }) if k == key && b & bitset != 0))
         .map(|t| t.tid)
         .take(max as usize)
         .collect();
@@ -130,8 +140,35 @@ pub fn vfork_done(child: Tid) {
     rearm(&mut s);
 }
 
+/// Wakes the threads of process `pid` that wait while it is stopped.
+pub fn resume_stopped(pid: Tid) {
+    let mut s = KERNEL.sched.lock();
+    let stopped: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.pid == pid && t.state == State::Blocked && t.wait == Some(Wait::Stopped))
+        .map(|t| t.tid)
+        .collect();
+    for tid in stopped {
+        make_runnable(&mut s, tid);
+    }
+    rearm(&mut s);
+}
+
+/// Drops the stop signals pending for process `pid`'s threads (SIGCONT
+/// was sent).
+pub fn drop_stop_signals(pid: Tid) {
+    use kiln_kernel::signal::sig;
+    let mut s = KERNEL.sched.lock();
+    for t in s.threads.values_mut().filter(|t| t.pid == pid) {
+        for signo in [sig::SIGSTOP, sig::SIGTSTP, sig::SIGTTIN, sig::SIGTTOU] {
+            t.sig.pending.discard(signo);
+        }
+    }
+}
+
 /// How many threads wait on the futex word at `addr`.
-pub fn futex_waiters(addr: u64) -> usize {
+pub fn futex_waiters(key: FutexKey) -> usize {
     KERNEL
         .sched
         .lock()
@@ -139,14 +176,14 @@ pub fn futex_waiters(addr: u64) -> usize {
         .values()
         .filter(|t| {
             t.state == State::Blocked
-                && matches!(t.wait, Some(Wait::Futex { addr: a, .. }) if a == addr)
+                && matches!(t.wait, Some(Wait::Futex { key: k, .. }) if k == key)
         })
         .count()
 }
 
 /// FUTEX_REQUEUE: wakes up to `wake` waiters of `from`, moves up to
 /// `requeue` more to `to`; returns the number woken plus moved.
-pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
+pub fn requeue_futex(from: FutexKey, to: FutexKey, wake: u32, requeue: u32) -> u32 {
     let woken = wake_futex(from, u32::MAX, wake);
     let mut s = KERNEL.sched.lock();
     let mut moved = 0;
@@ -155,10 +192,10 @@ pub fn requeue_futex(from: u64, to: u64, wake: u32, requeue: u32) -> u32 {
             break;
         }
         if t.state == State::Blocked
-            && matches!(t.wait, Some(Wait::Futex { addr, .. }) if addr == from)
+            && matches!(t.wait, Some(Wait::Futex { key, .. }) if key == from)
         {
             t.wait = Some(Wait::Futex {
-                addr: to,
+                key: to,
                 bitset: u32::MAX,
             });
             moved += 1;
@@ -259,6 +296,10 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
 pub(crate) fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
     if matches!(wait, Wait::Vfork { .. }) {
         return false;
+    }
+    if wait == Wait::Stopped {
+        return t.sig.pending.set() & kiln_kernel::signal::bit(kiln_kernel::signal::sig::SIGKILL)
+            != 0;
     }
     // The process-directed queue is pid 1's.
     let shared = if t.pid == 1 { shared } else { 0 };

@@ -16,9 +16,10 @@ use core::fmt;
 
 use kiln_kernel::errno::Errno;
 use kiln_kernel::signal::{
-    bit, code, decode_ucontext, default_action, encode_frame, place_frame, sa, ss, AltStack,
-    DefaultAction, FrameContents, SigInfo, INFO_OFFSET, MIN_ALT_STACK, NSIG, SIG_DFL, SIG_IGN,
-    UCONTEXT_SIZE, UC_FP_XSTATE, UC_OFFSET, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS, UNBLOCKABLE,
+    bit, code, decode_ucontext, default_action, encode_frame, is_stop, place_frame, sa, ss,
+    AltStack, DefaultAction, FrameContents, SigInfo, INFO_OFFSET, MIN_ALT_STACK, NSIG, SIG_DFL,
+    SIG_IGN, UCONTEXT_SIZE, UC_FP_XSTATE, UC_OFFSET, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS,
+    UNBLOCKABLE,
 };
 pub use kiln_kernel::signal::{describe, sig, SigAction};
 
@@ -137,7 +138,9 @@ pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8
         if action.ignores(signo) {
             return Ok(None);
         }
-        if action.handler == SIG_DFL {
+        // A stop is the process's own doing, on its way back to the
+        // program (`deliver`).
+        if action.handler == SIG_DFL && !is_stop(signo) {
             return Ok(Some(signo));
         }
     }
@@ -194,14 +197,27 @@ pub struct SyscallEnd {
     pub restartable: bool,
 }
 
-/// On the way back to the program: delivers the running thread's next
-/// pending signal that it does not block (at most one handler; the next
-/// one is delivered when that handler returns through rt_sigreturn).
+/// On the way back to the program: delivers the running thread's pending
+/// signals that it does not block, each handler's frame on top of the one
+/// before (the mask each handler runs with decides which signals follow),
+/// as Linux does.
 pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
     let mut restart = syscall.filter(|s| s.restartable).map(|s| s.number);
     loop {
         let mut guard = KERNEL.process.lock();
         let Some(p) = guard.as_mut() else { return };
+        if p.stopped.is_some() {
+            // A stopped process's threads wait here, on their way back to
+            // the program, for SIGCONT (or SIGKILL).
+            drop(guard);
+            if crate::signal::pending::pending_signals() & bit(sig::SIGKILL) != 0 {
+                kill_program(sig::SIGKILL, None);
+            }
+            if sched::block(sched::Wait::Stopped, None).is_err() {
+                crate::deadlock();
+            }
+            continue;
+        }
         let Some(info) = crate::signal::pending::take_signal(0) else {
             break;
         };
@@ -210,11 +226,21 @@ pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
         let action = p.signals.action(signo);
         match action.handler {
             SIG_IGN => continue,
-            SIG_DFL if default_action(signo) == DefaultAction::Ignore => continue,
-            SIG_DFL => {
-                drop(guard);
-                kill_program(signo, None);
-            }
+            SIG_DFL => match default_action(signo) {
+                DefaultAction::Ignore | DefaultAction::Continue => continue,
+                DefaultAction::Stop => {
+                    // pid 1 is the appliance's init: stop signals leave it
+                    // running, as they leave a container's.
+                    if p.pid != 1 {
+                        crate::process::stop(p, signo);
+                    }
+                    continue;
+                }
+                DefaultAction::Terminate => {
+                    drop(guard);
+                    kill_program(signo, None);
+                }
+            },
             _ => {}
         }
         if let Some(number) = restart.take() {
@@ -236,7 +262,9 @@ pub fn deliver(frame: &mut Frame, syscall: Option<SyscallEnd>) {
                 )),
             );
         }
-        return;
+        // Another pending signal the handler's mask lets through gets a
+        // frame of its own on top, as on Linux (its handler runs first).
+        continue;
     }
     if let Some(number) = restart {
         sigctx::rewind_syscall(frame, number);

@@ -6,7 +6,7 @@ use super::args::Flags;
 use super::{Call, OnSignal, Outcome};
 use crate::mm::uaccess::UserPtr;
 use crate::process::Process;
-use crate::sched::{self, Wait};
+use crate::sched::{self, FutexKey, Wait};
 use crate::time;
 
 const FUTEX_WAIT: u64 = 0;
@@ -23,6 +23,19 @@ const FUTEX_PRIVATE_FLAG: u64 = 128;
 const FUTEX_CLOCK_REALTIME: u64 = 256;
 const FUTEX_WAITERS: u32 = 0x8000_0000;
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
+/// The key waiters of the word at `at` wait under: this address space and
+/// the address, or — for a shared futex in memory shared between
+/// processes (`MAP_SHARED`) — the word's physical address.
+pub fn key_of(p: &mut Process, at: UserPtr<u32>, shared: bool) -> FutexKey {
+    let space = p.mem.pml4();
+    if shared {
+        if let Some(phys) = p.mem.shared_phys(at.addr()) {
+            return (0, phys);
+        }
+    }
+    (space, at.addr())
+}
 
 fn word(p: &mut Process, at: UserPtr<u32>) -> Result<u32, Errno> {
     if !at.addr().is_multiple_of(4) {
@@ -66,9 +79,9 @@ fn absolute_deadline(
     }))
 }
 
-fn wait(addr: u64, bitset: u32, deadline: Option<u64>) -> Outcome {
+fn wait(key: FutexKey, bitset: u32, deadline: Option<u64>) -> Outcome {
     Outcome::Block {
-        wait: Wait::Futex { addr, bitset },
+        wait: Wait::Futex { key, bitset },
         deadline,
         on_event: Some(Ok(0)),
         on_timeout: Some(Err(Errno::Timedout)),
@@ -98,8 +111,8 @@ pub fn futex(
     val3: u32,
 ) -> Outcome {
     let val2 = timeout.addr() as u32;
-    // Waiters are keyed by the words' addresses.
-    let (key, key2) = (addr.addr(), addr2.addr());
+    let shared = op & FUTEX_PRIVATE_FLAG == 0;
+    let (key, key2) = (key_of(p, addr, shared), key_of(p, addr2, shared));
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let r = (|| -> Result<Outcome, Errno> {
@@ -194,7 +207,7 @@ pub fn futex(
                 let deadline = absolute_deadline(p, timeout, true)?;
                 Ok(Outcome::Block {
                     wait: Wait::Futex {
-                        addr: key,
+                        key,
                         bitset: u32::MAX,
                     },
                     deadline,

@@ -2,7 +2,7 @@
 //! and the alternate stack. Delivery itself is `crate::signal`'s.
 
 use kiln_kernel::errno::Errno;
-use kiln_kernel::signal::{code, SigInfo, NSIG, UNBLOCKABLE};
+use kiln_kernel::signal::{code, sig, SigInfo, NSIG, UNBLOCKABLE};
 
 use super::{Call, OnSignal, Outcome};
 use crate::mm::uaccess::UserPtr;
@@ -220,6 +220,9 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
                 // Another process's other threads: not reachable yet.
                 return Err(Errno::Srch);
             }
+            if info.signo == sig::SIGCONT && crate::process::exists(pid as u32) {
+                crate::process::continue_process(p, pid as u32);
+            }
             crate::process::signal_other(pid as u32, info)?;
             return Ok(None);
         }
@@ -233,6 +236,10 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
                 Some(t) if !sched::thread_alive(t) => Err(Errno::Srch),
                 _ => Ok(None),
             };
+        }
+        if info.signo == sig::SIGCONT {
+            let me = p.pid;
+            crate::process::continue_process(p, me);
         }
         signal::send(p, target, info)
     })();
@@ -261,6 +268,9 @@ fn send_to_many(p: &mut Process, pid: i32, info: SigInfo) -> Result<Option<u8>, 
         return Err(Errno::Srch);
     }
     for &other in selected.iter().filter(|&&o| o != me) {
+        if info.signo == sig::SIGCONT {
+            crate::process::continue_process(p, other);
+        }
         let _ = crate::process::signal_other(other, info);
     }
     if !selected.contains(&me) || info.signo == 0 {

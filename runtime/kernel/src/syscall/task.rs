@@ -237,9 +237,9 @@ fn wait4_selects(pid: i32, own_group: u32) -> impl Fn(u32, u32) -> bool {
     }
 }
 
-/// wait4(2) (and waitpid, wait through it): an ended child's status; waits
-/// for one unless WNOHANG (kiln never stops a process, so WUNTRACED and
-/// WCONTINUED have nothing to report).
+/// wait4(2) (and waitpid, wait through it): an ended child's status — or,
+/// with WUNTRACED and WCONTINUED, a stopped or continued one's; waits for
+/// one unless WNOHANG.
 pub fn wait4(
     p: &mut Call,
     pid: i32,
@@ -253,15 +253,25 @@ pub fn wait4(
     if pid == i32::MIN {
         return Err(Errno::Srch);
     }
-    match reap(p.pid, wait4_selects(pid, p.pgid), false)? {
-        Some(z) => {
+    let reaped = reap(p.pid, wait4_selects(pid, p.pgid), false)?.map(|z| (z.pid, z.status));
+    let found = reaped.or_else(|| {
+        crate::process::take_stop_report(
+            p.pid,
+            wait4_selects(pid, p.pgid),
+            options & WUNTRACED != 0,
+            options & WCONTINUED != 0,
+            false,
+        )
+    });
+    match found {
+        Some((child, how)) => {
             if !status.is_null() {
-                p.mem.write(status, z.status.raw())?;
+                p.mem.write(status, how.raw())?;
             }
             if !rusage.is_null() {
                 p.mem.write_bytes(rusage, &[0u8; 144])?;
             }
-            Ok(u64::from(z.pid))
+            Ok(u64::from(child))
         }
         None if options & WNOHANG != 0 => Ok(0),
         // Blocks until a child ends (its end wakes waiters), then runs again.
@@ -286,23 +296,27 @@ pub fn waitid(
         2 => pgid == group,
         _ => true,
     };
-    if options & WEXITED == 0 {
-        // Only stops and continues asked for: kiln has none to report.
-        return match reap(p.pid, select, true)? {
-            _ if options & WNOHANG != 0 => {
-                if !info.is_null() {
-                    p.mem.write_bytes(info, &[0u8; 128])?;
-                }
-                Ok(0)
-            }
-            _ => Err(Errno::Restart),
-        };
-    }
-    match reap(p.pid, select, options & WNOWAIT != 0)? {
-        Some(z) => {
+    let keep = options & WNOWAIT != 0;
+    let reaped = if options & WEXITED != 0 {
+        reap(p.pid, select, keep)?.map(|z| (z.pid, z.status))
+    } else {
+        // ECHILD when no child matches, as for WEXITED.
+        reap(p.pid, select, true)?;
+        None
+    };
+    let found = reaped.or_else(|| {
+        crate::process::take_stop_report(
+            p.pid,
+            select,
+            options & WUNTRACED != 0,
+            options & WCONTINUED != 0,
+            keep,
+        )
+    });
+    match found {
+        Some((child, how)) => {
             if !info.is_null() {
-                p.mem
-                    .write_bytes(info, &z.status.child_info(z.pid).encode())?;
+                p.mem.write_bytes(info, &how.child_info(child).encode())?;
             }
             Ok(0)
         }

@@ -189,7 +189,7 @@ pub fn exit_thread() {
         let mut guard = crate::state::KERNEL.process.lock();
         if let Some(p) = guard.as_mut() {
             if p.mem.write(word, 0).is_ok() {
-                sched::wake_futex(word.addr(), u32::MAX, 1);
+                sched::wake_futex(super::futex::key_of(p, word, true), u32::MAX, 1);
             }
         }
     }
