@@ -427,6 +427,8 @@ pub fn replace(
     next.rlimits = p.rlimits;
     next.start_ns = p.start_ns;
     next.signals = p.signals.after_exec();
+    // POSIX timers end with the old image; interval timers carry over.
+    crate::time::timer::drop_process(p.pid, false);
     *p = next;
     Ok((entry, sp))
 }

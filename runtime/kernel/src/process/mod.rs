@@ -453,6 +453,7 @@ pub fn exit_current(status: WaitStatus) -> ! {
     // Its other threads leave every CPU before its memory goes.
     crate::sched::stop_other_threads();
     let pid = current_pid();
+    crate::time::timer::drop_process(pid, true);
     let gone = KERNEL.process.lock().take();
     let ended = match gone {
         Some(mut p) => {
@@ -528,21 +529,47 @@ pub fn signal_other(
     pid: u32,
     info: kiln_kernel::signal::SigInfo,
 ) -> Result<(), kiln_kernel::errno::Errno> {
+    signal_process(pid, None, info)
+}
+
+/// Sends `info` to process `pid` (running or not) as [`signal_other`]
+/// does, or to its thread `thread`: what a timer of that process raises.
+///
+/// # Errors
+/// ESRCH when no such process lives.
+pub fn signal_process(
+    pid: u32,
+    thread: Option<u32>,
+    info: kiln_kernel::signal::SigInfo,
+) -> Result<(), kiln_kernel::errno::Errno> {
+    use crate::state::KERNEL;
     let signal = info.signo;
-    let action = crate::state::KERNEL
+    let parked = KERNEL
         .parked
         .lock()
         .get(&pid)
-        .map(|p| p.signals.action(signal))
-        .ok_or(kiln_kernel::errno::Errno::Srch)?;
+        .map(|p| p.signals.action(signal));
+    let action = match parked {
+        Some(a) => a,
+        // The running process, when nobody holds it (a timer firing).
+        None => KERNEL
+            .process
+            .try_lock()
+            .and_then(|g| {
+                g.as_ref()
+                    .filter(|p| p.pid == pid)
+                    .map(|p| p.signals.action(signal))
+            })
+            .ok_or(kiln_kernel::errno::Errno::Srch)?,
+    };
     if signal == 0 {
         return Ok(());
     }
-    let blocked = crate::signal::pending::thread_blocks(pid, signal);
+    let blocked = crate::signal::pending::thread_blocks(thread.unwrap_or(pid), signal);
     if !blocked && action.ignores(signal) {
         return Ok(());
     }
-    let queue = (pid != 1).then_some(pid);
+    let queue = thread.or((pid != 1).then_some(pid));
     crate::signal::pending::post_signal(queue, info);
     Ok(())
 }

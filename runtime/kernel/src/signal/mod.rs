@@ -174,7 +174,7 @@ pub fn post_from_kernel(target: Option<Tid>, info: SigInfo) {
 fn dequeued(mut info: SigInfo) -> SigInfo {
     if info.code == code::SI_TIMER {
         let id = info.word0 as u32 as i32;
-        let overrun = timer::delivered(id);
+        let overrun = timer::delivered(sched::current_pid(), id);
         info.word0 = u64::from(id as u32) | (u64::from(overrun as u32) << 32);
     }
     info

@@ -166,7 +166,7 @@ fn write_itimerval(p: &mut Process, at: UserPtr<[u64; 4]>, setting: Setting) -> 
 
 /// getitimer(2).
 pub fn getitimer(p: &mut Call, n: u32, curr: UserPtr<[u64; 4]>) -> Result<u64, Errno> {
-    let setting = timer::itimer(which(n)?);
+    let setting = timer::itimer(p.pid, which(n)?);
     write_itimerval(p, curr, setting)?;
     Ok(0)
 }
@@ -190,7 +190,7 @@ pub fn setitimer(
         // Linux treats a null new value as "disarm".
         Setting::default()
     };
-    let previous = timer::set_itimer(w, setting);
+    let previous = timer::set_itimer(p.pid, w, setting);
     sched::timers_changed();
     if !old.is_null() {
         write_itimerval(p, old, previous)?;
@@ -199,14 +199,14 @@ pub fn setitimer(
 }
 
 /// alarm(2): seconds left on the previous alarm (rounded up).
-pub fn alarm(_p: &mut Call, seconds: u32) -> Result<u64, Errno> {
+pub fn alarm(p: &mut Call, seconds: u32) -> Result<u64, Errno> {
     let seconds = u64::from(seconds);
     let now = monotonic_ns();
     let setting = Setting {
         deadline: (seconds != 0).then(|| now.saturating_add(seconds.saturating_mul(1_000_000_000))),
         interval: 0,
     };
-    let previous = timer::set_itimer(Which::Real, setting);
+    let previous = timer::set_itimer(p.pid, Which::Real, setting);
     sched::timers_changed();
     Ok(previous.deadline.map_or(0, |d| {
         let left = d.saturating_sub(now);
@@ -259,6 +259,7 @@ pub fn timer_create(
     };
     // No sigevent: SIGALRM carrying the timer's id, like Linux.
     let id = timer::create(
+        p.pid,
         u64::from(clock),
         notify.unwrap_or(Notify::Signal {
             signo: sig::SIGALRM,
@@ -267,7 +268,7 @@ pub fn timer_create(
         }),
     )?;
     if notify.is_none() {
-        timer::with_timer(id, |t| {
+        timer::with_timer(p.pid, id, |t| {
             t.notify = Notify::Signal {
                 signo: sig::SIGALRM,
                 value: id as u64,
@@ -276,7 +277,7 @@ pub fn timer_create(
         })?;
     }
     if let Err(e) = p.mem.write(id_out, id) {
-        let _ = timer::delete(id);
+        let _ = timer::delete(p.pid, id);
         return Err(e);
     }
     Ok(0)
@@ -297,7 +298,7 @@ pub fn timer_settime(
     old: UserPtr<[u64; 4]>,
 ) -> Result<u64, Errno> {
     const TIMER_ABSTIME: u64 = 1;
-    let clock = timer::with_timer(id, |t| t.clock)?;
+    let clock = timer::with_timer(p.pid, id, |t| t.clock)?;
     let interval = read_timespec(p, new.cast())?;
     let value = read_timespec(p, new.byte_add(16))?;
     let deadline = if value == 0 {
@@ -313,7 +314,7 @@ pub fn timer_settime(
         deadline,
         interval: if deadline.is_some() { interval } else { 0 },
     };
-    let previous = timer::with_timer(id, |t| core::mem::replace(&mut t.setting, setting))?;
+    let previous = timer::with_timer(p.pid, id, |t| core::mem::replace(&mut t.setting, setting))?;
     sched::timers_changed();
     if !old.is_null() {
         write_itimerspec(p, old, previous)?;
@@ -323,19 +324,19 @@ pub fn timer_settime(
 
 /// timer_gettime(2).
 pub fn timer_gettime(p: &mut Call, id: i32, curr: UserPtr<[u64; 4]>) -> Result<u64, Errno> {
-    let setting = timer::with_timer(id, |t| t.setting)?;
+    let setting = timer::with_timer(p.pid, id, |t| t.setting)?;
     write_itimerspec(p, curr, setting)?;
     Ok(0)
 }
 
 /// timer_getoverrun(2).
-pub fn timer_getoverrun(_p: &mut Call, id: i32) -> Result<u64, Errno> {
-    timer::overrun(id)
+pub fn timer_getoverrun(p: &mut Call, id: i32) -> Result<u64, Errno> {
+    timer::overrun(p.pid, id)
 }
 
 /// timer_delete(2).
-pub fn timer_delete(_p: &mut Call, id: i32) -> Result<u64, Errno> {
-    timer::delete(id)?;
+pub fn timer_delete(p: &mut Call, id: i32) -> Result<u64, Errno> {
+    timer::delete(p.pid, id)?;
     sched::timers_changed();
     Ok(0)
 }

@@ -1,12 +1,15 @@
 //! Timers that raise signals: the interval timers of setitimer(2) and
-//! alarm(2), and POSIX timers (timer_create(2)). All run on the monotonic
-//! clock (a CLOCK_REALTIME timer is converted: kiln's wall clock never
-//! jumps). ITIMER_VIRTUAL and ITIMER_PROF count elapsed time like the
-//! CPU-time clocks do: the program is the guest's only work.
+//! alarm(2), and POSIX timers (timer_create(2)), each process's own (a
+//! forked child starts with none, execve deletes the POSIX ones, and a
+//! process's end deletes all). All run on the monotonic clock (a
+//! CLOCK_REALTIME timer is converted: kiln's wall clock never jumps).
+//! ITIMER_VIRTUAL and ITIMER_PROF count elapsed time like the CPU-time
+//! clocks do: the program is the guest's only work.
 //!
 //! The scheduler arms the LAPIC timer for [`next_deadline`] and calls
 //! [`fire_due`] when it fires; signals are posted with no lock held.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::state::KERNEL;
@@ -16,7 +19,7 @@ use kiln_kernel::signal::{sig, SigInfo};
 use crate::sched::Tid;
 use crate::time::monotonic_ns;
 
-/// Most POSIX timers a program may hold.
+/// Most POSIX timers a process may hold.
 const MAX_TIMERS: usize = 256;
 
 /// Which of the three interval timers.
@@ -96,22 +99,19 @@ pub struct PosixTimer {
     last_overrun: u64,
 }
 
-/// The interval timers (by `Which`) and the POSIX timers (by id); the
-/// instance is `state::KERNEL.timers`.
+/// Each process's interval timers (by `Which`) and POSIX timers (by id);
+/// the instance is `state::KERNEL.timers`.
 pub struct Timers {
-    itimers: [Setting; 3],
-    posix: Vec<Option<PosixTimer>>,
+    itimers: BTreeMap<Tid, [Setting; 3]>,
+    posix: BTreeMap<Tid, Vec<Option<PosixTimer>>>,
 }
 
 impl Timers {
     /// No timer armed.
     pub const fn new() -> Self {
         Self {
-            itimers: [Setting {
-                deadline: None,
-                interval: 0,
-            }; 3],
-            posix: Vec::new(),
+            itimers: BTreeMap::new(),
+            posix: BTreeMap::new(),
         }
     }
 }
@@ -120,29 +120,54 @@ impl Timers {
 pub fn next_deadline() -> Option<u64> {
     let t = KERNEL.timers.lock();
     t.itimers
-        .iter()
+        .values()
+        .flatten()
         .filter_map(|s| s.deadline)
-        .chain(t.posix.iter().flatten().filter_map(|p| p.setting.deadline))
+        .chain(
+            t.posix
+                .values()
+                .flatten()
+                .flatten()
+                .filter_map(|p| p.setting.deadline),
+        )
         .chain(crate::net::next_deadline())
         .min()
 }
 
-/// Sets an interval timer; returns the old setting.
-pub fn set_itimer(which: Which, new: Setting) -> Setting {
-    core::mem::replace(&mut KERNEL.timers.lock().itimers[which as usize], new)
+/// Sets an interval timer of process `pid`; returns the old setting.
+pub fn set_itimer(pid: Tid, which: Which, new: Setting) -> Setting {
+    let mut t = KERNEL.timers.lock();
+    let timers = t.itimers.entry(pid).or_default();
+    core::mem::replace(&mut timers[which as usize], new)
 }
 
 /// An interval timer's setting.
-pub fn itimer(which: Which) -> Setting {
-    KERNEL.timers.lock().itimers[which as usize]
+pub fn itimer(pid: Tid, which: Which) -> Setting {
+    KERNEL
+        .timers
+        .lock()
+        .itimers
+        .get(&pid)
+        .map_or(Setting::default(), |t| t[which as usize])
 }
 
-/// Creates a POSIX timer; returns its id.
+/// Deletes process `pid`'s POSIX timers (execve), and with `all` its
+/// interval timers too (its end).
+pub fn drop_process(pid: Tid, all: bool) {
+    let mut t = KERNEL.timers.lock();
+    t.posix.remove(&pid);
+    if all {
+        t.itimers.remove(&pid);
+    }
+}
+
+/// Creates a POSIX timer of process `pid`; returns its id.
 ///
 /// # Errors
-/// EAGAIN when the program holds too many.
-pub fn create(clock: u64, notify: Notify) -> Result<i32, Errno> {
-    let mut t = KERNEL.timers.lock();
+/// EAGAIN when the process holds too many.
+pub fn create(pid: Tid, clock: u64, notify: Notify) -> Result<i32, Errno> {
+    let mut all = KERNEL.timers.lock();
+    let t = all.posix.entry(pid).or_default();
     let timer = PosixTimer {
         clock,
         setting: Setting::default(),
@@ -151,43 +176,46 @@ pub fn create(clock: u64, notify: Notify) -> Result<i32, Errno> {
         overrun: 0,
         last_overrun: 0,
     };
-    let id = match t.posix.iter().position(Option::is_none) {
+    let id = match t.iter().position(Option::is_none) {
         Some(free) => free,
-        None if t.posix.len() < MAX_TIMERS => {
-            t.posix.push(None);
-            t.posix.len() - 1
+        None if t.len() < MAX_TIMERS => {
+            t.push(None);
+            t.len() - 1
         }
         None => return Err(Errno::Again),
     };
-    t.posix[id] = Some(timer);
+    t[id] = Some(timer);
     Ok(id as i32)
 }
 
-fn slot(t: &mut Timers, id: i32) -> Result<&mut PosixTimer, Errno> {
+fn slot(t: &mut Timers, pid: Tid, id: i32) -> Result<&mut PosixTimer, Errno> {
+    let timers = t.posix.get_mut(&pid).ok_or(Errno::Inval)?;
     usize::try_from(id)
         .ok()
-        .and_then(|i| t.posix.get_mut(i))
+        .and_then(|i| timers.get_mut(i))
         .and_then(Option::as_mut)
         .ok_or(Errno::Inval)
 }
 
-/// Runs `f` on timer `id`.
+/// Runs `f` on timer `id` of process `pid`.
 ///
 /// # Errors
 /// EINVAL for an unknown id.
-pub fn with_timer<R>(id: i32, f: impl FnOnce(&mut PosixTimer) -> R) -> Result<R, Errno> {
+pub fn with_timer<R>(pid: Tid, id: i32, f: impl FnOnce(&mut PosixTimer) -> R) -> Result<R, Errno> {
     let mut t = KERNEL.timers.lock();
-    slot(&mut t, id).map(f)
+    slot(&mut t, pid, id).map(f)
 }
 
-/// Deletes timer `id`.
+/// Deletes timer `id` of process `pid`.
 ///
 /// # Errors
 /// EINVAL for an unknown id.
-pub fn delete(id: i32) -> Result<(), Errno> {
+pub fn delete(pid: Tid, id: i32) -> Result<(), Errno> {
     let mut t = KERNEL.timers.lock();
-    slot(&mut t, id)?;
-    t.posix[id as usize] = None;
+    slot(&mut t, pid, id)?;
+    if let Some(timers) = t.posix.get_mut(&pid) {
+        timers[id as usize] = None;
+    }
     Ok(())
 }
 
@@ -195,14 +223,14 @@ pub fn delete(id: i32) -> Result<(), Errno> {
 ///
 /// # Errors
 /// EINVAL for an unknown id.
-pub fn overrun(id: i32) -> Result<u64, Errno> {
-    with_timer(id, |p| p.last_overrun.min(i32::MAX as u64))
+pub fn overrun(pid: Tid, id: i32) -> Result<u64, Errno> {
+    with_timer(pid, id, |p| p.last_overrun.min(i32::MAX as u64))
 }
 
-/// Called when a timer's signal is delivered (or taken by sigtimedwait):
-/// the expiries it stands for besides itself.
-pub fn delivered(id: i32) -> i32 {
-    with_timer(id, |p| {
+/// Called when a timer's signal is delivered to process `pid` (or taken by
+/// sigtimedwait): the expiries it stands for besides itself.
+pub fn delivered(pid: Tid, id: i32) -> i32 {
+    with_timer(pid, id, |p| {
         p.queued = false;
         p.last_overrun = p.overrun;
         p.overrun = 0;
@@ -216,16 +244,24 @@ pub fn delivered(id: i32) -> i32 {
 /// called with no kernel lock held.
 pub fn fire_due() {
     let now = monotonic_ns();
-    let mut posts: Vec<(Option<Tid>, SigInfo)> = Vec::new();
+    let mut posts: Vec<(Tid, Option<Tid>, SigInfo)> = Vec::new();
     {
         let mut t = KERNEL.timers.lock();
         let signals = [sig::SIGALRM, sig::SIGVTALRM, sig::SIGPROF];
-        for (setting, signo) in t.itimers.iter_mut().zip(signals) {
-            if setting.expire(now) > 0 {
-                posts.push((None, SigInfo::kernel(signo)));
+        for (&pid, timers) in t.itimers.iter_mut() {
+            for (setting, signo) in timers.iter_mut().zip(signals) {
+                if setting.expire(now) > 0 {
+                    posts.push((pid, None, SigInfo::kernel(signo)));
+                }
             }
         }
-        for (id, slot) in t.posix.iter_mut().enumerate() {
+        let all = t.posix.iter_mut().flat_map(|(&pid, timers)| {
+            timers
+                .iter_mut()
+                .enumerate()
+                .map(move |(id, slot)| (pid, id, slot))
+        });
+        for (pid, id, slot) in all {
             let Some(timer) = slot else { continue };
             let n = timer.setting.expire(now);
             if n == 0 {
@@ -244,12 +280,17 @@ pub fn fire_due() {
             } else {
                 timer.queued = true;
                 timer.overrun = n - 1;
-                posts.push((thread, SigInfo::timer(signo, id as i32, 0, value)));
+                posts.push((pid, thread, SigInfo::timer(signo, id as i32, 0, value)));
             }
         }
     }
-    for (thread, info) in posts {
-        crate::signal::post_from_kernel(thread, info);
+    for (pid, thread, info) in posts {
+        if pid == 1 {
+            crate::signal::post_from_kernel(thread, info);
+        } else {
+            // Another process acts on it itself when it runs.
+            let _ = crate::process::signal_process(pid, thread, info);
+        }
     }
     crate::net::poll_due();
 }
