@@ -11,6 +11,7 @@ pub mod device;
 pub mod disk;
 pub mod epoll;
 pub mod file;
+pub mod lock;
 pub mod pipe;
 pub mod socket;
 pub mod stdio;

@@ -454,6 +454,7 @@ pub fn exit_current(status: WaitStatus) -> ! {
     crate::sched::stop_other_threads();
     let pid = current_pid();
     crate::time::timer::drop_process(pid, true);
+    crate::fd::lock::release_records(pid, None);
     let gone = KERNEL.process.lock().take();
     let ended = match gone {
         Some(mut p) => {

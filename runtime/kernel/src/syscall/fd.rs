@@ -8,17 +8,27 @@ use kiln_kernel::errno::Errno;
 use super::args::{Flags, Word};
 use super::Call;
 use crate::fd::pipe::{pipe as new_pipe, EventFd};
-use crate::fd::{flags, Fd};
+use crate::fd::{flags, lock, Fd};
 use crate::mm::uaccess::UserPtr;
+use crate::process::Process;
 
 const O_NONBLOCK: u64 = 0o4000;
 const O_CLOEXEC: u64 = 0o2000000;
 const O_DIRECT: u64 = 0o40000;
 const EFD_SEMAPHORE: u64 = 1;
 
-/// close(2).
+/// close(2). The caller's record locks on the file go (as POSIX says, with
+/// any of its descriptors of it); a flock lock goes with the open file's
+/// last descriptor, so its waiters look again.
 pub fn close(p: &mut Call, fd: Fd) -> Result<u64, Errno> {
-    p.fds.close(fd).map(|()| 0)
+    let file = p.fds.get(fd)?;
+    p.fds.close(fd)?;
+    lock::release_records(p.pid, Some(lock::file_id(&file)));
+    drop(file);
+    if lock::any_flocks() {
+        crate::sched::notify_io();
+    }
+    Ok(0)
 }
 
 /// dup(2).
@@ -72,7 +82,7 @@ pub fn fcntl(p: &mut Call, fd: Fd, cmd: u32, arg: Word) -> Result<u64, Errno> {
             .map(|()| 0),
         F_GETFL => Ok(u64::from(entry.file.status_flags() | flags::O_LARGEFILE)),
         F_SETFL => entry.file.set_status_flags(arg.value() as u32).map(|()| 0),
-        F_GETLK | F_SETLK | F_SETLKW => Ok(0), // one process: locks never conflict
+        F_GETLK | F_SETLK | F_SETLKW => record_lock(p, &entry.file, cmd, arg.value()),
         F_GETPIPE_SZ => Ok(crate::fd::pipe::CAPACITY as u64),
         _ => Err(Errno::Inval),
     }
@@ -109,9 +119,81 @@ pub fn ioctl(p: &mut Call, fd: Fd, Flags(request): Flags, arg: Word) -> Result<u
     }
 }
 
-/// flock(2): one process, so locks never conflict.
-pub fn flock(p: &mut Call, fd: Fd, _operation: Flags) -> Result<u64, Errno> {
-    p.fds.get(fd).map(|_| 0)
+/// flock(2): a lock of the open file, shared (LOCK_SH) or exclusive
+/// (LOCK_EX), waited for unless LOCK_NB.
+pub fn flock(p: &mut Call, fd: Fd, Flags(operation): Flags) -> Result<u64, Errno> {
+    let file = p.fds.get(fd)?;
+    lock::flock(&file, operation as u32).map(|()| 0)
+}
+
+/// fcntl F_GETLK (5), F_SETLK (6) and F_SETLKW (7) with the `struct flock`
+/// at `at`: the caller's record locks on `file`.
+fn record_lock(
+    p: &mut Process,
+    file: &alloc::sync::Arc<dyn crate::fd::FileOps>,
+    cmd: u32,
+    at: u64,
+) -> Result<u64, Errno> {
+    const F_RDLCK: i16 = 0;
+    const F_WRLCK: i16 = 1;
+    const F_UNLCK: i16 = 2;
+    const F_GETLK: u32 = 5;
+    const F_SETLKW: u32 = 7;
+    let raw: [u8; 32] = p.mem.read(UserPtr::new(at))?;
+    let kind = i16::from_le_bytes([raw[0], raw[1]]);
+    let whence = i16::from_le_bytes([raw[2], raw[3]]);
+    let mut start = i64::from_le_bytes(raw[8..16].try_into().unwrap_or_default());
+    let len = i64::from_le_bytes(raw[16..24].try_into().unwrap_or_default());
+    let write = match kind {
+        F_RDLCK => Some(false),
+        F_WRLCK => Some(true),
+        F_UNLCK => None,
+        _ => return Err(Errno::Inval),
+    };
+    let base = match whence {
+        0 => 0,
+        1 => file.seek(0, 1)? as i64,
+        2 => file.stat().size as i64,
+        _ => return Err(Errno::Inval),
+    };
+    start = start.checked_add(base).ok_or(Errno::Overflow)?;
+    // A negative length covers the bytes before `start`; 0: to the end.
+    let (first, end) = match len {
+        0 => (start, u64::MAX as i128),
+        l if l > 0 => (start, i128::from(start) + i128::from(l)),
+        l => (start + l, i128::from(start)),
+    };
+    if first < 0 {
+        return Err(Errno::Inval);
+    }
+    let (first, end) = (first as u64, end.min(i128::from(u64::MAX)) as u64);
+    let id = lock::file_id(file);
+    if cmd == F_GETLK {
+        let mut out = raw;
+        match write.and_then(|w| lock::conflicting(p.pid, id, first, end, w)) {
+            Some(c) => {
+                out[0..2].copy_from_slice(&(if c.write { F_WRLCK } else { F_RDLCK }).to_le_bytes());
+                out[2..4].copy_from_slice(&0i16.to_le_bytes());
+                out[8..16].copy_from_slice(&(c.start as i64).to_le_bytes());
+                let clen = if c.end == u64::MAX {
+                    0
+                } else {
+                    (c.end - c.start) as i64
+                };
+                out[16..24].copy_from_slice(&clen.to_le_bytes());
+                out[24..28].copy_from_slice(&c.pid.to_le_bytes());
+            }
+            None => out[0..2].copy_from_slice(&F_UNLCK.to_le_bytes()),
+        }
+        p.mem.write(UserPtr::<[u8; 32]>::new(at), out)?;
+        return Ok(0);
+    }
+    match lock::set_record(p.pid, id, first, end, write) {
+        Ok(()) => Ok(0),
+        // F_SETLKW waits (and runs again when a lock goes); F_SETLK fails.
+        Err(_) if cmd == F_SETLKW => Err(Errno::Restart),
+        Err(_) => Err(Errno::Again),
+    }
 }
 
 /// pipe(2).
