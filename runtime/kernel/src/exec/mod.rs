@@ -98,6 +98,7 @@ pub fn exec(
         vfork_parent: None,
         stopped: None,
         unreported: None,
+        cred: Default::default(),
         exe: alloc::string::String::from_utf8_lossy(path).into_owned(),
         rewriter: crate::syscall::rewrite::Rewriter::new(),
         mem: AddressSpace::new(tables, plan.brk_start),
@@ -427,6 +428,7 @@ pub fn replace(
     next.rlimits = p.rlimits;
     next.start_ns = p.start_ns;
     next.signals = p.signals.after_exec();
+    next.cred = core::mem::take(&mut p.cred);
     // POSIX timers end with the old image; interval timers carry over.
     crate::time::timer::drop_process(p.pid, false);
     *p = next;

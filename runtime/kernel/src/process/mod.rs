@@ -34,6 +34,8 @@ pub struct Process {
     /// A stop or continue its parent's wait4/waitid has not reported yet
     /// (WUNTRACED/WSTOPPED, WCONTINUED).
     pub unreported: Option<WaitStatus>,
+    /// Its user and group ids.
+    pub cred: crate::syscall::Credentials,
     /// Its program's path (/proc/self/exe).
     pub exe: alloc::string::String,
     /// Its SYSCALL-site rewriter while it is parked (the running process's
@@ -119,6 +121,7 @@ impl Process {
             vfork_parent: None,
             stopped: None,
             unreported: None,
+            cred: self.cred.clone(),
             exe: self.exe.clone(),
             rewriter: crate::state::KERNEL.rewriter.lock().clone(),
             mem,

@@ -13,6 +13,7 @@
 //! a trace line naming them. `rewrite` turns hot SYSCALL sites into jumps.
 
 mod args;
+mod cred;
 mod fd;
 mod futex;
 mod io;
@@ -34,6 +35,7 @@ use core::ops::{Deref, DerefMut};
 use kiln_kernel::errno::Errno;
 use kiln_kernel::signal::SigInfo;
 
+pub use self::cred::Credentials;
 pub use self::table::nr;
 use crate::arch::Frame;
 use crate::process::Process;

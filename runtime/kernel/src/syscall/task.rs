@@ -29,29 +29,6 @@ pub fn gettid(_p: &mut Call) -> Result<u64, Errno> {
     Ok(u64::from(sched::current_tid()))
 }
 
-/// getuid, geteuid, getgid, getegid: the program runs as root.
-pub fn root_id(_p: &mut Call) -> Result<u64, Errno> {
-    Ok(0)
-}
-
-/// getgroups(2): no supplementary groups.
-pub fn getgroups(_p: &mut Call, _size: i32, _list: UserPtr<u32>) -> Result<u64, Errno> {
-    Ok(0)
-}
-
-/// getresuid(2) / getresgid(2): real, effective and saved ids, all 0.
-pub fn getres_ids(
-    p: &mut Call,
-    real: UserPtr<u32>,
-    effective: UserPtr<u32>,
-    saved: UserPtr<u32>,
-) -> Result<u64, Errno> {
-    for ptr in [real, effective, saved] {
-        p.mem.write(ptr, 0)?;
-    }
-    Ok(0)
-}
-
 /// getpgrp(2).
 pub fn getpgrp(p: &mut Call) -> Result<u64, Errno> {
     Ok(u64::from(p.pgid))

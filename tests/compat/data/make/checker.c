@@ -1,0 +1,1 @@
+int checker(void) { return sizeof "checker"; } /* checker */

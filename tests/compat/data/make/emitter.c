@@ -1,0 +1,1 @@
+int emitter(void) { return sizeof "emitter"; } /* emitter */

@@ -1,0 +1,1 @@
+int lexer(void) { return sizeof "lexer"; } /* lexer */

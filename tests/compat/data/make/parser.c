@@ -1,0 +1,1 @@
+int parser(void) { return sizeof "parser"; } /* parser */
