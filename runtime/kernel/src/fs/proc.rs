@@ -356,25 +356,42 @@ fn status(p: &Process, running: bool, threads: &crate::sched::ThreadsOf, out: &m
     } else {
         threads.pending
     };
-    let state = if running {
+    let state = if p.stopped.is_some() {
+        "T (stopped)"
+    } else if running {
         "R (running)"
     } else {
         "S (sleeping)"
     };
+    let [ruid, euid, suid] = p.cred.uids;
+    let [rgid, egid, sgid] = p.cred.gids;
+    let groups: Vec<String> = p
+        .cred
+        .groups
+        .iter()
+        .map(|g| alloc::format!("{g}"))
+        .collect();
+    let cpus = crate::sched::online_mask();
+    let cpu_list = match 63 - cpus.leading_zeros() {
+        0 => String::from("0"),
+        last => alloc::format!("0-{last}"),
+    };
     let _ = write!(
         out,
         "Name:\t{name}\nUmask:\t{:04o}\nState:\t{state}\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\n\
-         PPid:\t{}\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\n\
-         Groups:\t\nNSpgid:\t{}\nNSsid:\t{}\nVmPeak:\t{vm_kib:>8} kB\nVmSize:\t{vm_kib:>8} kB\n\
+         PPid:\t{}\nTracerPid:\t0\nUid:\t{ruid}\t{euid}\t{suid}\t{euid}\n\
+         Gid:\t{rgid}\t{egid}\t{sgid}\t{egid}\nFDSize:\t64\n\
+         Groups:\t{}\nNSpgid:\t{}\nNSsid:\t{}\nVmPeak:\t{vm_kib:>8} kB\nVmSize:\t{vm_kib:>8} kB\n\
          VmRSS:\t{:>8} kB\nRssAnon:\t{:>8} kB\nRssFile:\t{:>8} kB\n\
          Threads:\t{}\nSigQ:\t0/{}\nSigPnd:\t{pending:016x}\nShdPnd:\t{pending:016x}\n\
          SigBlk:\t{:016x}\nSigIgn:\t{ignored:016x}\nSigCgt:\t{caught:016x}\n\
          CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
          CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n\
-         Cpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed_list:\t0\n\
+         Cpus_allowed:\t{cpus:x}\nCpus_allowed_list:\t{cpu_list}\nMems_allowed_list:\t0\n\
          voluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n",
         p.umask,
         p.ppid,
+        groups.join(" "),
         p.pgid,
         p.sid,
         resident * 4,
