@@ -458,6 +458,7 @@ pub fn exit_current(status: WaitStatus) -> ! {
     let pid = current_pid();
     crate::time::timer::drop_process(pid, true);
     crate::fd::lock::release_records(pid, None);
+    crate::signal::pending::forget_process(pid);
     let gone = KERNEL.process.lock().take();
     let ended = match gone {
         Some(mut p) => {
@@ -553,28 +554,35 @@ pub fn signal_process(
         .lock()
         .get(&pid)
         .map(|p| p.signals.action(signal));
-    let action = match parked {
+    let running = || {
+        KERNEL.process.try_lock().and_then(|g| {
+            g.as_ref()
+                .filter(|p| p.pid == pid)
+                .map(|p| p.signals.action(signal))
+        })
+    };
+    // The running process, when nobody holds it (a timer firing).
+    let action = match parked.or_else(running) {
         Some(a) => a,
-        // The running process, when nobody holds it (a timer firing).
-        None => KERNEL
-            .process
-            .try_lock()
-            .and_then(|g| {
-                g.as_ref()
-                    .filter(|p| p.pid == pid)
-                    .map(|p| p.signals.action(signal))
-            })
-            .ok_or(kiln_kernel::errno::Errno::Srch)?,
+        // A zombie takes signals and does nothing with them, as on Linux.
+        None if KERNEL.zombies.lock().iter().any(|z| z.pid == pid) => return Ok(()),
+        None => return Err(kiln_kernel::errno::Errno::Srch),
     };
     if signal == 0 {
         return Ok(());
     }
-    let blocked = crate::signal::pending::thread_blocks(thread.unwrap_or(pid), signal);
+    use crate::signal::pending::{self, Target};
+    let (target, blocked) = match thread {
+        Some(tid) => (Target::Thread(tid), pending::thread_blocks(tid, signal)),
+        None => (
+            Target::Process(pid),
+            pending::blocked_everywhere(pid, signal),
+        ),
+    };
     if !blocked && action.ignores(signal) {
         return Ok(());
     }
-    let queue = thread.or((pid != 1).then_some(pid));
-    crate::signal::pending::post_signal(queue, info);
+    pending::post(target, info);
     Ok(())
 }
 

@@ -125,9 +125,9 @@ pub struct Scheduler {
     /// like `threads`: a switch saved a pointer into the record.
     #[allow(clippy::vec_box)]
     pub(crate) zombies: Vec<Box<Thread>>,
-    /// Signals sent to the process as a whole (any thread not blocking
-    /// them takes them).
-    pub(crate) shared: SigQueue,
+    /// Signals sent to each process as a whole, by pid (any of its
+    /// threads not blocking them takes them).
+    pub(crate) shared: BTreeMap<Tid, SigQueue>,
 }
 
 impl Scheduler {
@@ -139,13 +139,18 @@ impl Scheduler {
             next_tid: 2,
             cpus: [const { cpu::CpuState::new() }; arch::MAX_CPUS],
             zombies: Vec::new(),
-            shared: SigQueue::new(),
+            shared: BTreeMap::new(),
         }
     }
 
     /// The thread the running CPU runs (0: its idle loop).
     pub(crate) fn current(&self) -> Tid {
         self.cpus[arch::cpu_index()].current
+    }
+
+    /// The signals pending for process `pid` as a whole.
+    pub(crate) fn shared_set(&self, pid: Tid) -> u64 {
+        self.shared.get(&pid).map_or(0, SigQueue::set)
     }
 
     /// The running CPU's state.

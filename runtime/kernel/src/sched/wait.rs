@@ -160,9 +160,15 @@ pub fn resume_stopped(pid: Tid) {
 pub fn drop_stop_signals(pid: Tid) {
     use kiln_kernel::signal::sig;
     let mut s = KERNEL.sched.lock();
+    let stops = [sig::SIGSTOP, sig::SIGTSTP, sig::SIGTTIN, sig::SIGTTOU];
     for t in s.threads.values_mut().filter(|t| t.pid == pid) {
-        for signo in [sig::SIGSTOP, sig::SIGTSTP, sig::SIGTTIN, sig::SIGTTOU] {
+        for signo in stops {
             t.sig.pending.discard(signo);
+        }
+    }
+    if let Some(q) = s.shared.get_mut(&pid) {
+        for signo in stops {
+            q.discard(signo);
         }
     }
 }
@@ -256,7 +262,8 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
         if deadline.is_some_and(|d| d <= time::monotonic_ns()) {
             return Ok(Woken::Timeout);
         }
-        let shared = s.shared.set();
+        let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
+        let shared = s.shared_set(pid);
         let me = s
             .threads
             .get(&cur)
@@ -292,17 +299,16 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
     Ok(woken.unwrap_or(Woken::Event))
 }
 
-/// Whether a pending signal ends `t`'s `wait` (or keeps it from starting).
+/// Whether a pending signal ends `t`'s `wait` (or keeps it from starting);
+/// `shared` is what is pending for its process as a whole.
 pub(crate) fn signal_ends_wait(t: &Thread, wait: Wait, shared: u64) -> bool {
     if matches!(wait, Wait::Vfork { .. }) {
         return false;
     }
     if wait == Wait::Stopped {
-        return t.sig.pending.set() & kiln_kernel::signal::bit(kiln_kernel::signal::sig::SIGKILL)
-            != 0;
+        let kill = kiln_kernel::signal::bit(kiln_kernel::signal::sig::SIGKILL);
+        return (t.sig.pending.set() | shared) & kill != 0;
     }
-    // The process-directed queue is pid 1's.
-    let shared = if t.pid == 1 { shared } else { 0 };
     let pending = t.sig.pending.set() | shared;
     let set = match wait {
         Wait::Signal { set } => set,

@@ -132,7 +132,7 @@ pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8
     let action = p.signals.action(signo);
     let blocked = match target {
         Some(tid) => crate::signal::pending::thread_blocks(tid, signo),
-        None => crate::signal::pending::blocked_everywhere(signo),
+        None => crate::signal::pending::blocked_everywhere(p.pid, signo),
     };
     if !blocked {
         if action.ignores(signo) {
@@ -144,7 +144,11 @@ pub fn send(p: &Process, target: Option<Tid>, info: SigInfo) -> Result<Option<u8
             return Ok(Some(signo));
         }
     }
-    crate::signal::pending::post_signal(target, info);
+    let to = match target {
+        Some(tid) => crate::signal::pending::Target::Thread(tid),
+        None => crate::signal::pending::Target::Process(p.pid),
+    };
+    crate::signal::pending::post(to, info);
     Ok(None)
 }
 

@@ -22,15 +22,15 @@ pub struct ThreadSignals {
     pub saved_mask: Option<u64>,
 }
 
-/// Whether every live thread of pid 1 blocks `signal` (then a
+/// Whether every live thread of process `pid` blocks `signal` (then a
 /// process-directed one stays pending instead of taking effect).
-pub fn blocked_everywhere(signal: u8) -> bool {
+pub fn blocked_everywhere(pid: Tid, signal: u8) -> bool {
     KERNEL
         .sched
         .lock()
         .threads
         .values()
-        .filter(|t| t.pid == 1 && t.state != State::Exited)
+        .filter(|t| t.pid == pid && t.state != State::Exited)
         .all(|t| t.sig.mask & bit(signal) != 0)
 }
 
@@ -44,39 +44,64 @@ pub fn thread_blocks(tid: Tid, signal: u8) -> bool {
         .is_none_or(|t| t.sig.mask & bit(signal) != 0)
 }
 
-/// Queues a signal for thread `tid` (or the process, `None`) and wakes a
-/// thread it interrupts. False when it was dropped (already pending).
+/// Queues a signal for thread `tid` (or pid 1 as a whole, `None`): see
+/// [`post`].
 pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
+    match tid {
+        Some(tid) => post(Target::Thread(tid), info),
+        None => post(Target::Process(1), info),
+    }
+}
+
+/// Whom a signal is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One thread.
+    Thread(Tid),
+    /// A process as a whole: any of its threads not blocking it takes it.
+    Process(Tid),
+}
+
+/// Queues a signal for `target`, wakes a thread whose wait it ends, and
+/// sends an IPI to a CPU running a thread it is for. False when it was
+/// dropped (already pending).
+pub fn post(target: Target, info: SigInfo) -> bool {
     let mut s = KERNEL.sched.lock();
-    let queued = match tid {
-        Some(tid) => match s.threads.get_mut(&tid) {
+    let queued = match target {
+        Target::Thread(tid) => match s.threads.get_mut(&tid) {
             Some(t) => t.sig.pending.push(info),
             None => false,
         },
-        None => s.shared.push(info),
+        Target::Process(pid) => s.shared.entry(pid).or_default().push(info),
     };
     if !queued {
         return false;
     }
-    let shared = s.shared.set();
+    let for_thread = |t: &crate::sched::Thread| match target {
+        Target::Thread(tid) => t.tid == tid,
+        Target::Process(pid) => t.pid == pid,
+    };
     let cur = s.current();
-    // A process-directed signal (pid 1's queue) that the running thread,
-    // one of pid 1's, takes needs no wake-up.
-    if tid.is_none()
+    // A process-directed signal that the running thread, one of that
+    // process's, takes needs no wake-up.
+    if matches!(target, Target::Process(_))
         && s.threads.get(&cur).is_some_and(|t| {
-            t.pid == 1 && t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0
+            for_thread(t) && t.state != State::Blocked && t.sig.mask & bit(info.signo) == 0
         })
     {
         return true;
     }
-    let target = s
+    let woken = s
         .threads
         .values()
-        .filter(|t| t.state == State::Blocked && tid.is_none_or(|id| id == t.tid))
-        .find(|t| t.wait.is_some_and(|w| signal_ends_wait(t, w, shared)))
+        .filter(|t| t.state == State::Blocked && for_thread(t))
+        .find(|t| {
+            let shared = s.shared_set(t.pid);
+            t.wait.is_some_and(|w| signal_ends_wait(t, w, shared))
+        })
         .map(|t| t.tid);
-    if let Some(target) = target {
-        wake(&mut s, target, Woken::Signal);
+    if let Some(tid) = woken {
+        wake(&mut s, tid, Woken::Signal);
         rearm(&mut s);
     }
     // A thread it is for that runs on another CPU acts on it once it
@@ -84,11 +109,7 @@ pub fn post_signal(tid: Option<Tid>, info: SigInfo) -> bool {
     let running: alloc::vec::Vec<Tid> = s
         .threads
         .values()
-        .filter(|t| t.state == State::Runnable)
-        .filter(|t| match tid {
-            Some(id) => t.tid == id,
-            None => t.pid == 1,
-        })
+        .filter(|t| t.state == State::Runnable && for_thread(t))
         .map(|t| t.tid)
         .collect();
     for t in running {
@@ -107,12 +128,8 @@ pub fn take_signal(set: u64) -> Option<SigInfo> {
     if let Some(info) = t.sig.pending.take(allowed) {
         return Some(info);
     }
-    // The process-directed queue is pid 1's (another process's own signals
-    // go to its first thread).
-    if t.pid != 1 {
-        return None;
-    }
-    s.shared.take(allowed)
+    let pid = t.pid;
+    s.shared.get_mut(&pid)?.take(allowed)
 }
 
 /// Signals pending for the running thread (its own and the process's).
@@ -121,17 +138,26 @@ pub fn pending_signals() -> u64 {
     let Some(t) = s.threads.get(&s.current()) else {
         return 0;
     };
-    let shared = if t.pid == 1 { s.shared.set() } else { 0 };
-    t.sig.pending.set() | shared
+    t.sig.pending.set() | s.shared_set(t.pid)
 }
 
-/// Drops every pending instance of `signal` (its action became "ignore").
+/// Drops every pending instance of `signal` for the running process (its
+/// action became "ignore").
 pub fn discard_signal(signal: u8) {
     let mut s = KERNEL.sched.lock();
-    s.shared.discard(signal);
-    for t in s.threads.values_mut() {
+    let cur = s.current();
+    let pid = s.threads.get(&cur).map_or(1, |t| t.pid);
+    if let Some(q) = s.shared.get_mut(&pid) {
+        q.discard(signal);
+    }
+    for t in s.threads.values_mut().filter(|t| t.pid == pid) {
         t.sig.pending.discard(signal);
     }
+}
+
+/// Forgets what was pending for process `pid` as a whole (it ended).
+pub fn forget_process(pid: Tid) {
+    KERNEL.sched.lock().shared.remove(&pid);
 }
 
 /// Sets the running thread's mask (SIGKILL and SIGSTOP stay unblocked).

@@ -226,9 +226,9 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
             crate::process::signal_other(pid as u32, info)?;
             return Ok(None);
         }
+        // None: the process as a whole.
         let target = match tid {
             Some(t) => Some(u32::try_from(t).map_err(|_| Errno::Inval)?),
-            None if p.pid != 1 => Some(p.pid),
             None => None,
         };
         if signal == 0 {
@@ -276,8 +276,7 @@ fn send_to_many(p: &mut Process, pid: i32, info: SigInfo) -> Result<Option<u8>, 
     if !selected.contains(&me) || info.signo == 0 {
         return Ok(None);
     }
-    let target = (me != 1).then_some(me);
-    signal::send(p, target, info)
+    signal::send(p, None, info)
 }
 
 /// rt_sigqueueinfo(2).
