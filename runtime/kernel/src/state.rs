@@ -6,9 +6,10 @@
 //!
 //! # Lock order
 //!
-//! Take locks in this order and never an earlier one while holding a later
-//! one (one CPU, and the kernel is never preempted, so the order is what
-//! keeps it from deadlocking on itself — a spin lock taken twice hangs):
+//! All of it is used under the kernel lock (`sched::cpu`): kernel code runs
+//! on one CPU at a time and is never preempted, so these locks only order
+//! what that one CPU does. Take them in this order and never an earlier one
+//! while holding a later one (a spin lock taken twice hangs):
 //!
 //! 1. `process` — held for a whole system call or page fault;
 //! 2. `vfs`, `rewriter`, `devices`, `net` — taken under `process`, never
@@ -27,11 +28,12 @@
 //! `drivers::virtio`), and page faults in kernel code only `try_lock` the
 //! process.
 //!
-//! Outside these structs remain the CPU's own tables and stacks in `arch/`
-//! (GDT, IDT, TSS, interrupt stacks, the syscall entry's scratch words),
-//! which the hardware and the entry assembly address directly, and a few
-//! counters that need no lock (pipe inode numbers, the timer-fired and
-//! yield flags of `sched`, the panic flag).
+//! Outside these structs remain each CPU's own tables, stacks and entry
+//! words in `arch/` (GDT, IDT, TSS, interrupt stacks, the per-CPU area
+//! behind GS), which the hardware and the entry assembly address directly,
+//! the TLB shootdown counters, and a few counters that need no lock (pipe
+//! inode numbers, the per-CPU timer-fired and yield flags of `sched`, the
+//! panic flag).
 
 use alloc::string::String;
 use alloc::vec::Vec;
