@@ -43,6 +43,37 @@ fn assert_same_as_native_under_qemu(name: &str) {
     );
 }
 
+/// SMP on the standard x86-64 path: with `-smp 2` and `kiln.cpus=2` the
+/// kernel starts the second CPU itself (INIT/STARTUP IPIs and a real-mode
+/// trampoline), and threads run on both.
+#[test]
+fn two_cpus_under_qemu() {
+    common::prepare();
+    assert!(
+        xtask::host::has("qemu-system-x86_64"),
+        "qemu-system-x86_64 is missing (Debian package qemu-system-x86): run `cargo xtask deps`"
+    );
+    for (mode, expected) in [
+        (
+            "count",
+            "sched_getaffinity: 2\nsysconf: 2\n/proc/cpuinfo: 2\n",
+        ),
+        ("spread", "threads ran on 2 of 2 CPUs\n"),
+    ] {
+        let append = format!("kiln.cpus=2 kiln.path=/smp -- {mode}");
+        let out = xtask::qemu::command_with_cpus(
+            &xtask::paths::kernel(),
+            &common::program("smp"),
+            &append,
+            2,
+        )
+        .output()
+        .expect("QEMU runs");
+        assert_eq!(qemu_status(&out), Some(0), "{mode}: {}", stdout(&out));
+        assert_eq!(stdout(&out), expected, "{mode}");
+    }
+}
+
 #[test]
 fn glibc_hello_under_qemu_matches_native() {
     assert_same_as_native_under_qemu("hello-glibc");

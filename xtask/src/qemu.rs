@@ -12,8 +12,15 @@ use std::process::Command;
 /// kernel reads; devices are modern (virtio 1.x). Add devices with
 /// `-device virtio-…-device`.
 pub fn command(kernel: &Path, program: &Path, append: &str) -> Command {
+    command_with_cpus(kernel, program, append, 1)
+}
+
+/// [`command`] with `cpus` vCPUs (`-smp`); the kernel learns the count
+/// from `kiln.cpus=`, which the caller puts in `append`.
+pub fn command_with_cpus(kernel: &Path, program: &Path, append: &str, cpus: u8) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-M", "microvm,acpi=off", "-cpu", "max"])
+        .args(["-smp", &cpus.to_string()])
         .args(["-m", "128", "-global", "virtio-mmio.force-legacy=false"])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
         .args(["-serial", "stdio", "-monitor", "none"])

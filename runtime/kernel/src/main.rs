@@ -76,6 +76,12 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     mm::init(&params);
     time::init(&params);
     let parsed = cmdline::parse(core::str::from_utf8(params.cmdline).unwrap_or(""));
+    // kiln-vmm says how many vCPUs there are; under QEMU the command line
+    // does (kiln.cpus=N, with -smp N).
+    let cpus = match platform::current() {
+        Platform::Pvh => parsed.cpus.unwrap_or(1),
+        Platform::Kiln => params.cpus,
+    };
     drivers::virtio::init(&params, &parsed.virtio_mmio);
     random::init(&params.seed);
     let (path, args, trace) = program_args(&params, parsed);
@@ -111,7 +117,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         Ok((process, entry, sp)) => {
             *KERNEL.process.lock() = Some(process);
             let kstack = sched::init_main_thread();
-            sched::start_cpus(params.cpus);
+            sched::start_cpus(cpus);
             platform::milestone(Milestone::ProgramEntry);
             sched::leave_kernel();
             arch::enter_program(entry, sp, kstack)

@@ -27,6 +27,9 @@ pub struct KernelArgs {
     /// `kiln.init=1` (`kiln run --init`): the kernel reaps orphaned
     /// processes when they end, as an init process would.
     pub init: bool,
+    /// `kiln.cpus=N`: how many CPUs to start where the boot protocol does
+    /// not say (the PVH boot under QEMU, with `-smp N`).
+    pub cpus: Option<usize>,
     /// The network configuration (`kiln.ip=`, `kiln.gw=`, …).
     pub net: crate::net::config::NetConfig,
     /// Network options with bad values (reported, then ignored).
@@ -182,6 +185,11 @@ pub fn parse(line: &str) -> KernelArgs {
             args.init = true;
         } else if w == "kiln.init=0" {
             args.init = false;
+        } else if let Some(n) = w.strip_prefix("kiln.cpus=") {
+            match n.parse::<usize>() {
+                Ok(n) if n >= 1 => args.cpus = Some(n),
+                _ => args.bad.push(w),
+            }
         } else if let Some(p) = w.strip_prefix("kiln.path=") {
             args.path = Some(p.into());
         } else if let Some(v) = w.strip_prefix("kiln.volume=") {

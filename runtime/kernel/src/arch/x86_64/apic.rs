@@ -147,6 +147,33 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
     }
 }
 
+/// Starts the CPU whose APIC ID is `apic_id` at real-mode address
+/// `page << 12` (INIT, then two STARTUPs, with the waits the SDM asks for).
+pub fn start_cpu(apic_id: u32, page: u8) {
+    let icr = |low: u32| match MODE.load(Ordering::Relaxed) {
+        // SAFETY: the x2APIC ICR; destination in the high half.
+        MODE_X2APIC => unsafe { cpu::wrmsr(0x830, (u64::from(apic_id) << 32) | u64::from(low)) },
+        MODE_XAPIC => {
+            write(REG_ICR_HIGH, apic_id << 24);
+            write(REG_ICR_LOW, low);
+        }
+        _ => {}
+    };
+    let wait_us = |us: u64| {
+        let start = rdtsc();
+        let ticks = crate::time::tsc_khz().max(1) * us / 1000;
+        while rdtsc() - start < ticks {
+            core::hint::spin_loop();
+        }
+    };
+    icr(0x4500); // INIT, level assert
+    wait_us(10_000);
+    for _ in 0..2 {
+        icr(0x4600 | u32::from(page)); // STARTUP
+        wait_us(200);
+    }
+}
+
 /// Signals the end of an interrupt.
 pub fn eoi() {
     write(REG_EOI, 0);
