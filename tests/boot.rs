@@ -246,6 +246,28 @@ fn fork_copies_memory_only_when_written() {
     );
 }
 
+/// A child's fault kills the child only (SIGSEGV, reported on stderr); its
+/// parent collects it and goes on, on one CPU or two.
+#[test]
+fn a_childs_fault_kills_only_the_child() {
+    if !kvm_or_skip("a_childs_fault_kills_only_the_child") {
+        return;
+    }
+    for cpus in ["1", "2"] {
+        let out = boot("probe", &["--cpus", cpus], &["childfault"], &[]);
+        assert_eq!(status(&out), 0, "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "child killed by signal 11; the parent goes on\n"
+        );
+        assert!(
+            stderr(&out).contains("killed by SIGSEGV"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 /// An orphan (its parent ended first) is adopted by pid 1: it stays a
 /// zombie when pid 1 never waits for it, as in a container; `--init`
 /// reaps it, as docker's init does.

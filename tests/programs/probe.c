@@ -15,6 +15,8 @@
  *   orphan   leave a grandchild that ends after its parent (adopted by
  *            pid 1, which never waits for it) and print whether it stays
  *            a zombie or is reaped (kiln run --init)
+ *   childfault  fork a child that writes through a null pointer; print
+ *            how it ended and that the parent goes on
  *   spin     loop forever
  *   stack    touch 4 MiB of stack (demand paging), then exit 0 */
 #include <errno.h>
@@ -52,7 +54,7 @@ static int deep(int n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: probe exit N|segv|ud2|div0|abort|enosys|fork|forkbomb|forkmem|orphan|spin|stack\n");
+        fprintf(stderr, "usage: probe exit N|segv|ud2|div0|abort|enosys|fork|childfault|forkbomb|forkmem|orphan|spin|stack\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -84,6 +86,18 @@ int main(int argc, char **argv)
         pid_t w = waitpid(pid, &st, 0);
         printf("child %s, exited %d; wait again: %s\n", w == pid ? "reaped" : "lost",
                WIFEXITED(st) ? WEXITSTATUS(st) : -1, waitpid(-1, &st, 0) < 0 ? strerror(errno) : "?");
+        return 0;
+    }
+    if (!strcmp(mode, "childfault")) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            *(volatile int *)0 = 1;
+            _exit(0);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        printf("child %s %d; the parent goes on\n", WIFSIGNALED(st) ? "killed by signal" : "exited",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
         return 0;
     }
     if (!strcmp(mode, "forkbomb")) {
