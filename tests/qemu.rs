@@ -10,14 +10,23 @@ use std::process::Output;
 use common::{native, stdout};
 
 fn qemu(name: &str, append: &str) -> Output {
+    qemu_with_cpus(name, append, 1)
+}
+
+fn qemu_with_cpus(name: &str, append: &str, cpus: u8) -> Output {
     common::prepare();
     assert!(
         xtask::host::has("qemu-system-x86_64"),
         "qemu-system-x86_64 is missing (Debian package qemu-system-x86): run `cargo xtask deps`"
     );
-    xtask::qemu::command(&xtask::paths::kernel(), &common::program(name), append)
-        .output()
-        .expect("QEMU runs")
+    xtask::qemu::command_with_cpus(
+        &xtask::paths::kernel(),
+        &common::program(name),
+        append,
+        cpus,
+    )
+    .output()
+    .expect("QEMU runs")
 }
 
 fn qemu_status(out: &Output) -> Option<u8> {
@@ -48,11 +57,6 @@ fn assert_same_as_native_under_qemu(name: &str) {
 /// trampoline), and threads run on both.
 #[test]
 fn two_cpus_under_qemu() {
-    common::prepare();
-    assert!(
-        xtask::host::has("qemu-system-x86_64"),
-        "qemu-system-x86_64 is missing (Debian package qemu-system-x86): run `cargo xtask deps`"
-    );
     for (mode, expected) in [
         (
             "count",
@@ -61,14 +65,7 @@ fn two_cpus_under_qemu() {
         ("spread", "threads ran on 2 of 2 CPUs\n"),
     ] {
         let append = format!("kiln.cpus=2 kiln.path=/smp -- {mode}");
-        let out = xtask::qemu::command_with_cpus(
-            &xtask::paths::kernel(),
-            &common::program("smp"),
-            &append,
-            2,
-        )
-        .output()
-        .expect("QEMU runs");
+        let out = qemu_with_cpus("smp", &append, 2);
         assert_eq!(qemu_status(&out), Some(0), "{mode}: {}", stdout(&out));
         assert_eq!(stdout(&out), expected, "{mode}");
     }
