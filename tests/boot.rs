@@ -500,6 +500,13 @@ fn guest_kernel_runs_natively_on_pvm() {
         return;
     }
     let (_, doc) = boot_with_json("hello-glibc", "--stats");
+    // Every counter KVM keeps for the vCPUs and for the VM is reported.
+    for key in ["kvm_stats", "kvm_vm_stats"] {
+        assert!(
+            doc[key].as_object().is_some_and(|m| !m.is_empty()),
+            "{key} missing from the JSON: {doc}"
+        );
+    }
     if doc["kvm_flavour"] != "pvm" {
         eprintln!("not a PVM host: the emulation count is not meaningful here");
         return;

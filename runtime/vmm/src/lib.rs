@@ -171,8 +171,10 @@ pub struct DeviceStats {
 /// KVM counters of the run.
 #[derive(Clone, Debug, Default)]
 pub struct VmStats {
-    /// vCPU 0 counters (exits, insn_emulation, …).
+    /// The vCPUs' counters (exits, insn_emulation, pf_fixed, …), summed.
     pub vcpu: Counters,
+    /// The VM's own counters (mmu_pte_write, mmu_flooded, …).
+    pub vm: Counters,
     /// The virtio devices.
     pub devices: Vec<DeviceStats>,
     /// Console writes refused because of a bad length.
@@ -208,7 +210,9 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// One line of KVM counters (`--stats`), when they were collected.
+    /// KVM's counters and the devices' (`--stats`), when they were
+    /// collected: a summary line, then every non-zero counter of the vCPUs
+    /// (summed) and of the VM, then the devices.
     pub fn stats_line(&self) -> Option<String> {
         let stats = self.stats.as_ref()?;
         let get = |k: &str| stats.vcpu.get(k).copied().unwrap_or(0);
@@ -226,9 +230,22 @@ impl RunReport {
             stats.console_refused,
             stats.unknown_port_writes
         );
-        for d in &stats.devices {
+        let nonzero = |c: &vstate::stats::Counters| {
+            c.iter()
+                .filter(|(_, &v)| v != 0)
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        line.push_str(&format!(
+            "\n  vCPU counters (every vCPU, summed): {}\n  VM counters: {}\n  devices:",
+            nonzero(&stats.vcpu),
+            nonzero(&stats.vm)
+        ));
+        for (i, d) in stats.devices.iter().enumerate() {
             line.push_str(&format!(
-                "; virtio {}: kicks {}, interrupts {}, bytes from guest {}, to guest {}{}",
+                "{} virtio {}: kicks {}, interrupts {}, bytes from guest {}, to guest {}{}",
+                if i == 0 { "" } else { ";" },
                 d.name,
                 d.kicks,
                 d.interrupts,
@@ -256,6 +273,7 @@ impl RunReport {
         });
         if let Some(stats) = &self.stats {
             doc["kvm_stats"] = serde_json::json!(stats.vcpu);
+            doc["kvm_vm_stats"] = serde_json::json!(stats.vm);
             doc["devices"] = stats
                 .devices
                 .iter()
@@ -659,6 +677,7 @@ pub fn run(
                 }
                 sum
             }),
+        vm: vstate::stats::read(&vm).unwrap_or_default(),
         devices: mmio
             .devices
             .iter()

@@ -141,8 +141,7 @@ impl PageTables {
             if *e & (pte::PRESENT | pte::KEPT) != 0 {
                 let state = if present { pte::PRESENT } else { pte::KEPT };
                 *e = (*e & pte::ADDR) | flags | state | pte::USER;
-                super::cpu::invlpg(va);
-                super::tlb::changed();
+                super::tlb::changed(self.pml4, va);
             }
         }
     }
@@ -155,8 +154,7 @@ impl PageTables {
         }
         let pa = *e & pte::ADDR;
         *e = 0;
-        super::cpu::invlpg(va);
-        super::tlb::changed();
+        super::tlb::changed(self.pml4, va);
         Some(pa)
     }
 

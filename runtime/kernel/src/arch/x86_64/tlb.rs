@@ -6,9 +6,13 @@
 //! flush request and an IPI, answered by a CR3 reload, waited for before
 //! the change counts as done — so a page unmapped or made read-only here
 //! is not written through a stale entry elsewhere once the frame is
-//! reused. A range operation batches its changes into one shootdown at
-//! its end ([`batch`]); the frames it frees are reused only after that
-//! (the kernel lock keeps every other CPU from allocating meanwhile).
+//! reused. A range operation batches its changes into one flush at its end
+//! ([`batch`]): one CR3 reload here instead of an INVLPG per page (each
+//! INVLPG is an emulated instruction on PVM, the commonest exit of fork
+//! and exec) and one shootdown; the frames it frees are reused only after
+//! that (the kernel lock keeps every other CPU from allocating
+//! meanwhile). Tables no CPU has loaded (a forked child's, being built)
+//! need no flush at all.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -28,6 +32,8 @@ static ANSWERED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 static BATCH_DEPTH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// A batch changed entries that other CPUs may hold.
 static OWED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// A batch changed entries of the tables loaded here.
+static OWED_HERE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Records that the running CPU loaded `pml4`.
 pub fn loaded(pml4: u64) {
@@ -44,16 +50,25 @@ pub fn in_use(pml4: u64) -> bool {
     LOADED.iter().any(|l| l.load(Ordering::SeqCst) == pml4)
 }
 
-/// A live entry of the running CPU's tables changed and was flushed here:
-/// flush it on the other CPUs that use them (now, or at the end of the
-/// running batch).
-pub fn changed() {
+/// The entry of `va` in the tables `pml4` changed: flush it here if the
+/// tables are loaded here, and on the other CPUs that have them loaded —
+/// now, or at the end of the running batch.
+pub fn changed(pml4: u64, va: u64) {
     let me = percpu::index();
-    if BATCH_DEPTH[me].load(Ordering::Relaxed) > 0 {
-        OWED[me].store(true, Ordering::Relaxed);
-    } else {
-        shootdown(LOADED[me].load(Ordering::SeqCst));
+    if LOADED[me].load(Ordering::SeqCst) != pml4 {
+        // Tables loaded only elsewhere (rare): flushed there at once.
+        if in_use(pml4) {
+            shootdown(pml4);
+        }
+        return;
     }
+    if BATCH_DEPTH[me].load(Ordering::Relaxed) > 0 {
+        OWED_HERE[me].store(true, Ordering::Relaxed);
+        OWED[me].store(true, Ordering::Relaxed);
+        return;
+    }
+    cpu::invlpg(va);
+    shootdown(pml4);
 }
 
 /// Runs `f`, which changes many entries of the running CPU's tables, with
@@ -62,10 +77,14 @@ pub fn batch<R>(f: impl FnOnce() -> R) -> R {
     let me = percpu::index();
     BATCH_DEPTH[me].fetch_add(1, Ordering::Relaxed);
     let r = f();
-    if BATCH_DEPTH[me].fetch_sub(1, Ordering::Relaxed) == 1
-        && OWED[me].swap(false, Ordering::Relaxed)
-    {
-        shootdown(LOADED[me].load(Ordering::SeqCst));
+    if BATCH_DEPTH[me].fetch_sub(1, Ordering::Relaxed) == 1 {
+        if OWED_HERE[me].swap(false, Ordering::Relaxed) {
+            // SAFETY: reloading the loaded table changes no mapping.
+            unsafe { cpu::write_cr3(LOADED[me].load(Ordering::SeqCst)) };
+        }
+        if OWED[me].swap(false, Ordering::Relaxed) {
+            shootdown(LOADED[me].load(Ordering::SeqCst));
+        }
     }
     r
 }
