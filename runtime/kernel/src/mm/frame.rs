@@ -29,6 +29,10 @@ pub struct Frames {
     shares: u64,
     /// Frames the share counts cover.
     share_frames: u64,
+    /// Never-used memory reads as zeros (kiln-vmm's guest RAM is fresh
+    /// anonymous memory): such frames need no zeroing, which on PVM saves
+    /// the host a shadow fault on the kernel's mapping of each.
+    fresh_is_zero: bool,
 }
 
 impl Frames {
@@ -44,6 +48,7 @@ impl Frames {
             total: 0,
             shares: 0,
             share_frames: 0,
+            fresh_is_zero: false,
         }
     }
 
@@ -63,9 +68,11 @@ impl Frames {
 
 /// Takes ownership of the usable regions, keeping room for the share
 /// counts at the start of the first one large enough (2 bytes a frame:
-/// 32 KiB for 64 MiB of RAM).
-pub fn init(usable: &[Region]) {
+/// 32 KiB for 64 MiB of RAM). `fresh_is_zero`: the boot protocol promises
+/// that usable memory nobody used yet reads as zeros.
+pub fn init(usable: &[Region], fresh_is_zero: bool) {
     let mut f = KERNEL.frames.lock();
+    f.fresh_is_zero = fresh_is_zero;
     let n = usable.len().min(MAX_REGIONS);
     f.count = n;
     f.regions[..n].copy_from_slice(&usable[..n]);
@@ -95,15 +102,23 @@ pub fn init(usable: &[Region]) {
 
 /// A zero-filled frame, or `None` when memory is exhausted.
 pub fn alloc_zeroed() -> Option<u64> {
-    let pa = alloc()?;
-    // SAFETY: the frame was just taken from the allocator, so nothing else
-    // refers to it; the direct map covers all usable RAM.
-    unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, FRAME_SIZE as usize) };
+    let (pa, zero) = take()?;
+    if !zero {
+        // SAFETY: the frame was just taken from the allocator, so nothing
+        // else refers to it; the direct map covers all usable RAM.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, FRAME_SIZE as usize) };
+    }
     Some(pa)
 }
 
 /// A frame with unspecified contents.
 pub fn alloc() -> Option<u64> {
+    take().map(|(pa, _)| pa)
+}
+
+/// A frame, and whether it is known to hold zeros (never used, on a
+/// platform whose fresh memory is zero).
+fn take() -> Option<(u64, bool)> {
     let mut f = KERNEL.frames.lock();
     if f.free_list != 0 {
         let pa = f.free_list;
@@ -111,7 +126,7 @@ pub fn alloc() -> Option<u64> {
         // first word (written by `free`); the frame is ours until returned.
         f.free_list = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
         f.used += 1;
-        return Some(pa);
+        return Some((pa, false));
     }
     while f.current < f.count {
         let region = f.regions[f.current];
@@ -119,7 +134,7 @@ pub fn alloc() -> Option<u64> {
             let pa = f.bump;
             f.bump += FRAME_SIZE;
             f.used += 1;
-            return Some(pa);
+            return Some((pa, f.fresh_is_zero));
         }
         f.current += 1;
         if f.current < f.count {
@@ -136,7 +151,7 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {
         return alloc_zeroed();
     }
     let len = pages * FRAME_SIZE;
-    let pa = {
+    let (pa, zero) = {
         let mut f = KERNEL.frames.lock();
         loop {
             if f.current >= f.count {
@@ -147,7 +162,7 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {
                 let pa = f.bump;
                 f.bump += len;
                 f.used += pages;
-                break pa;
+                break (pa, f.fresh_is_zero);
             }
             f.current += 1;
             if f.current < f.count {
@@ -155,9 +170,11 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {
             }
         }
     };
-    // SAFETY: the frames were just taken from never-used memory, so nothing
-    // else refers to them; the direct map covers all usable RAM.
-    unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, len as usize) };
+    if !zero {
+        // SAFETY: the frames were just taken from never-used memory, so
+        // nothing else refers to them; the direct map covers all usable RAM.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, len as usize) };
+    }
     Some(pa)
 }
 

@@ -35,6 +35,9 @@ pub fn kernel_image() -> Region {
 
 /// Sets up the frame allocator and the heap from the boot memory map.
 pub fn init(params: &BootParams) {
-    frame::init(&params.usable[..params.usable_count]);
+    // kiln-vmm's guest RAM is fresh anonymous memory; under QEMU the boot
+    // loader's leftovers are not ruled out.
+    let fresh_is_zero = crate::arch::platform::current() == crate::arch::platform::Platform::Kiln;
+    frame::init(&params.usable[..params.usable_count], fresh_is_zero);
     heap::init();
 }
