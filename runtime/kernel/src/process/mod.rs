@@ -517,11 +517,6 @@ pub fn take_stop_report(
     Some((child.pid, status))
 }
 
-/// Whether a process (not a zombie) `pid` lives, the running one aside.
-pub fn exists(pid: u32) -> bool {
-    crate::state::KERNEL.parked.lock().contains_key(&pid)
-}
-
 /// Sends `info` to process `pid`, which is not the running one. As on
 /// Linux, the process acts on it itself when it next runs (a terminating
 /// default ends it then): an ignored signal it does not block is dropped;

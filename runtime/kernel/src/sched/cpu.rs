@@ -158,9 +158,16 @@ pub(crate) fn wake_idle_cpu(s: &mut super::Scheduler) {
 /// Makes the CPU running thread `tid` (other than this one) enter the
 /// kernel soon: it has a signal to act on, or must end.
 pub(crate) fn kick_thread(s: &super::Scheduler, tid: Tid) {
+    kick_where(s, |t| t.tid == tid);
+}
+
+/// Sends an IPI to every other CPU running a thread that `wanted`
+/// accepts (it has a signal to act on, or must stop or end).
+pub(crate) fn kick_where(s: &super::Scheduler, wanted: impl Fn(&super::Thread) -> bool) {
     let me = arch::cpu_index();
     for c in 0..arch::cpus_online() {
-        if c != me && s.cpus[c].current == tid {
+        let tid = s.cpus[c].current;
+        if c != me && tid != 0 && s.threads.get(&tid).is_some_and(|t| wanted(t)) {
             arch::send_reschedule(c);
         }
     }

@@ -31,7 +31,7 @@ use crate::time;
 mod cpu;
 mod wait;
 
-pub(crate) use cpu::kick_thread;
+pub(crate) use cpu::kick_where;
 pub use cpu::{cpu_main, enter_kernel, holds_kernel_lock, leave_kernel, let_others_in, start_cpus};
 
 pub use wait::{
@@ -364,7 +364,6 @@ pub fn exit_current() {
 /// process's resources are already gone). [`stop_other_threads`] ran
 /// first, so none of them is on a CPU.
 pub fn exit_process_threads() -> ! {
-    stop_other_threads();
     {
         let mut s = KERNEL.sched.lock();
         let cur = s.current();
@@ -377,10 +376,10 @@ pub fn exit_process_threads() -> ! {
     unreachable!("an ended process's thread was resumed");
 }
 
-/// Ends every thread of the running process but the running one, and
-/// waits until none of them is on a CPU any more (those running elsewhere
-/// are sent an IPI; they leave when they enter the kernel). Their records
-/// go.
+/// Ends every thread of the running process but the running one (a
+/// process's end, a threaded execve as on Linux), and waits until none of
+/// them is on a CPU any more (those running elsewhere are sent an IPI; they
+/// leave when they enter the kernel). Their records go.
 pub fn stop_other_threads() {
     loop {
         let mut s = KERNEL.sched.lock();
@@ -495,16 +494,7 @@ pub(crate) fn pop_runnable(s: &mut Scheduler) -> Option<Tid> {
 /// Makes the CPUs running threads of process `pid` (other than this one)
 /// enter the kernel soon (it stopped, or must act on a signal).
 pub fn kick_process(pid: Tid) {
-    let s = KERNEL.sched.lock();
-    let running: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.pid == pid && t.state == State::Runnable)
-        .map(|t| t.tid)
-        .collect();
-    for tid in running {
-        cpu::kick_thread(&s, tid);
-    }
+    cpu::kick_where(&KERNEL.sched.lock(), |t| t.pid == pid);
 }
 
 /// The CPUs there are, as an affinity mask.
@@ -705,13 +695,6 @@ pub fn thread_alive(tid: Tid) -> bool {
         .threads
         .get(&tid)
         .is_some_and(|t| t.state != State::Exited)
-}
-
-/// Ends every thread of the running process but the running one (execve
-/// in a threaded program, as Linux does): they never run again and their
-/// records go.
-pub fn end_other_threads() {
-    stop_other_threads();
 }
 
 /// The running thread as a new program finds it after execve: no

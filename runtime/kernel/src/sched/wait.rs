@@ -124,34 +124,31 @@ pub fn wake_futex(key: FutexKey, bitset: u32, max: u32) -> u32 {
     waiting.len() as u32
 }
 
+/// Wakes every blocked thread that `waits` accepts (given its record).
+fn wake_blocked(s: &mut Scheduler, waits: impl Fn(&Thread) -> bool) {
+    let waiting: Vec<Tid> = s
+        .threads
+        .values()
+        .filter(|t| t.state == State::Blocked && waits(t))
+        .map(|t| t.tid)
+        .collect();
+    for tid in waiting {
+        make_runnable(s, tid);
+    }
+}
+
 /// Wakes the thread waiting for vfork child `child` to give its memory
 /// back.
 pub fn vfork_done(child: Tid) {
     let mut s = KERNEL.sched.lock();
-    let waiting: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.state == State::Blocked && t.wait == Some(Wait::Vfork { child }))
-        .map(|t| t.tid)
-        .collect();
-    for tid in waiting {
-        make_runnable(&mut s, tid);
-    }
+    wake_blocked(&mut s, |t| t.wait == Some(Wait::Vfork { child }));
     rearm(&mut s);
 }
 
 /// Wakes the threads of process `pid` that wait while it is stopped.
 pub fn resume_stopped(pid: Tid) {
     let mut s = KERNEL.sched.lock();
-    let stopped: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.pid == pid && t.state == State::Blocked && t.wait == Some(Wait::Stopped))
-        .map(|t| t.tid)
-        .collect();
-    for tid in stopped {
-        make_runnable(&mut s, tid);
-    }
+    wake_blocked(&mut s, |t| t.pid == pid && t.wait == Some(Wait::Stopped));
     rearm(&mut s);
 }
 
@@ -239,15 +236,7 @@ pub fn block_io(since: u64, deadline: Option<u64>) -> Result<Woken, Errno> {
 pub fn notify_io() {
     IO_GENERATION.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
     let mut s = KERNEL.sched.lock();
-    let waiting: Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.state == State::Blocked && t.wait == Some(Wait::Io))
-        .map(|t| t.tid)
-        .collect();
-    for tid in waiting {
-        make_runnable(&mut s, tid);
-    }
+    wake_blocked(&mut s, |t| t.wait == Some(Wait::Io));
 }
 
 /// Blocks the running thread until `wait` happens or `deadline`

@@ -106,15 +106,7 @@ pub fn post(target: Target, info: SigInfo) -> bool {
     }
     // A thread it is for that runs on another CPU acts on it once it
     // enters the kernel: make that soon.
-    let running: alloc::vec::Vec<Tid> = s
-        .threads
-        .values()
-        .filter(|t| t.state == State::Runnable && for_thread(t))
-        .map(|t| t.tid)
-        .collect();
-    for t in running {
-        crate::sched::kick_thread(&s, t);
-    }
+    crate::sched::kick_where(&s, for_thread);
     true
 }
 

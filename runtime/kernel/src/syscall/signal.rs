@@ -220,7 +220,7 @@ fn send_user(p: &mut Process, pid: i32, tid: Option<i32>, signal: u64) -> Outcom
                 // Another process's other threads: not reachable yet.
                 return Err(Errno::Srch);
             }
-            if info.signo == sig::SIGCONT && crate::process::exists(pid as u32) {
+            if info.signo == sig::SIGCONT {
                 crate::process::continue_process(p, pid as u32);
             }
             crate::process::signal_other(pid as u32, info)?;

@@ -616,7 +616,7 @@ pub fn execveat(
         Err(e) => return Outcome::Return(Err(e)),
     };
     // The point of no return.
-    crate::sched::end_other_threads();
+    crate::sched::stop_other_threads();
     match crate::exec::replace(p, &program, envp) {
         Ok((entry, sp)) => {
             *crate::state::KERNEL.rewriter.lock() = crate::syscall::rewrite::Rewriter::new();
