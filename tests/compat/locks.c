@@ -76,8 +76,11 @@ int main(void)
     await_child();
     usleep(20000);
     printf("parent: releasing the flock lock\n");
-    SHOW(flock(fd, LOCK_UN));
+    /* Printed after the child ends: the child prints as soon as the lock is
+     * released, so printing here first would race with it. */
+    int unlocked = flock(fd, LOCK_UN);
     wait_child(c);
+    printf("parent: flock(fd, LOCK_UN) = %d\n", unlocked);
 
     /* record locks */
     SHOW(range(fd, F_SETLK, F_WRLCK, 0, 100));
@@ -109,8 +112,9 @@ int main(void)
     usleep(20000);
     printf("parent: closing a descriptor of the file\n");
     int fd2 = dup(fd);
-    SHOW(close(fd2)); /* any close releases the process's record locks */
+    int closed = close(fd2); /* any close releases the process's record locks */
     wait_child(c);
+    printf("parent: close(fd2) = %d\n", closed);
     SHOW(range(fd, F_SETLK, F_WRLCK, 500, 100));
     SHOW(range(fd, F_SETLK, F_WRLCK, 0, 10));
     SHOW(range(fd, F_SETLK, F_UNLCK, 0, 0));
