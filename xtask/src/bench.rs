@@ -56,7 +56,7 @@ pub const PHASES: [(&str, &str, &str); 7] = [
 ];
 
 /// Summary statistics of a sample (ms, KiB, pages).
-fn summary(mut v: Vec<f64>) -> Value {
+pub fn summary(mut v: Vec<f64>) -> Value {
     if v.is_empty() {
         return Value::Null;
     }
@@ -102,7 +102,7 @@ fn is_root() -> bool {
 /// before the exec: the program runs as natively as it can with the
 /// image's files. Otherwise `unshare NAMESPACES chroot ROOT PROGRAM`
 /// (unprivileged, in a user namespace that makes the chroot allowed).
-fn chrooted(root: &Path, config: &appliance::BootConfig, namespaces: &[&str]) -> Command {
+pub fn chrooted(root: &Path, config: &appliance::BootConfig, namespaces: &[&str]) -> Command {
     let mut cmd;
     if namespaces.is_empty() && is_root() {
         use std::os::unix::process::CommandExt;

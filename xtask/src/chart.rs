@@ -146,3 +146,88 @@ pub fn timeline(doc: &Value, path: &Path) -> Result<()> {
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// The chart of `bench-apps` (SVG): one horizontal bar per program, its
+/// median kiln/native wall-time ratio, with lines at 1× (native) and at
+/// the goal ratio.
+///
+/// # Errors
+/// When plotters cannot draw or write the file.
+pub fn ratios(doc: &Value, path: &Path) -> Result<()> {
+    let apps = doc["apps"].as_array().cloned().unwrap_or_default();
+    let n = apps.len().max(1);
+    let goal = doc["goal_ratio"].as_f64().unwrap_or(1.5);
+    let ratio = |a: &Value| median(&a["ratio"]);
+    let max = apps
+        .iter()
+        .map(ratio)
+        .filter(|v| v.is_finite())
+        .fold(goal, f64::max)
+        * 1.5; // room on the right for the labels
+    let root = SVGBackend::new(path, (1000, 120 + 50 * n as u32)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let title = format!(
+        "kiln vs native wall time (VM boot included): medians of {} paired runs, {} KVM",
+        doc["runs"],
+        doc["kvm_flavour"].as_str().unwrap_or("?")
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0f64..max, 0f64..n as f64)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc("kiln wall time / native wall time")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let blue = RGBColor(60, 110, 190);
+    let red = RGBColor(200, 70, 60);
+    for (i, a) in apps.iter().enumerate() {
+        let y = (n - 1 - i) as f64;
+        let r = ratio(a);
+        let color = if r <= goal { blue } else { red };
+        chart
+            .draw_series([Rectangle::new(
+                [(0.0, y + 0.2), (r, y + 0.8)],
+                color.filled(),
+            )])
+            .map_err(|e| err(&e))?;
+        let label = format!(
+            "{}  {r:.2}x  ({:.0} vs {:.0} ms, {:.0} exits)",
+            a["name"].as_str().unwrap_or("?"),
+            median(&a["kiln_ms"]),
+            median(&a["native_ms"]),
+            median(&a["exits"]),
+        );
+        chart
+            .draw_series([Text::new(
+                label,
+                (r + max * 0.01, y + 0.6),
+                ("sans-serif", 14).into_font().color(&BLACK),
+            )])
+            .map_err(|e| err(&e))?;
+    }
+    for (x, label) in [(1.0, "native"), (goal, "goal")] {
+        chart
+            .draw_series([PathElement::new(
+                vec![(x, 0.0), (x, n as f64)],
+                BLACK.stroke_width(1),
+            )])
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series([Text::new(
+                label.to_owned(),
+                (x + max * 0.005, n as f64 - 0.05),
+                ("sans-serif", 12).into_font().color(&BLACK),
+            )])
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

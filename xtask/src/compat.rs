@@ -258,7 +258,7 @@ fn files_under(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
 }
 
 /// A TOML basic string.
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -103,6 +103,16 @@ pub const TOOLS: &[Tool] = &[
         purpose: "the HTTP load of cargo xtask bench-net",
     },
     Tool {
+        command: "sqlite3",
+        package: "sqlite3",
+        purpose: "the database CLI of cargo xtask bench-apps",
+    },
+    Tool {
+        command: "zstd",
+        package: "zstd",
+        purpose: "the compressor of cargo xtask bench-apps",
+    },
+    Tool {
         command: "tmux",
         package: "tmux",
         purpose: "a real terminal for the -t tests",
@@ -127,7 +137,15 @@ pub fn has(command: &str) -> bool {
 /// # Errors
 /// When a tool is missing and cannot be installed.
 pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
-    let missing: Vec<&Tool> = tools.iter().filter(|t| !has(t.command)).collect();
+    ensure_tools_ref(&tools.iter().collect::<Vec<_>>())
+}
+
+/// [`ensure_tools`] for tools picked out of [`TOOLS`].
+///
+/// # Errors
+/// When a tool is missing and cannot be installed.
+pub fn ensure_tools_ref(tools: &[&Tool]) -> Result<()> {
+    let missing: Vec<&Tool> = tools.iter().copied().filter(|t| !has(t.command)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -2,6 +2,7 @@
 //! function calling the crates or cargo; see `cargo xtask --help`.
 
 mod bench;
+mod bench_apps;
 mod bench_io;
 mod bench_net;
 mod bench_syscall;
@@ -82,6 +83,10 @@ enum Verb {
     /// Start K idle appliances at once: launches per second, launch latency,
     /// host memory and CPU per VM (table + target/bench/density.json)
     BenchDensity(density::DensityArgs),
+    /// Run real Debian programs (Python, sqlite3, zstd, sort, gawk, grep) in
+    /// kiln and natively, paired runs (table, target/bench/apps.json,
+    /// target/bench/apps.svg)
+    BenchApps(bench_apps::AppsArgs),
     /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
     BenchSyscall(bench_syscall::SyscallArgs),
     /// Measure the network: nginx under wrk natively, through --net user and
@@ -211,6 +216,7 @@ fn main() -> ExitCode {
         Verb::BenchBoot(args) => bench::boot(&args).map(|()| 0),
         Verb::BenchDensity(args) => density::run(&args).map(|()| 0),
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
+        Verb::BenchApps(args) => bench_apps::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
         Verb::BenchIo(args) => bench_io::run(&args).map(|()| 0),
