@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub cpus: Option<u8>,
     /// Collect KVM counters.
     pub stats: bool,
+    /// Map the image's pages from the host's page cache (`--share-image`).
+    pub share_image: bool,
     /// What the program's standard input reads.
     pub stdin: InputSource,
     /// The host terminal the guest's follows (size, resizes), with `-t`.
@@ -274,6 +276,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
             .unwrap_or_else(|| u8::try_from(config.vcpus).unwrap_or(u8::MAX))
             .clamp(1, kiln_boot::layout::MAX_VCPUS as u8),
         stats: opts.stats,
+        share_image: opts.share_image,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),
         stdin: opts.stdin,

@@ -49,6 +49,10 @@ pub struct RunFlags {
     #[arg(long)]
     pub stats: bool,
 
+    /// Map the image's pages into the guest straight from the host's page cache, shared with every VM of the same image, instead of copying them into the guest's memory (huge-page backed) at boot: less host memory per VM, but each page the guest touches costs an exit on PVM (see docs/performance.md)
+    #[arg(long)]
+    pub share_image: bool,
+
     /// The network.
     #[command(flatten)]
     pub net: NetFlags,

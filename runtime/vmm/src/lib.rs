@@ -121,6 +121,9 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Collect KVM statistics.
     pub stats: bool,
+    /// Map the module from the host's page cache instead of copying it
+    /// into guest memory (`--share-image`).
+    pub share_image: bool,
     /// Boot-info layout version to write (tests change it).
     pub boot_info_version: u32,
     /// Kernel command-line options.
@@ -545,8 +548,13 @@ pub fn run(
     // Memory goes in before the irqchip: with an irqchip present, KVM
     // takes ~7 ms longer to add the slot (measured on PVM).
     let memory_size = config.memory_mib << 20;
-    let layout =
-        vstate::memory::create_guest_memory(&vm, memory_size, &config.module, !volumes.is_empty())?;
+    let layout = vstate::memory::create_guest_memory(
+        &vm,
+        memory_size,
+        &config.module,
+        !volumes.is_empty(),
+        !config.share_image,
+    )?;
     let shared_ram = layout
         .ram_file
         .as_ref()

@@ -68,6 +68,10 @@ pub enum Label {
     Trampoline,
     /// The vDSO image.
     Vdso,
+    /// An anonymous mmap made for a thread's stack (`MAP_STACK`): never
+    /// backed by large pages (a stack touches a few pages of many MiB),
+    /// as Linux gives such areas no transparent huge pages.
+    ThreadStack,
 }
 
 impl Vma {
@@ -238,24 +242,40 @@ impl VmaSet {
     /// The highest free range of `len` bytes that ends at or below `below`
     /// (the mmap area grows down from under the stack, as on Linux).
     pub fn find_free_below(&self, len: u64, below: u64) -> Result<u64, VmaError> {
-        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+        self.find_free_below_aligned(len, below, PAGE_SIZE)
+    }
+
+    /// [`Self::find_free_below`] for a range starting on a multiple of
+    /// `align` (a power of two, at least a page): large anonymous mappings
+    /// start on a large-page boundary so that large pages can back them.
+    pub fn find_free_below_aligned(
+        &self,
+        len: u64,
+        below: u64,
+        align: u64,
+    ) -> Result<u64, VmaError> {
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) || !align.is_power_of_two() {
             return Err(VmaError::Invalid);
         }
+        // The aligned start of a range of `len` ending at or below `ceiling`
+        // that stays at or above `floor`.
+        let fit = |floor: u64, ceiling: u64| {
+            let start = ceiling.checked_sub(len)? & !(align - 1);
+            (start >= floor).then_some(start)
+        };
         let mut ceiling = below;
         for v in self.areas.iter().rev() {
             if v.start >= ceiling {
                 continue;
             }
-            if v.end <= ceiling && ceiling - v.end >= len {
-                return Ok(ceiling - len);
+            if v.end <= ceiling {
+                if let Some(start) = fit(v.end, ceiling) {
+                    return Ok(start);
+                }
             }
             ceiling = ceiling.min(v.start);
         }
-        if ceiling >= USER_MIN + len {
-            Ok(ceiling - len)
-        } else {
-            Err(VmaError::NoSpace)
-        }
+        fit(USER_MIN, ceiling).ok_or(VmaError::NoSpace)
     }
 }
 
@@ -344,6 +364,12 @@ mod tests {
             0x6000_0000
         );
         assert_eq!(s.find_free_below(0x2000, 0x11000), Err(VmaError::NoSpace));
+        // Aligned: the highest 2 MiB boundary with room below the ceiling.
+        assert_eq!(
+            s.find_free_below_aligned(0x40_0000, 0x7fff_e000, 0x20_0000)
+                .unwrap(),
+            0x7fa0_0000
+        );
     }
 
     #[test]

@@ -11,22 +11,108 @@
 //! ```
 //!
 //! The five bytes of the `mov` become `jmp trampoline` (e9 rel32); the
-//! SYSCALL stays, so code that jumps straight to it still works (through
-//! the trap). This is safe only if those five bytes really are one
-//! instruction: a `41 b8 …` (mov r8d, imm32) ends in the same bytes. So the
-//! enclosing function is found in the ELF's `.eh_frame_hdr` table, decoded
-//! from its first instruction ([`crate::syscall::x86len`]), and the site is taken
-//! only when the decoding reaches the SYSCALL exactly (a boundary the CPU
-//! has just proven by executing it) with the `mov` as the instruction just
-//! before. Objects without unwind tables (Go binaries) are left alone.
+//! trampoline runs the `mov` and enters the kernel as the SYSCALL would.
+//! The same works for any run of instructions just before a SYSCALL that
+//! can execute unchanged at another address (register and stack moves,
+//! `xor eax, eax` — read(2) is number 0 —, `mov eax, r8d` in glibc's
+//! `syscall()`), once they add up to five bytes: they move into the
+//! trampoline. The SYSCALL stays, so code that jumps straight to it still
+//! works (through the trap), and the call returns after it, in the
+//! program's own code.
+//!
+//! This is safe only if those bytes really are whole instructions (a
+//! `41 b8 …` — mov r8d, imm32 — ends in the same bytes as a `mov eax`) and
+//! nothing jumps into the middle of them. So the enclosing function is found
+//! in the ELF's `.eh_frame_hdr` table and decoded from its first
+//! instruction ([`crate::syscall::x86len`]); the site is taken only when the
+//! decoding reaches the SYSCALL exactly (a boundary the CPU has just proven
+//! by executing it), every moved instruction is of a known position-free
+//! form, and no relative jump of the function lands inside the moved bytes
+//! (a function with an indirect jump is left alone). Objects without unwind
+//! tables (Go binaries) are left alone.
 
 /// What the check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Site {
-    /// Link-time address of the `mov eax, imm32`.
-    pub mov_vaddr: u64,
-    /// The system-call number it loads.
-    pub number: u32,
+    /// Link-time address of the first instruction that moves into the
+    /// trampoline.
+    pub start_vaddr: u64,
+    /// Bytes from there to the SYSCALL (5 to [`MAX_MOVED`]).
+    pub len: u8,
+    /// The system-call number, when the moved instructions are one
+    /// `mov eax, imm32` (otherwise the number is computed at run time).
+    pub number: Option<u32>,
+}
+
+/// The most bytes of instructions moved into a trampoline.
+pub const MAX_MOVED: usize = 16;
+
+/// Whether the instruction `insn` runs the same at any address: a move,
+/// load, store, `lea` or two-operand arithmetic of a known opcode, without
+/// prefixes other than REX, without a RIP-relative operand — nothing that
+/// branches or depends on where it sits.
+fn movable(insn: &[u8]) -> bool {
+    let rex = insn.first().is_some_and(|b| (0x40..=0x4f).contains(b));
+    let at = usize::from(rex);
+    let Some(&op) = insn.get(at) else {
+        return false;
+    };
+    let not_rip_relative = |modrm: u8| !(modrm >> 6 == 0 && modrm & 7 == 5);
+    match op {
+        0xb8..=0xbf => true, // mov reg, imm
+        0x01
+        | 0x03
+        | 0x09
+        | 0x0b
+        | 0x21
+        | 0x23
+        | 0x29
+        | 0x2b
+        | 0x31
+        | 0x33
+        | 0x39
+        | 0x3b
+        | 0x63
+        | 0x85
+        | 0x88..=0x8b
+        | 0x8d => insn.get(at + 1).is_some_and(|&m| not_rip_relative(m)),
+        // mov r/m, imm32 (C7 /0; C7 F8 is XBEGIN, a branch)
+        0xc7 => insn
+            .get(at + 1)
+            .is_some_and(|&m| (m >> 3) & 7 == 0 && not_rip_relative(m)),
+        _ => false,
+    }
+}
+
+/// The targets of the relative jumps of the instruction `insn` at `vaddr`;
+/// `Err` for an indirect jump (whose target cannot be known).
+fn jump_target(insn: &[u8], vaddr: u64) -> Result<Option<u64>, ()> {
+    let mut at = 0;
+    while insn.get(at).is_some_and(|b| {
+        matches!(
+            b,
+            0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x3e | 0x26 | 0x36 | 0x64 | 0x65 | 0xf0
+        )
+    }) {
+        at += 1;
+    }
+    if insn.get(at).is_some_and(|b| (0x40..=0x4f).contains(b)) {
+        at += 1;
+    }
+    let end = vaddr + insn.len() as u64;
+    let rel8 = || end.wrapping_add_signed(i64::from(*insn.last().unwrap_or(&0) as i8));
+    let rel32 = || {
+        let b = insn.get(insn.len().saturating_sub(4)..).unwrap_or(&[]);
+        let d = b.try_into().map(i32::from_le_bytes).unwrap_or(0);
+        end.wrapping_add_signed(i64::from(d))
+    };
+    Ok(match (insn.get(at), insn.get(at + 1)) {
+        (Some(0x70..=0x7f | 0xeb | 0xe0..=0xe3), _) => Some(rel8()),
+        (Some(0xe8 | 0xe9), _) => Some(rel32()),
+        (Some(0x0f), Some(0x80..=0x8f)) => Some(rel32()),
+        (Some(0xff), Some(m)) if matches!((m >> 3) & 7, 4 | 5) => return Err(()),
+        _ => None,
+    })
 }
 
 const PT_LOAD: u32 = 1;
@@ -294,8 +380,31 @@ fn function_by_scan(elf: &[u8], vaddr: u64) -> Option<(u64, u64)> {
     None
 }
 
+/// Whether a relative jump of the function `[start, end)` lands strictly
+/// between `from` and `to`; `None` when the function cannot be decoded to
+/// its end or has an indirect jump.
+fn jumps_between(elf: &[u8], (start, end): (u64, u64), from: u64, to: u64) -> Option<bool> {
+    let first = file_offset(elf, start)?;
+    let last = file_offset(elf, end - 1)? + 1;
+    let mut at = first;
+    while at < last {
+        let n = crate::syscall::x86len::length(
+            elf.get(at..(at + crate::syscall::x86len::MAX_LEN).min(elf.len()))?,
+        )?;
+        let vaddr = start + (at - first) as u64;
+        if let Some(target) = jump_target(elf.get(at..at + n)?, vaddr).ok()? {
+            if target > from && target < to {
+                return Some(true);
+            }
+        }
+        at += n;
+    }
+    Some(false)
+}
+
 /// Checks the SYSCALL at link-time address `syscall_vaddr` of the ELF file
-/// `elf`: the rewritable `mov eax, imm32` before it, if there is one.
+/// `elf`: the run of instructions before it that can move into a
+/// trampoline, if there is one.
 pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
     let site = file_offset(elf, syscall_vaddr)?;
     if elf.get(site..site + 2)? != [0x0f, 0x05] {
@@ -306,22 +415,53 @@ pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
     if syscall_vaddr - start > MAX_FUNCTION || end - start > MAX_FUNCTION {
         return None;
     }
-    let mut at = file_offset(elf, start)?;
-    let mut previous = None;
-    while at < site {
-        let len = crate::syscall::x86len::length(
+    let first = file_offset(elf, start)?;
+    let decode = |at: usize| {
+        crate::syscall::x86len::length(
             elf.get(at..(at + crate::syscall::x86len::MAX_LEN).min(elf.len()))?,
-        )?;
-        previous = Some(at);
-        at += len;
+        )
+    };
+    // Instruction boundaries up to the SYSCALL, the last few kept.
+    let mut at = first;
+    let mut recent = [0usize; MAX_MOVED];
+    let mut count = 0;
+    while at < site {
+        recent[count % MAX_MOVED] = at;
+        count += 1;
+        at += decode(at)?;
     }
-    let mov = previous?;
-    if at != site || mov + 5 != site || elf[mov] != 0xb8 {
+    if at != site {
         return None;
     }
+    // Take instructions backwards from the SYSCALL until five bytes.
+    let mut moved_from = site;
+    for k in 1..=count.min(MAX_MOVED) {
+        let insn_at = recent[(count - k) % MAX_MOVED];
+        if !movable(elf.get(insn_at..moved_from)?) {
+            return None;
+        }
+        moved_from = insn_at;
+        if site - moved_from >= 5 {
+            break;
+        }
+    }
+    let len = site - moved_from;
+    if !(5..=MAX_MOVED).contains(&len) {
+        return None;
+    }
+    // Nothing in the function may jump into the moved bytes (between two
+    // of its instructions: one instruction has no inside to jump to).
+    let from_vaddr = syscall_vaddr - len as u64;
+    if decode(moved_from)? != len && jumps_between(elf, (start, end), from_vaddr, syscall_vaddr)? {
+        return None;
+    }
+    let number = (len == 5 && elf[moved_from] == 0xb8)
+        .then(|| u32_at(elf, moved_from + 1))
+        .flatten();
     Some(Site {
-        mov_vaddr: syscall_vaddr - 5,
-        number: u32_at(elf, mov + 1)?,
+        start_vaddr: from_vaddr,
+        len: len as u8,
+        number,
     })
 }
 
@@ -333,14 +473,16 @@ mod tests {
     use std::vec::Vec;
 
     /// objdump's view: (address of every SYSCALL, whether the instruction
-    /// before it is `mov $imm,%eax` with opcode b8).
-    fn syscalls(path: &str) -> Option<Vec<(u64, bool)>> {
+    /// before it is `mov $imm,%eax` with opcode b8), and the address of
+    /// every instruction.
+    fn syscalls(path: &str) -> Option<(Vec<(u64, bool)>, std::collections::BTreeSet<u64>)> {
         let out = Command::new("objdump")
             .args(["-d", "--insn-width=16", path])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut found = Vec::new();
+        let mut starts = std::collections::BTreeSet::new();
         let mut previous_is_mov = false;
         for line in text.lines() {
             let mut parts = line.split('\t');
@@ -351,30 +493,37 @@ mod tests {
             let Ok(addr) = u64::from_str_radix(addr.trim().trim_end_matches(':'), 16) else {
                 continue;
             };
+            starts.insert(addr);
             if insn.trim() == "syscall" {
                 found.push((addr, previous_is_mov));
             }
             previous_is_mov = hex.trim().starts_with("b8 ") && hex.split_whitespace().count() == 5;
         }
-        Some(found)
+        Some((found, starts))
     }
 
     fn check_file(path: &str) -> (usize, usize) {
         let Ok(elf) = std::fs::read(path) else {
             return (0, 0);
         };
-        let Some(sites) = syscalls(path) else {
+        let Some((sites, starts)) = syscalls(path) else {
             return (0, 0);
         };
         let mut taken = 0;
         for &(addr, mov_before) in &sites {
             let got = check(&elf, addr);
             if let Some(s) = got {
+                // The moved bytes end at the SYSCALL; a lone `mov eax` is
+                // recognised as such.
+                assert_eq!(s.start_vaddr + u64::from(s.len), addr);
                 assert!(
-                    mov_before,
-                    "{path}: {addr:#x} taken without a mov before it"
+                    starts.contains(&s.start_vaddr),
+                    "{path}: {addr:#x}: the moved bytes start inside an instruction"
                 );
-                assert_eq!(s.mov_vaddr, addr - 5);
+                assert!((5..=MAX_MOVED as u8).contains(&s.len));
+                if s.number.is_some() {
+                    assert!(mov_before, "{path}: {addr:#x} number without a mov");
+                }
                 taken += 1;
             }
         }
@@ -394,7 +543,8 @@ mod tests {
                 std::eprintln!("skipping {path}: objdump or the file is unavailable");
                 continue;
             }
-            // Most of glibc's SYSCALLs follow `mov eax, imm32`.
+            // Most of glibc's SYSCALLs follow `mov eax, imm32` or other
+            // movable instructions.
             assert!(taken * 2 > total, "{path}: {taken} of {total}");
         }
     }
@@ -446,14 +596,55 @@ mod tests {
         assert_eq!(
             check(&good, 0x1006),
             Some(Site {
-                mov_vaddr: 0x1001,
-                number: 39
+                start_vaddr: 0x1001,
+                len: 5,
+                number: Some(39)
             })
         );
         // push rbx; mov r8d, 9; syscall: the bytes "b8 09 00 00 00" before
-        // the SYSCALL are the tail of a 6-byte instruction.
-        let bad = tiny_elf(&[0x53, 0x41, 0xb8, 9, 0, 0, 0, 0x0f, 0x05, 0x5b, 0xc3]);
-        assert_eq!(check(&bad, 0x1007), None);
+        // the SYSCALL are the tail of a 6-byte instruction, which moves
+        // whole (and is not taken for a `mov eax`).
+        let r8 = tiny_elf(&[0x53, 0x41, 0xb8, 9, 0, 0, 0, 0x0f, 0x05, 0x5b, 0xc3]);
+        assert_eq!(
+            check(&r8, 0x1007),
+            Some(Site {
+                start_vaddr: 0x1001,
+                len: 6,
+                number: None
+            })
+        );
+        // jmp short over nothing; mov r8d, 9: a branch cannot move.
+        let branch = tiny_elf(&[0xeb, 0x00, 0x41, 0xb8, 9, 0, 0, 0, 0x0f, 0x05, 0xc3]);
+        assert_eq!(check(&branch, 0x1008).map(|s| s.start_vaddr), Some(0x1002));
+        let short_after_branch = tiny_elf(&[0xeb, 0x00, 0x31, 0xc0, 0x0f, 0x05, 0xc3]);
+        assert_eq!(check(&short_after_branch, 0x1004), None);
+        // push rbx; mov edi, [rsp+8]; xor eax, eax; syscall; pop rbx; ret:
+        // six bytes of two movable instructions (read's shape).
+        let read = tiny_elf(&[
+            0x53, 0x8b, 0x7c, 0x24, 0x08, 0x31, 0xc0, 0x0f, 0x05, 0x5b, 0xc3,
+        ]);
+        assert_eq!(
+            check(&read, 0x1007),
+            Some(Site {
+                start_vaddr: 0x1001,
+                len: 6,
+                number: None
+            })
+        );
+        // The same with a jump to the xor: refused.
+        let jumped = tiny_elf(&[
+            0x53, 0x8b, 0x7c, 0x24, 0x08, 0x31, 0xc0, 0x0f, 0x05, 0x5b, 0xeb, 0xf9, 0xc3,
+        ]);
+        assert_eq!(check(&jumped, 0x1007), None);
+        // push rbx; mov edi, [rip+0]; xor eax, eax; syscall: a RIP-relative
+        // load cannot move.
+        let rip = tiny_elf(&[
+            0x53, 0x8b, 0x3d, 0, 0, 0, 0, 0x31, 0xc0, 0x0f, 0x05, 0x5b, 0xc3,
+        ]);
+        assert_eq!(check(&rip, 0x1009), None);
+        // push rbx; xor eax, eax; syscall: two bytes, too few to move.
+        let short = tiny_elf(&[0x53, 0x31, 0xc0, 0x0f, 0x05, 0x5b, 0xc3]);
+        assert_eq!(check(&short, 0x1003), None);
         // Outside every function, or not at a SYSCALL: nothing.
         assert_eq!(check(&good, 0x1008), None);
         assert_eq!(function_at(&good, 0x2000), None);

@@ -6,7 +6,9 @@ mod x86_64;
 pub use self::x86_64::apic::TIMER_VECTOR;
 pub use self::x86_64::cpu::{rdrand, rdtsc};
 pub use self::x86_64::fpu::{reset_control as reset_fpu_control, FpuState};
-pub use self::x86_64::paging::{phys_to_virt, pte, virt_to_phys, PageTables};
+pub use self::x86_64::paging::{
+    phys_to_virt, pte, set_split_frames, virt_to_phys, PageTables, LARGE_PAGE,
+};
 pub use self::x86_64::percpu::{index as cpu_index, set_kernel_stack, MAX_CPUS};
 pub use self::x86_64::platform;
 pub use self::x86_64::signal as sigctx;

@@ -144,6 +144,50 @@ fn take() -> Option<(u64, bool)> {
     None
 }
 
+/// Frames in a large page.
+const LARGE_FRAMES: u64 = crate::arch::LARGE_PAGE / FRAME_SIZE;
+
+/// A zero-filled, 2 MiB-aligned run of 2 MiB of frames for a program's
+/// large page, taken from never-used memory; `None` when none is left or
+/// when taking it would leave less than a quarter of memory for small
+/// pages (a large page may hold mostly untouched memory). The frames go
+/// back one by one through [`release`], as small pages' do.
+pub fn alloc_large() -> Option<u64> {
+    let (pa, zero) = {
+        let mut f = KERNEL.frames.lock();
+        if f.used + LARGE_FRAMES > f.total - f.total / 4 {
+            return None;
+        }
+        if f.current >= f.count {
+            return None;
+        }
+        let region = f.regions[f.current];
+        let start = f.bump.next_multiple_of(crate::arch::LARGE_PAGE);
+        if start + crate::arch::LARGE_PAGE > region.end {
+            return None; // small pages use what is left of the region
+        }
+        // The frames skipped to reach the boundary stay usable as small
+        // pages.
+        let mut skipped = f.bump;
+        while skipped < start {
+            // SAFETY: never-used RAM of the region, in the direct map; its
+            // first word links the free list.
+            unsafe { core::ptr::write(phys_to_virt(skipped) as *mut u64, f.free_list) };
+            f.free_list = skipped;
+            skipped += FRAME_SIZE;
+        }
+        f.bump = start + crate::arch::LARGE_PAGE;
+        f.used += LARGE_FRAMES;
+        (start, f.fresh_is_zero)
+    };
+    if !zero {
+        // SAFETY: the frames were just taken from never-used memory, so
+        // nothing else refers to them; the direct map covers all usable RAM.
+        unsafe { core::ptr::write_bytes(phys_to_virt(pa), 0, crate::arch::LARGE_PAGE as usize) };
+    }
+    Some(pa)
+}
+
 /// `pages` physically contiguous zero-filled frames (device rings and
 /// buffers), taken from never-used memory; `None` when no region has room.
 pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {

@@ -39,5 +39,6 @@ pub fn init(params: &BootParams) {
     // loader's leftovers are not ruled out.
     let fresh_is_zero = crate::arch::platform::current() == crate::arch::platform::Platform::Kiln;
     frame::init(&params.usable[..params.usable_count], fresh_is_zero);
+    crate::arch::set_split_frames(frame::alloc);
     heap::init();
 }

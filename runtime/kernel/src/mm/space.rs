@@ -198,6 +198,17 @@ impl AddressSpace {
         for piece in self.vmas.remove(start, end)? {
             let mut next = piece.start;
             while let Some((page, _)) = self.tables.next_mapped(next, piece.end) {
+                // A large page the range covers goes whole (a part of one
+                // is split by `unmap` below).
+                if page.is_multiple_of(arch::LARGE_PAGE) && page + arch::LARGE_PAGE <= piece.end {
+                    if let Some(pa) = self.tables.unmap_large(page) {
+                        for i in 0..arch::LARGE_PAGE / PAGE_SIZE {
+                            frame::release(pa + i * PAGE_SIZE);
+                        }
+                        next = page + arch::LARGE_PAGE;
+                        continue;
+                    }
+                }
                 next = page + PAGE_SIZE;
                 if let Some(pa) = self.tables.unmap(page) {
                     if !self.is_image_frame(&piece, page, pa) {

@@ -20,6 +20,7 @@ const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_NORESERVE: u64 = 0x4000;
+const MAP_STACK: u64 = 0x2_0000;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
@@ -161,12 +162,23 @@ pub fn mmap(
             && addr
                 .checked_add(len)
                 .is_some_and(|e| e <= MMAP_TOP && p.mem.vmas.is_free(addr, e));
+        // Private anonymous memory of a large page or more starts on a
+        // large-page boundary, so that large pages can back it (as Linux
+        // aligns such mappings for transparent huge pages).
+        let align = if source.is_none()
+            && flags & (MAP_SHARED | MAP_STACK) == 0
+            && len >= crate::arch::LARGE_PAGE
+        {
+            crate::arch::LARGE_PAGE
+        } else {
+            PAGE_SIZE
+        };
         if hint_free {
             addr
         } else {
             p.mem
                 .vmas
-                .find_free_below(len, MMAP_TOP)
+                .find_free_below_aligned(len, MMAP_TOP, align)
                 .map_err(vma_errno)?
         }
     };
@@ -174,6 +186,8 @@ pub fn mmap(
     // a rootfs file needs nothing more (its pages are the image's).
     let label = if flags & MAP_SHARED != 0 {
         Label::Shared
+    } else if flags & MAP_STACK != 0 {
+        Label::ThreadStack
     } else {
         Label::Mmap
     };

@@ -1,8 +1,9 @@
 //! System-call rewriting: when a SYSCALL instruction has trapped a few
 //! times ([`HOT`]), its site is checked (`kiln_kernel::syscall::site`) and,
-//! when the five bytes before it are a `mov eax, imm32` of their own,
-//! replaced by a jump to a trampoline that enters the kernel with a plain
-//! jump. Every later call from that site skips the trap to the host
+//! when the instructions just before it can move (a `mov eax, imm32`, or
+//! register and stack moves such as read's `mov edi, [rsp+8]; xor eax, eax`,
+//! five bytes or more), they are replaced by a jump to a trampoline that
+//! runs them and enters the kernel with a plain jump. Every later call from that site skips the trap to the host
 //! (~1.2 µs on PVM). Sites run once or twice (most of a program's
 //! start-up) are not worth the check, which costs tens of microseconds.
 //!
@@ -10,7 +11,7 @@
 //! does what the SYSCALL would have, then jumps to the kernel entry:
 //!
 //! ```text
-//! mov eax, NN              the original instruction
+//! mov eax, NN              the moved instruction(s)
 //! lea rsp, [rsp - 128]     stay clear of the program's red zone
 //! pushfq; pop r11          R11 = RFLAGS, as SYSCALL sets it
 //! mov rcx, SITE + 2        RCX = the return address, as SYSCALL sets it
@@ -35,7 +36,8 @@ use crate::process::Process;
 
 /// Traps after which a site is rewritten.
 pub const HOT: u8 = 3;
-/// Bytes per trampoline (37 used, padded with INT3).
+/// Bytes per trampoline (32 plus the moved instructions, at most 48; padded
+/// with INT3).
 const SLOT: u64 = 48;
 /// How far a `jmp rel32` reaches, with a page of margin.
 const REACH: u64 = (1 << 31) - 2 * PAGE_SIZE;
@@ -105,35 +107,46 @@ fn code_file(p: &Process, addr: u64) -> Option<(&'static [u8], u64)> {
 }
 
 fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<()> {
-    let mov = site.checked_sub(5)?;
     let (file, site_off) = code_file(p, site)?;
-    // The mov must come from the same file, just before.
-    let (mov_file, mov_off) = code_file(p, mov)?;
-    if mov_file.as_ptr() != file.as_ptr() || mov_off + 5 != site_off {
-        return None;
-    }
     let link_site = site::vaddr_of(file, site_off)?;
     let found = site::check(file, link_site)?;
-    if u64::from(found.number) != number {
+    if found.number.is_some_and(|n| u64::from(n) != number) {
+        return None;
+    }
+    let len = u64::from(found.len);
+    let start = site.checked_sub(len)?;
+    // The moved instructions must come from the same file, just before.
+    let (start_file, start_off) = code_file(p, start)?;
+    if start_file.as_ptr() != file.as_ptr() || start_off + len != site_off {
         return None;
     }
     // The program's bytes must still be the file's (not already patched,
     // not generated code).
-    let original = file.get(mov_off as usize..site_off as usize + 2)?;
-    if p.mem.user_bytes(mov, 7).ok()? != original {
+    let original = file.get(start_off as usize..site_off as usize + 2)?;
+    if p.mem.user_bytes(start, len + 2).ok()? != original {
         return None;
     }
-    let tramp = trampoline(p, r, mov, found.number, site + 2)?;
-    let rel = tramp.wrapping_sub(mov + 5) as i64;
+    let moved = &original[..len as usize];
+    let tramp = trampoline(p, r, start, moved, site + 2)?;
+    let rel = tramp.wrapping_sub(start + 5) as i64;
     let rel = i32::try_from(rel).ok()?;
-    let mut jump = [0xe9, 0, 0, 0, 0];
-    jump[1..].copy_from_slice(&rel.to_le_bytes());
-    p.mem.poke_code(mov, &jump).ok()
+    // The jump, then INT3 up to the SYSCALL: bytes nothing runs (the
+    // check found no jump into them).
+    let mut jump = [0xccu8; site::MAX_MOVED];
+    jump[0] = 0xe9;
+    jump[1..5].copy_from_slice(&rel.to_le_bytes());
+    p.mem.poke_code(start, &jump[..len as usize]).ok()
 }
 
-/// A trampoline for `mov eax, number` returning to `back`, within reach of
-/// `near`.
-fn trampoline(p: &mut Process, r: &mut Rewriter, near: u64, number: u32, back: u64) -> Option<u64> {
+/// A trampoline running the `moved` instructions, then entering the kernel
+/// as a SYSCALL returning to `back` would; within reach of `near`.
+fn trampoline(
+    p: &mut Process,
+    r: &mut Rewriter,
+    near: u64,
+    moved: &[u8],
+    back: u64,
+) -> Option<u64> {
     let fits = |&(page, used): &(u64, u64)| used + SLOT <= PAGE_SIZE && page.abs_diff(near) < REACH;
     let index = match r.pages.iter().position(fits) {
         Some(i) => i,
@@ -170,8 +183,7 @@ fn trampoline(p: &mut Process, r: &mut Rewriter, near: u64, number: u32, back: u
         code[n..n + bytes.len()].copy_from_slice(bytes);
         n += bytes.len();
     };
-    put(&[0xb8]);
-    put(&number.to_le_bytes());
+    put(moved);
     put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
     put(&[0x9c, 0x41, 0x5b]); // pushfq; pop r11
     put(&[0x48, 0xb9]); // mov rcx, imm64

@@ -95,6 +95,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         init: args.run.init,
         cpus: args.run.cpus,
         stats: args.run.stats,
+        share_image: args.run.share_image,
         stdin: console.stdin,
         terminal: console.terminal,
         net: args.run.net.clone(),

@@ -19,6 +19,10 @@ pub mod pte {
     pub const USER: u64 = 1 << 2;
     /// Uncached (PCD | PWT), for device registers.
     pub const NO_CACHE: u64 = (1 << 4) | (1 << 3);
+    /// Accessed (set by the CPU on use, or by the kernel up front).
+    pub const ACCESSED: u64 = 1 << 5;
+    /// Dirty (set by the CPU on a write, or by the kernel up front).
+    pub const DIRTY: u64 = 1 << 6;
     /// Large page (2 MiB in a PD, 1 GiB in a PDPT).
     pub const HUGE: u64 = 1 << 7;
     /// Software bit: a PROT_NONE page whose frame is kept (not present, but
@@ -48,6 +52,43 @@ pub enum MapError {
     OutOfMemory,
     /// A large page already covers the address.
     HugePage,
+}
+
+/// Size of a large page mapped by a page directory entry.
+pub const LARGE_PAGE: u64 = 2 << 20;
+
+/// Where [`PageTables`] takes the page for a large page's split (a zeroed
+/// frame): the memory manager sets it at boot, as this layer knows no
+/// allocator. 0 until set.
+static SPLIT_FRAMES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Names the allocator large-page splits take their table page from.
+pub fn set_split_frames(alloc: fn() -> Option<u64>) {
+    SPLIT_FRAMES.store(alloc as usize, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn split_frame() -> Option<u64> {
+    let f = SPLIT_FRAMES.load(core::sync::atomic::Ordering::Relaxed);
+    if f == 0 {
+        return None;
+    }
+    // SAFETY: the only value ever stored is a `fn() -> Option<u64>`.
+    let alloc: fn() -> Option<u64> = unsafe { core::mem::transmute(f) };
+    alloc()
+}
+
+/// Whether `va` is in the program's half, where large pages are the
+/// program's and may be split (the kernel's direct map never is).
+fn is_lower_half(va: u64) -> bool {
+    va >> 47 == 0
+}
+
+/// The 4 KiB entry that maps `va` inside the large page `e` of `level`
+/// (1: 2 MiB, 2: 1 GiB).
+fn small_entry(e: u64, va: u64, level: u32) -> u64 {
+    let span = 1u64 << (12 + 9 * level);
+    let base = e & pte::ADDR & !(span - 1);
+    (base + (va & (span - 1) & !0xfff)) | (e & !pte::ADDR & !pte::HUGE)
 }
 
 /// A page-table hierarchy, by the physical address of its PML4.
@@ -89,14 +130,19 @@ impl PageTables {
         unsafe { table(self.pml4)[slot] = 0 };
     }
 
-    /// The leaf entry of `va` (0 when nothing is mapped there).
+    /// The leaf entry of `va` (0 when nothing is mapped there). Inside a
+    /// large page the answer is the 4 KiB entry that would map `va` alone
+    /// (its frame, the large page's flags without [`pte::HUGE`]).
     pub fn lookup(&self, va: u64) -> u64 {
         let mut pa = self.pml4;
         for level in (1..4).rev() {
             // SAFETY: every non-leaf entry points at a table these tables own.
             let e = unsafe { table(pa)[index(va, level)] };
-            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
-                return if e & pte::HUGE != 0 { e } else { 0 };
+            if e & pte::PRESENT == 0 {
+                return 0;
+            }
+            if e & pte::HUGE != 0 {
+                return small_entry(e, va, level);
             }
             pa = e & pte::ADDR;
         }
@@ -105,7 +151,11 @@ impl PageTables {
     }
 
     /// Points the 4 KiB page at `va` to frame `pa` with `flags`
-    /// (PRESENT/USER are added). Intermediate tables come from `alloc`,
+    /// (PRESENT/USER are added, and ACCESSED/DIRTY: a shadowing host —
+    /// KVM on PVM — maps a faulting entry's present neighbours along with
+    /// it only when their accessed bit is set, and keeps a writable entry
+    /// without the dirty bit read-only until a second fault; the kernel
+    /// reads neither bit). Intermediate tables come from `alloc`,
     /// which returns a zeroed frame. The caller flushes the TLB if the entry
     /// was present before.
     pub fn map(
@@ -122,15 +172,116 @@ impl PageTables {
             let e = &mut t[index(va, level)];
             if *e & pte::PRESENT == 0 {
                 let frame = alloc().ok_or(MapError::OutOfMemory)?;
-                *e = frame | pte::PRESENT | pte::WRITABLE | pte::USER;
+                *e = frame | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED;
             } else if *e & pte::HUGE != 0 {
                 return Err(MapError::HugePage);
             }
             table_pa = *e & pte::ADDR;
         }
         // SAFETY: as above.
-        unsafe { table(table_pa)[index(va, 0)] = pa | flags | pte::PRESENT | pte::USER };
+        unsafe {
+            table(table_pa)[index(va, 0)] =
+                pa | flags | pte::PRESENT | pte::USER | pte::ACCESSED | pte::DIRTY
+        };
         Ok(())
+    }
+
+    /// Maps the 2 MiB page at `va` (aligned) to the 2 MiB of frames at `pa`
+    /// (aligned) with one page-directory entry; the directory entry must
+    /// be empty (no table below it). Intermediate tables come from `alloc`.
+    pub fn map_large(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: u64,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
+        debug_assert!(va.is_multiple_of(LARGE_PAGE) && pa.is_multiple_of(LARGE_PAGE));
+        let mut table_pa = self.pml4;
+        for level in (2..4).rev() {
+            // SAFETY: `table_pa` is a table these tables own.
+            let t = unsafe { table(table_pa) };
+            let e = &mut t[index(va, level)];
+            if *e & pte::PRESENT == 0 {
+                let frame = alloc().ok_or(MapError::OutOfMemory)?;
+                *e = frame | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED;
+            } else if *e & pte::HUGE != 0 {
+                return Err(MapError::HugePage);
+            }
+            table_pa = *e & pte::ADDR;
+        }
+        // SAFETY: as above.
+        let e = unsafe { &mut table(table_pa)[index(va, 1)] };
+        if *e != 0 {
+            return Err(MapError::HugePage);
+        }
+        *e = pa | flags | pte::PRESENT | pte::USER | pte::HUGE | pte::ACCESSED | pte::DIRTY;
+        Ok(())
+    }
+
+    /// Whether the page directory entry covering `va` is empty: no large
+    /// page and no table of small pages (so a large page can go there).
+    pub fn directory_entry_free(&self, va: u64) -> bool {
+        let mut pa = self.pml4;
+        for level in (2..4).rev() {
+            // SAFETY: every non-leaf entry points at a table these tables own.
+            let e = unsafe { table(pa)[index(va, level)] };
+            if e & pte::PRESENT == 0 {
+                return true;
+            }
+            if e & pte::HUGE != 0 {
+                return false;
+            }
+            pa = e & pte::ADDR;
+        }
+        // SAFETY: as above.
+        unsafe { table(pa)[index(va, 1)] == 0 }
+    }
+
+    /// Removes the 2 MiB page mapping `va`; returns its first frame.
+    pub fn unmap_large(&mut self, va: u64) -> Option<u64> {
+        let e = self.directory_entry_mut(va)?;
+        if *e & (pte::PRESENT | pte::HUGE) != pte::PRESENT | pte::HUGE {
+            return None;
+        }
+        let pa = *e & pte::ADDR & !(LARGE_PAGE - 1);
+        *e = 0;
+        super::tlb::changed(self.pml4, va & !(LARGE_PAGE - 1));
+        Some(pa)
+    }
+
+    fn directory_entry_mut(&mut self, va: u64) -> Option<&mut u64> {
+        let mut pa = self.pml4;
+        for level in (2..4).rev() {
+            // SAFETY: `pa` is a table these tables own.
+            let e = unsafe { table(pa)[index(va, level)] };
+            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+                return None;
+            }
+            pa = e & pte::ADDR;
+        }
+        // SAFETY: as above; `&mut self` makes the reference unique.
+        Some(unsafe { &mut table(pa)[index(va, 1)] })
+    }
+
+    /// Replaces the 2 MiB page `*entry` by a table of 512 small pages with
+    /// the same frames and flags. The table is filled before it is linked,
+    /// so the only write the hypervisor sees is the directory entry's.
+    /// False when no page is free for the table.
+    fn split(pml4: u64, va: u64, entry: &mut u64) -> bool {
+        let Some(t) = split_frame() else {
+            return false;
+        };
+        let base = *entry & pte::ADDR & !(LARGE_PAGE - 1);
+        let flags = *entry & !pte::ADDR & !pte::HUGE;
+        // SAFETY: `t` is a fresh frame no one else refers to yet.
+        let small = unsafe { table(t) };
+        for (i, e) in small.iter_mut().enumerate() {
+            *e = (base + i as u64 * 0x1000) | flags;
+        }
+        *entry = t | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED;
+        super::tlb::changed(pml4, va & !(LARGE_PAGE - 1));
+        true
     }
 
     /// Changes the flags of a 4 KiB mapping, keeping its frame. With
@@ -140,7 +291,7 @@ impl PageTables {
         if let Some(e) = self.leaf_mut(va) {
             if *e & (pte::PRESENT | pte::KEPT) != 0 {
                 let state = if present { pte::PRESENT } else { pte::KEPT };
-                *e = (*e & pte::ADDR) | flags | state | pte::USER;
+                *e = (*e & pte::ADDR) | flags | state | pte::USER | pte::ACCESSED | pte::DIRTY;
                 super::tlb::changed(self.pml4, va);
             }
         }
@@ -195,6 +346,9 @@ impl PageTables {
             for level in (1..4).rev() {
                 // SAFETY: every non-leaf entry points at a table these tables own.
                 let e = unsafe { table(pa)[index(at, level)] };
+                if level == 1 && e & pte::PRESENT != 0 && e & pte::HUGE != 0 && is_lower_half(at) {
+                    return Some((at, small_entry(e, at, level)));
+                }
                 if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
                     // Nothing below this entry: on to the next one.
                     let span = 1u64 << (12 + 9 * level);
@@ -226,15 +380,23 @@ impl PageTables {
         }
     }
 
+    /// The 4 KiB entry of `va`; a 2 MiB page of the program's half is
+    /// split first (`None` if no page is free for the split).
     fn leaf_mut(&mut self, va: u64) -> Option<&mut u64> {
-        let mut pa = self.pml4;
+        let pml4 = self.pml4;
+        let mut pa = pml4;
         for level in (1..4).rev() {
-            // SAFETY: `pa` is a table these tables own.
-            let e = unsafe { table(pa)[index(va, level)] };
-            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+            // SAFETY: `pa` is a table these tables own; `&mut self` makes
+            // the reference unique.
+            let e = unsafe { &mut table(pa)[index(va, level)] };
+            if *e & pte::PRESENT != 0 && *e & pte::HUGE != 0 && level == 1 && is_lower_half(va) {
+                if !Self::split(pml4, va, e) {
+                    return None;
+                }
+            } else if *e & pte::PRESENT == 0 || *e & pte::HUGE != 0 {
                 return None;
             }
-            pa = e & pte::ADDR;
+            pa = *e & pte::ADDR;
         }
         // SAFETY: as above; `&mut self` makes the reference unique.
         Some(unsafe { &mut table(pa)[index(va, 0)] })

@@ -11,10 +11,11 @@ use super::layout::{
     BOOT_PDPT_KERNEL, BOOT_PDPT_PHYS_MAP, BOOT_PDS, BOOT_PDS_MAX, BOOT_PML4, GIB, HUGE_PAGE,
 };
 
-/// Present | writable | user (see the kernel's paging module for why U/S).
-const TABLE: u64 = 0x7;
-/// Present | writable | user | 2 MiB page.
-const HUGE: u64 = 0x87;
+/// Present | writable | user | accessed (see the kernel's paging module
+/// for why U/S, and for why the accessed and dirty bits are set up front).
+const TABLE: u64 = 0x27;
+/// Present | writable | user | accessed | dirty | 2 MiB page.
+const HUGE: u64 = 0xe7;
 
 /// Writes the boot page tables mapping guest-physical `[0, mapped_end)`.
 ///
