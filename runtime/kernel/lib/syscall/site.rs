@@ -472,10 +472,13 @@ mod tests {
     use std::string::String;
     use std::vec::Vec;
 
+    /// Addresses where objdump's instructions start.
+    type InstructionStarts = std::collections::BTreeSet<u64>;
+
     /// objdump's view: (address of every SYSCALL, whether the instruction
     /// before it is `mov $imm,%eax` with opcode b8), and the address of
     /// every instruction.
-    fn syscalls(path: &str) -> Option<(Vec<(u64, bool)>, std::collections::BTreeSet<u64>)> {
+    fn syscalls(path: &str) -> Option<(Vec<(u64, bool)>, InstructionStarts)> {
         let out = Command::new("objdump")
             .args(["-d", "--insn-width=16", path])
             .output()
