@@ -37,15 +37,24 @@ pub struct Site {
     /// Link-time address of the first instruction that moves into the
     /// trampoline.
     pub start_vaddr: u64,
-    /// Bytes from there to the SYSCALL (5 to [`MAX_MOVED`]).
+    /// Bytes from there to the SYSCALL (up to [`MAX_MOVED`]).
     pub len: u8,
+    /// Bytes of instructions after the SYSCALL that move too (0: none; the
+    /// moved bytes before it are then at least five). When the bytes before
+    /// are fewer than five, the jump also covers the SYSCALL and these
+    /// instructions, and the call returns into the trampoline, which runs
+    /// them and jumps back after them.
+    pub after: u8,
     /// The system-call number, when the moved instructions are one
     /// `mov eax, imm32` (otherwise the number is computed at run time).
     pub number: Option<u32>,
 }
 
-/// The most bytes of instructions moved into a trampoline.
+/// The most bytes of instructions before a SYSCALL moved into a trampoline.
 pub const MAX_MOVED: usize = 16;
+
+/// The most bytes of instructions after a SYSCALL moved into a trampoline.
+pub const MAX_AFTER: usize = 8;
 
 /// Whether the instruction `insn` runs the same at any address: a move,
 /// load, store, `lea` or two-operand arithmetic of a known opcode, without
@@ -60,6 +69,10 @@ fn movable(insn: &[u8]) -> bool {
     let not_rip_relative = |modrm: u8| !(modrm >> 6 == 0 && modrm & 7 == 5);
     match op {
         0xb8..=0xbf => true, // mov reg, imm
+        // add/or/adc/sbb/and/sub/xor/cmp/test with the accumulator and an
+        // immediate (glibc's `cmp rax, -4096` after a SYSCALL)
+        0x04 | 0x05 | 0x0c | 0x0d | 0x14 | 0x15 | 0x1c | 0x1d | 0x24 | 0x25 | 0x2c | 0x2d
+        | 0x34 | 0x35 | 0x3c | 0x3d | 0xa8 | 0xa9 => true,
         0x01
         | 0x03
         | 0x09
@@ -437,8 +450,8 @@ pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
     let mut moved_from = site;
     for k in 1..=count.min(MAX_MOVED) {
         let insn_at = recent[(count - k) % MAX_MOVED];
-        if !movable(elf.get(insn_at..moved_from)?) {
-            return None;
+        if site - insn_at > MAX_MOVED || !movable(elf.get(insn_at..moved_from)?) {
+            break;
         }
         moved_from = insn_at;
         if site - moved_from >= 5 {
@@ -446,21 +459,36 @@ pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
         }
     }
     let len = site - moved_from;
-    if !(5..=MAX_MOVED).contains(&len) {
-        return None;
+    // Fewer than five: the SYSCALL and at least one instruction after it
+    // move too (`after` > 0 marks that form).
+    let mut after = 0;
+    while len < 5 && (after == 0 || len + 2 + after < 5) {
+        let at = site + 2 + after;
+        let n = decode(at)?;
+        if !movable(elf.get(at..at + n)?) || after + n > MAX_AFTER {
+            return None;
+        }
+        after += n;
     }
-    // Nothing in the function may jump into the moved bytes (between two
-    // of its instructions: one instruction has no inside to jump to).
     let from_vaddr = syscall_vaddr - len as u64;
-    if decode(moved_from)? != len && jumps_between(elf, (start, end), from_vaddr, syscall_vaddr)? {
+    // Nothing in the function may jump into the moved bytes (between two
+    // of its instructions: one instruction has no inside to jump to; with
+    // instructions after it, the SYSCALL itself is inside).
+    let (inside_end, single) = if after == 0 {
+        (syscall_vaddr, decode(moved_from)? == len)
+    } else {
+        (syscall_vaddr + 2 + after as u64, false)
+    };
+    if !single && jumps_between(elf, (start, end), from_vaddr, inside_end)? {
         return None;
     }
-    let number = (len == 5 && elf[moved_from] == 0xb8)
+    let number = (len == 5 && after == 0 && elf[moved_from] == 0xb8)
         .then(|| u32_at(elf, moved_from + 1))
         .flatten();
     Some(Site {
         start_vaddr: from_vaddr,
         len: len as u8,
+        after: after as u8,
         number,
     })
 }
@@ -523,7 +551,15 @@ mod tests {
                     starts.contains(&s.start_vaddr),
                     "{path}: {addr:#x}: the moved bytes start inside an instruction"
                 );
-                assert!((5..=MAX_MOVED as u8).contains(&s.len));
+                assert!(s.len as usize <= MAX_MOVED && s.after as usize <= MAX_AFTER);
+                assert!(s.len + 2 + s.after >= 5);
+                if s.after > 0 {
+                    assert!(s.len < 5);
+                    assert!(
+                        starts.contains(&(addr + 2 + u64::from(s.after))),
+                        "{path}: {addr:#x}: the moved bytes after it end inside an instruction"
+                    );
+                }
                 if s.number.is_some() {
                     assert!(mov_before, "{path}: {addr:#x} number without a mov");
                 }
@@ -601,6 +637,7 @@ mod tests {
             Some(Site {
                 start_vaddr: 0x1001,
                 len: 5,
+                after: 0,
                 number: Some(39)
             })
         );
@@ -613,6 +650,7 @@ mod tests {
             Some(Site {
                 start_vaddr: 0x1001,
                 len: 6,
+                after: 0,
                 number: None
             })
         );
@@ -631,6 +669,7 @@ mod tests {
             Some(Site {
                 start_vaddr: 0x1001,
                 len: 6,
+                after: 0,
                 number: None
             })
         );
@@ -645,9 +684,34 @@ mod tests {
             0x53, 0x8b, 0x3d, 0, 0, 0, 0, 0x31, 0xc0, 0x0f, 0x05, 0x5b, 0xc3,
         ]);
         assert_eq!(check(&rip, 0x1009), None);
-        // push rbx; xor eax, eax; syscall: two bytes, too few to move.
+        // push rbx; xor eax, eax; syscall; pop rbx: two bytes before, and
+        // pop cannot move.
         let short = tiny_elf(&[0x53, 0x31, 0xc0, 0x0f, 0x05, 0x5b, 0xc3]);
         assert_eq!(check(&short, 0x1003), None);
+        // read's single-threaded path: cmp byte [rip+d], 0; je; xor eax,
+        // eax; syscall; cmp rax, -4096; ja; ret; ret: the xor, the SYSCALL
+        // and the cmp move.
+        let fast = tiny_elf(&[
+            0x80, 0x3d, 0, 0, 0, 0, 0, 0x74, 0x0c, 0x31, 0xc0, 0x0f, 0x05, 0x48, 0x3d, 0x00, 0xf0,
+            0xff, 0xff, 0x77, 0x01, 0xc3, 0xc3,
+        ]);
+        assert_eq!(
+            check(&fast, 0x100b),
+            Some(Site {
+                start_vaddr: 0x1009,
+                len: 2,
+                after: 6,
+                number: None
+            })
+        );
+        // glibc's thread exit: xor edi, edi; mov eax, edx; syscall; jmp
+        // back: four bytes before, and the jump after cannot move.
+        let exit = tiny_elf(&[0x31, 0xff, 0x89, 0xd0, 0x0f, 0x05, 0xeb, 0xf8]);
+        assert_eq!(check(&exit, 0x1004), None);
+        // The same with the je aimed at the SYSCALL: refused.
+        let mut aimed = fast.clone();
+        aimed[0x1008] = 0x02;
+        assert_eq!(check(&aimed, 0x100b), None);
         // Outside every function, or not at a SYSCALL: nothing.
         assert_eq!(check(&good, 0x1008), None);
         assert_eq!(function_at(&good, 0x2000), None);

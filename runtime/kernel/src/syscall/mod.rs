@@ -175,8 +175,15 @@ fn handle(frame: &mut Frame) -> u64 {
     } else {
         if frame.vector == crate::arch::VECTOR_SYSCALL {
             // A trapping SYSCALL: make its next executions cheap if we can.
+            let alone = crate::sched::threads_of(crate::sched::current_pid()).count == 1;
             if let Some(p) = KERNEL.process.lock().as_mut() {
-                crate::syscall::rewrite::consider(p, frame.rcx.wrapping_sub(2), number);
+                let site = frame.rcx.wrapping_sub(2);
+                if let Some(to) = crate::syscall::rewrite::consider(p, site, number, alone) {
+                    // The SYSCALL's bytes are a jump now: come back
+                    // through the trampoline's copy of what followed.
+                    frame.rcx = to;
+                    frame.rip = to;
+                }
             }
         }
         let regs = [

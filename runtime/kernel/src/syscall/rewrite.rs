@@ -36,9 +36,9 @@ use crate::process::Process;
 
 /// Traps after which a site is rewritten.
 pub const HOT: u8 = 3;
-/// Bytes per trampoline (32 plus the moved instructions, at most 48; padded
-/// with INT3).
-const SLOT: u64 = 48;
+/// Bytes per trampoline (32 plus the moved instructions, and 7 more when
+/// instructions after the SYSCALL move: at most 51; padded with INT3).
+const SLOT: u64 = 64;
 /// How far a `jmp rel32` reaches, with a page of margin.
 const REACH: u64 = (1 << 31) - 2 * PAGE_SIZE;
 
@@ -72,24 +72,26 @@ pub fn rewritten() -> u64 {
 }
 
 /// Counts a trap of the SYSCALL at `site` (with `number` in RAX) and, at
-/// the [`HOT`]th, rewrites it when that is safe.
-pub fn consider(p: &mut Process, site: u64, number: u64) {
+/// the [`HOT`]th, rewrites it when that is safe. `alone`: the process has
+/// a single thread. Returns where the trapping call must return instead
+/// of after the SYSCALL, when the rewrite covered the SYSCALL itself.
+pub fn consider(p: &mut Process, site: u64, number: u64, alone: bool) -> Option<u64> {
     if !crate::state::options().syscall_rewrite {
-        return;
+        return None;
     }
     let mut r = KERNEL.rewriter.lock();
     let count = r.seen.entry(site).or_insert(0);
     if *count == u8::MAX {
-        return;
+        return None;
     }
     *count += 1;
     if *count < HOT {
-        return;
+        return None;
     }
     *count = u8::MAX;
-    if rewrite(p, &mut r, site, number).is_some() {
-        r.rewritten += 1;
-    }
+    let returns_to = rewrite(p, &mut r, site, number, alone)?;
+    r.rewritten += 1;
+    returns_to
 }
 
 /// The image file holding the code at `addr` and the file offset of `addr`.
@@ -106,14 +108,28 @@ fn code_file(p: &Process, addr: u64) -> Option<(&'static [u8], u64)> {
     Some((bytes, at - start))
 }
 
-fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<()> {
+/// Rewrites the SYSCALL at `site`; `Some(Some(addr))` when the trapping
+/// call must return to `addr` (in the trampoline) rather than after the
+/// SYSCALL, which the jump now covers. `alone`: the process has one thread
+/// (no other can be inside the call at `site`, and would come back to
+/// bytes that changed).
+fn rewrite(
+    p: &mut Process,
+    r: &mut Rewriter,
+    site: u64,
+    number: u64,
+    alone: bool,
+) -> Option<Option<u64>> {
     let (file, site_off) = code_file(p, site)?;
     let link_site = site::vaddr_of(file, site_off)?;
     let found = site::check(file, link_site)?;
     if found.number.is_some_and(|n| u64::from(n) != number) {
         return None;
     }
-    let len = u64::from(found.len);
+    let (len, after) = (u64::from(found.len), u64::from(found.after));
+    if after > 0 && !(alone && p.vfork_parent.is_none()) {
+        return None;
+    }
     let start = site.checked_sub(len)?;
     // The moved instructions must come from the same file, just before.
     let (start_file, start_off) = code_file(p, start)?;
@@ -122,31 +138,37 @@ fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<
     }
     // The program's bytes must still be the file's (not already patched,
     // not generated code).
-    let original = file.get(start_off as usize..site_off as usize + 2)?;
-    if p.mem.user_bytes(start, len + 2).ok()? != original {
+    let end = site_off + 2 + after;
+    let original = file.get(start_off as usize..end as usize)?;
+    if p.mem.user_bytes(start, end - start_off).ok()? != original {
         return None;
     }
-    let moved = &original[..len as usize];
-    let tramp = trampoline(p, r, start, moved, site + 2)?;
+    let before = &original[..len as usize];
+    let moved_after = &original[len as usize + 2..];
+    let (tramp, returns_to) = trampoline(p, r, start, (before, moved_after), site + 2 + after)?;
     let rel = tramp.wrapping_sub(start + 5) as i64;
     let rel = i32::try_from(rel).ok()?;
-    // The jump, then INT3 up to the SYSCALL: bytes nothing runs (the
-    // check found no jump into them).
-    let mut jump = [0xccu8; site::MAX_MOVED];
+    // The jump, then INT3 over the bytes nothing runs any more (the check
+    // found no jump into them).
+    let covered = if after > 0 { len + 2 + after } else { len } as usize;
+    let mut jump = [0xccu8; site::MAX_MOVED + 2 + site::MAX_AFTER];
     jump[0] = 0xe9;
     jump[1..5].copy_from_slice(&rel.to_le_bytes());
-    p.mem.poke_code(start, &jump[..len as usize]).ok()
+    p.mem.poke_code(start, &jump[..covered]).ok()?;
+    Some((after > 0).then_some(returns_to))
 }
 
-/// A trampoline running the `moved` instructions, then entering the kernel
-/// as a SYSCALL returning to `back` would; within reach of `near`.
+/// A trampoline running the `before` instructions, then entering the
+/// kernel as a SYSCALL would, returning to `back` — or, when `after` is not
+/// empty, to a copy of those instructions followed by a jump to `back`;
+/// within reach of `near`. Returns the trampoline and where calls return.
 fn trampoline(
     p: &mut Process,
     r: &mut Rewriter,
     near: u64,
-    moved: &[u8],
+    (before, after): (&[u8], &[u8]),
     back: u64,
-) -> Option<u64> {
+) -> Option<(u64, u64)> {
     let fits = |&(page, used): &(u64, u64)| used + SLOT <= PAGE_SIZE && page.abs_diff(near) < REACH;
     let index = match r.pages.iter().position(fits) {
         Some(i) => i,
@@ -183,16 +205,34 @@ fn trampoline(
         code[n..n + bytes.len()].copy_from_slice(bytes);
         n += bytes.len();
     };
-    put(moved);
+    // Where the call returns: after the SYSCALL in the program, or, when
+    // instructions after it moved, to them here (behind a SYSCALL that a
+    // restarted call runs: it rewinds the return address by two bytes).
+    let entry_code = 5 + 3 + 10 + 6 + 8;
+    let returns_to = if after.is_empty() {
+        back
+    } else {
+        at + (before.len() + entry_code + 2) as u64
+    };
+    put(before);
     put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
     put(&[0x9c, 0x41, 0x5b]); // pushfq; pop r11
     put(&[0x48, 0xb9]); // mov rcx, imm64
-    put(&back.to_le_bytes());
+    put(&returns_to.to_le_bytes());
     put(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip + 0]
     put(&arch::syscall_call_entry().to_le_bytes());
+    if !after.is_empty() {
+        put(&[0x0f, 0x05]); // syscall (a restart's)
+        put(after);
+        // The jump back ends the trampoline's code.
+        let jump_end = at + (before.len() + entry_code + 2 + after.len() + 5) as u64;
+        let rel = back.wrapping_sub(jump_end) as i64;
+        put(&[0xe9]); // jmp back
+        put(&i32::try_from(rel).ok()?.to_le_bytes());
+    }
     // Through poke_code: after a fork the page is shared copy-on-write,
     // and this process's trampolines must not appear in the other's.
     p.mem.poke_code(at, &code).ok()?;
     r.pages[index].1 = used + SLOT;
-    Some(at)
+    Some((at, returns_to))
 }
