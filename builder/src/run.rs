@@ -277,6 +277,8 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
             .clamp(1, kiln_boot::layout::MAX_VCPUS as u8),
         stats: opts.stats,
         share_image: opts.share_image,
+        // `kiln run` exits right after the run.
+        background_teardown: true,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),
         stdin: opts.stdin,

@@ -124,6 +124,10 @@ pub struct VmConfig {
     /// Map the module from the host's page cache instead of copying it
     /// into guest memory (`--share-image`).
     pub share_image: bool,
+    /// Leave the VM's destruction to a helper process that outlives this
+    /// one (`vstate::teardown`): for one-shot processes, which exit right
+    /// after the run; guest memory then stays mapped.
+    pub background_teardown: bool,
     /// Boot-info layout version to write (tests change it).
     pub boot_info_version: u32,
     /// Kernel command-line options.
@@ -710,11 +714,19 @@ pub fn run(
         vmm_peak_rss: peak_rss(),
         guest_resident: guest_resident(mem),
     };
-    // The VM and vCPU go before the memory their slots point at.
+    // The VM and vCPU go before the memory their slots point at: here, or
+    // in the helper that destroys the VM after this process has exited
+    // (then this process's descriptors are mere copies, and the memory
+    // must stay mapped for the VM).
+    let handed_over = config.background_teardown && vstate::teardown::hand_over();
     drop(vcpu);
     drop(other_vcpus);
     drop(vm);
-    drop(layout);
+    if handed_over {
+        std::mem::forget(layout);
+    } else {
+        drop(layout);
+    }
     Ok(RunReport {
         ending,
         timings,

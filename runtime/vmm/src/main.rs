@@ -192,6 +192,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         cpus: cli.run.cpus.unwrap_or(1),
         stats: cli.run.stats,
         share_image: cli.run.share_image,
+        background_teardown: true,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),
         stdin: console.stdin,

@@ -9,4 +9,5 @@ pub mod irqchip;
 pub mod kvm;
 pub mod memory;
 pub mod stats;
+pub mod teardown;
 pub mod vcpu;
