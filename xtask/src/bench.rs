@@ -68,6 +68,18 @@ pub fn summary(mut v: Vec<f64>) -> Value {
     })
 }
 
+/// Writes a benchmark's `doc` to `target/bench/NAME.json` and its chart,
+/// drawn by `draw`, to `target/bench/NAME.svg`, saying so.
+pub fn write_results(doc: &Value, name: &str, draw: fn(&Value, &Path) -> Result<()>) -> Result<()> {
+    let out = paths::bench().join(format!("{name}.json"));
+    build::write_atomically(&out, serde_json::to_string_pretty(doc)?.as_bytes())?;
+    println!("  wrote {}", out.display());
+    let chart = paths::bench().join(format!("{name}.svg"));
+    draw(doc, &chart)?;
+    println!("  wrote {}", chart.display());
+    Ok(())
+}
+
 /// The median of a summary.
 pub fn median(v: &Value) -> f64 {
     v["median"].as_f64().unwrap_or(f64::NAN)
@@ -392,12 +404,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         "servers": server_docs,
     });
     print_tables(&doc);
-    let out = paths::bench().join("boot.json");
-    build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
-    println!("  wrote {}", out.display());
-    let chart = paths::bench().join("boot.svg");
-    crate::chart::timeline(&doc, &chart)?;
-    println!("  wrote {}", chart.display());
+    write_results(&doc, "boot", crate::chart::timeline)?;
     if let (Some(file), Some(baseline)) = (&args.compare, &baseline) {
         let worse = regressions(baseline, &doc, args.max_ratio)?;
         println!(

@@ -448,11 +448,5 @@ pub fn run(args: &AppsArgs) -> Result<()> {
         "apps": results,
     });
     print_table(&doc);
-    let out = paths::bench().join("apps.json");
-    build::write_atomically(&out, serde_json::to_string_pretty(&doc)?.as_bytes())?;
-    println!("  wrote {}", out.display());
-    let chart = paths::bench().join("apps.svg");
-    crate::chart::ratios(&doc, &chart)?;
-    println!("  wrote {}", chart.display());
-    Ok(())
+    crate::bench::write_results(&doc, "apps", crate::chart::ratios)
 }

@@ -165,11 +165,28 @@ impl PageTables {
         flags: u64,
         alloc: &mut dyn FnMut() -> Option<u64>,
     ) -> Result<(), MapError> {
+        let table_pa = self.table_for(va, 0, alloc)?;
+        // SAFETY: `table_pa` is a page table these tables own.
+        unsafe {
+            table(table_pa)[index(va, 0)] =
+                pa | flags | pte::PRESENT | pte::USER | pte::ACCESSED | pte::DIRTY
+        };
+        Ok(())
+    }
+
+    /// The table holding `va`'s entry at `level` (0: page table, 1: page
+    /// directory), with the missing tables above it made from `alloc`.
+    fn table_for(
+        &mut self,
+        va: u64,
+        level: u32,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<u64, MapError> {
         let mut table_pa = self.pml4;
-        for level in (1..4).rev() {
+        for l in (level + 1..4).rev() {
             // SAFETY: `table_pa` is a table these tables own.
             let t = unsafe { table(table_pa) };
-            let e = &mut t[index(va, level)];
+            let e = &mut t[index(va, l)];
             if *e & pte::PRESENT == 0 {
                 let frame = alloc().ok_or(MapError::OutOfMemory)?;
                 *e = frame | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED;
@@ -178,12 +195,7 @@ impl PageTables {
             }
             table_pa = *e & pte::ADDR;
         }
-        // SAFETY: as above.
-        unsafe {
-            table(table_pa)[index(va, 0)] =
-                pa | flags | pte::PRESENT | pte::USER | pte::ACCESSED | pte::DIRTY
-        };
-        Ok(())
+        Ok(table_pa)
     }
 
     /// Maps the 2 MiB page at `va` (aligned) to the 2 MiB of frames at `pa`
@@ -197,20 +209,8 @@ impl PageTables {
         alloc: &mut dyn FnMut() -> Option<u64>,
     ) -> Result<(), MapError> {
         debug_assert!(va.is_multiple_of(LARGE_PAGE) && pa.is_multiple_of(LARGE_PAGE));
-        let mut table_pa = self.pml4;
-        for level in (2..4).rev() {
-            // SAFETY: `table_pa` is a table these tables own.
-            let t = unsafe { table(table_pa) };
-            let e = &mut t[index(va, level)];
-            if *e & pte::PRESENT == 0 {
-                let frame = alloc().ok_or(MapError::OutOfMemory)?;
-                *e = frame | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED;
-            } else if *e & pte::HUGE != 0 {
-                return Err(MapError::HugePage);
-            }
-            table_pa = *e & pte::ADDR;
-        }
-        // SAFETY: as above.
+        let table_pa = self.table_for(va, 1, alloc)?;
+        // SAFETY: `table_pa` is a page directory these tables own.
         let e = unsafe { &mut table(table_pa)[index(va, 1)] };
         if *e != 0 {
             return Err(MapError::HugePage);
