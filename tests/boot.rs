@@ -507,6 +507,18 @@ fn guest_kernel_runs_natively_on_pvm() {
             "{key} missing from the JSON: {doc}"
         );
     }
+    // Exits counted at the milestones: in order, and no more than in all.
+    let at = |p: &str| {
+        doc["exits_at"][p]
+            .as_u64()
+            .unwrap_or_else(|| panic!("exits_at.{p} missing: {doc}"))
+    };
+    let all = doc["kvm_stats"]["exits"].as_u64().expect("exits counter");
+    let (kernel, program, exit) = (at("kernel_entry"), at("program_entry"), at("program_exit"));
+    assert!(
+        kernel <= program && program <= exit && exit <= all && all > 0,
+        "exits at the milestones out of order: {doc}"
+    );
     if doc["kvm_flavour"] != "pvm" {
         eprintln!("not a PVM host: the emulation count is not meaningful here");
         return;

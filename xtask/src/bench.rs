@@ -187,6 +187,18 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
         guest.push(doc["guest_resident_kib"].as_f64().unwrap_or(0.0));
         flavour = doc["kvm_flavour"].as_str().unwrap_or("").to_owned();
     }
+    // One more run, untimed, with --stats: KVM exits at each milestone
+    // (reading the counters there costs time, so not in the timed runs).
+    let mut cmd = Command::new(kiln);
+    cmd.arg("run")
+        .arg(&image)
+        .arg("--stats")
+        .arg("--timings-json")
+        .arg(&json_path)
+        .env("KILN_HOME", dir.join("kiln-home"));
+    timed(&mut cmd, "kiln run --stats")?;
+    let counted: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
+        .context("reading kiln's timings JSON")?;
     let _ = std::fs::remove_file(&json_path);
     let mut native = Vec::new();
     let mut container = Vec::new();
@@ -221,6 +233,8 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
         "ms": ms,
         "kib": { "vmm_peak_rss": summary(rss), "guest_resident": summary(guest) },
         "guest_pages_touched": summary(pages),
+        "exits_at": counted["exits_at"],
+        "exits": counted["kvm_stats"]["exits"],
     });
     let wall = median(&doc["ms"]["kiln_wall"]);
     doc["ratio_kiln_wall_to_native"] = json!(wall / median(&doc["ms"]["native_wall"]));
@@ -475,6 +489,22 @@ fn print_tables(doc: &Value) {
         "  (kiln = `kiln run IMAGE` spawned and reaped; native = the program exec'd chrooted into \
          the unpacked rootfs; contain. = unshare --fork --pid --mount --uts --ipc --net chroot)"
     );
+    println!(
+        "\n  {:<12} {:>13} {:>14} {:>13} {:>9}   (KVM exits so far, one run with --stats)",
+        "image", "kernel entry", "program entry", "program exit", "all"
+    );
+    for img in &images {
+        let at = &img["exits_at"];
+        let n = |v: &Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
+        println!(
+            "  {:<12} {:>13} {:>14} {:>13} {:>9}",
+            img["name"].as_str().unwrap_or("?"),
+            n(&at["kernel_entry"]),
+            n(&at["program_entry"]),
+            n(&at["program_exit"]),
+            n(&img["exits"]),
+        );
+    }
     let servers = doc["servers"].as_array().cloned().unwrap_or_default();
     if !servers.is_empty() {
         println!(

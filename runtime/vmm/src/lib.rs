@@ -244,6 +244,13 @@ impl RunReport {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if let Some(serde_json::Value::Object(at)) = self.timings.exits_json() {
+            let milestones: Vec<String> = at.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            line.push_str(&format!(
+                "\n  exits so far at each milestone (the reporting vCPU's): {}",
+                milestones.join(", ")
+            ));
+        }
         line.push_str(&format!(
             "\n  vCPU counters (every vCPU, summed): {}\n  VM counters: {}\n  devices:",
             nonzero(&stats.vcpu),
@@ -278,6 +285,9 @@ impl RunReport {
             "vmm_peak_rss_kib": self.memory.vmm_peak_rss / 1024,
             "guest_resident_kib": self.memory.guest_resident / 1024,
         });
+        if let Some(exits) = self.timings.exits_json() {
+            doc["exits_at"] = exits;
+        }
         if let Some(stats) = &self.stats {
             doc["kvm_stats"] = serde_json::json!(stats.vcpu);
             doc["kvm_vm_stats"] = serde_json::json!(stats.vm);
@@ -653,6 +663,7 @@ pub fn run(
         &mmio,
         &timings,
         config.timeout,
+        config.stats,
     );
     let mut timings = timings
         .into_inner()

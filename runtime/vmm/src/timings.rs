@@ -66,6 +66,9 @@ impl Phase {
 pub struct Timings {
     start: Instant,
     marks: Vec<(Phase, Duration)>,
+    /// KVM exits of the vCPU that reported a phase, counted when it did
+    /// (with `--stats`).
+    exits: Vec<(Phase, u64)>,
 }
 
 impl Timings {
@@ -74,7 +77,33 @@ impl Timings {
         Self {
             start,
             marks: Vec::with_capacity(Phase::ALL.len()),
+            exits: Vec::new(),
         }
+    }
+
+    /// How many phases are recorded (to notice a new one).
+    pub fn count(&self) -> usize {
+        self.marks.len()
+    }
+
+    /// Records the exit count at the phases recorded since there were
+    /// `since` of them.
+    pub fn record_exits(&mut self, since: usize, exits: u64) {
+        let new: Vec<Phase> = self.marks.iter().skip(since).map(|(p, _)| *p).collect();
+        self.exits.extend(new.into_iter().map(|p| (p, exits)));
+    }
+
+    /// `{"program_entry": 83, ...}`: the exits counted at each phase, when
+    /// they were.
+    pub fn exits_json(&self) -> Option<serde_json::Value> {
+        if self.exits.is_empty() {
+            return None;
+        }
+        let mut m = serde_json::Map::new();
+        for (phase, n) in &self.exits {
+            m.insert(phase.label().into(), serde_json::json!(n));
+        }
+        Some(serde_json::Value::Object(m))
     }
 
     /// Records `phase` as having happened at `at`, unless it was recorded

@@ -158,6 +158,7 @@ pub fn run(
     mmio: &MmioBus,
     timings: &Mutex<Timings>,
     limit: Option<Duration>,
+    count_exits: bool,
 ) -> Result<Ending, VcpuError> {
     let crew = Crew::new(1 + others.len());
     let start_cpu = |index: u32| crew.start(index);
@@ -168,6 +169,7 @@ pub fn run(
         timings,
         start_cpu: &start_cpu,
         limit,
+        count_exits,
     };
     if others.is_empty() {
         return vcpu::run(first, &shared);

@@ -102,6 +102,8 @@ pub struct Shared<'a> {
     pub start_cpu: &'a (dyn Fn(u32) -> bool + Sync),
     /// The run's `--timeout`.
     pub limit: Option<Duration>,
+    /// Count exits at each boot milestone (`--stats`).
+    pub count_exits: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,8 +133,21 @@ pub fn run(vcpu: &mut VcpuFd, shared: &Shared<'_>) -> Result<Ending, VcpuError> 
                 // Program output the virtio consoles still hold goes out
                 // before the kernel's message or the end of the VM.
                 mmio.flush_consoles()?;
-                let event =
-                    lock(shared.bus).out(port, data, shared.mem, &mut lock(shared.timings))?;
+                let event = {
+                    let mut timings = lock(shared.timings);
+                    let before = timings.count();
+                    let event = lock(shared.bus).out(port, data, shared.mem, &mut timings)?;
+                    if shared.count_exits && timings.count() > before {
+                        // A milestone: how many exits it took to get here.
+                        let exits = super::stats::read(vcpu)
+                            .ok()
+                            .and_then(|c| c.get("exits").copied());
+                        if let Some(n) = exits {
+                            timings.record_exits(before, n);
+                        }
+                    }
+                    event
+                };
                 match event {
                     PortEvent::Exit(report) => return Ok(Ending::Program(report)),
                     PortEvent::StartCpu(n) => {
