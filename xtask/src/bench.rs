@@ -87,10 +87,15 @@ pub fn median(v: &Value) -> f64 {
 
 /// Spawns `cmd` (output discarded) and waits; wall time in ms.
 fn timed(cmd: &mut Command, what: &str) -> Result<f64> {
+    run_timed(cmd.stdout(Stdio::null()), what).map(|(ms, _)| ms)
+}
+
+/// Runs `cmd` to its end with an empty stdin: (wall ms, stdout); an error
+/// with its stderr when it fails.
+pub fn run_timed(cmd: &mut Command, what: &str) -> Result<(f64, Vec<u8>)> {
     let t = Instant::now();
     let out = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
         .output()
         .with_context(|| format!("starting {what}"))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -101,7 +106,7 @@ fn timed(cmd: &mut Command, what: &str) -> Result<f64> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(ms)
+    Ok((ms, out.stdout))
 }
 
 fn is_root() -> bool {

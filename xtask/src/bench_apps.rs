@@ -14,13 +14,12 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use xtask::{appliance, build, host, paths};
 
-use crate::bench::{chrooted, median, summary};
+use crate::bench::{chrooted, median, run_timed, summary};
 use crate::compat::toml_string;
 
 /// Options of `bench-apps`.
@@ -293,25 +292,6 @@ fn native_command(root: &Path, config: &appliance::BootConfig) -> Command {
         });
     }
     cmd
-}
-
-/// Runs `cmd` to its end: (wall ms, stdout); an error with its stderr when
-/// it fails.
-fn run_timed(cmd: &mut Command, what: &str) -> Result<(f64, Vec<u8>)> {
-    let t = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {what}"))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok((ms, out.stdout))
 }
 
 /// Benchmarks one program: builds, checks the outputs match, then times
