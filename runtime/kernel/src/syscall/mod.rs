@@ -175,14 +175,19 @@ fn handle(frame: &mut Frame) -> u64 {
     } else {
         if frame.vector == crate::arch::VECTOR_SYSCALL {
             // A trapping SYSCALL: make its next executions cheap if we can.
-            let alone = crate::sched::threads_of(crate::sched::current_pid()).count == 1;
-            if let Some(p) = KERNEL.process.lock().as_mut() {
-                let site = frame.rcx.wrapping_sub(2);
-                if let Some(to) = crate::syscall::rewrite::consider(p, site, number, alone) {
-                    // The SYSCALL's bytes are a jump now: come back
-                    // through the trampoline's copy of what followed.
-                    frame.rcx = to;
-                    frame.rip = to;
+            let site = frame.rcx.wrapping_sub(2);
+            if crate::syscall::rewrite::count_trap(site) {
+                // Known before the process is locked (the scheduler's lock
+                // is never taken under it here), and only for a due site.
+                let alone = crate::sched::threads_of(crate::sched::current_pid()).count == 1;
+                if let Some(p) = KERNEL.process.lock().as_mut() {
+                    let to = crate::syscall::rewrite::rewrite_site(p, site, number, alone);
+                    if let Some(to) = to {
+                        // The SYSCALL's bytes are a jump now: come back
+                        // through the trampoline's copy of what followed.
+                        frame.rcx = to;
+                        frame.rip = to;
+                    }
                 }
             }
         }

@@ -71,24 +71,31 @@ pub fn rewritten() -> u64 {
     KERNEL.rewriter.lock().rewritten
 }
 
-/// Counts a trap of the SYSCALL at `site` (with `number` in RAX) and, at
-/// the [`HOT`]th, rewrites it when that is safe. `alone`: the process has
-/// a single thread. Returns where the trapping call must return instead
-/// of after the SYSCALL, when the rewrite covered the SYSCALL itself.
-pub fn consider(p: &mut Process, site: u64, number: u64, alone: bool) -> Option<u64> {
+/// Counts a trap of the SYSCALL at `site`; true (once) at the [`HOT`]th,
+/// when the site is due for [`rewrite_site`].
+pub fn count_trap(site: u64) -> bool {
     if !crate::state::options().syscall_rewrite {
-        return None;
+        return false;
     }
     let mut r = KERNEL.rewriter.lock();
     let count = r.seen.entry(site).or_insert(0);
     if *count == u8::MAX {
-        return None;
+        return false;
     }
     *count += 1;
     if *count < HOT {
-        return None;
+        return false;
     }
     *count = u8::MAX;
+    true
+}
+
+/// Rewrites the SYSCALL at `site` (with `number` in RAX) when that is
+/// safe. `alone`: the process has a single thread. Returns where the
+/// trapping call must return instead of after the SYSCALL, when the
+/// rewrite covered the SYSCALL itself.
+pub fn rewrite_site(p: &mut Process, site: u64, number: u64, alone: bool) -> Option<u64> {
+    let mut r = KERNEL.rewriter.lock();
     let returns_to = rewrite(p, &mut r, site, number, alone)?;
     r.rewritten += 1;
     returns_to
