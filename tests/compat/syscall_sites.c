@@ -3,7 +3,11 @@
  * instructions around the SYSCALL move), syscall() (number from a
  * register), in a loop long enough to be rewritten; then the same sites
  * interrupted by a signal — restarted with SA_RESTART, EINTR without —
- * and used again from several threads. */
+ * and used again from several threads. Then a read of read's short shape
+ * (`xor eax, eax; syscall; cmp`: the SYSCALL moves too) that gets hot
+ * while other threads are blocked in it — they must come back through
+ * the trampoline — and threads created and joined many times (glibc's
+ * clone3 and thread-exit sites). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -78,6 +82,74 @@ static void blocked_read(int restart)
     close(p[0]);
 }
 
+/* read(2) in the shape of glibc's single-threaded path, with its own
+ * unwind entry: two bytes before the SYSCALL, a compare after. Returns
+ * the raw result (a negative errno on failure). */
+long short_read(long fd, void *buf, long len);
+__asm__(".text\n"
+        ".globl short_read\n"
+        ".type short_read, @function\n"
+        "short_read:\n"
+        ".cfi_startproc\n"
+        "xor %eax, %eax\n"
+        "syscall\n"
+        "cmp $-4095, %rax\n"
+        "ret\n"
+        ".cfi_endproc\n"
+        ".size short_read, .-short_read\n");
+
+static int blocked_pipes[3][2];
+
+static void *blocked_reader(void *arg)
+{
+    long i = (long)arg;
+    char c = 0;
+    long n = short_read(blocked_pipes[i][0], &c, 1);
+    return (void *)(n == 1 ? (long)c : n);
+}
+
+/* Three threads block in short_read; each trap counts towards the site's
+ * rewrite, which happens while the others wait inside it. */
+static void readers_blocked_in_a_rewritten_site(void)
+{
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) {
+        if (pipe(blocked_pipes[i]))
+            return;
+        pthread_create(&t[i], NULL, blocked_reader, (void *)i);
+    }
+    usleep(200000);
+    for (long i = 0; i < 3; i++) {
+        char c = (char)('x' + i);
+        if (write(blocked_pipes[i][1], &c, 1) != 1)
+            return;
+    }
+    for (long i = 0; i < 3; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        printf("blocked reader %ld read '%c'\n", i, (char)(long)r);
+        close(blocked_pipes[i][0]);
+        close(blocked_pipes[i][1]);
+    }
+    int p[2];
+    if (pipe(p))
+        return;
+    int ok = 0;
+    for (int i = 0; i < 50; i++) {
+        char c = (char)('a' + i % 26), got = 0;
+        if (write(p[1], &c, 1) == 1 && short_read(p[0], &got, 1) == 1 && got == c)
+            ok++;
+    }
+    printf("short_read afterwards: %d of 50\n", ok);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
 static void *thread_main(void *arg)
 {
     (void)arg;
@@ -103,5 +175,15 @@ int main(void)
         pthread_join(t[i], &r);
         printf("thread %d: ping %ld of 200\n", i, (long)r);
     }
+    readers_blocked_in_a_rewritten_site();
+    long joined = 0;
+    for (long i = 0; i < 300; i++) {
+        pthread_t th;
+        void *r = NULL;
+        if (pthread_create(&th, NULL, nothing, (void *)i) == 0 && pthread_join(th, &r) == 0 &&
+            (long)r == i)
+            joined++;
+    }
+    printf("threads created and joined: %ld of 300\n", joined);
     return 0;
 }

@@ -2,7 +2,8 @@
  * in kiln by `cargo xtask bench-syscall`. Each prints "name ns_per_op" on
  * stdout (the median of several timed rounds).
  *
- *   sysbench FILE [SCALE]   FILE: a file of at least 4 KiB to read
+ *   sysbench FILE [SCALE [NAME...]]   FILE: a file of at least 4 KiB to
+ *                                     read; NAMEs pick benchmarks (all if none)
  *   sysbench --exit         exit at once (what vfork_exec_wait runs) */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -33,9 +34,18 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Runs `body(n)` ROUNDS times and prints the median ns per operation. */
+static char **only;
+static int only_count;
+
+/* Runs `body(n)` ROUNDS times and prints the median ns per operation, if
+ * the command line picked this benchmark (or picked none). */
 static void report(const char *name, long n, double (*body)(long)) {
     double r[ROUNDS];
+    int picked = only_count == 0;
+    for (int i = 0; i < only_count; i++)
+        picked |= strcmp(only[i], name) == 0;
+    if (!picked)
+        return;
     body(n / 10 + 1); /* warm up */
     for (int i = 0; i < ROUNDS; i++)
         r[i] = body(n) / n;
@@ -230,6 +240,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     long scale = argc > 2 ? atol(argv[2]) : 1;
+    if (argc > 3) {
+        only = argv + 3;
+        only_count = argc - 3;
+    }
     report("null_syscall", 20000 * scale, null_syscall);
     report("read_4k", 5000 * scale, read_4k);
     report("page_fault", 2000 * scale, page_fault);

@@ -128,6 +128,56 @@ fn jump_target(insn: &[u8], vaddr: u64) -> Result<Option<u64>, ()> {
     })
 }
 
+/// A relative jump that can move if re-aimed: `jmp rel8/rel32` or
+/// `jcc rel8/rel32`, without prefixes. Returns its condition code (`None`:
+/// unconditional) and its displacement.
+fn relative_branch(insn: &[u8]) -> Option<(Option<u8>, i32)> {
+    match *insn {
+        [0xeb, d] => Some((None, i32::from(d as i8))),
+        [0xe9, a, b, c, d] => Some((None, i32::from_le_bytes([a, b, c, d]))),
+        [op @ 0x70..=0x7f, d] => Some((Some(op & 0xf), i32::from(d as i8))),
+        [0x0f, op @ 0x80..=0x8f, a, b, c, d] => {
+            Some((Some(op & 0xf), i32::from_le_bytes([a, b, c, d])))
+        }
+        _ => None,
+    }
+}
+
+/// Re-encodes the instructions `insns`, taken from address `from`, to run
+/// at `to`: position-free ones are copied, a relative jump (which
+/// [`check`] lets end them) becomes its rel32 form aimed at the same
+/// target. Writes into `out`; returns the length and whether the last one
+/// is an unconditional jump (nothing after it runs).
+pub fn relocate(insns: &[u8], from: u64, to: u64, out: &mut [u8]) -> Option<(usize, bool)> {
+    let (mut read, mut written, mut ends_in_jump) = (0, 0, false);
+    while read < insns.len() {
+        let n = crate::syscall::x86len::length(insns.get(read..)?)?;
+        let insn = insns.get(read..read + n)?;
+        if let Some((condition, displacement)) = relative_branch(insn) {
+            let target = (from + (read + n) as u64).wrapping_add_signed(i64::from(displacement));
+            let encoded: &[u8] = match condition {
+                None => &[0xe9],
+                Some(cc) => &[0x0f, 0x80 | cc],
+            };
+            let end = to + (written + encoded.len() + 4) as u64;
+            let rel = i32::try_from(target.wrapping_sub(end) as i64).ok()?;
+            out.get_mut(written..written + encoded.len())?
+                .copy_from_slice(encoded);
+            written += encoded.len();
+            out.get_mut(written..written + 4)?
+                .copy_from_slice(&rel.to_le_bytes());
+            written += 4;
+            ends_in_jump = condition.is_none();
+        } else {
+            out.get_mut(written..written + n)?.copy_from_slice(insn);
+            written += n;
+            ends_in_jump = false;
+        }
+        read += n;
+    }
+    Some((written, ends_in_jump))
+}
+
 const PT_LOAD: u32 = 1;
 const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
 /// How far from a function's start the decoding goes at most.
@@ -423,8 +473,17 @@ pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
     if elf.get(site..site + 2)? != [0x0f, 0x05] {
         return None;
     }
-    let (start, end) =
-        function_at(elf, syscall_vaddr).or_else(|| function_by_scan(elf, syscall_vaddr))?;
+    let function = |vaddr| function_at(elf, vaddr).or_else(|| function_by_scan(elf, vaddr));
+    // glibc's clone3 ends its unwind range right at the SYSCALL (the
+    // child must not unwind past it): that range holds the moved bytes,
+    // and nothing after the SYSCALL may move.
+    let (start, end, may_take_after) = match function(syscall_vaddr) {
+        Some((start, end)) => (start, end, true),
+        None => match function(syscall_vaddr.checked_sub(1)?)? {
+            (start, end) if end == syscall_vaddr => (start, end, false),
+            _ => return None,
+        },
+    };
     if syscall_vaddr - start > MAX_FUNCTION || end - start > MAX_FUNCTION {
         return None;
     }
@@ -460,15 +519,25 @@ pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
     }
     let len = site - moved_from;
     // Fewer than five: the SYSCALL and at least one instruction after it
-    // move too (`after` > 0 marks that form).
+    // move too (`after` > 0 marks that form). A relative jump may end
+    // them (glibc's thread exit loops back over `syscall; jmp`): it is
+    // re-aimed from the trampoline.
     let mut after = 0;
+    if len < 5 && !may_take_after {
+        return None;
+    }
     while len < 5 && (after == 0 || len + 2 + after < 5) {
         let at = site + 2 + after;
         let n = decode(at)?;
-        if !movable(elf.get(at..at + n)?) || after + n > MAX_AFTER {
+        let insn = elf.get(at..at + n)?;
+        let branch = relative_branch(insn).is_some();
+        if !(movable(insn) || branch) || after + n > MAX_AFTER {
             return None;
         }
         after += n;
+        if branch && len + 2 + after < 5 {
+            return None;
+        }
     }
     let from_vaddr = syscall_vaddr - len as u64;
     // Nothing in the function may jump into the moved bytes (between two
@@ -705,15 +774,70 @@ mod tests {
             })
         );
         // glibc's thread exit: xor edi, edi; mov eax, edx; syscall; jmp
-        // back: four bytes before, and the jump after cannot move.
+        // back: four bytes before, and the jump after moves re-aimed (it
+        // lands on the first moved byte, which is not inside them).
         let exit = tiny_elf(&[0x31, 0xff, 0x89, 0xd0, 0x0f, 0x05, 0xeb, 0xf8]);
-        assert_eq!(check(&exit, 0x1004), None);
+        assert_eq!(
+            check(&exit, 0x1004),
+            Some(Site {
+                start_vaddr: 0x1000,
+                len: 4,
+                after: 2,
+                number: None
+            })
+        );
+        // push rbx; syscall; jne +0; nop: the jump would end the moved
+        // bytes at four.
+        let early = tiny_elf(&[0x53, 0x0f, 0x05, 0x75, 0x00, 0x90, 0xc3]);
+        assert_eq!(check(&early, 0x1001), None);
         // The same with the je aimed at the SYSCALL: refused.
         let mut aimed = fast.clone();
         aimed[0x1008] = 0x02;
         assert_eq!(check(&aimed, 0x100b), None);
+        // glibc's clone3: the unwind range ends at the SYSCALL. Taken
+        // (from the range before it); with fewer than five bytes, refused.
+        let mut clone3 = tiny_elf(&[0x49, 0x89, 0xc8, 0xb8, 0xb3, 1, 0, 0, 0x0f, 0x05, 0xc3]);
+        clone3[0x202c..0x2030].copy_from_slice(&8u32.to_le_bytes());
+        assert_eq!(
+            check(&clone3, 0x1008),
+            Some(Site {
+                start_vaddr: 0x1003,
+                len: 5,
+                after: 0,
+                number: Some(0x1b3)
+            })
+        );
+        let mut short = tiny_elf(&[
+            0x31, 0xc0, 0x0f, 0x05, 0x48, 0x3d, 0, 0xf0, 0xff, 0xff, 0xc3,
+        ]);
+        short[0x202c..0x2030].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(check(&short, 0x1002), None);
         // Outside every function, or not at a SYSCALL: nothing.
         assert_eq!(check(&good, 0x1008), None);
         assert_eq!(function_at(&good, 0x2000), None);
+    }
+
+    #[test]
+    fn relocates_moves_as_they_are_and_jumps_re_aimed() {
+        let mut out = [0u8; 32];
+        // cmp rax, -4096; ja +1 (to 0x100b) moved from 0x1000 to 0x5000.
+        let code = [0x48, 0x3d, 0x00, 0xf0, 0xff, 0xff, 0x77, 0x03];
+        let (n, ends) = relocate(&code, 0x1000, 0x5000, &mut out).unwrap();
+        assert_eq!((n, ends), (12, false));
+        assert_eq!(out[..6], code[..6]);
+        assert_eq!(out[6..8], [0x0f, 0x87]);
+        let rel = i32::from_le_bytes(out[8..12].try_into().unwrap());
+        assert_eq!(0x500c_u64.wrapping_add_signed(i64::from(rel)), 0x100b);
+        // jmp -8 (back to 0x0ffa) from 0x1000: an unconditional jump ends.
+        let (n, ends) = relocate(&[0xeb, 0xf8], 0x1000, 0x5000, &mut out).unwrap();
+        assert_eq!((n, ends), (5, true));
+        let rel = i32::from_le_bytes(out[1..5].try_into().unwrap());
+        assert_eq!(
+            (out[0], 0x5005_u64.wrapping_add_signed(i64::from(rel))),
+            (0xe9, 0x0ffa)
+        );
+        // Out of reach, or no room: refused.
+        assert_eq!(relocate(&[0xeb, 0], 0x1000, 1 << 40, &mut out), None);
+        assert_eq!(relocate(&code, 0x1000, 0x5000, &mut out[..8]), None);
     }
 }

@@ -267,7 +267,8 @@ pub fn spawn_as(
 }
 
 /// Arms the running CPU's timer for the next event: the earliest deadline,
-/// or the end of the slice when threads wait for a CPU.
+/// or the end of the slice when threads wait for a CPU — unless it is
+/// armed for an earlier moment already.
 pub(crate) fn rearm(s: &mut Scheduler) {
     let mut next = s
         .threads
@@ -282,17 +283,20 @@ pub(crate) fn rearm(s: &mut Scheduler) {
         let end = s.this_cpu().slice_end;
         next = Some(next.map_or(end, |n| n.min(end)));
     }
+    // Writing the deadline traps to the host (an emulated WRMSR, tens of
+    // µs on PVM), and a thread switch would otherwise write it twice
+    // (the slice armed when a thread wakes another, disarmed when the
+    // run queue empties). So the timer only ever moves earlier: one
+    // armed for a later moment, or no longer needed, stays and fires
+    // early at most once; `check_timers` then arms the real next event.
     let me = s.this_cpu();
-    match next {
-        Some(tsc) if tsc != me.armed => {
+    if let Some(tsc) = next {
+        // A deadline that has passed has fired (or is about to): it
+        // counts as not armed.
+        if me.armed <= arch::rdtsc() || tsc < me.armed {
             arch::timer_arm_at(tsc);
             me.armed = tsc;
         }
-        None if me.armed != 0 => {
-            arch::timer_disarm();
-            me.armed = 0;
-        }
-        _ => {}
     }
 }
 
@@ -673,6 +677,45 @@ pub fn threads_of(pid: Tid) -> ThreadsOf {
             mask: 0,
             pending: 0,
         },
+    }
+}
+
+/// Whether no other thread of process `pid` runs on another CPU, so that
+/// each one's program registers sit in the frame at the top of its
+/// kernel stack and stay there while this CPU holds the kernel lock.
+pub fn others_stopped(pid: Tid) -> bool {
+    let s = KERNEL.sched.lock();
+    let me = arch::cpu_index();
+    (0..arch::cpus_online()).filter(|&c| c != me).all(|c| {
+        let tid = s.cpus[c].current;
+        tid == 0 || s.threads.get(&tid).is_none_or(|t| t.pid != pid)
+    })
+}
+
+/// Moves the saved program RIP (and RCX, when a SYSCALL left it equal)
+/// of every other live thread of process `pid` to where `relocate` says.
+/// Only while [`others_stopped`] holds, the kernel lock held since.
+pub fn relocate_others(pid: Tid, relocate: impl Fn(u64) -> Option<u64>) {
+    let mut s = KERNEL.sched.lock();
+    let cur = s.current();
+    for t in s.threads.values_mut() {
+        if t.tid == cur || t.pid != pid || t.state == State::Exited {
+            continue;
+        }
+        let top = t.kstack.as_mut_ptr_range().end;
+        // SAFETY: a thread that is not running has its program frame at
+        // the top of its kernel stack (put there by the entry, by the
+        // interrupt path, or by `prepare_new_thread`), and no CPU touches
+        // it: none runs the thread, and resuming it needs the kernel lock
+        // this CPU holds. The stack is 16-byte aligned and larger than a
+        // frame.
+        let frame = unsafe { &mut *top.cast::<u8>().sub(size_of::<Frame>()).cast::<Frame>() };
+        if let Some(to) = relocate(frame.rip) {
+            if frame.rcx == frame.rip {
+                frame.rcx = to;
+            }
+            frame.rip = to;
+        }
     }
 }
 

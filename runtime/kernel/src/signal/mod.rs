@@ -403,6 +403,11 @@ fn restore(p: &mut Process, frame: &mut Frame, uc_addr: u64) -> Result<(), Errno
         }
     }
     sigctx::resume_with(frame, &restored.context);
+    // Saved among bytes a SYSCALL rewrite replaced since: continue where
+    // those instructions run now.
+    if let Some(to) = crate::syscall::rewrite::relocate(frame.rip) {
+        frame.rip = to;
+    }
     let (sp, flags, size) = restored.stack;
     sched::with_current(|t| {
         t.sig.mask = restored.mask & !UNBLOCKABLE;

@@ -162,6 +162,33 @@ extern "C" fn syscall_dispatch(frame: &mut Frame) -> u64 {
     way
 }
 
+/// Rewrites the SYSCALL at `site` that `frame` trapped through, with the
+/// process's other threads stopped (later, if one runs on another CPU),
+/// and moves every thread whose saved RIP was among the replaced bytes
+/// into the trampoline — this one too, when its SYSCALL moved: it comes
+/// back through the trampoline's copy of what followed. The scheduler's
+/// lock is never taken under the process's.
+fn rewrite_trapping_site(frame: &mut Frame, site: u64, number: u64) {
+    use crate::syscall::rewrite;
+    let pid = sched::current_pid();
+    if !sched::others_stopped(pid) {
+        rewrite::retry_later(site);
+        return;
+    }
+    let moved = KERNEL
+        .process
+        .lock()
+        .as_mut()
+        .and_then(|p| rewrite::rewrite_site(p, site, number));
+    if let Some(moved) = moved {
+        sched::relocate_others(pid, |rip| moved.relocate(rip));
+        if let Some(to) = moved.relocate(frame.rip) {
+            frame.rcx = to;
+            frame.rip = to;
+        }
+    }
+}
+
 /// Handles one system call; returns which way to go back.
 fn handle(frame: &mut Frame) -> u64 {
     let number = frame.rax;
@@ -177,18 +204,7 @@ fn handle(frame: &mut Frame) -> u64 {
             // A trapping SYSCALL: make its next executions cheap if we can.
             let site = frame.rcx.wrapping_sub(2);
             if crate::syscall::rewrite::count_trap(site) {
-                // Known before the process is locked (the scheduler's lock
-                // is never taken under it here), and only for a due site.
-                let alone = crate::sched::threads_of(crate::sched::current_pid()).count == 1;
-                if let Some(p) = KERNEL.process.lock().as_mut() {
-                    let to = crate::syscall::rewrite::rewrite_site(p, site, number, alone);
-                    if let Some(to) = to {
-                        // The SYSCALL's bytes are a jump now: come back
-                        // through the trampoline's copy of what followed.
-                        frame.rcx = to;
-                        frame.rip = to;
-                    }
-                }
+                rewrite_trapping_site(frame, site, number);
             }
         }
         let regs = [

@@ -36,8 +36,10 @@ use crate::process::Process;
 
 /// Traps after which a site is rewritten.
 pub const HOT: u8 = 3;
-/// Bytes per trampoline (32 plus the moved instructions, and 7 more when
-/// instructions after the SYSCALL move: at most 51; padded with INT3).
+/// Bytes per trampoline (32 plus the moved instructions; when instructions
+/// after the SYSCALL move, at most 4 before, the SYSCALL, up to 12 after
+/// (a jump re-aimed grows to rel32) and a 5-byte jump back: at most 55;
+/// padded with INT3).
 const SLOT: u64 = 64;
 /// How far a `jmp rel32` reaches, with a page of margin.
 const REACH: u64 = (1 << 31) - 2 * PAGE_SIZE;
@@ -53,6 +55,48 @@ pub struct Rewriter {
     pages: Vec<(u64, u64)>,
     /// Sites rewritten so far.
     rewritten: u64,
+    /// The program bytes each rewrite replaced, to move a saved RIP among
+    /// them to the trampoline (see [`Moved::relocate`]).
+    moved: Vec<Moved>,
+}
+
+/// The program bytes a rewrite replaced with a jump (and INT3s) and where
+/// their instructions now run. A thread whose saved RIP lies among them —
+/// another thread preempted there, one blocked in the SYSCALL when it
+/// moved too, a signal frame saved there — must continue in the
+/// trampoline instead, where the same instructions follow in the same
+/// order.
+#[derive(Clone, Copy, Debug)]
+pub struct Moved {
+    /// First replaced byte (the jump).
+    start: u64,
+    /// The SYSCALL.
+    site: u64,
+    /// End of the replaced bytes: `site` when the SYSCALL stayed,
+    /// `site + 2 + after` when it and the instructions after it moved.
+    end: u64,
+    /// The trampoline: the moved instructions from `start` run first.
+    tramp: u64,
+    /// Where the call returns in the trampoline when the SYSCALL moved:
+    /// the instructions that followed it (its copy is just before).
+    returns_to: u64,
+}
+
+impl Moved {
+    /// Where code saved at `rip` continues now, if `rip` is among the
+    /// replaced bytes.
+    pub fn relocate(&self, rip: u64) -> Option<u64> {
+        if rip < self.start || rip >= self.end {
+            None
+        } else if rip < self.site {
+            Some(self.tramp + (rip - self.start))
+        } else if rip < self.site + 2 {
+            // The SYSCALL itself (a call about to be restarted): its copy.
+            Some(self.returns_to - 2)
+        } else {
+            Some(self.returns_to + (rip - self.site - 2))
+        }
+    }
 }
 
 impl Rewriter {
@@ -62,6 +106,7 @@ impl Rewriter {
             seen: BTreeMap::new(),
             pages: Vec::new(),
             rewritten: 0,
+            moved: Vec::new(),
         }
     }
 }
@@ -90,15 +135,29 @@ pub fn count_trap(site: u64) -> bool {
     true
 }
 
+/// A due site that could not be looked at now (a thread of the process
+/// was running on another CPU) counts its traps again from zero.
+pub fn retry_later(site: u64) {
+    KERNEL.rewriter.lock().seen.insert(site, 0);
+}
+
 /// Rewrites the SYSCALL at `site` (with `number` in RAX) when that is
-/// safe. `alone`: the process has a single thread. Returns where the
-/// trapping call must return instead of after the SYSCALL, when the
-/// rewrite covered the SYSCALL itself.
-pub fn rewrite_site(p: &mut Process, site: u64, number: u64, alone: bool) -> Option<u64> {
+/// safe. Every other thread of the process must be stopped, and the
+/// caller must then move those whose saved RIP is among the replaced
+/// bytes (the trapping one too), with the returned [`Moved::relocate`].
+pub fn rewrite_site(p: &mut Process, site: u64, number: u64) -> Option<Moved> {
     let mut r = KERNEL.rewriter.lock();
-    let returns_to = rewrite(p, &mut r, site, number, alone)?;
+    let moved = rewrite(p, &mut r, site, number)?;
     r.rewritten += 1;
-    returns_to
+    r.moved.push(moved);
+    Some(moved)
+}
+
+/// Where code saved at `rip` (by a signal frame) continues now, if a
+/// rewrite replaced the bytes there.
+pub fn relocate(rip: u64) -> Option<u64> {
+    let r = KERNEL.rewriter.lock();
+    r.moved.iter().find_map(|m| m.relocate(rip))
 }
 
 /// The image file holding the code at `addr` and the file offset of `addr`.
@@ -115,18 +174,13 @@ fn code_file(p: &Process, addr: u64) -> Option<(&'static [u8], u64)> {
     Some((bytes, at - start))
 }
 
-/// Rewrites the SYSCALL at `site`; `Some(Some(addr))` when the trapping
-/// call must return to `addr` (in the trampoline) rather than after the
-/// SYSCALL, which the jump now covers. `alone`: the process has one thread
-/// (no other can be inside the call at `site`, and would come back to
-/// bytes that changed).
-fn rewrite(
-    p: &mut Process,
-    r: &mut Rewriter,
-    site: u64,
-    number: u64,
-    alone: bool,
-) -> Option<Option<u64>> {
+/// Rewrites the SYSCALL at `site`, returning what moved where. Never in a
+/// vfork child: its parent, sharing the memory, is of another process
+/// whose threads the caller does not stop or move.
+fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<Moved> {
+    if p.vfork_parent.is_some() {
+        return None;
+    }
     let (file, site_off) = code_file(p, site)?;
     let link_site = site::vaddr_of(file, site_off)?;
     let found = site::check(file, link_site)?;
@@ -134,9 +188,6 @@ fn rewrite(
         return None;
     }
     let (len, after) = (u64::from(found.len), u64::from(found.after));
-    if after > 0 && !(alone && p.vfork_parent.is_none()) {
-        return None;
-    }
     let start = site.checked_sub(len)?;
     // The moved instructions must come from the same file, just before.
     let (start_file, start_off) = code_file(p, start)?;
@@ -162,7 +213,13 @@ fn rewrite(
     jump[0] = 0xe9;
     jump[1..5].copy_from_slice(&rel.to_le_bytes());
     p.mem.poke_code(start, &jump[..covered]).ok()?;
-    Some((after > 0).then_some(returns_to))
+    Some(Moved {
+        start,
+        site,
+        end: start + covered as u64,
+        tramp,
+        returns_to,
+    })
 }
 
 /// A trampoline running the `before` instructions, then entering the
@@ -230,12 +287,18 @@ fn trampoline(
     put(&arch::syscall_call_entry().to_le_bytes());
     if !after.is_empty() {
         put(&[0x0f, 0x05]); // syscall (a restart's)
-        put(after);
-        // The jump back ends the trampoline's code.
-        let jump_end = at + (before.len() + entry_code + 2 + after.len() + 5) as u64;
-        let rel = back.wrapping_sub(jump_end) as i64;
-        put(&[0xe9]); // jmp back
-        put(&i32::try_from(rel).ok()?.to_le_bytes());
+                            // The instructions that followed, a jump among them re-aimed.
+        let mut moved = [0u8; site::MAX_AFTER + 4];
+        let from = back - after.len() as u64;
+        let moved_at = at + (before.len() + entry_code + 2) as u64;
+        let (len, ends_in_jump) = site::relocate(after, from, moved_at, &mut moved)?;
+        put(&moved[..len]);
+        if !ends_in_jump {
+            let jump_end = moved_at + (len + 5) as u64;
+            let rel = back.wrapping_sub(jump_end) as i64;
+            put(&[0xe9]); // jmp back
+            put(&i32::try_from(rel).ok()?.to_le_bytes());
+        }
     }
     // Through poke_code: after a fork the page is shared copy-on-write,
     // and this process's trampolines must not appear in the other's.

@@ -196,16 +196,3 @@ pub fn arm_at(tsc: u64) {
         write(REG_INITIAL_COUNT, counts as u32);
     }
 }
-
-/// Cancels a pending timer interrupt.
-pub fn disarm() {
-    if MODE.load(Ordering::Relaxed) == MODE_NONE {
-        return;
-    }
-    if DEADLINE_MODE.load(Ordering::Relaxed) != 0 {
-        // SAFETY: as in `arm_at`; 0 disarms.
-        unsafe { cpu::wrmsr(MSR_TSC_DEADLINE, 0) };
-    } else {
-        write(REG_INITIAL_COUNT, 0);
-    }
-}

@@ -172,11 +172,6 @@ pub fn timer_arm_at(tsc: u64) {
     }
 }
 
-/// Cancels the timer interrupt.
-pub fn timer_disarm() {
-    apic::disarm();
-}
-
 /// Acknowledges an interrupt.
 pub fn interrupt_done() {
     apic::eoi();
