@@ -2,7 +2,9 @@
  * transparent huge pages may too): every operation on a part of one must
  * behave as on small pages — munmap, mprotect and MADV_DONTNEED of a page
  * inside it, a fork whose child writes (copy on write), mremap moving it,
- * thread stacks, and memory given back and taken again. */
+ * thread stacks, and memory given back and taken again — also where
+ * small pages were before (MADV_NOHUGEPAGE, then none), and the other way
+ * round. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -162,6 +164,25 @@ int main(void)
         munmap(p, 4 * MIB);
     }
     printf("20 rounds: %016llx\n", (unsigned long long)total);
+
+    /* Small pages asked for, then large ones where they were. */
+    total = 0;
+    for (int round = 0; round < 6; round++) {
+        unsigned char *p = mmap(NULL, 4 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return 4;
+        if (round % 2 == 0 && madvise(p, 4 * MIB, MADV_NOHUGEPAGE))
+            return 5;
+        if (round == 3 && (madvise(p, 4 * MIB, MADV_NOHUGEPAGE) || madvise(p, 4 * MIB, MADV_HUGEPAGE)))
+            return 6;
+        total += sum(p, 4 * MIB);
+        fill(p, 4 * MIB, (unsigned)round + 40);
+        total += sum(p, 4 * MIB);
+        munmap(p, 4 * MIB);
+    }
+    printf("small and large pages in turn: %016llx\n", (unsigned long long)total);
+    SHOW(madvise(m, PAGE, MADV_NOHUGEPAGE));
+    SHOW(madvise(big + 5 * PAGE, PAGE, MADV_HUGEPAGE));
     SHOW(munmap(m, len));
     SHOW(munmap(moved, 6 * MIB));
     return 0;

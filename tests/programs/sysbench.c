@@ -86,6 +86,24 @@ static double page_fault(long n) {
     return d;
 }
 
+/* The same with huge pages asked for (MADV_HUGEPAGE) on a 2 MiB-aligned
+ * area, on both sides. */
+static double page_fault_huge(long n) {
+    long page = 4096, huge = 2L << 20;
+    long len = (n * page + huge - 1) / huge * huge;
+    char *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        abort();
+    char *m = (char *)(((unsigned long)raw + huge - 1) & ~(huge - 1));
+    madvise(m, len, MADV_HUGEPAGE);
+    double t = now_ns();
+    for (long i = 0; i < n; i++)
+        m[i * page] = 1;
+    double d = now_ns() - t;
+    munmap(raw, len + huge);
+    return d;
+}
+
 static atomic_int turn;
 
 static void futex_wait(atomic_int *w, int v) {
@@ -247,6 +265,7 @@ int main(int argc, char **argv) {
     report("null_syscall", 20000 * scale, null_syscall);
     report("read_4k", 5000 * scale, read_4k);
     report("page_fault", 2000 * scale, page_fault);
+    report("page_fault_huge", 2048 * scale, page_fault_huge);
     report("futex_pingpong", 1000 * scale, futex_pingpong);
     report("thread_create_join", 200 * scale, thread_create);
     report("clock_gettime", 20000 * scale, clock_read);

@@ -41,7 +41,14 @@ impl Default for SyscallArgs {
 const BENCHES: &[(&str, &str)] = &[
     ("null_syscall", "getppid()"),
     ("read_4k", "pread 4 KiB of a rootfs file"),
-    ("page_fault", "first write to an anonymous page"),
+    (
+        "page_fault",
+        "first write to an anonymous page (MADV_NOHUGEPAGE)",
+    ),
+    (
+        "page_fault_huge",
+        "first write to an anonymous page (MADV_HUGEPAGE, 2 MiB-aligned)",
+    ),
     ("futex_pingpong", "futex round trip between two threads"),
     ("thread_create_join", "pthread_create + pthread_join"),
     ("clock_gettime", "clock_gettime(CLOCK_MONOTONIC)"),

@@ -68,10 +68,11 @@ pub enum Label {
     Trampoline,
     /// The vDSO image.
     Vdso,
-    /// An anonymous mmap made for a thread's stack (`MAP_STACK`): never
-    /// backed by large pages (a stack touches a few pages of many MiB),
-    /// as Linux gives such areas no transparent huge pages.
-    ThreadStack,
+    /// An anonymous mmap never backed by large pages: a thread's stack
+    /// (`MAP_STACK`: it touches a few pages of many MiB), or memory the
+    /// program advised so (`MADV_NOHUGEPAGE`), as Linux gives such areas
+    /// no transparent huge pages.
+    SmallPages,
 }
 
 impl Vma {
@@ -214,6 +215,33 @@ impl VmaSet {
         Ok(())
     }
 
+    /// Gives the parts of `[start, end)` labelled `from` the label `to`
+    /// (madvise's huge-page advice), splitting areas at the edges.
+    pub fn relabel(
+        &mut self,
+        start: u64,
+        end: u64,
+        from: Label,
+        to: Label,
+    ) -> Result<(), VmaError> {
+        if !valid_range(start, end) {
+            return Err(VmaError::Invalid);
+        }
+        let matching: Vec<(u64, u64)> = self
+            .areas
+            .iter()
+            .filter(|v| v.label == from && v.start < end && v.end > start)
+            .map(|v| (v.start.max(start), v.end.min(end)))
+            .collect();
+        for (from_addr, to_addr) in matching {
+            for mut piece in self.remove(from_addr, to_addr)? {
+                piece.label = to;
+                self.insert(piece)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Grows or shrinks the area ending at `old_end` (the heap) to end at
     /// `new_end`; growing must not run into the next area.
     pub fn resize_end(&mut self, old_end: u64, new_end: u64) -> Result<(), VmaError> {
@@ -336,6 +364,38 @@ mod tests {
                 phys: 0x100000,
                 offset: 0x2000
             }
+        );
+    }
+
+    #[test]
+    fn relabel_changes_only_the_named_label_within_the_range() {
+        let mut s = VmaSet::new();
+        s.insert(anon(0x10000, 0x14000)).unwrap();
+        s.insert(Vma {
+            label: Label::Heap,
+            ..anon(0x14000, 0x16000)
+        })
+        .unwrap();
+        s.relabel(0x11000, 0x15000, Label::Mmap, Label::SmallPages)
+            .unwrap();
+        let got: Vec<_> = s.iter().map(|v| (v.start, v.end, v.label)).collect();
+        assert_eq!(
+            got,
+            [
+                (0x10000, 0x11000, Label::Mmap),
+                (0x11000, 0x14000, Label::SmallPages),
+                (0x14000, 0x16000, Label::Heap),
+            ]
+        );
+        s.relabel(0x10000, 0x16000, Label::SmallPages, Label::Mmap)
+            .unwrap();
+        assert!(s
+            .iter()
+            .filter(|v| v.start < 0x14000)
+            .all(|v| v.label == Label::Mmap));
+        assert_eq!(
+            s.relabel(0x10800, 0x11000, Label::Mmap, Label::SmallPages),
+            Err(VmaError::Invalid)
         );
     }
 

@@ -316,7 +316,7 @@ fn maps(p: &Process, out: &mut String) {
             Label::Program => exe.as_str(),
             Label::Heap => "[heap]",
             Label::Stack => "[stack]",
-            Label::Mmap | Label::ThreadStack => "",
+            Label::Mmap | Label::SmallPages => "",
             Label::Shared => "/dev/zero (deleted)",
             Label::Trampoline => "[kiln-syscall]",
             Label::Vdso => "[vdso]",

@@ -175,7 +175,7 @@ impl AddressSpace {
         let flags = pte_flags(vma.prot);
         if self
             .tables
-            .map_large(start, pa, flags, &mut frame::alloc_zeroed)
+            .map_large(start, pa, flags, &mut frame::alloc_zeroed, &mut frame::free)
             .is_err()
         {
             for i in 0..arch::LARGE_PAGE / PAGE_SIZE {

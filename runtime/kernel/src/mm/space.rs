@@ -202,9 +202,7 @@ impl AddressSpace {
                 // is split by `unmap` below).
                 if page.is_multiple_of(arch::LARGE_PAGE) && page + arch::LARGE_PAGE <= piece.end {
                     if let Some(pa) = self.tables.unmap_large(page) {
-                        for i in 0..arch::LARGE_PAGE / PAGE_SIZE {
-                            frame::release(pa + i * PAGE_SIZE);
-                        }
+                        frame::release_large(pa);
                         next = page + arch::LARGE_PAGE;
                         continue;
                     }

@@ -25,6 +25,8 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const MADV_DONTNEED: u32 = 4;
+const MADV_HUGEPAGE: u32 = 14;
+const MADV_NOHUGEPAGE: u32 = 15;
 
 fn vma_errno(e: VmaError) -> Errno {
     match e {
@@ -187,7 +189,7 @@ pub fn mmap(
     let label = if flags & MAP_SHARED != 0 {
         Label::Shared
     } else if flags & MAP_STACK != 0 {
-        Label::ThreadStack
+        Label::SmallPages
     } else {
         Label::Mmap
     };
@@ -331,7 +333,9 @@ pub fn mprotect(
     Ok(0)
 }
 
-/// madvise(2): MADV_DONTNEED drops pages; other advice is accepted.
+/// madvise(2): MADV_DONTNEED drops pages; MADV_NOHUGEPAGE keeps an
+/// anonymous mapping's future pages small (MADV_HUGEPAGE undoes it);
+/// other advice is accepted.
 pub fn madvise(
     p: &mut Call,
     UserAddr(addr): UserAddr,
@@ -348,8 +352,19 @@ pub fn madvise(
     if !p.mem.vmas.covers(addr, end - addr, 0) {
         return Err(Errno::Nomem);
     }
-    if advice == MADV_DONTNEED {
-        p.mem.discard_range(addr, end);
+    match advice {
+        MADV_DONTNEED => p.mem.discard_range(addr, end),
+        MADV_NOHUGEPAGE => p
+            .mem
+            .vmas
+            .relabel(addr, end, Label::Mmap, Label::SmallPages)
+            .map_err(vma_errno)?,
+        MADV_HUGEPAGE => p
+            .mem
+            .vmas
+            .relabel(addr, end, Label::SmallPages, Label::Mmap)
+            .map_err(vma_errno)?,
+        _ => {}
     }
     Ok(0)
 }

@@ -108,6 +108,14 @@ unsafe fn table<'a>(pa: u64) -> &'a mut [u64; 512] {
     unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
 }
 
+/// Whether the page table at `pa` holds no entry at all (nothing present,
+/// nothing kept).
+fn table_empty(pa: u64) -> bool {
+    // SAFETY: callers pass a table that page tables own (from a present,
+    // non-huge entry); it is only read.
+    unsafe { table(pa).iter().all(|&e| e == 0) }
+}
+
 impl PageTables {
     /// The tables whose PML4 is at physical address `pml4`.
     ///
@@ -207,20 +215,30 @@ impl PageTables {
         pa: u64,
         flags: u64,
         alloc: &mut dyn FnMut() -> Option<u64>,
+        free: &mut dyn FnMut(u64),
     ) -> Result<(), MapError> {
         debug_assert!(va.is_multiple_of(LARGE_PAGE) && pa.is_multiple_of(LARGE_PAGE));
         let table_pa = self.table_for(va, 1, alloc)?;
         // SAFETY: `table_pa` is a page directory these tables own.
         let e = unsafe { &mut table(table_pa)[index(va, 1)] };
         if *e != 0 {
-            return Err(MapError::HugePage);
+            // A table of small pages left empty by an earlier unmap goes
+            // (flushed first: the CPU may cache the entry pointing at it).
+            if *e & (pte::PRESENT | pte::HUGE) != pte::PRESENT || !table_empty(*e & pte::ADDR) {
+                return Err(MapError::HugePage);
+            }
+            let old = *e & pte::ADDR;
+            *e = 0;
+            super::tlb::changed(self.pml4, va);
+            free(old);
         }
         *e = pa | flags | pte::PRESENT | pte::USER | pte::HUGE | pte::ACCESSED | pte::DIRTY;
         Ok(())
     }
 
     /// Whether the page directory entry covering `va` is empty: no large
-    /// page and no table of small pages (so a large page can go there).
+    /// page and no table of small pages, or a table whose every entry is
+    /// empty (so a large page can go there).
     pub fn directory_entry_free(&self, va: u64) -> bool {
         let mut pa = self.pml4;
         for level in (2..4).rev() {
@@ -235,7 +253,8 @@ impl PageTables {
             pa = e & pte::ADDR;
         }
         // SAFETY: as above.
-        unsafe { table(pa)[index(va, 1)] == 0 }
+        let e = unsafe { table(pa)[index(va, 1)] };
+        e == 0 || (e & (pte::PRESENT | pte::HUGE) == pte::PRESENT && table_empty(e & pte::ADDR))
     }
 
     /// Removes the 2 MiB page mapping `va`; returns its first frame.
