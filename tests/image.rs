@@ -714,3 +714,84 @@ fn run_interactive_feeds_the_image_program_stdin() {
     native.arg("-");
     assert_eq!(stdout(&guest), stdout(&hash(native)));
 }
+
+/// An image whose boot configuration asks for more than the host allows
+/// (a hostile image: the builder would never write it) is refused before
+/// a VM is made; so is `--memory` out of range.
+#[test]
+fn an_image_asking_for_too_much_memory_is_refused() {
+    use kiln_builder::image::{encode, Image, SectionKind};
+    let dir = scratch("too-much-memory");
+    let image = dir.join("good.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let opened = Image::open(&image).unwrap();
+    let mut sections: Vec<(SectionKind, Vec<u8>)> = opened
+        .sections
+        .iter()
+        .map(|s| (s.kind, opened.read(s.kind).unwrap()))
+        .collect();
+    for (memory, vcpus, needle) in [
+        (32768u64, 1u32, "32768 MiB of guest memory"),
+        (17592186044480, 1, "17592186044480 MiB of guest memory"),
+        (64, 0, "0 vCPUs"),
+        (64, 99, "99 vCPUs"),
+    ] {
+        for (kind, bytes) in &mut sections {
+            if *kind == SectionKind::Config {
+                let mut config: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                config["memory_mib"] = memory.into();
+                config["vcpus"] = vcpus.into();
+                *bytes = serde_json::to_vec(&config).unwrap();
+            }
+        }
+        let refs: Vec<(SectionKind, &[u8])> =
+            sections.iter().map(|(k, b)| (*k, b.as_slice())).collect();
+        let bad = dir.join("hostile.kiln");
+        std::fs::write(&bad, encode(&refs)).unwrap();
+        for verb in ["inspect", "run"] {
+            let out = kiln().arg(verb).arg(&bad).output().unwrap();
+            assert_eq!(status(&out), 125, "{verb}: {}", stderr(&out));
+            assert!(stderr(&out).contains(needle), "{verb}: {}", stderr(&out));
+            assert!(stdout(&out).is_empty(), "{verb}: the program ran");
+        }
+    }
+    let out = kiln()
+        .args(["run", "--memory", "17592186044480"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not in 4..=16384"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+/// A file larger than any image a build can make is refused before any
+/// section is read into memory.
+#[test]
+fn an_oversized_image_file_is_refused_before_reading_it() {
+    let dir = scratch("oversized");
+    let image = dir.join("good.kiln");
+    build_ok(&manifest_path("hello"), &image);
+    let big = dir.join("big.kiln");
+    std::fs::copy(&image, &big).unwrap();
+    // Sparse: 64 GiB of apparent size, no disk space.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    for verb in ["inspect", "run", "import"] {
+        let out = kiln().arg(verb).arg(&big).output().unwrap();
+        assert_eq!(status(&out), 125, "{verb}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("larger than any kiln image"),
+            "{verb}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -425,6 +425,61 @@ fn bearer_tokens_from_the_registry_token_service() {
     );
 }
 
+/// A registry reached over plain HTTP that names a token service on
+/// another host: the password is not sent there, and the error says why.
+#[test]
+fn the_password_never_goes_to_a_plain_http_token_service_elsewhere() {
+    prepare();
+    let (dir, image) = built_image("reg-bearer-elsewhere", "hello");
+    let reg = Registry::start("bearer-elsewhere", &RegistrySetup::default());
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyMode::BearerOnOtherHost("robot".into(), "t0ken".into()),
+    );
+    let host = proxy.host();
+    let home = dir.join("home");
+    let refusal =
+        "refusing to send the password of user \"robot\" to the token service http://localhost:";
+    // `kiln login` checks the password through the token service: refused.
+    failed(
+        kiln_at(
+            &home,
+            &["login", &host, "-u", "robot", "-p", "t0ken", "--plain-http"],
+        ),
+        "login",
+        refusal,
+    );
+    // Credentials stored anyway (as another tool may have): push refuses too.
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("auth.json"),
+        format!(
+            "{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}",
+            "cm9ib3Q6dDBrZW4=" // robot:t0ken
+        ),
+    )
+    .unwrap();
+    failed(
+        kiln_at(
+            &home,
+            &[
+                "push",
+                image.to_str().unwrap(),
+                &format!("{host}/team/hello:1"),
+                "--plain-http",
+            ],
+        ),
+        "push",
+        refusal,
+    );
+    assert_eq!(
+        proxy.count("authorized GET /token"),
+        0,
+        "{:?}",
+        proxy.requests.lock().unwrap()
+    );
+}
+
 #[test]
 fn lying_registries_are_refused_and_leave_nothing_behind() {
     prepare();
@@ -490,4 +545,122 @@ fn lying_registries_are_refused_and_leave_nothing_behind() {
         "altered manifest by digest",
         "received content with digest",
     );
+}
+
+/// Whether every image `home`'s store records has all its blobs, each
+/// hashing to its name, and no blob or index file is visibly half-written
+/// (temporary files may remain: the next writer removes them).
+fn store_is_consistent(home: &Path) -> Result<usize, String> {
+    use kiln_builder::store::Store;
+    let store = Store::open(home);
+    let images = store.images().map_err(|e| format!("images.json: {e}"))?;
+    for image in &images {
+        let mut digests = vec![image.digest.clone()];
+        digests.extend(image.blobs().iter().map(|(_, d)| (*d).to_owned()));
+        for d in digests {
+            if !store.has_blob(&d) {
+                return Err(format!(
+                    "image {} has a missing or damaged blob {d}",
+                    image.digest
+                ));
+            }
+        }
+    }
+    Ok(images.len())
+}
+
+/// `kill -9` of pulls, imports, rmi and builds at many moments: the store
+/// is consistent after every one, a build's output is whole or absent,
+/// and the next command cleans what the killed one left.
+#[test]
+fn killed_store_writers_never_leave_a_broken_store() {
+    use std::time::Duration;
+    prepare();
+    let (dir, image) = built_image("reg-kill", "busybox-sh");
+    let image_s = image.to_str().unwrap();
+    let reg = Registry::start("kill", &RegistrySetup::default());
+    let reference = format!("127.0.0.1:{}/team/kill:1", reg.port);
+    let pusher = dir.join("pusher");
+    ok(
+        kiln_at(&pusher, &["push", image_s, &reference, "--plain-http"]),
+        "push",
+    );
+    let home = dir.join("home");
+    let output = dir.join("built.kiln");
+    let manifest = common::manifest_path("hello");
+    // A fixed sequence of delays (no clock, no randomness between runs).
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut completed = 0;
+    for round in 0..60 {
+        let r = next();
+        let delay = Duration::from_micros(r % 120_000);
+        let mut cmd = kiln();
+        cmd.env("KILN_HOME", &home)
+            .env("DOCKER_CONFIG", home.join("no-docker"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let what = match round % 4 {
+            0 => {
+                cmd.args(["pull", "--plain-http", &reference]);
+                "pull"
+            }
+            1 => {
+                cmd.args(["import", image_s, &format!("imported:{round}")]);
+                "import"
+            }
+            2 => {
+                cmd.args(["rmi", &reference]);
+                "rmi"
+            }
+            _ => {
+                cmd.arg("build")
+                    .arg(&manifest)
+                    .arg("-o")
+                    .arg(&output)
+                    .arg("--kernel")
+                    .arg(xtask::paths::kernel());
+                "build"
+            }
+        };
+        let mut child = cmd.spawn().expect("kiln starts");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            completed += 1;
+        }
+        if let Err(e) = store_is_consistent(&home) {
+            panic!("round {round}: {what} killed after {delay:?}: {e}");
+        }
+        if output.exists() {
+            let out = kiln().arg("inspect").arg(&output).output().unwrap();
+            assert_eq!(
+                status(&out),
+                0,
+                "round {round}: a killed build left a broken image: {}",
+                stderr(&out)
+            );
+        }
+    }
+    // Some ran to the end, some were cut short: both were exercised.
+    assert!((1..60).contains(&completed), "{completed} of 60 completed");
+    // The next writer removes what the killed ones left half-written.
+    ok(
+        kiln_at(&home, &["pull", "--plain-http", &reference]),
+        "pull after the kills",
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(home.join("blobs/sha256"))
+        .unwrap()
+        .chain(std::fs::read_dir(&home).unwrap())
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(store_is_consistent(&home).unwrap() >= 1);
 }

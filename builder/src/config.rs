@@ -116,6 +116,15 @@ impl BootConfig {
         if c.config_version != CONFIG_VERSION {
             return Err(ConfigError::Version(c.config_version));
         }
+        // An image is untrusted input: what it asks of the host is checked
+        // as the builder checks a manifest.
+        use kiln_boot::layout::{MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&c.memory_mib) {
+            return Err(ConfigError::Memory(c.memory_mib));
+        }
+        if !(1..=MAX_VCPUS).contains(&u64::from(c.vcpus)) {
+            return Err(ConfigError::Vcpus(c.vcpus));
+        }
         Ok(c)
     }
 }
@@ -132,4 +141,17 @@ pub enum ConfigError {
     /// A `[net]` value the runtime cannot use.
     #[error("{0}")]
     Net(String),
+    /// Guest memory out of range.
+    #[error(
+        "boot configuration asks for {0} MiB of guest memory (allowed: {min} to {max})",
+        min = kiln_boot::layout::MIN_MEMORY_MIB,
+        max = kiln_boot::layout::MAX_MEMORY_MIB
+    )]
+    Memory(u64),
+    /// vCPU count out of range.
+    #[error(
+        "boot configuration asks for {0} vCPUs (allowed: 1 to {max})",
+        max = kiln_boot::layout::MAX_VCPUS
+    )]
+    Vcpus(u32),
 }

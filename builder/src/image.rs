@@ -103,6 +103,17 @@ pub enum ImageError {
     /// Not a kiln image.
     #[error("{0}: not a kiln image (bad magic)")]
     BadMagic(PathBuf),
+    /// Larger than any kiln image can be.
+    #[error(
+        "{path}: {size} bytes is larger than any kiln image ({max} bytes at most)",
+        max = crate::manifest::MAX_IMAGE_SIZE
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// A format version this kiln does not read.
     #[error("{path}: image format version {version} is not supported (this kiln reads version {FORMAT_VERSION})")]
     Version {
@@ -273,6 +284,14 @@ impl Image {
         };
         let file = File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
+        // Sections are read whole into memory (import, push, export): a
+        // file no build could have made is refused before any of that.
+        if meta.size() > crate::manifest::MAX_IMAGE_SIZE {
+            return Err(ImageError::TooLarge {
+                path: path.into(),
+                size: meta.size(),
+            });
+        }
         let stamp = format!(
             "{} {} {} {} {}",
             meta.size(),

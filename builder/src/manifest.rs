@@ -448,10 +448,14 @@ fn validate(l: &LoadedManifest) -> Result<(), ManifestError> {
             ));
         }
     }
-    if !(4..=(16 << 10)).contains(&m.vm.memory) {
+    use kiln_boot::layout::{MAX_MEMORY_MIB, MIN_MEMORY_MIB};
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&m.vm.memory) {
         return Err(l.error_at(
             span_of_key(&l.source, "memory"),
-            format!("memory = {} MiB is out of range (4 to 16384)", m.vm.memory),
+            format!(
+                "memory = {} MiB is out of range ({MIN_MEMORY_MIB} to {MAX_MEMORY_MIB})",
+                m.vm.memory
+            ),
         ));
     }
     if !(1..=kiln_boot::layout::MAX_VCPUS).contains(&u64::from(m.vm.vcpus)) {

@@ -11,12 +11,17 @@
 //!
 //! A blob's digest is checked before it enters (callers verify what they
 //! fetched; [`Store::put_blob`] names the file by the digest of the bytes
-//! it is given), and files are written under a temporary name and renamed,
-//! so the store never holds a partial or mislabelled blob. Two images with
-//! the same kernel keep one copy of it.
+//! it is given), and files are written under a temporary name, flushed to
+//! disk and renamed (the directory flushed too), so the store never holds
+//! a partial or mislabelled blob, even after a power cut. A blob already
+//! present is checked again before it is reused (a file some other tool
+//! damaged is replaced). Every change to images.json, and every deletion
+//! of blobs, happens under the lock, so an image is never recorded whose
+//! blob another kiln is deleting. Temporary files of processes that died
+//! (`kill -9`) are removed by the next writer. Two images with the same
+//! kernel keep one copy of it.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -183,36 +188,81 @@ impl Store {
         Ok(self.root.join("blobs/sha256").join(digest_hex(digest)?))
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present and intact: its bytes hash to its name
+    /// (an empty or damaged file left by a crash or another tool is not
+    /// reused; [`Store::put_blob`] replaces it).
     pub fn has_blob(&self, digest: &str) -> bool {
-        self.blob_path(digest).is_ok_and(|p| p.is_file())
+        let Ok(path) = self.blob_path(digest) else {
+            return false;
+        };
+        std::fs::read(path).is_ok_and(|bytes| sha256_digest(&bytes) == digest)
     }
 
     /// Stores `data` as a read-only blob named by its digest; returns the
-    /// digest. Present blobs are left alone.
+    /// digest. A present blob with the same bytes is left alone; one with
+    /// other bytes is replaced.
     ///
     /// # Errors
     /// [`StoreError::Io`]; no partial file is left.
     pub fn put_blob(&self, data: &[u8]) -> Result<String, StoreError> {
         let digest = sha256_digest(data);
         let path = self.blob_path(&digest)?;
-        if path.is_file() {
+        if std::fs::read(&path).is_ok_and(|present| present == data) {
             return Ok(digest);
         }
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let result = (|| {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&tmp, data)?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(&path)(e));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
+        kiln_vmm::write_durably(&path, data, 0o444).map_err(io(&path))?;
         Ok(digest)
+    }
+
+    /// Deletes the blobs among `digests` that no recorded image uses (the
+    /// blobs a failed pull or import wrote), under the lock.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the lock or images.json cannot be had.
+    pub fn discard_unused(&self, digests: &[String]) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let index = self.read_index()?;
+        for digest in digests {
+            let used = index
+                .images
+                .iter()
+                .any(|i| i.digest == *digest || i.blobs().iter().any(|(_, b)| b == digest));
+            if !used {
+                let path = self.blob_path(digest)?;
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary files (`*.tmp.<pid>`) of writers that are no
+    /// longer running: what a `kill -9` left. Called under the lock.
+    fn remove_stale_temporaries(&self) {
+        for dir in [self.root.clone(), self.root.join("blobs/sha256")] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .and_then(|n| n.rsplit_once(".tmp."))
+                    .and_then(|(_, pid)| pid.parse::<libc::pid_t>().ok())
+                else {
+                    continue;
+                };
+                // SAFETY: signal 0 only checks whether the process exists.
+                let gone = pid > 0
+                    && unsafe { libc::kill(pid, 0) } != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+                if gone {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     fn lock(&self) -> Result<Lock, StoreError> {
@@ -260,6 +310,17 @@ impl Store {
                 ),
             });
         }
+        // Every digest is used to name files: a damaged entry is refused
+        // here rather than trusted anywhere.
+        for (n, image) in index.images.iter().enumerate() {
+            let digests = [&image.digest, &image.config, &image.kernel, &image.rootfs];
+            if let Some(bad) = digests.into_iter().find(|d| digest_hex(d).is_err()) {
+                return Err(StoreError::Index {
+                    path,
+                    reason: format!("image entry {} has a bad digest `{bad}`", n + 1),
+                });
+            }
+        }
         Ok(index)
     }
 
@@ -282,6 +343,7 @@ impl Store {
         names: &[Reference],
     ) -> Result<StoredImage, StoreError> {
         let _lock = self.lock()?;
+        self.remove_stale_temporaries();
         let digest = self.put_blob(manifest)?;
         let mut size = 0;
         for b in blobs {
@@ -406,6 +468,7 @@ impl Store {
     /// [`StoreError::NotFound`] and the like; nothing changes then.
     pub fn remove(&self, text: &str) -> Result<Removal, StoreError> {
         let _lock = self.lock()?;
+        self.remove_stale_temporaries();
         let mut index = self.read_index()?;
         let target = find(&index.images, text)?.digest.clone();
         let by_name = name_of(text).filter(|n| {
@@ -487,7 +550,9 @@ fn find<'a>(images: &'a [StoredImage], text: &str) -> Result<&'a StoredImage, St
     }
     let is_hex = text.len() >= 6 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if is_hex {
-        let mut hits = images.iter().filter(|i| i.digest[7..].starts_with(text));
+        let mut hits = images
+            .iter()
+            .filter(|i| i.digest.get(7..).is_some_and(|h| h.starts_with(text)));
         if let Some(first) = hits.next() {
             if hits.next().is_some() {
                 return Err(StoreError::Ambiguous(text.into()));
@@ -521,6 +586,42 @@ mod tests {
                 &names,
             )
             .unwrap()
+    }
+
+    #[test]
+    fn damaged_blobs_are_not_reused_and_dead_writers_leave_nothing() {
+        let s = store("damaged");
+        let digest = sha256_digest(b"rootfs bytes");
+        let path = s.blob_path(&digest).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // What a power cut before the data reached the disk leaves.
+        std::fs::write(&path, b"").unwrap();
+        assert!(!s.has_blob(&digest), "an empty file is not the blob");
+        assert_eq!(s.put_blob(b"rootfs bytes").unwrap(), digest);
+        assert!(s.has_blob(&digest));
+        assert_eq!(std::fs::read(&path).unwrap(), b"rootfs bytes");
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert!(mode.readonly());
+        // Temporary files of a process that is gone go at the next write;
+        // a live writer's stay.
+        let dead =
+            path.with_file_name(format!("{}.tmp.{}", digest_hex(&digest).unwrap(), i32::MAX));
+        let live = s.root().join(format!(
+            "images.json.tmp.{}",
+            std::os::unix::process::parent_id()
+        ));
+        std::fs::write(&dead, b"half").unwrap();
+        std::fs::write(&live, b"mine").unwrap();
+        image(&s, "t", &["t"]);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        // A failed pull's blobs go, unless an image uses them.
+        let used = image(&s, "u", &["u"]);
+        let orphan = s.put_blob(b"orphan").unwrap();
+        s.discard_unused(&[orphan.clone(), used.rootfs.clone()])
+            .unwrap();
+        assert!(!s.blob_path(&orphan).unwrap().exists());
+        assert!(s.has_blob(&used.rootfs));
     }
 
     #[test]
@@ -607,5 +708,15 @@ mod tests {
         assert!(e.contains("version 7"), "{e}");
         std::fs::write(s.root().join("images.json"), "[]").unwrap();
         assert!(matches!(s.images(), Err(StoreError::Index { .. })));
+        // A damaged digest (it used to panic `kiln run`): refused by name.
+        raw["images"][1]["digest"] = "x".into();
+        std::fs::write(s.root().join("images.json"), raw.to_string()).unwrap();
+        let e = s.resolve("hello").unwrap_err().to_string();
+        assert!(e.contains("image entry 2 has a bad digest `x`"), "{e}");
+        raw["images"][1]["digest"] = images[1].digest.clone().into();
+        raw["images"][0]["rootfs"] = "sha256:../../etc".into();
+        std::fs::write(s.root().join("images.json"), raw.to_string()).unwrap();
+        let e = s.images().unwrap_err().to_string();
+        assert!(e.contains("bad digest `sha256:../../etc`"), "{e}");
     }
 }

@@ -79,29 +79,35 @@ pub fn receive(
     report: &mut dyn FnMut(&BlobRef, BlobOutcome),
 ) -> Result<StoredImage, TransferError> {
     let mut written = Vec::new();
-    let result = receive_blobs(
-        store,
-        manifest_digest,
-        manifest,
-        source,
-        report,
-        &mut written,
-    )
-    .and_then(|blobs| Ok(store.add_image(manifest, [&blobs[0], &blobs[1], &blobs[2]], names)?));
+    let mut attempt = || {
+        receive_blobs(
+            store,
+            manifest_digest,
+            manifest,
+            source,
+            report,
+            &mut written,
+        )
+        .and_then(|blobs| {
+            Ok(store.add_image(manifest, [&blobs[0], &blobs[1], &blobs[2]], names)?)
+        })
+    };
+    let mut result = attempt();
+    if matches!(
+        result,
+        Err(TransferError::Store(
+            crate::store::StoreError::MissingBlob { .. }
+        ))
+    ) {
+        // A blob found present was deleted before the image was recorded
+        // (another kiln's failed pull cleaning up): fetch it again, once.
+        result = attempt();
+    }
     if result.is_err() {
         // Leave nothing behind: blobs this import wrote go again unless an
-        // image (recorded meanwhile by another kiln) uses them.
-        let images = store.images().unwrap_or_default();
-        for digest in written {
-            let used = images
-                .iter()
-                .any(|i| i.blobs().iter().any(|(_, b)| *b == digest));
-            if !used {
-                if let Ok(path) = store.blob_path(&digest) {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
+        // image (recorded meanwhile by another kiln) uses them — decided
+        // under the store's lock, as add_image records images.
+        let _ = store.discard_unused(&written);
     }
     result
 }

@@ -185,6 +185,9 @@ pub enum ProxyMode {
     /// Demands a bearer token from its own /token service, granted for
     /// this user and password.
     Bearer(String, String),
+    /// The same, naming its token service by another host name
+    /// (`localhost` rather than `127.0.0.1`) over plain HTTP.
+    BearerOnOtherHost(String, String),
     /// Flips a byte in the middle of every blob it returns.
     CorruptBlobs,
     /// Sends half of every blob (with the full Content-Length), then hangs up.
@@ -197,7 +200,8 @@ pub enum ProxyMode {
 pub struct Proxy {
     /// Its port.
     pub port: u16,
-    /// "METHOD /path" of every request it received.
+    /// "METHOD /path" of every request it received, and "authorized
+    /// METHOD /path" for those that carried an Authorization header.
     pub requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -317,8 +321,18 @@ fn serve(
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     log.lock().unwrap().push(format!("{method} {path}"));
+    if authorization.is_some() {
+        log.lock()
+            .unwrap()
+            .push(format!("authorized {method} {path}"));
+    }
 
-    if let ProxyMode::Bearer(user, pass) = mode {
+    if let ProxyMode::Bearer(user, pass) | ProxyMode::BearerOnOtherHost(user, pass) = mode {
+        let realm_host = if matches!(mode, ProxyMode::Bearer(..)) {
+            "127.0.0.1"
+        } else {
+            "localhost"
+        };
         if path.starts_with("/token") {
             let expected = format!(
                 "Basic {}",
@@ -343,7 +357,7 @@ fn serve(
         }
         if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
             let challenge = format!(
-                "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"kiln-test\""
+                "WWW-Authenticate: Bearer realm=\"http://{realm_host}:{port}/token\",service=\"kiln-test\""
             );
             return respond(
                 &mut conn,

@@ -194,8 +194,6 @@ pub fn forget(path: &Path, registry: &str) -> Result<bool, AuthError> {
 }
 
 fn update(path: &Path, change: impl FnOnce(&mut AuthFile)) -> Result<(), AuthError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |error| AuthError::Io {
         path: path.into(),
         error,
@@ -205,21 +203,14 @@ fn update(path: &Path, change: impl FnOnce(&mut AuthFile)) -> Result<(), AuthErr
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&file).unwrap_or_default())?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    // Owner-only from the start (the temporary file too): it holds
+    // passwords.
+    kiln_vmm::write_durably(
+        path,
+        &serde_json::to_vec_pretty(&file).unwrap_or_default(),
+        0o600,
+    )
+    .map_err(io)
 }
 
 /// What a `WWW-Authenticate` header asks for.

@@ -204,6 +204,17 @@ impl Client {
         }
     }
 
+    /// The Authorization header for a request to `url`: only ever to the
+    /// registry's own origin (scheme, host and port) — an upload location
+    /// or other URL the registry names elsewhere (a storage service) gets
+    /// none, as a redirect does not.
+    fn authorization_for(&self, url: &str) -> Option<String> {
+        if origin(url)? != origin(&self.base)? {
+            return None;
+        }
+        self.authorization()
+    }
+
     fn authorization(&self) -> Option<String> {
         if let Some(t) = self.token.lock().ok().and_then(|t| t.clone()) {
             return Some(format!("Bearer {t}"));
@@ -226,7 +237,7 @@ impl Client {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        if let Some(a) = self.authorization() {
+        if let Some(a) = self.authorization_for(url) {
             builder = builder.header("Authorization", a);
         }
         let http = |error: ureq::Error| RegistryError::Http {
@@ -331,6 +342,21 @@ impl Client {
                 let url = format!("{realm}{sep}{}", query.join("&"));
                 let mut builder = ureq::http::Request::builder().method("GET").uri(&url);
                 if let Some(c) = &self.credentials {
+                    // The password goes to the token service the registry
+                    // names only over TLS — or, when the user chose plain
+                    // HTTP for this registry, to the registry's own host.
+                    if !self.may_send_password_to(&realm) {
+                        return Err(unauthorized(format!(
+                            "refusing to send the password of user {:?} to the token service \
+                             {realm}: it is not HTTPS{}",
+                            c.username,
+                            if self.base.starts_with("http://") {
+                                " and not on the registry's host"
+                            } else {
+                                ""
+                            }
+                        )));
+                    }
                     builder = builder.header("Authorization", c.basic_header());
                 }
                 let request = builder.body(()).map_err(|e| RegistryError::Http {
@@ -377,6 +403,15 @@ impl Client {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Whether the user's password may go to the token service at `realm`.
+    fn may_send_password_to(&self, realm: &str) -> bool {
+        match (origin(realm), origin(&self.base)) {
+            (Some(("https", _, _)), _) => true,
+            (Some((_, host, _)), Some(("http", registry_host, _))) => host == registry_host,
+            _ => false,
         }
     }
 
@@ -635,9 +670,70 @@ impl Client {
     }
 }
 
+/// The (scheme, host, port) of an absolute http(s) URL, lower-cased,
+/// the port defaulted; `None` for anything else.
+fn origin(url: &str) -> Option<(&'static str, String, u16)> {
+    let (scheme, rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+        ("https", r, 443)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        ("http", r, 80)
+    } else {
+        return None;
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Credentials in a URL (`user@host`) name no other origin.
+    if authority.contains('@') || authority.is_empty() {
+        return None;
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']')?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, p.parse().ok()?),
+            None if after.is_empty() => (host, default_port),
+            None => return None,
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, default_port),
+        }
+    };
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://Registry.example.com/v2/x"),
+            Some(("https", "registry.example.com".into(), 443))
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:5000/v2/"),
+            Some(("http", "127.0.0.1".into(), 5000))
+        );
+        assert_eq!(
+            origin("https://example.com:443?x"),
+            origin("https://example.com/")
+        );
+        assert_ne!(
+            origin("http://example.com/"),
+            origin("https://example.com/")
+        );
+        assert_ne!(origin("http://a:5000/"), origin("http://a:5001/"));
+        assert_eq!(origin("http://user@evil.com/"), None);
+        assert_eq!(origin("ftp://x/"), None);
+        assert_eq!(origin("/v2/relative"), None);
+        assert_eq!(origin("http://a:notaport/"), None);
+        assert_eq!(
+            origin("http://[::1]:5000/v2/"),
+            Some(("http", "::1".into(), 5000))
+        );
+        assert_eq!(origin("https://[::1]/"), Some(("https", "::1".into(), 443)));
+    }
 
     #[test]
     fn docker_hub_has_its_own_api_host_and_library_namespace() {

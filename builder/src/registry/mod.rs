@@ -171,7 +171,11 @@ pub fn push(
     client.ping()?;
     let mut outcomes = Vec::new();
     for blob in &artifact.blobs {
-        let label = format!("{} {}", blob.kind.name(), &blob.digest[7..19]);
+        let label = format!(
+            "{} {}",
+            blob.kind.name(),
+            blob.digest.get(7..19).unwrap_or(&blob.digest)
+        );
         let size = blob.data.len() as u64;
         if client.has_blob(&blob.digest)? {
             progress
@@ -230,7 +234,11 @@ struct RegistrySource<'a> {
 impl BlobSource for RegistrySource<'_> {
     fn fetch(&self, blob: &BlobRef) -> Result<Vec<u8>, transfer::FetchError> {
         let task = self.progress.task(
-            &format!("{} {}", blob.kind.name(), &blob.digest[7..19]),
+            &format!(
+                "{} {}",
+                blob.kind.name(),
+                blob.digest.get(7..19).unwrap_or(&blob.digest)
+            ),
             blob.size,
         );
         match self.client.get_blob(blob, &|n| task.advance(n)) {

@@ -37,6 +37,12 @@ pub mod layout {
     pub const PV_PAGES: u64 = 0x4000;
     /// How many vCPUs the PV page area holds.
     pub const MAX_VCPUS: u64 = 4;
+    /// The least guest memory, in MiB, a VM may have.
+    pub const MIN_MEMORY_MIB: u64 = 4;
+    /// The most guest memory, in MiB, a VM may have (16 GiB): checked by
+    /// the builder, by `--memory`, and again before a VM is made, as an
+    /// image's configuration is not trusted.
+    pub const MAX_MEMORY_MIB: u64 = 16 << 10;
     /// The [`super::BootInfo`] structure.
     pub const BOOT_INFO: u64 = 0x8000;
     /// Memory map entries ([`super::MemoryRegion`]), right after boot info.

@@ -45,6 +45,14 @@ use self::vstate::stats::Counters;
 /// error of the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
+    /// The guest memory asked for (by `--memory` or the image's
+    /// configuration) is out of range.
+    #[error(
+        "guest memory of {0} MiB is out of range ({min} to {max} MiB)",
+        min = kiln_boot::layout::MIN_MEMORY_MIB,
+        max = kiln_boot::layout::MAX_MEMORY_MIB
+    )]
+    MemorySize(u64),
     /// KVM is unusable or an ioctl failed.
     #[error(transparent)]
     Kvm(#[from] vstate::kvm::KvmError),
@@ -326,11 +334,47 @@ impl RunReport {
 /// # Errors
 /// When writing or renaming fails (the temporary file is removed).
 pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    write_durably(path, data, 0o644)
+}
+
+/// [`write_atomically`] with the file's permission bits, made durable: the
+/// temporary file is flushed to disk before the rename and the directory
+/// after it, so a power cut leaves the old file or the new one, never an
+/// empty or partial one under the final name. The temporary name is
+/// `<path>.tmp.<pid>` (a later writer may remove it if that process is
+/// gone).
+///
+/// # Errors
+/// When writing, flushing or renaming fails (the temporary file is removed).
+pub fn write_durably(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp_name);
+    // A leftover of an earlier process with this pid: never reused (its
+    // permissions may not be `mode`).
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    })
+    }
+    result
 }
 
 /// Host entropy for the guest's random seed.
@@ -517,6 +561,12 @@ pub fn run(
     console: Console,
     mut timings: Timings,
 ) -> Result<RunReport, VmmError> {
+    // The memory size is checked before anything starts: an image's
+    // configuration is not trusted.
+    use kiln_boot::layout::{MAX_MEMORY_MIB, MIN_MEMORY_MIB};
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&config.memory_mib) {
+        return Err(VmmError::MemorySize(config.memory_mib));
+    }
     // Disks first: a missing or locked one is refused before anything
     // starts.
     let disks = config

@@ -60,8 +60,9 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
 
-    /// Guest memory in MiB
-    #[arg(long, value_name = "MiB", default_value_t = 64)]
+    /// Guest memory in MiB, 4 to 16384
+    #[arg(long, value_name = "MiB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(
+        kiln_boot::layout::MIN_MEMORY_MIB..=kiln_boot::layout::MAX_MEMORY_MIB))]
     memory: u64,
 
     /// Environment variable for the program, NAME=VALUE (repeatable; PATH has Docker's default)

@@ -16,6 +16,16 @@ use crate::errno::Errno;
 const BLOCK: usize = 512;
 /// Symbolic links followed in one lookup before giving up (Linux: 40).
 pub const MAX_SYMLINKS: usize = 40;
+/// The longest path an entry may have (Linux's PATH_MAX, with its NUL).
+pub const MAX_PATH: usize = 4096;
+/// The index may hold this many bytes of paths per archive byte, plus
+/// [`INDEX_SLACK`]: a real archive needs well under one (a 512-byte
+/// header per entry, parents a few times over when not listed), while
+/// one deep path of an archive that lists no parents implies every
+/// prefix of it as a directory.
+const INDEX_BYTES_PER_ARCHIVE_BYTE: usize = 8;
+/// Path bytes the index may always hold.
+const INDEX_SLACK: usize = 1 << 20;
 
 /// What a path names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +70,14 @@ pub enum TarError {
     Truncated(u64),
     /// A path is empty, not UTF-8, or contains a NUL.
     BadPath(u64),
+    /// A path is longer than [`MAX_PATH`].
+    PathTooLong(u64),
+    /// The entries' paths (with the directories they imply) would take
+    /// far more memory than the archive's size justifies.
+    IndexTooLarge(u64),
+    /// An entry that has no data (a directory, link or device) gives a
+    /// data size anyway, which would skip the headers that follow.
+    DataOnNonFile(u64),
 }
 
 impl core::fmt::Display for TarError {
@@ -72,6 +90,19 @@ impl core::fmt::Display for TarError {
                 "tar entry at offset {at} runs past the end of the archive"
             ),
             Self::BadPath(at) => write!(f, "tar entry at offset {at} has an unusable path"),
+            Self::PathTooLong(at) => write!(
+                f,
+                "tar entry at offset {at} has a path longer than {MAX_PATH} bytes"
+            ),
+            Self::IndexTooLarge(at) => write!(
+                f,
+                "tar entry at offset {at}: the paths (and the directories they imply) \
+                 would take too much memory for an archive of this size"
+            ),
+            Self::DataOnNonFile(at) => write!(
+                f,
+                "tar entry at offset {at} is not a regular file but claims data"
+            ),
         }
     }
 }
@@ -80,6 +111,26 @@ impl core::fmt::Display for TarError {
 #[derive(Clone, Debug, Default)]
 pub struct TarFs {
     nodes: BTreeMap<String, Node>,
+    /// Bytes of paths in `nodes` (bounded while parsing).
+    path_bytes: usize,
+}
+
+/// Where the header after an entry whose data starts at `data_start` and
+/// takes `size` bytes begins; an error when the data (rounded up to whole
+/// blocks) would end past the archive or overflow — never a position at
+/// or before `data_start`.
+fn next_header(
+    data_start: usize,
+    size: u64,
+    archive_len: usize,
+    at: u64,
+) -> Result<usize, TarError> {
+    usize::try_from(size)
+        .ok()
+        .and_then(|s| s.checked_next_multiple_of(BLOCK))
+        .and_then(|s| data_start.checked_add(s))
+        .filter(|&next| next <= archive_len.next_multiple_of(BLOCK))
+        .ok_or(TarError::Truncated(at))
 }
 
 fn octal(field: &[u8], at: u64) -> Result<u64, TarError> {
@@ -213,7 +264,7 @@ impl TarFs {
                     }
                     _ => {}
                 }
-                at = data_start + (size as usize).div_ceil(BLOCK) * BLOCK;
+                at = next_header(data_start, size, archive.len(), here)?;
                 continue;
             }
             let mut name = match long_name.take() {
@@ -253,6 +304,9 @@ impl TarFs {
             if name.is_empty() || name.contains('\0') {
                 return Err(TarError::BadPath(here));
             }
+            if name.len() >= MAX_PATH || link.len() >= MAX_PATH {
+                return Err(TarError::PathTooLong(here));
+            }
             let path = normalise(&name);
             let mode = (octal(&h[100..108], here)? & 0o7777) as u32;
             let uid = octal(&h[108..116], here)? as u32;
@@ -264,19 +318,24 @@ impl TarFs {
                 b'1' => None, // hard link: resolved below
                 _ => None,
             };
-            let data_len = if matches!(typeflag, b'0' | 0 | b'7') {
-                size
-            } else {
-                0
-            };
+            let regular = matches!(typeflag, b'0' | 0 | b'7');
+            if !regular && header_size != 0 {
+                return Err(TarError::DataOnNonFile(here));
+            }
+            let data_len = if regular { size } else { 0 };
             let end = (data_start as u64)
                 .checked_add(data_len)
                 .filter(|&e| e <= archive.len() as u64);
             end.ok_or(TarError::Truncated(here))?;
+            let budget = archive
+                .len()
+                .saturating_mul(INDEX_BYTES_PER_ARCHIVE_BYTE)
+                .saturating_add(INDEX_SLACK);
             match kind {
                 Some(kind) => {
                     let ino = fs.nodes.len() as u64 + 1;
-                    fs.ensure_parents(&path);
+                    fs.ensure_parents(&path, budget, here)?;
+                    fs.path_bytes += path.len();
                     fs.nodes.insert(
                         path,
                         Node {
@@ -294,26 +353,26 @@ impl TarFs {
                 None if typeflag == b'1' => {
                     // A hard link shares its target's data (and inode).
                     if let Some(target) = fs.nodes.get(&normalise(&link)).cloned() {
-                        fs.ensure_parents(&path);
+                        fs.ensure_parents(&path, budget, here)?;
+                        fs.path_bytes += path.len();
                         fs.nodes.insert(path, target);
                     }
                 }
                 None => {} // devices, FIFOs: not part of a kiln rootfs
             }
-            // pax sizes override the header's; the header's governs the skip
-            // only when no pax size was given.
-            let skip = if matches!(typeflag, b'0' | 0 | b'7') {
-                size
-            } else {
-                header_size
-            };
-            at = data_start + (skip as usize).div_ceil(BLOCK) * BLOCK;
+            // A pax size overrides the header's for a regular file; other
+            // entries have no data (checked above).
+            let skip = if regular { size } else { 0 };
+            at = next_header(data_start, skip, archive.len(), here)?;
         }
         Ok(fs)
     }
 
     fn insert_dir(&mut self, path: &str, mode: u32) {
         let ino = self.nodes.len() as u64 + 1;
+        if !self.nodes.contains_key(path) {
+            self.path_bytes += path.len();
+        }
         self.nodes.entry(path.into()).or_insert(Node {
             kind: Kind::Dir,
             mode,
@@ -326,12 +385,21 @@ impl TarFs {
         });
     }
 
-    fn ensure_parents(&mut self, path: &str) {
+    /// Adds the missing directories above `path` (an entry at archive
+    /// offset `at`), keeping the index's paths within `budget` bytes.
+    fn ensure_parents(&mut self, path: &str, budget: usize, at: u64) -> Result<(), TarError> {
         let mut p = parent_of(path);
         while p != "/" && !self.nodes.contains_key(p) {
-            self.insert_dir(&String::from(p), 0o755);
+            if self.path_bytes.saturating_add(p.len()) > budget {
+                return Err(TarError::IndexTooLarge(at));
+            }
+            self.insert_dir(p, 0o755);
             p = parent_of(p);
         }
+        if self.path_bytes.saturating_add(path.len()) > budget {
+            return Err(TarError::IndexTooLarge(at));
+        }
+        Ok(())
     }
 
     /// The regular file whose data holds archive offset `offset`.
@@ -559,6 +627,77 @@ mod tests {
         let fs = TarFs::parse(&a).unwrap();
         assert!(fs.get("/x/from-pax").is_some());
         assert!(fs.get("/short").is_none());
+    }
+
+    /// A directory header for `path` whose size field is `size` (raw, as
+    /// a hostile archive may write it), checksummed.
+    fn dir_with_size(path: &str, size: [u8; 12]) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_mode(0o755);
+        h.set_entry_type(tar::EntryType::Directory);
+        h.as_old_mut().size = size;
+        h.set_cksum();
+        h
+    }
+
+    #[test]
+    fn a_size_on_a_directory_is_an_error_not_a_loop_or_a_skip() {
+        // Base-256 size of 2^64 - 512: the skip used to wrap back to the
+        // same header, forever.
+        let huge = [
+            0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x00,
+        ];
+        for size in [huge, *b"00000002000\0"] {
+            let mut b = tar::Builder::new(Vec::new());
+            b.append(&dir_with_size("d/", size), &[][..]).unwrap();
+            file(&mut b, "d/after", b"kept");
+            let a = b.into_inner().unwrap();
+            assert_eq!(TarFs::parse(&a).unwrap_err(), TarError::DataOnNonFile(0));
+        }
+        // The same size on a regular file: past the end of the archive.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.as_old_mut().size = huge;
+        h.set_cksum();
+        let mut a = h.as_bytes().to_vec();
+        a.extend_from_slice(&[0u8; 1024]);
+        assert_eq!(TarFs::parse(&a).unwrap_err(), TarError::Truncated(0));
+    }
+
+    #[test]
+    fn deep_paths_are_bounded() {
+        // One 34 KiB pax path made 255 MB of index keys.
+        let deep = "a/".repeat(17 * 1024) + "f";
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("path", deep.as_bytes())])
+            .unwrap();
+        file(&mut b, "short", b"x");
+        let a = b.into_inner().unwrap();
+        assert!(matches!(
+            TarFs::parse(&a).unwrap_err(),
+            TarError::PathTooLong(_)
+        ));
+        // Paths under the limit whose implied parents would take far more
+        // memory than the archive justifies.
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..4 {
+            let path = alloc::format!("x{i}/") + &"a/".repeat(2000) + "f";
+            b.append_pax_extensions([("path", path.as_bytes())])
+                .unwrap();
+            file(&mut b, "short", b"x");
+        }
+        let a = b.into_inner().unwrap();
+        assert!(a.len() < 64 * 1024);
+        assert!(matches!(
+            TarFs::parse(&a).unwrap_err(),
+            TarError::IndexTooLarge(_)
+        ));
+        // A realistic deep tree is fine.
+        let path = "d/".repeat(200) + "f";
+        let a = archive(|b| file(b, &path, b"ok"));
+        assert!(TarFs::parse(&a).unwrap().resolve("/", &path, true).is_ok());
     }
 
     #[test]

@@ -42,8 +42,9 @@ pub struct Args {
     #[arg(short, long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
 
-    /// Guest memory in MiB [default: the image's]
-    #[arg(long, value_name = "MiB")]
+    /// Guest memory in MiB, 4 to 16384 [default: the image's]
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u64).range(
+        kiln_boot::layout::MIN_MEMORY_MIB..=kiln_boot::layout::MAX_MEMORY_MIB))]
     memory: Option<u64>,
 
     #[command(flatten)]
