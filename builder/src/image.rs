@@ -362,6 +362,22 @@ impl Image {
     }
 }
 
+/// Checks image bytes held in memory as [`Image::open`] checks a file
+/// (header, bounds, padding and every section's digest); returns the
+/// sections. For tools and fuzzing: no file is involved.
+///
+/// # Errors
+/// [`ImageError`] saying what is wrong.
+pub fn verify_bytes(data: &[u8]) -> Result<Vec<Section>, ImageError> {
+    if data.len() as u64 > crate::manifest::MAX_IMAGE_SIZE {
+        return Err(ImageError::TooLarge {
+            path: "(bytes)".into(),
+            size: data.len() as u64,
+        });
+    }
+    parse(Path::new("(bytes)"), data, data.len() as u64, true).map(|(sections, _, _)| sections)
+}
+
 /// Checks the image bytes `data` (of a file of `actual` bytes).
 fn parse(
     path: &Path,

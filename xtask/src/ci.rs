@@ -134,6 +134,12 @@ pub fn run_all() -> Result<()> {
     step("bench-io smoke run", || {
         crate::bench_io::run(&crate::bench_io::IoArgs { runs: 1, mib: 8 })
     })?;
+    step("fuzz smoke run (cargo xtask fuzz --seconds 5)", || {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs {
+            seconds: 5,
+            only: None,
+        })
+    })?;
     step("bench-syscall smoke run", || {
         crate::bench_syscall::run(&crate::bench_syscall::SyscallArgs { runs: 1, scale: 1 })
     })?;

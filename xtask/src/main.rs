@@ -10,6 +10,7 @@ mod chart;
 mod ci;
 mod compat;
 mod density;
+mod fuzz;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,10 @@ enum Verb {
     /// kiln and natively, paired runs (table, target/bench/apps.json,
     /// target/bench/apps.svg)
     BenchApps(bench_apps::AppsArgs),
+    /// Fuzz every parser of untrusted input (fuzz/, cargo-fuzz on the
+    /// nightly toolchain) for --seconds each, from the committed corpora;
+    /// fails on a crash, naming the input
+    Fuzz(fuzz::FuzzArgs),
     /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
     BenchSyscall(bench_syscall::SyscallArgs),
     /// Measure the network: nginx under wrk natively, through --net user and
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
         Verb::BenchDensity(args) => density::run(&args).map(|()| 0),
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::BenchApps(args) => bench_apps::run(&args).map(|()| 0),
+        Verb::Fuzz(args) => fuzz::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
         Verb::BenchIo(args) => bench_io::run(&args).map(|()| 0),
