@@ -236,6 +236,13 @@ pub const PROGRAMS: &[Program] = &[
         compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],
     },
     Program {
+        name: "attacker",
+        source: "programs/attacker.c",
+        compile: &[
+            "gcc", "-static", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror",
+        ],
+    },
+    Program {
         name: "threads",
         source: "compat/threads.c",
         compile: &["gcc", "-static", "-O2", "-pthread"],

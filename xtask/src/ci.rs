@@ -134,6 +134,9 @@ pub fn run_all() -> Result<()> {
     step("bench-io smoke run", || {
         crate::bench_io::run(&crate::bench_io::IoArgs { runs: 1, mib: 8 })
     })?;
+    step("hostile-guest suite (cargo xtask hostile)", || {
+        crate::hostile::run(&crate::hostile::HostileArgs::default())
+    })?;
     step("fuzz smoke run (cargo xtask fuzz --seconds 5)", || {
         crate::fuzz::run(&crate::fuzz::FuzzArgs {
             seconds: 5,

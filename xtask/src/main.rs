@@ -11,6 +11,7 @@ mod ci;
 mod compat;
 mod density;
 mod fuzz;
+mod hostile;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,10 @@ enum Verb {
     /// nightly toolchain) for --seconds each, from the committed corpora;
     /// fails on a crash, naming the input
     Fuzz(fuzz::FuzzArgs),
+    /// The hostile-guest suite: guests that attack ports, MMIO, devices,
+    /// the IDT, page tables, memory and interrupts must each end cleanly,
+    /// in bounded time and memory, leaving nothing behind
+    Hostile(hostile::HostileArgs),
     /// Measure system-call paths in kiln against native (table + target/bench/syscall.json)
     BenchSyscall(bench_syscall::SyscallArgs),
     /// Measure the network: nginx under wrk natively, through --net user and
@@ -223,6 +228,7 @@ fn main() -> ExitCode {
         Verb::Compat(args) => compat::run(&args).map(|()| 0),
         Verb::BenchApps(args) => bench_apps::run(&args).map(|()| 0),
         Verb::Fuzz(args) => fuzz::run(&args).map(|()| 0),
+        Verb::Hostile(args) => hostile::run(&args).map(|()| 0),
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
         Verb::BenchIo(args) => bench_io::run(&args).map(|()| 0),

@@ -75,7 +75,7 @@ impl AddressSpace {
                 return Ok(());
             }
             // A write to a frame of the image, or one a fork shares: copy.
-            let copy = frame::alloc().ok_or(FaultError::OutOfMemory)?;
+            let copy = frame::alloc_copy_for_program().ok_or(FaultError::OutOfMemory)?;
             copy_frame(pa, copy);
             self.tables.unmap(page);
             if !image {
@@ -98,13 +98,13 @@ impl AddressSpace {
                 if self.map_large_page(page, exec) {
                     return Ok(());
                 }
-                let pa = frame::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
+                let pa = frame::alloc_for_program().ok_or(FaultError::OutOfMemory)?;
                 self.map(page, pa, flags)
             }
             Backing::Image { phys, offset } => {
                 let source = phys + offset + (page - vma.start);
                 if write {
-                    let copy = frame::alloc().ok_or(FaultError::OutOfMemory)?;
+                    let copy = frame::alloc_copy_for_program().ok_or(FaultError::OutOfMemory)?;
                     copy_frame(source, copy);
                     self.map(page, copy, flags)
                 } else {

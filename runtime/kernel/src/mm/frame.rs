@@ -345,6 +345,42 @@ pub fn free(pa: u64) {
     f.used -= 1;
 }
 
+/// Frames kept for the kernel's own needs (its heap: thread stacks, page
+/// tables, tables of areas and files) out of `total`: a program's memory
+/// and new threads and processes stop short of them, so memory pressure
+/// ends in the program's out-of-memory kill or EAGAIN, never in a kernel
+/// allocation failure (a panic). 2 MiB, or a sixteenth of a small guest's
+/// memory (256 KiB of a 4 MiB one).
+pub fn kernel_reserve(total: u64) -> u64 {
+    (total / 16).min(512)
+}
+
+/// Frames free beyond the [`kernel_reserve`].
+pub fn available_to_programs() -> u64 {
+    let f = KERNEL.frames.lock();
+    f.total
+        .saturating_sub(f.used)
+        .saturating_sub(kernel_reserve(f.total))
+}
+
+/// A zero-filled frame for a program's memory, or `None` when only the
+/// kernel's reserve is left.
+pub fn alloc_for_program() -> Option<u64> {
+    if available_to_programs() == 0 {
+        return None;
+    }
+    alloc_zeroed()
+}
+
+/// A frame with unspecified contents for a program's memory (a copy),
+/// or `None` when only the kernel's reserve is left.
+pub fn alloc_copy_for_program() -> Option<u64> {
+    if available_to_programs() == 0 {
+        return None;
+    }
+    alloc()
+}
+
 /// (frames in use, frames in total), for /proc/meminfo.
 pub fn usage() -> (u64, u64) {
     let f = KERNEL.frames.lock();

@@ -240,6 +240,12 @@ pub fn spawn_as(
     fs_base: u64,
     clear_child_tid: UserPtr<u32>,
 ) -> Result<Tid, Errno> {
+    // A thread's kernel stack and bookkeeping come from the kernel's heap:
+    // refused (as Linux refuses past its thread limit) before they would
+    // eat into what the kernel keeps for itself.
+    if crate::mm::frame::available_to_programs() < (KSTACK_SIZE as u64 / 4096) * 2 {
+        return Err(Errno::Again);
+    }
     let fpu = FpuState::capture().ok_or(Errno::Nomem)?;
     let mut s = KERNEL.sched.lock();
     let mut t = Thread::new(tid, pid);
