@@ -339,6 +339,54 @@ fn endless_loop_is_stopped_by_timeout() {
     );
 }
 
+/// Once the guest runs, every thread of kiln-vmm (and so of `kiln run`)
+/// is under the seccomp filter with no new privileges: a running VMM shows
+/// it in /proc, and its threads all carry it.
+#[test]
+fn a_running_vmm_is_under_its_seccomp_filter() {
+    if !kvm_or_skip("a_running_vmm_is_under_its_seccomp_filter") {
+        return;
+    }
+    let mut child = vmm()
+        .args(["--timeout", "20", "--app"])
+        .arg(common::program("probe"))
+        .args(["--", "spin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let filtered = loop {
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The guest runs once vCPU threads exist beside the main thread
+        // and the devices thread.
+        if threads.len() >= 3
+            && threads
+                .iter()
+                .all(|s| s.contains("Seccomp:\t2") && s.contains("NoNewPrivs:\t1"))
+        {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        filtered,
+        "kiln-vmm's threads never all showed the seccomp filter"
+    );
+}
+
 /// SIGINT, SIGTERM and SIGHUP stop the VM in order: the run is reported
 /// (timings written) and the status is 128 + the signal, as a container's.
 #[test]

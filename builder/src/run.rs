@@ -279,6 +279,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         share_image: opts.share_image,
         // `kiln run` exits right after the run.
         background_teardown: true,
+        seccomp: true,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),
         stdin: opts.stdin,

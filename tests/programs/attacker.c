@@ -394,24 +394,6 @@ static int threads(void)
     return 0;
 }
 
-static int forks(void)
-{
-    int n = 0;
-    for (;;) {
-        pid_t c = fork();
-        if (c == 0) {
-            pause();
-            _exit(0);
-        }
-        if (c < 0)
-            break;
-        n++;
-    }
-    printf("forks until refused: %d\n", n > 0);
-    kill(0, SIGKILL);
-    return 0;
-}
-
 static int mappings(void)
 {
     size_t mapped = 0;
@@ -466,7 +448,7 @@ static const struct {
     {"page-tables", page_tables}, {"boot-data", boot_data}, {"ram", ram},
     {"idt", idt_garbage},     {"cr0", cr0},               {"timer-storm", timer_storm},
     {"ipi-storm", ipi_storm}, {"hypercalls", hypercalls}, {"threads", threads},
-    {"forks", forks},         {"mappings", mappings},     {"signals", signals},
+    {"mappings", mappings},   {"signals", signals},
     {"exit-port", exit_port},
 };
 

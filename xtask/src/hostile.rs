@@ -5,7 +5,8 @@
 //! interrupts off, exhausts memory, threads and processes, stomps on the
 //! page tables, kernel text, boot data and all of RAM, loads garbage into
 //! the IDT, CR0 and MSRs, storms timer interrupts and IPIs;
-//! tests/programs/hostile.c hands a device broken queues. Each case must
+//! tests/programs/hostile.c hands a device broken queues, and probe.c's
+//! fork bomb meets EAGAIN. Each case must
 //! end with its expected exit status and message within its time bound,
 //! with kiln-vmm's memory bounded and no process of the run left behind;
 //! a spinning guest must end on SIGTERM and SIGINT. Prints a table and
@@ -57,6 +58,7 @@ const MAX_RSS_KIB: i64 = 512 << 10;
 
 const A: &str = "attacker";
 const H: &str = "hostile";
+const P: &str = "probe";
 
 /// The cases, in the order they run.
 const CASES: &[Case] = &[
@@ -84,7 +86,7 @@ const CASES: &[Case] = &[
     with(case(A, "ipi-storm", &[0]), "ipi storm done"),
     case(A, "hypercalls", &[0, 132, 139]),
     case(A, "threads", &[0, 137]),
-    with(case(A, "forks", &[137]), "forks until refused: 1"),
+    with(case(P, "forkbomb", &[0]), "then EAGAIN"),
     with(case(A, "mappings", &[137]), "out of guest memory"),
     with(case(A, "signals", &[0]), "signals caught: 1"),
     with(case(A, "exit-port", &[125]), "invalid exit value"),
@@ -308,8 +310,14 @@ mod tests {
             .expect("attacker.c");
         let hostile = std::fs::read_to_string(paths::root().join("tests/programs/hostile.c"))
             .expect("hostile.c");
+        let probe =
+            std::fs::read_to_string(paths::root().join("tests/programs/probe.c")).expect("probe.c");
         for c in CASES {
-            let source = if c.program == A { &attacker } else { &hostile };
+            let source = match c.program {
+                A => &attacker,
+                H => &hostile,
+                _ => &probe,
+            };
             assert!(
                 source.contains(&format!("\"{}\"", c.mode)),
                 "{} has no mode {}",

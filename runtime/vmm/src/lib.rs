@@ -11,6 +11,7 @@ pub mod cli;
 pub mod devices;
 pub mod loader;
 pub mod net;
+pub mod seccomp;
 pub mod source;
 pub mod stop;
 pub mod terminal;
@@ -53,6 +54,9 @@ pub enum VmmError {
         max = kiln_boot::layout::MAX_MEMORY_MIB
     )]
     MemorySize(u64),
+    /// The seccomp filter could not be put in place.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// KVM is unusable or an ioctl failed.
     #[error(transparent)]
     Kvm(#[from] vstate::kvm::KvmError),
@@ -136,6 +140,10 @@ pub struct VmConfig {
     /// one (`vstate::teardown`): for one-shot processes, which exit right
     /// after the run; guest memory then stays mapped.
     pub background_teardown: bool,
+    /// Put [`seccomp`]'s filter on every thread of this process just
+    /// before the guest runs: afterwards this process can no longer run
+    /// programs, mount, ptrace and the like (for one-shot processes).
+    pub seccomp: bool,
     /// Boot-info layout version to write (tests change it).
     pub boot_info_version: u32,
     /// Kernel command-line options.
@@ -703,6 +711,11 @@ pub fn run(
     let termination = stop::catch_termination().map_err(VmmError::Timer)?;
     let devices_thread =
         DevicesThread::start(served, termination, stop::request).map_err(VmmError::Devices)?;
+    // Everything the run starts (passt, virtiofsd, the vsock sweeper) runs
+    // by now; the devices thread exists and the vCPU threads inherit it.
+    if config.seccomp {
+        seccomp::install()?;
+    }
     timings.mark(Phase::VcpuStart);
     let timings = Mutex::new(timings);
     let ending = vstate::crew::run(

@@ -194,6 +194,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         stats: cli.run.stats,
         share_image: cli.run.share_image,
         background_teardown: true,
+        seccomp: true,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),
         stdin: console.stdin,
