@@ -340,15 +340,15 @@ fn endless_loop_is_stopped_by_timeout() {
 }
 
 /// Once the guest runs, every thread of kiln-vmm (and so of `kiln run`)
-/// is under the seccomp filter with no new privileges: a running VMM shows
-/// it in /proc, and its threads all carry it.
+/// is under the seccomp filter with no new privileges and, with `--user`,
+/// runs as that user: a running VMM shows it in /proc, on all its threads.
 #[test]
 fn a_running_vmm_is_under_its_seccomp_filter() {
     if !kvm_or_skip("a_running_vmm_is_under_its_seccomp_filter") {
         return;
     }
     let mut child = vmm()
-        .args(["--timeout", "20", "--app"])
+        .args(["--timeout", "20", "--user", "65534:65533", "--app"])
         .arg(common::program("probe"))
         .args(["--", "spin"])
         .stdout(std::process::Stdio::null())
@@ -368,9 +368,12 @@ fn a_running_vmm_is_under_its_seccomp_filter() {
         // The guest runs once vCPU threads exist beside the main thread
         // and the devices thread.
         if threads.len() >= 3
-            && threads
-                .iter()
-                .all(|s| s.contains("Seccomp:\t2") && s.contains("NoNewPrivs:\t1"))
+            && threads.iter().all(|s| {
+                s.contains("Seccomp:\t2")
+                    && s.contains("NoNewPrivs:\t1")
+                    && s.contains("Uid:\t65534\t65534\t65534")
+                    && s.contains("Gid:\t65533\t65533\t65533")
+            })
         {
             break true;
         }
@@ -383,7 +386,18 @@ fn a_running_vmm_is_under_its_seccomp_filter() {
     let _ = child.wait();
     assert!(
         filtered,
-        "kiln-vmm's threads never all showed the seccomp filter"
+        "kiln-vmm's threads never all showed the seccomp filter and --user"
+    );
+    // A program still runs whole as another user; bad ids are refused.
+    let out = boot("hello-glibc", &["--user", "65534"], &["x"], &[]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("argv[1] = x"), "{}", stdout(&out));
+    let out = boot("hello-glibc", &["--user", "nobody"], &[], &[]);
+    assert_eq!(status(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a numeric user"),
+        "{}",
+        stderr(&out)
     );
 }
 

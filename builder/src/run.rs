@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub stats: bool,
     /// Map the image's pages from the host's page cache (`--share-image`).
     pub share_image: bool,
+    /// `--user UID[:GID]`.
+    pub user: Option<(u32, u32)>,
     /// What the program's standard input reads.
     pub stdin: InputSource,
     /// The host terminal the guest's follows (size, resizes), with `-t`.
@@ -280,6 +282,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         // `kiln run` exits right after the run.
         background_teardown: true,
         seccomp: true,
+        user: opts.user,
         boot_info_version: kiln_vmm::bootinfo::VERSION,
         cmdline: config.cmdline.clone(),
         stdin: opts.stdin,

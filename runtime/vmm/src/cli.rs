@@ -53,6 +53,10 @@ pub struct RunFlags {
     #[arg(long)]
     pub share_image: bool,
 
+    /// Run the VMM as this user (and group) once the network, volumes and devices are set up and before the guest runs: `UID[:GID]`, numeric (as root, for `--net tap`)
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    pub user: Option<(u32, u32)>,
+
     /// The network.
     #[command(flatten)]
     pub net: NetFlags,
@@ -193,6 +197,20 @@ impl NetFlags {
             spec.hostname = self.hostname.clone();
         }
         spec
+    }
+}
+
+/// `--user UID[:GID]` (the group defaults to the user's number).
+fn parse_user(text: &str) -> Result<(u32, u32), String> {
+    let number = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|&n| n != u32::MAX)
+            .ok_or_else(|| format!("{s:?} is not a numeric user or group id"))
+    };
+    match text.split_once(':') {
+        Some((u, g)) => Ok((number(u)?, number(g)?)),
+        None => number(text).map(|u| (u, u)),
     }
 }
 

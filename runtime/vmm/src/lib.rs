@@ -144,6 +144,9 @@ pub struct VmConfig {
     /// before the guest runs: afterwards this process can no longer run
     /// programs, mount, ptrace and the like (for one-shot processes).
     pub seccomp: bool,
+    /// Become this user and group (setresuid/setresgid, no supplementary
+    /// groups) after the set-up and before the guest runs (`--user`).
+    pub user: Option<(u32, u32)>,
     /// Boot-info layout version to write (tests change it).
     pub boot_info_version: u32,
     /// Kernel command-line options.
@@ -713,6 +716,7 @@ pub fn run(
         DevicesThread::start(served, termination, stop::request).map_err(VmmError::Devices)?;
     // Everything the run starts (passt, virtiofsd, the vsock sweeper) runs
     // by now; the devices thread exists and the vCPU threads inherit it.
+    seccomp::contain(config.user)?;
     if config.seccomp {
         seccomp::install()?;
     }

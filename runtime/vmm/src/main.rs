@@ -195,6 +195,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         share_image: cli.run.share_image,
         background_teardown: true,
         seccomp: true,
+        user: cli.run.user,
         boot_info_version: cli.boot_info_version,
         cmdline: cli.cmdline.clone(),
         stdin: console.stdin,

@@ -1,5 +1,6 @@
-//! The seccomp filter kiln-vmm puts on every one of its threads just
-//! before the guest runs. Everything a run starts — passt, virtiofsd, the
+//! What kiln-vmm does to itself just before the guest runs: no core dumps,
+//! `--user`'s ids ([`contain`]), and a seccomp filter on every one of its
+//! threads ([`install`]). Everything a run starts — passt, virtiofsd, the
 //! vsock socket's sweeper — is started by then, so from that moment no
 //! thread needs to run another program or reach into other processes or
 //! the host's configuration. A guest that found a hole in a device model
@@ -72,6 +73,9 @@ pub enum SeccompError {
     /// The kernel refused it.
     #[error("cannot install the seccomp filter: {0}")]
     Install(String),
+    /// `--user` could not be taken on.
+    #[error("cannot become --user: {0}")]
+    User(String),
 }
 
 /// The filter as a BPF program.
@@ -91,6 +95,48 @@ pub fn program() -> Result<BpfProgram, SeccompError> {
     filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| SeccompError::Build(e.to_string()))
+}
+
+/// What a run does to itself before the guest runs, besides the filter:
+/// no core dumps (a crash would write guest memory to disk), and, when
+/// `user` is given, that user and group (no supplementary groups) for
+/// every thread — KVM, tap and socket descriptors opened as root keep
+/// working.
+///
+/// # Errors
+/// [`SeccompError::User`] when the ids cannot be taken on.
+pub fn contain(user: Option<(u32, u32)>) -> Result<(), SeccompError> {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct; only lowers a limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    let Some((uid, gid)) = user else {
+        return Ok(());
+    };
+    let fail = |what: &str| {
+        SeccompError::User(format!(
+            "{what} to {uid}:{gid}: {}",
+            std::io::Error::last_os_error()
+        ))
+    };
+    // Raw system calls change the ids of the calling thread only; glibc's
+    // wrappers change every thread's (the devices thread exists already).
+    // SAFETY: setgroups with an empty list, then setresgid and setresuid:
+    // plain system calls with integer arguments.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(fail("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(fail("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(fail("setresuid"));
+        }
+    }
+    Ok(())
 }
 
 /// Puts the filter on every thread of this process (and so on every

@@ -97,6 +97,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         cpus: args.run.cpus,
         stats: args.run.stats,
         share_image: args.run.share_image,
+        user: args.run.user,
         stdin: console.stdin,
         terminal: console.terminal,
         net: args.run.net.clone(),
