@@ -205,16 +205,25 @@ impl Store {
     /// # Errors
     /// [`StoreError::Io`]; no partial file is left.
     pub fn put_blob(&self, data: &[u8]) -> Result<String, StoreError> {
+        self.store_blob(data).map(|(digest, _)| digest)
+    }
+
+    /// [`Store::put_blob`], also saying whether the file was written (not
+    /// already present with these bytes).
+    ///
+    /// # Errors
+    /// As [`Store::put_blob`].
+    pub fn store_blob(&self, data: &[u8]) -> Result<(String, bool), StoreError> {
         let digest = sha256_digest(data);
         let path = self.blob_path(&digest)?;
         if std::fs::read(&path).is_ok_and(|present| present == data) {
-            return Ok(digest);
+            return Ok((digest, false));
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         kiln_vmm::write_durably(&path, data, 0o444).map_err(io(&path))?;
-        Ok(digest)
+        Ok((digest, true))
     }
 
     /// Deletes the blobs among `digests` that no recorded image uses (the

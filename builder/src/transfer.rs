@@ -148,8 +148,8 @@ fn receive_blobs(
                 reason: format!("its config is not a kiln boot configuration: {reason}"),
             })?;
         }
-        if !store.has_blob(&digest) {
-            store.put_blob(&raw)?;
+        // One read of a present file (compared, not hashed again).
+        if store.store_blob(&raw)?.1 {
             written.push(digest.clone());
         }
         report(blob, BlobOutcome::Fetched(fetched));

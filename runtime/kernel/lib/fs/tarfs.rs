@@ -217,6 +217,10 @@ impl TarFs {
         let mut long_name: Option<String> = None;
         let mut long_link: Option<String> = None;
         let mut pax: Vec<(String, String)> = Vec::new();
+        let budget = archive
+            .len()
+            .saturating_mul(INDEX_BYTES_PER_ARCHIVE_BYTE)
+            .saturating_add(INDEX_SLACK);
         while at + BLOCK <= archive.len() {
             let h = &archive[at..at + BLOCK];
             if h.iter().all(|&b| b == 0) {
@@ -327,10 +331,6 @@ impl TarFs {
                 .checked_add(data_len)
                 .filter(|&e| e <= archive.len() as u64);
             end.ok_or(TarError::Truncated(here))?;
-            let budget = archive
-                .len()
-                .saturating_mul(INDEX_BYTES_PER_ARCHIVE_BYTE)
-                .saturating_add(INDEX_SLACK);
             match kind {
                 Some(kind) => {
                     let ino = fs.nodes.len() as u64 + 1;
