@@ -21,6 +21,7 @@ use xtask::{appliance, build, host, paths};
 
 use crate::bench::{chrooted, median, run_timed, summary};
 use crate::compat::toml_string;
+use crate::python::{self, debian_program};
 
 /// Options of `bench-apps`.
 #[derive(clap::Args, Clone, Debug)]
@@ -58,16 +59,6 @@ fn apps_dir() -> PathBuf {
 
 fn inputs_dir() -> PathBuf {
     paths::root().join("xtask").join("bench-apps")
-}
-
-/// Where Debian installs a program; an error naming the package when it is
-/// missing.
-fn debian_program(path: &str, package: &str) -> Result<PathBuf> {
-    let p = PathBuf::from(path);
-    if !p.is_file() {
-        bail!("{path} is missing: install Debian's {package} (cargo xtask deps)");
-    }
-    Ok(p)
 }
 
 /// A deterministic text of about `bytes` bytes: lines of words drawn from a
@@ -128,57 +119,20 @@ fn inputs(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((text, db))
 }
 
-/// The modules (source, byte code and extension modules) Debian's Python
-/// loads to run `script`, found by running it natively once.
-fn python_modules(python: &Path, script: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    const LIST: &str = "import runpy, sys\n\
-        runpy.run_path(sys.argv[1], run_name='__main__')\n\
-        for m in list(sys.modules.values()):\n\
-        \x20   for a in ('__file__', '__cached__'):\n\
-        \x20       f = getattr(m, a, None)\n\
-        \x20       if f: print(f, file=sys.stderr)\n";
-    let out = Command::new(python)
-        .args(["-I", "-c", LIST])
-        .arg(script)
-        .stdout(Stdio::null())
-        .output()
-        .context("running the Python script natively to list its modules")?;
-    if !out.status.success() {
-        bail!(
-            "the Python script failed natively: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let mut files = Vec::new();
-    let mut extensions = Vec::new();
-    for line in String::from_utf8_lossy(&out.stderr).lines() {
-        let p = PathBuf::from(line);
-        if !p.is_absolute() || !p.is_file() || p == script {
-            continue;
-        }
-        if line.ends_with(".so") {
-            extensions.push(line.to_owned());
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
-    files.dedup();
-    extensions.sort();
-    extensions.dedup();
-    Ok((files, extensions))
-}
-
 /// The programs of the benchmark, with their inputs written to `dir`.
 fn apps(dir: &Path) -> Result<Vec<App>> {
     let (text, db) = inputs(dir)?;
     let data = |host: &Path, guest: &str| (host.to_path_buf(), guest.to_owned());
-    // The versioned interpreter python3 leads to (3.11 on Debian 12).
-    let python = std::fs::canonicalize(debian_program("/usr/bin/python3", "python3")?)?;
+    let python = python::interpreter()?;
     let script = inputs_dir().join("bench.py");
-    let (modules, extensions) = python_modules(&python, &script)?;
+    let modules = python::modules(&python, &script, &[])?;
     let mut python_files = vec![data(&script, "/app/bench.py")];
-    python_files.extend(modules.iter().map(|m| (m.clone(), m.display().to_string())));
+    python_files.extend(
+        modules
+            .files
+            .iter()
+            .map(|m| (m.clone(), m.display().to_string())),
+    );
     let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     Ok(vec![
         App {
@@ -187,7 +141,7 @@ fn apps(dir: &Path) -> Result<Vec<App>> {
             program: python,
             args: strings(&["-I", "/app/bench.py"]),
             files: python_files,
-            libraries: extensions,
+            libraries: modules.extensions,
         },
         App {
             name: "sqlite",

@@ -29,6 +29,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use xtask::{appliance, build, host, paths};
 
+use crate::python;
+
 /// `cargo xtask compat` options.
 #[derive(clap::Args, Default)]
 pub struct CompatArgs {
@@ -56,6 +58,9 @@ struct Case {
     c_static: Option<String>,
     rust: Option<String>,
     go: Option<String>,
+    /// A Python script, run by Debian's python3 (`-I /app/SCRIPT ARGS`);
+    /// the image holds the modules it loads natively.
+    python: Option<String>,
     program: Option<String>,
     #[serde(default)]
     args: Vec<String>,
@@ -66,6 +71,25 @@ struct Case {
     /// vCPUs of the image (`[vm] vcpus`, default 1): the same program with
     /// its threads and processes spread over several CPUs.
     vcpus: Option<u32>,
+}
+
+impl Case {
+    /// Where a Python case's script sits in the image.
+    fn script_guest_path(script: &str) -> String {
+        format!("/app/{script}")
+    }
+
+    /// The program's arguments: a Python case's interpreter gets the
+    /// script first.
+    fn program_args(&self) -> Vec<String> {
+        match &self.python {
+            Some(script) => ["-I".to_owned(), Self::script_guest_path(script)]
+                .into_iter()
+                .chain(self.args.iter().cloned())
+                .collect(),
+            None => self.args.clone(),
+        }
+    }
 }
 
 /// The outcome of one case.
@@ -98,14 +122,25 @@ fn work_dir() -> PathBuf {
 fn describe(case: &Case) -> Result<(String, String)> {
     let built = |kind: &str, src: &str| (format!("/app/{}", case.name), format!("{src} ({kind})"));
     Ok(
-        match (&case.c, &case.c_static, &case.rust, &case.go, &case.program) {
-            (Some(s), None, None, None, None) => built("C, dynamic glibc", s),
-            (None, Some(s), None, None, None) => built("C, static glibc", s),
-            (None, None, Some(s), None, None) => built("Rust", s),
-            (None, None, None, Some(s), None) => built("Go, static", s),
-            (None, None, None, None, Some(p)) => (p.clone(), format!("`{p}` (Debian)")),
+        match (
+            &case.c,
+            &case.c_static,
+            &case.rust,
+            &case.go,
+            &case.python,
+            &case.program,
+        ) {
+            (Some(s), None, None, None, None, None) => built("C, dynamic glibc", s),
+            (None, Some(s), None, None, None, None) => built("C, static glibc", s),
+            (None, None, Some(s), None, None, None) => built("Rust", s),
+            (None, None, None, Some(s), None, None) => built("Go, static", s),
+            (None, None, None, None, Some(s), None) => (
+                python::interpreter()?.display().to_string(),
+                format!("{s} (Python 3, Debian)"),
+            ),
+            (None, None, None, None, None, Some(p)) => (p.clone(), format!("`{p}` (Debian)")),
             _ => bail!(
-                "case {}: give exactly one of c, c_static, rust, go, program",
+                "case {}: give exactly one of c, c_static, rust, go, python, program",
                 case.name
             ),
         },
@@ -197,6 +232,8 @@ fn program(case: &Case) -> Result<PathBuf> {
             .arg(src(s));
         build::run(&mut c)?;
         return Ok(out);
+    } else if case.python.is_some() {
+        return python::interpreter();
     } else if let Some(p) = &case.program {
         return Ok(PathBuf::from(p));
     } else {
@@ -286,8 +323,24 @@ fn build_image(case: &Case, prog: &Path, guest: &str, data: &Path, kiln: &Path) 
     writeln!(m, "version = \"0.0.0\"\n\n[program]")?;
     writeln!(m, "path = {}", toml_string(&prog.to_string_lossy()))?;
     writeln!(m, "guest_path = {}", toml_string(guest))?;
-    let args: Vec<String> = case.args.iter().map(|a| toml_string(a)).collect();
+    let args: Vec<String> = case.program_args().iter().map(|a| toml_string(a)).collect();
     writeln!(m, "args = [{}]", args.join(", "))?;
+    if let Some(script) = &case.python {
+        let host_script = compat_dir().join(script);
+        let modules = python::modules(prog, &host_script, &case.args)?;
+        let libs: Vec<String> = modules.extensions.iter().map(|l| toml_string(l)).collect();
+        writeln!(m, "libraries = [{}]", libs.join(", "))?;
+        let script_file = (host_script, Case::script_guest_path(script));
+        let module_files = modules
+            .files
+            .iter()
+            .map(|f| (f.clone(), f.display().to_string()));
+        for (src, dst) in std::iter::once(script_file).chain(module_files) {
+            writeln!(m, "\n[[files]]")?;
+            writeln!(m, "src = {}", toml_string(&src.to_string_lossy()))?;
+            writeln!(m, "dst = {}", toml_string(&dst))?;
+        }
+    }
     for (host_path, rel) in files_under(data)? {
         let mode = std::fs::metadata(&host_path)?.permissions().mode() & 0o7777;
         writeln!(m, "\n[[files]]")?;
@@ -509,7 +562,13 @@ fn run_case(case: &Case, data: &Path, kiln: &Path, perturb: &Path) -> Result<Out
     let native_in_fresh_root = |env: &[String]| -> Result<Output> {
         appliance::unpack(kiln, &image, &root)?;
         install_native_helpers(&root, perturb)?;
-        let out = native_run(&root, env, &guest, &case.args, case.volume.as_deref());
+        let out = native_run(
+            &root,
+            env,
+            &guest,
+            &case.program_args(),
+            case.volume.as_deref(),
+        );
         let _ = std::fs::remove_dir_all(&root);
         out
     };

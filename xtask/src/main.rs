@@ -12,6 +12,7 @@ mod compat;
 mod density;
 mod fuzz;
 mod hostile;
+mod python;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
