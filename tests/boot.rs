@@ -340,15 +340,25 @@ fn endless_loop_is_stopped_by_timeout() {
 }
 
 /// Once the guest runs, every thread of kiln-vmm (and so of `kiln run`)
-/// is under the seccomp filter with no new privileges and, with `--user`,
-/// runs as that user: a running VMM shows it in /proc, on all its threads.
+/// is under seccomp with no new privileges and, with `--user`, runs as
+/// that user: a running VMM shows it in /proc, on all its threads. The
+/// main thread has the main filter; the devices thread and the second
+/// vCPU's thread have added their own narrower one.
 #[test]
 fn a_running_vmm_is_under_its_seccomp_filter() {
     if !kvm_or_skip("a_running_vmm_is_under_its_seccomp_filter") {
         return;
     }
     let mut child = vmm()
-        .args(["--timeout", "20", "--user", "65534:65533", "--app"])
+        .args([
+            "--timeout",
+            "20",
+            "--user",
+            "65534:65533",
+            "--cpus",
+            "2",
+            "--app",
+        ])
         .arg(common::program("probe"))
         .args(["--", "spin"])
         .stdout(std::process::Stdio::null())
@@ -357,6 +367,23 @@ fn a_running_vmm_is_under_its_seccomp_filter() {
         .unwrap();
     let pid = child.id();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let contained = |status: &str| {
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:\t"))
+            .unwrap_or("");
+        let filters = if name == "kiln-devices" || name.starts_with("kiln-vcpu") {
+            "Seccomp_filters:\t2"
+        } else {
+            "Seccomp_filters:\t1"
+        };
+        status.contains("Seccomp:\t2")
+            && status.contains(filters)
+            && status.contains("NoNewPrivs:\t1")
+            && status.contains("Uid:\t65534\t65534\t65534")
+            && status.contains("Gid:\t65533\t65533\t65533")
+    };
+    let mut last = Vec::new();
     let filtered = loop {
         let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|d| {
@@ -365,18 +392,13 @@ fn a_running_vmm_is_under_its_seccomp_filter() {
                     .collect()
             })
             .unwrap_or_default();
-        // The guest runs once vCPU threads exist beside the main thread
-        // and the devices thread.
-        if threads.len() >= 3
-            && threads.iter().all(|s| {
-                s.contains("Seccomp:\t2")
-                    && s.contains("NoNewPrivs:\t1")
-                    && s.contains("Uid:\t65534\t65534\t65534")
-                    && s.contains("Gid:\t65533\t65533\t65533")
-            })
-        {
+        // The guest runs once both vCPU threads exist beside the devices
+        // thread (vCPU 0 is the main thread).
+        let named = |n: &str| threads.iter().any(|s| s.contains(&format!("Name:\t{n}\n")));
+        if named("kiln-devices") && named("kiln-vcpu1") && threads.iter().all(|s| contained(s)) {
             break true;
         }
+        last = threads;
         if std::time::Instant::now() > deadline {
             break false;
         }
@@ -386,7 +408,7 @@ fn a_running_vmm_is_under_its_seccomp_filter() {
     let _ = child.wait();
     assert!(
         filtered,
-        "kiln-vmm's threads never all showed the seccomp filter and --user"
+        "kiln-vmm's threads never all showed their seccomp filters and --user: {last:#?}"
     );
     // A program still runs whole as another user; bad ids are refused.
     let out = boot("hello-glibc", &["--user", "65534"], &["x"], &[]);

@@ -712,14 +712,22 @@ pub fn run(
     }
     stop::prepare().map_err(VmmError::Timer)?;
     let termination = stop::catch_termination().map_err(VmmError::Timer)?;
-    let devices_thread =
-        DevicesThread::start(served, termination, stop::request).map_err(VmmError::Devices)?;
     // Everything the run starts (passt, virtiofsd, the vsock sweeper) runs
-    // by now; the devices thread exists and the vCPU threads inherit it.
+    // by now: from here on each thread gets the filter of its role (the
+    // main one on every thread, then the devices thread and the vCPU
+    // threads narrow theirs).
     seccomp::contain(config.user)?;
-    if config.seccomp {
-        seccomp::install()?;
-    }
+    let (devices_filter, vcpu_filter) = if config.seccomp {
+        seccomp::install_process()?;
+        (
+            Some(seccomp::program(seccomp::Role::Devices)?),
+            Some(seccomp::program(seccomp::Role::Vcpu)?),
+        )
+    } else {
+        (None, None)
+    };
+    let devices_thread = DevicesThread::start(served, termination, stop::request, devices_filter)
+        .map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
     let timings = Mutex::new(timings);
     let ending = vstate::crew::run(
@@ -731,6 +739,7 @@ pub fn run(
         &timings,
         config.timeout,
         config.stats,
+        vcpu_filter.as_ref(),
     );
     let mut timings = timings
         .into_inner()

@@ -1,22 +1,32 @@
 //! What kiln-vmm does to itself just before the guest runs: no core dumps,
-//! `--user`'s ids ([`contain`]), and a seccomp filter on every one of its
-//! threads ([`install`]). Everything a run starts — passt, virtiofsd, the
-//! vsock socket's sweeper — is started by then, so from that moment no
-//! thread needs to run another program or reach into other processes or
-//! the host's configuration. A guest that found a hole in a device model
-//! would get a process that can do none of it: the calls below fail with
-//! EPERM (and no new privileges can be gained, which seccomp requires).
+//! `--user`'s ids ([`contain`]), and a seccomp filter per thread
+//! ([`install_process`], [`install_thread`]). Everything a run starts —
+//! passt, virtiofsd, the vsock socket's sweeper — is started by then, so
+//! from that moment no thread needs to run another program or reach into
+//! other processes or the host's configuration. A guest that found a hole
+//! in a device model would get a thread that can make only the calls its
+//! role needs.
 //!
-//! It is a list of what is refused, not of what is allowed: the VMM's
-//! threads share one list of needs that varies with the devices a run
-//! has, and a missing entry in an allow-list kills the VMM in the paths
-//! tests reach least. Per-thread allow-lists are the next step.
+//! Each role has an allow-list ([`Role::allowed`]); anything else fails
+//! with EPERM (never a kill: a call missing from a list in a path the
+//! tests do not reach turns into an error message, not a lost VM; the
+//! host kernel logs each refusal, which is how the lists were checked
+//! against the whole test suite). Filters stack: the [`Role::Main`] filter
+//! goes on every thread at once (the main thread runs vCPU 0 and ends the
+//! run: stops helpers, removes sockets, writes reports), then the devices
+//! thread and each further vCPU thread add their narrower one. [`REFUSED`]
+//! names calls no role allows, kept as a checked list because they are
+//! what an attacker would reach for.
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
-/// The system calls refused once the guest runs.
+/// Calls that no thread is allowed once the guest runs (none of the
+/// allow-lists may hold one; a unit test checks).
 pub const REFUSED: &[(&str, i64)] = &[
     // Running another program.
     ("execve", libc::SYS_execve),
@@ -64,6 +74,172 @@ pub const REFUSED: &[(&str, i64)] = &[
     ("ioperm", libc::SYS_ioperm),
 ];
 
+/// Calls every thread makes: memory for the allocator, locks, signal
+/// return and masks, clocks and sleeps, thread exit, reads and writes on
+/// descriptors it already holds.
+const EVERY_THREAD: &[(&str, i64)] = &[
+    ("read", libc::SYS_read),
+    ("write", libc::SYS_write),
+    ("readv", libc::SYS_readv),
+    ("writev", libc::SYS_writev),
+    ("pread64", libc::SYS_pread64),
+    ("close", libc::SYS_close),
+    ("fcntl", libc::SYS_fcntl),
+    ("mmap", libc::SYS_mmap),
+    ("munmap", libc::SYS_munmap),
+    ("mprotect", libc::SYS_mprotect),
+    ("madvise", libc::SYS_madvise),
+    ("mremap", libc::SYS_mremap),
+    ("brk", libc::SYS_brk),
+    ("futex", libc::SYS_futex),
+    ("rt_sigreturn", libc::SYS_rt_sigreturn),
+    ("rt_sigprocmask", libc::SYS_rt_sigprocmask),
+    ("sigaltstack", libc::SYS_sigaltstack),
+    ("tgkill", libc::SYS_tgkill),
+    ("sched_yield", libc::SYS_sched_yield),
+    ("sched_getaffinity", libc::SYS_sched_getaffinity),
+    ("getpid", libc::SYS_getpid),
+    ("gettid", libc::SYS_gettid),
+    ("getrandom", libc::SYS_getrandom),
+    ("clock_gettime", libc::SYS_clock_gettime),
+    ("clock_nanosleep", libc::SYS_clock_nanosleep),
+    ("nanosleep", libc::SYS_nanosleep),
+    ("rseq", libc::SYS_rseq),
+    ("set_robust_list", libc::SYS_set_robust_list),
+    ("exit", libc::SYS_exit),
+    ("exit_group", libc::SYS_exit_group),
+];
+
+/// What a vCPU thread adds: KVM ioctls only (see [`Role::ioctl_types`]),
+/// and the vhost-user messages a guest's start of a file-system device
+/// sends to virtiofsd from the vCPU that wrote the register.
+const VCPU: &[(&str, i64)] = &[
+    ("ioctl", libc::SYS_ioctl),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("eventfd2", libc::SYS_eventfd2),
+];
+
+/// What the devices thread adds: its epoll loop, sockets to passt, the
+/// vsock listeners and connections, disk I/O and flushes, terminal size.
+const DEVICES: &[(&str, i64)] = &[
+    ("ioctl", libc::SYS_ioctl),
+    ("epoll_wait", libc::SYS_epoll_wait),
+    ("epoll_pwait", libc::SYS_epoll_pwait),
+    ("epoll_ctl", libc::SYS_epoll_ctl),
+    ("pwrite64", libc::SYS_pwrite64),
+    ("preadv", libc::SYS_preadv),
+    ("pwritev", libc::SYS_pwritev),
+    ("lseek", libc::SYS_lseek),
+    ("fdatasync", libc::SYS_fdatasync),
+    ("fsync", libc::SYS_fsync),
+    ("fallocate", libc::SYS_fallocate),
+    ("fstat", libc::SYS_fstat),
+    ("recvfrom", libc::SYS_recvfrom),
+    ("sendto", libc::SYS_sendto),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("socket", libc::SYS_socket),
+    ("connect", libc::SYS_connect),
+    ("accept4", libc::SYS_accept4),
+    ("shutdown", libc::SYS_shutdown),
+    ("getsockopt", libc::SYS_getsockopt),
+    ("setsockopt", libc::SYS_setsockopt),
+    ("poll", libc::SYS_poll),
+    ("ppoll", libc::SYS_ppoll),
+    // Whether virtiofsd or passt is still there (WNOHANG on our children).
+    ("wait4", libc::SYS_wait4),
+];
+
+/// What the main thread (and the helper threads it started: the `-p`
+/// proxy, the stdin reader, the teardown helper) adds beyond the vCPU and
+/// devices lists: ending the run — helpers stopped and reaped, sockets and
+/// files removed, reports written, the VM handed to the teardown helper.
+const MAIN: &[(&str, i64)] = &[
+    ("openat", libc::SYS_openat),
+    ("newfstatat", libc::SYS_newfstatat),
+    ("statx", libc::SYS_statx),
+    ("readlink", libc::SYS_readlink),
+    ("getdents64", libc::SYS_getdents64),
+    ("mincore", libc::SYS_mincore),
+    ("rename", libc::SYS_rename),
+    ("renameat2", libc::SYS_renameat2),
+    ("unlink", libc::SYS_unlink),
+    ("unlinkat", libc::SYS_unlinkat),
+    ("ftruncate", libc::SYS_ftruncate),
+    ("dup", libc::SYS_dup),
+    ("pipe2", libc::SYS_pipe2),
+    ("epoll_create1", libc::SYS_epoll_create1),
+    ("kill", libc::SYS_kill),
+    ("wait4", libc::SYS_wait4),
+    ("waitid", libc::SYS_waitid),
+    ("pidfd_open", libc::SYS_pidfd_open),
+    ("clone", libc::SYS_clone),
+    ("clone3", libc::SYS_clone3),
+    ("set_tid_address", libc::SYS_set_tid_address),
+    ("prctl", libc::SYS_prctl),
+    // The devices and vCPU threads add their own filter under this one
+    // (filters only ever narrow).
+    ("seccomp", libc::SYS_seccomp),
+    ("rt_sigaction", libc::SYS_rt_sigaction),
+    ("setitimer", libc::SYS_setitimer),
+    ("timer_settime", libc::SYS_timer_settime),
+    ("timer_delete", libc::SYS_timer_delete),
+    ("getuid", libc::SYS_getuid),
+    ("geteuid", libc::SYS_geteuid),
+    ("getgid", libc::SYS_getgid),
+    ("getegid", libc::SYS_getegid),
+];
+
+/// The ioctl type byte (bits 8–15 of the request) of KVM's ioctls.
+const KVM_IOCTL_TYPE: u64 = 0xAE;
+
+/// The ioctl type byte of terminal and tap ioctls ('T').
+const TTY_IOCTL_TYPE: u64 = 0x54;
+
+/// Which thread of the VMM a filter is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The main thread (vCPU 0, the end of the run) and every helper
+    /// thread started before the guest.
+    Main,
+    /// The devices thread.
+    Devices,
+    /// vCPUs 1, 2, … (vCPU 0 is the main thread).
+    Vcpu,
+}
+
+impl Role {
+    /// The calls this role may make (other than ioctl's request check).
+    #[must_use]
+    pub fn allowed(self) -> Vec<(&'static str, i64)> {
+        let extra: &[&[(&str, i64)]] = match self {
+            Role::Vcpu => &[VCPU],
+            Role::Devices => &[DEVICES],
+            // The main thread runs vCPU 0 and is the parent of the others'
+            // filters: it needs everything they need.
+            Role::Main => &[VCPU, DEVICES, MAIN],
+        };
+        let mut all: Vec<(&str, i64)> = EVERY_THREAD.to_vec();
+        for list in extra {
+            all.extend_from_slice(list);
+        }
+        all.sort_by_key(|&(_, nr)| nr);
+        all.dedup_by_key(|&mut (_, nr)| nr);
+        all
+    }
+
+    /// The ioctl request types this role may use (`None`: any).
+    #[must_use]
+    pub fn ioctl_types(self) -> Option<&'static [u64]> {
+        match self {
+            Role::Vcpu => Some(&[KVM_IOCTL_TYPE]),
+            Role::Devices => Some(&[KVM_IOCTL_TYPE, TTY_IOCTL_TYPE]),
+            Role::Main => None,
+        }
+    }
+}
+
 /// Why the filter could not be put in place.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -78,23 +254,37 @@ pub enum SeccompError {
     User(String),
 }
 
-/// The filter as a BPF program.
+/// `role`'s filter as a BPF program.
 ///
 /// # Errors
 /// [`SeccompError::Build`].
-pub fn program() -> Result<BpfProgram, SeccompError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        REFUSED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
+pub fn program(role: Role) -> Result<BpfProgram, SeccompError> {
+    let build = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = role
+        .allowed()
+        .into_iter()
+        .map(|(_, nr)| (nr, Vec::new()))
+        .collect();
+    if let (Some(types), Some(ioctl)) = (role.ioctl_types(), rules.get_mut(&libc::SYS_ioctl)) {
+        for &t in types {
+            let request_type = SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(0xff00),
+                t << 8,
+            )
+            .map_err(build)?;
+            ioctl.push(SeccompRule::new(vec![request_type]).map_err(build)?);
+        }
+    }
     let filter = SeccompFilter::new(
         rules,
-        SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
         TargetArch::x86_64,
     )
-    .map_err(|e| SeccompError::Build(e.to_string()))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| SeccompError::Build(e.to_string()))
+    .map_err(build)?;
+    filter.try_into().map_err(build)
 }
 
 /// What a run does to itself before the guest runs, besides the filter:
@@ -139,70 +329,153 @@ pub fn contain(user: Option<(u32, u32)>) -> Result<(), SeccompError> {
     Ok(())
 }
 
-/// Puts the filter on every thread of this process (and so on every
-/// thread and process it starts from now on). It cannot be taken off.
+/// Puts the [`Role::Main`] filter on every thread of this process (and so
+/// on every thread and process it starts from now on). It cannot be taken
+/// off.
 ///
 /// # Errors
 /// [`SeccompError`].
-pub fn install() -> Result<(), SeccompError> {
-    let program = program()?;
-    seccompiler::apply_filter_all_threads(&program)
+pub fn install_process() -> Result<(), SeccompError> {
+    seccompiler::apply_filter_all_threads(&program(Role::Main)?)
         .map_err(|e| SeccompError::Install(e.to_string()))
+}
+
+/// Adds `program` (from [`program`]) to the calling thread's filters.
+///
+/// # Errors
+/// [`SeccompError::Install`].
+pub fn install_thread(program: &BpfProgram) -> Result<(), SeccompError> {
+    seccompiler::apply_filter(program).map_err(|e| SeccompError::Install(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// In a child process (the filter cannot be taken off again): an
-    /// exec and a mount are refused with EPERM, ordinary calls still work.
-    /// The child only makes system calls (no allocation after the fork).
     #[test]
-    fn refused_calls_fail_and_the_rest_work() {
-        let program = program().unwrap();
+    fn no_role_allows_a_refused_call() {
+        for role in [Role::Main, Role::Devices, Role::Vcpu] {
+            for (name, nr) in role.allowed() {
+                assert!(
+                    REFUSED.iter().all(|&(_, r)| r != nr),
+                    "{role:?} allows {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_role_is_a_subset_of_main() {
+        let main = Role::Main.allowed();
+        for role in [Role::Devices, Role::Vcpu] {
+            for call in role.allowed() {
+                assert!(main.contains(&call), "{role:?}'s {} is not main's", call.0);
+            }
+        }
+    }
+
+    fn refused(r: libc::c_long) -> bool {
+        r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+
+    /// Runs `check` in a forked child under the main filter and then
+    /// `role`'s (as the threads get them); true when it held. The child
+    /// only makes system calls after the fork (no allocation).
+    fn in_filtered_child(role: Role, check: fn() -> bool) -> bool {
+        let main = program(Role::Main).unwrap();
+        let own = program(role).unwrap();
         // SAFETY: the child only makes system calls and leaves with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            let refused = |r: i32| {
-                r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+            // /proc/self/status is opened first: the devices and vCPU
+            // filters refuse opening files.
+            // SAFETY: a NUL-terminated path.
+            let status_fd = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY) };
+            let installed = seccompiler::apply_filter(&main).is_ok()
+                && (role == Role::Main || seccompiler::apply_filter(&own).is_ok());
+            let filters = if role == Role::Main { b'1' } else { b'2' };
+            let mut status = [0u8; 4096];
+            // SAFETY: reads into our own buffer.
+            let n = unsafe { libc::pread(status_fd, status.as_mut_ptr().cast(), status.len(), 0) };
+            let shown = n > 0 && {
+                let text = &status[..n as usize];
+                let needle = [b"Seccomp_filters:\t".as_slice(), &[filters]].concat();
+                text.windows(needle.len()).any(|w| w == needle.as_slice())
             };
-            let ok = seccompiler::apply_filter_all_threads(&program).is_ok() && {
-                let path = c"/bin/true";
-                let argv = [path.as_ptr(), std::ptr::null()];
-                // SAFETY: a valid NUL-terminated path and argv.
-                let exec = unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
-                // SAFETY: mount with null arguments: refused before they are read.
-                let mount = unsafe {
-                    libc::mount(
-                        std::ptr::null(),
-                        std::ptr::null(),
-                        std::ptr::null(),
-                        0,
-                        std::ptr::null(),
-                    )
-                };
-                let mut status = [0u8; 4096];
-                // SAFETY: a NUL-terminated path; the buffer is ours.
-                let n = unsafe {
-                    let fd = libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY);
-                    libc::read(fd, status.as_mut_ptr().cast(), status.len())
-                };
-                let filtered = n > 0
-                    && status[..n as usize]
-                        .windows(10)
-                        .any(|w| w == b"Seccomp:\t2");
-                refused(exec) && refused(mount) && filtered
-            };
+            let ok = installed && shown && check();
             // SAFETY: ends the forked child without running destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         let mut status = 0;
         // SAFETY: waits for the child just forked.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "status {status}"
-        );
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+
+    /// What every role refuses: running a program, mounting.
+    fn exec_and_mount_refused() -> bool {
+        let path = c"/bin/true";
+        let argv = [path.as_ptr(), std::ptr::null()];
+        // SAFETY: a valid NUL-terminated path and argv.
+        let exec = unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+        // SAFETY: mount with null arguments: refused before they are read.
+        let mount = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        // SAFETY: writes nothing (zero bytes) to standard error.
+        let write = unsafe { libc::write(2, c"".as_ptr().cast(), 0) };
+        refused(exec.into()) && refused(mount.into()) && write == 0
+    }
+
+    #[test]
+    fn the_main_thread_cannot_run_programs_or_mount() {
+        assert!(in_filtered_child(Role::Main, || {
+            // SAFETY: a NUL-terminated path; the descriptor is closed.
+            let open_ok = unsafe {
+                let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY);
+                fd >= 0 && libc::close(fd) == 0
+            };
+            exec_and_mount_refused() && open_ok
+        }));
+    }
+
+    #[test]
+    fn a_vcpu_thread_makes_kvm_ioctls_only_and_opens_nothing() {
+        assert!(in_filtered_child(Role::Vcpu, || {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD into our own integer; refused before that.
+            let tty_ioctl = unsafe { libc::ioctl(0, libc::FIONREAD, &mut n) };
+            // SAFETY: a NUL-terminated path.
+            let open = unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY) };
+            // SAFETY: plain integer arguments.
+            let socket = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+            exec_and_mount_refused()
+                && refused(tty_ioctl.into())
+                && refused(open.into())
+                && refused(socket.into())
+        }));
+    }
+
+    #[test]
+    fn the_devices_thread_opens_no_files_and_starts_no_threads() {
+        assert!(in_filtered_child(Role::Devices, || {
+            // SAFETY: a NUL-terminated path.
+            let open = unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY) };
+            // SAFETY: a plain clone with no flags (a fork); refused first.
+            let clone = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+            // SAFETY: plain integer arguments; the socket is closed.
+            let socket_ok = unsafe {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                fd >= 0 && libc::close(fd) == 0
+            };
+            exec_and_mount_refused() && refused(open.into()) && refused(clone) && socket_ok
+        }));
     }
 }

@@ -61,10 +61,14 @@ impl DevicesThread {
     ///
     /// # Errors
     /// When epoll or the thread cannot be set up.
+    ///
+    /// `filter` ([`crate::seccomp::Role::Devices`]) goes on the thread
+    /// before it serves anything.
     pub fn start(
         devices: Vec<Served>,
         terminate: EventFd,
         on_failure: impl FnOnce() + Send + 'static,
+        filter: Option<seccompiler::BpfProgram>,
     ) -> std::io::Result<Self> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -116,10 +120,19 @@ impl DevicesThread {
             watches.push(list);
         }
         let stop_fd = stop.try_clone()?;
+        let (filtered_tx, filtered) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
             .name("kiln-devices".into())
             .spawn(move || {
                 crate::stop::block_vcpu_signals();
+                let installed = filter
+                    .as_ref()
+                    .map_or(Ok(()), crate::seccomp::install_thread);
+                let refused = installed.is_err();
+                let _ = filtered_tx.send(installed);
+                if refused {
+                    return Ok(());
+                }
                 let result = serve(
                     &epoll,
                     &sources,
@@ -133,7 +146,13 @@ impl DevicesThread {
                 }
                 result
             })?;
-        Ok(Self { stop, handle })
+        match filtered.recv() {
+            Ok(Ok(())) => Ok(Self { stop, handle }),
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => Err(std::io::Error::other(
+                "the devices thread ended at its start",
+            )),
+        }
     }
 
     /// Stops the loop and reports how it ended.

@@ -159,6 +159,7 @@ pub fn run(
     timings: &Mutex<Timings>,
     limit: Option<Duration>,
     count_exits: bool,
+    vcpu_filter: Option<&seccompiler::BpfProgram>,
 ) -> Result<Ending, VcpuError> {
     let crew = Crew::new(1 + others.len());
     let start_cpu = |index: u32| crew.start(index);
@@ -170,6 +171,7 @@ pub fn run(
         start_cpu: &start_cpu,
         limit,
         count_exits,
+        vcpu_filter,
     };
     if others.is_empty() {
         return vcpu::run(first, &shared);
@@ -177,11 +179,22 @@ pub fn run(
     std::thread::scope(|scope| {
         for (i, vcpu) in others.iter_mut().enumerate() {
             let (crew, shared) = (&crew, &shared);
-            scope.spawn(move || {
-                if crew.wait_for_start(i + 1) {
-                    crew.finish(i + 1, vcpu::run(vcpu, shared));
-                }
-            });
+            let name = format!("kiln-vcpu{}", i + 1);
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    let filtered = shared
+                        .vcpu_filter
+                        .map_or(Ok(()), crate::seccomp::install_thread);
+                    if let Err(e) = filtered {
+                        crew.finish(i + 1, Err(e.into()));
+                    } else if crew.wait_for_start(i + 1) {
+                        crew.finish(i + 1, vcpu::run(vcpu, shared));
+                    }
+                });
+            if let Err(e) = spawned {
+                crew.finish(i + 1, Err(VcpuError::Thread(e)));
+            }
         }
         crew.finish(0, vcpu::run(first, &shared));
     });

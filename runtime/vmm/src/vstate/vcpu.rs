@@ -80,6 +80,12 @@ pub enum VcpuError {
     /// A device failed while handling the guest's request.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A vCPU thread could not be started.
+    #[error("cannot start a vCPU thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The vCPU thread's seccomp filter could not be put in place.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// Another thread (the devices thread, after a host failure) stopped
     /// the vCPU.
     #[error("the vCPU was stopped")]
@@ -104,6 +110,9 @@ pub struct Shared<'a> {
     pub limit: Option<Duration>,
     /// Count exits at each boot milestone (`--stats`).
     pub count_exits: bool,
+    /// The filter each vCPU thread other than the first adds to its own
+    /// ([`crate::seccomp::Role::Vcpu`]), when filters are on.
+    pub vcpu_filter: Option<&'a seccompiler::BpfProgram>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
