@@ -242,6 +242,191 @@ fn chunked_uploads_and_pulls_through_a_proxy() {
     assert_eq!(images[0]["names"][0], reference.as_str());
 }
 
+/// `kiln login HOST -u USER --password-stdin --plain-http` with `home` as
+/// KILN_HOME.
+fn login(home: &Path, host: &str, user: &str, password: &str) -> Output {
+    kiln()
+        .env("KILN_HOME", home)
+        .args([
+            "login",
+            host,
+            "-u",
+            user,
+            "--password-stdin",
+            "--plain-http",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{password}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap()
+}
+
+/// Whether `needle` appears anywhere in the readable memory of process
+/// `pid` (its heap, stacks, mappings), read through /proc/PID/mem.
+fn in_process_memory(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut bytes = vec![0u8; (end - start) as usize];
+        // A mapping that cannot be read (device memory) holds no copy.
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut bytes).is_err() {
+            continue;
+        }
+        if bytes.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `kiln run REF` that has to pull with credentials pulls in a child
+/// process: the thread that runs the guest (vCPU 0 is the main thread of
+/// the process that runs it) never opens the credentials file — traced
+/// with strace — and the password (nor its base64 form from auth.json) is
+/// nowhere in that process's memory while the guest runs.
+#[test]
+fn registry_credentials_never_enter_the_process_that_runs_the_guest() {
+    prepare();
+    if !kvm_or_skip("registry_credentials_never_enter_the_process_that_runs_the_guest") {
+        return;
+    }
+    common::require_tool("strace", "strace");
+    let (dir, image) = built_image("reg-creds", "busybox-sh");
+    let password = "Kiln-Pa55word-Only-Here";
+    let reg = Registry::start(
+        "creds",
+        &RegistrySetup {
+            htpasswd: Some(("kiln".into(), password.into())),
+            tls: false,
+        },
+    );
+    let host = reg.host();
+    let reference = format!("{host}/private/sleeper:1");
+    let home = dir.join("home");
+    ok(login(&home, &host, "kiln", password), "login");
+    ok(
+        kiln_at(
+            &home,
+            &["push", image.to_str().unwrap(), &reference, "--plain-http"],
+        ),
+        "push",
+    );
+    ok(kiln_at(&home, &["rmi", &reference]), "rmi");
+    let trace = dir.join("strace.log");
+    let kiln_program = kiln().get_program().to_owned();
+    let run = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,ioctl", "-o"])
+        .arg(&trace)
+        .arg(kiln_program)
+        .env("KILN_HOME", &home)
+        .env("DOCKER_CONFIG", home.join("no-docker"))
+        .args([
+            "run",
+            "--plain-http",
+            "--timeout",
+            "60",
+            &reference,
+            "--",
+            "sleep",
+            "30",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The guest runs once a kiln process has a devices thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let runner = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|p| {
+            let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+            let tasks = std::fs::read_dir(p.path().join("task")).ok()?;
+            let devices = tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "kiln-devices")
+            });
+            let ours = std::fs::read_to_string(p.path().join("cmdline"))
+                .is_ok_and(|c| c.contains(&reference));
+            (devices && ours).then_some(pid)
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pulled image never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("kiln:{password}"));
+    // The scan finds what is there: the reference is in its arguments.
+    let reference_seen = in_process_memory(runner, reference.as_bytes());
+    let password_seen = in_process_memory(runner, password.as_bytes());
+    let encoded_seen = in_process_memory(runner, encoded.as_bytes());
+    // SAFETY: SIGTERM to the process found above: kiln stops the VM in
+    // order.
+    unsafe { libc::kill(runner as i32, libc::SIGTERM) };
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pulling"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(reference_seen, "the memory scan does not work");
+    assert!(
+        !password_seen,
+        "the password is in the memory of the process running the guest"
+    );
+    assert!(
+        !encoded_seen,
+        "auth.json's credentials are in the memory of the process running the guest"
+    );
+    // Which threads opened auth.json, which ran the guest (strace prints
+    // thread ids; vCPU 0 runs on the main thread of the process that runs
+    // the guest).
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let tids = |needle: &str| -> std::collections::BTreeSet<u32> {
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let opened_credentials = tids("auth.json");
+    let ran_the_guest = tids("KVM_RUN");
+    assert!(
+        !opened_credentials.is_empty(),
+        "nobody read the credentials: {log}"
+    );
+    assert!(
+        ran_the_guest.contains(&runner),
+        "the guest ran elsewhere: {log}"
+    );
+    assert!(
+        opened_credentials.is_disjoint(&ran_the_guest),
+        "the process that runs the guest opened the credentials"
+    );
+}
+
 #[test]
 fn basic_auth_login_and_docker_config() {
     prepare();
@@ -262,31 +447,7 @@ fn basic_auth_login_and_docker_config() {
         "push without credentials",
         "kiln login",
     );
-    let login = |password: &str| {
-        kiln()
-            .env("KILN_HOME", &home)
-            .args([
-                "login",
-                &host,
-                "-u",
-                "kiln",
-                "--password-stdin",
-                "--plain-http",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{password}\n").as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap()
-    };
+    let login = |password: &str| login(&home, &host, "kiln", password);
     failed(
         login("wrong"),
         "login with a wrong password",

@@ -117,6 +117,11 @@ pub const TOOLS: &[Tool] = &[
         package: "tmux",
         purpose: "a real terminal for the -t tests",
     },
+    Tool {
+        command: "strace",
+        package: "strace",
+        purpose: "which process of kiln run opens the registry credentials (registry tests)",
+    },
 ];
 
 /// Where `command` is on PATH, if it is.

@@ -2,10 +2,9 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use kiln_builder::oci::reference::Reference;
 use kiln_builder::progress::Progress;
-use kiln_builder::registry;
 use kiln_builder::run::{self, RunOptions};
 use kiln_vmm::cli::RunFlags;
 
@@ -67,12 +66,9 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         .ok()
         .filter(|r| r.registry.is_some() && !super::is_file_name(&args.image));
     let pull = |reference: &Reference, why: &str| -> Result<_> {
-        let opts = args
-            .registry
-            .options(reference.registry.as_deref(), &store)?;
-        let progress = Progress::new(false);
-        progress.line(&format!("kiln: {why}; pulling {reference}"));
-        let image = registry::pull(&store, reference, &opts, &progress)?;
+        Progress::new(false).line(&format!("kiln: {why}; pulling {reference}"));
+        let digest = pull_in_child(reference, &args.registry)?;
+        let image = store.resolve(&digest)?;
         Ok(store.parts(&image, &args.image)?)
     };
     let parts = match (&remote, args.pull) {
@@ -111,4 +107,36 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
     let report = report?;
     args.run.report("kiln", &report)?;
     Ok(report.exit_status())
+}
+
+/// Pulls `reference` with `kiln pull` in a child process and returns the
+/// digest it stored. The registry credentials (`kiln login`'s auth.json,
+/// Docker's config.json) are read there and never enter this process,
+/// which goes on to run the guest: a guest that broke into the VMM finds
+/// no password in its memory.
+fn pull_in_child(reference: &Reference, registry: &super::RegistryArgs) -> Result<String> {
+    let kiln = std::env::current_exe().context("finding kiln's own program to pull with")?;
+    let mut pull = std::process::Command::new(kiln);
+    pull.arg("pull").arg(reference.to_string());
+    if registry.plain_http {
+        pull.arg("--plain-http");
+    }
+    if let Some(ca) = &registry.ca_cert {
+        pull.arg("--ca-cert").arg(ca);
+    }
+    // Its progress and errors go to our stderr; its stdout (the digest)
+    // is ours to read, not the program's output.
+    let out = pull
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting kiln pull")?;
+    if !out.status.success() {
+        bail!("pulling {reference} failed (kiln pull: {})", out.status);
+    }
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !digest.starts_with("sha256:") {
+        bail!("kiln pull of {reference} printed no digest");
+    }
+    Ok(digest)
 }
