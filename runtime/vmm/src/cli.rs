@@ -54,7 +54,7 @@ pub struct RunFlags {
     pub share_image: bool,
 
     /// Run the VMM as this user (and group) once the network, volumes and devices are set up and before the guest runs: `UID[:GID]`, numeric (as root, for `--net tap`)
-    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    #[arg(short = 'u', long, value_name = "UID[:GID]", value_parser = parse_user)]
     pub user: Option<(u32, u32)>,
 
     /// The network.
