@@ -10,8 +10,8 @@
 //! Each role has an allow-list ([`Role::allowed`]); anything else fails
 //! with EPERM (never a kill: a call missing from a list in a path the
 //! tests do not reach turns into an error message, not a lost VM; the
-//! host kernel logs each refusal, which is how the lists were checked
-//! against the whole test suite). Filters stack: the [`Role::Main`] filter
+//! lists were checked by tracing the failed calls of the VMM's whole test
+//! suite with `strace -f -Z`). Filters stack: the [`Role::Main`] filter
 //! goes on every thread at once (the main thread runs vCPU 0 and ends the
 //! run: stops helpers, removes sockets, writes reports), then the devices
 //! thread and each further vCPU thread add their narrower one. [`REFUSED`]

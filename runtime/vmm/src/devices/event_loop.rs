@@ -57,13 +57,11 @@ impl DevicesThread {
     /// Starts serving `devices`; `on_failure` runs (on the devices thread)
     /// when a host-side failure ends the loop, to stop the VM, and
     /// `crate::stop::request` when `terminate` (the terminating signals'
-    /// eventfd) fires.
+    /// eventfd) fires. `filter` ([`crate::seccomp::Role::Devices`]) goes on
+    /// the thread before it serves anything.
     ///
     /// # Errors
     /// When epoll or the thread cannot be set up.
-    ///
-    /// `filter` ([`crate::seccomp::Role::Devices`]) goes on the thread
-    /// before it serves anything.
     pub fn start(
         devices: Vec<Served>,
         terminate: EventFd,
@@ -125,7 +123,8 @@ impl DevicesThread {
             .spawn(move || {
                 crate::stop::block_vcpu_signals();
                 // Before the first guest request is looked at. The caller
-                // does not wait for it (that cost ~0.7 ms of every boot);
+                // does not wait for it (loading a filter takes a few
+                // hundred microseconds here, off the boot path this way);
                 // a failure stops the VM instead.
                 if let Some(Err(e)) = filter.as_ref().map(crate::seccomp::install_thread) {
                     on_failure();

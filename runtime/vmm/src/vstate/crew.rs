@@ -144,7 +144,9 @@ impl Crew {
 }
 
 /// Runs vCPU 0 (`first`) on this thread and `others` (vCPUs 1, 2, …) on
-/// threads of their own; returns how the VM ended.
+/// threads of their own, each of which first adds `vcpu_filter`
+/// ([`crate::seccomp::Role::Vcpu`]) to its seccomp filters; returns how
+/// the VM ended.
 ///
 /// # Errors
 /// The first [`VcpuError`] a vCPU met; [`VcpuError::Stopped`] when the
@@ -171,7 +173,6 @@ pub fn run(
         start_cpu: &start_cpu,
         limit,
         count_exits,
-        vcpu_filter,
     };
     if others.is_empty() {
         return vcpu::run(first, &shared);
@@ -183,9 +184,7 @@ pub fn run(
             let spawned = std::thread::Builder::new()
                 .name(name)
                 .spawn_scoped(scope, move || {
-                    let filtered = shared
-                        .vcpu_filter
-                        .map_or(Ok(()), crate::seccomp::install_thread);
+                    let filtered = vcpu_filter.map_or(Ok(()), crate::seccomp::install_thread);
                     if let Err(e) = filtered {
                         crew.finish(i + 1, Err(e.into()));
                     } else if crew.wait_for_start(i + 1) {

@@ -110,9 +110,6 @@ pub struct Shared<'a> {
     pub limit: Option<Duration>,
     /// Count exits at each boot milestone (`--stats`).
     pub count_exits: bool,
-    /// The filter each vCPU thread other than the first adds to its own
-    /// ([`crate::seccomp::Role::Vcpu`]), when filters are on.
-    pub vcpu_filter: Option<&'a seccompiler::BpfProgram>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
