@@ -350,12 +350,7 @@ pub fn run(args: &AppsArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let needed = ["python3", "sqlite3", "zstd", "gawk"];
-    let tools: Vec<&host::Tool> = host::TOOLS
-        .iter()
-        .filter(|t| needed.contains(&t.command))
-        .collect();
-    host::ensure_tools_ref(&tools)?;
+    host::ensure_named(&["python3", "sqlite3", "zstd", "gawk"])?;
     build::kernel()?;
     let kiln = build::kiln_release()?;
     let dir = apps_dir();

@@ -122,7 +122,29 @@ pub const TOOLS: &[Tool] = &[
         package: "strace",
         purpose: "which process of kiln run opens the registry credentials (registry tests)",
     },
+    Tool {
+        command: "grub-mkimage",
+        package: "grub-efi-amd64-bin",
+        purpose: "the UEFI boot loader of kiln export --disk",
+    },
+    Tool {
+        command: "qemu-img",
+        package: "qemu-utils",
+        purpose: "checking exported qcow2 and VMDK disks",
+    },
 ];
+
+/// Installs the tools of [`TOOLS`] named in `commands` where missing.
+///
+/// # Errors
+/// When one is missing and cannot be installed.
+pub fn ensure_named(commands: &[&str]) -> Result<()> {
+    let tools: Vec<&Tool> = TOOLS
+        .iter()
+        .filter(|t| commands.contains(&t.command))
+        .collect();
+    ensure_tools_ref(&tools)
+}
 
 /// Where `command` is on PATH, if it is.
 pub fn which(command: &str) -> Option<std::path::PathBuf> {

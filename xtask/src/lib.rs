@@ -7,3 +7,4 @@ pub mod build;
 pub mod host;
 pub mod paths;
 pub mod qemu;
+pub mod uefi;

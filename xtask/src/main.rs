@@ -15,10 +15,11 @@ mod hostile;
 mod python;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::{build, host, paths};
 
@@ -48,6 +49,10 @@ enum Verb {
         )]
         args: Vec<OsString>,
     },
+    /// Boot a UEFI disk from `kiln export --disk` (or a .kiln image, exported
+    /// first) under QEMU with OVMF firmware: the program's output on stdout,
+    /// its exit status as xtask's; `cargo xtask boot-uefi hello.img`
+    BootUefi(BootUefiArgs),
     /// Build an image from a manifest (a thin wrapper over `kiln build`):
     /// `cargo xtask build-image manifests/hello.toml` writes images/hello.kiln
     BuildImage {
@@ -112,6 +117,93 @@ enum Verb {
     Compat(compat::CompatArgs),
     /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
     Deps,
+}
+
+/// `cargo xtask boot-uefi`.
+#[derive(clap::Args)]
+struct BootUefiArgs {
+    /// A disk (.img raw, .qcow2, .vmdk) or a .kiln image
+    disk: PathBuf,
+    /// Read the disk as this format [default: from its extension]
+    #[arg(long, value_parser = ["raw", "qcow2", "vmdk"])]
+    format: Option<String>,
+    /// Use KVM instead of TCG (needs a KVM that runs ordinary guests; not PVM)
+    #[arg(long)]
+    kvm: bool,
+    /// Guest RAM in MiB
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// CPUs (an image with `vcpus = N` starts N)
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Kill QEMU after this many seconds
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Also show the firmware's and GRUB's console output (on stderr)
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
+    host::ensure_named(&["qemu-system-x86_64"])?;
+    let mut scratch = None;
+    let (disk, format) = if args.disk.extension().is_some_and(|e| e == "kiln") {
+        host::ensure_named(&["grub-mkimage"])?;
+        let out = std::env::temp_dir().join(format!("kiln-boot-uefi-{}.img", std::process::id()));
+        let kiln = build::kiln_release()?;
+        let code = status_of(
+            Command::new(kiln)
+                .arg("export")
+                .arg(&args.disk)
+                .arg("--disk")
+                .arg(&out),
+        )?;
+        if code != 0 {
+            bail!("kiln export --disk {} failed", args.disk.display());
+        }
+        scratch = Some(out.clone());
+        (out, "raw".to_string())
+    } else {
+        let format = args
+            .format
+            .clone()
+            .unwrap_or_else(|| xtask::uefi::format_of(&args.disk).to_string());
+        (args.disk.clone(), format)
+    };
+    let run = xtask::uefi::run(
+        &disk,
+        &format,
+        xtask::uefi::Machine {
+            memory_mib: args.memory,
+            cpus: args.cpus,
+            kvm: args.kvm,
+        },
+        std::time::Duration::from_secs(args.timeout),
+    );
+    if let Some(s) = scratch {
+        let _ = std::fs::remove_file(s);
+    }
+    let run = run.context("cannot start qemu-system-x86_64")?;
+    let (firmware, program) = xtask::uefi::split_console(&run.console);
+    if args.verbose || program.is_none() {
+        std::io::stderr().write_all(firmware)?;
+    }
+    std::io::stdout().write_all(program.unwrap_or_default())?;
+    std::io::stdout().flush()?;
+    let accel = if args.kvm { "KVM" } else { "TCG" };
+    match (run.handover, run.status) {
+        (Some(h), Some(status)) => {
+            eprintln!(
+                "xtask: boot-uefi ({accel}): firmware and GRUB {:.0} ms, kernel and program {:.0} ms, status {status}",
+                h.as_secs_f64() * 1e3,
+                (run.total - h).as_secs_f64() * 1e3
+            );
+            Ok(status)
+        }
+        _ if run.timed_out => bail!("the disk did not finish within {} s", args.timeout),
+        (None, _) => bail!("GRUB never started the kernel (run with -v to see the console)"),
+        (Some(_), None) => bail!("QEMU ended without an exit status from the kernel"),
+    }
 }
 
 fn status_of(cmd: &mut Command) -> Result<u8> {
@@ -216,6 +308,7 @@ fn main() -> ExitCode {
                 0
             }),
         Verb::Boot { args } => boot(&args),
+        Verb::BootUefi(args) => boot_uefi(&args),
         Verb::BuildImage { manifest, rest } => build_image(&manifest, &rest),
         Verb::Publish {
             manifest,

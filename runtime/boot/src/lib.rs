@@ -24,6 +24,12 @@ pub const BOOT_INFO_VERSION: u32 = 2;
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The line the boot loader of an exported UEFI disk (`kiln export
+/// --disk`) prints on the serial console just before it starts the
+/// kernel: the firmware's and GRUB's output comes before it, the
+/// program's after it (`cargo xtask boot-uefi` splits the console there).
+pub const UEFI_HANDOVER_LINE: &str = "kiln: starting the kernel";
+
 /// Guest-physical layout fixed by the contract (everything below 1 MiB
 /// belongs to the VMM's boot data; the kernel image is loaded at 1 MiB).
 pub mod layout {

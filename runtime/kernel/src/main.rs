@@ -1,5 +1,5 @@
 //! The kiln guest kernel binary: a freestanding ELF (see `linker.ld`)
-//! that boots on kiln-vmm or, through its PVH note, on QEMU, and runs one
+//! that boots on kiln-vmm, through its PVH note on QEMU or through multiboot2 (GRUB), and runs one
 //! unmodified Linux x86-64 program. Build it with `cargo xtask kernel`.
 //!
 //! The kernel is laid out by subsystem; each folder here is the part of a
@@ -50,14 +50,14 @@ use crate::state::KERNEL;
 const DEFAULT_PATH: &[u8] = b"/app";
 
 /// First Rust code of the kernel. `platform` is `PLATFORM_KILN` or
-/// `PLATFORM_PVH`, `info` the physical address of the boot protocol's
+/// `PLATFORM_PVH` or `PLATFORM_MULTIBOOT2`, `info` the physical address of the boot protocol's
 /// structure, `pv_page` the PVM registration page (0 when not on PVM).
 #[no_mangle]
 extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
-    platform::set(if platform == arch::PLATFORM_PVH {
-        Platform::Pvh
-    } else {
-        Platform::Kiln
+    platform::set(match platform {
+        arch::PLATFORM_PVH => Platform::Pvh,
+        arch::PLATFORM_MULTIBOOT2 => Platform::Multiboot2,
+        _ => Platform::Kiln,
     });
     platform::milestone(Milestone::KernelEntry);
     let flavour = if pv_page != 0 {
@@ -79,7 +79,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     // kiln-vmm says how many vCPUs there are; under QEMU the command line
     // does (kiln.cpus=N, with -smp N).
     let cpus = match platform::current() {
-        Platform::Pvh => parsed.cpus.unwrap_or(1),
+        Platform::Pvh | Platform::Multiboot2 => parsed.cpus.unwrap_or(1),
         Platform::Kiln => params.cpus,
     };
     drivers::virtio::init(&params, &parsed.virtio_mmio);
@@ -190,8 +190,12 @@ fn program_args(params: &BootParams, parsed: cmdline::KernelArgs) -> (Vec<u8>, A
         ArgSource::CommandLine => {
             let mut argv = alloc::vec![path.clone()];
             argv.extend(parsed.args.iter().map(|a| a.as_bytes().to_vec()));
-            let mut envp: Vec<Vec<u8>> =
-                alloc::vec![kiln_boot::DEFAULT_PATH_ENV.as_bytes().to_vec()];
+            // The default PATH unless the command line sets one (an
+            // exported disk passes the image's whole environment).
+            let mut envp: Vec<Vec<u8>> = Vec::new();
+            if !parsed.env.iter().any(|e| e.starts_with("PATH=")) {
+                envp.push(kiln_boot::DEFAULT_PATH_ENV.as_bytes().to_vec());
+            }
             envp.extend(parsed.env.iter().map(|e| e.as_bytes().to_vec()));
             Args { argv, envp }
         }

@@ -33,7 +33,7 @@ pub use self::x86_64::ioapic::route as route_interrupt_line;
 pub use self::x86_64::{
     cpuinfo, drop_identity_map, enable_interrupt_controller, enter_program, features, flavour,
     fs_base, idle, init, interrupt_done, map_uncached, set_fs_base, timer_arm_at, Features,
-    Flavour, PLATFORM_PVH,
+    Flavour, PLATFORM_MULTIBOOT2, PLATFORM_PVH,
 };
 
 /// The physical address of the running CPU's top-level page table.

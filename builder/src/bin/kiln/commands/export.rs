@@ -1,15 +1,17 @@
-//! `kiln export IMAGE`: the image's root file system as a tar archive, or
-//! the whole image as an OCI image layout.
+//! `kiln export IMAGE`: the image's root file system as a tar archive, the
+//! whole image as an OCI image layout, or a UEFI-bootable disk.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
+use kiln_builder::disk::{self, DiskFormat};
 use kiln_builder::oci::layout::Layout;
 use kiln_builder::oci::{self, reference::Reference};
 
-/// Write an image's root file system (a tar archive), or the whole image as
-/// an OCI image layout.
+/// Write an image's root file system (a tar archive), the whole image as an
+/// OCI image layout, or a disk that boots on UEFI firmware.
 #[derive(clap::Args)]
 #[command(
     after_help = "Without --oci-layout the output is the image's rootfs section exactly, \
@@ -19,10 +21,21 @@ use kiln_builder::oci::{self, reference::Reference};
                   config, gzip-compressed kernel and rootfs layers) into the OCI image layout \
                   DIR, created if missing or added to if it already is one; skopeo, crane, oras \
                   and `kiln import` read it.\n\n\
+                  With --disk FILE the image becomes a GPT disk that boots on any UEFI machine or \
+                  hypervisor: an EFI system partition holding GRUB (from Debian's \
+                  grub-efi-amd64-bin), the kiln kernel, the rootfs and the configuration. The \
+                  program runs with the image's arguments and environment, its output on the \
+                  first serial port; its exit status ends QEMU through isa-debug-exit, elsewhere \
+                  it is printed before an ACPI power-off. --format vmdk also writes FILE.vmx (UEFI \
+                  firmware, SATA disk, serial console to a file) for VMware. The same image always \
+                  gives the same disk.\n\n\
                   Examples:\n  \
                   kiln export images/hello.kiln -o rootfs.tar\n  \
                   kiln export images/hello.kiln --oci-layout out/ --name hello:1.0\n  \
-                  kiln export localhost:5000/hello:1.0 --oci-layout out/"
+                  kiln export localhost:5000/hello:1.0 --oci-layout out/\n  \
+                  kiln export images/hello.kiln --disk hello.img\n  \
+                  kiln export images/hello.kiln --disk hello.vmdk --format vmdk --size 64MiB\n  \
+                  cargo xtask boot-uefi hello.img"
 )]
 pub struct Args {
     /// The image: a .kiln file, or a name or digest in the local store
@@ -30,8 +43,20 @@ pub struct Args {
     image: String,
 
     /// Where to write the archive [default: stdout]
-    #[arg(short, long, value_name = "FILE", conflicts_with = "oci_layout")]
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["oci_layout", "disk"])]
     output: Option<PathBuf>,
+
+    /// Write a UEFI-bootable disk to FILE instead
+    #[arg(long, value_name = "FILE", conflicts_with = "oci_layout")]
+    disk: Option<PathBuf>,
+
+    /// The disk's file format
+    #[arg(long, value_enum, default_value = "raw", requires = "disk")]
+    format: DiskFormat,
+
+    /// The disk's size (bytes, or with KiB/MiB/GiB) [default: the smallest that holds the image]
+    #[arg(long, value_name = "SIZE", requires = "disk", value_parser = parse_disk_size)]
+    size: Option<u64>,
 
     /// Write the image as an OCI image layout into DIR instead
     #[arg(long, value_name = "DIR")]
@@ -43,10 +68,38 @@ pub struct Args {
     name: Option<String>,
 }
 
+fn parse_disk_size(text: &str) -> Result<u64, String> {
+    kiln_builder::manifest::parse_size(text)
+        .ok_or_else(|| format!("{text:?} is not a size (try 64MiB or 1GiB)"))
+}
+
 /// Runs `kiln export`.
 pub fn run(args: Args) -> Result<u8> {
     let store = super::store();
     let (parts, stored) = super::open_image(&args.image, &store)?;
+    if let Some(path) = &args.disk {
+        let format = args.format.to_possible_value().expect("no skipped formats");
+        eprintln!(
+            "kiln: writing {} as a {} disk…",
+            parts.label,
+            format.get_name()
+        );
+        let report = disk::export(&parts, path, args.format, args.size)
+            .with_context(|| format!("exporting {} as a disk", parts.label))?;
+        eprintln!(
+            "kiln: wrote {} ({} MiB disk carrying {:.1} MiB: GRUB, kernel, rootfs)",
+            report.path.display(),
+            report.size.div_ceil(1 << 20),
+            report.carried as f64 / (1 << 20) as f64
+        );
+        if let Some(vmx) = &report.vmx {
+            eprintln!(
+                "kiln: wrote {} (VMware machine, UEFI firmware)",
+                vmx.display()
+            );
+        }
+        return Ok(0);
+    }
     if let Some(dir) = &args.oci_layout {
         let name = match &args.name {
             Some(n) => n.clone(),

@@ -1,4 +1,4 @@
-//! The kernel's two entry points and the PVH ELF note.
+//! The kernel's entry points, the PVH ELF note and the multiboot2 header.
 //!
 //! * `_start` (the ELF entry): kiln-vmm starts every vCPU here directly in
 //!   64-bit mode with its boot page tables, `rdi` = the vCPU's index, `rsi`
@@ -13,7 +13,15 @@
 //!   kiln-vmm's (identity, direct map and kernel map of the first GiB),
 //!   enters long mode and joins the common path.
 //!
-//! Both call `kernel_start(platform, info_phys, pv_page)` on the boot stack.
+//! * `multiboot2_start32` (named by the multiboot2 header's entry-address
+//!   tag; GRUB's `multiboot2` command, how an exported UEFI disk boots):
+//!   the same 32-bit state, `eax` = the multiboot2 magic and `ebx` = the
+//!   boot information. It shares `pvh_start32`'s path from there.
+//!
+//! Both 32-bit entries map the first 4 GiB (where a boot loader may put
+//! the modules and its tables), identity and direct map, with 2 MiB pages.
+//!
+//! All call `kernel_start(platform, info_phys, pv_page)` on the boot stack.
 
 use core::arch::global_asm;
 
@@ -21,6 +29,13 @@ use core::arch::global_asm;
 pub const PLATFORM_KILN: u64 = 1;
 /// `kernel_start`'s `platform` value for a PVH boot (QEMU).
 pub const PLATFORM_PVH: u64 = 2;
+/// `kernel_start`'s `platform` value for a multiboot2 boot (GRUB).
+pub const PLATFORM_MULTIBOOT2: u64 = 3;
+
+/// What a multiboot2 loader puts in `eax`.
+const MULTIBOOT2_LOADER_MAGIC: u32 = 0x36d7_6289;
+/// Gigabytes of physical memory the 32-bit entries map.
+pub const BOOT_MAP_GIB: u64 = 4;
 
 /// Size of the boot stack, which later serves as the syscall stack. Boot
 /// alone used 60 KiB of it for a static hello (measured: the ELF loader and
@@ -33,15 +48,17 @@ pub const KERNEL_STACK_SIZE: usize = 256 * 1024;
 #[repr(C, align(4096))]
 pub struct BootTable(pub [u64; 512]);
 
-/// Page tables built by `pvh_start32` (kiln-vmm provides its own).
+/// Page tables built by the 32-bit entries (kiln-vmm provides its own).
 #[no_mangle]
 static mut PVH_PML4: BootTable = BootTable([0; 512]);
 #[no_mangle]
 static mut PVH_PDPT_LOW: BootTable = BootTable([0; 512]);
 #[no_mangle]
 static mut PVH_PDPT_HIGH: BootTable = BootTable([0; 512]);
+/// One page directory per GiB of [`BOOT_MAP_GIB`], contiguous.
 #[no_mangle]
-static mut PVH_PD: BootTable = BootTable([0; 512]);
+static mut PVH_PD: [BootTable; BOOT_MAP_GIB as usize] =
+    [const { BootTable([0; 512]) }; BOOT_MAP_GIB as usize];
 
 /// The boot (and syscall) stack.
 #[repr(C, align(16))]
@@ -89,26 +106,76 @@ _start:
     call ap_start
     ud2
 
+    /* The multiboot2 header (within the file's first 32 KiB): ask for the
+       command line, modules, memory map and ACPI tables (all optional to
+       the loader) and name the 32-bit entry. */
+    .section .multiboot2, "a"
+    .balign 8
+mb2_header:
+    .long 0xe85250d6            /* magic */
+    .long 0                     /* architecture: i386 (32-bit protected) */
+    .long mb2_header_end - mb2_header
+    .long 0x100000000 - (0xe85250d6 + (mb2_header_end - mb2_header))
+    .balign 8
+    .word 1                     /* information request */
+    .word 1                     /* optional */
+    .long 8 + 5 * 4
+    .long 1, 3, 6, 14, 15       /* cmdline, modules, mmap, ACPI old, new */
+    .balign 8
+    .word 3                     /* entry address */
+    .word 0
+    .long 12
+    .long multiboot2_start32 - KB
+    .balign 8
+    .word 5                     /* framebuffer: any mode (the kernel does */
+    .word 1                     /* not draw; without it GRUB on UEFI warns */
+    .long 20                    /* on the console that the OS gets none) */
+    .long 0, 0, 0
+    .balign 8
+    .word 0                     /* end */
+    .word 0
+    .long 8
+mb2_header_end:
+
+    .section .text.boot, "ax"
     .code32
+    .globl multiboot2_start32
+multiboot2_start32:
+    cli
+    cmp eax, {mb2_magic}
+    jne 4f
+    mov ebp, {multiboot2}
+    jmp 5f
+4:  hlt                         /* not started by a multiboot2 loader */
+    jmp 4b
+
     .globl pvh_start32
 pvh_start32:
-    cli
+    mov ebp, {pvh}
+5:  cli
     cld
     mov esi, ebx
-    /* PD: 512 x 2 MiB pages covering the first GiB */
+    /* PDs: 512 x 2 MiB pages per GiB, identity from 0 */
     mov edi, offset PVH_PD - KB
     mov eax, 0x83
-    mov ecx, 512
+    mov ecx, 512 * {map_gib}
 2:  mov [edi], eax
     mov dword ptr [edi + 4], 0
     add eax, 0x200000
     add edi, 8
     dec ecx
     jnz 2b
+    /* PDPT_LOW[i] = PD[i]; the kernel image's slot maps the first GiB */
+    mov edi, offset PVH_PDPT_LOW - KB
     mov eax, offset PVH_PD - KB
     or eax, 3
-    mov [PVH_PDPT_LOW - KB], eax
     mov [PVH_PDPT_HIGH - KB + 510 * 8], eax
+    mov ecx, {map_gib}
+6:  mov [edi], eax
+    add eax, 0x1000
+    add edi, 8
+    dec ecx
+    jnz 6b
     mov eax, offset PVH_PDPT_LOW - KB
     or eax, 3
     mov [PVH_PML4 - KB], eax               /* identity, dropped later */
@@ -149,7 +216,7 @@ pvh_high:
     lea rsp, [rip + KERNEL_STACK + {stack_size}]
     mov esi, esi
     xor edx, edx
-    mov edi, {pvh}
+    mov edi, ebp
     call kernel_start
     ud2
 
@@ -167,6 +234,9 @@ pvh_gdt_ptr:
     stack_size = const KERNEL_STACK_SIZE,
     kiln = const PLATFORM_KILN,
     pvh = const PLATFORM_PVH,
+    multiboot2 = const PLATFORM_MULTIBOOT2,
+    mb2_magic = const MULTIBOOT2_LOADER_MAGIC,
+    map_gib = const BOOT_MAP_GIB,
     cr2_cell = const super::pvm::FLAG_CR2_CELL,
     pvm_register = const super::pvm::REGISTER_MSR,
 );

@@ -21,7 +21,7 @@ pub mod traps;
 
 use core::arch::asm;
 
-pub use entry::PLATFORM_PVH;
+pub use entry::{PLATFORM_MULTIBOOT2, PLATFORM_PVH};
 pub use flavour::Flavour;
 
 /// CPU features the rest of the kernel asks about, read once at boot.
@@ -147,7 +147,8 @@ pub fn enable_interrupt_controller() -> bool {
 }
 
 /// Maps the device-register page at `phys` uncached at its direct-map
-/// address (device registers lie beyond RAM there); returns that address.
+/// address (beyond RAM, or inside a large page of a 32-bit boot path's
+/// 4 GiB map, which is split for it); returns that address.
 pub fn map_uncached(phys: u64) -> Option<u64> {
     let va = kiln_boot::vm::PHYS_MAP + phys;
     // SAFETY: the kernel half of the active PML4; the page is beyond RAM so
@@ -155,14 +156,16 @@ pub fn map_uncached(phys: u64) -> Option<u64> {
     let mut tables = unsafe { paging::PageTables::from_pml4(cpu::read_cr3() & paging::pte::ADDR) };
     let flags = paging::pte::WRITABLE | paging::pte::NO_EXECUTE | paging::pte::NO_CACHE;
     tables
-        .map(
+        .map_splitting(
             va & !0xfff,
             phys & !0xfff,
             flags,
             &mut crate::mm::frame::alloc_zeroed,
         )
-        .ok()
-        .map(|()| va)
+        .ok()?;
+    // The page may have been reachable (cached) through the large page.
+    cpu::invlpg(va & !0xfff);
+    Some(va)
 }
 
 /// Arms the timer interrupt for TSC value `tsc`.
@@ -225,10 +228,10 @@ pub fn enter_program(entry: u64, sp: u64, kstack: u64) -> ! {
     }
 }
 
-/// Drops the PVH boot path's identity mapping of the first GiB (the
+/// Drops the 32-bit boot paths' identity mapping of low memory (the
 /// program's half of the address space must start empty).
 pub fn drop_identity_map(tables: &mut paging::PageTables) {
-    if platform::current() == platform::Platform::Pvh {
+    if platform::current().is_pc() {
         tables.clear_slot(0);
         // SAFETY: reloading the same PML4 only flushes the TLB.
         unsafe { cpu::write_cr3(tables.pml4()) };

@@ -182,6 +182,28 @@ impl PageTables {
         Ok(())
     }
 
+    /// [`Self::map`], first splitting a 2 MiB page that covers `va` into
+    /// small pages with the same frames and flags: the 32-bit boot paths map
+    /// the whole first 4 GiB with large pages, device registers included,
+    /// and a device page needs its own (uncached) entry.
+    pub fn map_splitting(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: u64,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
+        let directory = self.table_for(va, 1, alloc)?;
+        // SAFETY: `directory` is a page directory these tables own.
+        let e = unsafe { &mut table(directory)[index(va, 1)] };
+        if *e & (pte::PRESENT | pte::HUGE) == pte::PRESENT | pte::HUGE
+            && !Self::split(self.pml4, va, e)
+        {
+            return Err(MapError::OutOfMemory);
+        }
+        self.map(va, pa, flags, alloc)
+    }
+
     /// The table holding `va`'s entry at `level` (0: page table, 1: page
     /// directory), with the missing tables above it made from `alloc`.
     fn table_for(

@@ -53,7 +53,7 @@ pub fn start_cpus(count: usize) -> usize {
     if count < 2 || !super::enable_interrupt_controller() {
         return online();
     }
-    let trampoline = if platform::current() == platform::Platform::Pvh {
+    let trampoline = if platform::current().is_pc() {
         match Trampoline::install() {
             Some(t) => Some(t),
             None => {

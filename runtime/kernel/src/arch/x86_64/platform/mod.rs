@@ -1,7 +1,12 @@
-//! The machine the kernel was booted on: kiln-vmm or a PVH loader (QEMU).
-//! Chosen once at entry; the rest of the kernel calls these functions.
+//! The machine the kernel was booted on: kiln-vmm, or a standard PC booted
+//! through PVH (QEMU `-kernel`) or multiboot2 (GRUB, an exported UEFI
+//! disk). Chosen once at entry; the rest of the kernel calls these
+//! functions.
 
+mod acpi;
 mod kiln;
+mod multiboot2;
+mod pc;
 mod pvh;
 
 use kiln_boot::{ExitReport, Milestone};
@@ -16,6 +21,17 @@ pub enum Platform {
     Kiln,
     /// A PVH loader such as QEMU's `-kernel`.
     Pvh,
+    /// A multiboot2 loader such as GRUB.
+    Multiboot2,
+}
+
+impl Platform {
+    /// Whether this is a standard PC set up by a boot loader (its own
+    /// page tables, low memory for the CPU start-up trampoline, RAM not
+    /// known to be zero) rather than kiln-vmm.
+    pub fn is_pc(self) -> bool {
+        self != Platform::Kiln
+    }
 }
 
 /// Records the platform (first thing at boot).
@@ -37,6 +53,7 @@ pub fn boot_params(info_phys: u64) -> BootParams {
     match current() {
         Platform::Kiln => kiln::boot_params(info_phys),
         Platform::Pvh => pvh::boot_params(info_phys),
+        Platform::Multiboot2 => multiboot2::boot_params(info_phys),
     }
 }
 
@@ -44,7 +61,7 @@ pub fn boot_params(info_phys: u64) -> BootParams {
 pub fn console_write(stream: Stream, bytes: &[u8]) {
     match current() {
         Platform::Kiln => kiln::console_write(stream, bytes),
-        Platform::Pvh => pvh::console_write(stream, bytes),
+        Platform::Pvh | Platform::Multiboot2 => pc::console_write(stream, bytes),
     }
 }
 
@@ -59,6 +76,6 @@ pub fn milestone(m: Milestone) {
 pub fn exit(report: ExitReport) -> ! {
     match current() {
         Platform::Kiln => kiln::exit(report),
-        Platform::Pvh => pvh::exit(report),
+        Platform::Pvh | Platform::Multiboot2 => pc::exit(report),
     }
 }

@@ -1,0 +1,175 @@
+//! Booting an exported disk (`kiln export --disk`) under QEMU with UEFI
+//! firmware: OVMF from the `ovmf-prebuilt` crate, a q35 machine, the disk
+//! on its SATA controller, the console on the first serial port and
+//! `isa-debug-exit` for the program's exit status. TCG by default; KVM
+//! where the host's KVM runs ordinary guests (not on PVM).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The OVMF firmware image (code and variables in one file), used
+/// read-only so every boot starts from the same state.
+pub fn firmware() -> PathBuf {
+    ovmf_prebuilt::ovmf_pure_efi()
+}
+
+/// How QEMU should read a disk file: by its extension (`.qcow2`, `.vmdk`),
+/// else raw.
+pub fn format_of(disk: &Path) -> &'static str {
+    match disk.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        Some("vmdk") => "vmdk",
+        _ => "raw",
+    }
+}
+
+/// The machine a disk boots on.
+#[derive(Clone, Copy, Debug)]
+pub struct Machine {
+    /// RAM in MiB.
+    pub memory_mib: u32,
+    /// CPUs (`-smp`).
+    pub cpus: u8,
+    /// KVM instead of TCG.
+    pub kvm: bool,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Self {
+            memory_mib: 256,
+            cpus: 1,
+            kvm: false,
+        }
+    }
+}
+
+/// A QEMU command booting `disk` (read as `format`; writes go to a
+/// temporary overlay, never into the file) on UEFI firmware. A standard
+/// VGA adapter is present but not shown: with a graphics output GRUB says
+/// nothing about the missing screen on the serial console.
+pub fn command(disk: &Path, format: &str, machine: Machine) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    let accel = if machine.kvm { "kvm" } else { "tcg" };
+    cmd.args(["-accel", accel, "-M", "q35", "-cpu", "max"])
+        .args(["-m", &machine.memory_mib.to_string()])
+        .args(["-smp", &machine.cpus.to_string()])
+        .args(["-nodefaults", "-no-user-config", "-no-reboot"])
+        .args(["-display", "none", "-vga", "std"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            firmware().display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "format={format},file={},snapshot=on",
+            disk.display()
+        ));
+    cmd
+}
+
+/// The serial console split at the boot loader's hand-over line: the
+/// firmware's and GRUB's output, then the kernel's and the program's
+/// (`None` when GRUB never handed over).
+pub fn split_console(console: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let line = kiln_boot::UEFI_HANDOVER_LINE.as_bytes();
+    let Some(at) = console.windows(line.len()).position(|w| w == line) else {
+        return (console, None);
+    };
+    // GRUB's line ends in "\n"; OVMF's console adds a "\r" (after it).
+    let rest = &console[at + line.len()..];
+    let rest = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => &rest[end + 1..],
+        None => &[],
+    };
+    let rest = rest.strip_prefix(b"\r").unwrap_or(rest);
+    (&console[..at], Some(rest))
+}
+
+/// One boot of a disk under QEMU.
+pub struct UefiRun {
+    /// Everything QEMU wrote to the serial console.
+    pub console: Vec<u8>,
+    /// When GRUB printed the hand-over line (from spawning QEMU).
+    pub handover: Option<std::time::Duration>,
+    /// From spawning QEMU to its exit.
+    pub total: std::time::Duration,
+    /// The program's exit status through `isa-debug-exit` (`None`: QEMU
+    /// ended some other way, or was killed at the timeout).
+    pub status: Option<u8>,
+    /// Whether the timeout ended it.
+    pub timed_out: bool,
+}
+
+impl UefiRun {
+    /// The program's output: the console after the hand-over line.
+    pub fn program_output(&self) -> &[u8] {
+        split_console(&self.console).1.unwrap_or_default()
+    }
+}
+
+/// Boots `disk` and collects its console; QEMU is killed after `timeout`.
+///
+/// # Errors
+/// When QEMU cannot be started.
+pub fn run(
+    disk: &Path,
+    format: &str,
+    machine: Machine,
+    timeout: std::time::Duration,
+) -> std::io::Result<UefiRun> {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::Instant;
+    let start = Instant::now();
+    let mut child = command(disk, format, machine)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let line = kiln_boot::UEFI_HANDOVER_LINE.as_bytes();
+        let mut console = Vec::new();
+        let mut handover = None;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            console.extend_from_slice(&buf[..n]);
+            if handover.is_none() && console.windows(line.len()).any(|w| w == line) {
+                handover = Some(start.elapsed());
+            }
+        }
+        (console, handover)
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let total = start.elapsed();
+    let (console, handover) = reader.join().unwrap_or_default();
+    Ok(UefiRun {
+        console,
+        handover,
+        total,
+        status: if timed_out {
+            None
+        } else {
+            crate::qemu::program_status(status.code())
+        },
+        timed_out,
+    })
+}
