@@ -31,6 +31,10 @@ pub struct BootArgs {
     /// How much slower than the baseline a median may be (1.25: 25%)
     #[arg(long, default_value_t = 1.25, value_name = "RATIO")]
     pub max_ratio: f64,
+    /// Boots per image of its exported UEFI disk under QEMU + OVMF (TCG;
+    /// seconds each); 0 leaves the uefi column out
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub uefi_runs: usize,
 }
 
 impl Default for BootArgs {
@@ -40,6 +44,7 @@ impl Default for BootArgs {
             manifests: Vec::new(),
             compare: None,
             max_ratio: 1.25,
+            uefi_runs: 1,
         }
     }
 }
@@ -155,7 +160,59 @@ pub fn chrooted(root: &Path, config: &appliance::BootConfig, namespaces: &[&str]
 }
 
 /// Benchmarks one image.
-fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
+/// The image exported as a raw UEFI disk and booted `runs` times under
+/// QEMU (TCG) with OVMF: ms from QEMU's start to GRUB's hand-over, to the
+/// program's first output and to QEMU's exit.
+fn bench_uefi(kiln: &Path, image: &Path, runs: usize) -> Result<Value> {
+    let disk = image.with_extension("img");
+    let out = Command::new(kiln)
+        .arg("export")
+        .arg(image)
+        .arg("--disk")
+        .arg(&disk)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kiln export --disk {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (mut handover, mut first, mut exit) = (Vec::new(), Vec::new(), Vec::new());
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    for _ in 0..runs {
+        let run = xtask::uefi::run(
+            &disk,
+            "raw",
+            xtask::uefi::Machine::default(),
+            std::time::Duration::from_secs(300),
+        )?;
+        let (Some(h), Some(_)) = (run.handover, run.status) else {
+            bail!(
+                "the UEFI disk of {} did not run to its end: {}",
+                image.display(),
+                String::from_utf8_lossy(&run.console)
+            );
+        };
+        handover.push(ms(h));
+        first.extend(run.first_output.map(ms));
+        exit.push(ms(run.total));
+    }
+    let disk_bytes = std::fs::metadata(&disk)?.len();
+    let _ = std::fs::remove_file(&disk);
+    Ok(json!({
+        "accel": "tcg",
+        "runs": runs,
+        "disk_bytes": disk_bytes,
+        "ms": {
+            "start_to_handover": summary(handover),
+            "start_to_first_output": summary(first),
+            "start_to_exit": summary(exit),
+        },
+    }))
+}
+
+fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> Result<Value> {
     let name = manifest
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -241,6 +298,9 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize) -> Result<Value> {
         "exits_at": counted["exits_at"],
         "exits": counted["kvm_stats"]["exits"],
     });
+    if uefi_runs > 0 {
+        doc["uefi"] = bench_uefi(kiln, &image, uefi_runs)?;
+    }
     let wall = median(&doc["ms"]["kiln_wall"]);
     doc["ratio_kiln_wall_to_native"] = json!(wall / median(&doc["ms"]["native_wall"]));
     doc["ratio_kiln_wall_to_container"] = json!(wall / median(&doc["ms"]["container_wall"]));
@@ -383,6 +443,9 @@ pub fn boot(args: &BootArgs) -> Result<()> {
         None => None,
     };
     host::ensure_tools(&host::TOOLS[..5])?;
+    if args.uefi_runs > 0 {
+        host::ensure_named(&["grub-mkimage"])?;
+    }
     let kernel = build::kernel()?;
     build::programs()?;
     let kiln = build::kiln_release()?;
@@ -398,7 +461,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
             m.display(),
             args.runs
         );
-        images.push(bench_image(&kiln, m, args.runs)?);
+        images.push(bench_image(&kiln, m, args.runs, args.uefi_runs)?);
     }
     let mut server_docs = Vec::new();
     for m in &servers {
@@ -508,6 +571,31 @@ fn print_tables(doc: &Value) {
             n(&at["program_entry"]),
             n(&at["program_exit"]),
             n(&img["exits"]),
+        );
+    }
+    if images.iter().any(|i| i.get("uefi").is_some()) {
+        println!(
+            "\n  {:<12} {:>9} {:>12} {:>12} {:>12} {:>10}   (ms from start, medians)",
+            "image", "uefi disk", "GRUB hands", "first out", "uefi exit", "kiln exit"
+        );
+        for img in &images {
+            let u = &img["uefi"];
+            if u.is_null() {
+                continue;
+            }
+            println!(
+                "  {:<12} {:>8}K {:>12.0} {:>12.0} {:>12.0} {:>10.3}",
+                img["name"].as_str().unwrap_or("?"),
+                u["disk_bytes"].as_u64().unwrap_or(0) / 1024,
+                median(&u["ms"]["start_to_handover"]),
+                median(&u["ms"]["start_to_first_output"]),
+                median(&u["ms"]["start_to_exit"]),
+                median(&img["ms"]["kiln_wall"]),
+            );
+        }
+        println!(
+            "  (uefi: the image's `kiln export --disk` booted by QEMU (TCG, q35) with OVMF firmware; \
+             GRUB hands = its hand-over line; kiln exit = the whole `kiln run`)"
         );
     }
     let servers = doc["servers"].as_array().cloned().unwrap_or_default();

@@ -95,6 +95,9 @@ pub struct UefiRun {
     pub console: Vec<u8>,
     /// When GRUB printed the hand-over line (from spawning QEMU).
     pub handover: Option<std::time::Duration>,
+    /// When the first byte after the hand-over line arrived (the
+    /// program's first output).
+    pub first_output: Option<std::time::Duration>,
     /// From spawning QEMU to its exit.
     pub total: std::time::Duration,
     /// The program's exit status through `isa-debug-exit` (`None`: QEMU
@@ -134,7 +137,7 @@ pub fn run(
     let reader = std::thread::spawn(move || {
         let line = kiln_boot::UEFI_HANDOVER_LINE.as_bytes();
         let mut console = Vec::new();
-        let mut handover = None;
+        let (mut handover, mut first_output) = (None, None);
         let mut buf = [0u8; 4096];
         while let Ok(n) = stdout.read(&mut buf) {
             if n == 0 {
@@ -144,8 +147,11 @@ pub fn run(
             if handover.is_none() && console.windows(line.len()).any(|w| w == line) {
                 handover = Some(start.elapsed());
             }
+            if first_output.is_none() && split_console(&console).1.is_some_and(|p| !p.is_empty()) {
+                first_output = Some(start.elapsed());
+            }
         }
-        (console, handover)
+        (console, handover, first_output)
     });
     let mut timed_out = false;
     let status = loop {
@@ -160,10 +166,11 @@ pub fn run(
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     let total = start.elapsed();
-    let (console, handover) = reader.join().unwrap_or_default();
+    let (console, handover, first_output) = reader.join().unwrap_or_default();
     Ok(UefiRun {
         console,
         handover,
+        first_output,
         total,
         status: if timed_out {
             None
