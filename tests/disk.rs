@@ -132,8 +132,7 @@ fn dynamic_sha256sum_disks_boot_like_kiln_run() {
     assert_disks_boot_like_kiln_run("sha256sum", &dir, &image, 1);
 }
 
-/// An image made here: `files` written into `dir` and named by the manifest
-/// text `manifest`.
+/// An image built in `dir` from the manifest text `manifest`.
 fn custom_image(dir: &Path, manifest: &str) -> PathBuf {
     let path = dir.join("app.toml");
     std::fs::write(&path, manifest).unwrap();
@@ -297,4 +296,31 @@ fn bad_requests_get_clear_errors_and_leave_nothing() {
     std::fs::remove_file(&truncated).unwrap();
 
     assert_eq!(listing(&dir), before, "a failed export left files behind");
+}
+
+/// An image within kiln build's 32 MiB whose disk, with GRUB added, would
+/// carry more than 32 MiB is refused, and nothing is written.
+#[test]
+fn a_disk_carrying_more_than_32_mib_is_refused() {
+    common::prepare();
+    require_disk_tools();
+    let dir = common::scratch("disk-too-large");
+    std::fs::write(dir.join("big.bin"), vec![0u8; (31 << 20) + (200 << 10)]).unwrap();
+    let image = custom_image(
+        &dir,
+        &format!(
+            "name = \"big\"\nversion = \"1\"\nmax_size = \"32MiB\"\n[program]\npath = \"{}\"\n\
+             guest_path = \"/app/hello\"\n[[files]]\nsrc = \"big.bin\"\ndst = \"/data/big.bin\"\n",
+            common::program("hello-musl").display()
+        ),
+    );
+    let before = listing(&dir);
+    let out = export(&image, &dir.join("big.img"), "raw", &[]);
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("more than the 32 MiB limit"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(&dir), before, "a refused export left files behind");
 }

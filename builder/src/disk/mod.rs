@@ -407,3 +407,87 @@ fn vmx_text(config: &BootConfig, vmdk_name: &str) -> String {
         cpus = config.vcpus.max(1),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProgramInfo, CONFIG_VERSION};
+
+    fn config(env: &[&str], args: &[&str], vcpus: u32) -> BootConfig {
+        BootConfig {
+            config_version: CONFIG_VERSION,
+            name: "t".into(),
+            version: "1".into(),
+            entrypoint: "/bin/app".into(),
+            args: args.iter().map(|a| (*a).to_string()).collect(),
+            env: env.iter().map(|e| (*e).to_string()).collect(),
+            memory_mib: 16,
+            vcpus,
+            cmdline: "kiln.vdso=0".into(),
+            program: ProgramInfo {
+                linkage: "static".into(),
+                interpreter: None,
+                needed: Vec::new(),
+                libraries: Vec::new(),
+            },
+            net: None,
+            volumes: Vec::new(),
+            disks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_carries_env_options_path_cpus_and_args() {
+        let words = kernel_words(&config(&["A=b c"], &["x", "y z"], 2)).unwrap();
+        assert_eq!(
+            words,
+            [
+                "A=b c",
+                "kiln.vdso=0",
+                "kiln.path=/bin/app",
+                "kiln.cpus=2",
+                "--",
+                "x",
+                "y z"
+            ]
+        );
+        let script = grub::script("kiln", &words);
+        assert!(
+            script.contains("multiboot2 /kiln/kernel 'A=b c' 'kiln.vdso=0'"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn words_grub_cannot_carry_are_refused_by_name() {
+        for (env, args) in [
+            (&["A=it's"][..], &[][..]),
+            (&[], &["say \"hi\""]),
+            (&[], &["back\\slash"]),
+            (&[], &[""]),
+            (&["A=line\nbreak"], &[]),
+        ] {
+            let err = kernel_words(&config(env, args, 1)).unwrap_err().to_string();
+            assert!(
+                err.contains("cannot go on a boot loader's command line"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_smallest_disk_holds_the_files_with_room_for_the_fat() {
+        let big = vec![1u8; 3 << 20];
+        let size = minimum_disk_size(&[("a", &big), ("b", b"x")]);
+        assert_eq!(size % MIB, 0);
+        assert!(size >= (3 << 20) + 2 * MIB, "{size}");
+        assert!(size <= 8 * MIB, "{size}");
+    }
+
+    #[test]
+    fn guids_have_the_version_and_variant_bits() {
+        let g = gpt::guid_from(&[0xff; 32]);
+        assert_eq!(g[7] >> 4, 4);
+        assert_eq!(g[8] >> 6, 0b10);
+    }
+}
