@@ -267,6 +267,7 @@ pub fn export(
     let raw = RawDisk::new(raw_file, size).map_err(write_error)?;
     write_raw(&raw, &files, &seed).map_err(write_error)?;
     let mut vmx = None;
+    let mut vmx_pending = None;
     match format {
         DiskFormat::Raw => raw_pending.commit(raw.file())?,
         DiskFormat::Qcow2 | DiskFormat::Vmdk => {
@@ -281,19 +282,26 @@ pub fn export(
                 );
                 let cid = u32::from_le_bytes(seed[16..20].try_into().expect("4 bytes"));
                 vmdk::write(&raw, &name, cid, &mut w).map_err(write_error)?;
+                // The .vmx is committed after the disk it names.
                 let vmx_path = out.with_extension("vmx");
-                let text = vmx_text(&config, &name);
-                kiln_vmm::write_atomically(&vmx_path, text.as_bytes()).map_err(|source| {
-                    DiskError::Write {
+                let (p, mut f) = Pending::create(&vmx_path, "new")?;
+                f.write_all(vmx_text(&config, &name).as_bytes())
+                    .map_err(|source| DiskError::Write {
                         path: vmx_path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
+                vmx_pending = Some((p, f));
                 vmx = Some(vmx_path);
             }
             w.flush().map_err(write_error)?;
             drop(w);
             pending.commit(&file)?;
+            if let Some((p, f)) = vmx_pending {
+                if let Err(e) = p.commit(&f) {
+                    let _ = std::fs::remove_file(out);
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(DiskReport {
