@@ -101,35 +101,30 @@ fn assert_disks_boot_like_kiln_run(test: &str, dir: &Path, image: &Path, cpus: u
     }
 }
 
-#[test]
-fn hello_disks_boot_like_kiln_run() {
-    if !common::kvm_or_skip("hello_disks_boot_like_kiln_run") {
+/// `manifests/MANIFEST.toml`'s disks boot like `kiln run` of its image.
+fn example_disks_boot(test: &str, manifest: &str) {
+    if !common::kvm_or_skip(test) {
         return;
     }
     require_disk_tools();
-    let (dir, image) = common::built_image("disk-hello", "hello");
-    assert_disks_boot_like_kiln_run("hello", &dir, &image, 1);
+    let (dir, image) = common::built_image(test, manifest);
+    assert_disks_boot_like_kiln_run(manifest, &dir, &image, 1);
+}
+
+#[test]
+fn hello_disks_boot_like_kiln_run() {
+    example_disks_boot("hello_disks_boot_like_kiln_run", "hello");
 }
 
 #[test]
 fn busybox_script_disks_boot_like_kiln_run() {
-    if !common::kvm_or_skip("busybox_script_disks_boot_like_kiln_run") {
-        return;
-    }
-    require_disk_tools();
-    let (dir, image) = common::built_image("disk-busybox", "busybox-sh");
-    assert_disks_boot_like_kiln_run("busybox-sh", &dir, &image, 1);
+    example_disks_boot("busybox_script_disks_boot_like_kiln_run", "busybox-sh");
 }
 
 /// The dynamic sha256sum reads two files of the rootfs.
 #[test]
 fn dynamic_sha256sum_disks_boot_like_kiln_run() {
-    if !common::kvm_or_skip("dynamic_sha256sum_disks_boot_like_kiln_run") {
-        return;
-    }
-    require_disk_tools();
-    let (dir, image) = common::built_image("disk-sha256sum", "sha256sum");
-    assert_disks_boot_like_kiln_run("sha256sum", &dir, &image, 1);
+    example_disks_boot("dynamic_sha256sum_disks_boot_like_kiln_run", "sha256sum");
 }
 
 /// An image built in `dir` from the manifest text `manifest`.
