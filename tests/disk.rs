@@ -175,6 +175,37 @@ fn threads_and_exit_status_survive_the_disk() {
     assert_disks_boot_like_kiln_run("failing", &failing, &image, 1);
 }
 
+/// Without QEMU's isa-debug-exit (a real machine, VMware) the kernel
+/// prints the program's status on the console and powers the machine off
+/// through ACPI: QEMU ends by itself, normally.
+#[test]
+fn without_isa_debug_exit_the_status_is_printed_and_acpi_powers_off() {
+    common::prepare();
+    require_disk_tools();
+    let (dir, image) = common::built_image("disk-acpi", "hello");
+    let disk = dir.join("hello.img");
+    ok(export(&image, &disk, "raw", &[]), "kiln export --disk");
+    let machine = Machine {
+        debug_exit: false,
+        ..Machine::default()
+    };
+    let run = xtask::uefi::run(&disk, "raw", machine, BOOT_TIMEOUT).expect("QEMU starts");
+    let output = String::from_utf8_lossy(run.program_output()).into_owned();
+    assert!(!run.timed_out, "no power-off: {output}");
+    assert!(
+        output.starts_with("hello from kiln (hello from the hello image)\n"),
+        "{output}"
+    );
+    assert!(
+        output.ends_with("kiln: the program ended with status 0; powering off\n"),
+        "{output}"
+    );
+    assert_eq!(
+        run.status, None,
+        "QEMU's own status after an ACPI power-off is 0"
+    );
+}
+
 /// The same image gives byte-identical disks (and .vmx) every time. (A
 /// VMDK names its own file, so both copies have the same name.)
 #[test]

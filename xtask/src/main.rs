@@ -177,6 +177,7 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
             memory_mib: args.memory,
             cpus: args.cpus,
             kvm: args.kvm,
+            debug_exit: true,
         },
         std::time::Duration::from_secs(args.timeout),
     );

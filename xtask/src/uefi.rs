@@ -32,6 +32,9 @@ pub struct Machine {
     pub cpus: u8,
     /// KVM instead of TCG.
     pub kvm: bool,
+    /// QEMU's `isa-debug-exit` device (without it the kernel prints the
+    /// status and powers off through ACPI, as on a real machine).
+    pub debug_exit: bool,
 }
 
 impl Default for Machine {
@@ -40,6 +43,7 @@ impl Default for Machine {
             memory_mib: 256,
             cpus: 1,
             kvm: false,
+            debug_exit: true,
         }
     }
 }
@@ -56,9 +60,11 @@ pub fn command(disk: &Path, format: &str, machine: Machine) -> Command {
         .args(["-smp", &machine.cpus.to_string()])
         .args(["-nodefaults", "-no-user-config", "-no-reboot"])
         .args(["-display", "none", "-vga", "std"])
-        .args(["-serial", "stdio", "-monitor", "none"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-drive")
+        .args(["-serial", "stdio", "-monitor", "none"]);
+    if machine.debug_exit {
+        cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    }
+    cmd.arg("-drive")
         .arg(format!(
             "if=pflash,format=raw,readonly=on,file={}",
             firmware().display()
