@@ -10,7 +10,7 @@
 //! * `pvh_start32` (named by the Xen PVH note, how QEMU's `-kernel` boots
 //!   an ELF): 32-bit protected mode without paging, `ebx` = the
 //!   `hvm_start_info` address. It builds boot page tables equivalent to
-//!   kiln-vmm's (identity, direct map and kernel map of the first GiB),
+//!   kiln-vmm's (identity and direct map of the first 4 GiB, kernel map),
 //!   enters long mode and joins the common path.
 //!
 //! * `multiboot2_start32` (named by the multiboot2 header's entry-address
