@@ -28,7 +28,8 @@ fn export(image: &Path, disk: &Path, format: &str, extra: &[&str]) -> Output {
 }
 
 fn require_disk_tools() {
-    common::require_tool("grub-mkimage", "grub-efi-amd64-bin");
+    common::require_tool("grub-mkimage", "grub-common");
+    common::require_tool(xtask::host::GRUB_EFI_MODULE, "grub-efi-amd64-bin");
     common::require_tool("qemu-img", "qemu-utils");
     common::require_tool("qemu-system-x86_64", "qemu-system-x86");
 }

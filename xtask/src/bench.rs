@@ -444,7 +444,7 @@ pub fn boot(args: &BootArgs) -> Result<()> {
     };
     host::ensure_tools(&host::TOOLS[..5])?;
     if args.uefi_runs > 0 {
-        host::ensure_named(&["grub-mkimage"])?;
+        host::ensure_named(&["grub-mkimage", host::GRUB_EFI_MODULE])?;
     }
     let kernel = build::kernel()?;
     build::programs()?;

@@ -124,8 +124,13 @@ pub const TOOLS: &[Tool] = &[
     },
     Tool {
         command: "grub-mkimage",
+        package: "grub-common",
+        purpose: "making the UEFI boot loader of kiln export --disk",
+    },
+    Tool {
+        command: GRUB_EFI_MODULE,
         package: "grub-efi-amd64-bin",
-        purpose: "the UEFI boot loader of kiln export --disk",
+        purpose: "GRUB's UEFI modules for kiln export --disk",
     },
     Tool {
         command: "qemu-img",
@@ -146,8 +151,16 @@ pub fn ensure_named(commands: &[&str]) -> Result<()> {
     ensure_tools_ref(&tools)
 }
 
-/// Where `command` is on PATH, if it is.
+/// A file of GRUB's x86-64 UEFI build: grub-mkimage (grub-common) may be
+/// installed without it.
+pub const GRUB_EFI_MODULE: &str = "/usr/lib/grub/x86_64-efi/multiboot2.mod";
+
+/// Where `command` is on PATH, if it is (an absolute path: that file).
 pub fn which(command: &str) -> Option<std::path::PathBuf> {
+    if command.starts_with('/') {
+        let path = std::path::PathBuf::from(command);
+        return path.is_file().then_some(path);
+    }
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
         .map(|dir| dir.join(command))

@@ -148,7 +148,7 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
     host::ensure_named(&["qemu-system-x86_64"])?;
     let mut scratch = None;
     let (disk, format) = if args.disk.extension().is_some_and(|e| e == "kiln") {
-        host::ensure_named(&["grub-mkimage"])?;
+        host::ensure_named(&["grub-mkimage", host::GRUB_EFI_MODULE])?;
         let out = std::env::temp_dir().join(format!("kiln-boot-uefi-{}.img", std::process::id()));
         let kiln = build::kiln_release()?;
         let code = status_of(
