@@ -159,25 +159,12 @@ pub fn chrooted(root: &Path, config: &appliance::BootConfig, namespaces: &[&str]
     cmd
 }
 
-/// Benchmarks one image.
 /// The image exported as a raw UEFI disk and booted `runs` times under
 /// QEMU (TCG) with OVMF: ms from QEMU's start to GRUB's hand-over, to the
 /// program's first output and to QEMU's exit.
 fn bench_uefi(kiln: &Path, image: &Path, runs: usize) -> Result<Value> {
     let disk = image.with_extension("img");
-    let out = Command::new(kiln)
-        .arg("export")
-        .arg(image)
-        .arg("--disk")
-        .arg(&disk)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "kiln export --disk {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    xtask::uefi::export_disk(kiln, image, &disk)?;
     let (mut handover, mut first, mut exit) = (Vec::new(), Vec::new(), Vec::new());
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     for _ in 0..runs {
@@ -212,6 +199,7 @@ fn bench_uefi(kiln: &Path, image: &Path, runs: usize) -> Result<Value> {
     }))
 }
 
+/// Benchmarks one image.
 fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> Result<Value> {
     let name = manifest
         .file_stem()

@@ -150,17 +150,7 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
     let (disk, format) = if args.disk.extension().is_some_and(|e| e == "kiln") {
         host::ensure_named(&["grub-mkimage", host::GRUB_EFI_MODULE])?;
         let out = std::env::temp_dir().join(format!("kiln-boot-uefi-{}.img", std::process::id()));
-        let kiln = build::kiln_release()?;
-        let code = status_of(
-            Command::new(kiln)
-                .arg("export")
-                .arg(&args.disk)
-                .arg("--disk")
-                .arg(&out),
-        )?;
-        if code != 0 {
-            bail!("kiln export --disk {} failed", args.disk.display());
-        }
+        xtask::uefi::export_disk(&build::kiln_release()?, &args.disk, &out)?;
         scratch = Some(out.clone());
         (out, "raw".to_string())
     } else {

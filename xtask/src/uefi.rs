@@ -7,6 +7,29 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::{bail, Result};
+
+/// `kiln export IMAGE --disk DISK` (raw) with the `kiln` binary at `kiln`.
+///
+/// # Errors
+/// When kiln cannot run or the export fails (its message included).
+pub fn export_disk(kiln: &Path, image: &Path, disk: &Path) -> Result<()> {
+    let out = Command::new(kiln)
+        .arg("export")
+        .arg(image)
+        .arg("--disk")
+        .arg(disk)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kiln export --disk {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// The OVMF firmware image (code and variables in one file), used
 /// read-only so every boot starts from the same state.
 pub fn firmware() -> PathBuf {

@@ -115,8 +115,6 @@ pub struct DiskReport {
     pub size: u64,
     /// Bytes the disk carries (boot loader, kernel, rootfs, configuration).
     pub carried: u64,
-    /// The disk file.
-    pub path: PathBuf,
     /// The `.vmx` written beside a VMDK.
     pub vmx: Option<PathBuf>,
 }
@@ -304,12 +302,7 @@ pub fn export(
             }
         }
     }
-    Ok(DiskReport {
-        size,
-        carried,
-        path: out.to_path_buf(),
-        vmx,
-    })
+    Ok(DiskReport { size, carried, vmx })
 }
 
 /// The smallest disk that holds `files`: 1 MiB before the partition,

@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<u8> {
             .with_context(|| format!("exporting {} as a disk", parts.label))?;
         eprintln!(
             "kiln: wrote {} ({} MiB disk carrying {:.1} MiB: GRUB, kernel, rootfs)",
-            report.path.display(),
+            path.display(),
             report.size.div_ceil(1 << 20),
             report.carried as f64 / (1 << 20) as f64
         );
