@@ -10,10 +10,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{kiln, ok, status, stderr, stdout};
-use xtask::uefi::Machine;
+use xtask::uefi::{Input, Machine};
 
 const FORMATS: [(&str, &str); 3] = [("raw", "img"), ("qcow2", "qcow2"), ("vmdk", "vmdk")];
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn export(image: &Path, disk: &Path, format: &str, extra: &[&str]) -> Output {
     kiln()
@@ -174,6 +174,93 @@ fn threads_and_exit_status_survive_the_disk() {
          guest_path = \"/bin/busybox\"\nargs = [\"sh\", \"-c\", \"echo about to fail; exit 3\"]\n",
     );
     assert_disks_boot_like_kiln_run("failing", &failing, &image, 1);
+}
+
+/// With `-i`, the program reads what is typed on the serial console;
+/// without it, standard input is at end of file (as under `kiln run`).
+#[test]
+fn interactive_disks_read_standard_input_from_the_serial_console() {
+    common::prepare();
+    require_disk_tools();
+    let dir = common::scratch("disk-stdin");
+    let image = custom_image(
+        &dir,
+        "name = \"reader\"\nversion = \"1\"\n[program]\npath = \"/bin/busybox\"\n\
+         guest_path = \"/bin/busybox\"\nargs = [\"sh\", \"-c\", \
+         \"echo ready; read a; read b; echo got: $a, $b; exit 4\"]\n",
+    );
+    let disk = dir.join("reader.img");
+    ok(
+        export(&image, &disk, "raw", &["-i"]),
+        "kiln export --disk -i",
+    );
+    let run = xtask::uefi::run_with(
+        &disk,
+        "raw",
+        Machine::default(),
+        BOOT_TIMEOUT,
+        // A terminal's Enter key sends a carriage return.
+        Input::Typed(b"first line\nsecond\r".to_vec()),
+        false,
+    )
+    .expect("QEMU starts");
+    let output = String::from_utf8_lossy(run.program_output()).into_owned();
+    assert_eq!(output, "ready\ngot: first line, second\n");
+    assert_eq!(run.status, Some(4), "{output}");
+
+    let plain = dir.join("plain.img");
+    ok(export(&image, &plain, "raw", &[]), "kiln export --disk");
+    let run = xtask::uefi::run_with(
+        &plain,
+        "raw",
+        Machine::default(),
+        BOOT_TIMEOUT,
+        Input::Typed(b"ignored\n".to_vec()),
+        false,
+    )
+    .expect("QEMU starts");
+    assert_eq!(
+        String::from_utf8_lossy(run.program_output()),
+        "ready\ngot: ,\n"
+    );
+    assert_eq!(run.status, Some(4));
+}
+
+/// What `cargo xtask boot-uefi -i` forwards (its standard input, then a
+/// Ctrl-D for its end) reaches a program that reads to the end of its
+/// standard input: every byte, and the end, so the program finishes.
+#[test]
+fn forwarded_input_ends_with_ctrl_d_and_the_program_reads_to_its_end() {
+    use sha2::Digest;
+    common::prepare();
+    require_disk_tools();
+    let dir = common::scratch("disk-stdin-end");
+    let image = custom_image(
+        &dir,
+        "name = \"digest\"\nversion = \"1\"\n[program]\npath = \"/bin/busybox\"\n\
+         guest_path = \"/bin/busybox\"\nargs = [\"sha256sum\"]\n",
+    );
+    let disk = dir.join("digest.img");
+    ok(
+        export(&image, &disk, "raw", &["-i"]),
+        "kiln export --disk -i",
+    );
+    // Longer than the UART's 16-byte FIFO: the rest waits in QEMU.
+    let data: Vec<u8> = (0..3000u32)
+        .map(|i| b"kiln reads a serial line\n"[(i % 25) as usize])
+        .collect();
+    let run = xtask::uefi::run_with(
+        &disk,
+        "raw",
+        Machine::default(),
+        BOOT_TIMEOUT,
+        Input::Forwarded(Box::new(std::io::Cursor::new(data.clone()))),
+        false,
+    )
+    .expect("QEMU starts");
+    let want = format!("{:x}  -\n", sha2::Sha256::digest(&data));
+    assert_eq!(String::from_utf8_lossy(run.program_output()), want);
+    assert_eq!(run.status, Some(0));
 }
 
 /// Without QEMU's isa-debug-exit (a real machine, VMware) the kernel

@@ -164,7 +164,7 @@ pub fn chrooted(root: &Path, config: &appliance::BootConfig, namespaces: &[&str]
 /// program's first output and to QEMU's exit.
 fn bench_uefi(kiln: &Path, image: &Path, runs: usize) -> Result<Value> {
     let disk = image.with_extension("img");
-    xtask::uefi::export_disk(kiln, image, &disk)?;
+    xtask::uefi::export_disk(kiln, image, &disk, false)?;
     let (mut handover, mut first, mut exit) = (Vec::new(), Vec::new(), Vec::new());
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     for _ in 0..runs {

@@ -136,12 +136,17 @@ struct BootUefiArgs {
     /// CPUs (an image with `vcpus = N` starts N)
     #[arg(long, default_value_t = 1)]
     cpus: u8,
-    /// Kill QEMU after this many seconds
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    /// Kill QEMU after this many seconds [default: 300; none with -i]
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Also show the firmware's and GRUB's console output (on stderr)
     #[arg(short, long)]
     verbose: bool,
+    /// Type standard input on the serial console once GRUB hands over (its
+    /// end becomes a Ctrl-D) and show the program's output as it comes; a
+    /// .kiln image is exported with `kiln export --disk -i`
+    #[arg(short, long)]
+    interactive: bool,
 }
 
 fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
@@ -150,7 +155,7 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
     let (disk, format) = if args.disk.extension().is_some_and(|e| e == "kiln") {
         host::ensure_named(&["grub-mkimage", host::GRUB_EFI_MODULE])?;
         let out = std::env::temp_dir().join(format!("kiln-boot-uefi-{}.img", std::process::id()));
-        xtask::uefi::export_disk(&build::kiln_release()?, &args.disk, &out)?;
+        xtask::uefi::export_disk(&build::kiln_release()?, &args.disk, &out, args.interactive)?;
         scratch = Some(out.clone());
         (out, "raw".to_string())
     } else {
@@ -160,7 +165,18 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
             .unwrap_or_else(|| xtask::uefi::format_of(&args.disk).to_string());
         (args.disk.clone(), format)
     };
-    let run = xtask::uefi::run(
+    // Someone typing may take their time.
+    let timeout = match (args.timeout, args.interactive) {
+        (Some(s), _) => s,
+        (None, false) => 300,
+        (None, true) => u64::MAX,
+    };
+    let input = if args.interactive {
+        xtask::uefi::Input::Forwarded(Box::new(std::io::stdin()))
+    } else {
+        xtask::uefi::Input::None
+    };
+    let run = xtask::uefi::run_with(
         &disk,
         &format,
         xtask::uefi::Machine {
@@ -169,7 +185,9 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
             kvm: args.kvm,
             debug_exit: true,
         },
-        std::time::Duration::from_secs(args.timeout),
+        std::time::Duration::from_secs(timeout),
+        input,
+        args.interactive,
     );
     if let Some(s) = scratch {
         let _ = std::fs::remove_file(s);
@@ -179,8 +197,20 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
     if args.verbose || program.is_none() {
         std::io::stderr().write_all(firmware)?;
     }
-    std::io::stdout().write_all(program.unwrap_or_default())?;
+    if !args.interactive {
+        std::io::stdout().write_all(program.unwrap_or_default())?;
+    }
     std::io::stdout().flush()?;
+    let ready = kiln_boot::SERIAL_STDIN_READY_LINE.as_bytes();
+    if args.interactive
+        && program.is_some()
+        && !run.console.windows(ready.len()).any(|w| w == ready)
+    {
+        eprintln!(
+            "xtask: warning: this disk's program does not read the serial console \
+             (export it with `kiln export --disk -i`); nothing was typed"
+        );
+    }
     let accel = if args.kvm { "KVM" } else { "TCG" };
     match (run.handover, run.status) {
         (Some(h), Some(status)) => {
@@ -191,7 +221,7 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
             );
             Ok(status)
         }
-        _ if run.timed_out => bail!("the disk did not finish within {} s", args.timeout),
+        _ if run.timed_out => bail!("the disk did not finish within {timeout} s"),
         (None, _) => bail!("GRUB never started the kernel (run with -v to see the console)"),
         (Some(_), None) => bail!("QEMU ended without an exit status from the kernel"),
     }

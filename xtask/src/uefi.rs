@@ -9,16 +9,18 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-/// `kiln export IMAGE --disk DISK` (raw) with the `kiln` binary at `kiln`.
+/// `kiln export IMAGE --disk DISK` (raw) with the `kiln` binary at `kiln`;
+/// `interactive` adds `-i` (standard input from the serial console).
 ///
 /// # Errors
 /// When kiln cannot run or the export fails (its message included).
-pub fn export_disk(kiln: &Path, image: &Path, disk: &Path) -> Result<()> {
+pub fn export_disk(kiln: &Path, image: &Path, disk: &Path, interactive: bool) -> Result<()> {
     let out = Command::new(kiln)
         .arg("export")
         .arg(image)
         .arg("--disk")
         .arg(disk)
+        .args(interactive.then_some("-i"))
         .output()?;
     if !out.status.success() {
         bail!(
@@ -115,7 +117,35 @@ pub fn split_console(console: &[u8]) -> (&[u8], Option<&[u8]>) {
         None => &[],
     };
     let rest = rest.strip_prefix(b"\r").unwrap_or(rest);
+    // An interactive disk's kernel says when its input opens; while the
+    // start of that line is still arriving, the program has said nothing.
+    let ready = kiln_boot::SERIAL_STDIN_READY_LINE.as_bytes();
+    let rest = match rest.strip_prefix(ready) {
+        Some(after) => after.strip_prefix(b"\n").unwrap_or(after),
+        None if ready.starts_with(rest) => &[],
+        None => rest,
+    };
     (&console[..at], Some(rest))
+}
+
+/// Copies `from` to QEMU's serial console, then a Ctrl-D for its end (the
+/// kernel's end of standard input).
+fn forward(mut from: Box<dyn std::io::Read + Send>, mut to: std::process::ChildStdin) {
+    use std::io::Write;
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = to
+        .write_all(&[kiln_boot::SERIAL_END_OF_INPUT])
+        .and_then(|()| to.flush());
 }
 
 /// One boot of a disk under QEMU.
@@ -153,20 +183,60 @@ pub fn run(
     machine: Machine,
     timeout: std::time::Duration,
 ) -> std::io::Result<UefiRun> {
+    run_with(disk, format, machine, timeout, Input::None, false)
+}
+
+/// What is typed on the serial console of an interactive disk (`kiln
+/// export --disk -i`). Until the kernel runs, the firmware's console driver
+/// takes whatever arrives on the serial line, so nothing is sent before the
+/// kernel's [`kiln_boot::SERIAL_STDIN_READY_LINE`] (a disk without `-i`
+/// gets nothing).
+pub enum Input {
+    /// Nothing.
+    None,
+    /// These bytes.
+    Typed(Vec<u8>),
+    /// What this reader gives (`boot-uefi -i`: this process's standard
+    /// input); its end is sent as a Ctrl-D, which ends the program's
+    /// standard input.
+    Forwarded(Box<dyn std::io::Read + Send>),
+}
+
+/// [`run`] with `input` typed on the console; with `live`, the program's
+/// output is also copied to this process's standard output as it comes.
+///
+/// # Errors
+/// When QEMU cannot be started.
+pub fn run_with(
+    disk: &Path,
+    format: &str,
+    machine: Machine,
+    timeout: std::time::Duration,
+    mut input: Input,
+    live: bool,
+) -> std::io::Result<UefiRun> {
     use std::io::Read;
+    use std::io::Write;
     use std::process::Stdio;
     use std::time::Instant;
     let start = Instant::now();
     let mut child = command(disk, format, machine)
-        .stdin(Stdio::null())
+        .stdin(if matches!(input, Input::None) {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
     let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stdin = child.stdin.take();
     let reader = std::thread::spawn(move || {
         let line = kiln_boot::UEFI_HANDOVER_LINE.as_bytes();
+        let ready = kiln_boot::SERIAL_STDIN_READY_LINE.as_bytes();
         let mut console = Vec::new();
         let (mut handover, mut first_output) = (None, None);
+        let mut shown = 0;
         let mut buf = [0u8; 4096];
         while let Ok(n) = stdout.read(&mut buf) {
             if n == 0 {
@@ -176,7 +246,30 @@ pub fn run(
             if handover.is_none() && console.windows(line.len()).any(|w| w == line) {
                 handover = Some(start.elapsed());
             }
-            if first_output.is_none() && split_console(&console).1.is_some_and(|p| !p.is_empty()) {
+            if handover.is_some()
+                && stdin.is_some()
+                && console.windows(ready.len()).any(|w| w == ready)
+            {
+                // Kept open until QEMU ends: a serial line has no end.
+                let mut to = stdin.take().expect("checked");
+                match std::mem::replace(&mut input, Input::None) {
+                    Input::Typed(bytes) => {
+                        let _ = to.write_all(&bytes).and_then(|()| to.flush());
+                        stdin = Some(to);
+                    }
+                    Input::Forwarded(from) => {
+                        std::thread::spawn(move || forward(from, to));
+                    }
+                    Input::None => {}
+                }
+            }
+            let program = split_console(&console).1.unwrap_or_default();
+            if live && program.len() > shown {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&program[shown..]).and_then(|()| out.flush());
+                shown = program.len();
+            }
+            if first_output.is_none() && !program.is_empty() {
                 first_output = Some(start.elapsed());
             }
         }
@@ -208,4 +301,44 @@ pub fn run(
         },
         timed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_console;
+    use kiln_boot::{SERIAL_STDIN_READY_LINE, UEFI_HANDOVER_LINE};
+
+    fn console(parts: &[&str]) -> Vec<u8> {
+        parts.concat().into_bytes()
+    }
+
+    #[test]
+    fn the_program_output_starts_after_the_handover_line() {
+        let c = console(&["BdsDxe: boot\n", UEFI_HANDOVER_LINE, "\n\r", "hello\n"]);
+        assert_eq!(
+            split_console(&c),
+            (&b"BdsDxe: boot\n"[..], Some(&b"hello\n"[..]))
+        );
+        assert_eq!(
+            split_console(b"firmware only"),
+            (&b"firmware only"[..], None)
+        );
+    }
+
+    #[test]
+    fn an_interactive_disks_ready_line_is_not_program_output() {
+        let c = console(&[
+            UEFI_HANDOVER_LINE,
+            "\n\r",
+            SERIAL_STDIN_READY_LINE,
+            "\nready\n",
+        ]);
+        assert_eq!(split_console(&c).1, Some(&b"ready\n"[..]));
+        // While the line is still arriving, nothing is program output yet.
+        let half = &SERIAL_STDIN_READY_LINE[..10];
+        let c = console(&[UEFI_HANDOVER_LINE, "\n\r", half]);
+        assert_eq!(split_console(&c).1, Some(&b""[..]));
+        let c = console(&[UEFI_HANDOVER_LINE, "\n\r", "kiln: other\n"]);
+        assert_eq!(split_console(&c).1, Some(&b"kiln: other\n"[..]));
+    }
 }

@@ -173,12 +173,13 @@ impl Drop for Pending {
 }
 
 /// The kernel command line that starts the image's program as `kiln run`
-/// would with no flags: its environment, the manifest's kernel options,
-/// its path and CPU count, then `--` and its arguments.
+/// would with no flags (or `-i` when `interactive`: standard input from the
+/// serial console): its environment, the manifest's kernel options, its
+/// path and CPU count, then `--` and its arguments.
 ///
 /// # Errors
 /// When a word holds a character GRUB or the kernel cannot carry.
-pub fn kernel_words(config: &BootConfig) -> Result<Vec<String>, DiskError> {
+pub fn kernel_words(config: &BootConfig, interactive: bool) -> Result<Vec<String>, DiskError> {
     let check = |what: &'static str, word: &str| -> Result<(), DiskError> {
         let why = if word.is_empty() {
             Some("it is empty")
@@ -212,6 +213,9 @@ pub fn kernel_words(config: &BootConfig) -> Result<Vec<String>, DiskError> {
     if config.vcpus > 1 {
         words.push(format!("kiln.cpus={}", config.vcpus));
     }
+    if interactive {
+        words.push("kiln.serial_stdin=1".into());
+    }
     words.push("--".into());
     for a in &config.args {
         check("the argument", a)?;
@@ -220,17 +224,32 @@ pub fn kernel_words(config: &BootConfig) -> Result<Vec<String>, DiskError> {
     Ok(words)
 }
 
-/// Writes `parts` as a UEFI-bootable disk to `out`; `size` is the disk's
-/// size (default: the smallest that holds it).
+/// How to export a disk.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskOptions {
+    /// The file format.
+    pub format: DiskFormat,
+    /// The disk's size (default: the smallest that holds the image).
+    pub size: Option<u64>,
+    /// Standard input from the serial console (`-i`); otherwise it is at
+    /// end of file, as under `kiln run` without `-i`.
+    pub interactive: bool,
+}
+
+/// Writes `parts` as a UEFI-bootable disk to `out`.
 ///
 /// # Errors
 /// See [`DiskError`]; on any error nothing is left at `out`.
 pub fn export(
     parts: &ImageParts,
     out: &Path,
-    format: DiskFormat,
-    size: Option<u64>,
+    options: DiskOptions,
 ) -> Result<DiskReport, DiskError> {
+    let DiskOptions {
+        format,
+        size,
+        interactive,
+    } = options;
     let read = |part: &'static str, p: &crate::parts::Part| {
         p.read().map_err(|source| DiskError::Read { part, source })
     };
@@ -238,7 +257,8 @@ pub fn export(
     let config = BootConfig::from_bytes(&config_bytes)?;
     let kernel = read("kernel", &parts.kernel)?;
     let rootfs = read("rootfs", &parts.rootfs)?;
-    let bootloader = grub::bootloader(&grub::script(KILN_DIR, &kernel_words(&config)?))?;
+    let words = kernel_words(&config, interactive)?;
+    let bootloader = grub::bootloader(&grub::script(KILN_DIR, &words))?;
     let files: [(&str, &[u8]); 4] = [
         ("EFI/BOOT/BOOTX64.EFI", &bootloader),
         ("kiln/kernel", &kernel),
@@ -439,7 +459,7 @@ mod tests {
 
     #[test]
     fn the_command_line_carries_env_options_path_cpus_and_args() {
-        let words = kernel_words(&config(&["A=b c"], &["x", "y z"], 2)).unwrap();
+        let words = kernel_words(&config(&["A=b c"], &["x", "y z"], 2), true).unwrap();
         assert_eq!(
             words,
             [
@@ -447,6 +467,7 @@ mod tests {
                 "kiln.vdso=0",
                 "kiln.path=/bin/app",
                 "kiln.cpus=2",
+                "kiln.serial_stdin=1",
                 "--",
                 "x",
                 "y z"
@@ -468,7 +489,9 @@ mod tests {
             (&[], &[""]),
             (&["A=line\nbreak"], &[]),
         ] {
-            let err = kernel_words(&config(env, args, 1)).unwrap_err().to_string();
+            let err = kernel_words(&config(env, args, 1), false)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("cannot go on a boot loader's command line"),
                 "{err}"

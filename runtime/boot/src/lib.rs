@@ -30,6 +30,20 @@ pub const DEFAULT_PATH_ENV: &str =
 /// program's after it (`cargo xtask boot-uefi` splits the console there).
 pub const UEFI_HANDOVER_LINE: &str = "kiln: starting the kernel";
 
+/// The line the kernel prints on the serial console, after the boot
+/// loader's [`UEFI_HANDOVER_LINE`] and before the program starts, when the
+/// program's standard input is that console (`kiln export --disk -i`):
+/// input typed from then on reaches the program (before it, the firmware's
+/// console driver may take it), and `cargo xtask boot-uefi -i` starts
+/// typing there.
+pub const SERIAL_STDIN_READY_LINE: &str =
+    "kiln: standard input is this serial console (Ctrl-D ends it)";
+
+/// The byte that ends the program's standard input when it reads a serial
+/// console (`kiln export --disk -i`): Ctrl-D, a terminal's end-of-file
+/// key, since a serial line itself never ends.
+pub const SERIAL_END_OF_INPUT: u8 = 0x04;
+
 /// Guest-physical layout fixed by the contract (everything below 1 MiB
 /// belongs to the VMM's boot data; the kernel image is loaded at 1 MiB).
 pub mod layout {

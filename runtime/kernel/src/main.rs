@@ -83,6 +83,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         Platform::Kiln => params.cpus,
     };
     drivers::virtio::init(&params, &parsed.virtio_mmio);
+    drivers::serial::init(parsed.serial_stdin);
     random::init(&params.seed);
     let (path, args, trace) = program_args(&params, parsed);
     {
@@ -330,10 +331,10 @@ fn handle_trap(frame: &mut Frame, from_program: bool) {
             addr,
             format_args!("{what} at ip {ip:#x}"),
         );
-    } else if drivers::virtio::interrupt(frame.vector) {
+    } else if drivers::interrupt(frame.vector) {
         arch::interrupt_done();
         if from_program {
-            drivers::virtio::service();
+            drivers::service();
         } else {
             arch::idle_fixup(frame);
         }

@@ -27,6 +27,10 @@ pub struct KernelArgs {
     /// `kiln.init=1` (`kiln run --init`): the kernel reaps orphaned
     /// processes when they end, as an init process would.
     pub init: bool,
+    /// `kiln.serial_stdin=1` (`kiln export --disk -i`): standard input
+    /// reads the first serial port (a standard PC without virtio consoles);
+    /// otherwise it is at end of file there.
+    pub serial_stdin: bool,
     /// `kiln.cpus=N`: how many CPUs to start where the boot protocol does
     /// not say (the PVH boot under QEMU, with `-smp N`).
     pub cpus: Option<usize>,
@@ -185,6 +189,10 @@ pub fn parse(line: &str) -> KernelArgs {
             args.init = true;
         } else if w == "kiln.init=0" {
             args.init = false;
+        } else if w == "kiln.serial_stdin=1" {
+            args.serial_stdin = true;
+        } else if w == "kiln.serial_stdin=0" {
+            args.serial_stdin = false;
         } else if let Some(n) = w.strip_prefix("kiln.cpus=") {
             match n.parse::<usize>() {
                 Ok(n) if n >= 1 => args.cpus = Some(n),

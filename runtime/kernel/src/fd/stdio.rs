@@ -1,8 +1,9 @@
 //! The standard streams, over the virtio consoles: standard input from
 //! the first console (end of file when the host gives none), standard
 //! output to it, standard error to the second — or both to the first when
-//! it is a terminal. Without virtio consoles (QEMU), output goes to the
-//! platform's port console and input is at end of file.
+//! it is a terminal. Without virtio consoles (QEMU, an exported disk),
+//! output goes to the platform's port console and input is at end of file,
+//! or the serial port with `kiln.serial_stdin=1` (`drivers::serial`).
 //!
 //! They look like pipes (S_IFIFO, not terminals), which is what a program
 //! sees when a container runtime or a test harness collects its output, so
@@ -20,6 +21,7 @@ use kiln_kernel::fs::stat::{mode, Stat};
 
 use super::{flags, poll, FileOps};
 use crate::console::{self, Stream};
+use crate::drivers::serial;
 use crate::drivers::virtio::console::Console;
 use crate::drivers::virtio::Devices;
 use crate::state::KERNEL;
@@ -79,7 +81,15 @@ impl FileOps for Stdin {
         }
         let mut devices = KERNEL.devices.lock();
         let Some(console) = devices.stdio() else {
-            return Ok(0);
+            drop(devices);
+            if !serial::enabled() {
+                return Ok(0);
+            }
+            return match serial::read(buf) {
+                serial::Input::Data(n) => Ok(n),
+                serial::Input::Empty => Err(would_block(&self.nonblocking)),
+                serial::Input::End => Ok(0),
+            };
         };
         let got = console.read(buf);
         devices.update_wake_sources();
@@ -97,6 +107,11 @@ impl FileOps for Stdin {
                 (0, true) => 0,
                 (0, false) => (events & poll::POLLIN) | poll::POLLHUP,
                 _ => events & poll::POLLIN,
+            },
+            None if serial::enabled() => match (serial::readable(), serial::ended()) {
+                (_, true) => (events & poll::POLLIN) | poll::POLLHUP,
+                (true, false) => events & poll::POLLIN,
+                (false, false) => 0,
             },
             None => (events & poll::POLLIN) | poll::POLLHUP,
         };

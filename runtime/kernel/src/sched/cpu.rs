@@ -206,8 +206,8 @@ extern "C" fn idle_entry() -> ! {
 fn idle_loop() -> ! {
     let me = arch::cpu_index();
     loop {
-        if crate::drivers::virtio::pending() {
-            crate::drivers::virtio::service();
+        if crate::drivers::pending() {
+            crate::drivers::service();
         }
         TIMER_FIRED[me].store(false, Ordering::Relaxed);
         // Kernel timers (alarms) post their signals now: they may wake a
@@ -225,7 +225,7 @@ fn idle_loop() -> ! {
         }
         let someone_runs = s.threads.values().any(|t| t.state == State::Runnable);
         let pending = crate::time::timer::next_deadline().is_some()
-            || crate::drivers::virtio::may_wake()
+            || crate::drivers::may_wake()
             || s.threads
                 .values()
                 .any(|t| t.state == State::Blocked && t.deadline.is_some());
@@ -236,7 +236,7 @@ fn idle_loop() -> ! {
         s.cpus[me].idle = true;
         rearm(&mut s);
         drop(s);
-        if crate::drivers::virtio::pending() {
+        if crate::drivers::pending() {
             continue;
         }
         unlock_kernel();

@@ -266,7 +266,7 @@ pub fn block(wait: Wait, deadline: Option<u64>) -> Result<Woken, Errno> {
             .values()
             .any(|t| t.tid != cur && t.state == State::Runnable)
             || crate::time::timer::next_deadline().is_some()
-            || crate::drivers::virtio::may_wake()
+            || crate::drivers::may_wake()
             || s.threads
                 .values()
                 .any(|t| t.tid != cur && t.state == State::Blocked && t.deadline.is_some());

@@ -223,8 +223,8 @@ fn handle(frame: &mut Frame) -> u64 {
         };
         // Look at timers that fired meanwhile (and let others run if the
         // slice is over) before going back to the program.
-        if crate::drivers::virtio::pending() {
-            crate::drivers::virtio::service();
+        if crate::drivers::pending() {
+            crate::drivers::service();
         }
         if sched::timer_pending() {
             sched::check_timers();

@@ -27,8 +27,9 @@ use kiln_builder::oci::{self, reference::Reference};
                   program runs with the image's arguments and environment, its output on the \
                   first serial port; its exit status ends QEMU through isa-debug-exit, elsewhere \
                   it is printed before an ACPI power-off. --format vmdk also writes FILE.vmx (UEFI \
-                  firmware, SATA disk, serial console to a file) for VMware. The same image always \
-                  gives the same disk.\n\n\
+                  firmware, SATA disk, serial console to a file) for VMware. With -i the program \
+                  reads standard input from the serial console. The same image always gives the \
+                  same disk.\n\n\
                   Examples:\n  \
                   kiln export images/hello.kiln -o rootfs.tar\n  \
                   kiln export images/hello.kiln --oci-layout out/ --name hello:1.0\n  \
@@ -58,6 +59,11 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", requires = "disk", value_parser = parse_disk_size)]
     size: Option<u64>,
 
+    /// The disk's program reads standard input from the serial console
+    /// (without it, standard input is at end of file, as under `kiln run`)
+    #[arg(short, long, requires = "disk")]
+    interactive: bool,
+
     /// Write the image as an OCI image layout into DIR instead
     #[arg(long, value_name = "DIR")]
     oci_layout: Option<PathBuf>,
@@ -84,7 +90,12 @@ pub fn run(args: Args) -> Result<u8> {
             parts.label,
             format.get_name()
         );
-        let report = disk::export(&parts, path, args.format, args.size)
+        let options = disk::DiskOptions {
+            format: args.format,
+            size: args.size,
+            interactive: args.interactive,
+        };
+        let report = disk::export(&parts, path, options)
             .with_context(|| format!("exporting {} as a disk", parts.label))?;
         eprintln!(
             "kiln: wrote {} ({} MiB disk carrying {:.1} MiB: GRUB, kernel, rootfs)",

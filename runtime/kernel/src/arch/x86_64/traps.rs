@@ -180,9 +180,16 @@ global_asm!(
     syscall_frame!("{syscall}"),
     "6:",
     save_regs!(),
+    // Interrupts off while the kernel runs: PVM through the page's byte;
+    // natively SYSCALL's mask cleared IF, but a rewritten site jumps here
+    // with it set, and an interrupt taken in the kernel is only noted
+    // (an idle CPU that checked for it already would sleep through it).
     "mov rcx, gs:[{pv_irq_flag}]",
     "test rcx, rcx",
-    "jz 3f",
+    "jnz 7f",
+    "cli",
+    "jmp 3f",
+    "7:",
     "mov byte ptr [rcx], 0",
     "3:",
     "mov rdi, rsp",

@@ -65,6 +65,35 @@ pub fn console_write(stream: Stream, bytes: &[u8]) {
     }
 }
 
+/// Console input of a standard PC's serial port (see `pc.rs`); `None` on
+/// kiln-vmm, whose console input is a virtio console.
+pub fn serial() -> Option<Serial> {
+    current().is_pc().then_some(Serial)
+}
+
+/// The first serial port of a standard PC.
+pub struct Serial;
+
+impl Serial {
+    /// Its interrupt line.
+    pub const IRQ: u32 = pc::SERIAL_IRQ;
+
+    /// Reads what it holds into `buf` (0: nothing waits).
+    pub fn read(&self, buf: &mut [u8]) -> usize {
+        pc::serial_read(buf)
+    }
+
+    /// Whether input waits.
+    pub fn has_input(&self) -> bool {
+        pc::serial_has_input()
+    }
+
+    /// Turns its receive interrupt on or off.
+    pub fn rx_interrupt(&self, on: bool) {
+        pc::serial_rx_interrupt(on)
+    }
+}
+
 /// Reports a boot milestone (kiln-vmm only; a no-op elsewhere).
 pub fn milestone(m: Milestone) {
     if current() == Platform::Kiln {

@@ -147,7 +147,37 @@ fn init_serial() {
     outb(port::COM1 + 1, 0x00);
     outb(port::COM1 + 3, 0x03); // 8N1, DLAB off
     outb(port::COM1 + 2, 0x07); // FIFOs on and cleared
-    outb(port::COM1 + 4, 0x03); // DTR, RTS
+                                // DTR, RTS and OUT2, which on a PC gates the UART's interrupt line.
+    outb(port::COM1 + 4, 0x0b);
+}
+
+/// Line status: a received byte is waiting.
+const DATA_READY: u8 = 0x01;
+/// Interrupt enable: received data available.
+const RX_INTERRUPT: u8 = 0x01;
+/// The first serial port's interrupt line (ISA IRQ 4).
+pub const SERIAL_IRQ: u32 = 4;
+
+/// Reads the bytes the serial port holds into `buf`; 0 when none waits.
+pub fn serial_read(buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() && inb(port::COM1 + 5) & DATA_READY != 0 {
+        buf[n] = inb(port::COM1);
+        n += 1;
+    }
+    n
+}
+
+/// Whether a received byte waits.
+pub fn serial_has_input() -> bool {
+    inb(port::COM1 + 5) & DATA_READY != 0
+}
+
+/// Turns the receive interrupt on (a reader waits) or off (the interrupt
+/// came: the line drops until a reader waits again, so unread input does
+/// not raise it over and over).
+pub fn serial_rx_interrupt(on: bool) {
+    outb(port::COM1 + 1, if on { RX_INTERRUPT } else { 0 });
 }
 
 /// Masks both 8259 PICs so no legacy interrupt (the PIT's IRQ 0 would
