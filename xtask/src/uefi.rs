@@ -247,18 +247,21 @@ pub fn run_with(
                 handover = Some(start.elapsed());
             }
             if handover.is_some()
-                && stdin.is_some()
+                && !matches!(input, Input::None)
                 && console.windows(ready.len()).any(|w| w == ready)
             {
-                // Kept open until QEMU ends: a serial line has no end.
-                let mut to = stdin.take().expect("checked");
                 match std::mem::replace(&mut input, Input::None) {
+                    // QEMU's input stays open until it ends: a serial line
+                    // has no end of its own.
                     Input::Typed(bytes) => {
-                        let _ = to.write_all(&bytes).and_then(|()| to.flush());
-                        stdin = Some(to);
+                        if let Some(to) = stdin.as_mut() {
+                            let _ = to.write_all(&bytes).and_then(|()| to.flush());
+                        }
                     }
                     Input::Forwarded(from) => {
-                        std::thread::spawn(move || forward(from, to));
+                        if let Some(to) = stdin.take() {
+                            std::thread::spawn(move || forward(from, to));
+                        }
                     }
                     Input::None => {}
                 }

@@ -147,8 +147,7 @@ fn init_serial() {
     outb(port::COM1 + 1, 0x00);
     outb(port::COM1 + 3, 0x03); // 8N1, DLAB off
     outb(port::COM1 + 2, 0x07); // FIFOs on and cleared
-                                // DTR, RTS and OUT2, which on a PC gates the UART's interrupt line.
-    outb(port::COM1 + 4, 0x0b);
+    outb(port::COM1 + 4, 0x0b); // DTR, RTS, and OUT2: a PC's UART interrupt gate
 }
 
 /// Line status: a received byte is waiting.
