@@ -13,7 +13,7 @@ use common::{kiln, ok, status, stderr, stdout};
 use xtask::uefi::{Input, Machine};
 
 const FORMATS: [(&str, &str); 3] = [("raw", "img"), ("qcow2", "qcow2"), ("vmdk", "vmdk")];
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn export(image: &Path, disk: &Path, format: &str, extra: &[&str]) -> Output {
     kiln()
@@ -176,6 +176,24 @@ fn threads_and_exit_status_survive_the_disk() {
     assert_disks_boot_like_kiln_run("failing", &failing, &image, 1);
 }
 
+/// An image running busybox with `args` (a TOML array) and its raw disk
+/// exported with `-i`.
+fn interactive_busybox_disk(dir: &Path, args: &str) -> (PathBuf, PathBuf) {
+    let image = custom_image(
+        dir,
+        &format!(
+            "name = \"reader\"\nversion = \"1\"\n[program]\npath = \"/bin/busybox\"\n\
+             guest_path = \"/bin/busybox\"\nargs = {args}\n"
+        ),
+    );
+    let disk = dir.join("reader.img");
+    ok(
+        export(&image, &disk, "raw", &["-i"]),
+        "kiln export --disk -i",
+    );
+    (image, disk)
+}
+
 /// With `-i`, the program reads what is typed on the serial console;
 /// without it, standard input is at end of file (as under `kiln run`).
 #[test]
@@ -183,16 +201,9 @@ fn interactive_disks_read_standard_input_from_the_serial_console() {
     common::prepare();
     require_disk_tools();
     let dir = common::scratch("disk-stdin");
-    let image = custom_image(
+    let (image, disk) = interactive_busybox_disk(
         &dir,
-        "name = \"reader\"\nversion = \"1\"\n[program]\npath = \"/bin/busybox\"\n\
-         guest_path = \"/bin/busybox\"\nargs = [\"sh\", \"-c\", \
-         \"echo ready; read a; read b; echo got: $a, $b; exit 4\"]\n",
-    );
-    let disk = dir.join("reader.img");
-    ok(
-        export(&image, &disk, "raw", &["-i"]),
-        "kiln export --disk -i",
+        r#"["sh", "-c", "echo ready; read a; read b; echo got: $a, $b; exit 4"]"#,
     );
     let run = xtask::uefi::run_with(
         &disk,
@@ -235,16 +246,7 @@ fn forwarded_input_ends_with_ctrl_d_and_the_program_reads_to_its_end() {
     common::prepare();
     require_disk_tools();
     let dir = common::scratch("disk-stdin-end");
-    let image = custom_image(
-        &dir,
-        "name = \"digest\"\nversion = \"1\"\n[program]\npath = \"/bin/busybox\"\n\
-         guest_path = \"/bin/busybox\"\nargs = [\"sha256sum\"]\n",
-    );
-    let disk = dir.join("digest.img");
-    ok(
-        export(&image, &disk, "raw", &["-i"]),
-        "kiln export --disk -i",
-    );
+    let (_, disk) = interactive_busybox_disk(&dir, r#"["sha256sum"]"#);
     // Longer than the UART's 16-byte FIFO: the rest waits in QEMU.
     let data: Vec<u8> = (0..3000u32)
         .map(|i| b"kiln reads a serial line\n"[(i % 25) as usize])

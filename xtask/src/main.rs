@@ -201,11 +201,7 @@ fn boot_uefi(args: &BootUefiArgs) -> Result<u8> {
         std::io::stdout().write_all(program.unwrap_or_default())?;
     }
     std::io::stdout().flush()?;
-    let ready = kiln_boot::SERIAL_STDIN_READY_LINE.as_bytes();
-    if args.interactive
-        && program.is_some()
-        && !run.console.windows(ready.len()).any(|w| w == ready)
-    {
+    if args.interactive && program.is_some() && !xtask::uefi::input_opened(&run.console) {
         eprintln!(
             "xtask: warning: this disk's program does not read the serial console \
              (export it with `kiln export --disk -i`); nothing was typed"

@@ -128,6 +128,14 @@ pub fn split_console(console: &[u8]) -> (&[u8], Option<&[u8]>) {
     (&console[..at], Some(rest))
 }
 
+/// Whether the console shows the kernel's
+/// [`kiln_boot::SERIAL_STDIN_READY_LINE`]: the program reads what is typed
+/// there from now on (a disk exported with `-i`).
+pub fn input_opened(console: &[u8]) -> bool {
+    let ready = kiln_boot::SERIAL_STDIN_READY_LINE.as_bytes();
+    console.windows(ready.len()).any(|w| w == ready)
+}
+
 /// Copies `from` to QEMU's serial console, then a Ctrl-D for its end (the
 /// kernel's end of standard input).
 fn forward(mut from: Box<dyn std::io::Read + Send>, mut to: std::process::ChildStdin) {
@@ -233,7 +241,6 @@ pub fn run_with(
     let mut stdin = child.stdin.take();
     let reader = std::thread::spawn(move || {
         let line = kiln_boot::UEFI_HANDOVER_LINE.as_bytes();
-        let ready = kiln_boot::SERIAL_STDIN_READY_LINE.as_bytes();
         let mut console = Vec::new();
         let (mut handover, mut first_output) = (None, None);
         let mut shown = 0;
@@ -246,10 +253,7 @@ pub fn run_with(
             if handover.is_none() && console.windows(line.len()).any(|w| w == line) {
                 handover = Some(start.elapsed());
             }
-            if handover.is_some()
-                && !matches!(input, Input::None)
-                && console.windows(ready.len()).any(|w| w == ready)
-            {
+            if !matches!(input, Input::None) && input_opened(&console) {
                 match std::mem::replace(&mut input, Input::None) {
                     // QEMU's input stays open until it ends: a serial line
                     // has no end of its own.

@@ -66,14 +66,13 @@ pub enum Input {
     End,
 }
 
-/// Reads waiting input into `buf`, up to an [`SERIAL_END_OF_INPUT`] byte.
+/// Reads waiting input into `buf`, up to an [`SERIAL_END_OF_INPUT`] byte
+/// (only once [`enabled`]: a standard PC's port).
 pub fn read(buf: &mut [u8]) -> Input {
     if ended() {
         return Input::End;
     }
-    let Some(port) = platform::serial() else {
-        return Input::End;
-    };
+    let port = Serial;
     let mut n = port.read(buf);
     if n == 0 {
         port.rx_interrupt(true);
@@ -113,9 +112,7 @@ pub fn readable() -> bool {
     if ended() {
         return true;
     }
-    let Some(port) = platform::serial() else {
-        return true;
-    };
+    let port = Serial;
     if port.has_input() {
         return true;
     }
@@ -128,9 +125,7 @@ pub fn interrupt(vector: u64) -> bool {
     if vector != u64::from(VECTOR) || !enabled() {
         return false;
     }
-    if let Some(port) = platform::serial() {
-        port.rx_interrupt(false);
-    }
+    Serial.rx_interrupt(false);
     PENDING.store(true, Ordering::SeqCst);
     true
 }
