@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub disks: Vec<DiskSpec>,
     /// Shared directories (`-v`).
     pub volumes: Vec<VolumeSpec>,
+    /// A snapshot to take (`--snapshot-at`); its `image` is filled in here.
+    pub snapshot: Option<kiln_vmm::snapshot::SnapshotRequest>,
 }
 
 /// Why an image did not boot.
@@ -296,11 +298,55 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         vsock: opts.vsock.clone(),
         disks: disks(&config, &opts.disks)?,
         volumes: volumes(&config, &opts.volumes)?,
+        snapshot: opts.snapshot.clone().map(|mut s| {
+            s.image = Some(image_identity(parts));
+            s
+        }),
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);
     let hv = Hypervisor::open()?;
     Ok(kiln_vmm::run(&hv, &vm, Console::stdio(), timings)?)
+}
+
+/// How a snapshot names the image it was taken from.
+fn image_identity(parts: &ImageParts) -> String {
+    format!("sha256:{}", parts.image_digest())
+}
+
+/// Resumes the snapshot at `path` (`kiln run --from-snapshot`); with
+/// `parts`, the snapshot must come from that image. Of `opts`, standard
+/// input, the terminal, the timeout, `--stats` and `--user` apply (the
+/// rest was fixed when the snapshot was taken).
+///
+/// # Errors
+/// [`RunError`]; a snapshot that is corrupt or comes from another image or
+/// kiln is refused before anything runs.
+pub fn restore(
+    path: &std::path::Path,
+    parts: Option<&ImageParts>,
+    opts: &RunOptions,
+    start: Instant,
+) -> Result<RunReport, RunError> {
+    let config = kiln_vmm::snapshot::RestoreConfig {
+        path: path.to_path_buf(),
+        image: parts.map(image_identity),
+        timeout: opts.timeout,
+        stats: opts.stats,
+        seccomp: true,
+        user: opts.user,
+        background_teardown: true,
+        stdin: opts.stdin,
+        terminal: opts.terminal,
+    };
+    let timings = Timings::new(start);
+    let hv = Hypervisor::open()?;
+    Ok(kiln_vmm::snapshot::restore(
+        &hv,
+        &config,
+        Console::stdio(),
+        timings,
+    )?)
 }
 
 #[cfg(test)]

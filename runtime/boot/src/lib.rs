@@ -139,11 +139,44 @@ pub mod port {
     /// vCPU at boot but runs the others only once the boot CPU asks, when
     /// the kernel has their stacks ready.
     pub const START_CPU: u16 = 0x540;
+    /// 32-bit write of 0: this vCPU parks for a snapshot ([`super::snapshot`]).
+    /// The VMM saves the VM once every running vCPU has parked, then lets
+    /// the write return unchanged; a vCPU restored from the snapshot
+    /// instead returns from it with `rax` = [`super::snapshot::RESUMED`]
+    /// and the values listed there.
+    pub const SNAPSHOT: u16 = 0x550;
     /// QEMU `isa-debug-exit` device (`-device isa-debug-exit`): QEMU exits
     /// with status `value * 2 + 1`.
     pub const QEMU_DEBUG_EXIT: u16 = 0xf4;
     /// The first serial port (16550 UART), the console under QEMU.
     pub const COM1: u16 = 0x3f8;
+}
+
+/// Snapshots (`kiln run --snapshot-at`, `kiln snapshot`): the kernel parks
+/// every running vCPU on [`port::SNAPSHOT`] at a point where its state is
+/// whole (an interrupt handler, or the kernel's own request), the VMM saves
+/// vCPUs, devices and memory, and a VM restored from them continues from
+/// that `OUT` on every vCPU.
+pub mod snapshot {
+    /// The interrupt vector that asks a vCPU to park (the VMM sends it as
+    /// an MSI to each running vCPU; the kernel as an IPI to the others
+    /// when it asks for the snapshot itself).
+    pub const VECTOR: u8 = 0x4e;
+    /// `rax` after [`super::port::SNAPSHOT`] on a restored vCPU (0 when the
+    /// VM that parked simply goes on). The restored vCPU also gets `rdi` =
+    /// the host's wall-clock time in ns since the epoch, `rsi` = the guest
+    /// TSC at that time, and `r8`..`r11` = 32 fresh random bytes (each
+    /// clone its own), so the kernel can set its clock and reseed.
+    pub const RESUMED: u64 = 1;
+    /// `kiln.snapshot_at=` values: when the kernel asks for a snapshot
+    /// itself.
+    pub mod at {
+        /// Just before the program's first instruction.
+        pub const PROGRAM_ENTRY: &str = "program-entry";
+        /// Right after the program's first write to standard output or
+        /// error has reached the VMM.
+        pub const FIRST_OUTPUT: &str = "first-output";
+    }
 }
 
 /// Milestones reported through [`port::BOOT_TIMER`].
@@ -157,6 +190,9 @@ pub enum Milestone {
     /// The program accepted its first connection from outside the guest
     /// (an AF_INET, AF_INET6 or AF_VSOCK accept).
     FirstAccept = 3,
+    /// The boot CPU of a VM restored from a snapshot runs natively again
+    /// where it parked, its clock and randomness renewed.
+    Resumed = 4,
 }
 
 impl Milestone {
@@ -166,6 +202,7 @@ impl Milestone {
             1 => Some(Self::KernelEntry),
             2 => Some(Self::ProgramEntry),
             3 => Some(Self::FirstAccept),
+            4 => Some(Self::Resumed),
             _ => None,
         }
     }

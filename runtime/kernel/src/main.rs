@@ -28,6 +28,7 @@ mod process;
 mod random;
 mod sched;
 mod signal;
+mod snapshot;
 mod state;
 mod syscall;
 mod time;
@@ -85,6 +86,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     drivers::virtio::init(&params, &parsed.virtio_mmio);
     drivers::serial::init(parsed.serial_stdin);
     random::init(&params.seed);
+    snapshot::init();
     let (path, args, trace) = program_args(&params, parsed);
     {
         // SAFETY: the active PML4 is the boot one; the kernel alone edits its
@@ -120,6 +122,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
             let kstack = sched::init_main_thread();
             sched::start_cpus(cpus);
             platform::milestone(Milestone::ProgramEntry);
+            snapshot::at_program_entry();
             sched::leave_kernel();
             arch::enter_program(entry, sp, kstack)
         }
@@ -171,6 +174,7 @@ fn program_args(params: &BootParams, parsed: cmdline::KernelArgs) -> (Vec<u8>, A
         syscall_rewrite: !parsed.no_syscall_rewrite,
         vdso: !parsed.no_vdso,
         init_reaps: parsed.init,
+        snapshot_at: parsed.snapshot_at,
     });
     let path: Vec<u8> = match (params.path.is_empty(), &parsed.path) {
         (false, _) => params.path.to_vec(),
@@ -291,6 +295,16 @@ fn exception_signal(vector: u64) -> (u8, i32, &'static str) {
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut Frame) {
     let from_program = frame.rip < kiln_boot::vm::PHYS_MAP;
+    let snapshot_vmm = frame.vector == u64::from(kiln_boot::snapshot::VECTOR);
+    if snapshot_vmm || frame.vector == u64::from(arch::SNAPSHOT_JOIN_VECTOR) {
+        // Parks this CPU for a snapshot: needs no lock (another CPU may
+        // hold the kernel's while it parks).
+        snapshot::interrupt(snapshot_vmm);
+        if !from_program {
+            arch::idle_fixup(frame);
+        }
+        return;
+    }
     if frame.vector == u64::from(arch::FLUSH_VECTOR) {
         // Another CPU changed page tables this one uses: needs no lock.
         arch::serve_flush_requests();

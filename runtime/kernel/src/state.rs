@@ -110,6 +110,8 @@ pub struct Options {
     pub vdso: bool,
     /// Reap orphaned processes when they end (`kiln.init=1`).
     pub init_reaps: bool,
+    /// Ask for a snapshot at this point (`kiln.snapshot_at=`).
+    pub snapshot_at: Option<kiln_kernel::boot::cmdline::SnapshotAt>,
 }
 
 /// What the boot module holds.
@@ -145,6 +147,7 @@ pub fn options() -> Options {
         syscall_rewrite: true,
         vdso: true,
         init_reaps: false,
+        snapshot_at: None,
     })
 }
 

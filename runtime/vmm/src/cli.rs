@@ -318,7 +318,22 @@ impl RunFlags {
                 };
                 let _ = writeln!(err, "{tool}: {name} received; the guest was stopped");
             }
-            Ending::Program(_) => {}
+            Ending::Program(_) | Ending::Snapshotted => {}
+        }
+        if let Some(saved) = &run.snapshot {
+            let _ = writeln!(
+                err,
+                "{tool}: snapshot saved to {} ({} MiB of guest memory, {:.1} MiB of it written; the vCPUs stood still {:.1} ms){}",
+                saved.path.display(),
+                saved.memory_size >> 20,
+                saved.data_bytes as f64 / (1 << 20) as f64,
+                saved.pause.as_secs_f64() * 1000.0,
+                if run.ending == Ending::Snapshotted {
+                    "; the run ends here"
+                } else {
+                    ""
+                }
+            );
         }
         Ok(())
     }

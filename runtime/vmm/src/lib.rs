@@ -12,6 +12,7 @@ pub mod devices;
 pub mod loader;
 pub mod net;
 pub mod seccomp;
+pub mod snapshot;
 pub mod source;
 pub mod stop;
 pub mod terminal;
@@ -93,6 +94,9 @@ pub enum VmmError {
     /// A `--disk` cannot be used.
     #[error(transparent)]
     Disk(#[from] devices::virtio::block::DiskError),
+    /// A snapshot cannot be taken or restored.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
     /// A `-v` volume cannot be served.
     #[error(transparent)]
     Volume(#[from] devices::virtio::fs::VolumeError),
@@ -165,6 +169,8 @@ pub struct VmConfig {
     pub disks: Vec<devices::virtio::block::DiskSpec>,
     /// Host directories shared with the guest (`-v`).
     pub volumes: Vec<devices::virtio::fs::VolumeSpec>,
+    /// A snapshot to take (`--snapshot-at`).
+    pub snapshot: Option<snapshot::SnapshotRequest>,
 }
 
 /// How the VM ended.
@@ -177,6 +183,8 @@ pub enum Ending {
     /// kiln-vmm received this terminating signal (SIGINT, SIGTERM,
     /// SIGHUP) and stopped the guest.
     Terminated(i32),
+    /// The snapshot asked for was saved and the run ended there.
+    Snapshotted,
 }
 
 /// One virtio device's counters.
@@ -233,6 +241,8 @@ pub struct RunReport {
     pub flavour: Flavour,
     /// KVM counters, when asked for.
     pub stats: Option<VmStats>,
+    /// The snapshot taken during the run.
+    pub snapshot: Option<snapshot::SavedSnapshot>,
 }
 
 impl RunReport {
@@ -335,6 +345,7 @@ impl RunReport {
             Ending::Program(report) => report.exit_status(),
             Ending::TimedOut => 124,
             Ending::Terminated(signal) => 128u8.wrapping_add(signal as u8),
+            Ending::Snapshotted => 0,
         }
     }
 }
@@ -389,7 +400,7 @@ pub fn write_durably(path: &std::path::Path, data: &[u8], mode: u32) -> std::io:
 }
 
 /// Host entropy for the guest's random seed.
-fn host_seed() -> [u8; 32] {
+pub(crate) fn host_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
     // SAFETY: getrandom writes at most `seed.len()` bytes into `seed`.
     let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
@@ -408,7 +419,7 @@ fn host_seed() -> [u8; 32] {
 /// the boot page tables. Every vCPU but 0 starts UNINITIALIZED under the
 /// in-kernel irqchip (waiting for INIT/SIPI): it is made runnable here, and
 /// its thread runs it once the kernel asks (`kiln_boot::port::START_CPU`).
-fn setup_vcpu(
+pub(crate) fn setup_vcpu(
     hv: &Hypervisor,
     vcpu: &VcpuFd,
     entry: u64,
@@ -437,13 +448,20 @@ fn setup_vcpu(
     Ok(())
 }
 
+/// The host side of the guest's console devices, and its vsock device.
+pub(crate) struct ConsoleSetup {
+    pub(crate) stdin: InputSource,
+    pub(crate) terminal: Option<std::os::fd::RawFd>,
+    pub(crate) vsock: Option<cli::VsockSpec>,
+}
+
 /// The VM's virtio devices: standard input and output (and everything on a
 /// terminal), standard error, entropy. Returns the MMIO bus, what the
 /// devices thread serves, and the boot-info device table.
-fn create_devices(
+pub(crate) fn create_devices(
     vm: &kvm_ioctls::VmFd,
     mem: &vm_memory::GuestMemoryMmap,
-    config: &VmConfig,
+    console: &ConsoleSetup,
     network: Option<&mut net::Network>,
     disks: Vec<devices::virtio::block::Disk>,
     volumes: Vec<(devices::virtio::fs::Virtiofsd, String)>,
@@ -451,9 +469,9 @@ fn create_devices(
 ) -> Result<(MmioBus, Vec<Served>, Vec<kiln_boot::VirtioDevice>), VmmError> {
     let mut stdio = vconsole::Console::new(
         Box::new(std::io::stdout()),
-        Some(Input::start(config.stdin).map_err(VmmError::Devices)?),
+        Some(Input::start(console.stdin).map_err(VmmError::Devices)?),
     );
-    if let Some(fd) = config.terminal {
+    if let Some(fd) = console.terminal {
         let (cols, rows) = terminal::size(fd).unwrap_or((80, 24));
         stdio.set_size(cols, rows).map_err(VmmError::Devices)?;
         stdio.follow_resizes(Resizes::watch(fd).map_err(VmmError::Devices)?);
@@ -485,7 +503,7 @@ fn create_devices(
             .map_err(|source| VmmError::VolumeSetup { path, source })?;
         list.push((Box::new(fs), kiln_boot::role::DEFAULT));
     }
-    if let Some(v) = &config.vsock {
+    if let Some(v) = &console.vsock {
         let muxer = devices::virtio::vsock::Muxer::new(&v.path, v.cid)?;
         let device = devices::virtio::vsock::Vsock::new(muxer);
         list.push((Box::new(device), kiln_boot::role::DEFAULT));
@@ -532,6 +550,7 @@ fn create_devices(
         bus.devices.push(MmioDevice {
             base,
             transport: transport.clone(),
+            role,
         });
         served.push(Served {
             transport,
@@ -578,6 +597,9 @@ pub fn run(
     if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&config.memory_mib) {
         return Err(VmmError::MemorySize(config.memory_mib));
     }
+    if let Some(request) = &config.snapshot {
+        check_snapshot_request(config, request)?;
+    }
     // Disks first: a missing or locked one is refused before anything
     // starts.
     let disks = config
@@ -596,6 +618,10 @@ pub fn run(
     let mut cmdline = config.cmdline.clone();
     if config.init {
         cmdline.push_str(" kiln.init=1");
+    }
+    if let Some(request) = &config.snapshot {
+        cmdline.push_str(" kiln.snapshot_at=");
+        cmdline.push_str(request.at.kernel_option());
     }
     for option in net::common_kernel_options(&config.net, network.as_ref()) {
         if !cmdline.is_empty() {
@@ -639,11 +665,11 @@ pub fn run(
         });
     vstate::irqchip::create_local_apic(&vm)?;
     let cpus = config.cpus.clamp(1, arch::layout::MAX_VCPUS as u8);
-    let mut vcpu = vm
+    let vcpu = vm
         .create_vcpu(0)
         .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))?;
     let flavour = arch::detect_flavour(&vcpu);
-    let mut other_vcpus = (1..cpus)
+    let other_vcpus = (1..cpus)
         .map(|i| {
             vm.create_vcpu(u64::from(i))
                 .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))
@@ -668,7 +694,11 @@ pub fn run(
     let (mmio, served, table) = create_devices(
         &vm,
         mem,
-        config,
+        &ConsoleSetup {
+            stdin: config.stdin,
+            terminal: config.terminal,
+            vsock: config.vsock.clone(),
+        },
         network.as_mut(),
         disks,
         volumes,
@@ -706,8 +736,89 @@ pub fn run(
     let tsc = arch::guest_tsc(&vcpu).unwrap_or(0);
     bootinfo::finish(mem, info, realtime, tsc)?;
 
+    let coordinator = config.snapshot.clone().map(|request| {
+        snapshot::Coordinator::new(
+            request,
+            snapshot::VmFacts {
+                flavour,
+                ram_size: memory_size,
+                kernel_entry: kernel.entry,
+                anonymous_memory: !config.share_image && layout.ram_file.is_none(),
+            },
+            usize::from(cpus),
+        )
+    });
+    launch(
+        Launch {
+            vm,
+            vcpu,
+            other_vcpus,
+            layout,
+            mmio,
+            served,
+            flavour,
+            timings,
+            started: vec![true],
+            coordinator,
+        },
+        console,
+        &RunLimits {
+            timeout: config.timeout,
+            stats: config.stats,
+            seccomp: config.seccomp,
+            user: config.user,
+            background_teardown: config.background_teardown,
+        },
+    )
+}
+
+/// A VM ready to run: what [`launch`] takes over.
+pub(crate) struct Launch {
+    pub(crate) vm: kvm_ioctls::VmFd,
+    pub(crate) vcpu: VcpuFd,
+    pub(crate) other_vcpus: Vec<VcpuFd>,
+    pub(crate) layout: vstate::memory::GuestMemoryLayout,
+    pub(crate) mmio: MmioBus,
+    pub(crate) served: Vec<Served>,
+    pub(crate) flavour: Flavour,
+    pub(crate) timings: Timings,
+    /// Which vCPUs run from the start.
+    pub(crate) started: Vec<bool>,
+    pub(crate) coordinator: Option<snapshot::Coordinator>,
+}
+
+/// How a run is limited and watched.
+pub(crate) struct RunLimits {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) stats: bool,
+    pub(crate) seccomp: bool,
+    pub(crate) user: Option<(u32, u32)>,
+    pub(crate) background_teardown: bool,
+}
+
+/// Runs a VM that is ready to the end: timers and signals armed, seccomp
+/// in place, the devices thread and the vCPUs started; then the report,
+/// and the VM destroyed (or handed to the teardown helper).
+pub(crate) fn launch(
+    ready: Launch,
+    console: Console,
+    limits: &RunLimits,
+) -> Result<RunReport, VmmError> {
+    let Launch {
+        vm,
+        mut vcpu,
+        mut other_vcpus,
+        layout,
+        mmio,
+        served,
+        flavour,
+        mut timings,
+        started,
+        coordinator,
+    } = ready;
+    let mem = &layout.mem;
     let bus = Mutex::new(PortBus::new(console));
-    if let Some(limit) = config.timeout {
+    if let Some(limit) = limits.timeout {
         timeout::arm(limit).map_err(VmmError::Timer)?;
     }
     stop::prepare().map_err(VmmError::Timer)?;
@@ -716,8 +827,8 @@ pub fn run(
     // by now: from here on each thread gets the filter of its role (the
     // main one on every thread, then the devices thread and the vCPU
     // threads narrow theirs).
-    seccomp::contain(config.user)?;
-    let (devices_filter, vcpu_filter) = if config.seccomp {
+    seccomp::contain(limits.user)?;
+    let (devices_filter, vcpu_filter) = if limits.seccomp {
         seccomp::install_process()?;
         (
             Some(seccomp::program(seccomp::Role::Devices)?),
@@ -737,9 +848,11 @@ pub fn run(
         &bus,
         &mmio,
         &timings,
-        config.timeout,
-        config.stats,
+        limits.timeout,
+        limits.stats,
         vcpu_filter.as_ref(),
+        &started,
+        coordinator.as_ref(),
     );
     let mut timings = timings
         .into_inner()
@@ -747,7 +860,7 @@ pub fn run(
     let bus = bus
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if config.timeout.is_some() {
+    if limits.timeout.is_some() {
         timeout::disarm();
     }
     // A devices-thread failure is why the vCPU stopped, if it did.
@@ -766,7 +879,7 @@ pub fn run(
         }
     }
     let ending = ending?;
-    let stats = config.stats.then(|| VmStats {
+    let stats = limits.stats.then(|| VmStats {
         vcpu: std::iter::once(&vcpu)
             .chain(other_vcpus.iter())
             .filter_map(|v| vstate::stats::read(v).ok())
@@ -805,7 +918,7 @@ pub fn run(
     // in the helper that destroys the VM after this process has exited
     // (then this process's descriptors are mere copies, and the memory
     // must stay mapped for the VM).
-    let handed_over = config.background_teardown && vstate::teardown::hand_over();
+    let handed_over = limits.background_teardown && vstate::teardown::hand_over();
     drop(vcpu);
     drop(other_vcpus);
     drop(vm);
@@ -820,7 +933,45 @@ pub fn run(
         flavour,
         stats,
         memory,
+        snapshot: coordinator.and_then(|c| c.saved()),
     })
+}
+
+/// Refuses a snapshot request kiln cannot carry out, before anything
+/// starts: a VM with devices whose host side a snapshot cannot hold yet,
+/// or a directory that exists.
+fn check_snapshot_request(
+    config: &VmConfig,
+    request: &snapshot::SnapshotRequest,
+) -> Result<(), VmmError> {
+    let mut devices = Vec::new();
+    if config.net.mode != net::Mode::None {
+        devices.push("a network");
+    }
+    if !config.disks.is_empty() {
+        devices.push("a --disk");
+    }
+    if !config.volumes.is_empty() {
+        devices.push("a volume");
+    }
+    if config.vsock.is_some() {
+        devices.push("a vsock device");
+    }
+    if !devices.is_empty() {
+        return Err(snapshot::SnapshotError::Unsupported(format!(
+            "it has {} (snapshots hold the console and entropy devices only so far)",
+            devices.join(" and ")
+        ))
+        .into());
+    }
+    if request.path.exists() {
+        return Err(snapshot::SnapshotError::Io {
+            what: format!("snapshot {}", request.path.display()),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// kiln-vmm's peak resident set size (VmHWM in /proc/self/status), bytes.

@@ -162,6 +162,10 @@ const MAIN: &[(&str, i64)] = &[
     ("unlink", libc::SYS_unlink),
     ("unlinkat", libc::SYS_unlinkat),
     ("ftruncate", libc::SYS_ftruncate),
+    // A snapshot's directory (vCPU 0 writes it).
+    ("mkdir", libc::SYS_mkdir),
+    ("mkdirat", libc::SYS_mkdirat),
+    ("rmdir", libc::SYS_rmdir),
     ("dup", libc::SYS_dup),
     ("pipe2", libc::SYS_pipe2),
     ("epoll_create1", libc::SYS_epoll_create1),

@@ -13,6 +13,9 @@ use serde::Serialize;
 pub enum Phase {
     /// The image was read and verified (`kiln run` only).
     ImageVerified,
+    /// A snapshot's state was read and its memory file checked
+    /// (`--from-snapshot` only).
+    SnapshotVerified,
     /// KVM opened and the VM created.
     VmCreated,
     /// Guest RAM mapped, kernel and boot data written.
@@ -21,6 +24,9 @@ pub enum Phase {
     VcpuStart,
     /// The guest kernel's first Rust code runs.
     KernelEntry,
+    /// A vCPU restored from a snapshot runs natively again, where it
+    /// parked (`--from-snapshot` only).
+    Resumed,
     /// The program's first instruction is about to run.
     ProgramEntry,
     /// The guest's first byte of console output reached the host.
@@ -33,12 +39,14 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase in order.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 11] = [
         Phase::ImageVerified,
+        Phase::SnapshotVerified,
         Phase::VmCreated,
         Phase::MemoryReady,
         Phase::VcpuStart,
         Phase::KernelEntry,
+        Phase::Resumed,
         Phase::ProgramEntry,
         Phase::FirstOutput,
         Phase::FirstAccept,
@@ -49,10 +57,12 @@ impl Phase {
     pub fn label(self) -> &'static str {
         match self {
             Phase::ImageVerified => "image_verified",
+            Phase::SnapshotVerified => "snapshot_verified",
             Phase::VmCreated => "vm_created",
             Phase::MemoryReady => "memory_ready",
             Phase::VcpuStart => "vcpu_start",
             Phase::KernelEntry => "kernel_entry",
+            Phase::Resumed => "resumed",
             Phase::ProgramEntry => "program_entry",
             Phase::FirstOutput => "first_output",
             Phase::FirstAccept => "first_accept",

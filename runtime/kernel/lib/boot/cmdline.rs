@@ -31,6 +31,9 @@ pub struct KernelArgs {
     /// reads the first serial port (a standard PC without virtio consoles);
     /// otherwise it is at end of file there.
     pub serial_stdin: bool,
+    /// `kiln.snapshot_at=program-entry|first-output` (`kiln run
+    /// --snapshot-at`): when the kernel asks the VMM for a snapshot.
+    pub snapshot_at: Option<SnapshotAt>,
     /// `kiln.cpus=N`: how many CPUs to start where the boot protocol does
     /// not say (the PVH boot under QEMU, with `-smp N`).
     pub cpus: Option<usize>,
@@ -51,6 +54,15 @@ pub struct KernelArgs {
     /// `kiln.volume=TAG:PATH[:ro]`: mount the virtio-fs device tagged TAG
     /// at PATH.
     pub volumes: Vec<Volume>,
+}
+
+/// When the kernel itself asks for a snapshot (`kiln.snapshot_at=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotAt {
+    /// Just before the program's first instruction.
+    ProgramEntry,
+    /// Right after the program's first write to standard output or error.
+    FirstOutput,
 }
 
 /// A shared directory to mount (`kiln.volume=`).
@@ -193,6 +205,13 @@ pub fn parse(line: &str) -> KernelArgs {
             args.serial_stdin = true;
         } else if w == "kiln.serial_stdin=0" {
             args.serial_stdin = false;
+        } else if let Some(at) = w.strip_prefix("kiln.snapshot_at=") {
+            use kiln_boot::snapshot::at;
+            match at {
+                at::PROGRAM_ENTRY => args.snapshot_at = Some(SnapshotAt::ProgramEntry),
+                at::FIRST_OUTPUT => args.snapshot_at = Some(SnapshotAt::FirstOutput),
+                _ => args.bad.push(w),
+            }
         } else if let Some(n) = w.strip_prefix("kiln.cpus=") {
             match n.parse::<usize>() {
                 Ok(n) if n >= 1 => args.cpus = Some(n),
@@ -232,6 +251,20 @@ mod tests {
         assert_eq!(a.env, ["GREETING=hi there"]);
         assert_eq!(a.args, ["a", "b c"]);
         assert!(a.unknown.is_empty());
+    }
+
+    #[test]
+    fn snapshot_points() {
+        assert_eq!(
+            parse("kiln.snapshot_at=program-entry").snapshot_at,
+            Some(SnapshotAt::ProgramEntry)
+        );
+        assert_eq!(
+            parse("kiln.snapshot_at=first-output").snapshot_at,
+            Some(SnapshotAt::FirstOutput)
+        );
+        let bad = parse("kiln.snapshot_at=later");
+        assert_eq!((bad.snapshot_at, bad.bad.len()), (None, 1));
     }
 
     #[test]

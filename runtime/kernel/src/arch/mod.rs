@@ -14,6 +14,10 @@ pub use self::x86_64::platform;
 pub use self::x86_64::signal as sigctx;
 pub use self::x86_64::smp::RESCHEDULE_VECTOR;
 pub use self::x86_64::smp::{online as cpus_online, start_cpus};
+pub use self::x86_64::snapshot::{
+    on_resume as on_snapshot_resume, serve as serve_snapshot, take as take_snapshot, Resumed,
+    JOIN_VECTOR as SNAPSHOT_JOIN_VECTOR,
+};
 pub use self::x86_64::tlb::serve as serve_flush_requests;
 pub use self::x86_64::tlb::FLUSH_VECTOR;
 pub use self::x86_64::traps::{

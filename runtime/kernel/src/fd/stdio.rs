@@ -154,6 +154,7 @@ impl FileOps for Output {
         let Some(target) = target else {
             drop(devices);
             console::write(self.stream, buf);
+            crate::snapshot::after_output();
             return Ok(buf.len());
         };
         // The other stream's output goes out first.
@@ -170,9 +171,14 @@ impl FileOps for Output {
             n => Ok(n),
         };
         devices.update_wake_sources();
+        drop(devices);
         match written {
             Ok(0) => Err(would_block(&self.nonblocking)),
-            other => other,
+            Ok(n) => {
+                crate::snapshot::after_output();
+                Ok(n)
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -55,7 +55,8 @@ impl CpuState {
 /// from boot until the first program starts.
 static HOLDER: AtomicUsize = AtomicUsize::new(1);
 
-/// Takes the kernel lock, answering TLB flush requests while it waits.
+/// Takes the kernel lock, answering TLB flush and snapshot requests while
+/// it waits.
 fn lock_kernel() {
     let me = arch::cpu_index() + 1;
     while HOLDER
@@ -63,6 +64,7 @@ fn lock_kernel() {
         .is_err()
     {
         arch::serve_flush_requests();
+        arch::serve_snapshot();
         core::hint::spin_loop();
     }
 }

@@ -5,6 +5,8 @@
 pub mod timer;
 pub mod vdso;
 
+use core::sync::atomic::{AtomicI64, Ordering};
+
 use crate::arch::rdtsc;
 use crate::boot::BootParams;
 pub use kiln_kernel::time::civil::days_from_civil;
@@ -49,9 +51,34 @@ pub fn monotonic_ns() -> u64 {
     (u128::from(ticks) * 1_000_000 / u128::from(c.tsc_khz)) as u64
 }
 
+/// What a restored snapshot moved the wall clock by (ns, added to the
+/// boot wall-clock time).
+static REALTIME_SHIFT_NS: AtomicI64 = AtomicI64::new(0);
+
+/// The wall-clock time at boot, as the clock stands now.
+fn boot_realtime_ns() -> u64 {
+    clock()
+        .boot_realtime_ns
+        .wrapping_add_signed(REALTIME_SHIFT_NS.load(Ordering::Relaxed))
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn realtime_ns() -> u64 {
-    clock().boot_realtime_ns + monotonic_ns()
+    boot_realtime_ns() + monotonic_ns()
+}
+
+/// Sets the wall clock: it showed `realtime_ns` when the TSC read `tsc`
+/// (a VM restored from a snapshot takes the host's time). The monotonic
+/// clocks go on from where they were.
+pub fn set_realtime(realtime_ns: u64, tsc: u64) {
+    let c = clock();
+    let since_boot =
+        (u128::from(tsc.saturating_sub(c.boot_tsc)) * 1_000_000 / u128::from(c.tsc_khz)) as u64;
+    let shift = i128::from(realtime_ns) - i128::from(c.boot_realtime_ns) - i128::from(since_boot);
+    REALTIME_SHIFT_NS.store(
+        shift.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+        Ordering::Relaxed,
+    );
 }
 
 /// The TSC frequency in kHz.
@@ -67,5 +94,5 @@ pub fn tsc_at(ns: u64) -> u64 {
 
 /// The monotonic time at which the wall clock shows `realtime_ns`.
 pub fn realtime_to_monotonic(realtime_ns: u64) -> u64 {
-    realtime_ns.saturating_sub(clock().boot_realtime_ns)
+    realtime_ns.saturating_sub(boot_realtime_ns())
 }

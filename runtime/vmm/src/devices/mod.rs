@@ -53,6 +53,8 @@ pub enum PortEvent {
     Exit(ExitReport),
     /// The boot vCPU asks for vCPU `n` to start ([`port::START_CPU`]).
     StartCpu(u32),
+    /// The vCPU parks for a snapshot ([`port::SNAPSHOT`]).
+    Snapshot,
 }
 
 /// Dispatches port writes to the devices.
@@ -109,9 +111,11 @@ impl PortBus {
                 Some(Milestone::KernelEntry) => timings.mark(Phase::KernelEntry),
                 Some(Milestone::ProgramEntry) => timings.mark(Phase::ProgramEntry),
                 Some(Milestone::FirstAccept) => timings.mark(Phase::FirstAccept),
+                Some(Milestone::Resumed) => timings.mark(Phase::Resumed),
                 None => self.unknown_writes += 1,
             },
             port::START_CPU => return Ok(PortEvent::StartCpu(value(data))),
+            port::SNAPSHOT => return Ok(PortEvent::Snapshot),
             port::EXIT => {
                 timings.mark(Phase::ProgramExit);
                 let raw = value(data);
@@ -130,6 +134,8 @@ pub struct MmioDevice {
     pub base: u64,
     /// The transport, shared with the devices thread.
     pub transport: Arc<Mutex<MmioTransport>>,
+    /// Its role in the boot contract (`kiln_boot::role`).
+    pub role: u32,
 }
 
 /// Locks a transport. A panic while holding it is a bug in kiln, not the

@@ -54,10 +54,14 @@ fn this_thread() -> libc::pthread_t {
 }
 
 impl Crew {
-    fn new(count: usize) -> Self {
-        let members = (0..count)
-            .map(|i| Member {
-                phase: if i == 0 {
+    /// `started[i]`: vCPU i runs from the start (vCPU 0 always does; a
+    /// restored snapshot's started ones too).
+    fn new(started: &[bool]) -> Self {
+        let members = started
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| Member {
+                phase: if i == 0 || s {
                     Phase::Started
                 } else {
                     Phase::Waiting
@@ -85,6 +89,14 @@ impl Crew {
             }
             _ => false,
         }
+    }
+
+    /// Which vCPUs run.
+    fn started(&self) -> Vec<bool> {
+        lock(&self.members)
+            .iter()
+            .map(|m| m.phase == Phase::Started && !m.done)
+            .collect()
     }
 
     /// Waits until vCPU `index` is started (true) or the VM ended (false).
@@ -146,7 +158,9 @@ impl Crew {
 /// Runs vCPU 0 (`first`) on this thread and `others` (vCPUs 1, 2, …) on
 /// threads of their own, each of which first adds `vcpu_filter`
 /// ([`crate::seccomp::Role::Vcpu`]) to its seccomp filters; returns how
-/// the VM ended.
+/// the VM ended. `started[i]`: vCPU i runs at once (a restored snapshot's)
+/// rather than when the guest starts it; `snapshot`: where vCPUs park for
+/// a snapshot.
 ///
 /// # Errors
 /// The first [`VcpuError`] a vCPU met; [`VcpuError::Stopped`] when the
@@ -162,9 +176,16 @@ pub fn run(
     limit: Option<Duration>,
     count_exits: bool,
     vcpu_filter: Option<&seccompiler::BpfProgram>,
+    started: &[bool],
+    snapshot: Option<&crate::snapshot::Coordinator>,
 ) -> Result<Ending, VcpuError> {
-    let crew = Crew::new(1 + others.len());
+    let mut all = vec![false; 1 + others.len()];
+    for (a, s) in all.iter_mut().zip(started) {
+        *a = *s;
+    }
+    let crew = Crew::new(&all);
     let start_cpu = |index: u32| crew.start(index);
+    let running = || crew.started();
     let shared = Shared {
         mem,
         bus,
@@ -173,9 +194,11 @@ pub fn run(
         start_cpu: &start_cpu,
         limit,
         count_exits,
+        snapshot,
+        started: &running,
     };
     if others.is_empty() {
-        return vcpu::run(first, &shared);
+        return vcpu::run(first, 0, &shared);
     }
     std::thread::scope(|scope| {
         for (i, vcpu) in others.iter_mut().enumerate() {
@@ -188,14 +211,14 @@ pub fn run(
                     if let Err(e) = filtered {
                         crew.finish(i + 1, Err(e.into()));
                     } else if crew.wait_for_start(i + 1) {
-                        crew.finish(i + 1, vcpu::run(vcpu, shared));
+                        crew.finish(i + 1, vcpu::run(vcpu, i + 1, shared));
                     }
                 });
             if let Err(e) = spawned {
                 crew.finish(i + 1, Err(VcpuError::Thread(e)));
             }
         }
-        crew.finish(0, vcpu::run(first, &shared));
+        crew.finish(0, vcpu::run(first, 0, &shared));
     });
     crew.ending
         .into_inner()

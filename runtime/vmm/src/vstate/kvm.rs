@@ -36,6 +36,15 @@ pub enum KvmError {
     /// The interrupt routing table could not be built.
     #[error("cannot build an interrupt routing table of {0} entries")]
     Routing(usize),
+    /// An MSR list could not be built.
+    #[error("cannot build a list of {0} MSRs")]
+    MsrList(usize),
+    /// KVM did not take a value it was given back (a saved MSR).
+    #[error("KVM refused to restore {what}")]
+    Refused {
+        /// What it refused.
+        what: String,
+    },
     /// An ioctl failed.
     #[error("{ioctl} failed: {source}")]
     Ioctl {

@@ -358,3 +358,84 @@ fn share_ram(host: *mut u8, size: u64) -> Result<std::fs::File, MemoryError> {
     }
     Ok(file)
 }
+
+/// Guest memory of `size` bytes mapped private from a snapshot's memory
+/// file: the guest reads the file's pages (shared through the host's page
+/// cache with every VM restored from it) until it writes one, which then
+/// becomes this VM's own copy. `ram_size` is where RAM ends. Registered
+/// with the VM as its one slot.
+///
+/// # Errors
+/// When the file cannot be mapped or KVM refuses the slot.
+pub fn map_snapshot_memory(
+    vm: &VmFd,
+    file: &std::fs::File,
+    size: u64,
+    ram_size: u64,
+) -> Result<GuestMemoryLayout, MemoryError> {
+    use std::os::fd::AsRawFd;
+    let max = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB;
+    if size == 0 || !size.is_multiple_of(4096) || size > max || ram_size > size {
+        return Err(MemoryError::Size {
+            size,
+            min: MIN_MEMORY,
+            max,
+        });
+    }
+    let host_mapping = HostMapping::new(size as usize)?;
+    // SAFETY: the range is the anonymous mapping just made (owned by
+    // `host_mapping`); MAP_FIXED replaces it with a private mapping of the
+    // snapshot's file, which the mapping keeps referenced after `file` is
+    // closed.
+    let mapped = unsafe {
+        libc::mmap(
+            host_mapping.addr.cast(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(MemoryError::MapModule {
+            name: "the snapshot's memory file".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: as above: the private file mapping lives as long as
+    // `host_mapping`, which the layout (and with it `mem`) owns.
+    let region = unsafe {
+        MmapRegion::<()>::build_raw(
+            host_mapping.addr,
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        )
+    }
+    .map_err(MemoryError::Region)?;
+    let host = region.as_ptr();
+    let guest_region =
+        GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
+    let mem = GuestMemoryMmap::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
+    let desc = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: size,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: as in `create_guest_memory`: the mapping outlives the VM's
+    // use of it, and it is the only slot.
+    unsafe { vm.set_user_memory_region(desc) }
+        .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok(GuestMemoryLayout {
+        mem,
+        ram_size,
+        module_addr: ram_size,
+        module_len: size - ram_size,
+        mapped_end: size,
+        ram_file: None,
+        _host: host_mapping,
+    })
+}

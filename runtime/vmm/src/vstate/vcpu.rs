@@ -86,6 +86,9 @@ pub enum VcpuError {
     /// The vCPU thread's seccomp filter could not be put in place.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    /// A snapshot could not be taken.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
     /// Another thread (the devices thread, after a host failure) stopped
     /// the vCPU.
     #[error("the vCPU was stopped")]
@@ -110,19 +113,54 @@ pub struct Shared<'a> {
     pub limit: Option<Duration>,
     /// Count exits at each boot milestone (`--stats`).
     pub count_exits: bool,
+    /// Where vCPUs park for a snapshot, when one is asked for.
+    pub snapshot: Option<&'a crate::snapshot::Coordinator>,
+    /// Which vCPUs run (the guest started them).
+    pub started: &'a (dyn Fn() -> Vec<bool> + Sync),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Runs the vCPU until the VM ends.
+/// vCPU `index` parks for a snapshot: KVM finishes the `OUT`, the state
+/// is read, and the coordinator says whether the run goes on.
+fn park(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Option<Ending>, VcpuError> {
+    let Some(coordinator) = shared.snapshot else {
+        // No snapshot asked for: the kernel's request is ignored.
+        lock(shared.bus).unknown_writes += 1;
+        return Ok(None);
+    };
+    let failed = |e: crate::vstate::kvm::KvmError| VcpuError::Snapshot(e.to_string());
+    crate::arch::complete_pending_io(vcpu).map_err(failed)?;
+    let state = crate::arch::VcpuState::save(vcpu).map_err(failed)?;
+    let cancelled = || {
+        crate::stop::vm_ended()
+            || crate::stop::requested()
+            || crate::stop::terminated_by().is_some()
+            || (shared.limit.is_some() && timeout::expired())
+    };
+    match coordinator.park(
+        index,
+        state,
+        shared.started,
+        shared.mem,
+        shared.mmio,
+        &cancelled,
+    ) {
+        Ok(crate::snapshot::Parked::Continue) => Ok(None),
+        Ok(crate::snapshot::Parked::Stop(_)) => Ok(Some(Ending::Snapshotted)),
+        Err(e) => Err(VcpuError::Snapshot(e)),
+    }
+}
+
+/// Runs vCPU `index` until the VM ends.
 ///
 /// # Errors
 /// [`VcpuError`] when the guest stops without an exit report, and errors
 /// from KVM or the devices; [`VcpuError::Stopped`] when another thread
 /// stopped it (a device failure, or another vCPU that saw the VM end).
-pub fn run(vcpu: &mut VcpuFd, shared: &Shared<'_>) -> Result<Ending, VcpuError> {
+pub fn run(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Ending, VcpuError> {
     let mmio = shared.mmio;
     loop {
         if shared.limit.is_some() && timeout::expired() {
@@ -159,6 +197,11 @@ pub fn run(vcpu: &mut VcpuFd, shared: &Shared<'_>) -> Result<Ending, VcpuError> 
                     PortEvent::StartCpu(n) => {
                         if !(shared.start_cpu)(n) {
                             lock(shared.bus).unknown_writes += 1;
+                        }
+                    }
+                    PortEvent::Snapshot => {
+                        if let Some(ending) = park(vcpu, index, shared)? {
+                            return Ok(ending);
                         }
                     }
                     PortEvent::Continue => {}

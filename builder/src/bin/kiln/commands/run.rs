@@ -29,9 +29,9 @@ pub enum Pull {
                   program's stdout and stderr are kiln's, byte for byte."
 )]
 pub struct Args {
-    /// The image: a .kiln file, or a name or digest in the local store
-    #[arg(value_name = "IMAGE|REF")]
-    image: String,
+    /// The image: a .kiln file, or a name or digest in the local store (with --from-snapshot: optional, and then the snapshot must come from it)
+    #[arg(value_name = "IMAGE|REF", required_unless_present = "from_snapshot")]
+    image: Option<String>,
 
     /// Arguments for the program (replace the image's defaults)
     #[arg(last = true, value_name = "ARGS")]
@@ -49,6 +49,22 @@ pub struct Args {
     #[command(flatten)]
     run: RunFlags,
 
+    /// Save a snapshot of the VM (vCPUs, devices, touched memory) when the kernel reaches this point: just before the program's first instruction (program-entry), or right after its first write to standard output or error (first-output). The run ends there (status 0) unless --leave-running; resume it with --from-snapshot
+    #[arg(long, value_name = "POINT", requires = "snapshot_to")]
+    snapshot_at: Option<kiln_vmm::snapshot::SnapshotPoint>,
+
+    /// The directory --snapshot-at creates (it must not exist)
+    #[arg(long, value_name = "DIR", requires = "snapshot_at")]
+    snapshot_to: Option<std::path::PathBuf>,
+
+    /// Keep running after --snapshot-at saved the snapshot
+    #[arg(long, requires = "snapshot_at")]
+    leave_running: bool,
+
+    /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats and --user apply; the rest is the snapshot's
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["snapshot_at", "args", "env", "memory"])]
+    from_snapshot: Option<std::path::PathBuf>,
+
     /// When to pull a REF with a registry: when it is not in the local store,
     /// always (to pick up a moved tag), or never
     #[arg(long, value_enum, default_value_t = Pull::Missing, value_name = "WHEN")]
@@ -62,18 +78,24 @@ pub struct Args {
 pub fn run(args: Args, start: Instant) -> Result<u8> {
     let timeout = args.run.timeout()?;
     let store = super::store();
-    let remote = Reference::parse(&args.image)
+    if let Some(snapshot) = &args.from_snapshot {
+        return resume(&args, snapshot, &store, start);
+    }
+    let Some(image) = args.image.clone() else {
+        bail!("kiln run needs an image (or --from-snapshot DIR)");
+    };
+    let remote = Reference::parse(&image)
         .ok()
-        .filter(|r| r.registry.is_some() && !super::is_file_name(&args.image));
+        .filter(|r| r.registry.is_some() && !super::is_file_name(&image));
     let pull = |reference: &Reference, why: &str| -> Result<_> {
         Progress::new(false).line(&format!("kiln: {why}; pulling {reference}"));
         let digest = pull_in_child(reference, &args.registry)?;
-        let image = store.resolve(&digest)?;
-        Ok(store.parts(&image, &args.image)?)
+        let stored = store.resolve(&digest)?;
+        Ok(store.parts(&stored, &image)?)
     };
     let parts = match (&remote, args.pull) {
         (Some(reference), Pull::Always) => pull(reference, "--pull always")?,
-        _ => match super::open_image_to_boot(&args.image, &store) {
+        _ => match super::open_image_to_boot(&image, &store) {
             Ok((parts, _)) => parts,
             Err(e) if super::not_stored(&e) && args.pull == Pull::Missing => match &remote {
                 Some(reference) => pull(reference, "not in the local store")?,
@@ -100,9 +122,45 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         vsock: args.run.vsock.clone(),
         disks: args.run.disks.clone(),
         volumes: args.run.volumes.clone(),
+        snapshot: args
+            .snapshot_at
+            .zip(args.snapshot_to.clone())
+            .map(|(at, path)| kiln_vmm::snapshot::SnapshotRequest {
+                path,
+                at,
+                leave_running: args.leave_running,
+                image: None,
+            }),
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.
+    drop(console);
+    let report = report?;
+    args.run.report("kiln", &report)?;
+    Ok(report.exit_status())
+}
+
+/// `kiln run --from-snapshot DIR [IMAGE]`.
+fn resume(
+    args: &Args,
+    snapshot: &std::path::Path,
+    store: &kiln_builder::store::Store,
+    start: Instant,
+) -> Result<u8> {
+    let parts = match &args.image {
+        Some(image) => Some(super::open_image_to_boot(image, store)?.0),
+        None => None,
+    };
+    let console = args.run.console()?;
+    let opts = RunOptions {
+        timeout: args.run.timeout()?,
+        stats: args.run.stats,
+        user: args.run.user,
+        stdin: console.stdin,
+        terminal: console.terminal,
+        ..RunOptions::default()
+    };
+    let report = run::restore(snapshot, parts.as_ref(), &opts, start);
     drop(console);
     let report = report?;
     args.run.report("kiln", &report)?;

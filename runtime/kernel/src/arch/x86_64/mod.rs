@@ -15,6 +15,7 @@ pub mod platform;
 mod pvm;
 pub mod signal;
 pub mod smp;
+pub mod snapshot;
 mod string;
 pub mod tlb;
 pub mod traps;

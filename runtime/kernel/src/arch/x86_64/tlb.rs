@@ -106,6 +106,7 @@ pub fn shootdown(pml4: u64) {
     for (c, &wait) in waits.iter().enumerate() {
         while wait != 0 && ANSWERED[c].load(Ordering::SeqCst) < wait {
             serve();
+            super::snapshot::serve();
             core::hint::spin_loop();
         }
     }

@@ -4,3 +4,4 @@ pub mod cpuid;
 pub mod layout;
 pub mod paging;
 pub mod regs;
+pub mod vcpu_state;

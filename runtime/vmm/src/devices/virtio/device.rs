@@ -62,6 +62,11 @@ impl Interrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Sets the InterruptStatus register (a restored snapshot's).
+    pub fn set_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
+
     /// InterruptACK: clears the acknowledged bits.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
@@ -237,6 +242,14 @@ pub trait VirtioDevice: Send {
 
     /// The driver reset the device: it drops its queues.
     fn reset(&mut self);
+
+    /// Its queues, while it runs, for a snapshot: `None` when the device
+    /// keeps state a snapshot cannot carry yet (it then refuses to be
+    /// saved). Devices that keep nothing but their queues return
+    /// [`Active::queues`].
+    fn snapshot_queues(&self) -> Option<&[Queue]> {
+        None
+    }
 
     /// The guest kicked queue `index`.
     ///

@@ -62,6 +62,74 @@ pub mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
+/// A queue's configuration and ring positions, as a snapshot keeps them.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedQueue {
+    max_size: u16,
+    size: u16,
+    ready: bool,
+    next_avail: u16,
+    next_used: u16,
+    event_idx: bool,
+    desc_table: u64,
+    avail_ring: u64,
+    used_ring: u64,
+}
+
+impl SavedQueue {
+    fn of(q: &Queue) -> Self {
+        let s = q.state();
+        Self {
+            max_size: s.max_size,
+            size: s.size,
+            ready: s.ready,
+            next_avail: s.next_avail,
+            next_used: s.next_used,
+            event_idx: s.event_idx_enabled,
+            desc_table: s.desc_table,
+            avail_ring: s.avail_ring,
+            used_ring: s.used_ring,
+        }
+    }
+
+    fn queue(&self) -> Result<Queue, QueueError> {
+        let bad = |e: virtio_queue::Error| {
+            QueueError::Host(std::io::Error::other(format!(
+                "the snapshot's queue is unusable: {e}"
+            )))
+        };
+        Queue::try_from(virtio_queue::QueueState {
+            max_size: self.max_size,
+            next_avail: self.next_avail,
+            next_used: self.next_used,
+            event_idx_enabled: self.event_idx,
+            size: self.size,
+            ready: self.ready,
+            desc_table: self.desc_table,
+            avail_ring: self.avail_ring,
+            used_ring: self.used_ring,
+        })
+        .map_err(bad)
+    }
+}
+
+/// A transport's registers and its device's queues, as a snapshot keeps
+/// them.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedTransport {
+    /// The device's virtio type (checked on restore).
+    pub device_type: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    status: u32,
+    config_generation: u32,
+    active: bool,
+    interrupt_status: u32,
+    queues: Vec<SavedQueue>,
+}
+
 /// One device's register window.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
@@ -126,6 +194,72 @@ impl MmioTransport {
     /// Whether the device is running.
     pub fn is_active(&self) -> bool {
         self.active && self.status & status::DEVICE_NEEDS_RESET == 0
+    }
+
+    /// The transport's and its device's state for a snapshot; `None` when
+    /// the running device cannot be saved.
+    pub fn save(&self) -> Option<SavedTransport> {
+        let queues = if self.active {
+            self.device.snapshot_queues()?
+        } else {
+            &self.queues
+        };
+        Some(SavedTransport {
+            device_type: self.device.device_type(),
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            status: self.status,
+            config_generation: self.config_generation,
+            active: self.active,
+            interrupt_status: self.interrupt.status(),
+            queues: queues.iter().map(SavedQueue::of).collect(),
+        })
+    }
+
+    /// Puts a snapshot's state back (the device is fresh, of the same
+    /// type): a device that ran starts again on the saved queues.
+    ///
+    /// # Errors
+    /// When the saved state does not fit the device, or it cannot start.
+    pub fn restore(&mut self, saved: &SavedTransport) -> Result<(), QueueError> {
+        let unfit = |why: &str| {
+            QueueError::Host(std::io::Error::other(format!(
+                "virtio {}: the snapshot's state does not fit: {why}",
+                self.device.name()
+            )))
+        };
+        if saved.device_type != self.device.device_type() {
+            return Err(unfit("another device type"));
+        }
+        if saved.queues.len() != self.queue_count() {
+            return Err(unfit("another number of queues"));
+        }
+        let queues = saved
+            .queues
+            .iter()
+            .map(SavedQueue::queue)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.device_features_sel = saved.device_features_sel;
+        self.driver_features_sel = saved.driver_features_sel;
+        self.driver_features = saved.driver_features;
+        self.queue_sel = saved.queue_sel;
+        self.status = saved.status;
+        self.config_generation = saved.config_generation;
+        self.interrupt.set_status(saved.interrupt_status);
+        self.queues = queues;
+        if saved.active {
+            let queues = std::mem::take(&mut self.queues);
+            self.device.activate(
+                self.mem.clone(),
+                queues,
+                self.interrupt.clone(),
+                self.driver_features,
+            )?;
+            self.active = true;
+        }
+        Ok(())
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {

@@ -224,6 +224,10 @@ impl VirtioDevice for Console {
         self.active = None;
     }
 
+    fn snapshot_queues(&self) -> Option<&[Queue]> {
+        self.active.as_ref().map(|a| a.queues.as_slice())
+    }
+
     fn process_queue(&mut self, index: usize) -> Result<(), QueueError> {
         match index {
             RX_QUEUE => self.receive(),

@@ -84,6 +84,10 @@ impl VirtioDevice for Rng {
         self.active = None;
     }
 
+    fn snapshot_queues(&self) -> Option<&[Queue]> {
+        self.active.as_ref().map(|a| a.queues.as_slice())
+    }
+
     fn process_queue(&mut self, index: usize) -> Result<(), QueueError> {
         let Some(a) = self.active.as_mut() else {
             return Ok(());

@@ -1,0 +1,454 @@
+//! Snapshots: a VM's whole state — vCPUs, devices, memory — saved to a
+//! directory and started again from there, by this process or any other
+//! (`kiln run --snapshot-at`, `--from-snapshot`).
+//!
+//! A snapshot is taken with the guest's help (`kiln_boot::snapshot`): every
+//! running vCPU parks on the snapshot port at a point where its state is
+//! whole, and the last one to park writes the snapshot while the others
+//! wait ([`Coordinator`]). The directory holds:
+//!
+//! * `state.json`: the format and kiln version, the KVM flavour, each
+//!   vCPU's registers, APIC and MSRs (`arch::VcpuState`), each virtio
+//!   transport's registers and queue positions, and the memory file's size
+//!   and digest;
+//! * `memory`: guest memory as a sparse file ([`memory`]).
+//!
+//! It is written under a temporary name and renamed into place, so a
+//! snapshot directory is always whole.
+
+pub mod memory;
+pub mod restore;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::arch::{Flavour, VcpuState};
+use crate::devices::virtio::mmio::SavedTransport;
+use crate::devices::MmioBus;
+use crate::vstate::kvm::KvmError;
+
+pub use memory::MemoryFile;
+pub use restore::{restore, RestoreConfig};
+
+/// The snapshot format this kiln writes and reads.
+pub const FORMAT: u32 = 1;
+/// The state file in a snapshot directory.
+pub const STATE_FILE: &str = "state.json";
+/// The memory file in a snapshot directory.
+pub const MEMORY_FILE: &str = "memory";
+/// Where a restore notes that the memory file matched its digest (so the
+/// next restore of the unchanged file skips reading it all).
+pub const VERIFIED_STAMP: &str = "memory.verified";
+
+/// Why a snapshot could not be taken or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory is not a snapshot kiln can read.
+    #[error("{path}: not a kiln snapshot ({why})")]
+    NotASnapshot {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The snapshot was made by another kiln or for another host.
+    #[error("{path}: {why}")]
+    Incompatible {
+        /// The directory.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
+    /// The memory file does not match the state's digest.
+    #[error("refusing a corrupt snapshot: {0}")]
+    Corrupt(String),
+    /// This VM cannot be saved (yet).
+    #[error("cannot snapshot this VM: {0}")]
+    Unsupported(String),
+    /// KVM refused to read or restore a vCPU.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+}
+
+/// When the kernel asks for the snapshot (`--snapshot-at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPoint {
+    /// Just before the program's first instruction.
+    ProgramEntry,
+    /// Right after the program's first output reached kiln.
+    FirstOutput,
+}
+
+impl SnapshotPoint {
+    /// The `kiln.snapshot_at=` value.
+    pub fn kernel_option(self) -> &'static str {
+        match self {
+            SnapshotPoint::ProgramEntry => kiln_boot::snapshot::at::PROGRAM_ENTRY,
+            SnapshotPoint::FirstOutput => kiln_boot::snapshot::at::FIRST_OUTPUT,
+        }
+    }
+}
+
+impl std::str::FromStr for SnapshotPoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            kiln_boot::snapshot::at::PROGRAM_ENTRY => Ok(SnapshotPoint::ProgramEntry),
+            kiln_boot::snapshot::at::FIRST_OUTPUT => Ok(SnapshotPoint::FirstOutput),
+            _ => Err(format!(
+                "{s:?} is not a snapshot point (program-entry or first-output)"
+            )),
+        }
+    }
+}
+
+/// A snapshot to take during a run.
+#[derive(Clone, Debug)]
+pub struct SnapshotRequest {
+    /// The directory to create.
+    pub path: PathBuf,
+    /// When.
+    pub at: SnapshotPoint,
+    /// Keep the VM running afterwards (otherwise the run ends there, with
+    /// status 0).
+    pub leave_running: bool,
+    /// What the VM was booted from (image digest or name), recorded.
+    pub image: Option<String>,
+}
+
+/// A virtio device as saved: its role in the boot contract and its
+/// transport's state.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedDevice {
+    /// `kiln_boot::role`.
+    pub role: u32,
+    /// Registers and queues.
+    pub transport: SavedTransport,
+}
+
+/// `state.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SnapshotState {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The kiln version that wrote it (the kernel inside guest memory and
+    /// the VMM's device state must agree, so only the same version reads
+    /// it).
+    pub kiln_version: String,
+    /// The KVM flavour it ran on.
+    pub flavour: String,
+    /// When it was taken (seconds since the epoch).
+    pub created_unix: u64,
+    /// What the VM was booted from.
+    pub image: Option<String>,
+    /// Guest RAM in bytes (the module lies above it).
+    pub ram_size: u64,
+    /// The kernel's entry point (where vCPUs not started yet begin).
+    pub kernel_entry: u64,
+    /// Each vCPU's state; `None` for one the guest had not started.
+    pub vcpus: Vec<Option<VcpuState>>,
+    /// The virtio devices, in bus order.
+    pub devices: Vec<SavedDevice>,
+    /// The memory file.
+    pub memory: MemoryFile,
+}
+
+/// What was written, for the run's report.
+#[derive(Clone, Debug)]
+pub struct SavedSnapshot {
+    /// The directory.
+    pub path: PathBuf,
+    /// Guest memory size.
+    pub memory_size: u64,
+    /// Bytes of memory saved (non-zero pages).
+    pub data_bytes: u64,
+    /// How long the vCPUs stood still for it.
+    pub pause: Duration,
+}
+
+/// The VM facts a snapshot records besides vCPUs, devices and memory.
+pub struct VmFacts {
+    /// The KVM flavour.
+    pub flavour: Flavour,
+    /// Guest RAM size.
+    pub ram_size: u64,
+    /// The kernel's entry point.
+    pub kernel_entry: u64,
+    /// Guest memory is anonymous (pages the host never had are zero), not
+    /// a file mapping.
+    pub anonymous_memory: bool,
+}
+
+/// Where the parked vCPUs of one VM meet.
+pub struct Coordinator {
+    request: SnapshotRequest,
+    facts: VmFacts,
+    round: Mutex<Round>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Round {
+    /// Each vCPU's state once it parked.
+    parked: Vec<Option<VcpuState>>,
+    /// When the first one parked.
+    since: Option<Instant>,
+    /// The snapshot's result, once written (kept after the round).
+    result: Option<Result<SavedSnapshot, String>>,
+}
+
+/// What a parked vCPU does next.
+pub enum Parked {
+    /// Go on running.
+    Continue,
+    /// The run ends here (the snapshot was saved).
+    Stop(SavedSnapshot),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Coordinator {
+    /// A coordinator for `request` on a VM with `vcpus` vCPUs.
+    pub fn new(request: SnapshotRequest, facts: VmFacts, vcpus: usize) -> Self {
+        Self {
+            request,
+            facts,
+            round: Mutex::new(Round {
+                parked: (0..vcpus).map(|_| None).collect(),
+                ..Round::default()
+            }),
+            done: Condvar::new(),
+        }
+    }
+
+    /// The snapshot the run was asked to take.
+    pub fn request(&self) -> &SnapshotRequest {
+        &self.request
+    }
+
+    /// vCPU `index` parked with `state`; `started` says which vCPUs run.
+    /// vCPU 0 (the main thread, whose seccomp filter allows writing files)
+    /// waits for the others, then writes the snapshot; every vCPU returns
+    /// what to do next. `cancelled` is polled while waiting (the VM ended).
+    ///
+    /// # Errors
+    /// When the snapshot could not be written (every parked vCPU gets it).
+    pub fn park(
+        &self,
+        index: usize,
+        state: VcpuState,
+        started: &dyn Fn() -> Vec<bool>,
+        mem: &GuestMemoryMmap,
+        mmio: &MmioBus,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Parked, String> {
+        let mut round = lock(&self.round);
+        if let Some(done) = &round.result {
+            // A request after the snapshot was taken: carry on.
+            return done.clone().map(|_| Parked::Continue);
+        }
+        round.since.get_or_insert_with(Instant::now);
+        if let Some(slot) = round.parked.get_mut(index) {
+            *slot = Some(state);
+        }
+        self.done.notify_all();
+        loop {
+            if round.result.is_some() {
+                break;
+            }
+            let all = round
+                .parked
+                .iter()
+                .zip(started())
+                .all(|(p, s)| p.is_some() || !s);
+            if index == 0 && all {
+                let states = std::mem::take(&mut round.parked);
+                let since = round.since.unwrap_or_else(Instant::now);
+                let result = self
+                    .write(states, mem, mmio)
+                    .map(|(memory_size, data_bytes)| SavedSnapshot {
+                        path: self.request.path.clone(),
+                        memory_size,
+                        data_bytes,
+                        pause: since.elapsed(),
+                    })
+                    .map_err(|e| e.to_string());
+                round.result = Some(result);
+                self.done.notify_all();
+                break;
+            }
+            if cancelled() {
+                return Err("the VM ended before every vCPU parked for the snapshot".into());
+            }
+            round = self
+                .done
+                .wait_timeout(round, Duration::from_millis(20))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        match round.result.clone() {
+            Some(Ok(saved)) if !self.request.leave_running => Ok(Parked::Stop(saved)),
+            Some(Err(e)) => Err(e),
+            _ => Ok(Parked::Continue),
+        }
+    }
+
+    /// The snapshot written, once it is.
+    pub fn saved(&self) -> Option<SavedSnapshot> {
+        lock(&self.round).result.clone().and_then(Result::ok)
+    }
+
+    /// Writes the snapshot directory; returns the memory size and the
+    /// bytes of memory saved.
+    fn write(
+        &self,
+        vcpus: Vec<Option<VcpuState>>,
+        mem: &GuestMemoryMmap,
+        mmio: &MmioBus,
+    ) -> Result<(u64, u64), SnapshotError> {
+        // The devices stay locked while memory is saved: the devices
+        // thread waits, so no queue moves and no buffer is written.
+        let transports: Vec<_> = mmio
+            .devices
+            .iter()
+            .map(|d| crate::devices::lock(&d.transport))
+            .collect();
+        let mut devices = Vec::new();
+        for (t, d) in transports.iter().zip(&mmio.devices) {
+            let Some(transport) = t.save() else {
+                return Err(SnapshotError::Unsupported(format!(
+                    "its virtio {} device cannot be saved yet",
+                    t.device().name()
+                )));
+            };
+            devices.push(SavedDevice {
+                role: d.role,
+                transport,
+            });
+        }
+        let region = mem
+            .iter()
+            .next()
+            .ok_or_else(|| SnapshotError::Unsupported("it has no memory".into()))?;
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| SnapshotError::Unsupported(format!("guest memory: {e}")))?;
+        let len = region.len() as usize;
+        let path = &self.request.path;
+        let tmp = temporary_dir(path);
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|source| SnapshotError::Io {
+            what: format!("creating {}", tmp.display()),
+            source,
+        })?;
+        let result = (|| {
+            // SAFETY: `host..host + len` is guest memory's one live
+            // mapping, owned by `mem` for the whole call; every running
+            // vCPU is parked and every device locked, so nothing writes it
+            // while the slice exists.
+            let bytes = unsafe { std::slice::from_raw_parts(host, len) };
+            let memory = memory::save(bytes, self.facts.anonymous_memory, &tmp.join(MEMORY_FILE))?;
+            drop(transports);
+            let state = SnapshotState {
+                format: FORMAT,
+                kiln_version: env!("CARGO_PKG_VERSION").into(),
+                flavour: self.facts.flavour.name().into(),
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                image: self.request.image.clone(),
+                ram_size: self.facts.ram_size,
+                kernel_entry: self.facts.kernel_entry,
+                vcpus,
+                devices,
+                memory: memory.clone(),
+            };
+            let json = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {
+                what: "encoding the snapshot's state".into(),
+                source: std::io::Error::other(e),
+            })?;
+            crate::write_atomically(&tmp.join(STATE_FILE), &json).map_err(|source| {
+                SnapshotError::Io {
+                    what: format!("writing {}", tmp.join(STATE_FILE).display()),
+                    source,
+                }
+            })?;
+            std::fs::rename(&tmp, path).map_err(|source| SnapshotError::Io {
+                what: format!("moving the snapshot to {}", path.display()),
+                source,
+            })?;
+            Ok((memory.size, memory.data_bytes))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+}
+
+/// `<path>.tmp.<pid>`: where a snapshot is written before it is renamed.
+fn temporary_dir(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp.{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Reads and checks a snapshot directory: its format and kiln version, and
+/// the memory file's digest (the KVM flavour is the restorer's to check).
+///
+/// # Errors
+/// [`SnapshotError`] naming what is wrong; nothing is resumed then.
+pub fn load(path: &Path) -> Result<SnapshotState, SnapshotError> {
+    let state_path = path.join(STATE_FILE);
+    let bytes = std::fs::read(&state_path).map_err(|source| SnapshotError::Io {
+        what: format!("reading {}", state_path.display()),
+        source,
+    })?;
+    let not = |why: String| SnapshotError::NotASnapshot {
+        path: path.to_path_buf(),
+        why,
+    };
+    let probe: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
+    let format = probe.get("format").and_then(serde_json::Value::as_u64);
+    let version = probe
+        .get("kiln_version")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    if format != Some(u64::from(FORMAT)) || version != env!("CARGO_PKG_VERSION") {
+        return Err(SnapshotError::Incompatible {
+            path: path.to_path_buf(),
+            why: format!(
+                "written by kiln {version} (snapshot format {}); this kiln {} reads format {FORMAT} of its own version only",
+                format.map_or("?".into(), |f| f.to_string()),
+                env!("CARGO_PKG_VERSION")
+            ),
+        });
+    }
+    let state: SnapshotState =
+        serde_json::from_slice(&bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
+    if state.vcpus.first().is_none_or(Option::is_none) {
+        return Err(not("vCPU 0 has no state".into()));
+    }
+    memory::verify_once(
+        &path.join(MEMORY_FILE),
+        &state.memory,
+        &path.join(VERIFIED_STAMP),
+    )?;
+    Ok(state)
+}

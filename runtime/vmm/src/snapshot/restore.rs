@@ -1,0 +1,201 @@
+//! Starting a VM from a snapshot (`kiln run --from-snapshot`): guest
+//! memory mapped private from the memory file, fresh vCPUs given the saved
+//! state, fresh devices given the saved queues, and every vCPU that ran
+//! resumed where it parked — each with the host's time and its own random
+//! bytes (`kiln_boot::snapshot::RESUMED`).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::devices::legacy::console::Console;
+use crate::devices::virtio::console::InputSource;
+use crate::timings::{Phase, Timings};
+use crate::vstate::kvm::{Hypervisor, KvmError};
+use crate::{arch, devices, vstate, RunReport, VmmError};
+
+use super::{SnapshotError, MEMORY_FILE};
+
+/// What to restore and how to run it.
+#[derive(Clone, Debug)]
+pub struct RestoreConfig {
+    /// The snapshot directory.
+    pub path: PathBuf,
+    /// The image the caller expects the snapshot to come from (refused
+    /// when the snapshot names another).
+    pub image: Option<String>,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Collect KVM statistics.
+    pub stats: bool,
+    /// Put the seccomp filters in place (as [`crate::VmConfig::seccomp`]).
+    pub seccomp: bool,
+    /// Become this user and group before the guest runs.
+    pub user: Option<(u32, u32)>,
+    /// Leave the VM's destruction to a helper process.
+    pub background_teardown: bool,
+    /// What the program's standard input reads from now on.
+    pub stdin: InputSource,
+    /// The host terminal, with `-t`.
+    pub terminal: Option<std::os::fd::RawFd>,
+}
+
+/// The interrupt flag in RFLAGS.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Restores the snapshot `config.path` and runs it to the end.
+///
+/// # Errors
+/// [`VmmError`]; a snapshot that is corrupt, from another kiln or host
+/// flavour, or from another image than `config.image` is refused before
+/// anything runs.
+pub fn restore(
+    hv: &Hypervisor,
+    config: &RestoreConfig,
+    console: Console,
+    mut timings: Timings,
+) -> Result<RunReport, VmmError> {
+    let state = super::load(&config.path)?;
+    timings.mark(Phase::SnapshotVerified);
+    if let (Some(want), Some(have)) = (&config.image, &state.image) {
+        if want != have {
+            return Err(SnapshotError::Incompatible {
+                path: config.path.clone(),
+                why: format!("taken from image {have}, not {want}"),
+            }
+            .into());
+        }
+    }
+    let count = state.vcpus.len();
+    if !(1..=arch::layout::MAX_VCPUS as usize).contains(&count) {
+        return Err(SnapshotError::NotASnapshot {
+            path: config.path.clone(),
+            why: format!("{count} vCPUs"),
+        }
+        .into());
+    }
+    let memory_path = config.path.join(MEMORY_FILE);
+    let memory_file = std::fs::File::open(&memory_path).map_err(|source| SnapshotError::Io {
+        what: format!("opening {}", memory_path.display()),
+        source,
+    })?;
+    let vm = hv
+        .kvm()
+        .create_vm()
+        .map_err(KvmError::ioctl("KVM_CREATE_VM"))?;
+    let layout =
+        vstate::memory::map_snapshot_memory(&vm, &memory_file, state.memory.size, state.ram_size)?;
+    drop(memory_file);
+    vstate::irqchip::create_local_apic(&vm)?;
+    let vcpus = (0..count)
+        .map(|i| {
+            vm.create_vcpu(i as u64)
+                .map_err(KvmError::ioctl("KVM_CREATE_VCPU"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let flavour = arch::detect_flavour(&vcpus[0]);
+    if state.flavour != flavour.name() {
+        return Err(SnapshotError::Incompatible {
+            path: config.path.clone(),
+            why: format!(
+                "taken on a {} KVM host; this host's KVM is {}",
+                state.flavour,
+                flavour.name()
+            ),
+        }
+        .into());
+    }
+    timings.mark(Phase::VmCreated);
+
+    let (mmio, served, _table) = crate::create_devices(
+        &vm,
+        &layout.mem,
+        &crate::ConsoleSetup {
+            stdin: config.stdin,
+            terminal: config.terminal,
+            vsock: None,
+        },
+        None,
+        Vec::new(),
+        Vec::new(),
+        None,
+    )?;
+    if mmio.devices.len() != state.devices.len() {
+        return Err(SnapshotError::Unsupported(format!(
+            "the snapshot has {} virtio devices; kiln restores the console and entropy devices only ({})",
+            state.devices.len(),
+            mmio.devices.len()
+        ))
+        .into());
+    }
+    for (device, saved) in mmio.devices.iter().zip(&state.devices) {
+        devices::lock(&device.transport)
+            .restore(&saved.transport)
+            .map_err(|e| SnapshotError::Unsupported(e.to_string()))?;
+    }
+    let started: Vec<bool> = state.vcpus.iter().map(Option::is_some).collect();
+    for (i, (vcpu, saved)) in vcpus.iter().zip(&state.vcpus).enumerate() {
+        let index = i as u8;
+        match saved {
+            Some(saved) => {
+                let cpuid = arch::guest_cpuid(hv.supported_cpuid(), index);
+                vcpu.set_cpuid2(&cpuid)
+                    .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
+                let seed = crate::host_seed();
+                saved.restore(vcpu, |regs| {
+                    let word = |n: usize| {
+                        u64::from_le_bytes(seed[n * 8..n * 8 + 8].try_into().unwrap_or_default())
+                    };
+                    regs.rax = kiln_boot::snapshot::RESUMED;
+                    regs.r8 = word(0);
+                    regs.r9 = word(1);
+                    regs.r10 = word(2);
+                    regs.r11 = word(3);
+                    // Until it registers again the vCPU is emulated on
+                    // PVM: no interrupt before that.
+                    regs.rflags &= !RFLAGS_IF;
+                })?;
+                // The host's time now, and the guest's TSC with it (the
+                // saved TSC is back in place by now).
+                let realtime = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as u64;
+                let tsc = arch::guest_tsc(vcpu).unwrap_or(0);
+                let mut regs = vcpu.get_regs().map_err(KvmError::ioctl("KVM_GET_REGS"))?;
+                regs.rdi = realtime;
+                regs.rsi = tsc;
+                vcpu.set_regs(&regs)
+                    .map_err(KvmError::ioctl("KVM_SET_REGS"))?;
+            }
+            None => crate::setup_vcpu(hv, vcpu, state.kernel_entry, flavour, index)?,
+        }
+    }
+    timings.mark(Phase::MemoryReady);
+    let mut vcpus = vcpus.into_iter();
+    let vcpu = vcpus.next().ok_or(SnapshotError::NotASnapshot {
+        path: config.path.clone(),
+        why: "no vCPU".into(),
+    })?;
+    crate::launch(
+        crate::Launch {
+            vm,
+            vcpu,
+            other_vcpus: vcpus.collect(),
+            layout,
+            mmio,
+            served,
+            flavour,
+            timings,
+            started,
+            coordinator: None,
+        },
+        console,
+        &crate::RunLimits {
+            timeout: config.timeout,
+            stats: config.stats,
+            seccomp: config.seccomp,
+            user: config.user,
+            background_teardown: config.background_teardown,
+        },
+    )
+}

@@ -1,0 +1,275 @@
+//! Snapshots: `kiln run --snapshot-at` saves a running VM, `kiln run
+//! --from-snapshot` resumes it — in other processes, on real KVM, as many
+//! times as asked — and what a snapshot cannot be (corrupt, from another
+//! kiln or image, of a VM with devices it cannot hold) is refused before
+//! anything runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{kiln, kvm_or_skip, ok, status, stderr, stdout};
+
+/// `kiln run` of `image` with `flags`, then `-- busybox ARGS`.
+fn run(image: &Path, flags: &[&str], args: &[&str]) -> Output {
+    kiln()
+        .arg("run")
+        .args(flags)
+        .arg(image)
+        .arg("--")
+        .args(args)
+        .output()
+        .expect("kiln runs")
+}
+
+/// `kiln run --from-snapshot DIR EXTRA`.
+fn resume(snapshot: &Path, extra: &[&str]) -> Output {
+    kiln()
+        .arg("run")
+        .arg("--from-snapshot")
+        .arg(snapshot)
+        .args(["--timeout", "60"])
+        .args(extra)
+        .output()
+        .expect("kiln runs")
+}
+
+/// Takes a snapshot of busybox running `script` at `point`; returns its
+/// directory and the snapshot run's output.
+fn take(test: &str, point: &str, cpus: &str, script: &str) -> (PathBuf, PathBuf, Output) {
+    let (dir, image) = common::built_image(test, "busybox-sh");
+    let snapshot = dir.join("snap");
+    let out = run(
+        &image,
+        &[
+            "--cpus",
+            cpus,
+            "--snapshot-at",
+            point,
+            "--snapshot-to",
+            snapshot.to_str().unwrap(),
+        ],
+        &["sh", "-c", script],
+    );
+    let out = ok(out, "kiln run --snapshot-at");
+    assert!(
+        stderr(&out).contains("snapshot saved to"),
+        "no snapshot report: {}",
+        stderr(&out)
+    );
+    assert!(snapshot.join("state.json").is_file() && snapshot.join("memory").is_file());
+    (image, snapshot, out)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn program_entry_snapshot_resumes_twice_with_the_hosts_time_and_fresh_randomness() {
+    if !kvm_or_skip("program_entry_snapshot_resumes_twice") {
+        return;
+    }
+    let script = "echo started; date +%s; head -c 16 /dev/urandom | od -An -tx1";
+    let (_, snapshot, taken) = take("snapshot-entry", "program-entry", "1", script);
+    // The snapshot was taken before the program's first instruction.
+    assert_eq!(stdout(&taken), "");
+    let taken_at = unix_now();
+    // Time passes between the snapshot and the resume: the guest's wall
+    // clock must show the host's, not the snapshot's.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut randomness = Vec::new();
+    for _ in 0..2 {
+        let before = unix_now();
+        let out = ok(resume(&snapshot, &[]), "kiln run --from-snapshot");
+        let after = unix_now();
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "unexpected output: {text:?}");
+        assert_eq!(lines[0], "started");
+        let guest_time: u64 = lines[1].trim().parse().expect("date +%s prints a number");
+        assert!(
+            guest_time >= before.max(taken_at + 2) && guest_time <= after,
+            "guest time {guest_time} outside [{before}, {after}] (snapshot at {taken_at})"
+        );
+        randomness.push(lines[2].to_string());
+    }
+    assert_ne!(
+        randomness[0], randomness[1],
+        "two VMs resumed from one snapshot read the same random bytes"
+    );
+}
+
+#[test]
+fn first_output_snapshot_on_two_vcpus_resumes_after_the_first_line() {
+    if !kvm_or_skip("first_output_snapshot_on_two_vcpus") {
+        return;
+    }
+    // The second half runs commands (a pipe: two processes, on either
+    // vCPU) after the snapshot.
+    let script = "echo first; echo second | tr a-z A-Z; exit 7";
+    let (_, snapshot, taken) = take("snapshot-first-output", "first-output", "2", script);
+    assert_eq!(stdout(&taken), "first\n");
+    for _ in 0..2 {
+        let out = resume(&snapshot, &[]);
+        assert_eq!(status(&out), 7, "{}", stderr(&out));
+        assert_eq!(stdout(&out), "SECOND\n");
+    }
+}
+
+#[test]
+fn leave_running_keeps_the_vm_going_after_the_snapshot() {
+    if !kvm_or_skip("leave_running_keeps_the_vm_going") {
+        return;
+    }
+    let (dir, image) = common::built_image("snapshot-leave-running", "busybox-sh");
+    let snapshot = dir.join("snap");
+    let out = run(
+        &image,
+        &[
+            "--snapshot-at",
+            "first-output",
+            "--snapshot-to",
+            snapshot.to_str().unwrap(),
+            "--leave-running",
+        ],
+        &["sh", "-c", "echo one; echo two"],
+    );
+    let out = ok(out, "kiln run --leave-running");
+    assert_eq!(stdout(&out), "one\ntwo\n");
+    assert_eq!(stdout(&ok(resume(&snapshot, &[]), "resume")), "two\n");
+}
+
+/// The first non-zero byte of `file` (a data page of the memory file).
+fn first_data_byte(file: &Path) -> u64 {
+    let bytes = std::fs::read(file).unwrap();
+    bytes.iter().position(|&b| b != 0).expect("memory has data") as u64
+}
+
+#[test]
+fn corrupt_foreign_and_mismatched_snapshots_are_refused() {
+    if !kvm_or_skip("corrupt_foreign_and_mismatched_snapshots_are_refused") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let (image, snapshot, _) = take("snapshot-refused", "program-entry", "1", "echo hi");
+    // Resumes as it is, with its own image named.
+    let out = resume(&snapshot, &[image.to_str().unwrap()]);
+    assert_eq!(stdout(&ok(out, "resume with its image")), "hi\n");
+
+    // Another image.
+    let (_, other) = common::built_image("snapshot-refused-other", "sha256sum");
+    let out = resume(&snapshot, &[other.to_str().unwrap()]);
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("taken from image"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+
+    // One byte of memory changed (after a successful resume noted the
+    // file as checked: the change must void that).
+    let memory = snapshot.join("memory");
+    let at = first_data_byte(&memory);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&memory)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    std::fs::File::open(&memory)
+        .unwrap()
+        .read_exact_at(&mut byte, at)
+        .unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    let out = resume(&snapshot, &[]);
+    assert_ne!(status(&out), 0);
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    file.write_all_at(&byte, at).unwrap();
+    assert_eq!(stdout(&ok(resume(&snapshot, &[]), "repaired")), "hi\n");
+
+    // A state file from another kiln.
+    let state_path = snapshot.join("state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    let foreign = state.replacen(
+        &format!("\"kiln_version\":\"{}\"", env!("CARGO_PKG_VERSION")),
+        "\"kiln_version\":\"0.0.0-elsewhere\"",
+        1,
+    );
+    assert_ne!(foreign, state);
+    std::fs::write(&state_path, foreign).unwrap();
+    let out = resume(&snapshot, &[]);
+    assert_ne!(status(&out), 0);
+    assert!(stderr(&out).contains("0.0.0-elsewhere"), "{}", stderr(&out));
+
+    // Not a snapshot at all.
+    std::fs::write(&state_path, "{").unwrap();
+    let out = resume(&snapshot, &[]);
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("not a kiln snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    let out = resume(&snapshot.join("missing"), &[]);
+    assert_ne!(status(&out), 0);
+    assert!(stderr(&out).contains("state.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn snapshots_kiln_cannot_take_are_refused_before_the_vm_starts() {
+    if !kvm_or_skip("snapshots_kiln_cannot_take_are_refused") {
+        return;
+    }
+    let (dir, image) = common::built_image("snapshot-unsupported", "busybox-sh");
+    let snapshot = dir.join("snap");
+    let flags = |extra: &[&str]| {
+        let mut f = vec![
+            "--snapshot-at".to_string(),
+            "program-entry".into(),
+            "--snapshot-to".into(),
+            snapshot.to_str().unwrap().into(),
+        ];
+        f.extend(extra.iter().map(|s| s.to_string()));
+        f
+    };
+    let args = ["sh", "-c", "echo ran"];
+    // A network (or a disk, a volume, vsock) is not saved yet.
+    let f = flags(&["--net", "user"]);
+    let out = run(
+        &image,
+        &f.iter().map(String::as_str).collect::<Vec<_>>(),
+        &args,
+    );
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("cannot snapshot this VM"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    // An existing directory is never overwritten.
+    std::fs::create_dir_all(&snapshot).unwrap();
+    let f = flags(&[]);
+    let out = run(
+        &image,
+        &f.iter().map(String::as_str).collect::<Vec<_>>(),
+        &args,
+    );
+    assert_ne!(status(&out), 0);
+    assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    // Nothing half-written is left behind.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
