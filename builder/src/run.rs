@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub volumes: Vec<VolumeSpec>,
     /// A snapshot to take (`--snapshot-at`); its `image` is filled in here.
     pub snapshot: Option<kiln_vmm::snapshot::SnapshotRequest>,
+    /// How a resumed snapshot's memory comes from its file.
+    pub snapshot_memory: kiln_vmm::vstate::memory::SnapshotMemory,
 }
 
 /// Why an image did not boot.
@@ -338,6 +340,7 @@ pub fn restore(
         background_teardown: true,
         stdin: opts.stdin,
         terminal: opts.terminal,
+        memory: opts.snapshot_memory,
     };
     let timings = Timings::new(start);
     let hv = Hypervisor::open()?;

@@ -231,3 +231,83 @@ pub fn ratios(doc: &Value, path: &Path) -> Result<()> {
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// The chart of `bench-snapshot` (SVG): horizontal bars in ms — the Python
+/// program cold-started and resumed, then the snapshot pause for each
+/// amount of touched memory.
+///
+/// # Errors
+/// When plotters cannot draw or write the file.
+pub fn snapshot(doc: &Value, path: &Path) -> Result<()> {
+    let mut bars: Vec<(String, f64)> = vec![
+        (
+            "Python start-up, cold (kiln run)".into(),
+            median(&doc["python"]["cold_ms"]),
+        ),
+        (
+            "Python, resumed (--from-snapshot)".into(),
+            median(&doc["python"]["resumed_ms"]),
+        ),
+        (
+            "Python, resumed (--snapshot-memory copy)".into(),
+            median(&doc["python"]["resumed_copy_ms"]),
+        ),
+    ];
+    for r in doc["sizes"].as_array().into_iter().flatten() {
+        bars.push((
+            format!("snapshot pause, {} MiB touched", r["touched_mib"]),
+            r["pause_ms"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    let n = bars.len();
+    let max = bars
+        .iter()
+        .map(|b| b.1)
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max)
+        * 1.6;
+    let root = SVGBackend::new(path, (1000, 120 + 45 * n as u32)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let title = format!(
+        "kiln snapshots: Python resumed {:.1}x / {:.1}x (copy) faster than cold; restore to running p50 {:.2} ms ({} KVM)",
+        median(&doc["python"]["speedup"]),
+        median(&doc["python"]["speedup_copy"]),
+        median(&doc["python"]["restore_to_running_ms"]),
+        doc["python"]["kvm_flavour"].as_str().unwrap_or("?")
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0f64..max, 0f64..n as f64)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc("ms")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let blue = RGBColor(60, 110, 190);
+    for (i, (label, v)) in bars.iter().enumerate() {
+        let y = (n - 1 - i) as f64;
+        let v = if v.is_finite() { *v } else { 0.0 };
+        chart
+            .draw_series([Rectangle::new(
+                [(0.0, y + 0.2), (v, y + 0.8)],
+                blue.filled(),
+            )])
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series([Text::new(
+                format!("{label}  {v:.1} ms"),
+                (v + max * 0.01, y + 0.6),
+                ("sans-serif", 14).into_font().color(&BLACK),
+            )])
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

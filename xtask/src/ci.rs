@@ -134,6 +134,13 @@ pub fn run_all() -> Result<()> {
     step("bench-io smoke run", || {
         crate::bench_io::run(&crate::bench_io::IoArgs { runs: 1, mib: 8 })
     })?;
+    step("bench-snapshot smoke run", || {
+        crate::bench_snapshot::run(&crate::bench_snapshot::SnapshotArgs {
+            runs: 1,
+            touched: vec![0, 8],
+            clones: 4,
+        })
+    })?;
     step("hostile-guest suite (cargo xtask hostile)", || {
         crate::hostile::run(&crate::hostile::HostileArgs::default())
     })?;

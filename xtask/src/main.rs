@@ -5,6 +5,7 @@ mod bench;
 mod bench_apps;
 mod bench_io;
 mod bench_net;
+mod bench_snapshot;
 mod bench_syscall;
 mod chart;
 mod ci;
@@ -113,6 +114,10 @@ enum Verb {
     /// volume (-v) and a disk (--disk) against the same operations natively
     /// (table + target/bench/io.json)
     BenchIo(bench_io::IoArgs),
+    /// Measure snapshots: a Python start-up cold against resumed, restore-to-running
+    /// latency, snapshot size and pause vs memory touched, clones per second and
+    /// host memory per clone (table + target/bench/snapshot.json + .svg)
+    BenchSnapshot(bench_snapshot::SnapshotArgs),
     /// Run the differential compatibility suite (native vs kiln) and write docs/compat.md
     Compat(compat::CompatArgs),
     /// Install the Debian packages the tests need (gcc, musl-tools, qemu-system-x86, …)
@@ -343,6 +348,7 @@ fn main() -> ExitCode {
         Verb::BenchSyscall(args) => bench_syscall::run(&args).map(|()| 0),
         Verb::BenchNet(args) => bench_net::run(&args).map(|()| 0),
         Verb::BenchIo(args) => bench_io::run(&args).map(|()| 0),
+        Verb::BenchSnapshot(args) => bench_snapshot::run(&args).map(|()| 0),
         Verb::Deps => host::ensure_tools(host::TOOLS)
             .and_then(|()| host::ensure_virtiofsd())
             .map(|()| 0),

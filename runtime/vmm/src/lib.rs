@@ -317,6 +317,14 @@ impl RunReport {
         if let Some(exits) = self.timings.exits_json() {
             doc["exits_at"] = exits;
         }
+        if let Some(saved) = &self.snapshot {
+            doc["snapshot"] = serde_json::json!({
+                "path": saved.path,
+                "memory_bytes": saved.memory_size,
+                "data_bytes": saved.data_bytes,
+                "pause_ms": saved.pause.as_secs_f64() * 1e3,
+            });
+        }
         if let Some(stats) = &self.stats {
             doc["kvm_stats"] = serde_json::json!(stats.vcpu);
             doc["kvm_vm_stats"] = serde_json::json!(stats.vm);
@@ -967,7 +975,7 @@ fn check_snapshot_request(
     if request.path.exists() {
         return Err(snapshot::SnapshotError::Io {
             what: format!("snapshot {}", request.path.display()),
-            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            cause: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
         }
         .into());
     }

@@ -62,9 +62,9 @@ fn candidate_pages(host: *const u8, len: usize, resident_only: bool) -> Vec<bool
 /// When the file cannot be written.
 pub fn save(mem: &[u8], resident_only: bool, path: &Path) -> Result<MemoryFile, SnapshotError> {
     let len = mem.len();
-    let fail = |source| SnapshotError::Io {
+    let fail = |cause| SnapshotError::Io {
         what: format!("writing {}", path.display()),
-        source,
+        cause,
     };
     let file = File::create(path).map_err(fail)?;
     file.set_len(len as u64).map_err(fail)?;
@@ -104,9 +104,9 @@ fn hex(bytes: &[u8]) -> String {
 /// # Errors
 /// [`SnapshotError::Corrupt`] when they differ, or the file cannot be read.
 pub fn verify(path: &Path, expected: &MemoryFile) -> Result<(), SnapshotError> {
-    let fail = |source| SnapshotError::Io {
+    let fail = |cause| SnapshotError::Io {
         what: format!("reading {}", path.display()),
-        source,
+        cause,
     };
     let mut file = File::open(path).map_err(fail)?;
     let size = file.metadata().map_err(fail)?.len();

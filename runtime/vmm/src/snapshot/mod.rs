@@ -47,13 +47,13 @@ pub const VERIFIED_STAMP: &str = "memory.verified";
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// A file could not be read or written.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
+        /// Why it failed (in the message, not as a separate cause: the
+        /// vCPU threads pass the message on as text).
+        cause: std::io::Error,
     },
     /// The directory is not a snapshot kiln can read.
     #[error("{path}: not a kiln snapshot ({why})")]
@@ -352,9 +352,9 @@ impl Coordinator {
         let path = &self.request.path;
         let tmp = temporary_dir(path);
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|source| SnapshotError::Io {
+        std::fs::create_dir_all(&tmp).map_err(|cause| SnapshotError::Io {
             what: format!("creating {}", tmp.display()),
-            source,
+            cause,
         })?;
         let result = (|| {
             // SAFETY: `host..host + len` is guest memory's one live
@@ -380,17 +380,17 @@ impl Coordinator {
             };
             let json = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {
                 what: "encoding the snapshot's state".into(),
-                source: std::io::Error::other(e),
+                cause: std::io::Error::other(e),
             })?;
-            crate::write_atomically(&tmp.join(STATE_FILE), &json).map_err(|source| {
+            crate::write_atomically(&tmp.join(STATE_FILE), &json).map_err(|cause| {
                 SnapshotError::Io {
                     what: format!("writing {}", tmp.join(STATE_FILE).display()),
-                    source,
+                    cause,
                 }
             })?;
-            std::fs::rename(&tmp, path).map_err(|source| SnapshotError::Io {
+            std::fs::rename(&tmp, path).map_err(|cause| SnapshotError::Io {
                 what: format!("moving the snapshot to {}", path.display()),
-                source,
+                cause,
             })?;
             Ok((memory.size, memory.data_bytes))
         })();
@@ -415,9 +415,9 @@ fn temporary_dir(path: &Path) -> PathBuf {
 /// [`SnapshotError`] naming what is wrong; nothing is resumed then.
 pub fn load(path: &Path) -> Result<SnapshotState, SnapshotError> {
     let state_path = path.join(STATE_FILE);
-    let bytes = std::fs::read(&state_path).map_err(|source| SnapshotError::Io {
+    let bytes = std::fs::read(&state_path).map_err(|cause| SnapshotError::Io {
         what: format!("reading {}", state_path.display()),
-        source,
+        cause,
     })?;
     let not = |why: String| SnapshotError::NotASnapshot {
         path: path.to_path_buf(),

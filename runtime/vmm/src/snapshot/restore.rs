@@ -37,6 +37,8 @@ pub struct RestoreConfig {
     pub stdin: InputSource,
     /// The host terminal, with `-t`.
     pub terminal: Option<std::os::fd::RawFd>,
+    /// How guest memory comes from the memory file.
+    pub memory: vstate::memory::SnapshotMemory,
 }
 
 /// The interrupt flag in RFLAGS.
@@ -74,16 +76,21 @@ pub fn restore(
         .into());
     }
     let memory_path = config.path.join(MEMORY_FILE);
-    let memory_file = std::fs::File::open(&memory_path).map_err(|source| SnapshotError::Io {
+    let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
         what: format!("opening {}", memory_path.display()),
-        source,
+        cause,
     })?;
     let vm = hv
         .kvm()
         .create_vm()
         .map_err(KvmError::ioctl("KVM_CREATE_VM"))?;
-    let layout =
-        vstate::memory::map_snapshot_memory(&vm, &memory_file, state.memory.size, state.ram_size)?;
+    let layout = vstate::memory::map_snapshot_memory(
+        &vm,
+        &memory_file,
+        state.memory.size,
+        state.ram_size,
+        config.memory,
+    )?;
     drop(memory_file);
     vstate::irqchip::create_local_apic(&vm)?;
     let vcpus = (0..count)

@@ -359,19 +359,34 @@ fn share_ram(host: *mut u8, size: u64) -> Result<std::fs::File, MemoryError> {
     Ok(file)
 }
 
-/// Guest memory of `size` bytes mapped private from a snapshot's memory
-/// file: the guest reads the file's pages (shared through the host's page
-/// cache with every VM restored from it) until it writes one, which then
-/// becomes this VM's own copy. `ram_size` is where RAM ends. Registered
-/// with the VM as its one slot.
+/// How a restored VM gets its memory from the snapshot's file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotMemory {
+    /// Mapped private from the file: the guest reads the file's pages
+    /// (shared through the host's page cache with every VM restored from
+    /// it) until it writes one, which then becomes this VM's own copy.
+    /// Nothing is read up front, but each page the guest first touches
+    /// costs an exit (4 KiB at a time).
+    #[default]
+    Shared,
+    /// Copied into the VM's own anonymous, huge-page-backed memory at
+    /// restore (only the file's data): no sharing between clones, but the
+    /// guest then runs as fast as a booted one.
+    Copy,
+}
+
+/// Guest memory of `size` bytes from a snapshot's memory file, `how` says
+/// how. `ram_size` is where RAM ends. Registered with the VM as its one
+/// slot.
 ///
 /// # Errors
-/// When the file cannot be mapped or KVM refuses the slot.
+/// When the file cannot be mapped or read, or KVM refuses the slot.
 pub fn map_snapshot_memory(
     vm: &VmFd,
     file: &std::fs::File,
     size: u64,
     ram_size: u64,
+    how: SnapshotMemory,
 ) -> Result<GuestMemoryLayout, MemoryError> {
     use std::os::fd::AsRawFd;
     let max = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB;
@@ -383,6 +398,19 @@ pub fn map_snapshot_memory(
         });
     }
     let host_mapping = HostMapping::new(size as usize)?;
+    if how == SnapshotMemory::Copy {
+        // SAFETY: madvise on the anonymous mapping just made changes no
+        // contents; it lets the host back it with huge pages.
+        unsafe { libc::madvise(host_mapping.addr.cast(), size as usize, libc::MADV_HUGEPAGE) };
+        // SAFETY: the mapping was just made, read-write, `size` bytes, and
+        // nothing else refers to it yet.
+        let target = unsafe { std::slice::from_raw_parts_mut(host_mapping.addr, size as usize) };
+        read_data_extents(file, target).map_err(|source| MemoryError::MapModule {
+            name: "the snapshot's memory file".into(),
+            source,
+        })?;
+        return register_snapshot_memory(vm, host_mapping, size, ram_size);
+    }
     // SAFETY: the range is the anonymous mapping just made (owned by
     // `host_mapping`); MAP_FIXED replaces it with a private mapping of the
     // snapshot's file, which the mapping keeps referenced after `file` is
@@ -403,8 +431,46 @@ pub fn map_snapshot_memory(
             source: std::io::Error::last_os_error(),
         });
     }
-    // SAFETY: as above: the private file mapping lives as long as
-    // `host_mapping`, which the layout (and with it `mem`) owns.
+    register_snapshot_memory(vm, host_mapping, size, ram_size)
+}
+
+/// Reads the data of `file` (its holes are zero, as `target` already is)
+/// into `target`.
+fn read_data_extents(file: &std::fs::File, target: &mut [u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let size = target.len() as u64;
+    let seek = |from: u64, whence| {
+        // SAFETY: lseek on a descriptor `file` owns; no memory involved.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+        (at >= 0).then_some(at as u64)
+    };
+    let mut at = 0;
+    while at < size {
+        let Some(data) = seek(at, libc::SEEK_DATA) else {
+            break;
+        };
+        let end = seek(data, libc::SEEK_HOLE).unwrap_or(size).min(size);
+        if data >= end {
+            break;
+        }
+        file.read_exact_at(&mut target[data as usize..end as usize], data)?;
+        at = end;
+    }
+    Ok(())
+}
+
+/// Registers a snapshot's guest memory (the host mapping, filled or
+/// mapped) as the VM's one slot.
+fn register_snapshot_memory(
+    vm: &VmFd,
+    host_mapping: HostMapping,
+    size: u64,
+    ram_size: u64,
+) -> Result<GuestMemoryLayout, MemoryError> {
+    // SAFETY: the mapping (anonymous, or the snapshot's file mapped private
+    // over it) lives as long as `host_mapping`, which the layout (and with
+    // it `mem`) owns.
     let region = unsafe {
         MmapRegion::<()>::build_raw(
             host_mapping.addr,

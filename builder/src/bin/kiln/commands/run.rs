@@ -19,6 +19,15 @@ pub enum Pull {
     Never,
 }
 
+/// `--snapshot-memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotMemoryArg {
+    /// Map the memory file, shared by every resumed VM
+    Shared,
+    /// Copy its data into the VM's own memory
+    Copy,
+}
+
 /// Boot an image and run its program.
 #[derive(clap::Args)]
 #[command(
@@ -64,6 +73,10 @@ pub struct Args {
     /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats and --user apply; the rest is the snapshot's
     #[arg(long, value_name = "DIR", conflicts_with_all = ["snapshot_at", "args", "env", "memory"])]
     from_snapshot: Option<std::path::PathBuf>,
+
+    /// How --from-snapshot gets guest memory: `shared` maps the snapshot's memory file (nothing read up front, pages shared by every VM resumed from it, but each page the guest first touches costs an exit), `copy` reads its data into the VM's own huge-page memory (the guest runs at full speed at once, no sharing)
+    #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW", requires = "from_snapshot")]
+    snapshot_memory: SnapshotMemoryArg,
 
     /// When to pull a REF with a registry: when it is not in the local store,
     /// always (to pick up a moved tag), or never
@@ -122,6 +135,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         vsock: args.run.vsock.clone(),
         disks: args.run.disks.clone(),
         volumes: args.run.volumes.clone(),
+        snapshot_memory: Default::default(),
         snapshot: args
             .snapshot_at
             .zip(args.snapshot_to.clone())
@@ -158,6 +172,10 @@ fn resume(
         user: args.run.user,
         stdin: console.stdin,
         terminal: console.terminal,
+        snapshot_memory: match args.snapshot_memory {
+            SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
+            SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,
+        },
         ..RunOptions::default()
     };
     let report = run::restore(snapshot, parts.as_ref(), &opts, start);
