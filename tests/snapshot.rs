@@ -275,3 +275,63 @@ fn snapshots_kiln_cannot_take_are_refused_before_the_vm_starts() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn kiln_snapshot_saves_a_running_loop_that_resumes_where_it_stopped() {
+    if !kvm_or_skip("kiln_snapshot_saves_a_running_loop") {
+        return;
+    }
+    use std::io::BufRead;
+    let (dir, image) = common::built_image("snapshot-signal", "busybox-sh");
+    let snapshot = dir.join("snap");
+    let script = "i=0; while [ $i -lt 40 ]; do echo $i; i=$((i+1)); sleep 0.05; done";
+    let mut child = kiln()
+        .arg("run")
+        .args(["--snapshot-at", "SIGUSR2", "--snapshot-to"])
+        .arg(&snapshot)
+        .arg(&image)
+        .args(["--", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kiln runs");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line == "3";
+        before.push(line);
+        if done {
+            break;
+        }
+    }
+    let asked = kiln()
+        .arg("snapshot")
+        .arg(child.id().to_string())
+        .output()
+        .unwrap();
+    let asked = ok(asked, "kiln snapshot");
+    assert_eq!(stdout(&asked).trim(), snapshot.to_str().unwrap());
+    before.extend(lines.map(Result::unwrap));
+    let taken = child.wait_with_output().unwrap();
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    let out = ok(resume(&snapshot, &[]), "resume");
+    let after: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    // Every number once, in order: what the first VM printed, then what
+    // the resumed one printed.
+    let all: Vec<String> = before.into_iter().chain(after).collect();
+    let expected: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    assert_eq!(all, expected);
+    // A run without --snapshot-at SIGUSR2 is not signalled.
+    let refused = kiln()
+        .arg("snapshot")
+        .arg(std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert_ne!(status(&refused), 0);
+    assert!(
+        stderr(&refused).contains("not a `kiln run`"),
+        "{}",
+        stderr(&refused)
+    );
+}

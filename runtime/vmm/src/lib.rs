@@ -456,11 +456,13 @@ pub(crate) fn setup_vcpu(
     Ok(())
 }
 
-/// The host side of the guest's console devices, and its vsock device.
-pub(crate) struct ConsoleSetup {
+/// The host side of the guest's console devices, its vsock device, and
+/// the irqfd a snapshot signal raises (`snapshot::catch_signal`).
+pub(crate) struct ConsoleSetup<'a> {
     pub(crate) stdin: InputSource,
     pub(crate) terminal: Option<std::os::fd::RawFd>,
     pub(crate) vsock: Option<cli::VsockSpec>,
+    pub(crate) snapshot_irq: Option<&'a EventFd>,
 }
 
 /// The VM's virtio devices: standard input and output (and everything on a
@@ -469,7 +471,7 @@ pub(crate) struct ConsoleSetup {
 pub(crate) fn create_devices(
     vm: &kvm_ioctls::VmFd,
     mem: &vm_memory::GuestMemoryMmap,
-    console: &ConsoleSetup,
+    console: &ConsoleSetup<'_>,
     network: Option<&mut net::Network>,
     disks: Vec<devices::virtio::block::Disk>,
     volumes: Vec<(devices::virtio::fs::Virtiofsd, String)>,
@@ -575,7 +577,7 @@ pub(crate) fn create_devices(
         });
         irqfds.push((vstate::irq::FIRST_GSI + i as u32, vector, interrupt));
     }
-    let routes: Vec<vstate::irq::MsiRoute<'_>> = irqfds
+    let mut routes: Vec<vstate::irq::MsiRoute<'_>> = irqfds
         .iter()
         .map(|(gsi, vector, interrupt)| vstate::irq::MsiRoute {
             gsi: *gsi,
@@ -583,6 +585,14 @@ pub(crate) fn create_devices(
             irqfd: interrupt.irqfd(),
         })
         .collect();
+    if let Some(irqfd) = console.snapshot_irq {
+        // The snapshot signal's interrupt, to vCPU 0 (`snapshot::catch_signal`).
+        routes.push(vstate::irq::MsiRoute {
+            gsi: vstate::irq::FIRST_GSI + routes.len() as u32,
+            vector: u32::from(kiln_boot::snapshot::VECTOR),
+            irqfd,
+        });
+    }
     vstate::irq::route_msis(vm, &routes)?;
     Ok((bus, served, table))
 }
@@ -627,9 +637,9 @@ pub fn run(
     if config.init {
         cmdline.push_str(" kiln.init=1");
     }
-    if let Some(request) = &config.snapshot {
+    if let Some(option) = config.snapshot.as_ref().and_then(|r| r.at.kernel_option()) {
         cmdline.push_str(" kiln.snapshot_at=");
-        cmdline.push_str(request.at.kernel_option());
+        cmdline.push_str(option);
     }
     for option in net::common_kernel_options(&config.net, network.as_ref()) {
         if !cmdline.is_empty() {
@@ -699,6 +709,12 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
+    let snapshot_irq = match config.snapshot.as_ref().map(|r| r.at) {
+        Some(snapshot::SnapshotPoint::Signal(_)) => {
+            Some(EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?)
+        }
+        _ => None,
+    };
     let (mmio, served, table) = create_devices(
         &vm,
         mem,
@@ -706,12 +722,22 @@ pub fn run(
             stdin: config.stdin,
             terminal: config.terminal,
             vsock: config.vsock.clone(),
+            snapshot_irq: snapshot_irq.as_ref(),
         },
         network.as_mut(),
         disks,
         volumes,
         shared_ram,
     )?;
+    if let (Some(irqfd), Some(snapshot::SnapshotPoint::Signal(signal))) = (
+        snapshot_irq.as_ref(),
+        config.snapshot.as_ref().map(|r| r.at),
+    ) {
+        snapshot::catch_signal(signal, irqfd).map_err(|cause| snapshot::SnapshotError::Io {
+            what: "catching the --snapshot-at signal".into(),
+            cause,
+        })?;
+    }
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {
@@ -756,7 +782,7 @@ pub fn run(
             usize::from(cpus),
         )
     });
-    launch(
+    let report = launch(
         Launch {
             vm,
             vcpu,
@@ -777,7 +803,11 @@ pub fn run(
             user: config.user,
             background_teardown: config.background_teardown,
         },
-    )
+    );
+    if snapshot_irq.is_some() {
+        snapshot::release_signal();
+    }
+    report
 }
 
 /// A VM ready to run: what [`launch`] takes over.

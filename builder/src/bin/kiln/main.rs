@@ -43,6 +43,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Boot an image in a micro-VM and run its program
     Run(Box<commands::run::Args>),
+    /// Save a running VM now (one started with --snapshot-at SIGUSR2)
+    Snapshot(commands::snapshot::Args),
     /// Write an image's root file system as a tar archive, or the image as an OCI layout
     Export(commands::export::Args),
     /// Copy an image from an OCI image layout or a .kiln file into the local store
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Run(args) => commands::run::run(*args, start),
+        Command::Snapshot(args) => commands::snapshot::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),

@@ -82,21 +82,30 @@ pub enum SnapshotError {
     Kvm(#[from] KvmError),
 }
 
-/// When the kernel asks for the snapshot (`--snapshot-at`).
+/// When the snapshot is taken (`--snapshot-at`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotPoint {
     /// Just before the program's first instruction.
     ProgramEntry,
     /// Right after the program's first output reached kiln.
     FirstOutput,
+    /// When kiln receives this signal (`kill -USR2 PID`, `kiln snapshot
+    /// PID`).
+    Signal(i32),
 }
 
+/// The signals `--snapshot-at` takes (SIGUSR1 is kiln's own, the others
+/// end or steer the run).
+const SNAPSHOT_SIGNALS: &[(&str, i32)] = &[("SIGUSR2", libc::SIGUSR2)];
+
 impl SnapshotPoint {
-    /// The `kiln.snapshot_at=` value.
-    pub fn kernel_option(self) -> &'static str {
+    /// The `kiln.snapshot_at=` value, for the points the kernel itself
+    /// notices.
+    pub fn kernel_option(self) -> Option<&'static str> {
         match self {
-            SnapshotPoint::ProgramEntry => kiln_boot::snapshot::at::PROGRAM_ENTRY,
-            SnapshotPoint::FirstOutput => kiln_boot::snapshot::at::FIRST_OUTPUT,
+            SnapshotPoint::ProgramEntry => Some(kiln_boot::snapshot::at::PROGRAM_ENTRY),
+            SnapshotPoint::FirstOutput => Some(kiln_boot::snapshot::at::FIRST_OUTPUT),
+            SnapshotPoint::Signal(_) => None,
         }
     }
 }
@@ -108,11 +117,66 @@ impl std::str::FromStr for SnapshotPoint {
         match s {
             kiln_boot::snapshot::at::PROGRAM_ENTRY => Ok(SnapshotPoint::ProgramEntry),
             kiln_boot::snapshot::at::FIRST_OUTPUT => Ok(SnapshotPoint::FirstOutput),
-            _ => Err(format!(
-                "{s:?} is not a snapshot point (program-entry or first-output)"
-            )),
+            _ => {
+                let name = s.to_ascii_uppercase();
+                let name = if name.starts_with("SIG") {
+                    name
+                } else {
+                    format!("SIG{name}")
+                };
+                SNAPSHOT_SIGNALS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|&(_, signal)| SnapshotPoint::Signal(signal))
+                    .ok_or_else(|| {
+                        format!("{s:?} is not a snapshot point (program-entry, first-output or SIGUSR2)")
+                    })
+            }
         }
     }
+}
+
+/// The irqfd a snapshot signal writes: KVM turns it into the snapshot
+/// interrupt (`kiln_boot::snapshot::VECTOR`) for vCPU 0, whose kernel then
+/// parks every vCPU.
+static SIGNAL_IRQFD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_snapshot_signal(_signal: libc::c_int) {
+    let fd = SIGNAL_IRQFD.load(std::sync::atomic::Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; 8 bytes from a local.
+        unsafe { libc::write(fd, std::ptr::addr_of!(one).cast(), 8) };
+    }
+}
+
+/// Stops a snapshot signal from writing the irqfd (the VM is gone; the
+/// signal's handler stays, doing nothing).
+pub fn release_signal() {
+    SIGNAL_IRQFD.store(-1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes `signal` raise the snapshot interrupt through `irqfd` (routed to
+/// vCPU 0 by the caller).
+///
+/// # Errors
+/// When the handler cannot be installed.
+pub fn catch_signal(signal: i32, irqfd: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    SIGNAL_IRQFD.store(irqfd.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: installs a handler that only writes to an eventfd; the
+    // sigaction structure is fully initialised.
+    let rc = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_snapshot_signal as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A snapshot to take during a run.

@@ -120,6 +120,7 @@ pub fn restore(
             stdin: config.stdin,
             terminal: config.terminal,
             vsock: None,
+            snapshot_irq: None,
         },
         None,
         Vec::new(),

@@ -11,6 +11,7 @@ pub mod pull;
 pub mod push;
 pub mod rmi;
 pub mod run;
+pub mod snapshot;
 
 use std::path::Path;
 
