@@ -242,8 +242,8 @@ fn snapshots_kiln_cannot_take_are_refused_before_the_vm_starts() {
         f
     };
     let args = ["sh", "-c", "echo ran"];
-    // A network (or a disk, a volume, vsock) is not saved yet.
-    let f = flags(&["--net", "user"]);
+    // A tap network (or a disk, a volume, vsock) is not saved yet.
+    let f = flags(&["--net", "tap"]);
     let out = run(
         &image,
         &f.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -334,4 +334,96 @@ fn kiln_snapshot_saves_a_running_loop_that_resumes_where_it_stopped() {
         "{}",
         stderr(&refused)
     );
+}
+
+/// GETs `/` from `127.0.0.1:port` with curl, retrying for up to 20 s;
+/// the body.
+fn fetch(port: u16) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .expect("curl runs (Debian package curl)");
+        if status(&out) == 0 && !out.stdout.is_empty() {
+            return stdout(&out);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {port} never answered: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Ends a `kiln run` as a user would (SIGTERM) and waits for it.
+fn stop(child: std::process::Child) -> Output {
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_server_resumed_twice_from_one_snapshot_answers_on_each_published_port() {
+    if !kvm_or_skip("a_server_resumed_twice_from_one_snapshot") {
+        return;
+    }
+    common::require_tool("nginx", "nginx-light");
+    common::require_tool("curl", "curl");
+    common::require_tool("passt", "passt");
+    let (dir, image) = common::built_image("snapshot-server", "httpd");
+    let snapshot = dir.join("snap");
+    let port = common::free_port();
+    let quiet = || std::process::Stdio::null();
+    let server = kiln()
+        .arg("run")
+        .args(["--net", "user", "-p", &format!("{port}:80")])
+        .args(["--snapshot-at", "SIGUSR2", "--snapshot-to"])
+        .arg(&snapshot)
+        .arg(&image)
+        .stdout(quiet())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kiln runs");
+    let page = fetch(port);
+    assert!(page.contains("kiln"), "{page}");
+    ok(
+        kiln()
+            .arg("snapshot")
+            .arg(server.id().to_string())
+            .output()
+            .unwrap(),
+        "kiln snapshot",
+    );
+    let taken = server.wait_with_output().unwrap();
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    // Two clones at once, each on a port of its own; the nginx in each
+    // answers as the saved one did (its TCP state, workers and page cache
+    // came with the snapshot; passt is new and learns the NIC's address
+    // from the gratuitous ARP kiln sends for the guest).
+    let ports = [common::free_port(), common::free_port()];
+    let clones: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            kiln()
+                .arg("run")
+                .arg("--from-snapshot")
+                .arg(&snapshot)
+                .args(["-p", &format!("{p}:80"), "--timeout", "60"])
+                .stdout(quiet())
+                .stderr(quiet())
+                .spawn()
+                .expect("kiln runs")
+        })
+        .collect();
+    for p in ports {
+        assert_eq!(fetch(p), page);
+    }
+    for clone in clones {
+        let out = stop(clone);
+        // SIGTERM ends the guest: 128 + 15, as docker run reports it.
+        assert_eq!(status(&out), 143);
+    }
 }

@@ -318,8 +318,8 @@ fn image_identity(parts: &ImageParts) -> String {
 
 /// Resumes the snapshot at `path` (`kiln run --from-snapshot`); with
 /// `parts`, the snapshot must come from that image. Of `opts`, standard
-/// input, the terminal, the timeout, `--stats` and `--user` apply (the
-/// rest was fixed when the snapshot was taken).
+/// input, the terminal, the timeout, `--stats`, `--user` and `-p` apply
+/// (the rest was fixed when the snapshot was taken).
 ///
 /// # Errors
 /// [`RunError`]; a snapshot that is corrupt or comes from another image or
@@ -341,6 +341,7 @@ pub fn restore(
         stdin: opts.stdin,
         terminal: opts.terminal,
         memory: opts.snapshot_memory,
+        publish: (!opts.net.publish.is_empty()).then(|| opts.net.publish.clone()),
     };
     let timings = Timings::new(start);
     let hv = Hypervisor::open()?;

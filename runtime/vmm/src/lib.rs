@@ -456,13 +456,16 @@ pub(crate) fn setup_vcpu(
     Ok(())
 }
 
-/// The host side of the guest's console devices, its vsock device, and
-/// the irqfd a snapshot signal raises (`snapshot::catch_signal`).
+/// The host side of the guest's console devices, its vsock device, the
+/// irqfd a snapshot signal raises (`snapshot::catch_signal`), and the
+/// NIC's address.
 pub(crate) struct ConsoleSetup<'a> {
     pub(crate) stdin: InputSource,
     pub(crate) terminal: Option<std::os::fd::RawFd>,
     pub(crate) vsock: Option<cli::VsockSpec>,
     pub(crate) snapshot_irq: Option<&'a EventFd>,
+    /// The NIC's MAC address.
+    pub(crate) mac: [u8; 6],
 }
 
 /// The VM's virtio devices: standard input and output (and everything on a
@@ -494,7 +497,7 @@ pub(crate) fn create_devices(
     ];
     if let Some(n) = network {
         if let Some(backend) = n.backend.take() {
-            let nic = devices::virtio::net::Net::new(backend, net::random_mac(), n.mtu);
+            let nic = devices::virtio::net::Net::new(backend, console.mac, n.mtu);
             list.push((Box::new(nic), kiln_boot::role::DEFAULT));
         }
     }
@@ -709,6 +712,17 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
+    let mac = net::random_mac();
+    let saved_net = match (&network, config.snapshot.is_some()) {
+        (Some(n), true) => Some(snapshot::SavedNet {
+            address: n.guest.v4.to_string(),
+            gateway: n.guest.gw4.to_string(),
+            dns: n.guest.dns.iter().map(ToString::to_string).collect(),
+            publish: config.net.publish.iter().map(ToString::to_string).collect(),
+            mac,
+        }),
+        _ => None,
+    };
     let snapshot_irq = match config.snapshot.as_ref().map(|r| r.at) {
         Some(snapshot::SnapshotPoint::Signal(_)) => {
             Some(EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?)
@@ -723,6 +737,7 @@ pub fn run(
             terminal: config.terminal,
             vsock: config.vsock.clone(),
             snapshot_irq: snapshot_irq.as_ref(),
+            mac,
         },
         network.as_mut(),
         disks,
@@ -778,6 +793,7 @@ pub fn run(
                 ram_size: memory_size,
                 kernel_entry: kernel.entry,
                 anonymous_memory: !config.share_image && layout.ram_file.is_none(),
+                net: saved_net,
             },
             usize::from(cpus),
         )
@@ -983,8 +999,8 @@ fn check_snapshot_request(
     request: &snapshot::SnapshotRequest,
 ) -> Result<(), VmmError> {
     let mut devices = Vec::new();
-    if config.net.mode != net::Mode::None {
-        devices.push("a network");
+    if matches!(config.net.mode, net::Mode::Tap { .. }) {
+        devices.push("a tap network (user networking, --net user, can be saved)");
     }
     if !config.disks.is_empty() {
         devices.push("a --disk");
@@ -997,7 +1013,7 @@ fn check_snapshot_request(
     }
     if !devices.is_empty() {
         return Err(snapshot::SnapshotError::Unsupported(format!(
-            "it has {} (snapshots hold the console and entropy devices only so far)",
+            "it has {} (snapshots hold the console, entropy and user-network devices so far)",
             devices.join(" and ")
         ))
         .into());

@@ -203,6 +203,23 @@ pub struct SavedDevice {
     pub transport: SavedTransport,
 }
 
+/// The network of a saved VM (user networking through passt), to bring
+/// up again at restore: the guest's addresses and NIC stay as they were.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedNet {
+    /// The guest's IPv4 address and prefix.
+    pub address: String,
+    /// Its IPv4 gateway.
+    pub gateway: String,
+    /// Its name servers.
+    pub dns: Vec<String>,
+    /// The ports it published (`-p`), used again unless the resuming
+    /// command gives its own.
+    pub publish: Vec<String>,
+    /// The NIC's MAC address.
+    pub mac: [u8; 6],
+}
+
 /// `state.json`.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct SnapshotState {
@@ -226,6 +243,8 @@ pub struct SnapshotState {
     pub vcpus: Vec<Option<VcpuState>>,
     /// The virtio devices, in bus order.
     pub devices: Vec<SavedDevice>,
+    /// The network, when the VM had one.
+    pub net: Option<SavedNet>,
     /// The memory file.
     pub memory: MemoryFile,
 }
@@ -254,6 +273,8 @@ pub struct VmFacts {
     /// Guest memory is anonymous (pages the host never had are zero), not
     /// a file mapping.
     pub anonymous_memory: bool,
+    /// The network.
+    pub net: Option<SavedNet>,
 }
 
 /// Where the parked vCPUs of one VM meet.
@@ -440,6 +461,7 @@ impl Coordinator {
                 kernel_entry: self.facts.kernel_entry,
                 vcpus,
                 devices,
+                net: self.facts.net.clone(),
                 memory: memory.clone(),
             };
             let json = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {

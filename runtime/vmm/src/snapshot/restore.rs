@@ -39,6 +39,49 @@ pub struct RestoreConfig {
     pub terminal: Option<std::os::fd::RawFd>,
     /// How guest memory comes from the memory file.
     pub memory: vstate::memory::SnapshotMemory,
+    /// Ports to publish instead of the snapshot's (`-p`; `None`: the
+    /// snapshot's).
+    pub publish: Option<Vec<crate::net::PortMap>>,
+}
+
+/// The network spec that brings a saved VM's user network up again.
+fn network_spec(
+    saved: &super::SavedNet,
+    publish: Option<&[crate::net::PortMap]>,
+) -> Result<crate::net::NetSpec, SnapshotError> {
+    let bad = |what: &str, value: &str| {
+        SnapshotError::Unsupported(format!("the snapshot's network has a bad {what} {value:?}"))
+    };
+    let publish = match publish {
+        Some(p) => p.to_vec(),
+        None => saved
+            .publish
+            .iter()
+            .map(|p| p.parse().map_err(|_| bad("published port", p)))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(crate::net::NetSpec {
+        mode: crate::net::Mode::User,
+        address: Some(
+            saved
+                .address
+                .parse()
+                .map_err(|_| bad("address", &saved.address))?,
+        ),
+        gateway: Some(
+            saved
+                .gateway
+                .parse()
+                .map_err(|_| bad("gateway", &saved.gateway))?,
+        ),
+        dns: saved
+            .dns
+            .iter()
+            .map(|d| d.parse().map_err(|_| bad("name server", d)))
+            .collect::<Result<_, _>>()?,
+        publish,
+        ..crate::net::NetSpec::default()
+    })
 }
 
 /// The interrupt flag in RFLAGS.
@@ -75,6 +118,16 @@ pub fn restore(
         }
         .into());
     }
+    // The network first: a taken port is refused before anything starts.
+    let mut network = match &state.net {
+        Some(saved) => {
+            crate::net::Network::start(&network_spec(saved, config.publish.as_deref())?)?
+        }
+        None if config.publish.as_ref().is_some_and(|p| !p.is_empty()) => {
+            return Err(crate::net::NetError::PublishWithoutNetwork.into())
+        }
+        None => None,
+    };
     let memory_path = config.path.join(MEMORY_FILE);
     let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
         what: format!("opening {}", memory_path.display()),
@@ -121,15 +174,16 @@ pub fn restore(
             terminal: config.terminal,
             vsock: None,
             snapshot_irq: None,
+            mac: state.net.as_ref().map_or([0; 6], |n| n.mac),
         },
-        None,
+        network.as_mut(),
         Vec::new(),
         Vec::new(),
         None,
     )?;
     if mmio.devices.len() != state.devices.len() {
         return Err(SnapshotError::Unsupported(format!(
-            "the snapshot has {} virtio devices; kiln restores the console and entropy devices only ({})",
+            "the snapshot has {} virtio devices; kiln restores the console, entropy and user-network devices only ({})",
             state.devices.len(),
             mmio.devices.len()
         ))
@@ -139,6 +193,16 @@ pub fn restore(
         devices::lock(&device.transport)
             .restore(&saved.transport)
             .map_err(|e| SnapshotError::Unsupported(e.to_string()))?;
+    }
+    if let Some(net) = &network {
+        if let std::net::IpAddr::V4(ip) = net.guest.v4.addr {
+            for device in &mmio.devices {
+                devices::lock(&device.transport)
+                    .device_mut()
+                    .announce(ip)
+                    .map_err(VmmError::Devices)?;
+            }
+        }
     }
     let started: Vec<bool> = state.vcpus.iter().map(Option::is_some).collect();
     for (i, (vcpu, saved)) in vcpus.iter().zip(&state.vcpus).enumerate() {
@@ -184,7 +248,7 @@ pub fn restore(
         path: config.path.clone(),
         why: "no vCPU".into(),
     })?;
-    crate::launch(
+    let report = crate::launch(
         crate::Launch {
             vm,
             vcpu,
@@ -205,5 +269,8 @@ pub fn restore(
             user: config.user,
             background_teardown: config.background_teardown,
         },
-    )
+    );
+    // passt (and its published ports) stay up to the VM's end.
+    drop(network);
+    report
 }

@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, requires = "snapshot_at")]
     leave_running: bool,
 
-    /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats and --user apply; the rest is the snapshot's
+    /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user and -p (instead of the snapshot's published ports) apply; the rest is the snapshot's
     #[arg(long, value_name = "DIR", conflicts_with_all = ["snapshot_at", "args", "env", "memory"])]
     from_snapshot: Option<std::path::PathBuf>,
 
@@ -172,6 +172,7 @@ fn resume(
         user: args.run.user,
         stdin: console.stdin,
         terminal: console.terminal,
+        net: args.run.net.clone(),
         snapshot_memory: match args.snapshot_memory {
             SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
             SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,

@@ -243,6 +243,18 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device: it drops its queues.
     fn reset(&mut self);
 
+    /// The VM was resumed from a snapshot with `ipv4` as the guest's
+    /// address: a NIC tells its new backend the guest's MAC (a gratuitous
+    /// ARP, as a migrated VM announces itself), since the guest sends
+    /// nothing by itself until it has something to say.
+    ///
+    /// # Errors
+    /// When the backend refuses the frame.
+    fn announce(&mut self, ipv4: std::net::Ipv4Addr) -> std::io::Result<()> {
+        let _ = ipv4;
+        Ok(())
+    }
+
     /// Its queues, while it runs, for a snapshot: `None` when the device
     /// keeps state a snapshot cannot carry yet (it then refuses to be
     /// saved). Devices that keep nothing but their queues return

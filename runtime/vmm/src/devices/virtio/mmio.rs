@@ -181,6 +181,11 @@ impl MmioTransport {
         self.device.as_ref()
     }
 
+    /// The device behind the window, to change.
+    pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {
+        self.device.as_mut()
+    }
+
     /// The device's interrupt.
     pub fn interrupt(&self) -> &Arc<Interrupt> {
         &self.interrupt

@@ -213,6 +213,25 @@ impl VirtioDevice for Net {
         self.tx_blocked = false;
     }
 
+    fn announce(&mut self, ipv4: std::net::Ipv4Addr) -> std::io::Result<()> {
+        let mut frame = Vec::with_capacity(42);
+        frame.extend_from_slice(&[0xff; 6]); // broadcast
+        frame.extend_from_slice(&self.mac);
+        frame.extend_from_slice(&0x0806u16.to_be_bytes()); // ARP
+        frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
+        frame.extend_from_slice(&self.mac);
+        frame.extend_from_slice(&ipv4.octets());
+        frame.extend_from_slice(&[0; 6]);
+        frame.extend_from_slice(&ipv4.octets());
+        self.backend.send(&frame).map(|_| ())
+    }
+
+    /// A frame held for the guest is not saved: like a frame lost on the
+    /// wire, the guest's TCP sends it again.
+    fn snapshot_queues(&self) -> Option<&[Queue]> {
+        self.active.as_ref().map(|a| a.queues.as_slice())
+    }
+
     fn process_queue(&mut self, index: usize) -> Result<(), QueueError> {
         match index {
             RX_QUEUE => {
