@@ -242,7 +242,7 @@ fn snapshots_kiln_cannot_take_are_refused_before_the_vm_starts() {
         f
     };
     let args = ["sh", "-c", "echo ran"];
-    // A tap network (or a disk, a volume, vsock) is not saved yet.
+    // A tap network (or a volume, vsock) is not saved yet.
     let f = flags(&["--net", "tap"]);
     let out = run(
         &image,
@@ -426,4 +426,52 @@ fn a_server_resumed_twice_from_one_snapshot_answers_on_each_published_port() {
         // SIGTERM ends the guest: 128 + 15, as docker run reports it.
         assert_eq!(status(&out), 143);
     }
+}
+
+#[test]
+fn disks_come_back_unchanged_or_as_copies_made_with_the_snapshot() {
+    if !kvm_or_skip("disks_come_back_unchanged_or_as_copies") {
+        return;
+    }
+    let (dir, image) = common::built_image("snapshot-disk", "busybox-sh");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![b'.'; 1 << 20]).unwrap();
+    let snapshot = dir.join("snap");
+    // After the snapshot the program writes to its disk and reads it back.
+    let script = "echo ready; echo written > /dev/vda; head -c 7 /dev/vda; echo";
+    let out = run(
+        &image,
+        &[
+            "--disk",
+            disk.to_str().unwrap(),
+            "--snapshot-at",
+            "first-output",
+            "--snapshot-to",
+            snapshot.to_str().unwrap(),
+        ],
+        &["sh", "-c", script],
+    );
+    assert_eq!(stdout(&ok(out, "snapshot with a disk")), "ready\n");
+    // A copy of the disk as it was at the snapshot, for a second resume.
+    let copy = dir.join("copy.img");
+    std::fs::copy(&disk, &copy).unwrap();
+    let out = ok(resume(&snapshot, &[]), "resume with the snapshot's disk");
+    assert_eq!(stdout(&out), "written\n");
+    assert!(std::fs::read(&disk).unwrap().starts_with(b"written\n"));
+    // The disk changed since: refused, unless a copy is given.
+    let out = resume(&snapshot, &[]);
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("changed since the snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    let out = resume(&snapshot, &["--disk", copy.to_str().unwrap()]);
+    assert_eq!(stdout(&ok(out, "resume with a copy")), "written\n");
+    // A disk of another size is refused.
+    let small = dir.join("small.img");
+    std::fs::write(&small, b"tiny").unwrap();
+    let out = resume(&snapshot, &["--disk", small.to_str().unwrap()]);
+    assert_ne!(status(&out), 0);
+    assert!(stderr(&out).contains("holds 4 bytes"), "{}", stderr(&out));
 }

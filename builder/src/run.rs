@@ -318,8 +318,9 @@ fn image_identity(parts: &ImageParts) -> String {
 
 /// Resumes the snapshot at `path` (`kiln run --from-snapshot`); with
 /// `parts`, the snapshot must come from that image. Of `opts`, standard
-/// input, the terminal, the timeout, `--stats`, `--user` and `-p` apply
-/// (the rest was fixed when the snapshot was taken).
+/// input, the terminal, the timeout, `--stats`, `--user`, `-p` and
+/// `--disk` (copies of the snapshot's disks) apply (the rest was fixed
+/// when the snapshot was taken).
 ///
 /// # Errors
 /// [`RunError`]; a snapshot that is corrupt or comes from another image or
@@ -342,6 +343,7 @@ pub fn restore(
         terminal: opts.terminal,
         memory: opts.snapshot_memory,
         publish: (!opts.net.publish.is_empty()).then(|| opts.net.publish.clone()),
+        disks: opts.disks.clone(),
     };
     let timings = Timings::new(start);
     let hv = Hypervisor::open()?;

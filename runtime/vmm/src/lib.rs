@@ -785,19 +785,32 @@ pub fn run(
     let tsc = arch::guest_tsc(&vcpu).unwrap_or(0);
     bootinfo::finish(mem, info, realtime, tsc)?;
 
-    let coordinator = config.snapshot.clone().map(|request| {
-        snapshot::Coordinator::new(
-            request,
-            snapshot::VmFacts {
-                flavour,
-                ram_size: memory_size,
-                kernel_entry: kernel.entry,
-                anonymous_memory: !config.share_image && layout.ram_file.is_none(),
-                net: saved_net,
-            },
-            usize::from(cpus),
-        )
-    });
+    let coordinator = match config.snapshot.clone() {
+        Some(request) => {
+            let disks = config
+                .disks
+                .iter()
+                .map(snapshot::SavedDisk::of)
+                .collect::<Result<_, _>>()
+                .map_err(|cause| snapshot::SnapshotError::Io {
+                    what: "examining the disks for the snapshot".into(),
+                    cause,
+                })?;
+            Some(snapshot::Coordinator::new(
+                request,
+                snapshot::VmFacts {
+                    flavour,
+                    ram_size: memory_size,
+                    kernel_entry: kernel.entry,
+                    anonymous_memory: !config.share_image && layout.ram_file.is_none(),
+                    net: saved_net,
+                    disks,
+                },
+                usize::from(cpus),
+            ))
+        }
+        None => None,
+    };
     let report = launch(
         Launch {
             vm,
@@ -1002,9 +1015,6 @@ fn check_snapshot_request(
     if matches!(config.net.mode, net::Mode::Tap { .. }) {
         devices.push("a tap network (user networking, --net user, can be saved)");
     }
-    if !config.disks.is_empty() {
-        devices.push("a --disk");
-    }
     if !config.volumes.is_empty() {
         devices.push("a volume");
     }
@@ -1013,7 +1023,7 @@ fn check_snapshot_request(
     }
     if !devices.is_empty() {
         return Err(snapshot::SnapshotError::Unsupported(format!(
-            "it has {} (snapshots hold the console, entropy and user-network devices so far)",
+            "it has {} (snapshots hold the console, entropy, user-network and disk devices so far)",
             devices.join(" and ")
         ))
         .into());

@@ -77,6 +77,9 @@ pub enum SnapshotError {
     /// This VM cannot be saved (yet).
     #[error("cannot snapshot this VM: {0}")]
     Unsupported(String),
+    /// The snapshot cannot be resumed as asked.
+    #[error("cannot resume the snapshot: {0}")]
+    Unresumable(String),
     /// KVM refused to read or restore a vCPU.
     #[error(transparent)]
     Kvm(#[from] KvmError),
@@ -220,6 +223,49 @@ pub struct SavedNet {
     pub mac: [u8; 6],
 }
 
+/// A disk of a saved VM (`--disk`): reopened at restore, and refused if
+/// it changed since (a resumed guest would find other bytes than the ones
+/// its program last read or wrote).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SavedDisk {
+    /// The disk file (absolute).
+    pub path: std::path::PathBuf,
+    /// Attached read-only.
+    pub read_only: bool,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (ns since the epoch) when the snapshot was
+    /// taken.
+    pub mtime_ns: i128,
+}
+
+impl SavedDisk {
+    /// The disk `spec` as it is now.
+    ///
+    /// # Errors
+    /// When it cannot be examined.
+    pub fn of(spec: &crate::devices::virtio::block::DiskSpec) -> std::io::Result<Self> {
+        let path = std::fs::canonicalize(&spec.path)?;
+        let (size, mtime_ns) = size_and_mtime(&path)?;
+        Ok(Self {
+            path,
+            read_only: spec.read_only,
+            size,
+            mtime_ns,
+        })
+    }
+}
+
+/// A file's size and modification time (ns since the epoch).
+pub fn size_and_mtime(path: &Path) -> std::io::Result<(u64, i128)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((
+        m.size(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    ))
+}
+
 /// `state.json`.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct SnapshotState {
@@ -245,6 +291,8 @@ pub struct SnapshotState {
     pub devices: Vec<SavedDevice>,
     /// The network, when the VM had one.
     pub net: Option<SavedNet>,
+    /// The disks, in /dev/vdX order.
+    pub disks: Vec<SavedDisk>,
     /// The memory file.
     pub memory: MemoryFile,
 }
@@ -275,6 +323,8 @@ pub struct VmFacts {
     pub anonymous_memory: bool,
     /// The network.
     pub net: Option<SavedNet>,
+    /// The disks.
+    pub disks: Vec<SavedDisk>,
 }
 
 /// Where the parked vCPUs of one VM meet.
@@ -393,6 +443,28 @@ impl Coordinator {
         }
     }
 
+    /// The disks as they are now (every vCPU parked: their last writes are
+    /// on the host's disk, so the modification time recorded is final
+    /// unless the VM goes on running).
+    fn current_disks(&self) -> Result<Vec<SavedDisk>, SnapshotError> {
+        self.facts
+            .disks
+            .iter()
+            .map(|d| {
+                let (size, mtime_ns) =
+                    size_and_mtime(&d.path).map_err(|cause| SnapshotError::Io {
+                        what: format!("examining disk {}", d.path.display()),
+                        cause,
+                    })?;
+                Ok(SavedDisk {
+                    size,
+                    mtime_ns,
+                    ..d.clone()
+                })
+            })
+            .collect()
+    }
+
     /// The snapshot written, once it is.
     pub fn saved(&self) -> Option<SavedSnapshot> {
         lock(&self.round).result.clone().and_then(Result::ok)
@@ -462,6 +534,7 @@ impl Coordinator {
                 vcpus,
                 devices,
                 net: self.facts.net.clone(),
+                disks: self.current_disks()?,
                 memory: memory.clone(),
             };
             let json = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {

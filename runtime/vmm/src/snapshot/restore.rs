@@ -42,6 +42,59 @@ pub struct RestoreConfig {
     /// Ports to publish instead of the snapshot's (`-p`; `None`: the
     /// snapshot's).
     pub publish: Option<Vec<crate::net::PortMap>>,
+    /// Disk files to attach instead of the snapshot's, in the same order
+    /// (`--disk`, each clone its own copy; empty: the snapshot's own).
+    pub disks: Vec<crate::devices::virtio::block::DiskSpec>,
+}
+
+/// The disks of a resumed VM, opened (and locked): the snapshot's own,
+/// unchanged since it was taken, or the caller's replacements of the same
+/// sizes.
+fn open_disks(
+    saved: &[super::SavedDisk],
+    replacements: &[crate::devices::virtio::block::DiskSpec],
+) -> Result<Vec<crate::devices::virtio::block::Disk>, VmmError> {
+    use crate::devices::virtio::block::{Disk, DiskSpec};
+    if !replacements.is_empty() && replacements.len() != saved.len() {
+        return Err(SnapshotError::Unresumable(format!(
+            "the snapshot has {} disks, {} --disk given",
+            saved.len(),
+            replacements.len()
+        ))
+        .into());
+    }
+    let mut disks = Vec::new();
+    for (i, s) in saved.iter().enumerate() {
+        let spec = match replacements.get(i) {
+            Some(r) => r.clone(),
+            None => DiskSpec {
+                path: s.path.clone(),
+                read_only: s.read_only,
+            },
+        };
+        let (size, mtime_ns) =
+            super::size_and_mtime(&spec.path).map_err(|cause| SnapshotError::Io {
+                what: format!("examining disk {}", spec.path.display()),
+                cause,
+            })?;
+        if size != s.size {
+            return Err(SnapshotError::Unresumable(format!(
+                "disk {} holds {size} bytes, the snapshot's held {}",
+                spec.path.display(),
+                s.size
+            ))
+            .into());
+        }
+        if replacements.is_empty() && mtime_ns != s.mtime_ns {
+            return Err(SnapshotError::Unresumable(format!(
+                "disk {} changed since the snapshot was taken (give each resumed VM a copy made then, with --disk)",
+                spec.path.display()
+            ))
+            .into());
+        }
+        disks.push(Disk::open(&spec)?);
+    }
+    Ok(disks)
 }
 
 /// The network spec that brings a saved VM's user network up again.
@@ -50,7 +103,7 @@ fn network_spec(
     publish: Option<&[crate::net::PortMap]>,
 ) -> Result<crate::net::NetSpec, SnapshotError> {
     let bad = |what: &str, value: &str| {
-        SnapshotError::Unsupported(format!("the snapshot's network has a bad {what} {value:?}"))
+        SnapshotError::Unresumable(format!("the snapshot's network has a bad {what} {value:?}"))
     };
     let publish = match publish {
         Some(p) => p.to_vec(),
@@ -124,10 +177,15 @@ pub fn restore(
             crate::net::Network::start(&network_spec(saved, config.publish.as_deref())?)?
         }
         None if config.publish.as_ref().is_some_and(|p| !p.is_empty()) => {
-            return Err(crate::net::NetError::PublishWithoutNetwork.into())
+            return Err(SnapshotError::Unresumable(
+                "-p: the snapshot's VM has no network (take it with --net user to publish ports)"
+                    .into(),
+            )
+            .into())
         }
         None => None,
     };
+    let disks = open_disks(&state.disks, &config.disks)?;
     let memory_path = config.path.join(MEMORY_FILE);
     let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
         what: format!("opening {}", memory_path.display()),
@@ -177,13 +235,13 @@ pub fn restore(
             mac: state.net.as_ref().map_or([0; 6], |n| n.mac),
         },
         network.as_mut(),
-        Vec::new(),
+        disks,
         Vec::new(),
         None,
     )?;
     if mmio.devices.len() != state.devices.len() {
-        return Err(SnapshotError::Unsupported(format!(
-            "the snapshot has {} virtio devices; kiln restores the console, entropy and user-network devices only ({})",
+        return Err(SnapshotError::Unresumable(format!(
+            "the snapshot has {} virtio devices; kiln made {} for it",
             state.devices.len(),
             mmio.devices.len()
         ))
@@ -192,7 +250,7 @@ pub fn restore(
     for (device, saved) in mmio.devices.iter().zip(&state.devices) {
         devices::lock(&device.transport)
             .restore(&saved.transport)
-            .map_err(|e| SnapshotError::Unsupported(e.to_string()))?;
+            .map_err(|e| SnapshotError::Unresumable(e.to_string()))?;
     }
     if let Some(net) = &network {
         if let std::net::IpAddr::V4(ip) = net.guest.v4.addr {

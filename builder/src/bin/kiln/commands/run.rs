@@ -70,8 +70,11 @@ pub struct Args {
     #[arg(long, requires = "snapshot_at")]
     leave_running: bool,
 
-    /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user and -p (instead of the snapshot's published ports) apply; the rest is the snapshot's
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["snapshot_at", "args", "env", "memory"])]
+    /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user, -p (instead of the snapshot's published ports) and --disk (a copy of each of the snapshot's disks, in order) apply; the rest is the snapshot's
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "snapshot_at", "args", "env", "memory", "cpus", "init", "trace_syscalls", "share_image",
+        "volumes", "vsock", "net", "ip", "gateway", "dns", "dns_search", "hostname", "pull",
+    ])]
     from_snapshot: Option<std::path::PathBuf>,
 
     /// How --from-snapshot gets guest memory: `shared` maps the snapshot's memory file (nothing read up front, pages shared by every VM resumed from it, but each page the guest first touches costs an exit), `copy` reads its data into the VM's own huge-page memory (the guest runs at full speed at once, no sharing)
@@ -173,6 +176,7 @@ fn resume(
         stdin: console.stdin,
         terminal: console.terminal,
         net: args.run.net.clone(),
+        disks: args.run.disks.clone(),
         snapshot_memory: match args.snapshot_memory {
             SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
             SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,
