@@ -233,21 +233,7 @@ pub fn create_guest_memory(
     // disabled simply keeps 4 KiB pages.
     // SAFETY: madvise on RAM's own range of the mapping changes no contents.
     unsafe { libc::madvise(host.cast(), ram_size as usize, libc::MADV_HUGEPAGE) };
-    let guest_region =
-        GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
-    let mem = GuestMemoryMmap::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
-    let desc = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: total,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: the mapping is owned by `mem`, which the caller keeps alive for
-    // as long as the VM exists (`run` drops the VM and vCPU first); it is
-    // the only slot, so nothing overlaps.
-    unsafe { vm.set_user_memory_region(desc) }
-        .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let mem = register(vm, region)?;
     Ok(GuestMemoryLayout {
         mem,
         ram_size,
@@ -257,6 +243,29 @@ pub fn create_guest_memory(
         ram_file,
         _host: host_mapping,
     })
+}
+
+/// Makes `region` guest memory at guest-physical 0 and registers it with
+/// the VM as its one slot.
+fn register(vm: &VmFd, region: MmapRegion<()>) -> Result<GuestMemoryMmap, MemoryError> {
+    let host = region.as_ptr();
+    let size = region.size() as u64;
+    let guest_region =
+        GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
+    let mem = GuestMemoryMmap::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
+    let desc = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: size,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: the mapping is owned by `mem`, which the caller keeps (in
+    // its `GuestMemoryLayout`) for as long as the VM exists (the VM and
+    // vCPUs are dropped first); it is the only slot, so nothing overlaps.
+    unsafe { vm.set_user_memory_region(desc) }
+        .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok(mem)
 }
 
 /// Copies the module into its place in guest memory (`module_addr`), which
@@ -480,21 +489,7 @@ fn register_snapshot_memory(
         )
     }
     .map_err(MemoryError::Region)?;
-    let host = region.as_ptr();
-    let guest_region =
-        GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
-    let mem = GuestMemoryMmap::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
-    let desc = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: size,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: as in `create_guest_memory`: the mapping outlives the VM's
-    // use of it, and it is the only slot.
-    unsafe { vm.set_user_memory_region(desc) }
-        .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let mem = register(vm, region)?;
     Ok(GuestMemoryLayout {
         mem,
         ram_size,
