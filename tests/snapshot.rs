@@ -276,31 +276,26 @@ fn snapshots_kiln_cannot_take_are_refused_before_the_vm_starts() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-#[test]
-fn kiln_snapshot_saves_a_running_loop_that_resumes_where_it_stopped() {
-    if !kvm_or_skip("kiln_snapshot_saves_a_running_loop") {
-        return;
-    }
+/// Starts `kiln run ARGS` with `--snapshot-at SIGUSR2 --snapshot-to
+/// snapshot`, reads its output lines until one is `until`, saves it with
+/// `kiln snapshot PID`, and returns every line it printed (it ends there).
+fn save_when(args: &[&str], snapshot: &Path, until: &str) -> Vec<String> {
     use std::io::BufRead;
-    let (dir, image) = common::built_image("snapshot-signal", "busybox-sh");
-    let snapshot = dir.join("snap");
-    let script = "i=0; while [ $i -lt 40 ]; do echo $i; i=$((i+1)); sleep 0.05; done";
     let mut child = kiln()
         .arg("run")
         .args(["--snapshot-at", "SIGUSR2", "--snapshot-to"])
-        .arg(&snapshot)
-        .arg(&image)
-        .args(["--", "sh", "-c", script])
+        .arg(snapshot)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("kiln runs");
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut before = Vec::new();
+    let mut printed = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        let done = line == "3";
-        before.push(line);
+        let done = line == until;
+        printed.push(line);
         if done {
             break;
         }
@@ -312,14 +307,31 @@ fn kiln_snapshot_saves_a_running_loop_that_resumes_where_it_stopped() {
         .unwrap();
     let asked = ok(asked, "kiln snapshot");
     assert_eq!(stdout(&asked).trim(), snapshot.to_str().unwrap());
-    before.extend(lines.map(Result::unwrap));
+    printed.extend(lines.map(Result::unwrap));
     let taken = child.wait_with_output().unwrap();
     assert!(taken.status.success(), "{}", stderr(&taken));
-    let out = ok(resume(&snapshot, &[]), "resume");
-    let after: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    // Every number once, in order: what the first VM printed, then what
-    // the resumed one printed.
-    let all: Vec<String> = before.into_iter().chain(after).collect();
+    printed
+}
+
+#[test]
+fn kiln_snapshot_saves_a_running_loop_that_resumes_where_it_stopped() {
+    if !kvm_or_skip("kiln_snapshot_saves_a_running_loop") {
+        return;
+    }
+    let (dir, image) = common::built_image("snapshot-signal", "busybox-sh");
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    let script = "i=0; while [ $i -lt 40 ]; do echo $i; i=$((i+1)); sleep 0.05; done";
+    let image = image.to_str().unwrap();
+    let mut all = save_when(&[image, "--", "sh", "-c", script], &first, "3");
+    // The resumed VM is saved again, a few numbers later.
+    all.extend(save_when(
+        &["--from-snapshot", first.to_str().unwrap()],
+        &second,
+        &(all.len() + 3).to_string(),
+    ));
+    let out = ok(resume(&second, &[]), "resume the second snapshot");
+    all.extend(stdout(&out).lines().map(str::to_owned));
+    // Every number once, in order, across the three VMs.
     let expected: Vec<String> = (0..40).map(|i| i.to_string()).collect();
     assert_eq!(all, expected);
     // A run without --snapshot-at SIGUSR2 is not signalled.
@@ -333,6 +345,22 @@ fn kiln_snapshot_saves_a_running_loop_that_resumes_where_it_stopped() {
         stderr(&refused).contains("not a `kiln run`"),
         "{}",
         stderr(&refused)
+    );
+    // A resumed VM has passed the kernel's own snapshot points.
+    let out = resume(
+        &first,
+        &[
+            "--snapshot-at",
+            "first-output",
+            "--snapshot-to",
+            dir.join("third").to_str().unwrap(),
+        ],
+    );
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("on a signal only"),
+        "{}",
+        stderr(&out)
     );
 }
 

@@ -344,6 +344,10 @@ pub fn restore(
         memory: opts.snapshot_memory,
         publish: (!opts.net.publish.is_empty()).then(|| opts.net.publish.clone()),
         disks: opts.disks.clone(),
+        snapshot: opts.snapshot.clone().map(|mut s| {
+            s.image = parts.map(image_identity);
+            s
+        }),
     };
     let timings = Timings::new(start);
     let hv = Hypervisor::open()?;

@@ -290,8 +290,10 @@ pub struct SnapshotState {
     /// The virtio devices, in bus order.
     pub devices: Vec<SavedDevice>,
     /// The network, when the VM had one.
+    #[serde(default)]
     pub net: Option<SavedNet>,
     /// The disks, in /dev/vdX order.
+    #[serde(default)]
     pub disks: Vec<SavedDisk>,
     /// The memory file.
     pub memory: MemoryFile,

@@ -45,6 +45,9 @@ pub struct RestoreConfig {
     /// Disk files to attach instead of the snapshot's, in the same order
     /// (`--disk`, each clone its own copy; empty: the snapshot's own).
     pub disks: Vec<crate::devices::virtio::block::DiskSpec>,
+    /// A snapshot of the resumed VM to take (`--snapshot-at SIGUSR2` only:
+    /// the kernel's own points were passed before the first snapshot).
+    pub snapshot: Option<super::SnapshotRequest>,
 }
 
 /// The disks of a resumed VM, opened (and locked): the snapshot's own,
@@ -185,6 +188,22 @@ pub fn restore(
         }
         None => None,
     };
+    if let Some(request) = &config.snapshot {
+        if !matches!(request.at, super::SnapshotPoint::Signal(_)) {
+            return Err(SnapshotError::Unresumable(
+                "a resumed VM can be saved again on a signal only (--snapshot-at SIGUSR2): it passed its program entry and first output before"
+                    .into(),
+            )
+            .into());
+        }
+        if request.path.exists() {
+            return Err(SnapshotError::Io {
+                what: format!("snapshot {}", request.path.display()),
+                cause: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            }
+            .into());
+        }
+    }
     let disks = open_disks(&state.disks, &config.disks)?;
     let memory_path = config.path.join(MEMORY_FILE);
     let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
@@ -224,6 +243,13 @@ pub fn restore(
     }
     timings.mark(Phase::VmCreated);
 
+    let snapshot_irq = match &config.snapshot {
+        Some(_) => Some(
+            vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)
+                .map_err(VmmError::Devices)?,
+        ),
+        None => None,
+    };
     let (mmio, served, _table) = crate::create_devices(
         &vm,
         &layout.mem,
@@ -231,7 +257,7 @@ pub fn restore(
             stdin: config.stdin,
             terminal: config.terminal,
             vsock: None,
-            snapshot_irq: None,
+            snapshot_irq: snapshot_irq.as_ref(),
             mac: state.net.as_ref().map_or([0; 6], |n| n.mac),
         },
         network.as_mut(),
@@ -263,6 +289,60 @@ pub fn restore(
         }
     }
     let started: Vec<bool> = state.vcpus.iter().map(Option::is_some).collect();
+    let coordinator = match (&config.snapshot, &snapshot_irq) {
+        (Some(request), Some(irqfd)) => {
+            if let super::SnapshotPoint::Signal(signal) = request.at {
+                super::catch_signal(signal, irqfd).map_err(|cause| SnapshotError::Io {
+                    what: "catching the --snapshot-at signal".into(),
+                    cause,
+                })?;
+            }
+            let mut net = state.net.clone();
+            if let (Some(n), Some(publish)) = (net.as_mut(), &config.publish) {
+                n.publish = publish.iter().map(ToString::to_string).collect();
+            }
+            let disks = if config.disks.is_empty() {
+                state
+                    .disks
+                    .iter()
+                    .map(|d| crate::devices::virtio::block::DiskSpec {
+                        path: d.path.clone(),
+                        read_only: d.read_only,
+                    })
+                    .collect()
+            } else {
+                config.disks.clone()
+            };
+            let disks = disks
+                .iter()
+                .map(super::SavedDisk::of)
+                .collect::<Result<_, _>>()
+                .map_err(|cause| SnapshotError::Io {
+                    what: "examining the disks for the snapshot".into(),
+                    cause,
+                })?;
+            let mut request = request.clone();
+            // A snapshot of a resumed VM comes from the same image.
+            if request.image.is_none() {
+                request.image.clone_from(&state.image);
+            }
+            Some(super::Coordinator::new(
+                request,
+                super::VmFacts {
+                    flavour,
+                    ram_size: state.ram_size,
+                    kernel_entry: state.kernel_entry,
+                    // Copied memory is anonymous; a mapped memory file is
+                    // read whole (its pages need not be resident).
+                    anonymous_memory: config.memory == vstate::memory::SnapshotMemory::Copy,
+                    net,
+                    disks,
+                },
+                count,
+            ))
+        }
+        _ => None,
+    };
     for (i, (vcpu, saved)) in vcpus.iter().zip(&state.vcpus).enumerate() {
         let index = i as u8;
         match saved {
@@ -317,7 +397,7 @@ pub fn restore(
             flavour,
             timings,
             started,
-            coordinator: None,
+            coordinator,
         },
         console,
         &crate::RunLimits {
@@ -328,6 +408,9 @@ pub fn restore(
             background_teardown: config.background_teardown,
         },
     );
+    if snapshot_irq.is_some() {
+        super::release_signal();
+    }
     // passt (and its published ports) stay up to the VM's end.
     drop(network);
     report

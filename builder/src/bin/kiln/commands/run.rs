@@ -72,7 +72,7 @@ pub struct Args {
 
     /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user, -p (instead of the snapshot's published ports) and --disk (a copy of each of the snapshot's disks, in order) apply; the rest is the snapshot's
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "snapshot_at", "args", "env", "memory", "cpus", "init", "trace_syscalls", "share_image",
+        "args", "env", "memory", "cpus", "init", "trace_syscalls", "share_image",
         "volumes", "vsock", "net", "ip", "gateway", "dns", "dns_search", "hostname", "pull",
     ])]
     from_snapshot: Option<std::path::PathBuf>,
@@ -177,6 +177,15 @@ fn resume(
         terminal: console.terminal,
         net: args.run.net.clone(),
         disks: args.run.disks.clone(),
+        snapshot: args
+            .snapshot_at
+            .zip(args.snapshot_to.clone())
+            .map(|(at, path)| kiln_vmm::snapshot::SnapshotRequest {
+                path,
+                at,
+                leave_running: args.leave_running,
+                image: None,
+            }),
         snapshot_memory: match args.snapshot_memory {
             SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
             SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,
