@@ -977,6 +977,11 @@ pub(crate) fn launch(
         console_refused: bus.console.refused,
         unknown_port_writes: bus.unknown_writes,
     });
+    // The snapshot taken during the run, flushed and under its name (an
+    // error is reported once the VM is gone).
+    let snapshot = coordinator
+        .as_ref()
+        .map_or(Ok(None), snapshot::Coordinator::finish);
     let memory = MemoryUse {
         vmm_peak_rss: peak_rss(),
         guest_resident: guest_resident(mem),
@@ -1000,7 +1005,7 @@ pub(crate) fn launch(
         flavour,
         stats,
         memory,
-        snapshot: coordinator.and_then(|c| c.saved()),
+        snapshot: snapshot?,
     })
 }
 

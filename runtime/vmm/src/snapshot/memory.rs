@@ -55,7 +55,7 @@ fn candidate_pages(host: *const u8, len: usize, resident_only: bool) -> Vec<bool
 }
 
 /// Writes guest memory (`mem`, the whole host mapping) to `path` as a
-/// sparse file. `resident_only`: the mapping is anonymous memory, whose
+/// sparse file (into the page cache; the caller flushes it). `resident_only`: the mapping is anonymous memory, whose
 /// pages the host never had are zero and need not be read.
 ///
 /// # Errors
@@ -86,7 +86,8 @@ pub fn save(mem: &[u8], resident_only: bool, path: &Path) -> Result<MemoryFile, 
         file.write_all_at(page, offset as u64).map_err(fail)?;
         data_bytes += n as u64;
     }
-    file.sync_all().map_err(fail)?;
+    // Not flushed to disk here: the vCPUs wait for this call, and the
+    // flush (`Coordinator`'s finisher) need not hold them.
     Ok(MemoryFile {
         size: len as u64,
         data_bytes,

@@ -77,6 +77,9 @@ pub enum SnapshotError {
     /// This VM cannot be saved (yet).
     #[error("cannot snapshot this VM: {0}")]
     Unsupported(String),
+    /// The snapshot could not be flushed or moved into place.
+    #[error("the snapshot could not be completed: {0}")]
+    Incomplete(String),
     /// The snapshot cannot be resumed as asked.
     #[error("cannot resume the snapshot: {0}")]
     Unresumable(String),
@@ -335,6 +338,9 @@ pub struct Coordinator {
     facts: VmFacts,
     round: Mutex<Round>,
     done: Condvar,
+    /// The thread that flushes the snapshot to disk and renames it into
+    /// place once the vCPUs run again.
+    finisher: Mutex<Option<std::thread::JoinHandle<Result<(), String>>>>,
 }
 
 #[derive(Default)]
@@ -370,6 +376,7 @@ impl Coordinator {
                 ..Round::default()
             }),
             done: Condvar::new(),
+            finisher: Mutex::new(None),
         }
     }
 
@@ -418,11 +425,21 @@ impl Coordinator {
                 let since = round.since.unwrap_or_else(Instant::now);
                 let result = self
                     .write(states, mem, mmio)
-                    .map(|(memory_size, data_bytes)| SavedSnapshot {
-                        path: self.request.path.clone(),
-                        memory_size,
-                        data_bytes,
-                        pause: since.elapsed(),
+                    .and_then(|(memory_size, data_bytes, finish)| {
+                        let finisher = std::thread::Builder::new()
+                            .name("kiln-snapshot".into())
+                            .spawn(move || finish.run().map_err(|e| e.to_string()))
+                            .map_err(|cause| SnapshotError::Io {
+                                what: "starting the snapshot's finishing thread".into(),
+                                cause,
+                            })?;
+                        *lock(&self.finisher) = Some(finisher);
+                        Ok(SavedSnapshot {
+                            path: self.request.path.clone(),
+                            memory_size,
+                            data_bytes,
+                            pause: since.elapsed(),
+                        })
                     })
                     .map_err(|e| e.to_string());
                 round.result = Some(result);
@@ -467,19 +484,31 @@ impl Coordinator {
             .collect()
     }
 
-    /// The snapshot written, once it is.
-    pub fn saved(&self) -> Option<SavedSnapshot> {
-        lock(&self.round).result.clone().and_then(Result::ok)
+    /// The snapshot, once it is on disk under its name (waits for the
+    /// finishing thread); `Ok(None)` when none was taken.
+    ///
+    /// # Errors
+    /// When flushing or renaming it failed (nothing is left under the
+    /// name, nor the temporary directory).
+    pub fn finish(&self) -> Result<Option<SavedSnapshot>, SnapshotError> {
+        if let Some(finisher) = lock(&self.finisher).take() {
+            finisher
+                .join()
+                .unwrap_or_else(|_| Err("the finishing thread panicked".into()))
+                .map_err(SnapshotError::Incomplete)?;
+        }
+        Ok(lock(&self.round).result.clone().and_then(Result::ok))
     }
 
-    /// Writes the snapshot directory; returns the memory size and the
-    /// bytes of memory saved.
+    /// Writes the snapshot into its temporary directory (memory into the
+    /// page cache); returns the memory size, the bytes of memory saved,
+    /// and what is left to do once the vCPUs run again.
     fn write(
         &self,
         vcpus: Vec<Option<VcpuState>>,
         mem: &GuestMemoryMmap,
         mmio: &MmioBus,
-    ) -> Result<(u64, u64), SnapshotError> {
+    ) -> Result<(u64, u64, Finish), SnapshotError> {
         // The devices stay locked while memory is saved: the devices
         // thread waits, so no queue moves and no buffer is written.
         let transports: Vec<_> = mmio
@@ -539,24 +568,70 @@ impl Coordinator {
                 disks: self.current_disks()?,
                 memory: memory.clone(),
             };
-            let json = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {
+            let state = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {
                 what: "encoding the snapshot's state".into(),
                 cause: std::io::Error::other(e),
             })?;
-            crate::write_atomically(&tmp.join(STATE_FILE), &json).map_err(|cause| {
-                SnapshotError::Io {
-                    what: format!("writing {}", tmp.join(STATE_FILE).display()),
-                    cause,
-                }
-            })?;
-            std::fs::rename(&tmp, path).map_err(|cause| SnapshotError::Io {
-                what: format!("moving the snapshot to {}", path.display()),
-                cause,
-            })?;
-            Ok((memory.size, memory.data_bytes))
+            Ok((
+                memory.size,
+                memory.data_bytes,
+                Finish {
+                    tmp: tmp.clone(),
+                    path: path.clone(),
+                    state,
+                },
+            ))
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+}
+
+/// What is left of writing a snapshot once the vCPUs run again: flushing
+/// the memory file, writing the state file, renaming the directory into
+/// place (the state file comes last, so a directory under the final name
+/// is always whole).
+struct Finish {
+    tmp: PathBuf,
+    path: PathBuf,
+    state: Vec<u8>,
+}
+
+impl Finish {
+    fn run(self) -> Result<(), SnapshotError> {
+        let result = (|| {
+            let memory = self.tmp.join(MEMORY_FILE);
+            std::fs::File::open(&memory)
+                .and_then(|f| f.sync_all())
+                .map_err(|cause| SnapshotError::Io {
+                    what: format!("flushing {}", memory.display()),
+                    cause,
+                })?;
+            let state = self.tmp.join(STATE_FILE);
+            crate::write_atomically(&state, &self.state).map_err(|cause| SnapshotError::Io {
+                what: format!("writing {}", state.display()),
+                cause,
+            })?;
+            std::fs::rename(&self.tmp, &self.path).map_err(|cause| SnapshotError::Io {
+                what: format!("moving the snapshot to {}", self.path.display()),
+                cause,
+            })?;
+            let parent = self
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|cause| SnapshotError::Io {
+                    what: format!("flushing {}", parent.display()),
+                    cause,
+                })
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&self.tmp);
         }
         result
     }
