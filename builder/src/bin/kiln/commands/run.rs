@@ -121,6 +121,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         },
     };
     let console = args.run.console()?;
+    let snapshot = snapshot_request(&args);
     let opts = RunOptions {
         args: (!args.args.is_empty()).then_some(args.args),
         env: args.env,
@@ -139,15 +140,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         disks: args.run.disks.clone(),
         volumes: args.run.volumes.clone(),
         snapshot_memory: Default::default(),
-        snapshot: args
-            .snapshot_at
-            .zip(args.snapshot_to.clone())
-            .map(|(at, path)| kiln_vmm::snapshot::SnapshotRequest {
-                path,
-                at,
-                leave_running: args.leave_running,
-                image: None,
-            }),
+        snapshot,
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.
@@ -155,6 +148,17 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
     let report = report?;
     args.run.report("kiln", &report)?;
     Ok(report.exit_status())
+}
+
+/// The snapshot `--snapshot-at` and `--snapshot-to` ask for.
+fn snapshot_request(args: &Args) -> Option<kiln_vmm::snapshot::SnapshotRequest> {
+    let (at, path) = args.snapshot_at.zip(args.snapshot_to.clone())?;
+    Some(kiln_vmm::snapshot::SnapshotRequest {
+        path,
+        at,
+        leave_running: args.leave_running,
+        image: None,
+    })
 }
 
 /// `kiln run --from-snapshot DIR [IMAGE]`.
@@ -177,15 +181,7 @@ fn resume(
         terminal: console.terminal,
         net: args.run.net.clone(),
         disks: args.run.disks.clone(),
-        snapshot: args
-            .snapshot_at
-            .zip(args.snapshot_to.clone())
-            .map(|(at, path)| kiln_vmm::snapshot::SnapshotRequest {
-                path,
-                at,
-                leave_running: args.leave_running,
-                image: None,
-            }),
+        snapshot: snapshot_request(args),
         snapshot_memory: match args.snapshot_memory {
             SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
             SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,
