@@ -147,6 +147,17 @@ fn leave_running_keeps_the_vm_going_after_the_snapshot() {
     assert_eq!(stdout(&ok(resume(&snapshot, &[]), "resume")), "two\n");
 }
 
+/// Writes `text` as the snapshot's state file, with its digest.
+fn write_state(snapshot: &Path, text: &str) {
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(snapshot.join("state.json"), text).unwrap();
+    std::fs::write(snapshot.join("state.sha256"), digest).unwrap();
+}
+
 /// The first non-zero byte of `file` (a data page of the memory file).
 fn first_data_byte(file: &Path) -> u64 {
     let bytes = std::fs::read(file).unwrap();
@@ -205,13 +216,19 @@ fn corrupt_foreign_and_mismatched_snapshots_are_refused() {
         1,
     );
     assert_ne!(foreign, state);
-    std::fs::write(&state_path, foreign).unwrap();
+    // Changed without its digest: damaged.
+    std::fs::write(&state_path, &foreign).unwrap();
+    let out = resume(&snapshot, &[]);
+    assert_ne!(status(&out), 0);
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    // With its digest, as another kiln would write it: foreign.
+    write_state(&snapshot, &foreign);
     let out = resume(&snapshot, &[]);
     assert_ne!(status(&out), 0);
     assert!(stderr(&out).contains("0.0.0-elsewhere"), "{}", stderr(&out));
 
     // Not a snapshot at all.
-    std::fs::write(&state_path, "{").unwrap();
+    write_state(&snapshot, "{");
     let out = resume(&snapshot, &[]);
     assert_ne!(status(&out), 0);
     assert!(

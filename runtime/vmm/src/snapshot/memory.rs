@@ -99,6 +99,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The sha256 of `data`, as hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
 /// Checks `path` against `expected`: its size and the digest of its
 /// non-zero pages (read through the file's data extents).
 ///

@@ -11,6 +11,7 @@
 //!   vCPU's registers, APIC and MSRs (`arch::VcpuState`), each virtio
 //!   transport's registers and queue positions, and the memory file's size
 //!   and digest;
+//! * `state.sha256`: the state file's digest;
 //! * `memory`: guest memory as a sparse file ([`memory`]).
 //!
 //! It is written under a temporary name and renamed into place, so a
@@ -39,6 +40,9 @@ pub const FORMAT: u32 = 1;
 pub const STATE_FILE: &str = "state.json";
 /// The memory file in a snapshot directory.
 pub const MEMORY_FILE: &str = "memory";
+/// The sha256 of the state file (hex), so that a damaged state file is
+/// refused like a damaged memory file.
+pub const STATE_DIGEST_FILE: &str = "state.sha256";
 /// Where a restore notes that the memory file matched its digest (so the
 /// next restore of the unchanged file skips reading it all).
 pub const VERIFIED_STAMP: &str = "memory.verified";
@@ -609,6 +613,13 @@ impl Finish {
                     what: format!("flushing {}", memory.display()),
                     cause,
                 })?;
+            let digest = self.tmp.join(STATE_DIGEST_FILE);
+            crate::write_atomically(&digest, memory::sha256_hex(&self.state).as_bytes()).map_err(
+                |cause| SnapshotError::Io {
+                    what: format!("writing {}", digest.display()),
+                    cause,
+                },
+            )?;
             let state = self.tmp.join(STATE_FILE);
             crate::write_atomically(&state, &self.state).map_err(|cause| SnapshotError::Io {
                 what: format!("writing {}", state.display()),
@@ -659,6 +670,16 @@ pub fn load(path: &Path) -> Result<SnapshotState, SnapshotError> {
         path: path.to_path_buf(),
         why,
     };
+    let digest_path = path.join(STATE_DIGEST_FILE);
+    let digest = std::fs::read_to_string(&digest_path)
+        .map_err(|e| not(format!("{}: {e}", digest_path.display())))?;
+    if digest.trim() != memory::sha256_hex(&bytes) {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} does not match its digest in {}",
+            state_path.display(),
+            digest_path.display()
+        )));
+    }
     let probe: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
     let format = probe.get("format").and_then(serde_json::Value::as_u64);

@@ -174,20 +174,6 @@ pub fn restore(
         }
         .into());
     }
-    // The network first: a taken port is refused before anything starts.
-    let mut network = match &state.net {
-        Some(saved) => {
-            crate::net::Network::start(&network_spec(saved, config.publish.as_deref())?)?
-        }
-        None if config.publish.as_ref().is_some_and(|p| !p.is_empty()) => {
-            return Err(SnapshotError::Unresumable(
-                "-p: the snapshot's VM has no network (take it with --net user to publish ports)"
-                    .into(),
-            )
-            .into())
-        }
-        None => None,
-    };
     if let Some(request) = &config.snapshot {
         if !matches!(request.at, super::SnapshotPoint::Signal(_)) {
             return Err(SnapshotError::Unresumable(
@@ -205,6 +191,20 @@ pub fn restore(
         }
     }
     let disks = open_disks(&state.disks, &config.disks)?;
+    // The network before the VM: a taken port is refused before it is made.
+    let mut network = match &state.net {
+        Some(saved) => {
+            crate::net::Network::start(&network_spec(saved, config.publish.as_deref())?)?
+        }
+        None if config.publish.as_ref().is_some_and(|p| !p.is_empty()) => {
+            return Err(SnapshotError::Unresumable(
+                "-p: the snapshot's VM has no network (take it with --net user to publish ports)"
+                    .into(),
+            )
+            .into())
+        }
+        None => None,
+    };
     let memory_path = config.path.join(MEMORY_FILE);
     let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
         what: format!("opening {}", memory_path.display()),
