@@ -69,21 +69,31 @@ pub fn catch_termination() -> std::io::Result<EventFd> {
     let _ = event.read();
     TERMINATION_FD.store(event.as_raw_fd(), Ordering::SeqCst);
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: `sigaction` is plain data; the handler only touches
-        // atomics and calls write(2), both async-signal-safe. SA_RESTART
-        // keeps other threads' system calls going.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_termination as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        notify_on(signal, on_termination)?;
     }
     event.try_clone()
+}
+
+/// Installs `handler` for `signal` with SA_RESTART (other threads' system
+/// calls go on). The handler must only touch atomics and make
+/// async-signal-safe calls (write(2) to an eventfd, say).
+///
+/// # Errors
+/// When sigaction refuses.
+pub fn notify_on(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) -> std::io::Result<()> {
+    // SAFETY: `sigaction` is plain data, fully initialised here; the
+    // caller's handler is async-signal-safe (see above).
+    let rc = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The terminating signal received, if one was.

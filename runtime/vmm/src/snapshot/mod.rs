@@ -174,19 +174,7 @@ pub fn release_signal() {
 pub fn catch_signal(signal: i32, irqfd: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     SIGNAL_IRQFD.store(irqfd.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
-    // SAFETY: installs a handler that only writes to an eventfd; the
-    // sigaction structure is fully initialised.
-    let rc = unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_snapshot_signal as *const () as usize;
-        action.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(signal, &action, std::ptr::null_mut())
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::stop::notify_on(signal, on_snapshot_signal)
 }
 
 /// A snapshot to take during a run.

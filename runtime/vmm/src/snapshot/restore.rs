@@ -364,8 +364,9 @@ pub fn restore(
                     // PVM: no interrupt before that.
                     regs.rflags &= !RFLAGS_IF;
                 })?;
-                // The host's time now, and the guest's TSC with it (the
-                // saved TSC is back in place by now).
+                // The host's time now, and the guest's TSC with it, read
+                // back: on PVM the guest's TSC is the host's whatever was
+                // written (the saved value is not the guest's now).
                 let realtime = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()

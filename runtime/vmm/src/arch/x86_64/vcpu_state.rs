@@ -7,10 +7,11 @@
 //! registration MSR, which KVM_SET_MSRS refuses — the restored guest kernel
 //! registers again itself (`kiln_boot::port::SNAPSHOT`).
 //!
-//! The TSC is saved and written back first, so the guest's TSC (and the
-//! TSC-deadline timer, which counts in it) goes on from where it stood:
-//! the time a snapshot sat on disk does not pass for the guest's monotonic
-//! clocks, as for a suspended machine's.
+//! The TSC is saved and written back first. On standard KVM that sets the
+//! TSC offset, so the guest's TSC (and its TSC-deadline timer) goes on from
+//! where it stood; on PVM the guest's TSC is the host's whatever is written
+//! (measured: a resumed guest's TSC had moved on by the time the snapshot
+//! sat on disk), so there the guest's clocks count that time.
 
 use kvm_bindings::{
     kvm_debugregs, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
