@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub snapshot: Option<kiln_vmm::snapshot::SnapshotRequest>,
     /// How a resumed snapshot's memory comes from its file.
     pub snapshot_memory: kiln_vmm::vstate::memory::SnapshotMemory,
+    /// A standby to stream checkpoints to (`--standby`).
+    pub standby: Option<kiln_vmm::ha::StandbyTarget>,
 }
 
 /// Why an image did not boot.
@@ -304,6 +306,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
             s.image = Some(image_identity(parts));
             s
         }),
+        standby: opts.standby.clone(),
     };
     let mut timings = Timings::new(start);
     timings.mark(Phase::ImageVerified);
@@ -331,7 +334,24 @@ pub fn restore(
     opts: &RunOptions,
     start: Instant,
 ) -> Result<RunReport, RunError> {
-    let config = kiln_vmm::snapshot::RestoreConfig {
+    let config = restore_config(path, parts, opts);
+    let timings = Timings::new(start);
+    let hv = Hypervisor::open()?;
+    Ok(kiln_vmm::snapshot::restore(
+        &hv,
+        &config,
+        Console::stdio(),
+        timings,
+    )?)
+}
+
+/// How `opts` resume a snapshot (or a standby's checkpoint) named `path`.
+fn restore_config(
+    path: &std::path::Path,
+    parts: Option<&ImageParts>,
+    opts: &RunOptions,
+) -> kiln_vmm::snapshot::RestoreConfig {
+    kiln_vmm::snapshot::RestoreConfig {
         path: path.to_path_buf(),
         image: parts.map(image_identity),
         timeout: opts.timeout,
@@ -348,14 +368,38 @@ pub fn restore(
             s.image = parts.map(image_identity);
             s
         }),
+    }
+}
+
+/// Follows a primary as its standby (`kiln standby --listen`), and resumes
+/// its VM from the last checkpoint when the primary dies. Of `opts`,
+/// standard input, the terminal, the timeout, `--stats`, `--user`, `-p`
+/// and the snapshot memory mode apply to the resumed VM.
+///
+/// # Errors
+/// [`RunError`]: the address cannot be listened on, the primary died
+/// before its first checkpoint, or the resumed VM failed to run.
+pub fn standby(
+    listen: &str,
+    silence: Duration,
+    opts: &RunOptions,
+    start: Instant,
+) -> Result<kiln_vmm::ha::StandbyOutcome, RunError> {
+    let config = kiln_vmm::ha::StandbyConfig {
+        listen: listen.to_owned(),
+        silence,
+        resume: restore_config(
+            std::path::Path::new("the standby's last checkpoint"),
+            None,
+            opts,
+        ),
     };
-    let timings = Timings::new(start);
     let hv = Hypervisor::open()?;
-    Ok(kiln_vmm::snapshot::restore(
+    Ok(kiln_vmm::ha::serve(
         &hv,
         &config,
         Console::stdio(),
-        timings,
+        Timings::new(start),
     )?)
 }
 

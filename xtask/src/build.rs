@@ -221,6 +221,11 @@ pub const PROGRAMS: &[Program] = &[
         compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],
     },
     Program {
+        name: "counter",
+        source: "programs/counter.c",
+        compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],
+    },
+    Program {
         name: "durable",
         source: "programs/durable.c",
         compile: &["musl-gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror"],

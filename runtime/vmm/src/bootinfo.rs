@@ -3,8 +3,9 @@
 //! [`BootInfo`] structure. The program itself is not copied: it is mapped
 //! above RAM as the boot module (see `vstate::memory`).
 
+use crate::GuestMem;
 use kiln_boot::{region, BootInfo, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use crate::arch::layout::{
     BOOT_INFO, CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE, DEVICES, DEVICES_MAX, KERNEL_LOAD, MEMORY_MAP,
@@ -113,10 +114,7 @@ fn block(strings: &[Vec<u8>]) -> Vec<u8> {
 ///
 /// # Errors
 /// When RAM is too small, the strings do not fit, or a write fails.
-pub fn write_boot_data(
-    mem: &GuestMemoryMmap,
-    spec: &BootSpec<'_>,
-) -> Result<BootInfo, BootInfoError> {
+pub fn write_boot_data(mem: &GuestMem, spec: &BootSpec<'_>) -> Result<BootInfo, BootInfoError> {
     let guest_err = BootInfoError::Write;
     let kernel_end = (spec.kernel_end + 0xfff) & !0xfff;
     if spec.memory_size < kernel_end + MIN_FREE_RAM {
@@ -207,7 +205,7 @@ pub fn write_boot_data(
 /// # Errors
 /// When the write fails.
 pub fn finish(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     mut info: BootInfo,
     realtime_ns: u64,
     tsc: u64,
@@ -246,7 +244,7 @@ mod tests {
 
     #[test]
     fn writes_strings_and_the_memory_map() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let argv = vec![b"/hello".to_vec(), b"x".to_vec()];
         let info = write_boot_data(&mem, &spec(4 << 20, &argv)).unwrap();
         assert_eq!((info.module_addr, info.module_len), (4 << 20, 5000));
@@ -275,14 +273,14 @@ mod tests {
 
     #[test]
     fn refuses_ram_that_leaves_the_kernel_no_room() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
         let err = write_boot_data(&mem, &spec(2 << 20, &[])).unwrap_err();
         assert!(matches!(err, BootInfoError::MemoryTooSmall { .. }), "{err}");
     }
 
     #[test]
     fn refuses_oversized_arguments() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let argv = vec![vec![b'a'; STRINGS_SIZE as usize]];
         let err = write_boot_data(&mem, &spec(4 << 20, &argv)).unwrap_err();
         assert!(

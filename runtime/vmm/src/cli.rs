@@ -320,6 +320,9 @@ impl RunFlags {
             }
             Ending::Program(_) | Ending::Snapshotted => {}
         }
+        if let Some(replication) = &run.replication {
+            let _ = writeln!(err, "{tool}: {}", replication.line());
+        }
         if let Some(saved) = &run.snapshot {
             let _ = writeln!(
                 err,

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod bootinfo;
 pub mod cli;
 pub mod devices;
+pub mod ha;
 pub mod loader;
 pub mod net;
 pub mod seccomp;
@@ -26,6 +27,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use kiln_boot::{flags, ExitReport};
+
+/// Guest memory as every part of the VMM sees it: vm-memory's mmap
+/// backend with a dirty bitmap, so the pages the VMM itself writes (virtio
+/// buffers, used rings) are known to a standby's checkpoints (`ha`) as
+/// KVM's dirty log knows the guest's.
+pub type GuestMem = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;
 use kvm_ioctls::VcpuFd;
 
 use self::arch::Flavour;
@@ -94,6 +101,9 @@ pub enum VmmError {
     /// A `--disk` cannot be used.
     #[error(transparent)]
     Disk(#[from] devices::virtio::block::DiskError),
+    /// Replication to a standby failed, or a standby could not take over.
+    #[error(transparent)]
+    Ha(#[from] ha::HaError),
     /// A snapshot cannot be taken or restored.
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
@@ -171,6 +181,8 @@ pub struct VmConfig {
     pub volumes: Vec<devices::virtio::fs::VolumeSpec>,
     /// A snapshot to take (`--snapshot-at`).
     pub snapshot: Option<snapshot::SnapshotRequest>,
+    /// A standby to stream checkpoints to (`--standby`).
+    pub standby: Option<ha::StandbyTarget>,
 }
 
 /// How the VM ended.
@@ -243,6 +255,8 @@ pub struct RunReport {
     pub stats: Option<VmStats>,
     /// The snapshot taken during the run.
     pub snapshot: Option<snapshot::SavedSnapshot>,
+    /// What replication to a standby did (`--standby`).
+    pub replication: Option<ha::Summary>,
 }
 
 impl RunReport {
@@ -316,6 +330,17 @@ impl RunReport {
         });
         if let Some(exits) = self.timings.exits_json() {
             doc["exits_at"] = exits;
+        }
+        if let Some(r) = &self.replication {
+            doc["replication"] = serde_json::json!({
+                "checkpoints": r.checkpoints,
+                "acknowledged": r.acknowledged,
+                "pages_sent": r.pages,
+                "pause_mean_ms": if r.checkpoints == 0 { 0.0 } else { r.pause_total.as_secs_f64() * 1000.0 / r.checkpoints as f64 },
+                "pause_max_ms": r.pause_max.as_secs_f64() * 1000.0,
+                "frames_held": r.frames_held,
+                "standby_lost": r.lost,
+            });
         }
         if let Some(saved) = &self.snapshot {
             doc["snapshot"] = serde_json::json!({
@@ -473,7 +498,7 @@ pub(crate) struct ConsoleSetup<'a> {
 /// devices thread serves, and the boot-info device table.
 pub(crate) fn create_devices(
     vm: &kvm_ioctls::VmFd,
-    mem: &vm_memory::GuestMemoryMmap,
+    mem: &crate::GuestMem,
     console: &ConsoleSetup<'_>,
     network: Option<&mut net::Network>,
     disks: Vec<devices::virtio::block::Disk>,
@@ -621,6 +646,9 @@ pub fn run(
     if let Some(request) = &config.snapshot {
         check_snapshot_request(config, request)?;
     }
+    if config.standby.is_some() {
+        check_standby(config)?;
+    }
     // Disks first: a missing or locked one is refused before anything
     // starts.
     let disks = config
@@ -636,6 +664,22 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
     // The network next: passt starts while the VM is built.
     let mut network = net::Network::start(&config.net)?;
+    // The standby answers before anything runs: one that cannot be
+    // reached or refuses stops the run here.
+    let standby = match &config.standby {
+        Some(target) => Some((target, ha::primary::connect(target)?)),
+        None => None,
+    };
+    let gate = match &standby {
+        Some(_) => Some(ha::gate::OutputGate::new().map_err(VmmError::Devices)?),
+        None => None,
+    };
+    if let (Some(gate), Some(network)) = (&gate, network.as_mut()) {
+        network.backend = network.backend.take().map(|backend| {
+            Box::new(ha::gate::GatedBackend::new(backend, gate.clone()))
+                as Box<dyn devices::virtio::net::Backend>
+        });
+    }
     let mut cmdline = config.cmdline.clone();
     if config.init {
         cmdline.push_str(" kiln.init=1");
@@ -713,7 +757,7 @@ pub fn run(
         boot_flags |= flags::TERMINAL;
     }
     let mac = net::random_mac();
-    let saved_net = match (&network, config.snapshot.is_some()) {
+    let saved_net = match (&network, config.snapshot.is_some() || standby.is_some()) {
         (Some(n), true) => Some(snapshot::SavedNet {
             address: n.guest.v4.to_string(),
             gateway: n.guest.gw4.to_string(),
@@ -727,6 +771,7 @@ pub fn run(
         Some(snapshot::SnapshotPoint::Signal(_)) => {
             Some(EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?)
         }
+        _ if standby.is_some() => Some(EventFd::new(EFD_NONBLOCK).map_err(VmmError::Devices)?),
         _ => None,
     };
     let (mmio, served, table) = create_devices(
@@ -785,31 +830,47 @@ pub fn run(
     let tsc = arch::guest_tsc(&vcpu).unwrap_or(0);
     bootinfo::finish(mem, info, realtime, tsc)?;
 
-    let coordinator = match config.snapshot.clone() {
-        Some(request) => {
-            let disks = config
-                .disks
-                .iter()
-                .map(snapshot::SavedDisk::of)
-                .collect::<Result<_, _>>()
-                .map_err(|cause| snapshot::SnapshotError::Io {
-                    what: "examining the disks for the snapshot".into(),
-                    cause,
-                })?;
-            Some(snapshot::Coordinator::new(
-                request,
-                snapshot::VmFacts {
-                    flavour,
-                    ram_size: memory_size,
-                    kernel_entry: kernel.entry,
-                    anonymous_memory: !config.share_image && layout.ram_file.is_none(),
-                    net: saved_net,
-                    disks,
-                },
+    let disks = config
+        .disks
+        .iter()
+        .map(snapshot::SavedDisk::of)
+        .collect::<Result<_, _>>()
+        .map_err(|cause| snapshot::SnapshotError::Io {
+            what: "examining the disks for the snapshot".into(),
+            cause,
+        })?;
+    let facts = snapshot::VmFacts {
+        flavour,
+        ram_size: memory_size,
+        kernel_entry: kernel.entry,
+        anonymous_memory: !config.share_image && layout.ram_file.is_none(),
+        net: saved_net,
+        disks,
+    };
+    let mut replicator = None;
+    let coordinator = match (config.snapshot.clone(), standby, &snapshot_irq, &gate) {
+        (Some(request), ..) => Some(snapshot::Coordinator::new(
+            request,
+            facts,
+            usize::from(cpus),
+        )),
+        (None, Some((target, stream)), Some(irqfd), Some(gate)) => {
+            vstate::memory::log_dirty_pages(&vm, mem)?;
+            let started = ha::Replicator::start(
+                stream,
+                gate.clone(),
+                irqfd.try_clone().map_err(VmmError::Devices)?,
+                target.interval,
+            )
+            .map_err(VmmError::Devices)?;
+            replicator = Some(started.clone());
+            Some(snapshot::Coordinator::replicating(
+                started,
+                facts,
                 usize::from(cpus),
             ))
         }
-        None => None,
+        _ => None,
     };
     let report = launch(
         Launch {
@@ -836,7 +897,20 @@ pub fn run(
     if snapshot_irq.is_some() {
         snapshot::release_signal();
     }
-    report
+    // The standby is told how the run ended (it takes over only when the
+    // primary died without saying so).
+    let summary = replicator.map(|r| {
+        r.finish(
+            report
+                .as_ref()
+                .ok()
+                .map(|report| i32::from(report.exit_status())),
+        )
+    });
+    report.map(|mut report| {
+        report.replication = summary;
+        report
+    })
 }
 
 /// A VM ready to run: what [`launch`] takes over.
@@ -911,6 +985,7 @@ pub(crate) fn launch(
     let ending = vstate::crew::run(
         &mut vcpu,
         &mut other_vcpus,
+        &vm,
         mem,
         &bus,
         &mmio,
@@ -1006,6 +1081,7 @@ pub(crate) fn launch(
         stats,
         memory,
         snapshot: snapshot?,
+        replication: None,
     })
 }
 
@@ -1043,6 +1119,37 @@ fn check_snapshot_request(
     Ok(())
 }
 
+/// Refuses a standby kiln cannot keep in step, before anything starts.
+fn check_standby(config: &VmConfig) -> Result<(), VmmError> {
+    let mut devices = Vec::new();
+    if matches!(config.net.mode, net::Mode::Tap { .. }) {
+        devices.push("a tap network (user networking, --net user, can be replicated)");
+    }
+    if !config.volumes.is_empty() {
+        devices.push("a volume");
+    }
+    if config.vsock.is_some() {
+        devices.push("a vsock device");
+    }
+    if !config.disks.is_empty() {
+        devices.push("a disk (its writes are not replicated yet)");
+    }
+    if !devices.is_empty() {
+        return Err(ha::HaError::Unsupported(format!(
+            "it has {} (a standby follows the console, entropy and user-network devices so far)",
+            devices.join(" and ")
+        ))
+        .into());
+    }
+    if config.snapshot.is_some() {
+        return Err(ha::HaError::Unsupported(
+            "--snapshot-at and --standby cannot be combined".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// kiln-vmm's peak resident set size (VmHWM in /proc/self/status), bytes.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -1054,7 +1161,7 @@ fn peak_rss() -> u64 {
 }
 
 /// Bytes of guest memory resident in host memory (mincore over the mapping).
-fn guest_resident(mem: &vm_memory::GuestMemoryMmap) -> u64 {
+fn guest_resident(mem: &crate::GuestMem) -> u64 {
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     let page = 4096usize;
     let mut total = 0;

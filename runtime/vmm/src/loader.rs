@@ -8,10 +8,11 @@
 
 use crate::source::FileSlice;
 
+use crate::GuestMem;
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::program_header::{ProgramHeader, PF_X, PT_LOAD};
 use goblin::elf::{header, Elf};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::layout::KERNEL_LOAD;
 
@@ -65,7 +66,7 @@ pub struct LoadedKernel {
 /// [`LoaderError`] naming the file and what is wrong with it.
 pub fn load_kernel(
     kernel: &FileSlice,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     memory_size: u64,
 ) -> Result<LoadedKernel, LoaderError> {
     let read_err = |error| LoaderError::Read {
@@ -94,7 +95,7 @@ pub fn load_kernel(
 pub fn load_kernel_bytes(
     path: &str,
     bytes: &[u8],
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     memory_size: u64,
 ) -> Result<LoadedKernel, LoaderError> {
     let not_elf = |reason: String| LoaderError::NotElf {

@@ -182,6 +182,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
     let timeout = cli.run.timeout().map_err(|e| Failure::vmm(e.to_string()))?;
     Ok(VmConfig {
         snapshot: None,
+        standby: None,
         kernel: find_kernel(cli.kernel.clone())?,
         module: program,
         guest_path,

@@ -45,6 +45,8 @@ enum Command {
     Run(Box<commands::run::Args>),
     /// Save a running VM now (one started with --snapshot-at SIGUSR2)
     Snapshot(commands::snapshot::Args),
+    /// Follow a primary VM (`kiln run --standby`) and take over when it dies
+    Standby(commands::standby::Args),
     /// Write an image's root file system as a tar archive, or the image as an OCI layout
     Export(commands::export::Args),
     /// Copy an image from an OCI image layout or a .kiln file into the local store
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
     let start = std::time::Instant::now();
     kiln_vmm::timings::note_main_start();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Standby(_)) {
         // `kiln inspect … | head` ends quietly, like other Unix tools; `kiln
         // run` keeps SIGPIPE ignored: its console treats a closed stdout
         // as the guest program would see a closed pipe.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Run(args) => commands::run::run(*args, start),
         Command::Snapshot(args) => commands::snapshot::run(args),
+        Command::Standby(args) => commands::standby::run(args, start),
         Command::Export(args) => commands::export::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),

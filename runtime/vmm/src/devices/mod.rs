@@ -11,8 +11,8 @@ pub mod virtio;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::GuestMem;
 use kiln_boot::{port, ExitReport, Milestone};
-use vm_memory::GuestMemoryMmap;
 
 use self::legacy::console::{Console, Stream};
 use self::virtio::mmio::MmioTransport;
@@ -89,7 +89,7 @@ impl PortBus {
         &mut self,
         port: u16,
         data: &[u8],
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         timings: &mut Timings,
     ) -> Result<PortEvent, DeviceError> {
         match port {

@@ -29,7 +29,7 @@ pub struct MemoryFile {
     pub sha256: String,
 }
 
-fn is_zero(page: &[u8]) -> bool {
+pub(crate) fn is_zero(page: &[u8]) -> bool {
     // SAFETY: any bytes are valid u64s; align_to only splits at alignment.
     let (head, words, tail) = unsafe { page.align_to::<u64>() };
     head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
@@ -38,7 +38,7 @@ fn is_zero(page: &[u8]) -> bool {
 /// Pages of `[host, host + len)` that may hold data: with `resident_only`
 /// those the host has in memory (an anonymous mapping's untouched pages
 /// are zero), else all.
-fn candidate_pages(host: *const u8, len: usize, resident_only: bool) -> Vec<bool> {
+pub(crate) fn candidate_pages(host: *const u8, len: usize, resident_only: bool) -> Vec<bool> {
     // (The pointer is only handed to mincore, which reads no memory.)
     let pages = len.div_ceil(PAGE);
     if !resident_only {

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use crate::GuestMem;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::arch::{Flavour, VcpuState};
 use crate::devices::virtio::mmio::SavedTransport;
@@ -326,7 +327,7 @@ pub struct VmFacts {
 
 /// Where the parked vCPUs of one VM meet.
 pub struct Coordinator {
-    request: SnapshotRequest,
+    target: Target,
     facts: VmFacts,
     round: Mutex<Round>,
     done: Condvar,
@@ -335,12 +336,22 @@ pub struct Coordinator {
     finisher: Mutex<Option<std::thread::JoinHandle<Result<(), String>>>>,
 }
 
+/// What the parked vCPUs' state is for.
+enum Target {
+    /// One snapshot, saved to a directory.
+    Directory(SnapshotRequest),
+    /// A checkpoint each round, streamed to a standby.
+    Standby(std::sync::Arc<crate::ha::Replicator>),
+}
+
 #[derive(Default)]
 struct Round {
     /// Each vCPU's state once it parked.
     parked: Vec<Option<VcpuState>>,
     /// When the first one parked.
     since: Option<Instant>,
+    /// Rounds completed (a standby's checkpoints come one round each).
+    completed: u64,
     /// The snapshot's result, once written (kept after the round).
     result: Option<Result<SavedSnapshot, String>>,
 }
@@ -360,8 +371,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Coordinator {
     /// A coordinator for `request` on a VM with `vcpus` vCPUs.
     pub fn new(request: SnapshotRequest, facts: VmFacts, vcpus: usize) -> Self {
+        Self::with_target(Target::Directory(request), facts, vcpus)
+    }
+
+    /// A coordinator that streams a checkpoint to a standby each round.
+    pub fn replicating(
+        replicator: std::sync::Arc<crate::ha::Replicator>,
+        facts: VmFacts,
+        vcpus: usize,
+    ) -> Self {
+        Self::with_target(Target::Standby(replicator), facts, vcpus)
+    }
+
+    fn with_target(target: Target, facts: VmFacts, vcpus: usize) -> Self {
         Self {
-            request,
+            target,
             facts,
             round: Mutex::new(Round {
                 parked: (0..vcpus).map(|_| None).collect(),
@@ -372,11 +396,6 @@ impl Coordinator {
         }
     }
 
-    /// The snapshot the run was asked to take.
-    pub fn request(&self) -> &SnapshotRequest {
-        &self.request
-    }
-
     /// vCPU `index` parked with `state`; `started` says which vCPUs run.
     /// vCPU 0 (the main thread, whose seccomp filter allows writing files)
     /// waits for the others, then writes the snapshot; every vCPU returns
@@ -384,12 +403,14 @@ impl Coordinator {
     ///
     /// # Errors
     /// When the snapshot could not be written (every parked vCPU gets it).
+    #[allow(clippy::too_many_arguments)]
     pub fn park(
         &self,
         index: usize,
         state: VcpuState,
         started: &dyn Fn() -> Vec<bool>,
-        mem: &GuestMemoryMmap,
+        vm: &kvm_ioctls::VmFd,
+        mem: &GuestMem,
         mmio: &MmioBus,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Parked, String> {
@@ -398,13 +419,14 @@ impl Coordinator {
             // A request after the snapshot was taken: carry on.
             return done.clone().map(|_| Parked::Continue);
         }
+        let this_round = round.completed;
         round.since.get_or_insert_with(Instant::now);
         if let Some(slot) = round.parked.get_mut(index) {
             *slot = Some(state);
         }
         self.done.notify_all();
         loop {
-            if round.result.is_some() {
+            if round.result.is_some() || round.completed != this_round {
                 break;
             }
             let all = round
@@ -413,28 +435,21 @@ impl Coordinator {
                 .zip(started())
                 .all(|(p, s)| p.is_some() || !s);
             if index == 0 && all {
-                let states = std::mem::take(&mut round.parked);
-                let since = round.since.unwrap_or_else(Instant::now);
-                let result = self
-                    .write(states, mem, mmio)
-                    .and_then(|(memory_size, data_bytes, finish)| {
-                        let finisher = std::thread::Builder::new()
-                            .name("kiln-snapshot".into())
-                            .spawn(move || finish.run().map_err(|e| e.to_string()))
-                            .map_err(|cause| SnapshotError::Io {
-                                what: "starting the snapshot's finishing thread".into(),
-                                cause,
-                            })?;
-                        *lock(&self.finisher) = Some(finisher);
-                        Ok(SavedSnapshot {
-                            path: self.request.path.clone(),
-                            memory_size,
-                            data_bytes,
-                            pause: since.elapsed(),
-                        })
-                    })
-                    .map_err(|e| e.to_string());
-                round.result = Some(result);
+                let count = round.parked.len();
+                let states =
+                    std::mem::replace(&mut round.parked, (0..count).map(|_| None).collect());
+                let since = round.since.take().unwrap_or_else(Instant::now);
+                match &self.target {
+                    Target::Directory(request) => {
+                        round.result = Some(self.save(request, states, since, mem, mmio));
+                    }
+                    Target::Standby(replicator) => {
+                        // A failed checkpoint loses the standby, not the
+                        // VM: the replicator reports it and lets output go.
+                        replicator.checkpoint(self, states, since, vm, mem, mmio);
+                    }
+                }
+                round.completed += 1;
                 self.done.notify_all();
                 break;
             }
@@ -447,11 +462,108 @@ impl Coordinator {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
+        let leave_running = match &self.target {
+            Target::Directory(request) => request.leave_running,
+            Target::Standby(_) => true,
+        };
         match round.result.clone() {
-            Some(Ok(saved)) if !self.request.leave_running => Ok(Parked::Stop(saved)),
+            Some(Ok(saved)) if !leave_running => Ok(Parked::Stop(saved)),
             Some(Err(e)) => Err(e),
             _ => Ok(Parked::Continue),
         }
+    }
+
+    /// Writes the snapshot `request` asked for (every vCPU parked).
+    fn save(
+        &self,
+        request: &SnapshotRequest,
+        states: Vec<Option<VcpuState>>,
+        since: Instant,
+        mem: &GuestMem,
+        mmio: &MmioBus,
+    ) -> Result<SavedSnapshot, String> {
+        self.write(request, states, mem, mmio)
+            .and_then(|(memory_size, data_bytes, finish)| {
+                let finisher = std::thread::Builder::new()
+                    .name("kiln-snapshot".into())
+                    .spawn(move || finish.run().map_err(|e| e.to_string()))
+                    .map_err(|cause| SnapshotError::Io {
+                        what: "starting the snapshot's finishing thread".into(),
+                        cause,
+                    })?;
+                *lock(&self.finisher) = Some(finisher);
+                Ok(SavedSnapshot {
+                    path: request.path.clone(),
+                    memory_size,
+                    data_bytes,
+                    pause: since.elapsed(),
+                })
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// The state of every virtio device; `transports` are all of `mmio`'s,
+    /// locked.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Unsupported`] for a device that cannot be saved.
+    pub(crate) fn save_devices(
+        transports: &[MutexGuard<'_, crate::devices::virtio::mmio::MmioTransport>],
+        mmio: &MmioBus,
+    ) -> Result<Vec<SavedDevice>, SnapshotError> {
+        let mut devices = Vec::new();
+        for (t, d) in transports.iter().zip(&mmio.devices) {
+            let Some(transport) = t.save() else {
+                return Err(SnapshotError::Unsupported(format!(
+                    "its virtio {} device cannot be saved yet",
+                    t.device().name()
+                )));
+            };
+            devices.push(SavedDevice {
+                role: d.role,
+                transport,
+            });
+        }
+        Ok(devices)
+    }
+
+    /// The state document (`state.json`) of a VM whose vCPUs, devices and
+    /// memory file are these.
+    ///
+    /// # Errors
+    /// When the disks cannot be examined or the document encoded.
+    pub(crate) fn state_document(
+        &self,
+        image: Option<String>,
+        vcpus: Vec<Option<VcpuState>>,
+        devices: Vec<SavedDevice>,
+        memory: MemoryFile,
+    ) -> Result<Vec<u8>, SnapshotError> {
+        let state = SnapshotState {
+            format: FORMAT,
+            kiln_version: env!("CARGO_PKG_VERSION").into(),
+            flavour: self.facts.flavour.name().into(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            image,
+            ram_size: self.facts.ram_size,
+            kernel_entry: self.facts.kernel_entry,
+            vcpus,
+            devices,
+            net: self.facts.net.clone(),
+            disks: self.current_disks()?,
+            memory,
+        };
+        serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {
+            what: "encoding the snapshot's state".into(),
+            cause: std::io::Error::other(e),
+        })
+    }
+
+    /// The VM's facts.
+    pub(crate) fn facts(&self) -> &VmFacts {
+        &self.facts
     }
 
     /// The disks as they are now (every vCPU parked: their last writes are
@@ -497,8 +609,9 @@ impl Coordinator {
     /// and what is left to do once the vCPUs run again.
     fn write(
         &self,
+        request: &SnapshotRequest,
         vcpus: Vec<Option<VcpuState>>,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         mmio: &MmioBus,
     ) -> Result<(u64, u64, Finish), SnapshotError> {
         // The devices stay locked while memory is saved: the devices
@@ -508,19 +621,7 @@ impl Coordinator {
             .iter()
             .map(|d| crate::devices::lock(&d.transport))
             .collect();
-        let mut devices = Vec::new();
-        for (t, d) in transports.iter().zip(&mmio.devices) {
-            let Some(transport) = t.save() else {
-                return Err(SnapshotError::Unsupported(format!(
-                    "its virtio {} device cannot be saved yet",
-                    t.device().name()
-                )));
-            };
-            devices.push(SavedDevice {
-                role: d.role,
-                transport,
-            });
-        }
+        let devices = Self::save_devices(&transports, mmio)?;
         let region = mem
             .iter()
             .next()
@@ -529,7 +630,7 @@ impl Coordinator {
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|e| SnapshotError::Unsupported(format!("guest memory: {e}")))?;
         let len = region.len() as usize;
-        let path = &self.request.path;
+        let path = &request.path;
         let tmp = temporary_dir(path);
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|cause| SnapshotError::Io {
@@ -544,26 +645,8 @@ impl Coordinator {
             let bytes = unsafe { std::slice::from_raw_parts(host, len) };
             let memory = memory::save(bytes, self.facts.anonymous_memory, &tmp.join(MEMORY_FILE))?;
             drop(transports);
-            let state = SnapshotState {
-                format: FORMAT,
-                kiln_version: env!("CARGO_PKG_VERSION").into(),
-                flavour: self.facts.flavour.name().into(),
-                created_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                image: self.request.image.clone(),
-                ram_size: self.facts.ram_size,
-                kernel_entry: self.facts.kernel_entry,
-                vcpus,
-                devices,
-                net: self.facts.net.clone(),
-                disks: self.current_disks()?,
-                memory: memory.clone(),
-            };
-            let state = serde_json::to_vec(&state).map_err(|e| SnapshotError::Io {
-                what: "encoding the snapshot's state".into(),
-                cause: std::io::Error::other(e),
-            })?;
+            let state =
+                self.state_document(request.image.clone(), vcpus, devices, memory.clone())?;
             Ok((
                 memory.size,
                 memory.data_bytes,
@@ -668,8 +751,28 @@ pub fn load(path: &Path) -> Result<SnapshotState, SnapshotError> {
             digest_path.display()
         )));
     }
+    let state = parse_state(&bytes, path)?;
+    memory::verify_once(
+        &path.join(MEMORY_FILE),
+        &state.memory,
+        &path.join(VERIFIED_STAMP),
+    )?;
+    Ok(state)
+}
+
+/// Reads a state document (`state.json`, or a standby's checkpoint) of
+/// this kiln's format and version; `path` names it in errors.
+///
+/// # Errors
+/// [`SnapshotError::Incompatible`] for another format or kiln version,
+/// [`SnapshotError::NotASnapshot`] for a document that is not one.
+pub fn parse_state(bytes: &[u8], path: &Path) -> Result<SnapshotState, SnapshotError> {
+    let not = |why: String| SnapshotError::NotASnapshot {
+        path: path.to_path_buf(),
+        why,
+    };
     let probe: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
     let format = probe.get("format").and_then(serde_json::Value::as_u64);
     let version = probe
         .get("kiln_version")
@@ -686,14 +789,9 @@ pub fn load(path: &Path) -> Result<SnapshotState, SnapshotError> {
         });
     }
     let state: SnapshotState =
-        serde_json::from_slice(&bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| not(format!("{STATE_FILE}: {e}")))?;
     if state.vcpus.first().is_none_or(Option::is_none) {
         return Err(not("vCPU 0 has no state".into()));
     }
-    memory::verify_once(
-        &path.join(MEMORY_FILE),
-        &state.memory,
-        &path.join(VERIFIED_STAMP),
-    )?;
     Ok(state)
 }

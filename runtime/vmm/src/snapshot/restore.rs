@@ -157,6 +157,28 @@ pub fn restore(
 ) -> Result<RunReport, VmmError> {
     let state = super::load(&config.path)?;
     timings.mark(Phase::SnapshotVerified);
+    let memory_path = config.path.join(MEMORY_FILE);
+    let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
+        what: format!("opening {}", memory_path.display()),
+        cause,
+    })?;
+    resume(hv, config, state, memory_file, console, timings)
+}
+
+/// Resumes a VM whose state (checked) is `state` and whose memory is
+/// `memory_file` (a snapshot's, or a standby's copy); `config.path` names
+/// it in messages.
+///
+/// # Errors
+/// As [`restore`].
+pub(crate) fn resume(
+    hv: &Hypervisor,
+    config: &RestoreConfig,
+    state: super::SnapshotState,
+    memory_file: std::fs::File,
+    console: Console,
+    mut timings: Timings,
+) -> Result<RunReport, VmmError> {
     if let (Some(want), Some(have)) = (&config.image, &state.image) {
         if want != have {
             return Err(SnapshotError::Incompatible {
@@ -205,11 +227,6 @@ pub fn restore(
         }
         None => None,
     };
-    let memory_path = config.path.join(MEMORY_FILE);
-    let memory_file = std::fs::File::open(&memory_path).map_err(|cause| SnapshotError::Io {
-        what: format!("opening {}", memory_path.display()),
-        cause,
-    })?;
     let vm = hv
         .kvm()
         .create_vm()

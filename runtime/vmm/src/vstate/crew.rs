@@ -9,8 +9,8 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::GuestMem;
 use kvm_ioctls::VcpuFd;
-use vm_memory::GuestMemoryMmap;
 
 use super::vcpu::{self, Shared, VcpuError};
 use crate::devices::{MmioBus, PortBus};
@@ -169,7 +169,8 @@ impl Crew {
 pub fn run(
     first: &mut VcpuFd,
     others: &mut [VcpuFd],
-    mem: &GuestMemoryMmap,
+    vm: &kvm_ioctls::VmFd,
+    mem: &GuestMem,
     bus: &Mutex<PortBus>,
     mmio: &MmioBus,
     timings: &Mutex<Timings>,
@@ -187,6 +188,7 @@ pub fn run(
     let start_cpu = |index: u32| crew.start(index);
     let running = || crew.started();
     let shared = Shared {
+        vm,
         mem,
         bus,
         mmio,

@@ -16,10 +16,12 @@
 //! backing would take 512. KVM only does so when guest-physical and host
 //! addresses agree modulo 2 MiB, hence the alignment.
 
+use crate::GuestMem;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::mmap::MmapRegion;
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::{GuestAddress, GuestRegionMmap};
 
 use super::kvm::KvmError;
 use crate::source::FileSlice;
@@ -85,7 +87,7 @@ pub const MIN_MEMORY: u64 = 2 << 20;
 /// Guest memory and where the module landed.
 pub struct GuestMemoryLayout {
     /// All regions.
-    pub mem: GuestMemoryMmap,
+    pub mem: GuestMem,
     /// RAM size.
     pub ram_size: u64,
     /// Guest-physical address of the module.
@@ -210,7 +212,7 @@ pub fn create_guest_memory(
     // which `host_mapping` keeps alive for as long as the layout (and with
     // it `mem`) exists.
     let region = unsafe {
-        MmapRegion::<()>::build_raw(
+        MmapRegion::<AtomicBitmap>::build_raw(
             host_mapping.addr,
             total as usize,
             libc::PROT_READ | libc::PROT_WRITE,
@@ -247,12 +249,12 @@ pub fn create_guest_memory(
 
 /// Makes `region` guest memory at guest-physical 0 and registers it with
 /// the VM as its one slot.
-fn register(vm: &VmFd, region: MmapRegion<()>) -> Result<GuestMemoryMmap, MemoryError> {
+fn register(vm: &VmFd, region: MmapRegion<AtomicBitmap>) -> Result<GuestMem, MemoryError> {
     let host = region.as_ptr();
     let size = region.size() as u64;
     let guest_region =
         GuestRegionMmap::new(region, GuestAddress(0)).ok_or(MemoryError::AddressSpace)?;
-    let mem = GuestMemoryMmap::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
+    let mem = GuestMem::from_regions(vec![guest_region]).map_err(MemoryError::Regions)?;
     let desc = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
@@ -275,7 +277,7 @@ fn register(vm: &VmFd, region: MmapRegion<()>) -> Result<GuestMemoryMmap, Memory
 /// page first touched). Costs a copy at boot (about 0.3 ms a MiB) and the
 /// image's size in host memory per VM.
 fn copy_module_in(
-    region: &MmapRegion<()>,
+    region: &MmapRegion<AtomicBitmap>,
     module_addr: u64,
     module: &FileSlice,
 ) -> Result<(), MemoryError> {
@@ -302,7 +304,7 @@ fn copy_module_in(
 /// replacing that part of `region`: the guest shares the host's page cache
 /// with every other VM of the image (`--share-image`).
 fn map_module(
-    region: &MmapRegion<()>,
+    region: &MmapRegion<AtomicBitmap>,
     module_addr: u64,
     module: &FileSlice,
 ) -> Result<(), MemoryError> {
@@ -330,23 +332,55 @@ fn map_module(
     Ok(())
 }
 
+/// A new, empty memfd (close-on-exec) named `name`.
+///
+/// # Errors
+/// When the kernel refuses one.
+pub fn memfd(name: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a NUL-terminated name; the returned
+    // descriptor is owned by the File below.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Turns on KVM's dirty log for guest memory's slot (a standby's
+/// checkpoints read it): from now on the first write to a page after each
+/// read of the log costs an exit.
+///
+/// # Errors
+/// When KVM refuses.
+pub fn log_dirty_pages(vm: &VmFd, mem: &GuestMem) -> Result<(), MemoryError> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let region = mem.iter().next().ok_or(MemoryError::AddressSpace)?;
+    let desc = kvm_userspace_memory_region {
+        slot: 0,
+        flags: kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES,
+        guest_phys_addr: 0,
+        memory_size: region.len(),
+        userspace_addr: region.as_ptr() as u64,
+    };
+    // SAFETY: the same slot, mapping and size as registered (`register`),
+    // only its flags change; the mapping lives as long as the VM.
+    unsafe { vm.set_user_memory_region(desc) }
+        .map_err(KvmError::ioctl("KVM_SET_USER_MEMORY_REGION (dirty log)"))?;
+    Ok(())
+}
+
 /// Puts RAM (`size` bytes at `host`, the start of guest memory's mapping)
 /// in a memfd mapped shared in its place, so that a vhost-user backend
 /// can map the same pages; returns the memfd.
 fn share_ram(host: *mut u8, size: u64) -> Result<std::fs::File, MemoryError> {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     let fail = |source: std::io::Error| MemoryError::MapModule {
         name: "guest RAM (shared memfd)".into(),
         source,
     };
-    // SAFETY: memfd_create with a NUL-terminated name; the returned
-    // descriptor is owned by the File below.
-    let fd = unsafe { libc::memfd_create(c"kiln-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just created and nothing else owns it.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let file = memfd(c"kiln-guest-ram").map_err(fail)?;
     file.set_len(size).map_err(fail)?;
     // SAFETY: `[host, host + size)` is the RAM part of the caller's
     // anonymous mapping, which unmaps it as a whole on drop; replacing it
@@ -481,7 +515,7 @@ fn register_snapshot_memory(
     // over it) lives as long as `host_mapping`, which the layout (and with
     // it `mem`) owns.
     let region = unsafe {
-        MmapRegion::<()>::build_raw(
+        MmapRegion::<AtomicBitmap>::build_raw(
             host_mapping.addr,
             size as usize,
             libc::PROT_READ | libc::PROT_WRITE,

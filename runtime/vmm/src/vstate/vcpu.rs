@@ -6,8 +6,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::GuestMem;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use vm_memory::GuestMemoryMmap;
 
 use crate::devices::{DeviceError, MmioBus, PortBus, PortEvent};
 use crate::timings::Timings;
@@ -98,8 +98,10 @@ pub enum VcpuError {
 /// What every vCPU thread of a VM shares: guest memory, the port and
 /// MMIO buses, the boot timings, and how to start another vCPU.
 pub struct Shared<'a> {
+    /// The VM (its dirty log, for a standby's checkpoints).
+    pub vm: &'a kvm_ioctls::VmFd,
     /// Guest memory.
-    pub mem: &'a GuestMemoryMmap,
+    pub mem: &'a GuestMem,
     /// The kiln ports (console, milestones, exit).
     pub bus: &'a Mutex<PortBus>,
     /// The virtio register windows.
@@ -144,6 +146,7 @@ fn park(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Option<E
         index,
         state,
         shared.started,
+        shared.vm,
         shared.mem,
         shared.mmio,
         &cancelled,

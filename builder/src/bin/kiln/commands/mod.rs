@@ -12,6 +12,7 @@ pub mod push;
 pub mod rmi;
 pub mod run;
 pub mod snapshot;
+pub mod standby;
 
 use std::path::Path;
 

@@ -28,6 +28,16 @@ pub enum SnapshotMemoryArg {
     Copy,
 }
 
+impl SnapshotMemoryArg {
+    /// The VMM's name for it.
+    pub fn mode(self) -> kiln_vmm::vstate::memory::SnapshotMemory {
+        match self {
+            SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
+            SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,
+        }
+    }
+}
+
 /// Boot an image and run its program.
 #[derive(clap::Args)]
 #[command(
@@ -69,6 +79,14 @@ pub struct Args {
     /// Keep running after --snapshot-at saved the snapshot
     #[arg(long, requires = "snapshot_at")]
     leave_running: bool,
+
+    /// Stream checkpoints of the VM to a standby (`kiln standby --listen PORT` at HOST:PORT) every --checkpoint-interval: its network output is held until the standby has the checkpoint that produced it, and if this process dies the standby resumes the VM from the last one (see docs/snapshots.md)
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["snapshot_at", "from_snapshot"])]
+    standby: Option<String>,
+
+    /// Milliseconds between checkpoints with --standby (the longest an answer is held back, plus the time to send a checkpoint)
+    #[arg(long, value_name = "MS", default_value_t = 50, requires = "standby", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    checkpoint_interval: u64,
 
     /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user, -p (instead of the snapshot's published ports) and --disk (a copy of each of the snapshot's disks, in order) apply; the rest is the snapshot's
     #[arg(long, value_name = "DIR", conflicts_with_all = [
@@ -141,6 +159,13 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         volumes: args.run.volumes.clone(),
         snapshot_memory: Default::default(),
         snapshot,
+        standby: args
+            .standby
+            .clone()
+            .map(|address| kiln_vmm::ha::StandbyTarget {
+                address,
+                interval: std::time::Duration::from_millis(args.checkpoint_interval),
+            }),
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.
@@ -182,10 +207,7 @@ fn resume(
         net: args.run.net.clone(),
         disks: args.run.disks.clone(),
         snapshot: snapshot_request(args),
-        snapshot_memory: match args.snapshot_memory {
-            SnapshotMemoryArg::Shared => kiln_vmm::vstate::memory::SnapshotMemory::Shared,
-            SnapshotMemoryArg::Copy => kiln_vmm::vstate::memory::SnapshotMemory::Copy,
-        },
+        snapshot_memory: args.snapshot_memory.mode(),
         ..RunOptions::default()
     };
     let report = run::restore(snapshot, parts.as_ref(), &opts, start);

@@ -4,8 +4,9 @@
 //! 273) and the first GiB at the kernel base (slot 511), with 2 MiB pages.
 //! There is no identity map: nothing runs at low addresses.
 
+use crate::GuestMem;
 use kiln_boot::vm::{KERNEL_SLOT, PHYS_MAP_SLOT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     BOOT_PDPT_KERNEL, BOOT_PDPT_PHYS_MAP, BOOT_PDS, BOOT_PDS_MAX, BOOT_PML4, GIB, HUGE_PAGE,
@@ -23,7 +24,7 @@ const HUGE: u64 = 0xe7;
 /// Fails when that needs more page directories than the boot area holds,
 /// or when guest memory rejects a write.
 pub fn write_boot_page_tables(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     mapped_end: u64,
 ) -> Result<(), vm_memory::GuestMemoryError> {
     let memory_size = mapped_end;
@@ -60,7 +61,7 @@ pub fn write_boot_page_tables(
 }
 
 fn write_table(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     at: GuestAddress,
     table: &[u64; 512],
 ) -> Result<(), vm_memory::GuestMemoryError> {
@@ -75,14 +76,14 @@ fn write_table(
 mod tests {
     use super::*;
 
-    fn entry(mem: &GuestMemoryMmap, table: GuestAddress, i: usize) -> u64 {
+    fn entry(mem: &GuestMem, table: GuestAddress, i: usize) -> u64 {
         mem.read_obj(GuestAddress(table.0 + 8 * i as u64)).unwrap()
     }
 
     #[test]
     fn maps_ram_in_the_direct_map_and_kernel_window() {
         let size = 6 << 20;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap();
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), size as usize)]).unwrap();
         write_boot_page_tables(&mem, size).unwrap();
         assert_eq!(entry(&mem, BOOT_PML4, 273), BOOT_PDPT_PHYS_MAP.0 | TABLE);
         assert_eq!(entry(&mem, BOOT_PML4, 511), BOOT_PDPT_KERNEL.0 | TABLE);
@@ -94,7 +95,7 @@ mod tests {
 
     #[test]
     fn refuses_more_ram_than_the_boot_area_maps() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         assert!(write_boot_page_tables(&mem, (BOOT_PDS_MAX + 1) * GIB).is_err());
     }
 }

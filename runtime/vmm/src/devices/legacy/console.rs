@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use vm_memory::{Bytes, GuestMemoryMmap};
+use crate::GuestMem;
+use vm_memory::Bytes;
 
 use crate::arch::layout::{CONSOLE_BUFFER, CONSOLE_BUFFER_SIZE};
 use crate::devices::DeviceError;
@@ -58,7 +59,7 @@ impl Console {
         &mut self,
         stream: Stream,
         len: u32,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
     ) -> Result<(), DeviceError> {
         if u64::from(len) > CONSOLE_BUFFER_SIZE {
             // A hostile or broken guest: refuse, never read outside the buffer.
@@ -107,7 +108,7 @@ mod tests {
 
     #[test]
     fn copies_exactly_the_named_bytes_and_refuses_oversized_lengths() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         mem.write_slice(b"hi\nthere", CONSOLE_BUFFER).unwrap();
         let (out, err) = (Sink::default(), Sink::default());
         let mut c = Console::new(Box::new(out.clone()), Box::new(err.clone()));

@@ -4,8 +4,8 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::GuestMem;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::interrupt;
@@ -77,7 +77,7 @@ impl Interrupt {
 /// its queues and its interrupt.
 pub struct Active {
     /// Guest memory, for every descriptor access.
-    pub mem: GuestMemoryMmap,
+    pub mem: GuestMem,
     /// The queues, in the device's order.
     pub queues: Vec<Queue>,
     /// The device's interrupt.
@@ -234,7 +234,7 @@ pub trait VirtioDevice: Send {
     /// When the queues are unusable.
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         features: u64,

@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::GuestMem;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, ByteValued, Bytes, GuestAddress};
 
 use super::{status, Interrupt, QueueError, VirtioDevice, VIRTIO_F_VERSION_1};
 
@@ -133,7 +134,7 @@ pub struct SavedTransport {
 /// One device's register window.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
-    mem: GuestMemoryMmap,
+    mem: GuestMem,
     interrupt: Arc<Interrupt>,
     queues: Vec<Queue>,
     device_features_sel: u32,
@@ -153,11 +154,7 @@ pub struct MmioTransport {
 impl MmioTransport {
     /// A transport for `device` over guest memory `mem`, interrupting
     /// through `interrupt`.
-    pub fn new(
-        device: Box<dyn VirtioDevice>,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-    ) -> Self {
+    pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMem, interrupt: Arc<Interrupt>) -> Self {
         let queues = fresh_queues(device.as_ref());
         Self {
             device,

@@ -1,9 +1,10 @@
 //! Taking descriptor chains from a queue and moving bytes through them,
 //! every address and length checked against guest memory.
 
+use crate::GuestMem;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::QueueError;
 
@@ -24,7 +25,7 @@ impl Chain {
     ///
     /// # Errors
     /// When a descriptor lies outside guest memory or the chain is too long.
-    pub fn read_all(&self, mem: &GuestMemoryMmap, queue: usize) -> Result<Vec<u8>, QueueError> {
+    pub fn read_all(&self, mem: &GuestMem, queue: usize) -> Result<Vec<u8>, QueueError> {
         let mut out = Vec::new();
         for d in self.descriptors.iter().filter(|d| !d.is_write_only()) {
             let len = d.len() as usize;
@@ -58,7 +59,7 @@ impl Chain {
     /// When a descriptor lies outside guest memory.
     pub fn write_all(
         &self,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         queue: usize,
         data: &[u8],
     ) -> Result<usize, QueueError> {
@@ -81,16 +82,12 @@ impl Chain {
 /// # Errors
 /// When the available ring is inconsistent or a chain is empty or loops
 /// (virtio-queue stops such a chain early; an empty one is what is left).
-pub fn pop(
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    index: usize,
-) -> Result<Option<Chain>, QueueError> {
+pub fn pop(queue: &mut Queue, mem: &GuestMem, index: usize) -> Result<Option<Chain>, QueueError> {
     let mut iter = queue.iter(mem).map_err(|source| QueueError::Queue {
         queue: index,
         source,
     })?;
-    let Some(chain): Option<DescriptorChain<&GuestMemoryMmap>> = iter.next() else {
+    let Some(chain): Option<DescriptorChain<&GuestMem>> = iter.next() else {
         return Ok(None);
     };
     let head = chain.head_index();
@@ -138,7 +135,7 @@ pub fn pop(
 /// When the used ring lies outside guest memory.
 pub fn complete(
     queue: &mut Queue,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     index: usize,
     head: u16,
     len: u32,
@@ -164,7 +161,7 @@ const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// When the rings lie outside guest memory.
 pub fn needs_interrupt(
     queue: &mut Queue,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     index: usize,
 ) -> Result<bool, QueueError> {
     let wanted = queue

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use crate::GuestMem;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::mmio::{reg, MmioTransport};
@@ -15,8 +16,8 @@ const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 
 /// 1 MiB of guest memory at guest-physical 0.
-pub fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("test memory")
+pub fn memory() -> GuestMem {
+    GuestMem::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("test memory")
 }
 
 /// A split queue in guest memory, driven as a driver would.
@@ -48,7 +49,7 @@ impl GuestQueue {
 
     /// Offers a chain of `(address, length, device-writable)` buffers;
     /// returns its head index.
-    pub fn add(&mut self, mem: &GuestMemoryMmap, bufs: &[(u64, u32, bool)]) -> u16 {
+    pub fn add(&mut self, mem: &GuestMem, bufs: &[(u64, u32, bool)]) -> u16 {
         let head = self.next_desc;
         for (i, &(addr, len, writable)) in bufs.iter().enumerate() {
             let index = self.next_desc;
@@ -68,7 +69,7 @@ impl GuestQueue {
 
     /// Puts `head` in the available ring (any value: tests use it to offer
     /// bad heads).
-    pub fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
+    pub fn publish(&mut self, mem: &GuestMem, head: u16) {
         let slot = u64::from(self.avail_idx % self.size);
         mem.write_obj(head, GuestAddress(self.avail + 4 + 2 * slot))
             .unwrap();
@@ -78,18 +79,18 @@ impl GuestQueue {
     }
 
     /// Sets the available ring's index to `idx` (to break it).
-    pub fn set_avail_idx(&mut self, mem: &GuestMemoryMmap, idx: u16) {
+    pub fn set_avail_idx(&mut self, mem: &GuestMem, idx: u16) {
         self.avail_idx = idx;
         mem.write_obj(idx, GuestAddress(self.avail + 2)).unwrap();
     }
 
     /// Sets the available ring's flags (VIRTQ_AVAIL_F_NO_INTERRUPT is 1).
-    pub fn set_avail_flags(&self, mem: &GuestMemoryMmap, flags: u16) {
+    pub fn set_avail_flags(&self, mem: &GuestMem, flags: u16) {
         mem.write_obj(flags, GuestAddress(self.avail)).unwrap();
     }
 
     /// The used ring's entries so far: `(head, length)`.
-    pub fn used(&self, mem: &GuestMemoryMmap) -> Vec<(u32, u32)> {
+    pub fn used(&self, mem: &GuestMem) -> Vec<(u32, u32)> {
         let idx: u16 = mem.read_obj(GuestAddress(self.used + 2)).unwrap();
         (0..idx)
             .map(|i| {
@@ -104,10 +105,7 @@ impl GuestQueue {
 }
 
 /// A transport for `device` over `mem`, and its interrupt.
-pub fn transport(
-    device: Box<dyn VirtioDevice>,
-    mem: &GuestMemoryMmap,
-) -> (MmioTransport, Arc<Interrupt>) {
+pub fn transport(device: Box<dyn VirtioDevice>, mem: &GuestMem) -> (MmioTransport, Arc<Interrupt>) {
     let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
     (
         MmioTransport::new(device, mem.clone(), interrupt.clone()),
@@ -119,7 +117,7 @@ pub fn transport(
 /// `block` describes `queues`; `features` are the driver's.
 pub fn kiln_setup(
     t: &mut MmioTransport,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     block: u64,
     features: u64,
     queues: &[&GuestQueue],

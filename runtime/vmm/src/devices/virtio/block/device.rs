@@ -10,9 +10,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::GuestMem;
 use kiln_boot::virtio_id;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 
 use super::{feature, request, status, Disk, QUEUE_SIZE, REQ_QUEUE, SECTOR};
 use crate::devices::virtio::device::{read_config_bytes, Active, Traffic};
@@ -171,7 +171,7 @@ impl Block {
         status::OK
     }
 
-    fn serve_chain(&mut self, a_mem: &GuestMemoryMmap, chain: &Chain) -> Result<u32, QueueError> {
+    fn serve_chain(&mut self, a_mem: &GuestMem, chain: &Chain) -> Result<u32, QueueError> {
         let writable_len = chain.writable_len();
         if writable_len == 0 {
             return Err(QueueError::Chain {
@@ -228,7 +228,7 @@ impl VirtioDevice for Block {
 
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         _features: u64,
@@ -301,12 +301,12 @@ mod tests {
         (d, path)
     }
 
-    fn header(mem: &GuestMemoryMmap, at: u64, kind: u32, sector: u64) {
+    fn header(mem: &GuestMem, at: u64, kind: u32, sector: u64) {
         mem.write_obj(kind, GuestAddress(at)).unwrap();
         mem.write_obj(sector, GuestAddress(at + 8)).unwrap();
     }
 
-    fn status_at(mem: &GuestMemoryMmap, at: u64) -> u8 {
+    fn status_at(mem: &GuestMem, at: u64) -> u8 {
         mem.read_obj(GuestAddress(at)).unwrap()
     }
 

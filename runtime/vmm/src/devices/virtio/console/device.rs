@@ -8,9 +8,9 @@ use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use crate::GuestMem;
 use kiln_boot::virtio_id;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 
 use super::input::Input;
 use super::{F_SIZE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
@@ -206,7 +206,7 @@ impl VirtioDevice for Console {
 
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         _features: u64,
@@ -300,7 +300,7 @@ mod tests {
         input: Option<Input>,
     ) -> (
         crate::devices::virtio::mmio::MmioTransport,
-        GuestMemoryMmap,
+        GuestMem,
         GuestQueue,
         GuestQueue,
         Sink,

@@ -7,12 +7,13 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+use crate::GuestMem;
 use kiln_boot::virtio_id;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{Virtiofsd, QUEUE_COUNT, QUEUE_SIZE, TAG_LEN};
@@ -85,7 +86,7 @@ impl Fs {
     /// Hands virtiofsd memory, rings and eventfds, and enables the rings.
     fn start(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         queues: &[Queue],
         interrupt: &Interrupt,
         features: u64,
@@ -188,7 +189,7 @@ impl VirtioDevice for Fs {
 
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         features: u64,

@@ -16,6 +16,16 @@ pub trait Backend: Send {
     /// The descriptor the devices thread watches.
     fn fd(&self) -> RawFd;
 
+    /// A second descriptor to watch for reading: it becomes readable when
+    /// held output may go ([`crate::ha::gate`]); then [`Backend::woken`] is
+    /// called and transmission retried.
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// [`Backend::wake_fd`] became readable.
+    fn woken(&mut self) {}
+
     /// The next frame received, if one is complete.
     ///
     /// # Errors

@@ -8,9 +8,9 @@
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use crate::GuestMem;
 use kiln_boot::virtio_id;
 use virtio_queue::{Queue, QueueOwnedT};
-use vm_memory::GuestMemoryMmap;
 
 use super::backend::Backend;
 use super::{feature, HEADER, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
@@ -192,7 +192,7 @@ impl VirtioDevice for Net {
 
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         _features: u64,
@@ -248,12 +248,17 @@ impl VirtioDevice for Net {
     }
 
     fn backend_fds(&self) -> Vec<RawFd> {
-        vec![self.backend.fd()]
+        std::iter::once(self.backend.fd())
+            .chain(self.backend.wake_fd())
+            .collect()
     }
 
-    fn backend_interest(&self, _fd: RawFd) -> u32 {
+    fn backend_interest(&self, fd: RawFd) -> u32 {
         if self.active.is_none() {
             return 0;
+        }
+        if Some(fd) == self.backend.wake_fd() {
+            return libc::EPOLLIN as u32;
         }
         let mut events = 0;
         if !self.starved {
@@ -265,7 +270,11 @@ impl VirtioDevice for Net {
         events
     }
 
-    fn process_backend(&mut self, _fd: RawFd, events: u32) -> Result<(), QueueError> {
+    fn process_backend(&mut self, fd: RawFd, events: u32) -> Result<(), QueueError> {
+        if Some(fd) == self.backend.wake_fd() {
+            self.backend.woken();
+            return self.transmit();
+        }
         if events & (libc::EPOLLOUT as u32) != 0 {
             self.transmit()?;
         }
@@ -292,7 +301,7 @@ mod tests {
 
     fn started() -> (
         crate::devices::virtio::mmio::MmioTransport,
-        GuestMemoryMmap,
+        GuestMem,
         GuestQueue,
         GuestQueue,
         UnixStream,

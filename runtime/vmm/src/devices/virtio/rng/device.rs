@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::GuestMem;
 use kiln_boot::virtio_id;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 
 use super::{QUEUE_SIZE, REQ_QUEUE};
 use crate::devices::virtio::device::{Active, Traffic};
@@ -67,7 +67,7 @@ impl VirtioDevice for Rng {
 
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         _features: u64,

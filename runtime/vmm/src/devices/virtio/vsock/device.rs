@@ -7,10 +7,10 @@
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use crate::GuestMem;
 use kiln_boot::virtio_id;
 use kiln_boot::vsock::{Header, HEADER_SIZE};
 use virtio_queue::{Queue, QueueOwnedT};
-use vm_memory::GuestMemoryMmap;
 
 use super::muxer::Muxer;
 use super::{QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
@@ -152,7 +152,7 @@ impl VirtioDevice for Vsock {
 
     fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         _features: u64,

@@ -1,0 +1,266 @@
+//! Output held until the standby has the state that produced it (Remus's
+//! rule): a frame the guest sends while checkpoint N is being made goes
+//! out only once the standby acknowledged checkpoint N. A client therefore
+//! never sees an answer the standby could not give again after failover.
+//!
+//! The gate sits between the NIC and its host backend ([`GatedBackend`]).
+//! The devices thread alone writes to the backend: when a checkpoint is
+//! acknowledged, the gate wakes it through an eventfd and it sends what
+//! was released.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::devices::virtio::net::Backend;
+
+/// Frames waiting for their checkpoint.
+pub struct OutputGate {
+    inner: Mutex<Held>,
+    wake: EventFd,
+}
+
+#[derive(Default)]
+struct Held {
+    /// The checkpoint the next frame belongs to.
+    epoch: u64,
+    /// Frames not released yet, with their checkpoint, oldest first.
+    waiting: VecDeque<(u64, Vec<u8>)>,
+    /// Frames released, not yet taken by the backend, oldest first.
+    released: VecDeque<Vec<u8>>,
+    /// The gate stands open: the standby is gone (or the run ended), so
+    /// frames pass at once.
+    open: bool,
+    /// Frames held so far, and the most held at once (for the report).
+    total: u64,
+    peak: usize,
+}
+
+fn lock(m: &Mutex<Held>) -> MutexGuard<'_, Held> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl OutputGate {
+    /// A closed gate whose first frames belong to checkpoint 1.
+    ///
+    /// # Errors
+    /// When the wake-up eventfd cannot be made.
+    pub fn new() -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            inner: Mutex::new(Held {
+                epoch: 1,
+                ..Held::default()
+            }),
+            wake: EventFd::new(EFD_NONBLOCK)?,
+        }))
+    }
+
+    /// Ends the current checkpoint's output (called with every vCPU parked
+    /// and every device locked); returns its number.
+    pub fn seal(&self) -> u64 {
+        let mut held = lock(&self.inner);
+        let sealed = held.epoch;
+        held.epoch += 1;
+        sealed
+    }
+
+    /// The standby has checkpoint `epoch`: its output (and older) may go.
+    pub fn release(&self, epoch: u64) {
+        let mut held = lock(&self.inner);
+        let mut moved = false;
+        while held.waiting.front().is_some_and(|(e, _)| *e <= epoch) {
+            if let Some((_, frame)) = held.waiting.pop_front() {
+                held.released.push_back(frame);
+                moved = true;
+            }
+        }
+        drop(held);
+        if moved {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// Lets everything through from now on (the standby is gone): what
+    /// waits is released.
+    pub fn open(&self) {
+        let mut held = lock(&self.inner);
+        held.open = true;
+        while let Some((_, frame)) = held.waiting.pop_front() {
+            held.released.push_back(frame);
+        }
+        drop(held);
+        let _ = self.wake.write(1);
+    }
+
+    /// Frames held in all, and the most held at once.
+    pub fn held(&self) -> (u64, usize) {
+        let held = lock(&self.inner);
+        (held.total, held.peak)
+    }
+
+    /// Keeps `frame` until its checkpoint is acknowledged (behind the
+    /// released ones when the gate stands open).
+    fn hold(&self, frame: &[u8]) {
+        let mut held = lock(&self.inner);
+        if held.open {
+            held.released.push_back(frame.to_vec());
+            return;
+        }
+        let epoch = held.epoch;
+        held.waiting.push_back((epoch, frame.to_vec()));
+        held.total += 1;
+        held.peak = held.peak.max(held.waiting.len());
+    }
+}
+
+/// Whether `frame` is an Ethernet frame carrying ARP.
+fn is_arp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&[0x08, 0x06][..])
+}
+
+/// A NIC backend whose output passes the gate.
+pub struct GatedBackend {
+    inner: Box<dyn Backend>,
+    gate: Arc<OutputGate>,
+}
+
+impl GatedBackend {
+    /// `inner`, gated by `gate`.
+    pub fn new(inner: Box<dyn Backend>, gate: Arc<OutputGate>) -> Self {
+        Self { inner, gate }
+    }
+
+    /// Sends released frames in order; false when the backend took no more.
+    fn send_released(&mut self) -> std::io::Result<bool> {
+        loop {
+            let Some(frame) = lock(&self.gate.inner).released.pop_front() else {
+                return Ok(true);
+            };
+            if !self.inner.send(&frame)? {
+                lock(&self.gate.inner).released.push_front(frame);
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl Backend for GatedBackend {
+    fn fd(&self) -> RawFd {
+        self.inner.fd()
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.gate.wake.as_raw_fd())
+    }
+
+    fn woken(&mut self) {
+        let _ = self.gate.wake.read();
+    }
+
+    fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.recv()
+    }
+
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<bool> {
+        let open = {
+            let held = lock(&self.gate.inner);
+            held.open && held.released.is_empty()
+        };
+        // ARP says only which MAC has which address — no state of the
+        // program — and the backend learns the guest's MAC from it: held,
+        // the first connections of a new VM went to a MAC passt did not
+        // know yet and were lost.
+        if open || is_arp(frame) {
+            if self.inner.send(frame)? {
+                return Ok(true);
+            }
+            lock(&self.gate.inner).released.push_back(frame.to_vec());
+            return Ok(true);
+        }
+        self.gate.hold(frame);
+        Ok(true)
+    }
+
+    fn blocked(&self) -> bool {
+        self.inner.blocked() || !lock(&self.gate.inner).released.is_empty()
+    }
+
+    fn flush(&mut self) -> std::io::Result<bool> {
+        if !self.inner.flush()? {
+            return Ok(false);
+        }
+        if !self.send_released()? {
+            return Ok(false);
+        }
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::net::StreamBackend;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    fn gated() -> (GatedBackend, Arc<OutputGate>, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let gate = OutputGate::new().unwrap();
+        (
+            GatedBackend::new(Box::new(StreamBackend::new(a)), gate.clone()),
+            gate,
+            b,
+        )
+    }
+
+    fn received(peer: &mut UnixStream) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        match peer.read(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frames_wait_for_the_checkpoint_that_covers_them() {
+        let (mut backend, gate, mut peer) = gated();
+        assert!(backend.send(b"one").unwrap());
+        let first = gate.seal();
+        assert!(backend.send(b"two").unwrap());
+        // Nothing goes before the acknowledgement.
+        assert!(!backend.blocked());
+        assert!(received(&mut peer).is_empty());
+        gate.release(first);
+        assert!(backend.blocked(), "released frames wait for the backend");
+        assert!(backend.flush().unwrap());
+        assert_eq!(received(&mut peer), b"\0\0\0\x03one");
+        // "two" belongs to the next checkpoint.
+        gate.release(gate.seal());
+        assert!(backend.flush().unwrap());
+        assert_eq!(received(&mut peer), b"\0\0\0\x03two");
+        assert_eq!(gate.held(), (2, 2));
+    }
+
+    #[test]
+    fn arp_is_not_held() {
+        let (mut backend, _gate, mut peer) = gated();
+        let mut arp = vec![0xffu8; 12];
+        arp.extend_from_slice(&[0x08, 0x06, 0, 1]);
+        assert!(backend.send(&arp).unwrap());
+        assert_eq!(&received(&mut peer)[4..], &arp[..]);
+    }
+
+    #[test]
+    fn an_open_gate_lets_frames_through_in_order() {
+        let (mut backend, gate, mut peer) = gated();
+        assert!(backend.send(b"held").unwrap());
+        gate.open();
+        assert!(backend.send(b"after").unwrap());
+        assert!(backend.flush().unwrap());
+        assert_eq!(received(&mut peer), b"\0\0\0\x04held\0\0\0\x05after");
+    }
+}

@@ -1,0 +1,188 @@
+//! The standby's side (`kiln standby --listen`): it accepts one primary,
+//! keeps the latest whole checkpoint — guest memory in a memfd, the state
+//! document beside it — and acknowledges each once applied. When the
+//! primary's connection ends without its "done" (the process died, the
+//! host went away) or stays silent too long, the standby resumes the VM
+//! from that checkpoint, as `kiln run --from-snapshot` resumes a snapshot:
+//! with its own network (its own `-p`), fresh randomness and the host's
+//! time.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use super::wire::{self, Message, PAGE};
+use super::HaError;
+use crate::devices::legacy::console::Console;
+use crate::snapshot::{RestoreConfig, SnapshotState};
+use crate::timings::{Phase, Timings};
+use crate::vstate::kvm::Hypervisor;
+use crate::{RunReport, VmmError};
+
+/// How a standby waits and resumes.
+#[derive(Clone, Debug)]
+pub struct StandbyConfig {
+    /// `[HOST:]PORT` to listen on (port 0: any free one, printed).
+    pub listen: String,
+    /// How long the primary may stay silent before it counts as gone.
+    pub silence: Duration,
+    /// How the VM resumes (its `path` only names it in messages).
+    pub resume: RestoreConfig,
+}
+
+/// How a standby ended.
+pub enum StandbyOutcome {
+    /// The primary's VM ended by itself with this status: nothing to do.
+    PrimaryEnded(i32),
+    /// The primary died; the VM resumed here and ran to its end.
+    TookOver(Box<RunReport>),
+}
+
+/// The last whole checkpoint.
+struct Replica {
+    memory: File,
+    pages: u64,
+    state: Option<(u64, SnapshotState)>,
+}
+
+impl Replica {
+    fn new() -> Result<Self, HaError> {
+        Ok(Self {
+            memory: crate::vstate::memory::memfd(c"kiln-standby-memory").map_err(|cause| {
+                HaError::Link {
+                    what: "making the standby's copy of guest memory".into(),
+                    cause,
+                }
+            })?,
+            pages: 0,
+            state: None,
+        })
+    }
+}
+
+/// The most pages guest memory can have.
+const PAGES_MAX: u64 = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB / PAGE as u64;
+
+/// Listens, follows one primary, and takes over when it dies.
+///
+/// # Errors
+/// [`VmmError`]: the address cannot be listened on, the primary broke the
+/// protocol before its first checkpoint, or the resumed VM failed.
+pub fn serve(
+    hv: &Hypervisor,
+    config: &StandbyConfig,
+    console: Console,
+    mut timings: Timings,
+) -> Result<StandbyOutcome, VmmError> {
+    let listen = if config.listen.contains(':') {
+        config.listen.clone()
+    } else {
+        format!("0.0.0.0:{}", config.listen)
+    };
+    let listener = TcpListener::bind(&listen).map_err(|cause| HaError::Link {
+        what: format!("listening on {listen}"),
+        cause,
+    })?;
+    let local = listener.local_addr().map_err(|cause| HaError::Link {
+        what: "reading the listening address".into(),
+        cause,
+    })?;
+    eprintln!("kiln: standby listening on {local}");
+    let (stream, peer) = listener.accept().map_err(|cause| HaError::Link {
+        what: format!("accepting a primary on {local}"),
+        cause,
+    })?;
+    drop(listener);
+    eprintln!("kiln: standby following the primary at {peer}");
+    let mut replica = Replica::new()?;
+    let why = follow(stream, config.silence, &mut replica);
+    let ended = match why {
+        Ok(Some(status)) => return Ok(StandbyOutcome::PrimaryEnded(status)),
+        Ok(None) => "its connection closed".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let Some((epoch, state)) = replica.state.take() else {
+        return Err(HaError::NoCheckpoint(ended).into());
+    };
+    timings.mark(Phase::SnapshotVerified);
+    eprintln!("kiln: the primary is gone ({ended}); resuming from checkpoint {epoch}");
+    let report = crate::snapshot::restore::resume(
+        hv,
+        &config.resume,
+        state,
+        replica.memory,
+        console,
+        timings,
+    )?;
+    Ok(StandbyOutcome::TookOver(Box::new(report)))
+}
+
+/// Applies checkpoints until the primary ends: `Ok(Some(status))` when its
+/// VM ended by itself, `Ok(None)` when the connection closed, `Err` for a
+/// broken or silent link.
+fn follow(
+    stream: TcpStream,
+    silence: Duration,
+    replica: &mut Replica,
+) -> Result<Option<i32>, HaError> {
+    let link = |what: &str| {
+        let what = what.to_owned();
+        move |cause| HaError::Link { what, cause }
+    };
+    stream
+        .set_read_timeout(Some(silence))
+        .map_err(link("configuring the primary's connection"))?;
+    let mut writer = stream.try_clone().map_err(link("cloning the connection"))?;
+    let mut reader = BufReader::with_capacity(1 << 20, stream);
+    if let Err(e) = wire::read_hello(&mut reader) {
+        let _ = wire::send_welcome(&mut writer, Some(&e.to_string()));
+        return Err(e);
+    }
+    wire::send_welcome(&mut writer, None)?;
+    loop {
+        let pages_max = if replica.pages > 0 {
+            replica.pages
+        } else {
+            PAGES_MAX
+        };
+        let message = match wire::read_message(&mut reader, pages_max)? {
+            None => return Ok(None),
+            Some(Message::Done(status)) => return Ok(Some(status)),
+            Some(Message::Checkpoint(c)) => c,
+        };
+        let state = crate::snapshot::parse_state(
+            &message.state,
+            std::path::Path::new("the primary's checkpoint"),
+        )
+        .map_err(|e| HaError::Protocol(e.to_string()))?;
+        let size = state.memory.size;
+        if replica.state.is_none() {
+            if size == 0 || !size.is_multiple_of(PAGE as u64) {
+                return Err(HaError::Protocol(format!("guest memory of {size} bytes")));
+            }
+            replica
+                .memory
+                .set_len(size)
+                .map_err(link("sizing the standby's copy of guest memory"))?;
+            replica.pages = size / PAGE as u64;
+            // The first checkpoint was read before memory's size was known.
+            if let Some(&bad) = message.pages.iter().find(|&&p| p >= replica.pages) {
+                return Err(HaError::Protocol(format!(
+                    "page {bad} lies beyond guest memory"
+                )));
+            }
+        } else if size != replica.pages * PAGE as u64 {
+            return Err(HaError::Protocol("guest memory changed size".into()));
+        }
+        for (page, data) in message.pages.iter().zip(message.data.chunks_exact(PAGE)) {
+            replica
+                .memory
+                .write_all_at(data, page * PAGE as u64)
+                .map_err(link("writing the standby's copy of guest memory"))?;
+        }
+        replica.state = Some((message.epoch, state));
+        wire::send_ack(&mut writer, message.epoch)?;
+    }
+}
