@@ -30,14 +30,14 @@ fn counter_image(test: &str) -> PathBuf {
 }
 
 /// A standby listening on a port of its own choosing (`extra`: its other
-/// flags): the child, the address it printed, and the file its stderr
-/// goes to.
+/// flags): the child (its stdout, the resumed program's, piped), the
+/// address it printed, and the file its stderr goes to.
 fn standby(test: &str, extra: &[&str]) -> (Child, String, PathBuf) {
     let log = common::scratch(test).join("standby.err");
     let child = common::default_signals(&mut kiln())
         .args(["standby", "--listen", "127.0.0.1:0", "--timeout", "60"])
         .args(extra)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("kiln runs");
@@ -266,4 +266,98 @@ fn a_standby_refuses_a_peer_that_is_not_a_primary_and_resumes_nothing() {
     assert!(log.contains("not a kiln primary"), "{log}");
     assert!(!log.contains("resuming"), "{log}");
     let _ = Path::new(&address);
+}
+
+#[test]
+fn the_primary_runs_on_when_its_standby_dies() {
+    if !kvm_or_skip("the_primary_runs_on_when_its_standby_dies") {
+        return;
+    }
+    common::require_tool("passt", "passt");
+    let image = counter_image("standby-lost");
+    let port = common::free_port();
+    let (mut standby, address, _) = standby("standby-lost-standby", &[]);
+    let log = common::scratch("standby-lost-primary").join("primary.err");
+    let mut primary = Reaped(
+        common::default_signals(&mut kiln())
+            .args(["run", "--timeout", "60", "--standby", &address])
+            .args(["--checkpoint-interval", "10", "-p", &format!("{port}:8080")])
+            .arg(&image)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("kiln runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(primary.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = connect(port, deadline).expect("the primary answers");
+    let before: Vec<u64> = (0..5)
+        .map(|_| next(&mut conn).expect("an answer"))
+        .collect();
+    kill(&mut standby, libc::SIGKILL);
+    standby.wait().unwrap();
+    // The held answers go out once the primary notices, and the next ones
+    // at once.
+    let after: Vec<u64> = (0..5)
+        .map(|_| next(&mut conn).expect("an answer"))
+        .collect();
+    assert_eq!([before, after].concat(), (1..=10).collect::<Vec<u64>>());
+    kill(&mut primary.0, libc::SIGTERM);
+    primary.0.wait().unwrap();
+    let report = std::fs::read_to_string(&log).unwrap();
+    assert!(report.contains("the standby is gone"), "{report}");
+    assert!(report.contains("the VM ran on unprotected"), "{report}");
+}
+
+#[test]
+fn a_busy_two_cpu_guest_killed_mid_computation_finishes_it_on_the_standby() {
+    if !kvm_or_skip("a_busy_two_cpu_guest_killed_mid_computation") {
+        return;
+    }
+    // Processes started and ended, files rewritten in the guest's tmpfs:
+    // memory the guest and kiln's devices write all over. The sum comes
+    // out right only if every page written before the last checkpoint
+    // reached the standby.
+    let (_, image) = common::built_image("standby-busy", "busybox-sh");
+    let script = "i=0; s=0; while [ $i -lt 600 ]; do i=$((i+1)); \
+                  echo $i > /tmp/f$((i%7)); s=$((s+$(cat /tmp/f$((i%7))))); \
+                  [ $((i%100)) = 0 ] && echo at $i; done; echo sum $s; cat /tmp/f* | wc -l";
+    let (mut standby, address, standby_log) = standby("standby-busy-standby", &[]);
+    let mut standby_out = BufReader::new(standby.stdout.take().unwrap());
+    let mut primary = Reaped(
+        kiln()
+            .args([
+                "run",
+                "--cpus",
+                "2",
+                "--timeout",
+                "60",
+                "--standby",
+                &address,
+            ])
+            .args(["--checkpoint-interval", "10"])
+            .arg(&image)
+            .args(["--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(primary.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "at 100\n");
+    kill(&mut primary.0, libc::SIGKILL);
+    primary.0.wait().unwrap();
+    let status = standby.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut standby_out, &mut out).unwrap();
+    let log = rest(&standby_log);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("resuming from checkpoint"), "{log}");
+    assert!(out.ends_with("at 600\nsum 180300\n7\n"), "{out}\n{log}");
 }

@@ -42,7 +42,7 @@ pub struct NetArgs {
 }
 
 /// A child killed and reaped when dropped.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -51,12 +51,12 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until `url` answers (curl, optionally inside namespace `ns`).
-fn wait_http(ns: Option<&str>, url: &str) -> Result<()> {
+pub(crate) fn wait_http(ns: Option<&str>, url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut cmd = netns(ns, "curl");
@@ -102,7 +102,7 @@ fn wrk_ms(text: &str) -> Option<f64> {
 }
 
 /// Runs wrk against `url`; requests/s and latency p50/p99 (ms).
-fn wrk(ns: Option<&str>, url: &str, args: &NetArgs) -> Result<Value> {
+pub(crate) fn wrk(ns: Option<&str>, url: &str, args: &NetArgs) -> Result<Value> {
     let out = netns(ns, "wrk")
         .args(["--latency", "-t2"])
         .arg(format!("-c{}", args.connections))

@@ -18,6 +18,13 @@
 //!   second (K over the time until the last one runs), and each clone's
 //!   host memory while all run (RSS, and PSS, which shares the pages of the
 //!   memory file that clones have in common).
+//! * **HA**: the HTTP benchmark (`bench-net`'s nginx appliance under wrk)
+//!   without a standby and with one (`kiln run --standby`, `kiln standby`)
+//!   at several checkpoint intervals: requests/s, latency, checkpoints and
+//!   the vCPUs' pause per checkpoint. Then **failover**: a counter
+//!   appliance (tests/programs/counter.c) answering a client in a loop,
+//!   the primary killed with SIGKILL, the time until the client has its
+//!   next answer from the standby's port (the client retries every 10 ms).
 //!
 //! Prints tables, writes `target/bench/snapshot.json` and draws
 //! `target/bench/snapshot.svg`. A benchmark, not a test: the goals (resume
@@ -34,6 +41,7 @@ use serde_json::{json, Value};
 use xtask::{build, host, paths};
 
 use crate::bench::{median, run_timed, summary};
+use crate::bench_net::{free_port, Guard};
 use crate::compat::toml_string;
 use crate::python;
 
@@ -49,6 +57,15 @@ pub struct SnapshotArgs {
     /// Clones resumed at once
     #[arg(long, default_value_t = 16)]
     pub clones: usize,
+    /// Checkpoint intervals (ms) to measure HA's overhead at (comma-separated)
+    #[arg(long, value_delimiter = ',', default_values_t = [10u64, 50, 100])]
+    pub intervals: Vec<u64>,
+    /// Seconds of each wrk run of the HA measurement
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Failovers measured
+    #[arg(long, default_value_t = 5)]
+    pub failovers: usize,
 }
 
 impl Default for SnapshotArgs {
@@ -57,6 +74,9 @@ impl Default for SnapshotArgs {
             runs: 10,
             touched: vec![0, 16, 64, 128],
             clones: 16,
+            intervals: vec![10, 50, 100],
+            seconds: 5,
+            failovers: 5,
         }
     }
 }
@@ -368,6 +388,171 @@ fn clones(kiln: &Path, count: usize) -> Result<Value> {
     }))
 }
 
+/// A `kiln standby --listen 127.0.0.1:0` with `extra` flags; the child and
+/// the address it listens on.
+fn start_standby(kiln: &Path, name: &str, extra: &[&str]) -> Result<(Guard, String)> {
+    let log = dir().join(format!("{name}.err"));
+    let child = Command::new(kiln)
+        .args(["standby", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("KILN_HOME", dir().join("kiln-home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting kiln standby")?;
+    let child = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(address) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("kiln: standby listening on "))
+        {
+            return Ok((child, address.to_owned()));
+        }
+        if Instant::now() > deadline {
+            bail!("kiln standby printed no address: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// nginx under wrk without a standby and with one at each interval.
+fn ha_overhead(kiln: &Path, intervals: &[u64], seconds: u32) -> Result<Value> {
+    let image = crate::bench_net::httpd_image(kiln, &dir())?;
+    let args = crate::bench_net::NetArgs {
+        seconds,
+        connections: 32,
+        mib: 0,
+        starts: 0,
+    };
+    let mut rows = Vec::new();
+    for interval in std::iter::once(None).chain(intervals.iter().copied().map(Some)) {
+        let port = free_port()?;
+        let json_path = dir().join("ha-primary.json");
+        let _ = std::fs::remove_file(&json_path);
+        let mut cmd = Command::new(kiln);
+        cmd.arg("run")
+            .args(["-p", &format!("{port}:80"), "--timings-json"])
+            .arg(&json_path)
+            .env("KILN_HOME", dir().join("kiln-home"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let standby = match interval {
+            Some(ms) => {
+                let (standby, address) = start_standby(kiln, "ha-standby", &[])?;
+                cmd.args([
+                    "--standby",
+                    &address,
+                    "--checkpoint-interval",
+                    &ms.to_string(),
+                ]);
+                Some(standby)
+            }
+            None => None,
+        };
+        let mut primary = Guard(cmd.arg(&image).spawn().context("starting the primary")?);
+        let url = format!("http://127.0.0.1:{port}/");
+        crate::bench_net::wait_http(None, &url)?;
+        let measured = crate::bench_net::wrk(None, &url, &args)?;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(primary.0.id() as i32, libc::SIGTERM) };
+        primary.0.wait()?;
+        drop(standby);
+        let report: Value = std::fs::read(&json_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        rows.push(json!({
+            "interval_ms": interval,
+            "wrk": measured,
+            "replication": report["replication"],
+        }));
+    }
+    let base = rows
+        .first()
+        .and_then(|r| r["wrk"]["requests_per_s"].as_f64())
+        .unwrap_or(f64::NAN);
+    for row in &mut rows {
+        let rps = row["wrk"]["requests_per_s"].as_f64().unwrap_or(f64::NAN);
+        row["relative_throughput"] = json!(rps / base);
+    }
+    Ok(json!({ "connections": args.connections, "seconds": seconds, "runs": rows }))
+}
+
+/// Kill -9 of a primary serving a counter; time to the next answer from
+/// the standby.
+fn failover(kiln: &Path, count: usize) -> Result<Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let counter = xtask::paths::program("counter");
+    let manifest = format!(
+        "name = \"bench-snapshot-counter\"\nversion = \"0.0.0\"\n\n[program]\npath = {}\nargs = [\"8080\"]\n",
+        toml_string(&counter.display().to_string())
+    );
+    let image = image(kiln, "counter", &manifest)?;
+    let mut times = Vec::new();
+    for _ in 0..count {
+        let (primary_port, standby_port) = (free_port()?, free_port()?);
+        let (_standby, address) = start_standby(
+            kiln,
+            "failover-standby",
+            &["-p", &format!("{standby_port}:8080")],
+        )?;
+        let mut primary = Guard(
+            Command::new(kiln)
+                .args([
+                    "run",
+                    "--standby",
+                    &address,
+                    "-p",
+                    &format!("{primary_port}:8080"),
+                ])
+                .arg(&image)
+                .env("KILN_HOME", dir().join("kiln-home"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting the primary")?,
+        );
+        let mut line = String::new();
+        BufReader::new(primary.0.stdout.take().context("the primary's stdout")?)
+            .read_line(&mut line)?;
+        let ask = |port: u16| -> Option<u64> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"n\n").ok()?;
+            let mut answer = String::new();
+            BufReader::new(s).read_line(&mut answer).ok()?;
+            answer.trim().parse().ok()
+        };
+        let mut last = 0;
+        for _ in 0..10 {
+            last = ask(primary_port).context("the primary's counter did not answer")?;
+        }
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(primary.0.id() as i32, libc::SIGKILL) };
+        let killed = Instant::now();
+        primary.0.wait()?;
+        let next = loop {
+            if let Some(n) = ask(standby_port) {
+                break n;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                bail!("the standby never answered after the primary died");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if next <= last {
+            bail!("the standby answered {next} after the primary's {last}");
+        }
+        times.push(killed.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(json!({ "failover_ms": summary(times) }))
+}
+
 fn print_tables(doc: &Value) {
     let p = &doc["python"];
     println!(
@@ -416,6 +601,35 @@ fn print_tables(doc: &Value) {
         median(&c["rss_kib"]),
         median(&c["pss_kib"]),
     );
+    let h = &doc["ha"];
+    println!(
+        "\nHA: nginx under wrk ({} connections, {} s), without and with a standby:",
+        h["connections"], h["seconds"]
+    );
+    println!(
+        "  {:>10} {:>10} {:>9} {:>9} {:>9} {:>12} {:>11}",
+        "interval", "req/s", "relative", "p50", "p99", "checkpoints", "pause mean"
+    );
+    for r in h["runs"].as_array().into_iter().flatten() {
+        let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  {:>10} {:>10.0} {:>8.2}x {:>6.1} ms {:>6.1} ms {:>12} {:>8.2} ms",
+            r["interval_ms"]
+                .as_u64()
+                .map_or("none".to_string(), |ms| format!("{ms} ms")),
+            f(&r["wrk"]["requests_per_s"]),
+            f(&r["relative_throughput"]),
+            f(&r["wrk"]["latency_p50_ms"]),
+            f(&r["wrk"]["latency_p99_ms"]),
+            r["replication"]["checkpoints"],
+            f(&r["replication"]["pause_mean_ms"]),
+        );
+    }
+    println!(
+        "  failover (kill -9 of the primary to the client's next answer from the standby): p50 {:.1} ms, max {:.1} ms",
+        median(&doc["failover"]["failover_ms"]),
+        doc["failover"]["failover_ms"]["max"].as_f64().unwrap_or(f64::NAN)
+    );
 }
 
 /// Runs the benchmark.
@@ -433,12 +647,17 @@ pub fn run(args: &SnapshotArgs) -> Result<()> {
     let python = python_startup(&kiln, args.runs)?;
     let sizes = sizes(&kiln, &args.touched)?;
     let clones = clones(&kiln, args.clones)?;
+    build::programs()?;
+    let ha = ha_overhead(&kiln, &args.intervals, args.seconds)?;
+    let failover = failover(&kiln, args.failovers)?;
     let doc = json!({
         "goal_resume_ms": GOAL_RESUME_MS,
         "goal_speedup": GOAL_SPEEDUP,
         "python": python,
         "sizes": sizes,
         "clones": clones,
+        "ha": ha,
+        "failover": failover,
     });
     print_tables(&doc);
     crate::bench::write_results(&doc, "snapshot", crate::chart::snapshot)

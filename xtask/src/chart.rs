@@ -233,8 +233,9 @@ pub fn ratios(doc: &Value, path: &Path) -> Result<()> {
 }
 
 /// The chart of `bench-snapshot` (SVG): horizontal bars in ms — the Python
-/// program cold-started and resumed, then the snapshot pause for each
-/// amount of touched memory.
+/// program cold-started and resumed, the snapshot pause for each amount
+/// of touched memory, HTTP latency without and with a standby, and the
+/// failover time.
 ///
 /// # Errors
 /// When plotters cannot draw or write the file.
@@ -259,6 +260,23 @@ pub fn snapshot(doc: &Value, path: &Path) -> Result<()> {
             r["pause_ms"].as_f64().unwrap_or(f64::NAN),
         ));
     }
+    for r in doc["ha"]["runs"].as_array().into_iter().flatten() {
+        if let Some(ms) = r["interval_ms"].as_u64() {
+            bars.push((
+                format!("HA, {ms} ms checkpoints: HTTP latency p50"),
+                r["wrk"]["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            ));
+        } else {
+            bars.push((
+                "HTTP latency p50 without a standby".into(),
+                r["wrk"]["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    bars.push((
+        "failover: kill -9 of the primary to the next answer".into(),
+        median(&doc["failover"]["failover_ms"]),
+    ));
     let n = bars.len();
     let max = bars
         .iter()

@@ -139,6 +139,9 @@ pub fn run_all() -> Result<()> {
             runs: 1,
             touched: vec![0, 8],
             clones: 4,
+            intervals: vec![50],
+            seconds: 1,
+            failovers: 1,
         })
     })?;
     step("hostile-guest suite (cargo xtask hostile)", || {

@@ -55,6 +55,9 @@ pub enum PortEvent {
     StartCpu(u32),
     /// The vCPU parks for a snapshot ([`port::SNAPSHOT`]).
     Snapshot,
+    /// The program is about to start: the kernel's boot, every vCPU's
+    /// included, is over.
+    ProgramEntry,
 }
 
 /// Dispatches port writes to the devices.
@@ -109,7 +112,10 @@ impl PortBus {
             }
             port::BOOT_TIMER => match Milestone::from_u32(value(data)) {
                 Some(Milestone::KernelEntry) => timings.mark(Phase::KernelEntry),
-                Some(Milestone::ProgramEntry) => timings.mark(Phase::ProgramEntry),
+                Some(Milestone::ProgramEntry) => {
+                    timings.mark(Phase::ProgramEntry);
+                    return Ok(PortEvent::ProgramEntry);
+                }
                 Some(Milestone::FirstAccept) => timings.mark(Phase::FirstAccept),
                 Some(Milestone::Resumed) => timings.mark(Phase::Resumed),
                 None => self.unknown_writes += 1,

@@ -88,6 +88,8 @@ struct Flow {
     lost: Option<String>,
     /// The run is ending: no more checkpoints.
     stopping: bool,
+    /// The guest's boot is over (checkpoints start then).
+    booted: bool,
 }
 
 /// Replication of one VM to its standby.
@@ -224,9 +226,27 @@ impl Replicator {
         self.changed.notify_all();
     }
 
+    /// The guest reached its program's entry: checkpoints may start.
+    pub fn program_entered(&self) {
+        lock(&self.flow).booted = true;
+        self.changed.notify_all();
+    }
+
     /// Asks for a checkpoint an interval after the previous one was
-    /// acknowledged.
+    /// acknowledged; the first once the guest's boot is over (a snapshot
+    /// round while the boot CPU brings the others up could wait for a CPU
+    /// whose interrupts are not on yet).
     fn tick_loop(&self, irqfd: &EventFd) {
+        {
+            let mut flow = lock(&self.flow);
+            while !flow.booted && flow.lost.is_none() && !flow.stopping {
+                flow = self
+                    .changed
+                    .wait_timeout(flow, Duration::from_millis(100))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+        }
         // The first checkpoint at once: the standby holds nothing yet.
         let mut wait = Duration::ZERO;
         loop {
@@ -254,9 +274,8 @@ impl Replicator {
             let asked = flow.sent;
             drop(flow);
             let _ = irqfd.write(1);
-            // Until the guest has parked and the checkpoint is taken. An
-            // interrupt that reached the guest before its APIC was enabled
-            // (early in boot) is lost: ask again after a while.
+            // Until the guest has parked and the checkpoint is taken (asked
+            // again after a while, should the interrupt have been lost).
             let mut flow = lock(&self.flow);
             while flow.sent == asked && flow.lost.is_none() && !flow.stopping {
                 let (next, waited) = self

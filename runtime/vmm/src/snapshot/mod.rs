@@ -561,6 +561,13 @@ impl Coordinator {
         })
     }
 
+    /// The guest reached its program's entry (every vCPU is up).
+    pub fn program_entered(&self) {
+        if let Target::Standby(replicator) = &self.target {
+            replicator.program_entered();
+        }
+    }
+
     /// The VM's facts.
     pub(crate) fn facts(&self) -> &VmFacts {
         &self.facts

@@ -207,6 +207,11 @@ pub fn run(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Endin
                             return Ok(ending);
                         }
                     }
+                    PortEvent::ProgramEntry => {
+                        if let Some(coordinator) = shared.snapshot {
+                            coordinator.program_entered();
+                        }
+                    }
                     PortEvent::Continue => {}
                 }
             }
