@@ -825,3 +825,114 @@ fn killed_store_writers_never_leave_a_broken_store() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(store_is_consistent(&home).unwrap() >= 1);
 }
+
+/// A snapshot committed to the store travels like an image: pushed (an OCI
+/// artifact skopeo reads), pulled into another store, resumed by name with
+/// the same output as its directory; a corrupted blob on the way in is
+/// refused and stores nothing.
+#[test]
+fn a_snapshot_is_pushed_pulled_and_resumed_by_name() {
+    if !kvm_or_skip("a_snapshot_is_pushed_pulled_and_resumed_by_name") {
+        return;
+    }
+    let (dir, image) = built_image("reg-snapshot", "busybox-sh");
+    let snap = dir.join("snap");
+    let pusher = dir.join("pusher");
+    let script = "echo ready; echo $((6 * 7)); ls /bin | wc -l";
+    ok(
+        kiln_at(
+            &pusher,
+            &[
+                "run",
+                "--snapshot-at",
+                "first-output",
+                "--snapshot-to",
+                snap.to_str().unwrap(),
+                image.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        ),
+        "snapshot",
+    );
+    let from_dir = ok(
+        kiln_at(&pusher, &["run", "--from-snapshot", snap.to_str().unwrap()]),
+        "resume the directory",
+    );
+    assert!(
+        stdout(&from_dir).starts_with("42\n"),
+        "{}",
+        stdout(&from_dir)
+    );
+    let o = ok(
+        kiln_at(&pusher, &["commit", snap.to_str().unwrap(), "warm:1"]),
+        "commit",
+    );
+    let digest = stdout(&o).trim().to_owned();
+    let by_name = ok(
+        kiln_at(&pusher, &["run", "--from-snapshot", "warm:1"]),
+        "resume by name",
+    );
+    assert_eq!(stdout(&by_name), stdout(&from_dir));
+
+    let reg = Registry::start("snapshot", &RegistrySetup::default());
+    let reference = format!("{}/snaps/warm:1", reg.host());
+    let o = ok(
+        kiln_at(&pusher, &["push", "warm:1", &reference, "--plain-http"]),
+        "push",
+    );
+    assert_eq!(stdout(&o).trim(), digest);
+    let raw = ok(
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ]),
+        "skopeo inspect",
+    );
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(m["artifactType"], "application/vnd.kiln.snapshot.v1");
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(1));
+
+    // Through a proxy that corrupts blobs: refused, nothing stored.
+    let liar = Proxy::start(reg.port, ProxyMode::CorruptBlobs);
+    let victim = dir.join("victim");
+    let via_liar = format!("{}/snaps/warm:1", liar.host());
+    failed(
+        kiln_at(&victim, &["pull", &via_liar, "--plain-http"]),
+        "pull through a corrupting proxy",
+        "digest",
+    );
+    assert!(store_is_empty(&victim));
+    assert!(!victim.join("snapshots.json").exists());
+
+    let puller = dir.join("puller");
+    let o = ok(
+        kiln_at(&puller, &["pull", &reference, "--plain-http"]),
+        "pull",
+    );
+    assert_eq!(stdout(&o).trim(), digest);
+    assert!(stderr(&o).contains("pulled snapshot"), "{}", stderr(&o));
+    let listed = ok(kiln_at(&puller, &["snapshots", "--json"]), "snapshots");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["digest"], digest.as_str());
+    let pulled = ok(
+        kiln_at(&puller, &["run", "--from-snapshot", &reference]),
+        "resume the pulled snapshot",
+    );
+    assert_eq!(stdout(&pulled), stdout(&from_dir));
+    ok(kiln_at(&puller, &["rmi", &reference]), "rmi");
+    let listed = ok(kiln_at(&puller, &["snapshots", "--json"]), "snapshots");
+    assert_eq!(stdout(&listed).trim(), "[]");
+    let missing = kiln_at(&puller, &["run", "--from-snapshot", &reference]);
+    assert_ne!(status(&missing), 0);
+    assert!(
+        stderr(&missing).contains("nor a snapshot in the local store"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -24,5 +24,6 @@ pub mod progress;
 pub mod registry;
 pub mod rootfs;
 pub mod run;
+pub mod snapshots;
 pub mod store;
 pub mod transfer;

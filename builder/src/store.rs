@@ -146,7 +146,7 @@ pub struct Store {
 }
 
 /// Holds the store's lock until dropped.
-struct Lock(std::fs::File);
+pub(crate) struct Lock(std::fs::File);
 
 impl Drop for Lock {
     fn drop(&mut self) {
@@ -274,7 +274,7 @@ impl Store {
         }
     }
 
-    fn lock(&self) -> Result<Lock, StoreError> {
+    pub(crate) fn lock(&self) -> Result<Lock, StoreError> {
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let path = self.root.join("lock");
         let file = std::fs::OpenOptions::new()

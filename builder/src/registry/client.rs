@@ -632,19 +632,34 @@ impl Client {
     /// # Errors
     /// [`RegistryError`]; a connection that drops says how far it got.
     pub fn get_blob(&self, blob: &BlobRef, done: &dyn Fn(u64)) -> Result<Vec<u8>, RegistryError> {
-        let url = self.url(&format!("blobs/{}", blob.digest));
+        self.get_blob_named(&blob.digest, blob.size, &blob.describe(), done)
+    }
+
+    /// [`Client::get_blob`] of the blob `digest` of `size` bytes, called
+    /// `what` in messages.
+    ///
+    /// # Errors
+    /// As [`Client::get_blob`].
+    pub fn get_blob_named(
+        &self,
+        digest: &str,
+        size: u64,
+        what: &str,
+        done: &dyn Fn(u64),
+    ) -> Result<Vec<u8>, RegistryError> {
+        let url = self.url(&format!("blobs/{digest}"));
         let mut resp = self.request("GET", &url, &[], Payload::None)?;
         if !resp.status().is_success() {
-            return Err(self.fail(&format!("fetching the {}", blob.describe()), &url, resp));
+            return Err(self.fail(&format!("fetching the {what}"), &url, resp));
         }
-        let limit = blob.size + 1;
+        let limit = size + 1;
         let mut reader = resp
             .body_mut()
             .with_config()
             .limit(limit)
             .reader()
             .take(limit);
-        let mut out = Vec::with_capacity(blob.size.min(64 << 20) as usize);
+        let mut out = Vec::with_capacity(size.min(64 << 20) as usize);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             match reader.read(&mut buf) {
@@ -656,11 +671,10 @@ impl Client {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(RegistryError::Transfer {
-                        what: blob.describe(),
+                        what: what.to_owned(),
                         reason: format!(
-                            "the connection failed after {} of {} bytes: {e}",
+                            "the connection failed after {} of {size} bytes: {e}",
                             out.len(),
-                            blob.size
                         ),
                     })
                 }

@@ -12,6 +12,7 @@ use crate::oci::reference::Reference;
 use crate::oci::{self, parse_manifest, sha256_digest, BlobRef, OciError};
 use crate::parts::ImageParts;
 use crate::progress::{human_size, Progress};
+use crate::snapshots;
 use crate::store::{Store, StoreError, StoredImage};
 use crate::transfer::{self, BlobOutcome, BlobSource, TransferError};
 
@@ -265,7 +266,7 @@ pub fn pull(
     reference: &Reference,
     opts: &RegistryOptions,
     progress: &Progress,
-) -> Result<StoredImage, RegistryError> {
+) -> Result<Pulled, RegistryError> {
     let client = Client::new(reference, opts, false)?;
     let (manifest, claimed) = client.get_manifest(reference.manifest_key())?;
     let digest = sha256_digest(&manifest);
@@ -290,6 +291,9 @@ pub fn pull(
         });
     }
     let names = reference.store_names();
+    if snapshots::is_snapshot_manifest(&manifest) {
+        return pull_snapshot(store, &client, manifest, &names, progress).map(Pulled::Snapshot);
+    }
     let source = RegistrySource {
         client: &client,
         progress,
@@ -299,12 +303,150 @@ pub fn pull(
             progress.line(&format!("kiln: {}: already stored", blob.describe()));
         }
     };
-    Ok(transfer::receive(
+    Ok(Pulled::Image(transfer::receive(
         store,
         &digest,
         &manifest,
         &source,
         &names,
         &mut report,
-    )?)
+    )?))
+}
+
+/// What [`pull`] brought into the store.
+#[derive(Clone, Debug)]
+pub enum Pulled {
+    /// An image.
+    Image(StoredImage),
+    /// A snapshot (`kiln run --from-snapshot NAME` resumes it).
+    Snapshot(snapshots::StoredSnapshot),
+}
+
+impl Pulled {
+    /// Its manifest digest.
+    pub fn digest(&self) -> &str {
+        match self {
+            Pulled::Image(i) => &i.digest,
+            Pulled::Snapshot(s) => &s.digest,
+        }
+    }
+}
+
+/// The blobs of the snapshot manifest `manifest` (already checked against
+/// its digest), each verified, then the snapshot stored under `names`.
+fn pull_snapshot(
+    store: &Store,
+    client: &Client,
+    manifest: Vec<u8>,
+    names: &[Reference],
+    progress: &Progress,
+) -> Result<snapshots::StoredSnapshot, RegistryError> {
+    let digest = sha256_digest(&manifest);
+    let m = snapshots::parse_manifest(&format!("snapshot {digest}"), &manifest)
+        .map_err(|e| snapshot_error(&digest, e))?;
+    let fetch = |label: &str, blob: &snapshots::SnapshotBlob| -> Result<Vec<u8>, RegistryError> {
+        let what = format!(
+            "snapshot {label} {}",
+            blob.digest.get(7..19).unwrap_or(&blob.digest)
+        );
+        let task = progress.task(&what, blob.size);
+        match client.get_blob_named(&blob.digest, blob.size, &what, &|n| task.advance(n)) {
+            Ok(data) => {
+                task.finish(&format!("pulled {}", human_size(data.len() as u64)));
+                oci::verify(&what, &data, &blob.digest, blob.size)?;
+                Ok(data)
+            }
+            Err(e) => {
+                task.abandon();
+                Err(e)
+            }
+        }
+    };
+    let artifact = snapshots::SnapshotArtifact {
+        state: fetch("state", &m.state)?,
+        memory: fetch("memory", &m.memory)?,
+        digest: digest.clone(),
+        manifest,
+    };
+    store
+        .add_snapshot(&artifact, names)
+        .map_err(|e| snapshot_error(&digest, e))
+}
+
+fn snapshot_error(what: &str, e: snapshots::SnapshotStoreError) -> RegistryError {
+    match e {
+        snapshots::SnapshotStoreError::Store(e) => RegistryError::Store(e),
+        snapshots::SnapshotStoreError::Oci(e) => RegistryError::Content(e),
+        other => RegistryError::Lies {
+            what: format!("snapshot {what}"),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Pushes the stored snapshot `snapshot` to `reference`: blobs the
+/// repository lacks, then the manifest; records the name locally.
+///
+/// # Errors
+/// [`RegistryError`].
+pub fn push_snapshot(
+    store: &Store,
+    snapshot: &snapshots::StoredSnapshot,
+    reference: &Reference,
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<PushReport, RegistryError> {
+    let artifact = store
+        .snapshot_artifact(snapshot)
+        .map_err(|e| snapshot_error(&snapshot.digest, e))?;
+    if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
+        return Err(RegistryError::Lies {
+            what: reference.to_string(),
+            reason: format!(
+                "the snapshot's manifest digest is {}, not {pinned}",
+                artifact.digest
+            ),
+        });
+    }
+    let client = Client::new(reference, opts, true)?;
+    client.ping()?;
+    let mut outcomes = Vec::new();
+    for (label, data) in [("state", &artifact.state), ("memory", &artifact.memory)] {
+        let digest = sha256_digest(data);
+        let label = format!("snapshot {label} {}", digest.get(7..19).unwrap_or(&digest));
+        let size = data.len() as u64;
+        if client.has_blob(&digest)? {
+            progress
+                .task(&label, size)
+                .finish("already in the repository");
+            outcomes.push((digest, Pushed::Exists));
+            continue;
+        }
+        let location = client.open_upload()?;
+        let task = progress.task(&label, size);
+        match client.upload(location, data, &digest, opts.chunk_size, &|n| {
+            task.advance(n)
+        }) {
+            Ok(()) => task.finish(&format!("pushed {}", human_size(size))),
+            Err(e) => {
+                task.abandon();
+                return Err(e);
+            }
+        }
+        outcomes.push((digest, Pushed::Uploaded));
+    }
+    let reported = client.put_manifest(reference.manifest_key(), &artifact.manifest)?;
+    if let Some(d) = reported.filter(|d| *d != artifact.digest) {
+        return Err(RegistryError::Lies {
+            what: format!("manifest {}", artifact.digest),
+            reason: format!("the registry stored it as {d}"),
+        });
+    }
+    store
+        .add_snapshot(&artifact, &reference.store_names())
+        .map_err(|e| snapshot_error(&artifact.digest, e))?;
+    Ok(PushReport {
+        digest: artifact.digest,
+        blobs: outcomes,
+    })
 }

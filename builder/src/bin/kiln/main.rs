@@ -47,6 +47,10 @@ enum Command {
     Snapshot(commands::snapshot::Args),
     /// Follow a primary VM (`kiln run --standby`) and take over when it dies
     Standby(commands::standby::Args),
+    /// Store a snapshot directory in the local store (push it, resume it by name)
+    Commit(commands::commit::Args),
+    /// List the snapshots in the local store
+    Snapshots(commands::snapshots::Args),
     /// Write an image's root file system as a tar archive, or the image as an OCI layout
     Export(commands::export::Args),
     /// Copy an image from an OCI image layout or a .kiln file into the local store
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(*args, start),
         Command::Snapshot(args) => commands::snapshot::run(args),
         Command::Standby(args) => commands::standby::run(args, start),
+        Command::Commit(args) => commands::commit::run(args),
+        Command::Snapshots(args) => commands::snapshots::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Images(args) => commands::images::run(args),

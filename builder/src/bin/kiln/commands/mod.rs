@@ -2,6 +2,7 @@
 //! by file path or by store reference, and printing sizes.
 
 pub mod build;
+pub mod commit;
 pub mod export;
 pub mod images;
 pub mod import;
@@ -12,6 +13,7 @@ pub mod push;
 pub mod rmi;
 pub mod run;
 pub mod snapshot;
+pub mod snapshots;
 pub mod standby;
 
 use std::path::Path;

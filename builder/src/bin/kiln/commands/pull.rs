@@ -4,7 +4,7 @@ use anyhow::Result;
 use kiln_builder::progress::Progress;
 use kiln_builder::registry;
 
-/// Pull an image from an OCI registry into the local store.
+/// Pull an image (or a snapshot) from an OCI registry into the local store.
 #[derive(clap::Args)]
 #[command(
     after_help = "REF is HOST[:PORT]/REPOSITORY[:TAG] or …@sha256:DIGEST. The manifest \
@@ -39,8 +39,15 @@ pub fn run(args: Args) -> Result<u8> {
         .registry
         .options(reference.registry.as_deref(), &store)?;
     let progress = Progress::new(args.quiet);
-    let image = registry::pull(&store, &reference, &opts, &progress)?;
-    progress.line(&format!("kiln: pulled {reference} ({})", image.digest));
-    println!("{}", image.digest);
+    let pulled = registry::pull(&store, &reference, &opts, &progress)?;
+    let kind = match pulled {
+        registry::Pulled::Image(_) => "",
+        registry::Pulled::Snapshot(_) => "snapshot ",
+    };
+    progress.line(&format!(
+        "kiln: pulled {kind}{reference} ({})",
+        pulled.digest()
+    ));
+    println!("{}", pulled.digest());
     Ok(0)
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use kiln_builder::progress::Progress;
 use kiln_builder::registry::{self, Pushed};
 
-/// Push an image to an OCI registry.
+/// Push an image (or a stored snapshot) to an OCI registry.
 #[derive(clap::Args)]
 #[command(
     after_help = "IMAGE is a .kiln file or an image in the local store; REF is \
@@ -19,7 +19,7 @@ use kiln_builder::registry::{self, Pushed};
                   kiln push hello:1.0.0 registry.example.com/team/hello:1.0 --ca-cert ca.pem"
 )]
 pub struct Args {
-    /// The image: a .kiln file, or a name or digest in the local store
+    /// The image: a .kiln file, or a name or digest in the local store (images first, then snapshots)
     #[arg(value_name = "IMAGE")]
     image: String,
 
@@ -45,13 +45,25 @@ pub struct Args {
 pub fn run(args: Args) -> Result<u8> {
     let store = super::store();
     let reference = super::remote_reference(&args.reference)?;
-    let (parts, _) = super::open_image(&args.image, &store)?;
+    // A name the store has as a snapshot (and not as an image) pushes
+    // the snapshot.
+    let snapshot = if super::is_file_name(&args.image) || store.resolve(&args.image).is_ok() {
+        None
+    } else {
+        store.resolve_snapshot(&args.image)?
+    };
     let mut opts = args
         .registry
         .options(reference.registry.as_deref(), &store)?;
     opts.chunk_size = args.chunk_size;
     let progress = Progress::new(args.quiet);
-    let report = registry::push(&store, &parts, &reference, &opts, &progress)?;
+    let report = match &snapshot {
+        Some(s) => registry::push_snapshot(&store, s, &reference, &opts, &progress)?,
+        None => {
+            let (parts, _) = super::open_image(&args.image, &store)?;
+            registry::push(&store, &parts, &reference, &opts, &progress)?
+        }
+    };
     let uploaded = report
         .blobs
         .iter()

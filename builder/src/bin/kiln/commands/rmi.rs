@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-/// Remove images from the local store.
+/// Remove images (and snapshots) from the local store.
 #[derive(clap::Args)]
 #[command(
     after_help = "A name that is one of several on an image only removes that name; the \
@@ -10,7 +10,7 @@ use anyhow::Result;
                   image uses are deleted with it."
 )]
 pub struct Args {
-    /// Names or digests of images
+    /// Names or digests of images or snapshots
     #[arg(required = true, value_name = "REF")]
     refs: Vec<String>,
 }
@@ -33,6 +33,18 @@ pub fn run(args: Args) -> Result<u8> {
                     );
                 }
             }
+            Err(e @ kiln_builder::store::StoreError::NotFound(_)) => match store.remove_snapshot(r)
+            {
+                Ok(Some(what)) => println!("{what} (snapshot)"),
+                Ok(None) => {
+                    eprintln!("kiln: error: {e} (nor a snapshot: `kiln snapshots` lists them)");
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("kiln: error: {e}");
+                    failed = true;
+                }
+            },
             Err(e) => {
                 eprintln!("kiln: error: {e}");
                 failed = true;

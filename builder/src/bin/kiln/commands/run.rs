@@ -88,8 +88,8 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 50, requires = "standby", value_parser = clap::value_parser!(u64).range(1..=60_000))]
     checkpoint_interval: u64,
 
-    /// Resume a snapshot saved by --snapshot-at instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user, -p (instead of the snapshot's published ports) and --disk (a copy of each of the snapshot's disks, in order) apply; the rest is the snapshot's
-    #[arg(long, value_name = "DIR", conflicts_with_all = [
+    /// Resume a snapshot saved by --snapshot-at (a directory, or a snapshot of the local store by name: `kiln commit`, `kiln pull`) instead of booting: memory is mapped from the snapshot's file (shared by every VM resumed from it until written), each resumed VM gets the host's time and its own fresh randomness. -i, -t, --timeout, --stats, --user, -p (instead of the snapshot's published ports) and --disk (a copy of each of the snapshot's disks, in order) apply; the rest is the snapshot's
+    #[arg(long, value_name = "DIR|NAME", conflicts_with_all = [
         "args", "env", "memory", "cpus", "init", "trace_syscalls", "share_image",
         "volumes", "vsock", "net", "ip", "gateway", "dns", "dns_search", "hostname", "pull",
     ])]
@@ -196,6 +196,20 @@ fn resume(
     let parts = match &args.image {
         Some(image) => Some(super::open_image_to_boot(image, store)?.0),
         None => None,
+    };
+    // Not a directory: a snapshot of the local store, by name or digest.
+    let unpacked;
+    let snapshot = if snapshot.exists() {
+        snapshot
+    } else {
+        let text = snapshot.to_string_lossy();
+        let Some(stored) = store.resolve_snapshot(&text)? else {
+            bail!(
+                "{text}: no such snapshot directory, nor a snapshot in the local store (`kiln snapshots` lists them)"
+            );
+        };
+        unpacked = store.unpacked_snapshot(&stored)?;
+        unpacked.as_path()
     };
     let console = args.run.console()?;
     let opts = RunOptions {
