@@ -491,6 +491,9 @@ pub(crate) struct ConsoleSetup<'a> {
     pub(crate) snapshot_irq: Option<&'a EventFd>,
     /// The NIC's MAC address.
     pub(crate) mac: [u8; 6],
+    /// Holds the program's output until its checkpoint is acknowledged
+    /// (`--standby`).
+    pub(crate) output_gate: Option<&'a Arc<ha::gate::OutputGate>>,
 }
 
 /// The VM's virtio devices: standard input and output (and everything on a
@@ -505,8 +508,14 @@ pub(crate) fn create_devices(
     volumes: Vec<(devices::virtio::fs::Virtiofsd, String)>,
     ram: Option<devices::virtio::fs::SharedRam>,
 ) -> Result<(MmioBus, Vec<Served>, Vec<kiln_boot::VirtioDevice>), VmmError> {
+    let sink = |stream: usize, sink: vconsole::Output| -> vconsole::Output {
+        match console.output_gate {
+            Some(gate) => Box::new(gate.hold_console(stream, sink)),
+            None => sink,
+        }
+    };
     let mut stdio = vconsole::Console::new(
-        Box::new(std::io::stdout()),
+        sink(0, Box::new(std::io::stdout())),
         Some(Input::start(console.stdin).map_err(VmmError::Devices)?),
     );
     if let Some(fd) = console.terminal {
@@ -514,7 +523,7 @@ pub(crate) fn create_devices(
         stdio.set_size(cols, rows).map_err(VmmError::Devices)?;
         stdio.follow_resizes(Resizes::watch(fd).map_err(VmmError::Devices)?);
     }
-    let stderr = vconsole::Console::new(Box::new(std::io::stderr()), None);
+    let stderr = vconsole::Console::new(sink(1, Box::new(std::io::stderr())), None);
     let mut list: Vec<(Box<dyn VirtioDevice>, u32)> = vec![
         (Box::new(stdio), kiln_boot::role::DEFAULT),
         (Box::new(stderr), kiln_boot::role::CONSOLE_STDERR),
@@ -634,7 +643,7 @@ pub(crate) fn create_devices(
 pub fn run(
     hv: &Hypervisor,
     config: &VmConfig,
-    console: Console,
+    mut console: Console,
     mut timings: Timings,
 ) -> Result<RunReport, VmmError> {
     // The memory size is checked before anything starts: an image's
@@ -674,6 +683,9 @@ pub fn run(
         Some(_) => Some(ha::gate::OutputGate::new().map_err(VmmError::Devices)?),
         None => None,
     };
+    if let Some(gate) = &gate {
+        console.hold_output(gate);
+    }
     if let (Some(gate), Some(network)) = (&gate, network.as_mut()) {
         network.backend = network.backend.take().map(|backend| {
             Box::new(ha::gate::GatedBackend::new(backend, gate.clone()))
@@ -783,6 +795,7 @@ pub fn run(
             vsock: config.vsock.clone(),
             snapshot_irq: snapshot_irq.as_ref(),
             mac,
+            output_gate: gate.as_ref(),
         },
         network.as_mut(),
         disks,

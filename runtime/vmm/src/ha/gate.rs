@@ -6,9 +6,13 @@
 //! The gate sits between the NIC and its host backend ([`GatedBackend`]).
 //! The devices thread alone writes to the backend: when a checkpoint is
 //! acknowledged, the gate wakes it through an eventfd and it sends what
-//! was released.
+//! was released. The program's console output (stdout, stderr) is held
+//! the same way ([`HeldWriter`]) and written out by whoever releases it:
+//! after a failover the standby's console goes on from the last output the
+//! primary's showed, without repeating a line.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +24,16 @@ use crate::devices::virtio::net::Backend;
 pub struct OutputGate {
     inner: Mutex<Held>,
     wake: EventFd,
+    console: Mutex<HeldConsole>,
+}
+
+/// Console output waiting for its checkpoint, and where it goes then.
+#[derive(Default)]
+struct HeldConsole {
+    /// (checkpoint, stream, bytes), oldest first.
+    waiting: VecDeque<(u64, usize, Vec<u8>)>,
+    /// Where stdout (0) and stderr (1) go once released.
+    sinks: [Option<Box<dyn Write + Send>>; 2],
 }
 
 #[derive(Default)]
@@ -42,6 +56,39 @@ fn lock(m: &Mutex<Held>) -> MutexGuard<'_, Held> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn lock_console(m: &Mutex<HeldConsole>) -> MutexGuard<'_, HeldConsole> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A console sink whose bytes wait at the gate for their checkpoint.
+pub struct HeldWriter {
+    gate: Arc<OutputGate>,
+    stream: usize,
+}
+
+impl Write for HeldWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let (epoch, open) = {
+            let held = lock(&self.gate.inner);
+            (held.epoch, held.open)
+        };
+        let mut console = lock_console(&self.gate.console);
+        if open && console.waiting.is_empty() {
+            if let Some(sink) = console.sinks.get_mut(self.stream).and_then(Option::as_mut) {
+                return sink.write_all(bytes).map(|()| bytes.len());
+            }
+        }
+        console
+            .waiting
+            .push_back((epoch, self.stream, bytes.to_vec()));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl OutputGate {
     /// A closed gate whose first frames belong to checkpoint 1.
     ///
@@ -54,7 +101,43 @@ impl OutputGate {
                 ..Held::default()
             }),
             wake: EventFd::new(EFD_NONBLOCK)?,
+            console: Mutex::new(HeldConsole::default()),
         }))
+    }
+
+    /// A writer for console stream `stream` (0 stdout, 1 stderr) whose
+    /// bytes go to `sink` once their checkpoint is acknowledged.
+    pub fn hold_console(
+        self: &Arc<Self>,
+        stream: usize,
+        sink: Box<dyn Write + Send>,
+    ) -> HeldWriter {
+        if let Some(slot) = lock_console(&self.console).sinks.get_mut(stream) {
+            *slot = Some(sink);
+        }
+        HeldWriter {
+            gate: self.clone(),
+            stream,
+        }
+    }
+
+    /// Writes out the held console output of checkpoints up to `epoch`
+    /// (all of it: `None`).
+    fn release_console(&self, epoch: Option<u64>) {
+        let mut console = lock_console(&self.console);
+        while console
+            .waiting
+            .front()
+            .is_some_and(|(e, _, _)| epoch.is_none_or(|n| *e <= n))
+        {
+            let Some((_, stream, bytes)) = console.waiting.pop_front() else {
+                break;
+            };
+            if let Some(sink) = console.sinks.get_mut(stream).and_then(Option::as_mut) {
+                // A closed pipe drops output, as the console does.
+                let _ = sink.write_all(&bytes).and_then(|()| sink.flush());
+            }
+        }
     }
 
     /// Ends the current checkpoint's output (called with every vCPU parked
@@ -80,6 +163,7 @@ impl OutputGate {
         if moved {
             let _ = self.wake.write(1);
         }
+        self.release_console(Some(epoch));
     }
 
     /// Lets everything through from now on (the standby is gone): what
@@ -92,6 +176,7 @@ impl OutputGate {
         }
         drop(held);
         let _ = self.wake.write(1);
+        self.release_console(None);
     }
 
     /// Frames held in all, and the most held at once.
@@ -203,6 +288,39 @@ mod tests {
     use super::*;
     use crate::devices::virtio::net::StreamBackend;
     use std::io::Read;
+    use std::sync::Mutex as StdMutex;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<StdMutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn console_output_waits_for_its_checkpoint_and_keeps_its_order() {
+        let gate = OutputGate::new().unwrap();
+        let (out, err) = (Sink::default(), Sink::default());
+        let mut stdout = gate.hold_console(0, Box::new(out.clone()));
+        let mut stderr = gate.hold_console(1, Box::new(err.clone()));
+        stdout.write_all(b"one\n").unwrap();
+        stderr.write_all(b"warn\n").unwrap();
+        let first = gate.seal();
+        stdout.write_all(b"two\n").unwrap();
+        assert!(out.0.lock().unwrap().is_empty());
+        gate.release(first);
+        assert_eq!(&*out.0.lock().unwrap(), b"one\n");
+        assert_eq!(&*err.0.lock().unwrap(), b"warn\n");
+        gate.open();
+        assert_eq!(&*out.0.lock().unwrap(), b"one\ntwo\n");
+        stdout.write_all(b"three\n").unwrap();
+        assert_eq!(&*out.0.lock().unwrap(), b"one\ntwo\nthree\n");
+    }
     use std::os::unix::net::UnixStream;
 
     fn gated() -> (GatedBackend, Arc<OutputGate>, UnixStream) {

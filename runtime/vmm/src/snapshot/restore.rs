@@ -276,6 +276,7 @@ pub(crate) fn resume(
             vsock: None,
             snapshot_irq: snapshot_irq.as_ref(),
             mac: state.net.as_ref().map_or([0; 6], |n| n.mac),
+            output_gate: None,
         },
         network.as_mut(),
         disks,

@@ -49,6 +49,15 @@ impl Console {
         }
     }
 
+    /// Holds what this console writes at `gate` until its checkpoint is
+    /// acknowledged (`--standby`).
+    pub fn hold_output(&mut self, gate: &std::sync::Arc<crate::ha::gate::OutputGate>) {
+        let stdout = std::mem::replace(&mut self.stdout, Box::new(std::io::sink()));
+        let stderr = std::mem::replace(&mut self.stderr, Box::new(std::io::sink()));
+        self.stdout = Box::new(gate.hold_console(0, stdout));
+        self.stderr = Box::new(gate.hold_console(1, stderr));
+    }
+
     /// Copies `len` bytes of the console buffer to `stream`.
     ///
     /// # Errors
