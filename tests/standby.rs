@@ -234,12 +234,17 @@ fn what_cannot_be_replicated_is_refused_before_anything_runs() {
         &["--standby", &format!("127.0.0.1:{port}")],
         "connecting to the standby",
     );
-    // A disk's writes are not replicated (yet).
-    let disk = dir.join("disk.img");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    // A volume's host side (virtiofsd) is not replicated (yet).
+    let volume = dir.join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
     refused(
-        &["--standby", "127.0.0.1:1", "--disk", disk.to_str().unwrap()],
-        "a disk",
+        &[
+            "--standby",
+            "127.0.0.1:1",
+            "-v",
+            &format!("{}:/data", volume.display()),
+        ],
+        "a volume",
     );
     // A standby that is not a standby.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -367,4 +372,63 @@ fn a_busy_two_cpu_guest_killed_mid_computation_finishes_it_on_the_standby() {
         "at 100\nat 200\nat 300\nat 400\nat 500\nat 600\nsum 180300\n7\n",
         "primary: {line:?}, standby: {out:?}\n{log}"
     );
+}
+
+#[test]
+fn a_disk_written_across_the_failover_holds_every_block_on_the_standbys_copy() {
+    if !kvm_or_skip("a_disk_written_across_the_failover") {
+        return;
+    }
+    let (dir, image) = common::built_image("standby-disk", "busybox-sh");
+    let (primary_disk, copy) = (dir.join("primary.img"), dir.join("copy.img"));
+    std::fs::write(&primary_disk, vec![0u8; 4 << 20]).unwrap();
+    // An old copy with other bytes: the standby makes it a replica.
+    std::fs::write(&copy, vec![0xeeu8; 1 << 20]).unwrap();
+    // Block i of the disk holds the number i.
+    let script = "i=0; while [ $i -lt 600 ]; do i=$((i+1)); \
+                  echo $i | dd of=/dev/vda bs=512 seek=$i conv=sync 2>/dev/null; \
+                  [ $((i%100)) = 0 ] && echo at $i; done; sync; echo done";
+    let (mut standby, address, standby_log) =
+        standby("standby-disk-standby", &["--disk", copy.to_str().unwrap()]);
+    let mut standby_out = BufReader::new(standby.stdout.take().unwrap());
+    let mut primary = Reaped(
+        kiln()
+            .args(["run", "--timeout", "60", "--standby", &address])
+            .args(["--checkpoint-interval", "10", "--disk"])
+            .arg(&primary_disk)
+            .arg(&image)
+            .args(["--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln runs"),
+    );
+    let mut primary_out = BufReader::new(primary.0.stdout.take().unwrap());
+    let mut line = String::new();
+    primary_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "at 100\n");
+    kill(&mut primary.0, libc::SIGKILL);
+    primary.0.wait().unwrap();
+    std::io::Read::read_to_string(&mut primary_out, &mut line).unwrap();
+    let status = standby.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut standby_out, &mut out).unwrap();
+    let log = rest(&standby_log);
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        format!("{line}{out}"),
+        "at 100\nat 200\nat 300\nat 400\nat 500\nat 600\ndone\n",
+        "{log}"
+    );
+    // Blocks the primary wrote before the kill came with the checkpoints;
+    // the standby wrote the rest on its copy.
+    let disk = std::fs::read(&copy).unwrap();
+    assert_eq!(disk.len(), 4 << 20);
+    for i in 1..=600usize {
+        let block = &disk[i * 512..(i + 1) * 512];
+        let text = format!("{i}\n");
+        assert_eq!(&block[..text.len()], text.as_bytes(), "block {i}");
+        assert!(block[text.len()..].iter().all(|&b| b == 0), "block {i}");
+    }
+    assert!(disk[601 * 512..].iter().all(|&b| b == 0));
 }

@@ -1144,12 +1144,9 @@ fn check_standby(config: &VmConfig) -> Result<(), VmmError> {
     if config.vsock.is_some() {
         devices.push("a vsock device");
     }
-    if !config.disks.is_empty() {
-        devices.push("a disk (its writes are not replicated yet)");
-    }
     if !devices.is_empty() {
         return Err(ha::HaError::Unsupported(format!(
-            "it has {} (a standby follows the console, entropy and user-network devices so far)",
+            "it has {} (a standby follows the console, entropy, user-network and disk devices so far)",
             devices.join(" and ")
         ))
         .into());

@@ -38,6 +38,8 @@ pub struct Summary {
     pub checkpoints: u64,
     /// Pages of memory sent, in all.
     pub pages: u64,
+    /// Disk bytes sent, in all.
+    pub disk_bytes: u64,
     /// The longest the vCPUs stood still for one checkpoint.
     pub pause_max: Duration,
     /// The time the vCPUs stood still, in all.
@@ -57,10 +59,11 @@ impl Summary {
             self.pause_total.as_secs_f64() * 1000.0 / self.checkpoints as f64
         };
         let mut line = format!(
-            "standby: {} checkpoints ({} acknowledged), {:.1} MiB of memory sent, pause mean {mean:.2} ms, max {:.2} ms, {} frames held for their checkpoint",
+            "standby: {} checkpoints ({} acknowledged), {:.1} MiB of memory and {:.1} MiB of disk sent, pause mean {mean:.2} ms, max {:.2} ms, {} frames held for their checkpoint",
             self.checkpoints,
             self.acknowledged,
             (self.pages * PAGE as u64) as f64 / f64::from(1 << 20),
+            self.disk_bytes as f64 / f64::from(1 << 20),
             self.pause_max.as_secs_f64() * 1000.0,
             self.frames_held
         );
@@ -312,6 +315,11 @@ impl Replicator {
                     let mut summary = lock(&self.summary);
                     summary.checkpoints += 1;
                     summary.pages += checkpoint.pages.len() as u64;
+                    summary.disk_bytes += checkpoint
+                        .disks
+                        .iter()
+                        .map(|(_, _, d)| d.len() as u64)
+                        .sum::<u64>();
                     summary.pause_total += pause;
                     summary.pause_max = summary.pause_max.max(pause);
                 }
@@ -337,12 +345,29 @@ impl Replicator {
         mmio: &MmioBus,
     ) -> Result<Checkpoint, SnapshotError> {
         // Devices locked: no queue moves, no buffer is written.
-        let transports: Vec<_> = mmio
+        let mut transports: Vec<_> = mmio
             .devices
             .iter()
             .map(|d| crate::devices::lock(&d.transport))
             .collect();
         let devices = Coordinator::save_devices(&transports, mmio)?;
+        let first = self.first.swap(false, Ordering::SeqCst);
+        let mut disks = Vec::new();
+        let mut disk = 0u32;
+        for t in &mut transports {
+            if let Some(written) = t.device_mut().replicate_writes(first) {
+                let written = written.map_err(|cause| SnapshotError::Io {
+                    what: format!("reading disk {disk} for the standby"),
+                    cause,
+                })?;
+                disks.extend(
+                    written
+                        .into_iter()
+                        .map(|(offset, data)| (disk, offset, data)),
+                );
+                disk += 1;
+            }
+        }
         let region = mem
             .iter()
             .next()
@@ -361,7 +386,6 @@ impl Replicator {
             .get_dirty_log(0, size)
             .map_err(crate::vstate::kvm::KvmError::ioctl("KVM_GET_DIRTY_LOG"))?;
         let vmm_log = std::ops::Deref::deref(region).bitmap().get_and_reset();
-        let first = self.first.swap(false, Ordering::SeqCst);
         let pages: Vec<u64> = if first {
             let resident = crate::snapshot::memory::candidate_pages(
                 host,
@@ -400,6 +424,7 @@ impl Replicator {
             state,
             pages,
             data,
+            disks,
         })
     }
 

@@ -45,10 +45,29 @@ struct Replica {
     memory: File,
     pages: u64,
     state: Option<(u64, SnapshotState)>,
+    /// The standby's copies of the primary's disks (`--disk`), and their
+    /// sizes once the first checkpoint named them.
+    disks: Vec<(File, u64)>,
 }
 
 impl Replica {
-    fn new() -> Result<Self, HaError> {
+    fn new(disks: &[crate::devices::virtio::block::DiskSpec]) -> Result<Self, HaError> {
+        let disks = disks
+            .iter()
+            .map(|d| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&d.path)
+                    .map(|f| (f, 0))
+                    .map_err(|cause| HaError::Link {
+                        what: format!("opening the standby's disk {}", d.path.display()),
+                        cause,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             memory: crate::vstate::memory::memfd(c"kiln-standby-memory").map_err(|cause| {
                 HaError::Link {
@@ -58,7 +77,56 @@ impl Replica {
             })?,
             pages: 0,
             state: None,
+            disks,
         })
+    }
+
+    /// Makes each disk copy an empty file of its primary disk's size (the
+    /// first checkpoint then brings all of its data).
+    fn size_disks(&mut self, state: &SnapshotState) -> Result<(), HaError> {
+        if state.disks.len() != self.disks.len() {
+            return Err(HaError::Unsupported(format!(
+                "the primary has {} disks; give the standby as many --disk files for its copies ({} given)",
+                state.disks.len(),
+                self.disks.len()
+            )));
+        }
+        for ((file, size), saved) in self.disks.iter_mut().zip(&state.disks) {
+            file.set_len(0)
+                .and_then(|()| file.set_len(saved.size))
+                .map_err(|cause| HaError::Link {
+                    what: format!("sizing the standby's copy of {}", saved.path.display()),
+                    cause,
+                })?;
+            *size = saved.size;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint's disk pieces into the copies.
+    fn apply_disks(&self, pieces: &[(u32, u64, Vec<u8>)]) -> Result<(), HaError> {
+        for (disk, offset, data) in pieces {
+            let Some((file, size)) = self.disks.get(*disk as usize) else {
+                return Err(HaError::Protocol(format!(
+                    "a piece of disk {disk}, which the VM lacks"
+                )));
+            };
+            if offset
+                .checked_add(data.len() as u64)
+                .is_none_or(|end| end > *size)
+            {
+                return Err(HaError::Protocol(format!(
+                    "{} bytes at {offset} lie beyond disk {disk}",
+                    data.len()
+                )));
+            }
+            file.write_all_at(data, *offset)
+                .map_err(|cause| HaError::Link {
+                    what: format!("writing the standby's copy of disk {disk}"),
+                    cause,
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -96,8 +164,13 @@ pub fn serve(
     })?;
     drop(listener);
     eprintln!("kiln: standby following the primary at {peer}");
-    let mut replica = Replica::new()?;
+    let mut replica = Replica::new(&config.resume.disks)?;
     let why = follow(stream, config.silence, &mut replica);
+    // The disk copies are flushed and closed: the resumed VM opens (and
+    // locks) them itself.
+    for (file, _) in replica.disks.drain(..) {
+        let _ = file.sync_all();
+    }
     let ended = match why {
         Ok(Some(status)) => return Ok(StandbyOutcome::PrimaryEnded(status)),
         Ok(None) => "its connection closed".to_string(),
@@ -173,6 +246,7 @@ fn follow(
                     "page {bad} lies beyond guest memory"
                 )));
             }
+            replica.size_disks(&state)?;
         } else if size != replica.pages * PAGE as u64 {
             return Err(HaError::Protocol("guest memory changed size".into()));
         }
@@ -182,6 +256,7 @@ fn follow(
                 .write_all_at(data, page * PAGE as u64)
                 .map_err(link("writing the standby's copy of guest memory"))?;
         }
+        replica.apply_disks(&message.disks)?;
         replica.state = Some((message.epoch, state));
         wire::send_ack(&mut writer, message.epoch)?;
     }

@@ -5,7 +5,9 @@
 //! hello       "KILN-HA1" u32 version-length version          (primary)
 //! welcome     u8 0 | u8 1 u32 length message                  (standby)
 //! checkpoint  u8 1 u64 epoch u32 state-length state.json
-//!             u32 pages { u64 page-number, 4096 bytes }* u64 epoch
+//!             u32 pages { u64 page-number, 4096 bytes }*
+//!             u32 pieces { u32 disk, u64 offset, u32 length, bytes }*
+//!             u64 epoch
 //! ack         u64 epoch                                       (standby)
 //! done        u8 2 i32 exit-status: the primary's VM ended by itself
 //! ```
@@ -40,7 +42,13 @@ pub struct Checkpoint {
     pub pages: Vec<u64>,
     /// The pages' contents, [`PAGE`] bytes each.
     pub data: Vec<u8>,
+    /// Disk bytes written since the previous checkpoint (all of each
+    /// disk's data in the first): (disk index, offset, bytes).
+    pub disks: Vec<(u32, u64, Vec<u8>)>,
 }
+
+/// Largest disk piece accepted.
+pub const MAX_PIECE: u32 = 1 << 24;
 
 /// What the primary sends after the hello.
 pub enum Message {
@@ -165,6 +173,15 @@ pub fn send_checkpoint(w: &mut impl Write, c: &Checkpoint) -> Result<(), HaError
         w.write_all(&page.to_le_bytes()).map_err(&fail)?;
         w.write_all(data).map_err(&fail)?;
     }
+    w.write_all(&(c.disks.len() as u32).to_le_bytes())
+        .map_err(&fail)?;
+    for (disk, offset, data) in &c.disks {
+        w.write_all(&disk.to_le_bytes()).map_err(&fail)?;
+        w.write_all(&offset.to_le_bytes()).map_err(&fail)?;
+        w.write_all(&(data.len() as u32).to_le_bytes())
+            .map_err(&fail)?;
+        w.write_all(data).map_err(&fail)?;
+    }
     w.write_all(&c.epoch.to_le_bytes()).map_err(&fail)?;
     w.flush().map_err(&fail)
 }
@@ -232,6 +249,19 @@ pub fn read_message(r: &mut impl Read, pages_max: u64) -> Result<Option<Message>
                 data.resize(at + PAGE, 0);
                 r.read_exact(&mut data[at..]).map_err(&fail)?;
             }
+            let pieces = read_u32(r).map_err(&fail)?;
+            let mut disks = Vec::new();
+            for _ in 0..pieces {
+                let disk = read_u32(r).map_err(&fail)?;
+                let offset = read_u64(r).map_err(&fail)?;
+                let len = read_u32(r).map_err(&fail)?;
+                if len > MAX_PIECE {
+                    return Err(protocol(format!("a disk piece of {len} bytes")));
+                }
+                let mut bytes = vec![0u8; len as usize];
+                r.read_exact(&mut bytes).map_err(&fail)?;
+                disks.push((disk, offset, bytes));
+            }
             let trailer = read_u64(r).map_err(&fail)?;
             if trailer != epoch {
                 return Err(protocol(format!(
@@ -243,6 +273,7 @@ pub fn read_message(r: &mut impl Read, pages_max: u64) -> Result<Option<Message>
                 state,
                 pages,
                 data,
+                disks,
             })))
         }
         other => Err(protocol(format!("unknown message {other}"))),
@@ -277,6 +308,7 @@ mod tests {
             state: b"{}".to_vec(),
             pages: vec![0, 3],
             data: [vec![1u8; PAGE], vec![2u8; PAGE]].concat(),
+            disks: vec![(0, 512, b"sector".to_vec())],
         }
     }
 
@@ -296,6 +328,7 @@ mod tests {
             (7, vec![0, 3], b"{}".to_vec())
         );
         assert_eq!(c.data[PAGE], 2);
+        assert_eq!(c.disks, vec![(0, 512, b"sector".to_vec())]);
         assert!(matches!(
             read_message(&mut r, 4).unwrap(),
             Some(Message::Done(3))

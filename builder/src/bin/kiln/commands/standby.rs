@@ -17,8 +17,8 @@ use super::run::SnapshotMemoryArg;
                   its last whole checkpoint in memory and acknowledges each one. When the \
                   primary's VM ends by itself the standby exits with its status; when the \
                   primary dies (its connection breaks, or it stays silent for --silence) the \
-                  standby resumes the VM from the last checkpoint, with its own -p ports, and \
-                  runs it to its end."
+                  standby resumes the VM from the last checkpoint, with its own -p ports and \
+                  its --disk copies of the primary's disks, and runs it to its end."
 )]
 pub struct Args {
     /// Where to wait for the primary: `PORT` (every address) or `HOST:PORT`; port 0 picks a free one (printed on stderr)
@@ -28,6 +28,10 @@ pub struct Args {
     /// Publish a guest port on the host when the VM resumes here, as `docker run -p` (default: the primary's)
     #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = parse_port)]
     publish: Vec<kiln_vmm::net::PortMap>,
+
+    /// The standby's copy of the primary's next disk (repeatable, in the primary's --disk order): made an exact replica from the first checkpoint on (its old contents are replaced), then kept in step; the VM resumes on it
+    #[arg(long = "disk", value_name = "FILE")]
+    disks: Vec<std::path::PathBuf>,
 
     /// Seconds the primary may stay silent (no checkpoint) before the standby takes over
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
@@ -75,6 +79,14 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         ..RunOptions::default()
     };
     opts.net.publish = args.publish;
+    opts.disks = args
+        .disks
+        .into_iter()
+        .map(|path| kiln_vmm::devices::virtio::block::DiskSpec {
+            path,
+            read_only: false,
+        })
+        .collect();
     let outcome = run::standby(
         &args.listen,
         Duration::from_secs_f64(args.silence),

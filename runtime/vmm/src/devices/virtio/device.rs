@@ -188,6 +188,9 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// Disk bytes for a standby: (offset, bytes) pieces.
+pub type WrittenPieces = Vec<(u64, Vec<u8>)>;
+
 /// A virtio device: its identity and configuration space, and the queue
 /// processing the devices thread runs when the guest kicks a queue or a
 /// backend descriptor becomes ready.
@@ -253,6 +256,18 @@ pub trait VirtioDevice: Send {
     fn announce(&mut self, ipv4: std::net::Ipv4Addr) -> std::io::Result<()> {
         let _ = ipv4;
         Ok(())
+    }
+
+    /// For a standby's checkpoint (`crate::ha`): a disk's bytes written
+    /// since the previous call, as (offset, bytes) — with `everything`, all
+    /// of its data (and from then on it notes what is written). `None`:
+    /// not a disk.
+    ///
+    /// # Errors
+    /// When the disk file cannot be read.
+    fn replicate_writes(&mut self, everything: bool) -> Option<std::io::Result<WrittenPieces>> {
+        let _ = everything;
+        None
     }
 
     /// Its queues, while it runs, for a snapshot: `None` when the device

@@ -33,7 +33,13 @@ pub struct Block {
     disk: Disk,
     active: Option<Active>,
     traffic: Traffic,
+    /// Byte ranges written since a standby's last checkpoint (noted only
+    /// once a standby asked, `replicate_writes`).
+    written: Option<Vec<(u64, u64)>>,
 }
+
+/// Most bytes of a disk one replicated piece carries.
+const REPLICATED_PIECE: u64 = 1 << 20;
 
 impl Block {
     /// A device for `disk`.
@@ -42,7 +48,33 @@ impl Block {
             disk,
             active: None,
             traffic: Traffic::default(),
+            written: None,
         }
+    }
+
+    /// Notes that `[offset, offset + len)` changed, for a standby.
+    fn note_written(&mut self, offset: u64, len: u64) {
+        if let Some(w) = self.written.as_mut() {
+            w.push((offset, len));
+        }
+    }
+
+    /// The disk's bytes in `[offset, offset + len)`, in pieces.
+    fn read_pieces(
+        &self,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> std::io::Result<()> {
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(REPLICATED_PIECE);
+            let mut data = vec![0u8; n as usize];
+            self.disk.file.read_exact_at(&mut data, at)?;
+            out.push((at, data));
+            at += n;
+        }
+        Ok(())
     }
 
     /// The configuration space (virtio 1.2 §5.2.4) up to the write-zeroes
@@ -106,6 +138,7 @@ impl Block {
                         match self.disk.file.write_all_at(payload, offset) {
                             Ok(()) => {
                                 self.traffic.from_guest += payload.len() as u64;
+                                self.note_written(offset, payload.len() as u64);
                                 status::OK
                             }
                             Err(_) => status::IOERR,
@@ -161,6 +194,7 @@ impl Block {
             let Some(offset) = self.range(sector, len) else {
                 return status::IOERR;
             };
+            self.note_written(offset, len);
             if punch_hole(&self.disk.file, offset, len).is_err() && zeroes {
                 let zeros = vec![0u8; len as usize];
                 if self.disk.file.write_all_at(&zeros, offset).is_err() {
@@ -187,6 +221,39 @@ impl Block {
 }
 
 /// fallocate(PUNCH_HOLE | KEEP_SIZE).
+/// The data extents of the first `size` bytes of `file` (holes read as
+/// zeros and are left out).
+fn data_extents(file: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let seek = |from: u64, whence| {
+        // SAFETY: lseek on a descriptor `file` owns; no memory involved.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+        if at >= 0 {
+            Ok(Some(at as u64))
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    };
+    let mut extents = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let Some(data) = seek(at, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(data, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        if data >= end {
+            break;
+        }
+        extents.push((data, end - data));
+        at = end;
+    }
+    Ok(extents)
+}
+
 fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
     // SAFETY: fallocate on a descriptor `file` owns; no memory is passed.
     let r = unsafe {
@@ -247,6 +314,29 @@ impl VirtioDevice for Block {
 
     /// Requests complete within `process_queue`: nothing is in flight
     /// between kicks, so the queues are the whole state.
+    fn replicate_writes(
+        &mut self,
+        everything: bool,
+    ) -> Option<std::io::Result<Vec<(u64, Vec<u8>)>>> {
+        let ranges = if everything || self.written.is_none() {
+            self.written = Some(Vec::new());
+            let size = self.disk.sectors * SECTOR;
+            match data_extents(&self.disk.file, size) {
+                Ok(extents) => extents,
+                Err(e) => return Some(Err(e)),
+            }
+        } else {
+            self.written.replace(Vec::new()).unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for (offset, len) in ranges {
+            if let Err(e) = self.read_pieces(offset, len, &mut out) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(out))
+    }
+
     fn snapshot_queues(&self) -> Option<&[Queue]> {
         self.active.as_ref().map(|a| a.queues.as_slice())
     }
