@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(value_name = "DIR")]
     dir: std::path::PathBuf,
 
-    /// Its name in the store: [HOST[:PORT]/]REPOSITORY[:TAG]
+    /// Its name in the store: `[HOST[:PORT]/]REPOSITORY[:TAG]`
     #[arg(value_name = "NAME")]
     name: String,
 }
