@@ -236,9 +236,14 @@ fn corrupt_foreign_and_mismatched_snapshots_are_refused() {
         "{}",
         stderr(&out)
     );
+    // Neither a directory nor a snapshot of the store.
     let out = resume(&snapshot.join("missing"), &[]);
     assert_ne!(status(&out), 0);
-    assert!(stderr(&out).contains("state.json"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no such snapshot directory, nor a snapshot in the local store"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -317,6 +317,48 @@ fn the_primary_runs_on_when_its_standby_dies() {
     assert!(report.contains("the VM ran on unprotected"), "{report}");
 }
 
+/// Runs busybox `sh -c script` as a primary (`primary_flags` besides
+/// `--standby`) following a fresh standby (`standby_flags`), kills the
+/// primary with SIGKILL as soon as it printed its first line, and returns
+/// once the standby ran the program to its end: what the primary's console
+/// showed, what the standby's did.
+fn kill_after_first_line(
+    test: &str,
+    image: &Path,
+    primary_flags: &[&str],
+    standby_flags: &[&str],
+    script: &str,
+) -> (String, String) {
+    let (mut standby, address, standby_log) = standby(&format!("{test}-standby"), standby_flags);
+    let mut standby_out = BufReader::new(standby.stdout.take().unwrap());
+    let mut primary = Reaped(
+        kiln()
+            .args(["run", "--timeout", "60", "--standby", &address])
+            .args(["--checkpoint-interval", "10"])
+            .args(primary_flags)
+            .arg(image)
+            .args(["--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln runs"),
+    );
+    let mut primary_out = BufReader::new(primary.0.stdout.take().unwrap());
+    let mut shown = String::new();
+    primary_out.read_line(&mut shown).unwrap();
+    kill(&mut primary.0, libc::SIGKILL);
+    primary.0.wait().unwrap();
+    // What the primary had released before it died.
+    std::io::Read::read_to_string(&mut primary_out, &mut shown).unwrap();
+    let status = standby.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut standby_out, &mut out).unwrap();
+    let log = rest(&standby_log);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("resuming from checkpoint"), "{log}");
+    (shown, out)
+}
+
 #[test]
 fn a_busy_two_cpu_guest_killed_mid_computation_finishes_it_on_the_standby() {
     if !kvm_or_skip("a_busy_two_cpu_guest_killed_mid_computation") {
@@ -330,47 +372,13 @@ fn a_busy_two_cpu_guest_killed_mid_computation_finishes_it_on_the_standby() {
     let script = "i=0; s=0; while [ $i -lt 600 ]; do i=$((i+1)); \
                   echo $i > /tmp/f$((i%7)); s=$((s+$(cat /tmp/f$((i%7))))); \
                   [ $((i%100)) = 0 ] && echo at $i; done; echo sum $s; cat /tmp/f* | wc -l";
-    let (mut standby, address, standby_log) = standby("standby-busy-standby", &[]);
-    let mut standby_out = BufReader::new(standby.stdout.take().unwrap());
-    let mut primary = Reaped(
-        kiln()
-            .args([
-                "run",
-                "--cpus",
-                "2",
-                "--timeout",
-                "60",
-                "--standby",
-                &address,
-            ])
-            .args(["--checkpoint-interval", "10"])
-            .arg(&image)
-            .args(["--", "sh", "-c", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln runs"),
-    );
-    let mut primary_out = BufReader::new(primary.0.stdout.take().unwrap());
-    let mut line = String::new();
-    primary_out.read_line(&mut line).unwrap();
-    assert_eq!(line, "at 100\n");
-    kill(&mut primary.0, libc::SIGKILL);
-    primary.0.wait().unwrap();
-    // What the primary had released before it died.
-    std::io::Read::read_to_string(&mut primary_out, &mut line).unwrap();
-    let status = standby.wait().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut standby_out, &mut out).unwrap();
-    let log = rest(&standby_log);
-    assert!(status.success(), "{log}");
-    assert!(log.contains("resuming from checkpoint"), "{log}");
+    let (shown, out) = kill_after_first_line("standby-busy", &image, &["--cpus", "2"], &[], script);
     // Console output is held like network output: the standby goes on
     // from the last line the primary showed, repeating none.
     assert_eq!(
-        format!("{line}{out}"),
+        format!("{shown}{out}"),
         "at 100\nat 200\nat 300\nat 400\nat 500\nat 600\nsum 180300\n7\n",
-        "primary: {line:?}, standby: {out:?}\n{log}"
+        "primary: {shown:?}, standby: {out:?}"
     );
 }
 
@@ -388,37 +396,16 @@ fn a_disk_written_across_the_failover_holds_every_block_on_the_standbys_copy() {
     let script = "i=0; while [ $i -lt 600 ]; do i=$((i+1)); \
                   echo $i | dd of=/dev/vda bs=512 seek=$i conv=sync 2>/dev/null; \
                   [ $((i%100)) = 0 ] && echo at $i; done; sync; echo done";
-    let (mut standby, address, standby_log) =
-        standby("standby-disk-standby", &["--disk", copy.to_str().unwrap()]);
-    let mut standby_out = BufReader::new(standby.stdout.take().unwrap());
-    let mut primary = Reaped(
-        kiln()
-            .args(["run", "--timeout", "60", "--standby", &address])
-            .args(["--checkpoint-interval", "10", "--disk"])
-            .arg(&primary_disk)
-            .arg(&image)
-            .args(["--", "sh", "-c", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln runs"),
+    let (shown, out) = kill_after_first_line(
+        "standby-disk",
+        &image,
+        &["--disk", primary_disk.to_str().unwrap()],
+        &["--disk", copy.to_str().unwrap()],
+        script,
     );
-    let mut primary_out = BufReader::new(primary.0.stdout.take().unwrap());
-    let mut line = String::new();
-    primary_out.read_line(&mut line).unwrap();
-    assert_eq!(line, "at 100\n");
-    kill(&mut primary.0, libc::SIGKILL);
-    primary.0.wait().unwrap();
-    std::io::Read::read_to_string(&mut primary_out, &mut line).unwrap();
-    let status = standby.wait().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut standby_out, &mut out).unwrap();
-    let log = rest(&standby_log);
-    assert!(status.success(), "{log}");
     assert_eq!(
-        format!("{line}{out}"),
-        "at 100\nat 200\nat 300\nat 400\nat 500\nat 600\ndone\n",
-        "{log}"
+        format!("{shown}{out}"),
+        "at 100\nat 200\nat 300\nat 400\nat 500\nat 600\ndone\n"
     );
     // Blocks the primary wrote before the kill came with the checkpoints;
     // the standby wrote the rest on its copy.

@@ -17,7 +17,6 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -110,24 +109,11 @@ pub fn encode_memory(path: &Path) -> Result<Vec<u8>, SnapshotStoreError> {
     let mut head = MEMORY_MAGIC.to_vec();
     head.extend_from_slice(&size.to_le_bytes());
     enc.write_all(&head).map_err(io(what()))?;
-    let seek = |from: u64, whence| {
-        // SAFETY: lseek on a descriptor `file` owns; no memory involved.
-        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
-        (at >= 0).then_some(at as u64)
-    };
-    let mut at = 0;
     let mut buf = vec![0u8; 1 << 20];
-    while at < size {
-        let Some(data) = seek(at, libc::SEEK_DATA) else {
-            break;
-        };
-        let end = seek(data, libc::SEEK_HOLE).unwrap_or(size).min(size);
-        if data >= end {
-            break;
-        }
+    for (data, len) in kiln_vmm::source::data_extents(&file, size).map_err(io(what()))? {
+        let end = data + len;
         enc.write_all(&data.to_le_bytes()).map_err(io(what()))?;
-        enc.write_all(&(end - data).to_le_bytes())
-            .map_err(io(what()))?;
+        enc.write_all(&len.to_le_bytes()).map_err(io(what()))?;
         let mut pos = data;
         while pos < end {
             let n = ((end - pos) as usize).min(buf.len());
@@ -135,7 +121,6 @@ pub fn encode_memory(path: &Path) -> Result<Vec<u8>, SnapshotStoreError> {
             enc.write_all(&buf[..n]).map_err(io(what()))?;
             pos += n as u64;
         }
-        at = end;
     }
     enc.write_all(&END.to_le_bytes()).map_err(io(what()))?;
     enc.write_all(&0u64.to_le_bytes()).map_err(io(what()))?;

@@ -1105,20 +1105,9 @@ fn check_snapshot_request(
     config: &VmConfig,
     request: &snapshot::SnapshotRequest,
 ) -> Result<(), VmmError> {
-    let mut devices = Vec::new();
-    if matches!(config.net.mode, net::Mode::Tap { .. }) {
-        devices.push("a tap network (user networking, --net user, can be saved)");
-    }
-    if !config.volumes.is_empty() {
-        devices.push("a volume");
-    }
-    if config.vsock.is_some() {
-        devices.push("a vsock device");
-    }
-    if !devices.is_empty() {
+    if let Some(devices) = unsaveable_devices(config, "saved") {
         return Err(snapshot::SnapshotError::Unsupported(format!(
-            "it has {} (snapshots hold the console, entropy, user-network and disk devices so far)",
-            devices.join(" and ")
+            "it has {devices} (snapshots hold the console, entropy, user-network and disk devices so far)"
         ))
         .into());
     }
@@ -1132,22 +1121,30 @@ fn check_snapshot_request(
     Ok(())
 }
 
-/// Refuses a standby kiln cannot keep in step, before anything starts.
-fn check_standby(config: &VmConfig) -> Result<(), VmmError> {
+/// The devices of `config` whose host side neither a snapshot nor a
+/// standby can hold yet, named for a message (`done`: what user
+/// networking can be instead), if it has any.
+fn unsaveable_devices(config: &VmConfig, done: &str) -> Option<String> {
     let mut devices = Vec::new();
     if matches!(config.net.mode, net::Mode::Tap { .. }) {
-        devices.push("a tap network (user networking, --net user, can be replicated)");
+        devices.push(format!(
+            "a tap network (user networking, --net user, can be {done})"
+        ));
     }
     if !config.volumes.is_empty() {
-        devices.push("a volume");
+        devices.push("a volume".into());
     }
     if config.vsock.is_some() {
-        devices.push("a vsock device");
+        devices.push("a vsock device".into());
     }
-    if !devices.is_empty() {
+    (!devices.is_empty()).then(|| devices.join(" and "))
+}
+
+/// Refuses a standby kiln cannot keep in step, before anything starts.
+fn check_standby(config: &VmConfig) -> Result<(), VmmError> {
+    if let Some(devices) = unsaveable_devices(config, "replicated") {
         return Err(ha::HaError::Unsupported(format!(
-            "it has {} (a standby follows the console, entropy, user-network and disk devices so far)",
-            devices.join(" and ")
+            "it has {devices} (a standby follows the console, entropy, user-network and disk devices so far)"
         ))
         .into());
     }

@@ -1,6 +1,7 @@
 //! Byte ranges of files that kiln-vmm maps into the guest or reads from:
 //! the kernel ELF and the boot module, either whole files (`kiln-vmm
-//! --app`) or sections of a `.kiln` image.
+//! --app`) or sections of a `.kiln` image; and the data extents of sparse
+//! files (snapshot memory, disks).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -70,4 +71,43 @@ pub enum KernelNotFound {
     /// None of the places looked at holds one.
     #[error("no guest kernel found (looked for {}); build it with `cargo xtask kernel`, set KILN_KERNEL or pass --kernel", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotThere(Vec<PathBuf>),
+}
+
+/// The data extents `(offset, length)` of the first `size` bytes of
+/// `file`, in order: what a sparse file holds (its holes read as zeros and
+/// are left out). A file system without SEEK_DATA reports one extent.
+///
+/// # Errors
+/// When the file cannot be examined.
+pub fn data_extents(file: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let seek = |from: u64, whence| {
+        // SAFETY: lseek on a descriptor `file` owns; no memory involved.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+        if at >= 0 {
+            Ok(Some(at as u64))
+        } else {
+            let e = std::io::Error::last_os_error();
+            // ENXIO: no data at or after `from`.
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    };
+    let mut extents = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let Some(data) = seek(at, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(data, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
+        if data >= end {
+            break;
+        }
+        extents.push((data, end - data));
+        at = end;
+    }
+    Ok(extents)
 }

@@ -288,19 +288,8 @@ mod tests {
     use super::*;
     use crate::devices::virtio::net::StreamBackend;
     use std::io::Read;
-    use std::sync::Mutex as StdMutex;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<StdMutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::devices::virtio::test_utils::Sink;
 
     #[test]
     fn console_output_waits_for_its_checkpoint_and_keeps_its_order() {

@@ -480,25 +480,12 @@ pub fn map_snapshot_memory(
 /// Reads the data of `file` (its holes are zero, as `target` already is)
 /// into `target`.
 fn read_data_extents(file: &std::fs::File, target: &mut [u8]) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
-    let size = target.len() as u64;
-    let seek = |from: u64, whence| {
-        // SAFETY: lseek on a descriptor `file` owns; no memory involved.
-        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
-        (at >= 0).then_some(at as u64)
-    };
-    let mut at = 0;
-    while at < size {
-        let Some(data) = seek(at, libc::SEEK_DATA) else {
-            break;
-        };
-        let end = seek(data, libc::SEEK_HOLE).unwrap_or(size).min(size);
-        if data >= end {
-            break;
-        }
-        file.read_exact_at(&mut target[data as usize..end as usize], data)?;
-        at = end;
+    for (offset, len) in crate::source::data_extents(file, target.len() as u64)? {
+        file.read_exact_at(
+            &mut target[offset as usize..(offset + len) as usize],
+            offset,
+        )?;
     }
     Ok(())
 }

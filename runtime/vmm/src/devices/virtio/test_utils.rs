@@ -11,6 +11,24 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::mmio::{reg, MmioTransport};
 use super::{Interrupt, VirtioDevice};
 
+/// A host-side output sink the test reads back (clones share the bytes).
+#[derive(Clone, Default)]
+pub struct Sink(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// VIRTQ_DESC_F_NEXT and VIRTQ_DESC_F_WRITE (virtio 1.2 §2.7.5).
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;

@@ -221,39 +221,6 @@ impl Block {
 }
 
 /// fallocate(PUNCH_HOLE | KEEP_SIZE).
-/// The data extents of the first `size` bytes of `file` (holes read as
-/// zeros and are left out).
-fn data_extents(file: &std::fs::File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
-    let seek = |from: u64, whence| {
-        // SAFETY: lseek on a descriptor `file` owns; no memory involved.
-        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
-        if at >= 0 {
-            Ok(Some(at as u64))
-        } else {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
-    };
-    let mut extents = Vec::new();
-    let mut at = 0;
-    while at < size {
-        let Some(data) = seek(at, libc::SEEK_DATA)? else {
-            break;
-        };
-        let end = seek(data, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
-        if data >= end {
-            break;
-        }
-        extents.push((data, end - data));
-        at = end;
-    }
-    Ok(extents)
-}
-
 fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
     // SAFETY: fallocate on a descriptor `file` owns; no memory is passed.
     let r = unsafe {
@@ -321,7 +288,7 @@ impl VirtioDevice for Block {
         let ranges = if everything || self.written.is_none() {
             self.written = Some(Vec::new());
             let size = self.disk.sectors * SECTOR;
-            match data_extents(&self.disk.file, size) {
+            match crate::source::data_extents(&self.disk.file, size) {
                 Ok(extents) => extents,
                 Err(e) => return Some(Err(e)),
             }

@@ -281,20 +281,9 @@ mod tests {
     use crate::devices::virtio::console::{Input, InputSource};
     use crate::devices::virtio::test_utils::{self, GuestQueue};
     use crate::devices::virtio::VIRTIO_F_VERSION_1;
-    use std::sync::Mutex;
     use vm_memory::{Bytes, GuestAddress};
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::devices::virtio::test_utils::Sink;
 
     fn started(
         input: Option<Input>,
