@@ -78,8 +78,20 @@ pub(crate) fn call<'a, const N: usize>(
         core::hint::spin_loop();
     }
     queue.set_dev_notify(true);
+    // The devices' interrupts reach CPU 0 only: another CPU that halted
+    // here would sleep until its own next timer tick (4 ms and more per
+    // request; a shell writing a disk on 2 vCPUs crawled). It watches the
+    // ring instead, answering TLB flushes and snapshot rounds meanwhile
+    // (it holds the kernel lock the others may be waiting for).
+    let halt = crate::arch::cpu_index() == 0;
     while queue.peek_used() != Some(token) {
-        crate::arch::idle();
+        if halt {
+            crate::arch::idle();
+        } else {
+            crate::arch::serve_flush_requests();
+            crate::arch::serve_snapshot();
+            core::hint::spin_loop();
+        }
     }
     // SAFETY: the same buffers `add` was given with this token.
     unsafe { queue.pop_used(token, inputs, outputs) }.map_err(|_| Errno::Io)
