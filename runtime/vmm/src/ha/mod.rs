@@ -47,6 +47,10 @@ pub enum HaError {
     /// This VM cannot be replicated (yet).
     #[error("cannot replicate this VM: {0}")]
     Unsupported(String),
+    /// The standby's copy could not be written: it holds neither the last
+    /// checkpoint nor the one before, so it must not resume.
+    #[error("the standby's copy of the VM is damaged, not resuming: {0}")]
+    Damaged(String),
     /// The primary went away before the standby had a whole checkpoint.
     #[error("the primary went away before its first checkpoint arrived ({0}); nothing to resume")]
     NoCheckpoint(String),

@@ -28,6 +28,11 @@ use crate::GuestMem;
 /// How long a checkpoint asked for may take to start before it is asked
 /// for again.
 const ASK_AGAIN: Duration = Duration::from_millis(200);
+/// How often the sender says "alive" when it has nothing else to send.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the standby may take to take a checkpoint (or a write to go
+/// out) before it counts as lost.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What replication did during a run (`kiln run --standby`'s report).
 #[derive(Clone, Debug, Default)]
@@ -185,11 +190,25 @@ impl Replicator {
     /// Sends checkpoints as they come; each acknowledgement releases the
     /// output it covers.
     fn send_loop(&self, mut stream: TcpStream, rx: &std::sync::mpsc::Receiver<Outgoing>) {
-        let mut reader = match stream.try_clone() {
+        // A standby that stops answering is lost, not waited for forever.
+        let timeouts = stream
+            .set_read_timeout(Some(ACK_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(ACK_TIMEOUT)));
+        let mut reader = match timeouts.and_then(|()| stream.try_clone()) {
             Ok(r) => r,
             Err(e) => return self.lose(e.to_string()),
         };
-        while let Ok(message) = rx.recv() {
+        loop {
+            let message = match rx.recv_timeout(HEARTBEAT) {
+                Ok(m) => m,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = wire::send_heartbeat(&mut stream) {
+                        return self.lose(e.to_string());
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let result = match message {
                 Outgoing::Done(status) => {
                     let _ = wire::send_done(&mut stream, status);

@@ -45,9 +45,8 @@ struct Replica {
     memory: File,
     pages: u64,
     state: Option<(u64, SnapshotState)>,
-    /// The standby's copies of the primary's disks (`--disk`), and their
-    /// sizes once the first checkpoint named them.
-    disks: Vec<(File, u64)>,
+    /// The standby's copies of the primary's disks (`--disk`).
+    disks: Vec<File>,
 }
 
 impl Replica {
@@ -61,7 +60,6 @@ impl Replica {
                     .create(true)
                     .truncate(false)
                     .open(&d.path)
-                    .map(|f| (f, 0))
                     .map_err(|cause| HaError::Link {
                         what: format!("opening the standby's disk {}", d.path.display()),
                         cause,
@@ -81,9 +79,13 @@ impl Replica {
         })
     }
 
-    /// Makes each disk copy an empty file of its primary disk's size (the
-    /// first checkpoint then brings all of its data).
-    fn size_disks(&mut self, state: &SnapshotState) -> Result<(), HaError> {
+    /// Checks a checkpoint's disks against the standby's copies: as many,
+    /// and every piece inside its disk.
+    fn check_disks(
+        &self,
+        state: &SnapshotState,
+        pieces: &[(u32, u64, Vec<u8>)],
+    ) -> Result<(), HaError> {
         if state.disks.len() != self.disks.len() {
             return Err(HaError::Unsupported(format!(
                 "the primary has {} disks; give the standby as many --disk files for its copies ({} given)",
@@ -91,40 +93,51 @@ impl Replica {
                 self.disks.len()
             )));
         }
-        for ((file, size), saved) in self.disks.iter_mut().zip(&state.disks) {
-            file.set_len(0)
-                .and_then(|()| file.set_len(saved.size))
-                .map_err(|cause| HaError::Link {
-                    what: format!("sizing the standby's copy of {}", saved.path.display()),
-                    cause,
-                })?;
-            *size = saved.size;
-        }
-        Ok(())
-    }
-
-    /// Writes a checkpoint's disk pieces into the copies.
-    fn apply_disks(&self, pieces: &[(u32, u64, Vec<u8>)]) -> Result<(), HaError> {
         for (disk, offset, data) in pieces {
-            let Some((file, size)) = self.disks.get(*disk as usize) else {
+            let Some(saved) = state.disks.get(*disk as usize) else {
                 return Err(HaError::Protocol(format!(
                     "a piece of disk {disk}, which the VM lacks"
                 )));
             };
             if offset
                 .checked_add(data.len() as u64)
-                .is_none_or(|end| end > *size)
+                .is_none_or(|end| end > saved.size)
             {
                 return Err(HaError::Protocol(format!(
                     "{} bytes at {offset} lie beyond disk {disk}",
                     data.len()
                 )));
             }
-            file.write_all_at(data, *offset)
-                .map_err(|cause| HaError::Link {
-                    what: format!("writing the standby's copy of disk {disk}"),
-                    cause,
+        }
+        Ok(())
+    }
+
+    /// Makes each disk copy an empty file of its primary disk's size (the
+    /// first checkpoint then brings all of its data).
+    fn size_disks(&self, state: &SnapshotState) -> Result<(), HaError> {
+        for (file, saved) in self.disks.iter().zip(&state.disks) {
+            file.set_len(0)
+                .and_then(|()| file.set_len(saved.size))
+                .map_err(|cause| {
+                    HaError::Damaged(format!(
+                        "sizing the standby's copy of {}: {cause}",
+                        saved.path.display()
+                    ))
                 })?;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint's disk pieces (checked) into the copies.
+    fn apply_disks(&self, pieces: &[(u32, u64, Vec<u8>)]) -> Result<(), HaError> {
+        for (disk, offset, data) in pieces {
+            if let Some(file) = self.disks.get(*disk as usize) {
+                file.write_all_at(data, *offset).map_err(|cause| {
+                    HaError::Damaged(format!(
+                        "writing the standby's copy of disk {disk}: {cause}"
+                    ))
+                })?;
+            }
         }
         Ok(())
     }
@@ -168,12 +181,14 @@ pub fn serve(
     let why = follow(stream, config.silence, &mut replica);
     // The disk copies are flushed and closed: the resumed VM opens (and
     // locks) them itself.
-    for (file, _) in replica.disks.drain(..) {
+    for file in replica.disks.drain(..) {
         let _ = file.sync_all();
     }
     let ended = match why {
         Ok(Some(status)) => return Ok(StandbyOutcome::PrimaryEnded(status)),
         Ok(None) => "its connection closed".to_string(),
+        // Half a checkpoint applied: nothing whole to resume from.
+        Err(e @ HaError::Damaged(_)) => return Err(e.into()),
         Err(e) => e.to_string(),
     };
     let Some((epoch, state)) = replica.state.take() else {
@@ -223,6 +238,7 @@ fn follow(
         let message = match wire::read_message(&mut reader, pages_max)? {
             None => return Ok(None),
             Some(Message::Done(status)) => return Ok(Some(status)),
+            Some(Message::Heartbeat) => continue,
             Some(Message::Checkpoint(c)) => c,
         };
         let state = crate::snapshot::parse_state(
@@ -230,31 +246,41 @@ fn follow(
             std::path::Path::new("the primary's checkpoint"),
         )
         .map_err(|e| HaError::Protocol(e.to_string()))?;
+        // Everything is checked before anything is applied: a checkpoint
+        // refused here leaves the last good one whole (to resume from).
+        let first = replica.state.is_none();
         let size = state.memory.size;
-        if replica.state.is_none() {
-            if size == 0 || !size.is_multiple_of(PAGE as u64) {
-                return Err(HaError::Protocol(format!("guest memory of {size} bytes")));
-            }
+        let pages = size / PAGE as u64;
+        if first && (size == 0 || !size.is_multiple_of(PAGE as u64)) {
+            return Err(HaError::Protocol(format!("guest memory of {size} bytes")));
+        }
+        if !first && pages != replica.pages {
+            return Err(HaError::Protocol("guest memory changed size".into()));
+        }
+        if let Some(&bad) = message.pages.iter().find(|&&p| p >= pages) {
+            return Err(HaError::Protocol(format!(
+                "page {bad} lies beyond guest memory"
+            )));
+        }
+        replica.check_disks(&state, &message.disks)?;
+        // Applying: a failure now leaves a copy that is neither checkpoint.
+        let damaged = |what: &str| {
+            let what = what.to_owned();
+            move |cause| HaError::Damaged(format!("{what}: {cause}"))
+        };
+        if first {
             replica
                 .memory
                 .set_len(size)
-                .map_err(link("sizing the standby's copy of guest memory"))?;
-            replica.pages = size / PAGE as u64;
-            // The first checkpoint was read before memory's size was known.
-            if let Some(&bad) = message.pages.iter().find(|&&p| p >= replica.pages) {
-                return Err(HaError::Protocol(format!(
-                    "page {bad} lies beyond guest memory"
-                )));
-            }
+                .map_err(damaged("sizing the standby's copy of guest memory"))?;
+            replica.pages = pages;
             replica.size_disks(&state)?;
-        } else if size != replica.pages * PAGE as u64 {
-            return Err(HaError::Protocol("guest memory changed size".into()));
         }
         for (page, data) in message.pages.iter().zip(message.data.chunks_exact(PAGE)) {
             replica
                 .memory
                 .write_all_at(data, page * PAGE as u64)
-                .map_err(link("writing the standby's copy of guest memory"))?;
+                .map_err(damaged("writing the standby's copy of guest memory"))?;
         }
         replica.apply_disks(&message.disks)?;
         replica.state = Some((message.epoch, state));

@@ -10,6 +10,8 @@
 //!             u64 epoch
 //! ack         u64 epoch                                       (standby)
 //! done        u8 2 i32 exit-status: the primary's VM ended by itself
+//! heartbeat   u8 3: the primary lives (sent when it has sent nothing for
+//!             a second: a guest slow to park is no failure)
 //! ```
 //!
 //! Integers are little-endian. A checkpoint counts only once it arrived
@@ -26,6 +28,8 @@ const MAGIC: &[u8; 8] = b"KILN-HA1";
 const CHECKPOINT: u8 = 1;
 /// The primary's VM ended.
 const DONE: u8 = 2;
+/// The primary lives.
+const HEARTBEAT: u8 = 3;
 /// A page of guest memory.
 pub const PAGE: usize = 4096;
 /// Largest state document the standby accepts.
@@ -56,6 +60,8 @@ pub enum Message {
     Checkpoint(Checkpoint),
     /// The VM ended by itself with this status.
     Done(i32),
+    /// The primary lives.
+    Heartbeat,
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> HaError + '_ {
@@ -198,6 +204,16 @@ pub fn send_done(w: &mut impl Write, status: i32) -> Result<(), HaError> {
         .map_err(io("telling the standby the VM ended"))
 }
 
+/// Says "the primary lives".
+///
+/// # Errors
+/// When the connection fails.
+pub fn send_heartbeat(w: &mut impl Write) -> Result<(), HaError> {
+    w.write_all(&[HEARTBEAT])
+        .and_then(|()| w.flush())
+        .map_err(io("sending a heartbeat"))
+}
+
 /// Reads the next message; `pages_max` bounds a checkpoint's page numbers
 /// (guest memory's size in pages, or the most it can have). `Ok(None)`: the primary closed the
 /// connection between messages.
@@ -219,6 +235,7 @@ pub fn read_message(r: &mut impl Read, pages_max: u64) -> Result<Option<Message>
     }
     let fail = io("reading a checkpoint");
     match tag[0] {
+        HEARTBEAT => Ok(Some(Message::Heartbeat)),
         DONE => {
             let mut b = [0u8; 4];
             r.read_exact(&mut b).map_err(fail)?;
@@ -316,10 +333,15 @@ mod tests {
     fn a_checkpoint_travels_whole() {
         let mut out = Vec::new();
         send_hello(&mut out).unwrap();
+        send_heartbeat(&mut out).unwrap();
         send_checkpoint(&mut out, &checkpoint()).unwrap();
         send_done(&mut out, 3).unwrap();
         let mut r = out.as_slice();
         read_hello(&mut r).unwrap();
+        assert!(matches!(
+            read_message(&mut r, 4).unwrap(),
+            Some(Message::Heartbeat)
+        ));
         let Some(Message::Checkpoint(c)) = read_message(&mut r, 4).unwrap() else {
             panic!("no checkpoint");
         };
