@@ -419,3 +419,48 @@ fn a_disk_written_across_the_failover_holds_every_block_on_the_standbys_copy() {
     }
     assert!(disk[601 * 512..].iter().all(|&b| b == 0));
 }
+
+#[test]
+fn the_answer_held_when_the_program_ends_still_goes_out() {
+    if !kvm_or_skip("the_answer_held_when_the_program_ends_still_goes_out") {
+        return;
+    }
+    common::require_tool("passt", "passt");
+    let image = counter_image("standby-last-answer");
+    let port = common::free_port();
+    let (mut standby, address, standby_log) = standby("standby-last-answer-standby", &[]);
+    let mut primary = Reaped(
+        kiln()
+            .args(["run", "--timeout", "60", "--standby", &address])
+            .args([
+                "--checkpoint-interval",
+                "100",
+                "-p",
+                &format!("{port}:8080"),
+            ])
+            .arg(&image)
+            // The program ends right after its third answer.
+            .args(["--", "8080", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(primary.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = connect(port, deadline).expect("the primary answers");
+    // The third answer waits for a checkpoint the program's end overtakes:
+    // it goes out when the run ends, not never.
+    let answers: Vec<Option<u64>> = (0..3).map(|_| next(&mut conn)).collect();
+    assert_eq!(answers, [Some(1), Some(2), Some(3)]);
+    assert!(primary.0.wait().unwrap().success());
+    assert_eq!(
+        standby.wait().unwrap().code(),
+        Some(0),
+        "{}",
+        rest(&standby_log)
+    );
+}

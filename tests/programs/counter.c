@@ -3,7 +3,8 @@
  * lives only in this process's memory, so after a failover a client can
  * tell whether the standby resumed from the state it last saw. Clients are
  * served concurrently (poll), so a connection the guest still believes
- * open after a failover does not keep new ones waiting. */
+ * open after a failover does not keep new ones waiting. `counter PORT N`
+ * ends the program right after its Nth answer. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 8080;
+    unsigned long long last = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     struct sockaddr_in addr;
@@ -67,6 +69,10 @@ int main(int argc, char **argv) {
                 int len = snprintf(out, sizeof out, "%llu\n", ++counter);
                 if (write(fds[i].fd, out, (size_t)len) != len)
                     gone = 1;
+                if (last && counter >= last) {
+                    close(fds[i].fd);
+                    return 0;
+                }
             }
             if (gone) {
                 close(fds[i].fd);

@@ -199,6 +199,19 @@ pub enum Ending {
     Snapshotted,
 }
 
+impl Ending {
+    /// The status `kiln run` exits with: the program's, 124 after
+    /// `--timeout`, 128 + the signal that stopped it, 0 after a snapshot.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Ending::Program(report) => report.exit_status(),
+            Ending::TimedOut => 124,
+            Ending::Terminated(signal) => 128u8.wrapping_add(signal as u8),
+            Ending::Snapshotted => 0,
+        }
+    }
+}
+
 /// One virtio device's counters.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceStats {
@@ -374,12 +387,7 @@ impl RunReport {
     /// The process exit status kiln-vmm reports (docker-run conventions;
     /// 124 for a timeout, like timeout(1)).
     pub fn exit_status(&self) -> u8 {
-        match self.ending {
-            Ending::Program(report) => report.exit_status(),
-            Ending::TimedOut => 124,
-            Ending::Terminated(signal) => 128u8.wrapping_add(signal as u8),
-            Ending::Snapshotted => 0,
-        }
+        self.ending.exit_status()
     }
 }
 
@@ -860,7 +868,6 @@ pub fn run(
         net: saved_net,
         disks,
     };
-    let mut replicator = None;
     let coordinator = match (config.snapshot.clone(), standby, &snapshot_irq, &gate) {
         (Some(request), ..) => Some(snapshot::Coordinator::new(
             request,
@@ -876,7 +883,6 @@ pub fn run(
                 target.interval,
             )
             .map_err(VmmError::Devices)?;
-            replicator = Some(started.clone());
             Some(snapshot::Coordinator::replicating(
                 started,
                 facts,
@@ -910,20 +916,7 @@ pub fn run(
     if snapshot_irq.is_some() {
         snapshot::release_signal();
     }
-    // The standby is told how the run ended (it takes over only when the
-    // primary died without saying so).
-    let summary = replicator.map(|r| {
-        r.finish(
-            report
-                .as_ref()
-                .ok()
-                .map(|report| i32::from(report.exit_status())),
-        )
-    });
-    report.map(|mut report| {
-        report.replication = summary;
-        report
-    })
+    report
 }
 
 /// A VM ready to run: what [`launch`] takes over.
@@ -1024,6 +1017,14 @@ pub(crate) fn launch(
         (Err(vstate::vcpu::VcpuError::Stopped), Err(e)) => return Err(VmmError::Device(e)),
         (ending, _) => ending,
     };
+    // The standby learns how the run ended (it takes over only when the
+    // primary died without saying so); the output held for it goes out.
+    let replication = coordinator
+        .as_ref()
+        .and_then(|c| c.end_replication(ending.as_ref().ok().map(|e| i32::from(e.exit_status()))));
+    if replication.is_some() {
+        mmio.flush_network().map_err(VmmError::Device)?;
+    }
     // Output the guest queued but the devices thread did not get to.
     if ending.is_ok() {
         mmio.flush_consoles().map_err(VmmError::Device)?;
@@ -1094,7 +1095,7 @@ pub(crate) fn launch(
         stats,
         memory,
         snapshot: snapshot?,
-        replication: None,
+        replication,
     })
 }
 

@@ -199,6 +199,25 @@ impl MmioBus {
         }
     }
 
+    /// Sends what the NICs still hold (the devices thread has stopped): the
+    /// frames a standby's gate released at the run's end.
+    ///
+    /// # Errors
+    /// A NIC's host-side failure.
+    pub fn flush_network(&self) -> Result<(), DeviceError> {
+        for d in &self.devices {
+            let mut t = lock(&d.transport);
+            if t.device().device_type() == kiln_boot::virtio_id::NET {
+                t.process(virtio::net::TX_QUEUE)
+                    .map_err(|source| DeviceError::Virtio {
+                        device: "net",
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the output the guest queued on its virtio consoles to the
     /// host now (before the kernel's own console messages and at the end,
     /// so nothing is lost or reordered).

@@ -20,7 +20,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::virtio::net::Backend;
 
-/// Frames waiting for their checkpoint.
+/// Output waiting for its checkpoint: the NIC's frames and the program's
+/// console bytes.
 pub struct OutputGate {
     inner: Mutex<Held>,
     wake: EventFd,
@@ -68,11 +69,13 @@ pub struct HeldWriter {
 
 impl Write for HeldWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // The console lock first: `open` sets the flag, then flushes under
+        // this lock, so bytes queued here are never left behind.
+        let mut console = lock_console(&self.gate.console);
         let (epoch, open) = {
             let held = lock(&self.gate.inner);
             (held.epoch, held.open)
         };
-        let mut console = lock_console(&self.gate.console);
         if open && console.waiting.is_empty() {
             if let Some(sink) = console.sinks.get_mut(self.stream).and_then(Option::as_mut) {
                 return sink.write_all(bytes).map(|()| bytes.len());
@@ -106,7 +109,9 @@ impl OutputGate {
     }
 
     /// A writer for console stream `stream` (0 stdout, 1 stderr) whose
-    /// bytes go to `sink` once their checkpoint is acknowledged.
+    /// bytes go to `sink` once their checkpoint is acknowledged (both
+    /// console devices write the same process streams: the sink given last
+    /// serves every writer of the stream).
     pub fn hold_console(
         self: &Arc<Self>,
         stream: usize,

@@ -561,6 +561,15 @@ impl Coordinator {
         })
     }
 
+    /// The run ended (with this status, `None`: not by itself): a standby
+    /// is told and replication stops; what it did, when there was one.
+    pub fn end_replication(&self, status: Option<i32>) -> Option<crate::ha::Summary> {
+        match &self.target {
+            Target::Standby(replicator) => Some(replicator.finish(status)),
+            Target::Directory(_) => None,
+        }
+    }
+
     /// The guest reached its program's entry (every vCPU is up).
     pub fn program_entered(&self) {
         if let Target::Standby(replicator) = &self.target {
