@@ -349,6 +349,7 @@ impl RunReport {
                 "checkpoints": r.checkpoints,
                 "acknowledged": r.acknowledged,
                 "pages_sent": r.pages,
+                "disk_bytes_sent": r.disk_bytes,
                 "pause_mean_ms": if r.checkpoints == 0 { 0.0 } else { r.pause_total.as_secs_f64() * 1000.0 / r.checkpoints as f64 },
                 "pause_max_ms": r.pause_max.as_secs_f64() * 1000.0,
                 "frames_held": r.frames_held,

@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, requires = "snapshot_at")]
     leave_running: bool,
 
-    /// Stream checkpoints of the VM to a standby (`kiln standby --listen PORT` at HOST:PORT) every --checkpoint-interval: its network output is held until the standby has the checkpoint that produced it, and if this process dies the standby resumes the VM from the last one (see docs/snapshots.md)
+    /// Stream checkpoints of the VM to a standby (`kiln standby --listen PORT` at HOST:PORT) every --checkpoint-interval: its network and console output are held until the standby has the checkpoint that produced them, and if this process dies the standby resumes the VM from the last one (its disks replicated to the standby's --disk copies; see docs/snapshots.md)
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["snapshot_at", "from_snapshot"])]
     standby: Option<String>,
 

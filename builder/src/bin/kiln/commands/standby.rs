@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long = "disk", value_name = "FILE")]
     disks: Vec<std::path::PathBuf>,
 
-    /// Seconds the primary may stay silent (no checkpoint) before the standby takes over
+    /// Seconds the primary may stay silent (no checkpoint, no heartbeat: it sends one every idle second) before the standby takes over
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     silence: f64,
 
