@@ -96,6 +96,41 @@ impl Drop for Reaped {
     }
 }
 
+/// A counter primary following the standby at `address`, publishing guest
+/// port 8080 on `port` (`extra`: more flags; `args`: the program's, after
+/// `--`; `stderr`: where its report goes), returned once the counter
+/// listens — connections made earlier would be refused.
+fn counter_primary(
+    image: &Path,
+    address: &str,
+    port: u16,
+    extra: &[&str],
+    args: &[&str],
+    stderr: Stdio,
+) -> Reaped {
+    let mut cmd = kiln();
+    common::default_signals(&mut cmd)
+        .args(["run", "--timeout", "60", "--standby", address])
+        .args(["-p", &format!("{port}:8080")])
+        .args(extra)
+        .arg(image);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    let mut primary = Reaped(
+        cmd.stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("kiln runs"),
+    );
+    let mut line = String::new();
+    BufReader::new(primary.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "counter listening on 8080\n");
+    primary
+}
+
 fn kill(child: &mut Child, signal: i32) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, signal) };
@@ -113,22 +148,7 @@ fn a_counter_keeps_counting_when_the_primary_is_killed_mid_load() {
         "standby-failover-standby",
         &["-p", &format!("{standby_port}:8080")],
     );
-    let mut primary = Reaped(
-        kiln()
-            .args(["run", "--timeout", "60", "--standby", &address])
-            .args(["-p", &format!("{primary_port}:8080")])
-            .arg(&image)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln runs"),
-    );
-    // Connections made before the program listens would be refused.
-    let mut line = String::new();
-    BufReader::new(primary.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "counter listening on 8080\n");
+    let mut primary = counter_primary(&image, &address, primary_port, &[], &[], Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut conn = connect(primary_port, deadline).expect("the primary answers");
     // The standby's port, or the standby's log when it never answers.
@@ -283,20 +303,14 @@ fn the_primary_runs_on_when_its_standby_dies() {
     let port = common::free_port();
     let (mut standby, address, _) = standby("standby-lost-standby", &[]);
     let log = common::scratch("standby-lost-primary").join("primary.err");
-    let mut primary = Reaped(
-        common::default_signals(&mut kiln())
-            .args(["run", "--timeout", "60", "--standby", &address])
-            .args(["--checkpoint-interval", "10", "-p", &format!("{port}:8080")])
-            .arg(&image)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("kiln runs"),
+    let mut primary = counter_primary(
+        &image,
+        &address,
+        port,
+        &["--checkpoint-interval", "10"],
+        &[],
+        std::fs::File::create(&log).unwrap().into(),
     );
-    let mut line = String::new();
-    BufReader::new(primary.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut conn = connect(port, deadline).expect("the primary answers");
     let before: Vec<u64> = (0..5)
@@ -429,27 +443,15 @@ fn the_answer_held_when_the_program_ends_still_goes_out() {
     let image = counter_image("standby-last-answer");
     let port = common::free_port();
     let (mut standby, address, standby_log) = standby("standby-last-answer-standby", &[]);
-    let mut primary = Reaped(
-        kiln()
-            .args(["run", "--timeout", "60", "--standby", &address])
-            .args([
-                "--checkpoint-interval",
-                "100",
-                "-p",
-                &format!("{port}:8080"),
-            ])
-            .arg(&image)
-            // The program ends right after its third answer.
-            .args(["--", "8080", "3"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln runs"),
+    // The program ends right after its third answer.
+    let mut primary = counter_primary(
+        &image,
+        &address,
+        port,
+        &["--checkpoint-interval", "100"],
+        &["8080", "3"],
+        Stdio::null(),
     );
-    let mut line = String::new();
-    BufReader::new(primary.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut conn = connect(port, deadline).expect("the primary answers");
     // The third answer waits for a checkpoint the program's end overtakes:

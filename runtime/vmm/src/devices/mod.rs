@@ -205,17 +205,7 @@ impl MmioBus {
     /// # Errors
     /// A NIC's host-side failure.
     pub fn flush_network(&self) -> Result<(), DeviceError> {
-        for d in &self.devices {
-            let mut t = lock(&d.transport);
-            if t.device().device_type() == kiln_boot::virtio_id::NET {
-                t.process(virtio::net::TX_QUEUE)
-                    .map_err(|source| DeviceError::Virtio {
-                        device: "net",
-                        source,
-                    })?;
-            }
-        }
-        Ok(())
+        self.run_queue(kiln_boot::virtio_id::NET, virtio::net::TX_QUEUE, "net")
     }
 
     /// Writes the output the guest queued on its virtio consoles to the
@@ -225,14 +215,27 @@ impl MmioBus {
     /// # Errors
     /// A console's host-side failure.
     pub fn flush_consoles(&self) -> Result<(), DeviceError> {
+        self.run_queue(
+            kiln_boot::virtio_id::CONSOLE,
+            virtio::console::TX_QUEUE,
+            "console",
+        )
+    }
+
+    /// Processes queue `queue` of every device of type `device_type` once.
+    fn run_queue(
+        &self,
+        device_type: u32,
+        queue: usize,
+        name: &'static str,
+    ) -> Result<(), DeviceError> {
         for d in &self.devices {
             let mut t = lock(&d.transport);
-            if t.device().device_type() == kiln_boot::virtio_id::CONSOLE {
-                t.process(virtio::console::TX_QUEUE)
-                    .map_err(|source| DeviceError::Virtio {
-                        device: "console",
-                        source,
-                    })?;
+            if t.device().device_type() == device_type {
+                t.process(queue).map_err(|source| DeviceError::Virtio {
+                    device: name,
+                    source,
+                })?;
             }
         }
         Ok(())
