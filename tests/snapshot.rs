@@ -124,6 +124,62 @@ fn first_output_snapshot_on_two_vcpus_resumes_after_the_first_line() {
     }
 }
 
+/// Pages a write set (`memory.writes`) lists.
+fn write_set_pages(snapshot: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(snapshot.join("memory.writes")).ok()?;
+    let mut lines = text.lines();
+    assert!(lines.next()?.starts_with("kiln-write-set 1 "), "{text}");
+    Some(
+        lines
+            .map(|l| l.split_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum(),
+    )
+}
+
+#[test]
+fn shared_memory_learns_the_pages_a_resumed_vm_writes_and_copies_them_early_next_time() {
+    if !kvm_or_skip("shared_memory_learns_the_write_set") {
+        return;
+    }
+    // After the snapshot the program writes 8 MB of tmpfs pages.
+    let script = "echo ready; head -c 8000000 /dev/zero | tr '\\0' x > /tmp/f; wc -c < /tmp/f; \
+                  head -c 100 /tmp/f | tail -c 3";
+    let (_, snapshot, taken) = take("snapshot-write-set", "first-output", "1", script);
+    assert_eq!(stdout(&taken), "ready\n");
+    assert_eq!(
+        write_set_pages(&snapshot),
+        None,
+        "a fresh snapshot knows no write set"
+    );
+    let expected = "8000000\nxxx";
+    // Copied memory learns nothing; the first shared resume learns the
+    // pages written (at least the file's 1954), the next ones copy them
+    // ahead of the guest and run the same.
+    let out = ok(resume(&snapshot, &["--snapshot-memory", "copy"]), "copy");
+    assert_eq!(stdout(&out), expected);
+    assert_eq!(write_set_pages(&snapshot), None);
+    let out = ok(resume(&snapshot, &[]), "learning resume");
+    assert_eq!(stdout(&out), expected);
+    let learnt = write_set_pages(&snapshot).expect("the first shared resume saves memory.writes");
+    assert!(learnt >= 1954, "only {learnt} pages learnt");
+    for _ in 0..2 {
+        let out = ok(resume(&snapshot, &[]), "prefetching resume");
+        assert_eq!(stdout(&out), expected);
+    }
+    // A write set that is not one (or lists pages past the memory's end)
+    // is ignored, never trusted: the resume runs as the first did, and
+    // learns it again.
+    for garbage in ["not a write set\n".to_string(), {
+        let size: u64 = std::fs::metadata(snapshot.join("memory")).unwrap().len();
+        format!("kiln-write-set 1 {size}\n{} 5\n", size / 4096)
+    }] {
+        std::fs::write(snapshot.join("memory.writes"), garbage).unwrap();
+        let out = ok(resume(&snapshot, &[]), "resume with a broken write set");
+        assert_eq!(stdout(&out), expected);
+        assert!(write_set_pages(&snapshot).is_some_and(|p| p >= 1954));
+    }
+}
+
 #[test]
 fn leave_running_keeps_the_vm_going_after_the_snapshot() {
     if !kvm_or_skip("leave_running_keeps_the_vm_going") {

@@ -246,6 +246,10 @@ pub fn snapshot(doc: &Value, path: &Path) -> Result<()> {
             median(&doc["python"]["cold_ms"]),
         ),
         (
+            "Python, resumed, no write set yet (--from-snapshot)".into(),
+            median(&doc["python"]["resumed_learning_ms"]),
+        ),
+        (
             "Python, resumed (--from-snapshot)".into(),
             median(&doc["python"]["resumed_ms"]),
         ),

@@ -956,7 +956,7 @@ pub(crate) fn launch(
         vm,
         mut vcpu,
         mut other_vcpus,
-        layout,
+        mut layout,
         mmio,
         served,
         flavour,
@@ -964,7 +964,6 @@ pub(crate) fn launch(
         started,
         coordinator,
     } = ready;
-    let mem = &layout.mem;
     let bus = Mutex::new(PortBus::new(console));
     if let Some(limit) = limits.timeout {
         timeout::arm(limit).map_err(VmmError::Timer)?;
@@ -988,6 +987,8 @@ pub(crate) fn launch(
     let devices_thread = DevicesThread::start(served, termination, stop::request, devices_filter)
         .map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
+    layout.start_working_set();
+    let mem = &layout.mem;
     let timings = Mutex::new(timings);
     let ending = vstate::crew::run(
         &mut vcpu,
@@ -1080,6 +1081,7 @@ pub(crate) fn launch(
     // in the helper that destroys the VM after this process has exited
     // (then this process's descriptors are mere copies, and the memory
     // must stay mapped for the VM).
+    layout.end_working_set();
     let handed_over = limits.background_teardown && vstate::teardown::hand_over();
     drop(vcpu);
     drop(other_vcpus);

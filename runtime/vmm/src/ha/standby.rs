@@ -201,6 +201,7 @@ pub fn serve(
         &config.resume,
         state,
         replica.memory,
+        None,
         console,
         timings,
     )?;

@@ -162,12 +162,25 @@ pub fn restore(
         what: format!("opening {}", memory_path.display()),
         cause,
     })?;
-    resume(hv, config, state, memory_file, console, timings)
+    // Shared memory learns and prefetches the write set kept next to the
+    // memory file.
+    let write_set_dir =
+        (config.memory == vstate::memory::SnapshotMemory::Shared).then_some(config.path.as_path());
+    resume(
+        hv,
+        config,
+        state,
+        memory_file,
+        write_set_dir,
+        console,
+        timings,
+    )
 }
 
 /// Resumes a VM whose state (checked) is `state` and whose memory is
 /// `memory_file` (a snapshot's, or a standby's copy); `config.path` names
-/// it in messages.
+/// it in messages. `write_set_dir`: where the memory's write set is kept
+/// ([`vstate::working_set`]).
 ///
 /// # Errors
 /// As [`restore`].
@@ -176,6 +189,7 @@ pub(crate) fn resume(
     config: &RestoreConfig,
     state: super::SnapshotState,
     memory_file: std::fs::File,
+    write_set_dir: Option<&std::path::Path>,
     console: Console,
     mut timings: Timings,
 ) -> Result<RunReport, VmmError> {
@@ -237,6 +251,7 @@ pub(crate) fn resume(
         state.memory.size,
         state.ram_size,
         config.memory,
+        write_set_dir,
     )?;
     drop(memory_file);
     vstate::irqchip::create_local_apic(&vm)?;

@@ -99,9 +99,30 @@ pub struct GuestMemoryLayout {
     /// The memfd RAM lives in when it is shared with a vhost-user backend
     /// (virtiofsd maps it too).
     pub ram_file: Option<std::fs::File>,
+    /// A resumed VM's write set being copied or learnt (shared snapshot
+    /// memory); stopped before the mapping goes.
+    working_set: Option<super::working_set::WorkingSet>,
     /// The host mapping behind `mem`; declared last so that it is unmapped
     /// only after `mem` is gone.
     _host: HostMapping,
+}
+
+impl GuestMemoryLayout {
+    /// Starts copying a resumed VM's known write set: its vCPUs are about
+    /// to run.
+    pub fn start_working_set(&mut self) {
+        if let Some(set) = &mut self.working_set {
+            set.start();
+        }
+    }
+
+    /// Ends the work on a resumed VM's write set once its vCPUs stopped:
+    /// the prefetching thread stops, or the learnt set is saved. (Called
+    /// before the mapping is handed to the teardown helper, after which
+    /// it is never dropped.)
+    pub fn end_working_set(&mut self) {
+        self.working_set = None;
+    }
 }
 
 /// The alignment of guest memory's host mapping (a huge page).
@@ -243,6 +264,7 @@ pub fn create_guest_memory(
         module_len: module.len,
         mapped_end: total,
         ram_file,
+        working_set: None,
         _host: host_mapping,
     })
 }
@@ -420,7 +442,9 @@ pub enum SnapshotMemory {
 
 /// Guest memory of `size` bytes from a snapshot's memory file, `how` says
 /// how. `ram_size` is where RAM ends. Registered with the VM as its one
-/// slot.
+/// slot. Shared memory of a snapshot in the directory `write_set_dir`
+/// gets its write set copied early, or learnt
+/// ([`super::working_set`]).
 ///
 /// # Errors
 /// When the file cannot be mapped or read, or KVM refuses the slot.
@@ -430,6 +454,7 @@ pub fn map_snapshot_memory(
     size: u64,
     ram_size: u64,
     how: SnapshotMemory,
+    write_set_dir: Option<&std::path::Path>,
 ) -> Result<GuestMemoryLayout, MemoryError> {
     use std::os::fd::AsRawFd;
     let max = crate::arch::layout::BOOT_PDS_MAX * crate::arch::layout::GIB;
@@ -474,7 +499,11 @@ pub fn map_snapshot_memory(
             source: std::io::Error::last_os_error(),
         });
     }
-    register_snapshot_memory(vm, host_mapping, size, ram_size)
+    let host = host_mapping.addr;
+    let mut layout = register_snapshot_memory(vm, host_mapping, size, ram_size)?;
+    layout.working_set =
+        write_set_dir.map(|dir| super::working_set::WorkingSet::new(dir, host, size));
+    Ok(layout)
 }
 
 /// Reads the data of `file` (its holes are zero, as `target` already is)
@@ -518,6 +547,7 @@ fn register_snapshot_memory(
         module_len: size - ram_size,
         mapped_end: size,
         ram_file: None,
+        working_set: None,
         _host: host_mapping,
     })
 }

@@ -11,3 +11,4 @@ pub mod memory;
 pub mod stats;
 pub mod teardown;
 pub mod vcpu;
+pub mod working_set;

@@ -95,7 +95,7 @@ pub struct Args {
     ])]
     from_snapshot: Option<std::path::PathBuf>,
 
-    /// How --from-snapshot gets guest memory: `shared` maps the snapshot's memory file (nothing read up front, pages shared by every VM resumed from it, but each page the guest first touches costs an exit), `copy` reads its data into the VM's own huge-page memory (the guest runs at full speed at once, no sharing)
+    /// How --from-snapshot gets guest memory: `shared` maps the snapshot's memory file (nothing read up front, pages shared by every VM resumed from it, but each page the guest first touches costs an exit; the pages the first resume wrote are noted in the snapshot's memory.writes and copied early by the next ones), `copy` reads its data into the VM's own huge-page memory (the guest runs at full speed at once, no sharing)
     #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW", requires = "from_snapshot")]
     snapshot_memory: SnapshotMemoryArg,
 
