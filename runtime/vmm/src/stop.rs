@@ -138,6 +138,13 @@ pub fn requested() -> bool {
     r
 }
 
+/// Notes that the vCPU thread left its run loop for good (a terminating
+/// signal or the timeout ended the run): a [`request`] made around then
+/// need not keep interrupting it.
+pub fn acknowledge() {
+    SEEN.store(true, Ordering::SeqCst);
+}
+
 /// Notes that the VM ended (one vCPU saw its end): every other vCPU's run
 /// loop stops before its next KVM_RUN.
 pub fn end_vm() {

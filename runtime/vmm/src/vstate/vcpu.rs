@@ -167,9 +167,18 @@ pub fn run(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Endin
     let mmio = shared.mmio;
     loop {
         if shared.limit.is_some() && timeout::expired() {
+            if index == 0 {
+                crate::stop::acknowledge();
+            }
             return Ok(Ending::TimedOut);
         }
         if let Some(signal) = crate::stop::terminated_by() {
+            // The devices thread's stop request (made for the signal)
+            // need not kick vCPU 0's thread on: it is out (it waited a
+            // whole second for a note this path never took).
+            if index == 0 {
+                crate::stop::acknowledge();
+            }
             return Ok(Ending::Terminated(signal));
         }
         if crate::stop::requested() || crate::stop::vm_ended() {
