@@ -15,6 +15,7 @@
 pub mod analysis;
 pub mod build;
 pub mod config;
+pub mod daemon;
 pub mod disk;
 pub mod image;
 pub mod manifest;

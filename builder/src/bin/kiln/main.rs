@@ -25,7 +25,9 @@ pub const EXIT_FAILURE: u8 = 125;
                   kiln run images/hello.kiln -- --name world # boot it; arguments after --\n  \
                   kiln export images/hello.kiln | tar -tv   # the root file system\n  \
                   kiln push images/hello.kiln localhost:5000/hello:1.0 --plain-http\n  \
-                  kiln run localhost:5000/hello:1.0 --plain-http   # pulls it first if missing\n\n\
+                  kiln run localhost:5000/hello:1.0 --plain-http   # pulls it first if missing\n  \
+                  kiln run -d --name web -p 8080:80 --restart on-failure images/httpd.kiln\n  \
+                  kiln ps; kiln logs -f web; kiln stop web; kiln rm web   # through kilnd\n\n\
                   Exit status of `kiln run`: the program's own (128+N for signal N); 124 after \
                   --timeout; 125 when kiln or the image failed; 126/127 when the program cannot \
                   be executed or is missing."
@@ -63,6 +65,20 @@ enum Command {
     Push(commands::push::Args),
     /// Pull an image from an OCI registry into the local store
     Pull(commands::pull::Args),
+    /// List the appliances kilnd manages (`kiln run -d`)
+    Ps(commands::ps::Args),
+    /// Print an appliance's output
+    Logs(commands::logs::Args),
+    /// Stop appliances (SIGTERM, then SIGKILL after a grace time)
+    Stop(commands::stop::Args),
+    /// Start stopped appliances again
+    Start(commands::start::Args),
+    /// Send a signal to appliances
+    Kill(commands::kill::Args),
+    /// Remove appliances
+    Rm(commands::rm::Args),
+    /// Show what running appliances use (CPU, memory, uptime)
+    Stats(commands::stats::Args),
     /// Log in to an OCI registry (credentials checked, then kept)
     Login(commands::login::LoginArgs),
     /// Forget the credentials kept for an OCI registry
@@ -94,6 +110,13 @@ fn main() -> ExitCode {
         Command::Rmi(args) => commands::rmi::run(args),
         Command::Push(args) => commands::push::run(args),
         Command::Pull(args) => commands::pull::run(args),
+        Command::Ps(args) => commands::ps::run(args),
+        Command::Logs(args) => commands::logs::run(args),
+        Command::Stop(args) => commands::stop::run(args),
+        Command::Start(args) => commands::start::run(args),
+        Command::Kill(args) => commands::kill::run(args),
+        Command::Rm(args) => commands::rm::run(args),
+        Command::Stats(args) => commands::stats::run(args),
         Command::Login(args) => commands::login::login(args),
         Command::Logout(args) => commands::login::logout(args),
     };

@@ -7,14 +7,21 @@ pub mod export;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod kill;
 pub mod login;
+pub mod logs;
+pub mod ps;
 pub mod pull;
 pub mod push;
+pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod snapshot;
 pub mod snapshots;
 pub mod standby;
+pub mod start;
+pub mod stats;
+pub mod stop;
 
 use std::path::Path;
 
@@ -25,6 +32,32 @@ use kiln_builder::parts::ImageParts;
 pub use kiln_builder::progress::human_size;
 use kiln_builder::registry::{auth, RegistryOptions};
 use kiln_builder::store::{Store, StoreError, StoredImage};
+
+/// kilnd, started if none answers.
+pub fn kilnd() -> Result<kiln_builder::daemon::client::Client> {
+    Ok(kiln_builder::daemon::client::Client::connect_or_start()?)
+}
+
+/// The API path of the appliance `vm` (a name, id or start of an id).
+pub fn vm_path(vm: &str) -> String {
+    format!("/v1/vms/{}", kiln_builder::daemon::http::percent_encode(vm))
+}
+
+/// Runs `action` on each of `vms`, printing each name once done (as
+/// docker's stop/kill/rm do) and each failure; status 1 if any failed.
+pub fn each(vms: &[String], mut action: impl FnMut(&str) -> Result<()>) -> Result<u8> {
+    let mut failed = false;
+    for vm in vms {
+        match action(vm) {
+            Ok(()) => println!("{vm}"),
+            Err(e) => {
+                eprintln!("kiln: error: {vm}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
 
 /// The local store (`$KILN_HOME`).
 pub fn store() -> Store {

@@ -99,6 +99,18 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW", requires = "from_snapshot")]
     snapshot_memory: SnapshotMemoryArg,
 
+    /// Run in the background under kilnd, which starts it now and keeps it (prints its id); `kiln ps`, `kiln logs`, `kiln stop`, `kiln rm` manage it. kilnd is started when none answers
+    #[arg(short = 'd', long, conflicts_with_all = ["snapshot_at", "from_snapshot", "standby", "interactive", "tty"])]
+    detach: bool,
+
+    /// The appliance's name under kilnd (-d) [default: vm- and the first 12 digits of its id]
+    #[arg(long, value_name = "NAME", requires = "detach")]
+    name: Option<String>,
+
+    /// When kilnd starts the appliance again after it ended (-d): no, on-failure (after a non-zero status; on-failure:MAX at most MAX times), always; never after `kiln stop` or `kiln kill`
+    #[arg(long, value_name = "POLICY", requires = "detach")]
+    restart: Option<String>,
+
     /// When to pull a REF with a registry: when it is not in the local store,
     /// always (to pick up a moved tag), or never
     #[arg(long, value_enum, default_value_t = Pull::Missing, value_name = "WHEN")]
@@ -118,6 +130,9 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
     let Some(image) = args.image.clone() else {
         bail!("kiln run needs an image (or --from-snapshot DIR)");
     };
+    if args.detach {
+        return detach(args, &image, &store);
+    }
     let remote = Reference::parse(&image)
         .ok()
         .filter(|r| r.registry.is_some() && !super::is_file_name(&image));
@@ -173,6 +188,93 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
     let report = report?;
     args.run.report("kiln", &report)?;
     Ok(report.exit_status())
+}
+
+/// `kiln run -d`: asks kilnd to create and start the appliance; prints
+/// its id.
+fn detach(args: Args, image: &str, store: &kiln_builder::store::Store) -> Result<u8> {
+    use kiln_builder::daemon::api::{CreateVm, Created};
+    let flags = &args.run;
+    let unsupported = [
+        ("--timeout", flags.timeout.is_some()),
+        ("--timings", flags.timings || flags.timings_json.is_some()),
+        ("--trace-syscalls", flags.trace_syscalls),
+        ("--stats", flags.stats),
+        ("--share-image", flags.share_image),
+        ("--user", flags.user.is_some()),
+        ("--vsock", flags.vsock.is_some()),
+        ("--ip", flags.net.ip.is_some()),
+        ("--gateway", flags.net.gateway.is_some()),
+        ("--dns", !flags.net.dns.is_empty()),
+        ("--dns-search", !flags.net.dns_search.is_empty()),
+        ("--hostname", flags.net.hostname.is_some()),
+    ];
+    if let Some((flag, _)) = unsupported.iter().find(|(_, set)| *set) {
+        bail!("{flag} does not go with -d yet (kilnd starts the VM with the image, -e, -p, -v, --disk, --net, --memory, --cpus and --init)");
+    }
+    let absolute = |path: &std::path::Path| -> Result<String> {
+        Ok(std::path::absolute(path)
+            .with_context(|| format!("{}: making the path absolute", path.display()))?
+            .display()
+            .to_string())
+    };
+    let image = if super::is_file_name(image) {
+        absolute(std::path::Path::new(image))?
+    } else {
+        // A reference with a registry that is not stored is pulled here,
+        // with this user's credentials, as `kiln run` would.
+        let remote = Reference::parse(image)
+            .ok()
+            .filter(|r| r.registry.is_some());
+        if let Some(reference) = remote {
+            let missing = store.resolve(image).is_err();
+            if args.pull == Pull::Always || (missing && args.pull == Pull::Missing) {
+                Progress::new(false).line(&format!("kiln: pulling {reference}"));
+                pull_in_child(&reference, &args.registry)?;
+            }
+        }
+        image.to_string()
+    };
+    let request = CreateVm {
+        name: args.name.clone(),
+        image,
+        args: (!args.args.is_empty()).then(|| args.args.clone()),
+        env: args.env.clone(),
+        memory_mib: args.memory,
+        cpus: flags.cpus,
+        init: flags.init,
+        publish: flags.net.publish.iter().map(ToString::to_string).collect(),
+        volumes: flags
+            .volumes
+            .iter()
+            .map(|v| {
+                Ok(format!(
+                    "{}:{}{}",
+                    absolute(&v.host)?,
+                    v.guest,
+                    if v.read_only { ":ro" } else { "" }
+                ))
+            })
+            .collect::<Result<_>>()?,
+        disks: flags
+            .disks
+            .iter()
+            .map(|d| {
+                Ok(format!(
+                    "{}{}",
+                    absolute(&d.path)?,
+                    if d.read_only { ",ro" } else { "" }
+                ))
+            })
+            .collect::<Result<_>>()?,
+        net: flags.net.net.as_ref().map(ToString::to_string),
+        restart: args.restart.clone(),
+    };
+    let client = super::kilnd()?;
+    let body = serde_json::to_vec(&request)?;
+    let created: Created = client.json("POST", "/v1/vms", Some(&body))?;
+    println!("{}", created.id);
+    Ok(0)
 }
 
 /// The snapshot `--snapshot-at` and `--snapshot-to` ask for.

@@ -1,0 +1,20 @@
+//! kilnd, the manager of a host's appliances, and the client `kiln` uses
+//! to reach it.
+//!
+//! * [`server`]: the REST API over a Unix socket
+//!   (docs/api/kilnd.openapi.json);
+//! * [`monitor`]: one process per appliance that runs its `kiln run` and
+//!   applies its restart policy — VMs stay one process each and outlive
+//!   kilnd;
+//! * [`record`]: the state on disk, kilnd's only state;
+//! * [`client`]: what `kiln run -d`, `kiln ps`, `kiln logs` … call,
+//!   starting kilnd when none answers;
+//! * [`http`]: the little HTTP/1.1 both sides speak;
+//! * [`api`]: the JSON types.
+
+pub mod api;
+pub mod client;
+pub mod http;
+pub mod monitor;
+pub mod record;
+pub mod server;

@@ -1,0 +1,293 @@
+//! kilnd's state on disk, the only state it has: under
+//! `$KILN_HOME/kilnd/`, one directory per appliance (`vms/<id>/`) holding
+//! `config.json` (written once, by kilnd), `state.json` (written by the
+//! appliance's monitor only), `log` (the VM's output) and, while a stop or
+//! kill asked through kilnd is under way, `stop-requested`; and
+//! `events.jsonl`, appended to by both. Every file is replaced whole
+//! (written beside, then renamed), so a crash at any moment leaves the old
+//! or the new version; a kilnd that was killed and started again reads
+//! everything back.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::api::{CreateVm, Event, Status};
+
+/// kilnd's directory and the paths in it.
+#[derive(Clone, Debug)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    /// `$KILN_HOME/kilnd` (see [`crate::store::Store::default_root`]).
+    pub fn default_root() -> Self {
+        Self::at(crate::store::Store::default_root().join("kilnd"))
+    }
+
+    /// kilnd's state in `dir`.
+    pub fn at(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The API's socket, unless `--socket` or `KILN_HOST` name another.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("kilnd.sock")
+    }
+
+    /// The lock a running kilnd holds (one per directory).
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("kilnd.lock")
+    }
+
+    /// kilnd's own log when `kiln` started it.
+    pub fn daemon_log(&self) -> PathBuf {
+        self.dir.join("kilnd.log")
+    }
+
+    /// Where the appliances' directories are.
+    pub fn vms(&self) -> PathBuf {
+        self.dir.join("vms")
+    }
+
+    /// The appliance `id`'s directory.
+    pub fn vm(&self, id: &str) -> VmDir {
+        VmDir {
+            path: self.vms().join(id),
+        }
+    }
+
+    /// Every appliance's directory with a readable config, oldest first.
+    pub fn all(&self) -> Vec<(VmDir, VmConfig)> {
+        let mut found: Vec<(VmDir, VmConfig)> = std::fs::read_dir(self.vms())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+            .filter_map(|e| {
+                let dir = VmDir { path: e.path() };
+                dir.config().ok().map(|c| (dir, c))
+            })
+            .collect();
+        found.sort_by(|a, b| a.1.created.total_cmp(&b.1.created));
+        found
+    }
+
+    /// The event log.
+    pub fn events(&self) -> PathBuf {
+        self.dir.join("events.jsonl")
+    }
+
+    /// Appends `event` to the event log (one `write`, on a file opened to
+    /// append: lines from kilnd and the monitors never mix).
+    ///
+    /// # Errors
+    /// When the log cannot be written.
+    pub fn record_event(&self, event: &Event) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.events())?
+            .write_all(&line)
+    }
+}
+
+/// What kilnd decided about an appliance at its creation.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct VmConfig {
+    /// The id (64 hex digits).
+    pub id: String,
+    /// The name.
+    pub name: String,
+    /// Creation time (seconds since the epoch).
+    pub created: f64,
+    /// The request it came from.
+    pub spec: CreateVm,
+    /// The arguments of `kiln` the monitor runs (`run … IMAGE -- ARGS`).
+    pub command: Vec<String>,
+}
+
+/// What the monitor last wrote about the VM it keeps.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct MonitorState {
+    /// Where the appliance is (as the monitor last knew).
+    pub status: Option<Status>,
+    /// The monitor's pid and start time (`/proc/PID/stat`'s 22nd field):
+    /// together they tell whether it still runs.
+    pub monitor: Option<(u32, u64)>,
+    /// The VM process's pid while it runs.
+    pub pid: Option<u32>,
+    /// When the VM last started.
+    pub started_at: Option<f64>,
+    /// When it last ended.
+    pub finished_at: Option<f64>,
+    /// Its last exit status.
+    pub exit_code: Option<i32>,
+    /// Restarts by the policy so far.
+    pub restarts: u32,
+}
+
+/// One appliance's directory.
+#[derive(Clone, Debug)]
+pub struct VmDir {
+    path: PathBuf,
+}
+
+impl VmDir {
+    /// A directory at `path` (the monitor's argument).
+    pub fn at(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The VM's log.
+    pub fn log(&self) -> PathBuf {
+        self.path.join("log")
+    }
+
+    /// The marker of a stop or kill asked through kilnd (the restart
+    /// policy then does not apply, as with docker).
+    pub fn stop_marker(&self) -> PathBuf {
+        self.path.join("stop-requested")
+    }
+
+    /// Its config.
+    ///
+    /// # Errors
+    /// When it cannot be read or parsed.
+    pub fn config(&self) -> std::io::Result<VmConfig> {
+        let bytes = std::fs::read(self.path.join("config.json"))?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    /// Writes its config.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn write_config(&self, config: &VmConfig) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+        write_atomic(&self.path.join("config.json"), &bytes)
+    }
+
+    /// The monitor's state (default before the monitor wrote one).
+    pub fn state(&self) -> MonitorState {
+        std::fs::read(self.path.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes the monitor's state.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn write_state(&self, state: &MonitorState) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        write_atomic(&self.path.join("state.json"), &bytes)
+    }
+
+    /// The status as it is now: the monitor's, unless the monitor is gone
+    /// while it said the VM runs or restarts (then [`Status::Dead`]).
+    pub fn status(&self, state: &MonitorState) -> Status {
+        match state.status {
+            None => Status::Created,
+            Some(s @ (Status::Running | Status::Restarting)) => {
+                let alive = state
+                    .monitor
+                    .is_some_and(|(pid, start)| start_time(pid) == Some(start));
+                if alive {
+                    s
+                } else {
+                    Status::Dead
+                }
+            }
+            Some(s) => s,
+        }
+    }
+}
+
+/// `bytes` written to `path` whole: to a file beside it, synced, renamed
+/// over it.
+///
+/// # Errors
+/// When the file cannot be written or renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Process `pid`'s start time in clock ticks since boot (`None`: no such
+/// process). With the pid it names one process for good: a pid reused
+/// later has another start time.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last ')'. Field 22 is the 20th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_a_start_time_and_a_missing_one_none() {
+        assert!(start_time(std::process::id()).is_some());
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_monitor_that_is_gone_makes_a_running_vm_dead() {
+        let dir = std::env::temp_dir().join(format!("kilnd-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vm = VmDir::at(dir.clone());
+        assert_eq!(vm.status(&vm.state()), Status::Created);
+        let me = std::process::id();
+        let mut state = MonitorState {
+            status: Some(Status::Running),
+            monitor: Some((me, start_time(me).unwrap())),
+            ..MonitorState::default()
+        };
+        vm.write_state(&state).unwrap();
+        assert_eq!(vm.status(&vm.state()), Status::Running);
+        // Same pid, another start time: a reused pid, not our monitor.
+        state.monitor = Some((me, start_time(me).unwrap() + 1));
+        vm.write_state(&state).unwrap();
+        assert_eq!(vm.status(&vm.state()), Status::Dead);
+        state.status = Some(Status::Exited);
+        vm.write_state(&state).unwrap();
+        assert_eq!(vm.status(&vm.state()), Status::Exited);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
