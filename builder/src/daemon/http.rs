@@ -82,11 +82,7 @@ pub fn read_request(stream: &UnixStream) -> Result<Request, HttpError> {
     let head = read_head(&mut reader)?;
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HttpError::Malformed("partial head".into())),
-        Err(e) => return Err(HttpError::Malformed(e.to_string())),
-    }
+    whole_head(parsed.parse(&head))?;
     let method = parsed.method.unwrap_or_default().to_owned();
     let target = parsed.path.unwrap_or("/");
     let length = content_length(parsed.headers)?;
@@ -109,6 +105,15 @@ pub fn read_request(stream: &UnixStream) -> Result<Request, HttpError> {
             .collect(),
         body,
     })
+}
+
+/// httparse's verdict on a head read through its blank line.
+fn whole_head(parsed: httparse::Result<usize>) -> Result<(), HttpError> {
+    match parsed {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Partial) => Err(HttpError::Malformed("partial head".into())),
+        Err(e) => Err(HttpError::Malformed(e.to_string())),
+    }
 }
 
 fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, HttpError> {
@@ -282,11 +287,7 @@ pub fn request(
     let head = read_head(&mut reader)?;
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Response::new(&mut headers);
-    match parsed.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HttpError::Malformed("partial head".into())),
-        Err(e) => return Err(HttpError::Malformed(e.to_string())),
-    }
+    whole_head(parsed.parse(&head))?;
     let status = parsed.code.unwrap_or(0);
     let chunked = parsed.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("transfer-encoding")

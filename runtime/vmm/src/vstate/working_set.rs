@@ -266,18 +266,22 @@ mod tests {
         std::fs::write(&path, vec![7u8; 8 * PAGE as usize]).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let len = 8 * PAGE as usize;
-        // SAFETY: a fresh private mapping of the test's own file.
-        let host = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        } as *mut u8;
-        assert_ne!(host as *mut libc::c_void, libc::MAP_FAILED);
+        let map_private = || {
+            // SAFETY: a fresh private mapping of the test's own file.
+            let host = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(host, libc::MAP_FAILED);
+            host.cast::<u8>()
+        };
+        let host = map_private();
         // SAFETY: pages 0..8 of the mapping just made.
         unsafe {
             let _ = std::ptr::read_volatile(host);
@@ -293,17 +297,7 @@ mod tests {
 
         // A second mapping gets those pages made private up front, with
         // the file's bytes in them.
-        // SAFETY: as above.
-        let host = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        } as *mut u8;
+        let host = map_private();
         let mut set = WorkingSet::new(&dir, host, len as u64);
         set.start();
         set.finish();
