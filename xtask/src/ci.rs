@@ -128,6 +128,7 @@ pub fn run_all() -> Result<()> {
         crate::density::run(&crate::density::DensityArgs {
             count: 20,
             idle_seconds: 0.5,
+            via: crate::density::Via::Kilnd,
             ..Default::default()
         })
     })?;

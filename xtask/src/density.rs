@@ -60,6 +60,20 @@ pub struct DensityArgs {
     /// Seconds to watch the idle fleet's CPU use once every VM is up
     #[arg(long, default_value_t = 2.0)]
     pub idle_seconds: f64,
+    /// Also launch the fleet through kilnd's API (after the direct one):
+    /// launches/s and latency side by side, kilnd's and the monitors' memory
+    #[arg(long, value_enum, default_value_t = Via::Direct)]
+    pub via: Via,
+}
+
+/// How the fleet is launched.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// One `kiln run` per appliance, spawned by the benchmark.
+    #[default]
+    Direct,
+    /// The same, then through kilnd (`POST /v1/vms`), for comparison.
+    Kilnd,
 }
 
 impl Default for DensityArgs {
@@ -70,6 +84,7 @@ impl Default for DensityArgs {
             memory: None,
             net: None,
             idle_seconds: 2.0,
+            via: Via::Direct,
         }
     }
 }
@@ -148,7 +163,7 @@ fn raise_fd_limit() {
     }
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
         .copied()
@@ -401,6 +416,13 @@ pub fn run(args: &DensityArgs) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let mem_after = meminfo("MemAvailable");
 
+    let through_kilnd = match args.via {
+        Via::Kilnd if httpd => bail!("--via kilnd launches the idle appliance only"),
+        Via::Kilnd => Some(crate::density_kilnd::measure(
+            &kiln, &image, args.count, memory,
+        )?),
+        Via::Direct => None,
+    };
     let k = args.count as f64;
     let launches_per_s = k / all_up.as_secs_f64();
     let host_kib_per_vm = mem_before.saturating_sub(mem_up) as f64 / k;
@@ -425,6 +447,7 @@ pub fn run(args: &DensityArgs) -> Result<()> {
         "idle_cpu_percent_total": cpu_percent,
         "teardown_s": teardown.as_secs_f64(),
         "memavailable_kib": { "before": mem_before, "all_up": mem_up, "after_teardown": mem_after },
+        "kilnd": through_kilnd,
     });
     println!(
         "bench-density: {} {} appliances ({} MiB guests) on {} cores",
@@ -479,6 +502,46 @@ pub fn run(args: &DensityArgs) -> Result<()> {
         "MemAvailable before / after",
         format!("{} / {}", mem_before / 1024, mem_after / 1024)
     );
+    if let Some(d) = &through_kilnd {
+        println!(
+            "  through kilnd ({} clients sending creates):",
+            d["clients"]
+        );
+        println!(
+            "  {:<40} {:>10.1}   (direct {:.1}, {:.2}x)",
+            "launches per second",
+            d["launches_per_s"].as_f64().unwrap_or(f64::NAN),
+            launches_per_s,
+            d["launches_per_s"].as_f64().unwrap_or(f64::NAN) / launches_per_s
+        );
+        for q in ["median", "p99"] {
+            println!(
+                "  {:<40} {:>10.2} ms (direct {:.2} ms)",
+                format!("launch latency {q}"),
+                d["launch_latency_ms"][q].as_f64().unwrap_or(f64::NAN),
+                doc["launch_latency_ms"][q].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        println!(
+            "  {:<40} {:>10.2} ms",
+            "create answer median",
+            d["create_answer_ms"]["median"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "  {:<40} {:>10.2} ms",
+            format!("list of {} appliances", args.count),
+            d["list_ms"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "  {:<40} {:>10} KiB",
+            "kilnd RSS with the fleet up", d["kilnd_rss_kib"]
+        );
+        println!(
+            "  {:<40} {:>10.0} KiB",
+            "monitor RSS per appliance",
+            d["monitor_rss_kib_per_vm"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     let out = paths::bench().join(if httpd {
         "density-httpd.json"
     } else {

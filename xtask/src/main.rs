@@ -11,6 +11,7 @@ mod chart;
 mod ci;
 mod compat;
 mod density;
+mod density_kilnd;
 mod fuzz;
 mod hostile;
 mod python;
