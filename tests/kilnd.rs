@@ -323,9 +323,17 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
     let (_, version) = api.call("GET", "/v1/version", "/v1/version", None);
     assert_eq!(version["api"], "v1");
     // The document kilnd serves is the repository's.
-    let (status, _, served) = kilnd.call("GET", "/openapi.json", None);
+    let (status, served) = api.call("GET", "/openapi.json", "/openapi.json", None);
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_slice::<Value>(&served).unwrap(), api.doc);
+    assert_eq!(served, api.doc);
+    let (_, metrics) = api.call("GET", "/metrics", "/metrics", None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("kiln_vms{status=\"running\"} 0"),
+        "{metrics}"
+    );
 
     // Bad creates: each refused with the documented status and a message
     // naming the problem; nothing is recorded.
@@ -786,4 +794,96 @@ fn two_hundred_appliances_are_created_listed_and_stopped_through_the_api() {
             "{vm}"
         );
     }
+}
+
+#[test]
+fn metrics_count_appliances_restarts_boots_and_memory_in_prometheus_format() {
+    if !kvm_or_skip("kilnd_metrics") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read, Write};
+    let image = busybox("kilnd-metrics");
+    // Port 0: kilnd picks a free port and names it on its standard error.
+    let mut kilnd = Kilnd::start("kilnd-metrics-home");
+    kilnd.kill_daemon();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kilnd"))
+        .args(["--metrics", "127.0.0.1:0"])
+        .env("KILN_HOME", &kilnd.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = lines
+        .find_map(|l| {
+            l.ok()?
+                .split_once("metrics on http://")
+                .map(|(_, rest)| rest.trim_end_matches("/metrics").to_string())
+        })
+        .expect("kilnd names its metrics address");
+    kilnd.child = Some(child);
+    while UnixStream::connect(&kilnd.socket).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let scrape = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&address).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let mut flaky = create_body("flaky", &image, "echo try; exit 3");
+    flaky["restart"] = json!("on-failure:1");
+    assert_eq!(kilnd.call("POST", "/v1/vms", Some(&flaky)).0, 201);
+    assert_eq!(
+        kilnd
+            .call(
+                "POST",
+                "/v1/vms",
+                Some(&create_body("up", &image, "echo up; sleep 1000"))
+            )
+            .0,
+        201
+    );
+    kilnd.wait_log("up", "up\n");
+    let flaky_vm = kilnd.wait_status("flaky", "exited");
+    assert_eq!(flaky_vm["restarts"], 1);
+    let text = scrape("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("Content-Type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    };
+    assert_eq!(value("kiln_vms{status=\"running\"}"), 1.0);
+    assert_eq!(value("kiln_vms{status=\"exited\"}"), 1.0);
+    let flaky_id = &flaky_vm["id"].as_str().unwrap()[..12];
+    assert_eq!(
+        value(&format!(
+            "kiln_vm_restarts_total{{id=\"{flaky_id}\",name=\"flaky\"}}"
+        )),
+        1.0
+    );
+    let up = kilnd.vm("up");
+    let up_labels = format!(
+        "{{id=\"{}\",name=\"up\"}}",
+        &up["id"].as_str().unwrap()[..12]
+    );
+    assert!(value(&format!("kiln_vm_memory_rss_bytes{up_labels}")) > 1e6);
+    assert!(value(&format!("kiln_vm_cpu_seconds_total{up_labels}")) >= 0.0);
+    // Three boots (flaky twice, up once), each well under a minute.
+    assert_eq!(value("kiln_vm_boot_seconds_count"), 3.0);
+    assert_eq!(value("kiln_vm_boot_seconds_bucket{le=\"+Inf\"}"), 3.0);
+    assert!(value("kiln_vm_boot_seconds_sum") > 0.0);
+    assert!(value("kilnd_memory_rss_bytes") > 1e5);
+    // The API socket serves the same series; the port serves nothing else.
+    let (status, _, body) = kilnd.call("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("kiln_vm_boot_seconds_count 3"));
+    assert!(scrape("/v1/vms").starts_with("HTTP/1.1 404"));
 }

@@ -26,6 +26,9 @@ struct Cli {
     /// kilnd's state directory [default: $KILN_HOME/kilnd]
     #[arg(long, value_name = "DIR", global = true)]
     root: Option<PathBuf>,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; off unless given; the API socket has GET /metrics too)
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
                     }
                     _ => root.socket(),
                 });
-            server::serve(root, &socket).map_err(|e| e.to_string())
+            server::serve(root, &socket, cli.metrics).map_err(|e| e.to_string())
         }
     };
     match result {

@@ -73,11 +73,11 @@ fn read_head(reader: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
     }
 }
 
-/// Reads one request from `stream`.
+/// Reads one request from `stream` (a Unix or TCP socket).
 ///
 /// # Errors
 /// When the bytes are not an HTTP request or exceed the limits.
-pub fn read_request(stream: &UnixStream) -> Result<Request, HttpError> {
+pub fn read_request(stream: impl Read) -> Result<Request, HttpError> {
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader)?;
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -190,7 +190,7 @@ fn reason(status: u16) -> &'static str {
 /// # Errors
 /// When the socket fails.
 pub fn respond(
-    mut stream: &UnixStream,
+    mut stream: impl Write,
     status: u16,
     content_type: &str,
     body: &[u8],

@@ -7,6 +7,7 @@
 //!   applies its restart policy — VMs stay one process each and outlive
 //!   kilnd;
 //! * [`record`]: the state on disk, kilnd's only state;
+//! * [`metrics`]: Prometheus's text format, from the records;
 //! * [`client`]: what `kiln run -d`, `kiln ps`, `kiln logs` … call,
 //!   starting kilnd when none answers;
 //! * [`http`]: the little HTTP/1.1 both sides speak;
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod client;
 pub mod http;
+pub mod metrics;
 pub mod monitor;
 pub mod record;
 pub mod server;

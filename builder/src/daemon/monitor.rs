@@ -102,6 +102,7 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
         let mut command = Command::new(&kiln);
         command
             .args(&config.command)
+            .env(kiln_vmm::timings::BOOT_REPORT_ENV, dir.boots())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log);

@@ -158,6 +158,11 @@ impl VmDir {
         self.path.join("log")
     }
 
+    /// One JSON line per boot of its VM (`kiln_vmm::timings::BOOT_REPORT_ENV`).
+    pub fn boots(&self) -> PathBuf {
+        self.path.join("boots.jsonl")
+    }
+
     /// The marker of a stop or kill asked through kilnd (the restart
     /// policy then does not apply, as with docker).
     pub fn stop_marker(&self) -> PathBuf {
@@ -247,6 +252,24 @@ pub fn start_time(pid: u32) -> Option<u64> {
     // from the last ')'. Field 22 is the 20th after it.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// CPU seconds and resident bytes of process `pid`.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (the 12th and 13th after ')').
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Some((ticks as f64 / hz, rss_kib * 1024))
 }
 
 /// Seconds since the epoch, now.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::api::{self, CreateVm, Created, ErrorBody, Event, Status, VmDetails, VmStats};
 use super::http::{self, Chunked, Request};
+use super::metrics;
 use super::record::{self, Root, VmConfig, VmDir};
 
 /// The OpenAPI document of this API.
@@ -57,7 +58,11 @@ struct Daemon {
 ///
 /// # Errors
 /// [`ServeError`] when the lock is held or the socket cannot be made.
-pub fn serve(root: Root, socket: &Path) -> Result<(), ServeError> {
+pub fn serve(
+    root: Root,
+    socket: &Path,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<(), ServeError> {
     let io = |what: String| move |source| ServeError::Io { what, source };
     std::fs::create_dir_all(root.vms())
         .map_err(io(format!("creating {}", root.vms().display())))?;
@@ -86,6 +91,18 @@ pub fn serve(root: Root, socket: &Path) -> Result<(), ServeError> {
     // root and the docker group).
     std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(io(format!("securing {}", socket.display())))?;
+    if let Some(address) = metrics {
+        let listener = std::net::TcpListener::bind(address)
+            .map_err(io(format!("listening for metrics on {address}")))?;
+        let root = root.clone();
+        // The bound address: port 0 asks for any free one.
+        let bound = listener.local_addr().unwrap_or(address);
+        eprintln!("kilnd: metrics on http://{bound}/metrics");
+        std::thread::Builder::new()
+            .name("kilnd-metrics".into())
+            .spawn(move || serve_metrics(&listener, &root))
+            .map_err(io("starting the metrics thread".into()))?;
+    }
     let daemon = Arc::new(Daemon {
         root,
         names: Mutex::new(()),
@@ -104,6 +121,33 @@ pub fn serve(root: Root, socket: &Path) -> Result<(), ServeError> {
     }
     drop(lock);
     Ok(())
+}
+
+/// The Prometheus text format's content type.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Answers `GET /metrics` on the metrics port (one connection at a time:
+/// scrapes are rare and quick), 404 for anything else.
+fn serve_metrics(listener: &std::net::TcpListener, root: &Root) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        match http::read_request(&stream) {
+            Ok(r) if r.method == "GET" && r.path == "/metrics" => {
+                let _ = http::respond(&stream, 200, METRICS_TYPE, metrics::render(root).as_bytes());
+            }
+            Ok(r) => {
+                let message = format!("only GET /metrics here, not {} {}", r.method, r.path);
+                let _ = http::respond(
+                    &stream,
+                    404,
+                    "application/json",
+                    &json(&ErrorBody { message }),
+                );
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -156,6 +200,15 @@ impl Daemon {
         match (method, segments.as_slice()) {
             ("GET", ["openapi.json"]) => {
                 let _ = http::respond(stream, 200, "application/json", OPENAPI.as_bytes());
+                Ok(None)
+            }
+            ("GET", ["metrics"]) => {
+                let _ = http::respond(
+                    stream,
+                    200,
+                    METRICS_TYPE,
+                    metrics::render(&self.root).as_bytes(),
+                );
                 Ok(None)
             }
             ("GET", [api::VERSION, "version"]) => done(
@@ -498,7 +551,7 @@ impl Daemon {
             (Status::Running, Some(pid)) => pid,
             _ => return fail(409, format!("{} is not running", config.name)),
         };
-        let (cpu_seconds, rss_bytes) = process_usage(pid)
+        let (cpu_seconds, rss_bytes) = record::process_usage(pid)
             .ok_or_else(|| Failure(409, format!("{} is not running", config.name)))?;
         Ok(VmStats {
             id: config.id.clone(),
@@ -643,24 +696,6 @@ fn tail_offset(file: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
         .nth(lines - 1)
         .map_or(0, |(i, _)| i + 1);
     Ok(start as u64)
-}
-
-/// CPU seconds and resident bytes of process `pid`.
-fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 (the 12th and 13th after ')').
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    Some((ticks as f64 / hz, rss_kib * 1024))
 }
 
 /// A signal by name (`KILL`, `SIGTERM`, …) or number.

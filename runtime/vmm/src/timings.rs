@@ -130,7 +130,11 @@ impl Timings {
     /// Records `phase` now (the first time only).
     pub fn mark(&mut self, phase: Phase) {
         if self.get(phase).is_none() {
-            self.marks.push((phase, self.start.elapsed()));
+            let at = self.start.elapsed();
+            self.marks.push((phase, at));
+            if matches!(phase, Phase::ProgramEntry | Phase::Resumed) {
+                report_boot(phase, at);
+            }
         }
     }
 
@@ -172,6 +176,34 @@ impl Timings {
             }
         }
         serde_json::Value::Object(m)
+    }
+}
+
+/// The variable naming a file that gets one JSON line per boot, as the
+/// program starts (`{"phase": "program_entry", "ms": 12.3}`, ms since the
+/// command's start; `resumed` for a snapshot). kilnd's monitors set it
+/// for the boot-time histogram of its metrics.
+pub const BOOT_REPORT_ENV: &str = "KILN_BOOT_REPORT";
+
+/// Appends this boot's line to [`BOOT_REPORT_ENV`]'s file, when set (one
+/// write to a file opened to append; failures are ignored: a report, not
+/// the run).
+fn report_boot(phase: Phase, at: Duration) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os(BOOT_REPORT_ENV).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let line = format!(
+        "{{\"phase\":\"{}\",\"ms\":{:.3}}}\n",
+        phase.label(),
+        at.as_secs_f64() * 1e3
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = file.write_all(line.as_bytes());
     }
 }
 
