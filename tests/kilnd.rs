@@ -673,6 +673,24 @@ fn restart_policies_follow_logs_and_the_cli_start_kilnd_on_demand() {
         "{}",
         stderr(&out)
     );
+    // kiln inspect finds appliances (and still images).
+    let out = ok(kiln(&["inspect", "steady"]), "kiln inspect VM");
+    let details: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (
+            details["name"].clone(),
+            details["config"]["restart"].clone()
+        ),
+        (json!("steady"), json!("always"))
+    );
+    let out = ok(kiln(&["inspect", "--json", image]), "kiln inspect IMAGE");
+    assert!(stdout(&out).contains("sha256:"), "{}", stdout(&out));
+    let out = kiln(&["inspect", "--type", "vm", "nope"]);
+    assert!(
+        stderr(&out).contains("no such appliance: nope"),
+        "{}",
+        stderr(&out)
+    );
     ok(kiln(&["rm", "steady"]), "kiln rm");
     assert_eq!(stdout(&ok(kiln(&["ps", "-a", "-q"]), "ps -q")), "");
     // The kilnd the first command started still serves; the guard kills it.

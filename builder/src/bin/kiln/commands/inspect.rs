@@ -1,24 +1,72 @@
-//! `kiln inspect IMAGE`.
+//! `kiln inspect IMAGE|VM`.
 
 use anyhow::{Context, Result};
 use kiln_builder::config::BootConfig;
 use kiln_builder::oci;
 use kiln_kernel::fs::tarfs::{Kind, TarFs};
 
-/// Show what an image holds.
+/// What `kiln inspect` looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// An image (a .kiln file or a stored image)
+    Image,
+    /// An appliance kilnd manages
+    Vm,
+}
+
+/// Show what an image holds, or everything about an appliance
 #[derive(clap::Args)]
+#[command(
+    after_help = "Without --type, a name that is not a file is looked up among kilnd's appliances                   first (when a kilnd answers), then among the stored images. An appliance is                   printed as the JSON of kilnd's GET /v1/vms/{vm}."
+)]
 pub struct Args {
-    /// The image: a .kiln file (verified completely), or a name or digest in the local store
-    #[arg(value_name = "IMAGE|REF")]
+    /// The image: a .kiln file (verified completely), or a name or digest in the local store; or an appliance's name or id
+    #[arg(value_name = "IMAGE|REF|VM")]
     image: String,
 
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+
+    /// Only look for an image, or only for an appliance
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    kind: Option<Target>,
 }
 
 /// Runs `kiln inspect`.
 pub fn run(args: Args) -> Result<u8> {
+    let vm = match args.kind {
+        Some(Target::Image) => None,
+        Some(Target::Vm) => Some(appliance(&super::kilnd()?, &args.image)?),
+        None if super::is_file_name(&args.image) => None,
+        None => {
+            let client = kiln_builder::daemon::client::Client::at(
+                kiln_builder::daemon::client::Client::socket_path(),
+            );
+            if client.answers() {
+                appliance(&client, &args.image).ok()
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(vm) = vm {
+        println!("{}", serde_json::to_string_pretty(&vm)?);
+        return Ok(0);
+    }
+    image(args)
+}
+
+/// kilnd's details of the appliance `name`.
+fn appliance(
+    client: &kiln_builder::daemon::client::Client,
+    name: &str,
+) -> Result<serde_json::Value> {
+    Ok(client.json("GET", &super::vm_path(name), None)?)
+}
+
+/// `kiln inspect IMAGE`.
+fn image(args: Args) -> Result<u8> {
     let store = super::store();
     let (parts, stored) = super::open_image(&args.image, &store)?;
     let config = BootConfig::from_bytes(&oci::read_part(&parts.config)?)?;
