@@ -738,10 +738,31 @@ fn appliances_outlive_a_kill_9_of_kilnd_and_a_new_kilnd_controls_them() {
     assert_eq!(kilnd.vm("db")["exit_code"], 143);
     // A monitor killed with its VM running leaves it dead, not running.
     assert_eq!(kilnd.call("POST", "/v1/vms/db/start", None).0, 204);
-    let monitor = kilnd.state_of("db")["monitor"][0].as_i64().unwrap();
-    // SAFETY: kill(2) has no memory effects.
-    unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
-    kilnd.wait_status("db", "dead");
+    let mut always = create_body("web", &image, "echo serving; sleep 1000");
+    always["restart"] = json!("always");
+    assert_eq!(kilnd.call("POST", "/v1/vms", Some(&always)).0, 201);
+    kilnd.wait_log("web", "serving\n");
+    for name in ["db", "web"] {
+        let monitor = kilnd.state_of(name)["monitor"][0].as_i64().unwrap();
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
+        kilnd.wait_status(name, "dead");
+    }
+    // As after a reboot: a new kilnd starts again what its policy keeps
+    // running (web: always) and leaves the rest (db: no).
+    kilnd.kill_daemon();
+    kilnd.restart();
+    assert_eq!(kilnd.vm("web")["status"], "running");
+    assert_eq!(kilnd.vm("db")["status"], "dead");
+    let end = Instant::now() + Duration::from_secs(60);
+    while kilnd.logs("web").matches("serving\n").count() < 2 {
+        assert!(
+            Instant::now() < end,
+            "web did not serve again: {}",
+            kilnd.logs("web")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Kilnd {

@@ -146,7 +146,8 @@ pub struct Event {
     pub id: String,
     /// Its name.
     pub name: String,
-    /// `create`, `start`, `die`, `restart`, `stop`, `kill`, `destroy`.
+    /// `create`, `start`, `die`, `restart`, `revive` (started again by a
+    /// new kilnd after its monitor vanished), `stop`, `kill`, `destroy`.
     pub action: String,
     /// The exit status, for `die`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

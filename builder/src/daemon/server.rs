@@ -107,6 +107,11 @@ pub fn serve(
         root,
         names: Mutex::new(()),
     });
+    // In the background: the API answers meanwhile.
+    let reviving = Arc::clone(&daemon);
+    let _ = std::thread::Builder::new()
+        .name("kilnd-revive".into())
+        .spawn(move || reviving.revive());
     eprintln!(
         "kilnd: serving {} (pid {})",
         socket.display(),
@@ -277,6 +282,31 @@ impl Daemon {
                 fail(405, format!("{method} is not allowed on {}", request.path))
             }
             _ => fail(404, format!("no such API path: {}", request.path)),
+        }
+    }
+
+    /// Starts again the appliances whose restart policy asks for it
+    /// (`always`, `on-failure`) and whose monitor vanished while they ran
+    /// — the host rebooted, or something killed it — as docker's daemon
+    /// does at its start. Appliances stopped through kilnd stay stopped.
+    fn revive(&self) {
+        for (dir, config) in self.root.all() {
+            let wants = config
+                .spec
+                .restart
+                .as_deref()
+                .and_then(|p| p.parse::<api::RestartPolicy>().ok())
+                .is_some_and(|p| p != api::RestartPolicy::No);
+            if wants && dir.status(&dir.state()) == Status::Dead {
+                eprintln!(
+                    "kilnd: {} was running when its monitor vanished; starting it again",
+                    config.name
+                );
+                self.event(&config, "revive");
+                if let Err(Failure(_, message)) = self.start(&(dir, config)) {
+                    eprintln!("kilnd: {message}");
+                }
+            }
         }
     }
 
