@@ -165,6 +165,8 @@ fn respond_json<T: serde::Serialize>(stream: &UnixStream, status: u16, value: &T
 
 impl Daemon {
     fn handle(&self, stream: &UnixStream) {
+        // A client that connects and says nothing does not keep a thread.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         let request = match http::read_request(stream) {
             Ok(r) => r,
             Err(e) => {
