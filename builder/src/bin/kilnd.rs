@@ -48,6 +48,10 @@ fn main() -> ExitCode {
     let root = cli.root.map_or_else(Root::default_root, Root::at);
     let result = match cli.command {
         Some(Command::Monitor { dir }) => {
+            // A monitor waits for its VM: SIGCHLD must not be ignored (as
+            // kilnd ignores it).
+            // SAFETY: setting a signal's disposition has no preconditions.
+            unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
             monitor::run(&root, &VmDir::at(dir)).map_err(|e| e.to_string())
         }
         None => {

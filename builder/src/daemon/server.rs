@@ -49,8 +49,10 @@ fn fail<T>(status: u16, message: impl Into<String>) -> Result<T, Failure> {
 /// The daemon's shared state.
 struct Daemon {
     root: Root,
-    /// Held while an appliance is created or removed (names stay unique).
-    names: Mutex<()>,
+    /// Every appliance's name → id, read from disk at the start and kept
+    /// in step by create and remove (under this lock: names stay unique).
+    /// Finding an appliance then reads one directory, not all of them.
+    names: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Serves the API on `socket` for the appliances under `root` until the
@@ -83,6 +85,22 @@ pub fn serve(
     {
         return Err(ServeError::Busy(root.dir().to_path_buf()));
     }
+    // Monitors that end while kilnd runs are reaped by the kernel (no
+    // thread waits for each).
+    // SAFETY: setting a signal's disposition has no preconditions; kilnd
+    // waits for no child of its own.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    // Appliance directories a crash left half made or half removed.
+    for entry in std::fs::read_dir(root.vms())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".new") || name.ends_with(".gone") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     // A socket file left by a kilnd that was killed: nobody serves it.
     let _ = std::fs::remove_file(socket);
     let listener =
@@ -103,9 +121,14 @@ pub fn serve(
             .spawn(move || serve_metrics(&listener, &root))
             .map_err(io("starting the metrics thread".into()))?;
     }
+    let names = root
+        .all()
+        .into_iter()
+        .map(|(_, c)| (c.name, c.id))
+        .collect();
     let daemon = Arc::new(Daemon {
         root,
-        names: Mutex::new(()),
+        names: Mutex::new(names),
     });
     // In the background: the API answers meanwhile.
     let reviving = Arc::clone(&daemon);
@@ -315,25 +338,44 @@ impl Daemon {
     /// The appliance `text` names: its id, its name, or a prefix of one
     /// id only.
     fn find(&self, text: &str) -> Result<(VmDir, VmConfig), Failure> {
-        let all = self.root.all();
-        if let Some(found) = all.iter().find(|(_, c)| c.id == text || c.name == text) {
-            return Ok(found.clone());
+        let id = {
+            let names = self.names();
+            if let Some(id) = names.get(text) {
+                id.clone()
+            } else if names.values().any(|id| id == text) {
+                text.to_string()
+            } else {
+                let matches: Vec<&String> = names
+                    .values()
+                    .filter(|id| !text.is_empty() && id.starts_with(text))
+                    .collect();
+                match matches.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => return fail(404, format!("no such appliance: {text}")),
+                    _ => {
+                        return fail(
+                            400,
+                            format!(
+                                "{text} is the start of {} appliances' ids: give more of it",
+                                matches.len()
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        let dir = self.root.vm(&id);
+        match dir.config() {
+            Ok(config) => Ok((dir, config)),
+            Err(_) => fail(404, format!("no such appliance: {text}")),
         }
-        let matches: Vec<_> = all
-            .iter()
-            .filter(|(_, c)| !text.is_empty() && c.id.starts_with(text))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => fail(404, format!("no such appliance: {text}")),
-            _ => fail(
-                400,
-                format!(
-                    "{text} is the start of {} appliances' ids: give more of it",
-                    matches.len()
-                ),
-            ),
-        }
+    }
+
+    /// The name index, locked.
+    fn names(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn summary(&self, dir: &VmDir, config: &VmConfig) -> api::VmSummary {
@@ -386,10 +428,7 @@ impl Daemon {
         let spec: CreateVm = serde_json::from_slice(body)
             .map_err(|e| Failure(400, format!("the request body: {e}")))?;
         let command = command_line(&spec)?;
-        let _names = self
-            .names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = self.names();
         let id = new_id().map_err(|e| Failure(500, format!("making an id: {e}")))?;
         let name = match &spec.name {
             Some(name) => {
@@ -398,7 +437,7 @@ impl Daemon {
             }
             None => format!("vm-{}", &id[..12]),
         };
-        if self.root.all().iter().any(|(_, c)| c.name == name) {
+        if names.contains_key(&name) {
             return fail(
                 409,
                 format!("the name {name} is taken (kiln rm it, or pick another)"),
@@ -426,6 +465,9 @@ impl Daemon {
                 ),
             );
         }
+        names.insert(name.clone(), id.clone());
+        // Other creates go on while this one's VM starts.
+        drop(names);
         self.event(&config, "create");
         let dir = self.root.vm(&id);
         self.spawn_monitor(&dir)?;
@@ -434,7 +476,7 @@ impl Daemon {
     }
 
     /// Starts the appliance's monitor, in a session of its own (it
-    /// outlives kilnd); a thread reaps it should it end while kilnd runs.
+    /// outlives kilnd).
     fn spawn_monitor(&self, dir: &VmDir) -> Result<(), Failure> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe()
@@ -447,22 +489,23 @@ impl Daemon {
             .arg(dir.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
-        // SAFETY: setsid is async-signal-safe and only changes the child.
+        // SAFETY: setsid and signal are async-signal-safe and only change
+        // the child: a session of its own, and SIGCHLD back to the default
+        // (kilnd ignores it, so that its monitors are reaped by the
+        // kernel; a monitor must wait for its VM).
         unsafe {
             command.pre_exec(|| {
                 libc::setsid();
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|e| {
+        command.spawn().map_err(|e| {
             Failure(
                 500,
                 format!("starting the monitor of {}: {e}", dir.path().display()),
             )
         })?;
-        let _ = std::thread::Builder::new()
-            .name("kilnd-reap".into())
-            .spawn(move || child.wait());
         Ok(())
     }
 
@@ -564,15 +607,14 @@ impl Daemon {
                 return fail(500, format!("{} did not end after SIGKILL", config.name));
             }
         }
-        let _names = self
-            .names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = self.names();
         // Renamed away first: a crash halfway leaves no half appliance.
         let doomed = self.root.vms().join(format!("{}.gone", config.id));
         std::fs::rename(dir.path(), &doomed)
-            .and_then(|()| std::fs::remove_dir_all(&doomed))
             .map_err(|e| Failure(500, format!("removing {}: {e}", dir.path().display())))?;
+        names.remove(&config.name);
+        drop(names);
+        let _ = std::fs::remove_dir_all(&doomed);
         self.event(config, "destroy");
         Ok(())
     }
