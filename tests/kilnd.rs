@@ -692,6 +692,23 @@ fn restart_policies_follow_logs_and_the_cli_start_kilnd_on_demand() {
         stderr(&out)
     );
     ok(kiln(&["rm", "steady"]), "kiln rm");
+    let out = ok(kiln(&["events", "--no-follow"]), "kiln events");
+    let text = stdout(&out);
+    let of = |name: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.ends_with(&format!(" {name}")) || l.contains(&format!(" {name} (exit")))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        of("flaky"),
+        [
+            "create", "start", "die", "restart", "start", "die", "restart", "start", "die",
+            "destroy"
+        ],
+        "{text}"
+    );
+    assert!(of("steady").contains(&"stop".to_string()), "{text}");
     assert_eq!(stdout(&ok(kiln(&["ps", "-a", "-q"]), "ps -q")), "");
     // The kilnd the first command started still serves; the guard kills it.
     assert_eq!(guard.call("GET", "/v1/version", None).0, 200);

@@ -79,6 +79,8 @@ enum Command {
     Rm(commands::rm::Args),
     /// Show what running appliances use (CPU, memory, uptime)
     Stats(commands::stats::Args),
+    /// Print what happens to appliances, as it happens
+    Events(commands::events::Args),
     /// Log in to an OCI registry (credentials checked, then kept)
     Login(commands::login::LoginArgs),
     /// Forget the credentials kept for an OCI registry
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
         Command::Kill(args) => commands::kill::run(args),
         Command::Rm(args) => commands::rm::run(args),
         Command::Stats(args) => commands::stats::run(args),
+        Command::Events(args) => commands::events::run(args),
         Command::Login(args) => commands::login::login(args),
         Command::Logout(args) => commands::login::logout(args),
     };

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod commit;
+pub mod events;
 pub mod export;
 pub mod images;
 pub mod import;
