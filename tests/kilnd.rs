@@ -692,6 +692,28 @@ fn restart_policies_follow_logs_and_the_cli_start_kilnd_on_demand() {
         stderr(&out)
     );
     ok(kiln(&["rm", "steady"]), "kiln rm");
+    // An image of the local store, by name (kilnd resolves it in the
+    // same KILN_HOME).
+    ok(kiln(&["import", image]), "kiln import");
+    ok(
+        kiln(&[
+            "run",
+            "-d",
+            "--name",
+            "stored",
+            "--memory",
+            "32",
+            "busybox-sh:1.0.0",
+            "--",
+            "sh",
+            "-c",
+            "echo from the store",
+        ]),
+        "kiln run -d NAME",
+    );
+    let out = ok(kiln(&["logs", "-f", "stored"]), "kiln logs -f stored");
+    assert_eq!(stdout(&out), "from the store\n");
+    ok(kiln(&["rm", "stored"]), "kiln rm stored");
     let out = ok(kiln(&["events", "--no-follow"]), "kiln events");
     let text = stdout(&out);
     let of = |name: &str| -> Vec<String> {
