@@ -482,6 +482,16 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
         api.call("DELETE", "/v1/vms/{vm}", "/v1/vms/web", None).0,
         404
     );
+    // Values that look like flags stay values.
+    let mut envy = create_body("envy", &image, "echo \"$X\"");
+    envy["env"] = json!(["X=--timeout=1 -d"]);
+    assert_eq!(api.call("POST", "/v1/vms", "/v1/vms", Some(&envy)).0, 201);
+    kilnd.wait_status("envy", "exited");
+    assert_eq!(kilnd.logs("envy"), "--timeout=1 -d\n");
+    assert_eq!(
+        api.call("DELETE", "/v1/vms/{vm}", "/v1/vms/envy", None).0,
+        204
+    );
     // A running appliance goes with force.
     let (_, again) = api.call(
         "POST",

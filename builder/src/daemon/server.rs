@@ -910,18 +910,20 @@ fn command_line(spec: &CreateVm) -> Result<Vec<String>, Failure> {
     if let Some(net) = &spec.net {
         check("net", net, net.parse::<kiln_vmm::net::Mode>().map(drop))?;
     }
+    // `--flag=VALUE`, one word each: a value that starts with `-` stays a
+    // value and can never become a flag of its own.
     for (flag, values) in [
-        ("-e", &spec.env),
-        ("-p", &spec.publish),
-        ("-v", &spec.volumes),
+        ("--env", &spec.env),
+        ("--publish", &spec.publish),
+        ("--volume", &spec.volumes),
         ("--disk", &spec.disks),
     ] {
         for value in values {
-            args.extend([flag.to_string(), value.clone()]);
+            args.push(format!("{flag}={value}"));
         }
     }
     if let Some(net) = &spec.net {
-        args.extend(["--net".into(), net.clone()]);
+        args.push(format!("--net={net}"));
     }
     // Never pull inside a VM's monitor: the image was checked above.
     args.extend(["--pull".into(), "never".into(), image.clone()]);
