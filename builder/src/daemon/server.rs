@@ -531,7 +531,7 @@ impl Daemon {
         )
     }
 
-    fn start(&self, (dir, config): &(VmDir, VmConfig)) -> Result<u16, Failure> {
+    fn start(&self, (dir, _): &(VmDir, VmConfig)) -> Result<u16, Failure> {
         if Self::is_up(dir) {
             return Ok(304);
         }
@@ -540,7 +540,6 @@ impl Daemon {
         let _ = std::fs::remove_file(dir.path().join("state.json"));
         self.spawn_monitor(dir)?;
         self.wait_started(dir);
-        let _ = config;
         Ok(204)
     }
 
@@ -750,7 +749,13 @@ fn peer_gone(stream: &UnixStream, wait: Duration) -> bool {
     };
     // SAFETY: one pollfd, valid for the call.
     let n = unsafe { libc::poll(&mut fds, 1, wait.as_millis() as libc::c_int) };
-    n > 0 && fds.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    let gone = n > 0 && fds.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+    if n > 0 && !gone {
+        // Bytes the client sent after its request: not a hang-up, and no
+        // reason to spin.
+        std::thread::sleep(wait);
+    }
+    gone
 }
 
 /// Where the last `lines` lines of `file` start.
