@@ -109,11 +109,16 @@ impl Kilnd {
 
     /// Waits until `name`'s log holds `text`.
     fn wait_log(&self, name: &str, text: &str) {
+        self.wait_log_count(name, text, 1);
+    }
+
+    /// Waits until `name`'s log holds `text` `n` times.
+    fn wait_log_count(&self, name: &str, text: &str, n: usize) {
         let end = Instant::now() + Duration::from_secs(60);
-        while !self.logs(name).contains(text) {
+        while self.logs(name).matches(text).count() < n {
             assert!(
                 Instant::now() < end,
-                "{name}'s log never showed {text:?}: {:?}",
+                "{name}'s log never showed {text:?} {n} times: {:?}",
                 self.logs(name)
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -441,15 +446,7 @@ fn every_endpoint_answers_as_the_openapi_document_says() {
     assert_eq!(status, 304);
     // The log keeps both runs' output (and kiln's note of the SIGTERM).
     kilnd.wait_log("web", "SIGTERM received");
-    let end = Instant::now() + Duration::from_secs(60);
-    while kilnd.logs("web").matches("hello\n").count() < 2 {
-        assert!(
-            Instant::now() < end,
-            "no second hello: {}",
-            kilnd.logs("web")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kilnd.wait_log_count("web", "hello\n", 2);
     let (status, _) = api.call(
         "POST",
         "/v1/vms/{vm}/kill",
@@ -803,15 +800,7 @@ fn appliances_outlive_a_kill_9_of_kilnd_and_a_new_kilnd_controls_them() {
     kilnd.restart();
     assert_eq!(kilnd.vm("web")["status"], "running");
     assert_eq!(kilnd.vm("db")["status"], "dead");
-    let end = Instant::now() + Duration::from_secs(60);
-    while kilnd.logs("web").matches("serving\n").count() < 2 {
-        assert!(
-            Instant::now() < end,
-            "web did not serve again: {}",
-            kilnd.logs("web")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kilnd.wait_log_count("web", "serving\n", 2);
 }
 
 impl Kilnd {

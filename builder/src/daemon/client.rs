@@ -89,7 +89,7 @@ impl Client {
             socket: client.socket.clone(),
             why,
         };
-        let kilnd = kilnd_program();
+        let kilnd = super::companion("KILND_BIN", "kilnd");
         let root = Root::default_root();
         std::fs::create_dir_all(root.dir())
             .map_err(|e| unreachable(format!("creating {}: {e}", root.dir().display())))?;
@@ -182,15 +182,4 @@ impl Client {
         let body = self.call(method, path, body)?.body()?;
         Ok(serde_json::from_slice(&body)?)
     }
-}
-
-/// The `kilnd` program beside this one, or `$KILND_BIN`.
-fn kilnd_program() -> PathBuf {
-    if let Some(path) = std::env::var_os("KILND_BIN").filter(|p| !p.is_empty()) {
-        return path.into();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("kilnd")))
-        .unwrap_or_else(|| PathBuf::from("kilnd"))
 }

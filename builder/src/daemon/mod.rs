@@ -20,3 +20,15 @@ pub mod metrics;
 pub mod monitor;
 pub mod record;
 pub mod server;
+
+/// The program `name` installed beside this one (kiln and kilnd come
+/// together), unless the environment variable `env` names another.
+pub fn companion(env: &str, name: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return path.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| name.into())
+}

@@ -6,7 +6,6 @@
 //! containers). A VM whose monitor dies gets SIGTERM and ends in order.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -37,18 +36,6 @@ pub enum MonitorError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MonitorError {
     let what = what.into();
     move |source| MonitorError::Io { what, source }
-}
-
-/// The `kiln` program beside this one (kilnd and kiln are installed
-/// together), or `$KILN_BIN`.
-pub fn kiln_program() -> PathBuf {
-    if let Some(path) = std::env::var_os("KILN_BIN").filter(|p| !p.is_empty()) {
-        return path.into();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("kiln")))
-        .unwrap_or_else(|| PathBuf::from("kiln"))
 }
 
 /// The signal a stop or kill through kilnd asked for (the marker's
@@ -88,7 +75,7 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
             exit_code,
         });
     };
-    let kiln = kiln_program();
+    let kiln = super::companion("KILN_BIN", "kiln");
     let mut backoff = FIRST_BACKOFF;
     loop {
         let log = std::fs::OpenOptions::new()
