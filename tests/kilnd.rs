@@ -798,7 +798,8 @@ fn appliances_outlive_a_kill_9_of_kilnd_and_a_new_kilnd_controls_them() {
     // running (web: always) and leaves the rest (db: no).
     kilnd.kill_daemon();
     kilnd.restart();
-    assert_eq!(kilnd.vm("web")["status"], "running");
+    // (Revived in the background: the API answers meanwhile.)
+    kilnd.wait_status("web", "running");
     assert_eq!(kilnd.vm("db")["status"], "dead");
     kilnd.wait_log_count("web", "serving\n", 2);
 }
