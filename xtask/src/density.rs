@@ -127,7 +127,7 @@ fn meminfo(field: &str) -> u64 {
 }
 
 /// Rss and Pss of a process from /proc/PID/smaps_rollup, KiB.
-fn rss_pss(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_pss(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()

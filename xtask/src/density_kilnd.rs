@@ -113,18 +113,6 @@ fn call(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(
     Ok((status, body))
 }
 
-/// RSS of `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Launches `count` appliances of `image` (`memory` MiB) through kilnd and
 /// measures them; the JSON of the `kilnd` section.
 ///
@@ -200,22 +188,22 @@ pub fn measure(kiln: &Path, image: &Path, count: usize, memory: u64) -> Result<V
         bail!("kilnd lists {running} running appliances of {count} (status {status})");
     }
     let (monitors, _) = daemon.pids();
-    let monitor_kib: u64 = monitors.iter().map(|&p| rss_kib(p)).sum();
-    let kilnd_kib = rss_kib(daemon.child.id());
-    let median = |v: &mut Vec<f64>, q: f64| crate::density::percentile(v, q);
+    let monitor_kib: u64 = monitors.iter().map(|&p| crate::density::rss_pss(p).0).sum();
+    let kilnd_kib = crate::density::rss_pss(daemon.child.id()).0;
+    let at = |v: &mut Vec<f64>, q: f64| crate::density::percentile(v, q);
     Ok(json!({
         "clients": CLIENTS,
         "all_ready_s": all_up.as_secs_f64(),
         "launches_per_s": count as f64 / all_up.as_secs_f64(),
         "launch_latency_ms": {
-            "median": median(&mut latencies, 0.5),
-            "p90": median(&mut latencies, 0.9),
-            "p99": median(&mut latencies, 0.99),
-            "max": median(&mut latencies, 1.0),
+            "median": at(&mut latencies, 0.5),
+            "p90": at(&mut latencies, 0.9),
+            "p99": at(&mut latencies, 0.99),
+            "max": at(&mut latencies, 1.0),
         },
         "create_answer_ms": {
-            "median": median(&mut create_ms, 0.5),
-            "p99": median(&mut create_ms, 0.99),
+            "median": at(&mut create_ms, 0.5),
+            "p99": at(&mut create_ms, 0.99),
         },
         "list_ms": list_ms,
         "kilnd_rss_kib": kilnd_kib,

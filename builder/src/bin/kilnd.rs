@@ -55,14 +55,7 @@ fn main() -> ExitCode {
             monitor::run(&root, &VmDir::at(dir)).map_err(|e| e.to_string())
         }
         None => {
-            let socket = cli
-                .socket
-                .unwrap_or_else(|| match std::env::var("KILN_HOST") {
-                    Ok(h) if !h.is_empty() => {
-                        PathBuf::from(h.strip_prefix("unix://").unwrap_or(&h))
-                    }
-                    _ => root.socket(),
-                });
+            let socket = cli.socket.unwrap_or_else(|| root.api_socket());
             server::serve(root, &socket, cli.metrics).map_err(|e| e.to_string())
         }
     };

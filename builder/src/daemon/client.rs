@@ -50,12 +50,7 @@ impl Client {
     /// The socket: `$KILN_HOST` (a path, or `unix://PATH`), else kilnd's
     /// default under `$KILN_HOME`.
     pub fn socket_path() -> PathBuf {
-        match std::env::var("KILN_HOST") {
-            Ok(host) if !host.is_empty() => {
-                PathBuf::from(host.strip_prefix("unix://").unwrap_or(&host))
-            }
-            _ => Root::default_root().socket(),
-        }
+        Root::default_root().api_socket()
     }
 
     /// A client of the kilnd on `socket` (nothing is checked yet).

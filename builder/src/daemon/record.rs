@@ -37,9 +37,21 @@ impl Root {
         &self.dir
     }
 
-    /// The API's socket, unless `--socket` or `KILN_HOST` name another.
+    /// The API's socket in this directory, unless `--socket` or
+    /// `KILN_HOST` name another.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("kilnd.sock")
+    }
+
+    /// The API's socket: `$KILN_HOST` (a path, or `unix://PATH`), else
+    /// [`Self::socket`].
+    pub fn api_socket(&self) -> PathBuf {
+        match std::env::var("KILN_HOST") {
+            Ok(host) if !host.is_empty() => {
+                PathBuf::from(host.strip_prefix("unix://").unwrap_or(&host))
+            }
+            _ => self.socket(),
+        }
     }
 
     /// The lock a running kilnd holds (one per directory).
@@ -247,18 +259,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// process). With the pid it names one process for good: a pid reused
 /// later has another start time.
 pub fn start_time(pid: u32) -> Option<u64> {
+    // Field 22 is the 20th after the command name.
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (field 2, which
+/// may hold spaces and parentheses: everything up to the last ')').
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count
-    // from the last ')'. Field 22 is the 20th after it.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// CPU seconds and resident bytes of process `pid`.
 pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     // utime and stime are fields 14 and 15 (the 12th and 13th after ')').
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no memory effects.

@@ -887,30 +887,33 @@ fn command_line(spec: &CreateVm) -> Result<Vec<String>, Failure> {
     for p in &spec.publish {
         check("publish", p, p.parse::<kiln_vmm::net::PortMap>().map(drop))?;
     }
+    // Host paths: kilnd's working directory is not the caller's.
+    let host_path = |what: &str, value: &str, parsed: Result<(), String>| {
+        check(what, value, parsed)?;
+        if value.starts_with('/') {
+            Ok(())
+        } else {
+            fail(
+                400,
+                format!("{what} {value:?}: give the host path absolutely"),
+            )
+        }
+    };
     for v in &spec.volumes {
-        check(
+        host_path(
             "volume",
             v,
             v.parse::<kiln_vmm::devices::virtio::fs::VolumeSpec>()
                 .map(drop),
         )?;
-        if !v.starts_with('/') {
-            return fail(
-                400,
-                format!("volume {v:?}: give the host directory's absolute path"),
-            );
-        }
     }
     for d in &spec.disks {
-        check(
+        host_path(
             "disk",
             d,
             d.parse::<kiln_vmm::devices::virtio::block::DiskSpec>()
                 .map(drop),
         )?;
-        if !d.starts_with('/') {
-            return fail(400, format!("disk {d:?}: give the file's absolute path"));
-        }
     }
     if let Some(net) = &spec.net {
         check("net", net, net.parse::<kiln_vmm::net::Mode>().map(drop))?;
