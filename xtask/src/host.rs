@@ -137,6 +137,11 @@ pub const TOOLS: &[Tool] = &[
         package: "qemu-utils",
         purpose: "checking exported qcow2 and VMDK disks",
     },
+    Tool {
+        command: "containerd",
+        package: "containerd",
+        purpose: "the containerd daemon and ctr of the shim tests (containerd-shim-kiln-v1)",
+    },
 ];
 
 /// Installs the tools of [`TOOLS`] named in `commands` where missing.

@@ -7,6 +7,7 @@
 //! (gzip without timestamps, JSON with sorted keys), so the manifest digest
 //! is a function of the image's content.
 
+pub mod container;
 pub mod layout;
 pub mod reference;
 

@@ -8,6 +8,7 @@ pub mod client;
 
 use std::path::PathBuf;
 
+use crate::image::SectionKind;
 use crate::oci::reference::Reference;
 use crate::oci::{self, parse_manifest, sha256_digest, BlobRef, OciError};
 use crate::parts::ImageParts;
@@ -198,31 +199,137 @@ pub fn push(
             },
             None => client.open_upload()?,
         };
-        let task = progress.task(&label, size);
-        match client.upload(location, &blob.data, &blob.digest, opts.chunk_size, &|n| {
-            task.advance(n)
-        }) {
-            Ok(()) => task.finish(&format!("pushed {}", human_size(size))),
-            Err(e) => {
-                task.abandon();
-                return Err(e);
-            }
-        }
+        upload(
+            &client,
+            location,
+            &label,
+            &blob.data,
+            &blob.digest,
+            opts,
+            progress,
+        )?;
         outcomes.push((blob.digest.clone(), Pushed::Uploaded));
     }
-    let key = reference.manifest_key();
-    let reported = client.put_manifest(key, &artifact.manifest)?;
-    if let Some(d) = reported.filter(|d| *d != artifact.digest) {
-        return Err(RegistryError::Lies {
-            what: format!("manifest {}", artifact.digest),
-            reason: format!("the registry stored it as {d}"),
-        });
-    }
+    put_manifest(&client, reference, &artifact.manifest, &artifact.digest)?;
     let names = reference.store_names();
     transfer::store_parts(store, &raw, &artifact.manifest, &names)?;
     Ok(PushReport {
         digest: artifact.digest,
         blobs: outcomes,
+    })
+}
+
+/// Uploads `data` (whose digest is `digest`) to `location`, with a
+/// progress bar called `label`.
+fn upload(
+    client: &Client,
+    location: String,
+    label: &str,
+    data: &[u8],
+    digest: &str,
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<(), RegistryError> {
+    let size = data.len() as u64;
+    let task = progress.task(label, size);
+    match client.upload(location, data, digest, opts.chunk_size, &|n| {
+        task.advance(n)
+    }) {
+        Ok(()) => {
+            task.finish(&format!("pushed {}", human_size(size)));
+            Ok(())
+        }
+        Err(e) => {
+            task.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// Sends one blob unless the repository has it; `what` names it in the
+/// progress output.
+fn send_blob(
+    client: &Client,
+    what: &str,
+    data: &[u8],
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<(String, Pushed), RegistryError> {
+    let digest = sha256_digest(data);
+    let label = format!("{what} {}", digest.get(7..19).unwrap_or(&digest));
+    if client.has_blob(&digest)? {
+        progress
+            .task(&label, data.len() as u64)
+            .finish("already in the repository");
+        return Ok((digest, Pushed::Exists));
+    }
+    let location = client.open_upload()?;
+    upload(client, location, &label, data, &digest, opts, progress)?;
+    Ok((digest, Pushed::Uploaded))
+}
+
+/// Stores `manifest` under `reference`, refusing a registry that says it
+/// stored something else.
+fn put_manifest(
+    client: &Client,
+    reference: &Reference,
+    manifest: &[u8],
+    digest: &str,
+) -> Result<(), RegistryError> {
+    let reported = client.put_manifest(reference.manifest_key(), manifest)?;
+    match reported.filter(|d| d != digest) {
+        Some(d) => Err(RegistryError::Lies {
+            what: format!("manifest {digest}"),
+            reason: format!("the registry stored it as {d}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Pushes `parts` as an OCI container image (see [`oci::container`]) that
+/// containerd can pull, unpack and run with `containerd-shim-kiln-v1`.
+/// kiln itself keeps using the kiln form; the local store is not changed.
+///
+/// # Errors
+/// [`RegistryError`].
+pub fn push_container(
+    parts: &ImageParts,
+    reference: &Reference,
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<PushReport, RegistryError> {
+    let [config, kernel, rootfs] = oci::read_parts(parts)?;
+    let file = crate::image::encode(&[
+        (SectionKind::Config, &config),
+        (SectionKind::Kernel, &kernel),
+        (SectionKind::Rootfs, &rootfs),
+    ]);
+    let artifact = oci::container::container_artifact(&file, &parts.image_digest())?;
+    if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
+        return Err(RegistryError::Lies {
+            what: reference.to_string(),
+            reason: format!(
+                "the container image's manifest digest is {}, not {pinned}",
+                artifact.digest
+            ),
+        });
+    }
+    let client = Client::new(reference, opts, true)?;
+    client.ping()?;
+    let blobs = vec![
+        send_blob(
+            &client,
+            "container config",
+            &artifact.config,
+            opts,
+            progress,
+        )?,
+        send_blob(&client, "container layer", &artifact.layer, opts, progress)?,
+    ];
+    put_manifest(&client, reference, &artifact.manifest, &artifact.digest)?;
+    Ok(PushReport {
+        digest: artifact.digest,
+        blobs,
     })
 }
 
@@ -412,36 +519,15 @@ pub fn push_snapshot(
     client.ping()?;
     let mut outcomes = Vec::new();
     for (label, data) in [("state", &artifact.state), ("memory", &artifact.memory)] {
-        let digest = sha256_digest(data);
-        let label = format!("snapshot {label} {}", digest.get(7..19).unwrap_or(&digest));
-        let size = data.len() as u64;
-        if client.has_blob(&digest)? {
-            progress
-                .task(&label, size)
-                .finish("already in the repository");
-            outcomes.push((digest, Pushed::Exists));
-            continue;
-        }
-        let location = client.open_upload()?;
-        let task = progress.task(&label, size);
-        match client.upload(location, data, &digest, opts.chunk_size, &|n| {
-            task.advance(n)
-        }) {
-            Ok(()) => task.finish(&format!("pushed {}", human_size(size))),
-            Err(e) => {
-                task.abandon();
-                return Err(e);
-            }
-        }
-        outcomes.push((digest, Pushed::Uploaded));
+        outcomes.push(send_blob(
+            &client,
+            &format!("snapshot {label}"),
+            data,
+            opts,
+            progress,
+        )?);
     }
-    let reported = client.put_manifest(reference.manifest_key(), &artifact.manifest)?;
-    if let Some(d) = reported.filter(|d| *d != artifact.digest) {
-        return Err(RegistryError::Lies {
-            what: format!("manifest {}", artifact.digest),
-            reason: format!("the registry stored it as {d}"),
-        });
-    }
+    put_manifest(&client, reference, &artifact.manifest, &artifact.digest)?;
     store
         .add_snapshot(&artifact, &reference.store_names())
         .map_err(|e| snapshot_error(&artifact.digest, e))?;
