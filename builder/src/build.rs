@@ -431,17 +431,7 @@ fn assemble(
     }
     for (path, data) in defaults() {
         if !fs.contains(path) {
-            fs.add(
-                path,
-                Entry {
-                    kind: EntryKind::File {
-                        source: Source::Bytes(data.to_vec()),
-                        size: data.len() as u64,
-                    },
-                    mode: 0o644,
-                    origin: "kiln defaults".into(),
-                },
-            )?;
+            fs.add(path, Entry::bytes(data, 0o644, "kiln defaults"))?;
         }
     }
     if !fs.contains("/tmp") {

@@ -56,6 +56,20 @@ pub struct Entry {
     pub origin: String,
 }
 
+impl Entry {
+    /// A regular file holding `data`.
+    pub fn bytes(data: &[u8], mode: u32, origin: &str) -> Self {
+        Self {
+            kind: EntryKind::File {
+                source: Source::Bytes(data.to_vec()),
+                size: data.len() as u64,
+            },
+            mode,
+            origin: origin.into(),
+        }
+    }
+}
+
 /// Rootfs problems.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -392,14 +406,7 @@ mod tests {
     use super::*;
 
     fn file(data: &[u8], origin: &str) -> Entry {
-        Entry {
-            kind: EntryKind::File {
-                source: Source::Bytes(data.to_vec()),
-                size: data.len() as u64,
-            },
-            mode: 0o755,
-            origin: origin.into(),
-        }
+        Entry::bytes(data, 0o755, origin)
     }
 
     fn build(fs: &Rootfs) -> Vec<u8> {

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{gzip, sha256_digest, OciError, MANIFEST_MEDIA_TYPE};
 use crate::image::hex;
-use crate::rootfs::{Entry, EntryKind, Rootfs, Source};
+use crate::rootfs::{Entry, Rootfs};
 
 /// Where the `.kiln` file sits in the container image's file system.
 pub const IMAGE_PATH: &str = "kiln/image.kiln";
@@ -47,14 +47,7 @@ fn layer_tar(image: &[u8]) -> Result<Vec<u8>, OciError> {
     let mut fs = Rootfs::new();
     fs.add(
         &format!("/{IMAGE_PATH}"),
-        Entry {
-            kind: EntryKind::File {
-                source: Source::Bytes(image.to_vec()),
-                size: image.len() as u64,
-            },
-            mode: 0o644,
-            origin: "the kiln image".into(),
-        },
+        Entry::bytes(image, 0o644, "the kiln image"),
     )
     .map_err(io)?;
     let mut out = Vec::new();

@@ -160,17 +160,7 @@ pub fn push(
 ) -> Result<PushReport, RegistryError> {
     let raw = oci::read_parts(parts)?;
     let artifact = oci::artifact(parts, &raw)?;
-    if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
-        return Err(RegistryError::Lies {
-            what: reference.to_string(),
-            reason: format!(
-                "the image's manifest digest is {}, not {pinned}",
-                artifact.digest
-            ),
-        });
-    }
-    let client = Client::new(reference, opts, true)?;
-    client.ping()?;
+    let client = client_to_push(reference, &artifact.digest, "image", opts)?;
     let mut outcomes = Vec::new();
     for blob in &artifact.blobs {
         let label = format!(
@@ -217,6 +207,27 @@ pub fn push(
         digest: artifact.digest,
         blobs: outcomes,
     })
+}
+
+/// A client for pushing `what` (whose manifest digest is `digest`) to
+/// `reference`: a reference pinned to another digest is refused before
+/// anything is sent, and `GET /v2/` runs first so authentication happens
+/// before any upload.
+fn client_to_push(
+    reference: &Reference,
+    digest: &str,
+    what: &str,
+    opts: &RegistryOptions,
+) -> Result<Client, RegistryError> {
+    if let Some(pinned) = reference.digest.as_ref().filter(|d| *d != digest) {
+        return Err(RegistryError::Lies {
+            what: reference.to_string(),
+            reason: format!("the {what}'s manifest digest is {digest}, not {pinned}"),
+        });
+    }
+    let client = Client::new(reference, opts, true)?;
+    client.ping()?;
+    Ok(client)
 }
 
 /// Uploads `data` (whose digest is `digest`) to `location`, with a
@@ -305,17 +316,7 @@ pub fn push_container(
         (SectionKind::Rootfs, &rootfs),
     ]);
     let artifact = oci::container::container_artifact(&file, &parts.image_digest())?;
-    if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
-        return Err(RegistryError::Lies {
-            what: reference.to_string(),
-            reason: format!(
-                "the container image's manifest digest is {}, not {pinned}",
-                artifact.digest
-            ),
-        });
-    }
-    let client = Client::new(reference, opts, true)?;
-    client.ping()?;
+    let client = client_to_push(reference, &artifact.digest, "container image", opts)?;
     let blobs = vec![
         send_blob(
             &client,
@@ -506,17 +507,7 @@ pub fn push_snapshot(
     let artifact = store
         .snapshot_artifact(snapshot)
         .map_err(|e| snapshot_error(&snapshot.digest, e))?;
-    if let Some(pinned) = reference.digest.as_ref().filter(|d| **d != artifact.digest) {
-        return Err(RegistryError::Lies {
-            what: reference.to_string(),
-            reason: format!(
-                "the snapshot's manifest digest is {}, not {pinned}",
-                artifact.digest
-            ),
-        });
-    }
-    let client = Client::new(reference, opts, true)?;
-    client.ping()?;
+    let client = client_to_push(reference, &artifact.digest, "snapshot", opts)?;
     let mut outcomes = Vec::new();
     for (label, data) in [("state", &artifact.state), ("memory", &artifact.memory)] {
         outcomes.push(send_blob(
