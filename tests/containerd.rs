@@ -2,7 +2,10 @@
 //! container form (an OCI image config with diff_ids and one tar layer
 //! holding the .kiln file), which Debian's real containerd, started by the
 //! test with a private root, pulls and unpacks with `ctr`; the file in the
-//! unpacked snapshot is the image, and it boots.
+//! unpacked snapshot is the image, and it boots. containerd then runs
+//! the image as a task through kiln's shim (`ctr run --runtime
+//! io.containerd.kiln.v1`): exit status, stdout and stderr, stdin,
+//! environment, a log file, kill and delete.
 
 mod common;
 #[path = "common/registry.rs"]
@@ -23,11 +26,13 @@ struct Containerd {
 }
 
 impl Containerd {
-    fn start() -> Self {
+    /// Starts one; `name` keeps its directory apart from other tests' in
+    /// the same process.
+    fn start(name: &str) -> Self {
         require_tool("containerd", "containerd");
         require_tool("ctr", "containerd");
         // Unix socket paths are limited to 108 bytes: keep them short.
-        let dir = PathBuf::from(format!("/tmp/kiln-ctrd-{}", std::process::id()));
+        let dir = PathBuf::from(format!("/tmp/kiln-ctrd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
@@ -38,9 +43,20 @@ impl Containerd {
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        // containerd finds `containerd-shim-kiln-v1` on its PATH; the shim
+        // finds `kiln` beside itself. Images kiln run keeps go to the
+        // test's own KILN_HOME.
+        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-kiln-v1"));
+        let path = format!(
+            "{}:{}",
+            shim.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let child = Command::new("containerd")
             .arg("--config")
             .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .env("KILN_HOME", dir.join("kiln-home"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -53,14 +69,26 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
+        self.ctr_with_input(args, b"")
+    }
+
+    /// Runs ctr with `input` as its standard input.
+    fn ctr_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("ctr")
             .arg("--address")
             .arg(self.dir.join("c.sock"))
             .args(["--namespace", "kiln-test"])
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ctr")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ctr");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().expect("wait for ctr")
     }
 
     fn log(&self) -> String {
@@ -117,7 +145,7 @@ fn containerd_pulls_and_unpacks_the_container_form_and_it_boots() {
     assert_eq!(stdout(&again).trim(), digest);
     assert!(stderr(&again).contains("0 of 2 blobs uploaded"));
 
-    let ctrd = Containerd::start();
+    let ctrd = Containerd::start("pull");
     // The native snapshotter: the scratch directory may itself be on
     // overlayfs, where an overlay snapshotter cannot mount.
     let pull = ctrd.ctr(&[
@@ -182,4 +210,185 @@ fn containerd_pulls_and_unpacks_the_container_form_and_it_boots() {
         "kiln pull of the container form: {}",
         stderr(&o)
     );
+}
+
+#[test]
+fn ctr_runs_a_kiln_image_as_a_task_through_the_shim() {
+    if !kvm_or_skip("ctr_runs_a_kiln_image_as_a_task_through_the_shim") {
+        return;
+    }
+    prepare();
+    let (dir, image) = built_image("containerd-shim", "busybox-sh");
+    let reg = Registry::start("containerd-shim", &RegistrySetup::default());
+    let reference = format!("{}/apps/busybox-sh:ctr", reg.host());
+    ok(
+        kiln_at(
+            &dir.join("home"),
+            &[
+                "push",
+                image.to_str().unwrap(),
+                &reference,
+                "--plain-http",
+                "--containerd",
+            ],
+        ),
+        "push --containerd",
+    );
+    let ctrd = Containerd::start("shim");
+    let pull = ctrd.ctr(&[
+        "image",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        &reference,
+    ]);
+    assert!(pull.status.success(), "ctr image pull: {}", stderr(&pull));
+    let run = |extra: &[&str], id: &str, args: &[&str], input: &[u8]| {
+        let mut all = vec![
+            "run",
+            "--runtime",
+            "io.containerd.kiln.v1",
+            "--snapshotter",
+            "native",
+        ];
+        all.extend_from_slice(extra);
+        all.push(&reference);
+        all.push(id);
+        all.extend_from_slice(args);
+        ctrd.ctr_with_input(&all, input)
+    };
+    let why = |o: &Output| {
+        format!(
+            "stdout: {}\nstderr: {}\ncontainerd log:\n{}",
+            stdout(o),
+            stderr(o),
+            ctrd.log()
+        )
+    };
+
+    // The image's own arguments when ctr gives none.
+    let o = run(&[], "defaults", &[], b"");
+    assert!(o.status.success(), "{}", why(&o));
+    assert!(
+        stdout(&o).contains("hello from a busybox shell script appliance")
+            && stdout(&o).contains("arguments: from the manifest"),
+        "{}",
+        why(&o)
+    );
+
+    // Arguments replace them; the program's exit status is ctr's; stdout
+    // and stderr stay apart; --env reaches the program.
+    let o = run(
+        &["--env", "GREETING=hello from containerd"],
+        "status",
+        &["sh", "-c", "echo \"$GREETING\"; echo to-stderr >&2; exit 3"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", why(&o));
+    assert_eq!(stdout(&o), "hello from containerd\n", "{}", why(&o));
+    assert!(stderr(&o).contains("to-stderr"), "{}", why(&o));
+    assert!(!stdout(&o).contains("to-stderr"), "{}", why(&o));
+
+    // ctr's standard input is the program's, up to its end.
+    let o = run(
+        &[],
+        "stdin",
+        &[
+            "sh",
+            "-c",
+            "while read -r line; do echo \"got $line\"; done; echo eof",
+        ],
+        b"first\nsecond\n",
+    );
+    assert!(o.status.success(), "{}", why(&o));
+    assert_eq!(stdout(&o), "got first\ngot second\neof\n", "{}", why(&o));
+
+    // A detached task writing to a log file; kill ends it, delete cleans up.
+    let log = ctrd.dir.join("task.log");
+    let log_uri = format!("file://{}", log.display());
+    let o = run(
+        &["-d", "--log-uri", &log_uri],
+        "server",
+        &["sh", "-c", "echo serving; sleep 600"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", why(&o));
+    common::wait_for("the detached task's log line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("serving"))
+    });
+    // Killed with SIGTERM: the status a shell reports for it (ctr warns
+    // with it when it deletes the task).
+    let kill_and_delete = |id: &str| {
+        let tasks = stdout(&ctrd.ctr(&["task", "ls"]));
+        assert!(
+            tasks
+                .lines()
+                .any(|l| l.starts_with(id) && l.contains("RUNNING")),
+            "{tasks}"
+        );
+        let kill = ctrd.ctr(&["task", "kill", id]);
+        assert!(kill.status.success(), "{}", why(&kill));
+        common::wait_for("the killed task to stop", || {
+            let tasks = stdout(&ctrd.ctr(&["task", "ls"]));
+            tasks
+                .lines()
+                .any(|l| l.starts_with(id) && l.contains("STOPPED"))
+        });
+        let delete = ctrd.ctr(&["task", "delete", id]);
+        assert!(delete.status.success(), "{}", why(&delete));
+        assert!(
+            stderr(&delete).contains("non-zero exit code 143"),
+            "{}",
+            why(&delete)
+        );
+    };
+    kill_and_delete("server");
+
+    // A Kubernetes pod's sandbox (marked by CRI's annotation) runs no
+    // image: a placeholder process until it is killed.
+    let o = run(
+        &[
+            "-d",
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+        ],
+        "pod",
+        &[],
+        b"",
+    );
+    assert!(o.status.success(), "{}", why(&o));
+    let pids = stdout(&ctrd.ctr(&["task", "ps", "pod"]));
+    let pid = pids
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("ctr task ps pod: {pids}"))
+        .to_owned();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--kiln-pod-sandbox"),
+        "{cmdline:?}"
+    );
+    kill_and_delete("pod");
+
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("/server/rootfs") && !mounts.contains("/pod/rootfs"),
+        "the task's rootfs is unmounted: {mounts}"
+    );
+    for id in ["defaults", "status", "stdin", "server", "pod"] {
+        let rm = ctrd.ctr(&["container", "rm", id]);
+        assert!(rm.status.success(), "container rm {id}: {}", why(&rm));
+    }
+    common::wait_for("every kiln shim of the test to exit", || {
+        let ps = Command::new("pgrep")
+            .args([
+                "-f",
+                &format!("containerd-shim-kiln-v1.*{}", ctrd.dir.display()),
+            ])
+            .output()
+            .unwrap();
+        stdout(&ps).trim().is_empty()
+    });
 }
