@@ -954,6 +954,20 @@ fn metrics_count_appliances_restarts_boots_and_memory_in_prometheus_format() {
     );
     assert!(value(&format!("kiln_vm_memory_rss_bytes{up_labels}")) > 1e6);
     assert!(value(&format!("kiln_vm_cpu_seconds_total{up_labels}")) >= 0.0);
+    // KVM exits: the ended run's final count is written as its VM stops;
+    // a running one's is rewritten every second.
+    assert!(
+        value(&format!(
+            "kiln_vm_exits_total{{id=\"{flaky_id}\",name=\"flaky\"}}"
+        )) > 0.0
+    );
+    let up_exits = format!("kiln_vm_exits_total{up_labels} ");
+    common::wait_for("the running VM's exit count", || {
+        let text = scrape("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&up_exits)?.parse::<f64>().ok())
+            .is_some_and(|n| n > 0.0)
+    });
     // Three boots (flaky twice, up once), each well under a minute.
     assert_eq!(value("kiln_vm_boot_seconds_count"), 3.0);
     assert_eq!(value("kiln_vm_boot_seconds_bucket{le=\"+Inf\"}"), 3.0);

@@ -1,6 +1,8 @@
 //! kilnd's metrics in Prometheus's text format (`GET /metrics` on the API
 //! socket, and on `--metrics ADDR` when asked): appliances by status,
-//! restarts, each running VM's CPU time and resident memory, a histogram
+//! restarts, each VM's KVM exits (its current or last run, from the
+//! `exits.json` its `kiln run` rewrites every second), each running VM's
+//! CPU time and resident memory, a histogram
 //! of boot times (kiln's start to the program's first instruction, one
 //! observation per boot, from each appliance's `boots.jsonl`), and kilnd's
 //! own memory. Everything is read from the records when scraped.
@@ -27,6 +29,7 @@ pub fn render(root: &Root) -> String {
     let mut restarts = String::new();
     let mut cpu = String::new();
     let mut rss = String::new();
+    let mut exits = String::new();
     let mut boots: Vec<f64> = Vec::new();
     for (dir, config) in &all {
         let state = dir.state();
@@ -40,6 +43,9 @@ pub fn render(root: &Root) -> String {
             "kiln_vm_restarts_total{{{labels}}} {}",
             state.restarts
         );
+        if let Some(n) = dir.exit_count() {
+            let _ = writeln!(exits, "kiln_vm_exits_total{{{labels}}} {n}");
+        }
         if let (Status::Running, Some(pid)) = (status, state.pid) {
             if let Some((seconds, bytes)) = record::process_usage(pid) {
                 let _ = writeln!(cpu, "kiln_vm_cpu_seconds_total{{{labels}}} {seconds}");
@@ -60,6 +66,8 @@ pub fn render(root: &Root) -> String {
     }
     out.push_str("# HELP kiln_vm_restarts_total Restarts by the appliance's restart policy.\n# TYPE kiln_vm_restarts_total counter\n");
     out.push_str(&restarts);
+    out.push_str("# HELP kiln_vm_exits_total KVM exits of an appliance's VM, all vCPUs, in its current (or last) run; updated every second, reset when it restarts.\n# TYPE kiln_vm_exits_total counter\n");
+    out.push_str(&exits);
     out.push_str("# HELP kiln_vm_cpu_seconds_total CPU time of a running appliance's VM process (vCPUs, devices, VMM).\n# TYPE kiln_vm_cpu_seconds_total counter\n");
     out.push_str(&cpu);
     out.push_str("# HELP kiln_vm_memory_rss_bytes Resident memory of a running appliance's VM process.\n# TYPE kiln_vm_memory_rss_bytes gauge\n");

@@ -90,6 +90,7 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
         command
             .args(&config.command)
             .env(kiln_vmm::timings::BOOT_REPORT_ENV, dir.boots())
+            .env(kiln_vmm::exit_report::EXIT_REPORT_ENV, dir.exits())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log);

@@ -175,6 +175,18 @@ impl VmDir {
         self.path.join("boots.jsonl")
     }
 
+    /// The KVM exits of its current (or last) run, rewritten every second
+    /// (`kiln_vmm::exit_report::EXIT_REPORT_ENV`).
+    pub fn exits(&self) -> PathBuf {
+        self.path.join("exits.json")
+    }
+
+    /// The exit count [`Self::exits`] holds, if it holds one.
+    pub fn exit_count(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.exits()).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["exits"].as_u64()
+    }
+
     /// The marker of a stop or kill asked through kilnd (the restart
     /// policy then does not apply, as with docker).
     pub fn stop_marker(&self) -> PathBuf {

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod bootinfo;
 pub mod cli;
 pub mod devices;
+pub mod exit_report;
 pub mod ha;
 pub mod loader;
 pub mod net;
@@ -970,6 +971,9 @@ pub(crate) fn launch(
     }
     stop::prepare().map_err(VmmError::Timer)?;
     let termination = stop::catch_termination().map_err(VmmError::Timer)?;
+    // Before the filters: it makes a timer and opens statistics files.
+    let exit_report =
+        exit_report::ExitReport::from_env(std::iter::once(&vcpu).chain(other_vcpus.iter()));
     // Everything the run starts (passt, virtiofsd, the vsock sweeper) runs
     // by now: from here on each thread gets the filter of its role (the
     // main one on every thread, then the devices thread and the vCPU
@@ -984,8 +988,14 @@ pub(crate) fn launch(
     } else {
         (None, None)
     };
-    let devices_thread = DevicesThread::start(served, termination, stop::request, devices_filter)
-        .map_err(VmmError::Devices)?;
+    let devices_thread = DevicesThread::start(
+        served,
+        termination,
+        stop::request,
+        devices_filter,
+        exit_report,
+    )
+    .map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
     layout.start_working_set();
     let mem = &layout.mem;

@@ -29,6 +29,8 @@ enum Source {
     Queue { device: usize, queue: usize },
     /// A backend descriptor of device `device` is ready.
     Backend { device: usize, fd: RawFd },
+    /// Time to rewrite the exit report.
+    ExitReport,
 }
 
 /// One device as the loop serves it.
@@ -58,7 +60,8 @@ impl DevicesThread {
     /// when a host-side failure ends the loop, to stop the VM, and
     /// `crate::stop::request` when `terminate` (the terminating signals'
     /// eventfd) fires. `filter` ([`crate::seccomp::Role::Devices`]) goes on
-    /// the thread before it serves anything.
+    /// the thread before it serves anything. `exit_report`, when asked
+    /// for, is rewritten on its timer and once more when the loop stops.
     ///
     /// # Errors
     /// When epoll or the thread cannot be set up.
@@ -67,6 +70,7 @@ impl DevicesThread {
         terminate: EventFd,
         on_failure: impl FnOnce() + Send + 'static,
         filter: Option<seccompiler::BpfProgram>,
+        mut exit_report: Option<crate::exit_report::ExitReport>,
     ) -> std::io::Result<Self> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -99,6 +103,9 @@ impl DevicesThread {
                     Source::Queue { device, queue },
                 )?;
             }
+        }
+        if let Some(report) = &exit_report {
+            watch(&epoll, &mut sources, report.timer_fd(), Source::ExitReport)?;
         }
         let mut watches: Vec<Vec<Watch>> = Vec::new();
         for (device, served) in devices.iter().enumerate() {
@@ -137,7 +144,11 @@ impl DevicesThread {
                     &mut watches,
                     &stop_fd,
                     &terminate,
+                    exit_report.as_mut(),
                 );
+                if let Some(report) = &exit_report {
+                    report.write();
+                }
                 if result.is_err() {
                     on_failure();
                 }
@@ -186,6 +197,7 @@ fn serve(
     watches: &mut [Vec<Watch>],
     stop: &EventFd,
     terminate: &EventFd,
+    mut exit_report: Option<&mut crate::exit_report::ExitReport>,
 ) -> Result<(), DeviceError> {
     let mut events = vec![EpollEvent::default(); 32];
     loop {
@@ -208,6 +220,12 @@ fn serve(
                 Source::Terminate => {
                     let _ = terminate.read();
                     crate::stop::request();
+                    continue;
+                }
+                Source::ExitReport => {
+                    if let Some(report) = exit_report.as_deref_mut() {
+                        report.tick();
+                    }
                     continue;
                 }
                 Source::Queue { device, queue } => {

@@ -24,11 +24,12 @@ const STATS_TYPE_PEAK: u32 = 2;
 /// Named counters read from a VM or vCPU stats file.
 pub type Counters = BTreeMap<String, u64>;
 
-/// Reads the scalar statistics of a VM or vCPU fd.
+/// Opens the binary statistics file of a VM or vCPU fd (a descriptor of
+/// its own, readable from any thread for as long as it is open).
 ///
 /// # Errors
-/// When the kernel has no binary statistics or the file is malformed.
-pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
+/// When the kernel has no binary statistics.
+pub fn open(fd: &impl AsRawFd) -> std::io::Result<File> {
     // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd or -1;
     // `fd` is a VM or vCPU fd that outlives the call.
     let raw = unsafe { ioctl(fd, KVM_GET_STATS_FD()) };
@@ -36,7 +37,56 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `raw` is a fresh fd owned by nobody else.
-    let file = unsafe { File::from_raw_fd(raw) };
+    Ok(unsafe { File::from_raw_fd(raw) })
+}
+
+/// Reads the scalar statistics of a VM or vCPU fd.
+///
+/// # Errors
+/// When the kernel has no binary statistics or the file is malformed.
+pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
+    read_file(&open(fd)?)
+}
+
+/// Reads every scalar counter of an open statistics file.
+///
+/// # Errors
+/// When the file is malformed.
+pub fn read_file(file: &File) -> std::io::Result<Counters> {
+    let mut out = Counters::new();
+    for (name, at) in scalars(file)? {
+        let mut value = [0u8; 8];
+        file.read_exact_at(&mut value, at)?;
+        out.insert(name, u64::from_le_bytes(value));
+    }
+    Ok(out)
+}
+
+/// Where counter `name`'s value sits in an open statistics file (read it
+/// with [`value_at`]), if the kernel has it.
+///
+/// # Errors
+/// When the file is malformed.
+pub fn offset_of(file: &File, name: &str) -> std::io::Result<Option<u64>> {
+    Ok(scalars(file)?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, at)| at))
+}
+
+/// The counter at `at` of an open statistics file, now.
+///
+/// # Errors
+/// When it cannot be read.
+pub fn value_at(file: &File, at: u64) -> std::io::Result<u64> {
+    let mut value = [0u8; 8];
+    file.read_exact_at(&mut value, at)?;
+    Ok(u64::from_le_bytes(value))
+}
+
+/// The scalar counters a statistics file describes: each name and the
+/// file offset of its value.
+fn scalars(file: &File) -> std::io::Result<Vec<(String, u64)>> {
     let mut header = [0u8; 24];
     file.read_exact_at(&mut header, 0)?;
     let word =
@@ -53,7 +103,7 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
     }
     let mut descs = vec![0u8; desc_size * num_desc];
     file.read_exact_at(&mut descs, desc_offset)?;
-    let mut out = Counters::new();
+    let mut out = Vec::new();
     for d in descs.chunks_exact(desc_size) {
         let flags = word(d, 0);
         let size = u16::from_le_bytes([d[6], d[7]]);
@@ -71,9 +121,7 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
         let name = String::from_utf8_lossy(
             &name_bytes[..name_bytes.iter().position(|&b| b == 0).unwrap_or(name_size)],
         );
-        let mut value = [0u8; 8];
-        file.read_exact_at(&mut value, data_offset + offset)?;
-        out.insert(name.into_owned(), u64::from_le_bytes(value));
+        out.push((name.into_owned(), data_offset + offset));
     }
     Ok(out)
 }
