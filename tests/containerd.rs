@@ -91,6 +91,27 @@ impl Containerd {
         child.wait_with_output().expect("wait for ctr")
     }
 
+    /// `ctr image pull` from the test's plain-HTTP registry, unpacked for
+    /// the native snapshotter (the scratch directory may itself be on
+    /// overlayfs, where an overlay snapshotter cannot mount).
+    fn pull(&self, reference: &str) {
+        let pull = self.ctr(&[
+            "image",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            reference,
+        ]);
+        assert!(
+            pull.status.success(),
+            "ctr image pull: {}{}\ncontainerd log:\n{}",
+            stdout(&pull),
+            stderr(&pull),
+            self.log()
+        );
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
@@ -146,23 +167,7 @@ fn containerd_pulls_and_unpacks_the_container_form_and_it_boots() {
     assert!(stderr(&again).contains("0 of 2 blobs uploaded"));
 
     let ctrd = Containerd::start("pull");
-    // The native snapshotter: the scratch directory may itself be on
-    // overlayfs, where an overlay snapshotter cannot mount.
-    let pull = ctrd.ctr(&[
-        "image",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        "native",
-        &reference,
-    ]);
-    assert!(
-        pull.status.success(),
-        "ctr image pull: {}{}\ncontainerd log:\n{}",
-        stdout(&pull),
-        stderr(&pull),
-        ctrd.log()
-    );
+    ctrd.pull(&reference);
     let listed = stdout(&ctrd.ctr(&["image", "ls"]));
     assert!(listed.contains(&digest), "{listed}");
 
@@ -235,15 +240,7 @@ fn ctr_runs_a_kiln_image_as_a_task_through_the_shim() {
         "push --containerd",
     );
     let ctrd = Containerd::start("shim");
-    let pull = ctrd.ctr(&[
-        "image",
-        "pull",
-        "--plain-http",
-        "--snapshotter",
-        "native",
-        &reference,
-    ]);
-    assert!(pull.status.success(), "ctr image pull: {}", stderr(&pull));
+    ctrd.pull(&reference);
     let run = |extra: &[&str], id: &str, args: &[&str], input: &[u8]| {
         let mut all = vec![
             "run",

@@ -314,14 +314,7 @@ impl KilnTask {
                 &publisher,
                 &namespace,
                 topics::TASK_EXIT_EVENT_TOPIC,
-                Box::new(TaskExit {
-                    container_id: id.clone(),
-                    id,
-                    pid,
-                    exit_status: status,
-                    exited_at: MessageField::some(timestamp(exited_at)),
-                    ..Default::default()
-                }),
+                exit_event(&id, pid, status, exited_at),
             );
         });
         self.publish(
@@ -394,13 +387,7 @@ impl KilnTask {
                 self.state.1.notify_all();
                 self.publish(
                     topics::TASK_EXIT_EVENT_TOPIC,
-                    Box::new(TaskExit {
-                        container_id: self.id.clone(),
-                        id: self.id.clone(),
-                        exit_status: status,
-                        exited_at: MessageField::some(timestamp(exited_at)),
-                        ..Default::default()
-                    }),
+                    exit_event(&self.id, 0, status, exited_at),
                 );
                 Ok(())
             }
@@ -486,6 +473,18 @@ fn publish(publisher: &RemotePublisher, namespace: &str, topic: &str, event: Box
     if let Err(e) = publisher.publish(Context::default(), topic, namespace, event) {
         containerd_shim::warn!("publishing {topic}: {e}");
     }
+}
+
+/// containerd's event for the end of task `id`'s process.
+fn exit_event(id: &str, pid: u32, status: u32, exited_at: (i64, i32)) -> Box<TaskExit> {
+    Box::new(TaskExit {
+        container_id: id.into(),
+        id: id.into(),
+        pid,
+        exit_status: status,
+        exited_at: MessageField::some(timestamp(exited_at)),
+        ..Default::default()
+    })
 }
 
 /// Now, as seconds and nanoseconds since the epoch.
