@@ -301,6 +301,21 @@ fn ctr_runs_a_kiln_image_as_a_task_through_the_shim() {
     assert!(o.status.success(), "{}", why(&o));
     assert_eq!(stdout(&o), "got first\ngot second\neof\n", "{}", why(&o));
 
+    // A terminal: ctr run -t, itself on a terminal `script` gives it.
+    let ctr_run_t = format!(
+        "ctr --address {} --namespace kiln-test run -t --runtime io.containerd.kiln.v1 \
+         --snapshotter native {reference} tty \
+         sh -c '[ -t 0 ] && [ -t 1 ] && echo on-a-terminal; exit 4'",
+        ctrd.dir.join("c.sock").display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &ctr_run_t, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    assert_eq!(o.status.code(), Some(4), "{}", why(&o));
+    assert!(stdout(&o).contains("on-a-terminal"), "{}", why(&o));
+
     // A detached task writing to a log file; kill ends it, delete cleans up.
     let log = ctrd.dir.join("task.log");
     let log_uri = format!("file://{}", log.display());
@@ -374,7 +389,7 @@ fn ctr_runs_a_kiln_image_as_a_task_through_the_shim() {
         !mounts.contains("/server/rootfs") && !mounts.contains("/pod/rootfs"),
         "the task's rootfs is unmounted: {mounts}"
     );
-    for id in ["defaults", "status", "stdin", "server", "pod"] {
+    for id in ["defaults", "status", "stdin", "tty", "server", "pod"] {
         let rm = ctrd.ctr(&["container", "rm", id]);
         assert!(rm.status.success(), "container rm {id}: {}", why(&rm));
     }

@@ -232,12 +232,16 @@ impl Spec {
     }
 
     /// `kiln run`'s arguments for this spec: the image, `-i` when the
-    /// task has a standard input, the environment, memory and vCPUs from
-    /// the resource limits, and the program's arguments after `--`.
-    pub fn run_args(&self, image: &Path, interactive: bool) -> Vec<OsString> {
+    /// task has a standard input, `-t` when it has a terminal, the
+    /// environment, memory and vCPUs from the resource limits, and the
+    /// program's arguments after `--`.
+    pub fn run_args(&self, image: &Path, interactive: bool, terminal: bool) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["run".into(), image.into()];
         if interactive {
             args.push("-i".into());
+        }
+        if terminal {
+            args.push("-t".into());
         }
         for pair in &self.process.env {
             if pair != CONTAINERD_DEFAULT_PATH {
@@ -303,7 +307,7 @@ mod tests {
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"cwd":"/"}}"#,
         );
         assert_eq!(
-            strings(spec.run_args(Path::new("/b/rootfs/kiln/image.kiln"), false)),
+            strings(spec.run_args(Path::new("/b/rootfs/kiln/image.kiln"), false, false)),
             ["run", "/b/rootfs/kiln/image.kiln"]
         );
     }
@@ -317,11 +321,12 @@ mod tests {
                 "cpu":{"quota":150000,"period":100000}}}}"#,
         );
         assert_eq!(
-            strings(spec.run_args(Path::new("/i.kiln"), true)),
+            strings(spec.run_args(Path::new("/i.kiln"), true, true)),
             [
                 "run",
                 "/i.kiln",
                 "-i",
+                "-t",
                 "-e",
                 "GREETING=hello world",
                 "-e",

@@ -1,10 +1,11 @@
 //! The task's standard streams. containerd hands the shim paths: FIFOs
 //! its client (ctr, the CRI plugin) reads and writes, `file://` URIs for
-//! log files, or nothing at all.
+//! log files, or nothing at all; a task with a terminal gets a
+//! pseudo-terminal between the program and the FIFOs.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -32,6 +33,9 @@ pub enum StdioError {
     /// No pipe for standard input.
     #[error("making a pipe for the task's stdin: {0}")]
     Pipe(io::Error),
+    /// No pseudo-terminal for a task that asked for one.
+    #[error("making the task's terminal: {0}")]
+    Pty(io::Error),
 }
 
 /// Where `stream` (stdout or stderr) goes: nowhere when containerd gave
@@ -45,8 +49,13 @@ pub enum StdioError {
 /// # Errors
 /// [`StdioError`] naming the stream.
 pub fn output(stream: &'static str, path: &str) -> Result<Stdio, StdioError> {
+    Ok(open_output(stream, path)?.map_or_else(Stdio::null, Stdio::from))
+}
+
+/// The file behind [`output`]; `None` when containerd gave no path.
+fn open_output(stream: &'static str, path: &str) -> Result<Option<File>, StdioError> {
     if path.is_empty() {
-        return Ok(Stdio::null());
+        return Ok(None);
     }
     let open_error = |path: &str| {
         let path = PathBuf::from(path);
@@ -62,7 +71,7 @@ pub fn output(stream: &'static str, path: &str) -> Result<Stdio, StdioError> {
             .append(true)
             .open(file)
             .map_err(open_error(file))?;
-        return Ok(log.into());
+        return Ok(Some(log));
     }
     if path.contains("://") {
         return Err(StdioError::Scheme {
@@ -75,7 +84,7 @@ pub fn output(stream: &'static str, path: &str) -> Result<Stdio, StdioError> {
         .write(true)
         .open(path)
         .map_err(open_error(path))?;
-    Ok(fifo.into())
+    Ok(Some(fifo))
 }
 
 /// The program's standard input: the read end of a pipe a thread fills
@@ -87,19 +96,93 @@ pub fn output(stream: &'static str, path: &str) -> Result<Stdio, StdioError> {
 /// [`StdioError::Pipe`].
 pub fn input(path: &str) -> Result<Stdio, StdioError> {
     let (reader, writer) = pipe().map_err(StdioError::Pipe)?;
-    let fifo = PathBuf::from(path);
-    std::thread::spawn(move || {
-        let mut writer = File::from(writer);
-        // Blocks until the client opens its end; ends with the client's
-        // end-of-file or when the program has gone (EPIPE).
-        match File::open(&fifo) {
-            Ok(mut source) => {
-                let _ = io::copy(&mut source, &mut writer);
-            }
-            Err(e) => containerd_shim::warn!("opening the task's stdin {}: {e}", fifo.display()),
-        }
-    });
+    pump_from_fifo(path, File::from(writer));
     Ok(reader.into())
+}
+
+/// Copies what the client writes into the FIFO at `path` to `sink`, on a
+/// thread: the open waits for the client's end; the copy ends with the
+/// client's end-of-file or when the program has gone (EPIPE, EIO).
+fn pump_from_fifo(path: &str, mut sink: File) {
+    let fifo = PathBuf::from(path);
+    std::thread::spawn(move || match File::open(&fifo) {
+        Ok(mut source) => {
+            let _ = io::copy(&mut source, &mut sink);
+        }
+        Err(e) => containerd_shim::warn!("opening the task's stdin {}: {e}", fifo.display()),
+    });
+}
+
+/// A task's terminal (`ctr run -t`, a pod's `tty: true`): a
+/// pseudo-terminal whose child side is the program's three streams and
+/// whose parent side the shim copies to and from the client's FIFOs.
+pub struct Terminal {
+    /// The parent side, kept for resizes.
+    master: File,
+}
+
+/// A new terminal wired to the FIFOs `stdin` (may be empty) and
+/// `stdout`; the returned descriptor is the child side, for the program.
+///
+/// # Errors
+/// [`StdioError`] when the pseudo-terminal or a FIFO cannot be opened.
+pub fn terminal(stdin: &str, stdout: &str) -> Result<(Terminal, OwnedFd), StdioError> {
+    let (mut master, mut child) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the two integers; the
+    // name, termios and size arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut child,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(StdioError::Pty(io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned by no one
+    // else.
+    let (master, child) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(child)) };
+    for fd in [master.as_raw_fd(), child.as_raw_fd()] {
+        // SAFETY: F_SETFD on a descriptor this function owns: neither side
+        // leaks into the program beyond its three standard streams.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    if !stdin.is_empty() {
+        pump_from_fifo(stdin, master.try_clone().map_err(StdioError::Pty)?);
+    }
+    if let Some(mut out) = open_output("stdout", stdout)? {
+        let mut source = master.try_clone().map_err(StdioError::Pty)?;
+        // Ends with EIO once the program (the last holder of the child
+        // side) has gone; dropping `out` then ends the client's copy.
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut source, &mut out);
+        });
+    }
+    Ok((Terminal { master }, child))
+}
+
+impl Terminal {
+    /// Gives the terminal a new size; the program gets SIGWINCH.
+    ///
+    /// # Errors
+    /// When the ioctl fails.
+    pub fn resize(&self, columns: u16, rows: u16) -> io::Result<()> {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which
+        // lives across the call.
+        if unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// A close-on-exec pipe: (read end, write end).

@@ -4,6 +4,7 @@
 //! process ends.
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -133,6 +134,10 @@ struct Record {
     stdin: String,
     stdout: String,
     stderr: String,
+    /// Whether the task asked for a terminal.
+    wants_terminal: bool,
+    /// Its terminal, once started.
+    terminal: Option<stdio::Terminal>,
     phase: Phase,
 }
 
@@ -195,12 +200,6 @@ impl KilnTask {
         if guard.is_some() || req.id != self.id {
             return Err(TaskError::Exists(req.id));
         }
-        if req.terminal {
-            return Err(TaskError::Unsupported(
-                "kiln's shim does not give a task a terminal yet: run it without -t \
-                 (its stdin, stdout and stderr are wired as pipes)",
-            ));
-        }
         if !req.checkpoint.is_empty() {
             return Err(TaskError::Unsupported(
                 "kiln's shim does not restore containerd checkpoints (use kiln run --from-snapshot)",
@@ -213,7 +212,9 @@ impl KilnTask {
             Program::PodSandbox
         } else {
             match bundle.image() {
-                Ok(image) => Program::Kiln(spec.run_args(&image, !req.stdin.is_empty())),
+                Ok(image) => {
+                    Program::Kiln(spec.run_args(&image, !req.stdin.is_empty(), req.terminal))
+                }
                 Err(e) => {
                     let _ = bundle.unmount_rootfs();
                     return Err(e.into());
@@ -226,6 +227,8 @@ impl KilnTask {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
+            wants_terminal: req.terminal,
+            terminal: None,
             phase: Phase::Created,
         });
         drop(guard);
@@ -258,13 +261,6 @@ impl KilnTask {
                 wanted: "only a created task starts",
             });
         }
-        let stdin = if record.stdin.is_empty() {
-            std::process::Stdio::null()
-        } else {
-            stdio::input(&record.stdin)?
-        };
-        let stdout = stdio::output("stdout", &record.stdout)?;
-        let stderr = stdio::output("stderr", &record.stderr)?;
         let (program, args) = match &record.program {
             Program::Kiln(args) => (
                 kiln_builder::daemon::companion("KILN_BIN", "kiln"),
@@ -275,24 +271,57 @@ impl KilnTask {
                 vec![crate::PAUSE_ARG.into()],
             ),
         };
+        let mut command = Command::new(&program);
+        command.args(&args).current_dir(record.bundle.dir());
+        let mut terminal = None;
+        if record.wants_terminal {
+            let (pty, child_side) = stdio::terminal(&record.stdin, &record.stdout)?;
+            let clone = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone()
+                    .map_err(|e| TaskError::Stdio(StdioError::Pty(e)))
+            };
+            command
+                .stdin(clone(&child_side)?)
+                .stdout(clone(&child_side)?)
+                .stderr(child_side);
+            // SAFETY: setsid and ioctl are async-signal-safe and touch no
+            // memory of the parent: the program leads a session of its own
+            // whose controlling terminal is its stdin, so a resize reaches
+            // it as SIGWINCH.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            terminal = Some(pty);
+        } else {
+            let stdin = if record.stdin.is_empty() {
+                std::process::Stdio::null()
+            } else {
+                stdio::input(&record.stdin)?
+            };
+            command
+                .stdin(stdin)
+                .stdout(stdio::output("stdout", &record.stdout)?)
+                .stderr(stdio::output("stderr", &record.stderr)?);
+        }
         // Subscribed before the spawn: the reaper may see the exit before
         // this function returns.
         let exits = monitor_subscribe(Topic::Pid).map_err(|e| TaskError::Spawn {
             program: program.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let child = Command::new(&program)
-            .args(&args)
-            .current_dir(record.bundle.dir())
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
+        let child = command
             .spawn()
             .map_err(|source| TaskError::Spawn { program, source })?;
         let pid = child.id();
         // Never waited for here: the crate's reaper collects it.
         drop(child);
         record.phase = Phase::Running { pid };
+        record.terminal = terminal;
         drop(guard);
         let state = self.state.clone();
         let publisher = self.publisher.clone();
@@ -559,6 +588,28 @@ impl containerd_shim::Task for KilnTask {
             processes,
             ..Default::default()
         })
+    }
+
+    fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        let mut guard = self.lock();
+        let record = self.record(&mut guard, &req.id, &req.exec_id)?;
+        let Some(terminal) = &record.terminal else {
+            return Err(TaskError::WrongState {
+                id: req.id,
+                state: record.phase.name(),
+                wanted: "only a running task with a terminal is resized",
+            }
+            .into());
+        };
+        let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        terminal
+            .resize(clamp(req.width), clamp(req.height))
+            .map_err(|e| TaskError::Stdio(StdioError::Pty(e)))?;
+        Ok(api::Empty::default())
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
