@@ -580,6 +580,10 @@ fn restart_policies_follow_logs_and_the_cli_start_kilnd_on_demand() {
             "flaky",
             "--restart",
             "on-failure:2",
+            "--log-opt",
+            "max-size=1m",
+            "--log-opt",
+            "max-file=2",
             "--memory",
             "32",
             image,
@@ -602,6 +606,10 @@ fn restart_policies_follow_logs_and_the_cli_start_kilnd_on_demand() {
     let out = ok(kiln(&["logs", "-f", "flaky"]), "kiln logs -f");
     assert_eq!(stdout(&out), "attempt\n".repeat(3));
     let vm = guard.vm("flaky");
+    assert_eq!(
+        vm["config"]["log_opts"],
+        json!(["max-size=1m", "max-file=2"])
+    );
     assert_eq!(
         (
             vm["status"].clone(),
@@ -978,4 +986,82 @@ fn metrics_count_appliances_restarts_boots_and_memory_in_prometheus_format() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("kiln_vm_boot_seconds_count 3"));
     assert!(scrape("/v1/vms").starts_with("HTTP/1.1 404"));
+}
+
+/// Whether `text` is lines `line N` with N counting up by one, ending at
+/// `last`.
+fn counts_up_to(text: &str, last: u32) -> bool {
+    let numbers: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.split(' ').next()?.parse().ok())
+        .collect();
+    numbers.len() == text.lines().count()
+        && numbers.last() == Some(&last)
+        && numbers.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[test]
+fn logs_rotate_at_their_limit_and_are_read_across_files() {
+    if !kvm_or_skip("kilnd_log_rotation") {
+        return;
+    }
+    let image = busybox("kilnd-logrot");
+    let kilnd = Kilnd::start("kilnd-logrot-home");
+    // 300 lines of ~60 bytes, in bursts, into a log of at most two 4 KiB
+    // files.
+    let script = "i=0; while [ $i -lt 300 ]; do \
+                  echo \"line $i ..................................................\"; \
+                  i=$((i+1)); [ $((i % 50)) = 0 ] && sleep 0.2; done; true";
+    let mut body = create_body("chatty", &image, script);
+    body["log_opts"] = json!(["max-size=4k", "max-file=2"]);
+    let (status, _, answer) = kilnd.call("POST", "/v1/vms", Some(&body));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    // Following from the start reads on through every rotation: the lines
+    // it gets count up without a gap to the last one.
+    let (status, _, followed) = kilnd.call("GET", "/v1/vms/chatty/logs?follow=1", None);
+    assert_eq!(status, 200);
+    let followed = String::from_utf8_lossy(&followed).into_owned();
+    assert!(counts_up_to(&followed, 299), "{followed}");
+    kilnd.wait_status("chatty", "exited");
+
+    // On disk: the current file and one rotated, each within the limit.
+    let vm = kilnd.vm("chatty");
+    let log = PathBuf::from(vm["log_path"].as_str().unwrap());
+    let dir = log.parent().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("log"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["log", "log.1"]);
+    for name in &names {
+        assert!(std::fs::metadata(dir.join(name)).unwrap().len() <= 4096);
+    }
+    // Reading gives the rotated file, then the current one; a tail may
+    // start in the rotated file.
+    let all = kilnd.logs("chatty");
+    assert!(counts_up_to(&all, 299), "{all}");
+    assert!(all.len() > 4096, "both files are read: {} bytes", all.len());
+    let current_lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    let (status, _, tail) = kilnd.call(
+        "GET",
+        &format!("/v1/vms/chatty/logs?tail={}", current_lines + 2),
+        None,
+    );
+    assert_eq!(status, 200);
+    let tail = String::from_utf8_lossy(&tail).into_owned();
+    assert_eq!(tail.lines().count(), current_lines + 2);
+    assert!(counts_up_to(&tail, 299), "{tail}");
+
+    // A limit kiln does not know is refused, naming it.
+    body["name"] = json!("refused");
+    body["log_opts"] = json!(["max-size=1k"]);
+    let (status, _, answer) = kilnd.call("POST", "/v1/vms", Some(&body));
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("max-size=1k"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }

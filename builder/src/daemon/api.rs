@@ -47,6 +47,10 @@ pub struct CreateVm {
     /// Restart policy: `no` (default), `on-failure[:MAX]`, `always`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
+    /// Log limits as docker's `--log-opt`: `max-size=SIZE` (default
+    /// 20m), `max-file=N` (default 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_opts: Vec<String>,
 }
 
 /// `201` to a create.
@@ -114,7 +118,8 @@ pub struct VmDetails {
     pub finished_at: Option<f64>,
     /// The `kiln run` command line its monitor runs.
     pub command: Vec<String>,
-    /// Its log file (the VM's standard output and error).
+    /// Its log file (the VM's standard output and error; older output in
+    /// `LOG.1`, `LOG.2`, … as `log_opts` allows).
     pub log_path: String,
 }
 

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod client;
 pub mod http;
+pub mod logfile;
 pub mod metrics;
 pub mod monitor;
 pub mod record;

@@ -5,11 +5,14 @@
 //! while the VMs run on (containerd's shims play this part for
 //! containers). A VM whose monitor dies gets SIGTERM and ends in order.
 
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::api::{Event, RestartPolicy, Status};
+use super::logfile::{LogLimits, RotatingLog};
 use super::record::{self, MonitorState, Root, VmDir};
 
 /// The first wait before a restart; doubled after each quick failure up to
@@ -47,6 +50,10 @@ pub fn stop_requested(dir: &VmDir) -> Option<i32> {
 
 /// Runs the appliance in `dir` (of kilnd's `root`) until it ends for good.
 ///
+/// The VM's output goes through a pipe to a thread that writes the
+/// appliance's log within its limits ([`super::logfile`]); the pipe lives
+/// as long as the monitor, so restarts share one writer.
+///
 /// # Errors
 /// When its config cannot be read or its state not written.
 pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
@@ -54,6 +61,59 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
         "reading {}",
         dir.path().join("config.json").display()
     )))?;
+    let limits = LogLimits::parse(&config.spec.log_opts).unwrap_or_default();
+    let mut log = RotatingLog::open(&dir.log(), limits)
+        .map_err(io(format!("opening {}", dir.log().display())))?;
+    let (mut reader, writer) = pipe().map_err(io("making the log's pipe"))?;
+    let (drained, drained_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = log.write(&buf[..n]) {
+                        eprintln!("kilnd monitor: writing the log: {e}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = drained.send(());
+    });
+    let result = supervise(root, dir, &config, writer);
+    // Whatever the VM wrote last reaches the log before the monitor ends
+    // (not waiting forever on a helper that kept the pipe open).
+    let _ = drained_rx.recv_timeout(Duration::from_secs(2));
+    result
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by no one
+    // else.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// The restart loop of [`run`]; `output` is the log pipe's write end,
+/// each run's stdout and stderr.
+fn supervise(
+    root: &Root,
+    dir: &VmDir,
+    config: &record::VmConfig,
+    output: OwnedFd,
+) -> Result<(), MonitorError> {
     let policy: RestartPolicy = config
         .spec
         .restart
@@ -78,14 +138,8 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
     let kiln = super::companion("KILN_BIN", "kiln");
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.log())
-            .map_err(io(format!("opening {}", dir.log().display())))?;
-        let err_log = log
-            .try_clone()
-            .map_err(io(format!("opening {}", dir.log().display())))?;
+        let log = output.try_clone().map_err(io("sharing the log's pipe"))?;
+        let err_log = output.try_clone().map_err(io("sharing the log's pipe"))?;
         let mut command = Command::new(&kiln);
         command
             .args(&config.command)

@@ -646,16 +646,31 @@ impl Daemon {
         follow: bool,
         stream: &UnixStream,
     ) {
-        use std::io::{Read, Seek, SeekFrom};
+        use std::io::{Seek, SeekFrom};
         let Ok(mut chunks) = Chunked::start(stream, "text/plain; charset=utf-8") else {
             return;
         };
-        let mut file = std::fs::File::open(dir.log()).ok();
-        let mut offset = 0u64;
-        if let (Some(n), Some(f)) = (tail, file.as_mut()) {
-            offset = tail_offset(f, n).unwrap_or(0);
-        }
+        // The rotated files first, oldest first, from where `tail` starts.
+        let files = super::logfile::files(&dir.log());
+        let (first, mut offset) = match tail {
+            Some(n) => tail_start(&files, n),
+            None => (0, 0),
+        };
         let mut buf = vec![0u8; 64 * 1024];
+        for path in files.iter().skip(first) {
+            if *path == dir.log() {
+                break;
+            }
+            if let Ok(mut f) = std::fs::File::open(path) {
+                if f.seek(SeekFrom::Start(offset)).is_ok()
+                    && send_rest(&mut f, &mut buf, &mut chunks).is_err()
+                {
+                    return;
+                }
+            }
+            offset = 0;
+        }
+        let mut file = std::fs::File::open(dir.log()).ok();
         loop {
             if file.is_none() {
                 file = std::fs::File::open(dir.log()).ok();
@@ -663,21 +678,29 @@ impl Daemon {
             // Whether it still runs is read before the log: what it wrote
             // before ending is then read in this round.
             let up = follow && Self::is_up(dir);
+            let mut rotated = false;
             if let Some(f) = file.as_mut() {
                 if f.seek(SeekFrom::Start(offset)).is_err() {
                     return;
                 }
-                loop {
-                    match f.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            offset += n as u64;
-                            if chunks.send(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
+                match send_rest(f, &mut buf, &mut chunks) {
+                    Ok(n) => offset += n,
+                    Err(_) => return,
                 }
+                // The monitor rotated the log: the rest of this file, then
+                // the next newer one from its start.
+                rotated = follow && !same_file(f, &dir.log());
+                if rotated {
+                    if send_rest(f, &mut buf, &mut chunks).is_err() {
+                        return;
+                    }
+                    let newer = newer_log_file(f, &dir.log());
+                    file = std::fs::File::open(newer).ok();
+                    offset = 0;
+                }
+            }
+            if rotated {
+                continue;
             }
             if !up || peer_gone(stream, FOLLOW_POLL) {
                 break;
@@ -759,6 +782,72 @@ fn peer_gone(stream: &UnixStream, wait: Duration) -> bool {
 }
 
 /// Where the last `lines` lines of `file` start.
+/// Sends what is left of `file` from where it stands; how much.
+fn send_rest(
+    file: &mut std::fs::File,
+    buf: &mut [u8],
+    chunks: &mut Chunked<'_>,
+) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut sent = 0u64;
+    loop {
+        match file.read(buf) {
+            Ok(0) | Err(_) => return Ok(sent),
+            Ok(n) => {
+                sent += n as u64;
+                chunks.send(&buf[..n])?;
+            }
+        }
+    }
+}
+
+/// The log file written after `file` (a rotated one): the next newer
+/// of `log`'s files, found by inode since rotation renames them all.
+fn newer_log_file(file: &std::fs::File, log: &Path) -> PathBuf {
+    let files = super::logfile::files(log);
+    files
+        .iter()
+        .position(|p| same_file(file, p))
+        .and_then(|i| files.get(i + 1))
+        .or(files.first())
+        .cloned()
+        .unwrap_or_else(|| log.to_path_buf())
+}
+
+/// Whether `file` is still the file at `path` (not renamed away).
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => true,
+    }
+}
+
+/// Where the last `lines` lines of the log `files` (oldest first) begin:
+/// the file's index and the offset in it.
+fn tail_start(files: &[PathBuf], lines: usize) -> (usize, u64) {
+    let mut left = lines;
+    for (i, path) in files.iter().enumerate().rev() {
+        let Ok(mut f) = std::fs::File::open(path) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read(path) else {
+            continue;
+        };
+        let body = text.strip_suffix(b"\n").unwrap_or(&text);
+        let count = if body.is_empty() && text.is_empty() {
+            0
+        } else {
+            body.iter().filter(|&&b| b == b'\n').count() + 1
+        };
+        if count >= left {
+            return (i, tail_offset(&mut f, left).unwrap_or(0));
+        }
+        left -= count;
+    }
+    (0, 0)
+}
+
 fn tail_offset(file: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
     use std::io::Read;
     let mut all = Vec::new();
@@ -850,6 +939,7 @@ fn command_line(spec: &CreateVm) -> Result<Vec<String>, Failure> {
             .parse::<api::RestartPolicy>()
             .map_err(|e| Failure(400, e))?;
     }
+    super::logfile::LogLimits::parse(&spec.log_opts).map_err(|e| Failure(400, e.to_string()))?;
     let mut args = vec!["run".to_string()];
     if let Some(m) = spec.memory_mib {
         if !(kiln_boot::layout::MIN_MEMORY_MIB..=kiln_boot::layout::MAX_MEMORY_MIB).contains(&m) {

@@ -111,6 +111,10 @@ pub struct Args {
     #[arg(long, value_name = "POLICY", requires = "detach")]
     restart: Option<String>,
 
+    /// Log limit (-d), as docker's: max-size=SIZE (b, k, m, g; default 20m) or max-file=N (files kept, the current one included; default 5); repeatable
+    #[arg(long, value_name = "KEY=VALUE", requires = "detach")]
+    log_opt: Vec<String>,
+
     /// When to pull a REF with a registry: when it is not in the local store,
     /// always (to pick up a moved tag), or never
     #[arg(long, value_enum, default_value_t = Pull::Missing, value_name = "WHEN")]
@@ -236,6 +240,7 @@ fn detach(args: Args, image: &str, store: &kiln_builder::store::Store) -> Result
         image.to_string()
     };
     let request = CreateVm {
+        log_opts: args.log_opt.clone(),
         name: args.name.clone(),
         image,
         args: (!args.args.is_empty()).then(|| args.args.clone()),
