@@ -387,9 +387,11 @@ impl KilnTask {
         let record = self.record(&mut guard, &req.id, &req.exec_id)?;
         match record.phase {
             Phase::Running { pid } => {
-                // SAFETY: kill(2) on our own child, which the reaper has
-                // not collected (it would be Stopped then, under this
-                // lock); no memory is involved.
+                // SAFETY: kill(2) touches no memory. The pid is our
+                // child's; once the reaper collects it, the exit thread
+                // marks the task Stopped under this lock, so only in that
+                // instant could the signal miss (ESRCH, ignored below), as
+                // with containerd's own shims.
                 if unsafe { libc::kill(pid as i32, req.signal as i32) } != 0 {
                     let source = std::io::Error::last_os_error();
                     if source.raw_os_error() != Some(libc::ESRCH) {
