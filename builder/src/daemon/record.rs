@@ -9,6 +9,7 @@
 //! everything back.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,21 +98,46 @@ impl Root {
         self.dir.join("events.jsonl")
     }
 
+    /// The previous event log, once the current one passed
+    /// [`EVENTS_MAX_SIZE`].
+    pub fn old_events(&self) -> PathBuf {
+        self.dir.join("events.jsonl.1")
+    }
+
     /// Appends `event` to the event log (one `write`, on a file opened to
-    /// append: lines from kilnd and the monitors never mix).
+    /// append: lines from kilnd and the monitors never mix). When the log
+    /// has passed [`EVENTS_MAX_SIZE`] it first becomes
+    /// [`Self::old_events`] (replacing the one before), under a lock every
+    /// writer takes, so two writers never rotate twice.
     ///
     /// # Errors
     /// When the log cannot be written.
     pub fn record_event(&self, event: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("events.lock"))?;
+        // SAFETY: flock on a descriptor this function owns; the lock goes
+        // with the descriptor when `lock` is dropped.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = self.events();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= EVENTS_MAX_SIZE) {
+            std::fs::rename(&path, self.old_events())?;
+        }
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.events())?
+            .open(path)?
             .write_all(&line)
     }
 }
+
+/// The size at which the event log is rotated (one older file is kept).
+pub const EVENTS_MAX_SIZE: u64 = 8 << 20;
 
 /// What kilnd decided about an appliance at its creation.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -310,6 +336,47 @@ pub fn now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_log_rotates_past_its_size_keeping_one_older_file() {
+        let dir = std::env::temp_dir().join(format!("kilnd-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = Root::at(dir.clone());
+        // 100 KiB names: about 82 events fill the log.
+        let event = |n: usize| Event {
+            time: n as f64,
+            id: format!("{n}"),
+            name: "x".repeat(100 << 10),
+            action: "start".into(),
+            exit_code: None,
+        };
+        for n in 0..200 {
+            root.record_event(&event(n)).unwrap();
+        }
+        let ids = |path: &Path| -> Vec<usize> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Event>(l)
+                        .unwrap()
+                        .id
+                        .parse()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (old, new) = (ids(&root.old_events()), ids(&root.events()));
+        // Two rotations: the oldest file's events are gone, the rest run on
+        // without a gap to the last.
+        assert!(std::fs::metadata(root.events()).unwrap().len() <= EVENTS_MAX_SIZE + (101 << 10));
+        let all: Vec<usize> = old.iter().chain(&new).copied().collect();
+        assert_eq!(*all.last().unwrap(), 199);
+        assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
+        assert!(all[0] > 0 && old.len() > 40, "{} {}", all[0], old.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn this_process_has_a_start_time_and_a_missing_one_none() {

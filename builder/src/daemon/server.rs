@@ -710,35 +710,42 @@ impl Daemon {
     }
 
     fn events(&self, since: Option<f64>, follow: bool, stream: &UnixStream) {
-        use std::io::{BufRead, BufReader, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
         let Ok(mut chunks) = Chunked::start(stream, "application/x-ndjson") else {
             return;
         };
         let path = self.root.events();
-        // Following without `since`: only what happens from now on.
-        let mut offset = match (follow, since) {
-            (true, None) => std::fs::metadata(&path).map_or(0, |m| m.len()),
-            _ => 0,
+        let inode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
+        // Following without `since`: only what happens from now on;
+        // otherwise the rotated log first.
+        let (mut offset, mut reading) = match (follow, since) {
+            (true, None) => (
+                std::fs::metadata(&path).map_or(0, |m| m.len()),
+                inode(&path),
+            ),
+            _ => {
+                if send_events(&self.root.old_events(), 0, since, &mut chunks).is_err() {
+                    return;
+                }
+                (0, None)
+            }
         };
         loop {
-            if let Ok(mut file) = std::fs::File::open(&path) {
-                if file.seek(SeekFrom::Start(offset)).is_ok() {
-                    let mut reader = BufReader::new(file);
-                    let mut line = String::new();
-                    // Whole lines only: a line being appended is read next
-                    // round.
-                    while matches!(reader.read_line(&mut line), Ok(n) if n > 0)
-                        && line.ends_with('\n')
-                    {
-                        offset += line.len() as u64;
-                        let keep = serde_json::from_str::<Event>(&line)
-                            .is_ok_and(|e| since.is_none_or(|s| e.time >= s));
-                        if keep && chunks.send(line.as_bytes()).is_err() {
-                            return;
-                        }
-                        line.clear();
-                    }
+            let now = inode(&path);
+            if reading.is_some() && now != reading {
+                // Rotated since the last round: the rest of the file being
+                // read (now the old log), then the new one from its start.
+                if inode(&self.root.old_events()) == reading
+                    && send_events(&self.root.old_events(), offset, since, &mut chunks).is_err()
+                {
+                    return;
                 }
+                offset = 0;
+            }
+            reading = now;
+            match send_events(&path, offset, since, &mut chunks) {
+                Ok(end) => offset = end,
+                Err(_) => return,
             }
             if !follow || peer_gone(stream, FOLLOW_POLL) {
                 break;
@@ -746,6 +753,37 @@ impl Daemon {
         }
         let _ = chunks.finish();
     }
+}
+
+/// Sends the whole lines of the event log `path` from `offset` (those at
+/// or after `since`); where it stopped.
+fn send_events(
+    path: &Path,
+    offset: u64,
+    since: Option<f64>,
+    chunks: &mut Chunked<'_>,
+) -> std::io::Result<u64> {
+    use std::io::{BufRead, BufReader, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(offset);
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return Ok(offset);
+    }
+    let mut end = offset;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    // Whole lines only: a line being appended is read next round.
+    while matches!(reader.read_line(&mut line), Ok(n) if n > 0) && line.ends_with('\n') {
+        end += line.len() as u64;
+        let keep =
+            serde_json::from_str::<Event>(&line).is_ok_and(|e| since.is_none_or(|s| e.time >= s));
+        if keep {
+            chunks.send(line.as_bytes())?;
+        }
+        line.clear();
+    }
+    Ok(end)
 }
 
 /// Waits until the VM in `dir` is down; false after `timeout`.
