@@ -22,6 +22,28 @@ pub mod monitor;
 pub mod record;
 pub mod server;
 
+/// A close-on-exec pipe: (read end, write end). The write end becomes a
+/// child's output (an appliance's log, a containerd task's stdin).
+///
+/// # Errors
+/// When the kernel has no descriptors to give.
+pub fn pipe() -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by no one
+    // else.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
 /// The program `name` installed beside this one (kiln and kilnd come
 /// together), unless the environment variable `env` names another.
 pub fn companion(env: &str, name: &str) -> std::path::PathBuf {

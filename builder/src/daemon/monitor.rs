@@ -6,7 +6,7 @@
 //! containers). A VM whose monitor dies gets SIGTERM and ends in order.
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
     let limits = LogLimits::parse(&config.spec.log_opts).unwrap_or_default();
     let mut log = RotatingLog::open(&dir.log(), limits)
         .map_err(io(format!("opening {}", dir.log().display())))?;
-    let (mut reader, writer) = pipe().map_err(io("making the log's pipe"))?;
+    let (mut reader, writer) = super::pipe().map_err(io("making the log's pipe"))?;
     let (drained, drained_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -87,23 +87,6 @@ pub fn run(root: &Root, dir: &VmDir) -> Result<(), MonitorError> {
     // (not waiting forever on a helper that kept the pipe open).
     let _ = drained_rx.recv_timeout(Duration::from_secs(2));
     result
-}
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two descriptors into the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by no one
-    // else.
-    Ok(unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
 }
 
 /// The restart loop of [`run`]; `output` is the log pipe's write end,

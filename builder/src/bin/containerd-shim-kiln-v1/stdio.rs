@@ -95,7 +95,7 @@ fn open_output(stream: &'static str, path: &str) -> Result<Option<File>, StdioEr
 /// # Errors
 /// [`StdioError::Pipe`].
 pub fn input(path: &str) -> Result<Stdio, StdioError> {
-    let (reader, writer) = pipe().map_err(StdioError::Pipe)?;
+    let (reader, writer) = kiln_builder::daemon::pipe().map_err(StdioError::Pipe)?;
     pump_from_fifo(path, File::from(writer));
     Ok(reader.into())
 }
@@ -183,18 +183,6 @@ impl Terminal {
         }
         Ok(())
     }
-}
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two descriptors into the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by no one
-    // else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]
