@@ -724,7 +724,7 @@ impl Daemon {
                 inode(&path),
             ),
             _ => {
-                if send_events(&self.root.old_events(), 0, since, &mut chunks).is_err() {
+                if send_events(&self.root.old_events(), 0, since, &mut chunks, None).is_err() {
                     return;
                 }
                 (0, None)
@@ -736,14 +736,15 @@ impl Daemon {
                 // Rotated since the last round: the rest of the file being
                 // read (now the old log), then the new one from its start.
                 if inode(&self.root.old_events()) == reading
-                    && send_events(&self.root.old_events(), offset, since, &mut chunks).is_err()
+                    && send_events(&self.root.old_events(), offset, since, &mut chunks, reading)
+                        .is_err()
                 {
                     return;
                 }
                 offset = 0;
             }
             reading = now;
-            match send_events(&path, offset, since, &mut chunks) {
+            match send_events(&path, offset, since, &mut chunks, now) {
                 Ok(end) => offset = end,
                 Err(_) => return,
             }
@@ -756,17 +757,24 @@ impl Daemon {
 }
 
 /// Sends the whole lines of the event log `path` from `offset` (those at
-/// or after `since`); where it stopped.
+/// or after `since`); where it stopped. With `inode`, only when the file
+/// opened is still that one (a rotation in between is left to the
+/// caller's next round).
 fn send_events(
     path: &Path,
     offset: u64,
     since: Option<f64>,
     chunks: &mut Chunked<'_>,
+    inode: Option<u64>,
 ) -> std::io::Result<u64> {
     use std::io::{BufRead, BufReader, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
     let Ok(mut file) = std::fs::File::open(path) else {
         return Ok(offset);
     };
+    if inode.is_some() && file.metadata().ok().map(|m| m.ino()) != inode {
+        return Ok(offset);
+    }
     if file.seek(SeekFrom::Start(offset)).is_err() {
         return Ok(offset);
     }
