@@ -874,9 +874,6 @@ fn same_file(file: &std::fs::File, path: &Path) -> bool {
 fn tail_start(files: &[PathBuf], lines: usize) -> (usize, u64) {
     let mut left = lines;
     for (i, path) in files.iter().enumerate().rev() {
-        let Ok(mut f) = std::fs::File::open(path) else {
-            continue;
-        };
         let Ok(text) = std::fs::read(path) else {
             continue;
         };
@@ -887,20 +884,18 @@ fn tail_start(files: &[PathBuf], lines: usize) -> (usize, u64) {
             body.iter().filter(|&&b| b == b'\n').count() + 1
         };
         if count >= left {
-            return (i, tail_offset(&mut f, left).unwrap_or(0));
+            return (i, tail_offset(&text, left));
         }
         left -= count;
     }
     (0, 0)
 }
 
-fn tail_offset(file: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
-    use std::io::Read;
-    let mut all = Vec::new();
-    file.read_to_end(&mut all)?;
-    let body = all.strip_suffix(b"\n").unwrap_or(&all);
+/// Where the last `lines` lines of a log's text begin.
+fn tail_offset(all: &[u8], lines: usize) -> u64 {
+    let body = all.strip_suffix(b"\n").unwrap_or(all);
     if lines == 0 {
-        return Ok(all.len() as u64);
+        return all.len() as u64;
     }
     let start = body
         .iter()
@@ -909,7 +904,7 @@ fn tail_offset(file: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
         .filter(|(_, b)| **b == b'\n')
         .nth(lines - 1)
         .map_or(0, |(i, _)| i + 1);
-    Ok(start as u64)
+    start as u64
 }
 
 /// A signal by name (`KILL`, `SIGTERM`, …) or number.
@@ -1086,12 +1081,10 @@ mod tests {
     fn the_last_lines_of_a_log_are_found() {
         let path = std::env::temp_dir().join(format!("kilnd-tail-{}", std::process::id()));
         std::fs::write(&path, "a\nb\nc\n").unwrap();
-        let mut f = std::fs::File::open(&path).unwrap();
-        assert_eq!(tail_offset(&mut f, 2).unwrap(), 2);
-        let mut f = std::fs::File::open(&path).unwrap();
-        assert_eq!(tail_offset(&mut f, 10).unwrap(), 0);
-        let mut f = std::fs::File::open(&path).unwrap();
-        assert_eq!(tail_offset(&mut f, 0).unwrap(), 6);
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(tail_offset(&text, 2), 2);
+        assert_eq!(tail_offset(&text, 10), 0);
+        assert_eq!(tail_offset(&text, 0), 6);
         std::fs::remove_file(&path).unwrap();
     }
 
