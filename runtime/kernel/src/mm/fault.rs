@@ -103,7 +103,14 @@ impl AddressSpace {
             }
             Backing::Image { phys, offset } => {
                 let source = phys + offset + (page - vma.start);
-                if write {
+                // A writable private mapping of a file (a program's or a
+                // library's data and GOT) gets its own copy at the first
+                // touch, read or write, neighbours included: mapping the
+                // image's frame read-only would cost a second fault, a TLB
+                // flush (an emulated INVLPG on PVM) and a second shadow
+                // fault when the program writes the page, as it nearly
+                // always does (relocations, Python's reference counts).
+                if write || vma.prot & prot::WRITE != 0 {
                     let copy = frame::alloc_copy_for_program().ok_or(FaultError::OutOfMemory)?;
                     copy_frame(source, copy);
                     self.map(page, copy, flags)
