@@ -47,12 +47,29 @@ pub const SERIAL_END_OF_INPUT: u8 = 0x04;
 /// Guest-physical layout fixed by the contract (everything below 1 MiB
 /// belongs to the VMM's boot data; the kernel image is loaded at 1 MiB).
 pub mod layout {
-    /// The VMM's boot PML4 (the kernel may replace the tables later).
-    pub const BOOT_PML4: u64 = 0x1000;
-    /// PDPT for the physical direct map (PML4 slot [`super::vm::PHYS_MAP_SLOT`]).
-    pub const BOOT_PDPT_PHYS_MAP: u64 = 0x2000;
-    /// PDPT for the kernel image mapping (PML4 slot 511).
-    pub const BOOT_PDPT_KERNEL: u64 = 0x3000;
+    /// The VMM's boot page tables lie at the top of RAM, in this order: the
+    /// PML4, the PDPT of the direct map (PML4 slot
+    /// [`super::vm::PHYS_MAP_SLOT`]), the PDPT of the kernel image (slot
+    /// 511), then one page directory per GiB mapped. The memory map marks
+    /// them [`super::region::PAGE_TABLES`] (or `RESERVED` in a small VM);
+    /// CR3 points at the PML4 when the kernel starts.
+    pub const fn boot_page_tables_len(mapped_end: u64) -> u64 {
+        let gibs = mapped_end.div_ceil(1 << 30);
+        (3 + if gibs == 0 { 1 } else { gibs }) * 0x1000
+    }
+
+    /// Where the boot page tables of a VM with `ram_size` bytes of RAM and
+    /// `mapped_end` bytes mapped (RAM and the module above it) start.
+    pub const fn boot_page_tables_at(ram_size: u64, mapped_end: u64) -> u64 {
+        (ram_size - boot_page_tables_len(mapped_end)) & !0xfff
+    }
+
+    /// The least RAM for which the boot page tables start a page-table
+    /// area (the 2 MiB holding them, which the kernel keeps for its own
+    /// page tables): on PVM the host cannot map a 2 MiB range holding a
+    /// page table with one 2 MiB entry of its own, so page tables kept
+    /// apart leave the rest of RAM to large host entries.
+    pub const PAGE_TABLE_AREA_MIN_RAM: u64 = 16 << 20;
     /// First PVM registration page; vCPU `n` uses `PV_PAGES + n * 0x1000`.
     pub const PV_PAGES: u64 = 0x4000;
     /// How many vCPUs the PV page area holds.
@@ -91,9 +108,8 @@ pub mod layout {
     pub const STRINGS: u64 = 0x10000;
     /// Size of the string area.
     pub const STRINGS_SIZE: u64 = 0x10000;
-    /// Page directories of the boot page tables (one per GiB of RAM).
-    pub const BOOT_PDS: u64 = 0x20000;
-    /// At most this many page directories (so at most this many GiB of RAM).
+    /// At most this many page directories in the boot page tables (so at
+    /// most this many GiB of RAM and module).
     pub const BOOT_PDS_MAX: u64 = 64;
     /// The console buffer: the guest copies output here, then writes its
     /// length to a console port.
@@ -297,6 +313,11 @@ pub mod region {
     /// The boot module (the program), read-only, possibly above RAM: the
     /// VMM maps the program's file there instead of copying it.
     pub const MODULE: u32 = 3;
+    /// The VMM's boot page tables, in the page-table area: the rest of
+    /// the 2 MiB-aligned 2 MiB that holds them is where the kernel puts its
+    /// own page tables (see `layout::PAGE_TABLE_AREA_MIN_RAM`). Not
+    /// allocatable itself.
+    pub const PAGE_TABLES: u32 = 4;
 }
 
 /// One entry of the memory map.

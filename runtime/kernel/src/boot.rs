@@ -39,6 +39,9 @@ pub struct BootParams {
     pub usable: [Region; MAX_REGIONS],
     /// Number of valid entries in `usable`.
     pub usable_count: usize,
+    /// The 2 MiB where page tables go (empty: anywhere), see
+    /// `kiln_boot::region::PAGE_TABLES`.
+    pub table_area: Region,
     /// Kernel command line.
     pub cmdline: &'static [u8],
     /// The program's bytes: physical address and length (length 0: none).
@@ -73,6 +76,7 @@ impl BootParams {
         Self {
             usable: [Region { start: 0, end: 0 }; MAX_REGIONS],
             usable_count: 0,
+            table_area: Region { start: 0, end: 0 },
             cmdline: &[],
             module: Region { start: 0, end: 0 },
             path: &[],

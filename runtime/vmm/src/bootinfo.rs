@@ -3,7 +3,9 @@
 //! [`BootInfo`] structure. The program itself is not copied: it is mapped
 //! above RAM as the boot module (see `vstate::memory`).
 
+use crate::arch::BootTables;
 use crate::GuestMem;
+use kiln_boot::layout::PAGE_TABLE_AREA_MIN_RAM;
 use kiln_boot::{region, BootInfo, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
@@ -77,6 +79,8 @@ pub struct BootSpec<'a> {
     pub module_len: u64,
     /// End of the kernel image (physical).
     pub kernel_end: u64,
+    /// Where the boot page tables are (at the top of RAM).
+    pub page_tables: BootTables,
     /// `kiln_boot::flags` bits.
     pub flags: u64,
     /// Kernel command line (options only).
@@ -117,10 +121,12 @@ fn block(strings: &[Vec<u8>]) -> Vec<u8> {
 pub fn write_boot_data(mem: &GuestMem, spec: &BootSpec<'_>) -> Result<BootInfo, BootInfoError> {
     let guest_err = BootInfoError::Write;
     let kernel_end = (spec.kernel_end + 0xfff) & !0xfff;
-    if spec.memory_size < kernel_end + MIN_FREE_RAM {
+    let tables = spec.page_tables;
+    let needed = kernel_end + MIN_FREE_RAM + tables.len;
+    if spec.memory_size < needed || tables.pml4 + tables.len > spec.memory_size {
         return Err(BootInfoError::MemoryTooSmall {
             memory: spec.memory_size,
-            needed: kernel_end + MIN_FREE_RAM,
+            needed,
         });
     }
 
@@ -142,10 +148,17 @@ pub fn write_boot_data(mem: &GuestMem, spec: &BootSpec<'_>) -> Result<BootInfo, 
     }
     mem.write_slice(&strings, STRINGS).map_err(guest_err)?;
 
+    // A big enough VM's boot tables start the kernel's page-table area.
+    let tables_kind = if spec.memory_size >= PAGE_TABLE_AREA_MIN_RAM {
+        region::PAGE_TABLES
+    } else {
+        region::RESERVED
+    };
     let regions = [
         (0, KERNEL_LOAD.0, region::RESERVED),
         (KERNEL_LOAD.0, kernel_end - KERNEL_LOAD.0, region::RESERVED),
-        (kernel_end, spec.memory_size - kernel_end, region::USABLE),
+        (kernel_end, tables.pml4 - kernel_end, region::USABLE),
+        (tables.pml4, spec.memory_size - tables.pml4, tables_kind),
         (spec.module_addr, spec.module_len, region::MODULE),
     ];
     for (i, (addr, len, kind)) in regions.iter().enumerate() {
@@ -229,6 +242,7 @@ mod tests {
             module_addr: 4 << 20,
             module_len: 5000,
             kernel_end: 0x140000,
+            page_tables: BootTables::place(memory_size, (4 << 20) + 5000),
             flags: 0,
             cmdline: b"",
             path: b"/hello",
@@ -253,22 +267,24 @@ mod tests {
             .unwrap();
         assert_eq!(block, b"/hello\0x\0");
         assert_eq!(info.argc, 2);
-        let usable: MemoryRegion = mem
-            .read_obj::<RegionBytes>(GuestAddress(MEMORY_MAP.0 + 48))
-            .unwrap()
-            .0;
-        assert_eq!(
-            (usable.addr, usable.addr + usable.len, usable.kind),
-            (0x140000, 4 << 20, region::USABLE)
-        );
-        let module: MemoryRegion = mem
-            .read_obj::<RegionBytes>(GuestAddress(MEMORY_MAP.0 + 72))
-            .unwrap()
-            .0;
-        assert_eq!(
-            (module.addr, module.len, module.kind),
-            (4 << 20, 5000, region::MODULE)
-        );
+        let region = |i: u64| -> (u64, u64, u32) {
+            let r = mem
+                .read_obj::<RegionBytes>(GuestAddress(MEMORY_MAP.0 + 24 * i))
+                .unwrap()
+                .0;
+            (r.addr, r.addr + r.len, r.kind)
+        };
+        assert_eq!(info.memory_map_count, 5);
+        // RAM up to the boot page tables (three tables and one page
+        // directory) at its top; a VM this small has no page-table area.
+        let tables = (4 << 20) - 0x4000;
+        assert_eq!(region(2), (0x140000, tables, region::USABLE));
+        assert_eq!(region(3), (tables, 4 << 20, region::RESERVED));
+        assert_eq!(region(4), (4 << 20, (4 << 20) + 5000, region::MODULE));
+        let info = write_boot_data(&mem, &spec(32 << 20, &argv)).unwrap();
+        assert_eq!(info.memory_map_count, 5);
+        let tables = (32 << 20) - 0x4000;
+        assert_eq!(region(3), (tables, 32 << 20, region::PAGE_TABLES));
     }
 
     #[test]

@@ -459,13 +459,14 @@ pub(crate) fn host_seed() -> [u8; 32] {
 }
 
 /// Sets vCPU `index` up to enter the kernel at `entry` in 64-bit mode with
-/// the boot page tables. Every vCPU but 0 starts UNINITIALIZED under the
+/// the boot page tables (PML4 at `cr3`). Every vCPU but 0 starts UNINITIALIZED under the
 /// in-kernel irqchip (waiting for INIT/SIPI): it is made runnable here, and
 /// its thread runs it once the kernel asks (`kiln_boot::port::START_CPU`).
 pub(crate) fn setup_vcpu(
     hv: &Hypervisor,
     vcpu: &VcpuFd,
     entry: u64,
+    cr3: u64,
     flavour: Flavour,
     index: u8,
 ) -> Result<(), KvmError> {
@@ -473,7 +474,7 @@ pub(crate) fn setup_vcpu(
     vcpu.set_cpuid2(&cpuid)
         .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(KvmError::ioctl("KVM_GET_SREGS"))?;
-    vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid)))
+    vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid), cr3))
         .map_err(KvmError::ioctl("KVM_SET_SREGS"))?;
     let pv_page = if flavour == Flavour::Pvm {
         arch::layout::PV_PAGES.0 + u64::from(index) * 0x1000
@@ -766,7 +767,9 @@ pub fn run(
 
     let mem = &layout.mem;
     let kernel = loader::load_kernel(&config.kernel, mem, memory_size)?;
-    arch::write_boot_page_tables(mem, layout.mapped_end).map_err(VmmError::PageTables)?;
+    let boot_tables = arch::BootTables::place(memory_size, layout.mapped_end);
+    arch::write_boot_page_tables(mem, layout.mapped_end, boot_tables)
+        .map_err(VmmError::PageTables)?;
     let tsc_khz = u64::from(vcpu.get_tsc_khz().unwrap_or(0));
     let mut boot_flags = 0;
     if flavour == Flavour::Pvm {
@@ -828,6 +831,7 @@ pub fn run(
             module_addr: layout.module_addr,
             module_len: layout.module_len,
             kernel_end: kernel.end,
+            page_tables: boot_tables,
             flags: boot_flags,
             cmdline: cmdline.as_bytes(),
             path: config.guest_path.as_bytes(),
@@ -840,9 +844,9 @@ pub fn run(
             vcpus: cpus,
         },
     )?;
-    setup_vcpu(hv, &vcpu, kernel.entry, flavour, 0)?;
+    setup_vcpu(hv, &vcpu, kernel.entry, boot_tables.pml4, flavour, 0)?;
     for (i, ap) in other_vcpus.iter().enumerate() {
-        setup_vcpu(hv, ap, kernel.entry, flavour, i as u8 + 1)?;
+        setup_vcpu(hv, ap, kernel.entry, boot_tables.pml4, flavour, i as u8 + 1)?;
     }
     timings.mark(Phase::MemoryReady);
 
@@ -866,6 +870,7 @@ pub fn run(
         flavour,
         ram_size: memory_size,
         kernel_entry: kernel.entry,
+        boot_page_tables: boot_tables.pml4,
         anonymous_memory: !config.share_image && layout.ram_file.is_none(),
         net: saved_net,
         disks,

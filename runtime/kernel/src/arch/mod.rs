@@ -78,7 +78,7 @@ pub fn tlb_batch<R>(f: impl FnOnce() -> R) -> R {
 /// A new top-level page table for a process: empty lower half, the
 /// running one's upper (kernel) half. `None` without a free frame.
 pub fn new_page_table_root() -> Option<u64> {
-    let pml4 = crate::mm::frame::alloc_zeroed()?;
+    let pml4 = crate::mm::frame::alloc_table()?;
     let active = active_page_table();
     // SAFETY: both are page-table frames in the direct map; the new one is
     // ours alone, the active one is only read.

@@ -182,7 +182,7 @@ impl AddressSpace {
         let flags = pte_flags(vma.prot);
         if self
             .tables
-            .map_large(start, pa, flags, &mut frame::alloc_zeroed, &mut frame::free)
+            .map_large(start, pa, flags, &mut frame::alloc_table, &mut frame::free)
             .is_err()
         {
             for i in 0..arch::LARGE_PAGE / PAGE_SIZE {
@@ -195,7 +195,7 @@ impl AddressSpace {
 
     pub(super) fn map(&mut self, page: u64, pa: u64, flags: u64) -> Result<(), FaultError> {
         self.tables
-            .map(page, pa, flags, &mut frame::alloc_zeroed)
+            .map(page, pa, flags, &mut frame::alloc_table)
             .map_err(|_| FaultError::OutOfMemory)
     }
 }

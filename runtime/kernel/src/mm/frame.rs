@@ -39,6 +39,12 @@ pub struct Frames {
     /// anonymous memory): such frames need no zeroing, which on PVM saves
     /// the host a shadow fault on the kernel's mapping of each.
     fresh_is_zero: bool,
+    /// The page-table area (see [`alloc_table`]), cut out of `regions`.
+    tables: Region,
+    /// Next never-used frame of the page-table area.
+    tables_bump: u64,
+    /// First freed frame of the page-table area (0: none).
+    tables_free: u64,
 }
 
 impl Frames {
@@ -56,7 +62,35 @@ impl Frames {
             shares: 0,
             share_frames: 0,
             fresh_is_zero: false,
+            tables: Region { start: 0, end: 0 },
+            tables_bump: 0,
+            tables_free: 0,
         }
+    }
+
+    /// Whether `pa` lies in the page-table area.
+    fn in_table_area(&self, pa: u64) -> bool {
+        (self.tables.start..self.tables.end).contains(&pa)
+    }
+
+    /// A frame of the page-table area and whether it is known to hold
+    /// zeros; `None` when the area is used up.
+    fn take_from_table_area(&mut self) -> Option<(u64, bool)> {
+        if self.tables_free != 0 {
+            let pa = self.tables_free;
+            // SAFETY: freed frames hold the next one's address in their
+            // first word (written by `free`); the frame is ours now.
+            self.tables_free = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
+            self.used += 1;
+            return Some((pa, false));
+        }
+        if self.tables_bump + FRAME_SIZE <= self.tables.end {
+            let pa = self.tables_bump;
+            self.tables_bump += FRAME_SIZE;
+            self.used += 1;
+            return Some((pa, self.fresh_is_zero));
+        }
+        None
     }
 
     /// The share count of frame `pa` (`None` outside the usable memory:
@@ -75,9 +109,11 @@ impl Frames {
 
 /// Takes ownership of the usable regions, keeping room for the share
 /// counts at the start of the first one large enough (2 bytes a frame:
-/// 32 KiB for 64 MiB of RAM). `fresh_is_zero`: the boot protocol promises
-/// that usable memory nobody used yet reads as zeros.
-pub fn init(usable: &[Region], fresh_is_zero: bool) {
+/// 32 KiB for 64 MiB of RAM), and setting the usable part of
+/// `table_area` aside for page tables ([`alloc_table`]).
+/// `fresh_is_zero`: the boot protocol promises that usable memory nobody
+/// used yet reads as zeros.
+pub fn init(usable: &[Region], fresh_is_zero: bool, table_area: Region) {
     let mut f = KERNEL.frames.lock();
     f.fresh_is_zero = fresh_is_zero;
     let n = usable.len().min(MAX_REGIONS);
@@ -98,9 +134,25 @@ pub fn init(usable: &[Region], fresh_is_zero: bool) {
         f.shares = phys_to_virt(at) as u64;
         f.share_frames = share_frames;
     }
+    // The page-table area: the usable frames of `table_area` (kiln-vmm's
+    // boot tables fill its top), cut from the end of the region they end.
+    if let Some(r) = f.regions[..n]
+        .iter_mut()
+        .find(|r| r.start < table_area.start && r.end > table_area.start && r.end <= table_area.end)
+    {
+        let tables = Region {
+            start: table_area.start,
+            end: r.end,
+        };
+        r.end = table_area.start;
+        f.tables = tables;
+        f.tables_bump = tables.start;
+    }
     let regions = f.regions;
+    let tables = f.tables;
     f.total = regions[..n]
         .iter()
+        .chain(core::iter::once(&tables))
         .map(|r| (r.end - r.start) / FRAME_SIZE)
         .sum();
     f.current = 0;
@@ -138,6 +190,27 @@ fn zero_frame(pa: u64) {
     }
 }
 
+/// A zero-filled frame for a page table: from the page-table area while
+/// it lasts, then from anywhere.
+///
+/// On PVM the host shadows every page table and, to see the guest write
+/// them, cannot map the 2 MiB range holding one with a 2 MiB entry of its
+/// own: kept together in one area, page tables leave the kernel's image
+/// and the rest of RAM to 2 MiB host entries, so the kernel's direct-map
+/// accesses to frames (zeroing, copies) cost one exit per 2 MiB instead
+/// of one per 32 KiB.
+pub fn alloc_table() -> Option<u64> {
+    let taken = KERNEL.frames.lock().take_from_table_area();
+    let (pa, zero) = match taken {
+        Some(t) => t,
+        None => take()?,
+    };
+    if !zero {
+        zero_frame(pa);
+    }
+    Some(pa)
+}
+
 /// A frame with unspecified contents.
 pub fn alloc() -> Option<u64> {
     take().map(|(pa, _)| pa)
@@ -168,7 +241,11 @@ fn take() -> Option<(u64, bool)> {
             f.bump = f.regions[f.current].start;
         }
     }
-    // Nothing else left: a freed large page becomes small frames.
+    // Nothing else left: what the page tables do not use yet, then a
+    // freed large page as small frames.
+    if let Some(t) = f.take_from_table_area() {
+        return Some(t);
+    }
     if f.large_free != 0 {
         let pa = f.large_free;
         // SAFETY: a freed large page holds the next one's address in its
@@ -338,10 +415,15 @@ pub fn release_large(pa: u64) {
 /// program's frames go back through [`release`]).
 pub fn free(pa: u64) {
     let mut f = KERNEL.frames.lock();
+    let head = if f.in_table_area(pa) {
+        &mut f.tables_free
+    } else {
+        &mut f.free_list
+    };
     // SAFETY: the caller hands the frame back, so nothing else uses it; its
-    // first word now links the free list.
-    unsafe { core::ptr::write(phys_to_virt(pa) as *mut u64, f.free_list) };
-    f.free_list = pa;
+    // first word now links the free list of its area.
+    unsafe { core::ptr::write(phys_to_virt(pa) as *mut u64, *head) };
+    *head = pa;
     f.used -= 1;
 }
 

@@ -50,7 +50,7 @@ fn map_range(from: u64, len: u64) -> bool {
                 va,
                 pa,
                 pte::WRITABLE | pte::NO_EXECUTE,
-                &mut frame::alloc_zeroed,
+                &mut frame::alloc_table,
             )
             .is_err()
         {

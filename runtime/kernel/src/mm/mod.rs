@@ -38,7 +38,11 @@ pub fn init(params: &BootParams) {
     // kiln-vmm's guest RAM is fresh anonymous memory; under QEMU the boot
     // loader's leftovers are not ruled out.
     let fresh_is_zero = crate::arch::platform::current() == crate::arch::platform::Platform::Kiln;
-    frame::init(&params.usable[..params.usable_count], fresh_is_zero);
-    crate::arch::set_split_frames(frame::alloc);
+    frame::init(
+        &params.usable[..params.usable_count],
+        fresh_is_zero,
+        params.table_area,
+    );
+    crate::arch::set_split_frames(frame::alloc_table);
     heap::init();
 }

@@ -122,7 +122,7 @@ impl AddressSpace {
                     };
                     if child
                         .tables
-                        .map(page, target, flags, &mut frame::alloc_zeroed)
+                        .map(page, target, flags, &mut frame::alloc_table)
                         .is_err()
                     {
                         if !image {

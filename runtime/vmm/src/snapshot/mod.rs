@@ -281,6 +281,8 @@ pub struct SnapshotState {
     pub ram_size: u64,
     /// The kernel's entry point (where vCPUs not started yet begin).
     pub kernel_entry: u64,
+    /// The boot page tables' PML4 (CR3 of vCPUs not started yet).
+    pub boot_page_tables: u64,
     /// Each vCPU's state; `None` for one the guest had not started.
     pub vcpus: Vec<Option<VcpuState>>,
     /// The virtio devices, in bus order.
@@ -316,6 +318,8 @@ pub struct VmFacts {
     pub ram_size: u64,
     /// The kernel's entry point.
     pub kernel_entry: u64,
+    /// The boot page tables' PML4.
+    pub boot_page_tables: u64,
     /// Guest memory is anonymous (pages the host never had are zero), not
     /// a file mapping.
     pub anonymous_memory: bool,
@@ -549,6 +553,7 @@ impl Coordinator {
             image,
             ram_size: self.facts.ram_size,
             kernel_entry: self.facts.kernel_entry,
+            boot_page_tables: self.facts.boot_page_tables,
             vcpus,
             devices,
             net: self.facts.net.clone(),

@@ -365,6 +365,7 @@ pub(crate) fn resume(
                     flavour,
                     ram_size: state.ram_size,
                     kernel_entry: state.kernel_entry,
+                    boot_page_tables: state.boot_page_tables,
                     // Copied memory is anonymous; a mapped memory file is
                     // read whole (its pages need not be resident).
                     anonymous_memory: config.memory == vstate::memory::SnapshotMemory::Copy,
@@ -411,7 +412,14 @@ pub(crate) fn resume(
                 vcpu.set_regs(&regs)
                     .map_err(KvmError::ioctl("KVM_SET_REGS"))?;
             }
-            None => crate::setup_vcpu(hv, vcpu, state.kernel_entry, flavour, index)?,
+            None => crate::setup_vcpu(
+                hv,
+                vcpu,
+                state.kernel_entry,
+                state.boot_page_tables,
+                flavour,
+                index,
+            )?,
         }
     }
     timings.mark(Phase::MemoryReady);

@@ -154,18 +154,25 @@ pub fn map_uncached(phys: u64) -> Option<u64> {
     let va = kiln_boot::vm::PHYS_MAP + phys;
     // SAFETY: the kernel half of the active PML4; the page is beyond RAM so
     // nothing else maps it (mapping it again changes nothing).
-    let mut tables = unsafe { paging::PageTables::from_pml4(cpu::read_cr3() & paging::pte::ADDR) };
+    // (The table recorded as loaded: reading CR3 is an emulated
+    // instruction on PVM.)
+    let mut tables = unsafe { paging::PageTables::from_pml4(tlb::active()) };
     let flags = paging::pte::WRITABLE | paging::pte::NO_EXECUTE | paging::pte::NO_CACHE;
+    let was_mapped = tables.lookup(va & !0xfff) & paging::pte::PRESENT != 0;
     tables
         .map_splitting(
             va & !0xfff,
             phys & !0xfff,
             flags,
-            &mut crate::mm::frame::alloc_zeroed,
+            &mut crate::mm::frame::alloc_table,
         )
         .ok()?;
-    // The page may have been reachable (cached) through the large page.
-    cpu::invlpg(va & !0xfff);
+    // The page may have been reachable (cached) through the large page; a
+    // page never mapped (kiln's devices, beyond RAM) cannot be cached, and
+    // INVLPG is an emulated instruction on PVM.
+    if was_mapped {
+        cpu::invlpg(va & !0xfff);
+    }
     Some(va)
 }
 

@@ -8,14 +8,6 @@ pub use kiln_boot::layout::{
     VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE, VIRTIO_VECTOR_BASE,
 };
 
-/// The boot PML4.
-pub const BOOT_PML4: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PML4);
-/// PDPT of the direct map.
-pub const BOOT_PDPT_PHYS_MAP: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PDPT_PHYS_MAP);
-/// PDPT of the kernel image mapping.
-pub const BOOT_PDPT_KERNEL: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PDPT_KERNEL);
-/// First page directory (one per GiB follows).
-pub const BOOT_PDS: GuestAddress = GuestAddress(kiln_boot::layout::BOOT_PDS);
 /// PVM registration page of vCPU 0.
 pub const PV_PAGES: GuestAddress = GuestAddress(kiln_boot::layout::PV_PAGES);
 /// The boot-info structure.

@@ -10,7 +10,7 @@ use kvm_ioctls::VcpuFd;
 
 use kiln_boot::msr::{PVM_SIGNATURE, PVM_SIGNATURE_VALUE};
 
-use super::layout::{BOOT_INFO, BOOT_PML4};
+use super::layout::BOOT_INFO;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
@@ -107,9 +107,10 @@ fn data_segment() -> kvm_segment {
     }
 }
 
-/// Special registers for 64-bit mode with the boot page tables. The kernel
-/// loads its own GDT, IDT and TSS with the same selectors.
-pub fn boot_sregs(mut sregs: kvm_sregs, fsgsbase: bool) -> kvm_sregs {
+/// Special registers for 64-bit mode with the boot page tables (PML4 at
+/// `cr3`). The kernel loads its own GDT, IDT and TSS with the same
+/// selectors.
+pub fn boot_sregs(mut sregs: kvm_sregs, fsgsbase: bool, cr3: u64) -> kvm_sregs {
     sregs.cs = code_segment();
     sregs.ss = data_segment();
     let unusable = kvm_segment {
@@ -137,7 +138,7 @@ pub fn boot_sregs(mut sregs: kvm_sregs, fsgsbase: bool) -> kvm_sregs {
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
-    sregs.cr3 = BOOT_PML4.0;
+    sregs.cr3 = cr3;
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if fsgsbase { 1 << 16 } else { 0 };
     sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
     sregs

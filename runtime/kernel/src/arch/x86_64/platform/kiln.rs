@@ -152,6 +152,16 @@ pub fn boot_params(info_phys: u64) -> BootParams {
     ];
     for i in 0..info.memory_map_count as usize {
         let r = region_at(i);
+        if r.kind == region::PAGE_TABLES && r.addr + r.len <= info.memory_size {
+            // The boot tables start the page-table area: its usable part
+            // is what the kernel's page tables take first.
+            let large = crate::arch::LARGE_PAGE;
+            let start = r.addr & !(large - 1);
+            p.table_area = Region {
+                start,
+                end: start + large,
+            };
+        }
         if r.kind == region::USABLE
             && r.addr + r.len <= info.memory_size
             && p.usable_count < MAX_REGIONS
