@@ -66,7 +66,6 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     } else {
         Flavour::Native
     };
-    platform::adopt_cpuid_table(info);
     arch::init(flavour);
     let params = platform::boot_params(info);
     if params.has(flags::PVM) != matches!(flavour, Flavour::Pvm { .. }) {

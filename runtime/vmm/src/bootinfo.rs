@@ -6,11 +6,7 @@
 use crate::arch::BootTables;
 use crate::GuestMem;
 use kiln_boot::layout::PAGE_TABLE_AREA_MIN_RAM;
-use kiln_boot::layout::{CPUID_TABLE, CPUID_TABLE_MAX};
-use kiln_boot::{
-    flags, region, BootInfo, CpuidEntry, CpuidTable, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC,
-    BOOT_INFO_VERSION,
-};
+use kiln_boot::{region, BootInfo, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use crate::arch::layout::{
@@ -66,20 +62,6 @@ struct RegionBytes(MemoryRegion);
 // SAFETY: MemoryRegion is repr(C): two u64 and two u32, no padding.
 unsafe impl ByteValued for RegionBytes {}
 
-/// [`CpuidTable`] as vm-memory plain data.
-#[derive(Clone, Copy, Default)]
-#[repr(transparent)]
-struct CpuidTableBytes(CpuidTable);
-// SAFETY: CpuidTable is repr(C): eight u32, no padding.
-unsafe impl ByteValued for CpuidTableBytes {}
-
-/// [`CpuidEntry`] as vm-memory plain data.
-#[derive(Clone, Copy, Default)]
-#[repr(transparent)]
-struct CpuidEntryBytes(CpuidEntry);
-// SAFETY: CpuidEntry is repr(C): eight u32, no padding.
-unsafe impl ByteValued for CpuidEntryBytes {}
-
 /// [`VirtioDevice`] as vm-memory plain data.
 #[derive(Clone, Copy, Default)]
 #[repr(transparent)]
@@ -120,9 +102,6 @@ pub struct BootSpec<'a> {
     pub devices: &'a [VirtioDevice],
     /// Number of vCPUs.
     pub vcpus: u8,
-    /// vCPU 0's CPUID, for the kernel's CPUID table (none when empty or
-    /// too long for it).
-    pub cpuid: &'a [CpuidEntry],
 }
 
 fn block(strings: &[Vec<u8>]) -> Vec<u8> {
@@ -202,27 +181,11 @@ pub fn write_boot_data(mem: &GuestMem, spec: &BootSpec<'_>) -> Result<BootInfo, 
             .map_err(guest_err)?;
     }
 
-    let mut boot_flags = spec.flags;
-    if !spec.cpuid.is_empty() && spec.cpuid.len() as u64 <= CPUID_TABLE_MAX {
-        let head = CpuidTable {
-            count: spec.cpuid.len() as u32,
-            reserved: [0; 7],
-        };
-        mem.write_obj(CpuidTableBytes(head), GuestAddress(CPUID_TABLE))
-            .map_err(guest_err)?;
-        for (i, e) in spec.cpuid.iter().enumerate() {
-            let at = CPUID_TABLE + 32 * (1 + i as u64);
-            mem.write_obj(CpuidEntryBytes(*e), GuestAddress(at))
-                .map_err(guest_err)?;
-        }
-        boot_flags |= flags::CPUID_TABLE;
-    }
-
     Ok(BootInfo {
         magic: BOOT_INFO_MAGIC,
         version: spec.version,
         size: BootInfo::SIZE as u32,
-        flags: boot_flags,
+        flags: spec.flags,
         memory_map_addr: MEMORY_MAP.0,
         memory_map_count: regions.len() as u64,
         cmdline_addr,
@@ -290,7 +253,6 @@ mod tests {
             version: VERSION,
             devices: &[],
             vcpus: 1,
-            cpuid: &[],
         }
     }
 
@@ -323,47 +285,6 @@ mod tests {
         assert_eq!(info.memory_map_count, 5);
         let tables = (32 << 20) - 0x4000;
         assert_eq!(region(3), (tables, 32 << 20, region::PAGE_TABLES));
-        assert_eq!(info.flags & flags::CPUID_TABLE, 0, "no CPUID given");
-    }
-
-    #[test]
-    fn writes_the_cpuid_table() {
-        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-        let leaf = |function, index| CpuidEntry {
-            function,
-            index,
-            flags: CpuidEntry::SIGNIFICANT_INDEX,
-            eax: function * 10 + index,
-            ..CpuidEntry::default()
-        };
-        let cpuid = [leaf(0xd, 0), leaf(0xd, 2)];
-        let info = write_boot_data(
-            &mem,
-            &BootSpec {
-                cpuid: &cpuid,
-                ..spec(4 << 20, &[])
-            },
-        )
-        .unwrap();
-        assert_ne!(info.flags & flags::CPUID_TABLE, 0);
-        let head = mem
-            .read_obj::<CpuidTableBytes>(GuestAddress(CPUID_TABLE))
-            .unwrap()
-            .0;
-        assert_eq!(head.count, 2);
-        let second = mem
-            .read_obj::<CpuidEntryBytes>(GuestAddress(CPUID_TABLE + 64))
-            .unwrap()
-            .0;
-        assert_eq!(second, cpuid[1]);
-        // A table longer than its page is left out: the kernel asks the CPU.
-        let long = vec![leaf(1, 0); CPUID_TABLE_MAX as usize + 1];
-        let spec = BootSpec {
-            cpuid: &long,
-            ..spec(4 << 20, &[])
-        };
-        let info = write_boot_data(&mem, &spec).unwrap();
-        assert_eq!(info.flags & flags::CPUID_TABLE, 0);
     }
 
     #[test]

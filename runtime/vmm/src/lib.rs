@@ -842,7 +842,6 @@ pub fn run(
             version: config.boot_info_version,
             devices: &table,
             vcpus: cpus,
-            cpuid: &arch::cpuid_table(&arch::guest_cpuid(hv.supported_cpuid(), 0)),
         },
     )?;
     setup_vcpu(hv, &vcpu, kernel.entry, boot_tables.pml4, flavour, 0)?;

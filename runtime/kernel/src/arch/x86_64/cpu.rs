@@ -4,7 +4,6 @@
 //! register access) traps to the hypervisor; callers keep them off hot paths.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, value: u8) {
@@ -78,49 +77,8 @@ pub struct CpuidResult {
     pub edx: u32,
 }
 
-/// The VMM's CPUID table (kiln_boot::CpuidTable), when it gave one: the
-/// direct-map address of its first entry and how many there are.
-static CPUID_TABLE: AtomicU64 = AtomicU64::new(0);
-static CPUID_COUNT: AtomicU64 = AtomicU64::new(0);
-
-/// Answers [`cpuid`] from the `count` entries at `entries` from now on.
-///
-/// # Safety
-/// `entries` must point at `count` readable [`kiln_boot::CpuidEntry`]
-/// values that stay unchanged for as long as the kernel runs.
-pub unsafe fn use_cpuid_table(entries: *const kiln_boot::CpuidEntry, count: usize) {
-    CPUID_COUNT.store(count as u64, Ordering::Relaxed);
-    CPUID_TABLE.store(entries as u64, Ordering::Release);
-}
-
-/// The CPUID answer for `leaf`/`subleaf`: from the VMM's table when it has
-/// the leaf (each CPUID instruction is emulated by the host on PVM, ~20
-/// µs), else from the instruction (an exit to the hypervisor on VMX too).
-/// The kernel asks only for feature bits and XSAVE layouts, which the
-/// table holds as the VMM gave them to KVM.
+/// Executes CPUID for `leaf`/`subleaf` (an exit to the hypervisor on VMX).
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    let table = CPUID_TABLE.load(Ordering::Acquire);
-    if table != 0 {
-        // SAFETY: `use_cpuid_table`'s caller vouched for the entries.
-        let entries = unsafe {
-            core::slice::from_raw_parts(
-                table as *const kiln_boot::CpuidEntry,
-                CPUID_COUNT.load(Ordering::Relaxed) as usize,
-            )
-        };
-        let found = entries.iter().find(|e| {
-            e.function == leaf
-                && (e.flags & kiln_boot::CpuidEntry::SIGNIFICANT_INDEX == 0 || e.index == subleaf)
-        });
-        if let Some(e) = found {
-            return CpuidResult {
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
-            };
-        }
-    }
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     CpuidResult {
         eax: r.eax,

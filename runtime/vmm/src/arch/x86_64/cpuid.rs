@@ -22,24 +22,6 @@ pub fn guest_cpuid(supported: &CpuId, index: u8) -> CpuId {
     cpuid
 }
 
-/// `cpuid` as the boot contract's CPUID table entries.
-pub fn cpuid_table(cpuid: &CpuId) -> Vec<kiln_boot::CpuidEntry> {
-    cpuid
-        .as_slice()
-        .iter()
-        .map(|e| kiln_boot::CpuidEntry {
-            function: e.function,
-            index: e.index,
-            flags: e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-            reserved: 0,
-        })
-        .collect()
-}
-
 /// Whether the CPUID table offers FSGSBASE (leaf 7, EBX bit 0).
 pub fn has_fsgsbase(cpuid: &CpuId) -> bool {
     cpuid

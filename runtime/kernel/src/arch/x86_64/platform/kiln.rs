@@ -53,37 +53,6 @@ fn phys_slice(addr: u64, len: u64, memory: u64, what: &str) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(phys_to_virt(addr), len as usize) }
 }
 
-/// Makes the CPU layer answer CPUID from the VMM's table when the boot
-/// information at `info_phys` offers one. Runs first thing, before the
-/// CPU is set up (which asks CPUID); a boot information it cannot read is
-/// left to [`boot_params`] to refuse.
-pub fn adopt_cpuid_table(info_phys: u64) {
-    if info_phys != layout::BOOT_INFO {
-        return;
-    }
-    // SAFETY: as in `boot_params`.
-    let info: BootInfo =
-        unsafe { core::ptr::read_unaligned(phys_to_virt(info_phys) as *const BootInfo) };
-    if info.magic != BOOT_INFO_MAGIC
-        || info.version != BOOT_INFO_VERSION
-        || info.flags & flags::CPUID_TABLE == 0
-    {
-        return;
-    }
-    // SAFETY: the table's page is below 1 MiB, RAM the VMM provides and
-    // the kernel never allocates; `read_unaligned` copes with any content.
-    let head: kiln_boot::CpuidTable =
-        unsafe { core::ptr::read_unaligned(phys_to_virt(layout::CPUID_TABLE) as *const _) };
-    let count = u64::from(head.count);
-    if count > layout::CPUID_TABLE_MAX {
-        return; // the instruction answers instead
-    }
-    let entries = phys_to_virt(layout::CPUID_TABLE + 32) as *const kiln_boot::CpuidEntry;
-    // SAFETY: `count` entries fit in the table's page (checked above),
-    // which stays as the VMM wrote it.
-    unsafe { super::super::cpu::use_cpuid_table(entries, count as usize) };
-}
-
 /// Reads and validates the boot-info structure at `info_phys`.
 pub fn boot_params(info_phys: u64) -> BootParams {
     if info_phys != layout::BOOT_INFO {
