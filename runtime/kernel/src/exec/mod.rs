@@ -252,6 +252,9 @@ fn load_segments(p: &mut Process, plan: &LoadPlan, module_phys: u64) -> Result<(
                 },
                 label: Label::Program,
             })?;
+            // The tables are new: mapping the code and read-only data now
+            // costs no host trap, and spares the program's first faults.
+            p.mem.map_image_now(start, end);
             continue;
         }
         p.mem.add_area(Vma {

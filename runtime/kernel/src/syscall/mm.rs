@@ -262,6 +262,15 @@ pub fn mmap(
             .add_area(anonymous(start + file_pages))
             .map_err(vma_errno)?;
     }
+    // A file's code, or a segment placed where it stays (the dynamic
+    // loader maps a library's span first, then each segment over it with
+    // MAP_FIXED): all of it now. Writable data is copied, so only up to
+    // EAGER_DATA of it.
+    const EAGER_DATA: u64 = 1 << 20;
+    let final_place = protection & prot::EXEC != 0 || flags & MAP_FIXED != 0;
+    if final_place && (protection & prot::WRITE == 0 || file_pages <= EAGER_DATA) {
+        p.mem.map_image_now(start, start + file_pages);
+    }
     if let Some(file) = write_back {
         // A mapping replaced by this one (MAP_FIXED) was written back when
         // it was removed; this one is written back from now on.
