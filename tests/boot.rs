@@ -533,6 +533,62 @@ fn kernel_panic_on_rejected_boot_info_is_125() {
 
 /// Boots `name` with `flag` and `--timings-json`; returns the run and the
 /// JSON document (the boot must succeed).
+/// Boots `name` with `--stats` and `XDG_CACHE_HOME=cache` (where kiln-vmm
+/// keeps the CPUID table learnt on this host); its stdout, its emulated
+/// instruction count and whether KVM is the PVM flavour (where CPUID is
+/// an emulated instruction).
+fn boot_with_cache(name: &str, cache: &std::path::Path) -> (String, u64, bool) {
+    let file = cache.join("timings.json");
+    let out = vmm()
+        .env("XDG_CACHE_HOME", cache)
+        .args(["--stats", "--timings-json", file.to_str().unwrap()])
+        .arg("--app")
+        .arg(common::program(name))
+        .output()
+        .expect("kiln-vmm runs");
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let emulated = doc["kvm_stats"]["insn_emulation"].as_u64().unwrap_or(0);
+    (stdout(&out), emulated, doc["kvm_flavour"] == "pvm")
+}
+
+#[test]
+fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
+    if !kvm_or_skip("cpuid_is_learnt_once_per_host_then_answered_from_the_table") {
+        return;
+    }
+    let cache = std::env::temp_dir().join(format!("kiln-cpuid-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    // The first VM's kernel asks the instruction (every leaf once) and
+    // kiln-vmm keeps what it said, under the kernel's digest.
+    let (first, learning, pvm) = boot_with_cache("hello-glibc", &cache);
+    let table = std::fs::read_dir(cache.join("kiln"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.to_string_lossy().contains("guest-cpuid-"))
+        .unwrap_or_else(|| panic!("no table kept in {}", cache.display()));
+    // The next ones answer from it: the kernel's questions and static
+    // glibc's start-up ones (its CPUID sites are rewritten at exec).
+    let (second, answered, _) = boot_with_cache("hello-glibc", &cache);
+    assert_eq!(first, second);
+    if pvm {
+        assert!(
+            answered + 30 < learning,
+            "emulated instructions: {learning} learning, {answered} from the table"
+        );
+    }
+    // A damaged table is not used: the next VM learns it again.
+    std::fs::write(&table, b"KILNCPL1 not a table").unwrap();
+    let (third, relearning, _) = boot_with_cache("hello-glibc", &cache);
+    assert_eq!(first, third);
+    if pvm {
+        assert!(relearning > answered + 30, "{relearning} vs {answered}");
+    }
+    assert!(std::fs::read(&table).unwrap().len() > 100, "learnt again");
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
 fn boot_with_json(name: &str, flag: &str) -> (Output, serde_json::Value) {
     let file = std::env::temp_dir().join(format!("kiln-{name}{flag}-{}.json", std::process::id()));
     let out = boot(

@@ -271,6 +271,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
         .collect();
     let vm = VmConfig {
         kernel: parts.kernel.slice.clone(),
+        kernel_digest: Some(parts.kernel.sha256.clone()),
         module: parts.rootfs.slice.clone(),
         guest_path: config.entrypoint.clone(),
         argv,

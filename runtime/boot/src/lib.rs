@@ -90,6 +90,11 @@ pub mod layout {
     pub const DEVICES: u64 = 0xa000;
     /// Largest number of device table entries.
     pub const DEVICES_MAX: u64 = 0x1000 / 40;
+    /// The CPUID table ([`super::CpuidTable`] then its entries), when
+    /// boot flag [`super::flags::CPUID_TABLE`] is set.
+    pub const CPUID_TABLE: u64 = 0xb000;
+    /// Largest number of CPUID table entries (a page).
+    pub const CPUID_TABLE_MAX: u64 = 0x1000 / 32 - 1;
     /// Most virtio devices a VM has (the kernel's table and its interrupt
     /// vectors; the page above holds more entries than this).
     pub const VIRTIO_DEVICES_MAX: usize = 16;
@@ -291,6 +296,16 @@ pub mod flags {
     /// The console is a terminal (`-t`): standard input, output and error
     /// are one terminal, all on the first console device.
     pub const TERMINAL: u64 = 1 << 2;
+    /// A [`super::CpuidTable`] is at [`super::layout::CPUID_TABLE`], what
+    /// the CPUID instruction answered in an earlier VM of this host (see
+    /// [`CPUID_LEARN`]): the kernel answers CPUID questions from it, as on
+    /// PVM each CPUID instruction is emulated by the host (~20 µs).
+    pub const CPUID_TABLE: u64 = 1 << 3;
+    /// kiln-vmm has no CPUID table for this host yet: the kernel fills the
+    /// page at [`super::layout::CPUID_TABLE`] with what the instruction
+    /// answers (head `source` [`super::CpuidTable::LEARNT`]) and kiln-vmm
+    /// keeps it for the next VMs.
+    pub const CPUID_LEARN: u64 = 1 << 4;
 }
 
 /// Model-specific registers of the PVM host flavour (PVM.md).
@@ -318,6 +333,54 @@ pub mod region {
     /// own page tables (see `layout::PAGE_TABLE_AREA_MIN_RAM`). Not
     /// allocatable itself.
     pub const PAGE_TABLES: u32 = 4;
+}
+
+/// The head of the CPUID table: `count` [`CpuidEntry`] values follow,
+/// what the CPUID instruction answered on vCPU 0 of a VM of this host once
+/// its kernel had set CR4 and XCR0 up (on PVM the instruction does not
+/// answer from the `KVM_SET_CPUID2` table, so only the instruction can
+/// say). Leaves that depend on the CPU asking (APIC IDs) are left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CpuidTable {
+    /// Entries that follow (at most `layout::CPUID_TABLE_MAX`).
+    pub count: u32,
+    /// [`CpuidTable::LEARNT`] once a kernel has filled the table.
+    pub source: u32,
+    /// Zero.
+    pub reserved: [u32; 6],
+}
+
+impl CpuidTable {
+    /// `source` of a table the kernel filled ("CPUL").
+    pub const LEARNT: u32 = u32::from_le_bytes(*b"CPUL");
+}
+
+/// One CPUID leaf (and subleaf) of the [`CpuidTable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CpuidEntry {
+    /// The leaf (EAX).
+    pub function: u32,
+    /// The subleaf (ECX), when [`CpuidEntry::SIGNIFICANT_INDEX`] is set.
+    pub index: u32,
+    /// [`CpuidEntry::SIGNIFICANT_INDEX`] or 0.
+    pub flags: u32,
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+impl CpuidEntry {
+    /// The subleaf selects the entry (leaves 4, 7, 0xB, 0xD, …).
+    pub const SIGNIFICANT_INDEX: u32 = 1;
 }
 
 /// One entry of the memory map.
@@ -665,6 +728,13 @@ mod tests {
         assert_eq!(core::mem::size_of::<Setup>(), 16);
         assert_eq!(core::mem::size_of::<SetupQueue>(), 32);
         assert_eq!(core::mem::size_of::<MemoryRegion>(), 24);
+        assert_eq!(core::mem::size_of::<CpuidTable>(), 32);
+        assert_eq!(core::mem::size_of::<CpuidEntry>(), 32);
+        assert_eq!(
+            32 * (1 + layout::CPUID_TABLE_MAX),
+            0x1000,
+            "the table fills its page"
+        );
     }
 
     #[test]

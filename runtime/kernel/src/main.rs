@@ -66,7 +66,9 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     } else {
         Flavour::Native
     };
+    platform::adopt_cpuid_table(info);
     arch::init(flavour);
+    platform::learn_cpuid_table(info);
     let params = platform::boot_params(info);
     if params.has(flags::PVM) != matches!(flavour, Flavour::Pvm { .. }) {
         panic!(

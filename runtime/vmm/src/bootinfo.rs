@@ -6,7 +6,10 @@
 use crate::arch::BootTables;
 use crate::GuestMem;
 use kiln_boot::layout::PAGE_TABLE_AREA_MIN_RAM;
-use kiln_boot::{region, BootInfo, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
+use kiln_boot::{
+    flags, region, BootInfo, CpuidEntry, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC,
+    BOOT_INFO_VERSION,
+};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use crate::arch::layout::{
@@ -102,6 +105,9 @@ pub struct BootSpec<'a> {
     pub devices: &'a [VirtioDevice],
     /// Number of vCPUs.
     pub vcpus: u8,
+    /// The CPUID table learnt on this host (`learnt_cpuid`); `None`: the
+    /// kernel is to learn it (boot flag `CPUID_LEARN`).
+    pub cpuid: Option<&'a [CpuidEntry]>,
 }
 
 fn block(strings: &[Vec<u8>]) -> Vec<u8> {
@@ -181,11 +187,20 @@ pub fn write_boot_data(mem: &GuestMem, spec: &BootSpec<'_>) -> Result<BootInfo, 
             .map_err(guest_err)?;
     }
 
+    let mut boot_flags = spec.flags;
+    match spec.cpuid {
+        Some(table) => {
+            crate::arch::learnt_cpuid::write_table(mem, table).map_err(guest_err)?;
+            boot_flags |= flags::CPUID_TABLE;
+        }
+        None => boot_flags |= flags::CPUID_LEARN,
+    }
+
     Ok(BootInfo {
         magic: BOOT_INFO_MAGIC,
         version: spec.version,
         size: BootInfo::SIZE as u32,
-        flags: spec.flags,
+        flags: boot_flags,
         memory_map_addr: MEMORY_MAP.0,
         memory_map_count: regions.len() as u64,
         cmdline_addr,
@@ -253,6 +268,7 @@ mod tests {
             version: VERSION,
             devices: &[],
             vcpus: 1,
+            cpuid: None,
         }
     }
 
@@ -285,6 +301,46 @@ mod tests {
         assert_eq!(info.memory_map_count, 5);
         let tables = (32 << 20) - 0x4000;
         assert_eq!(region(3), (tables, 32 << 20, region::PAGE_TABLES));
+        assert_eq!(info.flags & flags::CPUID_TABLE, 0, "no CPUID given");
+        assert_ne!(
+            info.flags & flags::CPUID_LEARN,
+            0,
+            "so the kernel learns it"
+        );
+    }
+
+    #[test]
+    fn writes_the_cpuid_table() {
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let leaf = |function, index| CpuidEntry {
+            function,
+            index,
+            flags: CpuidEntry::SIGNIFICANT_INDEX,
+            eax: function * 10 + index,
+            ..CpuidEntry::default()
+        };
+        let cpuid = [leaf(0xd, 0), leaf(0xd, 2)];
+        let info = write_boot_data(
+            &mem,
+            &BootSpec {
+                cpuid: Some(&cpuid),
+                ..spec(4 << 20, &[])
+            },
+        )
+        .unwrap();
+        assert_ne!(info.flags & flags::CPUID_TABLE, 0);
+        assert_eq!(info.flags & flags::CPUID_LEARN, 0);
+        assert_eq!(
+            crate::arch::learnt_cpuid::read_learnt(&mem).as_deref(),
+            Some(&cpuid[..])
+        );
+        // A table longer than its page is refused.
+        let long = vec![leaf(1, 0); kiln_boot::layout::CPUID_TABLE_MAX as usize + 1];
+        let spec = BootSpec {
+            cpuid: Some(&long),
+            ..spec(4 << 20, &[])
+        };
+        assert!(write_boot_data(&mem, &spec).is_err());
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub enum VmmError {
 pub struct VmConfig {
     /// The guest kernel ELF.
     pub kernel: source::FileSlice,
+    /// The kernel's SHA-256 (hex), when the caller verified it (an image's
+    /// kernel section): the CPUID table a VM learns is kept for VMs of the
+    /// same kernel only. `None`: kiln-vmm hashes the kernel itself.
+    pub kernel_digest: Option<String>,
     /// The boot module mapped into the guest: the program's ELF file, or a
     /// rootfs tar archive that holds it at `guest_path`.
     pub module: source::FileSlice,
@@ -824,6 +828,19 @@ pub fn run(
             cause,
         })?;
     }
+    // The CPUID table an earlier VM of this host learnt, or this VM's
+    // kernel learns it (kept after the run for the next ones).
+    let kernel_digest = match &config.kernel_digest {
+        Some(d) => Some(d.clone()),
+        None => config.kernel.sha256_hex().ok(),
+    };
+    let learnt = kernel_digest
+        .as_deref()
+        .and_then(|d| arch::learnt_cpuid::LearntCpuid::for_host(flavour.name(), d));
+    let learnt_table = learnt
+        .as_ref()
+        .and_then(arch::learnt_cpuid::LearntCpuid::load);
+    let learn_cpuid = if learnt_table.is_none() { learnt } else { None };
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {
@@ -842,6 +859,7 @@ pub fn run(
             version: config.boot_info_version,
             devices: &table,
             vcpus: cpus,
+            cpuid: learnt_table.as_deref(),
         },
     )?;
     setup_vcpu(hv, &vcpu, kernel.entry, boot_tables.pml4, flavour, 0)?;
@@ -910,6 +928,7 @@ pub fn run(
             timings,
             started: vec![true],
             coordinator,
+            learn_cpuid,
         },
         console,
         &RunLimits {
@@ -939,6 +958,9 @@ pub(crate) struct Launch {
     /// Which vCPUs run from the start.
     pub(crate) started: Vec<bool>,
     pub(crate) coordinator: Option<snapshot::Coordinator>,
+    /// Where to keep the CPUID table this VM's kernel learns (flag
+    /// `CPUID_LEARN`), read back after the run.
+    pub(crate) learn_cpuid: Option<arch::learnt_cpuid::LearntCpuid>,
 }
 
 /// How a run is limited and watched.
@@ -969,8 +991,11 @@ pub(crate) fn launch(
         mut timings,
         started,
         coordinator,
+        learn_cpuid,
     } = ready;
-    let bus = Mutex::new(PortBus::new(console));
+    let mut port_bus = PortBus::new(console);
+    port_bus.learn_cpuid = learn_cpuid;
+    let bus = Mutex::new(port_bus);
     if let Some(limit) = limits.timeout {
         timeout::arm(limit).map_err(VmmError::Timer)?;
     }

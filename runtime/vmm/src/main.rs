@@ -184,6 +184,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         snapshot: None,
         standby: None,
         kernel: find_kernel(cli.kernel.clone())?,
+        kernel_digest: None,
         module: program,
         guest_path,
         argv,

@@ -21,6 +21,29 @@ pub struct FileSlice {
 }
 
 impl FileSlice {
+    /// The SHA-256 of the slice's bytes, in hex.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn sha256_hex(&self) -> std::io::Result<String> {
+        use sha2::Digest;
+        use std::os::unix::fs::FileExt;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0;
+        while at < self.len {
+            let n = (self.len - at).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], self.offset + at)?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// The whole file at `path`.
     ///
     /// # Errors

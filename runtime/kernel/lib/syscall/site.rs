@@ -199,6 +199,7 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 #[derive(Clone, Copy)]
 struct Segment {
     kind: u32,
+    flags: u32,
     offset: u64,
     vaddr: u64,
     filesz: u64,
@@ -218,6 +219,7 @@ fn segments(elf: &[u8]) -> Option<impl Iterator<Item = Segment> + '_> {
         let at = phoff.checked_add(i.checked_mul(entsize)?)?;
         Some(Segment {
             kind: u32_at(elf, at)?,
+            flags: u32_at(elf, at + 4)?,
             offset: u64_at(elf, at + 8)?,
             vaddr: u64_at(elf, at + 16)?,
             filesz: u64_at(elf, at + 32)?,
@@ -233,6 +235,39 @@ fn file_offset(elf: &[u8], vaddr: u64) -> Option<usize> {
         .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
         .and_then(|s| usize::try_from(s.offset + (vaddr - s.vaddr)).ok())
         .filter(|&o| o < elf.len())
+}
+
+/// Link-time addresses in the executable segments of `elf` where the
+/// bytes of `insn` appear: candidates for [`check_instruction`], which
+/// keeps only real instructions (most byte pairs found are parts of
+/// others).
+pub fn find_bytes(elf: &[u8], insn: [u8; 2]) -> alloc::vec::Vec<u64> {
+    const PF_X: u32 = 1;
+    let mut found = alloc::vec::Vec::new();
+    let Some(segs) = segments(elf) else {
+        return found;
+    };
+    for s in segs.filter(|s| s.kind == PT_LOAD && s.flags & PF_X != 0) {
+        let (Ok(from), Ok(len)) = (usize::try_from(s.offset), usize::try_from(s.filesz)) else {
+            continue;
+        };
+        let Some(bytes) = elf.get(from..from.saturating_add(len)) else {
+            continue;
+        };
+        found.extend(
+            bytes
+                .windows(2)
+                .enumerate()
+                .filter(|(_, w)| *w == insn)
+                .map(|(i, _)| s.vaddr + i as u64),
+        );
+    }
+    found
+}
+
+/// The file offset of link-time address `vaddr`.
+pub fn file_offset_of(elf: &[u8], vaddr: u64) -> Option<usize> {
+    file_offset(elf, vaddr)
 }
 
 /// The link-time address of file offset `offset`.
@@ -465,12 +500,24 @@ fn jumps_between(elf: &[u8], (start, end): (u64, u64), from: u64, to: u64) -> Op
     Some(false)
 }
 
+/// The SYSCALL instruction.
+pub const SYSCALL: [u8; 2] = [0x0f, 0x05];
+/// The CPUID instruction: on PVM the host emulates each one (~20 µs); the
+/// kernel can answer from a table instead (see `syscall::rewrite`).
+pub const CPUID: [u8; 2] = [0x0f, 0xa2];
+
 /// Checks the SYSCALL at link-time address `syscall_vaddr` of the ELF file
 /// `elf`: the run of instructions before it that can move into a
 /// trampoline, if there is one.
 pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
+    check_instruction(elf, syscall_vaddr, SYSCALL)
+}
+
+/// [`check`] for the two-byte instruction `insn` ([`SYSCALL`] or
+/// [`CPUID`]) at link-time address `syscall_vaddr`.
+pub fn check_instruction(elf: &[u8], syscall_vaddr: u64, insn: [u8; 2]) -> Option<Site> {
     let site = file_offset(elf, syscall_vaddr)?;
-    if elf.get(site..site + 2)? != [0x0f, 0x05] {
+    if elf.get(site..site + 2)? != insn {
         return None;
     }
     let function = |vaddr| function_at(elf, vaddr).or_else(|| function_by_scan(elf, vaddr));
@@ -551,7 +598,7 @@ pub fn check(elf: &[u8], syscall_vaddr: u64) -> Option<Site> {
     if !single && jumps_between(elf, (start, end), from_vaddr, inside_end)? {
         return None;
     }
-    let number = (len == 5 && after == 0 && elf[moved_from] == 0xb8)
+    let number = (insn == SYSCALL && len == 5 && after == 0 && elf[moved_from] == 0xb8)
         .then(|| u32_at(elf, moved_from + 1))
         .flatten();
     Some(Site {
@@ -655,6 +702,41 @@ mod tests {
             // movable instructions.
             assert!(taken * 2 > total, "{path}: {taken} of {total}");
         }
+    }
+
+    #[test]
+    fn finds_the_movable_cpuid_sites_of_the_dynamic_loader() {
+        let path = "/lib64/ld-linux-x86-64.so.2";
+        let (Ok(elf), Ok(out)) = (
+            std::fs::read(path),
+            Command::new("objdump").args(["-d", path]).output(),
+        ) else {
+            std::eprintln!("skipping: objdump or {path} is unavailable");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let cpuids: std::collections::BTreeSet<u64> = text
+            .lines()
+            .filter(|l| l.trim_end().ends_with("cpuid"))
+            .filter_map(|l| u64::from_str_radix(l.split(':').next()?.trim(), 16).ok())
+            .collect();
+        let found = find_bytes(&elf, CPUID);
+        let taken: Vec<u64> = found
+            .iter()
+            .copied()
+            .filter(|&at| check_instruction(&elf, at, CPUID).is_some())
+            .collect();
+        // Every byte pair taken is a real CPUID instruction, and most of
+        // the loader's are taken (glibc loads the leaf just before).
+        assert!(taken.iter().all(|at| cpuids.contains(at)), "{taken:x?}");
+        assert!(
+            taken.len() * 2 > cpuids.len(),
+            "{} of {}",
+            taken.len(),
+            cpuids.len()
+        );
+        // A SYSCALL check never takes a CPUID, nor the other way round.
+        assert!(taken.iter().all(|&at| check(&elf, at).is_none()));
     }
 
     /// A minimal ELF: `code` at 0x1000 as one function with an FDE, its

@@ -4,7 +4,7 @@
 mod x86_64;
 
 pub use self::x86_64::apic::TIMER_VECTOR;
-pub use self::x86_64::cpu::{rdrand, rdtsc};
+pub use self::x86_64::cpu::{program_cpuid_table, rdrand, rdtsc};
 pub use self::x86_64::fpu::{reset_control as reset_fpu_control, FpuState};
 pub use self::x86_64::paging::{
     phys_to_virt, pte, set_split_frames, virt_to_phys, PageTables, LARGE_PAGE,

@@ -114,6 +114,10 @@ pub fn exec(
         shared_maps: Vec::new(),
     };
     load_segments(&mut p, &plan, module.start)?;
+    if plan.interpreter.is_none() {
+        // A static program (glibc's) asks CPUID itself as it starts.
+        crate::syscall::rewrite::rewrite_cpuid_sites(&mut p, image, module.start, plan.bias);
+    }
     // A dynamic program starts in its interpreter (ld.so), loaded from the
     // rootfs below the mmap area; the program's own entry goes in AT_ENTRY.
     let (entry, interp_base) = match &plan.interpreter {
@@ -221,6 +225,8 @@ fn load_interpreter(p: &mut Process, path: &str) -> Result<(u64, u64), ExecError
         .find_free_below(page_round(first.span()), MMAP_TOP)?;
     let plan = elf::plan(image, base).map_err(ExecError::Elf)?;
     load_segments(p, &plan, start)?;
+    // glibc's loader asks CPUID some 27 times as every program starts.
+    crate::syscall::rewrite::rewrite_cpuid_sites(p, image, start, plan.bias);
     Ok((plan.entry, base))
 }
 

@@ -233,6 +233,28 @@ fn trampoline(
     (before, after): (&[u8], &[u8]),
     back: u64,
 ) -> Option<(u64, u64)> {
+    trampoline_with(p, r, near, (before, after), back, Replaces::Syscall)
+}
+
+/// What a trampoline does between the instructions moved from before the
+/// site and those moved from after it.
+#[derive(Clone, Copy)]
+enum Replaces {
+    /// Enters the kernel as the SYSCALL would.
+    Syscall,
+    /// Calls the process's CPUID routine (at this address), which answers
+    /// from the kernel's table as the CPUID instruction would.
+    Cpuid(u64),
+}
+
+fn trampoline_with(
+    p: &mut Process,
+    r: &mut Rewriter,
+    near: u64,
+    (before, after): (&[u8], &[u8]),
+    back: u64,
+    replaces: Replaces,
+) -> Option<(u64, u64)> {
     let fits = |&(page, used): &(u64, u64)| used + SLOT <= PAGE_SIZE && page.abs_diff(near) < REACH;
     let index = match r.pages.iter().position(fits) {
         Some(i) => i,
@@ -269,6 +291,36 @@ fn trampoline(
         code[n..n + bytes.len()].copy_from_slice(bytes);
         n += bytes.len();
     };
+    if let Replaces::Cpuid(routine) = replaces {
+        // The moved instructions, the routine called clear of the red
+        // zone (LEA leaves the flags alone), the instructions that
+        // followed, and back.
+        put(before);
+        put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
+        put(&[0xff, 0x15, 2, 0, 0, 0]); // call [rip + 2]
+        put(&[0xeb, 8]); // jmp over the address
+        put(&routine.to_le_bytes());
+        put(&[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0]); // lea rsp, [rsp + 128]
+        let call_code = 5 + 6 + 2 + 8 + 8;
+        let moved_at = at + (before.len() + call_code) as u64;
+        let mut moved = [0u8; site::MAX_AFTER + 4];
+        let from = back - after.len() as u64;
+        let (len, ends_in_jump) = if after.is_empty() {
+            (0, false)
+        } else {
+            site::relocate(after, from, moved_at, &mut moved)?
+        };
+        put(&moved[..len]);
+        if !ends_in_jump {
+            let jump_end = moved_at + (len + 5) as u64;
+            let rel = back.wrapping_sub(jump_end) as i64;
+            put(&[0xe9]); // jmp back
+            put(&i32::try_from(rel).ok()?.to_le_bytes());
+        }
+        p.mem.poke_code(at, &code).ok()?;
+        r.pages[index].1 = used + SLOT;
+        return Some((at, back));
+    }
     // Where the call returns: after the SYSCALL in the program, or, when
     // instructions after it moved, to them here (behind a SYSCALL that a
     // restarted call runs: it rewinds the return address by two bytes).
@@ -305,4 +357,166 @@ fn trampoline(
     p.mem.poke_code(at, &code).ok()?;
     r.pages[index].1 = used + SLOT;
     Some((at, returns_to))
+}
+
+/// CPUID sites found in a file (by the guest-physical address of its
+/// first byte), checked once per VM: (link-time address of the CPUID, what
+/// moves).
+static CPUID_SITES: spin::Mutex<BTreeMap<u64, Vec<(u64, site::Site)>>> =
+    spin::Mutex::new(BTreeMap::new());
+
+/// The CPUID routine each process with rewritten CPUID sites gets, with
+/// the kernel's table after it (position-free: the table is found
+/// RIP-relative). EAX = leaf and ECX = subleaf in; EAX, EBX, ECX and EDX
+/// out as the CPUID instruction sets them (upper halves cleared); every
+/// other register and the flags kept. A leaf the table lacks (those whose
+/// values depend on the running CPU or its state) runs the instruction.
+const CPUID_ROUTINE: [u8; 63] = [
+    0x9c, // pushfq
+    0x56, // push rsi
+    0x57, // push rdi
+    0x48, 0x8d, 0x35, 150, 0, 0, 0, // lea rsi, [rip + 150]  (entries, at 160)
+    0x8b, 0x3d, 112, 0, 0, 0, // mov edi, [rip + 112]  (count, at 128)
+    // 16: loop
+    0x85, 0xff, // test edi, edi
+    0x74, 23, // jz 43 (not found)
+    0x39, 0x06, // cmp [rsi], eax
+    0x75, 11, // jne 35 (next)
+    0xf6, 0x46, 0x08, 0x01, // test byte [rsi + 8], 1  (subleaf matters)
+    0x74, 17, // jz 47 (found)
+    0x39, 0x4e, 0x04, // cmp [rsi + 4], ecx
+    0x74, 12, // je 47 (found)
+    // 35: next
+    0x48, 0x83, 0xc6, 0x20, // add rsi, 32
+    0xff, 0xcf, // dec edi
+    0xeb, 0xe5, // jmp 16
+    // 43: not found
+    0x0f, 0xa2, // cpuid
+    0xeb, 12, // jmp 59
+    // 47: found
+    0x8b, 0x46, 0x0c, // mov eax, [rsi + 12]
+    0x8b, 0x5e, 0x10, // mov ebx, [rsi + 16]
+    0x8b, 0x4e, 0x14, // mov ecx, [rsi + 20]
+    0x8b, 0x56, 0x18, // mov edx, [rsi + 24]
+    // 59: done
+    0x5f, // pop rdi
+    0x5e, // pop rsi
+    0x9d, // popfq
+    0xc3, // ret
+];
+/// Where the routine page holds the entry count and the first entry.
+const CPUID_COUNT_AT: usize = 128;
+const CPUID_ENTRIES_AT: usize = 160;
+
+/// Rewrites the CPUID instructions of the ELF file `file` (at
+/// guest-physical `phys`), loaded at `bias` into the new process `p`, into
+/// calls of a routine that answers from the kernel's CPUID table: on PVM
+/// the host emulates every CPUID (~20 µs), and glibc's dynamic loader asks
+/// about 27 of them as each program starts. Only at exec, before the
+/// program runs (no thread can be inside the replaced bytes), and only
+/// where [`site::check_instruction`] finds the bytes movable. Returns how
+/// many sites were rewritten.
+pub fn rewrite_cpuid_sites(p: &mut Process, file: &[u8], phys: u64, bias: u64) -> usize {
+    let table = arch::program_cpuid_table();
+    if !crate::state::options().syscall_rewrite || table.is_empty() || p.vfork_parent.is_some() {
+        return 0;
+    }
+    let sites = CPUID_SITES
+        .lock()
+        .entry(phys)
+        .or_insert_with(|| {
+            site::find_bytes(file, site::CPUID)
+                .into_iter()
+                .filter_map(|at| Some((at, site::check_instruction(file, at, site::CPUID)?)))
+                .collect()
+        })
+        .clone();
+    if sites.is_empty() {
+        return 0;
+    }
+    let Some(routine) = cpuid_routine(p, table) else {
+        return 0;
+    };
+    let mut r = Rewriter::new();
+    let mut done = 0;
+    // One TLB flush for all the pages made private, and sites in address
+    // order: one whose bytes overlap an earlier one's is left alone.
+    arch::tlb_batch(|| {
+        let mut patched_to = 0;
+        for (link_site, found) in sites {
+            if found.start_vaddr < patched_to {
+                continue;
+            }
+            if rewrite_cpuid(p, &mut r, file, (link_site, found), bias, routine).is_some() {
+                patched_to = link_site + 2 + u64::from(found.after);
+                done += 1;
+            }
+        }
+    });
+    done
+}
+
+/// Maps the CPUID routine and `table` into `p`; returns the routine's
+/// address.
+fn cpuid_routine(p: &mut Process, table: &[kiln_boot::CpuidEntry]) -> Option<u64> {
+    let len = (CPUID_ENTRIES_AT + 32 * table.len()).next_multiple_of(PAGE_SIZE as usize) as u64;
+    let start = p
+        .mem
+        .vmas
+        .find_free_below(len, crate::mm::space::MMAP_TOP)
+        .ok()?;
+    p.mem
+        .add_area(Vma {
+            start,
+            end: start + len,
+            prot: prot::READ | prot::EXEC,
+            backing: Backing::Anonymous,
+            label: Label::Trampoline,
+        })
+        .ok()?;
+    let mut page = alloc::vec![0xccu8; CPUID_ENTRIES_AT];
+    page[..CPUID_ROUTINE.len()].copy_from_slice(&CPUID_ROUTINE);
+    page[CPUID_COUNT_AT..CPUID_COUNT_AT + 4].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    for e in table {
+        for word in [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx, 0] {
+            page.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+    p.mem.copy_into(start, &page).ok()?;
+    Some(start)
+}
+
+/// Rewrites one CPUID site (link-time `link_site`, loaded at `bias`).
+fn rewrite_cpuid(
+    p: &mut Process,
+    r: &mut Rewriter,
+    file: &[u8],
+    (link_site, found): (u64, site::Site),
+    bias: u64,
+    routine: u64,
+) -> Option<()> {
+    let (len, after) = (u64::from(found.len), u64::from(found.after));
+    let site = bias.checked_add(link_site)?;
+    let start = site.checked_sub(len)?;
+    let start_off = site::file_offset_of(file, found.start_vaddr)?;
+    let end = start_off + (len + 2 + after) as usize;
+    // The process's bytes are the file's: mapped from it just now, and no
+    // earlier site's rewrite reached them.
+    let original = file.get(start_off..end)?;
+    let before = &original[..len as usize];
+    let moved_after = &original[len as usize + 2..];
+    let (tramp, _) = trampoline_with(
+        p,
+        r,
+        start,
+        (before, moved_after),
+        site + 2 + after,
+        Replaces::Cpuid(routine),
+    )?;
+    let rel = i32::try_from(tramp.wrapping_sub(start + 5) as i64).ok()?;
+    let covered = if after > 0 { len + 2 + after } else { len } as usize;
+    let mut jump = [0xccu8; site::MAX_MOVED + 2 + site::MAX_AFTER];
+    jump[0] = 0xe9;
+    jump[1..5].copy_from_slice(&rel.to_le_bytes());
+    p.mem.poke_code(start, &jump[..covered]).ok()
 }

@@ -66,6 +66,10 @@ pub struct PortBus {
     pub console: Console,
     /// Writes to ports no device owns (ignored, counted).
     pub unknown_writes: u64,
+    /// Where to keep the CPUID table the kernel learnt (boot flag
+    /// `CPUID_LEARN`): read when it reports the program's entry, before
+    /// any program code runs.
+    pub learn_cpuid: Option<crate::arch::learnt_cpuid::LearntCpuid>,
 }
 
 fn value(data: &[u8]) -> u32 {
@@ -81,6 +85,7 @@ impl PortBus {
         Self {
             console,
             unknown_writes: 0,
+            learn_cpuid: None,
         }
     }
 
@@ -114,6 +119,13 @@ impl PortBus {
                 Some(Milestone::KernelEntry) => timings.mark(Phase::KernelEntry),
                 Some(Milestone::ProgramEntry) => {
                     timings.mark(Phase::ProgramEntry);
+                    if let Some(cache) = self.learn_cpuid.take() {
+                        if let Some(table) = crate::arch::learnt_cpuid::read_learnt(mem) {
+                            // A cache that cannot be written only costs the
+                            // next VM a relearning.
+                            let _ = cache.store(&table);
+                        }
+                    }
                     return Ok(PortEvent::ProgramEntry);
                 }
                 Some(Milestone::FirstAccept) => timings.mark(Phase::FirstAccept),

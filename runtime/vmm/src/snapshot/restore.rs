@@ -440,6 +440,7 @@ pub(crate) fn resume(
             timings,
             started,
             coordinator,
+            learn_cpuid: None,
         },
         console,
         &crate::RunLimits {

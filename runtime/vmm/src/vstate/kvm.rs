@@ -128,13 +128,21 @@ struct CacheKey {
     host: Vec<u8>,
 }
 
-fn cache_key(kvm: &Kvm) -> Option<CacheKey> {
+/// kiln's directory in the user's cache (`$XDG_CACHE_HOME/kiln`, else
+/// `~/.cache/kiln`), and this host boot's ID: what a cache of facts about
+/// the host is kept in and keyed by.
+pub(crate) fn host_cache() -> Option<(PathBuf, String)> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let dir = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
         .join("kiln");
-    let host = format!("{} api {}", boot_id.trim(), kvm.get_api_version()).into_bytes();
+    Some((dir, boot_id.trim().to_owned()))
+}
+
+fn cache_key(kvm: &Kvm) -> Option<CacheKey> {
+    let (dir, boot_id) = host_cache()?;
+    let host = format!("{boot_id} api {}", kvm.get_api_version()).into_bytes();
     Some(CacheKey {
         path: dir.join("kvm-supported-cpuid"),
         host,

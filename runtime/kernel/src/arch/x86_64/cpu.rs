@@ -4,6 +4,7 @@
 //! register access) traps to the hypervisor; callers keep them off hot paths.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, value: u8) {
@@ -77,8 +78,195 @@ pub struct CpuidResult {
     pub edx: u32,
 }
 
-/// Executes CPUID for `leaf`/`subleaf` (an exit to the hypervisor on VMX).
+/// The VMM's CPUID table (kiln_boot::CpuidTable), when it gave one: the
+/// direct-map address of its first entry and how many there are.
+static CPUID_TABLE: AtomicU64 = AtomicU64::new(0);
+static CPUID_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Answers [`cpuid`] from the `count` entries at `entries` from now on.
+///
+/// # Safety
+/// `entries` must point at `count` readable [`kiln_boot::CpuidEntry`]
+/// values that stay unchanged for as long as the kernel runs.
+pub unsafe fn use_cpuid_table(entries: *const kiln_boot::CpuidEntry, count: usize) {
+    CPUID_COUNT.store(count as u64, Ordering::Relaxed);
+    CPUID_TABLE.store(entries as u64, Ordering::Release);
+}
+
+/// The CPUID table without leaf 1, which holds the APIC ID of the CPU that
+/// asks (the table has vCPU 0's): what the CPUID routine of rewritten
+/// program sites answers (`syscall::rewrite`); leaf 1, and any the table
+/// lacks, run the instruction. (XSAVE sizes, leaf 0xD, follow XCR0, which
+/// the kernel sets alike on every CPU before the table is learnt.) Empty
+/// without a table.
+pub fn program_cpuid_table() -> &'static [kiln_boot::CpuidEntry] {
+    static TABLE: spin::Once<alloc::vec::Vec<kiln_boot::CpuidEntry>> = spin::Once::new();
+    TABLE.call_once(|| {
+        table()
+            .iter()
+            .filter(|e| e.function != 1)
+            .copied()
+            .collect()
+    })
+}
+
+/// The table [`use_cpuid_table`] installed (empty: none).
+fn table() -> &'static [kiln_boot::CpuidEntry] {
+    let table = CPUID_TABLE.load(Ordering::Acquire);
+    if table == 0 {
+        return &[];
+    }
+    // SAFETY: `use_cpuid_table`'s caller vouched for the entries.
+    unsafe {
+        core::slice::from_raw_parts(
+            table as *const kiln_boot::CpuidEntry,
+            CPUID_COUNT.load(Ordering::Relaxed) as usize,
+        )
+    }
+}
+
+/// Leaves whose subleaf (ECX) selects the answer; the ones not enumerated
+/// by [`learn_cpuid_table`] are left out of the table.
+const INDEXED: &[u32] = &[
+    4,
+    7,
+    0xb,
+    0xd,
+    0xf,
+    0x10,
+    0x12,
+    0x14,
+    0x17,
+    0x18,
+    0x1d,
+    0x1e,
+    0x1f,
+    0x20,
+    0x23,
+    0x24,
+    0x8000_001d,
+    0x8000_0020,
+    0x8000_0026,
+];
+
+/// What [`learn_cpuid_table`] has written so far.
+struct Learner<'a> {
+    out: &'a mut [kiln_boot::CpuidEntry],
+    n: usize,
+}
+
+impl Learner<'_> {
+    /// Asks the instruction and records the answer; `None` when the table
+    /// is full.
+    fn put(&mut self, leaf: u32, subleaf: u32, indexed: bool) -> Option<CpuidResult> {
+        let slot = self.out.get_mut(self.n)?;
+        let r = instruction(leaf, subleaf);
+        *slot = kiln_boot::CpuidEntry {
+            function: leaf,
+            index: if indexed { subleaf } else { 0 },
+            flags: if indexed {
+                kiln_boot::CpuidEntry::SIGNIFICANT_INDEX
+            } else {
+                0
+            },
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+            reserved: 0,
+        };
+        self.n += 1;
+        Some(r)
+    }
+
+    /// Records `leaf`; `None` when the table is full.
+    fn leaf(&mut self, leaf: u32) -> Option<()> {
+        match leaf {
+            // Caches: each subleaf up to the one of type 0.
+            4 | 0x8000_001d => {
+                for i in 0..32 {
+                    if self.put(leaf, i, true)?.eax & 0x1f == 0 {
+                        break;
+                    }
+                }
+            }
+            // Subleaves 0..=EAX of subleaf 0.
+            7 | 0x14 => {
+                let last = self.put(leaf, 0, true)?.eax.min(4);
+                for i in 1..=last {
+                    self.put(leaf, i, true)?;
+                }
+            }
+            // XSAVE: the main subleaves, then each component's.
+            0xd => {
+                let main = self.put(leaf, 0, true)?;
+                let system = self.put(leaf, 1, true)?;
+                let components = u64::from(main.eax)
+                    | u64::from(main.edx) << 32
+                    | u64::from(system.ecx)
+                    | u64::from(system.edx) << 32;
+                for i in (2..63).filter(|i| components & (1 << i) != 0) {
+                    self.put(leaf, i, true)?;
+                }
+            }
+            // Only the APIC ID of the CPU asking: not for a table.
+            0xb | 0x1f | 0x8000_001e => {}
+            _ if INDEXED.contains(&leaf) => {}
+            _ => {
+                self.put(leaf, 0, false)?;
+            }
+        }
+        Some(())
+    }
+}
+
+/// Fills `out` with what the CPUID instruction answers on this CPU (its
+/// CR4 and XCR0 set up), leaving out the leaves that are only the asking
+/// CPU's APIC ID and indexed leaves it does not enumerate (leaf 1 holds
+/// vCPU 0's APIC ID: [`program_cpuid_table`] leaves it out); returns how many entries it
+/// wrote (at most `out.len()`). About 60 CPUIDs: done once per host boot,
+/// as kiln-vmm keeps the table (boot flag `CPUID_LEARN`).
+pub fn learn_cpuid_table(out: &mut [kiln_boot::CpuidEntry]) -> usize {
+    let mut learner = Learner { out, n: 0 };
+    'ranges: for base in [0u32, 0x4000_0000, 0x8000_0000] {
+        let max = instruction(base, 0).eax;
+        let last = match base {
+            0 => max.min(0x24),
+            0x4000_0000 => max.clamp(base, base + 0x10),
+            _ => max.clamp(base, base + 0x28),
+        };
+        for leaf in base..=last {
+            if learner.leaf(leaf).is_none() {
+                break 'ranges;
+            }
+        }
+    }
+    learner.n
+}
+
+/// The CPUID answer for `leaf`/`subleaf`: from the table learnt on this
+/// host when it has the leaf (each CPUID instruction is emulated by the
+/// host on PVM, ~20 µs), else from the instruction (an exit to the
+/// hypervisor on VMX too). The kernel asks only for feature bits and
+/// XSAVE layouts, which do not change with the CPU that asks.
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    let found = table().iter().find(|e| {
+        e.function == leaf
+            && (e.flags & kiln_boot::CpuidEntry::SIGNIFICANT_INDEX == 0 || e.index == subleaf)
+    });
+    match found {
+        Some(e) => CpuidResult {
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+        },
+        None => instruction(leaf, subleaf),
+    }
+}
+
+/// Executes CPUID.
+fn instruction(leaf: u32, subleaf: u32) -> CpuidResult {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     CpuidResult {
         eax: r.eax,

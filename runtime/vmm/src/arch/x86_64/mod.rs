@@ -2,6 +2,7 @@
 
 pub mod cpuid;
 pub mod layout;
+pub mod learnt_cpuid;
 pub mod paging;
 pub mod regs;
 pub mod vcpu_state;

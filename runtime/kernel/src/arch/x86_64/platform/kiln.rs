@@ -53,6 +53,67 @@ fn phys_slice(addr: u64, len: u64, memory: u64, what: &str) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(phys_to_virt(addr), len as usize) }
 }
 
+/// The boot flags, when the boot information at `info_phys` can be read
+/// (else 0: [`boot_params`] refuses it later).
+fn early_flags(info_phys: u64) -> u64 {
+    if info_phys != layout::BOOT_INFO {
+        return 0;
+    }
+    // SAFETY: as in `boot_params`.
+    let info: BootInfo =
+        unsafe { core::ptr::read_unaligned(phys_to_virt(info_phys) as *const BootInfo) };
+    if info.magic != BOOT_INFO_MAGIC || info.version != BOOT_INFO_VERSION {
+        return 0;
+    }
+    info.flags
+}
+
+/// Makes the CPU layer answer CPUID from the table learnt on this host
+/// when the boot information at `info_phys` offers one. Runs first thing,
+/// before the CPU is set up (which asks CPUID).
+pub fn adopt_cpuid_table(info_phys: u64) {
+    if early_flags(info_phys) & flags::CPUID_TABLE == 0 {
+        return;
+    }
+    // SAFETY: the table's page is below 1 MiB, RAM the VMM provides and
+    // the kernel never allocates; `read_unaligned` copes with any content.
+    let head: kiln_boot::CpuidTable =
+        unsafe { core::ptr::read_unaligned(phys_to_virt(layout::CPUID_TABLE) as *const _) };
+    let count = u64::from(head.count);
+    if head.source != kiln_boot::CpuidTable::LEARNT || count > layout::CPUID_TABLE_MAX {
+        return; // the instruction answers instead
+    }
+    let entries = phys_to_virt(layout::CPUID_TABLE + 32) as *const kiln_boot::CpuidEntry;
+    // SAFETY: `count` entries fit in the table's page (checked above),
+    // which stays as the VMM wrote it.
+    unsafe { super::super::cpu::use_cpuid_table(entries, count as usize) };
+}
+
+/// When kiln-vmm asks for it (flag `CPUID_LEARN`), fills the CPUID table's
+/// page with what the instruction answers, now that this CPU's CR4 and
+/// XCR0 are set, for kiln-vmm to keep; and answers from it from now on.
+pub fn learn_cpuid_table(info_phys: u64) {
+    if early_flags(info_phys) & flags::CPUID_LEARN == 0 {
+        return;
+    }
+    let max = layout::CPUID_TABLE_MAX as usize;
+    let entries = phys_to_virt(layout::CPUID_TABLE + 32) as *mut kiln_boot::CpuidEntry;
+    // SAFETY: the table's page is boot data below 1 MiB, which the kernel
+    // never allocates; it holds `max` entries after the head.
+    let out = unsafe { core::slice::from_raw_parts_mut(entries, max) };
+    let count = super::super::cpu::learn_cpuid_table(out);
+    let head = kiln_boot::CpuidTable {
+        count: count as u32,
+        source: kiln_boot::CpuidTable::LEARNT,
+        reserved: [0; 6],
+    };
+    // SAFETY: as above; the head comes first in the page.
+    unsafe {
+        core::ptr::write_unaligned(phys_to_virt(layout::CPUID_TABLE) as *mut _, head);
+        super::super::cpu::use_cpuid_table(entries, count);
+    }
+}
+
 /// Reads and validates the boot-info structure at `info_phys`.
 pub fn boot_params(info_phys: u64) -> BootParams {
     if info_phys != layout::BOOT_INFO {

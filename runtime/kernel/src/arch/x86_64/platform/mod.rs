@@ -48,6 +48,21 @@ pub fn current() -> Platform {
         .unwrap_or(Platform::Kiln)
 }
 
+/// Before anything asks CPUID: kiln-vmm's CPUID table, when it gave one.
+pub fn adopt_cpuid_table(info_phys: u64) {
+    if current() == Platform::Kiln {
+        kiln::adopt_cpuid_table(info_phys);
+    }
+}
+
+/// Once the boot CPU is set up: kiln-vmm's request to learn the CPUID
+/// table, when it made one.
+pub fn learn_cpuid_table(info_phys: u64) {
+    if current() == Platform::Kiln {
+        kiln::learn_cpuid_table(info_phys);
+    }
+}
+
 /// Reads the boot protocol's parameters.
 pub fn boot_params(info_phys: u64) -> BootParams {
     match current() {
