@@ -568,8 +568,8 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
         .filter_map(|e| Some(e.ok()?.path()))
         .find(|p| p.to_string_lossy().contains("guest-cpuid-"))
         .unwrap_or_else(|| panic!("no table kept in {}", cache.display()));
-    // The next ones answer from it: the kernel's questions and static
-    // glibc's start-up ones (its CPUID sites are rewritten at exec).
+    // The next ones answer the kernel's questions from it (a static
+    // program's own CPUIDs still reach the host).
     let (second, answered, _) = boot_with_cache("hello-glibc", &cache);
     assert_eq!(first, second);
     if pvm {

@@ -255,14 +255,38 @@ pub fn find_bytes(elf: &[u8], insn: [u8; 2]) -> alloc::vec::Vec<u64> {
             continue;
         };
         found.extend(
-            bytes
-                .windows(2)
-                .enumerate()
-                .filter(|(_, w)| *w == insn)
-                .map(|(i, _)| s.vaddr + i as u64),
+            positions_of(bytes, insn[1])
+                .filter(|&i| i > 0 && bytes[i - 1] == insn[0])
+                .map(|i| s.vaddr + (i - 1) as u64),
         );
     }
     found
+}
+
+/// Where `byte` occurs in `bytes`, eight bytes compared at a time (a
+/// program's text is megabytes; most words hold no match).
+fn positions_of(bytes: &[u8], byte: u8) -> impl Iterator<Item = usize> + '_ {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(byte);
+    bytes
+        .chunks(8)
+        .enumerate()
+        .filter(move |(_, chunk)| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            // A zero byte in `x` (a match) sets its high bit here; a
+            // false alarm only costs the byte-wise look below.
+            let x = u64::from_le_bytes(word) ^ pattern;
+            x.wrapping_sub(ONES) & !x & HIGHS != 0
+        })
+        .flat_map(move |(i, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter(move |(_, &b)| b == byte)
+                .map(move |(j, _)| i * 8 + j)
+        })
 }
 
 /// The file offset of link-time address `vaddr`.
