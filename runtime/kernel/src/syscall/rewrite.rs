@@ -291,18 +291,42 @@ fn trampoline_with(
         code[n..n + bytes.len()].copy_from_slice(bytes);
         n += bytes.len();
     };
-    if let Replaces::Cpuid(routine) = replaces {
-        // The moved instructions, the routine called clear of the red
-        // zone (LEA leaves the flags alone), the instructions that
-        // followed, and back.
-        put(before);
-        put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
-        put(&[0xff, 0x15, 2, 0, 0, 0]); // call [rip + 2]
-        put(&[0xeb, 8]); // jmp over the address
-        put(&routine.to_le_bytes());
-        put(&[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0]); // lea rsp, [rsp + 128]
-        let call_code = 5 + 6 + 2 + 8 + 8;
-        let moved_at = at + (before.len() + call_code) as u64;
+    put(before);
+    put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
+                                          // Then what replaces the instruction; where the moved instructions
+                                          // that followed it go; where the program's call returns.
+    let (moved_at, returns_to) = match replaces {
+        Replaces::Syscall => {
+            // The call returns after the SYSCALL in the program, or, when
+            // instructions after it moved, to them here (behind a SYSCALL
+            // that a restarted call runs: it rewinds the return address by
+            // two bytes).
+            let entry_code = 5 + 3 + 10 + 6 + 8;
+            let moved_at = at + (before.len() + entry_code + 2) as u64;
+            let returns_to = if after.is_empty() { back } else { moved_at };
+            put(&[0x9c, 0x41, 0x5b]); // pushfq; pop r11
+            put(&[0x48, 0xb9]); // mov rcx, imm64
+            put(&returns_to.to_le_bytes());
+            put(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip + 0]
+            put(&arch::syscall_call_entry().to_le_bytes());
+            if !after.is_empty() {
+                put(&[0x0f, 0x05]); // syscall (a restart's)
+            }
+            (moved_at, returns_to)
+        }
+        Replaces::Cpuid(routine) => {
+            // The routine, called clear of the red zone (LEA leaves the
+            // flags alone); no call returns into the trampoline.
+            put(&[0xff, 0x15, 2, 0, 0, 0]); // call [rip + 2]
+            put(&[0xeb, 8]); // jmp over the address
+            put(&routine.to_le_bytes());
+            put(&[0x48, 0x8d, 0xa4, 0x24, 0x80, 0, 0, 0]); // lea rsp, [rsp + 128]
+            (at + (before.len() + 5 + 6 + 2 + 8 + 8) as u64, back)
+        }
+    };
+    // The instructions that followed, a jump among them re-aimed, and a
+    // jump back (a SYSCALL with none moved returns to the program itself).
+    if !after.is_empty() || matches!(replaces, Replaces::Cpuid(_)) {
         let mut moved = [0u8; site::MAX_AFTER + 4];
         let from = back - after.len() as u64;
         let (len, ends_in_jump) = if after.is_empty() {
@@ -310,40 +334,6 @@ fn trampoline_with(
         } else {
             site::relocate(after, from, moved_at, &mut moved)?
         };
-        put(&moved[..len]);
-        if !ends_in_jump {
-            let jump_end = moved_at + (len + 5) as u64;
-            let rel = back.wrapping_sub(jump_end) as i64;
-            put(&[0xe9]); // jmp back
-            put(&i32::try_from(rel).ok()?.to_le_bytes());
-        }
-        p.mem.poke_code(at, &code).ok()?;
-        r.pages[index].1 = used + SLOT;
-        return Some((at, back));
-    }
-    // Where the call returns: after the SYSCALL in the program, or, when
-    // instructions after it moved, to them here (behind a SYSCALL that a
-    // restarted call runs: it rewinds the return address by two bytes).
-    let entry_code = 5 + 3 + 10 + 6 + 8;
-    let returns_to = if after.is_empty() {
-        back
-    } else {
-        at + (before.len() + entry_code + 2) as u64
-    };
-    put(before);
-    put(&[0x48, 0x8d, 0x64, 0x24, 0x80]); // lea rsp, [rsp - 128]
-    put(&[0x9c, 0x41, 0x5b]); // pushfq; pop r11
-    put(&[0x48, 0xb9]); // mov rcx, imm64
-    put(&returns_to.to_le_bytes());
-    put(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip + 0]
-    put(&arch::syscall_call_entry().to_le_bytes());
-    if !after.is_empty() {
-        put(&[0x0f, 0x05]); // syscall (a restart's)
-                            // The instructions that followed, a jump among them re-aimed.
-        let mut moved = [0u8; site::MAX_AFTER + 4];
-        let from = back - after.len() as u64;
-        let moved_at = at + (before.len() + entry_code + 2) as u64;
-        let (len, ends_in_jump) = site::relocate(after, from, moved_at, &mut moved)?;
         put(&moved[..len]);
         if !ends_in_jump {
             let jump_end = moved_at + (len + 5) as u64;

@@ -188,13 +188,21 @@ fn write_cache(key: &CacheKey, cpuid: &CpuId) -> std::io::Result<()> {
         };
         data.extend_from_slice(bytes);
     }
-    let tmp = key
-        .path
-        .with_extension(format!("tmp.{}", std::process::id()));
+    write_atomically(&key.path, &data)
+}
+
+/// Writes `data` to `path` whole or not at all: into a temporary file
+/// beside it, then renamed over it (so concurrent kiln processes never
+/// read half a cache).
+///
+/// # Errors
+/// When the temporary file cannot be written or renamed.
+pub(crate) fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&data)?;
+    f.write_all(data)?;
     drop(f);
-    std::fs::rename(&tmp, &key.path).inspect_err(|_| {
+    std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
 }

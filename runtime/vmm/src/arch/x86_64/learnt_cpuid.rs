@@ -12,7 +12,6 @@
 //! it); later VMs get it with flag `CPUID_TABLE`, and their kernels and
 //! programs' loaders answer CPUID from it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use kiln_boot::layout::{CPUID_TABLE, CPUID_TABLE_MAX};
@@ -120,15 +119,7 @@ impl LearntCpuid {
                 data.extend_from_slice(&w.to_le_bytes());
             }
         }
-        let tmp = self
-            .path
-            .with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        crate::vstate::kvm::write_atomically(&self.path, &data)
     }
 }
 
