@@ -836,7 +836,7 @@ pub fn run(
     };
     let learnt = kernel_digest
         .as_deref()
-        .and_then(|d| arch::learnt_cpuid::LearntCpuid::for_host(flavour.name(), d));
+        .and_then(|d| arch::learnt_cpuid::LearntCpuid::for_host(hv, flavour.name(), d));
     let learnt_table = learnt
         .as_ref()
         .and_then(arch::learnt_cpuid::LearntCpuid::load);

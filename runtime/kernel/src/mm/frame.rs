@@ -76,11 +76,7 @@ impl Frames {
     /// A frame of the page-table area and whether it is known to hold
     /// zeros; `None` when the area is used up.
     fn take_from_table_area(&mut self) -> Option<(u64, bool)> {
-        if self.tables_free != 0 {
-            let pa = self.tables_free;
-            // SAFETY: freed frames hold the next one's address in their
-            // first word (written by `free`); the frame is ours now.
-            self.tables_free = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
+        if let Some(pa) = pop(&mut self.tables_free) {
             self.used += 1;
             return Some((pa, false));
         }
@@ -190,6 +186,20 @@ fn zero_frame(pa: u64) {
     }
 }
 
+/// Takes the first frame (or large page) of the free list whose head is
+/// `head`, `None` when it is empty.
+fn pop(head: &mut u64) -> Option<u64> {
+    if *head == 0 {
+        return None;
+    }
+    let pa = *head;
+    // SAFETY: a listed frame holds the next one's address in its first
+    // word (written by `free` or `release_large` under the allocator's
+    // lock, which the caller holds); it is the caller's now.
+    *head = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
+    Some(pa)
+}
+
 /// A zero-filled frame for a page table: from the page-table area while
 /// it lasts, then from anywhere.
 ///
@@ -220,11 +230,7 @@ pub fn alloc() -> Option<u64> {
 /// platform whose fresh memory is zero).
 fn take() -> Option<(u64, bool)> {
     let mut f = KERNEL.frames.lock();
-    if f.free_list != 0 {
-        let pa = f.free_list;
-        // SAFETY: freed frames hold the next free frame's address in their
-        // first word (written by `free`); the frame is ours until returned.
-        f.free_list = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
+    if let Some(pa) = pop(&mut f.free_list) {
         f.used += 1;
         return Some((pa, false));
     }
@@ -246,11 +252,7 @@ fn take() -> Option<(u64, bool)> {
     if let Some(t) = f.take_from_table_area() {
         return Some(t);
     }
-    if f.large_free != 0 {
-        let pa = f.large_free;
-        // SAFETY: a freed large page holds the next one's address in its
-        // first word (written by `release_large`); it is ours now.
-        f.large_free = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
+    if let Some(pa) = pop(&mut f.large_free) {
         for i in 1..LARGE_FRAMES {
             let frame = pa + i * FRAME_SIZE;
             // SAFETY: a frame of the large page just taken; its first word
@@ -278,10 +280,7 @@ pub fn alloc_large() -> Option<u64> {
         if f.used + LARGE_FRAMES > f.total - f.total / 4 {
             return None;
         }
-        if f.large_free != 0 {
-            let pa = f.large_free;
-            // SAFETY: as in `take`: the first word links the next one.
-            f.large_free = unsafe { core::ptr::read(phys_to_virt(pa) as *const u64) };
+        if let Some(pa) = pop(&mut f.large_free) {
             f.used += LARGE_FRAMES;
             drop(f);
             // SAFETY: the large page was just taken from the allocator, so

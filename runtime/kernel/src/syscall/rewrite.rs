@@ -204,19 +204,11 @@ fn rewrite(p: &mut Process, r: &mut Rewriter, site: u64, number: u64) -> Option<
     let before = &original[..len as usize];
     let moved_after = &original[len as usize + 2..];
     let (tramp, returns_to) = trampoline(p, r, start, (before, moved_after), site + 2 + after)?;
-    let rel = tramp.wrapping_sub(start + 5) as i64;
-    let rel = i32::try_from(rel).ok()?;
-    // The jump, then INT3 over the bytes nothing runs any more (the check
-    // found no jump into them).
-    let covered = if after > 0 { len + 2 + after } else { len } as usize;
-    let mut jump = [0xccu8; site::MAX_MOVED + 2 + site::MAX_AFTER];
-    jump[0] = 0xe9;
-    jump[1..5].copy_from_slice(&rel.to_le_bytes());
-    p.mem.poke_code(start, &jump[..covered]).ok()?;
+    let covered = jump_to_trampoline(p, start, tramp, &found)?;
     Some(Moved {
         start,
         site,
-        end: start + covered as u64,
+        end: start + covered,
         tramp,
         returns_to,
     })
@@ -503,10 +495,20 @@ fn rewrite_cpuid(
         site + 2 + after,
         Replaces::Cpuid(routine),
     )?;
+    jump_to_trampoline(p, start, tramp, &found).map(drop)
+}
+
+/// Writes the jump from the site `found` (its moved bytes starting at
+/// `start`) to `tramp`, then INT3 over the bytes nothing runs any more
+/// (the check found no jump into them); returns how many bytes it
+/// replaced.
+fn jump_to_trampoline(p: &mut Process, start: u64, tramp: u64, found: &site::Site) -> Option<u64> {
+    let (len, after) = (u64::from(found.len), u64::from(found.after));
     let rel = i32::try_from(tramp.wrapping_sub(start + 5) as i64).ok()?;
-    let covered = if after > 0 { len + 2 + after } else { len } as usize;
+    let covered = if after > 0 { len + 2 + after } else { len };
     let mut jump = [0xccu8; site::MAX_MOVED + 2 + site::MAX_AFTER];
     jump[0] = 0xe9;
     jump[1..5].copy_from_slice(&rel.to_le_bytes());
-    p.mem.poke_code(start, &jump[..covered]).ok()
+    p.mem.poke_code(start, &jump[..covered as usize]).ok()?;
+    Some(covered)
 }

@@ -18,6 +18,9 @@ use kvm_ioctls::{Cap, Kvm};
 pub struct Hypervisor {
     kvm: Kvm,
     supported_cpuid: CpuId,
+    /// kiln's cache directory and this host boot's ID (see [`host_cache`]),
+    /// read once.
+    host_cache: Option<(PathBuf, String)>,
 }
 
 /// Magic and format version of the CPUID cache file.
@@ -90,7 +93,8 @@ impl Hypervisor {
                 return Err(KvmError::MissingCapability(name));
             }
         }
-        let key = cache_key(&kvm);
+        let host_cache = host_cache();
+        let key = host_cache.as_ref().map(|h| cache_key(&kvm, h));
         let supported_cpuid = match key.as_ref().and_then(read_cache) {
             Some(cpuid) => cpuid,
             None => {
@@ -107,6 +111,7 @@ impl Hypervisor {
         Ok(Self {
             kvm,
             supported_cpuid,
+            host_cache,
         })
     }
 
@@ -118,6 +123,11 @@ impl Hypervisor {
     /// The host-supported CPUID table.
     pub fn supported_cpuid(&self) -> &CpuId {
         &self.supported_cpuid
+    }
+
+    /// kiln's cache directory and this host boot's ID, when both exist.
+    pub fn host_cache(&self) -> Option<&(PathBuf, String)> {
+        self.host_cache.as_ref()
     }
 }
 
@@ -131,7 +141,7 @@ struct CacheKey {
 /// kiln's directory in the user's cache (`$XDG_CACHE_HOME/kiln`, else
 /// `~/.cache/kiln`), and this host boot's ID: what a cache of facts about
 /// the host is kept in and keyed by.
-pub(crate) fn host_cache() -> Option<(PathBuf, String)> {
+fn host_cache() -> Option<(PathBuf, String)> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let dir = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -140,13 +150,12 @@ pub(crate) fn host_cache() -> Option<(PathBuf, String)> {
     Some((dir, boot_id.trim().to_owned()))
 }
 
-fn cache_key(kvm: &Kvm) -> Option<CacheKey> {
-    let (dir, boot_id) = host_cache()?;
+fn cache_key(kvm: &Kvm, (dir, boot_id): &(PathBuf, String)) -> CacheKey {
     let host = format!("{boot_id} api {}", kvm.get_api_version()).into_bytes();
-    Some(CacheKey {
+    CacheKey {
         path: dir.join("kvm-supported-cpuid"),
         host,
-    })
+    }
 }
 
 fn read_cache(key: &CacheKey) -> Option<CpuId> {

@@ -46,11 +46,15 @@ pub struct LearntCpuid {
 }
 
 impl LearntCpuid {
-    /// The cache of this host boot for VMs of `flavour` booting the kernel
-    /// whose SHA-256 is `kernel` (`None` without a cache directory or boot
-    /// ID).
-    pub fn for_host(flavour: &str, kernel: &str) -> Option<Self> {
-        let (dir, boot_id) = crate::vstate::kvm::host_cache()?;
+    /// The cache of `hv`'s host boot for VMs of `flavour` booting the
+    /// kernel whose SHA-256 is `kernel` (`None` without a cache directory
+    /// or boot ID).
+    pub fn for_host(
+        hv: &crate::vstate::kvm::Hypervisor,
+        flavour: &str,
+        kernel: &str,
+    ) -> Option<Self> {
+        let (dir, boot_id) = hv.host_cache()?;
         let short = kernel.get(..16).unwrap_or(kernel);
         Some(Self::at(
             dir.join(format!("guest-cpuid-{short}")),
