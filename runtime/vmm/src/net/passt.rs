@@ -4,11 +4,12 @@
 //! exits, crashes or is killed. Published ports are passt's own (`-t`,
 //! `-u`); its DNS forwarder answers the guest at 10.0.2.3.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Shutdown};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{GuestAddresses, PortMap, Protocol};
 use crate::devices::virtio::net::StreamBackend;
@@ -41,6 +42,25 @@ pub enum PasstError {
 /// A running passt, ended (and waited for) when dropped.
 pub struct Passt {
     child: Child,
+    /// A second descriptor of the NIC's end of the link: to see whether
+    /// passt has read everything sent to it, and to close the link for
+    /// both ends' holders at once.
+    link: UnixStream,
+}
+
+/// How long the end of a run waits for passt to take the last frames and
+/// exit by itself before it is killed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bytes written on `link` that its peer has not read yet.
+fn unread_by_peer(link: &UnixStream) -> std::io::Result<usize> {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ on a socket we own writes one int to the pointer,
+    // which points at a live local.
+    if unsafe { libc::ioctl(link.as_raw_fd(), libc::TIOCOUTQ, &mut bytes) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(usize::try_from(bytes).unwrap_or(0))
 }
 
 /// Where passt is.
@@ -109,6 +129,7 @@ impl Passt {
                 Ok(())
             });
         }
+        let link = ours.try_clone().map_err(PasstError::Spawn)?;
         let mut child = cmd.spawn().map_err(PasstError::Spawn)?;
         drop(theirs);
         // A passt that cannot start ends at once; one that fails later
@@ -127,14 +148,35 @@ impl Passt {
                     .join("; "),
             });
         }
-        Ok((Passt { child }, StreamBackend::new(ours)))
+        Ok((Passt { child, link }, StreamBackend::new(ours)))
+    }
+
+    /// Lets passt forward what the guest sent last, then has it exit: the
+    /// answer a program sends just before it ends (or output held for a
+    /// standby and released at the end) must reach its client. passt drops
+    /// unread frames when its end of the link hangs up, and a kill can come
+    /// between its read of a frame and the write to the client's socket —
+    /// so first wait until it has read everything, then hang up and let it
+    /// exit by itself, all within [`DRAIN_TIMEOUT`].
+    fn drain_and_end(&mut self) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let alive = |child: &mut Child| matches!(child.try_wait(), Ok(None));
+        while Instant::now() < deadline
+            && unread_by_peer(&self.link).is_ok_and(|n| n > 0)
+            && alive(&mut self.child)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = self.link.shutdown(Shutdown::Both);
+        while Instant::now() < deadline && alive(&mut self.child) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
 impl Drop for Passt {
     fn drop(&mut self) {
-        // Its socket end closes with ours (it then exits by itself); make
-        // sure, and reap it.
+        self.drain_and_end();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
