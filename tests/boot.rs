@@ -589,6 +589,103 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     std::fs::remove_dir_all(&cache).unwrap();
 }
 
+/// Runs `smp MODE` on 2 vCPUs with `kernel`, the CPUID table kept in
+/// `cache`; returns its stdout and the emulated instructions (`None` when
+/// the host is not PVM, where loading registers costs no emulation).
+fn smp_with_kernel(
+    kernel: &std::path::Path,
+    cache: &std::path::Path,
+    mode: &str,
+) -> (String, Option<u64>) {
+    let file = cache.join("timings.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln-vmm"))
+        .arg("--kernel")
+        .arg(kernel)
+        .env("XDG_CACHE_HOME", cache)
+        .args([
+            "--cpus",
+            "2",
+            "--timeout",
+            "60",
+            "--stats",
+            "--timings-json",
+        ])
+        .arg(&file)
+        .arg("--app")
+        .arg(common::program("smp"))
+        .args(["--", mode])
+        .output()
+        .expect("kiln-vmm runs");
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let pvm = doc["kvm_flavour"] == "pvm";
+    (
+        stdout(&out),
+        pvm.then(|| doc["kvm_stats"]["insn_emulation"].as_u64().unwrap_or(0)),
+    )
+}
+
+/// kiln-vmm loads the CPU state the kernel's note asks for (descriptor
+/// tables, task register, SYSCALL MSRs, GS base, x2APIC, CR4 and XCR0)
+/// into every vCPU; a kernel without the note — an older one — loads its
+/// own, with the same result, each load an emulated instruction on PVM.
+#[test]
+fn kiln_vmm_loads_the_cpu_state_the_kernel_asks_for_and_a_kernel_without_the_note_loads_its_own() {
+    if !kvm_or_skip("kiln_vmm_loads_the_cpu_state_the_kernel_asks_for") {
+        return;
+    }
+    let cache = std::env::temp_dir().join(format!("kiln-preset-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    // The note: name size 5, descriptor size, type 1, "kiln".
+    let kernel = xtask::paths::kernel();
+    let bytes = std::fs::read(&kernel).unwrap();
+    let size = (std::mem::size_of::<kiln_boot::CpuStateNote>() as u32).to_le_bytes();
+    let head: Vec<u8> = [
+        &5u32.to_le_bytes()[..],
+        &size,
+        &1u32.to_le_bytes(),
+        b"kiln\0",
+    ]
+    .concat();
+    let at = bytes
+        .windows(head.len())
+        .position(|w| w == head.as_slice())
+        .expect("the kernel carries its CPU-state note");
+    let mut without = bytes.clone();
+    without[at + 8] = 0x7f; // a note type kiln-vmm does not know
+    let old_kernel = cache.join("kernel-without-note.elf");
+    std::fs::write(&old_kernel, &without).unwrap();
+    let mut emulated = Vec::new();
+    for k in [&kernel, &old_kernel] {
+        // The first run of each kernel learns the CPUID table.
+        smp_with_kernel(k, &cache, "count");
+        let (count, n) = smp_with_kernel(k, &cache, "count");
+        assert_eq!(
+            count,
+            "sched_getaffinity: 2\nsysconf: 2\n/proc/cpuinfo: 2\n"
+        );
+        emulated.push(n);
+        // Interrupts, IPIs, per-CPU data and system calls on both vCPUs.
+        let (pin, _) = smp_with_kernel(k, &cache, "pin");
+        assert_eq!(
+            pin,
+            "pinned to CPU 1: runs on CPU 1\npinned to CPU 0: runs on CPU 0\n\
+             a mask of no CPU: Invalid argument\n"
+        );
+        let (spread, _) = smp_with_kernel(k, &cache, "spread");
+        assert_eq!(spread, "threads ran on 2 of 2 CPUs\n");
+    }
+    if let [Some(with), Some(without)] = emulated[..] {
+        // About fifteen loads on the boot vCPU, more on the other.
+        assert!(
+            without >= with + 15,
+            "emulated instructions: {with} with the note, {without} without"
+        );
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
 fn boot_with_json(name: &str, flag: &str) -> (Output, serde_json::Value) {
     let file = std::env::temp_dir().join(format!("kiln-{name}{flag}-{}.json", std::process::id()));
     let out = boot(

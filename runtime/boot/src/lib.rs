@@ -95,6 +95,9 @@ pub mod layout {
     pub const CPUID_TABLE: u64 = 0xb000;
     /// Largest number of CPUID table entries (a page).
     pub const CPUID_TABLE_MAX: u64 = 0x1000 / 32 - 1;
+    /// The [`super::CpuPreset`], when boot flag
+    /// [`super::flags::CPU_PRESET`] is set.
+    pub const CPU_PRESET: u64 = 0xc000;
     /// Most virtio devices a VM has (the kernel's table and its interrupt
     /// vectors; the page above holds more entries than this).
     pub const VIRTIO_DEVICES_MAX: usize = 16;
@@ -306,6 +309,13 @@ pub mod flags {
     /// answers (head `source` [`super::CpuidTable::LEARNT`]) and kiln-vmm
     /// keeps it for the next VMs.
     pub const CPUID_LEARN: u64 = 1 << 4;
+    /// kiln-vmm loaded every vCPU with the state the kernel's
+    /// [`super::CpuStateNote`] asks for (GDTR, IDTR, TR, STAR, LSTAR,
+    /// SFMASK, GS base) and wrote a [`super::CpuPreset`] at
+    /// [`super::layout::CPU_PRESET`] with CR3, CR4 and XCR0 as it set them:
+    /// the kernel skips the instructions that would load them (on PVM each
+    /// is emulated by the host, ~20 µs).
+    pub const CPU_PRESET: u64 = 1 << 5;
 }
 
 /// Model-specific registers of the PVM host flavour (PVM.md).
@@ -354,6 +364,96 @@ pub struct CpuidTable {
 impl CpuidTable {
     /// `source` of a table the kernel filled ("CPUL").
     pub const LEARNT: u32 = u32::from_le_bytes(*b"CPUL");
+}
+
+/// What kiln-vmm loaded into every vCPU (boot flag
+/// [`flags::CPU_PRESET`]), at [`layout::CPU_PRESET`]: the kernel note's
+/// registers, and CR3, CR4 and XCR0. CR4 and XCR0 are kiln-vmm's best
+/// guess of what the kernel wants (from the learnt [`CpuidTable`]); the
+/// kernel changes them where it wants otherwise. A vCPU a snapshot's
+/// restore starts fresh gets the same state from this page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CpuPreset {
+    /// [`CpuPreset::MAGIC`].
+    pub magic: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// CR3: the boot PML4.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// XCR0 (0: not set, the kernel sets it with XSETBV when it wants one).
+    pub xcr0: u64,
+    /// 1: the local APIC is in x2APIC mode with the note's SVR and LVT
+    /// timer (TSC-deadline mode); 0: the kernel sets it up.
+    pub apic: u64,
+    /// The registers the kernel's note asked for.
+    pub state: CpuStateNote,
+}
+
+impl CpuPreset {
+    /// `magic` of a preset page ("CPUP").
+    pub const MAGIC: u32 = u32::from_le_bytes(*b"CPUP");
+}
+
+/// The kernel's request for its CPU state, in an ELF note (name
+/// [`CpuStateNote::NAME`], type [`CpuStateNote::TYPE`]): a VMM that reads
+/// it loads these registers into each vCPU before it starts, and says so
+/// with boot flag [`flags::CPU_PRESET`]. Addresses are kernel virtual
+/// addresses; vCPU `n`'s TSS, TSS selector and GS base are the first
+/// ones plus `n` strides. Every field is a little-endian u64.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CpuStateNote {
+    /// [`CpuStateNote::VERSION`].
+    pub version: u64,
+    /// vCPUs the kernel has TSS and per-CPU areas for.
+    pub max_cpus: u64,
+    /// GDTR base.
+    pub gdt_base: u64,
+    /// GDTR limit.
+    pub gdt_limit: u64,
+    /// IDTR base.
+    pub idt_base: u64,
+    /// IDTR limit.
+    pub idt_limit: u64,
+    /// TR base of vCPU 0 (a 64-bit TSS).
+    pub tss_base: u64,
+    /// Bytes from one vCPU's TSS to the next.
+    pub tss_stride: u64,
+    /// TR limit.
+    pub tss_limit: u64,
+    /// TR selector of vCPU 0.
+    pub tss_selector: u64,
+    /// Added to the TR selector per vCPU.
+    pub tss_selector_stride: u64,
+    /// MSR STAR.
+    pub star: u64,
+    /// MSR LSTAR (the SYSCALL entry).
+    pub lstar: u64,
+    /// MSR SFMASK.
+    pub sfmask: u64,
+    /// GS base (MSR 0xc000_0101) of vCPU 0: its per-CPU area.
+    pub gs_base: u64,
+    /// Bytes from one vCPU's per-CPU area to the next.
+    pub gs_stride: u64,
+    /// The local APIC's spurious-interrupt vector register in x2APIC
+    /// mode (0: leave the APIC to the kernel).
+    pub apic_svr: u64,
+    /// The local APIC's LVT timer register (TSC-deadline mode).
+    pub apic_lvt_timer: u64,
+}
+
+impl CpuStateNote {
+    /// The note's name (with its NUL, as ELF notes count it).
+    pub const NAME: &'static [u8] = b"kiln\0";
+    /// The note's type.
+    pub const TYPE: u32 = 1;
+    /// `version` of this layout.
+    pub const VERSION: u64 = 1;
+    /// Size of the descriptor in bytes.
+    pub const SIZE: usize = core::mem::size_of::<CpuStateNote>();
 }
 
 /// One CPUID leaf (and subleaf) of the [`CpuidTable`].

@@ -67,6 +67,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         Flavour::Native
     };
     platform::adopt_cpuid_table(info);
+    platform::adopt_cpu_preset(info);
     arch::init(flavour);
     platform::learn_cpuid_table(info);
     let params = platform::boot_params(info);

@@ -463,9 +463,12 @@ pub(crate) fn host_seed() -> [u8; 32] {
 }
 
 /// Sets vCPU `index` up to enter the kernel at `entry` in 64-bit mode with
-/// the boot page tables (PML4 at `cr3`). Every vCPU but 0 starts UNINITIALIZED under the
-/// in-kernel irqchip (waiting for INIT/SIPI): it is made runnable here, and
-/// its thread runs it once the kernel asks (`kiln_boot::port::START_CPU`).
+/// the boot page tables (PML4 at `cr3`), loading `preset` when given (the
+/// kernel's CPU state, `arch::cpu_preset`): on vCPU 0, what KVM refuses of
+/// it is dropped, or all of it (`*preset` becomes `None`). Every vCPU but 0
+/// starts UNINITIALIZED under the in-kernel irqchip (waiting for INIT/SIPI):
+/// it is made runnable here, and its thread runs it once the kernel asks
+/// (`kiln_boot::port::START_CPU`).
 pub(crate) fn setup_vcpu(
     hv: &Hypervisor,
     vcpu: &VcpuFd,
@@ -473,13 +476,28 @@ pub(crate) fn setup_vcpu(
     cr3: u64,
     flavour: Flavour,
     index: u8,
+    preset: &mut Option<kiln_boot::CpuPreset>,
 ) -> Result<(), KvmError> {
     let cpuid = arch::guest_cpuid(hv.supported_cpuid(), index);
     vcpu.set_cpuid2(&cpuid)
         .map_err(KvmError::ioctl("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(KvmError::ioctl("KVM_GET_SREGS"))?;
-    vcpu.set_sregs(&arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid), cr3))
-        .map_err(KvmError::ioctl("KVM_SET_SREGS"))?;
+    let sregs = arch::boot_sregs(sregs, arch::has_fsgsbase(&cpuid), cr3);
+    let loaded = match preset.as_mut() {
+        Some(p) => arch::cpu_preset::apply(vcpu, sregs, p, index)?,
+        None => false,
+    };
+    if !loaded {
+        if preset.is_some() && index != 0 {
+            // vCPU 0 took it: the kernel counts on every vCPU having it.
+            return Err(KvmError::Refused {
+                what: format!("the kernel's CPU state on vCPU {index}"),
+            });
+        }
+        *preset = None;
+        vcpu.set_sregs(&sregs)
+            .map_err(KvmError::ioctl("KVM_SET_SREGS"))?;
+    }
     let pv_page = if flavour == Flavour::Pvm {
         arch::layout::PV_PAGES.0 + u64::from(index) * 0x1000
     } else {
@@ -862,9 +880,38 @@ pub fn run(
             cpuid: learnt_table.as_deref(),
         },
     )?;
-    setup_vcpu(hv, &vcpu, kernel.entry, boot_tables.pml4, flavour, 0)?;
-    for (i, ap) in other_vcpus.iter().enumerate() {
-        setup_vcpu(hv, ap, kernel.entry, boot_tables.pml4, flavour, i as u8 + 1)?;
+    // The kernel's CPU state loaded with the boot registers (on PVM each
+    // instruction loading it would be emulated).
+    let boot_cr4 = arch::boot_sregs(
+        kvm_bindings::kvm_sregs::default(),
+        arch::has_fsgsbase(hv.supported_cpuid()),
+        boot_tables.pml4,
+    )
+    .cr4;
+    let mut preset = kernel.cpu_state.as_ref().and_then(|note| {
+        arch::cpu_preset::plan(
+            note,
+            cpus,
+            boot_cr4,
+            boot_tables.pml4,
+            learnt_table.as_deref(),
+        )
+    });
+    for (i, v) in std::iter::once(&vcpu).chain(&other_vcpus).enumerate() {
+        setup_vcpu(
+            hv,
+            v,
+            kernel.entry,
+            boot_tables.pml4,
+            flavour,
+            i as u8,
+            &mut preset,
+        )?;
+    }
+    let mut info = info;
+    if let Some(preset) = &preset {
+        arch::cpu_preset::write(mem, preset).map_err(bootinfo::BootInfoError::Write)?;
+        info.flags |= kiln_boot::flags::CPU_PRESET;
     }
     timings.mark(Phase::MemoryReady);
 

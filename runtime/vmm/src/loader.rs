@@ -10,7 +10,7 @@ use crate::source::FileSlice;
 
 use crate::GuestMem;
 use goblin::container::{Container, Ctx, Endian};
-use goblin::elf::program_header::{ProgramHeader, PF_X, PT_LOAD};
+use goblin::elf::program_header::{ProgramHeader, PF_X, PT_LOAD, PT_NOTE};
 use goblin::elf::{header, Elf};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -58,6 +58,8 @@ pub struct LoadedKernel {
     pub entry: u64,
     /// First physical byte after the highest segment.
     pub end: u64,
+    /// The CPU state the kernel asks kiln-vmm to load (its note), if any.
+    pub cpu_state: Option<kiln_boot::CpuStateNote>,
 }
 
 /// Maps the kernel ELF `kernel` and loads it into `mem` (`memory_size` bytes).
@@ -155,5 +157,14 @@ pub fn load_kernel_bytes(
             "entry point {entry:#x} is not in an executable segment"
         )));
     }
-    Ok(LoadedKernel { entry, end })
+    let cpu_state = phdrs
+        .iter()
+        .filter(|ph| ph.p_type == PT_NOTE)
+        .filter_map(|ph| bytes.get(ph.file_range()))
+        .find_map(crate::arch::cpu_preset::find_note);
+    Ok(LoadedKernel {
+        entry,
+        end,
+        cpu_state,
+    })
 }

@@ -3,6 +3,7 @@
 
 mod x86_64;
 
+pub use self::x86_64::cpu_preset;
 pub use self::x86_64::cpuid::{guest_cpuid, has_fsgsbase};
 pub use self::x86_64::layout;
 pub use self::x86_64::learnt_cpuid;

@@ -412,14 +412,27 @@ pub(crate) fn resume(
                 vcpu.set_regs(&regs)
                     .map_err(KvmError::ioctl("KVM_SET_REGS"))?;
             }
-            None => crate::setup_vcpu(
-                hv,
-                vcpu,
-                state.kernel_entry,
-                state.boot_page_tables,
-                flavour,
-                index,
-            )?,
+            None => {
+                // A vCPU the kernel had not started: as at boot, with the
+                // CPU state the kernel was told every vCPU has.
+                let mut preset = arch::cpu_preset::read(&layout.mem);
+                let expected = preset.is_some();
+                crate::setup_vcpu(
+                    hv,
+                    vcpu,
+                    state.kernel_entry,
+                    state.boot_page_tables,
+                    flavour,
+                    index,
+                    &mut preset,
+                )?;
+                if expected && preset.is_none() {
+                    return Err(KvmError::Refused {
+                        what: format!("the kernel's CPU state on vCPU {index}"),
+                    }
+                    .into());
+                }
+            }
         }
     }
     timings.mark(Phase::MemoryReady);

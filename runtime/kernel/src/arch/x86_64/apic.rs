@@ -29,6 +29,11 @@ const REG_INITIAL_COUNT: u32 = 0x380;
 const REG_CURRENT_COUNT: u32 = 0x390;
 const REG_DIVIDE: u32 = 0x3e0;
 
+/// The spurious-interrupt vector register: APIC enabled.
+pub(super) const X2APIC_SVR: u32 = 0x100 | SPURIOUS_VECTOR as u32;
+/// The LVT timer register in TSC-deadline mode.
+pub(super) const DEADLINE_LVT_TIMER: u32 = (0b10 << 17) | TIMER_VECTOR as u32;
+
 const MODE_NONE: u8 = 0;
 const MODE_X2APIC: u8 = 1;
 const MODE_XAPIC: u8 = 2;
@@ -74,6 +79,13 @@ pub fn init(map_xapic: impl FnOnce(u64) -> Option<u64>) -> bool {
     if l1.edx & (1 << 9) == 0 {
         return false;
     }
+    if super::preset::apic() {
+        // kiln-vmm set x2APIC mode, the spurious vector and the timer's
+        // TSC-deadline mode up already.
+        MODE.store(MODE_X2APIC, Ordering::Relaxed);
+        DEADLINE_MODE.store(1, Ordering::Relaxed);
+        return true;
+    }
     let base = cpu::rdmsr(MSR_APIC_BASE);
     if l1.ecx & (1 << 21) != 0 {
         // SAFETY: enabling x2APIC mode (bits 10 and 11) on a CPU that has it.
@@ -88,11 +100,11 @@ pub fn init(map_xapic: impl FnOnce(u64) -> Option<u64>) -> bool {
         unsafe { cpu::wrmsr(MSR_APIC_BASE, base | (1 << 11)) };
         MODE.store(MODE_XAPIC, Ordering::Relaxed);
     }
-    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(REG_SVR, X2APIC_SVR);
     let deadline = l1.ecx & (1 << 24) != 0;
     DEADLINE_MODE.store(u8::from(deadline), Ordering::Relaxed);
     if deadline {
-        write(REG_LVT_TIMER, (0b10 << 17) | u32::from(TIMER_VECTOR));
+        write(REG_LVT_TIMER, DEADLINE_LVT_TIMER);
     } else {
         // Calibrate the one-shot counter against the TSC (masked meanwhile).
         write(REG_LVT_TIMER, (1 << 16) | u32::from(TIMER_VECTOR));
@@ -112,6 +124,9 @@ pub fn init(map_xapic: impl FnOnce(u64) -> Option<u64>) -> bool {
 /// `init` chose, with its timer disarmed (the boot CPU calibrated the
 /// one-shot rate already).
 pub fn init_this_cpu() -> bool {
+    if super::preset::apic() {
+        return MODE.load(Ordering::Relaxed) == MODE_X2APIC;
+    }
     let base = cpu::rdmsr(MSR_APIC_BASE);
     match MODE.load(Ordering::Relaxed) {
         // SAFETY: as in `init`: x2APIC mode on a CPU that has it.
@@ -120,9 +135,9 @@ pub fn init_this_cpu() -> bool {
         MODE_XAPIC => unsafe { cpu::wrmsr(MSR_APIC_BASE, base | (1 << 11)) },
         _ => return false,
     }
-    write(REG_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(REG_SVR, X2APIC_SVR);
     if DEADLINE_MODE.load(Ordering::Relaxed) != 0 {
-        write(REG_LVT_TIMER, (0b10 << 17) | u32::from(TIMER_VECTOR));
+        write(REG_LVT_TIMER, DEADLINE_LVT_TIMER);
     } else {
         write(REG_DIVIDE, 0b1011);
         write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));

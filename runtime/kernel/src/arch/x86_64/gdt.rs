@@ -17,7 +17,7 @@ pub const KERNEL_CS: u16 = 0x10;
 /// Kernel data selector.
 pub const KERNEL_DS: u16 = 0x18;
 /// TSS selector of CPU 0 (CPU `n`'s is 16 bytes further per `n`).
-const TSS_SELECTOR: u16 = 0x40;
+pub(super) const TSS_SELECTOR: u16 = 0x40;
 
 use super::percpu::MAX_CPUS;
 
@@ -43,7 +43,7 @@ static mut IST_INTERRUPT_STACK: Stack<IST_INTERRUPT_SIZE> = Stack([0; IST_INTERR
 
 /// The 64-bit task-state segment.
 #[repr(C, packed(4))]
-struct Tss {
+pub(super) struct Tss {
     reserved0: u32,
     rsp: [u64; 3],
     reserved1: u64,
@@ -64,12 +64,15 @@ const EMPTY_TSS: Tss = Tss {
 };
 
 /// One TSS per CPU.
-static mut TSS: [Tss; MAX_CPUS] = [EMPTY_TSS; MAX_CPUS];
+pub(super) static mut TSS: [Tss; MAX_CPUS] = [EMPTY_TSS; MAX_CPUS];
+
+/// Bytes of one TSS (and from one CPU's to the next).
+pub(super) const TSS_SIZE: usize = size_of::<Tss>();
 
 /// Entries of the GDT: the segments, then a 16-byte TSS descriptor per CPU.
 const GDT_ENTRIES: usize = 8 + 2 * MAX_CPUS;
 
-static mut GDT: [u64; GDT_ENTRIES] = [
+pub(super) static mut GDT: [u64; GDT_ENTRIES] = [
     0,
     0,
     0x00af_9b00_0000_ffff, // 0x10 kernel code, 64-bit
@@ -90,6 +93,9 @@ static mut GDT: [u64; GDT_ENTRIES] = [
 ];
 
 const _: () = assert!(MAX_CPUS == 4, "the GDT initialiser above has 4 TSS slots");
+
+/// The GDTR limit.
+pub(super) const GDT_LIMIT: usize = size_of::<[u64; GDT_ENTRIES]>() - 1;
 
 #[repr(C, packed)]
 struct DescriptorPointer {
@@ -114,7 +120,9 @@ pub fn init() {
 }
 
 /// Loads the GDT and CPU `cpu`'s TSS, whose IST stacks (exception,
-/// critical, interrupt) end at `ist_tops`. Each CPU calls it once.
+/// critical, interrupt) end at `ist_tops`. Each CPU calls it once. When
+/// kiln-vmm loaded GDTR and TR already ([`super::preset`]), only the TSS
+/// is filled in.
 pub fn init_cpu(cpu: usize, ist_tops: [u64; 3]) {
     assert!(cpu < MAX_CPUS);
     // SAFETY: each CPU writes only its own TSS and its own descriptor slot,
@@ -125,15 +133,18 @@ pub fn init_cpu(cpu: usize, ist_tops: [u64; 3]) {
         (*tss).ist[usize::from(IST_CRITICAL) - 1] = ist_tops[1];
         (*tss).ist[usize::from(IST_INTERRUPT) - 1] = ist_tops[2];
         let base = tss as u64;
-        let limit = size_of::<Tss>() as u64 - 1;
+        let limit = TSS_SIZE as u64 - 1;
         let gdt = &raw mut GDT;
         (*gdt)[8 + 2 * cpu] = limit
             | (base & 0xff_ffff) << 16
             | 0x89 << 40 // present, 64-bit available TSS
             | ((base >> 24) & 0xff) << 56;
         (*gdt)[9 + 2 * cpu] = base >> 32;
+        if super::preset::loaded() {
+            return;
+        }
         let ptr = DescriptorPointer {
-            limit: (size_of::<[u64; GDT_ENTRIES]>() - 1) as u16,
+            limit: GDT_LIMIT as u16,
             base: gdt as u64,
         };
         asm!("lgdt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));

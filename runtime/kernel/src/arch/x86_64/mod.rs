@@ -12,6 +12,7 @@ pub mod ioapic;
 pub mod paging;
 pub mod percpu;
 pub mod platform;
+mod preset;
 mod pvm;
 pub mod signal;
 pub mod smp;
@@ -64,7 +65,7 @@ pub fn init(flavour: Flavour) {
         Flavour::Native => 0,
     };
     percpu::init(0, pv_page);
-    tlb::loaded(cpu::read_cr3() & paging::pte::ADDR);
+    tlb::loaded(boot_cr3());
     gdt::init();
     traps::init_idt();
     traps::init_syscall();
@@ -86,7 +87,7 @@ pub fn init(flavour: Flavour) {
 pub fn init_cpu_registers() -> (u64, Option<u64>) {
     let leaf1 = cpu::cpuid(1, 0);
     let leaf7 = cpu::cpuid(7, 0);
-    let mut cr4 = cpu::read_cr4();
+    let mut cr4 = preset::cr4().unwrap_or_else(cpu::read_cr4);
     let mut new_cr4 = cr4;
     if leaf7.ebx & 1 != 0 {
         new_cr4 |= CR4_FSGSBASE;
@@ -103,11 +104,24 @@ pub fn init_cpu_registers() -> (u64, Option<u64>) {
     let components = xsave.then(|| {
         // x87, SSE, AVX and the AVX-512 state, as far as the CPU has them.
         let components = u64::from(cpu::cpuid(0xd, 0).eax) & 0xe7;
-        // SAFETY: CR4.OSXSAVE is set above; the mask is within CPUID 0xD.
-        unsafe { cpu::xsetbv0(components) };
+        if preset::xcr0() != Some(components) {
+            // SAFETY: CR4.OSXSAVE is set above; the mask is within CPUID 0xD.
+            unsafe { cpu::xsetbv0(components) };
+        }
         components
     });
     (cr4, components)
+}
+
+/// The page table the running CPU started with (physical).
+pub fn boot_cr3() -> u64 {
+    preset::cr3().unwrap_or_else(cpu::read_cr3) & paging::pte::ADDR
+}
+
+/// Takes kiln-vmm's word for the CPU state it loaded into every vCPU
+/// (boot flag `CPU_PRESET`): the boot CPU calls it before [`init`].
+pub fn adopt_cpu_preset(preset: &kiln_boot::CpuPreset) {
+    preset::adopt(preset);
 }
 
 /// The text of /proc/cpuinfo.

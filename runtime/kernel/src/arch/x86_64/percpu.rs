@@ -51,13 +51,16 @@ const EMPTY: CpuArea = CpuArea {
     pv_page: 0,
 };
 
-static mut AREAS: [CpuArea; MAX_CPUS] = [EMPTY; MAX_CPUS];
+pub(super) static mut AREAS: [CpuArea; MAX_CPUS] = [EMPTY; MAX_CPUS];
+
+/// Bytes from one CPU's area to the next.
+pub(super) const AREA_SIZE: usize = core::mem::size_of::<CpuArea>();
 
 const MSR_GS_BASE: u32 = 0xc000_0101;
 
-/// Sets CPU `index`'s area up and points this CPU's GS base at it. Each
-/// CPU calls it once, first thing; `pv_page` is its PVM registration page
-/// (0 when not on PVM).
+/// Sets CPU `index`'s area up and points this CPU's GS base at it (unless
+/// kiln-vmm did, [`super::preset`]). Each CPU calls it once, first thing;
+/// `pv_page` is its PVM registration page (0 when not on PVM).
 pub fn init(index: usize, pv_page: u64) {
     assert!(index < MAX_CPUS, "CPU index {index} beyond {MAX_CPUS}");
     // SAFETY: each CPU writes only its own area, once, before anything
@@ -73,7 +76,9 @@ pub fn init(index: usize, pv_page: u64) {
         } else {
             0
         };
-        cpu::wrmsr(MSR_GS_BASE, area as u64);
+        if !super::preset::loaded() {
+            cpu::wrmsr(MSR_GS_BASE, area as u64);
+        }
     }
 }
 

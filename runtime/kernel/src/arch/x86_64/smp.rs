@@ -103,7 +103,7 @@ extern "C" fn ap_start(index: u64, pv_page: u64) -> ! {
     traps::init_syscall();
     super::init_cpu_registers();
     apic::init_this_cpu();
-    super::tlb::loaded(cpu::read_cr3() & super::paging::pte::ADDR);
+    super::tlb::loaded(super::boot_cr3());
     ONLINE.fetch_add(1, Ordering::SeqCst);
     crate::sched::cpu_main()
 }

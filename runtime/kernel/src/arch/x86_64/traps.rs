@@ -376,7 +376,7 @@ pub fn idle_fixup(frame: &mut Frame) {
 /// One 16-byte IDT gate.
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Gate {
+pub(super) struct Gate {
     offset_low: u16,
     selector: u16,
     ist: u8,
@@ -386,7 +386,7 @@ struct Gate {
     reserved: u32,
 }
 
-static mut IDT: [Gate; 256] = [Gate {
+pub(super) static mut IDT: [Gate; 256] = [Gate {
     offset_low: 0,
     selector: 0,
     ist: 0,
@@ -437,12 +437,19 @@ pub fn init_idt() {
     load_idt();
 }
 
-/// Loads the IDT (filled by [`init_idt`]) on the running CPU.
+/// The IDTR limit.
+pub(super) const IDT_LIMIT: usize = size_of::<[Gate; 256]>() - 1;
+
+/// Loads the IDT (filled by [`init_idt`]) on the running CPU, unless
+/// kiln-vmm loaded IDTR already ([`super::preset`]).
 pub fn load_idt() {
+    if super::preset::loaded() {
+        return;
+    }
     // SAFETY: the IDT is static and no longer written after `init_idt`.
     unsafe {
         let ptr = DescriptorPointer {
-            limit: (size_of::<[Gate; 256]>() - 1) as u16,
+            limit: IDT_LIMIT as u16,
             base: (&raw const IDT) as u64,
         };
         asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
@@ -453,14 +460,23 @@ const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_SFMASK: u32 = 0xc000_0084;
 
-/// Points the SYSCALL instruction at [`syscall_entry`].
+/// STAR: SYSCALL enters at this GDT's kernel selectors, SYSRET returns to
+/// its user selectors (0x23 + 16 for 64-bit code).
+pub(super) const STAR: u64 = (KERNEL_CS as u64) << 32 | 0x23 << 48;
+/// SFMASK: SYSCALL clears TF, DF, IF, AC and NT.
+pub(super) const SFMASK: u64 = 0x4_7700;
+
+/// Points the SYSCALL instruction at [`syscall_entry`] (unless kiln-vmm
+/// did, [`super::preset`]).
 pub fn init_syscall() {
+    if super::preset::loaded() {
+        return;
+    }
     // SAFETY: STAR/LSTAR/SFMASK exist on every x86-64 CPU; LSTAR points at
     // the entry stub above, STAR's CS/SS are this GDT's kernel selectors.
-    // SFMASK clears TF, DF, IF, AC and NT on entry.
     unsafe {
-        super::cpu::wrmsr(MSR_STAR, (u64::from(KERNEL_CS) << 32) | (0x23 << 48));
+        super::cpu::wrmsr(MSR_STAR, STAR);
         super::cpu::wrmsr(MSR_LSTAR, syscall_entry as *const () as u64);
-        super::cpu::wrmsr(MSR_SFMASK, 0x4_7700);
+        super::cpu::wrmsr(MSR_SFMASK, SFMASK);
     }
 }

@@ -89,6 +89,22 @@ pub fn adopt_cpuid_table(info_phys: u64) {
     unsafe { super::super::cpu::use_cpuid_table(entries, count as usize) };
 }
 
+/// Takes kiln-vmm's word for the CPU state it loaded (flag `CPU_PRESET`),
+/// so that the boot CPU and the others skip loading it. Runs before the
+/// CPU is set up.
+pub fn adopt_cpu_preset(info_phys: u64) {
+    if early_flags(info_phys) & flags::CPU_PRESET == 0 {
+        return;
+    }
+    // SAFETY: the preset page is below 1 MiB, RAM the VMM provides and the
+    // kernel never allocates; `read_unaligned` copes with any content.
+    let preset: kiln_boot::CpuPreset =
+        unsafe { core::ptr::read_unaligned(phys_to_virt(layout::CPU_PRESET) as *const _) };
+    if preset.magic == kiln_boot::CpuPreset::MAGIC {
+        super::super::adopt_cpu_preset(&preset);
+    }
+}
+
 /// When kiln-vmm asks for it (flag `CPUID_LEARN`), fills the CPUID table's
 /// page with what the instruction answers, now that this CPU's CR4 and
 /// XCR0 are set, for kiln-vmm to keep; and answers from it from now on.

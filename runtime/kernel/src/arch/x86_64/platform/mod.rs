@@ -55,6 +55,14 @@ pub fn adopt_cpuid_table(info_phys: u64) {
     }
 }
 
+/// Before the boot CPU is set up: the CPU state kiln-vmm loaded, when it
+/// says it did.
+pub fn adopt_cpu_preset(info_phys: u64) {
+    if current() == Platform::Kiln {
+        kiln::adopt_cpu_preset(info_phys);
+    }
+}
+
 /// Once the boot CPU is set up: kiln-vmm's request to learn the CPUID
 /// table, when it made one.
 pub fn learn_cpuid_table(info_phys: u64) {
