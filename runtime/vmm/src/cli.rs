@@ -297,7 +297,7 @@ impl RunFlags {
                 doc["spawn_to_main_ms"] = serde_json::json!(ms);
             }
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-            crate::write_atomically(path, text.as_bytes()).map_err(|e| {
+            crate::write_replacing(path, text.as_bytes()).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
             })?;
         }

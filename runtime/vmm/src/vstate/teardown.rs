@@ -6,11 +6,13 @@
 //! for depends on it: the program's output and exit status are known. So
 //! a one-shot kiln-vmm hands the VM to a helper process that shares its
 //! memory (`CLONE_VM`) and holds copies of its descriptors: the helper
-//! closes every descriptor but KVM's at once (the caller's pipes reach end
-//! of file, locks and taps go as usual), waits for kiln-vmm to exit, then
-//! closes KVM's descriptors, which destroys the VM, and exits; the guest
-//! memory goes with the last user of the shared address space. kiln-vmm
-//! itself must then leave guest memory mapped (the VM still refers to it).
+//! closes every descriptor but the VM's at once (the caller's pipes reach
+//! end of file, locks and taps go as usual), waits for kiln-vmm to exit,
+//! then closes the VM's descriptor, the last reference to the VM (a vCPU's
+//! or a statistics descriptor only holds one more), which destroys it, and
+//! exits; the guest memory goes with the last user of the shared address
+//! space. kiln-vmm itself must then leave guest memory mapped (the VM still
+//! refers to it).
 //!
 //! The helper runs on its own small stack in the shared address space and
 //! makes raw system calls only: no allocation, no locks, no `errno` (it
@@ -35,27 +37,24 @@ struct Handover {
     kept_count: usize,
 }
 
-/// Whether descriptor `fd` of this process is one of KVM's (its
-/// `/proc/self/fd` link names a `kvm` anonymous inode).
-fn is_kvm(fd: RawFd) -> bool {
-    std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .is_ok_and(|target| target.to_string_lossy().starts_with("anon_inode:kvm"))
-}
-
-/// Starts the helper that destroys the VM once this process has exited.
-/// False when it could not start (the caller then tears down itself).
-/// After `true`, the caller must not unmap guest memory.
-pub fn hand_over() -> bool {
+/// Starts the helper that destroys the VM whose descriptors are `kept`
+/// (the VM's own) once this process has exited. False when it could not
+/// start (the caller then tears down itself). After `true`, the caller
+/// must not unmap guest memory.
+pub fn hand_over(kept: &[RawFd]) -> bool {
+    // The descriptors' numbers only (the helper closes them all but
+    // `kept`, where `close_range` is missing).
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return false;
     };
     let fds: Vec<RawFd> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    let kept: Vec<RawFd> = fds.iter().copied().filter(|&fd| is_kvm(fd)).collect();
-    if kept.is_empty() || kept.len() > MAX_KEPT {
+    if kept.is_empty() || kept.len() > MAX_KEPT || !kept.iter().all(|fd| fds.contains(fd)) {
         return false;
     }
+    let mut kept = kept.to_vec();
+    kept.sort_unstable();
     let mut handover = Box::new(Handover {
         closed: std::sync::atomic::AtomicU32::new(0),
         parent: std::process::id() as i32,
@@ -166,9 +165,29 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
-        for fd in 0..=h.highest_fd {
-            if !kept.contains(&fd) {
-                raw_syscall(libc::SYS_close, i64::from(fd), 0, 0, 0);
+        // Every descriptor but the kept ones (sorted): the ranges between
+        // them, or one by one where the kernel has no close_range.
+        let mut first = 0;
+        let mut ranges_closed = true;
+        for next in kept
+            .iter()
+            .map(|&fd| i64::from(fd))
+            .chain([i64::from(u32::MAX) + 1])
+        {
+            if next > first
+                && raw_syscall(libc::SYS_close_range, first, next - 1, 0, 0)
+                    == -i64::from(libc::ENOSYS)
+            {
+                ranges_closed = false;
+                break;
+            }
+            first = next + 1;
+        }
+        if !ranges_closed {
+            for fd in 0..=h.highest_fd {
+                if !kept.contains(&fd) {
+                    raw_syscall(libc::SYS_close, i64::from(fd), 0, 0, 0);
+                }
             }
         }
         h.closed.store(1, std::sync::atomic::Ordering::Release);
