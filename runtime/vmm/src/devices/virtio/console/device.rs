@@ -191,7 +191,13 @@ impl VirtioDevice for Console {
     }
 
     fn features(&self) -> u64 {
-        F_SIZE
+        // The size only means something on a terminal; elsewhere the
+        // guest would read 0x0 (each configuration read is an exit).
+        if self.size != (0, 0) || self.resizes.is_some() {
+            F_SIZE
+        } else {
+            0
+        }
     }
 
     /// `struct virtio_console_config { le16 cols; le16 rows; le32
