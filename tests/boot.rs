@@ -589,6 +589,49 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     std::fs::remove_dir_all(&cache).unwrap();
 }
 
+/// kiln-vmm hands the VM to a helper that destroys it after kiln-vmm has
+/// exited; the helper must let go of every other descriptor first: a pipe
+/// kiln-vmm inherited reaches end of file when kiln-vmm exits (a file kept
+/// open would keep a container's root file system busy, as containerd's
+/// unmount found).
+#[test]
+fn every_inherited_descriptor_is_closed_when_kiln_vmm_exits() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if !kvm_or_skip("every_inherited_descriptor_is_closed_when_kiln_vmm_exits") {
+        return;
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) writes two new descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are new descriptors this test owns from now on.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Only the write end goes to kiln-vmm (pipe(2) leaves both inheritable).
+    // SAFETY: fcntl on a descriptor this test owns.
+    unsafe {
+        libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    let child = vmm()
+        .arg("--app")
+        .arg(common::program("hello-glibc"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kiln-vmm runs");
+    drop(writer);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status(&out), 0);
+    let mut byte = [0u8; 1];
+    // SAFETY: a read into a local buffer of its length.
+    let n = unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
+    assert_eq!(
+        n,
+        0,
+        "the pipe is still open somewhere after kiln-vmm exited: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(reader);
+}
+
 /// Runs `smp MODE` on 2 vCPUs with `kernel`, the CPUID table kept in
 /// `cache`; returns its stdout and the emulated instructions (`None` when
 /// the host is not PVM, where loading registers costs no emulation).

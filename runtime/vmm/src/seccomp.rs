@@ -173,6 +173,8 @@ const MAIN: &[(&str, i64)] = &[
     ("wait4", libc::SYS_wait4),
     ("waitid", libc::SYS_waitid),
     ("pidfd_open", libc::SYS_pidfd_open),
+    // The teardown helper closes all but the VM's descriptor.
+    ("close_range", libc::SYS_close_range),
     ("clone", libc::SYS_clone),
     ("clone3", libc::SYS_clone3),
     ("set_tid_address", libc::SYS_set_tid_address),

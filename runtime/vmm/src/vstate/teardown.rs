@@ -43,7 +43,7 @@ struct Handover {
 /// must not unmap guest memory.
 pub fn hand_over(kept: &[RawFd]) -> bool {
     // The descriptors' numbers only (the helper closes them all but
-    // `kept`, where `close_range` is missing).
+    // `kept`, where `close_range` fails).
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return false;
     };
@@ -166,7 +166,9 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             8,
         );
         // Every descriptor but the kept ones (sorted): the ranges between
-        // them, or one by one where the kernel has no close_range.
+        // them, or one by one where close_range fails (an older kernel, or
+        // a seccomp filter without it: any descriptor left open would keep
+        // its file, its mount, a pipe's end, busy while the VM goes).
         let mut first = 0;
         let mut ranges_closed = true;
         for next in kept
@@ -174,10 +176,7 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             .map(|&fd| i64::from(fd))
             .chain([i64::from(u32::MAX) + 1])
         {
-            if next > first
-                && raw_syscall(libc::SYS_close_range, first, next - 1, 0, 0)
-                    == -i64::from(libc::ENOSYS)
-            {
+            if next > first && raw_syscall(libc::SYS_close_range, first, next - 1, 0, 0) != 0 {
                 ranges_closed = false;
                 break;
             }
