@@ -238,13 +238,18 @@ pub fn enter_program(entry: u64, sp: u64, kstack: u64) -> ! {
             "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d", "xor r15d, r15d",
             "cld",
             // Interrupts on: STI (whose shadow covers the RET); on PVM, where
-            // STI does nothing, the flag byte was set above.
+            // STI does nothing but trap (the host emulates it and the RET
+            // after it), the flag byte was set above instead.
+            "cmp qword ptr gs:[{pv_flag}], 0",
+            "jne 3f",
             "sti",
+            "3:",
             "ret",
             mxcsr = in(reg) &mxcsr,
             sp = in(reg) sp,
             entry = in(reg) entry,
             pv = in(reg) pv,
+            pv_flag = const percpu::OFFSET_PV_IRQ_FLAG,
             options(noreturn)
         )
     }
