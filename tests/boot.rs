@@ -589,6 +589,36 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     std::fs::remove_dir_all(&cache).unwrap();
 }
 
+/// A run that asks for no phases or statistics still learns the CPUID
+/// table: the kernel then still reports the program's entry, where
+/// kiln-vmm reads the table (otherwise it skips the milestones, boot flag
+/// `QUIET_MILESTONES`).
+#[test]
+fn a_run_that_asks_for_nothing_still_learns_the_cpuid_table() {
+    if !kvm_or_skip("a_run_that_asks_for_nothing_still_learns_the_cpuid_table") {
+        return;
+    }
+    let cache = std::env::temp_dir().join(format!("kiln-quiet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    for _ in 0..2 {
+        let out = vmm()
+            .env("XDG_CACHE_HOME", &cache)
+            .arg("--app")
+            .arg(common::program("hello-glibc"))
+            .output()
+            .expect("kiln-vmm runs");
+        assert_eq!(status(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("hello"), "{}", stdout(&out));
+    }
+    let learnt = std::fs::read_dir(cache.join("kiln"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .any(|p| p.to_string_lossy().contains("guest-cpuid-"));
+    assert!(learnt, "no CPUID table kept in {}", cache.display());
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
 /// kiln-vmm hands the VM to a helper that destroys it after kiln-vmm has
 /// exited; the helper must let go of every other descriptor first: a pipe
 /// kiln-vmm inherited reaches end of file when kiln-vmm exits (a file kept

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub cpus: Option<u8>,
     /// Collect KVM counters.
     pub stats: bool,
+    /// The run's phases are read (`--timings`, `--timings-json`).
+    pub phases: bool,
     /// Map the image's pages from the host's page cache (`--share-image`).
     pub share_image: bool,
     /// `--user UID[:GID]`.
@@ -285,6 +287,7 @@ pub fn run(parts: &ImageParts, opts: &RunOptions, start: Instant) -> Result<RunR
             .unwrap_or_else(|| u8::try_from(config.vcpus).unwrap_or(u8::MAX))
             .clamp(1, kiln_boot::layout::MAX_VCPUS as u8),
         stats: opts.stats,
+        phases: opts.phases,
         share_image: opts.share_image,
         // `kiln run` exits right after the run.
         background_teardown: true,

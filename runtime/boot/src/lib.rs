@@ -316,6 +316,11 @@ pub mod flags {
     /// the kernel skips the instructions that would load them (on PVM each
     /// is emulated by the host, ~20 µs).
     pub const CPU_PRESET: u64 = 1 << 5;
+    /// kiln-vmm needs no kernel-entry, program-entry or first-accept
+    /// milestone (nobody asked for the run's phases, exit counts, a
+    /// snapshot or a standby, and no CPUID table is being learnt): the
+    /// kernel skips those port writes, each an exit to kiln-vmm.
+    pub const QUIET_MILESTONES: u64 = 1 << 6;
 }
 
 /// Model-specific registers of the PVM host flavour (PVM.md).

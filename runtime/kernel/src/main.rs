@@ -60,6 +60,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         arch::PLATFORM_MULTIBOOT2 => Platform::Multiboot2,
         _ => Platform::Kiln,
     });
+    platform::note_wanted_milestones(info);
     platform::milestone(Milestone::KernelEntry);
     let flavour = if pv_page != 0 {
         Flavour::Pvm { page: pv_page }

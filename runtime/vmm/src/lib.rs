@@ -152,6 +152,10 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Collect KVM statistics.
     pub stats: bool,
+    /// Someone reads the run's phases (`--timings`, `--timings-json`): the
+    /// kernel reports its entry and the program's (otherwise it does only
+    /// when something else needs them).
+    pub phases: bool,
     /// Map the module from the host's page cache instead of copying it
     /// into guest memory (`--share-image`).
     pub share_image: bool,
@@ -839,6 +843,15 @@ pub fn run(
     if config.terminal.is_some() {
         boot_flags |= flags::TERMINAL;
     }
+    // Each milestone is an exit to kiln-vmm: asked for only when read (the
+    // phases, the exits at each, a snapshot or a standby following the
+    // program's entry; the CPUID table a learning kernel filled is read
+    // at the program's entry).
+    let milestones_read = config.phases
+        || config.stats
+        || config.snapshot.is_some()
+        || config.standby.is_some()
+        || std::env::var_os(timings::BOOT_REPORT_ENV).is_some_and(|p| !p.is_empty());
     let mac = net::random_mac();
     let saved_net = match (&network, config.snapshot.is_some() || standby.is_some()) {
         (Some(n), true) => Some(snapshot::SavedNet {
@@ -895,6 +908,9 @@ pub fn run(
         .as_ref()
         .and_then(arch::learnt_cpuid::LearntCpuid::load);
     let learn_cpuid = if learnt_table.is_none() { learnt } else { None };
+    if !milestones_read && learn_cpuid.is_none() {
+        boot_flags |= flags::QUIET_MILESTONES;
+    }
     let info = bootinfo::write_boot_data(
         mem,
         &bootinfo::BootSpec {

@@ -195,6 +195,7 @@ fn config(cli: &Cli, console: &ConsoleSetup) -> Result<VmConfig, Failure> {
         init: cli.run.init,
         cpus: cli.run.cpus.unwrap_or(1),
         stats: cli.run.stats,
+        phases: cli.run.timings || cli.run.timings_json.is_some(),
         share_image: cli.run.share_image,
         background_teardown: true,
         seccomp: true,

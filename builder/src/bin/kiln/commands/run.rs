@@ -168,6 +168,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
         init: args.run.init,
         cpus: args.run.cpus,
         stats: args.run.stats,
+        phases: args.run.timings || args.run.timings_json.is_some(),
         share_image: args.run.share_image,
         user: args.run.user,
         stdin: console.stdin,

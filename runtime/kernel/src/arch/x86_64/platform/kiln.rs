@@ -25,8 +25,23 @@ pub fn console_write(stream: Stream, bytes: &[u8]) {
     }
 }
 
-/// Reports a boot milestone to the VMM's boot timer.
+/// Whether kiln-vmm asked for no milestones but `Resumed` (boot flag
+/// `QUIET_MILESTONES`).
+static QUIET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Notes which milestones kiln-vmm wants, from the boot information at
+/// `info_phys`. Runs first thing.
+pub fn note_wanted_milestones(info_phys: u64) {
+    let quiet = early_flags(info_phys) & flags::QUIET_MILESTONES != 0;
+    QUIET.store(quiet, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reports a boot milestone to the VMM's boot timer (a resumed snapshot's
+/// always; the others when kiln-vmm wants them).
 pub fn milestone(m: kiln_boot::Milestone) {
+    if m != kiln_boot::Milestone::Resumed && QUIET.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     cpu::outl(port::BOOT_TIMER, m as u32);
 }
 

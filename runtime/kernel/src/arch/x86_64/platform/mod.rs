@@ -117,6 +117,13 @@ impl Serial {
     }
 }
 
+/// First thing at boot: which milestones kiln-vmm wants reported.
+pub fn note_wanted_milestones(info_phys: u64) {
+    if current() == Platform::Kiln {
+        kiln::note_wanted_milestones(info_phys);
+    }
+}
+
 /// Reports a boot milestone (kiln-vmm only; a no-op elsewhere).
 pub fn milestone(m: Milestone) {
     if current() == Platform::Kiln {
