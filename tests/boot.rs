@@ -531,8 +531,15 @@ fn kernel_panic_on_rejected_boot_info_is_125() {
     assert!(stdout(&out).is_empty());
 }
 
-/// Boots `name` with `flag` and `--timings-json`; returns the run and the
-/// JSON document (the boot must succeed).
+/// An empty directory of this test process named after `name` (removed
+/// first if a previous run left it).
+fn fresh_temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Boots `name` with `--stats` and `XDG_CACHE_HOME=cache` (where kiln-vmm
 /// keeps the CPUID table learnt on this host); its stdout, its emulated
 /// instruction count and whether KVM is the PVM flavour (where CPUID is
@@ -557,9 +564,7 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     if !kvm_or_skip("cpuid_is_learnt_once_per_host_then_answered_from_the_table") {
         return;
     }
-    let cache = std::env::temp_dir().join(format!("kiln-cpuid-cache-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&cache);
-    std::fs::create_dir_all(&cache).unwrap();
+    let cache = fresh_temp_dir("cpuid-cache");
     // The first VM's kernel asks the instruction (every leaf once) and
     // kiln-vmm keeps what it said, under the kernel's digest.
     let (first, learning, pvm) = boot_with_cache("hello-glibc", &cache);
@@ -598,9 +603,7 @@ fn a_run_that_asks_for_nothing_still_learns_the_cpuid_table() {
     if !kvm_or_skip("a_run_that_asks_for_nothing_still_learns_the_cpuid_table") {
         return;
     }
-    let cache = std::env::temp_dir().join(format!("kiln-quiet-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&cache);
-    std::fs::create_dir_all(&cache).unwrap();
+    let cache = fresh_temp_dir("quiet");
     for _ in 0..2 {
         let out = vmm()
             .env("XDG_CACHE_HOME", &cache)
@@ -707,9 +710,7 @@ fn kiln_vmm_loads_the_cpu_state_the_kernel_asks_for_and_a_kernel_without_the_not
     if !kvm_or_skip("kiln_vmm_loads_the_cpu_state_the_kernel_asks_for") {
         return;
     }
-    let cache = std::env::temp_dir().join(format!("kiln-preset-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&cache);
-    std::fs::create_dir_all(&cache).unwrap();
+    let cache = fresh_temp_dir("preset");
     // The note: name size 5, descriptor size, type 1, "kiln".
     let kernel = xtask::paths::kernel();
     let bytes = std::fs::read(&kernel).unwrap();
@@ -759,6 +760,8 @@ fn kiln_vmm_loads_the_cpu_state_the_kernel_asks_for_and_a_kernel_without_the_not
     std::fs::remove_dir_all(&cache).unwrap();
 }
 
+/// Boots `name` with `flag` and `--timings-json`; returns the run and the
+/// JSON document (the boot must succeed).
 fn boot_with_json(name: &str, flag: &str) -> (Output, serde_json::Value) {
     let file = std::env::temp_dir().join(format!("kiln-{name}{flag}-{}.json", std::process::id()));
     let out = boot(
