@@ -8,11 +8,12 @@
 //! memory (`CLONE_VM`) and holds copies of its descriptors: the helper
 //! closes every descriptor but the VM's at once (the caller's pipes reach
 //! end of file, locks and taps go as usual), waits for kiln-vmm to exit,
-//! then closes the VM's descriptor, the last reference to the VM (a vCPU's
-//! or a statistics descriptor only holds one more), which destroys it, and
-//! exits; the guest memory goes with the last user of the shared address
-//! space. kiln-vmm itself must then leave guest memory mapped (the VM still
-//! refers to it).
+//! then closes the VM's descriptor and exits. The VM goes with its last
+//! reference — that descriptor, or the vCPUs' run areas mapped in the
+//! shared address space (a vCPU's descriptor only holds one more) — in the
+//! helper either way, and the guest memory with the last user of the
+//! shared address space. kiln-vmm itself must then leave guest memory
+//! mapped (the VM still refers to it).
 //!
 //! The helper runs on its own small stack in the shared address space and
 //! makes raw system calls only: no allocation, no locks, no `errno` (it
