@@ -415,7 +415,7 @@ pub(crate) fn resume(
             None => {
                 // A vCPU the kernel had not started: as at boot, with the
                 // CPU state the kernel was told every vCPU has.
-                let mut preset = arch::cpu_preset::read(&layout.mem);
+                let mut preset = arch::cpu_preset::read(&layout.mem, count as u8);
                 let expected = preset.is_some();
                 crate::setup_vcpu(
                     hv,

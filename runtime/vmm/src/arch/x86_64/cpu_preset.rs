@@ -120,9 +120,19 @@ fn usable(note: &CpuStateNote, cpus: u8) -> bool {
         ]
         .into_iter()
         .all(in_kernel)
-        && note.tss_stride.checked_mul(last).is_some()
-        && note.gs_stride.checked_mul(last).is_some()
-        && last_selector.is_some_and(|s| s & 7 == 0 && s + 15 <= note.gdt_limit)
+        && note
+            .tss_stride
+            .checked_mul(last)
+            .and_then(|span| note.tss_base.checked_add(span))
+            .is_some()
+        && note
+            .gs_stride
+            .checked_mul(last)
+            .and_then(|span| note.gs_base.checked_add(span))
+            .is_some()
+        && last_selector.is_some_and(|s| {
+            s & 7 == 0 && s.checked_add(15).is_some_and(|end| end <= note.gdt_limit)
+        })
         && note.apic_svr <= u64::from(u32::MAX)
         && note.apic_lvt_timer <= u64::from(u32::MAX)
 }
@@ -197,10 +207,16 @@ pub fn apply(
     sregs.gdt.limit = state.gdt_limit as u16;
     sregs.idt.base = state.idt_base;
     sregs.idt.limit = state.idt_limit as u16;
+    // Checked by `usable` for every vCPU of the VM; wrapping all the same,
+    // so that no value can make kiln-vmm panic (KVM judges the result).
     sregs.tr = task_register(
-        state.tss_base + n * state.tss_stride,
+        state
+            .tss_base
+            .wrapping_add(n.wrapping_mul(state.tss_stride)),
         state.tss_limit,
-        state.tss_selector + n * state.tss_selector_stride,
+        state
+            .tss_selector
+            .wrapping_add(n.wrapping_mul(state.tss_selector_stride)),
     );
     sregs.cr3 = preset.cr3;
     let boot_cr4 = sregs.cr4;
@@ -219,7 +235,10 @@ pub fn apply(
         (MSR_STAR, state.star),
         (MSR_LSTAR, state.lstar),
         (MSR_SFMASK, state.sfmask),
-        (MSR_GS_BASE, state.gs_base + n * state.gs_stride),
+        (
+            MSR_GS_BASE,
+            state.gs_base.wrapping_add(n.wrapping_mul(state.gs_stride)),
+        ),
     ]
     .map(|(index, data)| kvm_msr_entry {
         index,
@@ -290,10 +309,11 @@ pub fn write(mem: &GuestMem, preset: &CpuPreset) -> Result<(), vm_memory::GuestM
     )
 }
 
-/// The preset a VM booted with, read back from its memory (a snapshot's):
-/// `None` when its boot flags do not say `CPU_PRESET`, or the page is not
-/// a preset page.
-pub fn read(mem: &GuestMem) -> Option<CpuPreset> {
+/// The preset a VM of `cpus` vCPUs booted with, read back from its memory
+/// (a snapshot's, which its guest could have written): `None` when its
+/// boot flags do not say `CPU_PRESET`, or the page is not a preset page
+/// kiln-vmm could load.
+pub fn read(mem: &GuestMem, cpus: u8) -> Option<CpuPreset> {
     let flags: u64 = mem
         .read_obj(GuestAddress(
             kiln_boot::layout::BOOT_INFO + core::mem::offset_of!(kiln_boot::BootInfo, flags) as u64,
@@ -305,7 +325,7 @@ pub fn read(mem: &GuestMem) -> Option<CpuPreset> {
     let PresetBytes(preset) = mem
         .read_obj(GuestAddress(kiln_boot::layout::CPU_PRESET))
         .ok()?;
-    (preset.magic == CpuPreset::MAGIC).then_some(preset)
+    (preset.magic == CpuPreset::MAGIC && usable(&preset.state, cpus)).then_some(preset)
 }
 
 #[cfg(test)]
@@ -396,11 +416,49 @@ mod tests {
                 tss_stride: u64::MAX,
                 ..note()
             },
+            // The last vCPU's TSS or per-CPU area would wrap around.
+            CpuStateNote {
+                tss_stride: 1 << 62,
+                ..note()
+            },
+            CpuStateNote {
+                gs_stride: 1 << 62,
+                ..note()
+            },
+            CpuStateNote {
+                tss_selector: u64::MAX - 7,
+                ..note()
+            },
         ];
         for n in bad {
             assert!(!usable(&n, 4), "{n:?}");
             assert_eq!(plan(&n, 4, 0x620, 0x1000, None), None);
         }
+    }
+
+    #[test]
+    fn a_preset_page_is_read_back_only_when_flagged_and_loadable() {
+        let mem = crate::GuestMem::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let flags_at = GuestAddress(
+            kiln_boot::layout::BOOT_INFO + core::mem::offset_of!(kiln_boot::BootInfo, flags) as u64,
+        );
+        let preset = plan(&note(), 2, 0x620, 0x1000, None).unwrap();
+        write(&mem, &preset).unwrap();
+        assert_eq!(read(&mem, 2), None, "the boot flag is not set");
+        mem.write_obj(kiln_boot::flags::CPU_PRESET, flags_at)
+            .unwrap();
+        assert_eq!(read(&mem, 2), Some(preset));
+        assert_eq!(read(&mem, 5), None, "more vCPUs than the note has room for");
+        // A guest that rewrote the page cannot have kiln-vmm load its values.
+        let hostile = CpuPreset {
+            state: CpuStateNote {
+                gs_stride: 1 << 62,
+                ..note()
+            },
+            ..preset
+        };
+        write(&mem, &hostile).unwrap();
+        assert_eq!(read(&mem, 2), None);
     }
 
     #[test]
