@@ -60,17 +60,15 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         arch::PLATFORM_MULTIBOOT2 => Platform::Multiboot2,
         _ => Platform::Kiln,
     });
-    platform::note_wanted_milestones(info);
+    platform::adopt_boot_flags(info);
     platform::milestone(Milestone::KernelEntry);
     let flavour = if pv_page != 0 {
         Flavour::Pvm { page: pv_page }
     } else {
         Flavour::Native
     };
-    platform::adopt_cpuid_table(info);
-    platform::adopt_cpu_preset(info);
     arch::init(flavour);
-    platform::learn_cpuid_table(info);
+    platform::learn_cpuid_table();
     let params = platform::boot_params(info);
     if params.has(flags::PVM) != matches!(flavour, Flavour::Pvm { .. }) {
         panic!(

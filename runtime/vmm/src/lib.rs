@@ -1222,7 +1222,7 @@ pub(crate) fn launch(
     // must stay mapped for the VM).
     layout.end_working_set();
     let handed_over = limits.background_teardown
-        && vstate::teardown::hand_over(&[std::os::fd::AsRawFd::as_raw_fd(&vm)]);
+        && vstate::teardown::hand_over(std::os::fd::AsRawFd::as_raw_fd(&vm));
     drop(vcpu);
     drop(other_vcpus);
     drop(vm);

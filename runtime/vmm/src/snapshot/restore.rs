@@ -413,10 +413,9 @@ pub(crate) fn resume(
                     .map_err(KvmError::ioctl("KVM_SET_REGS"))?;
             }
             None => {
-                // A vCPU the kernel had not started: as at boot, with the
-                // CPU state the kernel was told every vCPU has.
-                let mut preset = arch::cpu_preset::read(&layout.mem, count as u8);
-                let expected = preset.is_some();
+                // A vCPU the kernel had not started (never vCPU 0): as at
+                // boot, with the CPU state the kernel was told every vCPU
+                // has (`setup_vcpu` fails if KVM refuses it).
                 crate::setup_vcpu(
                     hv,
                     vcpu,
@@ -424,14 +423,8 @@ pub(crate) fn resume(
                     state.boot_page_tables,
                     flavour,
                     index,
-                    &mut preset,
+                    &mut arch::cpu_preset::read(&layout.mem, count as u8),
                 )?;
-                if expected && preset.is_none() {
-                    return Err(KvmError::Refused {
-                        what: format!("the kernel's CPU state on vCPU {index}"),
-                    }
-                    .into());
-                }
             }
         }
     }

@@ -21,49 +21,42 @@
 
 use std::os::fd::RawFd;
 
-/// Most KVM descriptors handed over (the VM, its vCPUs, devices, stats).
-const MAX_KEPT: usize = 64;
-
 /// Bytes of the helper's stack.
 const STACK: usize = 64 * 1024;
 
 /// What the helper needs, written before it starts and only read by it.
 #[repr(C)]
 struct Handover {
-    /// Set to 1 by the helper once it holds only KVM's descriptors.
+    /// Set to 1 by the helper once it holds only the VM's descriptor.
     closed: std::sync::atomic::AtomicU32,
     parent: i32,
     highest_fd: i32,
-    kept: [i32; MAX_KEPT],
-    kept_count: usize,
+    /// The VM's descriptor.
+    vm: i32,
 }
 
-/// Starts the helper that destroys the VM whose descriptors are `kept`
-/// (the VM's own) once this process has exited. False when it could not
-/// start (the caller then tears down itself). After `true`, the caller
-/// must not unmap guest memory.
-pub fn hand_over(kept: &[RawFd]) -> bool {
-    // The descriptors' numbers only (the helper closes them all but
-    // `kept`, where `close_range` fails).
+/// Starts the helper that destroys the VM (descriptor `vm`) once this
+/// process has exited. False when it could not start (the caller then
+/// tears down itself). After `true`, the caller must not unmap guest
+/// memory.
+pub fn hand_over(vm: RawFd) -> bool {
+    // The descriptors' numbers only (the helper closes them all but the
+    // VM's one by one where `close_range` fails).
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return false;
     };
     let fds: Vec<RawFd> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    if kept.is_empty() || kept.len() > MAX_KEPT || !kept.iter().all(|fd| fds.contains(fd)) {
+    if !fds.contains(&vm) {
         return false;
     }
-    let mut kept = kept.to_vec();
-    kept.sort_unstable();
-    let mut handover = Box::new(Handover {
+    let handover = Box::new(Handover {
         closed: std::sync::atomic::AtomicU32::new(0),
         parent: std::process::id() as i32,
         highest_fd: fds.iter().copied().max().unwrap_or(0),
-        kept: [-1; MAX_KEPT],
-        kept_count: kept.len(),
+        vm,
     });
-    handover.kept[..kept.len()].copy_from_slice(&kept);
     // SAFETY: a fresh anonymous mapping for the helper's stack; it stays
     // mapped for as long as the shared address space exists.
     let stack = unsafe {
@@ -153,7 +146,6 @@ unsafe fn raw_syscall(nr: i64, a: i64, b: i64, c: i64, d: i64) -> i64 {
 extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the leaked Handover written before the clone.
     let h = unsafe { &*(arg as *const Handover) };
-    let kept = &h.kept[..h.kept_count.min(MAX_KEPT)];
     // SAFETY: raw system calls on this process's own signal mask and
     // descriptors (its own copy of the table: no CLONE_FILES).
     unsafe {
@@ -166,26 +158,15 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
-        // Every descriptor but the kept ones (sorted): the ranges between
-        // them, or one by one where close_range fails (an older kernel, or
-        // a seccomp filter without it: any descriptor left open would keep
-        // its file, its mount, a pipe's end, busy while the VM goes).
-        let mut first = 0;
-        let mut ranges_closed = true;
-        for next in kept
-            .iter()
-            .map(|&fd| i64::from(fd))
-            .chain([i64::from(u32::MAX) + 1])
-        {
-            if next > first && raw_syscall(libc::SYS_close_range, first, next - 1, 0, 0) != 0 {
-                ranges_closed = false;
-                break;
-            }
-            first = next + 1;
-        }
-        if !ranges_closed {
+        // Every descriptor but the VM's: the ranges below and above it, or
+        // one by one where close_range fails (an older kernel, or a seccomp
+        // filter without it: any descriptor left open would keep its file,
+        // its mount, a pipe's end, busy while the VM goes).
+        let vm = i64::from(h.vm);
+        let below = vm == 0 || raw_syscall(libc::SYS_close_range, 0, vm - 1, 0, 0) == 0;
+        if !below || raw_syscall(libc::SYS_close_range, vm + 1, i64::from(u32::MAX), 0, 0) != 0 {
             for fd in 0..=h.highest_fd {
-                if !kept.contains(&fd) {
+                if fd != h.vm {
                     raw_syscall(libc::SYS_close, i64::from(fd), 0, 0, 0);
                 }
             }
@@ -215,9 +196,7 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             ) == -i64::from(libc::EINTR)
             {}
         }
-        for &fd in kept {
-            raw_syscall(libc::SYS_close, i64::from(fd), 0, 0, 0);
-        }
+        raw_syscall(libc::SYS_close, vm, 0, 0, 0);
         raw_syscall(libc::SYS_exit, 0, 0, 0, 0);
     }
     0

@@ -38,6 +38,15 @@ const LAPIC_LVT_TIMER: usize = 0x320;
 /// SSE, AVX, AVX-512): kiln-vmm's guess only, the kernel has the last word.
 const XCR0_WANTED: u64 = 0xe7;
 
+/// [`CpuStateNote`] as plain data: the note's descriptor as is (little-endian
+/// u64 fields, as on this x86-64 host).
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct NoteBytes(CpuStateNote);
+// SAFETY: CpuStateNote is repr(C) and made only of u64 fields, so every
+// bit pattern is a valid value.
+unsafe impl ByteValued for NoteBytes {}
+
 /// [`CpuPreset`] as vm-memory plain data.
 #[derive(Clone, Copy, Default)]
 #[repr(transparent)]
@@ -64,31 +73,9 @@ pub fn find_note(notes: &[u8]) -> Option<CpuStateNote> {
             && kind == CpuStateNote::TYPE as usize
             && desc.len() == CpuStateNote::SIZE
         {
-            let field = |i: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&desc[8 * i..8 * i + 8]);
-                u64::from_le_bytes(b)
-            };
-            return Some(CpuStateNote {
-                version: field(0),
-                max_cpus: field(1),
-                gdt_base: field(2),
-                gdt_limit: field(3),
-                idt_base: field(4),
-                idt_limit: field(5),
-                tss_base: field(6),
-                tss_stride: field(7),
-                tss_limit: field(8),
-                tss_selector: field(9),
-                tss_selector_stride: field(10),
-                star: field(11),
-                lstar: field(12),
-                sfmask: field(13),
-                gs_base: field(14),
-                gs_stride: field(15),
-                apic_svr: field(16),
-                apic_lvt_timer: field(17),
-            });
+            let mut note = NoteBytes::default();
+            note.as_mut_slice().copy_from_slice(desc);
+            return Some(note.0);
         }
         at = desc_at.checked_add(desc_len.checked_add(3)? & !3)?;
     }
@@ -370,11 +357,8 @@ mod tests {
     #[test]
     fn the_note_is_found_after_other_notes() {
         let n = note();
-        let desc = PresetBytes(CpuPreset {
-            state: n,
-            ..Default::default()
-        });
-        let desc = &desc.as_slice()[core::mem::offset_of!(CpuPreset, state)..];
+        let desc = NoteBytes(n);
+        let desc = desc.as_slice();
         let mut notes = note_bytes(b"Xen\0", 18, &[0xb8, 0, 0x10, 0]);
         notes.extend(note_bytes(b"kiln\0", 1, desc));
         assert_eq!(find_note(&notes), Some(n));

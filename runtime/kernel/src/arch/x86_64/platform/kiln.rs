@@ -25,21 +25,17 @@ pub fn console_write(stream: Stream, bytes: &[u8]) {
     }
 }
 
-/// Whether kiln-vmm asked for no milestones but `Resumed` (boot flag
-/// `QUIET_MILESTONES`).
-static QUIET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The boot flags, read once by [`adopt_boot_flags`].
+static FLAGS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Notes which milestones kiln-vmm wants, from the boot information at
-/// `info_phys`. Runs first thing.
-pub fn note_wanted_milestones(info_phys: u64) {
-    let quiet = early_flags(info_phys) & flags::QUIET_MILESTONES != 0;
-    QUIET.store(quiet, core::sync::atomic::Ordering::Relaxed);
+fn boot_flags() -> u64 {
+    FLAGS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Reports a boot milestone to the VMM's boot timer (a resumed snapshot's
 /// always; the others when kiln-vmm wants them).
 pub fn milestone(m: kiln_boot::Milestone) {
-    if m != kiln_boot::Milestone::Resumed && QUIET.load(core::sync::atomic::Ordering::Relaxed) {
+    if m != kiln_boot::Milestone::Resumed && boot_flags() & flags::QUIET_MILESTONES != 0 {
         return;
     }
     cpu::outl(port::BOOT_TIMER, m as u32);
@@ -83,13 +79,33 @@ fn early_flags(info_phys: u64) -> u64 {
     info.flags
 }
 
-/// Makes the CPU layer answer CPUID from the table learnt on this host
-/// when the boot information at `info_phys` offers one. Runs first thing,
-/// before the CPU is set up (which asks CPUID).
-pub fn adopt_cpuid_table(info_phys: u64) {
-    if early_flags(info_phys) & flags::CPUID_TABLE == 0 {
-        return;
+/// First thing at boot: reads the boot flags of the boot information at
+/// `info_phys` once, and adopts what they offer before the CPU is set up —
+/// the CPUID table learnt on this host (flag `CPUID_TABLE`: the CPU layer
+/// answers from it) and the CPU state kiln-vmm loaded (flag `CPU_PRESET`:
+/// every CPU skips loading it). Which milestones to report follows from
+/// them too.
+pub fn adopt_boot_flags(info_phys: u64) {
+    let flags = early_flags(info_phys);
+    FLAGS.store(flags, core::sync::atomic::Ordering::Relaxed);
+    if flags & flags::CPUID_TABLE != 0 {
+        adopt_cpuid_table();
     }
+    if flags & flags::CPU_PRESET != 0 {
+        // SAFETY: the preset page is below 1 MiB, RAM the VMM provides and
+        // the kernel never allocates; `read_unaligned` copes with any
+        // content.
+        let preset: kiln_boot::CpuPreset =
+            unsafe { core::ptr::read_unaligned(phys_to_virt(layout::CPU_PRESET) as *const _) };
+        if preset.magic == kiln_boot::CpuPreset::MAGIC {
+            super::super::adopt_cpu_preset(&preset);
+        }
+    }
+}
+
+/// Makes the CPU layer answer CPUID from the table at `CPUID_TABLE`, when
+/// it is a learnt one.
+fn adopt_cpuid_table() {
     // SAFETY: the table's page is below 1 MiB, RAM the VMM provides and
     // the kernel never allocates; `read_unaligned` copes with any content.
     let head: kiln_boot::CpuidTable =
@@ -104,27 +120,11 @@ pub fn adopt_cpuid_table(info_phys: u64) {
     unsafe { super::super::cpu::use_cpuid_table(entries, count as usize) };
 }
 
-/// Takes kiln-vmm's word for the CPU state it loaded (flag `CPU_PRESET`),
-/// so that the boot CPU and the others skip loading it. Runs before the
-/// CPU is set up.
-pub fn adopt_cpu_preset(info_phys: u64) {
-    if early_flags(info_phys) & flags::CPU_PRESET == 0 {
-        return;
-    }
-    // SAFETY: the preset page is below 1 MiB, RAM the VMM provides and the
-    // kernel never allocates; `read_unaligned` copes with any content.
-    let preset: kiln_boot::CpuPreset =
-        unsafe { core::ptr::read_unaligned(phys_to_virt(layout::CPU_PRESET) as *const _) };
-    if preset.magic == kiln_boot::CpuPreset::MAGIC {
-        super::super::adopt_cpu_preset(&preset);
-    }
-}
-
 /// When kiln-vmm asks for it (flag `CPUID_LEARN`), fills the CPUID table's
 /// page with what the instruction answers, now that this CPU's CR4 and
 /// XCR0 are set, for kiln-vmm to keep; and answers from it from now on.
-pub fn learn_cpuid_table(info_phys: u64) {
-    if early_flags(info_phys) & flags::CPUID_LEARN == 0 {
+pub fn learn_cpuid_table() {
+    if boot_flags() & flags::CPUID_LEARN == 0 {
         return;
     }
     let max = layout::CPUID_TABLE_MAX as usize;

@@ -48,26 +48,20 @@ pub fn current() -> Platform {
         .unwrap_or(Platform::Kiln)
 }
 
-/// Before anything asks CPUID: kiln-vmm's CPUID table, when it gave one.
-pub fn adopt_cpuid_table(info_phys: u64) {
+/// First thing at boot: the boot flags kiln-vmm set, and what they offer
+/// before the CPU is set up (its CPUID table, the CPU state it loaded,
+/// which milestones it reads).
+pub fn adopt_boot_flags(info_phys: u64) {
     if current() == Platform::Kiln {
-        kiln::adopt_cpuid_table(info_phys);
-    }
-}
-
-/// Before the boot CPU is set up: the CPU state kiln-vmm loaded, when it
-/// says it did.
-pub fn adopt_cpu_preset(info_phys: u64) {
-    if current() == Platform::Kiln {
-        kiln::adopt_cpu_preset(info_phys);
+        kiln::adopt_boot_flags(info_phys);
     }
 }
 
 /// Once the boot CPU is set up: kiln-vmm's request to learn the CPUID
 /// table, when it made one.
-pub fn learn_cpuid_table(info_phys: u64) {
+pub fn learn_cpuid_table() {
     if current() == Platform::Kiln {
-        kiln::learn_cpuid_table(info_phys);
+        kiln::learn_cpuid_table();
     }
 }
 
@@ -114,13 +108,6 @@ impl Serial {
     /// Turns its receive interrupt on or off.
     pub fn rx_interrupt(&self, on: bool) {
         pc::serial_rx_interrupt(on)
-    }
-}
-
-/// First thing at boot: which milestones kiln-vmm wants reported.
-pub fn note_wanted_milestones(info_phys: u64) {
-    if current() == Platform::Kiln {
-        kiln::note_wanted_milestones(info_phys);
     }
 }
 
