@@ -581,3 +581,177 @@ fn disks_come_back_unchanged_or_as_copies_made_with_the_snapshot() {
     assert_ne!(status(&out), 0);
     assert!(stderr(&out).contains("holds 4 bytes"), "{}", stderr(&out));
 }
+
+/// `kiln warm ARGS` with the test binary's store.
+fn warm(args: &[&str]) -> Output {
+    kiln()
+        .arg("warm")
+        .args(args)
+        .output()
+        .expect("kiln warm runs")
+}
+
+/// The warm VMs waiting for `snapshot`: (their processes, their sockets).
+fn waiting(snapshot: &Path) -> Vec<(u32, PathBuf)> {
+    let dir = kiln_builder::run::warm_dir(&kiln_home(), snapshot).expect("a snapshot");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".sock")?;
+            let pid = stem.split('-').next()?.parse().ok()?;
+            Some((pid, entry.path()))
+        })
+        .collect()
+}
+
+/// The store `kiln()` gives its commands.
+fn kiln_home() -> PathBuf {
+    let cmd = kiln();
+    let home = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "KILN_HOME")
+        .and_then(|(_, v)| v)
+        .expect("kiln() sets KILN_HOME");
+    PathBuf::from(home)
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Waits up to 10 s for process `pid` to end.
+fn ends_soon(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if ended(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// The phases of a `--timings-json` file.
+fn phases(json: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(json).expect("timings written")).unwrap();
+    doc["phases_ms"].as_object().expect("phases").clone()
+}
+
+#[test]
+fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
+    if !kvm_or_skip("warm_vms_each_serve_one_run") {
+        return;
+    }
+    let script = "echo started; date +%s; head -c 16 /dev/urandom | od -An -tx1; exit 3";
+    let (_, snapshot, _) = take("snapshot-warm", "program-entry", "1", script);
+    let snap = snapshot.to_str().unwrap();
+    let out = ok(warm(&[snap, "-n", "2"]), "kiln warm");
+    assert!(stderr(&out).contains("2 warm VMs"), "{}", stderr(&out));
+    let held = waiting(&snapshot);
+    assert_eq!(held.len(), 2, "two warm VMs should wait: {held:?}");
+    // Time passes while they wait: the program must see the host's time
+    // when it runs, not when the VM was warmed.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let json = snapshot.with_extension("timings.json");
+    // A run a warm VM cannot serve (--stats) restores in its own process
+    // and leaves the warm VMs waiting.
+    let cold = resume(&snapshot, &["--stats"]);
+    assert_eq!(status(&cold), 3, "{}", stderr(&cold));
+    assert_eq!(waiting(&snapshot).len(), 2);
+    let mut randomness = Vec::new();
+    for served in 0..2 {
+        let before = unix_now();
+        let out = resume(&snapshot, &["--timings-json", json.to_str().unwrap()]);
+        let after = unix_now();
+        assert_eq!(status(&out), 3, "the program's status: {}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "unexpected output: {text:?}");
+        assert_eq!(lines[0], "started");
+        let guest_time: u64 = lines[1].trim().parse().expect("date +%s prints a number");
+        assert!(
+            guest_time >= before && guest_time <= after,
+            "guest time {guest_time} outside [{before}, {after}]"
+        );
+        randomness.push(lines[2].to_string());
+        let phases = phases(&json);
+        assert!(
+            phases.contains_key("claimed") && !phases.contains_key("snapshot_verified"),
+            "run {served} was not served by a warm VM: {phases:?}"
+        );
+        assert_eq!(waiting(&snapshot).len(), 1 - served);
+    }
+    assert_ne!(
+        randomness[0], randomness[1],
+        "two warm VMs had the same seed"
+    );
+    for (pid, _) in held {
+        assert!(ends_soon(pid), "warm VM {pid} still runs after its run");
+    }
+    // None left: the next run restores by itself.
+    let out = resume(&snapshot, &["--timings-json", json.to_str().unwrap()]);
+    assert_eq!(status(&out), 3, "{}", stderr(&out));
+    assert!(phases(&json).contains_key("snapshot_verified"));
+}
+
+#[test]
+fn warm_vms_end_when_stopped_when_idle_and_when_their_client_dies() {
+    if !kvm_or_skip("warm_vms_end_when_stopped") {
+        return;
+    }
+    let (_, snapshot, _) = take(
+        "snapshot-warm-end",
+        "program-entry",
+        "1",
+        "echo started; sleep 60",
+    );
+    let snap = snapshot.to_str().unwrap();
+    // --stop ends every waiting one.
+    ok(warm(&[snap, "-n", "2"]), "kiln warm");
+    let held = waiting(&snapshot);
+    assert_eq!(held.len(), 2);
+    let out = ok(warm(&[snap, "--stop"]), "kiln warm --stop");
+    assert!(stderr(&out).contains("2 warm VMs"), "{}", stderr(&out));
+    for (pid, socket) in held {
+        assert!(ends_soon(pid), "warm VM {pid} ignored --stop");
+        assert!(!socket.exists(), "{} stays", socket.display());
+    }
+    // --idle-timeout ends one nobody claims.
+    ok(warm(&[snap, "--idle-timeout", "0.5"]), "kiln warm");
+    let held = waiting(&snapshot);
+    assert_eq!(held.len(), 1);
+    assert!(ends_soon(held[0].0), "an idle warm VM outlived its timeout");
+    assert!(waiting(&snapshot).is_empty());
+    // A client killed while its program runs takes the warm VM with it.
+    ok(warm(&[snap]), "kiln warm");
+    let held = waiting(&snapshot);
+    let mut client = kiln()
+        .args(["run", "--from-snapshot", snap])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(client.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first, "started\n");
+    assert!(!ended(held[0].0), "the warm VM should run the program");
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(ends_soon(held[0].0), "the warm VM outlived its client");
+}

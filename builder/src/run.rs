@@ -2,6 +2,7 @@
 //! rootfs (mapped straight from the image file or the store's blobs) to
 //! kiln-vmm in this process.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kiln_vmm::devices::legacy::console::Console;
@@ -59,6 +60,8 @@ pub struct RunOptions {
     pub snapshot_memory: kiln_vmm::vstate::memory::SnapshotMemory,
     /// A standby to stream checkpoints to (`--standby`).
     pub standby: Option<kiln_vmm::ha::StandbyTarget>,
+    /// Resume as a warm VM that waits for a claim (`kiln warm`).
+    pub warm: Option<std::sync::Arc<kiln_vmm::snapshot::warm::WarmHold>>,
 }
 
 /// Why an image did not boot.
@@ -372,7 +375,27 @@ fn restore_config(
             s.image = parts.map(image_identity);
             s
         }),
+        warm: opts.warm.clone(),
     }
+}
+
+/// Where the warm VMs of the snapshot directory `snapshot` wait for a
+/// claim (`kiln warm`): a directory of the store named after the
+/// snapshot's canonical path and its state digest, so that a snapshot
+/// replaced at the same path is not served by VMs warmed from the old one.
+///
+/// # Errors
+/// When the snapshot directory or its state digest cannot be read.
+pub fn warm_dir(root: &std::path::Path, snapshot: &std::path::Path) -> std::io::Result<PathBuf> {
+    let canonical = std::fs::canonicalize(snapshot)?;
+    let state_digest =
+        std::fs::read_to_string(canonical.join(kiln_vmm::snapshot::STATE_DIGEST_FILE))?;
+    let mut key = canonical.as_os_str().as_encoded_bytes().to_vec();
+    key.push(b'\n');
+    key.extend_from_slice(state_digest.trim().as_bytes());
+    let digest = crate::oci::sha256_digest(&key);
+    let hex = digest.trim_start_matches("sha256:");
+    Ok(root.join("warm").join(&hex[..16]))
 }
 
 /// Follows a primary as its standby (`kiln standby --listen`), and resumes

@@ -11,7 +11,9 @@
 //! * **Restore to running**: for each resume, the time from the snapshot's
 //!   state read and checked to the guest's boot CPU running natively again
 //!   (the `resumed` milestone; copying memory counts), and from the
-//!   command's start, p50/p99.
+//!   command's start, p50/p99. Then from a warm VM (`kiln warm`, started
+//!   before each such run): the claim reaching it to the program running
+//!   again, and the whole run.
 //! * **Snapshot size and pause vs memory touched**: busybox fills a tmpfs
 //!   file with N MiB of random bytes, then the snapshot is taken; the
 //!   memory file's data, the time the vCPUs stood still, and one resume.
@@ -122,6 +124,32 @@ fn resume_latency(doc: &Value) -> Option<(f64, f64)> {
     Some((resumed - phase(doc, "snapshot_verified")?, resumed))
 }
 
+/// For a run a warm VM served: (claim → running, the command's start →
+/// running), ms.
+fn warm_latency(doc: &Value) -> Option<(f64, f64)> {
+    let resumed = phase(doc, "resumed")?;
+    Some((resumed - phase(doc, "claimed")?, resumed))
+}
+
+/// `kiln warm SNAPSHOT` (one VM), waited for; ms.
+fn warm_up(kiln: &Path, snapshot: &Path) -> Result<f64> {
+    let t = Instant::now();
+    let out = Command::new(kiln)
+        .arg("warm")
+        .arg(snapshot)
+        .env("KILN_HOME", dir().join("kiln-home"))
+        .stdin(Stdio::null())
+        .output()
+        .context("starting kiln warm")?;
+    if !out.status.success() {
+        bail!(
+            "kiln warm failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
 /// Writes a manifest into the benchmark's folder and builds it.
 fn image(kiln: &Path, name: &str, manifest: &str) -> Result<PathBuf> {
     let path = dir().join(format!("{name}.toml"));
@@ -224,6 +252,8 @@ fn python_startup(kiln: &Path, runs: usize) -> Result<Value> {
     let write_set = snapshot.join("memory.writes");
     let (mut to_running, mut from_start, mut copy_to_running) =
         (Vec::new(), Vec::new(), Vec::new());
+    let (mut warm, mut warm_speedup, mut warm_to_running, mut warm_from_start, mut warm_ready) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut flavour = Value::Null;
     for _ in 0..runs {
         let (c, _) = run_timed(
@@ -252,6 +282,25 @@ fn python_startup(kiln: &Path, runs: usize) -> Result<Value> {
             "kiln run --from-snapshot --snapshot-memory copy",
         )?;
         copy_to_running.extend(resume_latency(&copied).map(|l| l.0));
+        // A warm VM (`kiln warm`) resumed ahead and held; the run claims it.
+        warm_ready.push(warm_up(kiln, &snapshot)?);
+        let (w, warm_out, warmed) = timed_with_json(
+            &mut resume_cmd(kiln, &snapshot),
+            "kiln run --from-snapshot (warm)",
+        )?;
+        let Some((running, start)) = warm_latency(&warmed) else {
+            bail!("the run after kiln warm was not served by the warm VM");
+        };
+        if warm_out != resumed_out {
+            bail!(
+                "the warm VM's program printed {:?}",
+                String::from_utf8_lossy(&warm_out)
+            );
+        }
+        warm_to_running.push(running);
+        warm_from_start.push(start);
+        warm.push(w);
+        warm_speedup.push(c / w);
         flavour = doc["kvm_flavour"].clone();
         cold.push(c);
         shared.push(r);
@@ -274,6 +323,11 @@ fn python_startup(kiln: &Path, runs: usize) -> Result<Value> {
         "restore_to_running_ms": summary(to_running),
         "restore_to_running_copy_ms": summary(copy_to_running),
         "start_to_running_ms": summary(from_start),
+        "resumed_warm_ms": summary(warm),
+        "speedup_warm": summary(warm_speedup),
+        "warm_ready_ms": summary(warm_ready),
+        "claim_to_running_warm_ms": summary(warm_to_running),
+        "start_to_running_warm_ms": summary(warm_from_start),
     }))
 }
 
@@ -590,6 +644,15 @@ fn print_tables(doc: &Value) {
         p["restore_to_running_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
         median(&p["start_to_running_ms"]),
         median(&p["restore_to_running_copy_ms"])
+    );
+    println!(
+        "  from a warm VM (`kiln warm`, ready {:.1} ms after the command): claim to running p50 {:.3} ms, p99 {:.3} ms; from the command's start p50 {:.2} ms; whole run {:.1} ms ({:.1}x faster than cold)",
+        median(&p["warm_ready_ms"]),
+        median(&p["claim_to_running_warm_ms"]),
+        p["claim_to_running_warm_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        median(&p["start_to_running_warm_ms"]),
+        median(&p["resumed_warm_ms"]),
+        median(&p["speedup_warm"])
     );
     println!("\nSnapshot size and pause vs memory touched:");
     println!(

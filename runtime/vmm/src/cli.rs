@@ -284,6 +284,37 @@ impl RunFlags {
     /// # Errors
     /// When the JSON file cannot be written.
     pub fn report(&self, tool: &str, run: &RunReport) -> std::io::Result<()> {
+        Report {
+            timings: self.timings,
+            timings_json: self.timings_json.as_deref(),
+            timeout: self.timeout,
+            spawn_to_main_ms: crate::timings::spawn_to_main_ms(),
+        }
+        .print(tool, run)
+    }
+}
+
+/// What to say about a finished run: the `--timings`, `--timings-json` and
+/// `--timeout` a run was given (a warm VM gets them from its client).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report<'a> {
+    /// Print the phase table.
+    pub timings: bool,
+    /// Write the phases as JSON there.
+    pub timings_json: Option<&'a std::path::Path>,
+    /// The `--timeout` in seconds, for the message when it ran out.
+    pub timeout: Option<f64>,
+    /// Milliseconds from the spawn of `kiln` to its `main`, when known.
+    pub spawn_to_main_ms: Option<f64>,
+}
+
+impl Report<'_> {
+    /// Prints what was asked for about `run` on stderr (lines start with
+    /// `tool`) and writes the JSON file.
+    ///
+    /// # Errors
+    /// When the JSON file cannot be written.
+    pub fn print(&self, tool: &str, run: &RunReport) -> std::io::Result<()> {
         let mut err = std::io::stderr().lock();
         if self.timings {
             let _ = write!(err, "{}", run.timings.table());
@@ -291,9 +322,9 @@ impl RunFlags {
         if let Some(line) = run.stats_line() {
             let _ = writeln!(err, "{tool} {line}");
         }
-        if let Some(path) = &self.timings_json {
+        if let Some(path) = self.timings_json {
             let mut doc = run.json();
-            if let Some(ms) = crate::timings::spawn_to_main_ms() {
+            if let Some(ms) = self.spawn_to_main_ms {
                 doc["spawn_to_main_ms"] = serde_json::json!(ms);
             }
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();

@@ -1028,6 +1028,7 @@ pub fn run(
             started: vec![true],
             coordinator,
             learn_cpuid,
+            warm: None,
         },
         console,
         &RunLimits {
@@ -1060,6 +1061,9 @@ pub(crate) struct Launch {
     /// Where to keep the CPUID table this VM's kernel learns (flag
     /// `CPUID_LEARN`), read back after the run.
     pub(crate) learn_cpuid: Option<arch::learnt_cpuid::LearntCpuid>,
+    /// A warm VM's hold (`kiln warm`): vCPU 0 waits at the guest's resume
+    /// report until a client claims the VM.
+    pub(crate) warm: Option<std::sync::Arc<snapshot::warm::WarmHold>>,
 }
 
 /// How a run is limited and watched.
@@ -1091,6 +1095,7 @@ pub(crate) fn launch(
         started,
         coordinator,
         learn_cpuid,
+        warm,
     } = ready;
     let mut port_bus = PortBus::new(console);
     port_bus.learn_cpuid = learn_cpuid;
@@ -1103,6 +1108,9 @@ pub(crate) fn launch(
     // Before the filters: it makes a timer and opens statistics files.
     let exit_report =
         exit_report::ExitReport::from_env(std::iter::once(&vcpu).chain(other_vcpus.iter()));
+    if let Some(hold) = &warm {
+        hold.serve().map_err(VmmError::Devices)?;
+    }
     // Everything the run starts (passt, virtiofsd, the vsock sweeper) runs
     // by now: from here on each thread gets the filter of its role (the
     // main one on every thread, then the devices thread and the vCPU
@@ -1127,6 +1135,11 @@ pub(crate) fn launch(
     .map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
     layout.start_working_set();
+    if let Some(hold) = &warm {
+        // A warm VM is offered once the write set is copied too: the copy
+        // would otherwise compete with the claimed run.
+        hold.publish_after(layout.working_set_copied());
+    }
     let mem = &layout.mem;
     let timings = Mutex::new(timings);
     let ending = vstate::crew::run(
@@ -1142,6 +1155,7 @@ pub(crate) fn launch(
         vcpu_filter.as_ref(),
         &started,
         coordinator.as_ref(),
+        warm.as_deref(),
     );
     let mut timings = timings
         .into_inner()

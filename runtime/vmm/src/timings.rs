@@ -16,6 +16,10 @@ pub enum Phase {
     /// A snapshot's state was read and its memory file checked
     /// (`--from-snapshot` only).
     SnapshotVerified,
+    /// A warm VM received this run's claim (`--from-snapshot` served by
+    /// `kiln warm`; the phases before it happened in the warm VM, ahead
+    /// of the claim, and are not shown).
+    Claimed,
     /// KVM opened and the VM created.
     VmCreated,
     /// Guest RAM mapped, kernel and boot data written.
@@ -39,9 +43,10 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase in order.
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::ImageVerified,
         Phase::SnapshotVerified,
+        Phase::Claimed,
         Phase::VmCreated,
         Phase::MemoryReady,
         Phase::VcpuStart,
@@ -58,6 +63,7 @@ impl Phase {
         match self {
             Phase::ImageVerified => "image_verified",
             Phase::SnapshotVerified => "snapshot_verified",
+            Phase::Claimed => "claimed",
             Phase::VmCreated => "vm_created",
             Phase::MemoryReady => "memory_ready",
             Phase::VcpuStart => "vcpu_start",
@@ -89,6 +95,14 @@ impl Timings {
             marks: Vec::with_capacity(Phase::ALL.len()),
             exits: Vec::new(),
         }
+    }
+
+    /// Counts from `start` instead, forgetting what was recorded: a warm
+    /// VM's run counts from its client's start.
+    pub fn rebase(&mut self, start: Instant) {
+        self.start = start;
+        self.marks.clear();
+        self.exits.clear();
     }
 
     /// How many phases are recorded (to notice a new one).

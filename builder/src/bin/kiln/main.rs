@@ -49,6 +49,8 @@ enum Command {
     Snapshot(commands::snapshot::Args),
     /// Follow a primary VM (`kiln run --standby`) and take over when it dies
     Standby(commands::standby::Args),
+    /// Keep VMs of a snapshot resumed and waiting, each for one `kiln run --from-snapshot`
+    Warm(commands::warm::Args),
     /// Store a snapshot directory in the local store (push it, resume it by name)
     Commit(commands::commit::Args),
     /// List the snapshots in the local store
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(*args, start),
         Command::Snapshot(args) => commands::snapshot::run(args),
         Command::Standby(args) => commands::standby::run(args, start),
+        Command::Warm(args) => commands::warm::run(args),
         Command::Commit(args) => commands::commit::run(args),
         Command::Snapshots(args) => commands::snapshots::run(args),
         Command::Export(args) => commands::export::run(args),

@@ -58,6 +58,9 @@ pub enum PortEvent {
     /// The program is about to start: the kernel's boot, every vCPU's
     /// included, is over.
     ProgramEntry,
+    /// A restored guest's boot vCPU has set its clock and random seed
+    /// (a warm VM holds it there until claimed).
+    Resumed,
 }
 
 /// Dispatches port writes to the devices.
@@ -129,7 +132,10 @@ impl PortBus {
                     return Ok(PortEvent::ProgramEntry);
                 }
                 Some(Milestone::FirstAccept) => timings.mark(Phase::FirstAccept),
-                Some(Milestone::Resumed) => timings.mark(Phase::Resumed),
+                Some(Milestone::Resumed) => {
+                    timings.mark(Phase::Resumed);
+                    return Ok(PortEvent::Resumed);
+                }
                 None => self.unknown_writes += 1,
             },
             port::START_CPU => return Ok(PortEvent::StartCpu(value(data))),

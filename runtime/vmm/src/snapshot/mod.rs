@@ -19,6 +19,7 @@
 
 pub mod memory;
 pub mod restore;
+pub mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};

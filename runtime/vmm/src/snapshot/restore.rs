@@ -48,6 +48,9 @@ pub struct RestoreConfig {
     /// A snapshot of the resumed VM to take (`--snapshot-at SIGUSR2` only:
     /// the kernel's own points were passed before the first snapshot).
     pub snapshot: Option<super::SnapshotRequest>,
+    /// Run as a warm VM (`kiln warm`): hold the guest where it reports
+    /// itself resumed until a client claims it through this socket.
+    pub warm: Option<std::sync::Arc<super::warm::WarmHold>>,
 }
 
 /// The disks of a resumed VM, opened (and locked): the snapshot's own,
@@ -208,6 +211,13 @@ pub(crate) fn resume(
             path: config.path.clone(),
             why: format!("{count} vCPUs"),
         }
+        .into());
+    }
+    let running = state.vcpus.iter().filter(|v| v.is_some()).count();
+    if config.warm.is_some() && running != 1 {
+        return Err(SnapshotError::Unresumable(format!(
+            "a warm VM holds its one running vCPU until claimed; this snapshot's guest runs {running}"
+        ))
         .into());
     }
     if let Some(request) = &config.snapshot {
@@ -447,6 +457,7 @@ pub(crate) fn resume(
             started,
             coordinator,
             learn_cpuid: None,
+            warm: config.warm.clone(),
         },
         console,
         &crate::RunLimits {

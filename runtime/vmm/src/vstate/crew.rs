@@ -179,6 +179,7 @@ pub fn run(
     vcpu_filter: Option<&seccompiler::BpfProgram>,
     started: &[bool],
     snapshot: Option<&crate::snapshot::Coordinator>,
+    hold: Option<&crate::snapshot::warm::WarmHold>,
 ) -> Result<Ending, VcpuError> {
     let mut all = vec![false; 1 + others.len()];
     for (a, s) in all.iter_mut().zip(started) {
@@ -198,6 +199,7 @@ pub fn run(
         count_exits,
         snapshot,
         started: &running,
+        hold,
     };
     if others.is_empty() {
         return vcpu::run(first, 0, &shared);

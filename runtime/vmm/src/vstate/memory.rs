@@ -116,6 +116,15 @@ impl GuestMemoryLayout {
         }
     }
 
+    /// Set once a resumed VM's known write set is copied (at once when
+    /// there is nothing to copy).
+    pub fn working_set_copied(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        match &self.working_set {
+            Some(set) => set.copied(),
+            None => std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
     /// Ends the work on a resumed VM's write set once its vCPUs stopped:
     /// the prefetching thread stops, or the learnt set is saved. (Called
     /// before the mapping is handed to the teardown helper, after which

@@ -119,6 +119,33 @@ pub struct Shared<'a> {
     pub snapshot: Option<&'a crate::snapshot::Coordinator>,
     /// Which vCPUs run (the guest started them).
     pub started: &'a (dyn Fn() -> Vec<bool> + Sync),
+    /// A warm VM's hold: vCPU 0 waits there for a claim when the guest
+    /// reports itself resumed.
+    pub hold: Option<&'a crate::snapshot::warm::WarmHold>,
+}
+
+/// vCPU 0 of a warm VM at the guest's resume report: waits for a claim;
+/// the run then counts from the client's start and gets its timeout.
+fn hold_for_claim(hold: &crate::snapshot::warm::WarmHold, shared: &Shared<'_>) {
+    let Some(claim) = hold.wait_for_claim() else {
+        // Stopped first: the loop sees why.
+        return;
+    };
+    {
+        let mut timings = lock(shared.timings);
+        timings.rebase(claim.client_start());
+        timings.mark_at(crate::timings::Phase::Claimed, claim.at);
+        timings.mark(crate::timings::Phase::Resumed);
+    }
+    let limit = claim
+        .request
+        .timeout_s
+        .and_then(|s| Duration::try_from_secs_f64(s).ok());
+    if let Some(limit) = limit {
+        if timeout::arm(limit).is_err() {
+            eprintln!("kiln: cannot arm the --timeout timer");
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,7 +193,7 @@ fn park(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Option<E
 pub fn run(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Ending, VcpuError> {
     let mmio = shared.mmio;
     loop {
-        if shared.limit.is_some() && timeout::expired() {
+        if (shared.limit.is_some() || shared.hold.is_some()) && timeout::expired() {
             if index == 0 {
                 crate::stop::acknowledge();
             }
@@ -219,6 +246,11 @@ pub fn run(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Endin
                     PortEvent::ProgramEntry => {
                         if let Some(coordinator) = shared.snapshot {
                             coordinator.program_entered();
+                        }
+                    }
+                    PortEvent::Resumed => {
+                        if let (0, Some(hold)) = (index, shared.hold) {
+                            hold_for_claim(hold, shared);
                         }
                     }
                     PortEvent::Continue => {}

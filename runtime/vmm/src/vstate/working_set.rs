@@ -44,9 +44,11 @@ pub struct WorkingSet {
 enum Inner {
     /// A write set to copy once the vCPUs are about to run.
     Known { base: usize, runs: Vec<Run> },
-    /// Copying the known write set; stopped and joined on drop.
+    /// Copying the known write set; stopped and joined on drop. `done`
+    /// is set when the thread ends.
     Prefetching {
         stop: Arc<AtomicBool>,
+        done: Arc<AtomicBool>,
         thread: Option<std::thread::JoinHandle<()>>,
     },
     /// Learning it: the private pages of the mapping are noted on drop.
@@ -90,12 +92,27 @@ impl WorkingSet {
         };
         let (base, runs) = (*base, std::mem::take(runs));
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let done = Arc::new(AtomicBool::new(false));
+        let (flag, finished) = (Arc::clone(&stop), Arc::clone(&done));
         let thread = std::thread::Builder::new()
             .name("kiln-prefetch".into())
-            .spawn(move || populate(base, &runs, &flag))
+            .spawn(move || {
+                populate(base, &runs, &flag);
+                finished.store(true, Ordering::SeqCst);
+            })
             .ok();
-        self.inner = Inner::Prefetching { stop, thread };
+        if thread.is_none() {
+            done.store(true, Ordering::SeqCst);
+        }
+        self.inner = Inner::Prefetching { stop, done, thread };
+    }
+
+    /// Whether the write set is copied (or there is none to copy).
+    pub(crate) fn copied(&self) -> Arc<AtomicBool> {
+        match &self.inner {
+            Inner::Prefetching { done, .. } => Arc::clone(done),
+            _ => Arc::new(AtomicBool::new(true)),
+        }
     }
 
     /// Waits until the write set is copied (tests: dropping stops it).
@@ -113,7 +130,7 @@ impl Drop for WorkingSet {
     fn drop(&mut self) {
         match &mut self.inner {
             Inner::Known { .. } => {}
-            Inner::Prefetching { stop, thread } => {
+            Inner::Prefetching { stop, thread, .. } => {
                 stop.store(true, Ordering::Relaxed);
                 if let Some(thread) = thread.take() {
                     let _ = thread.join();

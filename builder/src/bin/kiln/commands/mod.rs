@@ -23,6 +23,7 @@ pub mod standby;
 pub mod start;
 pub mod stats;
 pub mod stop;
+pub mod warm;
 
 use std::path::Path;
 

@@ -99,6 +99,18 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW", requires = "from_snapshot")]
     snapshot_memory: SnapshotMemoryArg,
 
+    /// With --from-snapshot: restore in this process even when `kiln warm` holds a VM of the snapshot ready (by default the first warm VM answering serves the run, unless -i, -t, --stats, --user, -p, --disk, --snapshot-at, --snapshot-memory copy or an IMAGE is given)
+    #[arg(long, requires = "from_snapshot")]
+    no_warm: bool,
+
+    /// Be a warm VM waiting in DIR (what `kiln warm` starts)
+    #[arg(long, hide = true, value_name = "DIR", requires = "from_snapshot")]
+    serve_warm: Option<std::path::PathBuf>,
+
+    /// How long a warm VM waits for a claim (seconds; 0: no limit)
+    #[arg(long, hide = true, value_name = "SECONDS", requires = "serve_warm")]
+    warm_idle_timeout: Option<f64>,
+
     /// Run in the background under kilnd, which starts it now and keeps it (prints its id); `kiln ps`, `kiln logs`, `kiln stop`, `kiln rm` manage it. kilnd is started when none answers
     #[arg(short = 'd', long, conflicts_with_all = ["snapshot_at", "from_snapshot", "standby", "interactive", "tty"])]
     detach: bool,
@@ -186,6 +198,7 @@ pub fn run(args: Args, start: Instant) -> Result<u8> {
                 address,
                 interval: std::time::Duration::from_millis(args.checkpoint_interval),
             }),
+        warm: None,
     };
     let report = run::run(&parts, &opts, start);
     // The host terminal is itself again before anything is reported.
@@ -305,20 +318,19 @@ fn resume(
         Some(image) => Some(super::open_image_to_boot(image, store)?.0),
         None => None,
     };
-    // Not a directory: a snapshot of the local store, by name or digest.
-    let unpacked;
-    let snapshot = if snapshot.exists() {
-        snapshot
-    } else {
-        let text = snapshot.to_string_lossy();
-        let Some(stored) = store.resolve_snapshot(&text)? else {
-            bail!(
-                "{text}: no such snapshot directory, nor a snapshot in the local store (`kiln snapshots` lists them)"
-            );
-        };
-        unpacked = store.unpacked_snapshot(&stored)?;
-        unpacked.as_path()
-    };
+    let snapshot = &snapshot_dir(snapshot, store)?;
+    if let Some(dir) = &args.serve_warm {
+        return serve_warm(args, snapshot, dir, start);
+    }
+    if warm_can_serve(args) {
+        let dir = run::warm_dir(store.root(), snapshot);
+        if let Some(status) = dir
+            .ok()
+            .and_then(|d| claim_warm(args, &d, start).transpose())
+        {
+            return status;
+        }
+    }
     let console = args.run.console()?;
     let opts = RunOptions {
         timeout: args.run.timeout()?,
@@ -336,6 +348,147 @@ fn resume(
     drop(console);
     let report = report?;
     args.run.report("kiln", &report)?;
+    Ok(report.exit_status())
+}
+
+/// The directory of the snapshot `snapshot` names: a directory, else a
+/// snapshot of the local store by name or digest (unpacked once).
+pub fn snapshot_dir(
+    snapshot: &std::path::Path,
+    store: &kiln_builder::store::Store,
+) -> Result<std::path::PathBuf> {
+    if snapshot.exists() {
+        return Ok(snapshot.to_path_buf());
+    }
+    let text = snapshot.to_string_lossy();
+    let Some(stored) = store.resolve_snapshot(&text)? else {
+        bail!(
+            "{text}: no such snapshot directory, nor a snapshot in the local store (`kiln snapshots` lists them)"
+        );
+    };
+    Ok(store.unpacked_snapshot(&stored)?)
+}
+
+/// Whether a warm VM (started without any of these options) can serve
+/// this `--from-snapshot` run.
+fn warm_can_serve(args: &Args) -> bool {
+    let flags = &args.run;
+    !args.no_warm
+        && args.image.is_none()
+        && !flags.interactive
+        && !flags.tty
+        && !flags.stats
+        && flags.user.is_none()
+        && flags.net.publish.is_empty()
+        && flags.disks.is_empty()
+        && args.snapshot_at.is_none()
+        && args.snapshot_memory == SnapshotMemoryArg::Shared
+}
+
+/// The warm VM that serves this run, if one of `dir` answers: it gets
+/// this process's standard streams, signals are passed on to it, and its
+/// run's exit status becomes this process's.
+fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Option<u8>> {
+    use kiln_vmm::snapshot::warm;
+    let timings_json = match &args.run.timings_json {
+        Some(path) => Some(
+            std::path::absolute(path)
+                .with_context(|| format!("{}: making the path absolute", path.display()))?,
+        ),
+        None => None,
+    };
+    let request = warm::WarmRequest {
+        start_mono_ns: warm::monotonic_ns().saturating_sub(start.elapsed().as_nanos() as u64),
+        spawn_to_main_ms: kiln_vmm::timings::spawn_to_main_ms(),
+        timeout_s: args.run.timeout,
+        timings: args.run.timings,
+        timings_json,
+        stop: false,
+    };
+    let Some(client) = warm::claim(dir, &request) else {
+        return Ok(None);
+    };
+    forward_signals_to(client.pid)?;
+    match client.wait()? {
+        warm::WarmOutcome::Exited(status) => Ok(Some(status)),
+        warm::WarmOutcome::Failed(message) => bail!("{message}"),
+    }
+}
+
+/// The warm VM signals go to (0: none).
+static WARM_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn pass_signal_on(signal: libc::c_int) {
+    let pid = WARM_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Passes SIGINT, SIGTERM and SIGHUP on to process `pid` (a claimed warm
+/// VM), which stops its guest the way `kiln run` does.
+fn forward_signals_to(pid: u32) -> Result<()> {
+    WARM_PID.store(pid as i32, std::sync::atomic::Ordering::SeqCst);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        kiln_vmm::stop::notify_on(signal, pass_signal_on).context("passing signals on")?;
+    }
+    Ok(())
+}
+
+/// `kiln run --from-snapshot S --serve-warm DIR` (started by `kiln warm`):
+/// restores the snapshot, holds its guest where it reports itself resumed
+/// until a client claims it through a socket in DIR, then runs for that
+/// client and tells it the exit status.
+fn serve_warm(
+    args: &Args,
+    snapshot: &std::path::Path,
+    dir: &std::path::Path,
+    start: Instant,
+) -> Result<u8> {
+    use kiln_vmm::snapshot::warm::WarmHold;
+    let idle = match args.warm_idle_timeout {
+        Some(s) if s > 0.0 => Some(
+            std::time::Duration::try_from_secs_f64(s)
+                .context("--warm-idle-timeout out of range")?,
+        ),
+        Some(_) => None,
+        None => Some(std::time::Duration::from_secs(600)),
+    };
+    let hold = WarmHold::bind(dir, idle)?;
+    let opts = RunOptions {
+        snapshot_memory: args.snapshot_memory.mode(),
+        warm: Some(hold.clone()),
+        ..RunOptions::default()
+    };
+    let report = run::restore(snapshot, None, &opts, start);
+    let Some(claim) = hold.claim() else {
+        // Never claimed: stopped, timed out idle, or the restore failed.
+        return match report {
+            Ok(_) => Ok(0),
+            Err(e) => Err(e.into()),
+        };
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            hold.fail(&format!("{e:#}"));
+            return Err(e.into());
+        }
+    };
+    let request = &claim.request;
+    let printed = kiln_vmm::cli::Report {
+        timings: request.timings,
+        timings_json: request.timings_json.as_deref(),
+        timeout: request.timeout_s,
+        spawn_to_main_ms: request.spawn_to_main_ms,
+    }
+    .print("kiln", &report);
+    if let Err(e) = printed {
+        hold.fail(&e.to_string());
+        return Err(e.into());
+    }
+    hold.finish(report.exit_status());
     Ok(report.exit_status())
 }
 
