@@ -642,6 +642,38 @@ fn ends_soon(pid: u32) -> bool {
     false
 }
 
+/// Stops the warm VMs of a snapshot when the test ends, passed or not
+/// (they would otherwise wait out their idle timeout).
+struct StopWarm(PathBuf);
+
+impl Drop for StopWarm {
+    fn drop(&mut self) {
+        let _ = warm(&[self.0.to_str().unwrap_or_default(), "--stop"]);
+    }
+}
+
+/// A child killed and reaped when the test ends, passed or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `found` for up to 20 s.
+fn wait_for<T>(found: impl Fn() -> Option<T>, what: &str) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(t) = found() {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {what} after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The phases of a `--timings-json` file.
 fn phases(json: &Path) -> serde_json::Map<String, serde_json::Value> {
     let doc: serde_json::Value =
@@ -656,6 +688,7 @@ fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
     }
     let script = "echo started; date +%s; head -c 16 /dev/urandom | od -An -tx1; exit 3";
     let (_, snapshot, _) = take("snapshot-warm", "program-entry", "1", script);
+    let _cleanup = StopWarm(snapshot.clone());
     let snap = snapshot.to_str().unwrap();
     let out = ok(warm(&[snap, "-n", "2"]), "kiln warm");
     assert!(stderr(&out).contains("2 warm VMs"), "{}", stderr(&out));
@@ -707,7 +740,7 @@ fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
 }
 
 #[test]
-fn warm_vms_end_when_stopped_when_idle_and_when_their_client_dies() {
+fn warm_vms_are_kept_and_end_when_stopped_when_idle_and_when_their_client_dies() {
     if !kvm_or_skip("warm_vms_end_when_stopped") {
         return;
     }
@@ -717,6 +750,7 @@ fn warm_vms_end_when_stopped_when_idle_and_when_their_client_dies() {
         "1",
         "echo started; sleep 60",
     );
+    let _cleanup = StopWarm(snapshot.clone());
     let snap = snapshot.to_str().unwrap();
     // --stop ends every waiting one.
     ok(warm(&[snap, "-n", "2"]), "kiln warm");
@@ -733,6 +767,33 @@ fn warm_vms_end_when_stopped_when_idle_and_when_their_client_dies() {
     let held = waiting(&snapshot);
     assert_eq!(held.len(), 1);
     assert!(ends_soon(held[0].0), "an idle warm VM outlived its timeout");
+    assert!(waiting(&snapshot).is_empty());
+    // --keep starts a new warm VM for each one a run takes, and stops the
+    // waiting ones when it is told to end.
+    let mut keeper = Reaped(
+        kiln()
+            .args(["warm", snap, "--keep"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let first = wait_for(|| waiting(&snapshot).first().cloned(), "a kept warm VM");
+    let out = kiln()
+        .args(["run", "--from-snapshot", snap, "--timeout", "0.5"])
+        .output()
+        .unwrap();
+    assert_eq!(status(&out), 124, "{}", stderr(&out));
+    assert!(ends_soon(first.0), "the claimed warm VM still runs");
+    let second = wait_for(
+        || waiting(&snapshot).into_iter().find(|w| w.0 != first.0),
+        "a replacement warm VM",
+    );
+    // SAFETY: kill(2) of the keeper this test started.
+    unsafe { libc::kill(keeper.0.id() as i32, libc::SIGTERM) };
+    assert!(keeper.0.wait().unwrap().success());
+    assert!(ends_soon(second.0), "--keep left its warm VM running");
     assert!(waiting(&snapshot).is_empty());
     // A client killed while its program runs takes the warm VM with it.
     ok(warm(&[snap]), "kiln warm");

@@ -264,8 +264,9 @@ impl WarmHold {
         }
     }
 
-    /// Removes the socket (both names) so that no client finds it.
-    fn unpublish(&self) {
+    /// Removes the socket (both names) so that no client finds it (the
+    /// run is over, or never got as far as holding the guest).
+    pub fn withdraw(&self) {
         let _ = std::fs::remove_file(&self.pending);
         let _ = std::fs::remove_file(&self.ready);
     }
@@ -299,7 +300,7 @@ impl WarmHold {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if matches!(*stage, Stage::Stopped) {
-                self.unpublish();
+                self.withdraw();
                 return;
             }
         }
@@ -307,14 +308,14 @@ impl WarmHold {
         if let Some(ready) = memory_ready {
             while !ready.load(Ordering::SeqCst) {
                 if crate::stop::terminated_by().is_some() {
-                    self.unpublish();
+                    self.withdraw();
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         if std::fs::rename(&self.pending, &self.ready).is_err() {
-            self.unpublish();
+            self.withdraw();
             self.stop_run();
             return;
         }
@@ -324,12 +325,12 @@ impl WarmHold {
         let deadline = self.idle.map(|d| Instant::now() + d);
         let client = loop {
             if crate::stop::terminated_by().is_some() {
-                self.unpublish();
+                self.withdraw();
                 return;
             }
             let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
-                self.unpublish();
+                self.withdraw();
                 self.stop_run();
                 return;
             }
@@ -345,7 +346,7 @@ impl WarmHold {
             match self.take_claim(stream) {
                 Taken::Claimed(stream) => break stream,
                 Taken::Stop => {
-                    self.unpublish();
+                    self.withdraw();
                     self.stop_run();
                     return;
                 }
@@ -399,7 +400,7 @@ impl WarmHold {
             }
         }
         drop(fds);
-        self.unpublish();
+        self.withdraw();
         let _ = stream.set_read_timeout(None);
         let mut reply = &stream;
         if writeln!(
@@ -738,7 +739,7 @@ mod tests {
         assert_eq!(ready_sockets(&dir), vec![dead.clone()]);
         assert!(claim(&dir, &WarmRequest::default()).is_none());
         assert!(!dead.exists(), "the dead socket stays");
-        hold.unpublish();
+        hold.withdraw();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

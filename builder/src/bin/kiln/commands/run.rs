@@ -462,6 +462,8 @@ fn serve_warm(
         ..RunOptions::default()
     };
     let report = run::restore(snapshot, None, &opts, start);
+    // Whatever happened, no client may find this VM any more.
+    hold.withdraw();
     let Some(claim) = hold.claim() else {
         // Never claimed: stopped, timed out idle, or the restore failed.
         return match report {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -44,8 +45,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW")]
     snapshot_memory: SnapshotMemoryArg,
 
+    /// Stay in the foreground and start a new warm VM whenever a run takes one, keeping --count waiting until interrupted (then stop them)
+    #[arg(long)]
+    keep: bool,
+
     /// Stop the snapshot's waiting warm VMs instead
-    #[arg(long, conflicts_with_all = ["count", "idle_timeout", "snapshot_memory"])]
+    #[arg(long, conflicts_with_all = ["count", "idle_timeout", "snapshot_memory", "keep"])]
     stop: bool,
 }
 
@@ -70,30 +75,77 @@ pub fn run(args: Args) -> Result<u8> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let kiln = std::env::current_exe().context("finding kiln's own program")?;
-    let before = warm::ready_sockets(&dir).len();
+    let pool = Pool {
+        kiln: std::env::current_exe().context("finding kiln's own program")?,
+        snapshot,
+        dir,
+        idle_timeout: args.idle_timeout,
+        copy: args.snapshot_memory == SnapshotMemoryArg::Copy,
+    };
+    let before = warm::ready_sockets(&pool.dir).len();
     let mut children = Vec::new();
     for i in 0..args.count {
-        let log_path = dir.join(format!("{}-{i}.log", std::process::id()));
+        children.push(pool.start(i)?);
+    }
+    pool.wait_ready(&mut children, before + args.count as usize)?;
+    let plural = if args.count == 1 { "" } else { "s" };
+    if !args.keep {
+        eprintln!(
+            "kiln: {} warm VM{plural} of {} ready; each serves one `kiln run --from-snapshot`",
+            args.count,
+            args.snapshot.display()
+        );
+        return Ok(0);
+    }
+    eprintln!(
+        "kiln: keeping {} warm VM{plural} of {} ready (Ctrl-C stops them)",
+        args.count,
+        args.snapshot.display()
+    );
+    pool.keep(children, args.count as usize)
+}
+
+/// A snapshot's warm VMs being started.
+struct Pool {
+    kiln: PathBuf,
+    snapshot: PathBuf,
+    dir: PathBuf,
+    idle_timeout: f64,
+    copy: bool,
+}
+
+/// A warm VM this command started, and its log.
+type Started = (std::process::Child, PathBuf);
+
+/// Set by SIGINT, SIGTERM or SIGHUP while `--keep` waits.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+impl Pool {
+    /// Starts warm VM number `i` in the background (its own session, so
+    /// it outlives this command and ignores its terminal's Ctrl-C).
+    fn start(&self, i: u32) -> Result<Started> {
+        let log_path = self.dir.join(format!("{}-{i}.log", std::process::id()));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = Command::new(&kiln);
+        let mut cmd = Command::new(&self.kiln);
         cmd.arg("run")
             .arg("--from-snapshot")
-            .arg(&snapshot)
+            .arg(&self.snapshot)
             .arg("--serve-warm")
-            .arg(&dir)
+            .arg(&self.dir)
             .arg("--warm-idle-timeout")
-            .arg(args.idle_timeout.to_string());
-        if args.snapshot_memory == SnapshotMemoryArg::Copy {
+            .arg(self.idle_timeout.to_string());
+        if self.copy {
             cmd.args(["--snapshot-memory", "copy"]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .env_remove("KILN_SPAWN_MONO_NS");
-        // Its own session: the warm VM outlives this command and its
-        // terminal (Ctrl-C here does not reach it).
         // SAFETY: setsid is async-signal-safe and touches no memory.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -104,43 +156,98 @@ pub fn run(args: Args) -> Result<u8> {
             });
         }
         let child = cmd.spawn().context("starting a warm VM")?;
-        children.push((child, log_path));
+        Ok((child, log_path))
     }
-    let deadline = Instant::now() + READY_WAIT;
-    loop {
-        let ready = warm::ready_sockets(&dir).len().saturating_sub(before);
-        if ready >= args.count as usize {
-            break;
+
+    /// Waits until `want` warm VMs are offered; fails when one of
+    /// `children` ends first (with its last message) or time runs out.
+    fn wait_ready(&self, children: &mut [Started], want: usize) -> Result<()> {
+        let deadline = Instant::now() + READY_WAIT;
+        loop {
+            let ready = warm::ready_sockets(&self.dir).len();
+            if ready >= want {
+                break;
+            }
+            for (child, log) in children.iter_mut() {
+                if let Some(status) = child.try_wait()? {
+                    let text = std::fs::read_to_string(&*log).unwrap_or_default();
+                    let last = text.lines().last().unwrap_or("no message");
+                    bail!("a warm VM ended before it was ready ({status}): {last}");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {ready} of {want} warm VMs were ready after {}s (logs in {})",
+                    READY_WAIT.as_secs(),
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        for (child, log) in &mut children {
-            if let Some(status) = child.try_wait()? {
-                let text = std::fs::read_to_string(&*log).unwrap_or_default();
-                let last = text.lines().last().unwrap_or("no message");
-                bail!("a warm VM ended before it was ready ({status}): {last}");
+        // A held VM logs nothing more until it is claimed (and then to its
+        // client): the empty logs go.
+        for (_, log) in children.iter() {
+            if std::fs::metadata(log).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(log);
             }
         }
-        if Instant::now() > deadline {
-            bail!(
-                "only {ready} of {} warm VMs were ready after {}s (logs in {})",
-                args.count,
-                READY_WAIT.as_secs(),
-                dir.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        Ok(())
     }
-    // A held VM logs nothing more until it is claimed (and then to its
-    // client): the empty logs go.
-    for (_, log) in &children {
-        if std::fs::metadata(log).is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(log);
+
+    /// `--keep`: starts a new warm VM for each one a run took, until a
+    /// signal; then stops the waiting ones.
+    fn keep(&self, mut children: Vec<Started>, count: usize) -> Result<u8> {
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            kiln_vmm::stop::notify_on(signal, on_stop).context("catching signals")?;
         }
+        let mut started = children.len() as u32;
+        // Warm VMs seen offering (or binding) their socket: one that stops
+        // offering it was claimed, and no longer counts as waiting.
+        let mut seen = std::collections::HashSet::new();
+        while !STOP.load(Ordering::SeqCst) {
+            children.retain_mut(|(child, _)| !matches!(child.try_wait(), Ok(Some(_))));
+            let offered: Vec<u32> = warm::ready_sockets(&self.dir)
+                .iter()
+                .chain(pending_sockets(&self.dir).iter())
+                .filter_map(|p| socket_pid(p))
+                .collect();
+            seen.extend(offered.iter().copied());
+            for (child, log) in &children {
+                if seen.contains(&child.id()) && std::fs::metadata(log).is_ok_and(|m| m.len() == 0)
+                {
+                    let _ = std::fs::remove_file(log);
+                }
+            }
+            let starting = children
+                .iter()
+                .filter(|(child, _)| !seen.contains(&child.id()))
+                .count();
+            for _ in offered.len() + starting..count {
+                children.push(self.start(started)?);
+                started += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stopped = warm::stop_all(&self.dir);
+        eprintln!("kiln: {stopped} waiting warm VMs stopped");
+        Ok(0)
     }
-    eprintln!(
-        "kiln: {} warm VM{} of {} ready; each serves one `kiln run --from-snapshot`",
-        args.count,
-        if args.count == 1 { "" } else { "s" },
-        args.snapshot.display()
-    );
-    Ok(0)
+}
+
+/// The process a warm VM socket's name starts with.
+fn socket_pid(path: &std::path::Path) -> Option<u32> {
+    path.file_name()?.to_str()?.split('-').next()?.parse().ok()
+}
+
+/// The sockets of `dir`'s warm VMs that are restoring (bound, not offered).
+fn pending_sockets(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "pending"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
