@@ -70,6 +70,23 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// Checks the output of the script `echo started; date +%s; head -c 16
+/// /dev/urandom | od -An -tx1` resumed between the host times `before`
+/// and `after` (seconds): the guest's clock is the host's; returns the
+/// random bytes' line.
+fn clock_and_randomness(out: &Output, before: u64, after: u64) -> String {
+    let text = stdout(out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "unexpected output: {text:?}");
+    assert_eq!(lines[0], "started");
+    let guest_time: u64 = lines[1].trim().parse().expect("date +%s prints a number");
+    assert!(
+        guest_time >= before && guest_time <= after,
+        "guest time {guest_time} outside [{before}, {after}]"
+    );
+    lines[2].to_string()
+}
+
 #[test]
 fn program_entry_snapshot_resumes_twice_with_the_hosts_time_and_fresh_randomness() {
     if !kvm_or_skip("program_entry_snapshot_resumes_twice") {
@@ -85,19 +102,9 @@ fn program_entry_snapshot_resumes_twice_with_the_hosts_time_and_fresh_randomness
     std::thread::sleep(std::time::Duration::from_secs(2));
     let mut randomness = Vec::new();
     for _ in 0..2 {
-        let before = unix_now();
+        let before = unix_now().max(taken_at + 2);
         let out = ok(resume(&snapshot, &[]), "kiln run --from-snapshot");
-        let after = unix_now();
-        let text = stdout(&out);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "unexpected output: {text:?}");
-        assert_eq!(lines[0], "started");
-        let guest_time: u64 = lines[1].trim().parse().expect("date +%s prints a number");
-        assert!(
-            guest_time >= before.max(taken_at + 2) && guest_time <= after,
-            "guest time {guest_time} outside [{before}, {after}] (snapshot at {taken_at})"
-        );
-        randomness.push(lines[2].to_string());
+        randomness.push(clock_and_randomness(&out, before, unix_now()));
     }
     assert_ne!(
         randomness[0], randomness[1],
@@ -698,6 +705,17 @@ fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
     // when it runs, not when the VM was warmed.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let json = snapshot.with_extension("timings.json");
+    // A connection that is not a claim (no descriptors, not JSON) is
+    // dropped; the warm VM keeps waiting.
+    for (_, socket) in &held {
+        let mut junk = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        junk.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        std::io::Write::write_all(&mut junk, b"not a claim\n").unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut junk, &mut answer);
+        assert_eq!(answer, "", "a warm VM answered junk");
+    }
     // A run a warm VM cannot serve (--stats) restores in its own process
     // and leaves the warm VMs waiting.
     let cold = resume(&snapshot, &["--stats"]);
@@ -707,18 +725,8 @@ fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
     for served in 0..2 {
         let before = unix_now();
         let out = resume(&snapshot, &["--timings-json", json.to_str().unwrap()]);
-        let after = unix_now();
         assert_eq!(status(&out), 3, "the program's status: {}", stderr(&out));
-        let text = stdout(&out);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "unexpected output: {text:?}");
-        assert_eq!(lines[0], "started");
-        let guest_time: u64 = lines[1].trim().parse().expect("date +%s prints a number");
-        assert!(
-            guest_time >= before && guest_time <= after,
-            "guest time {guest_time} outside [{before}, {after}]"
-        );
-        randomness.push(lines[2].to_string());
+        randomness.push(clock_and_randomness(&out, before, unix_now()));
         let phases = phases(&json);
         assert!(
             phases.contains_key("claimed") && !phases.contains_key("snapshot_verified"),

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 /// What a client asks of the warm VM it claims.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct WarmRequest {
-    /// The client's start (its `main`), in CLOCK_MONOTONIC nanoseconds:
+    /// The client's start (its `main`), in CLOCK_MONOTONIC nanoseconds
+    /// ([`crate::timings::monotonic_ns`], which [`Instant`] also reads):
     /// the warm VM's timings count from there.
     pub start_mono_ns: u64,
     /// Milliseconds from the client's spawn to its `main`, when its
@@ -65,7 +66,7 @@ impl Claim {
     /// CLOCK_MONOTONIC); `at` when the clocks disagree.
     pub fn client_start(&self) -> Instant {
         let now = Instant::now();
-        monotonic_ns()
+        crate::timings::monotonic_ns()
             .checked_sub(self.request.start_mono_ns)
             .and_then(|ago| now.checked_sub(Duration::from_nanos(ago)))
             .unwrap_or(self.at)
@@ -136,17 +137,6 @@ const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// CLOCK_MONOTONIC now, in nanoseconds (what [`Instant`] reads on Linux).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes a timespec into `ts`, which is valid.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl WarmHold {

@@ -398,7 +398,8 @@ fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Opti
         None => None,
     };
     let request = warm::WarmRequest {
-        start_mono_ns: warm::monotonic_ns().saturating_sub(start.elapsed().as_nanos() as u64),
+        start_mono_ns: kiln_vmm::timings::monotonic_ns()
+            .saturating_sub(start.elapsed().as_nanos() as u64),
         spawn_to_main_ms: kiln_vmm::timings::spawn_to_main_ms(),
         timeout_s: args.run.timeout,
         timings: args.run.timings,
