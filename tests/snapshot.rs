@@ -129,6 +129,15 @@ fn first_output_snapshot_on_two_vcpus_resumes_after_the_first_line() {
         assert_eq!(status(&out), 7, "{memory}: {}", stderr(&out));
         assert_eq!(stdout(&out), "SECOND\n", "{memory}");
     }
+    // Kept warm: vCPU 0 is held at the resume report and vCPU 1 waits
+    // until the run claims the VM.
+    let _cleanup = StopWarm(snapshot.clone());
+    ok(warm(&[snapshot.to_str().unwrap()]), "kiln warm");
+    let json = snapshot.with_extension("timings.json");
+    let out = resume(&snapshot, &["--timings-json", json.to_str().unwrap()]);
+    assert_eq!(status(&out), 7, "warm: {}", stderr(&out));
+    assert_eq!(stdout(&out), "SECOND\n", "warm");
+    assert!(phases(&json).contains_key("claimed"), "not served warm");
 }
 
 /// Pages a write set (`memory.writes`) lists.

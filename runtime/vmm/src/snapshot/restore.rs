@@ -213,13 +213,6 @@ pub(crate) fn resume(
         }
         .into());
     }
-    let running = state.vcpus.iter().filter(|v| v.is_some()).count();
-    if config.warm.is_some() && running != 1 {
-        return Err(SnapshotError::Unresumable(format!(
-            "a warm VM holds its one running vCPU until claimed; this snapshot's guest runs {running}"
-        ))
-        .into());
-    }
     if let Some(request) = &config.snapshot {
         if !matches!(request.at, super::SnapshotPoint::Signal(_)) {
             return Err(SnapshotError::Unresumable(
@@ -331,7 +324,20 @@ pub(crate) fn resume(
             }
         }
     }
-    let started: Vec<bool> = state.vcpus.iter().map(Option::is_some).collect();
+    let mut started: Vec<bool> = state.vcpus.iter().map(Option::is_some).collect();
+    if let Some(hold) = &config.warm {
+        // A warm VM holds vCPU 0 at the guest's resume report; the other
+        // vCPUs that ran start only when it is claimed (else they would
+        // run the program on before anyone asked).
+        let later: Vec<u32> = (1..started.len())
+            .filter(|&i| started[i])
+            .map(|i| i as u32)
+            .collect();
+        for &i in &later {
+            started[i as usize] = false;
+        }
+        hold.start_on_claim(later);
+    }
     let coordinator = match (&config.snapshot, &snapshot_irq) {
         (Some(request), Some(irqfd)) => {
             if let super::SnapshotPoint::Signal(signal) = request.at {

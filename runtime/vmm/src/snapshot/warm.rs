@@ -117,6 +117,9 @@ pub struct WarmHold {
     /// Set when the VM's memory is ready to run at full speed (its write
     /// set copied): the socket is published only then.
     memory_ready: Mutex<Option<Arc<AtomicBool>>>,
+    /// The vCPUs besides vCPU 0 that ran when the snapshot was taken:
+    /// started once the VM is claimed.
+    later: Mutex<Vec<u32>>,
 }
 
 impl std::fmt::Debug for WarmHold {
@@ -171,6 +174,7 @@ impl WarmHold {
             client: Mutex::new(None),
             finished: AtomicBool::new(false),
             memory_ready: Mutex::new(None),
+            later: Mutex::new(Vec::new()),
         }))
     }
 
@@ -194,6 +198,16 @@ impl WarmHold {
                 me.serve_claims();
             })
             .map(drop)
+    }
+
+    /// Notes the vCPUs (besides vCPU 0) to start once the VM is claimed.
+    pub fn start_on_claim(&self, vcpus: Vec<u32>) {
+        *lock(&self.later) = vcpus;
+    }
+
+    /// The vCPUs to start now that the VM is claimed (once).
+    pub fn vcpus_to_start(&self) -> Vec<u32> {
+        std::mem::take(&mut *lock(&self.later))
     }
 
     /// Publishes the socket only once `ready` is set as well (the write

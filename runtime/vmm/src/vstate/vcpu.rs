@@ -125,7 +125,8 @@ pub struct Shared<'a> {
 }
 
 /// vCPU 0 of a warm VM at the guest's resume report: waits for a claim;
-/// the run then counts from the client's start and gets its timeout.
+/// the run then counts from the client's start, gets its timeout, and the
+/// other vCPUs that ran when the snapshot was taken start.
 fn hold_for_claim(hold: &crate::snapshot::warm::WarmHold, shared: &Shared<'_>) {
     let Some(claim) = hold.wait_for_claim() else {
         // Stopped first: the loop sees why.
@@ -136,6 +137,9 @@ fn hold_for_claim(hold: &crate::snapshot::warm::WarmHold, shared: &Shared<'_>) {
         timings.rebase(claim.client_start());
         timings.mark_at(crate::timings::Phase::Claimed, claim.at);
         timings.mark(crate::timings::Phase::Resumed);
+    }
+    for index in hold.vcpus_to_start() {
+        (shared.start_cpu)(index);
     }
     let limit = claim
         .request

@@ -26,7 +26,7 @@ const READY_WAIT: Duration = Duration::from_secs(60);
                   warm VM's exit status is the run's. A warm VM serves one run; start more \
                   with -n. Runs with -i, -t, --stats, --user, -p, --disk, --snapshot-at, \
                   --snapshot-memory copy, an IMAGE or --no-warm restore in their own process \
-                  as before. Only snapshots whose guest runs on one vCPU can be kept warm."
+                  as before."
 )]
 pub struct Args {
     /// The snapshot: a directory, or a snapshot of the local store by name or digest
