@@ -178,11 +178,6 @@ impl WarmHold {
         }))
     }
 
-    /// The socket clients claim this VM through (once it is held).
-    pub fn socket(&self) -> &Path {
-        &self.ready
-    }
-
     /// Starts the thread that publishes the socket once vCPU 0 is held and
     /// serves the claim. Called before the seccomp filters go in: the
     /// thread gets the process's filter, which allows what it does.
