@@ -37,7 +37,10 @@ struct Cli {
     command: Command,
 }
 
+// Each subcommand's arguments are built only when it is the one used:
+// building all of them took 0.3–0.4 ms of every `kiln run`.
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Build an image from a manifest
     Build(commands::build::Args),
