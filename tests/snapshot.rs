@@ -609,18 +609,11 @@ fn warm(args: &[&str]) -> Output {
 
 /// The warm VMs waiting for `snapshot`: (their processes, their sockets).
 fn waiting(snapshot: &Path) -> Vec<(u32, PathBuf)> {
+    use kiln_vmm::snapshot::warm;
     let dir = kiln_builder::run::warm_dir(&kiln_home(), snapshot).expect("a snapshot");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stem = name.strip_suffix(".sock")?;
-            let pid = stem.split('-').next()?.parse().ok()?;
-            Some((pid, entry.path()))
-        })
+    warm::ready_sockets(&dir)
+        .into_iter()
+        .filter_map(|path| Some((warm::socket_pid(&path)?, path)))
         .collect()
 }
 

@@ -150,16 +150,11 @@ impl WarmHold {
     /// # Errors
     /// [`WarmError::Socket`].
     pub fn bind(dir: &Path, idle: Option<Duration>) -> Result<Arc<Self>, WarmError> {
-        use std::os::unix::fs::DirBuilderExt;
         let fail = |path: &Path| {
             let path = path.to_path_buf();
             move |cause| WarmError::Socket { path, cause }
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(fail(dir))?;
+        make_dir(dir).map_err(fail(dir))?;
         let stem = format!("{}-{:08x}", std::process::id(), rand_u32());
         let pending = dir.join(format!("{stem}{PENDING_SUFFIX}"));
         let ready = dir.join(format!("{stem}{READY_SUFFIX}"));
@@ -582,15 +577,28 @@ pub enum WarmOutcome {
     Failed(String),
 }
 
-/// The claimable warm VMs' sockets in `dir`, oldest first.
-pub fn ready_sockets(dir: &Path) -> Vec<PathBuf> {
+/// Makes `dir`, where a snapshot's warm VMs keep their sockets (and
+/// `kiln warm` their logs), private to this user.
+///
+/// # Errors
+/// When it cannot be made.
+pub fn make_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The sockets in `dir` whose names end in `suffix`, oldest first.
+fn sockets(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(READY_SUFFIX)))
+        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(suffix)))
         .map(|p| {
             let when = std::fs::symlink_metadata(&p)
                 .and_then(|m| m.modified())
@@ -602,72 +610,82 @@ pub fn ready_sockets(dir: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
+/// The claimable warm VMs' sockets in `dir`, oldest first.
+pub fn ready_sockets(dir: &Path) -> Vec<PathBuf> {
+    sockets(dir, READY_SUFFIX)
+}
+
+/// The sockets of `dir`'s warm VMs that are still restoring (bound, not
+/// offered yet).
+pub fn pending_sockets(dir: &Path) -> Vec<PathBuf> {
+    sockets(dir, PENDING_SUFFIX)
+}
+
+/// The process a warm VM's socket belongs to (its name starts with it).
+pub fn socket_pid(socket: &Path) -> Option<u32> {
+    socket
+        .file_name()?
+        .to_str()?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Sends `line` with `fds` to the warm VM at `socket` and reads its one
+/// answer line (waiting at most [`CLAIM_WAIT`]); `None` when it does not
+/// answer. A socket nobody listens on any more (its VM was killed) is
+/// removed.
+fn ask(socket: &Path, line: &str, fds: &[RawFd]) -> Option<(BufReader<UnixStream>, String)> {
+    let stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                let _ = std::fs::remove_file(socket);
+            }
+            return None;
+        }
+    };
+    send(&stream, line, fds).ok()?;
+    stream.set_read_timeout(Some(CLAIM_WAIT)).ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).ok()?;
+    Some((reader, answer))
+}
+
 /// Claims one warm VM of `dir` for `request`, handing it this process's
-/// standard input, output and error; `None` when none answers (a socket
-/// nobody listens on any more is removed).
+/// standard input, output and error; `None` when none answers.
 pub fn claim(dir: &Path, request: &WarmRequest) -> Option<WarmClient> {
     let line = serde_json::to_string(request).ok()?;
-    for socket in ready_sockets(dir) {
-        let stream = match UnixStream::connect(&socket) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                // Its VM is gone (killed): a leftover.
-                let _ = std::fs::remove_file(&socket);
-                continue;
-            }
-            Err(_) => continue,
-        };
-        if send(&stream, &line, &[0, 1, 2]).is_err() {
-            continue;
-        }
-        let _ = stream.set_read_timeout(Some(CLAIM_WAIT));
-        let Ok(read_half) = stream.try_clone() else {
-            continue;
-        };
-        let mut reader = BufReader::new(read_half);
-        let mut answer = String::new();
-        if reader.read_line(&mut answer).is_err() {
-            continue;
-        }
+    ready_sockets(dir).iter().find_map(|socket| {
+        let (reader, answer) = ask(socket, &line, &[0, 1, 2])?;
         let pid = serde_json::from_str::<serde_json::Value>(&answer)
-            .ok()
-            .and_then(|v| v.get("claimed").and_then(serde_json::Value::as_u64));
-        if let Some(pid) = pid {
-            let _ = reader.get_ref().set_read_timeout(None);
-            return Some(WarmClient {
-                reader,
-                pid: pid as u32,
-            });
-        }
-    }
-    None
+            .ok()?
+            .get("claimed")?
+            .as_u64()?;
+        reader.get_ref().set_read_timeout(None).ok()?;
+        Some(WarmClient {
+            reader,
+            pid: pid as u32,
+        })
+    })
 }
 
 /// Asks every held warm VM of `dir` to stop; how many said they would.
 pub fn stop_all(dir: &Path) -> usize {
-    let line = match serde_json::to_string(&WarmRequest {
+    let request = WarmRequest {
         stop: true,
         ..WarmRequest::default()
-    }) {
-        Ok(l) => l,
-        Err(_) => return 0,
     };
-    let mut stopped = 0;
-    for socket in ready_sockets(dir) {
-        let Ok(stream) = UnixStream::connect(&socket) else {
-            let _ = std::fs::remove_file(&socket);
-            continue;
-        };
-        let _ = stream.set_read_timeout(Some(CLAIM_WAIT));
-        if send(&stream, &line, &[]).is_err() {
-            continue;
-        }
-        let mut answer = String::new();
-        if BufReader::new(&stream).read_line(&mut answer).is_ok() && answer.contains("stopping") {
-            stopped += 1;
-        }
-    }
-    stopped
+    let Ok(line) = serde_json::to_string(&request) else {
+        return 0;
+    };
+    ready_sockets(dir)
+        .iter()
+        .filter_map(|socket| ask(socket, &line, &[]))
+        .filter(|(_, answer)| answer.contains("stopping"))
+        .count()
 }
 
 impl WarmClient {

@@ -104,7 +104,7 @@ pub struct Args {
     no_warm: bool,
 
     /// Be a warm VM waiting in DIR (what `kiln warm` starts)
-    #[arg(long, hide = true, value_name = "DIR", requires = "from_snapshot")]
+    #[arg(long, hide = true, value_name = "DIR", requires_all = ["from_snapshot", "warm_idle_timeout"])]
     serve_warm: Option<std::path::PathBuf>,
 
     /// How long a warm VM waits for a claim (seconds; 0: no limit)
@@ -448,13 +448,13 @@ fn serve_warm(
     start: Instant,
 ) -> Result<u8> {
     use kiln_vmm::snapshot::warm::WarmHold;
-    let idle = match args.warm_idle_timeout {
-        Some(s) if s > 0.0 => Some(
+    // `kiln warm` always gives it (clap requires it with --serve-warm).
+    let idle = match args.warm_idle_timeout.unwrap_or_default() {
+        0.0 => None,
+        s => Some(
             std::time::Duration::try_from_secs_f64(s)
                 .context("--warm-idle-timeout out of range")?,
         ),
-        Some(_) => None,
-        None => Some(std::time::Duration::from_secs(600)),
     };
     let hold = WarmHold::bind(dir, idle)?;
     let opts = RunOptions {

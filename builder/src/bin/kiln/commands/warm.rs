@@ -72,9 +72,7 @@ pub fn run(args: Args) -> Result<u8> {
         );
         return Ok(0);
     }
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    warm::make_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let pool = Pool {
         kiln: std::env::current_exe().context("finding kiln's own program")?,
         snapshot,
@@ -208,8 +206,8 @@ impl Pool {
             children.retain_mut(|(child, _)| !matches!(child.try_wait(), Ok(Some(_))));
             let offered: Vec<u32> = warm::ready_sockets(&self.dir)
                 .iter()
-                .chain(pending_sockets(&self.dir).iter())
-                .filter_map(|p| socket_pid(p))
+                .chain(warm::pending_sockets(&self.dir).iter())
+                .filter_map(|p| warm::socket_pid(p))
                 .collect();
             seen.extend(offered.iter().copied());
             for (child, log) in &children {
@@ -232,22 +230,4 @@ impl Pool {
         eprintln!("kiln: {stopped} waiting warm VMs stopped");
         Ok(0)
     }
-}
-
-/// The process a warm VM socket's name starts with.
-fn socket_pid(path: &std::path::Path) -> Option<u32> {
-    path.file_name()?.to_str()?.split('-').next()?.parse().ok()
-}
-
-/// The sockets of `dir`'s warm VMs that are restoring (bound, not offered).
-fn pending_sockets(dir: &std::path::Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "pending"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
