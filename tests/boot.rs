@@ -559,6 +559,27 @@ fn boot_with_cache(name: &str, cache: &std::path::Path) -> (String, u64, bool) {
     (stdout(&out), emulated, doc["kvm_flavour"] == "pvm")
 }
 
+/// Whether the CPUID instruction exits to KVM on this host (counted as an
+/// emulated instruction): 20000 of them from a static program, which the
+/// kernel leaves alone without an image's list of its CPUID sites. On
+/// some nested hosts the outer hypervisor answers CPUID itself and KVM
+/// never sees it.
+fn cpuid_reaches_kvm(cache: &std::path::Path) -> bool {
+    let file = cache.join("flood.json");
+    let out = vmm()
+        .env("XDG_CACHE_HOME", cache)
+        .args(["--stats", "--timings-json", file.to_str().unwrap()])
+        .arg("--app")
+        .arg(common::program("attacker"))
+        .args(["--", "cpuid"])
+        .output()
+        .expect("kiln-vmm runs");
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("cpuid done"), "{}", stdout(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    doc["kvm_stats"]["insn_emulation"].as_u64().unwrap_or(0) >= 20_000
+}
+
 #[test]
 fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     if !kvm_or_skip("cpuid_is_learnt_once_per_host_then_answered_from_the_table") {
@@ -577,7 +598,17 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     // program's own CPUIDs still reach the host).
     let (second, answered, _) = boot_with_cache("hello-glibc", &cache);
     assert_eq!(first, second);
-    if pvm {
+    // Where CPUID never reaches KVM the table spares no exit to count;
+    // what is left to check is that it is kept, used and relearnt.
+    let counted = pvm && cpuid_reaches_kvm(&cache);
+    if pvm && !counted {
+        eprintln!(
+            "NOTE: CPUID does not exit to KVM on this host (20000 of them counted no emulated \
+             instruction): the table's saving cannot be counted here ({learning} emulated \
+             learning, {answered} from the table)"
+        );
+    }
+    if counted {
         assert!(
             answered + 30 < learning,
             "emulated instructions: {learning} learning, {answered} from the table"
@@ -587,7 +618,7 @@ fn cpuid_is_learnt_once_per_host_then_answered_from_the_table() {
     std::fs::write(&table, b"KILNCPL1 not a table").unwrap();
     let (third, relearning, _) = boot_with_cache("hello-glibc", &cache);
     assert_eq!(first, third);
-    if pvm {
+    if counted {
         assert!(relearning > answered + 30, "{relearning} vs {answered}");
     }
     assert!(std::fs::read(&table).unwrap().len() > 100, "learnt again");

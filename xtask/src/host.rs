@@ -214,7 +214,27 @@ pub fn ensure_tools_ref(tools: &[&Tool]) -> Result<()> {
         );
     }
     apt_install(&packages)?;
-    for t in &missing {
+    // An install may remove another tool's package to resolve a conflict
+    // (Debian's qemu-system-x86 removed a backported qemu-utils that the
+    // machine came with): put back what went missing, at the distribution's
+    // version that now fits.
+    let lost: Vec<&Tool> = tools
+        .iter()
+        .copied()
+        .filter(|t| !has(t.command) && !missing.iter().any(|m| m.command == t.command))
+        .collect();
+    if !lost.is_empty() {
+        let mut again: Vec<&str> = lost.iter().map(|t| t.package).collect();
+        again.dedup();
+        for t in &lost {
+            eprintln!(
+                "xtask: installing Debian package {} again ({} went missing while installing the others)",
+                t.package, t.command
+            );
+        }
+        apt_install(&again)?;
+    }
+    for t in missing.iter().chain(&lost) {
         if !has(t.command) {
             bail!(
                 "installed {} but {} is still not on PATH",
