@@ -10,7 +10,6 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -52,7 +51,10 @@ struct Watch {
 /// The running devices thread.
 pub struct DevicesThread {
     stop: EventFd,
-    handle: JoinHandle<Result<(), DeviceError>>,
+    /// How the loop ended, sent before the thread drops what it holds and
+    /// exits: closing its descriptors and ending the thread (~0.1 ms) is
+    /// nothing the caller needs to wait for.
+    ended: std::sync::mpsc::Receiver<Result<(), DeviceError>>,
 }
 
 impl DevicesThread {
@@ -125,7 +127,8 @@ impl DevicesThread {
             watches.push(list);
         }
         let stop_fd = stop.try_clone()?;
-        let handle = std::thread::Builder::new()
+        let (report_end, ended) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
             .name("kiln-devices".into())
             .spawn(move || {
                 crate::stop::block_vcpu_signals();
@@ -135,7 +138,9 @@ impl DevicesThread {
                 // a failure stops the VM instead.
                 if let Some(Err(e)) = filter.as_ref().map(crate::seccomp::install_thread) {
                     on_failure();
-                    return Err(DeviceError::Loop(std::io::Error::other(e)));
+                    drop(devices);
+                    let _ = report_end.send(Err(DeviceError::Loop(std::io::Error::other(e))));
+                    return;
                 }
                 let result = serve(
                     &epoll,
@@ -152,9 +157,12 @@ impl DevicesThread {
                 if result.is_err() {
                     on_failure();
                 }
-                result
+                // The devices' last references may be these (a backend's
+                // drop stops its daemon): gone before the caller goes on.
+                drop(devices);
+                let _ = report_end.send(result);
             })?;
-        Ok(Self { stop, handle })
+        Ok(Self { stop, ended })
     }
 
     /// Stops the loop and reports how it ended.
@@ -163,7 +171,8 @@ impl DevicesThread {
     /// The host-side failure that ended it, if one did.
     pub fn finish(self) -> Result<(), DeviceError> {
         let _ = self.stop.write(1);
-        self.handle.join().unwrap_or(Ok(()))
+        // A thread that panicked sent nothing: as before, no error of its own.
+        self.ended.recv().unwrap_or(Ok(()))
     }
 }
 

@@ -6,10 +6,11 @@
 //! for depends on it: the program's output and exit status are known. So
 //! a one-shot kiln-vmm hands the VM to a helper process that shares its
 //! memory (`CLONE_VM`) and holds copies of its descriptors: the helper
-//! closes every descriptor but the VM's at once (the caller's pipes reach
-//! end of file, locks and taps go as usual), waits for kiln-vmm to exit,
-//! then closes the VM's descriptor and exits. The VM goes with its last
-//! reference — that descriptor, or the vCPUs' run areas mapped in the
+//! closes every descriptor but the VM's and the devices' irqfds at once
+//! (the caller's pipes reach end of file, locks and taps go as usual),
+//! waits for kiln-vmm to exit, then closes the irqfds (whose last close
+//! costs KVM work) and the VM's descriptor and exits. The VM goes with its
+//! last reference — that descriptor, or the vCPUs' run areas mapped in the
 //! shared address space (a vCPU's descriptor only holds one more) — in the
 //! helper either way, and the guest memory with the last user of the
 //! shared address space. kiln-vmm itself must then leave guest memory
@@ -24,39 +25,71 @@ use std::os::fd::RawFd;
 /// Bytes of the helper's stack.
 const STACK: usize = 64 * 1024;
 
+/// Most descriptors the helper keeps besides the VM's (see [`hand_over`]).
+pub const KEEP_MAX: usize = 32;
+
 /// What the helper needs, written before it starts and only read by it.
 #[repr(C)]
 struct Handover {
-    /// Set to 1 by the helper once it holds only the VM's descriptor.
+    /// Set to 1 by the helper once it holds only the VM's descriptor and
+    /// the kept ones.
     closed: std::sync::atomic::AtomicU32,
     parent: i32,
+    /// The highest descriptor open, for closing them one by one; -1 when
+    /// `close_range` works (then it is not needed).
     highest_fd: i32,
     /// The VM's descriptor.
     vm: i32,
+    /// The VM's descriptor and the kept ones, ascending; `keep_len` used.
+    keep: [i32; KEEP_MAX + 1],
+    keep_len: usize,
 }
 
 /// Starts the helper that destroys the VM (descriptor `vm`) once this
-/// process has exited. False when it could not start (the caller then
-/// tears down itself). After `true`, the caller must not unmap guest
-/// memory.
-pub fn hand_over(vm: RawFd) -> bool {
-    // The descriptors' numbers only (the helper closes them all but the
-    // VM's one by one where `close_range` fails).
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return false;
-    };
-    let fds: Vec<RawFd> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+/// process has exited. It also holds on to `keep` (at most [`KEEP_MAX`];
+/// more are not kept): descriptors whose last close costs KVM work — an
+/// irqfd's makes KVM shut the interrupt route down on a worker, which took
+/// the CPU from kiln-vmm for ~0.05 ms each — so that this process's close
+/// of them is a mere reference drop. False when it could not start (the
+/// caller then tears down itself). After `true`, the caller must not unmap
+/// guest memory.
+pub fn hand_over(vm: RawFd, keep: &[RawFd]) -> bool {
+    let mut kept: Vec<i32> = std::iter::once(vm)
+        .chain(keep.iter().copied().filter(|&fd| fd >= 0).take(KEEP_MAX))
         .collect();
-    if !fds.contains(&vm) {
-        return false;
-    }
-    let handover = Box::new(Handover {
+    kept.sort_unstable();
+    kept.dedup();
+    // SAFETY: close_range on a range no descriptor can be in (the highest
+    // numbers) closes nothing; it only says whether the call works here.
+    let close_range_works = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            libc::c_uint::MAX - 1,
+            libc::c_uint::MAX - 1,
+            0u32,
+        )
+    } == 0;
+    let highest_fd = if close_range_works {
+        -1
+    } else {
+        // The descriptors' numbers, to close them one by one.
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            return false;
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let mut handover = Box::new(Handover {
         closed: std::sync::atomic::AtomicU32::new(0),
         parent: std::process::id() as i32,
-        highest_fd: fds.iter().copied().max().unwrap_or(0),
+        highest_fd,
         vm,
+        keep: [-1; KEEP_MAX + 1],
+        keep_len: kept.len(),
     });
+    handover.keep[..kept.len()].copy_from_slice(&kept);
     // SAFETY: a fresh anonymous mapping for the helper's stack; it stays
     // mapped for as long as the shared address space exists.
     let stack = unsafe {
@@ -158,15 +191,23 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
-        // Every descriptor but the VM's: the ranges below and above it, or
+        // Every descriptor but the kept ones: the ranges between them, or
         // one by one where close_range fails (an older kernel, or a seccomp
         // filter without it: any descriptor left open would keep its file,
         // its mount, a pipe's end, busy while the VM goes).
-        let vm = i64::from(h.vm);
-        let below = vm == 0 || raw_syscall(libc::SYS_close_range, 0, vm - 1, 0, 0) == 0;
-        if !below || raw_syscall(libc::SYS_close_range, vm + 1, i64::from(u32::MAX), 0, 0) != 0 {
+        let keep = &h.keep[..h.keep_len.min(KEEP_MAX + 1)];
+        if h.highest_fd < 0 {
+            let mut from: i64 = 0;
+            for &fd in keep {
+                if i64::from(fd) > from {
+                    raw_syscall(libc::SYS_close_range, from, i64::from(fd) - 1, 0, 0);
+                }
+                from = i64::from(fd) + 1;
+            }
+            raw_syscall(libc::SYS_close_range, from, i64::from(u32::MAX), 0, 0);
+        } else {
             for fd in 0..=h.highest_fd {
-                if fd != h.vm {
+                if !keep.contains(&fd) {
                     raw_syscall(libc::SYS_close, i64::from(fd), 0, 0, 0);
                 }
             }
@@ -196,7 +237,14 @@ extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
             ) == -i64::from(libc::EINTR)
             {}
         }
-        raw_syscall(libc::SYS_close, vm, 0, 0, 0);
+        // The kept descriptors, the VM's last: it goes with its last
+        // reference.
+        for &fd in keep {
+            if fd != h.vm {
+                raw_syscall(libc::SYS_close, i64::from(fd), 0, 0, 0);
+            }
+        }
+        raw_syscall(libc::SYS_close, i64::from(h.vm), 0, 0, 0);
         raw_syscall(libc::SYS_exit, 0, 0, 0, 0);
     }
     0
