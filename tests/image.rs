@@ -636,6 +636,20 @@ fn busybox_script_appliance_runs_its_script() {
     let out = run(&image, &["sh", "-c", "exec /nowhere"]);
     assert_eq!(status(&out), 127, "{}", stderr(&out));
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    // busybox is static: its glibc asks CPUID some 30 times as it starts.
+    // The builder listed those sites in the image (user.kiln.cpuid), so
+    // the kernel rewrote them at exec into calls of its CPUID routine,
+    // mapped below the mmap area (SYSCALL trampolines sit below the code).
+    let out = run(&image, &["cat", "/proc/self/maps"]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let routine = stdout(&out).lines().any(|l| {
+        l.ends_with("[kiln-syscall]")
+            && l.split('-')
+                .next()
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+                .is_some_and(|a| a > 0x7f00_0000_0000)
+    });
+    assert!(routine, "no CPUID routine mapped:\n{}", stdout(&out));
 }
 
 #[test]
@@ -682,6 +696,110 @@ fn dynamic_debian_program_runs_with_its_libraries() {
         stdout(&out),
         format!("{hostname_sum}  /etc/hostname\n{script_sum}  /app/hello.sh\n")
     );
+}
+
+/// CPython's byte-code caches taken from the host stay valid in the image,
+/// whose entries all carry one fixed time: Python loads them instead of
+/// compiling each module again at every start. A cache compiled from a
+/// different source stays stale.
+#[test]
+fn python_byte_code_caches_stay_valid_in_the_image() {
+    if !kvm_or_skip("python_byte_code_caches_stay_valid_in_the_image") {
+        return;
+    }
+    // Debian's interpreter (python3.11 on Debian 12) and its library.
+    let python = std::fs::canonicalize("/usr/bin/python3")
+        .expect("/usr/bin/python3 is missing: install Debian's python3 (cargo xtask deps)");
+    let dir = scratch("pyc");
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    for (name, text) in [
+        ("fresh", "def answer():\n    return 42\n"),
+        ("edited", "X = 1\n"),
+    ] {
+        std::fs::write(app.join(format!("{name}.py")), text).unwrap();
+    }
+    let compile = Command::new(&python)
+        .args(["-m", "py_compile", "app/fresh.py", "app/edited.py"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(status(&compile), 0, "{}", stderr(&compile));
+    // Edited after its cache was written: a different size, so stale.
+    std::fs::write(app.join("edited.py"), "X = 2  # edited\n").unwrap();
+    let tag = format!("cpython-{}", python_tag(&python));
+    let mut manifest = format!(
+        "name = \"pyc\"\nversion = \"0.0.0\"\n[program]\npath = \"{}\"\nargs = [\"-I\", \"-S\", \"-v\", \"-c\", \
+         \"import sys; sys.path.insert(0, '/app'); import fresh, edited; print(fresh.answer(), edited.X)\"]\n",
+        python.display()
+    );
+    let lib = python
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("lib")
+        .join(python.file_name().unwrap());
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    for name in ["fresh", "edited"] {
+        files.push((app.join(format!("{name}.py")), format!("/app/{name}.py")));
+        let cache = format!("__pycache__/{name}.{tag}.pyc");
+        files.push((app.join(&cache), format!("/app/{cache}")));
+    }
+    // The encodings package is the one part of the standard library Python
+    // loads from files as it starts (the rest is frozen in); os.py is the
+    // landmark that tells it where the library is.
+    files.push((lib.join("os.py"), lib.join("os.py").display().to_string()));
+    for name in ["__init__", "aliases", "utf_8"] {
+        for rel in [
+            format!("encodings/{name}.py"),
+            format!("encodings/__pycache__/{name}.{tag}.pyc"),
+        ] {
+            files.push((lib.join(&rel), lib.join(&rel).display().to_string()));
+        }
+    }
+    for (src, dst) in &files {
+        manifest.push_str(&format!(
+            "[[files]]\nsrc = \"{}\"\ndst = \"{dst}\"\n",
+            src.display()
+        ));
+    }
+    std::fs::write(dir.join("pyc.toml"), manifest).unwrap();
+    let image = dir.join("pyc.kiln");
+    build_ok(&dir.join("pyc.toml"), &image);
+    let out = run(&image, &[]);
+    let err = stderr(&out);
+    assert_eq!(status(&out), 0, "{err}");
+    assert_eq!(stdout(&out), "42 2\n");
+    for (cache, source) in [
+        (
+            format!("/app/__pycache__/fresh.{tag}.pyc"),
+            "/app/fresh.py".to_string(),
+        ),
+        (
+            lib.join(format!("encodings/__pycache__/utf_8.{tag}.pyc"))
+                .display()
+                .to_string(),
+            lib.join("encodings/utf_8.py").display().to_string(),
+        ),
+    ] {
+        assert!(
+            err.contains(&format!("# {cache} matches {source}")),
+            "{cache}: {err}"
+        );
+    }
+    assert!(err.contains("# bytecode is stale for 'edited'"), "{err}");
+    assert_eq!(err.matches("bytecode is stale").count(), 1, "{err}");
+}
+
+/// The `311` of a python3.11 binary.
+fn python_tag(python: &Path) -> String {
+    python
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("python")
+        .replace('.', "")
 }
 
 #[test]

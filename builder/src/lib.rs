@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod oci;
 pub mod parts;
 pub mod progress;
+pub mod pyc;
 pub mod registry;
 pub mod rootfs;
 pub mod run;

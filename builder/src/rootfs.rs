@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const BLOCK: u64 = 512;
 /// Alignment of file data in the archive.
@@ -212,10 +212,22 @@ impl Rootfs {
     pub fn write(&self, out: &mut impl Write, mtime: u64) -> Result<u64, RootfsError> {
         let mut w = Counting { inner: out, at: 0 };
         for (path, entry) in &self.entries {
-            write_entry(&mut w, path, entry, mtime)?;
+            write_entry(&mut w, path, entry, mtime, self.cache_source(path))?;
         }
         w.write_all(&[0u8; 2 * BLOCK as usize])?;
         Ok(w.at)
+    }
+
+    /// The host file whose CPython byte-code cache the entry at `path` is,
+    /// when both are in the rootfs (see [`crate::pyc`]).
+    fn cache_source(&self, path: &str) -> Option<&Path> {
+        match &self.entries.get(&crate::pyc::source_of(path)?)?.kind {
+            EntryKind::File {
+                source: Source::Host(p),
+                ..
+            } => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -318,6 +330,7 @@ fn write_entry<W: Write>(
     path: &str,
     e: &Entry,
     mtime: u64,
+    cache_source: Option<&Path>,
 ) -> Result<(), RootfsError> {
     let rel = &path[1..];
     let name = match e.kind {
@@ -331,6 +344,18 @@ fn write_entry<W: Write>(
     let mut records = String::new();
     if split_name(&name).is_none() || !name.is_ascii() {
         records.push_str(&pax_record("path", &name));
+    }
+    let data = match &e.kind {
+        EntryKind::File { source, size } => {
+            Some(file_data(path, source, *size, mtime, cache_source)?)
+        }
+        _ => None,
+    };
+    if let Some(sites) = data.as_deref().and_then(cpuid_sites) {
+        records.push_str(&pax_record(
+            kiln_kernel::syscall::site::CPUID_RECORD,
+            &sites,
+        ));
     }
     if link.len() > 100 || !link.is_ascii() {
         records.push_str(&pax_record("linkpath", link));
@@ -374,31 +399,60 @@ fn write_entry<W: Write>(
     match &e.kind {
         EntryKind::Dir => w.write_all(&header(&name, b'5', e.mode, 0, mtime, ""))?,
         EntryKind::Symlink(_) => w.write_all(&header(&name, b'2', e.mode, 0, mtime, link))?,
-        EntryKind::File { source, size } => {
-            let data = match source {
-                Source::Bytes(b) => b.clone(),
-                Source::Host(p) => std::fs::read(p).map_err(|err| RootfsError::Read {
-                    path: p.clone(),
-                    reason: err.to_string(),
-                })?,
-            };
-            if data.len() as u64 != *size {
-                let path = match source {
-                    Source::Host(p) => p.clone(),
-                    Source::Bytes(_) => PathBuf::from(path),
-                };
-                return Err(RootfsError::Read {
-                    path,
-                    reason: "it changed size during the build".into(),
-                });
-            }
+        EntryKind::File { size, .. } => {
             w.write_all(&header(&name, b'0', e.mode, *size, mtime, ""))?;
             debug_assert!(w.at.is_multiple_of(DATA_ALIGN));
-            w.write_all(&data)?;
+            w.write_all(data.as_deref().unwrap_or_default())?;
             w.write_all(&vec![0u8; (round_up(*size, BLOCK) - size) as usize])?;
         }
     }
     Ok(())
+}
+
+/// A file's bytes as they go into the archive (a byte-code cache
+/// restamped, see [`crate::pyc`]).
+fn file_data(
+    path: &str,
+    source: &Source,
+    size: u64,
+    mtime: u64,
+    cache_source: Option<&Path>,
+) -> Result<Vec<u8>, RootfsError> {
+    let mut data = match source {
+        Source::Bytes(b) => b.clone(),
+        Source::Host(p) => std::fs::read(p).map_err(|err| RootfsError::Read {
+            path: p.clone(),
+            reason: err.to_string(),
+        })?,
+    };
+    if data.len() as u64 != size {
+        let path = match source {
+            Source::Host(p) => p.clone(),
+            Source::Bytes(_) => PathBuf::from(path),
+        };
+        return Err(RootfsError::Read {
+            path,
+            reason: "it changed size during the build".into(),
+        });
+    }
+    if let Some(Ok(meta)) = cache_source.map(std::fs::metadata) {
+        crate::pyc::restamp(&mut data, &meta, mtime);
+    }
+    Ok(data)
+}
+
+/// The `user.kiln.cpuid` record's text for an x86-64 ELF file with CPUID
+/// instructions the guest kernel can rewrite (docs/image-format.md): the
+/// kernel then finds them without reading the file's code at each exec.
+fn cpuid_sites(data: &[u8]) -> Option<String> {
+    const EM_X86_64: u16 = 62;
+    let x86_64_elf = data.starts_with(b"\x7fELF\x02\x01")
+        && data.get(18..20) == Some(&EM_X86_64.to_le_bytes()[..]);
+    if !x86_64_elf {
+        return None;
+    }
+    let sites = kiln_kernel::syscall::site::cpuid_sites(data);
+    (!sites.is_empty()).then(|| kiln_kernel::syscall::site::encode_sites(&sites))
 }
 
 #[cfg(test)]
@@ -413,6 +467,48 @@ mod tests {
         let mut out = Vec::new();
         fs.write(&mut out, 1_700_000_000).unwrap();
         out
+    }
+
+    /// An ELF file's CPUID sites go into its `user.kiln.cpuid` pax record, as
+    /// the guest kernel would find them itself; other files get none, and
+    /// the file's data stays page-aligned and intact.
+    #[test]
+    fn elf_files_carry_their_cpuid_sites() {
+        use kiln_kernel::syscall::site;
+        let loader = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+        let Ok(elf) = std::fs::read(loader) else {
+            return;
+        };
+        let mut fs = Rootfs::new();
+        fs.add("/lib64/ld.so", file(&elf, "loader")).unwrap();
+        fs.add("/etc/motd", file(b"\x7fELF but not one\n", "text"))
+            .unwrap();
+        let bytes = build(&fs);
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut listed = std::collections::BTreeMap::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            if !e.header().entry_type().is_file() {
+                continue;
+            }
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            assert_eq!(e.raw_file_position() % DATA_ALIGN, 0, "{path}");
+            let record = e.pax_extensions().unwrap().and_then(|mut records| {
+                records.find_map(|r| {
+                    let r = r.unwrap();
+                    (r.key().unwrap() == site::CPUID_RECORD).then(|| r.value().unwrap().to_string())
+                })
+            });
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            listed.insert(path, (record, data));
+        }
+        let (record, data) = &listed["lib64/ld.so"];
+        assert_eq!(data, &elf);
+        let sites = site::decode_sites(record.as_deref().expect("a record")).unwrap();
+        assert!(!sites.is_empty());
+        assert_eq!(sites, site::cpuid_sites(&elf));
+        assert_eq!(listed["etc/motd"].0, None);
     }
 
     #[test]

@@ -85,6 +85,7 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
         Platform::Pvh | Platform::Multiboot2 => parsed.cpus.unwrap_or(1),
         Platform::Kiln => params.cpus,
     };
+    arch::set_cpu_count(cpus);
     drivers::virtio::init(&params, &parsed.virtio_mmio);
     drivers::serial::init(parsed.serial_stdin);
     random::init(&params.seed);
@@ -293,9 +294,11 @@ fn exception_signal(vector: u64) -> (u8, i32, &'static str) {
 
 /// Called by the trap stubs for every exception and interrupt. An event
 /// that interrupted the program is handled under the kernel lock; one that
-/// interrupted kernel code only notes what happened (see `sched`).
+/// interrupted kernel code only notes what happened (see `sched`). Returns
+/// non-zero when the way back to the program may skip IRETQ (see
+/// `arch::program_return_slot`).
 #[no_mangle]
-extern "C" fn trap_dispatch(frame: &mut Frame) {
+extern "C" fn trap_dispatch(frame: &mut Frame) -> u64 {
     let from_program = frame.rip < kiln_boot::vm::PHYS_MAP;
     let snapshot_vmm = frame.vector == u64::from(kiln_boot::snapshot::VECTOR);
     if snapshot_vmm || frame.vector == u64::from(arch::SNAPSHOT_JOIN_VECTOR) {
@@ -305,7 +308,7 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
         if !from_program {
             arch::idle_fixup(frame);
         }
-        return;
+        return 0;
     }
     if frame.vector == u64::from(arch::FLUSH_VECTOR) {
         // Another CPU changed page tables this one uses: needs no lock.
@@ -314,15 +317,17 @@ extern "C" fn trap_dispatch(frame: &mut Frame) {
         if !from_program {
             arch::idle_fixup(frame);
         }
-        return;
+        return 0;
     }
-    if from_program {
-        sched::enter_kernel();
+    if !from_program {
+        handle_trap(frame, false);
+        return 0;
     }
-    handle_trap(frame, from_program);
-    if from_program {
-        sched::leave_kernel();
-    }
+    sched::enter_kernel();
+    handle_trap(frame, true);
+    let fast = process::returns_without_iret(frame);
+    sched::leave_kernel();
+    u64::from(fast)
 }
 
 /// Handles an exception or interrupt.

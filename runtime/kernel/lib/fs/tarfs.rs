@@ -57,7 +57,13 @@ pub struct Node {
     pub data: u64,
     /// Index number, unique per node (for st_ino).
     pub ino: u64,
+    /// The CPUID sites the image builder found in this ELF file (its
+    /// `user.kiln.cpuid` pax record), when it listed them.
+    pub cpuid_sites: Option<CpuidSites>,
 }
+
+/// An ELF file's CPUID sites: (link-time address of the CPUID, what moves).
+pub type CpuidSites = alloc::sync::Arc<[(u64, crate::syscall::site::Site)]>;
 
 /// Why an archive cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,8 +296,12 @@ impl TarFs {
                     .map_err(|_| TarError::BadPath(here))?,
             };
             let mut mtime = octal(&h[136..148], here)?;
+            let mut cpuid_sites = None;
             for (k, v) in pax.drain(..) {
                 match k.as_str() {
+                    crate::syscall::site::CPUID_RECORD => {
+                        cpuid_sites = crate::syscall::site::decode_sites(&v).map(CpuidSites::from)
+                    }
                     "path" => name = v,
                     "linkpath" => link = v,
                     "size" => size = v.parse().map_err(|_| TarError::BadField(here))?,
@@ -347,6 +357,7 @@ impl TarFs {
                             size: data_len,
                             data: data_start as u64,
                             ino,
+                            cpuid_sites,
                         },
                     );
                 }
@@ -382,6 +393,7 @@ impl TarFs {
             size: 0,
             data: 0,
             ino,
+            cpuid_sites: None,
         });
     }
 
@@ -627,6 +639,33 @@ mod tests {
         let fs = TarFs::parse(&a).unwrap();
         assert!(fs.get("/x/from-pax").is_some());
         assert!(fs.get("/short").is_none());
+    }
+
+    #[test]
+    fn the_builders_cpuid_site_lists_are_kept_and_bad_ones_dropped() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([(
+            crate::syscall::site::CPUID_RECORD,
+            "401000:5:0 401100:2:3".as_bytes(),
+        )])
+        .unwrap();
+        file(&mut b, "listed", b"elf");
+        b.append_pax_extensions([(crate::syscall::site::CPUID_RECORD, "401000:1:0".as_bytes())])
+            .unwrap();
+        file(&mut b, "malformed", b"elf");
+        file(&mut b, "unlisted", b"elf");
+        let a = b.into_inner().unwrap();
+        let fs = TarFs::parse(&a).unwrap();
+        let sites = fs.get("/listed").unwrap().cpuid_sites.clone().unwrap();
+        assert_eq!(
+            sites
+                .iter()
+                .map(|(at, s)| (*at, s.len, s.after))
+                .collect::<Vec<_>>(),
+            [(0x401000, 5, 0), (0x401100, 2, 3)]
+        );
+        assert_eq!(fs.get("/malformed").unwrap().cpuid_sites, None);
+        assert_eq!(fs.get("/unlisted").unwrap().cpuid_sites, None);
     }
 
     /// A directory header for `path` whose size field is `size` (raw, as

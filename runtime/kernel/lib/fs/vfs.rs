@@ -463,6 +463,16 @@ impl Overlay {
         Some((self.lower_bytes(node), node.data))
     }
 
+    /// The CPUID sites the image builder listed for the rootfs file whose
+    /// data starts at archive offset `offset`.
+    pub fn lower_cpuid_sites(&self, offset: u64) -> Option<tarfs::CpuidSites> {
+        self.lower
+            .file_containing(offset)
+            .filter(|n| n.data == offset)?
+            .cpuid_sites
+            .clone()
+    }
+
     /// The bytes of a rootfs file.
     pub fn lower_bytes(&self, node: &tarfs::Node) -> &'static [u8] {
         let start = (node.data as usize).min(self.archive.len());

@@ -633,6 +633,78 @@ pub fn check_instruction(elf: &[u8], syscall_vaddr: u64, insn: [u8; 2]) -> Optio
     })
 }
 
+/// The pax record in which the image builder lists an ELF file's CPUID
+/// sites (docs/image-format.md), so that the kernel need not read the
+/// whole of the file's code to find them at each exec: reading a static
+/// program's code cost about as many exits as the CPUIDs it spared. An
+/// extended attribute of the file as far as other tar readers go
+/// (`user.kiln.cpuid`): they ignore it silently, or restore it as such.
+pub const CPUID_RECORD: &str = "SCHILY.xattr.user.kiln.cpuid";
+
+/// The CPUID instructions of `elf` that [`check_instruction`] can move into
+/// a trampoline: (link-time address of the CPUID, what moves), in address
+/// order.
+pub fn cpuid_sites(elf: &[u8]) -> alloc::vec::Vec<(u64, Site)> {
+    find_bytes(elf, CPUID)
+        .into_iter()
+        .filter_map(|at| Some((at, check_instruction(elf, at, CPUID)?)))
+        .collect()
+}
+
+/// `sites` as the text of a [`CPUID_RECORD`] record: `VADDR:LEN:AFTER` per
+/// site (the address in hex), separated by spaces.
+pub fn encode_sites(sites: &[(u64, Site)]) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut text = alloc::string::String::new();
+    for (i, (at, site)) in sites.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let _ = write!(text, "{sep}{at:x}:{}:{}", site.len, site.after);
+    }
+    text
+}
+
+/// Parses [`encode_sites`]'s text; `None` when it is malformed or a site
+/// could not be one (more bytes moved than a trampoline takes, fewer than a
+/// jump needs, sites out of order or overlapping).
+pub fn decode_sites(text: &str) -> Option<alloc::vec::Vec<(u64, Site)>> {
+    let mut sites = alloc::vec::Vec::new();
+    let mut end = 0u64;
+    for item in text.split(' ').filter(|t| !t.is_empty()) {
+        let mut parts = item.split(':');
+        let at = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let len: u8 = parts.next()?.parse().ok()?;
+        let after: u8 = parts.next()?.parse().ok()?;
+        if parts.next().is_some()
+            || usize::from(len) > MAX_MOVED
+            || usize::from(after) > MAX_AFTER
+            || usize::from(len) + 2 + usize::from(after) < 5
+            || (len < 5 && after == 0)
+        {
+            return None;
+        }
+        let start_vaddr = at.checked_sub(u64::from(len))?;
+        if start_vaddr < end {
+            return None;
+        }
+        end = at.checked_add(2 + u64::from(after))?;
+        sites.push((
+            at,
+            Site {
+                start_vaddr,
+                len,
+                after,
+                number: None,
+            },
+        ));
+    }
+    Some(sites)
+}
+
+/// Whether the bytes of `insn` are at link-time address `vaddr` of `elf`.
+pub fn has_instruction_at(elf: &[u8], vaddr: u64, insn: [u8; 2]) -> bool {
+    file_offset(elf, vaddr).is_some_and(|at| elf.get(at..at + 2) == Some(&insn[..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +743,38 @@ mod tests {
             previous_is_mov = hex.trim().starts_with("b8 ") && hex.split_whitespace().count() == 5;
         }
         Some((found, starts))
+    }
+
+    #[test]
+    fn cpuid_site_lists_round_trip_and_refuse_what_cannot_be_a_site() {
+        let Ok(elf) = std::fs::read("/lib64/ld-linux-x86-64.so.2") else {
+            return;
+        };
+        let sites = cpuid_sites(&elf);
+        assert!(
+            sites.len() > 10,
+            "glibc's loader asks CPUID often: {sites:?}"
+        );
+        assert!(sites
+            .iter()
+            .all(|&(at, _)| has_instruction_at(&elf, at, CPUID)));
+        assert_eq!(decode_sites(&encode_sites(&sites)), Some(sites.clone()));
+        assert_eq!(decode_sites(""), Some(Vec::new()));
+        for bad in [
+            "x:5:0",
+            "1000:5",
+            "1000:5:0:1",
+            "1000:17:0",
+            "1000:2:9",
+            "1000:2:0",
+            "1000:1:1",
+            "3:5:0",
+            "1000:5:0 1001:5:0",
+            "ffffffffffffffff:5:1",
+        ] {
+            assert_eq!(decode_sites(bad), None, "{bad}");
+        }
+        assert!(!has_instruction_at(&elf, sites[0].0 + 1, CPUID));
     }
 
     fn check_file(path: &str) -> (usize, usize) {

@@ -4,7 +4,7 @@
 mod x86_64;
 
 pub use self::x86_64::apic::TIMER_VECTOR;
-pub use self::x86_64::cpu::{program_cpuid_table, rdrand, rdtsc};
+pub use self::x86_64::cpu::{program_cpuid_table, rdrand, rdtsc, set_cpu_count};
 pub use self::x86_64::fpu::{reset_control as reset_fpu_control, FpuState};
 pub use self::x86_64::paging::{
     phys_to_virt, pte, set_split_frames, virt_to_phys, PageTables, LARGE_PAGE,
@@ -21,7 +21,8 @@ pub use self::x86_64::snapshot::{
 pub use self::x86_64::tlb::serve as serve_flush_requests;
 pub use self::x86_64::tlb::FLUSH_VECTOR;
 pub use self::x86_64::traps::{
-    idle_fixup, prepare_kernel_context, prepare_new_thread, switch, Frame, VECTOR_SYSCALL,
+    idle_fixup, prepare_kernel_context, prepare_new_thread, program_return_slot, switch, Frame,
+    VECTOR_SYSCALL,
 };
 
 /// Sends CPU `index` the reschedule IPI.

@@ -114,9 +114,12 @@ pub fn exec(
         shared_maps: Vec::new(),
     };
     load_segments(&mut p, &plan, module.start)?;
-    // A static program's CPUID sites stay: finding them means reading all
-    // its code, which for busybox cost as many shadow faults (~50) as the
-    // CPUIDs it spared, and made a static Rust hello 0.7 ms slower.
+    // A static program's CPUID sites, when the image lists them (finding
+    // them means reading all its code, which for busybox cost as many
+    // shadow faults, ~50, as the CPUIDs it spared).
+    if plan.interpreter.is_none() {
+        crate::syscall::rewrite::rewrite_cpuid_sites(&mut p, image, module.start, plan.bias, false);
+    }
     // A dynamic program starts in its interpreter (ld.so), loaded from the
     // rootfs below the mmap area; the program's own entry goes in AT_ENTRY.
     let (entry, interp_base) = match &plan.interpreter {
@@ -225,7 +228,7 @@ fn load_interpreter(p: &mut Process, path: &str) -> Result<(u64, u64), ExecError
     let plan = elf::plan(image, base).map_err(ExecError::Elf)?;
     load_segments(p, &plan, start)?;
     // glibc's loader asks CPUID some 27 times as every program starts.
-    crate::syscall::rewrite::rewrite_cpuid_sites(p, image, start, plan.bias);
+    crate::syscall::rewrite::rewrite_cpuid_sites(p, image, start, plan.bias, true);
     Ok((plan.entry, base))
 }
 

@@ -113,6 +113,16 @@ pub fn init(module: Region, path: &str) -> Result<Region, ProgramError> {
     }
 }
 
+/// The CPUID sites the image builder listed for the rootfs file whose
+/// bytes start at guest-physical `phys`.
+pub fn cpuid_sites(phys: u64) -> Option<kiln_kernel::fs::tarfs::CpuidSites> {
+    let archive = archive();
+    if phys < archive.start || phys >= archive.end {
+        return None;
+    }
+    vfs().lower_cpuid_sites(phys - archive.start)
+}
+
 /// The file of the image (a rootfs file, or the bare program) holding
 /// guest-physical byte `phys`: its bytes and the physical address where
 /// they start.

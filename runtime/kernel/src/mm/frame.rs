@@ -43,9 +43,18 @@ pub struct Frames {
     tables: Region,
     /// Next never-used frame of the page-table area.
     tables_bump: u64,
-    /// First freed frame of the page-table area (0: none).
-    tables_free: u64,
+    /// Freed frames of the page-table area, as frame indices from its
+    /// start, the last freed on top. Kept here rather than linked through
+    /// the frames like `free_list`: a freed page table is often still
+    /// shadowed by the host, which traps each write to it (fork's child's
+    /// tables, freed at its exit, cost five emulated writes per fork).
+    tables_free: [u16; TABLE_AREA_FRAMES],
+    /// How many of `tables_free` are held.
+    tables_free_len: usize,
 }
+
+/// Frames of the page-table area (one large page).
+const TABLE_AREA_FRAMES: usize = (crate::arch::LARGE_PAGE / FRAME_SIZE) as usize;
 
 impl Frames {
     /// No memory until `init`.
@@ -64,7 +73,8 @@ impl Frames {
             fresh_is_zero: false,
             tables: Region { start: 0, end: 0 },
             tables_bump: 0,
-            tables_free: 0,
+            tables_free: [0; TABLE_AREA_FRAMES],
+            tables_free_len: 0,
         }
     }
 
@@ -76,8 +86,10 @@ impl Frames {
     /// A frame of the page-table area and whether it is known to hold
     /// zeros; `None` when the area is used up.
     fn take_from_table_area(&mut self) -> Option<(u64, bool)> {
-        if let Some(pa) = pop(&mut self.tables_free) {
+        if let Some(len) = self.tables_free_len.checked_sub(1) {
+            self.tables_free_len = len;
             self.used += 1;
+            let pa = self.tables.start + u64::from(self.tables_free[len]) * FRAME_SIZE;
             return Some((pa, false));
         }
         if self.tables_bump + FRAME_SIZE <= self.tables.end {
@@ -171,8 +183,15 @@ pub fn alloc_zeroed() -> Option<u64> {
 /// `write_bytes` compiles to) was emulated byte by byte on PVM — about
 /// 650 tracked writes per frame, most of fork's cost — while a frame
 /// that was a leaf table after munmap is all zeros and needs no write.
+///
+/// The first write is a 2-byte store: KVM takes a write narrower than an
+/// entry for one that no longer updates a page table and drops its shadow
+/// of the page at once, where 8-byte stores are emulated one by one until
+/// its flood count lets go (three; a freed table of fork's child held
+/// that many entries).
 fn zero_frame(pa: u64) {
     let words = phys_to_virt(pa) as *mut u64;
+    let mut first = true;
     for i in 0..(FRAME_SIZE / 8) as usize {
         // SAFETY: the frame was just taken from the allocator, so nothing
         // else refers to it; the direct map covers all usable RAM, and
@@ -180,6 +199,10 @@ fn zero_frame(pa: u64) {
         unsafe {
             let word = words.add(i);
             if core::ptr::read_volatile(word) != 0 {
+                if first {
+                    core::ptr::write_volatile(word.cast::<u16>(), 0);
+                    first = false;
+                }
                 core::ptr::write_volatile(word, 0);
             }
         }
@@ -414,16 +437,19 @@ pub fn release_large(pa: u64) {
 /// program's frames go back through [`release`]).
 pub fn free(pa: u64) {
     let mut f = KERNEL.frames.lock();
-    let head = if f.in_table_area(pa) {
-        &mut f.tables_free
-    } else {
-        &mut f.free_list
-    };
-    // SAFETY: the caller hands the frame back, so nothing else uses it; its
-    // first word now links the free list of its area.
-    unsafe { core::ptr::write(phys_to_virt(pa) as *mut u64, *head) };
-    *head = pa;
     f.used -= 1;
+    if f.in_table_area(pa) {
+        // Each frame of the area is freed at most once between takes, so
+        // the stack (one slot per frame) has room.
+        let len = f.tables_free_len;
+        f.tables_free[len] = ((pa - f.tables.start) / FRAME_SIZE) as u16;
+        f.tables_free_len = len + 1;
+        return;
+    }
+    // SAFETY: the caller hands the frame back, so nothing else uses it; its
+    // first word now links the free list.
+    unsafe { core::ptr::write(phys_to_virt(pa) as *mut u64, f.free_list) };
+    f.free_list = pa;
 }
 
 /// Frames kept for the kernel's own needs (its heap: thread stacks, page

@@ -68,6 +68,24 @@ impl AddressSpace {
         self.free_tables();
     }
 
+    /// Whether a store to each of the `len` bytes at `addr` (of the
+    /// program's half) would succeed now without a page fault: their pages
+    /// are present and writable (not copy-on-write, not `PROT_NONE`).
+    pub fn writable_now(&self, addr: u64, len: u64) -> bool {
+        let Some(last) = addr.checked_add(len.saturating_sub(1)) else {
+            return false;
+        };
+        if last >= USER_END {
+            return false;
+        }
+        (page_down(addr)..=page_down(last))
+            .step_by(PAGE_SIZE as usize)
+            .all(|va| {
+                let e = self.tables.lookup(va);
+                e & pte::PRESENT != 0 && e & pte::WRITABLE != 0
+            })
+    }
+
     /// Physical address of its top-level page table.
     pub fn pml4(&self) -> u64 {
         self.tables.pml4()

@@ -193,6 +193,20 @@ pub fn give_back_memory(child: &mut Process) {
     crate::sched::vfork_done(child.pid);
 }
 
+/// Whether the running program may be resumed at `frame` without IRETQ
+/// (which traps on PVM): the flavour allows it and the 16 bytes the
+/// return writes below the red zone are writable now (see
+/// `arch::program_return_slot`). Takes the process's lock.
+pub fn returns_without_iret(frame: &crate::arch::Frame) -> bool {
+    crate::arch::program_return_slot(frame).is_some_and(|slot| {
+        crate::state::KERNEL
+            .process
+            .lock()
+            .as_ref()
+            .is_some_and(|p| p.mem.writable_now(slot, 16))
+    })
+}
+
 /// The program's path (/proc/self/exe, AT_EXECFN).
 pub fn exe_path() -> alloc::string::String {
     let path = crate::state::BOOT.exe_path.lock();

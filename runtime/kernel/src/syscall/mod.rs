@@ -147,8 +147,11 @@ enum Return {
     /// The fast path: RCX and R11 are clobbered, as SYSRET does.
     Fast = 0,
     /// Every register from the frame (rt_sigreturn resumes code that was
-    /// interrupted anywhere).
+    /// interrupted anywhere), through IRETQ.
     Full = 1,
+    /// Every register from the frame, without IRETQ (see
+    /// `process::returns_without_iret`).
+    FullWithoutIret = 2,
 }
 
 /// Called by the SYSCALL entry stub (see `arch::x86_64::traps`); the
@@ -198,7 +201,11 @@ fn handle(frame: &mut Frame) -> u64 {
         }
         signals::sigreturn(frame);
         signals::deliver(frame, None);
-        Return::Full
+        if crate::process::returns_without_iret(frame) {
+            Return::FullWithoutIret
+        } else {
+            Return::Full
+        }
     } else {
         if frame.vector == crate::arch::VECTOR_SYSCALL {
             // A trapping SYSCALL: make its next executions cheap if we can.

@@ -393,26 +393,41 @@ const CPUID_ENTRIES_AT: usize = 160;
 /// Rewrites the CPUID instructions of the ELF file `file` (at
 /// guest-physical `phys`), loaded at `bias` into the new process `p`, into
 /// calls of a routine that answers from the kernel's CPUID table: on PVM
-/// the host emulates every CPUID (~20 µs), and glibc's dynamic loader asks
-/// about 27 of them as each program starts. Only at exec, before the
-/// program runs (no thread can be inside the replaced bytes), and only
-/// where [`site::check_instruction`] finds the bytes movable. Returns how
+/// the host emulates every CPUID (~20 µs), glibc's dynamic loader asks
+/// about 27 of them as each program starts, a static glibc program as
+/// many. Only at exec, before the program runs (no thread can be inside
+/// the replaced bytes). The sites are those the image builder listed for
+/// the file (its `user.kiln.cpuid` record); without a list, those
+/// [`site::check_instruction`] finds movable in the whole of its code when
+/// `scan` is set (the loader's: reading all of a large static program's
+/// code costs as many exits as its CPUIDs), none otherwise. Returns how
 /// many sites were rewritten.
-pub fn rewrite_cpuid_sites(p: &mut Process, file: &[u8], phys: u64, bias: u64) -> usize {
+pub fn rewrite_cpuid_sites(
+    p: &mut Process,
+    file: &[u8],
+    phys: u64,
+    bias: u64,
+    scan: bool,
+) -> usize {
     let table = arch::program_cpuid_table();
     if !crate::state::options().syscall_rewrite || table.is_empty() || p.vfork_parent.is_some() {
         return 0;
     }
-    let sites = CPUID_SITES
-        .lock()
-        .entry(phys)
-        .or_insert_with(|| {
-            site::find_bytes(file, site::CPUID)
-                .into_iter()
-                .filter_map(|at| Some((at, site::check_instruction(file, at, site::CPUID)?)))
-                .collect()
-        })
-        .clone();
+    let sites: Vec<(u64, site::Site)> = match crate::fs::cpuid_sites(phys) {
+        // The list is the image's word for the file's code; a site whose
+        // bytes are not a CPUID is left alone.
+        Some(listed) => listed
+            .iter()
+            .filter(|&&(at, _)| site::has_instruction_at(file, at, site::CPUID))
+            .copied()
+            .collect(),
+        None if scan => CPUID_SITES
+            .lock()
+            .entry(phys)
+            .or_insert_with(|| site::cpuid_sites(file))
+            .clone(),
+        None => return 0,
+    };
     if sites.is_empty() {
         return 0;
     }

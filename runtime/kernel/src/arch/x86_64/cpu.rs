@@ -4,7 +4,7 @@
 //! register access) traps to the hypervisor; callers keep them off hot paths.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, value: u8) {
@@ -93,18 +93,27 @@ pub unsafe fn use_cpuid_table(entries: *const kiln_boot::CpuidEntry, count: usiz
     CPUID_TABLE.store(entries as u64, Ordering::Release);
 }
 
-/// The CPUID table without leaf 1, which holds the APIC ID of the CPU that
-/// asks (the table has vCPU 0's): what the CPUID routine of rewritten
-/// program sites answers (`syscall::rewrite`); leaf 1, and any the table
-/// lacks, run the instruction. (XSAVE sizes, leaf 0xD, follow XCR0, which
-/// the kernel sets alike on every CPU before the table is learnt.) Empty
-/// without a table.
+/// How many CPUs the VM has (set once at boot, before the first program).
+static CPU_COUNT_AT_BOOT: AtomicU32 = AtomicU32::new(0);
+
+/// Records how many CPUs the VM has, for [`program_cpuid_table`].
+pub fn set_cpu_count(cpus: usize) {
+    CPU_COUNT_AT_BOOT.store(cpus as u32, Ordering::Relaxed);
+}
+
+/// The CPUID table as the CPUID routine of rewritten program sites answers
+/// it (`syscall::rewrite`): without leaf 1 when the VM has several CPUs,
+/// since leaf 1 holds the APIC ID of the CPU that asks (the table has
+/// vCPU 0's, the only one of a one-CPU VM); leaves the table lacks run the
+/// instruction. (XSAVE sizes, leaf 0xD, follow XCR0, which the kernel sets
+/// alike on every CPU before the table is learnt.) Empty without a table.
 pub fn program_cpuid_table() -> &'static [kiln_boot::CpuidEntry] {
     static TABLE: spin::Once<alloc::vec::Vec<kiln_boot::CpuidEntry>> = spin::Once::new();
     TABLE.call_once(|| {
+        let one_cpu = CPU_COUNT_AT_BOOT.load(Ordering::Relaxed) == 1;
         table()
             .iter()
-            .filter(|e| e.function != 1)
+            .filter(|e| e.function != 1 || one_cpu)
             .copied()
             .collect()
     })
@@ -190,14 +199,17 @@ impl Learner<'_> {
                     }
                 }
             }
-            // Subleaves 0..=EAX of subleaf 0.
+            // Subleaves 0..=EAX of subleaf 0, and 1 even when EAX is 0:
+            // glibc asks for leaf 7's subleaf 1 whatever EAX says.
             7 | 0x14 => {
-                let last = self.put(leaf, 0, true)?.eax.min(4);
+                let last = self.put(leaf, 0, true)?.eax.clamp(1, 4);
                 for i in 1..=last {
                     self.put(leaf, i, true)?;
                 }
             }
-            // XSAVE: the main subleaves, then each component's.
+            // XSAVE: the main subleaves, then each component's — every
+            // one defined so far (glibc asks for some the CPU lacks, such
+            // as MPX's 3 and 4) and any further one the CPU has.
             0xd => {
                 let main = self.put(leaf, 0, true)?;
                 let system = self.put(leaf, 1, true)?;
@@ -205,7 +217,7 @@ impl Learner<'_> {
                     | u64::from(main.edx) << 32
                     | u64::from(system.ecx)
                     | u64::from(system.edx) << 32;
-                for i in (2..63).filter(|i| components & (1 << i) != 0) {
+                for i in (2..63).filter(|&i| i <= 19 || components & (1 << i) != 0) {
                     self.put(leaf, i, true)?;
                 }
             }
@@ -223,8 +235,9 @@ impl Learner<'_> {
 /// Fills `out` with what the CPUID instruction answers on this CPU (its
 /// CR4 and XCR0 set up), leaving out the leaves that are only the asking
 /// CPU's APIC ID and indexed leaves it does not enumerate (leaf 1 holds
-/// vCPU 0's APIC ID: [`program_cpuid_table`] leaves it out); returns how many entries it
-/// wrote (at most `out.len()`). About 60 CPUIDs: done once per host boot,
+/// vCPU 0's APIC ID: [`program_cpuid_table`] leaves it out in a VM of
+/// several CPUs); returns how many entries it wrote (at most `out.len()`).
+/// About 80 CPUIDs: done once per host boot,
 /// as kiln-vmm keeps the table (boot flag `CPUID_LEARN`).
 pub fn learn_cpuid_table(out: &mut [kiln_boot::CpuidEntry]) -> usize {
     let mut learner = Learner { out, n: 0 };

@@ -17,8 +17,11 @@
 //! A system call returns without IRETQ (which traps on PVM): the program's
 //! RFLAGS and RIP are written just below its red zone, then `popfq; ret 128`
 //! restores RFLAGS, RIP and RSP natively. RCX and R11 come back as the
-//! return address and RFLAGS, exactly as after Linux's SYSRET. Only
-//! rt_sigreturn, which must restore every register, returns through IRETQ.
+//! return address and RFLAGS, exactly as after Linux's SYSRET. Exceptions
+//! and interrupts that interrupted the program return the same way on PVM
+//! when that slot is writable, with every register restored
+//! ([`program_return_slot`]); rt_sigreturn, a return to kernel code, and
+//! the cases that function refuses go through IRETQ.
 
 use core::arch::{asm, global_asm};
 use core::mem::size_of;
@@ -68,6 +71,39 @@ const _: () = assert!(size_of::<Frame>() == 256 + 22 * 8);
 
 /// Offset of `Frame::rip` (the trap stubs read it to tell program from kernel).
 const FRAME_RIP: usize = core::mem::offset_of!(Frame, rip);
+
+/// How far below the program's RSP the returns without IRETQ (system
+/// calls', and exceptions' on PVM) put RFLAGS and RIP (16 bytes): just
+/// past the 128-byte red zone.
+const RETURN_SLOT_BELOW_RSP: u64 = 144;
+
+/// The end of the canonical lower half, where the program's memory lies.
+const LOWER_HALF_END: u64 = 1 << 47;
+
+/// RFLAGS.TF: single-stepping, which a `popfq` would arm one instruction
+/// early (on the kernel's `ret`).
+const RFLAGS_TF: u64 = 1 << 8;
+
+/// Where a return from an exception or interrupt to the program would put
+/// RFLAGS and RIP to avoid IRETQ, which traps to the host on PVM (one exit
+/// per guest page fault and per interrupt): the 16 bytes just below the
+/// red zone under `frame`'s RSP. `None` when the way back must be IRETQ:
+/// not on PVM, not back to the program (or to another code segment),
+/// single-stepping, or a slot that would wrap around or reach into the
+/// kernel's half. The caller checks that the slot's page is writable now;
+/// if it stops being so (another thread unmaps the stack), the store
+/// faults in the kernel and is handled as the system-call return's is.
+pub fn program_return_slot(frame: &Frame) -> Option<u64> {
+    if percpu::pv_irq_flag() == 0
+        || frame.rip >= kiln_boot::vm::PHYS_MAP
+        || frame.cs != u64::from(KERNEL_CS)
+        || frame.rflags & RFLAGS_TF != 0
+    {
+        return None;
+    }
+    let slot = frame.rsp.checked_sub(RETURN_SLOT_BELOW_RSP)?;
+    (slot.checked_add(15)? < LOWER_HALF_END).then_some(slot)
+}
 
 macro_rules! save_regs {
     () => {
@@ -161,10 +197,37 @@ global_asm!(
     "2:",
     "mov rdi, rsp",
     "call trap_dispatch",
+    "test rax, rax",
+    "jnz .Lreturn_without_iret",
+    ".Lreturn_iret:",
     restore_regs!(),
     "pop rax",
     "add rsp, 16",
     "iretq",
+    // Back to the program without IRETQ (trap_dispatch found the 16 bytes
+    // below its red zone writable, on PVM): as at syscall_exit, RFLAGS
+    // and RIP go below the red zone and `popfq; ret 128` restores them
+    // and RSP, but every register comes back from the frame. An
+    // interrupt held back while the flag byte was clear (its pending
+    // byte set) takes the IRETQ, which the host delivers it at.
+    ".Lreturn_without_iret:",
+    "mov rax, gs:[{pv_irq_flag}]",
+    "mov byte ptr [rax], 1",
+    "cmp byte ptr [rax + 1], 0",
+    "jne .Lreturn_iret",
+    "mov rax, [rsp + {frame_rsp}]",
+    "sub rax, {return_slot}",
+    "mov rcx, [rsp + {frame_rflags}]",
+    "mov [rax], rcx",
+    "mov rcx, [rsp + {frame_rip}]",
+    "mov [rax + 8], rcx",
+    "mov [rsp + {frame_rsp}], rax",
+    restore_regs!(),
+    "pop rax",
+    // [rsp]: vector, +8 error, +16 rip, +24 cs, +32 rflags, +40 rsp
+    "mov rsp, [rsp + 40]",
+    "popfq",
+    "ret 128",
     "",
     // A rewritten site's trampoline jumps here with RSP 128 bytes below
     // the program's and RCX/R11 set as SYSCALL sets them.
@@ -206,7 +269,7 @@ global_asm!(
     "mov byte ptr [rcx], 1",
     "4:",
     "mov rcx, [rsp + 48]",
-    "lea r11, [rcx - 144]",
+    "lea r11, [rcx - {return_slot}]",
     "mov rcx, [rsp + 40]",
     "mov [r11], rcx",
     "mov rcx, [rsp + 24]",
@@ -218,8 +281,11 @@ global_asm!(
     "ret 128",
     "",
     // rt_sigreturn resumes code interrupted anywhere: every register
-    // comes from the frame, through IRETQ.
+    // comes from the frame, through IRETQ unless the dispatcher found the
+    // way without it open (2).
     "syscall_full_exit:",
+    "cmp rax, 2",
+    "je .Lreturn_without_iret",
     restore_regs!(),
     "mov rax, gs:[{pv_irq_flag}]",
     "test rax, rax",
@@ -270,6 +336,9 @@ global_asm!(
     "ret",
     ".text",
     frame_rip = const FRAME_RIP,
+    frame_rflags = const core::mem::offset_of!(Frame, rflags),
+    frame_rsp = const core::mem::offset_of!(Frame, rsp),
+    return_slot = const RETURN_SLOT_BELOW_RSP,
     frame_size = const size_of::<Frame>(),
     frame_words = const size_of::<Frame>() / 8,
     ds = const super::gdt::KERNEL_DS,
