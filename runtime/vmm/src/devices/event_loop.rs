@@ -40,6 +40,27 @@ pub struct Served {
     pub queue_events: Vec<EventFd>,
 }
 
+impl Served {
+    /// Has the devices thread look at each queue of the device once, as if
+    /// the guest had kicked it, when the device runs. For a restored VM:
+    /// the guest may have kicked a queue just before the snapshot (its
+    /// ioeventfd written, the devices thread not yet at the queue), so the
+    /// request sits in the saved ring with its notification gone — a
+    /// standby that took over such a disk write waited forever. Virtio
+    /// drivers expect a device to find nothing new at times.
+    ///
+    /// # Errors
+    /// When an eventfd cannot be written.
+    pub fn kick_if_active(&self) -> std::io::Result<()> {
+        if lock(&self.transport).is_active() {
+            for event in &self.queue_events {
+                event.write(1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A backend descriptor as registered: its epoll token and the events
 /// asked for.
 struct Watch {
@@ -260,5 +281,56 @@ fn serve(
                 return Err(DeviceError::Virtio { device, source });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::rng::Rng;
+    use crate::devices::virtio::test_utils::{self, GuestQueue};
+    use crate::devices::virtio::VIRTIO_F_VERSION_1;
+
+    /// A request the guest offered before a snapshot, whose kick the
+    /// snapshot missed, is served once the restored device is kicked.
+    #[test]
+    fn a_restored_device_serves_a_request_whose_kick_the_snapshot_missed() {
+        let mem = test_utils::memory();
+        let (mut before, _) = test_utils::transport(Box::new(Rng::new()), &mem);
+        let mut q = GuestQueue::new(0x10000, 16);
+        test_utils::kiln_setup(&mut before, &mem, 0x20000, VIRTIO_F_VERSION_1, &[&q]);
+        let head = q.add(&mem, &[(0x40000, 64, true)]);
+        let saved = before.save().expect("rng saves");
+        let (mut after, _) = test_utils::transport(Box::new(Rng::new()), &mem);
+        after.restore(&saved).unwrap();
+        let served = Served {
+            transport: Arc::new(Mutex::new(after)),
+            queue_events: vec![EventFd::new(EFD_NONBLOCK).unwrap()],
+        };
+        let kick = served.queue_events[0].try_clone().unwrap();
+        let transport = served.transport.clone();
+        let thread = DevicesThread::start(
+            vec![served],
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            || {},
+            None,
+            None,
+        )
+        .unwrap();
+        // Nothing tells the device of the request yet.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(q.used(&mem).is_empty());
+        Served {
+            transport,
+            queue_events: vec![kick],
+        }
+        .kick_if_active()
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while q.used(&mem).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(q.used(&mem), [(u32::from(head), 64)]);
+        thread.finish().unwrap();
     }
 }

@@ -314,18 +314,8 @@ pub(crate) fn resume(
             .restore(&saved.transport)
             .map_err(|e| SnapshotError::Unresumable(e.to_string()))?;
     }
-    // The guest may have kicked a queue just before the snapshot: its
-    // ioeventfd written, the devices thread not yet at the queue, so the
-    // request sits in the saved ring with its notification gone (a standby
-    // took over and the guest waited forever on a disk write). Each running
-    // device looks at its queues once as if kicked; virtio drivers expect
-    // a device to find nothing new at times.
     for s in &served {
-        if devices::lock(&s.transport).is_active() {
-            for event in &s.queue_events {
-                event.write(1).map_err(VmmError::Devices)?;
-            }
-        }
+        s.kick_if_active().map_err(VmmError::Devices)?;
     }
     if let Some(net) = &network {
         if let std::net::IpAddr::V4(ip) = net.guest.v4.addr {
