@@ -212,6 +212,85 @@ fn timings_file(dir: &Path, name: &str) -> std::path::PathBuf {
     }
 }
 
+/// The image's program started from a snapshot of its VM taken at program
+/// entry (the kernel's boot and the program's loading saved), the two ways
+/// kiln can skip the boot: wall times (ms) of `runs` restores in the run's
+/// own process (`kiln run --from-snapshot --no-warm`) and of `runs` runs
+/// each served by a warm VM (`kiln warm`, made ready untimed before the
+/// run). Every run must print what a booted run prints.
+fn bench_resumed(
+    kiln: &Path,
+    image: &Path,
+    dir: &Path,
+    name: &str,
+    runs: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let home = dir.join("kiln-home");
+    let snapshot = dir.join(format!("{name}.snap"));
+    let _ = std::fs::remove_dir_all(&snapshot);
+    let kiln_run = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = Command::new(kiln);
+        cmd.arg("run").args(args).env("KILN_HOME", &home);
+        cmd
+    };
+    let snap = snapshot.as_os_str();
+    run_timed(
+        &mut kiln_run(&[
+            "--snapshot-at".as_ref(),
+            "program-entry".as_ref(),
+            "--snapshot-to".as_ref(),
+            snap,
+            image.as_os_str(),
+        ]),
+        "kiln run --snapshot-at program-entry",
+    )?;
+    let (_, booted) = run_timed(&mut kiln_run(&[image.as_os_str()]), "kiln run")?;
+    let same = |out: &[u8], what: &str| {
+        if out == booted.as_slice() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "{what} of {} printed {:?}, a booted run {:?}",
+                image.display(),
+                String::from_utf8_lossy(out),
+                String::from_utf8_lossy(&booted)
+            ))
+        }
+    };
+    let json_path = timings_file(dir, &format!("{name}-warm"));
+    let (mut restored, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let what = "kiln run --from-snapshot --no-warm";
+        let (ms, out) = run_timed(
+            &mut kiln_run(&["--from-snapshot".as_ref(), snap, "--no-warm".as_ref()]),
+            what,
+        )?;
+        same(&out, what)?;
+        restored.push(ms);
+        crate::bench_snapshot::warm_up(kiln, &snapshot, &home)?;
+        let what = "kiln run --from-snapshot (a warm VM)";
+        let (ms, out) = run_timed(
+            &mut kiln_run(&[
+                "--from-snapshot".as_ref(),
+                snap,
+                "--timings-json".as_ref(),
+                json_path.as_os_str(),
+            ]),
+            what,
+        )?;
+        let doc: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
+            .context("reading kiln's timings JSON")?;
+        if crate::bench_snapshot::warm_latency(&doc).is_none() {
+            bail!("the run after kiln warm was not served by the warm VM");
+        }
+        same(&out, what)?;
+        warm.push(ms);
+    }
+    let _ = std::fs::remove_file(&json_path);
+    let _ = std::fs::remove_dir_all(&snapshot);
+    Ok((restored, warm))
+}
+
 /// Benchmarks one image.
 fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> Result<Value> {
     let name = manifest
@@ -263,6 +342,7 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> R
     let counted: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
         .context("reading kiln's timings JSON")?;
     let _ = std::fs::remove_file(&json_path);
+    let (resumed, warm) = bench_resumed(kiln, &image, &dir, &name, runs)?;
     let mut native = Vec::new();
     let mut container = Vec::new();
     for _ in 0..runs {
@@ -286,6 +366,8 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> R
     ms.insert("kiln_wall".into(), summary(wall));
     ms.insert("native_wall".into(), summary(native));
     ms.insert("container_wall".into(), summary(container));
+    ms.insert("resumed_wall".into(), summary(resumed));
+    ms.insert("warm_wall".into(), summary(warm));
     let pages: Vec<f64> = guest.iter().map(|k| k / 4.0).collect();
     let mut doc = json!({
         "name": name,
@@ -304,7 +386,10 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> R
     }
     let wall = median(&doc["ms"]["kiln_wall"]);
     doc["ratio_kiln_wall_to_native"] = json!(wall / median(&doc["ms"]["native_wall"]));
-    doc["ratio_kiln_wall_to_container"] = json!(wall / median(&doc["ms"]["container_wall"]));
+    let container = median(&doc["ms"]["container_wall"]);
+    doc["ratio_kiln_wall_to_container"] = json!(wall / container);
+    doc["ratio_resumed_wall_to_container"] = json!(median(&doc["ms"]["resumed_wall"]) / container);
+    doc["ratio_warm_wall_to_container"] = json!(median(&doc["ms"]["warm_wall"]) / container);
     let _ = std::fs::remove_dir_all(&root);
     Ok(doc)
 }
@@ -557,6 +642,30 @@ fn print_tables(doc: &Value) {
     println!(
         "  (kiln = `kiln run IMAGE` spawned and reaped; native = the program exec'd chrooted into \
          the unpacked rootfs; contain. = unshare --fork --pid --mount --uts --ipc --net chroot)"
+    );
+    println!(
+        "\n  {:<12} {:>9} {:>8} {:>9} {:>8}   (started from a snapshot taken at program entry)",
+        "image", "resumed", "÷contain", "warm", "÷contain"
+    );
+    for img in &images {
+        let ms = &img["ms"];
+        println!(
+            "  {:<12} {:>9.3} {:>7.2}x {:>9.3} {:>7.2}x",
+            img["name"].as_str().unwrap_or("?"),
+            median(&ms["resumed_wall"]),
+            img["ratio_resumed_wall_to_container"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            median(&ms["warm_wall"]),
+            img["ratio_warm_wall_to_container"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+    }
+    println!(
+        "  (resumed = `kiln run --from-snapshot SNAP --no-warm`, restored in its own process; warm = \
+         the same run served by a VM `kiln warm SNAP` resumed ahead and held, made ready before \
+         each run, untimed)"
     );
     println!(
         "\n  {:<12} {:>13} {:>14} {:>13} {:>9}   (KVM exits so far, one run with --stats)",

@@ -126,18 +126,18 @@ fn resume_latency(doc: &Value) -> Option<(f64, f64)> {
 
 /// For a run a warm VM served: (claim → running, the command's start →
 /// running), ms.
-fn warm_latency(doc: &Value) -> Option<(f64, f64)> {
+pub(crate) fn warm_latency(doc: &Value) -> Option<(f64, f64)> {
     let resumed = phase(doc, "resumed")?;
     Some((resumed - phase(doc, "claimed")?, resumed))
 }
 
-/// `kiln warm SNAPSHOT` (one VM), waited for; ms.
-fn warm_up(kiln: &Path, snapshot: &Path) -> Result<f64> {
+/// `kiln warm SNAPSHOT` (one VM) with the store `home`, waited for; ms.
+pub(crate) fn warm_up(kiln: &Path, snapshot: &Path, home: &Path) -> Result<f64> {
     let t = Instant::now();
     let out = Command::new(kiln)
         .arg("warm")
         .arg(snapshot)
-        .env("KILN_HOME", dir().join("kiln-home"))
+        .env("KILN_HOME", home)
         .stdin(Stdio::null())
         .output()
         .context("starting kiln warm")?;
@@ -283,7 +283,7 @@ fn python_startup(kiln: &Path, runs: usize) -> Result<Value> {
         )?;
         copy_to_running.extend(resume_latency(&copied).map(|l| l.0));
         // A warm VM (`kiln warm`) resumed ahead and held; the run claims it.
-        warm_ready.push(warm_up(kiln, &snapshot)?);
+        warm_ready.push(warm_up(kiln, &snapshot, &dir().join("kiln-home"))?);
         let (w, warm_out, warmed) = timed_with_json(
             &mut resume_cmd(kiln, &snapshot),
             "kiln run --from-snapshot (warm)",
