@@ -464,7 +464,6 @@ fn rand_u32() -> u32 {
 /// Most descriptors one message carries.
 const MAX_FDS: usize = 3;
 
-/// Sends `line` (a newline is added) with `fds` attached.
 /// Writes `message` and a newline to the client in one write: written
 /// straight to the socket, JSON's formatter would send each piece alone
 /// (eight system calls for `{"exit":0}`, each waking the client).
@@ -474,6 +473,7 @@ fn send_line(mut stream: &UnixStream, message: &serde_json::Value) -> std::io::R
     stream.write_all(line.as_bytes())
 }
 
+/// Sends `line` (a newline is added) with `fds` attached.
 fn send(stream: &UnixStream, line: &str, fds: &[RawFd]) -> std::io::Result<()> {
     let mut bytes = line.as_bytes().to_vec();
     bytes.push(b'\n');
