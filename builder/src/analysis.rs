@@ -320,9 +320,13 @@ fn compatible(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok()
-        && &head[..4] == b"\x7fELF"
-        && head[4] == 2
-        && u16::from_le_bytes([head[18], head[19]]) == EM_X86_64
+        && is_x86_64_elf(&head)
+}
+
+/// Whether `bytes` start with the header of a 64-bit little-endian x86-64
+/// ELF file (its first 20 bytes are enough).
+pub fn is_x86_64_elf(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x7fELF\x02\x01") && bytes.get(18..20) == Some(&EM_X86_64.to_le_bytes()[..])
 }
 
 /// The guest directory where libraries found in the host's system

@@ -445,10 +445,7 @@ fn file_data(
 /// instructions the guest kernel can rewrite (docs/image-format.md): the
 /// kernel then finds them without reading the file's code at each exec.
 fn cpuid_sites(data: &[u8]) -> Option<String> {
-    const EM_X86_64: u16 = 62;
-    let x86_64_elf = data.starts_with(b"\x7fELF\x02\x01")
-        && data.get(18..20) == Some(&EM_X86_64.to_le_bytes()[..]);
-    if !x86_64_elf {
+    if !crate::analysis::is_x86_64_elf(data) {
         return None;
     }
     let sites = kiln_kernel::syscall::site::cpuid_sites(data);

@@ -77,9 +77,6 @@ const FRAME_RIP: usize = core::mem::offset_of!(Frame, rip);
 /// past the 128-byte red zone.
 const RETURN_SLOT_BELOW_RSP: u64 = 144;
 
-/// The end of the canonical lower half, where the program's memory lies.
-const LOWER_HALF_END: u64 = 1 << 47;
-
 /// RFLAGS.TF: single-stepping, which a `popfq` would arm one instruction
 /// early (on the kernel's `ret`).
 const RFLAGS_TF: u64 = 1 << 8;
@@ -89,10 +86,10 @@ const RFLAGS_TF: u64 = 1 << 8;
 /// per guest page fault and per interrupt): the 16 bytes just below the
 /// red zone under `frame`'s RSP. `None` when the way back must be IRETQ:
 /// not on PVM, not back to the program (or to another code segment),
-/// single-stepping, or a slot that would wrap around or reach into the
-/// kernel's half. The caller checks that the slot's page is writable now;
-/// if it stops being so (another thread unmaps the stack), the store
-/// faults in the kernel and is handled as the system-call return's is.
+/// single-stepping, or a slot below address 0. The caller checks that the
+/// slot lies in the program's memory and is writable now; if it stops
+/// being so (another thread unmaps the stack), the store faults in the
+/// kernel and is handled as the system-call return's is.
 pub fn program_return_slot(frame: &Frame) -> Option<u64> {
     if percpu::pv_irq_flag() == 0
         || frame.rip >= kiln_boot::vm::PHYS_MAP
@@ -101,8 +98,7 @@ pub fn program_return_slot(frame: &Frame) -> Option<u64> {
     {
         return None;
     }
-    let slot = frame.rsp.checked_sub(RETURN_SLOT_BELOW_RSP)?;
-    (slot.checked_add(15)? < LOWER_HALF_END).then_some(slot)
+    frame.rsp.checked_sub(RETURN_SLOT_BELOW_RSP)
 }
 
 macro_rules! save_regs {
