@@ -131,6 +131,19 @@ pub(crate) fn warm_latency(doc: &Value) -> Option<(f64, f64)> {
     Some((resumed - phase(doc, "claimed")?, resumed))
 }
 
+/// How many warm VMs wait to be claimed in the store `home` (their
+/// published sockets, `$KILN_HOME/warm/<key>/*.sock`).
+pub(crate) fn warm_vms_waiting(home: &Path) -> usize {
+    let Ok(keys) = std::fs::read_dir(home.join("warm")) else {
+        return 0;
+    };
+    keys.flatten()
+        .filter_map(|key| std::fs::read_dir(key.path()).ok())
+        .flat_map(|sockets| sockets.flatten())
+        .filter(|s| s.path().extension().is_some_and(|e| e == "sock"))
+        .count()
+}
+
 /// `kiln warm SNAPSHOT` (one VM) with the store `home`, waited for; ms.
 pub(crate) fn warm_up(kiln: &Path, snapshot: &Path, home: &Path) -> Result<f64> {
     let t = Instant::now();

@@ -169,6 +169,10 @@ pub mod port {
     /// instead returns from it with `rax` = [`super::snapshot::RESUMED`]
     /// and the values listed there.
     pub const SNAPSHOT: u16 = 0x550;
+    /// 32-bit write: a warm VM's boot CPU has touched this many pages of
+    /// the running program ([`super::snapshot::hints::PREPARE`]), just
+    /// before its resume report.
+    pub const PREPARED: u16 = 0x560;
     /// QEMU `isa-debug-exit` device (`-device isa-debug-exit`): QEMU exits
     /// with status `value * 2 + 1`.
     pub const QEMU_DEBUG_EXIT: u16 = 0xf4;
@@ -192,6 +196,17 @@ pub mod snapshot {
     /// TSC at that time, and `r8`..`r11` = 32 fresh random bytes (each
     /// clone its own), so the kernel can set its clock and reseed.
     pub const RESUMED: u64 = 1;
+    /// Bits of `rdx` after [`super::port::SNAPSHOT`] on a restored vCPU:
+    /// what the VMM asks of the resumed kernel before it reports itself
+    /// resumed. A VMM that asks nothing leaves the port number there
+    /// (`0x550`), whose low four bits are clear.
+    pub mod hints {
+        /// The VM will be held at its resume report until a run claims it
+        /// (a warm VM, `kiln warm`): touch every page the running program
+        /// has mapped now, so that on PVM the host shadows them before
+        /// anyone waits instead of one exit per 32 KiB after the claim.
+        pub const PREPARE: u64 = 1;
+    }
     /// `kiln.snapshot_at=` values: when the kernel asks for a snapshot
     /// itself.
     pub mod at {

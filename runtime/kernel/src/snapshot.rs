@@ -8,7 +8,10 @@
 //! wait-with-interrupts-off loop checks, `arch::serve_snapshot`), then
 //! parks. On a restored VM, CPU 0 sets the wall clock to the host's and
 //! reseeds the random generator with the bytes the VMM handed over, so
-//! clones of one snapshot do not share their randomness.
+//! clones of one snapshot do not share their randomness. A warm VM
+//! (`kiln warm`, held at its resume report until a run claims it) also
+//! reads every page the running program has mapped, so that the host's
+//! shadow page tables hold them before the run starts.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -65,7 +68,8 @@ pub fn init() {
 }
 
 /// CPU 0 of a restored VM sets the wall clock to the host's and reseeds
-/// the random generator (each clone its own bytes).
+/// the random generator (each clone its own bytes); in a VM held for a
+/// later run it also touches the program's pages while no one waits.
 fn resumed(resumed: arch::Resumed) {
     if arch::cpu_index() != 0 {
         return;
@@ -76,5 +80,8 @@ fn resumed(resumed: arch::Resumed) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
     crate::random::init(&seed);
+    if resumed.hints & kiln_boot::snapshot::hints::PREPARE != 0 {
+        platform::prepared(crate::mm::touch_running_program());
+    }
     platform::milestone(kiln_boot::Milestone::Resumed);
 }

@@ -280,6 +280,9 @@ pub struct RunReport {
     pub snapshot: Option<snapshot::SavedSnapshot>,
     /// What replication to a standby did (`--standby`).
     pub replication: Option<ha::Summary>,
+    /// How many of the program's pages the guest touched while the VM
+    /// waited to be claimed (a warm VM, `kiln warm`).
+    pub prepared_pages: Option<u32>,
 }
 
 impl RunReport {
@@ -355,6 +358,9 @@ impl RunReport {
         }
         if let Some(exits) = self.timings.exits_json() {
             doc["exits_at"] = exits;
+        }
+        if let Some(pages) = self.prepared_pages {
+            doc["warm_pages_touched"] = pages.into();
         }
         if let Some(r) = &self.replication {
             doc["replication"] = serde_json::json!({
@@ -1196,6 +1202,9 @@ pub(crate) fn launch(
         }
     }
     let ending = ending?;
+    if let (Some(hold), Ending::Program(_)) = (&warm, &ending) {
+        hold.program_ended(ending.exit_status());
+    }
     let stats = limits.stats.then(|| VmStats {
         vcpu: std::iter::once(&vcpu)
             .chain(other_vcpus.iter())
@@ -1264,6 +1273,7 @@ pub(crate) fn launch(
         memory,
         snapshot: snapshot?,
         replication,
+        prepared_pages: bus.prepared_pages,
     })
 }
 

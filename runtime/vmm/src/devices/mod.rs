@@ -73,6 +73,9 @@ pub struct PortBus {
     /// `CPUID_LEARN`): read when it reports the program's entry, before
     /// any program code runs.
     pub learn_cpuid: Option<crate::arch::learnt_cpuid::LearntCpuid>,
+    /// How many of the program's pages a warm VM's guest touched before
+    /// its claim ([`port::PREPARED`]), if it said.
+    pub prepared_pages: Option<u32>,
 }
 
 fn value(data: &[u8]) -> u32 {
@@ -89,6 +92,7 @@ impl PortBus {
             console,
             unknown_writes: 0,
             learn_cpuid: None,
+            prepared_pages: None,
         }
     }
 
@@ -140,6 +144,7 @@ impl PortBus {
             },
             port::START_CPU => return Ok(PortEvent::StartCpu(value(data))),
             port::SNAPSHOT => return Ok(PortEvent::Snapshot),
+            port::PREPARED => self.prepared_pages = Some(value(data)),
             port::EXIT => {
                 timings.mark(Phase::ProgramExit);
                 let raw = value(data);

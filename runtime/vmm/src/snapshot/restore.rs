@@ -413,6 +413,13 @@ pub(crate) fn resume(
                     regs.r9 = word(1);
                     regs.r10 = word(2);
                     regs.r11 = word(3);
+                    // A warm VM's boot CPU touches the program's pages
+                    // before it reports itself resumed and is held.
+                    regs.rdx = if config.warm.is_some() && index == 0 {
+                        kiln_boot::snapshot::hints::PREPARE
+                    } else {
+                        0
+                    };
                     // Until it registers again the vCPU is emulated on
                     // PVM: no interrupt before that.
                     regs.rflags &= !RFLAGS_IF;

@@ -74,6 +74,8 @@ pub struct Resumed {
     pub tsc: u64,
     /// Fresh random bytes (each clone its own).
     pub seed: [u64; 4],
+    /// What the VMM asks of the kernel ([`kiln_boot::snapshot::hints`]).
+    pub hints: u64,
 }
 
 /// Parks this vCPU until the VMM has saved the VM. Returns `None` when the
@@ -89,16 +91,18 @@ fn park() -> Option<Resumed> {
     } else {
         0
     };
-    let resumed: u64;
+    let (resumed, hints): (u64, u64);
     let (realtime_ns, tsc, s0, s1, s2, s3): (u64, u64, u64, u64, u64, u64);
     // SAFETY: the OUT exits to kiln-vmm, which either returns without
     // changing a register, or (restored VM) sets exactly the registers
-    // declared here as outputs. The WRMSR re-registers this vCPU's own PVM
+    // declared here as outputs (`rdx`'s hints are kept in r13 before the
+    // registration needs `rdx`). The WRMSR re-registers this vCPU's own PVM
     // page with the value `_start` used; it runs only when rax says the
     // VM was restored and `registration` is not 0 (PVM).
     unsafe {
         asm!(
             "out dx, eax",
+            "mov r13, rdx",
             "test rax, rax",
             "jz 2f",
             "test r12, r12",
@@ -115,6 +119,7 @@ fn park() -> Option<Resumed> {
             inout("rdx") u64::from(kiln_boot::port::SNAPSHOT) => _,
             out("rcx") _,
             in("r12") registration,
+            out("r13") hints,
             inout("rdi") 0u64 => realtime_ns,
             inout("rsi") 0u64 => tsc,
             inout("r8") 0u64 => s0,
@@ -128,5 +133,6 @@ fn park() -> Option<Resumed> {
         realtime_ns,
         tsc,
         seed: [s0, s1, s2, s3],
+        hints,
     })
 }

@@ -41,6 +41,12 @@ pub fn milestone(m: kiln_boot::Milestone) {
     cpu::outl(port::BOOT_TIMER, m as u32);
 }
 
+/// Tells the VMM how many of the program's pages a warm VM touched before
+/// its claim.
+pub fn prepared(pages: u32) {
+    cpu::outl(port::PREPARED, pages);
+}
+
 /// Tells the VMM how the program ended; the VMM stops the VM.
 pub fn exit(report: ExitReport) -> ! {
     cpu::outl(port::EXIT, report.encode());

@@ -118,6 +118,14 @@ pub fn milestone(m: Milestone) {
     }
 }
 
+/// Reports how many of the program's pages a warm VM touched before its
+/// claim (kiln-vmm only; a no-op elsewhere).
+pub fn prepared(pages: u64) {
+    if current() == Platform::Kiln {
+        kiln::prepared(u32::try_from(pages).unwrap_or(u32::MAX));
+    }
+}
+
 /// Ends the VM with `report`.
 pub fn exit(report: ExitReport) -> ! {
     match current() {
