@@ -120,6 +120,9 @@ pub struct WarmHold {
     /// The vCPUs besides vCPU 0 that ran when the snapshot was taken:
     /// started once the VM is claimed.
     later: Mutex<Vec<u32>>,
+    /// This process's own standard streams, kept when a claim replaces
+    /// them with the client's: put back once the client has its answer.
+    own_streams: Mutex<Vec<OwnedFd>>,
 }
 
 impl std::fmt::Debug for WarmHold {
@@ -170,6 +173,7 @@ impl WarmHold {
             finished: AtomicBool::new(false),
             memory_ready: Mutex::new(None),
             later: Mutex::new(Vec::new()),
+            own_streams: Mutex::new(Vec::new()),
         }))
     }
 
@@ -257,6 +261,22 @@ impl WarmHold {
         );
         if !wants_report {
             self.finish(status);
+            self.release_client_streams();
+        }
+    }
+
+    /// Puts this process's own standard streams back in place of the
+    /// client's, so that the client's pipes and terminal are no longer held
+    /// open here: a reader of the client's output (`kiln run … | cat`,
+    /// a caller capturing it) sees its end now, not when this process has
+    /// finished taking its VM down. Nothing more is written for the client.
+    fn release_client_streams(&self) {
+        let own = std::mem::take(&mut *lock(&self.own_streams));
+        for (target, fd) in own.iter().enumerate() {
+            // SAFETY: dup2 of a descriptor this process owns onto one of
+            // its standard descriptors (which the devices no longer write:
+            // the program has ended and its output is out).
+            unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) };
         }
     }
 
@@ -400,6 +420,7 @@ impl WarmHold {
             return Taken::Refused;
         }
         let at = Instant::now();
+        *lock(&self.own_streams) = own_streams();
         for (target, fd) in fds.iter().enumerate() {
             // SAFETY: dup2 onto this process's standard descriptors, which
             // kiln-vmm writes the program's output to by number; `fd` is
@@ -426,6 +447,21 @@ impl WarmHold {
         drop(stage);
         Taken::Claimed(stream)
     }
+}
+
+/// Copies of this process's standard input, output and error (close on
+/// exec), or none if one cannot be copied.
+fn own_streams() -> Vec<OwnedFd> {
+    (0..3)
+        .map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor (or fails);
+            // it is owned by nobody else.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            // SAFETY: `copy` is a fresh descriptor of this process.
+            (copy >= 0).then(|| unsafe { OwnedFd::from_raw_fd(copy) })
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
 }
 
 /// What one connection to a held VM turned out to be.
