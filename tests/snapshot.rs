@@ -791,8 +791,9 @@ fn warm_vms_are_kept_and_end_when_stopped_when_idle_and_when_their_client_dies()
         assert!(ends_soon(pid), "warm VM {pid} ignored --stop");
         assert!(!socket.exists(), "{} stays", socket.display());
     }
-    // --idle-timeout ends one nobody claims.
-    ok(warm(&[snap, "--idle-timeout", "0.5"]), "kiln warm");
+    // --idle-timeout ends one nobody claims (3 s: long enough to find it
+    // waiting first on a loaded machine, short enough for `ends_soon`).
+    ok(warm(&[snap, "--idle-timeout", "3"]), "kiln warm");
     let held = waiting(&snapshot);
     assert_eq!(held.len(), 1);
     assert!(ends_soon(held[0].0), "an idle warm VM outlived its timeout");
