@@ -683,11 +683,17 @@ fn wait_for<T>(found: impl Fn() -> Option<T>, what: &str) -> T {
     }
 }
 
+/// A `--timings-json` file.
+fn report(json: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(json).expect("timings written")).unwrap()
+}
+
 /// The phases of a `--timings-json` file.
 fn phases(json: &Path) -> serde_json::Map<String, serde_json::Value> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(json).expect("timings written")).unwrap();
-    doc["phases_ms"].as_object().expect("phases").clone()
+    report(json)["phases_ms"]
+        .as_object()
+        .expect("phases")
+        .clone()
 }
 
 #[test]
@@ -729,18 +735,17 @@ fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
         // The first run asks for no report: its warm VM answers as soon as
         // the program's output is out, before the VM is taken down — all
         // of it must have arrived all the same.
-        let report: &[&str] = if served == 0 {
+        let asks: &[&str] = if served == 0 {
             &[]
         } else {
             &["--timings-json", json.to_str().unwrap()]
         };
-        let out = resume(&snapshot, report);
+        let out = resume(&snapshot, asks);
         assert_eq!(status(&out), 3, "the program's status: {}", stderr(&out));
         randomness.push(clock_and_randomness(&out, before, unix_now()));
         assert_eq!(waiting(&snapshot).len(), 1 - served);
         if served == 1 {
-            let doc: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+            let doc = report(&json);
             let phases = doc["phases_ms"].as_object().expect("phases");
             assert!(
                 phases.contains_key("claimed") && !phases.contains_key("snapshot_verified"),
@@ -764,7 +769,7 @@ fn warm_vms_each_serve_one_run_with_its_own_time_randomness_and_status() {
     assert_eq!(status(&out), 3, "{}", stderr(&out));
     assert!(phases(&json).contains_key("snapshot_verified"));
     // Nobody waited for it: it touched nothing ahead.
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let doc = report(&json);
     assert!(doc.get("warm_pages_touched").is_none(), "{doc}");
 }
 

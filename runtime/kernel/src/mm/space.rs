@@ -195,40 +195,40 @@ impl AddressSpace {
     /// image's own), for /proc's RSS figures.
     pub fn resident_pages(&self) -> (u64, u64) {
         let (mut resident, mut image) = (0, 0);
+        self.for_each_present(|vma, page, e| {
+            resident += 1;
+            if self.is_image_frame(vma, page, e & pte::ADDR) {
+                image += 1;
+            }
+        });
+        (resident, image)
+    }
+
+    /// Calls `f` with each present 4 KiB page of the areas: its area, its
+    /// address and its entry.
+    fn for_each_present(&self, mut f: impl FnMut(&Vma, u64, u64)) {
         for vma in self.vmas.iter() {
             let mut next = vma.start;
             while let Some((page, e)) = self.tables.next_mapped(next, vma.end) {
                 next = page + PAGE_SIZE;
                 if e & pte::PRESENT != 0 {
-                    resident += 1;
-                    let pa = e & pte::ADDR;
-                    if self.is_image_frame(vma, page, pa) {
-                        image += 1;
-                    }
+                    f(vma, page, e);
                 }
             }
         }
-        (resident, image)
     }
 
     /// Reads one byte of each present page of the areas (their tables
     /// loaded on this CPU); returns how many.
     pub fn touch_resident(&self) -> u64 {
         let mut touched = 0;
-        for vma in self.vmas.iter() {
-            let mut next = vma.start;
-            while let Some((page, e)) = self.tables.next_mapped(next, vma.end) {
-                next = page + PAGE_SIZE;
-                if e & pte::PRESENT != 0 {
-                    // SAFETY: a present page of the loaded address space,
-                    // mapped readable by the kernel (program memory is
-                    // read through its own addresses); a read changes
-                    // nothing.
-                    unsafe { core::ptr::read_volatile(page as *const u8) };
-                    touched += 1;
-                }
-            }
-        }
+        self.for_each_present(|_, page, _| {
+            // SAFETY: a present page of the loaded address space, mapped
+            // readable by the kernel (program memory is read through its
+            // own addresses); a read changes nothing.
+            unsafe { core::ptr::read_volatile(page as *const u8) };
+            touched += 1;
+        });
         touched
     }
 
