@@ -142,6 +142,8 @@ const DEVICES: &[(&str, i64)] = &[
     ("setsockopt", libc::SYS_setsockopt),
     ("poll", libc::SYS_poll),
     ("ppoll", libc::SYS_ppoll),
+    // The poll timer (started and stopped as devices poll their queues).
+    ("timerfd_settime", libc::SYS_timerfd_settime),
     // Whether virtiofsd or passt is still there (WNOHANG on our children).
     ("wait4", libc::SYS_wait4),
 ];
@@ -171,6 +173,8 @@ const MAIN: &[(&str, i64)] = &[
     ("dup2", libc::SYS_dup2),
     ("pipe2", libc::SYS_pipe2),
     ("epoll_create1", libc::SYS_epoll_create1),
+    // The devices thread's poll timer.
+    ("timerfd_create", libc::SYS_timerfd_create),
     ("kill", libc::SYS_kill),
     ("wait4", libc::SYS_wait4),
     ("waitid", libc::SYS_waitid),

@@ -4,17 +4,25 @@
 //! descriptors, and runs the device's queue processing — so a kick never
 //! goes through the vCPU thread.
 //!
+//! A device may ask the guest not to kick a queue for a while and have the
+//! loop look at it on a timer instead ([`VirtioDevice::polling`]); the
+//! timer runs only while some device polls.
+//!
 //! A host-side failure (standard output gone bad, an irqfd that cannot be
 //! written) ends the loop with the error and stops the vCPU; a guest's bad
 //! queue only breaks that device.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::virtio::mmio::MmioTransport;
+#[cfg(doc)]
+use super::virtio::VirtioDevice;
 use super::{lock, DeviceError};
 
 /// What an epoll token stands for.
@@ -30,7 +38,13 @@ enum Source {
     Backend { device: usize, fd: RawFd },
     /// Time to rewrite the exit report.
     ExitReport,
+    /// Time to look at the queues devices poll.
+    Poll,
 }
+
+/// How often the loop looks at the queues devices poll instead of waiting
+/// for their kicks: output the guest offers then waits at most this long.
+const POLL_INTERVAL: Duration = Duration::from_micros(500);
 
 /// One device as the loop serves it.
 pub struct Served {
@@ -130,6 +144,8 @@ impl DevicesThread {
         if let Some(report) = &exit_report {
             watch(&epoll, &mut sources, report.timer_fd(), Source::ExitReport)?;
         }
+        let poll_timer = TimerFd::new()?;
+        watch(&epoll, &mut sources, poll_timer.as_raw_fd(), Source::Poll)?;
         let mut watches: Vec<Vec<Watch>> = Vec::new();
         for (device, served) in devices.iter().enumerate() {
             let mut list = Vec::new();
@@ -171,6 +187,10 @@ impl DevicesThread {
                     &stop_fd,
                     &terminate,
                     exit_report.as_mut(),
+                    PollTimer {
+                        timer: poll_timer,
+                        armed: false,
+                    },
                 );
                 if let Some(report) = &exit_report {
                     report.write();
@@ -220,6 +240,31 @@ fn refresh_interest(
     Ok(())
 }
 
+/// The timer that paces the polled queues, and whether it runs.
+struct PollTimer {
+    timer: TimerFd,
+    armed: bool,
+}
+
+impl PollTimer {
+    /// Runs the timer while some device polls, and only then (an idle VM
+    /// costs the host no wake-ups).
+    fn follow(&mut self, devices: &[Served]) -> Result<(), DeviceError> {
+        let wanted = devices.iter().any(|d| lock(&d.transport).polling());
+        if wanted != self.armed {
+            if wanted {
+                self.timer.reset(POLL_INTERVAL, Some(POLL_INTERVAL))
+            } else {
+                self.timer.clear()
+            }
+            .map_err(|e| DeviceError::Loop(e.into()))?;
+            self.armed = wanted;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn serve(
     epoll: &Epoll,
     sources: &[Source],
@@ -228,6 +273,7 @@ fn serve(
     stop: &EventFd,
     terminate: &EventFd,
     mut exit_report: Option<&mut crate::exit_report::ExitReport>,
+    mut poll: PollTimer,
 ) -> Result<(), DeviceError> {
     let mut events = vec![EpollEvent::default(); 32];
     loop {
@@ -238,10 +284,15 @@ fn serve(
                 return Err(DeviceError::Loop(e));
             }
         };
+        let mut served_a_device = false;
         for ev in &events[..n] {
             let Some(&source) = sources.get(ev.data() as usize) else {
                 continue;
             };
+            served_a_device |= matches!(
+                source,
+                Source::Queue { .. } | Source::Backend { .. } | Source::Poll
+            );
             let result = match source {
                 Source::Stop => {
                     let _ = stop.read();
@@ -267,6 +318,11 @@ fn serve(
                     refresh_interest(epoll, &t, &mut watches[device])?;
                     r
                 }
+                Source::Poll => {
+                    let _ = poll.timer.wait();
+                    poll_devices(epoll, devices, watches)?;
+                    continue;
+                }
                 Source::Backend { device, fd } => {
                     let mut t = lock(&devices[device].transport);
                     let name = t.device().name();
@@ -281,15 +337,38 @@ fn serve(
                 return Err(DeviceError::Virtio { device, source });
             }
         }
+        if served_a_device {
+            poll.follow(devices)?;
+        }
     }
+}
+
+/// The poll timer fired: each polling device looks at its queues.
+fn poll_devices(
+    epoll: &Epoll,
+    devices: &[Served],
+    watches: &mut [Vec<Watch>],
+) -> Result<(), DeviceError> {
+    for (served, watches) in devices.iter().zip(watches.iter_mut()) {
+        let mut t = lock(&served.transport);
+        if t.polling() {
+            let device = t.device().name();
+            t.poll()
+                .map_err(|source| DeviceError::Virtio { device, source })?;
+            refresh_interest(epoll, &t, watches)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::console::Console;
     use crate::devices::virtio::rng::Rng;
     use crate::devices::virtio::test_utils::{self, GuestQueue};
     use crate::devices::virtio::VIRTIO_F_VERSION_1;
+    use vm_memory::{Bytes, GuestAddress};
 
     /// A request the guest offered before a snapshot, whose kick the
     /// snapshot missed, is served once the restored device is kicked.
@@ -331,6 +410,60 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert_eq!(q.used(&mem), [(u32::from(head), 64)]);
+        thread.finish().unwrap();
+    }
+
+    /// Output a console offers with no kick (it asked for none after the
+    /// first) reaches the host on the loop's poll timer, which stops once
+    /// the console stops polling.
+    #[test]
+    fn the_poll_timer_takes_output_offered_without_a_kick() {
+        let mem = test_utils::memory();
+        let sink = test_utils::Sink::default();
+        let console = Console::new(Box::new(sink.clone()), None);
+        let (mut t, _) = test_utils::transport(Box::new(console), &mem);
+        let rx = GuestQueue::new(0x10000, 64);
+        let mut tx = GuestQueue::new(0x20000, 64);
+        test_utils::kiln_setup(&mut t, &mem, 0x30000, VIRTIO_F_VERSION_1, &[&rx, &tx]);
+        let served = Served {
+            transport: Arc::new(Mutex::new(t)),
+            queue_events: vec![
+                EventFd::new(EFD_NONBLOCK).unwrap(),
+                EventFd::new(EFD_NONBLOCK).unwrap(),
+            ],
+        };
+        let kick = served.queue_events[1].try_clone().unwrap();
+        let transport = served.transport.clone();
+        let thread = DevicesThread::start(
+            vec![served],
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            || {},
+            None,
+            None,
+        )
+        .unwrap();
+        let wait_for = |what: &[u8]| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while *sink.0.lock().unwrap() != what && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(&*sink.0.lock().unwrap(), what);
+        };
+        mem.write_slice(b"first\nsecond\n", GuestAddress(0x40000))
+            .unwrap();
+        tx.add(&mem, &[(0x40000, 6, false)]);
+        kick.write(1).unwrap();
+        wait_for(b"first\n");
+        assert!(tx.kicks_unwanted(&mem));
+        tx.add(&mem, &[(0x40006, 7, false)]);
+        wait_for(b"first\nsecond\n");
+        // Quiet: the console asks for kicks again and stops polling.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock(&transport).polling() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!lock(&transport).polling());
+        assert!(!tx.kicks_unwanted(&mem));
         thread.finish().unwrap();
     }
 }

@@ -170,6 +170,10 @@ impl Console {
     pub fn wait_for_output(&mut self) -> bool {
         self.waiting_output = true;
         self.tx.set_dev_notify(true);
+        // A kick even when the device asked for none: it may be looking at
+        // the queue on a timer while output keeps coming (kiln-vmm does),
+        // and a writer about to wait for buffers wants them now.
+        self.transport.notify(TX_QUEUE);
         // Buffers may have come back before the request: take them now.
         !self.reclaim_output()
     }
@@ -247,7 +251,7 @@ impl Console {
                 }
             }
         }
-        if posted && self.rx.should_notify() {
+        if posted && super::wants_kick(&self.rx) {
             self.transport.notify(RX_QUEUE);
         }
     }
@@ -279,7 +283,7 @@ impl Console {
                 }
             }
         }
-        if queued && self.tx.should_notify() {
+        if queued && super::wants_kick(&self.tx) {
             self.transport.notify(TX_QUEUE);
         }
         done

@@ -281,6 +281,18 @@ pub fn has_rng() -> bool {
 
 /// Starts the device: reset, features (`wanted` and VERSION_1, as far as
 /// offered), FEATURES_OK. Returns the features agreed.
+/// Whether the device wants a kick for the buffers just added to `queue`.
+/// A full fence comes first: the ring's new index must be visible to the
+/// device before its "no kicks" flag is read, or a device that asks for
+/// kicks again and then looks at the ring a last time (kiln-vmm's consoles
+/// while output comes in a burst, its network receive queues) and this
+/// driver could both miss the buffer — x86 lets a load pass an earlier
+/// store, and virtio-drivers' `add` fences only before its index store.
+fn wants_kick<const N: usize>(queue: &virtio_drivers::queue::VirtQueue<hal::KernelHal, N>) -> bool {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    queue.should_notify()
+}
+
 fn begin_init(t: &mut Transport, wanted: u64) -> u64 {
     t.set_status(DeviceStatus::empty());
     t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);

@@ -57,7 +57,7 @@ impl<const SIZE: usize> RxPages<SIZE> {
                 }
             }
         }
-        if posted && self.queue.should_notify() {
+        if posted && super::wants_kick(&self.queue) {
             transport.notify(self.index);
         }
     }
@@ -241,7 +241,7 @@ impl<const SIZE: usize> TxPages<SIZE> {
                 break;
             }
         }
-        if sent && self.queue.should_notify() {
+        if sent && super::wants_kick(&self.queue) {
             transport.notify(self.index);
         }
         sent

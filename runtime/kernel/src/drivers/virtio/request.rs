@@ -63,7 +63,7 @@ pub(crate) fn call<'a, const N: usize>(
     // SAFETY: the buffers stay borrowed (and so alive and untouched) until
     // pop_used below hands them back.
     let token = unsafe { queue.add(inputs, outputs) }.map_err(|_| Errno::Io)?;
-    if queue.should_notify() {
+    if super::wants_kick(queue) {
         transport.notify(index);
     }
     // One request in flight: the next used entry is this one. Most are

@@ -69,7 +69,7 @@ impl Rng {
             // SAFETY: the page is not the device's until popped.
             if let Ok(t) = unsafe { self.queue.add(&[], &mut [self.buffer()]) } {
                 self.posted = Some(t);
-                if self.queue.should_notify() {
+                if super::wants_kick(&self.queue) {
                     self.transport.notify(0);
                 }
             }

@@ -98,16 +98,18 @@ impl Active {
     }
 
     /// Asks (`on`) or stops asking the guest to kick queue `index` when it
-    /// adds buffers.
+    /// adds buffers. Returns whether buffers the device has not taken yet
+    /// wait in the queue (checked only when `on`: offered before the guest
+    /// saw the request, they come with no kick).
     ///
     /// # Errors
     /// When the rings lie outside guest memory.
-    pub fn ask_for_kicks(&mut self, index: usize, on: bool) -> Result<(), QueueError> {
+    pub fn ask_for_kicks(&mut self, index: usize, on: bool) -> Result<bool, QueueError> {
         let q = &mut self.queues[index];
         if on {
-            q.enable_notification(&self.mem).map(|_| ())
+            q.enable_notification(&self.mem)
         } else {
-            q.disable_notification(&self.mem)
+            q.disable_notification(&self.mem).map(|()| false)
         }
         .map_err(queue_error(index))
     }
@@ -284,6 +286,23 @@ pub trait VirtioDevice: Send {
     /// [`QueueError`]: a guest fault marks the device broken, a host one
     /// stops the VM.
     fn process_queue(&mut self, index: usize) -> Result<(), QueueError>;
+
+    /// Whether the device asked the guest not to kick one of its queues
+    /// and looks at it on the devices thread's poll timer instead
+    /// ([`VirtioDevice::poll`]): a console does while output keeps coming,
+    /// since each kick is an emulated write the guest waits for.
+    fn polling(&self) -> bool {
+        false
+    }
+
+    /// The poll timer fired while [`VirtioDevice::polling`]: look at the
+    /// polled queues (and ask for kicks again once they stay quiet).
+    ///
+    /// # Errors
+    /// As for [`VirtioDevice::process_queue`].
+    fn poll(&mut self) -> Result<(), QueueError> {
+        Ok(())
+    }
 
     /// Host descriptors whose readiness the devices thread reports to
     /// [`VirtioDevice::process_backend`] (standard input, a tap, …).

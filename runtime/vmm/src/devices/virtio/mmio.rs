@@ -524,6 +524,26 @@ impl MmioTransport {
         }
     }
 
+    /// Whether the device looks at a queue on the poll timer rather than
+    /// on kicks ([`VirtioDevice::polling`]).
+    pub fn polling(&self) -> bool {
+        self.is_active() && self.device.polling()
+    }
+
+    /// The devices thread's poll timer fired ([`VirtioDevice::poll`]).
+    ///
+    /// # Errors
+    /// As for [`MmioTransport::kick`].
+    pub fn poll(&mut self) -> Result<(), QueueError> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        match self.device.poll() {
+            Err(e) if e.is_guest_fault() => self.broken(&e.to_string()),
+            other => other,
+        }
+    }
+
     /// A backend descriptor of the device is ready.
     ///
     /// # Errors

@@ -107,6 +107,13 @@ impl GuestQueue {
         mem.write_obj(flags, GuestAddress(self.avail)).unwrap();
     }
 
+    /// Whether the device asks not to be kicked (the used ring's
+    /// VIRTQ_USED_F_NO_NOTIFY).
+    pub fn kicks_unwanted(&self, mem: &GuestMem) -> bool {
+        let flags: u16 = mem.read_obj(GuestAddress(self.used)).unwrap();
+        flags & 1 != 0
+    }
+
     /// The used ring's entries so far: `(head, length)`.
     pub fn used(&self, mem: &GuestMem) -> Vec<(u32, u32)> {
         let idx: u16 = mem.read_obj(GuestAddress(self.used + 2)).unwrap();

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::GuestMem;
 use kiln_boot::virtio_id;
@@ -22,6 +23,13 @@ use crate::terminal::Resizes;
 /// Input bytes kept waiting for guest buffers before the reader is held
 /// back.
 const PENDING_LIMIT: usize = 16 * 1024;
+
+/// How long the console keeps looking at its output queue on the poll
+/// timer, without kicks, after output last came. A program's output comes
+/// in bursts (busybox-sh: seven lines within a millisecond); each kick is
+/// a write the host emulates while the guest waits, and wakes the devices
+/// thread on another CPU.
+const OUTPUT_QUIET: Duration = Duration::from_millis(1);
 
 /// Where a console's output goes.
 pub type Output = Box<dyn Write + Send>;
@@ -46,6 +54,9 @@ pub struct Console {
     resizes: Option<Resizes>,
     traffic: Traffic,
     first_output: Option<std::time::Instant>,
+    /// The guest was asked not to kick the output queue: the poll timer
+    /// looks at it until this moment passes with no output.
+    output_polled_until: Option<Instant>,
 }
 
 impl Console {
@@ -63,6 +74,7 @@ impl Console {
             resizes: None,
             traffic: Traffic::default(),
             first_output: None,
+            output_polled_until: None,
         }
     }
 
@@ -90,12 +102,54 @@ impl Console {
     /// # Errors
     /// As for [`VirtioDevice::process_queue`].
     pub fn flush_output(&mut self) -> Result<(), QueueError> {
-        self.transmit()
+        self.transmit().map(|_| ())
     }
 
-    fn transmit(&mut self) -> Result<(), QueueError> {
+    /// The guest kicked the output queue (or a restored device looks at
+    /// it once): output goes out, and while it keeps coming the guest is
+    /// asked not to kick — the poll timer takes it ([`Console::poll`]).
+    fn output_kicked(&mut self) -> Result<(), QueueError> {
+        if self.transmit()? {
+            self.poll_output()
+        } else if self.output_polled_until.is_none() {
+            // A snapshot saved while the output queue was polled left the
+            // guest asked not to kick.
+            self.ask_for_output_kicks()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Looks at the output queue on the poll timer from now until
+    /// [`OUTPUT_QUIET`] passes without output.
+    fn poll_output(&mut self) -> Result<(), QueueError> {
+        if self.output_polled_until.is_none() {
+            if let Some(a) = self.active.as_mut() {
+                a.ask_for_kicks(TX_QUEUE, false)?;
+            }
+        }
+        self.output_polled_until = Some(Instant::now() + OUTPUT_QUIET);
+        Ok(())
+    }
+
+    /// Asks the guest to kick the output queue again; output it offered
+    /// before it saw that (with no kick) goes out now, and polling goes on.
+    fn ask_for_output_kicks(&mut self) -> Result<(), QueueError> {
+        self.output_polled_until = None;
         let Some(a) = self.active.as_mut() else {
             return Ok(());
+        };
+        if a.ask_for_kicks(TX_QUEUE, true)? {
+            self.output_kicked()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the output chains offered so far to the host stream; returns
+    /// whether there were any.
+    fn transmit(&mut self) -> Result<bool, QueueError> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(false);
         };
         let mut used = false;
         while let Some(chain) = queue::pop(&mut a.queues[TX_QUEUE], &a.mem, TX_QUEUE)? {
@@ -121,7 +175,7 @@ impl Console {
             used = true;
         }
         a.signal_used(TX_QUEUE, used)?;
-        Ok(())
+        Ok(used)
     }
 
     /// Moves pending input (and then the end of input) into the guest's
@@ -228,6 +282,7 @@ impl VirtioDevice for Console {
 
     fn reset(&mut self) {
         self.active = None;
+        self.output_polled_until = None;
     }
 
     fn snapshot_queues(&self) -> Option<&[Queue]> {
@@ -237,8 +292,26 @@ impl VirtioDevice for Console {
     fn process_queue(&mut self, index: usize) -> Result<(), QueueError> {
         match index {
             RX_QUEUE => self.receive(),
-            TX_QUEUE => self.transmit(),
+            TX_QUEUE => self.output_kicked(),
             _ => Ok(()),
+        }
+    }
+
+    fn polling(&self) -> bool {
+        self.output_polled_until.is_some()
+    }
+
+    fn poll(&mut self) -> Result<(), QueueError> {
+        let Some(until) = self.output_polled_until else {
+            return Ok(());
+        };
+        if self.transmit()? {
+            self.output_polled_until = Some(Instant::now() + OUTPUT_QUIET);
+            Ok(())
+        } else if Instant::now() >= until {
+            self.ask_for_output_kicks()
+        } else {
+            Ok(())
         }
     }
 
@@ -411,6 +484,46 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    /// After a kick the guest is asked not to kick while output keeps
+    /// coming: the poll timer takes what it offers, and once the queue
+    /// stays quiet kicks are asked for again.
+    #[test]
+    fn output_in_a_burst_is_polled_instead_of_kicked() {
+        let (mut t, mem, _, mut tx, sink) = started(None);
+        mem.write_slice(b"one\ntwo\n", GuestAddress(0x40000))
+            .unwrap();
+        assert!(!tx.kicks_unwanted(&mem));
+        tx.add(&mem, &[(0x40000, 4, false)]);
+        t.kick(TX_QUEUE).unwrap();
+        assert!(tx.kicks_unwanted(&mem));
+        assert!(t.polling());
+        // Offered with no kick: the poll takes it.
+        tx.add(&mem, &[(0x40004, 4, false)]);
+        t.poll().unwrap();
+        assert_eq!(&*sink.0.lock().unwrap(), b"one\ntwo\n");
+        assert_eq!(tx.used(&mem).len(), 2);
+        // Quiet: still polled until OUTPUT_QUIET has passed.
+        t.poll().unwrap();
+        assert!(t.polling());
+        std::thread::sleep(OUTPUT_QUIET);
+        t.poll().unwrap();
+        assert!(!t.polling());
+        assert!(!tx.kicks_unwanted(&mem));
+    }
+
+    /// A snapshot saved while output was polled holds the guest's "no
+    /// kicks" flag; the restored console's first look (the devices thread
+    /// looks at every queue once) asks for kicks again.
+    #[test]
+    fn a_restored_console_asks_for_kicks_again() {
+        let (mut t, mem, _, tx, _) = started(None);
+        mem.write_obj(1u16, GuestAddress(tx.used)).unwrap();
+        assert!(tx.kicks_unwanted(&mem));
+        t.kick(TX_QUEUE).unwrap();
+        assert!(!tx.kicks_unwanted(&mem));
+        assert!(!t.polling());
     }
 
     #[test]
