@@ -217,14 +217,16 @@ fn timings_file(dir: &Path, name: &str) -> std::path::PathBuf {
 /// kiln can skip the boot: wall times (ms) of `runs` restores in the run's
 /// own process (`kiln run --from-snapshot --no-warm`) and of `runs` runs
 /// each served by a warm VM (`kiln warm`, made ready untimed before the
-/// run). Every run must print what a booted run prints.
+/// run), and the KVM exits of one more served run, untimed, with
+/// `--stats` (counted from the claim). Every run must print what a booted
+/// run prints.
 fn bench_resumed(
     kiln: &Path,
     image: &Path,
     dir: &Path,
     name: &str,
     runs: usize,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+) -> Result<(Vec<f64>, Vec<f64>, Value)> {
     let home = dir.join("kiln-home");
     let snapshot = dir.join(format!("{name}.snap"));
     let _ = std::fs::remove_dir_all(&snapshot);
@@ -278,8 +280,27 @@ fn bench_resumed(
         same(&out, what)?;
         warm.push(ms);
     }
+    crate::bench_snapshot::warm_up(kiln, &snapshot, &home)?;
+    let json_path = timings_file(dir, name);
+    let what = "kiln run --from-snapshot --stats (a warm VM)";
+    run_timed(
+        &mut kiln_run(&[
+            "--from-snapshot".as_ref(),
+            snap,
+            "--stats".as_ref(),
+            "--timings-json".as_ref(),
+            json_path.as_os_str(),
+        ]),
+        what,
+    )?;
+    if crate::bench_snapshot::warm_vms_waiting(&home) != 0 {
+        bail!("the --stats run after kiln warm was not served by the warm VM");
+    }
+    let counted: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
+        .context("reading kiln's timings JSON")?;
+    let _ = std::fs::remove_file(&json_path);
     let _ = std::fs::remove_dir_all(&snapshot);
-    Ok((restored, warm))
+    Ok((restored, warm, counted["kvm_stats"]["exits"].clone()))
 }
 
 /// Benchmarks one image.
@@ -333,7 +354,7 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> R
     let counted: Value = serde_json::from_slice(&std::fs::read(&json_path)?)
         .context("reading kiln's timings JSON")?;
     let _ = std::fs::remove_file(&json_path);
-    let (resumed, warm) = bench_resumed(kiln, &image, &dir, &name, runs)?;
+    let (resumed, warm, warm_exits) = bench_resumed(kiln, &image, &dir, &name, runs)?;
     let mut native = Vec::new();
     let mut container = Vec::new();
     for _ in 0..runs {
@@ -371,6 +392,7 @@ fn bench_image(kiln: &Path, manifest: &Path, runs: usize, uefi_runs: usize) -> R
         "guest_pages_touched": summary(pages),
         "exits_at": counted["exits_at"],
         "exits": counted["kvm_stats"]["exits"],
+        "warm_exits": warm_exits,
     });
     if uefi_runs > 0 {
         doc["uefi"] = bench_uefi(kiln, &image, uefi_runs)?;
@@ -659,21 +681,23 @@ fn print_tables(doc: &Value) {
          each run, untimed)"
     );
     println!(
-        "\n  {:<12} {:>13} {:>14} {:>13} {:>9}   (KVM exits so far, one run with --stats)",
-        "image", "kernel entry", "program entry", "program exit", "all"
+        "\n  {:<12} {:>13} {:>14} {:>13} {:>9} {:>11}   (KVM exits so far, one run with --stats)",
+        "image", "kernel entry", "program entry", "program exit", "all", "warm claim"
     );
     for img in &images {
         let at = &img["exits_at"];
         let n = |v: &Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
         println!(
-            "  {:<12} {:>13} {:>14} {:>13} {:>9}",
+            "  {:<12} {:>13} {:>14} {:>13} {:>9} {:>11}",
             img["name"].as_str().unwrap_or("?"),
             n(&at["kernel_entry"]),
             n(&at["program_entry"]),
             n(&at["program_exit"]),
             n(&img["exits"]),
+            n(&img["warm_exits"]),
         );
     }
+    println!("  (warm claim = a run served by a warm VM, counted from its claim to its end)");
     if images.iter().any(|i| i.get("uefi").is_some()) {
         println!(
             "\n  {:<12} {:>9} {:>12} {:>12} {:>12} {:>10}   (ms from start, medians)",

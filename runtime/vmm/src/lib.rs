@@ -251,6 +251,81 @@ pub struct VmStats {
     pub unknown_port_writes: u64,
 }
 
+impl VmStats {
+    /// Reads the counters of `vcpus` (summed) and `vm` — all of them, or
+    /// only the cumulative ones for a `baseline` — and the devices' and
+    /// ports'.
+    pub(crate) fn read<'a>(
+        vcpus: impl Iterator<Item = &'a kvm_ioctls::VcpuFd>,
+        vm: &kvm_ioctls::VmFd,
+        mmio: &MmioBus,
+        bus: &PortBus,
+        baseline: bool,
+    ) -> Self {
+        fn read(fd: &impl std::os::fd::AsRawFd, baseline: bool) -> std::io::Result<Counters> {
+            if baseline {
+                vstate::stats::read_cumulative(fd)
+            } else {
+                vstate::stats::read(fd)
+            }
+        }
+        Self {
+            vcpu: vcpus.filter_map(|v| read(v, baseline).ok()).fold(
+                Counters::new(),
+                |mut sum, counters| {
+                    for (name, value) in counters {
+                        *sum.entry(name).or_default() += value;
+                    }
+                    sum
+                },
+            ),
+            vm: read(vm, baseline).unwrap_or_default(),
+            devices: mmio
+                .devices
+                .iter()
+                .map(|d| {
+                    let t = devices::lock(&d.transport);
+                    DeviceStats {
+                        name: t.device().name(),
+                        kicks: t.kicks,
+                        interrupts: t
+                            .interrupt()
+                            .count
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        traffic: t.device().traffic(),
+                        faults: t.faults,
+                    }
+                })
+                .collect(),
+            console_refused: bus.console.refused,
+            unknown_port_writes: bus.unknown_writes,
+        }
+    }
+
+    /// What was counted since `before` (a baseline [`VmStats::read`] with
+    /// the cumulative counters only): gauges stay as they are.
+    #[must_use]
+    pub(crate) fn since(mut self, before: &VmStats) -> Self {
+        vstate::stats::subtract(&mut self.vcpu, &before.vcpu);
+        vstate::stats::subtract(&mut self.vm, &before.vm);
+        for (now, then) in self.devices.iter_mut().zip(&before.devices) {
+            now.kicks = now.kicks.saturating_sub(then.kicks);
+            now.interrupts = now.interrupts.saturating_sub(then.interrupts);
+            now.traffic.from_guest = now
+                .traffic
+                .from_guest
+                .saturating_sub(then.traffic.from_guest);
+            now.traffic.to_guest = now.traffic.to_guest.saturating_sub(then.traffic.to_guest);
+            now.faults = now.faults.saturating_sub(then.faults);
+        }
+        self.console_refused = self.console_refused.saturating_sub(before.console_refused);
+        self.unknown_port_writes = self
+            .unknown_port_writes
+            .saturating_sub(before.unknown_port_writes);
+        self
+    }
+}
+
 /// Host memory used by the run.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemoryUse {
@@ -1205,36 +1280,21 @@ pub(crate) fn launch(
     if let (Some(hold), Ending::Program(_)) = (&warm, &ending) {
         hold.program_ended(ending.exit_status());
     }
-    let stats = limits.stats.then(|| VmStats {
-        vcpu: std::iter::once(&vcpu)
-            .chain(other_vcpus.iter())
-            .filter_map(|v| vstate::stats::read(v).ok())
-            .fold(vstate::stats::Counters::new(), |mut sum, counters| {
-                for (name, value) in counters {
-                    *sum.entry(name).or_default() += value;
-                }
-                sum
-            }),
-        vm: vstate::stats::read(&vm).unwrap_or_default(),
-        devices: mmio
-            .devices
-            .iter()
-            .map(|d| {
-                let t = devices::lock(&d.transport);
-                DeviceStats {
-                    name: t.device().name(),
-                    kicks: t.kicks,
-                    interrupts: t
-                        .interrupt()
-                        .count
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    traffic: t.device().traffic(),
-                    faults: t.faults,
-                }
-            })
-            .collect(),
-        console_refused: bus.console.refused,
-        unknown_port_writes: bus.unknown_writes,
+    // A claimed warm VM counts from the claim (its baseline), when the
+    // claim asked for `--stats`.
+    let claim_baseline = warm.as_ref().and_then(|h| h.stats_baseline());
+    let stats = (limits.stats || claim_baseline.is_some()).then(|| {
+        let stats = VmStats::read(
+            std::iter::once(&vcpu).chain(other_vcpus.iter()),
+            &vm,
+            &mmio,
+            &bus,
+            false,
+        );
+        match &claim_baseline {
+            Some(before) => stats.since(before),
+            None => stats,
+        }
     });
     // The snapshot taken during the run, flushed and under its name (an
     // error is reported once the VM is gone).

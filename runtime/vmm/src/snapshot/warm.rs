@@ -48,8 +48,20 @@ pub struct WarmRequest {
     pub timings: bool,
     /// `--timings-json` (absolute).
     pub timings_json: Option<PathBuf>,
+    /// `--stats`: KVM's and the devices' counters, counted from the claim.
+    #[serde(default)]
+    pub stats: bool,
     /// Not a claim: stop the warm VM (`kiln warm --stop`).
     pub stop: bool,
+}
+
+impl WarmRequest {
+    /// Whether the client waits for a report of the run (its phases or
+    /// counters), written once the VM is down, rather than only for the
+    /// exit status.
+    pub fn wants_report(&self) -> bool {
+        self.timings || self.timings_json.is_some() || self.stats
+    }
 }
 
 /// A claim that reached the warm VM: the request and when it came.
@@ -123,6 +135,8 @@ pub struct WarmHold {
     /// This process's own standard streams, kept when a claim replaces
     /// them with the client's: put back once the client has its answer.
     own_streams: Mutex<Vec<OwnedFd>>,
+    /// The counters at the claim, for a client that asked for `--stats`.
+    stats_baseline: Mutex<Option<crate::VmStats>>,
 }
 
 impl std::fmt::Debug for WarmHold {
@@ -174,6 +188,7 @@ impl WarmHold {
             memory_ready: Mutex::new(None),
             later: Mutex::new(Vec::new()),
             own_streams: Mutex::new(Vec::new()),
+            stats_baseline: Mutex::new(None),
         }))
     }
 
@@ -192,6 +207,17 @@ impl WarmHold {
                 me.serve_claims();
             })
             .map(drop)
+    }
+
+    /// Keeps the counters read at the claim: the run's `--stats` count
+    /// from there.
+    pub fn set_stats_baseline(&self, baseline: crate::VmStats) {
+        *lock(&self.stats_baseline) = Some(baseline);
+    }
+
+    /// The counters at the claim, when the client asked for `--stats`.
+    pub fn stats_baseline(&self) -> Option<crate::VmStats> {
+        lock(&self.stats_baseline).clone()
     }
 
     /// Notes the vCPUs (besides vCPU 0) to start once the VM is claimed.
@@ -257,7 +283,7 @@ impl WarmHold {
     pub fn program_ended(&self, status: u8) {
         let wants_report = matches!(
             &*lock(&self.stage),
-            Stage::Claimed(c) if c.request.timings || c.request.timings_json.is_some()
+            Stage::Claimed(c) if c.request.wants_report()
         );
         if !wants_report {
             self.finish(status);

@@ -48,13 +48,41 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
     read_file(&open(fd)?)
 }
 
+/// Reads the cumulative counters of a VM or vCPU fd (exits, pf_fixed, …,
+/// not gauges such as pages_4k): what a later reading is compared with
+/// ([`subtract`]).
+///
+/// # Errors
+/// As for [`read`].
+pub fn read_cumulative(fd: &impl AsRawFd) -> std::io::Result<Counters> {
+    let file = open(fd)?;
+    let mut out = Counters::new();
+    for (name, at, kind) in scalars(&file)? {
+        if kind == STATS_TYPE_CUMULATIVE {
+            out.insert(name, value_at(&file, at)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Turns `now` into what happened since `before` (a [`read_cumulative`]
+/// reading): each counter `before` has is reduced by its value then;
+/// the others (gauges) stay as they are.
+pub fn subtract(now: &mut Counters, before: &Counters) {
+    for (name, then) in before {
+        if let Some(value) = now.get_mut(name) {
+            *value = value.saturating_sub(*then);
+        }
+    }
+}
+
 /// Reads every scalar counter of an open statistics file.
 ///
 /// # Errors
 /// When the file is malformed.
 pub fn read_file(file: &File) -> std::io::Result<Counters> {
     let mut out = Counters::new();
-    for (name, at) in scalars(file)? {
+    for (name, at, _) in scalars(file)? {
         let mut value = [0u8; 8];
         file.read_exact_at(&mut value, at)?;
         out.insert(name, u64::from_le_bytes(value));
@@ -70,8 +98,8 @@ pub fn read_file(file: &File) -> std::io::Result<Counters> {
 pub fn offset_of(file: &File, name: &str) -> std::io::Result<Option<u64>> {
     Ok(scalars(file)?
         .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, at)| at))
+        .find(|(n, _, _)| n == name)
+        .map(|(_, at, _)| at))
 }
 
 /// The counter at `at` of an open statistics file, now.
@@ -84,9 +112,9 @@ pub fn value_at(file: &File, at: u64) -> std::io::Result<u64> {
     Ok(u64::from_le_bytes(value))
 }
 
-/// The scalar counters a statistics file describes: each name and the
-/// file offset of its value.
-fn scalars(file: &File) -> std::io::Result<Vec<(String, u64)>> {
+/// The scalar counters a statistics file describes: each name, the file
+/// offset of its value and its type (cumulative, instant, peak).
+fn scalars(file: &File) -> std::io::Result<Vec<(String, u64, u32)>> {
     let mut header = [0u8; 24];
     file.read_exact_at(&mut header, 0)?;
     let word =
@@ -121,7 +149,7 @@ fn scalars(file: &File) -> std::io::Result<Vec<(String, u64)>> {
         let name = String::from_utf8_lossy(
             &name_bytes[..name_bytes.iter().position(|&b| b == 0).unwrap_or(name_size)],
         );
-        out.push((name.into_owned(), data_offset + offset));
+        out.push((name.into_owned(), data_offset + offset, kind));
     }
     Ok(out)
 }

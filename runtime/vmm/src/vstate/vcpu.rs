@@ -125,13 +125,26 @@ pub struct Shared<'a> {
 }
 
 /// vCPU 0 of a warm VM at the guest's resume report: waits for a claim;
-/// the run then counts from the client's start, gets its timeout, and the
-/// other vCPUs that ran when the snapshot was taken start.
-fn hold_for_claim(hold: &crate::snapshot::warm::WarmHold, shared: &Shared<'_>) {
+/// the run then counts from the client's start (its counters too, when
+/// it asked for them), gets its timeout, and the other vCPUs that ran when
+/// the snapshot was taken start.
+fn hold_for_claim(vcpu: &VcpuFd, hold: &crate::snapshot::warm::WarmHold, shared: &Shared<'_>) {
     let Some(claim) = hold.wait_for_claim() else {
         // Stopped first: the loop sees why.
         return;
     };
+    if claim.request.stats {
+        // The other vCPUs have not run in this process yet: they count
+        // from their start, which is now.
+        let bus = lock(shared.bus);
+        hold.set_stats_baseline(crate::VmStats::read(
+            std::iter::once(vcpu),
+            shared.vm,
+            shared.mmio,
+            &bus,
+            true,
+        ));
+    }
     {
         let mut timings = lock(shared.timings);
         timings.rebase(claim.client_start());
@@ -254,7 +267,7 @@ pub fn run(vcpu: &mut VcpuFd, index: usize, shared: &Shared<'_>) -> Result<Endin
                     }
                     PortEvent::Resumed => {
                         if let (0, Some(hold)) = (index, shared.hold) {
-                            hold_for_claim(hold, shared);
+                            hold_for_claim(vcpu, hold, shared);
                         }
                     }
                     PortEvent::Continue => {}

@@ -99,7 +99,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW", requires = "from_snapshot")]
     snapshot_memory: SnapshotMemoryArg,
 
-    /// With --from-snapshot: restore in this process even when `kiln warm` holds a VM of the snapshot ready (by default the first warm VM answering serves the run, unless -i, -t, --stats, --user, -p, --disk, --snapshot-at, --snapshot-memory copy or an IMAGE is given)
+    /// With --from-snapshot: restore in this process even when `kiln warm` holds a VM of the snapshot ready (by default the first warm VM answering serves the run, unless -i, -t, --user, -p, --disk, --snapshot-at, --snapshot-memory copy or an IMAGE is given; a served run's --stats count from the claim)
     #[arg(long, requires = "from_snapshot")]
     no_warm: bool,
 
@@ -377,7 +377,6 @@ fn warm_can_serve(args: &Args) -> bool {
         && args.image.is_none()
         && !flags.interactive
         && !flags.tty
-        && !flags.stats
         && flags.user.is_none()
         && flags.net.publish.is_empty()
         && flags.disks.is_empty()
@@ -404,6 +403,7 @@ fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Opti
         timeout_s: args.run.timeout,
         timings: args.run.timings,
         timings_json,
+        stats: args.run.stats,
         stop: false,
     };
     let Some(client) = warm::claim(dir, &request) else {
