@@ -866,3 +866,58 @@ fn warm_vms_are_kept_and_end_when_stopped_when_idle_and_when_their_client_dies()
     client.wait().unwrap();
     assert!(ends_soon(held[0].0), "the warm VM outlived its client");
 }
+
+/// A dynamic program's `after-loader` snapshot is taken at its own entry,
+/// once its loader has mapped and relocated its libraries: it resumes to
+/// the same output as a booted run, and a warm VM of it leaves the
+/// loader's work out of the claimed run (which a `program-entry` one
+/// does after its claim: ~130 exits against ~40 for sha256sum here).
+#[test]
+fn after_loader_snapshots_start_dynamic_programs_past_their_loader() {
+    if !kvm_or_skip("after_loader_snapshots") {
+        return;
+    }
+    let (dir, image) = common::built_image("snapshot-after-loader", "sha256sum");
+    let booted = ok(
+        kiln().arg("run").arg(&image).output().expect("kiln runs"),
+        "kiln run",
+    );
+    let mut exits = Vec::new();
+    for point in ["program-entry", "after-loader"] {
+        let snapshot = dir.join(point);
+        let out = kiln()
+            .arg("run")
+            .args(["--snapshot-at", point, "--snapshot-to"])
+            .arg(&snapshot)
+            .arg(&image)
+            .output()
+            .expect("kiln runs");
+        let out = ok(out, "kiln run --snapshot-at");
+        assert!(
+            stderr(&out).contains("snapshot saved to"),
+            "{}",
+            stderr(&out)
+        );
+        let _cleanup = StopWarm(snapshot.clone());
+        for extra in [&["--no-warm"][..], &[]] {
+            if extra.is_empty() {
+                ok(warm(&[snapshot.to_str().unwrap()]), "kiln warm");
+            }
+            let json = dir.join(format!("{point}.timings.json"));
+            let mut args = vec!["--stats", "--timings-json", json.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let out = ok(resume(&snapshot, &args), "kiln run --from-snapshot");
+            assert_eq!(stdout(&out), stdout(&booted), "{point} {extra:?}");
+            if extra.is_empty() {
+                assert!(phases(&json).contains_key("claimed"), "not served warm");
+                exits.push(report(&json)["kvm_stats"]["exits"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    assert!(
+        exits[1] < exits[0],
+        "a claimed run counted {} exits from after-loader, {} from program-entry",
+        exits[1],
+        exits[0]
+    );
+}

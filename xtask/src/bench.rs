@@ -212,8 +212,9 @@ fn timings_file(dir: &Path, name: &str) -> std::path::PathBuf {
     }
 }
 
-/// The image's program started from a snapshot of its VM taken at program
-/// entry (the kernel's boot and the program's loading saved), the two ways
+/// The image's program started from a snapshot of its VM taken at its
+/// own entry, after its dynamic loader (`--snapshot-at after-loader`: the
+/// kernel's boot, the program's loading and its libraries' saved), the two ways
 /// kiln can skip the boot: wall times (ms) of `runs` restores in the run's
 /// own process (`kiln run --from-snapshot --no-warm`) and of `runs` runs
 /// each served by a warm VM (`kiln warm`, made ready untimed before the
@@ -239,12 +240,12 @@ fn bench_resumed(
     run_timed(
         &mut kiln_run(&[
             "--snapshot-at".as_ref(),
-            "program-entry".as_ref(),
+            "after-loader".as_ref(),
             "--snapshot-to".as_ref(),
             snap,
             image.as_os_str(),
         ]),
-        "kiln run --snapshot-at program-entry",
+        "kiln run --snapshot-at after-loader",
     )?;
     let (_, booted) = run_timed(&mut kiln_run(&[image.as_os_str()]), "kiln run")?;
     let same = |out: &[u8], what: &str| {
@@ -657,7 +658,7 @@ fn print_tables(doc: &Value) {
          the unpacked rootfs; contain. = unshare --fork --pid --mount --uts --ipc --net chroot)"
     );
     println!(
-        "\n  {:<12} {:>9} {:>8} {:>9} {:>8}   (started from a snapshot taken at program entry)",
+        "\n  {:<12} {:>9} {:>8} {:>9} {:>8}   (started from a snapshot taken at the program's own entry, after its loader)",
         "image", "resumed", "÷contain", "warm", "÷contain"
     );
     for img in &images {

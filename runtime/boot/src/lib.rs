@@ -212,6 +212,10 @@ pub mod snapshot {
     pub mod at {
         /// Just before the program's first instruction.
         pub const PROGRAM_ENTRY: &str = "program-entry";
+        /// Just before the program's own first instruction, after its
+        /// dynamic loader has loaded and relocated its libraries (for a
+        /// static program the same as [`PROGRAM_ENTRY`]).
+        pub const AFTER_LOADER: &str = "after-loader";
         /// Right after the program's first write to standard output or
         /// error has reached the VMM.
         pub const FIRST_OUTPUT: &str = "first-output";

@@ -120,7 +120,8 @@ extern "C" fn kernel_start(platform: u64, info: u64, pv_page: u64) -> ! {
     fs::volume::mount_all(VOLUMES.get().map_or(&[], Vec::as_slice));
     net::init(NET_CONFIG.get().cloned().unwrap_or_default());
     match exec::exec(program, &path, &args, trace) {
-        Ok((process, entry, sp)) => {
+        Ok((mut process, entry, sp, own_entry)) => {
+            snapshot::arm_after_loader(&mut process, own_entry);
             *KERNEL.process.lock() = Some(process);
             let kstack = sched::init_main_thread();
             sched::start_cpus(cpus);
@@ -334,6 +335,9 @@ extern "C" fn trap_dispatch(frame: &mut Frame) -> u64 {
 fn handle_trap(frame: &mut Frame, from_program: bool) {
     if frame.vector == 14 {
         page_fault(frame, from_program);
+    } else if frame.vector == 3 && from_program && snapshot::at_entry_breakpoint(&mut frame.rip) {
+        // The after-loader snapshot's breakpoint: taken, the program goes
+        // on at its entry.
     } else if frame.vector < 32 {
         if !from_program || matches!(frame.vector, 2 | 8 | 18) {
             panic!(

@@ -13,7 +13,7 @@
 //! reads every page the running program has mapped, so that the host's
 //! shadow page tables hold them before the run starts.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use kiln_kernel::boot::cmdline::SnapshotAt;
 
@@ -21,6 +21,12 @@ use crate::arch::{self, platform};
 
 /// The kernel's own snapshot point was passed (it is taken once).
 static TAKEN: AtomicBool = AtomicBool::new(false);
+/// Where the breakpoint at a dynamic program's own entry sits
+/// (`after-loader`; 0: none), and the byte it replaced.
+static ENTRY_BREAKPOINT: AtomicU64 = AtomicU64::new(0);
+static ENTRY_BYTE: AtomicU8 = AtomicU8::new(0);
+/// INT3.
+const BREAKPOINT: u8 = 0xcc;
 
 /// Whether the VM runs under kiln-vmm, which alone has the snapshot port.
 fn supported() -> bool {
@@ -30,6 +36,60 @@ fn supported() -> bool {
 /// Just before the program's first instruction (interrupts off).
 pub fn at_program_entry() {
     take_if(SnapshotAt::ProgramEntry);
+}
+
+/// For `after-loader`, before the program starts: a static program
+/// (`own_entry` None) is snapshotted at its entry as for `program-entry`;
+/// a dynamic one gets a breakpoint at its own entry, where its loader
+/// jumps once the libraries are loaded and relocated (see
+/// [`at_entry_breakpoint`]). Without a private copy of that code page the
+/// snapshot is not taken (reported).
+pub fn arm_after_loader(p: &mut crate::process::Process, own_entry: Option<u64>) {
+    if crate::state::options().snapshot_at != Some(SnapshotAt::AfterLoader) || !supported() {
+        return;
+    }
+    let Some(entry) = own_entry else {
+        take_if(SnapshotAt::AfterLoader);
+        return;
+    };
+    let Ok(&[byte]) = p.mem.user_bytes(entry, 1) else {
+        crate::kprintln!(
+            "kiln: cannot read the program's entry at {entry:#x}: no after-loader snapshot"
+        );
+        return;
+    };
+    if p.mem.poke_code(entry, &[BREAKPOINT]).is_err() {
+        crate::kprintln!(
+            "kiln: cannot set a breakpoint at the program's entry: no after-loader snapshot"
+        );
+        return;
+    }
+    ENTRY_BYTE.store(byte, Ordering::SeqCst);
+    ENTRY_BREAKPOINT.store(entry, Ordering::SeqCst);
+}
+
+/// A breakpoint trap of the program (`rip` just past the INT3): the one
+/// [`arm_after_loader`] set puts its byte back, takes the snapshot and has
+/// the program go on at its entry (`rip` moved back). Returns whether it
+/// was that one; any other is the program's own (SIGTRAP).
+pub fn at_entry_breakpoint(rip: &mut u64) -> bool {
+    let entry = ENTRY_BREAKPOINT.load(Ordering::SeqCst);
+    if entry == 0 || *rip != entry + 1 {
+        return false;
+    }
+    ENTRY_BREAKPOINT.store(0, Ordering::SeqCst);
+    let byte = ENTRY_BYTE.load(Ordering::SeqCst);
+    let restored = crate::state::KERNEL
+        .process
+        .lock()
+        .as_mut()
+        .is_some_and(|p| p.mem.poke_code(entry, &[byte]).is_ok());
+    if !restored {
+        return false;
+    }
+    *rip = entry;
+    take_if(SnapshotAt::AfterLoader);
+    true
 }
 
 /// After a write to standard output or error reached the VMM (interrupts

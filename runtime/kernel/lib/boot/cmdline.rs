@@ -31,7 +31,7 @@ pub struct KernelArgs {
     /// reads the first serial port (a standard PC without virtio consoles);
     /// otherwise it is at end of file there.
     pub serial_stdin: bool,
-    /// `kiln.snapshot_at=program-entry|first-output` (`kiln run
+    /// `kiln.snapshot_at=program-entry|after-loader|first-output` (`kiln run
     /// --snapshot-at`): when the kernel asks the VMM for a snapshot.
     pub snapshot_at: Option<SnapshotAt>,
     /// `kiln.cpus=N`: how many CPUs to start where the boot protocol does
@@ -61,6 +61,9 @@ pub struct KernelArgs {
 pub enum SnapshotAt {
     /// Just before the program's first instruction.
     ProgramEntry,
+    /// Just before the program's own first instruction, once its dynamic
+    /// loader has loaded its libraries.
+    AfterLoader,
     /// Right after the program's first write to standard output or error.
     FirstOutput,
 }
@@ -209,6 +212,7 @@ pub fn parse(line: &str) -> KernelArgs {
             use kiln_boot::snapshot::at;
             match at {
                 at::PROGRAM_ENTRY => args.snapshot_at = Some(SnapshotAt::ProgramEntry),
+                at::AFTER_LOADER => args.snapshot_at = Some(SnapshotAt::AfterLoader),
                 at::FIRST_OUTPUT => args.snapshot_at = Some(SnapshotAt::FirstOutput),
                 _ => args.bad.push(w),
             }
@@ -258,6 +262,10 @@ mod tests {
         assert_eq!(
             parse("kiln.snapshot_at=program-entry").snapshot_at,
             Some(SnapshotAt::ProgramEntry)
+        );
+        assert_eq!(
+            parse("kiln.snapshot_at=after-loader").snapshot_at,
+            Some(SnapshotAt::AfterLoader)
         );
         assert_eq!(
             parse("kiln.snapshot_at=first-output").snapshot_at,

@@ -65,13 +65,14 @@ fn segment_prot(flags: u32) -> u32 {
 }
 
 /// Loads the program from the boot module and builds its stack.
-/// Returns the process, its entry point and its initial stack pointer.
+/// Returns the process, its entry point, its initial stack pointer and,
+/// for a dynamic program (which starts in its loader), its own entry.
 pub fn exec(
     module: Region,
     path: &[u8],
     args: &Args,
     trace: bool,
-) -> Result<(Process, u64, u64), ExecError> {
+) -> Result<(Process, u64, u64, Option<u64>), ExecError> {
     if module.end <= module.start {
         return Err(ExecError::NotFound);
     }
@@ -172,7 +173,8 @@ pub fn exec(
     p.mem
         .write_user(stack.sp, &stack.bytes)
         .map_err(|_| ExecError::OutOfMemory)?;
-    Ok((p, entry, stack.sp))
+    let own_entry = plan.interpreter.is_some().then_some(plan.entry);
+    Ok((p, entry, stack.sp, own_entry))
 }
 
 /// Maps the vDSO image below the mmap area; returns its address (0, and
@@ -425,7 +427,7 @@ pub fn replace(
         argv: program.argv.clone(),
         envp,
     };
-    let (mut next, entry, sp) = exec(program.region, program.path.as_bytes(), &args, p.trace)?;
+    let (mut next, entry, sp, _) = exec(program.region, program.path.as_bytes(), &args, p.trace)?;
     next.pid = p.pid;
     next.ppid = p.ppid;
     next.pgid = p.pgid;

@@ -99,6 +99,10 @@ pub enum SnapshotError {
 pub enum SnapshotPoint {
     /// Just before the program's first instruction.
     ProgramEntry,
+    /// Just before the program's own first instruction, once its dynamic
+    /// loader has loaded and relocated its libraries (a static program's
+    /// entry).
+    AfterLoader,
     /// Right after the program's first output reached kiln.
     FirstOutput,
     /// When kiln receives this signal (`kill -USR2 PID`, `kiln snapshot
@@ -116,6 +120,7 @@ impl SnapshotPoint {
     pub fn kernel_option(self) -> Option<&'static str> {
         match self {
             SnapshotPoint::ProgramEntry => Some(kiln_boot::snapshot::at::PROGRAM_ENTRY),
+            SnapshotPoint::AfterLoader => Some(kiln_boot::snapshot::at::AFTER_LOADER),
             SnapshotPoint::FirstOutput => Some(kiln_boot::snapshot::at::FIRST_OUTPUT),
             SnapshotPoint::Signal(_) => None,
         }
@@ -128,6 +133,7 @@ impl std::str::FromStr for SnapshotPoint {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             kiln_boot::snapshot::at::PROGRAM_ENTRY => Ok(SnapshotPoint::ProgramEntry),
+            kiln_boot::snapshot::at::AFTER_LOADER => Ok(SnapshotPoint::AfterLoader),
             kiln_boot::snapshot::at::FIRST_OUTPUT => Ok(SnapshotPoint::FirstOutput),
             _ => {
                 let name = s.to_ascii_uppercase();
@@ -141,7 +147,7 @@ impl std::str::FromStr for SnapshotPoint {
                     .find(|(n, _)| *n == name)
                     .map(|&(_, signal)| SnapshotPoint::Signal(signal))
                     .ok_or_else(|| {
-                        format!("{s:?} is not a snapshot point (program-entry, first-output or SIGUSR2)")
+                        format!("{s:?} is not a snapshot point (program-entry, after-loader, first-output or SIGUSR2)")
                     })
             }
         }

@@ -68,7 +68,7 @@ pub struct Args {
     #[command(flatten)]
     run: RunFlags,
 
-    /// Save a snapshot of the VM (vCPUs, devices, touched memory): just before the program's first instruction (program-entry), right after its first write to standard output or error (first-output), or when kiln receives SIGUSR2 (`kiln snapshot PID`, `kill -USR2 PID`). The run ends there (status 0) unless --leave-running; resume it with --from-snapshot
+    /// Save a snapshot of the VM (vCPUs, devices, touched memory): just before the program's first instruction (program-entry), just before its own first instruction once its dynamic loader has loaded its libraries (after-loader; for a static program the same), right after its first write to standard output or error (first-output), or when kiln receives SIGUSR2 (`kiln snapshot PID`, `kill -USR2 PID`). The run ends there (status 0) unless --leave-running; resume it with --from-snapshot
     #[arg(long, value_name = "POINT", requires = "snapshot_to")]
     snapshot_at: Option<kiln_vmm::snapshot::SnapshotPoint>,
 
