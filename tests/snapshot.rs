@@ -909,8 +909,13 @@ fn after_loader_snapshots_start_dynamic_programs_past_their_loader() {
             let out = ok(resume(&snapshot, &args), "kiln run --from-snapshot");
             assert_eq!(stdout(&out), stdout(&booted), "{point} {extra:?}");
             if extra.is_empty() {
+                let doc = report(&json);
                 assert!(phases(&json).contains_key("claimed"), "not served warm");
-                exits.push(report(&json)["kvm_stats"]["exits"].as_u64().unwrap_or(0));
+                exits.push(doc["kvm_stats"]["exits"].as_u64().unwrap_or(0));
+                // The warm VM touched the program's pages (and at
+                // after-loader its libraries') before the claim.
+                let touched = doc["warm_pages_touched"].as_u64().unwrap_or(0);
+                assert!(touched > 50, "{point}: {touched} pages touched");
             }
         }
     }
@@ -920,4 +925,23 @@ fn after_loader_snapshots_start_dynamic_programs_past_their_loader() {
         exits[1],
         exits[0]
     );
+    // A static program has no loader: its after-loader snapshot is its
+    // program-entry one, taken once the program is in place (the warm VM
+    // finds its pages to touch).
+    let (_, snapshot, _) = take(
+        "snapshot-after-loader-static",
+        "after-loader",
+        "1",
+        "echo static",
+    );
+    let _cleanup = StopWarm(snapshot.clone());
+    ok(warm(&[snapshot.to_str().unwrap()]), "kiln warm");
+    let json = dir.join("static.timings.json");
+    let out = ok(
+        resume(&snapshot, &["--timings-json", json.to_str().unwrap()]),
+        "kiln run --from-snapshot",
+    );
+    assert_eq!(stdout(&out), "static\n");
+    let touched = report(&json)["warm_pages_touched"].as_u64().unwrap_or(0);
+    assert!(touched > 100, "busybox: {touched} pages touched");
 }

@@ -33,34 +33,36 @@ fn supported() -> bool {
     platform::current() == platform::Platform::Kiln
 }
 
-/// Just before the program's first instruction (interrupts off).
+/// Just before the program's first instruction (interrupts off): the
+/// `program-entry` snapshot, and the `after-loader` one when no breakpoint
+/// waits for it further on (a static program).
 pub fn at_program_entry() {
     take_if(SnapshotAt::ProgramEntry);
+    if ENTRY_BREAKPOINT.load(Ordering::SeqCst) == 0 {
+        take_if(SnapshotAt::AfterLoader);
+    }
 }
 
-/// For `after-loader`, before the program starts: a static program
-/// (`own_entry` None) is snapshotted at its entry as for `program-entry`;
-/// a dynamic one gets a breakpoint at its own entry, where its loader
-/// jumps once the libraries are loaded and relocated (see
-/// [`at_entry_breakpoint`]). Without a private copy of that code page the
-/// snapshot is not taken (reported).
+/// For `after-loader`, once a dynamic program is loaded (`own_entry`: its
+/// own entry, where its loader jumps once the libraries are mapped and
+/// relocated): a breakpoint there (see [`at_entry_breakpoint`]). Without
+/// one the snapshot is taken at program entry (reported).
 pub fn arm_after_loader(p: &mut crate::process::Process, own_entry: Option<u64>) {
     if crate::state::options().snapshot_at != Some(SnapshotAt::AfterLoader) || !supported() {
         return;
     }
     let Some(entry) = own_entry else {
-        take_if(SnapshotAt::AfterLoader);
         return;
     };
     let Ok(&[byte]) = p.mem.user_bytes(entry, 1) else {
         crate::kprintln!(
-            "kiln: cannot read the program's entry at {entry:#x}: no after-loader snapshot"
+            "kiln: cannot read the program's entry at {entry:#x}: the snapshot is taken at program entry"
         );
         return;
     };
     if p.mem.poke_code(entry, &[BREAKPOINT]).is_err() {
         crate::kprintln!(
-            "kiln: cannot set a breakpoint at the program's entry: no after-loader snapshot"
+            "kiln: cannot set a breakpoint at the program's entry: the snapshot is taken at program entry"
         );
         return;
     }
