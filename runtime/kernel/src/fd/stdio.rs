@@ -103,6 +103,11 @@ impl FileOps for Stdin {
     fn poll(&self, events: u16) -> u16 {
         let mut devices = KERNEL.devices.lock();
         let ready = match devices.stdio() {
+            // Asked nothing about input (Rust's start-up polls its standard
+            // descriptors with no events, for POLLNVAL): input is not
+            // started for that — receive buffers posted, a kick, the host
+            // reading its input — so its end is not known yet either.
+            Some(c) if events & poll::POLLIN == 0 && !c.receiving() => 0,
             Some(c) => match (c.pending_input(), c.input_open()) {
                 (0, true) => 0,
                 (0, false) => (events & poll::POLLIN) | poll::POLLHUP,
@@ -132,16 +137,10 @@ impl FileOps for Stdin {
     }
 }
 
-/// The console `stream` goes to, and the other one (whose output must be
-/// out first).
+/// The console `stream` goes to, and the other one when it runs (whose
+/// output must be out first).
 fn consoles(devices: &mut Devices, stream: Stream) -> (Option<&mut Console>, Option<&mut Console>) {
-    let (stderr, stdio) = devices.consoles();
-    match stream {
-        Stream::Stdout => (stdio, stderr),
-        // On a terminal `stderr` is None: standard error shares the console.
-        Stream::Stderr if stderr.is_none() => (stdio, None),
-        Stream::Stderr => (stderr, stdio),
-    }
+    devices.consoles(stream == Stream::Stderr)
 }
 
 impl FileOps for Output {

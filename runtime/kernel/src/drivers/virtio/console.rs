@@ -139,6 +139,12 @@ impl Console {
         self.post_receive_buffers();
     }
 
+    /// Whether input is being received (a read or poll for input asked
+    /// for it, or a terminal listens).
+    pub fn receiving(&self) -> bool {
+        self.receiving
+    }
+
     /// Whether the host said its input ended.
     pub fn input_ended(&self) -> bool {
         self.input_ended

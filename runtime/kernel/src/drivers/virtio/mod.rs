@@ -181,16 +181,23 @@ impl Devices {
         Some((self.terminal.as_deref_mut()?, console))
     }
 
-    /// Both consoles: `(standard error's, standard input and output's)`,
-    /// each started on first use; on a terminal, standard error's is the
-    /// other one and the first is `None`.
-    pub fn consoles(&mut self) -> (Option<&mut Console>, Option<&mut Console>) {
-        if self.terminal.is_some() {
-            return (None, self.stdio.get("console", Console::new));
+    /// The console a write to standard error (`to_stderr`) or output goes
+    /// to, started on first use, and the other console when it runs (its
+    /// output must be out first; one never started has none — starting it
+    /// would cost an exit to the VMM for nothing). Standard error shares
+    /// standard output's console on a terminal or when it has none of its
+    /// own; there is no other console then.
+    pub fn consoles(&mut self, to_stderr: bool) -> (Option<&mut Console>, Option<&mut Console>) {
+        let terminal = self.terminal.is_some();
+        if to_stderr && !terminal && self.stderr.get("console", Console::new).is_some() {
+            return (self.stderr.running(), self.stdio.running());
         }
-        let stderr = self.stderr.get("console", Console::new);
-        let stdio = self.stdio.get("console", Console::new);
-        (stderr, stdio)
+        let other = if terminal || to_stderr {
+            None
+        } else {
+            self.stderr.running()
+        };
+        (self.stdio.get("console", Console::new), other)
     }
 
     /// The entropy source (started on first use).
