@@ -384,11 +384,27 @@ fn warm_can_serve(args: &Args) -> bool {
         && args.snapshot_memory == SnapshotMemoryArg::Shared
 }
 
+/// `kiln run --from-snapshot SNAPSHOT` with no other argument, served by
+/// a warm VM of the snapshot when one answers (main's fast path: it skips
+/// parsing the command line); `None` when none does or the snapshot is
+/// not found — the command then runs as usual.
+pub fn claim_plain(snapshot: &std::path::Path, start: Instant) -> Option<Result<u8>> {
+    let store = super::store();
+    let snapshot = snapshot_dir(snapshot, &store).ok()?;
+    let dir = run::warm_dir(store.root(), &snapshot).ok()?;
+    let request = kiln_vmm::snapshot::warm::WarmRequest {
+        start_mono_ns: kiln_vmm::timings::monotonic_ns()
+            .saturating_sub(start.elapsed().as_nanos() as u64),
+        spawn_to_main_ms: kiln_vmm::timings::spawn_to_main_ms(),
+        ..Default::default()
+    };
+    claim_with(&dir, &request).transpose()
+}
+
 /// The warm VM that serves this run, if one of `dir` answers: it gets
 /// this process's standard streams, signals are passed on to it, and its
 /// run's exit status becomes this process's.
 fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Option<u8>> {
-    use kiln_vmm::snapshot::warm;
     let timings_json = match &args.run.timings_json {
         Some(path) => Some(
             std::path::absolute(path)
@@ -396,7 +412,7 @@ fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Opti
         ),
         None => None,
     };
-    let request = warm::WarmRequest {
+    let request = kiln_vmm::snapshot::warm::WarmRequest {
         start_mono_ns: kiln_vmm::timings::monotonic_ns()
             .saturating_sub(start.elapsed().as_nanos() as u64),
         spawn_to_main_ms: kiln_vmm::timings::spawn_to_main_ms(),
@@ -406,7 +422,16 @@ fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Opti
         stats: args.run.stats,
         stop: false,
     };
-    let Some(client) = warm::claim(dir, &request) else {
+    claim_with(dir, &request)
+}
+
+/// Claims a warm VM of `dir` for `request` and waits for its run's end.
+fn claim_with(
+    dir: &std::path::Path,
+    request: &kiln_vmm::snapshot::warm::WarmRequest,
+) -> Result<Option<u8>> {
+    use kiln_vmm::snapshot::warm;
+    let Some(client) = warm::claim(dir, request) else {
         return Ok(None);
     };
     forward_signals_to(client.pid)?;
