@@ -420,7 +420,10 @@ mod tests {
     fn the_poll_timer_takes_output_offered_without_a_kick() {
         let mem = test_utils::memory();
         let sink = test_utils::Sink::default();
-        let console = Console::new(Box::new(sink.clone()), None);
+        // Polled for 2 s after output: the test adds its second chain well
+        // within that however slow the machine is.
+        let console = Console::new(Box::new(sink.clone()), None)
+            .with_output_quiet(std::time::Duration::from_secs(2));
         let (mut t, _) = test_utils::transport(Box::new(console), &mem);
         let rx = GuestQueue::new(0x10000, 64);
         let mut tx = GuestQueue::new(0x20000, 64);
@@ -454,6 +457,11 @@ mod tests {
         tx.add(&mem, &[(0x40000, 6, false)]);
         kick.write(1).unwrap();
         wait_for(b"first\n");
+        // The console asks for no kicks just after its output went out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !tx.kicks_unwanted(&mem) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert!(tx.kicks_unwanted(&mem));
         tx.add(&mem, &[(0x40006, 7, false)]);
         wait_for(b"first\nsecond\n");

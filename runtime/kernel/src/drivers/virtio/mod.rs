@@ -286,8 +286,6 @@ pub fn has_rng() -> bool {
     HAS_RNG.load(Ordering::Relaxed)
 }
 
-/// Starts the device: reset, features (`wanted` and VERSION_1, as far as
-/// offered), FEATURES_OK. Returns the features agreed.
 /// Whether the device wants a kick for the buffers just added to `queue`.
 /// A full fence comes first: the ring's new index must be visible to the
 /// device before its "no kicks" flag is read, or a device that asks for
@@ -300,6 +298,8 @@ fn wants_kick<const N: usize>(queue: &virtio_drivers::queue::VirtQueue<hal::Kern
     queue.should_notify()
 }
 
+/// Starts the device: reset, features (`wanted` and VERSION_1, as far as
+/// offered), FEATURES_OK. Returns the features agreed.
 fn begin_init(t: &mut Transport, wanted: u64) -> u64 {
     t.set_status(DeviceStatus::empty());
     t.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);

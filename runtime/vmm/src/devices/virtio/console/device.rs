@@ -57,6 +57,10 @@ pub struct Console {
     /// The guest was asked not to kick the output queue: the poll timer
     /// looks at it until this moment passes with no output.
     output_polled_until: Option<Instant>,
+    /// How long the output queue stays polled after output
+    /// ([`OUTPUT_QUIET`]; longer in tests, which must not depend on how
+    /// fast the machine runs them).
+    output_quiet: Duration,
 }
 
 impl Console {
@@ -75,7 +79,15 @@ impl Console {
             traffic: Traffic::default(),
             first_output: None,
             output_polled_until: None,
+            output_quiet: OUTPUT_QUIET,
         }
+    }
+
+    /// The same console, its output queue polled for `quiet` after output.
+    #[cfg(test)]
+    pub fn with_output_quiet(mut self, quiet: Duration) -> Self {
+        self.output_quiet = quiet;
+        self
     }
 
     /// Sets the terminal size the guest reads (and tells it when running).
@@ -128,7 +140,7 @@ impl Console {
                 a.ask_for_kicks(TX_QUEUE, false)?;
             }
         }
-        self.output_polled_until = Some(Instant::now() + OUTPUT_QUIET);
+        self.output_polled_until = Some(Instant::now() + self.output_quiet);
         Ok(())
     }
 
@@ -306,7 +318,7 @@ impl VirtioDevice for Console {
             return Ok(());
         };
         if self.transmit()? {
-            self.output_polled_until = Some(Instant::now() + OUTPUT_QUIET);
+            self.output_polled_until = Some(Instant::now() + self.output_quiet);
             Ok(())
         } else if Instant::now() >= until {
             self.ask_for_output_kicks()
@@ -491,7 +503,14 @@ mod tests {
     /// stays quiet kicks are asked for again.
     #[test]
     fn output_in_a_burst_is_polled_instead_of_kicked() {
-        let (mut t, mem, _, mut tx, sink) = started(None);
+        const QUIET: Duration = Duration::from_millis(500);
+        let mem = test_utils::memory();
+        let sink = Sink::default();
+        let console = Console::new(Box::new(sink.clone()), None).with_output_quiet(QUIET);
+        let (mut t, _) = test_utils::transport(Box::new(console), &mem);
+        let rx = GuestQueue::new(0x10000, QUEUE_SIZE);
+        let mut tx = GuestQueue::new(0x20000, QUEUE_SIZE);
+        test_utils::kiln_setup(&mut t, &mem, 0x30000, VIRTIO_F_VERSION_1, &[&rx, &tx]);
         mem.write_slice(b"one\ntwo\n", GuestAddress(0x40000))
             .unwrap();
         assert!(!tx.kicks_unwanted(&mem));
@@ -504,10 +523,10 @@ mod tests {
         t.poll().unwrap();
         assert_eq!(&*sink.0.lock().unwrap(), b"one\ntwo\n");
         assert_eq!(tx.used(&mem).len(), 2);
-        // Quiet: still polled until OUTPUT_QUIET has passed.
+        // Quiet: still polled until QUIET has passed.
         t.poll().unwrap();
         assert!(t.polling());
-        std::thread::sleep(OUTPUT_QUIET);
+        std::thread::sleep(QUIET);
         t.poll().unwrap();
         assert!(!t.polling());
         assert!(!tx.kicks_unwanted(&mem));
