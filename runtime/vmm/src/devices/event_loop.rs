@@ -370,6 +370,35 @@ mod tests {
     use crate::devices::virtio::VIRTIO_F_VERSION_1;
     use vm_memory::{Bytes, GuestAddress};
 
+    /// A devices thread serving `transport` with `queues` queues: the
+    /// thread, the shared transport and a copy of each queue's kick.
+    fn serving(
+        transport: MmioTransport,
+        queues: usize,
+    ) -> (DevicesThread, Arc<Mutex<MmioTransport>>, Vec<EventFd>) {
+        let served = Served {
+            transport: Arc::new(Mutex::new(transport)),
+            queue_events: (0..queues)
+                .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+                .collect(),
+        };
+        let kicks = served
+            .queue_events
+            .iter()
+            .map(|e| e.try_clone().unwrap())
+            .collect();
+        let transport = served.transport.clone();
+        let thread = DevicesThread::start(
+            vec![served],
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            || {},
+            None,
+            None,
+        )
+        .unwrap();
+        (thread, transport, kicks)
+    }
+
     /// A request the guest offered before a snapshot, whose kick the
     /// snapshot missed, is served once the restored device is kicked.
     #[test]
@@ -382,20 +411,8 @@ mod tests {
         let saved = before.save().expect("rng saves");
         let (mut after, _) = test_utils::transport(Box::new(Rng::new()), &mem);
         after.restore(&saved).unwrap();
-        let served = Served {
-            transport: Arc::new(Mutex::new(after)),
-            queue_events: vec![EventFd::new(EFD_NONBLOCK).unwrap()],
-        };
-        let kick = served.queue_events[0].try_clone().unwrap();
-        let transport = served.transport.clone();
-        let thread = DevicesThread::start(
-            vec![served],
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-            || {},
-            None,
-            None,
-        )
-        .unwrap();
+        let (thread, transport, mut kicks) = serving(after, 1);
+        let kick = kicks.remove(0);
         // Nothing tells the device of the request yet.
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(q.used(&mem).is_empty());
@@ -428,23 +445,8 @@ mod tests {
         let rx = GuestQueue::new(0x10000, 64);
         let mut tx = GuestQueue::new(0x20000, 64);
         test_utils::kiln_setup(&mut t, &mem, 0x30000, VIRTIO_F_VERSION_1, &[&rx, &tx]);
-        let served = Served {
-            transport: Arc::new(Mutex::new(t)),
-            queue_events: vec![
-                EventFd::new(EFD_NONBLOCK).unwrap(),
-                EventFd::new(EFD_NONBLOCK).unwrap(),
-            ],
-        };
-        let kick = served.queue_events[1].try_clone().unwrap();
-        let transport = served.transport.clone();
-        let thread = DevicesThread::start(
-            vec![served],
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-            || {},
-            None,
-            None,
-        )
-        .unwrap();
+        let (thread, transport, kicks) = serving(t, 2);
+        let kick = &kicks[1];
         let wait_for = |what: &[u8]| {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while *sink.0.lock().unwrap() != what && std::time::Instant::now() < deadline {
