@@ -55,14 +55,7 @@ pub fn read(fd: &impl AsRawFd) -> std::io::Result<Counters> {
 /// # Errors
 /// As for [`read`].
 pub fn read_cumulative(fd: &impl AsRawFd) -> std::io::Result<Counters> {
-    let file = open(fd)?;
-    let mut out = Counters::new();
-    for (name, at, kind) in scalars(&file)? {
-        if kind == STATS_TYPE_CUMULATIVE {
-            out.insert(name, value_at(&file, at)?);
-        }
-    }
-    Ok(out)
+    counters(&open(fd)?, |kind| kind == STATS_TYPE_CUMULATIVE)
 }
 
 /// Turns `now` into what happened since `before` (a [`read_cumulative`]
@@ -81,11 +74,17 @@ pub fn subtract(now: &mut Counters, before: &Counters) {
 /// # Errors
 /// When the file is malformed.
 pub fn read_file(file: &File) -> std::io::Result<Counters> {
+    counters(file, |_| true)
+}
+
+/// The scalar counters of an open statistics file whose type `keep`
+/// accepts, with their values now.
+fn counters(file: &File, keep: impl Fn(u32) -> bool) -> std::io::Result<Counters> {
     let mut out = Counters::new();
-    for (name, at, _) in scalars(file)? {
-        let mut value = [0u8; 8];
-        file.read_exact_at(&mut value, at)?;
-        out.insert(name, u64::from_le_bytes(value));
+    for (name, at, kind) in scalars(file)? {
+        if keep(kind) {
+            out.insert(name, value_at(file, at)?);
+        }
     }
     Ok(out)
 }

@@ -392,13 +392,17 @@ pub fn claim_plain(snapshot: &std::path::Path, start: Instant) -> Option<Result<
     let store = super::store();
     let snapshot = snapshot_dir(snapshot, &store).ok()?;
     let dir = run::warm_dir(store.root(), &snapshot).ok()?;
-    let request = kiln_vmm::snapshot::warm::WarmRequest {
+    claim_with(&dir, &plain_request(start)).transpose()
+}
+
+/// A claim asking nothing beyond the run: when this command started.
+fn plain_request(start: Instant) -> kiln_vmm::snapshot::warm::WarmRequest {
+    kiln_vmm::snapshot::warm::WarmRequest {
         start_mono_ns: kiln_vmm::timings::monotonic_ns()
             .saturating_sub(start.elapsed().as_nanos() as u64),
         spawn_to_main_ms: kiln_vmm::timings::spawn_to_main_ms(),
         ..Default::default()
-    };
-    claim_with(&dir, &request).transpose()
+    }
 }
 
 /// The warm VM that serves this run, if one of `dir` answers: it gets
@@ -413,14 +417,11 @@ fn claim_warm(args: &Args, dir: &std::path::Path, start: Instant) -> Result<Opti
         None => None,
     };
     let request = kiln_vmm::snapshot::warm::WarmRequest {
-        start_mono_ns: kiln_vmm::timings::monotonic_ns()
-            .saturating_sub(start.elapsed().as_nanos() as u64),
-        spawn_to_main_ms: kiln_vmm::timings::spawn_to_main_ms(),
         timeout_s: args.run.timeout,
         timings: args.run.timings,
         timings_json,
         stats: args.run.stats,
-        stop: false,
+        ..plain_request(start)
     };
     claim_with(dir, &request)
 }
