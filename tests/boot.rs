@@ -838,6 +838,28 @@ fn timings_json_records_every_phase() {
     assert_eq!(doc["exit_status"], 0);
 }
 
+/// The host zeroes each 2 MiB of guest RAM the guest first touches (a huge
+/// page, ~0.3 ms here). A small static program's boot and run fit in two:
+/// the kernel image's (its touched part ends below 2 MiB, and the low RAM
+/// around the boot data serves the first frames) and the page-table area.
+/// A kernel grown past its first 2 MiB, or frames taken from elsewhere
+/// first, makes it three.
+#[test]
+fn a_small_program_runs_in_two_huge_pages_of_ram() {
+    if !kvm_or_skip("a_small_program_runs_in_two_huge_pages_of_ram") {
+        return;
+    }
+    let (_, doc) = boot_with_json("hello-musl", "--stats");
+    let resident = doc["guest_resident_kib"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no guest_resident_kib: {doc}"));
+    // Two huge pages of RAM and the program file's few small pages.
+    assert!(
+        resident < 6144,
+        "guest memory resident after hello: {resident} KiB (three or more 2 MiB pages of RAM touched)"
+    );
+}
+
 #[test]
 fn guest_kernel_runs_natively_on_pvm() {
     if !kvm_or_skip("guest_kernel_runs_natively_on_pvm") {

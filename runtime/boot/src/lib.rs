@@ -127,6 +127,15 @@ pub mod layout {
     /// Where the kernel image is loaded (its PT_LOAD physical addresses
     /// must lie at or above this).
     pub const KERNEL_LOAD: u64 = 0x10_0000;
+    /// The low memory kiln-vmm offers as usable RAM: what lies between
+    /// its boot data (the strings, the console buffer) and the kernel
+    /// image. It shares the kernel image's 2 MiB, which the host backs
+    /// with one huge page anyway, so a small program's first frames come
+    /// from there instead of making the host zero another 2 MiB.
+    pub const LOW_RAM: [(u64, u64); 2] = [
+        (STRINGS + STRINGS_SIZE, CONSOLE_BUFFER),
+        (CONSOLE_BUFFER + CONSOLE_BUFFER_SIZE, KERNEL_LOAD),
+    ];
 }
 
 /// Virtual-memory layout shared by the VMM's boot page tables and the kernel.

@@ -5,7 +5,7 @@
 
 use crate::arch::BootTables;
 use crate::GuestMem;
-use kiln_boot::layout::PAGE_TABLE_AREA_MIN_RAM;
+use kiln_boot::layout::{LOW_RAM, PAGE_TABLE_AREA_MIN_RAM};
 use kiln_boot::{
     flags, region, BootInfo, CpuidEntry, MemoryRegion, VirtioDevice, BOOT_INFO_MAGIC,
     BOOT_INFO_VERSION,
@@ -160,8 +160,14 @@ pub fn write_boot_data(mem: &GuestMem, spec: &BootSpec<'_>) -> Result<BootInfo, 
     } else {
         region::RESERVED
     };
+    // Below the kernel, the boot data and around it low memory the
+    // kernel may use (kernels older than that entry reserve all of it).
+    let [(low_a, low_a_end), (low_b, low_b_end)] = LOW_RAM;
     let regions = [
-        (0, KERNEL_LOAD.0, region::RESERVED),
+        (0, low_a, region::RESERVED),
+        (low_a, low_a_end - low_a, region::USABLE),
+        (low_a_end, low_b - low_a_end, region::RESERVED),
+        (low_b, low_b_end - low_b, region::USABLE),
         (KERNEL_LOAD.0, kernel_end - KERNEL_LOAD.0, region::RESERVED),
         (kernel_end, tables.pml4 - kernel_end, region::USABLE),
         (tables.pml4, spec.memory_size - tables.pml4, tables_kind),
@@ -290,17 +296,23 @@ mod tests {
                 .0;
             (r.addr, r.addr + r.len, r.kind)
         };
-        assert_eq!(info.memory_map_count, 5);
+        assert_eq!(info.memory_map_count, 8);
+        // Low RAM around the boot data (the strings, the console buffer).
+        assert_eq!(region(0), (0, 0x20000, region::RESERVED));
+        assert_eq!(region(1), (0x20000, 0x70000, region::USABLE));
+        assert_eq!(region(2), (0x70000, 0x80000, region::RESERVED));
+        assert_eq!(region(3), (0x80000, 0x100000, region::USABLE));
+        assert_eq!(region(4), (0x100000, 0x140000, region::RESERVED));
         // RAM up to the boot page tables (three tables and one page
         // directory) at its top; a VM this small has no page-table area.
         let tables = (4 << 20) - 0x4000;
-        assert_eq!(region(2), (0x140000, tables, region::USABLE));
-        assert_eq!(region(3), (tables, 4 << 20, region::RESERVED));
-        assert_eq!(region(4), (4 << 20, (4 << 20) + 5000, region::MODULE));
+        assert_eq!(region(5), (0x140000, tables, region::USABLE));
+        assert_eq!(region(6), (tables, 4 << 20, region::RESERVED));
+        assert_eq!(region(7), (4 << 20, (4 << 20) + 5000, region::MODULE));
         let info = write_boot_data(&mem, &spec(32 << 20, &argv)).unwrap();
-        assert_eq!(info.memory_map_count, 5);
+        assert_eq!(info.memory_map_count, 8);
         let tables = (32 << 20) - 0x4000;
-        assert_eq!(region(3), (tables, 32 << 20, region::PAGE_TABLES));
+        assert_eq!(region(6), (tables, 32 << 20, region::PAGE_TABLES));
         assert_eq!(info.flags & flags::CPUID_TABLE, 0, "no CPUID given");
         assert_ne!(
             info.flags & flags::CPUID_LEARN,

@@ -78,6 +78,25 @@ impl Frames {
         }
     }
 
+    /// Moves the bump pointer to the next region, handing what is left
+    /// of the current one to the free list: a run of frames asked for
+    /// (a large page, a device ring) did not fit in it, but single frames
+    /// still do.
+    fn next_region(&mut self) {
+        let end = self.regions[self.current].end;
+        while self.bump + FRAME_SIZE <= end {
+            // SAFETY: a never-used frame of the region, in the direct map
+            // and handed to nobody; its first word links the free list.
+            unsafe { core::ptr::write(phys_to_virt(self.bump) as *mut u64, self.free_list) };
+            self.free_list = self.bump;
+            self.bump += FRAME_SIZE;
+        }
+        self.current += 1;
+        if self.current < self.count {
+            self.bump = self.regions[self.current].start;
+        }
+    }
+
     /// Whether `pa` lies in the page-table area.
     fn in_table_area(&self, pa: u64) -> bool {
         (self.tables.start..self.tables.end).contains(&pa)
@@ -313,14 +332,22 @@ pub fn alloc_large() -> Option<u64> {
             };
             return Some(pa);
         }
-        if f.current >= f.count {
-            return None;
-        }
-        let region = f.regions[f.current];
-        let start = f.bump.next_multiple_of(crate::arch::LARGE_PAGE);
-        if start + crate::arch::LARGE_PAGE > region.end {
-            return None; // small pages use what is left of the region
-        }
+        // A region without room for an aligned large page (the low RAM
+        // below the kernel) leaves its rest to small pages and the next
+        // one is tried; the last one keeps its rest for small pages.
+        let start = loop {
+            if f.current >= f.count {
+                return None;
+            }
+            let start = f.bump.next_multiple_of(crate::arch::LARGE_PAGE);
+            if start + crate::arch::LARGE_PAGE <= f.regions[f.current].end {
+                break start;
+            }
+            if f.current + 1 >= f.count {
+                return None;
+            }
+            f.next_region();
+        };
         // The frames skipped to reach the boundary stay usable as small
         // pages.
         let mut skipped = f.bump;
@@ -356,17 +383,13 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Option<u64> {
             if f.current >= f.count {
                 return None;
             }
-            let region = f.regions[f.current];
-            if f.bump + len <= region.end {
+            if f.bump + len <= f.regions[f.current].end {
                 let pa = f.bump;
                 f.bump += len;
                 f.used += pages;
                 break (pa, f.fresh_is_zero);
             }
-            f.current += 1;
-            if f.current < f.count {
-                f.bump = f.regions[f.current].start;
-            }
+            f.next_region();
         }
     };
     if !zero {

@@ -241,9 +241,15 @@ pub fn boot_params(info_phys: u64) -> BootParams {
         ),
     };
     let reserved = [
+        // The boot data: all below KERNEL_LOAD but the low RAM the
+        // memory map offers.
         Region {
             start: 0,
-            end: layout::KERNEL_LOAD,
+            end: layout::LOW_RAM[0].0,
+        },
+        Region {
+            start: layout::LOW_RAM[0].1,
+            end: layout::LOW_RAM[1].0,
         },
         crate::mm::kernel_image(),
         p.module,
