@@ -1212,12 +1212,26 @@ pub(crate) fn launch(
     } else {
         (None, None)
     };
+    // A one-shot run's VM goes to the teardown helper; the devices thread
+    // starts it while the guest boots (the devices' irqfds exist by now).
+    let teardown = Arc::new(std::sync::OnceLock::new());
+    let start_teardown = limits.background_teardown.then(|| {
+        let vm_fd = std::os::fd::AsRawFd::as_raw_fd(&vm);
+        let irqfds = irqfds(&mmio);
+        let slot = Arc::clone(&teardown);
+        Box::new(move || {
+            if let Some(helper) = vstate::teardown::start(vm_fd, &irqfds) {
+                let _ = slot.set(helper);
+            }
+        }) as Box<dyn FnOnce() + Send>
+    });
     let devices_thread = DevicesThread::start(
         served,
         termination,
         stop::request,
         devices_filter,
         exit_report,
+        start_teardown,
     )
     .map_err(VmmError::Devices)?;
     timings.mark(Phase::VcpuStart);
@@ -1310,13 +1324,18 @@ pub(crate) fn launch(
     // (then this process's descriptors are mere copies, and the memory
     // must stay mapped for the VM).
     layout.end_working_set();
-    let irqfds: Vec<std::os::fd::RawFd> = mmio
-        .devices
-        .iter()
-        .map(|d| std::os::fd::AsRawFd::as_raw_fd(devices::lock(&d.transport).interrupt().irqfd()))
-        .collect();
-    let handed_over = limits.background_teardown
-        && vstate::teardown::hand_over(std::os::fd::AsRawFd::as_raw_fd(&vm), &irqfds);
+    // Started by the devices thread (which has ended by now), or here if
+    // it did not get that far.
+    let handed_over = match teardown.get() {
+        Some(helper) => {
+            helper.wait_until_alone();
+            true
+        }
+        None => {
+            limits.background_teardown
+                && vstate::teardown::hand_over(std::os::fd::AsRawFd::as_raw_fd(&vm), &irqfds(&mmio))
+        }
+    };
     drop(vcpu);
     drop(other_vcpus);
     drop(vm);
@@ -1335,6 +1354,15 @@ pub(crate) fn launch(
         replication,
         prepared_pages: bus.prepared_pages,
     })
+}
+
+/// The devices' irqfds: the teardown helper keeps them (their last close
+/// costs KVM work).
+fn irqfds(mmio: &MmioBus) -> Vec<std::os::fd::RawFd> {
+    mmio.devices
+        .iter()
+        .map(|d| std::os::fd::AsRawFd::as_raw_fd(devices::lock(&d.transport).interrupt().irqfd()))
+        .collect()
 }
 
 /// Refuses a snapshot request kiln cannot carry out, before anything

@@ -99,6 +99,8 @@ impl DevicesThread {
     /// eventfd) fires. `filter` ([`crate::seccomp::Role::Devices`]) goes on
     /// the thread before it serves anything. `exit_report`, when asked
     /// for, is rewritten on its timer and once more when the loop stops.
+    /// `first` runs on the thread before anything else (work the caller
+    /// need not wait for, done while the guest boots).
     ///
     /// # Errors
     /// When epoll or the thread cannot be set up.
@@ -108,6 +110,7 @@ impl DevicesThread {
         on_failure: impl FnOnce() + Send + 'static,
         filter: Option<seccompiler::BpfProgram>,
         mut exit_report: Option<crate::exit_report::ExitReport>,
+        first: Option<Box<dyn FnOnce() + Send>>,
     ) -> std::io::Result<Self> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -169,6 +172,9 @@ impl DevicesThread {
             .name("kiln-devices".into())
             .spawn(move || {
                 crate::stop::block_vcpu_signals();
+                if let Some(first) = first {
+                    first();
+                }
                 // Before the first guest request is looked at. The caller
                 // does not wait for it (loading a filter takes a few
                 // hundred microseconds here, off the boot path this way);
@@ -392,6 +398,7 @@ mod tests {
             vec![served],
             EventFd::new(EFD_NONBLOCK).unwrap(),
             || {},
+            None,
             None,
             None,
         )
