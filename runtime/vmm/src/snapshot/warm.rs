@@ -117,6 +117,8 @@ pub struct WarmHold {
     stage: Mutex<Stage>,
     changed: Condvar,
     listener: Mutex<Option<UnixListener>>,
+    /// The socket is under its ready name: vCPU 0 accepts claims on it.
+    published: AtomicBool,
     /// Where the socket is bound until the VM is held (clients ignore it).
     pending: PathBuf,
     /// Where it is renamed once held: clients find it there.
@@ -180,6 +182,7 @@ impl WarmHold {
             stage: Mutex::new(Stage::Restoring),
             changed: Condvar::new(),
             listener: Mutex::new(Some(listener)),
+            published: AtomicBool::new(false),
             pending,
             ready,
             idle,
@@ -238,15 +241,20 @@ impl WarmHold {
 
     /// vCPU 0 at the guest's resume report: waits until a client claims
     /// the VM (`Some`) or the run is stopped first (`None`; the run loop
-    /// then sees the stop).
+    /// then sees the stop). Once the socket is published vCPU 0 accepts
+    /// the claim itself: the client's connection wakes the thread that
+    /// runs the guest, with no second thread to hand it over (a wake-up
+    /// of a sleeping thread took 0.1 ms and more on these hosts).
     pub fn wait_for_claim(&self) -> Option<Claim> {
-        let mut stage = lock(&self.stage);
-        if matches!(*stage, Stage::Restoring) {
-            *stage = Stage::Held;
-            self.changed.notify_all();
+        {
+            let mut stage = lock(&self.stage);
+            if matches!(*stage, Stage::Restoring) {
+                *stage = Stage::Held;
+                self.changed.notify_all();
+            }
         }
         loop {
-            match &*stage {
+            match &*lock(&self.stage) {
                 Stage::Claimed(claim) => return Some(claim.clone()),
                 Stage::Stopped => return None,
                 Stage::Restoring | Stage::Held => {}
@@ -254,11 +262,36 @@ impl WarmHold {
             if crate::stop::requested() || crate::stop::terminated_by().is_some() {
                 return None;
             }
-            stage = self
-                .changed
-                .wait_timeout(stage, Duration::from_millis(20))
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+            let listening = self
+                .published
+                .load(Ordering::SeqCst)
+                .then(|| lock(&self.listener).as_ref().map(AsRawFd::as_raw_fd))
+                .flatten();
+            let Some(fd) = listening else {
+                // Not offered yet: the serving thread publishes it.
+                let stage = lock(&self.stage);
+                if matches!(*stage, Stage::Held) {
+                    let _ = self.changed.wait_timeout(stage, Duration::from_millis(20));
+                }
+                continue;
+            };
+            // Wake at least every 20 ms to notice a stop meanwhile.
+            if !readable(fd, 20) {
+                continue;
+            }
+            let accepted = lock(&self.listener).as_ref().map(UnixListener::accept);
+            let Some(Ok((stream, _))) = accepted else {
+                continue;
+            };
+            match self.take_claim(stream) {
+                Taken::Claimed(claim) => return Some(claim),
+                Taken::Stop => {
+                    self.withdraw();
+                    self.stop_run();
+                    return None;
+                }
+                Taken::Refused => {}
+            }
         }
     }
 
@@ -374,48 +407,54 @@ impl WarmHold {
             self.stop_run();
             return;
         }
-        let Some(listener) = lock(&self.listener).take() else {
-            return;
-        };
+        self.published.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+        // vCPU 0 takes the claim (or a stop); this thread keeps the idle
+        // limit and notices a signal that stopped the run meanwhile.
         let deadline = self.idle.map(|d| Instant::now() + d);
-        let client = loop {
+        let mut stage = lock(&self.stage);
+        loop {
+            match &*stage {
+                Stage::Claimed(_) => break,
+                Stage::Stopped => {
+                    drop(stage);
+                    self.withdraw();
+                    return;
+                }
+                Stage::Restoring | Stage::Held => {}
+            }
             if crate::stop::terminated_by().is_some() {
+                drop(stage);
                 self.withdraw();
                 return;
             }
             let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
+                drop(stage);
                 self.withdraw();
                 self.stop_run();
                 return;
             }
-            // Wake at least every 100 ms to notice a signal that stopped
-            // the run meanwhile.
-            let slice = wait.map_or(100, |w| w.as_millis().clamp(1, 100) as i32);
-            if !readable(listener.as_raw_fd(), slice) {
-                continue;
-            }
-            let Ok((stream, _)) = listener.accept() else {
-                continue;
-            };
-            match self.take_claim(stream) {
-                Taken::Claimed(stream) => break stream,
-                Taken::Stop => {
-                    self.withdraw();
-                    self.stop_run();
-                    return;
-                }
-                Taken::Refused => {}
-            }
-        };
-        drop(listener);
+            let slice = wait.map_or(Duration::from_millis(100), |w| {
+                w.min(Duration::from_millis(100))
+            });
+            stage = self
+                .changed
+                .wait_timeout(stage, slice)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        drop(stage);
+        // Claimed: no other client may find or reach this VM now.
+        self.withdraw();
+        drop(lock(&self.listener).take());
         // The client's hang-up before the run is over ends the run, as a
         // foreground `kiln run` ends with its terminal.
-        let mut reader = match client.try_clone() {
-            Ok(r) => BufReader::new(r),
-            Err(_) => return,
+        let reader = lock(&self.client).as_ref().and_then(|c| c.try_clone().ok());
+        let Some(reader) = reader else {
+            return;
         };
-        *lock(&self.client) = Some(client);
+        let mut reader = BufReader::new(reader);
         let mut line = String::new();
         while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
             line.clear();
@@ -456,7 +495,6 @@ impl WarmHold {
             }
         }
         drop(fds);
-        self.withdraw();
         let _ = stream.set_read_timeout(None);
         if send_line(
             &stream,
@@ -467,11 +505,13 @@ impl WarmHold {
             // The client gave up (its wait ran out): nobody to run for.
             return Taken::Stop;
         }
-        let mut stage = lock(&self.stage);
-        *stage = Stage::Claimed(Claim { request, at });
+        // The client's connection is where the run's end is told (and
+        // the serving thread watches it for a hang-up).
+        *lock(&self.client) = Some(stream);
+        let claim = Claim { request, at };
+        *lock(&self.stage) = Stage::Claimed(claim.clone());
         self.changed.notify_all();
-        drop(stage);
-        Taken::Claimed(stream)
+        Taken::Claimed(claim)
     }
 }
 
@@ -492,7 +532,7 @@ fn own_streams() -> Vec<OwnedFd> {
 
 /// What one connection to a held VM turned out to be.
 enum Taken {
-    Claimed(UnixStream),
+    Claimed(Claim),
     Stop,
     Refused,
 }
