@@ -374,8 +374,9 @@ impl WarmHold {
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     }
 
-    /// The serving thread: publish once held, take one claim (or a stop),
-    /// then watch the client.
+    /// The serving thread: publish once held, keep the idle limit until
+    /// vCPU 0 takes a claim (or a stop), then withdraw the socket and
+    /// watch the client.
     fn serve_claims(&self) {
         // Until vCPU 0 is held nobody can use the VM: keep the socket's
         // pending name.
@@ -484,6 +485,12 @@ impl WarmHold {
         if fds.len() != 3 {
             return Taken::Refused;
         }
+        // Held until the claim is made, so that the serving thread's idle
+        // limit cannot stop the VM in between: a VM stopped first refuses.
+        let mut stage = lock(&self.stage);
+        if !matches!(*stage, Stage::Held) {
+            return Taken::Refused;
+        }
         let at = Instant::now();
         *lock(&self.own_streams) = own_streams();
         for (target, fd) in fds.iter().enumerate() {
@@ -509,7 +516,7 @@ impl WarmHold {
         // the serving thread watches it for a hang-up).
         *lock(&self.client) = Some(stream);
         let claim = Claim { request, at };
-        *lock(&self.stage) = Stage::Claimed(claim.clone());
+        *stage = Stage::Claimed(claim.clone());
         self.changed.notify_all();
         Taken::Claimed(claim)
     }
