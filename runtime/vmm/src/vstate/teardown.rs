@@ -18,7 +18,10 @@
 //!
 //! The helper runs on its own small stack in the shared address space and
 //! makes raw system calls only: no allocation, no locks, no `errno` (it
-//! shares the parent thread's TLS pointer).
+//! shares the parent thread's TLS pointer). A run starts it while the
+//! guest boots, so it shows as a second `kiln` process (a child of the
+//! run's, sharing its memory, all signals blocked) for as long as the run
+//! lasts, and then for the VM's destruction.
 
 use std::os::fd::RawFd;
 
