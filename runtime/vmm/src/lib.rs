@@ -1324,18 +1324,13 @@ pub(crate) fn launch(
     // (then this process's descriptors are mere copies, and the memory
     // must stay mapped for the VM).
     layout.end_working_set();
-    // Started by the devices thread (which has ended by now), or here if
-    // it did not get that far.
-    let handed_over = match teardown.get() {
-        Some(helper) => {
-            helper.wait_until_alone();
-            true
-        }
-        None => {
-            limits.background_teardown
-                && vstate::teardown::hand_over(std::os::fd::AsRawFd::as_raw_fd(&vm), &irqfds(&mmio))
-        }
-    };
+    // Started by the devices thread (which has ended by now) before its
+    // first event; absent when the clone failed (then this process tears
+    // the VM down itself).
+    let handed_over = teardown
+        .get()
+        .map(vstate::teardown::Helper::wait_until_alone)
+        .is_some();
     drop(vcpu);
     drop(other_vcpus);
     drop(vm);

@@ -362,8 +362,13 @@ impl Writer {
                 Target::Allow => allow,
                 Target::Ioctl => ioctl,
             };
-            u8::try_from(to - at - 1)
-                .map_err(|_| SeccompError::Build(format!("a jump from {at} to {to} is too long")))
+            // BPF jumps only go forward: a target at or before the jump
+            // would be a bug in the writer, reported rather than wrapped.
+            to.checked_sub(at + 1)
+                .and_then(|distance| u8::try_from(distance).ok())
+                .ok_or_else(|| {
+                    SeccompError::Build(format!("a jump from {at} to {to} is backward or too long"))
+                })
         };
         self.code
             .iter()
@@ -498,6 +503,26 @@ pub fn install_thread(program: &BpfProgram) -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backward_or_too_long_jump_is_an_error() {
+        let mut backward = Writer::default();
+        backward.statement(0x06, 0);
+        backward.jump(BPF_JEQ_K, 1, Target::At(0), Target::Next);
+        assert!(matches!(
+            backward.finish(0, 0, 0),
+            Err(SeccompError::Build(_))
+        ));
+        let mut far = Writer::default();
+        far.jump(BPF_JEQ_K, 1, Target::At(300), Target::Next);
+        assert!(matches!(far.finish(0, 0, 0), Err(SeccompError::Build(_))));
+        let mut near = Writer::default();
+        near.jump(BPF_JEQ_K, 1, Target::At(2), Target::Next);
+        near.statement(0x06, 0);
+        near.statement(0x06, 0);
+        let program = near.finish(0, 0, 0).expect("a forward jump");
+        assert_eq!((program[0].jt, program[0].jf), (1, 0));
+    }
 
     #[test]
     fn no_role_allows_a_refused_call() {

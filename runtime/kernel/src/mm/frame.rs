@@ -83,17 +83,25 @@ impl Frames {
     /// (a large page, a device ring) did not fit in it, but single frames
     /// still do.
     fn next_region(&mut self) {
-        let end = self.regions[self.current].end;
-        while self.bump + FRAME_SIZE <= end {
-            // SAFETY: a never-used frame of the region, in the direct map
-            // and handed to nobody; its first word links the free list.
-            unsafe { core::ptr::write(phys_to_virt(self.bump) as *mut u64, self.free_list) };
-            self.free_list = self.bump;
-            self.bump += FRAME_SIZE;
-        }
+        self.free_never_used(self.regions[self.current].end);
         self.current += 1;
         if self.current < self.count {
             self.bump = self.regions[self.current].start;
+        }
+    }
+
+    /// Hands the never-used frames from the bump pointer up to `end` (in
+    /// the current region) to the free list, moving the bump pointer past
+    /// them: frames skipped by a request for a run of them stay usable as
+    /// single frames.
+    fn free_never_used(&mut self, end: u64) {
+        while self.bump + FRAME_SIZE <= end {
+            // SAFETY: a never-used frame of the current region, in the
+            // direct map and handed to nobody; its first word links the
+            // free list.
+            unsafe { core::ptr::write(phys_to_virt(self.bump) as *mut u64, self.free_list) };
+            self.free_list = self.bump;
+            self.bump += FRAME_SIZE;
         }
     }
 
@@ -350,14 +358,7 @@ pub fn alloc_large() -> Option<u64> {
         };
         // The frames skipped to reach the boundary stay usable as small
         // pages.
-        let mut skipped = f.bump;
-        while skipped < start {
-            // SAFETY: never-used RAM of the region, in the direct map; its
-            // first word links the free list.
-            unsafe { core::ptr::write(phys_to_virt(skipped) as *mut u64, f.free_list) };
-            f.free_list = skipped;
-            skipped += FRAME_SIZE;
-        }
+        f.free_never_used(start);
         f.bump = start + crate::arch::LARGE_PAGE;
         f.used += LARGE_FRAMES;
         (start, f.fresh_is_zero)

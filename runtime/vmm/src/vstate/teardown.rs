@@ -28,7 +28,7 @@ use std::os::fd::RawFd;
 /// Bytes of the helper's stack.
 const STACK: usize = 64 * 1024;
 
-/// Most descriptors the helper keeps besides the VM's (see [`hand_over`]).
+/// Most descriptors the helper keeps besides the VM's (see [`start`]).
 pub const KEEP_MAX: usize = 32;
 
 /// What the helper needs, written before it starts and only read by it.
@@ -47,14 +47,6 @@ struct Handover {
     /// The VM's descriptor and the kept ones, ascending; `keep_len` used.
     keep: [i32; KEEP_MAX + 1],
     keep_len: usize,
-}
-
-/// Starts the helper and waits until it holds only what it keeps ([`start`]
-/// then [`Helper::wait_until_alone`]). False when it could not start (the
-/// caller then tears down itself). After `true`, the caller must not unmap
-/// guest memory.
-pub fn hand_over(vm: RawFd, keep: &[RawFd]) -> bool {
-    start(vm, keep).map(|h| h.wait_until_alone()).is_some()
 }
 
 /// A started helper.
