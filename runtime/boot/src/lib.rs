@@ -70,6 +70,24 @@ pub mod layout {
     /// page table with one 2 MiB entry of its own, so page tables kept
     /// apart leave the rest of RAM to large host entries.
     pub const PAGE_TABLE_AREA_MIN_RAM: u64 = 16 << 20;
+
+    /// The page-table area of a VM with `ram_size` bytes of RAM and
+    /// `mapped_end` bytes mapped, as `(start, end)`: the 2 MiB-aligned
+    /// range holding the boot page tables, cut at the end of RAM; `None`
+    /// below [`PAGE_TABLE_AREA_MIN_RAM`]. The kernel derives the same
+    /// range from the memory map.
+    pub const fn page_table_area(ram_size: u64, mapped_end: u64) -> Option<(u64, u64)> {
+        if ram_size < PAGE_TABLE_AREA_MIN_RAM {
+            return None;
+        }
+        let start = boot_page_tables_at(ram_size, mapped_end) & !((2 << 20) - 1);
+        let end = if start + (2 << 20) < ram_size {
+            start + (2 << 20)
+        } else {
+            ram_size
+        };
+        Some((start, end))
+    }
     /// First PVM registration page; vCPU `n` uses `PV_PAGES + n * 0x1000`.
     pub const PV_PAGES: u64 = 0x4000;
     /// How many vCPUs the PV page area holds.
@@ -808,6 +826,27 @@ mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn the_page_table_area_is_the_2_mib_holding_the_boot_tables() {
+        use layout::{boot_page_tables_at, page_table_area};
+        const MIB: u64 = 1 << 20;
+        assert_eq!(page_table_area(15 * MIB, 16 * MIB), None);
+        assert_eq!(
+            page_table_area(32 * MIB, 35 * MIB),
+            Some((30 * MIB, 32 * MIB))
+        );
+        // RAM ending inside a 2 MiB range: the area is cut at its end.
+        assert_eq!(
+            page_table_area(17 * MIB, 18 * MIB),
+            Some((16 * MIB, 17 * MIB))
+        );
+        for ram in [16, 17, 64, 1024] {
+            let (start, end) = page_table_area(ram * MIB, ram * MIB + MIB).unwrap();
+            let tables = boot_page_tables_at(ram * MIB, ram * MIB + MIB);
+            assert!(start <= tables && tables < end && end == ram * MIB);
+        }
+    }
 
     #[test]
     fn vsock_header_round_trips() {
