@@ -953,3 +953,98 @@ fn after_loader_snapshots_start_dynamic_programs_past_their_loader() {
     let touched = report(&json)["warm_pages_touched"].as_u64().unwrap_or(0);
     assert!(touched > 100, "busybox: {touched} pages touched");
 }
+
+/// The image snapshots `kiln warm IMAGE` has taken in the test store.
+fn image_snapshots() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(kiln_home().join("image-snapshots"))
+        .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn warm_vms_of_an_image_serve_its_plain_runs_and_nothing_else() {
+    if !kvm_or_skip("warm_vms_of_an_image_serve_its_plain_runs") {
+        return;
+    }
+    let (dir, image) = common::built_image("warm-image", "busybox-sh");
+    let plain = || kiln().arg("run").arg(&image).output().expect("kiln runs");
+    // Not warmed yet: the image boots.
+    let booted = ok(plain(), "kiln run IMAGE");
+    assert!(stdout(&booted).contains("arguments: from the manifest"));
+
+    // A file that is no image: a clear error, and no snapshot left behind.
+    let bad = dir.join("broken.kiln");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let before = image_snapshots();
+    let out = warm(&[bad.to_str().unwrap()]);
+    assert_ne!(status(&out), 0);
+    assert!(
+        stderr(&out).contains("its snapshot could not be taken"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        image_snapshots(),
+        before,
+        "a failed snapshot left something"
+    );
+
+    let out = ok(
+        warm(&[image.to_str().unwrap(), "-n", "2"]),
+        "kiln warm IMAGE",
+    );
+    assert!(
+        stderr(&out).contains("taking a snapshot") && stderr(&out).contains("2 warm VMs"),
+        "{}",
+        stderr(&out)
+    );
+    let added: Vec<PathBuf> = image_snapshots()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(added.len(), 1, "one image snapshot taken: {added:?}");
+    let snapshot = added[0].clone();
+    let _cleanup = StopWarm(snapshot.clone());
+    assert_eq!(waiting(&snapshot).len(), 2);
+
+    // The plain command is served by a warm VM, with the same output and
+    // status as a boot.
+    let served = plain();
+    assert_eq!(status(&served), 0, "{}", stderr(&served));
+    assert_eq!(stdout(&served), stdout(&booted));
+    assert_eq!(waiting(&snapshot).len(), 1, "the plain run was not served");
+
+    // Arguments of its own: the image boots, the warm VM keeps waiting.
+    let out = run(&image, &[], &["sh", "-c", "echo own arguments"]);
+    assert_eq!(
+        stdout(&ok(out, "kiln run IMAGE -- ARGS")),
+        "own arguments\n"
+    );
+    assert_eq!(waiting(&snapshot).len(), 1);
+
+    // Warming again reuses the snapshot.
+    let out = ok(warm(&[image.to_str().unwrap()]), "kiln warm IMAGE again");
+    assert!(
+        !stderr(&out).contains("taking a snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(waiting(&snapshot).len(), 2);
+
+    // A rebuilt image file is another image: its plain run boots.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&image)
+        .unwrap()
+        .set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let out = ok(plain(), "kiln run IMAGE after a rebuild");
+    assert_eq!(stdout(&out), stdout(&booted));
+    assert_eq!(
+        waiting(&snapshot).len(),
+        2,
+        "a stale warm VM served a rebuilt image"
+    );
+}

@@ -216,11 +216,12 @@ fn timings_file(dir: &Path, name: &str) -> std::path::PathBuf {
 /// own entry, after its dynamic loader (`--snapshot-at after-loader`: the
 /// kernel's boot, the program's loading and its libraries' saved), the two ways
 /// kiln can skip the boot: wall times (ms) of `runs` restores in the run's
-/// own process (`kiln run --from-snapshot --no-warm`) and of `runs` runs
-/// each served by a warm VM (`kiln warm`, made ready untimed before the
-/// run), and the KVM exits of one more served run, untimed, with
-/// `--stats` (counted from the claim). Every run must print what a booted
-/// run prints.
+/// own process (`kiln run --from-snapshot --no-warm`) and of `runs` plain
+/// `kiln run IMAGE`s each served by a warm VM (`kiln warm IMAGE`, which
+/// takes the image's own snapshot at the same point; made ready untimed
+/// before the run), and the KVM exits of one more served run, untimed,
+/// with `--stats` (counted from the claim). Every run must print what a
+/// booted run prints.
 fn bench_resumed(
     kiln: &Path,
     image: &Path,
@@ -231,6 +232,8 @@ fn bench_resumed(
     let home = dir.join("kiln-home");
     let snapshot = dir.join(format!("{name}.snap"));
     let _ = std::fs::remove_dir_all(&snapshot);
+    // Image snapshots of earlier runs' builds (each build is another image).
+    let _ = std::fs::remove_dir_all(home.join("image-snapshots"));
     let kiln_run = |args: &[&std::ffi::OsStr]| {
         let mut cmd = Command::new(kiln);
         cmd.arg("run").args(args).env("KILN_HOME", &home);
@@ -269,12 +272,12 @@ fn bench_resumed(
         )?;
         same(&out, what)?;
         restored.push(ms);
-        crate::bench_snapshot::warm_up(kiln, &snapshot, &home)?;
+        crate::bench_snapshot::warm_up(kiln, image, &home)?;
         // The plain command a user types: no timings asked for (a warm VM
         // answers those only once its report is written). The warm VM's
         // socket going away shows it served the run.
-        let what = "kiln run --from-snapshot (a warm VM)";
-        let (ms, out) = run_timed(&mut kiln_run(&["--from-snapshot".as_ref(), snap]), what)?;
+        let what = "kiln run IMAGE (a warm VM of `kiln warm IMAGE`)";
+        let (ms, out) = run_timed(&mut kiln_run(&[image.as_os_str()]), what)?;
         if crate::bench_snapshot::warm_vms_waiting(&home) != 0 {
             bail!("the run after kiln warm was not served by the warm VM");
         }
@@ -678,8 +681,8 @@ fn print_tables(doc: &Value) {
     }
     println!(
         "  (resumed = `kiln run --from-snapshot SNAP --no-warm`, restored in its own process; warm = \
-         the same run served by a VM `kiln warm SNAP` resumed ahead and held, made ready before \
-         each run, untimed)"
+         a plain `kiln run IMAGE` served by a VM `kiln warm IMAGE` resumed ahead from the image's \
+         snapshot at the same point and held, made ready before each run, untimed)"
     );
     println!(
         "\n  {:<12} {:>13} {:>14} {:>13} {:>9} {:>11}   (KVM exits so far, one run with --stats)",

@@ -144,7 +144,8 @@ pub(crate) fn warm_vms_waiting(home: &Path) -> usize {
         .count()
 }
 
-/// `kiln warm SNAPSHOT` (one VM) with the store `home`, waited for; ms.
+/// `kiln warm SNAPSHOT` (or IMAGE; one VM) with the store `home`, waited
+/// for; ms.
 pub(crate) fn warm_up(kiln: &Path, snapshot: &Path, home: &Path) -> Result<f64> {
     let t = Instant::now();
     let out = Command::new(kiln)

@@ -146,20 +146,29 @@ fn finish(result: anyhow::Result<u8>) -> ExitCode {
     }
 }
 
-/// `kiln run --from-snapshot SNAPSHOT` and nothing more — the command a
-/// warm VM serves (`kiln warm`) — handed to a warm VM before the command
-/// line is parsed: clap builds `run`'s ~60 options for a parse, 0.15–0.3 ms
-/// on a PVM host, a tenth of a claimed run. With any other argument, or
-/// no warm VM answering, the command is parsed and runs as usual.
+/// `kiln run --from-snapshot SNAPSHOT` or `kiln run IMAGE` and nothing
+/// more — the commands a warm VM serves (`kiln warm SNAPSHOT`, `kiln warm
+/// IMAGE`) — handed to a warm VM before the command line is parsed: clap
+/// builds `run`'s ~60 options for a parse, 0.15–0.3 ms on a PVM host, a
+/// tenth of a claimed run. With any other argument, or no warm VM
+/// answering, the command is parsed and runs as usual.
 fn plain_warm_claim(start: std::time::Instant) -> Option<anyhow::Result<u8>> {
     let mut args = std::env::args_os().skip(1);
-    let (Some(run), Some(flag), Some(snapshot), None) =
-        (args.next(), args.next(), args.next(), args.next())
-    else {
+    let (Some(run), Some(first)) = (args.next(), args.next()) else {
         return None;
     };
-    if run != "run" || flag != "--from-snapshot" || snapshot.to_string_lossy().starts_with('-') {
+    if run != "run" {
         return None;
     }
-    commands::run::claim_plain(std::path::Path::new(&snapshot), start)
+    match (first.to_str()?, args.next(), args.next()) {
+        ("--from-snapshot", Some(snapshot), None)
+            if !snapshot.to_string_lossy().starts_with('-') =>
+        {
+            commands::run::claim_plain(std::path::Path::new(&snapshot), start)
+        }
+        (image, None, None) if !image.starts_with('-') => {
+            commands::run::claim_plain_image(image, start)
+        }
+        _ => None,
+    }
 }

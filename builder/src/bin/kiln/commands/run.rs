@@ -1,5 +1,6 @@
 //! `kiln run IMAGE [-- ARGS]`.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -393,6 +394,54 @@ pub fn claim_plain(snapshot: &std::path::Path, start: Instant) -> Option<Result<
     let snapshot = snapshot_dir(snapshot, &store).ok()?;
     let dir = run::warm_dir(store.root(), &snapshot).ok()?;
     claim_with(&dir, &plain_request(start)).transpose()
+}
+
+/// `kiln run IMAGE` with no other argument, served by a warm VM that
+/// `kiln warm IMAGE` started from the image's own snapshot
+/// ([`image_snapshot_dir`]) when one answers (main's fast path); `None`
+/// when none does — the image then boots as usual.
+pub fn claim_plain_image(image: &str, start: Instant) -> Option<Result<u8>> {
+    let store = super::store();
+    let snapshot = image_snapshot_dir(image, &store)?;
+    if !snapshot
+        .join(kiln_vmm::snapshot::STATE_DIGEST_FILE)
+        .is_file()
+    {
+        return None;
+    }
+    let dir = run::warm_dir(store.root(), &snapshot).ok()?;
+    claim_with(&dir, &plain_request(start)).transpose()
+}
+
+/// Where the snapshot of the image `image` names lies that `kiln warm
+/// IMAGE` takes and warms (whether taken yet or not): under the store's
+/// `image-snapshots/`, named after the image's identity — for a file its
+/// path, device, inode, size and change times (a rebuilt or replaced file
+/// is another image, whose plain runs a stale warm VM does not serve),
+/// for a stored image its manifest digest. `None` when `image` is neither
+/// a file nor in the store.
+pub fn image_snapshot_dir(image: &str, store: &kiln_builder::store::Store) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(image);
+    let identity = if path.is_file() {
+        let canonical = std::fs::canonicalize(path).ok()?;
+        let m = std::fs::metadata(&canonical).ok()?;
+        let mut id = canonical.into_os_string().into_encoded_bytes();
+        for n in [m.dev(), m.ino(), m.size()] {
+            id.extend_from_slice(&n.to_le_bytes());
+        }
+        for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+            id.extend_from_slice(&n.to_le_bytes());
+        }
+        id
+    } else if super::is_file_name(image) {
+        return None;
+    } else {
+        store.resolve(image).ok()?.digest.into_bytes()
+    };
+    let digest = kiln_builder::oci::sha256_digest(&identity);
+    let hex = digest.trim_start_matches("sha256:");
+    Some(store.root().join("image-snapshots").join(&hex[..16]))
 }
 
 /// A claim asking nothing beyond the run: when this command started.

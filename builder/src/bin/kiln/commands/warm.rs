@@ -1,5 +1,7 @@
-//! `kiln warm SNAPSHOT`: resume a snapshot ahead of need, so that the next
-//! `kiln run --from-snapshot` of it runs at once.
+//! `kiln warm SNAPSHOT|IMAGE`: resume a snapshot ahead of need, so that
+//! the next `kiln run --from-snapshot` of it runs at once — or an image's
+//! own snapshot, taken at its program's entry, so that the next plain
+//! `kiln run IMAGE` does.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -15,7 +17,7 @@ use super::run::SnapshotMemoryArg;
 /// How long `kiln warm` waits for its VMs to be held ready.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
-/// Keep VMs of a snapshot resumed and waiting, each for one `kiln run --from-snapshot`
+/// Keep VMs of a snapshot (or an image) resumed and waiting, each for one `kiln run`
 #[derive(clap::Args)]
 #[command(
     after_help = "Each warm VM is a background kiln process that has restored the snapshot — VM, \
@@ -26,11 +28,16 @@ const READY_WAIT: Duration = Duration::from_secs(60);
                   warm VM's exit status is the run's. A warm VM serves one run; start more \
                   with -n. Runs with -i, -t, --stats, --user, -p, --disk, --snapshot-at, \
                   --snapshot-memory copy, an IMAGE or --no-warm restore in their own process \
-                  as before."
+                  as before.\n\nGiven an IMAGE (a .kiln file or a stored image) instead, kiln warm \
+                  first takes the image's own snapshot at its program's entry, after its \
+                  dynamic loader (once per image: it is kept under the store's \
+                  image-snapshots/), and its warm VMs serve `kiln run IMAGE` with no other \
+                  argument — the image's own arguments, environment and resources. A run \
+                  with any option or argument, or of a rebuilt image file, boots as usual."
 )]
 pub struct Args {
-    /// The snapshot: a directory, or a snapshot of the local store by name or digest
-    #[arg(value_name = "DIR|NAME")]
+    /// The snapshot (a directory, or a snapshot of the local store by name or digest), or an image (a .kiln file or a stored image) whose own snapshot is taken first
+    #[arg(value_name = "SNAPSHOT|IMAGE")]
     snapshot: PathBuf,
 
     /// How many warm VMs to add
@@ -60,7 +67,7 @@ pub fn run(args: Args) -> Result<u8> {
         bail!("--idle-timeout must be 0 or a positive number of seconds");
     }
     let store = super::store();
-    let snapshot = super::run::snapshot_dir(&args.snapshot, &store)?;
+    let (snapshot, serves) = warm_target(&args.snapshot, &store, args.stop)?;
     let dir = run::warm_dir(store.root(), &snapshot)
         .with_context(|| format!("{}: not a readable snapshot", snapshot.display()))?;
     if args.stop {
@@ -89,7 +96,7 @@ pub fn run(args: Args) -> Result<u8> {
     let plural = if args.count == 1 { "" } else { "s" };
     if !args.keep {
         eprintln!(
-            "kiln: {} warm VM{plural} of {} ready; each serves one `kiln run --from-snapshot`",
+            "kiln: {} warm VM{plural} of {} ready; each serves one `{serves}`",
             args.count,
             args.snapshot.display()
         );
@@ -101,6 +108,80 @@ pub fn run(args: Args) -> Result<u8> {
         args.snapshot.display()
     );
     pool.keep(children, args.count as usize)
+}
+
+/// The snapshot `kiln warm TARGET` warms, and the command its warm VMs
+/// serve: a snapshot directory or a stored snapshot as named, else an
+/// image — its own snapshot, taken at its program's entry after the
+/// loader the first time (not for `--stop`), whose warm VMs serve a plain
+/// `kiln run IMAGE`.
+fn warm_target(
+    target: &std::path::Path,
+    store: &kiln_builder::store::Store,
+    stop: bool,
+) -> Result<(PathBuf, String)> {
+    let text = target.to_string_lossy();
+    let from_snapshot = || format!("kiln run --from-snapshot {text}");
+    if target.is_dir() {
+        return Ok((target.to_path_buf(), from_snapshot()));
+    }
+    if !target.exists() {
+        if let Some(stored) = store.resolve_snapshot(&text)? {
+            return Ok((store.unpacked_snapshot(&stored)?, from_snapshot()));
+        }
+    }
+    let Some(snapshot) = super::run::image_snapshot_dir(&text, store) else {
+        bail!(
+            "{text}: no such snapshot directory, snapshot or image (`kiln snapshots` and `kiln images` list the stored ones)"
+        );
+    };
+    if !stop {
+        take_image_snapshot(&text, &snapshot)?;
+    }
+    Ok((snapshot, format!("kiln run {text}")))
+}
+
+/// Takes the snapshot of `image` that `kiln warm IMAGE` warms into
+/// `snapshot`, unless it is there already: a run of the image that stops
+/// at its program's entry, after the loader (`--snapshot-at
+/// after-loader`), written under a temporary name and renamed (a failed
+/// or interrupted one leaves nothing behind that a later run would use).
+fn take_image_snapshot(image: &str, snapshot: &std::path::Path) -> Result<()> {
+    if snapshot
+        .join(kiln_vmm::snapshot::STATE_DIGEST_FILE)
+        .is_file()
+    {
+        return Ok(());
+    }
+    let parent = snapshot.parent().context("an image snapshot's directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = snapshot.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!("kiln: taking a snapshot of {image} at its program's entry, for its warm VMs");
+    let output = Command::new(std::env::current_exe().context("finding kiln's own program")?)
+        .args(["run", "--snapshot-at", "after-loader", "--snapshot-to"])
+        .arg(&tmp)
+        .arg(image)
+        .stdin(Stdio::null())
+        .output()
+        .context("running the image to take its snapshot")?;
+    if !output.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        bail!(
+            "{image}: its snapshot could not be taken ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    if let Err(e) = std::fs::rename(&tmp, snapshot) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another `kiln warm` of the image took it meanwhile.
+        if !snapshot.is_dir() {
+            return Err(e)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), snapshot.display()));
+        }
+    }
+    Ok(())
 }
 
 /// A snapshot's warm VMs being started.
