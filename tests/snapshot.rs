@@ -990,6 +990,13 @@ fn warm_vms_of_an_image_serve_its_plain_runs_and_nothing_else() {
         before,
         "a failed snapshot left something"
     );
+    // Stopping the warm VMs of an image never warmed takes nothing.
+    let out = ok(
+        warm(&[image.to_str().unwrap(), "--stop"]),
+        "kiln warm --stop",
+    );
+    assert!(stderr(&out).contains("0 warm VMs"), "{}", stderr(&out));
+    assert_eq!(image_snapshots(), before, "--stop took a snapshot");
 
     let out = ok(
         warm(&[image.to_str().unwrap(), "-n", "2"]),

@@ -68,6 +68,11 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let store = super::store();
     let (snapshot, serves) = warm_target(&args.snapshot, &store, args.stop)?;
+    if args.stop && !snapshot.exists() {
+        // An image never warmed: its snapshot was never taken.
+        eprintln!("kiln: 0 warm VMs of {} stopped", args.snapshot.display());
+        return Ok(0);
+    }
     let dir = run::warm_dir(store.root(), &snapshot)
         .with_context(|| format!("{}: not a readable snapshot", snapshot.display()))?;
     if args.stop {
