@@ -1023,7 +1023,18 @@ fn warm_vms_of_an_image_serve_its_plain_runs_and_nothing_else() {
     assert_eq!(stdout(&served), stdout(&booted));
     assert_eq!(waiting(&snapshot).len(), 1, "the plain run was not served");
 
-    // Arguments of its own: the image boots, the warm VM keeps waiting.
+    // --no-warm, or arguments of its own: the image boots, the warm VM
+    // keeps waiting.
+    let out = kiln()
+        .args(["run", "--no-warm"])
+        .arg(&image)
+        .output()
+        .expect("kiln runs");
+    assert_eq!(
+        stdout(&ok(out, "kiln run --no-warm IMAGE")),
+        stdout(&booted)
+    );
+    assert_eq!(waiting(&snapshot).len(), 1, "--no-warm was served");
     let out = run(&image, &[], &["sh", "-c", "echo own arguments"]);
     assert_eq!(
         stdout(&ok(out, "kiln run IMAGE -- ARGS")),

@@ -100,8 +100,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SnapshotMemoryArg::Shared, value_name = "HOW", requires = "from_snapshot")]
     snapshot_memory: SnapshotMemoryArg,
 
-    /// With --from-snapshot: restore in this process even when `kiln warm` holds a VM of the snapshot ready (by default the first warm VM answering serves the run, unless -i, -t, --user, -p, --disk, --snapshot-at, --snapshot-memory copy or an IMAGE is given; a served run's --stats count from the claim)
-    #[arg(long, requires = "from_snapshot")]
+    /// Boot (with --from-snapshot: restore) in this process even when `kiln warm` holds a VM ready: by default a warm VM of `kiln warm IMAGE` serves a `kiln run IMAGE` with nothing more, and one of `kiln warm SNAP` serves `kiln run --from-snapshot SNAP` unless -i, -t, --user, -p, --disk, --snapshot-at, --snapshot-memory copy or an IMAGE is given (a served run's --stats count from the claim)
+    #[arg(long)]
     no_warm: bool,
 
     /// Be a warm VM waiting in DIR (what `kiln warm` starts)
