@@ -146,11 +146,11 @@ pub(crate) fn warm_vms_waiting(home: &Path) -> usize {
 
 /// `kiln warm SNAPSHOT` (or IMAGE; one VM) with the store `home`, waited
 /// for; ms.
-pub(crate) fn warm_up(kiln: &Path, snapshot: &Path, home: &Path) -> Result<f64> {
+pub(crate) fn warm_up(kiln: &Path, target: &Path, home: &Path) -> Result<f64> {
     let t = Instant::now();
     let out = Command::new(kiln)
         .arg("warm")
-        .arg(snapshot)
+        .arg(target)
         .env("KILN_HOME", home)
         .stdin(Stdio::null())
         .output()

@@ -77,12 +77,13 @@ pub mod layout {
     /// below [`PAGE_TABLE_AREA_MIN_RAM`]. The kernel derives the same
     /// range from the memory map.
     pub const fn page_table_area(ram_size: u64, mapped_end: u64) -> Option<(u64, u64)> {
+        const SIZE: u64 = 2 << 20;
         if ram_size < PAGE_TABLE_AREA_MIN_RAM {
             return None;
         }
-        let start = boot_page_tables_at(ram_size, mapped_end) & !((2 << 20) - 1);
-        let end = if start + (2 << 20) < ram_size {
-            start + (2 << 20)
+        let start = boot_page_tables_at(ram_size, mapped_end) & !(SIZE - 1);
+        let end = if start + SIZE < ram_size {
+            start + SIZE
         } else {
             ram_size
         };

@@ -403,12 +403,7 @@ pub fn claim_plain(snapshot: &std::path::Path, start: Instant) -> Option<Result<
 pub fn claim_plain_image(image: &str, start: Instant) -> Option<Result<u8>> {
     let store = super::store();
     let snapshot = image_snapshot_dir(image, &store)?;
-    if !snapshot
-        .join(kiln_vmm::snapshot::STATE_DIGEST_FILE)
-        .is_file()
-    {
-        return None;
-    }
+    // No snapshot taken yet: no warm VM either (warm_dir reads its digest).
     let dir = run::warm_dir(store.root(), &snapshot).ok()?;
     claim_with(&dir, &plain_request(start)).transpose()
 }

@@ -126,19 +126,19 @@ fn warm_target(
     stop: bool,
 ) -> Result<(PathBuf, String)> {
     let text = target.to_string_lossy();
-    let from_snapshot = || format!("kiln run --from-snapshot {text}");
-    if target.is_dir() {
-        return Ok((target.to_path_buf(), from_snapshot()));
-    }
-    if !target.exists() {
-        if let Some(stored) = store.resolve_snapshot(&text)? {
-            return Ok((store.unpacked_snapshot(&stored)?, from_snapshot()));
+    // A file is an image; anything else is looked up as a snapshot first.
+    let as_snapshot = (!target.is_file()).then(|| super::run::snapshot_dir(target, store));
+    let not_found = match as_snapshot {
+        Some(Ok(snapshot)) => {
+            return Ok((snapshot, format!("kiln run --from-snapshot {text}")));
         }
-    }
+        Some(Err(e)) => e,
+        None => anyhow::anyhow!("{text}: not an image"),
+    };
     let Some(snapshot) = super::run::image_snapshot_dir(&text, store) else {
-        bail!(
-            "{text}: no such snapshot directory, snapshot or image (`kiln snapshots` and `kiln images` list the stored ones)"
-        );
+        return Err(not_found.context(format!(
+            "{text}: no such snapshot or image (`kiln images` lists the stored images)"
+        )));
     };
     if !stop {
         take_image_snapshot(&text, &snapshot)?;
